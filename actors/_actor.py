@@ -1,0 +1,405 @@
+"""Actors, their references, and the loop that runs one incarnation of an actor."""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import outcome
+import trio
+
+from ._exceptions import ActorError, ActorStopped, AskTimeout
+from ._mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from ._supervisor import Supervisor, _Child
+    from ._system import ActorSystem
+
+# Between two messages that did not yield themselves, the loop yields at least this often.
+_BATCH = 64
+
+
+class ActorState(enum.Enum):
+    """Where an actor is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@attrs.frozen
+class Terminated:
+    """Death-watch notice: `actor` has stopped for good.
+
+    `reason` is None for a normal stop, or the exception that ended it.
+    """
+
+    actor: ActorRef
+    reason: BaseException | None
+
+
+@attrs.frozen
+class ActorStats:
+    """A snapshot of one actor's counters."""
+
+    name: str
+    state: ActorState
+    queued: int
+    capacity: int
+    received: int
+    processed: int
+    failed: int
+    restarts: int
+    dropped: int
+    rejected: int
+    undelivered: int
+
+
+class Actor:
+    """Subclass this and implement `receive`; the runtime calls it one message at a time.
+
+    State lives on the instance. A restart builds a fresh instance from the same class and
+    arguments, so nothing of the crashed instance's state survives; the mailbox (and with
+    it every queued message and the `ActorRef`) does.
+    """
+
+    _cell: _Cell
+
+    async def on_start(self) -> None:
+        """Called before the first message; an exception here is a crash (supervised)."""
+
+    async def receive(self, message: Any) -> Any:
+        """Handle one message. For an `ask`, the return value is the reply.
+
+        An exception escaping `receive` crashes the actor ("let it crash"): its supervisor
+        decides what happens next. For an `ask`, the asker also gets the exception.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement receive()")
+
+    async def on_stop(self) -> None:
+        """Called after the last message, on a normal stop and after a crash alike.
+
+        Not called when the actor is cancelled because its shutdown deadline passed.
+        """
+
+    @property
+    def ref(self) -> ActorRef:
+        """This actor's own reference (stable across restarts)."""
+        return self._cell.ref
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    @property
+    def system(self) -> ActorSystem:
+        """The system this actor runs in."""
+        return self._cell.system
+
+    def watch(self, other: ActorRef) -> None:
+        """Receive a `Terminated` message when `other` stops for good."""
+        other.watch(self.ref)
+
+    def unwatch(self, other: ActorRef) -> None:
+        other.unwatch(self.ref)
+
+    def stop(self) -> None:
+        """Stop after the current message; the restart type decides what follows."""
+        self._cell.request_stop()
+
+    async def _main(self, cell: _Cell) -> None:
+        """Run one incarnation: on_start, then the message loop."""
+        await self.on_start()
+        cell.state = ActorState.RUNNING
+        await cell.loop(self)
+
+    def _system_message(self, message: Any) -> Any:
+        """Handle a runtime notice; returns a coroutine to await, or None."""
+        if type(message) is _Notice:
+            return self.receive(message.payload)
+        return None
+
+    def _stop_requested(self) -> None:
+        """Called when a stop is requested, so long waits can be cut short."""
+
+
+class _Ask:
+    """An ask in flight: the message and the slot its reply goes to."""
+
+    __slots__ = ("message", "result", "task")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+        self.task: trio.lowlevel.Task | None = None
+        self.result: outcome.Outcome[Any] | None = None
+
+    def _resolve(self, result: outcome.Outcome[Any]) -> None:
+        if self.result is not None:
+            return
+        self.result = result
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task, result)
+
+    def _fail(self, error: BaseException) -> None:
+        self._resolve(outcome.Error(error))
+
+
+class _Cell:
+    """The runtime's side of an actor: what outlives any one instance."""
+
+    __slots__ = (
+        "child",
+        "failed",
+        "instance",
+        "mailbox",
+        "name",
+        "processed",
+        "ref",
+        "restarts",
+        "state",
+        "stop_requested",
+        "system",
+        "terminated",
+        "terminated_event",
+        "undelivered",
+        "watchers",
+    )
+
+    def __init__(self, system: ActorSystem, name: str, mailbox: Mailbox) -> None:
+        self.system = system
+        self.name = name
+        self.mailbox = mailbox
+        self.ref = ActorRef(self)
+        self.instance: Actor | None = None
+        self.child: _Child | None = None
+        self.state = ActorState.STARTING
+        self.stop_requested = False
+        self.processed = 0
+        self.failed = 0
+        self.restarts = 0
+        self.undelivered = 0
+        self.watchers: list[ActorRef] | None = None
+        self.terminated: Terminated | None = None
+        self.terminated_event: trio.Event | None = None
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        self.mailbox.wake_reader()
+        if self.instance is not None:
+            self.instance._stop_requested()
+
+    async def loop(self, actor: Actor) -> None:
+        mailbox = self.mailbox
+        receive = actor.receive
+        since_yield = 0
+        while not self.stop_requested:
+            try:
+                message = mailbox.get_nowait()
+            except trio.WouldBlock:
+                await mailbox.wait_readable()
+                since_yield = 0
+                continue
+            if type(message) is _Ask:
+                try:
+                    value = await receive(message.message)
+                except Exception as exc:
+                    message._resolve(outcome.Error(exc))
+                    self.failed += 1
+                    raise
+                message._resolve(outcome.Value(value))
+            elif isinstance(message, _SystemMessage):
+                coro = actor._system_message(message)
+                if coro is not None:
+                    await coro
+                continue
+            else:
+                try:
+                    await receive(message)
+                except Exception:
+                    self.failed += 1
+                    raise
+            self.processed += 1
+            since_yield += 1
+            if since_yield >= _BATCH:
+                since_yield = 0
+                await trio.lowlevel.checkpoint()
+
+    def finish(self, reason: BaseException | None) -> None:
+        """Stop for good: refuse messages, fail pending asks, tell the watchers."""
+        if self.terminated is not None:
+            return
+        self.state = ActorState.STOPPED
+        self.instance = None
+        for message in self.mailbox.close():
+            if type(message) is _Ask:
+                message._fail(ActorStopped(self.name, "it stopped before answering"))
+            else:
+                self.undelivered += 1
+        self.terminated = Terminated(self.ref, reason)
+        self.system._unregister(self)
+        if self.terminated_event is not None:
+            self.terminated_event.set()
+        for watcher in self.watchers or ():
+            watcher._cell.mailbox.put_system(_Notice(self.terminated))
+        self.watchers = None
+
+
+class _SystemMessage:
+    """Base of runtime notices carried by mailboxes."""
+
+    __slots__ = ()
+
+
+class _Notice(_SystemMessage):
+    """A message for the actor's own `receive`, sent by the runtime (e.g. `Terminated`)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+
+
+class ActorRef:
+    """The only handle to an actor. Stays valid across restarts; compare with `==`."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: _Cell) -> None:
+        self._cell = cell
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    @property
+    def is_alive(self) -> bool:
+        """False once the actor has stopped for good."""
+        return self._cell.terminated is None
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.name} {self._cell.state.value}>"
+
+    async def tell(self, message: Any) -> None:
+        """Send a message; waits only for mailbox room (with `Overflow.WAIT`).
+
+        Raises:
+            ActorStopped: the actor has stopped.
+            MailboxFull: the mailbox is full and its policy is REJECT.
+        """
+        await self._cell.mailbox.put(message)
+
+    def tell_nowait(self, message: Any) -> None:
+        """Send a message without waiting, for code that cannot await.
+
+        Raises:
+            trio.WouldBlock: full with the WAIT policy.
+            MailboxFull: full with the REJECT policy.
+            ActorStopped: the actor has stopped.
+        """
+        self._cell.mailbox.put_nowait(message)
+
+    async def ask(self, message: Any, *, timeout: float | None = 5.0) -> Any:
+        """Send a message and wait for `receive`'s return value (or its exception).
+
+        Args:
+            timeout: seconds to wait for the reply (covering the wait for mailbox room);
+                None waits without limit.
+
+        Raises:
+            AskTimeout: no reply within `timeout`.
+            ActorStopped: the actor stopped before answering.
+            MailboxFull: the policy refused or dropped the message.
+            Exception: whatever `receive` raised for this message.
+        """
+        pending = _Ask(message)
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.CancelScope(deadline=deadline) as scope:
+            await self._cell.mailbox.put(pending)
+            if pending.result is None:
+
+                def abort(_: Any) -> trio.lowlevel.Abort:
+                    pending.task = None
+                    return trio.lowlevel.Abort.SUCCEEDED
+
+                pending.task = trio.lowlevel.current_task()
+                return await trio.lowlevel.wait_task_rescheduled(abort)
+        if scope.cancelled_caught:
+            # The late reply, if any, finds no task to wake and is discarded.
+            pending.result = outcome.Value(None)
+            raise AskTimeout(self._cell.name, type(message).__name__, timeout or 0.0)
+        assert pending.result is not None
+        return pending.result.unwrap()
+
+    async def stop(self, *, timeout: float | None = None) -> Terminated:
+        """Stop the actor for good (after its current message) and wait until it has.
+
+        Its supervisor removes it; `timeout` overrides the child's shutdown deadline, after
+        which it is cancelled.
+        """
+        cell = self._cell
+        child = cell.child
+        if cell.terminated is None and child is not None:
+            child.supervisor._request_removal(child, timeout)
+        return await self.join()
+
+    async def join(self) -> Terminated:
+        """Wait until the actor has stopped for good; returns why."""
+        cell = self._cell
+        if cell.terminated is None:
+            if cell.terminated_event is None:
+                cell.terminated_event = trio.Event()
+            await cell.terminated_event.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        assert cell.terminated is not None
+        return cell.terminated
+
+    def watch(self, watcher: ActorRef) -> None:
+        """Send `watcher` a `Terminated` message when this actor stops for good.
+
+        If it has stopped already, the notice is sent at once.
+        """
+        cell = self._cell
+        if cell.terminated is not None:
+            watcher._cell.mailbox.put_system(_Notice(cell.terminated))
+            return
+        if cell.watchers is None:
+            cell.watchers = []
+        if watcher not in cell.watchers:
+            cell.watchers.append(watcher)
+
+    def unwatch(self, watcher: ActorRef) -> None:
+        if self._cell.watchers and watcher in self._cell.watchers:
+            self._cell.watchers.remove(watcher)
+
+    def stats(self) -> ActorStats:
+        cell = self._cell
+        box = cell.mailbox
+        return ActorStats(
+            name=cell.name,
+            state=cell.state,
+            queued=len(box),
+            capacity=box.capacity,
+            received=box.received,
+            processed=cell.processed,
+            failed=cell.failed,
+            restarts=cell.restarts,
+            dropped=box.dropped,
+            rejected=box.rejected,
+            undelivered=cell.undelivered,
+        )
+
+
+def _supervisor_of(ref: ActorRef) -> Supervisor:
+    instance = ref._cell.instance
+    from ._supervisor import Supervisor
+
+    if not isinstance(instance, Supervisor):
+        raise ActorError(f"actor {ref.name!r} is not a running Supervisor")
+    return instance

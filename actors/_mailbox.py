@@ -1,0 +1,206 @@
+"""The bounded mailbox every actor reads from."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from typing import Any
+
+import trio
+
+from ._exceptions import ActorStopped, InvalidConfig, MailboxFull
+
+log = logging.getLogger("actors")
+
+# A producer that never has to wait still yields to the scheduler this often, so a tight
+# `tell` loop cannot starve other tasks (trio's fairness) while most calls avoid a round trip.
+_SCHEDULE_EVERY = 64
+
+
+class Overflow(enum.Enum):
+    """What a full mailbox does with one more message."""
+
+    WAIT = "wait"
+    """The sender waits for room: backpressure (the default)."""
+    REJECT = "reject"
+    """The sender gets `MailboxFull` at once; the message is not queued."""
+    DROP_OLDEST = "drop_oldest"
+    """The oldest queued message is dropped (counted) to make room."""
+    DROP_NEWEST = "drop_newest"
+    """The new message is dropped (counted); the queue is unchanged."""
+
+
+class Mailbox:
+    """A bounded FIFO of messages with an overflow policy; one reader, many writers.
+
+    System messages (supervision and death-watch notices) bypass the bound and are read
+    first: there is at most one per child or watched actor, so they stay bounded too.
+
+    Args:
+        capacity: the most messages the mailbox holds (at least 1).
+        overflow: what happens when it is full.
+        owner: the owning actor's name, for error messages.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_items",
+        "_putters",
+        "_reader",
+        "_sends",
+        "_system",
+        "capacity",
+        "dropped",
+        "owner",
+        "overflow",
+        "received",
+        "rejected",
+    )
+
+    def __init__(
+        self, capacity: int = 1000, overflow: Overflow = Overflow.WAIT, *, owner: str = "?"
+    ) -> None:
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+            raise InvalidConfig(
+                f"mailbox capacity must be an int >= 1, got {capacity!r}: "
+                "mailboxes are always bounded; pick the most messages to buffer"
+            )
+        if not isinstance(overflow, Overflow):
+            raise InvalidConfig(
+                f"overflow must be an Overflow member ({', '.join(o.name for o in Overflow)}), "
+                f"got {overflow!r}"
+            )
+        self.capacity = capacity
+        self.overflow = overflow
+        self.owner = owner
+        self._items: deque[Any] = deque()
+        self._system: deque[Any] = deque()
+        self._putters = trio.lowlevel.ParkingLot()
+        self._reader = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self._sends = 0
+        self.received = 0
+        self.dropped = 0
+        self.rejected = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put_nowait(self, message: Any) -> bool:
+        """Queue a message without waiting.
+
+        Returns:
+            True if queued, False if DROP_NEWEST dropped it.
+
+        Raises:
+            trio.WouldBlock: full, with the WAIT policy.
+            MailboxFull: full, with the REJECT policy.
+            ActorStopped: the mailbox is closed.
+        """
+        if self._closed:
+            raise ActorStopped(self.owner)
+        items = self._items
+        if len(items) < self.capacity:
+            items.append(message)
+            self.received += 1
+            if self._reader:
+                self._reader.unpark()
+            return True
+        overflow = self.overflow
+        if overflow is Overflow.WAIT:
+            raise trio.WouldBlock
+        if overflow is Overflow.REJECT:
+            self.rejected += 1
+            raise MailboxFull(self.owner, self.capacity)
+        if overflow is Overflow.DROP_OLDEST:
+            self._drop(items.popleft())
+            items.append(message)
+            self.received += 1
+            return True
+        self._drop(message)
+        return False
+
+    def _drop(self, message: Any) -> None:
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 10_000 == 0:
+            log.warning(
+                "mailbox of actor %r is full (capacity %d): %d message(s) dropped so far "
+                "by policy %s",
+                self.owner,
+                self.capacity,
+                self.dropped,
+                self.overflow.name,
+            )
+        fail = getattr(message, "_fail", None)
+        if fail is not None:
+            fail(MailboxFull(self.owner, self.capacity, "dropped by " + self.overflow.name))
+
+    async def put(self, message: Any) -> bool:
+        """Queue a message, waiting for room with the WAIT policy.
+
+        A cancellation point; yields to the scheduler when it has to wait and at least
+        every few calls otherwise.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                queued = self.put_nowait(message)
+            except trio.WouldBlock:
+                await self._putters.park()
+                continue
+            self._sends += 1
+            if self._sends >= _SCHEDULE_EVERY:
+                self._sends = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return queued
+
+    def put_system(self, message: Any) -> None:
+        """Queue a runtime notice; it bypasses the bound and is read first."""
+        if self._closed:
+            return
+        self._system.append(message)
+        if self._reader:
+            self._reader.unpark()
+
+    def get_nowait(self) -> Any:
+        """Take the next message (system notices first).
+
+        Raises:
+            trio.WouldBlock: nothing is queued.
+        """
+        if self._system:
+            return self._system.popleft()
+        if self._items:
+            message = self._items.popleft()
+            if self._putters:
+                self._putters.unpark()
+            return message
+        raise trio.WouldBlock
+
+    async def wait_readable(self) -> None:
+        """Wait until a message arrives or `wake_reader` is called."""
+        if self._system or self._items:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._reader.park()
+
+    def wake_reader(self) -> None:
+        self._reader.unpark_all()
+
+    def close(self) -> list[Any]:
+        """Refuse further messages, wake waiting senders, and return what was queued."""
+        self._closed = True
+        left = list(self._items)
+        self._items.clear()
+        self._system.clear()
+        self._putters.unpark_all()
+        self._reader.unpark_all()
+        return left
+
+    def reopen(self) -> None:
+        self._closed = False

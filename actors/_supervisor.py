@@ -1,0 +1,386 @@
+"""Supervisors: run children in a nursery, restart them by strategy, escalate when stuck."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import attrs
+import tenacity
+import trio
+from tenacity.wait import WaitBaseT
+
+from ._actor import Actor, ActorRef, ActorState, _Cell, _SystemMessage
+from ._exceptions import ActorStopped, InvalidActor, InvalidConfig, SupervisorGaveUp
+from ._mailbox import Mailbox, Overflow
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+log = logging.getLogger("actors")
+
+
+class Strategy(enum.Enum):
+    """Which children a supervisor restarts when one of them fails."""
+
+    ONE_FOR_ONE = "one_for_one"
+    """Only the failed child."""
+    ONE_FOR_ALL = "one_for_all"
+    """Every child: the others are stopped (in reverse start order) and all start again."""
+    REST_FOR_ONE = "rest_for_one"
+    """The failed child and the children started after it."""
+
+
+class Restart(enum.Enum):
+    """When a stopped child is started again."""
+
+    PERMANENT = "permanent"
+    """Always, whether it failed or stopped normally."""
+    TRANSIENT = "transient"
+    """Only if it failed (an exception); a normal stop is final."""
+    TEMPORARY = "temporary"
+    """Never: any stop is final."""
+
+
+def _check_actor_class(actor: object) -> None:
+    if not (isinstance(actor, type) and issubclass(actor, Actor)):
+        raise InvalidActor(
+            f"expected an Actor subclass, got {actor!r}: define `class My(Actor)` with an "
+            "`async def receive(self, message)` and pass the class itself (not an instance)"
+        )
+
+
+def _check_positive(what: str, value: float, *, zero: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InvalidConfig(f"{what} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise InvalidConfig(f"{what} must be {'>=' if zero else '>'} 0, got {value!r}")
+
+
+@attrs.frozen
+class ChildSpec:
+    """How a supervisor starts (and restarts) one child.
+
+    Args:
+        actor: the Actor subclass; each start builds `actor(*args, **kwargs)`.
+        name: a unique name to register it under (generated if None).
+        restart: when to start it again (see `Restart`).
+        shutdown: seconds it gets to finish its current message when stopped; then it is
+            cancelled.
+        mailbox_size: its mailbox's capacity.
+        overflow: its mailbox's policy when full.
+    """
+
+    actor: type[Actor]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+    name: str | None = None
+    restart: Restart = Restart.PERMANENT
+    shutdown: float = 5.0
+    mailbox_size: int = 1000
+    overflow: Overflow = Overflow.WAIT
+
+    def __attrs_post_init__(self) -> None:
+        _check_actor_class(self.actor)
+        if not isinstance(self.restart, Restart):
+            raise InvalidConfig(f"restart must be a Restart member, got {self.restart!r}")
+        _check_positive("shutdown", self.shutdown)
+        # Validates size and policy with the mailbox's own messages.
+        Mailbox(self.mailbox_size, self.overflow)
+
+
+class _ChildExited(_SystemMessage):
+    __slots__ = ("child", "incarnation", "reason")
+
+    def __init__(self, child: _Child, incarnation: int, reason: BaseException | None) -> None:
+        self.child = child
+        self.incarnation = incarnation
+        self.reason = reason
+
+
+class _RemoveChild(_SystemMessage):
+    __slots__ = ("child", "timeout")
+
+    def __init__(self, child: _Child, timeout: float | None) -> None:
+        self.child = child
+        self.timeout = timeout
+
+
+class _Child:
+    """A supervisor's record of one child, across its restarts."""
+
+    __slots__ = ("cell", "done", "incarnation", "scope", "spec", "stopping", "supervisor")
+
+    def __init__(self, supervisor: Supervisor, spec: ChildSpec, cell: _Cell) -> None:
+        self.supervisor = supervisor
+        self.spec = spec
+        self.cell = cell
+        self.incarnation = 0
+        self.done: trio.Event | None = None
+        self.scope: trio.CancelScope | None = None
+        self.stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self.done is not None and not self.done.is_set()
+
+
+def _default_backoff() -> WaitBaseT:
+    return tenacity.wait_exponential_jitter(initial=0.01, max=1.0, jitter=0.01)
+
+
+class Supervisor(Actor):
+    """An actor that starts children, watches them, and restarts them by `strategy`.
+
+    More than `max_restarts` restarts within `within` seconds and it gives up: it stops
+    every child and fails with `SupervisorGaveUp`, which its own supervisor handles like any
+    child failure (escalation). Between restarts it waits as the tenacity wait strategy
+    `backoff` says (attempt number = restarts in the current window). Children run in the
+    supervisor's nursery, so none outlives it.
+
+    Args:
+        children: the static children, started in order.
+        strategy: which children restart when one fails.
+        max_restarts: restart intensity: restarts allowed within `within` seconds.
+        within: the intensity window in seconds.
+        backoff: a tenacity wait strategy (`wait_exponential_jitter(...)`, ...), or None for
+            no delay.
+    """
+
+    def __init__(
+        self,
+        children: Sequence[ChildSpec] = (),
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        max_restarts: int = 3,
+        within: float = 5.0,
+        backoff: WaitBaseT | None = None,
+    ) -> None:
+        for spec in children:
+            if not isinstance(spec, ChildSpec):
+                raise InvalidConfig(f"children must be ChildSpec objects, got {spec!r}")
+        if not isinstance(strategy, Strategy):
+            raise InvalidConfig(f"strategy must be a Strategy member, got {strategy!r}")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise InvalidConfig(f"max_restarts must be an int >= 0, got {max_restarts!r}")
+        _check_positive("within", within, zero=False)
+        self.specs = tuple(children)
+        self.strategy = strategy
+        self.max_restarts = max_restarts
+        self.within = float(within)
+        self.backoff = _default_backoff() if backoff is None else backoff
+        self._children: list[_Child] = []
+        self._restart_times: deque[float] = deque()
+        self._nursery: trio.Nursery | None = None
+        self._accepting = False
+        self._failed_child: tuple[_Child, BaseException | None] | None = None
+        self._backoff_scope: trio.CancelScope | None = None
+        self._ready: Callable[[], None] | None = None
+
+    @classmethod
+    def spec(
+        cls,
+        children: Sequence[ChildSpec] = (),
+        *,
+        name: str | None = None,
+        restart: Restart = Restart.PERMANENT,
+        shutdown: float = math.inf,
+        **options: Any,
+    ) -> ChildSpec:
+        """A ChildSpec that nests a supervisor under another one (a supervision tree)."""
+        return ChildSpec(
+            cls,
+            args=(tuple(children),),
+            kwargs=options,
+            name=name,
+            restart=restart,
+            shutdown=shutdown,
+        )
+
+    @property
+    def children(self) -> list[ActorRef]:
+        """References to the current children, in start order."""
+        return [child.cell.ref for child in self._children]
+
+    async def receive(self, message: Any) -> Any:
+        log.warning("supervisor %r ignored a %s message", self.name, type(message).__name__)
+
+    # -- running -------------------------------------------------------------------------
+
+    async def _main(self, cell: _Cell) -> None:
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._accepting = True
+            try:
+                await self.on_start()
+                for spec in self.specs:
+                    self._add(spec)
+                cell.state = ActorState.RUNNING
+                if self._ready is not None:
+                    self._ready()
+                await cell.loop(self)
+            except Exception as exc:
+                failure = exc
+            self._accepting = False
+            await self._stop_all()
+        if failure is not None:
+            raise failure
+
+    def _add(self, spec: ChildSpec) -> ActorRef:
+        if not self._accepting or self._nursery is None:
+            raise ActorStopped(self.name, "a stopping supervisor starts no children")
+        system = self.system
+        name = spec.name or system._generate_name(spec.actor)
+        cell = _Cell(system, name, Mailbox(spec.mailbox_size, spec.overflow, owner=name))
+        system._register(cell)
+        child = _Child(self, spec, cell)
+        cell.child = child
+        self._children.append(child)
+        self._launch(child)
+        return cell.ref
+
+    def _launch(self, child: _Child) -> None:
+        assert self._nursery is not None
+        child.incarnation += 1
+        child.done = trio.Event()
+        child.scope = trio.CancelScope()
+        child.stopping = False
+        child.cell.stop_requested = False
+        self._nursery.start_soon(self._run_child, child, child.incarnation, child.scope)
+
+    async def _run_child(self, child: _Child, incarnation: int, scope: trio.CancelScope) -> None:
+        cell = child.cell
+        spec = child.spec
+        reason: BaseException | None = None
+        done = child.done
+        assert done is not None
+        try:
+            with scope:
+                cell.state = ActorState.STARTING
+                instance: Actor | None = None
+                try:
+                    instance = spec.actor(*spec.args, **spec.kwargs)
+                    instance._cell = cell
+                    cell.instance = instance
+                    await instance._main(cell)
+                except Exception as exc:
+                    reason = exc
+                    log.debug("actor %r failed", cell.name, exc_info=exc)
+                if instance is not None:
+                    cell.state = ActorState.STOPPING
+                    try:
+                        await instance.on_stop()
+                    except Exception as exc:
+                        log.warning("on_stop of actor %r raised", cell.name, exc_info=exc)
+                        if reason is None:
+                            reason = exc
+            if scope.cancelled_caught:
+                reason = trio.TooSlowError(
+                    f"actor {cell.name!r} did not stop within its shutdown deadline "
+                    f"({spec.shutdown:g}s) and was cancelled"
+                )
+        except BaseException:
+            # The whole subtree is being torn down (or interrupted): end for good.
+            done.set()
+            cell.finish(None)
+            raise
+        cell.instance = None
+        done.set()
+        self._cell.mailbox.put_system(_ChildExited(child, incarnation, reason))
+
+    def _system_message(self, message: Any) -> Coroutine[Any, Any, None] | None:
+        if type(message) is _ChildExited:
+            return self._on_child_exit(message)
+        if type(message) is _RemoveChild:
+            return self._remove(message.child, message.timeout)
+        return super()._system_message(message)
+
+    def _request_removal(self, child: _Child, timeout: float | None) -> None:
+        self._cell.mailbox.put_system(_RemoveChild(child, timeout))
+
+    # -- decisions -----------------------------------------------------------------------
+
+    async def _on_child_exit(self, message: _ChildExited) -> None:
+        child = message.child
+        if child.stopping or child not in self._children or message.incarnation != child.incarnation:
+            return
+        reason = message.reason
+        restart = child.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and reason is None):
+            self._children.remove(child)
+            child.cell.finish(reason)
+            return
+        now = trio.current_time()
+        window = self._restart_times
+        window.append(now)
+        while window and window[0] <= now - self.within:
+            window.popleft()
+        if len(window) > self.max_restarts:
+            child.cell.state = ActorState.STOPPED
+            error = SupervisorGaveUp(self.name, child.cell.name, self.max_restarts, self.within)
+            self._failed_child = (child, reason)
+            raise error from reason
+        group = self._restart_group(child)
+        for other in reversed(group):
+            if other is not child:
+                await self._stop(other)
+        for member in group:
+            member.cell.state = ActorState.RESTARTING
+        state = tenacity.RetryCallState(cast(Any, None), None, (), {})
+        state.attempt_number = len(window)
+        delay = float(self.backoff(state))
+        if delay > 0:
+            with trio.CancelScope() as backoff:
+                self._backoff_scope = backoff
+                await trio.sleep(delay)
+            if backoff.cancelled_caught:
+                return  # stopping: _stop_all finishes them
+        for member in group:
+            if member in self._children:
+                member.cell.restarts += 1
+                self._launch(member)
+
+    def _restart_group(self, child: _Child) -> list[_Child]:
+        if self.strategy is Strategy.ONE_FOR_ONE:
+            return [child]
+        if self.strategy is Strategy.ONE_FOR_ALL:
+            return list(self._children)
+        return self._children[self._children.index(child) :]
+
+    async def _stop(self, child: _Child, timeout: float | None = None) -> None:
+        """Stop one child gracefully, then cancel it at its deadline."""
+        if not child.running:
+            return
+        assert child.done is not None and child.scope is not None
+        child.stopping = True
+        child.cell.request_stop()
+        with trio.move_on_after(child.spec.shutdown if timeout is None else timeout):
+            await child.done.wait()
+        if not child.done.is_set():
+            child.scope.cancel()
+            await child.done.wait()
+
+    async def _remove(self, child: _Child, timeout: float | None) -> None:
+        if child not in self._children:
+            return
+        await self._stop(child, timeout)
+        if child in self._children:
+            self._children.remove(child)
+        child.cell.finish(None)
+
+    async def _stop_all(self) -> None:
+        failed = self._failed_child
+        for child in reversed(list(self._children)):
+            await self._stop(child)
+            reason = failed[1] if failed and failed[0] is child else None
+            child.cell.finish(reason)
+        self._children.clear()
+
+    def _stop_requested(self) -> None:
+        if self._backoff_scope is not None:
+            self._backoff_scope.cancel()

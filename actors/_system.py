@@ -1,0 +1,283 @@
+"""The actor system: a root supervisor, a registry of names, and graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+import trio
+from tenacity.wait import WaitBaseT
+
+from ._actor import Actor, ActorRef, _Cell
+from ._exceptions import ActorNotFound, ActorStopped, InvalidConfig, NameTaken
+from ._mailbox import Mailbox, Overflow
+from ._supervisor import ChildSpec, Restart, Strategy, Supervisor, _check_positive
+
+log = logging.getLogger("actors")
+
+T = TypeVar("T")
+
+
+class ActorSystem:
+    """A running actor system. Get one from `open_system()` or `run_system(main=...)`."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        name: str,
+        strategy: Strategy,
+        max_restarts: int,
+        within: float,
+        backoff: WaitBaseT | None,
+        shutdown_timeout: float,
+    ) -> None:
+        self.name = name
+        self.shutdown_timeout = shutdown_timeout
+        self._nursery = nursery
+        self._names: dict[str, _Cell] = {}
+        self._counter = 0
+        self._failure: BaseException | None = None
+        self._stopped = trio.Event()
+        self._root = Supervisor(
+            (), strategy=strategy, max_restarts=max_restarts, within=within, backoff=backoff
+        )
+        self._root_cell = _Cell(self, "root", Mailbox(1000, owner="root"))
+        self._register(self._root_cell)
+
+    @property
+    def root(self) -> ActorRef:
+        """The root supervisor, parent of every actor spawned without `supervisor=`."""
+        return self._root_cell.ref
+
+    # -- registry ------------------------------------------------------------------------
+
+    def _generate_name(self, actor: type[Actor]) -> str:
+        self._counter += 1
+        return f"{actor.__name__}-{self._counter}"
+
+    def _register(self, cell: _Cell) -> None:
+        if cell.name in self._names:
+            raise NameTaken(cell.name)
+        self._names[cell.name] = cell
+
+    def _unregister(self, cell: _Cell) -> None:
+        if self._names.get(cell.name) is cell:
+            del self._names[cell.name]
+
+    def lookup(self, name: str) -> ActorRef:
+        """The running actor registered as `name`.
+
+        Raises:
+            ActorNotFound: no such actor (the message lists the registered names).
+        """
+        cell = self._names.get(name)
+        if cell is None:
+            raise ActorNotFound(name, list(self._names))
+        return cell.ref
+
+    @property
+    def names(self) -> list[str]:
+        """The names of every running actor."""
+        return list(self._names)
+
+    # -- spawning ------------------------------------------------------------------------
+
+    async def spawn(
+        self,
+        actor: type[Actor] | ChildSpec,
+        *args: Any,
+        name: str | None = None,
+        supervisor: ActorRef | None = None,
+        restart: Restart = Restart.PERMANENT,
+        shutdown: float = 5.0,
+        mailbox_size: int = 1000,
+        overflow: Overflow = Overflow.WAIT,
+    ) -> ActorRef:
+        """Start an actor under `supervisor` (the root by default) and return its ref.
+
+        `actor` is an Actor subclass, built as `actor(*args)` at each (re)start, or a full
+        `ChildSpec`. The child is added at run time (like OTP's dynamic children): it is
+        not restarted if its supervisor itself is restarted.
+
+        Raises:
+            InvalidActor: `actor` is not an Actor subclass.
+            InvalidConfig: a bad mailbox size, policy or deadline.
+            NameTaken: `name` is in use.
+            ActorStopped: the supervisor is stopping.
+        """
+        if isinstance(actor, ChildSpec):
+            spec = actor
+            if args:
+                raise InvalidConfig("pass constructor arguments in the ChildSpec, not to spawn()")
+        else:
+            spec = ChildSpec(
+                actor,
+                args=args,
+                name=name,
+                restart=restart,
+                shutdown=shutdown,
+                mailbox_size=mailbox_size,
+                overflow=overflow,
+            )
+        owner = self._root_cell if supervisor is None else supervisor._cell
+        instance = owner.instance
+        if not isinstance(instance, Supervisor):
+            if owner.terminated is not None or owner is self._root_cell:
+                raise ActorStopped(owner.name, "cannot spawn under a stopped supervisor")
+            raise InvalidConfig(f"supervisor= must be a Supervisor's ref, got {owner.ref!r}")
+        ref = instance._add(spec)
+        await trio.lowlevel.checkpoint()
+        return ref
+
+    # -- running and stopping ------------------------------------------------------------
+
+    async def _run_root(self, *, task_status: trio.TaskStatus[None]) -> None:
+        cell = self._root_cell
+        root = self._root
+        root._cell = cell
+        cell.instance = root
+        root._ready = task_status.started
+        reason: BaseException | None = None
+        try:
+            await root._main(cell)
+        except Exception as exc:
+            reason = exc
+            log.error("the root supervisor of system %r failed", self.name, exc_info=exc)
+        finally:
+            cell.finish(reason)
+            self._stopped.set()
+        if reason is not None:
+            self._failure = reason
+            self._nursery.cancel_scope.cancel()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop every actor gracefully: children stop in reverse start order, each with its
+        own shutdown deadline; whatever still runs after `timeout` seconds is cancelled."""
+        self._root_cell.request_stop()
+        with trio.move_on_after(self.shutdown_timeout if timeout is None else timeout):
+            await self._stopped.wait()
+        if not self._stopped.is_set():
+            log.warning("system %r: shutdown deadline passed, cancelling what is left", self.name)
+            self._nursery.cancel_scope.cancel()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the system has stopped."""
+        await self._stopped.wait()
+
+
+@asynccontextmanager
+async def open_system(
+    *,
+    name: str = "system",
+    strategy: Strategy = Strategy.ONE_FOR_ONE,
+    max_restarts: int = 3,
+    within: float = 5.0,
+    backoff: WaitBaseT | None = None,
+    shutdown_timeout: float = 10.0,
+) -> AsyncIterator[ActorSystem]:
+    """Run an actor system for the duration of the `async with` block.
+
+    On exit the system shuts down gracefully (see `ActorSystem.shutdown`). If the root
+    supervisor gives up, the block is cancelled and `SupervisorGaveUp` is raised.
+
+    Args:
+        strategy, max_restarts, within, backoff: the root supervisor's policy.
+        shutdown_timeout: seconds a graceful shutdown may take before the rest is cancelled.
+    """
+    _check_positive("shutdown_timeout", shutdown_timeout)
+    system: ActorSystem | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            system = ActorSystem(
+                nursery,
+                name=name,
+                strategy=strategy,
+                max_restarts=max_restarts,
+                within=within,
+                backoff=backoff,
+                shutdown_timeout=shutdown_timeout,
+            )
+            await nursery.start(system._run_root)
+            try:
+                yield system
+            finally:
+                await system.shutdown()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    if system is not None and system._failure is not None:
+        raise system._failure
+
+
+async def _watch_signals(
+    signals: Any, main_scope: trio.CancelScope, outer: trio.CancelScope
+) -> None:
+    count = 0
+    async for signum in signals:
+        count += 1
+        if count == 1:
+            log.warning(
+                "received %s: no new work; finishing in-flight work (again to stop at once)",
+                signal.Signals(signum).name,
+            )
+            main_scope.cancel()
+        else:
+            log.warning("received %s again: stopping now", signal.Signals(signum).name)
+            outer.cancel()
+
+
+async def _run(main: Callable[[ActorSystem], Awaitable[T]] | None, options: Any) -> T | None:
+    result: T | None = None
+    catch = threading.current_thread() is threading.main_thread()
+    sigs = (signal.SIGINT, signal.SIGTERM) if catch else ()
+    with trio.open_signal_receiver(*sigs) if sigs else _nullsignals() as signals:
+        async with trio.open_nursery() as outer:
+            async with open_system(**options) as system:
+                with trio.CancelScope() as main_scope:
+                    if sigs:
+                        outer.start_soon(_watch_signals, signals, main_scope, outer.cancel_scope)
+                    if main is None:
+                        await trio.sleep_forever()
+                    else:
+                        result = await main(system)
+            outer.cancel_scope.cancel()
+    return result
+
+
+class _nullsignals:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def run_system(
+    main: Callable[[ActorSystem], Awaitable[T]] | None = None,
+    *,
+    clock: trio.abc.Clock | None = None,
+    **options: Any,
+) -> T | None:
+    """Run an actor system until `main(system)` returns (or forever if no `main`).
+
+    Blocks: it calls `trio.run`. SIGINT/SIGTERM stop `main` (no new work), then the system
+    shuts down gracefully within `shutdown_timeout`; a second signal stops at once.
+    Keyword options are those of `open_system()`.
+
+    Returns:
+        What `main` returned, or None if it was stopped by a signal.
+    """
+    if main is not None and not callable(main):
+        raise InvalidConfig(f"main must be an async function taking the system, got {main!r}")
+    timeout = options.get("shutdown_timeout", 10.0)
+    if not isinstance(timeout, int | float) or math.isnan(timeout):
+        raise InvalidConfig(f"shutdown_timeout must be a number of seconds, got {timeout!r}")
+    return trio.run(partial(_run, main, options), clock=clock)
