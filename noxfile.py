@@ -1,0 +1,77 @@
+"""Developer sessions: `nox` runs tests, lint and typecheck; `nox -s NAME` runs one.
+
+Every session installs the project into its own virtualenv with the extra it needs, so
+`pip install nox && nox` works on a fresh clone. Arguments after `--` reach the tool:
+`nox -s tests -- -k mailbox -x`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+LINT_PATHS = ["actors", "queueing", "tests", "examples", "bench", "noxfile.py"]
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+# No `python=` pin: sessions use the interpreter that runs nox, so CI chooses the Python.
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Run only the tests marked `slow` (soak, stress, chaos)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("-e", ".[lint]")
+    paths = [p for p in LINT_PATHS if (ROOT / p).exists()]
+    session.run("ruff", "check", *paths, *session.posargs)
+    session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on both packages."""
+    session.install("-e", ".[lint]")
+    session.run("mypy", "--strict", "actors", "queueing", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; any warning (a broken link, a bad reference) fails."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every program in examples/, each in its own process; any failure fails."""
+    session.install("-e", ".[examples,redis,cli]")
+    programs = sorted((ROOT / "examples").glob("*.py"))
+    if not programs:
+        session.error("no examples found in examples/")
+    for program in programs:
+        session.log(f"running {program.relative_to(ROOT)}")
+        session.run("python", str(program))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark in bench/ (pass `-- --quick` for small sizes)."""
+    session.install("-e", ".[bench]")
+    for program in sorted((ROOT / "bench").glob("*_bench.py")):
+        session.log(f"running {program.relative_to(ROOT)}")
+        session.run("python", str(program), *session.posargs)
