@@ -1,0 +1,72 @@
+"""The public surface of `actors`: exactly the documented names, each importable and documented."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import actors
+
+# The documented public API of the actor runtime (docs/reference/actors.md renders these).
+# Adding or removing a name is an API change: update this list, the docs and the changelog.
+DOCUMENTED = [
+    "Actor",
+    "ActorError",
+    "ActorNotFound",
+    "ActorRef",
+    "ActorState",
+    "ActorStats",
+    "ActorStopped",
+    "ActorSystem",
+    "AskTimeout",
+    "ChildSpec",
+    "InvalidActor",
+    "InvalidConfig",
+    "Mailbox",
+    "MailboxFull",
+    "NameTaken",
+    "Overflow",
+    "Restart",
+    "Strategy",
+    "Supervisor",
+    "SupervisorGaveUp",
+    "Terminated",
+    "open_system",
+    "run_system",
+]
+
+
+def test_all_is_exactly_the_documented_names() -> None:
+    assert actors.__all__ == DOCUMENTED
+
+
+def test_all_is_sorted() -> None:
+    assert list(actors.__all__) == sorted(actors.__all__)
+
+
+@pytest.mark.parametrize("name", DOCUMENTED)
+def test_public_name_is_importable(name: str) -> None:
+    module = importlib.import_module("actors")
+    assert getattr(module, name) is getattr(actors, name)
+    namespace: dict[str, object] = {}
+    exec(f"from actors import {name}", namespace)
+    assert namespace[name] is getattr(actors, name)
+
+
+@pytest.mark.parametrize("name", DOCUMENTED)
+def test_public_name_has_a_docstring(name: str) -> None:
+    obj = getattr(actors, name)
+    doc = inspect.getdoc(obj)
+    assert doc, f"actors.{name} has no docstring"
+    if inspect.isclass(obj) and not issubclass(obj, BaseException):
+        # Inherited docstrings don't count: every public class says what it is.
+        assert obj.__doc__, f"actors.{name} inherits its docstring instead of having one"
+
+
+def test_no_private_module_leaks_into_the_namespace() -> None:
+    public = {name for name in vars(actors) if not name.startswith("_")}
+    # Submodules imported as a side effect (actors.testing via the pytest plugin) are fine.
+    modules = {name for name in public if inspect.ismodule(getattr(actors, name))}
+    assert public - modules == set(DOCUMENTED)
