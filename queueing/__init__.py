@@ -1,0 +1,67 @@
+"""Processing queues built on supervised actors, on trio."""
+
+from ._convert import make_converter as make_converter
+from ._exceptions import BrokerError as BrokerError
+from ._exceptions import InvalidQueue as InvalidQueue
+from ._exceptions import PayloadError as PayloadError
+from ._exceptions import PayloadTooLarge as PayloadTooLarge
+from ._exceptions import QueueFull as QueueFull
+from ._exceptions import QueueingError as QueueingError
+from ._exceptions import ResultTimeout as ResultTimeout
+from ._exceptions import SystemStopping as SystemStopping
+from ._exceptions import TaskCancelled as TaskCancelled
+from ._exceptions import TaskExpired as TaskExpired
+from ._exceptions import TaskFailed as TaskFailed
+from ._exceptions import TaskTimeout as TaskTimeout
+from ._exceptions import Transient as Transient
+from ._exceptions import UnknownQueue as UnknownQueue
+from ._exceptions import UnknownTask as UnknownTask
+from ._queue import FanOut as FanOut
+from ._queue import Full as Full
+from ._queue import Pipeline as Pipeline
+from ._queue import Queue as Queue
+from ._receipt import Receipt as Receipt
+from ._retry import RetryPolicy as RetryPolicy
+from ._stats import QueueStats as QueueStats
+from ._system import QueueSystem as QueueSystem
+from ._system import open_system as open_system
+from ._system import run_system as run_system
+from ._task import DeadLetter as DeadLetter
+from ._task import ErrorInfo as ErrorInfo
+from ._task import TaskState as TaskState
+from ._task import TaskStatus as TaskStatus
+from ._worker import Worker as Worker
+
+__all__ = [
+    "BrokerError",
+    "DeadLetter",
+    "ErrorInfo",
+    "FanOut",
+    "Full",
+    "InvalidQueue",
+    "PayloadError",
+    "PayloadTooLarge",
+    "Pipeline",
+    "Queue",
+    "QueueFull",
+    "QueueStats",
+    "QueueSystem",
+    "QueueingError",
+    "Receipt",
+    "ResultTimeout",
+    "RetryPolicy",
+    "SystemStopping",
+    "TaskCancelled",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskState",
+    "TaskStatus",
+    "TaskTimeout",
+    "Transient",
+    "UnknownQueue",
+    "UnknownTask",
+    "Worker",
+    "make_converter",
+    "open_system",
+    "run_system",
+]

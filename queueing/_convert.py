@@ -1,0 +1,123 @@
+"""The system's cattrs converter, payload validation, and the JSON wire format."""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import cattrs
+from cattrs.preconf.json import make_converter as _make_json_converter
+
+from ._exceptions import PayloadError
+
+_PRIMITIVES = (int, float, str, bool, type(None))
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def make_converter() -> cattrs.Converter:
+    """A strict converter for JSON-compatible data (the default of every system).
+
+    It forbids extra keys, encodes bytes as base85, datetimes as ISO strings. Register your
+    own hooks on it and pass it as `open_system(converter=...)`.
+    """
+    return _make_json_converter(forbid_extra_keys=True)
+
+
+def dumps(data: Any) -> str:
+    return _dumps(data)
+
+
+def encoded_size(data: Any, limit: int) -> int:
+    """The UTF-8 size of `data` as compact JSON; exact once it may exceed `limit`."""
+    kind = type(data)
+    if kind is int or kind is float or kind is bool or data is None:
+        return 24 if limit < 24 else 1  # bounded well below any sane limit
+    if kind is str and 6 * len(data) + 2 <= limit:
+        return len(data)
+    return len(_dumps(data).encode())
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        notes = cattrs.transform_error(exc)
+        return "; ".join(notes)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
+    """The payload and result types a `handle` method declares (Any where it does not)."""
+    try:
+        hints = typing.get_type_hints(handle)
+    except Exception:
+        hints = getattr(handle, "__annotations__", {})
+    params = [name for name in hints if name != "return"]
+    payload = hints[params[0]] if params else Any
+    result = hints.get("return", Any)
+    if result is type(None):
+        result = Any
+    return payload, result
+
+
+class Codec:
+    """Unstructures and structures one declared type with the system's converter."""
+
+    __slots__ = ("_structure", "_unstructure", "queue", "type")
+
+    def __init__(self, converter: cattrs.Converter, type_: Any, queue: str) -> None:
+        self.type = type_
+        self.queue = queue
+        self._unstructure = converter.unstructure
+        self._structure = converter.structure
+
+    def unstructure(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is int or kind is str or kind is float or kind is bool or value is None:
+            return value
+        try:
+            data = self._unstructure(value)
+        except Exception as exc:
+            raise PayloadError(
+                self.queue,
+                f"the converter cannot serialize a {kind.__name__}: {describe_error(exc)}; "
+                "use attrs classes, dataclasses or plain data, or register a hook",
+            ) from exc
+        if type(data) not in _PRIMITIVES:
+            try:
+                _dumps(data)
+            except (TypeError, ValueError) as exc:
+                raise PayloadError(
+                    self.queue,
+                    f"a {kind.__name__} does not serialize to JSON ({exc}); register an "
+                    "unstructure hook on the system's converter for the offending type",
+                ) from exc
+        return data
+
+    def structure(self, data: Any) -> Any:
+        target = self.type
+        if target is Any or (type(data) is target and target in _PRIMITIVES):
+            return data
+        try:
+            return self._structure(data, target)
+        except Exception as exc:
+            name = getattr(target, "__name__", repr(target))
+            raise PayloadError(
+                self.queue, f"data does not structure as {name}: {describe_error(exc)}"
+            ) from exc
+
+    def check(self, value: Any) -> Any:
+        """Validate a caller's value and return its unstructured form.
+
+        A value that is not already of the declared type (a dict for an attrs class, say) is
+        also structured as that type, so a bad field is reported to the caller by name.
+        """
+        data = self.unstructure(value)
+        target = self.type
+        if target is not Any and not (
+            typing.get_origin(target) is None
+            and isinstance(target, type)
+            and isinstance(value, target)
+        ):
+            self.structure(data)
+        return data

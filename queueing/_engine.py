@@ -1,0 +1,335 @@
+"""What happens to a task: submit, run, succeed, retry, fail, continue down a pipeline."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import _fastpath
+from ._convert import encoded_size
+from ._exceptions import (
+    PayloadError,
+    PayloadTooLarge,
+    SystemStopping,
+    TaskTimeout,
+    UnknownQueue,
+)
+from ._queue import FanOut, Full, Pipeline
+from ._task import Envelope, ErrorInfo, TaskState
+
+if TYPE_CHECKING:
+    from actors._actor import _Cell
+
+    from ._runtime import QueueRuntime
+    from ._worker import Worker
+    from .brokers import Broker
+
+log = logging.getLogger("queueing")
+_BATCH = 64
+
+
+class _Run:
+    """A pipeline submission in flight: branches still running and results so far."""
+
+    __slots__ = ("env", "fanned", "pending", "pipeline", "results")
+
+    def __init__(self, pipeline: Pipeline, env: Envelope) -> None:
+        self.pipeline = pipeline
+        self.env = env
+        self.pending = 1
+        self.fanned = False
+        self.results: dict[tuple[int, ...], Any] = {}
+
+
+class Engine:
+    """The broker-independent rules of the processing queue."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        runtimes: dict[str, QueueRuntime],
+        pipelines: dict[str, Pipeline],
+    ) -> None:
+        self.broker = broker
+        self.runtimes = runtimes
+        self.pipelines = pipelines
+        self.clock = broker.clock
+        self.stopping = False
+        self.runs: dict[str, _Run] = {}
+        self._prefix = secrets.token_hex(5)
+        self._ids = itertools.count(1)
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids):x}"
+
+    # -- submit ----------------------------------------------------------------------------
+
+    def _validate(self, rt: QueueRuntime, payload: Any) -> Any:
+        data = rt.payload_codec.check(payload)
+        limit = rt.spec.max_payload
+        size = encoded_size(data, limit)
+        if size > limit:
+            raise PayloadTooLarge(rt.name, size, limit)
+        return data
+
+    async def submit(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+    ) -> Envelope:
+        if self.stopping:
+            raise SystemStopping("the system is shutting down and accepts no new tasks")
+        rt = self.runtimes.get(name)
+        if rt is None:
+            pipeline = self.pipelines.get(name)
+            if pipeline is None:
+                raise UnknownQueue(name, [*self.runtimes, *self.pipelines])
+            return await self._submit_pipeline(pipeline, payload, delay, expires, timeout)
+        data = self._validate(rt, payload)
+        now = self.clock()
+        env = Envelope(
+            self.new_id(),
+            name,
+            data,
+            time.time(),
+            now,
+            expires_at=None if expires is None else now + expires,
+        )
+        spec = rt.spec
+        await self.broker.submit(
+            rt, env, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
+        )
+        await _fastpath.checkpoint()
+        return env
+
+    async def _submit_pipeline(
+        self,
+        pipeline: Pipeline,
+        payload: Any,
+        delay: float | None,
+        expires: float | None,
+        timeout: float | None,
+    ) -> Envelope:
+        first = self.runtimes[pipeline.stages[0].name]
+        data = self._validate(first, payload)
+        now = self.clock()
+        wall = time.time()
+        expires_at = None if expires is None else now + expires
+        run_env = Envelope(self.new_id(), pipeline.name, data, wall, now, expires_at=expires_at)
+        stage_env = Envelope(
+            self.new_id(), first.name, data, wall, now, expires_at=expires_at, pipeline=run_env.id
+        )
+        spec = first.spec
+        await self.broker.submit(
+            first, stage_env, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
+        )
+        self.runs[run_env.id] = _Run(pipeline, run_env)
+        self.broker.register(run_env)
+        await _fastpath.checkpoint()
+        return run_env
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def work(self, worker: Worker, cell: _Cell, rt: QueueRuntime) -> None:
+        """A worker's loop: take a ready task when free, run it, record what happened."""
+        broker = self.broker
+        ready = rt.ready
+        clock = self.clock
+        spec = rt.spec
+        timeout = spec.timeout
+        max_deliveries = spec.max_deliveries
+        structure = rt.payload_codec.structure
+        handle = worker.handle
+        fatal = type(worker).fatal
+        limiter = rt.limiter
+        runs = self.runs
+        pending = TaskState.PENDING
+        since = 0
+        while not cell.stop_requested:
+            if not ready:
+                with trio.CancelScope() as idle:
+                    worker._idle_scope = idle
+                    if not cell.stop_requested:
+                        await rt.idle.park()
+                worker._idle_scope = None
+                since = 0
+                continue
+            env = ready.popleft()
+            if env.state is not pending:
+                continue  # cancelled while it waited
+            if env.pipeline is not None:
+                run = runs.get(env.pipeline)
+                if run is None or run.env.state.final:
+                    runs.pop(env.pipeline, None)
+                    broker.finish(rt, env, TaskState.CANCELLED, None, _PIPELINE_ENDED)
+                    continue
+            now = clock()
+            if env.expires_at is not None and now > env.expires_at:
+                error = ErrorInfo("TaskExpired", "not started before its deadline")
+                broker.finish(rt, env, TaskState.EXPIRED, None, error)
+                self._end_run(env, TaskState.EXPIRED, error, rt)
+                continue
+            env.deliveries += 1
+            if env.deliveries > max_deliveries:
+                error = ErrorInfo(
+                    "Poison",
+                    f"its worker crashed {env.deliveries - 1} time(s) while handling it "
+                    f"(max_deliveries={max_deliveries})",
+                )
+                broker.dead_letter(rt, env, TaskState.DEAD_LETTERED, error)
+                self._end_run(env, TaskState.DEAD_LETTERED, error, rt)
+                continue
+            env.state = TaskState.RUNNING
+            env.attempts += 1
+            env.started_at = now
+            if env.first_started is None:
+                env.first_started = now
+            scope = trio.CancelScope(deadline=now + timeout if timeout is not None else 1e308)
+            env.scope = scope
+            worker._task = env
+            rt.in_flight += 1
+            failure: Exception | None = None
+            result: Any = None
+            try:
+                with scope:
+                    payload = structure(env.payload)
+                    if limiter is None:
+                        result = await handle(payload)
+                    else:
+                        result = await trio.to_thread.run_sync(
+                            handle, payload, limiter=limiter, abandon_on_cancel=True
+                        )
+            except fatal:
+                self.broker.redeliver(rt, env)
+                raise
+            except PayloadError as exc:
+                error = ErrorInfo.from_exception(exc)
+                broker.dead_letter(rt, env, TaskState.DEAD_LETTERED, error)
+                self._end_run(env, TaskState.DEAD_LETTERED, error, rt)
+                continue
+            except Exception as exc:
+                failure = exc
+            except BaseException:
+                # Cancelled from outside (shutdown deadline): someone else may run it.
+                if env.state is TaskState.RUNNING:
+                    broker.redeliver(rt, env)
+                raise
+            finally:
+                rt.in_flight -= 1
+                env.scope = None
+                worker._task = None
+            if env.state is not TaskState.RUNNING:
+                pass  # cancelled through its receipt: the outcome is recorded already
+            elif scope.cancelled_caught:
+                self.failed(rt, env, TaskTimeout(f"task ran longer than its timeout of {timeout:g}s"))
+            elif failure is not None:
+                self.failed(rt, env, failure)
+            else:
+                await self.succeeded(rt, env, result)
+            since += 1
+            if since >= _BATCH:
+                since = 0
+                await trio.lowlevel.checkpoint()
+
+    def failed(self, rt: QueueRuntime, env: Envelope, exc: Exception) -> None:
+        decision = rt.spec.retry.decide(exc, env.attempts, env.first_started or 0.0, self.clock())
+        error = ErrorInfo.from_exception(exc)
+        if decision is False or decision is None:
+            state = TaskState.FAILED if decision is False else TaskState.DEAD_LETTERED
+            self.broker.dead_letter(rt, env, state, error)
+            self._end_run(env, state, error, rt)
+            return
+        env.error = error
+        rt.retried += 1
+        self.broker.schedule(rt, env, float(decision))
+
+    async def succeeded(self, rt: QueueRuntime, env: Envelope, result: Any) -> None:
+        broker = self.broker
+        if env.pipeline is None:
+            try:
+                data = rt.result_codec.unstructure(result)
+            except PayloadError as exc:
+                self.failed(rt, env, exc)
+                return
+            broker.finish(rt, env, TaskState.SUCCEEDED, data)
+            return
+        run = self.runs.get(env.pipeline)
+        if run is None or run.env.state.final:
+            self.runs.pop(env.pipeline, None)
+            broker.finish(rt, env, TaskState.CANCELLED, None, _PIPELINE_ENDED)
+            return
+        stages = run.pipeline.stages
+        if env.stage + 1 >= len(stages):
+            try:
+                data = rt.result_codec.unstructure(result)
+            except PayloadError as exc:
+                self.failed(rt, env, exc)
+                return
+            broker.finish(rt, env, TaskState.SUCCEEDED, None)
+            run.results[env.path] = data
+            self._branch_done(run)
+            return
+        nxt = self.runtimes[stages[env.stage + 1].name]
+        fanned = type(result) is FanOut
+        items = result.items if fanned else (result,)
+        try:
+            datas = [self._validate(nxt, item) for item in items]
+        except (PayloadError, PayloadTooLarge) as exc:
+            self.failed(rt, env, PayloadError(rt.name, f"its result cannot feed {nxt.name!r}: {exc}"))
+            return
+        if fanned:
+            run.fanned = True
+        run.pending += len(datas) - 1
+        now = self.clock()
+        for index, data in enumerate(datas):
+            child = Envelope(
+                self.new_id(),
+                nxt.name,
+                data,
+                time.time(),
+                now,
+                expires_at=run.env.expires_at,
+                pipeline=run.env.id,
+                stage=env.stage + 1,
+                path=(*env.path, index) if fanned else env.path,
+            )
+            # Backpressure crosses stages: wait for room in the next stage.
+            await broker.submit(nxt, child, Full.WAIT, None, None)
+        broker.finish(rt, env, TaskState.SUCCEEDED, None)
+        if not datas:
+            self._branch_done(run)
+
+    def _branch_done(self, run: _Run) -> None:
+        run.pending -= 1
+        if run.pending > 0:
+            return
+        results = run.results
+        value = [results[key] for key in sorted(results)] if run.fanned else results.get(())
+        self.broker.finish(None, run.env, TaskState.SUCCEEDED, value)
+        self.runs.pop(run.env.id, None)
+
+    def _end_run(
+        self, env: Envelope, state: TaskState, error: ErrorInfo | None, rt: QueueRuntime
+    ) -> None:
+        """A stage task ended without a result: so does its pipeline run (first wins)."""
+        if env.pipeline is None:
+            return
+        run = self.runs.pop(env.pipeline, None)
+        if run is None:
+            return
+        run.env.stage = env.stage
+        run.env.attempts = env.attempts
+        run.env.deliveries = env.deliveries
+        self.broker.finish(None, run.env, state, None, error)
+
+
+_PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")

@@ -1,0 +1,164 @@
+"""Exceptions raised by processing queues.
+
+The tree::
+
+    QueueingError
+    ├── QueueFull            (also actors.MailboxFull's sibling) maxsize reached, policy REJECT
+    ├── PayloadTooLarge      (also ValueError) serialized payload over max_payload
+    ├── PayloadError         (also TypeError) the converter cannot handle the payload
+    ├── UnknownQueue         (also LookupError) no queue or pipeline of that name
+    ├── UnknownTask          (also LookupError) no task of that id (or its result expired)
+    ├── InvalidQueue         (also ValueError) a bad Queue/Pipeline/RetryPolicy setting
+    ├── SystemStopping       the system is shutting down and takes no new tasks
+    ├── ResultTimeout        (also TimeoutError) no result within result(timeout=...)
+    ├── BrokerError          the broker failed (connection, protocol)
+    └── TaskFailed           the task ended without a result
+        ├── TaskCancelled    cancelled through its receipt (or by shutdown)
+        └── TaskExpired      not started before its deadline
+
+    Transient                base for errors a handler raises to ask for a retry
+    └── TaskTimeout          (also TimeoutError) the handler ran past the queue's timeout
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QueueingError(Exception):
+    """Root of every error raised by `queueing`."""
+
+
+class QueueFull(QueueingError):
+    """The queue holds `maxsize` outstanding tasks and would not wait (longer)."""
+
+    def __init__(self, queue: str, maxsize: int, waited: float | None = None) -> None:
+        self.queue = queue
+        self.maxsize = maxsize
+        how = f"after waiting {waited:g}s" if waited else "and its policy is to reject"
+        super().__init__(
+            f"queue {queue!r} is full ({maxsize} outstanding tasks) {how}; raise "
+            "Queue(maxsize=...), add workers, or use when_full=Full.WAIT for backpressure"
+        )
+
+
+class PayloadTooLarge(QueueingError, ValueError):
+    """The serialized payload is larger than the queue's `max_payload`."""
+
+    def __init__(self, queue: str, size: int, limit: int) -> None:
+        self.queue = queue
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"payload for queue {queue!r} is {size} bytes serialized, over its max_payload of "
+            f"{limit} bytes; send a reference (a key, a URL) instead of the data, or raise "
+            "Queue(max_payload=...)"
+        )
+
+
+class PayloadError(QueueingError, TypeError):
+    """The system's converter could not structure or serialize a payload or result."""
+
+    def __init__(self, queue: str, detail: str) -> None:
+        self.queue = queue
+        super().__init__(f"queue {queue!r}: {detail}")
+
+
+class UnknownQueue(QueueingError, LookupError):
+    """No queue or pipeline has that name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(
+            f"no queue or pipeline named {name!r}; known: {', '.join(sorted(known)) or 'none'}"
+        )
+
+
+class UnknownTask(QueueingError, LookupError):
+    """No task has that id, or its result's TTL ran out."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(
+            f"no task {task_id!r} is known: the id is wrong or its result expired "
+            "(results are kept for the queue's result_ttl)"
+        )
+
+
+class InvalidQueue(QueueingError, ValueError):
+    """A Queue, Pipeline or RetryPolicy setting is out of range."""
+
+
+class SystemStopping(QueueingError):
+    """The system is shutting down and accepts no new tasks."""
+
+
+class ResultTimeout(QueueingError, TimeoutError):
+    """The result was not ready within the timeout; the task goes on."""
+
+    def __init__(self, task_id: str, timeout: float) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        super().__init__(
+            f"task {task_id!r} has no result after {timeout:g}s; it is still pending or "
+            "running: wait longer, or check receipt.status()"
+        )
+
+
+class BrokerError(QueueingError):
+    """The broker failed: connection lost, misconfigured, or an unexpected answer."""
+
+
+class TaskFailed(QueueingError):
+    """The task ended without a result.
+
+    Attributes:
+        task_id: the task's id.
+        queue: the queue (or pipeline) it was submitted to.
+        outcome: the final `TaskState` (FAILED, DEAD_LETTERED, CANCELLED, EXPIRED).
+        error_type: the qualified name of the exception that ended it ("" if none).
+        error: that exception's message.
+        attempts: how many times the handler ran.
+        stage: for a pipeline, the queue of the stage that failed.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        queue: str,
+        outcome: Any,
+        *,
+        error_type: str = "",
+        error: str = "",
+        attempts: int = 0,
+        stage: str | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.queue = queue
+        self.outcome = outcome
+        self.error_type = error_type
+        self.error = error
+        self.attempts = attempts
+        self.stage = stage
+        where = f" at stage {stage!r}" if stage else ""
+        cause = f": {error_type}: {error}" if error_type else (f": {error}" if error else "")
+        state = getattr(outcome, "value", outcome)
+        super().__init__(
+            f"task {task_id!r} of {queue!r} {state}{where} after {attempts} attempt(s){cause}"
+        )
+
+
+class TaskCancelled(TaskFailed):
+    """The task was cancelled (through its receipt, or by shutdown)."""
+
+
+class TaskExpired(TaskFailed):
+    """The task was not started before its deadline."""
+
+
+class Transient(Exception):
+    """Raise (or subclass) this in a handler for a failure worth retrying."""
+
+
+class TaskTimeout(Transient, TimeoutError):
+    """The handler ran longer than its queue's `timeout` (retried by default)."""

@@ -1,0 +1,161 @@
+"""`Queue` and `Pipeline`: the specs a user declares."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._exceptions import InvalidQueue
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+class Full(enum.Enum):
+    """What `submit` does when a queue holds `maxsize` outstanding tasks."""
+
+    WAIT = "wait"
+    """Wait for room (backpressure), up to `full_timeout` if set, then `QueueFull`."""
+    REJECT = "reject"
+    """Raise `QueueFull` at once."""
+
+
+def _check_name(kind: str, name: object) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidQueue(
+            f"{kind} name must be 1-100 characters of letters, digits, '_', '.', '-' "
+            f"(starting with a letter or digit), got {name!r}"
+        )
+
+
+def _positive_int(what: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidQueue(f"{what} must be an int >= {minimum}, got {value!r}")
+
+
+def _seconds(what: str, value: object, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or value <= 0
+    ):
+        raise InvalidQueue(f"{what} must be a number of seconds > 0, got {value!r}")
+
+
+@attrs.frozen(eq=False)
+class Queue:
+    """A named processing queue: a worker class, its pool, and the queue's limits.
+
+    Args:
+        name: unique within a system; letters, digits, `_`, `.`, `-`.
+        worker: the `Worker` subclass that handles this queue's tasks.
+        workers: how many workers run (each handles one task at a time).
+        maxsize: the most outstanding tasks (queued, waiting for a retry, or running).
+        when_full: what `submit` does at `maxsize` (see `Full`).
+        full_timeout: with `Full.WAIT`, the longest `submit` waits before `QueueFull`.
+        max_payload: the most bytes one serialized payload may take.
+        retry: when to retry a failed task (see `RetryPolicy`).
+        timeout: seconds one attempt may run; an attempt past it fails with `TaskTimeout`
+            (retried by the default policy). None: no limit.
+        result_ttl: seconds a finished task's outcome stays retrievable by id.
+        max_deliveries: how many times a task may be handed to a worker that then crashed
+            before it is dead-lettered as poison.
+        threads: for a sync `def handle`, the most handler threads at once (default: workers).
+        worker_args, worker_kwargs: passed to the worker class at every (re)start.
+        max_restarts, restart_within: the worker pool supervisor's restart intensity.
+    """
+
+    name: str
+    worker: type[Worker]
+    workers: int = 1
+    maxsize: int = 10_000
+    when_full: Full = Full.WAIT
+    full_timeout: float | None = None
+    max_payload: int = 1024 * 1024
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    timeout: float | None = None
+    result_ttl: float = 3600.0
+    max_deliveries: int = 3
+    threads: int | None = None
+    worker_args: tuple[Any, ...] = ()
+    worker_kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+    max_restarts: int = 10
+    restart_within: float = 10.0
+
+    def __attrs_post_init__(self) -> None:
+        from ._worker import Worker
+
+        _check_name("queue", self.name)
+        if not (isinstance(self.worker, type) and issubclass(self.worker, Worker)):
+            raise InvalidQueue(
+                f"Queue({self.name!r}) needs a Worker subclass as its worker, got "
+                f"{self.worker!r}: define `class MyWorker(Worker)` with "
+                "`async def handle(self, payload)` and pass the class"
+            )
+        _positive_int("workers", self.workers)
+        _positive_int("maxsize", self.maxsize)
+        if not isinstance(self.when_full, Full):
+            raise InvalidQueue(f"when_full must be Full.WAIT or Full.REJECT, got {self.when_full!r}")
+        _seconds("full_timeout", self.full_timeout)
+        _positive_int("max_payload", self.max_payload, 16)
+        if not isinstance(self.retry, RetryPolicy):
+            raise InvalidQueue(f"retry must be a RetryPolicy, got {self.retry!r}")
+        _seconds("timeout", self.timeout)
+        _seconds("result_ttl", self.result_ttl, optional=False)
+        _positive_int("max_deliveries", self.max_deliveries)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        _positive_int("max_restarts", self.max_restarts, 0)
+        _seconds("restart_within", self.restart_within, optional=False)
+
+
+@attrs.frozen(eq=False)
+class Pipeline:
+    """Queues chained so each stage's result is the next stage's payload.
+
+    A submission to the pipeline's name returns one receipt that resolves with the last
+    stage's result (a list, in order, if a stage fanned out with `FanOut`) or fails with
+    the first failure, naming its stage. When a later stage is full, workers of the earlier
+    stage wait, and in the end so does `submit`.
+    """
+
+    name: str
+    stages: Sequence[Queue] = attrs.field(converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        _check_name("pipeline", self.name)
+        if not self.stages:
+            raise InvalidQueue(f"Pipeline({self.name!r}) needs at least one stage")
+        seen: set[str] = set()
+        for stage in self.stages:
+            if not isinstance(stage, Queue):
+                raise InvalidQueue(
+                    f"Pipeline({self.name!r}) stages must be Queue objects, got {stage!r}"
+                )
+            if stage.name in seen:
+                raise InvalidQueue(
+                    f"Pipeline({self.name!r}) uses queue {stage.name!r} twice; a stage "
+                    "waiting on itself could deadlock: declare a second Queue"
+                )
+            seen.add(stage.name)
+
+
+@attrs.frozen
+class FanOut:
+    """Return this from a pipeline stage to hand several payloads to the next stage.
+
+    The pipeline's receipt then resolves to the list of final results, in order.
+    """
+
+    items: Sequence[Any] = attrs.field(converter=tuple)

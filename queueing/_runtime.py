@@ -1,0 +1,66 @@
+"""The live side of one queue in this process: ready tasks, idle workers, counters."""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from typing import TYPE_CHECKING
+
+import cattrs
+import trio
+
+from ._convert import Codec, handler_types
+from ._stats import Latency
+
+if TYPE_CHECKING:
+    from actors import ActorRef
+
+    from ._queue import Queue
+    from ._task import Envelope
+
+
+class QueueRuntime:
+    """Ready tasks in arrival order and the workers waiting for them (no prefetch: a task
+    leaves this deque only when a worker is free to run it)."""
+
+    def __init__(self, spec: Queue, converter: cattrs.Converter) -> None:
+        self.spec = spec
+        self.name = spec.name
+        payload_type, result_type = handler_types(spec.worker.handle)
+        self.payload_codec = Codec(converter, payload_type, spec.name)
+        self.result_codec = Codec(converter, result_type, spec.name)
+        self.sync = not inspect.iscoroutinefunction(spec.worker.handle)
+        self.limiter = trio.CapacityLimiter(spec.threads or spec.workers) if self.sync else None
+        self.ready: deque[Envelope] = deque()
+        self.idle = trio.lowlevel.ParkingLot()
+        self.pool: ActorRef | None = None
+        self.in_flight = 0
+        self.scheduled = 0
+        self.submitted = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.cancelled = 0
+        self.expired = 0
+        self.latency = Latency()
+
+    def push(self, env: Envelope) -> None:
+        self.ready.append(env)
+        if self.idle:
+            self.idle.unpark()
+
+    def push_front(self, env: Envelope) -> None:
+        self.ready.appendleft(env)
+        if self.idle:
+            self.idle.unpark()
+
+    def restarts(self) -> int:
+        if self.pool is None or not self.pool.is_alive:
+            return 0
+        from actors import Supervisor
+
+        pool = self.pool._cell.instance
+        if not isinstance(pool, Supervisor):
+            return 0
+        return sum(ref.stats().restarts for ref in pool.children)

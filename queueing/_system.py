@@ -1,0 +1,409 @@
+"""The queueing system a user launches: `open_system`, `run_system`, and `QueueSystem`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+import cattrs
+import tenacity
+import trio
+
+import actors
+from actors import Actor, ChildSpec, Supervisor
+from actors._actor import ActorState, _Cell
+from actors._system import _nullsignals, _watch_signals
+
+from ._convert import make_converter
+from ._engine import Engine
+from ._exceptions import InvalidQueue, QueueingError, UnknownQueue, UnknownTask
+from ._queue import Pipeline, Queue
+from ._receipt import Receipt, failure
+from ._runtime import QueueRuntime
+from ._stats import QueueStats
+from ._task import DeadLetter, Envelope, TaskState, TaskStatus
+from ._worker import _Pool
+from .brokers import Broker, MemoryBroker
+
+log = logging.getLogger("queueing")
+T = TypeVar("T")
+
+
+def _collect(specs: tuple[Queue | Pipeline, ...]) -> tuple[dict[str, Queue], dict[str, Pipeline]]:
+    queues: dict[str, Queue] = {}
+    pipelines: dict[str, Pipeline] = {}
+
+    def add_queue(queue: Queue) -> None:
+        other = queues.get(queue.name)
+        if other is not None and other is not queue:
+            raise InvalidQueue(f"two different queues are named {queue.name!r}; rename one")
+        queues[queue.name] = queue
+
+    for spec in specs:
+        if isinstance(spec, Queue):
+            add_queue(spec)
+        elif isinstance(spec, Pipeline):
+            if spec.name in pipelines:
+                raise InvalidQueue(f"two pipelines are named {spec.name!r}; rename one")
+            pipelines[spec.name] = spec
+            for stage in spec.stages:
+                add_queue(stage)
+        else:
+            raise InvalidQueue(f"expected Queue or Pipeline objects, got {spec!r}")
+    for name in pipelines:
+        if name in queues:
+            raise InvalidQueue(f"a queue and a pipeline are both named {name!r}; rename one")
+    return queues, pipelines
+
+
+def _make_broker(broker: str | Broker, options: dict[str, Any]) -> Broker:
+    if isinstance(broker, Broker):
+        return broker
+    if not isinstance(broker, str):
+        raise InvalidQueue(f"broker must be a URL string or a Broker, got {broker!r}")
+    if broker == "memory://" or broker.startswith("memory:"):
+        return MemoryBroker(**options)
+    scheme = broker.split(":", 1)[0]
+    raise InvalidQueue(
+        f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://'"
+    )
+
+
+class _BrokerRunner(Actor):
+    """Runs the broker's background work (promoting delayed retries) under supervision."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._scope: trio.CancelScope | None = None
+
+    async def receive(self, message: Any) -> None:
+        return None
+
+    async def _main(self, cell: _Cell) -> None:
+        cell.state = ActorState.RUNNING
+        with trio.CancelScope() as self._scope:
+            await self._broker.run()
+
+    def _stop_requested(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+class QueueSystem:
+    """A running processing-queue system. Get one from `open_system()` or `run_system()`."""
+
+    def __init__(
+        self,
+        actor_system: actors.ActorSystem,
+        broker: Broker,
+        queues: dict[str, Queue],
+        pipelines: dict[str, Pipeline],
+        converter: cattrs.Converter,
+        shutdown_timeout: float,
+    ) -> None:
+        self.actors = actor_system
+        self.converter = converter
+        self.shutdown_timeout = shutdown_timeout
+        self.unfinished = 0
+        self._broker = broker
+        self._queues = queues
+        self._pipelines = pipelines
+        self._runtimes = {name: QueueRuntime(q, converter) for name, q in queues.items()}
+        broker.attach(self._runtimes)
+        self._engine = Engine(broker, self._runtimes, pipelines)
+
+    @property
+    def names(self) -> list[str]:
+        """The queues and pipelines this system serves."""
+        return [*self._queues, *self._pipelines]
+
+    async def _start(self) -> None:
+        await self.actors.spawn(ChildSpec(_BrokerRunner, args=(self._broker,), name="broker"))
+        for name, queue in self._queues.items():
+            rt = self._runtimes[name]
+            workers = [
+                ChildSpec(
+                    queue.worker,
+                    args=queue.worker_args,
+                    kwargs=queue.worker_kwargs,
+                    name=f"{name}.worker-{i}",
+                    shutdown=self.shutdown_timeout,
+                    mailbox_size=16,
+                )
+                for i in range(queue.workers)
+            ]
+            rt.pool = await self.actors.spawn(
+                ChildSpec(
+                    _Pool,
+                    args=(workers,),
+                    kwargs={
+                        "engine": self._engine,
+                        "runtime": rt,
+                        "max_restarts": queue.max_restarts,
+                        "within": queue.restart_within,
+                        "backoff": tenacity.wait_exponential_jitter(
+                            initial=0.1, max=5.0, jitter=0.1
+                        ),
+                    },
+                    name=f"{name}.pool",
+                    shutdown=math.inf,
+                )
+            )
+
+    async def _stop(self) -> None:
+        self._engine.stopping = True
+        with trio.move_on_after(self.shutdown_timeout):
+            async with trio.open_nursery() as nursery:
+                for rt in self._runtimes.values():
+                    if rt.pool is not None and rt.pool.is_alive:
+                        nursery.start_soon(partial(rt.pool.stop, timeout=self.shutdown_timeout))
+        self.unfinished = self._broker.abandon("the system shut down before the task finished")
+        if self.unfinished:
+            durable = "" if self._broker.durable else " (the memory broker is not durable)"
+            log.warning(
+                "shutdown left %d task(s) unfinished; their receipts report CANCELLED%s",
+                self.unfinished,
+                durable,
+            )
+
+    # -- the client API --------------------------------------------------------------------
+
+    async def submit(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+    ) -> Receipt:
+        """Hand a task to a queue or pipeline; returns its receipt once it is accepted.
+
+        Args:
+            name: a queue's or a pipeline's name.
+            payload: an attrs instance, dataclass or plain data the converter handles.
+            delay: seconds before it may start.
+            expires: seconds from now by which it must have started, else it expires.
+            timeout: with `Full.WAIT`, the longest to wait for room (overrides the queue's
+                `full_timeout`).
+
+        Raises:
+            UnknownQueue: no such queue or pipeline.
+            PayloadTooLarge: over the queue's `max_payload`.
+            PayloadError: the converter cannot handle the payload (names field and type).
+            QueueFull: `maxsize` reached and the queue would not wait (longer).
+            SystemStopping: the system is shutting down.
+        """
+        for what, value in (("delay", delay), ("expires", expires), ("timeout", timeout)):
+            if value is not None and (
+                not isinstance(value, int | float) or math.isnan(value) or value < 0
+            ):
+                raise InvalidQueue(f"{what} must be a number of seconds >= 0, got {value!r}")
+        env = await self._engine.submit(name, payload, delay=delay, expires=expires, timeout=timeout)
+        return Receipt(self, env)
+
+    def receipt(self, task_id: str) -> Receipt:
+        """The receipt of a task submitted earlier (by anyone), while its result is kept.
+
+        Raises:
+            UnknownTask: no such task, or its result's TTL ran out.
+        """
+        env = self._broker.lookup(task_id)
+        if env is None:
+            raise UnknownTask(task_id)
+        return Receipt(self, env)
+
+    def stats(self) -> dict[str, QueueStats]:
+        """Figures per queue: depth, in flight, outcomes, retries, restarts, latency."""
+        result = {}
+        for name, rt in self._runtimes.items():
+            outstanding = self._broker.outstanding(name)
+            result[name] = QueueStats(
+                name=name,
+                depth=outstanding - rt.in_flight,
+                scheduled=rt.scheduled,
+                in_flight=rt.in_flight,
+                outstanding=outstanding,
+                maxsize=rt.spec.maxsize,
+                submitted=rt.submitted,
+                succeeded=rt.succeeded,
+                failed=rt.failed,
+                retried=rt.retried,
+                dead_lettered=rt.dead_lettered,
+                cancelled=rt.cancelled,
+                expired=rt.expired,
+                restarts=rt.restarts(),
+                workers=rt.spec.workers,
+                p50=rt.latency.percentile(50),
+                p99=rt.latency.percentile(99),
+            )
+        return result
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until every queue is empty and idle (no task outstanding).
+
+        Raises:
+            TimeoutError: still busy after `timeout` seconds.
+        """
+        if timeout is None:
+            await self._broker.drain()
+            return
+        with trio.move_on_after(timeout):
+            await self._broker.drain()
+            return
+        raise TimeoutError(f"queues still busy after {timeout:g}s: {self._busy()}")
+
+    def _busy(self) -> str:
+        return ", ".join(
+            f"{name}={self._broker.outstanding(name)}"
+            for name in self._runtimes
+            if self._broker.outstanding(name)
+        )
+
+    def _runtime(self, queue: str) -> QueueRuntime:
+        rt = self._runtimes.get(queue)
+        if rt is None:
+            raise UnknownQueue(queue, list(self._runtimes))
+        return rt
+
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """The newest `limit` dead letters of `queue`, oldest first."""
+        self._runtime(queue)
+        return self._broker.dead_letters(queue, limit)
+
+    async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt]:
+        """Submit dead letters again (all of the queue's, or those with `ids`) as new
+        tasks; returns their new receipts. The old ids keep their failed outcome."""
+        self._runtime(queue)
+        receipts = []
+        for letter in self._broker.take_dead_letters(queue, ids):
+            receipts.append(await self.submit(queue, letter.payload))
+        return receipts
+
+    def purge_dead_letters(self, queue: str) -> int:
+        """Delete the queue's dead letters; returns how many there were."""
+        self._runtime(queue)
+        return len(self._broker.take_dead_letters(queue, None))
+
+    # -- for receipts ------------------------------------------------------------------------
+
+    def _stage_name(self, env: Envelope) -> str | None:
+        pipeline = self._pipelines.get(env.queue)
+        if pipeline is None:
+            return None
+        return pipeline.stages[env.stage].name
+
+    def _unwrap(self, env: Envelope) -> Any:
+        if env.state is not TaskState.SUCCEEDED:
+            raise failure(env, self._stage_name(env))
+        rt = self._runtimes.get(env.queue)
+        if rt is not None:
+            return rt.result_codec.structure(env.result)
+        last = self._runtimes[self._pipelines[env.queue].stages[-1].name]
+        if isinstance(env.result, list):
+            return [last.result_codec.structure(item) for item in env.result]
+        return last.result_codec.structure(env.result)
+
+    def _status(self, env: Envelope) -> TaskStatus:
+        return TaskStatus(
+            id=env.id,
+            queue=env.queue,
+            state=env.state,
+            attempts=env.attempts,
+            deliveries=env.deliveries,
+            submitted_at=env.submitted_at,
+            finished_at=env.finished_at,
+            error=env.error,
+            stage=self._stage_name(env)
+            if env.state.final and env.state is not TaskState.SUCCEEDED
+            else None,
+        )
+
+
+@asynccontextmanager
+async def open_system(
+    *specs: Queue | Pipeline,
+    broker: str | Broker = "memory://",
+    converter: cattrs.Converter | None = None,
+    shutdown_timeout: float = 10.0,
+    max_results: int = 100_000,
+    max_dead_letters: int = 10_000,
+) -> AsyncIterator[QueueSystem]:
+    """Run the queues and pipelines for the duration of the `async with` block.
+
+    On exit: no new tasks are accepted, workers finish their current task (up to
+    `shutdown_timeout`), and tasks left unfinished are reported (`system.unfinished`)
+    and resolve as CANCELLED.
+
+    Args:
+        specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages).
+        broker: "memory://" (in process, the default) or a `Broker`.
+        converter: the cattrs converter for payloads and results (default: a strict JSON
+            converter from `queueing.make_converter()`).
+        shutdown_timeout: seconds in-flight tasks get to finish at shutdown.
+        max_results: the most finished outcomes kept for lookup by id (memory broker).
+        max_dead_letters: the most dead letters kept per queue (memory broker).
+    """
+    queues, pipelines = _collect(specs)
+    if not queues:
+        raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
+    the_broker = _make_broker(
+        broker, {"max_results": max_results, "max_dead_letters": max_dead_letters}
+    )
+    async with actors.open_system(name="queueing", shutdown_timeout=2 * shutdown_timeout + 5) as asys:
+        system = QueueSystem(
+            asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
+        )
+        await system._start()
+        try:
+            yield system
+        finally:
+            await system._stop()
+
+
+async def _run(main: Callable[[QueueSystem], Awaitable[T]] | None, specs: Any, options: Any) -> T | None:
+    import signal
+    import threading
+
+    result: T | None = None
+    sigs = (
+        (signal.SIGINT, signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread()
+        else ()
+    )
+    with trio.open_signal_receiver(*sigs) if sigs else _nullsignals() as signals:
+        async with trio.open_nursery() as outer:
+            async with open_system(*specs, **options) as system:
+                with trio.CancelScope() as main_scope:
+                    if sigs:
+                        outer.start_soon(_watch_signals, signals, main_scope, outer.cancel_scope)
+                    if main is None:
+                        await trio.sleep_forever()
+                    else:
+                        result = await main(system)
+            outer.cancel_scope.cancel()
+    return result
+
+
+def run_system(
+    *specs: Queue | Pipeline,
+    main: Callable[[QueueSystem], Awaitable[T]] | None = None,
+    clock: trio.abc.Clock | None = None,
+    **options: Any,
+) -> T | None:
+    """Run the queues until `main(system)` returns (or until SIGINT/SIGTERM if no `main`).
+
+    Blocks: it calls `trio.run`. A signal stops `main` (no new work); in-flight tasks get
+    `shutdown_timeout` to finish; a second signal stops at once. Options are those of
+    `open_system()`.
+
+    Returns:
+        What `main` returned (None if stopped by a signal).
+    """
+    if main is not None and not callable(main):
+        raise QueueingError(f"main must be an async function taking the system, got {main!r}")
+    return trio.run(partial(_run, main, specs, options), clock=clock)

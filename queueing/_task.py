@@ -1,0 +1,154 @@
+"""Tasks: their states, the envelope a broker carries, and the snapshot a receipt reports."""
+
+from __future__ import annotations
+
+import enum
+import traceback
+from typing import Any
+
+import attrs
+import trio
+
+
+class TaskState(enum.Enum):
+    """Where a task is. The last five are final: a task reaches exactly one of them."""
+
+    PENDING = "pending"
+    """Accepted, waiting for a worker."""
+    SCHEDULED = "scheduled"
+    """Waiting out a retry backoff or a delay; holds no worker."""
+    RUNNING = "running"
+    """A worker runs it now."""
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    """The handler raised an error that is not retried (also kept as a dead letter)."""
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    """Not started before its deadline."""
+    DEAD_LETTERED = "dead-lettered"
+    """Retries ran out, or it crashed its worker too often (poison), or it did not parse."""
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.CANCELLED,
+        TaskState.EXPIRED,
+        TaskState.DEAD_LETTERED,
+    }
+)
+
+
+@attrs.frozen
+class ErrorInfo:
+    """A failure, as plain data (it crosses processes): type name, message, traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        kind = type(exc)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else (
+            f"{kind.__module__}.{kind.__qualname__}"
+        )
+        tb = "".join(traceback.format_exception(exc, limit=8))
+        return cls(name, str(exc), tb)
+
+
+@attrs.frozen
+class TaskStatus:
+    """A snapshot of one task, as `receipt.status()` reports it."""
+
+    id: str
+    queue: str
+    state: TaskState
+    attempts: int
+    deliveries: int
+    submitted_at: float
+    finished_at: float | None
+    error: ErrorInfo | None
+    stage: str | None = None
+
+
+@attrs.frozen
+class DeadLetter:
+    """A task that ended in the dead-letter store, with why and when."""
+
+    id: str
+    queue: str
+    payload: Any
+    state: TaskState
+    error: ErrorInfo | None
+    attempts: int
+    deliveries: int
+    submitted_at: float
+    failed_at: float
+
+
+class Envelope:
+    """One task as the broker holds it: the wire fields plus, in memory, its live state."""
+
+    __slots__ = (
+        "attempts",
+        "deliveries",
+        "done",
+        "error",
+        "expires_at",
+        "finished_at",
+        "first_started",
+        "id",
+        "path",
+        "payload",
+        "pipeline",
+        "queue",
+        "result",
+        "scope",
+        "stage",
+        "started_at",
+        "state",
+        "submitted_at",
+        "submitted_clock",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        queue: str,
+        payload: Any,
+        submitted_at: float,
+        submitted_clock: float,
+        *,
+        expires_at: float | None = None,
+        pipeline: str | None = None,
+        stage: int = 0,
+        path: tuple[int, ...] = (),
+    ) -> None:
+        self.id = id
+        self.queue = queue
+        self.payload = payload
+        self.submitted_at = submitted_at
+        self.submitted_clock = submitted_clock
+        self.expires_at = expires_at
+        self.pipeline = pipeline
+        self.stage = stage
+        self.path = path
+        self.attempts = 0
+        self.deliveries = 0
+        self.first_started: float | None = None
+        self.started_at: float | None = None
+        self.state = TaskState.PENDING
+        self.result: Any = None
+        self.error: ErrorInfo | None = None
+        self.finished_at: float | None = None
+        self.done: trio.Event | None = None
+        self.scope: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<Envelope {self.id} {self.queue} {self.state.value}>"

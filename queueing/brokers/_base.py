@@ -1,0 +1,103 @@
+"""The interface every broker implements (memory:// now; redis:// next)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._queue import Full
+    from .._runtime import QueueRuntime
+    from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
+
+
+class Broker(abc.ABC):
+    """Holds accepted tasks until they reach exactly one outcome.
+
+    A broker enforces `maxsize` at submit, hands ready tasks to the local `QueueRuntime`s
+    (only as many as there are idle workers), delays retries without holding a worker,
+    records each task's outcome once (first wins), and keeps dead letters.
+    """
+
+    #: Whether accepted tasks survive the process (the memory broker's do not).
+    durable: bool = False
+    #: The clock that delays, deadlines and latencies are measured on.
+    clock: Callable[[], float]
+
+    @abc.abstractmethod
+    def attach(self, runtimes: dict[str, QueueRuntime]) -> None:
+        """Bind the queues this process serves."""
+
+    @abc.abstractmethod
+    async def run(self, *, task_status: Any) -> None:
+        """Background work (promoting delayed tasks...), until cancelled."""
+
+    @abc.abstractmethod
+    async def submit(
+        self,
+        rt: QueueRuntime,
+        env: Envelope,
+        when_full: Full,
+        timeout: float | None,
+        delay: float | None = None,
+    ) -> None:
+        """Accept a task, enforcing the queue's `maxsize` (wait or raise `QueueFull`);
+        with `delay`, it becomes ready only after that many seconds."""
+
+    @abc.abstractmethod
+    def finish(
+        self,
+        rt: QueueRuntime | None,
+        env: Envelope,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        """Record the outcome; False if the task already had one (first wins)."""
+
+    @abc.abstractmethod
+    def schedule(self, rt: QueueRuntime, env: Envelope, delay: float) -> None:
+        """Hand the task back to the queue after `delay` seconds (a retry backoff)."""
+
+    @abc.abstractmethod
+    def redeliver(self, rt: QueueRuntime, env: Envelope) -> None:
+        """Hand a task whose worker crashed to the next free worker."""
+
+    @abc.abstractmethod
+    def dead_letter(
+        self, rt: QueueRuntime, env: Envelope, state: TaskState, error: ErrorInfo | None
+    ) -> None:
+        """Record the final state and keep the task among the queue's dead letters."""
+
+    @abc.abstractmethod
+    def register(self, env: Envelope) -> None:
+        """Make a task that belongs to no queue (a pipeline run) findable by id."""
+
+    @abc.abstractmethod
+    def lookup(self, task_id: str) -> Envelope | None:
+        """The task with that id, if its outcome has not expired."""
+
+    @abc.abstractmethod
+    def cancel(self, env: Envelope) -> bool:
+        """Cancel a pending or running task; False if it had an outcome already."""
+
+    @abc.abstractmethod
+    def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        """The newest dead letters of a queue, oldest first."""
+
+    @abc.abstractmethod
+    def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
+        """Remove and return dead letters (all of the queue's if `ids` is None)."""
+
+    @abc.abstractmethod
+    async def drain(self) -> None:
+        """Wait until no task is outstanding."""
+
+    @abc.abstractmethod
+    def outstanding(self, queue: str) -> int:
+        """Accepted tasks of `queue` without an outcome yet."""
+
+    @abc.abstractmethod
+    def abandon(self, reason: str) -> int:
+        """At shutdown: give every unfinished task an outcome (CANCELLED); returns how many."""

@@ -1,0 +1,256 @@
+"""The in-process broker (`memory://`): fastest, and not durable."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .._exceptions import QueueFull
+from .._queue import Full
+from .._runtime import QueueRuntime
+from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
+from ._base import Broker
+
+_COUNTER = {
+    TaskState.SUCCEEDED: "succeeded",
+    TaskState.FAILED: "failed",
+    TaskState.CANCELLED: "cancelled",
+    TaskState.EXPIRED: "expired",
+    TaskState.DEAD_LETTERED: "dead_lettered",
+}
+
+
+class MemoryBroker(Broker):
+    """Tasks, outcomes and dead letters in this process's memory.
+
+    Everything is bounded: outstanding tasks by each queue's `maxsize`, outcomes by
+    `max_results` and each queue's `result_ttl`, dead letters by `max_dead_letters` per
+    queue (the oldest are dropped, and counted). Nothing survives the process.
+    """
+
+    durable = False
+
+    def __init__(
+        self,
+        *,
+        max_results: int = 100_000,
+        max_dead_letters: int = 10_000,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.max_results = max_results
+        self.max_dead_letters = max_dead_letters
+        self.clock = clock
+        self.dead_dropped = 0
+        self._runtimes: dict[str, QueueRuntime] = {}
+        self._tasks: dict[str, Envelope] = {}
+        self._outstanding: dict[str, int] = {}
+        self._room: dict[str, trio.lowlevel.ParkingLot] = {}
+        self._total = 0
+        self._drained = trio.lowlevel.ParkingLot()
+        self._finished: deque[tuple[float, Envelope]] = deque()
+        self._delayed: list[tuple[float, int, Envelope]] = []
+        self._seq = 0
+        self._wake = trio.lowlevel.ParkingLot()
+        self._dead: dict[str, deque[DeadLetter]] = {}
+
+    def attach(self, runtimes: dict[str, QueueRuntime]) -> None:
+        self._runtimes = runtimes
+        for name in runtimes:
+            self._outstanding[name] = 0
+            self._room[name] = trio.lowlevel.ParkingLot()
+            self._dead[name] = deque()
+
+    # -- submit ----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        rt: QueueRuntime,
+        env: Envelope,
+        when_full: Full,
+        timeout: float | None,
+        delay: float | None = None,
+    ) -> None:
+        name = rt.name
+        maxsize = rt.spec.maxsize
+        if self._outstanding[name] >= maxsize:
+            if when_full is Full.REJECT:
+                raise QueueFull(name, maxsize)
+            deadline = math.inf if timeout is None else trio.current_time() + timeout
+            with trio.CancelScope(deadline=deadline) as scope:
+                while self._outstanding[name] >= maxsize:
+                    await self._room[name].park()
+            if scope.cancelled_caught:
+                raise QueueFull(name, maxsize, timeout)
+        self._outstanding[name] += 1
+        self._total += 1
+        self._tasks[env.id] = env
+        rt.submitted += 1
+        if delay:
+            self.schedule(rt, env, delay)
+        else:
+            rt.push(env)
+
+    def register(self, env: Envelope) -> None:
+        """Make a task that belongs to no queue (a pipeline run) findable by id."""
+        self._tasks[env.id] = env
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def finish(
+        self,
+        rt: QueueRuntime | None,
+        env: Envelope,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        if env.state.final:
+            return False
+        if env.state is TaskState.SCHEDULED and rt is not None:
+            rt.scheduled -= 1
+        now = self.clock()
+        env.state = state
+        env.result = result
+        env.error = error
+        env.finished_at = time.time()
+        if rt is not None:
+            name = rt.name
+            self._outstanding[name] -= 1
+            self._total -= 1
+            room = self._room[name]
+            if room:
+                room.unpark()
+            if self._total == 0 and self._drained:
+                self._drained.unpark_all()
+            setattr(rt, _COUNTER[state], getattr(rt, _COUNTER[state]) + 1)
+            if state is TaskState.SUCCEEDED:
+                rt.latency.add(now - env.submitted_clock)
+            ttl = rt.spec.result_ttl
+        else:
+            ttl = 3600.0
+        if env.done is not None:
+            env.done.set()
+        finished = self._finished
+        finished.append((now + ttl, env))
+        if len(finished) > self.max_results or finished[0][0] <= now:
+            self._evict(now)
+        return True
+
+    def _evict(self, now: float) -> None:
+        finished = self._finished
+        tasks = self._tasks
+        while finished and (len(finished) > self.max_results or finished[0][0] <= now):
+            _, env = finished.popleft()
+            if tasks.get(env.id) is env:
+                del tasks[env.id]
+
+    def dead_letter(
+        self, rt: QueueRuntime, env: Envelope, state: TaskState, error: ErrorInfo | None
+    ) -> None:
+        if not self.finish(rt, env, state, None, error):
+            return
+        store = self._dead[rt.name]
+        if len(store) >= self.max_dead_letters:
+            store.popleft()
+            self.dead_dropped += 1
+        store.append(
+            DeadLetter(
+                id=env.id,
+                queue=rt.name,
+                payload=env.payload,
+                state=state,
+                error=error,
+                attempts=env.attempts,
+                deliveries=env.deliveries,
+                submitted_at=env.submitted_at,
+                failed_at=env.finished_at or time.time(),
+            )
+        )
+
+    def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        store = self._dead[queue]
+        return list(store)[-limit:] if limit < len(store) else list(store)
+
+    def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
+        store = self._dead[queue]
+        if ids is None:
+            taken = list(store)
+            store.clear()
+            return taken
+        wanted = set(ids)
+        taken = [letter for letter in store if letter.id in wanted]
+        self._dead[queue] = deque(letter for letter in store if letter.id not in wanted)
+        return taken
+
+    # -- retries and redelivery -----------------------------------------------------------
+
+    def schedule(self, rt: QueueRuntime, env: Envelope, delay: float) -> None:
+        env.state = TaskState.SCHEDULED
+        rt.scheduled += 1
+        self._seq += 1
+        due = self.clock() + delay
+        heapq.heappush(self._delayed, (due, self._seq, env))
+        if self._delayed[0][2] is env:
+            self._wake.unpark_all()
+
+    def redeliver(self, rt: QueueRuntime, env: Envelope) -> None:
+        env.state = TaskState.PENDING
+        rt.push_front(env)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Promote due retries to their queues; sleeps until the next due time."""
+        task_status.started()
+        delayed = self._delayed
+        while True:
+            now = self.clock()
+            while delayed and delayed[0][0] <= now:
+                _, _, env = heapq.heappop(delayed)
+                if env.state is TaskState.SCHEDULED:
+                    rt = self._runtimes[env.queue]
+                    rt.scheduled -= 1
+                    env.state = TaskState.PENDING
+                    rt.push(env)
+            wait = delayed[0][0] - now if delayed else math.inf
+            with trio.move_on_after(wait):
+                await self._wake.park()
+
+    # -- lookups, cancel, drain -----------------------------------------------------------
+
+    def lookup(self, task_id: str) -> Envelope | None:
+        return self._tasks.get(task_id)
+
+    def cancel(self, env: Envelope) -> bool:
+        if env.state.final:
+            return False
+        running = env.state is TaskState.RUNNING
+        rt = self._runtimes.get(env.queue)
+        self.finish(rt, env, TaskState.CANCELLED, None, ErrorInfo("Cancelled", "cancelled"))
+        if running and env.scope is not None:
+            env.scope.cancel()
+        return True
+
+    def outstanding(self, queue: str) -> int:
+        return self._outstanding[queue]
+
+    async def drain(self) -> None:
+        while self._total > 0:
+            await self._drained.park()
+        await trio.lowlevel.checkpoint()
+
+    def abandon(self, reason: str) -> int:
+        count = 0
+        error = ErrorInfo("SystemStopping", reason)
+        for env in list(self._tasks.values()):
+            if not env.state.final and env.queue in self._runtimes:
+                self.finish(self._runtimes[env.queue], env, TaskState.CANCELLED, None, error)
+                count += 1
+        for env in list(self._tasks.values()):
+            if not env.state.final:
+                self.finish(None, env, TaskState.CANCELLED, None, error)
+        return count
