@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -130,7 +131,11 @@ class Engine:
         )
         spec = first.spec
         await self.broker.submit(
-            first, stage_env, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
+            first,
+            stage_env,
+            spec.when_full,
+            spec.full_timeout if timeout is None else timeout,
+            delay,
         )
         self.runs[run_env.id] = _Run(pipeline, run_env)
         self.broker.register(run_env)
@@ -140,7 +145,39 @@ class Engine:
     # -- running ---------------------------------------------------------------------------
 
     async def work(self, worker: Worker, cell: _Cell, rt: QueueRuntime) -> None:
-        """A worker's loop: take a ready task when free, run it, record what happened."""
+        """A worker's loop: take a ready task when free, run it, record what happened.
+
+        Tasks run inside one cancel scope that lives across many tasks (entering a scope
+        per task would cost more than a no-op task); cancelling the running task (receipt
+        cancel, timeout) ends that scope, and the loop opens a new one.
+        """
+        try:
+            while not cell.stop_requested:
+                with trio.CancelScope() as scope:
+                    worker._scope = scope
+                    await self._batch(worker, cell, rt, scope)
+                worker._scope = None
+                env = worker._task
+                if env is not None:
+                    worker._task = None
+                    env.scope = None
+                    if env.state is TaskState.RUNNING:
+                        timeout = rt.spec.timeout or 0.0
+                        self.failed(
+                            rt,
+                            env,
+                            TaskTimeout(f"task ran longer than its timeout of {timeout:g}s"),
+                        )
+        except BaseException:
+            env = worker._task
+            if env is not None and env.state is TaskState.RUNNING:
+                # Cancelled from outside (shutdown deadline): hand it to another worker.
+                self.broker.redeliver(rt, env)
+            raise
+
+    async def _batch(
+        self, worker: Worker, cell: _Cell, rt: QueueRuntime, scope: trio.CancelScope
+    ) -> None:
         broker = self.broker
         ready = rt.ready
         clock = self.clock
@@ -153,14 +190,11 @@ class Engine:
         limiter = rt.limiter
         runs = self.runs
         pending = TaskState.PENDING
+        running = TaskState.RUNNING
         since = 0
         while not cell.stop_requested:
             if not ready:
-                with trio.CancelScope() as idle:
-                    worker._idle_scope = idle
-                    if not cell.stop_requested:
-                        await rt.idle.park()
-                worker._idle_scope = None
+                await rt.idle.park()
                 since = 0
                 continue
             env = ready.popleft()
@@ -188,53 +222,55 @@ class Engine:
                 broker.dead_letter(rt, env, TaskState.DEAD_LETTERED, error)
                 self._end_run(env, TaskState.DEAD_LETTERED, error, rt)
                 continue
-            env.state = TaskState.RUNNING
+            env.state = running
             env.attempts += 1
             env.started_at = now
             if env.first_started is None:
                 env.first_started = now
-            scope = trio.CancelScope(deadline=now + timeout if timeout is not None else 1e308)
+            if timeout is not None:
+                scope.deadline = now + timeout
             env.scope = scope
             worker._task = env
             rt.in_flight += 1
             failure: Exception | None = None
             result: Any = None
             try:
-                with scope:
-                    payload = structure(env.payload)
-                    if limiter is None:
-                        result = await handle(payload)
-                    else:
-                        result = await trio.to_thread.run_sync(
-                            handle, payload, limiter=limiter, abandon_on_cancel=True
-                        )
+                payload = structure(env.payload)
+                if limiter is None:
+                    result = await handle(payload)
+                else:
+                    result = await trio.to_thread.run_sync(
+                        handle, payload, limiter=limiter, abandon_on_cancel=True
+                    )
             except fatal:
-                self.broker.redeliver(rt, env)
+                rt.in_flight -= 1
+                worker._task = None
+                env.scope = None
+                env.state = pending
+                broker.redeliver(rt, env)
                 raise
             except PayloadError as exc:
-                error = ErrorInfo.from_exception(exc)
-                broker.dead_letter(rt, env, TaskState.DEAD_LETTERED, error)
-                self._end_run(env, TaskState.DEAD_LETTERED, error, rt)
-                continue
+                failure = exc
             except Exception as exc:
                 failure = exc
             except BaseException:
-                # Cancelled from outside (shutdown deadline): someone else may run it.
-                if env.state is TaskState.RUNNING:
-                    broker.redeliver(rt, env)
-                raise
-            finally:
                 rt.in_flight -= 1
-                env.scope = None
-                worker._task = None
-            if env.state is not TaskState.RUNNING:
+                raise  # our scope's (timeout, cancel) or from outside: see work()
+            rt.in_flight -= 1
+            worker._task = None
+            env.scope = None
+            if timeout is not None:
+                scope.deadline = math.inf
+            if env.state is not running:
                 pass  # cancelled through its receipt: the outcome is recorded already
-            elif scope.cancelled_caught:
-                self.failed(rt, env, TaskTimeout(f"task ran longer than its timeout of {timeout:g}s"))
-            elif failure is not None:
-                self.failed(rt, env, failure)
-            else:
+            elif failure is None:
                 await self.succeeded(rt, env, result)
+            elif type(failure) is PayloadError:
+                error = ErrorInfo.from_exception(failure)
+                broker.dead_letter(rt, env, TaskState.DEAD_LETTERED, error)
+                self._end_run(env, TaskState.DEAD_LETTERED, error, rt)
+            else:
+                self.failed(rt, env, failure)
             since += 1
             if since >= _BATCH:
                 since = 0
@@ -284,7 +320,9 @@ class Engine:
         try:
             datas = [self._validate(nxt, item) for item in items]
         except (PayloadError, PayloadTooLarge) as exc:
-            self.failed(rt, env, PayloadError(rt.name, f"its result cannot feed {nxt.name!r}: {exc}"))
+            self.failed(
+                rt, env, PayloadError(rt.name, f"its result cannot feed {nxt.name!r}: {exc}")
+            )
             return
         if fanned:
             run.fanned = True

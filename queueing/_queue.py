@@ -106,7 +106,9 @@ class Queue:
         _positive_int("workers", self.workers)
         _positive_int("maxsize", self.maxsize)
         if not isinstance(self.when_full, Full):
-            raise InvalidQueue(f"when_full must be Full.WAIT or Full.REJECT, got {self.when_full!r}")
+            raise InvalidQueue(
+                f"when_full must be Full.WAIT or Full.REJECT, got {self.when_full!r}"
+            )
         _seconds("full_timeout", self.full_timeout)
         _positive_int("max_payload", self.max_payload, 16)
         if not isinstance(self.retry, RetryPolicy):

@@ -70,7 +70,7 @@ class RetryPolicy:
 
     def decide(
         self, error: BaseException, attempt: int, first_started: float, now: float
-    ) -> float | None | bool:
+    ) -> float | bool | None:
         """Whether and when to try again after `attempt` failed with `error`.
 
         Returns:

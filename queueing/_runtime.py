@@ -26,6 +26,7 @@ class QueueRuntime:
     def __init__(self, spec: Queue, converter: cattrs.Converter) -> None:
         self.spec = spec
         self.name = spec.name
+        self.ttl = spec.result_ttl
         payload_type, result_type = handler_types(spec.worker.handle)
         self.payload_codec = Codec(converter, payload_type, spec.name)
         self.result_codec = Codec(converter, result_type, spec.name)

@@ -14,7 +14,7 @@ import tenacity
 import trio
 
 import actors
-from actors import Actor, ChildSpec, Supervisor
+from actors import Actor, ChildSpec
 from actors._actor import ActorState, _Cell
 from actors._system import _nullsignals, _watch_signals
 
@@ -68,9 +68,7 @@ def _make_broker(broker: str | Broker, options: dict[str, Any]) -> Broker:
     if broker == "memory://" or broker.startswith("memory:"):
         return MemoryBroker(**options)
     scheme = broker.split(":", 1)[0]
-    raise InvalidQueue(
-        f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://'"
-    )
+    raise InvalidQueue(f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://'")
 
 
 class _BrokerRunner(Actor):
@@ -198,12 +196,15 @@ class QueueSystem:
             QueueFull: `maxsize` reached and the queue would not wait (longer).
             SystemStopping: the system is shutting down.
         """
-        for what, value in (("delay", delay), ("expires", expires), ("timeout", timeout)):
-            if value is not None and (
-                not isinstance(value, int | float) or math.isnan(value) or value < 0
-            ):
-                raise InvalidQueue(f"{what} must be a number of seconds >= 0, got {value!r}")
-        env = await self._engine.submit(name, payload, delay=delay, expires=expires, timeout=timeout)
+        if delay is not None or expires is not None or timeout is not None:
+            for what, value in (("delay", delay), ("expires", expires), ("timeout", timeout)):
+                if value is not None and (
+                    not isinstance(value, int | float) or math.isnan(value) or value < 0
+                ):
+                    raise InvalidQueue(f"{what} must be a number of seconds >= 0, got {value!r}")
+        env = await self._engine.submit(
+            name, payload, delay=delay, expires=expires, timeout=timeout
+        )
         return Receipt(self, env)
 
     def receipt(self, task_id: str) -> Receipt:
@@ -354,7 +355,9 @@ async def open_system(
     the_broker = _make_broker(
         broker, {"max_results": max_results, "max_dead_letters": max_dead_letters}
     )
-    async with actors.open_system(name="queueing", shutdown_timeout=2 * shutdown_timeout + 5) as asys:
+    async with actors.open_system(
+        name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
+    ) as asys:
         system = QueueSystem(
             asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
         )
@@ -365,7 +368,9 @@ async def open_system(
             await system._stop()
 
 
-async def _run(main: Callable[[QueueSystem], Awaitable[T]] | None, specs: Any, options: Any) -> T | None:
+async def _run(
+    main: Callable[[QueueSystem], Awaitable[T]] | None, specs: Any, options: Any
+) -> T | None:
     import signal
     import threading
 

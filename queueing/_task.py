@@ -28,20 +28,13 @@ class TaskState(enum.Enum):
     DEAD_LETTERED = "dead-lettered"
     """Retries ran out, or it crashed its worker too often (poison), or it did not parse."""
 
-    @property
-    def final(self) -> bool:
-        return self in _FINAL
+    #: Whether this is an outcome (a task reaches exactly one).
+    final: bool
 
 
-_FINAL = frozenset(
-    {
-        TaskState.SUCCEEDED,
-        TaskState.FAILED,
-        TaskState.CANCELLED,
-        TaskState.EXPIRED,
-        TaskState.DEAD_LETTERED,
-    }
-)
+for _state in TaskState:
+    # A plain attribute, not a property: it is read several times per task.
+    _state.final = _state.value not in ("pending", "scheduled", "running")
 
 
 @attrs.frozen
@@ -55,9 +48,10 @@ class ErrorInfo:
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
         kind = type(exc)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else (
-            f"{kind.__module__}.{kind.__qualname__}"
-        )
+        module = kind.__module__
+        if module.startswith(("queueing.", "actors.")):
+            module = module.split(".", 1)[0]  # the public path: queueing.TaskTimeout
+        name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
         tb = "".join(traceback.format_exception(exc, limit=8))
         return cls(name, str(exc), tb)
 

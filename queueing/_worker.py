@@ -10,7 +10,7 @@ import trio
 from actors import Actor, Supervisor
 from actors._actor import ActorState, _Cell
 
-from ._task import Envelope, TaskState
+from ._task import Envelope
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -36,7 +36,7 @@ class Worker(Actor):
     fatal: ClassVar[tuple[type[BaseException], ...]] = ()
 
     _task: Envelope | None = None
-    _idle_scope: trio.CancelScope | None = None
+    _scope: trio.CancelScope | None = None
 
     async def handle(self, payload: Any) -> Any:
         """Process one task's payload and return its result."""
@@ -65,8 +65,9 @@ class Worker(Actor):
         await pool.engine.work(self, cell, pool.runtime)
 
     def _stop_requested(self) -> None:
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        # An idle worker stops now; a busy one finishes its task first.
+        if self._task is None and self._scope is not None:
+            self._scope.cancel()
 
 
 class _Pool(Supervisor):
@@ -76,7 +77,3 @@ class _Pool(Supervisor):
         super().__init__(children, **options)
         self.engine = engine
         self.runtime = runtime
-
-
-def running(env: Envelope) -> bool:
-    return env.state is TaskState.RUNNING

@@ -12,18 +12,12 @@ from typing import Any
 import trio
 
 from .._exceptions import QueueFull
+
+_wall = time.time
 from .._queue import Full
 from .._runtime import QueueRuntime
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 from ._base import Broker
-
-_COUNTER = {
-    TaskState.SUCCEEDED: "succeeded",
-    TaskState.FAILED: "failed",
-    TaskState.CANCELLED: "cancelled",
-    TaskState.EXPIRED: "expired",
-    TaskState.DEAD_LETTERED: "dead_lettered",
-}
 
 
 class MemoryBroker(Broker):
@@ -41,11 +35,12 @@ class MemoryBroker(Broker):
         *,
         max_results: int = 100_000,
         max_dead_letters: int = 10_000,
-        clock: Callable[[], float] = trio.current_time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.max_results = max_results
         self.max_dead_letters = max_dead_letters
-        self.clock = clock
+        self._own_clock = clock
+        self.clock = clock or trio.current_time
         self.dead_dropped = 0
         self._runtimes: dict[str, QueueRuntime] = {}
         self._tasks: dict[str, Envelope] = {}
@@ -60,6 +55,9 @@ class MemoryBroker(Broker):
         self._dead: dict[str, deque[DeadLetter]] = {}
 
     def attach(self, runtimes: dict[str, QueueRuntime]) -> None:
+        if self._own_clock is None:
+            # The run's clock itself (a MockClock in tests): cheaper than trio.current_time.
+            self.clock = trio.lowlevel.current_clock().current_time
         self._runtimes = runtimes
         for name in runtimes:
             self._outstanding[name] = 0
@@ -118,7 +116,7 @@ class MemoryBroker(Broker):
         env.state = state
         env.result = result
         env.error = error
-        env.finished_at = time.time()
+        env.finished_at = _wall()
         if rt is not None:
             name = rt.name
             self._outstanding[name] -= 1
@@ -128,10 +126,18 @@ class MemoryBroker(Broker):
                 room.unpark()
             if self._total == 0 and self._drained:
                 self._drained.unpark_all()
-            setattr(rt, _COUNTER[state], getattr(rt, _COUNTER[state]) + 1)
             if state is TaskState.SUCCEEDED:
+                rt.succeeded += 1
                 rt.latency.add(now - env.submitted_clock)
-            ttl = rt.spec.result_ttl
+            elif state is TaskState.FAILED:
+                rt.failed += 1
+            elif state is TaskState.DEAD_LETTERED:
+                rt.dead_lettered += 1
+            elif state is TaskState.CANCELLED:
+                rt.cancelled += 1
+            else:
+                rt.expired += 1
+            ttl = rt.ttl
         else:
             ttl = 3600.0
         if env.done is not None:
@@ -230,7 +236,13 @@ class MemoryBroker(Broker):
             return False
         running = env.state is TaskState.RUNNING
         rt = self._runtimes.get(env.queue)
-        self.finish(rt, env, TaskState.CANCELLED, None, ErrorInfo("Cancelled", "cancelled"))
+        self.finish(
+            rt,
+            env,
+            TaskState.CANCELLED,
+            None,
+            ErrorInfo("Cancelled", "cancelled through its receipt"),
+        )
         if running and env.scope is not None:
             env.scope.cancel()
         return True
