@@ -13,6 +13,7 @@ from cattrs.preconf.json import make_converter as _make_json_converter
 from ._exceptions import PayloadError
 
 _PRIMITIVES = (int, float, str, bool, type(None))
+_PRIMITIVE_SET = frozenset(_PRIMITIVES)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -112,8 +113,11 @@ class Codec:
         A value that is not already of the declared type (a dict for an attrs class, say) is
         also structured as that type, so a bad field is reported to the caller by name.
         """
-        data = self.unstructure(value)
+        kind = type(value)
         target = self.type
+        if kind in _PRIMITIVE_SET and (target is Any or target is kind):
+            return value
+        data = self.unstructure(value)
         if target is not Any and not (
             typing.get_origin(target) is None
             and isinstance(target, type)

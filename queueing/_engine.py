@@ -105,10 +105,11 @@ class Engine:
             now,
             expires_at=None if expires is None else now + expires,
         )
-        spec = rt.spec
-        await self.broker.submit(
-            rt, env, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
-        )
+        if delay or not self.broker.submit_nowait(rt, env):
+            spec = rt.spec
+            await self.broker.submit(
+                rt, env, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
+            )
         await _fastpath.checkpoint()
         return env
 
@@ -191,6 +192,7 @@ class Engine:
         runs = self.runs
         pending = TaskState.PENDING
         running = TaskState.RUNNING
+        result_any = rt.result_codec.type is Any or rt.result_codec.type in _PLAIN
         since = 0
         while not cell.stop_requested:
             if not ready:
@@ -264,7 +266,10 @@ class Engine:
             if env.state is not running:
                 pass  # cancelled through its receipt: the outcome is recorded already
             elif failure is None:
-                await self.succeeded(rt, env, result)
+                if env.pipeline is None and type(result) in _PLAIN and result_any:
+                    broker.finish(rt, env, TaskState.SUCCEEDED, result)  # the common case
+                else:
+                    await self.succeeded(rt, env, result)
             elif type(failure) is PayloadError:
                 error = ErrorInfo.from_exception(failure)
                 broker.dead_letter(rt, env, TaskState.DEAD_LETTERED, error)
@@ -370,4 +375,5 @@ class Engine:
         self.broker.finish(None, run.env, state, None, error)
 
 
+_PLAIN = frozenset({int, float, str, bool, type(None)})
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")

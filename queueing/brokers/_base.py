@@ -33,6 +33,11 @@ class Broker(abc.ABC):
     async def run(self, *, task_status: Any) -> None:
         """Background work (promoting delayed tasks...), until cancelled."""
 
+    def submit_nowait(self, rt: QueueRuntime, env: Envelope) -> bool:
+        """Accept a ready task at once if that needs no I/O and there is room; False
+        means "use `submit`" (the default for brokers that talk to a server)."""
+        return False
+
     @abc.abstractmethod
     async def submit(
         self,

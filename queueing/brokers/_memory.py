@@ -66,6 +66,19 @@ class MemoryBroker(Broker):
 
     # -- submit ----------------------------------------------------------------------------
 
+    def submit_nowait(self, rt: QueueRuntime, env: Envelope) -> bool:
+        """Accept a ready task if there is room now (the hot path); False if full."""
+        name = rt.name
+        outstanding = self._outstanding
+        if outstanding[name] >= rt.spec.maxsize:
+            return False
+        outstanding[name] += 1
+        self._total += 1
+        self._tasks[env.id] = env
+        rt.submitted += 1
+        rt.push(env)
+        return True
+
     async def submit(
         self,
         rt: QueueRuntime,
