@@ -130,7 +130,9 @@ class _Child:
 
 
 def _default_backoff() -> WaitBaseT:
-    return tenacity.wait_exponential_jitter(initial=0.01, max=1.0, jitter=0.01)
+    # Not wait_exponential_jitter(initial=...): tenacity 9.2 deprecated `initial`, and its
+    # replacement `multiplier` is missing from older 9.x releases.
+    return tenacity.wait_exponential(multiplier=0.01, max=1.0) + tenacity.wait_random(0, 0.01)
 
 
 class Supervisor(Actor):
