@@ -212,6 +212,10 @@ class _Cell:
                     message._resolve(outcome.Error(exc))
                     self.failed += 1
                     raise
+                except BaseException:
+                    # Cancelled mid-handler (shutdown deadline): the asker must not wait on.
+                    message._fail(ActorStopped(self.name, "it was cancelled before answering"))
+                    raise
                 message._resolve(outcome.Value(value))
             elif isinstance(message, _SystemMessage):
                 coro = actor._system_message(message)
