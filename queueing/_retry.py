@@ -27,7 +27,9 @@ def _default_stop() -> StopBaseT:
 
 
 def _default_wait() -> WaitBaseT:
-    return tenacity.wait_exponential_jitter(initial=0.1, max=30.0, jitter=0.1)
+    # Not wait_exponential_jitter(initial=...): tenacity 9.2 deprecated `initial` (a
+    # DeprecationWarning at every Queue()), and `multiplier` is missing from older 9.x.
+    return tenacity.wait_exponential(multiplier=0.1, max=30.0) + tenacity.wait_random(0, 0.1)
 
 
 def _default_retry() -> RetryBaseT:
@@ -52,7 +54,7 @@ class RetryPolicy:
     Args:
         stop: when to give up (default `stop_after_attempt(5)`: five attempts in all).
         wait: the backoff before the next attempt (default
-            `wait_exponential_jitter(initial=0.1, max=30, jitter=0.1)`).
+            `wait_exponential(multiplier=0.1, max=30) + wait_random(0, 0.1)`).
         retry: which failures are worth retrying (default: `Transient`, `TimeoutError`,
             `ConnectionError` and their subclasses); any other error fails the task at once.
 

@@ -143,9 +143,9 @@ class QueueSystem:
                         "runtime": rt,
                         "max_restarts": queue.max_restarts,
                         "within": queue.restart_within,
-                        "backoff": tenacity.wait_exponential_jitter(
-                            initial=0.1, max=5.0, jitter=0.1
-                        ),
+                        # Not wait_exponential_jitter(initial=...): deprecated in tenacity 9.2.
+                        "backoff": tenacity.wait_exponential(multiplier=0.1, max=5.0)
+                        + tenacity.wait_random(0, 0.1),
                     },
                     name=f"{name}.pool",
                     shutdown=math.inf,

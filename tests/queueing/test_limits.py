@@ -1,0 +1,291 @@
+"""Explicit limits: outstanding tasks per queue, payload size, known queues, payload types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from queueing import (
+    Full,
+    PayloadError,
+    PayloadTooLarge,
+    Queue,
+    QueueFull,
+    QueueingError,
+    UnknownQueue,
+    Worker,
+    open_system,
+)
+
+
+@attrs.frozen
+class Page:
+    url: str
+    depth: int
+
+
+class Sleep(Worker):
+    async def handle(self, seconds: float) -> float:
+        await trio.sleep(seconds)
+        return seconds
+
+
+class Gate(Worker):
+    """Waits for the event it was given; returns the payload."""
+
+    def __init__(self, gate: trio.Event) -> None:
+        self.gate = gate
+
+    async def handle(self, payload: Any) -> Any:
+        await self.gate.wait()
+        return payload
+
+
+class Crawl(Worker):
+    async def handle(self, page: Page) -> str:
+        return page.url
+
+
+class Echo(Worker):
+    async def handle(self, payload: Any) -> Any:
+        return payload
+
+
+async def test_reject_policy_raises_queue_full_at_once(autojump_clock: Any) -> None:
+    queue = Queue("q", Sleep, maxsize=2, when_full=Full.REJECT)
+    async with open_system(queue) as system:
+        await system.submit("q", 10.0)
+        await system.submit("q", 10.0)
+        with pytest.raises(QueueFull) as info:
+            await system.submit("q", 10.0)
+        assert trio.current_time() == 0.0
+        assert info.value.queue == "q"
+        assert info.value.maxsize == 2
+
+
+async def test_queue_full_message_names_the_limit_and_how_to_fix_it(autojump_clock: Any) -> None:
+    queue = Queue("thumbs", Sleep, maxsize=1, when_full=Full.REJECT)
+    async with open_system(queue) as system:
+        await system.submit("thumbs", 10.0)
+        with pytest.raises(QueueFull) as info:
+            await system.submit("thumbs", 10.0)
+    message = str(info.value)
+    assert "'thumbs'" in message
+    assert "1 outstanding" in message
+    assert "maxsize" in message
+    assert "Full.WAIT" in message
+
+
+async def test_queue_full_is_a_queueing_error() -> None:
+    assert issubclass(QueueFull, QueueingError)
+
+
+async def test_maxsize_counts_running_tasks_too(autojump_clock: Any) -> None:
+    # One worker runs the first task, the second waits: two outstanding, the third refused.
+    queue = Queue("q", Sleep, workers=1, maxsize=2, when_full=Full.REJECT)
+    async with open_system(queue) as system:
+        await system.submit("q", 10.0)
+        await system.submit("q", 10.0)
+        await trio.sleep(1)
+        assert system.stats()["q"].in_flight == 1
+        with pytest.raises(QueueFull):
+            await system.submit("q", 10.0)
+
+
+async def test_wait_policy_makes_submit_wait_until_a_task_finishes(autojump_clock: Any) -> None:
+    queue = Queue("q", Sleep, workers=1, maxsize=2, when_full=Full.WAIT)
+    async with open_system(queue) as system:
+        first = await system.submit("q", 5.0)
+        await system.submit("q", 5.0)
+        assert trio.current_time() == 0.0
+        third = await system.submit("q", 5.0)  # backpressure: waits for room
+        assert trio.current_time() == pytest.approx(5.0)
+        assert first.done()
+        assert await third == 5.0
+
+
+async def test_waiting_submitters_resume_one_per_finished_task(autojump_clock: Any) -> None:
+    accepted: list[float] = []
+    queue = Queue("q", Sleep, workers=1, maxsize=1)
+    async with open_system(queue) as system:
+        await system.submit("q", 2.0)
+
+        async def submit() -> None:
+            await system.submit("q", 2.0)
+            accepted.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(submit)
+    assert accepted == pytest.approx([2.0, 4.0, 6.0])
+
+
+async def test_wait_with_full_timeout_raises_queue_full_at_the_deadline(
+    autojump_clock: Any,
+) -> None:
+    queue = Queue("q", Sleep, workers=1, maxsize=1, full_timeout=3.0)
+    async with open_system(queue) as system:
+        await system.submit("q", 100.0)
+        with pytest.raises(QueueFull) as info:
+            await system.submit("q", 1.0)
+        assert trio.current_time() == pytest.approx(3.0)
+        assert "after waiting 3s" in str(info.value)
+
+
+async def test_wait_with_full_timeout_succeeds_if_room_comes_in_time(autojump_clock: Any) -> None:
+    queue = Queue("q", Sleep, workers=1, maxsize=1, full_timeout=3.0)
+    async with open_system(queue) as system:
+        await system.submit("q", 2.0)
+        receipt = await system.submit("q", 1.0)
+        assert trio.current_time() == pytest.approx(2.0)
+        assert await receipt == 1.0
+
+
+async def test_submit_timeout_overrides_the_queue_full_timeout(autojump_clock: Any) -> None:
+    queue = Queue("q", Sleep, workers=1, maxsize=1, full_timeout=100.0)
+    async with open_system(queue) as system:
+        await system.submit("q", 1000.0)
+        with pytest.raises(QueueFull):
+            await system.submit("q", 1.0, timeout=0.5)
+        assert trio.current_time() == pytest.approx(0.5)
+
+
+async def test_submit_timeout_bounds_the_wait_without_a_queue_full_timeout(
+    autojump_clock: Any,
+) -> None:
+    queue = Queue("q", Sleep, workers=1, maxsize=1)
+    async with open_system(queue) as system:
+        await system.submit("q", 1000.0)
+        with pytest.raises(QueueFull):
+            await system.submit("q", 1.0, timeout=7.0)
+        assert trio.current_time() == pytest.approx(7.0)
+
+
+async def test_payload_over_max_payload_is_refused_with_size_and_limit() -> None:
+    queue = Queue("q", Echo, max_payload=100)
+    async with open_system(queue) as system:
+        with pytest.raises(PayloadTooLarge) as info:
+            await system.submit("q", "x" * 200)
+    error = info.value
+    assert (error.queue, error.size, error.limit) == ("q", 202, 100)
+    assert "202 bytes" in str(error)
+    assert "max_payload of 100 bytes" in str(error)
+    assert "Queue(max_payload=...)" in str(error)
+
+
+async def test_payload_at_max_payload_is_accepted() -> None:
+    queue = Queue("q", Echo, max_payload=100)
+    async with open_system(queue) as system:
+        receipt = await system.submit("q", "x" * 98)  # 100 bytes as JSON, quotes included
+        assert await receipt == "x" * 98
+
+
+async def test_payload_size_counts_utf8_bytes_not_characters() -> None:
+    queue = Queue("q", Echo, max_payload=100)
+    async with open_system(queue) as system:
+        with pytest.raises(PayloadTooLarge) as info:
+            await system.submit("q", "é" * 60)  # 60 characters, 122 bytes
+        assert info.value.size == 122
+
+
+async def test_structured_payload_size_is_its_serialized_size() -> None:
+    queue = Queue("q", Echo, max_payload=64)
+    async with open_system(queue) as system:
+        with pytest.raises(PayloadTooLarge):
+            await system.submit("q", {"items": list(range(40))})
+        assert await (await system.submit("q", {"items": [1, 2]})) == {"items": [1, 2]}
+
+
+async def test_unknown_queue_is_refused_listing_the_known_ones() -> None:
+    async with open_system(Queue("fetch", Echo), Queue("thumbs", Echo)) as system:
+        with pytest.raises(UnknownQueue) as info:
+            await system.submit("fecth", 1)
+    assert info.value.name == "fecth"
+    assert "'fecth'" in str(info.value)
+    assert "fetch, thumbs" in str(info.value)
+    assert isinstance(info.value, LookupError)
+
+
+async def test_dict_missing_a_field_is_a_payload_error_naming_the_field() -> None:
+    async with open_system(Queue("crawl", Crawl)) as system:
+        with pytest.raises(PayloadError) as info:
+            await system.submit("crawl", {"url": "https://example.org"})
+    assert "depth" in str(info.value)
+    assert "Page" in str(info.value)
+    assert info.value.queue == "crawl"
+
+
+async def test_field_of_the_wrong_type_is_a_payload_error_naming_field_and_type() -> None:
+    async with open_system(Queue("crawl", Crawl)) as system:
+        with pytest.raises(PayloadError) as info:
+            await system.submit("crawl", {"url": "u", "depth": "deep"})
+    assert "depth" in str(info.value)
+    assert "int" in str(info.value)
+
+
+async def test_extra_field_is_a_payload_error() -> None:
+    async with open_system(Queue("crawl", Crawl)) as system:
+        with pytest.raises(PayloadError) as info:
+            await system.submit("crawl", {"url": "u", "depth": 1, "colour": "red"})
+    assert "colour" in str(info.value)
+
+
+async def test_object_the_converter_cannot_serialize_is_a_payload_error() -> None:
+    class Opaque:
+        pass
+
+    async with open_system(Queue("q", Echo)) as system:
+        with pytest.raises(PayloadError) as info:
+            await system.submit("q", {"thing": Opaque()})
+    assert "Opaque" in str(info.value)
+    assert "hook" in str(info.value)
+    assert isinstance(info.value, TypeError)
+
+
+async def test_payload_of_the_wrong_class_is_a_payload_error() -> None:
+    async with open_system(Queue("crawl", Crawl)) as system:
+        with pytest.raises(PayloadError):
+            await system.submit("crawl", 42)
+
+
+async def test_refused_submissions_lose_nothing_accepted(autojump_clock: Any) -> None:
+    queue = Queue("q", Echo, maxsize=3, when_full=Full.REJECT, max_payload=32)
+    async with open_system(queue) as system:
+        accepted = [await system.submit("q", i) for i in range(3)]
+        with pytest.raises(QueueFull):
+            await system.submit("q", 3)
+        with pytest.raises(PayloadTooLarge):
+            await system.submit("q", "x" * 100)
+        with pytest.raises(UnknownQueue):
+            await system.submit("nope", 1)
+        assert [await r for r in accepted] == [0, 1, 2]
+        stats = system.stats()["q"]
+        assert (stats.submitted, stats.succeeded, stats.outstanding) == (3, 3, 0)
+
+
+async def test_refused_payload_takes_no_room_in_the_queue() -> None:
+    gate = trio.Event()
+    queue = Queue("crawl", Crawl, maxsize=1, when_full=Full.REJECT)
+    async with open_system(queue) as system:
+        with pytest.raises(PayloadError):
+            await system.submit("crawl", {"url": "u"})
+        assert system.stats()["crawl"].outstanding == 0
+        receipt = await system.submit("crawl", Page("u", 1))
+        gate.set()
+        assert await receipt == "u"
+
+
+async def test_a_timed_out_submit_takes_no_room(autojump_clock: Any) -> None:
+    gate = trio.Event()
+    queue = Queue("q", Gate, maxsize=1, worker_kwargs={"gate": gate})
+    async with open_system(queue) as system:
+        first = await system.submit("q", 1)
+        with pytest.raises(QueueFull):
+            await system.submit("q", 2, timeout=1.0)
+        assert system.stats()["q"].outstanding == 1
+        gate.set()
+        assert await first == 1
+        assert system.stats()["q"].submitted == 1

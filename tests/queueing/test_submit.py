@@ -1,0 +1,182 @@
+"""Submitting tasks: receipts, payload and result conversion, and how workers take tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from queueing import Queue, Worker, open_system
+
+
+@attrs.frozen
+class Page:
+    url: str
+    depth: int = 0
+
+
+@attrs.frozen
+class Thumb:
+    url: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+class Double(Worker):
+    async def handle(self, x: int) -> int:
+        return 2 * x
+
+
+class Crawl(Worker):
+    """Checks that the payload arrives structured as the annotated attrs class."""
+
+    async def handle(self, page: Page) -> Thumb:
+        assert isinstance(page, Page)
+        return Thumb(page.url, len(page.url) + page.depth)
+
+
+class Bytes(Worker):
+    async def handle(self, text: str) -> bytes:
+        return text.encode()
+
+
+class When(Worker):
+    async def handle(self, days: int) -> datetime.date:
+        return datetime.date(2024, 1, 1) + datetime.timedelta(days=days)
+
+
+class Swap(Worker):
+    async def handle(self, point: Point) -> Point:
+        return Point(point.y, point.x)
+
+
+class Log(Worker):
+    """Sleeps for the payload's seconds; logs (payload, worker, start time)."""
+
+    def __init__(self, log: list[tuple[Any, str, float]]) -> None:
+        self.log = log
+
+    async def handle(self, seconds: float) -> str:
+        self.log.append((seconds, self.name, trio.current_time()))
+        await trio.sleep(seconds)
+        return self.name
+
+
+async def test_submit_returns_a_receipt_with_the_task_id() -> None:
+    async with open_system(Queue("double", Double)) as system:
+        receipt = await system.submit("double", 21)
+        assert isinstance(receipt.id, str)
+        assert receipt.id
+        assert receipt.queue == "double"
+        assert await receipt == 42
+
+
+async def test_task_ids_are_unique() -> None:
+    async with open_system(Queue("double", Double)) as system:
+        receipts = [await system.submit("double", i) for i in range(200)]
+        assert len({r.id for r in receipts}) == 200
+        assert [await r for r in receipts] == [2 * i for i in range(200)]
+
+
+async def test_attrs_payload_reaches_the_handler_as_its_class() -> None:
+    async with open_system(Queue("crawl", Crawl)) as system:
+        receipt = await system.submit("crawl", Page("https://example.org", 3))
+        assert await receipt == Thumb("https://example.org", 22)
+
+
+async def test_dict_payload_is_structured_as_the_annotated_class() -> None:
+    async with open_system(Queue("crawl", Crawl)) as system:
+        receipt = await system.submit("crawl", {"url": "a", "depth": 1})
+        assert await receipt == Thumb("a", 2)
+
+
+async def test_dataclass_payload_and_result_round_trip() -> None:
+    async with open_system(Queue("swap", Swap)) as system:
+        assert await (await system.submit("swap", Point(1, 2))) == Point(2, 1)
+
+
+async def test_bytes_result_comes_back_as_bytes() -> None:
+    async with open_system(Queue("bytes", Bytes)) as system:
+        assert await (await system.submit("bytes", "héllo")) == "héllo".encode()
+
+
+async def test_date_result_comes_back_as_a_date() -> None:
+    async with open_system(Queue("when", When)) as system:
+        assert await (await system.submit("when", 31)) == datetime.date(2024, 2, 1)
+
+
+async def test_each_worker_is_a_registered_actor_of_the_system(autojump_clock: Any) -> None:
+    log: list[tuple[Any, str, float]] = []
+    queue = Queue("log", Log, workers=3, worker_kwargs={"log": log})
+    async with open_system(queue) as system:
+        receipts = [await system.submit("log", 1.0) for _ in range(3)]
+        names = {await r for r in receipts}
+        assert len(names) == 3  # three tasks at once: one per worker
+        for name in names:
+            assert system.actors.lookup(name).is_alive
+
+
+async def test_single_worker_runs_tasks_in_arrival_order(autojump_clock: Any) -> None:
+    log: list[tuple[Any, str, float]] = []
+    queue = Queue("log", Log, worker_kwargs={"log": log})
+    async with open_system(queue) as system:
+        receipts = [await system.submit("log", s) for s in (3.0, 1.0, 2.0)]
+        for r in receipts:
+            await r
+    assert [(s, t) for s, _, t in log] == [(3.0, 0.0), (1.0, 3.0), (2.0, 4.0)]
+
+
+async def test_a_task_submitted_later_starts_at_once_on_an_idle_worker(autojump_clock: Any) -> None:
+    log: list[tuple[Any, str, float]] = []
+    queue = Queue("log", Log, workers=2, worker_kwargs={"log": log})
+    async with open_system(queue) as system:
+        long = await system.submit("log", 100.0)
+        await trio.sleep(5)
+        short = await system.submit("log", 1.0)
+        assert await short != await long
+    # The short task never queued behind the busy worker.
+    assert log[1] == (1.0, log[1][1], 5.0)
+    assert log[1][1] != log[0][1]
+
+
+async def test_queued_tasks_go_to_the_first_worker_to_become_free(autojump_clock: Any) -> None:
+    # No prefetch: the worker busy for 100 s never holds tasks that the other one, free
+    # after 10 s, can run.
+    log: list[tuple[Any, str, float]] = []
+    queue = Queue("log", Log, workers=2, worker_kwargs={"log": log})
+    async with open_system(queue) as system:
+        receipts = [await system.submit("log", s) for s in (100.0, 10.0, 1.0, 1.0, 1.0)]
+        for r in receipts:
+            await r
+        assert trio.current_time() == pytest.approx(100.0)
+    started = {(s, t) for s, _, t in log}
+    assert started == {(100.0, 0.0), (10.0, 0.0), (1.0, 10.0), (1.0, 11.0), (1.0, 12.0)}
+    slow_worker = log[0][1]
+    assert all(name != slow_worker for _, name, _ in log[1:])
+
+
+async def test_an_idle_worker_holds_no_task(autojump_clock: Any) -> None:
+    # The task submitted while worker A is busy is not reserved for A: it waits in the
+    # queue (depth 1) and not in any worker.
+    log: list[tuple[Any, str, float]] = []
+    queue = Queue("log", Log, workers=1, worker_kwargs={"log": log})
+    async with open_system(queue) as system:
+        await system.submit("log", 10.0)
+        await system.submit("log", 10.0)
+        await trio.sleep(1)
+        stats = system.stats()["log"]
+        assert (stats.in_flight, stats.depth) == (1, 1)
+
+
+async def test_names_lists_the_queues_and_pipelines() -> None:
+    async with open_system(Queue("double", Double), Queue("crawl", Crawl)) as system:
+        assert sorted(system.names) == ["crawl", "double"]
