@@ -291,6 +291,9 @@ class Engine:
             return
         env.error = error
         rt.retried += 1
+        # A retry is a new delivery (a new stream entry on Redis): max_deliveries bounds
+        # the crashes of one attempt, not the attempts the retry policy allows.
+        env.deliveries = 0
         self.broker.schedule(rt, env, float(decision))
 
     async def succeeded(self, rt: QueueRuntime, env: Envelope, result: Any) -> None:
