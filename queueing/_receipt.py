@@ -93,8 +93,7 @@ class Receipt:
         Returns:
             True if this call cancelled it, False if it already had an outcome.
         """
-        await _fastpath.checkpoint()
-        return self._system._broker.cancel(self._env)
+        return await self._system._broker.cancel(self._env)
 
 
 def failure(env: Envelope, stage: str | None) -> TaskFailed:

@@ -271,24 +271,24 @@ class QueueSystem:
             raise UnknownQueue(queue, list(self._runtimes))
         return rt
 
-    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """The newest `limit` dead letters of `queue`, oldest first."""
         self._runtime(queue)
-        return self._broker.dead_letters(queue, limit)
+        return await self._broker.dead_letters(queue, limit)
 
     async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt]:
         """Submit dead letters again (all of the queue's, or those with `ids`) as new
         tasks; returns their new receipts. The old ids keep their failed outcome."""
         self._runtime(queue)
         receipts = []
-        for letter in self._broker.take_dead_letters(queue, ids):
+        for letter in await self._broker.take_dead_letters(queue, ids):
             receipts.append(await self.submit(queue, letter.payload))
         return receipts
 
-    def purge_dead_letters(self, queue: str) -> int:
+    async def purge_dead_letters(self, queue: str) -> int:
         """Delete the queue's dead letters; returns how many there were."""
         self._runtime(queue)
-        return len(self._broker.take_dead_letters(queue, None))
+        return len(await self._broker.take_dead_letters(queue, None))
 
     # -- for receipts ------------------------------------------------------------------------
 

@@ -90,9 +90,11 @@ class Envelope:
     """One task as the broker holds it: the wire fields plus, in memory, its live state."""
 
     __slots__ = (
+        "__weakref__",
         "attempts",
         "deliveries",
         "done",
+        "entry",
         "error",
         "expires_at",
         "finished_at",
@@ -143,6 +145,7 @@ class Envelope:
         self.finished_at: float | None = None
         self.done: trio.Event | None = None
         self.scope: trio.CancelScope | None = None
+        self.entry: str | None = None  # the broker's handle on it (a stream entry id)
 
     def __repr__(self) -> str:
         return f"<Envelope {self.id} {self.queue} {self.state.value}>"

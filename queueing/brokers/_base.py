@@ -84,15 +84,15 @@ class Broker(abc.ABC):
         """The task with that id, if its outcome has not expired."""
 
     @abc.abstractmethod
-    def cancel(self, env: Envelope) -> bool:
+    async def cancel(self, env: Envelope) -> bool:
         """Cancel a pending or running task; False if it had an outcome already."""
 
     @abc.abstractmethod
-    def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
         """The newest dead letters of a queue, oldest first."""
 
     @abc.abstractmethod
-    def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
+    async def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
         """Remove and return dead letters (all of the queue's if `ids` is None)."""
 
     @abc.abstractmethod

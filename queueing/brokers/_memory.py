@@ -192,11 +192,13 @@ class MemoryBroker(Broker):
             )
         )
 
-    def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        await trio.lowlevel.checkpoint()
         store = self._dead[queue]
         return list(store)[-limit:] if limit < len(store) else list(store)
 
-    def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
+    async def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
+        await trio.lowlevel.checkpoint()
         store = self._dead[queue]
         if ids is None:
             taken = list(store)
@@ -244,7 +246,8 @@ class MemoryBroker(Broker):
     def lookup(self, task_id: str) -> Envelope | None:
         return self._tasks.get(task_id)
 
-    def cancel(self, env: Envelope) -> bool:
+    async def cancel(self, env: Envelope) -> bool:
+        await trio.lowlevel.checkpoint()
         if env.state.final:
             return False
         running = env.state is TaskState.RUNNING
