@@ -26,7 +26,7 @@ from pathlib import Path
 
 import attrs
 import trio
-from tenacity import stop_after_attempt, wait_exponential_jitter
+from tenacity import stop_after_attempt, wait_exponential, wait_random
 
 from queueing import (
     Pipeline,
@@ -170,7 +170,8 @@ thumbnail = Queue(
     maxsize=16,
     retry=RetryPolicy(
         stop=stop_after_attempt(3),
-        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+        # 0.05 s, then 0.1 s..., plus up to 0.05 s of random jitter so retries spread out
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
     ),
     timeout=10.0,
 )
