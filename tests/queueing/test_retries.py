@@ -131,7 +131,7 @@ async def test_non_retryable_error_fails_the_task_at_once(autojump_clock: Any) -
         assert error.error == "a attempt 1 failed"
         assert "ValueError: a attempt 1 failed" in str(error)
         assert (await receipt.status()).state is TaskState.FAILED
-        assert [letter.id for letter in system.dead_letters("flaky")] == [receipt.id]
+        assert [letter.id for letter in await system.dead_letters("flaky")] == [receipt.id]
     assert len(log) == 1
 
 
@@ -147,7 +147,7 @@ async def test_exhausted_retries_dead_letter_the_task_with_its_cause(autojump_cl
         assert error.attempts == 3
         assert error.error_type == "test_retries.Glitch"
         assert error.error == "a attempt 3 failed"
-        (letter,) = system.dead_letters("flaky")
+        (letter,) = await system.dead_letters("flaky")
         status = await receipt.status()
     assert letter.id == receipt.id
     assert letter.state is TaskState.DEAD_LETTERED

@@ -1,0 +1,205 @@
+"""Worker crashes are actor failures: supervised restarts, redelivery, poison tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from queueing_helpers import outcome_of
+from tenacity import stop_after_attempt, wait_fixed
+
+import actors
+from queueing import (
+    Queue,
+    RetryPolicy,
+    TaskFailed,
+    TaskState,
+    Transient,
+    Worker,
+    open_system,
+)
+
+
+class LostConnection(Exception):
+    """The worker's own resource broke: the worker cannot go on."""
+
+
+class Crashy(Worker):
+    """Crashes (a fatal error) on the first `payload["crash"]` deliveries of a task.
+
+    Logs (payload name, worker instance id, attempt) for every run.
+    """
+
+    fatal = (LostConnection,)
+
+    def __init__(self, log: list[tuple[str, int, int]]) -> None:
+        self.log = log
+
+    async def handle(self, payload: dict[str, Any]) -> str:
+        self.log.append((payload["name"], id(self), self.attempt))
+        await trio.sleep(payload.get("takes", 0))
+        if self.attempt <= payload.get("crash", 0):
+            raise LostConnection(f"connection lost while handling {payload['name']}")
+        if self.attempt <= payload.get("fail", 0):
+            raise Transient("try again")
+        return payload["name"]
+
+
+def crashy(log: list[tuple[str, int, int]], **options: Any) -> Queue:
+    return Queue("crashy", Crashy, worker_kwargs={"log": log}, **options)
+
+
+class FlakyStart(Worker):
+    """`on_start` fails the first `starts["fail"]` times (counted across instances)."""
+
+    def __init__(self, starts: dict[str, int]) -> None:
+        self.starts = starts
+
+    async def on_start(self) -> None:
+        self.starts["count"] += 1
+        if self.starts["count"] <= self.starts["fail"]:
+            raise ConnectionRefusedError("database not up yet")
+
+    async def handle(self, payload: int) -> int:
+        return payload + 1
+
+
+async def test_a_fatal_error_makes_the_supervisor_restart_the_worker(autojump_clock: Any) -> None:
+    log: list[tuple[str, int, int]] = []
+    async with open_system(crashy(log)) as system:
+        assert system.stats()["crashy"].restarts == 0
+        await (await system.submit("crashy", {"name": "a", "crash": 1}))
+        assert system.stats()["crashy"].restarts == 1
+
+
+async def test_the_task_of_a_crashed_worker_is_delivered_again(autojump_clock: Any) -> None:
+    log: list[tuple[str, int, int]] = []
+    async with open_system(crashy(log)) as system:
+        receipt = await system.submit("crashy", {"name": "a", "crash": 2})
+        assert await receipt == "a"
+        status = await receipt.status()
+    assert status.deliveries == 3
+    assert [name for name, _, _ in log] == ["a", "a", "a"]
+
+
+async def test_the_restarted_worker_is_a_fresh_instance(autojump_clock: Any) -> None:
+    log: list[tuple[str, int, int]] = []
+    async with open_system(crashy(log)) as system:
+        await (await system.submit("crashy", {"name": "a", "crash": 1}))
+    (_, first, _), (_, second, _) = log
+    assert first != second
+
+
+async def test_a_crash_is_not_a_task_failure(autojump_clock: Any) -> None:
+    log: list[tuple[str, int, int]] = []
+    async with open_system(crashy(log)) as system:
+        await (await system.submit("crashy", {"name": "a", "crash": 1}))
+        stats = system.stats()["crashy"]
+    assert (stats.failed, stats.retried, stats.dead_lettered, stats.succeeded) == (0, 0, 0, 1)
+
+
+async def test_a_redelivered_task_runs_before_tasks_queued_behind_it(autojump_clock: Any) -> None:
+    log: list[tuple[str, int, int]] = []
+    async with open_system(crashy(log, workers=1)) as system:
+        first = await system.submit("crashy", {"name": "a", "crash": 1})
+        second = await system.submit("crashy", {"name": "b"})
+        assert (await first, await second) == ("a", "b")
+    assert [name for name, _, _ in log] == ["a", "a", "b"]
+
+
+async def test_the_other_workers_go_on_while_one_restarts(autojump_clock: Any) -> None:
+    log: list[tuple[str, int, int]] = []
+    async with open_system(crashy(log, workers=2)) as system:
+        slow = await system.submit("crashy", {"name": "slow", "takes": 10})
+        crash = await system.submit("crashy", {"name": "crash", "crash": 1})
+        assert await crash == "crash"
+        assert not slow.done()
+        assert trio.current_time() < 10
+        assert await slow == "slow"
+
+
+async def test_a_task_crashing_its_worker_every_time_is_dead_lettered_as_poison(
+    autojump_clock: Any,
+) -> None:
+    log: list[tuple[str, int, int]] = []
+    async with open_system(crashy(log, max_deliveries=3)) as system:
+        receipt = await system.submit("crashy", {"name": "poison", "crash": 99})
+        error = await outcome_of(receipt)
+        assert isinstance(error, TaskFailed)
+        assert error.outcome is TaskState.DEAD_LETTERED
+        assert error.error_type == "Poison"
+        assert "crashed 3 time(s)" in error.error
+        assert "max_deliveries=3" in error.error
+        (letter,) = await system.dead_letters("crashy")
+        assert letter.id == receipt.id
+        assert letter.error is not None
+        assert letter.error.type == "Poison"
+        stats = system.stats()["crashy"]
+        assert (stats.dead_lettered, stats.restarts) == (1, 3)
+    assert len(log) == 3
+
+
+async def test_a_poison_task_does_not_stop_the_others(autojump_clock: Any) -> None:
+    log: list[tuple[str, int, int]] = []
+    async with open_system(crashy(log, workers=2, max_deliveries=2)) as system:
+        poison = await system.submit("crashy", {"name": "poison", "crash": 99})
+        good = [await system.submit("crashy", {"name": f"t{i}"}) for i in range(10)]
+        assert [await r for r in good] == [f"t{i}" for i in range(10)]
+        assert isinstance(await outcome_of(poison), TaskFailed)
+
+
+async def test_retries_do_not_count_as_crashed_deliveries(autojump_clock: Any) -> None:
+    # max_deliveries bounds crashes; the retry policy alone bounds attempts.
+    log: list[tuple[str, int, int]] = []
+    policy = RetryPolicy(stop=stop_after_attempt(6), wait=wait_fixed(1))
+    async with open_system(crashy(log, max_deliveries=1, retry=policy)) as system:
+        receipt = await system.submit("crashy", {"name": "a", "fail": 5})
+        assert await receipt == "a"
+        assert (await receipt.status()).attempts == 6
+
+
+async def test_an_error_in_on_start_crashes_the_worker_and_it_is_restarted(
+    autojump_clock: Any,
+) -> None:
+    starts = {"count": 0, "fail": 2}
+    queue = Queue("start", FlakyStart, worker_kwargs={"starts": starts})
+    async with open_system(queue) as system:
+        receipt = await system.submit("start", 41)
+        assert await receipt == 42
+        assert starts["count"] == 3
+        assert system.stats()["start"].restarts == 2
+
+
+async def test_restarts_are_counted_per_queue(autojump_clock: Any) -> None:
+    log: list[tuple[str, int, int]] = []
+    starts = {"count": 0, "fail": 0}
+    queues = crashy(log, workers=3), Queue("start", FlakyStart, worker_kwargs={"starts": starts})
+    async with open_system(*queues) as system:
+        for i in range(4):
+            await (await system.submit("crashy", {"name": f"t{i}", "crash": 1}))
+        await trio.sleep(60)  # the restarts back off (a redelivered task need not wait)
+        stats = system.stats()
+    assert (stats["crashy"].restarts, stats["start"].restarts) == (4, 0)
+
+
+async def test_a_worker_crashing_too_often_escalates_and_stops_the_system(
+    autojump_clock: Any,
+) -> None:
+    starts = {"count": 0, "fail": 1_000_000}
+    queue = Queue(
+        "start", FlakyStart, worker_kwargs={"starts": starts}, max_restarts=2, restart_within=60
+    )
+    receipts = []
+
+    async def run() -> None:
+        async with open_system(queue) as system:
+            receipts.append(await system.submit("start", 1))
+            await trio.sleep(1_000)
+
+    with pytest.raises(actors.SupervisorGaveUp):
+        await run()
+    # Nothing is lost silently: the task has an outcome.
+    (receipt,) = receipts
+    assert isinstance(await outcome_of(receipt), TaskFailed)
+    assert (await receipt.status()).state is TaskState.CANCELLED
