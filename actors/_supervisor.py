@@ -113,13 +113,24 @@ class _RemoveChild(_SystemMessage):
 class _Child:
     """A supervisor's record of one child, across its restarts."""
 
-    __slots__ = ("cell", "done", "incarnation", "scope", "spec", "stopping", "supervisor")
+    __slots__ = (
+        "cell",
+        "done",
+        "exit_reason",
+        "incarnation",
+        "scope",
+        "spec",
+        "stopping",
+        "supervisor",
+    )
 
     def __init__(self, supervisor: Supervisor, spec: ChildSpec, cell: _Cell) -> None:
         self.supervisor = supervisor
         self.spec = spec
         self.cell = cell
         self.incarnation = 0
+        # Why the last incarnation ended (None: normally); the reason a final stop reports.
+        self.exit_reason: BaseException | None = None
         self.done: trio.Event | None = None
         self.scope: trio.CancelScope | None = None
         self.stopping = False
@@ -145,12 +156,14 @@ class Supervisor(Actor):
     supervisor's nursery, so none outlives it.
 
     Args:
-        children: the static children, started in order.
+        children: the static children, launched in order (their `on_start` hooks run
+            concurrently; each child's own messages wait until its `on_start` is done).
         strategy: which children restart when one fails.
         max_restarts: restart intensity: restarts allowed within `within` seconds.
         within: the intensity window in seconds.
-        backoff: a tenacity wait strategy (`wait_exponential_jitter(...)`, ...), or None for
-            no delay.
+        backoff: a tenacity wait strategy (`wait_exponential(...)`, `wait_fixed(...)`...);
+            None for the default, exponential from 10ms up to 1s with a little jitter.
+            Pass `tenacity.wait_none()` to restart at once.
     """
 
     def __init__(
@@ -292,6 +305,7 @@ class Supervisor(Actor):
             cell.finish(None)
             raise
         cell.instance = None
+        child.exit_reason = reason
         done.set()
         self._cell.mailbox.put_system(_ChildExited(child, incarnation, reason))
 
@@ -331,6 +345,12 @@ class Supervisor(Actor):
         for other in reversed(group):
             if other is not child:
                 await self._stop(other)
+        for other in group:
+            # As in OTP: a TEMPORARY sibling stopped by the strategy is never restarted.
+            if other is not child and other.spec.restart is Restart.TEMPORARY:
+                self._children.remove(other)
+                other.cell.finish(other.exit_reason)
+        group = [member for member in group if member in self._children]
         for member in group:
             member.cell.state = ActorState.RESTARTING
         state = tenacity.RetryCallState(cast(Any, None), None, (), {})
@@ -373,13 +393,13 @@ class Supervisor(Actor):
         await self._stop(child, timeout)
         if child in self._children:
             self._children.remove(child)
-        child.cell.finish(None)
+        child.cell.finish(child.exit_reason)
 
     async def _stop_all(self) -> None:
         failed = self._failed_child
         for child in reversed(list(self._children)):
             await self._stop(child)
-            reason = failed[1] if failed and failed[0] is child else None
+            reason = failed[1] if failed and failed[0] is child else child.exit_reason
             child.cell.finish(reason)
         self._children.clear()
 
