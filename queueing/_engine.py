@@ -196,6 +196,8 @@ class Engine:
         since = 0
         while not cell.stop_requested:
             if not ready:
+                if rt.hungry:
+                    rt.hungry.unpark_all()
                 await rt.idle.park()
                 since = 0
                 continue
@@ -230,7 +232,7 @@ class Engine:
             if env.first_started is None:
                 env.first_started = now
             if timeout is not None:
-                scope.deadline = now + timeout
+                scope.deadline = trio.current_time() + timeout
             env.scope = scope
             worker._task = env
             rt.in_flight += 1
@@ -276,6 +278,8 @@ class Engine:
                 self._end_run(env, TaskState.DEAD_LETTERED, error, rt)
             else:
                 self.failed(rt, env, failure)
+            if broker.congested:
+                await broker.relieve()  # a remote broker is behind on writing outcomes
             since += 1
             if since >= _BATCH:
                 since = 0

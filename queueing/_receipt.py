@@ -68,6 +68,8 @@ class Receipt:
             TaskFailed: it failed or was dead-lettered (`.error`, `.attempts`, `.stage`).
         """
         env = self._env
+        if env.entry == "?":
+            await self._system._broker.watch(env)  # found by id: does it exist?
         if env.state.final:
             await _fastpath.checkpoint()
         else:
@@ -84,6 +86,8 @@ class Receipt:
 
     async def status(self) -> TaskStatus:
         """A snapshot: state, attempts, deliveries, times, the last error."""
+        if self._env.entry == "?":
+            await self._system._broker.watch(self._env)
         await _fastpath.checkpoint()
         return self._system._status(self._env)
 

@@ -34,6 +34,8 @@ class QueueRuntime:
         self.limiter = trio.CapacityLimiter(spec.threads or spec.workers) if self.sync else None
         self.ready: deque[Envelope] = deque()
         self.idle = trio.lowlevel.ParkingLot()
+        # A broker that fetches (Redis) waits here until a worker goes idle.
+        self.hungry = trio.lowlevel.ParkingLot()
         self.pool: ActorRef | None = None
         self.in_flight = 0
         self.scheduled = 0

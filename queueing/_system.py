@@ -27,7 +27,7 @@ from ._runtime import QueueRuntime
 from ._stats import QueueStats
 from ._task import DeadLetter, Envelope, TaskState, TaskStatus
 from ._worker import _Pool
-from .brokers import Broker, MemoryBroker
+from .brokers import Broker, MemoryBroker, RedisBroker
 
 log = logging.getLogger("queueing")
 T = TypeVar("T")
@@ -68,7 +68,12 @@ def _make_broker(broker: str | Broker, options: dict[str, Any]) -> Broker:
     if broker == "memory://" or broker.startswith("memory:"):
         return MemoryBroker(**options)
     scheme = broker.split(":", 1)[0]
-    raise InvalidQueue(f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://'")
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisBroker(broker, max_dead_letters=options["max_dead_letters"])
+    raise InvalidQueue(
+        f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
+        "'redis://host:port/db' or 'rediss://...' (TLS)"
+    )
 
 
 class _BrokerRunner(Actor):
@@ -113,6 +118,7 @@ class QueueSystem:
         self._runtimes = {name: QueueRuntime(q, converter) for name, q in queues.items()}
         broker.attach(self._runtimes)
         self._engine = Engine(broker, self._runtimes, pipelines)
+        self._runner: actors.ActorRef | None = None
 
     @property
     def names(self) -> list[str]:
@@ -120,7 +126,9 @@ class QueueSystem:
         return [*self._queues, *self._pipelines]
 
     async def _start(self) -> None:
-        await self.actors.spawn(ChildSpec(_BrokerRunner, args=(self._broker,), name="broker"))
+        self._runner = await self.actors.spawn(
+            ChildSpec(_BrokerRunner, args=(self._broker,), name="broker")
+        )
         for name, queue in self._queues.items():
             rt = self._runtimes[name]
             workers = [
@@ -160,6 +168,10 @@ class QueueSystem:
                     if rt.pool is not None and rt.pool.is_alive:
                         nursery.start_soon(partial(rt.pool.stop, timeout=self.shutdown_timeout))
         self.unfinished = self._broker.abandon("the system shut down before the task finished")
+        with trio.move_on_after(self.shutdown_timeout):
+            await self._broker.flush()
+        if self._runner is not None and self._runner.is_alive:
+            await self._runner.stop(timeout=1.0)
         if self.unfinished:
             durable = "" if self._broker.durable else " (the memory broker is not durable)"
             log.warning(
@@ -355,17 +367,23 @@ async def open_system(
     the_broker = _make_broker(
         broker, {"max_results": max_results, "max_dead_letters": max_dead_letters}
     )
+    if pipelines and isinstance(the_broker, RedisBroker):
+        raise InvalidQueue(
+            f"pipelines ({', '.join(pipelines)}) run on the memory broker only for now; "
+            "over Redis, chain the queues in your workers (submit the next stage's task)"
+        )
     async with actors.open_system(
         name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
     ) as asys:
         system = QueueSystem(
             asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
         )
-        await system._start()
-        try:
-            yield system
-        finally:
-            await system._stop()
+        async with the_broker.connected():
+            await system._start()
+            try:
+                yield system
+            finally:
+                await system._stop()
 
 
 async def _run(

@@ -2,5 +2,6 @@
 
 from ._base import Broker as Broker
 from ._memory import MemoryBroker as MemoryBroker
+from ._redis import RedisBroker as RedisBroker
 
-__all__ = ["Broker", "MemoryBroker"]
+__all__ = ["Broker", "MemoryBroker", "RedisBroker"]

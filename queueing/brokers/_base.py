@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 if TYPE_CHECKING:
     from .._queue import Full
@@ -24,6 +27,25 @@ class Broker(abc.ABC):
     durable: bool = False
     #: The clock that delays, deadlines and latencies are measured on.
     clock: Callable[[], float]
+    #: True while outcomes wait to be written; workers then `relieve()` before going on.
+    congested: bool = False
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[None]:
+        """Hold the broker's connections open (and check them) for the system's life."""
+        yield
+
+    async def flush(self) -> None:
+        """At shutdown: wait until every outcome has been written."""
+        await trio.lowlevel.checkpoint()
+
+    async def relieve(self) -> None:
+        """Wait until the broker has caught up on writing outcomes."""
+        await trio.lowlevel.checkpoint()
+
+    async def watch(self, env: Envelope) -> None:
+        """Before a receipt found by id is read: make sure the task exists (UnknownTask)."""
+        await trio.lowlevel.checkpoint()
 
     @abc.abstractmethod
     def attach(self, runtimes: dict[str, QueueRuntime]) -> None:

@@ -46,7 +46,9 @@ def _number(doc: dict[str, Any], key: str, *, optional: bool) -> float | None:
     return float(value)
 
 
-def decode_envelope(fields: dict[str, Any], queue: str, max_bytes: int) -> tuple[Envelope, str | None]:
+def decode_envelope(
+    fields: dict[str, Any], queue: str, max_bytes: int
+) -> tuple[Envelope, str | None]:
     """Parse and check a stream entry's fields; returns the envelope and its reply stream."""
     raw = fields.get("env")
     if raw is None:
@@ -113,10 +115,17 @@ def apply_outcome(env: Envelope, raw: str) -> None:
     """Copy a stored outcome onto a local envelope (a receipt's view of the task)."""
     doc = json.loads(raw)
     env.state = TaskState(doc["state"])
+    env.queue = str(doc.get("queue") or env.queue)
     env.result = doc.get("result")
     error = doc.get("error")
-    env.error = None if error is None else ErrorInfo(
-        str(error.get("type", "")), str(error.get("message", "")), str(error.get("traceback", ""))
+    env.error = (
+        None
+        if error is None
+        else ErrorInfo(
+            str(error.get("type", "")),
+            str(error.get("message", "")),
+            str(error.get("traceback", "")),
+        )
     )
     env.attempts = int(doc.get("attempts") or 0)
     env.deliveries = int(doc.get("deliveries") or 0)

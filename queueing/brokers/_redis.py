@@ -1,0 +1,825 @@
+"""The Redis Streams broker (`redis://`, `rediss://`): many processes, many machines.
+
+Layout, flows and guarantees are described in docs/concepts/delivery-guarantees.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import tenacity
+import trio
+
+from .._exceptions import BrokerError, QueueFull, UnknownTask
+from .._queue import Full
+from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
+from . import _scripts
+from ._base import Broker
+from ._wire import BadEntry, apply_outcome, decode_envelope, encode_envelope, encode_outcome
+
+if TYPE_CHECKING:
+    import coredis
+
+    from .._runtime import QueueRuntime
+
+log = logging.getLogger("queueing.redis")
+T = TypeVar("T")
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_COUNTERS = {
+    TaskState.SUCCEEDED: "succeeded",
+    TaskState.FAILED: "failed",
+    TaskState.CANCELLED: "cancelled",
+    TaskState.EXPIRED: "expired",
+    TaskState.DEAD_LETTERED: "dead_lettered",
+}
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    import coredis.exceptions as ce
+
+    return (
+        ce.ConnectionError,
+        OSError,
+        TimeoutError,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+    )
+
+
+class _Slot:
+    __slots__ = ("answer", "args", "error", "event", "keys")
+
+    def __init__(self, keys: list[str], args: list[Any]) -> None:
+        self.keys = keys
+        self.args = args
+        self.answer = 0
+        self.error: BaseException | None = None
+        self.event = trio.Event()
+
+
+class _Op:
+    __slots__ = ("args", "keys", "script")
+
+    def __init__(self, script: str, keys: list[str], args: list[Any]) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+
+
+class RedisBroker(Broker):
+    """Tasks in Redis Streams: consumer groups, leases, reclaim, delayed retries, results.
+
+    Args:
+        url: `redis://[user:password@]host:port/db` or `rediss://...` for TLS.
+        prefix: every key starts with `{prefix:...}`; one prefix per system.
+        lease: seconds a fetched task stays ours without a heartbeat; a dead worker's
+            tasks are reclaimed by others after this long.
+        block: seconds one blocking read waits before it checks again.
+        connect_timeout: seconds to reach Redis at start-up before `BrokerError`.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "queueing",
+        lease: float = 30.0,
+        block: float = 2.0,
+        connect_timeout: float = 5.0,
+        max_dead_letters: int = 10_000,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.lease = lease
+        self.block = block
+        self.connect_timeout = connect_timeout
+        self.max_dead_letters = max_dead_letters
+        self.clock: Callable[[], float] = time.time
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.congested = False
+        self._client: coredis.Redis[str] | None = None
+        self._shas: dict[str, str] = {}
+        self._runtimes: dict[str, QueueRuntime] = {}
+        self._ops: list[_Op] = []
+        self._ops_lot = trio.lowlevel.ParkingLot()
+        self._flushed = trio.lowlevel.ParkingLot()
+        self._held: dict[str, dict[str, tuple[Envelope, str | None]]] = {}
+        self._reply_to: dict[str, str | None] = {}
+        self._waiting: weakref.WeakValueDictionary[str, Envelope] = weakref.WeakValueDictionary()
+        self._foreign: weakref.WeakValueDictionary[str, Envelope] = weakref.WeakValueDictionary()
+        self._foreign_lot = trio.lowlevel.ParkingLot()
+        self._cache: dict[str, dict[str, int]] = {}
+        self._submits: list[_Slot] = []
+        self._submit_lot = trio.lowlevel.ParkingLot()
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _k(self, queue: str, what: str) -> str:
+        return f"{{{self.prefix}:{queue}}}:{what}"
+
+    def _g(self, what: str) -> str:
+        return f"{{{self.prefix}}}:{what}"
+
+    @property
+    def client(self) -> coredis.Redis[str]:
+        if self._client is None:
+            raise BrokerError("the Redis broker is not connected (use it inside open_system)")
+        return self._client
+
+    # -- connection ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[None]:
+        try:
+            import coredis
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise BrokerError(
+                "the Redis broker needs coredis: pip install 'trio-queueing[redis]'"
+            ) from exc
+        try:
+            client = coredis.Redis.from_url(
+                self.url, decode_responses=True, connect_timeout=self.connect_timeout
+            )
+        except Exception as exc:
+            raise BrokerError(f"bad Redis URL {self._safe_url()!r}: {exc}") from exc
+        async with client:
+            self._client = client
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    await client.ping()
+                    for name in ("SUBMIT", "FINISH", "RETRY", "PROMOTE", "REJECT_ENTRY"):
+                        self._shas[name] = await client.script_load(getattr(_scripts, name))
+                    for name, rt in self._runtimes.items():
+                        await self._declare(name, rt)
+            except trio.TooSlowError:
+                raise BrokerError(
+                    f"cannot reach Redis at {self._safe_url()} within {self.connect_timeout:g}s: "
+                    "check the host, port and network"
+                ) from None
+            except BrokerError:
+                raise
+            except Exception as exc:
+                raise BrokerError(
+                    f"cannot use Redis at {self._safe_url()}: {type(exc).__name__}: {exc} "
+                    "(check the URL, the password or ACL user, and rediss:// for TLS)"
+                ) from exc
+            try:
+                yield
+            finally:
+                self._client = None
+
+    def _safe_url(self) -> str:
+        if "@" in self.url:
+            scheme, rest = self.url.split("://", 1)
+            return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return self.url
+
+    async def _declare(self, name: str, rt: QueueRuntime) -> None:
+        client = self.client
+        try:
+            await client.xgroup_create(self._k(name, "ready"), "workers", "0", mkstream=True)
+        except Exception as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        spec = rt.spec
+        config = {"maxsize": spec.maxsize, "max_payload": spec.max_payload}
+        await client.hset(self._g("queues"), {name: _dumps(config)})
+
+    def attach(self, runtimes: dict[str, QueueRuntime]) -> None:
+        self._runtimes = runtimes
+        for name in runtimes:
+            self._held[name] = {}
+
+    # -- resilience ------------------------------------------------------------------------
+
+    async def _retrying(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn`, retrying lost connections with jittered backoff (no limit)."""
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("redis %s failed (%s); retrying", what, exc)
+
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(_transient_errors()),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=2.0)
+            + tenacity.wait_random(0, 0.05),
+            sleep=trio.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await fn()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self.client.evalsha(self._shas[name], keys=keys, args=args)
+
+    # -- submit ----------------------------------------------------------------------------
+
+    def _submit_call(
+        self, rt: QueueRuntime, env: Envelope, delay: float | None
+    ) -> tuple[list[str], list[Any]]:
+        name = rt.name
+        due = "" if not delay else str(int((self.clock() + delay) * 1000))
+        pending = "P" + _dumps(
+            {"state": "pending", "queue": name, "submitted_at": env.submitted_at}
+        )
+        return (
+            [
+                self._k(name, "outstanding"),
+                self._k(name, "ready"),
+                self._g(f"task:{env.id}"),
+                self._k(name, "delayed"),
+                self._k(name, "envs"),
+                self._k(name, "stats"),
+            ],
+            [rt.spec.maxsize, env.id, encode_envelope(env, self.consumer), pending, due],
+        )
+
+    async def submit(
+        self,
+        rt: QueueRuntime,
+        env: Envelope,
+        when_full: Full,
+        timeout: float | None,
+        delay: float | None = None,
+    ) -> None:
+        keys, args = self._submit_call(rt, env, delay)
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        while True:
+            answer = await self._submit_batched(keys, args)
+            if answer == 1:
+                break
+            if answer == -1:
+                raise BrokerError(f"task id {env.id!r} exists already in Redis")
+            if when_full is Full.REJECT:
+                raise QueueFull(rt.name, rt.spec.maxsize)
+            left = deadline - trio.current_time()
+            if left <= 0:
+                raise QueueFull(rt.name, rt.spec.maxsize, timeout)
+            # Finishing tasks push tokens to `room`; wait for one (a blocking read).
+            wait = max(0.01, min(left, self.block))
+            await self._retrying(
+                "wait for room", lambda: self.client.blpop([self._k(rt.name, "room")], timeout=wait)
+            )
+        rt.submitted += 1
+        self._waiting[env.id] = env
+
+    async def _submit_batched(self, keys: list[str], args: list[Any]) -> int:
+        """Queue one submit script call for the submit loop, which sends every call queued
+        meanwhile in one pipeline: concurrent submitters share round trips."""
+        slot = _Slot(keys, args)
+        self._submits.append(slot)
+        if self._submit_lot:
+            self._submit_lot.unpark()
+        await slot.event.wait()
+        if slot.error is not None:
+            raise slot.error
+        return slot.answer
+
+    async def _submit_loop(self) -> None:
+        while True:
+            if not self._submits:
+                await self._submit_lot.park()
+                continue
+            batch, self._submits = self._submits[:500], self._submits[500:]
+
+            async def send(batch: list[_Slot] = batch) -> Any:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    calls = [
+                        pipe.evalsha(self._shas["SUBMIT"], keys=slot.keys, args=slot.args)
+                        for slot in batch
+                    ]
+                return [await call for call in calls]
+
+            try:
+                answers = await self._retrying("submit", send)
+            except Exception as exc:
+                for slot in batch:
+                    slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
+                    slot.event.set()
+                continue
+            for slot, answer in zip(batch, answers, strict=True):
+                slot.answer = int(answer)
+                slot.event.set()
+
+    def register(self, env: Envelope) -> None:
+        raise BrokerError("pipelines are not supported by the Redis broker yet")
+
+    # -- the worker side -------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for rt in self._runtimes.values():
+                nursery.start_soon(self._fetch_loop, rt)
+                nursery.start_soon(self._promote_loop, rt)
+            nursery.start_soon(self._flush_loop)
+            nursery.start_soon(self._submit_loop)
+            nursery.start_soon(self._lease_loop)
+            nursery.start_soon(self._reply_loop)
+            nursery.start_soon(self._heartbeat_loop)
+            task_status.started()
+
+    async def _fetch_loop(self, rt: QueueRuntime) -> None:
+        ready_key = self._k(rt.name, "ready")
+        held = self._held[rt.name]
+        max_bytes = rt.spec.max_payload + 4096
+        while True:
+            free = len(rt.idle) - len(rt.ready)
+            if free <= 0:
+                await rt.hungry.park()
+                continue
+            block_ms = int(self.block * 1000)
+            answer = await self._retrying(
+                "fetch",
+                lambda: self.client.xreadgroup(
+                    "workers", self.consumer, count=free, block=block_ms, streams={ready_key: ">"}
+                ),
+            )
+            entries = (answer or {}).get(ready_key, ())
+            if entries:
+                await self._accept(rt, entries, held, max_bytes, redelivered=False)
+
+    async def _accept(
+        self,
+        rt: QueueRuntime,
+        entries: Any,
+        held: dict[str, tuple[Envelope, str | None]],
+        max_bytes: int,
+        *,
+        redelivered: bool,
+        deliveries: dict[str, int] | None = None,
+    ) -> None:
+        fresh: list[tuple[str, Envelope, str | None]] = []
+        for entry in entries:
+            try:
+                env, reply_to = decode_envelope(dict(entry.field_values), rt.name, max_bytes)
+            except BadEntry as exc:
+                self._reject_entry(rt, entry.identifier, dict(entry.field_values), str(exc))
+                continue
+            env.entry = entry.identifier
+            env.deliveries = (deliveries or {}).get(entry.identifier, 1) - 1
+            fresh.append((entry.identifier, env, reply_to))
+        for entry_id, env, reply_to in fresh:
+            held[entry_id] = (env, reply_to)
+            self._reply_to[env.id] = reply_to
+            rt.push(env)
+
+    def _reject_entry(
+        self, rt: QueueRuntime, entry: str, fields: dict[str, Any], reason: str
+    ) -> None:
+        log.warning("queue %r: entry %s is not a task (%s); dead-lettered", rt.name, entry, reason)
+        letter = _dumps(
+            {
+                "id": "",
+                "queue": rt.name,
+                "payload": {str(k)[:100]: str(v)[:4096] for k, v in list(fields.items())[:20]},
+                "state": TaskState.DEAD_LETTERED.value,
+                "error": {"type": "BadEntry", "message": reason, "traceback": ""},
+                "attempts": 0,
+                "deliveries": 1,
+                "submitted_at": 0,
+                "failed_at": time.time(),
+            }
+        )
+        self._ops.append(
+            _Op(
+                "REJECT_ENTRY",
+                [self._k(rt.name, "ready"), self._k(rt.name, "dead")],
+                [entry, letter, self.max_dead_letters],
+            )
+        )
+        self._ops_lot.unpark_all()
+
+    def _finish_call(
+        self, rt: QueueRuntime, env: Envelope, dead: str | None, notify: bool = True
+    ) -> tuple[list[str], list[Any]]:
+        name = rt.name
+        reply_to = self._reply_to.pop(env.id, None)
+        return (
+            [
+                self._g(f"task:{env.id}"),
+                self._k(name, "ready"),
+                self._k(name, "outstanding"),
+                self._k(name, "stats"),
+                self._g(f"replies:{reply_to or '-'}"),
+                self._g("done"),
+                self._k(name, "room"),
+                self._k(name, "dead"),
+                self._k(name, "delayed"),
+                self._k(name, "envs"),
+            ],
+            [
+                encode_outcome(env),
+                max(1, int(rt.ttl)),
+                env.entry or "",
+                _COUNTERS.get(env.state, "cancelled"),
+                env.id,
+                dead or "",
+                self.max_dead_letters,
+                "1" if (reply_to and notify) else "0",
+            ],
+        )
+
+    def finish(
+        self,
+        rt: QueueRuntime | None,
+        env: Envelope,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        if rt is None or env.state.final:
+            return False
+        self._release(rt, env)
+        env.state = state
+        env.result = result
+        env.error = error
+        env.finished_at = time.time()
+        if state is TaskState.SUCCEEDED:
+            rt.succeeded += 1
+            rt.latency.add(env.finished_at - env.submitted_at)
+        elif state is TaskState.CANCELLED:
+            rt.cancelled += 1
+        elif state is TaskState.EXPIRED:
+            rt.expired += 1
+        self._push(_Op("FINISH", *self._finish_call(rt, env, None)))
+        return True
+
+    def dead_letter(
+        self, rt: QueueRuntime, env: Envelope, state: TaskState, error: ErrorInfo | None
+    ) -> None:
+        if env.state.final:
+            return
+        self._release(rt, env)
+        env.state = state
+        env.error = error
+        env.finished_at = time.time()
+        if state is TaskState.FAILED:
+            rt.failed += 1
+        else:
+            rt.dead_lettered += 1
+        letter = _dumps(
+            {
+                "id": env.id,
+                "queue": rt.name,
+                "payload": env.payload,
+                "state": state.value,
+                "error": None
+                if error is None
+                else {"type": error.type, "message": error.message, "traceback": error.traceback},
+                "attempts": env.attempts,
+                "deliveries": env.deliveries,
+                "submitted_at": env.submitted_at,
+                "failed_at": env.finished_at,
+            }
+        )
+        self._push(_Op("FINISH", *self._finish_call(rt, env, letter)))
+
+    def schedule(self, rt: QueueRuntime, env: Envelope, delay: float) -> None:
+        self._release(rt, env)
+        env.state = TaskState.SCHEDULED
+        reply_to = self._reply_to.pop(env.id, None)
+        due = str(int((self.clock() + delay) * 1000))
+        name = rt.name
+        self._push(
+            _Op(
+                "RETRY",
+                [
+                    self._k(name, "ready"),
+                    self._k(name, "delayed"),
+                    self._k(name, "envs"),
+                    self._k(name, "stats"),
+                    self._g(f"task:{env.id}"),
+                ],
+                [env.entry or "", env.id, encode_envelope(env, reply_to), due],
+            )
+        )
+        rt.retried += 1
+
+    def redeliver(self, rt: QueueRuntime, env: Envelope) -> None:
+        # Still ours in the group's pending list; the next free worker here runs it.
+        env.state = TaskState.PENDING
+        rt.push_front(env)
+
+    def _release(self, rt: QueueRuntime, env: Envelope) -> None:
+        if env.entry is not None:
+            self._held[rt.name].pop(env.entry, None)
+
+    def _push(self, op: _Op) -> None:
+        self._ops.append(op)
+        if len(self._ops) > 2000:
+            self.congested = True
+        if self._ops_lot:
+            self._ops_lot.unpark_all()
+
+    async def flush(self) -> None:
+        while self._ops:
+            await self._flushed.park()
+        await trio.lowlevel.checkpoint()
+
+    async def relieve(self) -> None:
+        while self.congested:
+            await self._flushed.park()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._ops:
+                self.congested = False
+                self._flushed.unpark_all()
+                await self._ops_lot.park()
+                continue
+            batch, self._ops = self._ops[:1000], self._ops[1000:]
+
+            async def send(batch: list[_Op] = batch) -> None:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for op in batch:
+                        pipe.evalsha(self._shas[op.script], keys=op.keys, args=op.args)
+
+            await self._retrying("write outcomes", send)
+            if len(self._ops) <= 2000:
+                self.congested = False
+                self._flushed.unpark_all()
+
+    async def _lease_loop(self) -> None:
+        """Renew the lease of every task we hold; reclaim tasks of dead workers."""
+        lease_ms = int(self.lease * 1000)
+        while True:
+            await trio.sleep(self.lease / 3)
+            for name, held in self._held.items():
+                rt = self._runtimes[name]
+                ready_key = self._k(name, "ready")
+                if held:
+                    ids = list(held)
+                    await self._retrying(
+                        "renew leases",
+                        lambda: self.client.xclaim(
+                            ready_key, "workers", self.consumer, 0, ids, justid=True
+                        ),
+                    )
+                    await self._cancel_finished(rt, held)
+                free = len(rt.idle) - len(rt.ready)
+                if free > 0:
+                    await self._reclaim(rt, ready_key, lease_ms, free)
+
+    async def _cancel_finished(
+        self, rt: QueueRuntime, held: dict[str, tuple[Envelope, str | None]]
+    ) -> None:
+        running = [env for env, _ in held.values() if env.state is TaskState.RUNNING]
+        if not running:
+            return
+        keys = [self._g(f"task:{env.id}") for env in running]
+        states = await self._retrying("check cancels", lambda: self.client.mget(keys))
+        for env, state in zip(running, states, strict=True):
+            if state is not None and state.startswith("F") and env.scope is not None:
+                apply_outcome(env, state[1:])
+                env.scope.cancel()
+
+    async def _reclaim(self, rt: QueueRuntime, ready_key: str, lease_ms: int, free: int) -> None:
+        answer = await self._retrying(
+            "reclaim",
+            lambda: self.client.xautoclaim(
+                ready_key, "workers", self.consumer, lease_ms, "0-0", count=free
+            ),
+        )
+        entries = [entry for entry in (answer[1] if answer else ()) if entry.field_values]
+        deleted = list(answer[2]) if answer and len(answer) > 2 else []
+        if deleted:  # cancelled (deleted) while a dead worker held them
+            await self._retrying("ack", lambda: self.client.xack(ready_key, "workers", deleted))
+        if not entries:
+            return
+        counts: dict[str, int] = {}
+        for entry in entries:
+            pending = await self._retrying(
+                "delivery count",
+                lambda entry=entry: self.client.xpending(
+                    ready_key, "workers", start=entry.identifier, end=entry.identifier, count=1
+                ),
+            )
+            counts[entry.identifier] = pending[0].delivered if pending else 1
+        log.warning("queue %r: reclaimed %d task(s) of a dead worker", rt.name, len(entries))
+        await self._accept(
+            rt,
+            entries,
+            self._held[rt.name],
+            rt.spec.max_payload + 4096,
+            redelivered=True,
+            deliveries=counts,
+        )
+
+    async def _promote_loop(self, rt: QueueRuntime) -> None:
+        keys = [self._k(rt.name, "delayed"), self._k(rt.name, "envs"), self._k(rt.name, "ready")]
+        while True:
+            now_ms = int(self.clock() * 1000)
+            moved, nxt = await self._retrying(
+                "promote", lambda: self._eval("PROMOTE", keys, [now_ms, 500])
+            )
+            if int(moved) >= 500:
+                continue
+            wait = 1.0 if nxt == "" else (float(nxt) / 1000 - self.clock())
+            await trio.sleep(min(max(wait, 0.0), 1.0))
+
+    async def _heartbeat_loop(self) -> None:
+        key = self._g("workers")
+        try:
+            while True:
+                info = {
+                    "ts": time.time(),
+                    "queues": list(self._runtimes),
+                    "workers": sum(rt.spec.workers for rt in self._runtimes.values()),
+                    "in_flight": sum(rt.in_flight for rt in self._runtimes.values()),
+                }
+                await self._retrying(
+                    "heartbeat", lambda: self.client.hset(key, {self.consumer: _dumps(info)})
+                )
+                await self._refresh_cache()
+                await trio.sleep(2.0)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                try:
+                    await self.client.hdel(key, [self.consumer])
+                except Exception:
+                    pass
+
+    async def _refresh_cache(self) -> None:
+        for name in self._runtimes:
+            value = await self.client.get(self._k(name, "outstanding"))
+            self._cache[name] = {"outstanding": int(value or 0)}
+
+    # -- the client side -------------------------------------------------------------------
+
+    async def _reply_loop(self) -> None:
+        replies = self._g(f"replies:{self.consumer}")
+        done = self._g("done")
+        last_reply = "$"
+        last_done = "$"
+        block_ms = int(self.block * 1000)
+        while True:
+            streams = {replies: last_reply}
+            if self._foreign:
+                streams[done] = last_done
+            answer = await self._retrying(
+                "read replies", lambda: self.client.xread(streams, count=1000, block=block_ms)
+            )
+            if not answer:
+                continue
+            for entry in answer.get(replies, ()):
+                last_reply = entry.identifier
+                env = self._waiting.pop(entry.field_values.get("id", ""), None)
+                if env is not None and not env.state.final:
+                    apply_outcome(env, entry.field_values.get("o", "{}"))
+            wanted = []
+            for entry in answer.get(done, ()):
+                last_done = entry.identifier
+                env = self._foreign.get(entry.field_values.get("id", ""))
+                if env is not None:
+                    wanted.append(env)
+            if wanted:
+                await self._refresh_many(wanted)
+
+    async def _refresh_many(self, envs: list[Envelope]) -> None:
+        keys = [self._g(f"task:{env.id}") for env in envs]
+        states = await self._retrying("read outcomes", lambda: self.client.mget(keys))
+        for env, state in zip(envs, states, strict=True):
+            if state is not None and state.startswith("F") and not env.state.final:
+                apply_outcome(env, state[1:])
+                self._foreign.pop(env.id, None)
+
+    def lookup(self, task_id: str) -> Envelope | None:
+        env = self._waiting.get(task_id) or self._foreign.get(task_id)
+        if env is None:
+            env = Envelope(task_id, "", None, 0.0, 0.0)
+            env.entry = "?"  # not checked yet: `watch` asks Redis first
+            self._foreign[task_id] = env
+        return env
+
+    async def watch(self, env: Envelope) -> None:
+        if env.entry != "?":
+            await trio.lowlevel.checkpoint()
+            return
+        state = await self._retrying(
+            "read outcome", lambda: self.client.get(self._g(f"task:{env.id}"))
+        )
+        if state is None:
+            self._foreign.pop(env.id, None)
+            raise UnknownTask(env.id)
+        env.entry = None
+        if state.startswith("F"):
+            apply_outcome(env, state[1:])
+        else:
+            doc = json.loads(state[1:].split("\n", 1)[0])
+            env.queue = str(doc.get("queue", ""))
+
+    async def cancel(self, env: Envelope) -> bool:
+        await self.watch(env)
+        if env.state.final:
+            return False
+        rt = self._runtimes.get(env.queue)
+        if rt is None:
+            raise BrokerError(f"cannot cancel a task of queue {env.queue!r}: not served here")
+        env.state = TaskState.CANCELLED
+        env.error = ErrorInfo("Cancelled", "cancelled through its receipt")
+        env.finished_at = time.time()
+        keys, args = self._finish_call(rt, env, None, notify=False)
+        args[2] = ""  # not an entry we hold
+        first = await self._retrying("cancel", lambda: self._eval("FINISH", keys, args))
+        if env.done is not None:
+            env.done.set()
+        if env.scope is not None:
+            env.scope.cancel()
+        return bool(first)
+
+    # -- dead letters, drain, stats ----------------------------------------------------------
+
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        entries = await self._retrying(
+            "dead letters", lambda: self.client.xrevrange(self._k(queue, "dead"), count=limit)
+        )
+        return [self._letter(entry.field_values.get("d", "{}")) for entry in reversed(entries)]
+
+    @staticmethod
+    def _letter(raw: str) -> DeadLetter:
+        doc = json.loads(raw)
+        error = doc.get("error")
+        return DeadLetter(
+            id=str(doc.get("id", "")),
+            queue=str(doc.get("queue", "")),
+            payload=doc.get("payload"),
+            state=TaskState(doc.get("state", "dead-lettered")),
+            error=None
+            if error is None
+            else ErrorInfo(error["type"], error["message"], error.get("traceback", "")),
+            attempts=int(doc.get("attempts") or 0),
+            deliveries=int(doc.get("deliveries") or 0),
+            submitted_at=float(doc.get("submitted_at") or 0),
+            failed_at=float(doc.get("failed_at") or 0),
+        )
+
+    async def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
+        key = self._k(queue, "dead")
+        entries = await self._retrying("dead letters", lambda: self.client.xrange(key))
+        taken = []
+        remove = []
+        for entry in entries:
+            letter = self._letter(entry.field_values.get("d", "{}"))
+            if ids is None or letter.id in ids:
+                taken.append(letter)
+                remove.append(entry.identifier)
+        if remove:
+            await self._retrying("dead letters", lambda: self.client.xdel(key, remove))
+        return taken
+
+    def outstanding(self, queue: str) -> int:
+        return self._cache.get(queue, {}).get("outstanding", 0)
+
+    async def drain(self) -> None:
+        keys = [self._k(name, "outstanding") for name in self._runtimes]
+        while True:
+            values = await self._retrying("drain", lambda: self.client.mget(keys))
+            if all(int(v or 0) <= 0 for v in values) and not self._ops:
+                return
+            # Each finished task pushes a token to its queue's `room` list: block on those.
+            rooms = [self._k(name, "room") for name in self._runtimes]
+            await self._retrying("drain", lambda: self.client.blpop(rooms, timeout=self.block))
+
+    def abandon(self, reason: str) -> int:
+        # Durable: unfinished tasks stay in Redis (pending or in the group's pending list)
+        # and another worker runs them; nothing to cancel here.
+        return sum(len(held) for held in self._held.values())
+
+    async def status(self) -> dict[str, Any]:
+        """Queue figures and live workers, read from Redis (for `queueing status`)."""
+        client = self.client
+        queues = await client.hgetall(self._g("queues"))
+        result: dict[str, Any] = {"queues": {}, "workers": {}}
+        for name in sorted(queues):
+            ready = self._k(name, "ready")
+            summary = await client.xpending(ready, "workers")
+            stats = await client.hgetall(self._k(name, "stats"))
+            result["queues"][name] = {
+                "outstanding": int(await client.get(self._k(name, "outstanding")) or 0),
+                "in_flight": int(summary.pending if summary else 0),
+                "ready": await client.xlen(ready) - int(summary.pending if summary else 0),
+                "scheduled": await client.zcard(self._k(name, "delayed")),
+                "dead_letters": await client.xlen(self._k(name, "dead")),
+                **{k: int(v) for k, v in stats.items()},
+            }
+        now = time.time()
+        for worker, raw in (await client.hgetall(self._g("workers"))).items():
+            info = json.loads(raw)
+            if now - float(info.get("ts", 0)) < 10:
+                result["workers"][worker] = info
+        return result
