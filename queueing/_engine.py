@@ -162,6 +162,7 @@ class Engine:
                 if env is not None:
                     worker._task = None
                     env.scope = None
+                    self.broker.wake_drain()
                     if env.state is TaskState.RUNNING:
                         timeout = rt.spec.timeout or 0.0
                         self.failed(

@@ -35,6 +35,9 @@ class Broker(abc.ABC):
         """Hold the broker's connections open (and check them) for the system's life."""
         yield
 
+    def wake_drain(self) -> None:
+        """A cancelled handler has unwound: `drain()` may be able to return now."""
+
     async def flush(self) -> None:
         """At shutdown: wait until every outcome has been written."""
         await trio.lowlevel.checkpoint()

@@ -267,9 +267,14 @@ class MemoryBroker(Broker):
         return self._outstanding[queue]
 
     async def drain(self) -> None:
-        while self._total > 0:
+        runtimes = self._runtimes.values()
+        while self._total > 0 or any(rt.in_flight for rt in runtimes):
             await self._drained.park()
         await trio.lowlevel.checkpoint()
+
+    def wake_drain(self) -> None:
+        if self._total == 0 and self._drained:
+            self._drained.unpark_all()
 
     def abandon(self, reason: str) -> int:
         count = 0
