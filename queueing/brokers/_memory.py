@@ -48,7 +48,8 @@ class MemoryBroker(Broker):
         self._room: dict[str, trio.lowlevel.ParkingLot] = {}
         self._total = 0
         self._drained = trio.lowlevel.ParkingLot()
-        self._finished: deque[tuple[float, Envelope]] = deque()
+        # A heap by expiry, not a FIFO: queues keep outcomes for different result_ttls.
+        self._finished: list[tuple[float, int, Envelope]] = []
         self._delayed: list[tuple[float, int, Envelope]] = []
         self._seq = 0
         self._wake = trio.lowlevel.ParkingLot()
@@ -156,7 +157,8 @@ class MemoryBroker(Broker):
         if env.done is not None:
             env.done.set()
         finished = self._finished
-        finished.append((now + ttl, env))
+        self._seq += 1
+        heapq.heappush(finished, (now + ttl, self._seq, env))
         if len(finished) > self.max_results or finished[0][0] <= now:
             self._evict(now)
         return True
@@ -165,7 +167,7 @@ class MemoryBroker(Broker):
         finished = self._finished
         tasks = self._tasks
         while finished and (len(finished) > self.max_results or finished[0][0] <= now):
-            _, env = finished.popleft()
+            _, _, env = heapq.heappop(finished)
             if tasks.get(env.id) is env:
                 del tasks[env.id]
 
@@ -244,6 +246,9 @@ class MemoryBroker(Broker):
     # -- lookups, cancel, drain -----------------------------------------------------------
 
     def lookup(self, task_id: str) -> Envelope | None:
+        finished = self._finished
+        if finished and finished[0][0] <= self.clock():
+            self._evict(self.clock())  # a TTL may have run out with no task finishing since
         return self._tasks.get(task_id)
 
     async def cancel(self, env: Envelope) -> bool:

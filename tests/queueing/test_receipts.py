@@ -1,0 +1,211 @@
+"""Receipts: results, status over time, lookup by id, and how long outcomes are kept."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import trio
+
+from queueing import (
+    Queue,
+    ResultTimeout,
+    RetryPolicy,
+    TaskFailed,
+    TaskState,
+    UnknownTask,
+    Worker,
+    open_system,
+)
+
+
+class Sleep(Worker):
+    async def handle(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError("negative")
+        await trio.sleep(seconds)
+        return seconds
+
+
+def sleepy(**options: Any) -> Queue:
+    return Queue(options.pop("name", "sleep"), Sleep, **options)
+
+
+async def test_awaiting_a_receipt_returns_the_result(autojump_clock: Any) -> None:
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 2.0)
+        assert not receipt.done()
+        assert await receipt == 2.0
+        assert receipt.done()
+        assert trio.current_time() == pytest.approx(2.0)
+
+
+async def test_a_receipt_can_be_awaited_again(autojump_clock: Any) -> None:
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 2.0)
+        assert await receipt == 2.0
+        assert await receipt == 2.0
+        assert await receipt.result(timeout=0) == 2.0
+
+
+async def test_many_waiters_get_the_same_result(autojump_clock: Any) -> None:
+    results: list[float] = []
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 2.0)
+
+        async def wait() -> None:
+            results.append(await receipt)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(wait)
+    assert results == [2.0] * 5
+
+
+async def test_result_timeout_raises_when_the_result_is_not_ready(autojump_clock: Any) -> None:
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 10.0)
+        with pytest.raises(ResultTimeout) as info:
+            await receipt.result(timeout=4)
+        assert trio.current_time() == pytest.approx(4.0)
+        assert info.value.task_id == receipt.id
+        assert "after 4s" in str(info.value)
+        assert isinstance(info.value, TimeoutError)
+
+
+async def test_the_task_completes_after_a_result_timeout(autojump_clock: Any) -> None:
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 10.0)
+        with pytest.raises(ResultTimeout):
+            await receipt.result(timeout=4)
+        assert (await receipt.status()).state is TaskState.RUNNING
+        assert await receipt.result(timeout=100) == 10.0
+        assert trio.current_time() == pytest.approx(10.0)
+
+
+async def test_status_reports_the_states_over_time(autojump_clock: Any) -> None:
+    async with open_system(sleepy(workers=1)) as system:
+        before = time.time()
+        busy = await system.submit("sleep", 5.0)
+        receipt = await system.submit("sleep", 5.0)
+        pending = await receipt.status()
+        await trio.sleep(6)
+        running = await receipt.status()
+        await busy
+        await receipt
+        finished = await receipt.status()
+    assert (pending.state, pending.attempts, pending.finished_at) == (TaskState.PENDING, 0, None)
+    assert (running.state, running.attempts, running.deliveries) == (TaskState.RUNNING, 1, 1)
+    assert finished.state is TaskState.SUCCEEDED
+    assert finished.error is None
+    assert (finished.id, finished.queue) == (receipt.id, "sleep")
+    assert finished.finished_at is not None
+    assert before <= finished.submitted_at <= finished.finished_at <= time.time()
+
+
+async def test_a_failed_receipt_raises_task_failed_with_the_details(autojump_clock: Any) -> None:
+    async with open_system(sleepy(retry=RetryPolicy.never())) as system:
+        receipt = await system.submit("sleep", -1.0)
+        with pytest.raises(TaskFailed) as info:
+            await receipt
+        status = await receipt.status()
+    error = info.value
+    assert (error.task_id, error.queue, error.outcome) == (receipt.id, "sleep", TaskState.FAILED)
+    assert (error.error_type, error.error, error.attempts) == ("ValueError", "negative", 1)
+    assert error.stage is None
+    assert status.error is not None
+    assert (status.error.type, status.error.message) == ("ValueError", "negative")
+
+
+async def test_a_receipt_is_found_again_by_its_id(autojump_clock: Any) -> None:
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 3.0)
+        again = system.receipt(receipt.id)
+        assert again == receipt
+        assert hash(again) == hash(receipt)
+        assert again.queue == "sleep"
+        assert await again == 3.0
+        assert await system.receipt(receipt.id) == 3.0
+
+
+async def test_a_bogus_id_raises_unknown_task() -> None:
+    async with open_system(sleepy()) as system:
+        with pytest.raises(UnknownTask) as info:
+            system.receipt("no-such-task")
+    assert info.value.task_id == "no-such-task"
+    assert "'no-such-task'" in str(info.value)
+    assert "result_ttl" in str(info.value)
+    assert isinstance(info.value, LookupError)
+
+
+async def test_an_outcome_is_kept_for_the_result_ttl(autojump_clock: Any) -> None:
+    async with open_system(sleepy(result_ttl=60)) as system:
+        receipt = await system.submit("sleep", 1.0)
+        await receipt
+        await trio.sleep(55)
+        assert await system.receipt(receipt.id) == 1.0
+
+
+async def test_an_outcome_is_forgotten_after_the_result_ttl(autojump_clock: Any) -> None:
+    async with open_system(sleepy(result_ttl=60)) as system:
+        receipt = await system.submit("sleep", 1.0)
+        await receipt
+        await trio.sleep(61)
+        with pytest.raises(UnknownTask):
+            system.receipt(receipt.id)
+
+
+async def test_each_queue_keeps_outcomes_for_its_own_result_ttl(autojump_clock: Any) -> None:
+    queues = sleepy(name="long", result_ttl=3600), sleepy(name="short", result_ttl=10)
+    async with open_system(*queues) as system:
+        long = await system.submit("long", 1.0)
+        short = await system.submit("short", 2.0)
+        await long
+        await short
+        await trio.sleep(20)
+        assert await system.receipt(long.id) == 1.0
+        with pytest.raises(UnknownTask):
+            system.receipt(short.id)
+
+
+async def test_a_receipt_held_by_its_client_still_resolves_after_the_ttl(
+    autojump_clock: Any,
+) -> None:
+    async with open_system(sleepy(result_ttl=10)) as system:
+        receipt = await system.submit("sleep", 1.0)
+        await trio.sleep(100)
+        await (await system.submit("sleep", 1.0))  # gives the store a chance to evict
+        assert await receipt == 1.0
+
+
+async def test_the_store_keeps_at_most_max_results_outcomes(autojump_clock: Any) -> None:
+    async with open_system(sleepy(workers=1), max_results=5) as system:
+        receipts = [await system.submit("sleep", 1.0) for _ in range(20)]
+        known_counts = []
+        for receipt in receipts:
+            await receipt
+            known = 0
+            for other in receipts:
+                try:
+                    system.receipt(other.id)
+                except UnknownTask:
+                    continue
+                if other.done():
+                    known += 1
+            known_counts.append(known)
+        assert max(known_counts) == 5
+        # The newest outcomes are the ones kept.
+        for receipt in receipts[-5:]:
+            assert await system.receipt(receipt.id) == 1.0
+        for receipt in receipts[:-5]:
+            with pytest.raises(UnknownTask):
+                system.receipt(receipt.id)
+
+
+async def test_tasks_without_an_outcome_are_never_forgotten(autojump_clock: Any) -> None:
+    async with open_system(sleepy(workers=1), max_results=2) as system:
+        receipts = [await system.submit("sleep", 10.0) for _ in range(6)]
+        await receipts[2]
+        for receipt in receipts[3:]:
+            assert system.receipt(receipt.id) == receipt
