@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import trio
 from tenacity.wait import WaitBaseT
@@ -157,7 +157,9 @@ class ActorSystem:
             self._failure = reason
             self._nursery.cancel_scope.cancel()
 
-    async def shutdown(self, timeout: float | None = None) -> None:
+    # A timeout parameter on purpose (ASYNC109): it bounds the graceful phase, after which
+    # the rest is cancelled; an enclosing cancel scope could only cancel everything at once.
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Stop every actor gracefully: children stop in reverse start order, each with its
         own shutdown deadline; whatever still runs after `timeout` seconds is cancelled."""
         self._root_cell.request_stop()
@@ -210,11 +212,17 @@ async def open_system(
             finally:
                 await system.shutdown()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        _raise_single(group)
     if system is not None and system._failure is not None:
         raise system._failure
+
+
+def _raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the one exception a nursery wrapped, keeping its own cause; else the group."""
+    if len(group.exceptions) == 1:
+        only = group.exceptions[0]
+        raise only from only.__cause__
+    raise group
 
 
 async def _watch_signals(
@@ -239,16 +247,22 @@ async def _run(main: Callable[[ActorSystem], Awaitable[T]] | None, options: Any)
     catch = threading.current_thread() is threading.main_thread()
     sigs = (signal.SIGINT, signal.SIGTERM) if catch else ()
     with trio.open_signal_receiver(*sigs) if sigs else _nullsignals() as signals:
-        async with trio.open_nursery() as outer:
-            async with open_system(**options) as system:
-                with trio.CancelScope() as main_scope:
-                    if sigs:
-                        outer.start_soon(_watch_signals, signals, main_scope, outer.cancel_scope)
-                    if main is None:
-                        await trio.sleep_forever()
-                    else:
-                        result = await main(system)
-            outer.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as outer:
+                async with open_system(**options) as system:
+                    with trio.CancelScope() as main_scope:
+                        if sigs:
+                            outer.start_soon(
+                                _watch_signals, signals, main_scope, outer.cancel_scope
+                            )
+                        if main is None:
+                            await trio.sleep_forever()
+                        else:
+                            result = await main(system)
+                outer.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # main's error (or SupervisorGaveUp) comes out as itself, as from open_system.
+            _raise_single(group)
     return result
 
 
