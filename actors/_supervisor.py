@@ -314,7 +314,8 @@ class Supervisor(Actor):
             return self._on_child_exit(message)
         if type(message) is _RemoveChild:
             return self._remove(message.child, message.timeout)
-        return super()._system_message(message)
+        notice: Coroutine[Any, Any, None] | None = super()._system_message(message)
+        return notice
 
     def _request_removal(self, child: _Child, timeout: float | None) -> None:
         self._cell.mailbox.put_system(_RemoveChild(child, timeout))
@@ -323,7 +324,8 @@ class Supervisor(Actor):
 
     async def _on_child_exit(self, message: _ChildExited) -> None:
         child = message.child
-        if child.stopping or child not in self._children or message.incarnation != child.incarnation:
+        stale = message.incarnation != child.incarnation
+        if child.stopping or stale or child not in self._children:
             return
         reason = message.reason
         restart = child.spec.restart
@@ -374,11 +376,12 @@ class Supervisor(Actor):
             return list(self._children)
         return self._children[self._children.index(child) :]
 
-    async def _stop(self, child: _Child, timeout: float | None = None) -> None:
+    async def _stop(self, child: _Child, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Stop one child gracefully, then cancel it at its deadline."""
         if not child.running:
             return
-        assert child.done is not None and child.scope is not None
+        assert child.done is not None
+        assert child.scope is not None
         child.stopping = True
         child.cell.request_stop()
         with trio.move_on_after(child.spec.shutdown if timeout is None else timeout):
@@ -387,7 +390,7 @@ class Supervisor(Actor):
             child.scope.cancel()
             await child.done.wait()
 
-    async def _remove(self, child: _Child, timeout: float | None) -> None:
+    async def _remove(self, child: _Child, timeout: float | None) -> None:  # noqa: ASYNC109
         if child not in self._children:
             return
         await self._stop(child, timeout)
