@@ -24,6 +24,7 @@ from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
 from ._stats import QueueStats as QueueStats
 from ._system import QueueSystem as QueueSystem
+from ._system import connect as connect
 from ._system import open_system as open_system
 from ._system import run_system as run_system
 from ._task import DeadLetter as DeadLetter
@@ -61,6 +62,7 @@ __all__ = [
     "UnknownQueue",
     "UnknownTask",
     "Worker",
+    "connect",
     "make_converter",
     "open_system",
     "run_system",

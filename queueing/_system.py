@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -26,7 +27,7 @@ from ._receipt import Receipt, failure
 from ._runtime import QueueRuntime
 from ._stats import QueueStats
 from ._task import DeadLetter, Envelope, TaskState, TaskStatus
-from ._worker import _Pool
+from ._worker import Worker, _Pool
 from .brokers import Broker, MemoryBroker, RedisBroker
 
 log = logging.getLogger("queueing")
@@ -107,11 +108,14 @@ class QueueSystem:
         pipelines: dict[str, Pipeline],
         converter: cattrs.Converter,
         shutdown_timeout: float,
+        *,
+        serve: bool = True,
     ) -> None:
         self.actors = actor_system
         self.converter = converter
         self.shutdown_timeout = shutdown_timeout
         self.unfinished = 0
+        self._serve = serve
         self._broker = broker
         self._queues = queues
         self._pipelines = pipelines
@@ -129,7 +133,7 @@ class QueueSystem:
         self._runner = await self.actors.spawn(
             ChildSpec(_BrokerRunner, args=(self._broker,), name="broker")
         )
-        for name, queue in self._queues.items():
+        for name, queue in self._queues.items() if self._serve else ():
             rt = self._runtimes[name]
             workers = [
                 ChildSpec(
@@ -384,6 +388,63 @@ async def open_system(
                 yield system
             finally:
                 await system._stop()
+
+
+class _Remote(Worker):
+    """Stands for a queue whose workers run in other processes (see `connect`)."""
+
+    async def handle(self, payload: Any) -> Any:
+        raise QueueingError("this queue is served by other processes")
+
+
+@asynccontextmanager
+async def connect(
+    url: str | None = None,
+    *specs: Queue | Pipeline,
+    converter: cattrs.Converter | None = None,
+    connect_timeout: float = 5.0,
+) -> AsyncIterator[QueueSystem]:
+    """A client of queues served by worker processes elsewhere: it submits and waits.
+
+    Queues are known from what workers declared in the broker; pass the same `Queue`
+    objects as `specs` to validate payloads against their handlers' types before sending.
+
+    Args:
+        url: the broker URL; default: the `QUEUEING_BROKER` environment variable.
+        connect_timeout: seconds to reach the broker before `BrokerError`.
+    """
+    url = url or os.environ.get("QUEUEING_BROKER")
+    if not url:
+        raise InvalidQueue("connect() needs a broker URL, or QUEUEING_BROKER set to one")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidQueue(
+            f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
+            "with memory:// use open_system(), which runs the workers in this process"
+        )
+    broker = RedisBroker(url, connect_timeout=connect_timeout)
+    broker.serving = False
+    queues, pipelines = _collect(specs)
+    async with broker.connected():
+        for name, config in (await broker.queue_configs()).items():
+            if name not in queues:
+                queues[name] = Queue(
+                    name,
+                    _Remote,
+                    maxsize=int(config.get("maxsize", 10_000)),
+                    max_payload=int(config.get("max_payload", 1024 * 1024)),
+                )
+        async with actors.open_system(name="queueing-client") as asys:
+            system = QueueSystem(
+                asys, broker, queues, pipelines, converter or make_converter(), 5.0, serve=False
+            )
+            await system._start()
+            try:
+                yield system
+            finally:
+                with trio.move_on_after(5.0):
+                    await broker.flush()
+                if system._runner is not None and system._runner.is_alive:
+                    await system._runner.stop(timeout=1.0)
 
 
 async def _run(

@@ -56,6 +56,21 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _split_options(url: str) -> tuple[str, dict[str, str]]:
+    """Take our own options (`prefix`, `lease`) out of the URL's query string."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs = []
+    for key, value in parse_qsl(parts.query):
+        if key in ("prefix", "lease"):
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
 class _Slot:
     __slots__ = ("answer", "args", "error", "event", "keys")
 
@@ -100,6 +115,13 @@ class RedisBroker(Broker):
         connect_timeout: float = 5.0,
         max_dead_letters: int = 10_000,
     ) -> None:
+        url, options = _split_options(url)
+        prefix = options.get("prefix", prefix)
+        lease = float(options.get("lease", lease))
+        if not prefix or any(c in prefix for c in "{}: "):
+            raise BrokerError(f"prefix must be non-empty without '{{', '}}', ':' or spaces: {prefix!r}")
+        if not math.isfinite(lease) or lease <= 0:
+            raise BrokerError(f"lease must be a number of seconds > 0, got {lease!r}")
         self.url = url
         self.prefix = prefix
         self.lease = lease
@@ -109,6 +131,8 @@ class RedisBroker(Broker):
         self.clock: Callable[[], float] = time.time
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.congested = False
+        #: False for a client that only submits (`queueing.connect`): no fetching.
+        self.serving = True
         self._client: coredis.Redis[str] | None = None
         self._shas: dict[str, str] = {}
         self._runtimes: dict[str, QueueRuntime] = {}
@@ -161,8 +185,9 @@ class RedisBroker(Broker):
                     await client.ping()
                     for name in ("SUBMIT", "FINISH", "RETRY", "PROMOTE", "REJECT_ENTRY"):
                         self._shas[name] = await client.script_load(getattr(_scripts, name))
-                    for name, rt in self._runtimes.items():
-                        await self._declare(name, rt)
+                    if self.serving:
+                        for name, rt in self._runtimes.items():
+                            await self._declare(name, rt)
             except trio.TooSlowError:
                 raise BrokerError(
                     f"cannot reach Redis at {self._safe_url()} within {self.connect_timeout:g}s: "
@@ -323,14 +348,15 @@ class RedisBroker(Broker):
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            for rt in self._runtimes.values():
+            for rt in self._runtimes.values() if self.serving else ():
                 nursery.start_soon(self._fetch_loop, rt)
                 nursery.start_soon(self._promote_loop, rt)
             nursery.start_soon(self._flush_loop)
             nursery.start_soon(self._submit_loop)
             nursery.start_soon(self._lease_loop)
             nursery.start_soon(self._reply_loop)
-            nursery.start_soon(self._heartbeat_loop)
+            if self.serving:
+                nursery.start_soon(self._heartbeat_loop)
             task_status.started()
 
     async def _fetch_loop(self, rt: QueueRuntime) -> None:
@@ -653,6 +679,11 @@ class RedisBroker(Broker):
                     await self.client.hdel(key, [self.consumer])
                 except Exception:
                     pass
+
+    async def queue_configs(self) -> dict[str, dict[str, Any]]:
+        """The queues that workers declared in Redis, with their limits."""
+        raw = await self._retrying("queues", lambda: self.client.hgetall(self._g("queues")))
+        return {name: json.loads(value) for name, value in raw.items()}
 
     async def _refresh_cache(self) -> None:
         for name in self._runtimes:
