@@ -32,6 +32,10 @@ class ActorStopped(ActorError):
         msg = f"actor {actor!r} has stopped and takes no more messages"
         if detail:
             msg += f" ({detail})"
+        msg += (
+            "; check ref.is_alive before sending, or watch it (ref.join(), Actor.watch) "
+            "to learn when it stops"
+        )
         super().__init__(msg)
 
 

@@ -87,7 +87,10 @@ class ChildSpec:
     def __attrs_post_init__(self) -> None:
         _check_actor_class(self.actor)
         if not isinstance(self.restart, Restart):
-            raise InvalidConfig(f"restart must be a Restart member, got {self.restart!r}")
+            raise InvalidConfig(
+                f"restart must be a Restart member ({', '.join(r.name for r in Restart)}), "
+                f"got {self.restart!r}"
+            )
         _check_positive("shutdown", self.shutdown)
         # Validates size and policy with the mailbox's own messages.
         Mailbox(self.mailbox_size, self.overflow)
@@ -177,9 +180,16 @@ class Supervisor(Actor):
     ) -> None:
         for spec in children:
             if not isinstance(spec, ChildSpec):
-                raise InvalidConfig(f"children must be ChildSpec objects, got {spec!r}")
+                hint = spec.__name__ if isinstance(spec, type) else "MyActor"
+                raise InvalidConfig(
+                    f"children must be ChildSpec objects, got {spec!r}: "
+                    f"wrap an actor class as ChildSpec({hint}, ...)"
+                )
         if not isinstance(strategy, Strategy):
-            raise InvalidConfig(f"strategy must be a Strategy member, got {strategy!r}")
+            raise InvalidConfig(
+                f"strategy must be a Strategy member ({', '.join(s.name for s in Strategy)}), "
+                f"got {strategy!r}"
+            )
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise InvalidConfig(f"max_restarts must be an int >= 0, got {max_restarts!r}")
         _check_positive("within", within, zero=False)
@@ -376,7 +386,7 @@ class Supervisor(Actor):
             return list(self._children)
         return self._children[self._children.index(child) :]
 
-    async def _stop(self, child: _Child, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def _stop(self, child: _Child, timeout: float | None = None) -> None:
         """Stop one child gracefully, then cancel it at its deadline."""
         if not child.running:
             return
@@ -390,7 +400,7 @@ class Supervisor(Actor):
             child.scope.cancel()
             await child.done.wait()
 
-    async def _remove(self, child: _Child, timeout: float | None) -> None:  # noqa: ASYNC109
+    async def _remove(self, child: _Child, timeout: float | None) -> None:
         if child not in self._children:
             return
         await self._stop(child, timeout)

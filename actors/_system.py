@@ -157,9 +157,7 @@ class ActorSystem:
             self._failure = reason
             self._nursery.cancel_scope.cancel()
 
-    # A timeout parameter on purpose (ASYNC109): it bounds the graceful phase, after which
-    # the rest is cancelled; an enclosing cancel scope could only cancel everything at once.
-    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def shutdown(self, timeout: float | None = None) -> None:
         """Stop every actor gracefully: children stop in reverse start order, each with its
         own shutdown deadline; whatever still runs after `timeout` seconds is cancelled."""
         self._root_cell.request_stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -272,7 +273,7 @@ async def test_backoff_delays_each_restart_by_the_wait_strategy(
         backoff=tenacity.wait_exponential(multiplier=1, max=100),
     )
     await trio.sleep(100)
-    delays = [b - a for a, b in zip(started_at, started_at[1:], strict=False)]
+    delays = [b - a for a, b in itertools.pairwise(started_at)]
     assert delays == pytest.approx([1, 2, 4, 8])
 
 

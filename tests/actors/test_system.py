@@ -195,13 +195,16 @@ async def test_shutdown_timeout_cancels_whatever_is_still_running(
 async def test_open_system_raises_supervisor_gave_up_when_the_root_gives_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    with pytest.raises(SupervisorGaveUp) as info:
+    async def crash_twice() -> None:
         async with open_system(max_restarts=1, within=60, backoff=tenacity.wait_none()) as system:
             ref = await system.spawn(Echo, name="fragile")
             await ref.tell("crash")
             await trio.sleep(1)
             await ref.tell("crash")
             await trio.sleep_forever()  # cancelled when the root gives up
+
+    with pytest.raises(SupervisorGaveUp) as info:
+        await crash_twice()
     assert info.value.supervisor == "root"
     assert info.value.child == "fragile"
     assert isinstance(info.value.__cause__, RuntimeError)
