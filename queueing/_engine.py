@@ -339,7 +339,9 @@ class Engine:
             return
         if fanned:
             run.fanned = True
-        run.pending += len(datas) - 1
+        # This branch becomes len(datas) branches; an empty fan-out ends it below instead
+        # (counting it here too would end a run whose other branches are still running).
+        run.pending += max(len(datas), 1) - 1
         now = self.clock()
         for index, data in enumerate(datas):
             child = Envelope(

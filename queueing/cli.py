@@ -82,9 +82,7 @@ def worker(target: str, broker: str, concurrency: int | None, shutdown_timeout: 
     """Run the workers of the queues TARGET (MODULE[:ATTR]) defines, until SIGINT/SIGTERM."""
     specs = _load(target)
     if concurrency is not None:
-        specs = [
-            attrs.evolve(s, workers=concurrency) if isinstance(s, Queue) else s for s in specs
-        ]
+        specs = [attrs.evolve(s, workers=concurrency) if isinstance(s, Queue) else s for s in specs]
     names = ", ".join(s.name for s in specs)
     click.echo(f"queueing worker: serving {names} on {broker.split('@')[-1]}", err=True)
     run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout)

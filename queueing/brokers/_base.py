@@ -35,7 +35,7 @@ class Broker(abc.ABC):
         """Hold the broker's connections open (and check them) for the system's life."""
         yield
 
-    def wake_drain(self) -> None:
+    def wake_drain(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """A cancelled handler has unwound: `drain()` may be able to return now."""
 
     async def flush(self) -> None:
@@ -55,7 +55,7 @@ class Broker(abc.ABC):
         """Bind the queues this process serves."""
 
     @abc.abstractmethod
-    async def run(self, *, task_status: Any) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Background work (promoting delayed tasks...), until cancelled."""
 
     def submit_nowait(self, rt: QueueRuntime, env: Envelope) -> bool:

@@ -12,12 +12,12 @@ from typing import Any
 import trio
 
 from .._exceptions import QueueFull
-
-_wall = time.time
 from .._queue import Full
 from .._runtime import QueueRuntime
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 from ._base import Broker
+
+_wall = time.time
 
 
 class MemoryBroker(Broker):

@@ -14,7 +14,7 @@ import socket
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
@@ -119,7 +119,9 @@ class RedisBroker(Broker):
         prefix = options.get("prefix", prefix)
         lease = float(options.get("lease", lease))
         if not prefix or any(c in prefix for c in "{}: "):
-            raise BrokerError(f"prefix must be non-empty without '{{', '}}', ':' or spaces: {prefix!r}")
+            raise BrokerError(
+                f"prefix must be non-empty without '{{', '}}', ':' or spaces: {prefix!r}"
+            )
         if not math.isfinite(lease) or lease <= 0:
             raise BrokerError(f"lease must be a number of seconds > 0, got {lease!r}")
         self.url = url
@@ -629,13 +631,16 @@ class RedisBroker(Broker):
             return
         counts: dict[str, int] = {}
         for entry in entries:
-            pending = await self._retrying(
-                "delivery count",
-                lambda entry=entry: self.client.xpending(
-                    ready_key, "workers", start=entry.identifier, end=entry.identifier, count=1
-                ),
-            )
-            counts[entry.identifier] = pending[0].delivered if pending else 1
+            ident = str(entry.identifier)
+
+            async def delivered(ident: str = ident) -> int:
+                pending = await self.client.xpending(
+                    ready_key, "workers", start=ident, end=ident, count=1
+                )
+                first = pending[0] if isinstance(pending, tuple) and pending else None
+                return int(getattr(first, "delivered", 1))
+
+            counts[ident] = await self._retrying("delivery count", delivered)
         log.warning("queue %r: reclaimed %d task(s) of a dead worker", rt.name, len(entries))
         await self._accept(
             rt,
@@ -674,11 +679,8 @@ class RedisBroker(Broker):
                 await self._refresh_cache()
                 await trio.sleep(2.0)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                try:
-                    await self.client.hdel(key, [self.consumer])
-                except Exception:
-                    pass
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0), suppress(Exception):
+                await self.client.hdel(key, [self.consumer])
 
     async def queue_configs(self) -> dict[str, dict[str, Any]]:
         """The queues that workers declared in Redis, with their limits."""
@@ -708,14 +710,14 @@ class RedisBroker(Broker):
             if not answer:
                 continue
             for entry in answer.get(replies, ()):
-                last_reply = entry.identifier
-                env = self._waiting.pop(entry.field_values.get("id", ""), None)
+                last_reply = str(entry.identifier)
+                env = self._waiting.pop(str(entry.field_values.get("id", "")), None)
                 if env is not None and not env.state.final:
-                    apply_outcome(env, entry.field_values.get("o", "{}"))
+                    apply_outcome(env, str(entry.field_values.get("o", "{}")))
             wanted = []
             for entry in answer.get(done, ()):
-                last_done = entry.identifier
-                env = self._foreign.get(entry.field_values.get("id", ""))
+                last_done = str(entry.identifier)
+                env = self._foreign.get(str(entry.field_values.get("id", "")))
                 if env is not None:
                     wanted.append(env)
             if wanted:
@@ -779,7 +781,7 @@ class RedisBroker(Broker):
         entries = await self._retrying(
             "dead letters", lambda: self.client.xrevrange(self._k(queue, "dead"), count=limit)
         )
-        return [self._letter(entry.field_values.get("d", "{}")) for entry in reversed(entries)]
+        return [self._letter(str(entry.field_values.get("d", "{}"))) for entry in reversed(entries)]
 
     @staticmethod
     def _letter(raw: str) -> DeadLetter:
@@ -805,7 +807,7 @@ class RedisBroker(Broker):
         taken = []
         remove = []
         for entry in entries:
-            letter = self._letter(entry.field_values.get("d", "{}"))
+            letter = self._letter(str(entry.field_values.get("d", "{}")))
             if ids is None or letter.id in ids:
                 taken.append(letter)
                 remove.append(entry.identifier)
@@ -839,11 +841,12 @@ class RedisBroker(Broker):
         for name in sorted(queues):
             ready = self._k(name, "ready")
             summary = await client.xpending(ready, "workers")
+            in_flight = int(getattr(summary, "pending", 0) or 0)
             stats = await client.hgetall(self._k(name, "stats"))
             result["queues"][name] = {
                 "outstanding": int(await client.get(self._k(name, "outstanding")) or 0),
-                "in_flight": int(summary.pending if summary else 0),
-                "ready": await client.xlen(ready) - int(summary.pending if summary else 0),
+                "in_flight": in_flight,
+                "ready": await client.xlen(ready) - in_flight,
                 "scheduled": await client.zcard(self._k(name, "delayed")),
                 "dead_letters": await client.xlen(self._k(name, "dead")),
                 **{k: int(v) for k, v in stats.items()},

@@ -20,9 +20,9 @@ redis.call('HINCRBY', KEYS[6], 'submitted', 1)
 return 1
 """
 
-# First outcome wins (a cancel passes no entry). KEYS: task, ready, outstanding, stats, replies, done, room, dead,
-# delayed, envs. ARGV: outcome, ttl, entry or "", counter, id, dead letter or "",
-# dead maxlen, reply "1"/"0".
+# First outcome wins (a cancel passes no entry). KEYS: task, ready, outstanding, stats,
+# replies, done, room, dead, delayed, envs. ARGV: outcome, ttl, entry or "", counter, id,
+# dead letter or "", dead maxlen, reply "1"/"0".
 FINISH = """
 local cur = redis.call('GET', KEYS[1])
 if ARGV[3] ~= '' then
