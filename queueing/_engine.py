@@ -367,6 +367,7 @@ class Engine:
             return
         results = run.results
         value = [results[key] for key in sorted(results)] if run.fanned else results.get(())
+        run.env.fanned = run.fanned
         self.broker.finish(None, run.env, TaskState.SUCCEEDED, value)
         self.runs.pop(run.env.id, None)
 

@@ -321,7 +321,7 @@ class QueueSystem:
         if rt is not None:
             return rt.result_codec.structure(env.result)
         last = self._runtimes[self._pipelines[env.queue].stages[-1].name]
-        if isinstance(env.result, list):
+        if env.fanned:
             return [last.result_codec.structure(item) for item in env.result]
         return last.result_codec.structure(env.result)
 

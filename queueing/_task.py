@@ -97,6 +97,7 @@ class Envelope:
         "entry",
         "error",
         "expires_at",
+        "fanned",
         "finished_at",
         "first_started",
         "id",
@@ -145,6 +146,7 @@ class Envelope:
         self.finished_at: float | None = None
         self.done: trio.Event | None = None
         self.scope: trio.CancelScope | None = None
+        self.fanned = False  # a pipeline run whose result is the list of fanned-out results
         self.entry: str | None = None  # the broker's handle on it (a stream entry id)
 
     def __repr__(self) -> str:

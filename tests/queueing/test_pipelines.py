@@ -140,11 +140,6 @@ async def test_an_empty_branch_of_a_nested_fan_out_does_not_end_the_run_early(
         assert await (await system.submit("p", " \nhello world")) == ["HELLO", "WORLD"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the receipt cannot tell a fanned-out run's list of results from a last stage "
-    "that returns a list: it structures each element as the stage's whole result type",
-)
 async def test_a_last_stage_returning_a_list_resolves_to_that_list() -> None:
     double, letters = Queue("x2", Double), Queue("letters", Letters)
 
