@@ -43,6 +43,7 @@ from queueing import (
 try:
     from PIL import Image, ImageDraw, ImageFont
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 except ImportError as exc:  # pragma: no cover - the message is the point
@@ -142,15 +143,18 @@ class Record(Worker):
 
     def __init__(self, database: str) -> None:
         self.database = database
+        self.db: sqlite3.Connection | None = None
 
     async def on_start(self) -> None:
         # One worker, so one thread at a time uses the connection.
         self.db = sqlite3.connect(self.database, check_same_thread=False)
 
     async def on_stop(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
 
     def handle(self, thumb: Thumb) -> int:
+        assert self.db is not None  # on_start ran
         with self.db:  # a transaction per row
             cursor = self.db.execute(
                 "INSERT INTO thumbnails (document, page, path, width, height, bytes)"
@@ -248,7 +252,7 @@ async def main(system: QueueSystem) -> bool:
     )
     console.print(f"Time:                {elapsed:.2f} s")
     for failure in failures:
-        console.print(f"[red]failed:[/red] {failure}")
+        console.print("[red]failed:[/red]", escape(str(failure)), soft_wrap=True)
     console.print(
         f"Thumbnails are in {(OUT / 'thumbs').relative_to(ROOT)}/; docs/tutorial.md walks"
     )
