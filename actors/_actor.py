@@ -348,8 +348,13 @@ class ActorRef:
         """
         cell = self._cell
         child = cell.child
-        if cell.terminated is None and child is not None:
-            child.supervisor._request_removal(child, timeout)
+        if cell.terminated is None:
+            if child is not None:
+                child.supervisor._request_removal(child, timeout)
+            else:
+                # The root supervisor has no parent to remove it: it stops its children
+                # (each within its own deadline) and then itself, like system.shutdown().
+                cell.request_stop()
         return await self.join()
 
     async def join(self) -> Terminated:

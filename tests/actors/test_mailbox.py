@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 import trio
 import trio.testing
 
 import actors
-from actors import Actor, ActorSystem, MailboxFull, Overflow
+from actors import Actor, ActorSystem, Mailbox, MailboxFull, Overflow
 
 
 class Gate(Actor):
@@ -264,3 +266,93 @@ async def test_an_actor_with_a_long_queue_lets_other_tasks_run(
         nursery.cancel_scope.cancel()
     assert len(set(ticks_seen)) > 2, "the actor held the CPU through its whole queue"
     assert ref.stats().processed == 1000
+
+
+async def test_a_sender_waiting_for_room_gets_actor_stopped_when_the_actor_stops(
+    actor_system: ActorSystem,
+) -> None:
+    ref, _, _ = await spawn_blocked(actor_system, 1, Overflow.WAIT)
+    await ref.tell("fills the mailbox")
+    errors: list[BaseException] = []
+
+    async def send() -> None:
+        try:
+            await ref.tell("waits")
+        except actors.ActorStopped as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.stop()  # cancels the blocked handler at once (shutdown=0)
+    assert len(errors) == 1
+    assert ref.stats().undelivered == 1
+
+
+async def test_ask_on_a_full_mailbox_with_reject_policy_raises_mailbox_full(
+    actor_system: ActorSystem,
+) -> None:
+    ref, _, _ = await spawn_blocked(actor_system, 1, Overflow.REJECT)
+    await ref.tell("a")
+    with pytest.raises(MailboxFull):
+        await ref.ask("b")
+    assert ref.stats().rejected == 1
+
+
+# -- the Mailbox itself, against a model of its policies ----------------------------------------
+
+Op = tuple[str, int]
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(
+    capacity=st.integers(1, 5),
+    overflow=st.sampled_from(Overflow),
+    ops=st.lists(st.tuples(st.sampled_from(["put", "get"]), st.integers(0, 999)), max_size=60),
+)
+def test_a_mailbox_never_exceeds_its_capacity_and_accounts_for_every_message(
+    capacity: int, overflow: Overflow, ops: list[Op]
+) -> None:
+    box = Mailbox(capacity, overflow, owner="model")
+    model: list[int] = []
+    got: list[int] = []
+    waited = 0
+    for op, value in ops:
+        if op == "get":
+            try:
+                got.append(box.get_nowait())
+            except trio.WouldBlock:
+                assert model == []
+            else:
+                assert got[-1] == model.pop(0)
+            continue
+        full = len(model) == capacity
+        try:
+            queued = box.put_nowait(value)
+        except trio.WouldBlock:
+            assert full
+            assert overflow is Overflow.WAIT
+            waited += 1
+            continue
+        except MailboxFull:
+            assert full
+            assert overflow is Overflow.REJECT
+            continue
+        if not full:
+            model.append(value)
+            assert queued
+        elif overflow is Overflow.DROP_OLDEST:
+            model.pop(0)
+            model.append(value)
+            assert queued
+        else:
+            assert overflow is Overflow.DROP_NEWEST
+            assert not queued
+        assert len(box) <= capacity
+    assert len(box) == len(model)
+    puts = sum(1 for op, _ in ops if op == "put")
+    # Nothing is lost silently: every put was handed out, is still queued, or was counted.
+    assert puts == len(got) + len(box) + box.dropped + box.rejected + waited
+    assert box.received == puts - box.rejected - waited - (
+        box.dropped if overflow is Overflow.DROP_NEWEST else 0
+    )

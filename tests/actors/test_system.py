@@ -268,3 +268,19 @@ def test_a_second_signal_stops_at_once(caplog: pytest.LogCaptureFixture) -> None
     messages = [record.getMessage() for record in caplog.records]
     assert any("received SIGINT: no new work" in m for m in messages)
     assert any("received SIGINT again: stopping now" in m for m in messages)
+
+
+async def test_stopping_the_root_ref_stops_every_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[str] = []
+    async with open_system() as system:
+        ref = await system.spawn(Work, 1.0, log, name="worker")
+        with trio.fail_after(60):
+            terminated = await system.root.stop()
+        assert terminated.reason is None
+        assert not ref.is_alive
+        await system.wait_stopped()
+        with pytest.raises(ActorStopped):
+            await system.spawn(Echo)
+    assert log == ["worker stopped"]
