@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -92,3 +94,66 @@ def test_flaky_service_dead_letters_then_requeues_after_the_fix() -> None:
     assert t_submitted == submitted + dead
     assert t_submitted == t_succeeded + t_failed + t_dead
     assert "0 dead letters left" in out
+
+
+# -- the code in the docs this file's examples belong to ------------------------------------
+
+DOC_PAGES = [
+    "README.md",
+    "docs/tutorial.md",
+    "docs/comparison.md",
+    "docs/concepts/queues.md",
+    "docs/concepts/receipts.md",
+    "docs/concepts/retries.md",
+    "docs/concepts/pipelines.md",
+]
+FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def doc_blocks() -> list[tuple[str, str, str]]:
+    """(page:line, fence info, code) of every python block of the pages above."""
+    blocks = []
+    for page in DOC_PAGES:
+        text = (ROOT / page).read_text()
+        for match in FENCE.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            blocks.append((f"{page}:{line}", match.group(1), match.group(2)))
+    return blocks
+
+
+def excerpt_source(info: str) -> str | None:
+    """The file a block quotes, from its `title="examples/..."`, else None."""
+    match = re.search(r'title="([^"]+)"', info)
+    return match.group(1) if match else None
+
+
+EXCERPTS = [b for b in doc_blocks() if excerpt_source(b[1])]
+PROGRAMS = [b for b in doc_blocks() if not excerpt_source(b[1]) and "\nrun_system(" in b[2]]
+
+
+def test_the_docs_have_programs_and_excerpts_to_check() -> None:
+    assert len(PROGRAMS) >= 8
+    assert len(EXCERPTS) >= 6
+
+
+@pytest.mark.parametrize(("where", "info", "code"), EXCERPTS, ids=[b[0] for b in EXCERPTS])
+def test_doc_excerpt_is_verbatim_from_its_example(where: str, info: str, code: str) -> None:
+    source = excerpt_source(info)
+    assert source is not None
+    assert code in (ROOT / source).read_text(), f"{where} no longer matches {source}"
+
+
+@pytest.mark.parametrize(("where", "info", "code"), PROGRAMS, ids=[b[0] for b in PROGRAMS])
+def test_doc_program_runs(where: str, info: str, code: str, tmp_path: Path) -> None:
+    program = tmp_path / "program.py"
+    program.write_text(code)
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning:__main__", str(program)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{where} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, f"{where}:\n{proc.stderr}"
