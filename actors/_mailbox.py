@@ -17,6 +17,9 @@ log = logging.getLogger("actors")
 # `tell` loop cannot starve other tasks (trio's fairness) while most calls avoid a round trip.
 _SCHEDULE_EVERY = 64
 
+# What `Mailbox._take` returns when nothing is queued (never a real message).
+_EMPTY: Any = object()
+
 
 class Overflow(enum.Enum):
     """What a full mailbox does with one more message."""
@@ -50,10 +53,11 @@ class Mailbox:
         "_reader",
         "_sends",
         "_system",
+        "_waiting_putters",
         "capacity",
         "dropped",
-        "owner",
         "overflow",
+        "owner",
         "received",
         "rejected",
     )
@@ -75,9 +79,13 @@ class Mailbox:
         self.overflow = overflow
         self.owner = owner
         self._items: deque[Any] = deque()
-        self._system: deque[Any] = deque()
-        self._putters = trio.lowlevel.ParkingLot()
-        self._reader = trio.lowlevel.ParkingLot()
+        # Memory per idle actor matters (an empty deque is ~760 bytes, a ParkingLot ~400):
+        # the notice queue and the senders' lot are made on first use, and the single
+        # reader parks in a plain slot rather than a ParkingLot.
+        self._system: deque[Any] | None = None
+        self._putters: trio.lowlevel.ParkingLot | None = None
+        self._waiting_putters = 0
+        self._reader: trio.lowlevel.Task | None = None
         self._closed = False
         self._sends = 0
         self.received = 0
@@ -108,8 +116,8 @@ class Mailbox:
         if len(items) < self.capacity:
             items.append(message)
             self.received += 1
-            if self._reader:
-                self._reader.unpark()
+            if self._reader is not None:
+                self.wake_reader()
             return True
         overflow = self.overflow
         if overflow is Overflow.WAIT:
@@ -151,21 +159,31 @@ class Mailbox:
             try:
                 queued = self.put_nowait(message)
             except trio.WouldBlock:
+                pass
+            else:
+                self._sends += 1
+                if self._sends >= _SCHEDULE_EVERY:
+                    self._sends = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return queued
+            # Full: park outside the except clause, so the WouldBlock is not kept alive.
+            if self._putters is None:
+                self._putters = trio.lowlevel.ParkingLot()
+            self._waiting_putters += 1
+            try:
                 await self._putters.park()
-                continue
-            self._sends += 1
-            if self._sends >= _SCHEDULE_EVERY:
-                self._sends = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return queued
+            finally:
+                self._waiting_putters -= 1
 
     def put_system(self, message: Any) -> None:
         """Queue a runtime notice; it bypasses the bound and is read first."""
         if self._closed:
             return
+        if self._system is None:
+            self._system = deque()
         self._system.append(message)
-        if self._reader:
-            self._reader.unpark()
+        if self._reader is not None:
+            self.wake_reader()
 
     def get_nowait(self) -> Any:
         """Take the next message (system notices first).
@@ -173,33 +191,56 @@ class Mailbox:
         Raises:
             trio.WouldBlock: nothing is queued.
         """
+        message = self._take()
+        if message is _EMPTY:
+            raise trio.WouldBlock
+        return message
+
+    def _take(self) -> Any:
+        """The next message, or `_EMPTY`: the reader's hot path, which raises nothing."""
         if self._system:
             return self._system.popleft()
         if self._items:
             message = self._items.popleft()
-            if self._putters:
+            if self._waiting_putters:
+                assert self._putters is not None
                 self._putters.unpark()
             return message
-        raise trio.WouldBlock
+        return _EMPTY
 
     async def wait_readable(self) -> None:
         """Wait until a message arrives or `wake_reader` is called."""
         if self._system or self._items:
             await trio.lowlevel.checkpoint()
             return
-        await self._reader.park()
+        if self._reader is not None:
+            raise trio.BusyResourceError(
+                f"another task is already waiting to read the mailbox of actor {self.owner!r}; "
+                "a mailbox has exactly one reader"
+            )
+        self._reader = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+
+    def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
+        self._reader = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def wake_reader(self) -> None:
-        self._reader.unpark_all()
+        """Wake the task waiting in `wait_readable`, if any."""
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            trio.lowlevel.reschedule(reader)
 
     def close(self) -> list[Any]:
         """Refuse further messages, wake waiting senders, and return what was queued."""
         self._closed = True
         left = list(self._items)
         self._items.clear()
-        self._system.clear()
-        self._putters.unpark_all()
-        self._reader.unpark_all()
+        self._system = None
+        if self._putters is not None:
+            self._putters.unpark_all()
+        self.wake_reader()
         return left
 
     def reopen(self) -> None:
