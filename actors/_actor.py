@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -11,7 +10,7 @@ import outcome
 import trio
 
 from ._exceptions import ActorError, ActorStopped, AskTimeout
-from ._mailbox import Mailbox
+from ._mailbox import _EMPTY, _SCHEDULE_EVERY, Mailbox
 
 if TYPE_CHECKING:
     from ._supervisor import Supervisor, _Child
@@ -199,9 +198,10 @@ class _Cell:
         receive = actor.receive
         since_yield = 0
         while not self.stop_requested:
-            try:
-                message = mailbox.get_nowait()
-            except trio.WouldBlock:
+            # `_take` rather than get_nowait: raising WouldBlock at the end of every batch
+            # costs time and leaves a materialized frame (~260 bytes) on every idle actor.
+            message = mailbox._take()
+            if message is _EMPTY:
                 await mailbox.wait_readable()
                 since_yield = 0
                 continue
@@ -296,7 +296,21 @@ class ActorRef:
             ActorStopped: the actor has stopped.
             MailboxFull: the mailbox is full and its policy is REJECT.
         """
-        await self._cell.mailbox.put(message)
+        # Mailbox.put's fast path, inlined: one coroutine less is ~10% of a tell. Still a
+        # cancellation point on every call, and still yields every _SCHEDULE_EVERY sends.
+        mailbox = self._cell.mailbox
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            mailbox.put_nowait(message)
+        except trio.WouldBlock:
+            pass
+        else:
+            mailbox._sends += 1
+            if mailbox._sends >= _SCHEDULE_EVERY:
+                mailbox._sends = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        await mailbox.put(message)  # full: wait for room (outside the except clause)
 
     def tell_nowait(self, message: Any) -> None:
         """Send a message without waiting, for code that cannot await.
@@ -322,22 +336,29 @@ class ActorRef:
             Exception: whatever `receive` raised for this message.
         """
         pending = _Ask(message)
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        with trio.CancelScope(deadline=deadline) as scope:
-            await self._cell.mailbox.put(pending)
-            if pending.result is None:
-
-                def abort(_: Any) -> trio.lowlevel.Abort:
-                    pending.task = None
-                    return trio.lowlevel.Abort.SUCCEEDED
-
-                pending.task = trio.lowlevel.current_task()
-                return await trio.lowlevel.wait_task_rescheduled(abort)
+        if timeout is None:
+            # No deadline, no CancelScope: entering and leaving one costs about as much as
+            # the rest of the round trip (~10 us in trio 0.3x).
+            return await self._send_and_wait(pending)
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+            return await self._send_and_wait(pending)
+        # Only reached when the deadline cancelled the wait (a reply returns above).
         if scope.cancelled_caught:
             # The late reply, if any, finds no task to wake and is discarded.
             pending.result = outcome.Value(None)
-            raise AskTimeout(self._cell.name, type(message).__name__, timeout or 0.0)
-        assert pending.result is not None
+            raise AskTimeout(self._cell.name, type(message).__name__, timeout)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_and_wait(self, pending: _Ask) -> Any:
+        await self._cell.mailbox.put(pending)
+        if pending.result is None:
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                pending.task = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            pending.task = trio.lowlevel.current_task()
+            return await trio.lowlevel.wait_task_rescheduled(abort)
         return pending.result.unwrap()
 
     async def stop(self, *, timeout: float | None = None) -> Terminated:
