@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,9 @@ def encoded_size(data: Any, limit: int) -> int:
     """The UTF-8 size of `data` as compact JSON; exact once it may exceed `limit`."""
     kind = type(data)
     if kind is int or kind is float or kind is bool or data is None:
-        return 24 if limit < 24 else 1  # bounded well below any sane limit
+        if limit >= 24 and (kind is not int or -(10**22) < data < 10**22):
+            return 1  # at most 24 bytes (a float's repr, a 22-digit int): within the limit
+        return len(_dumps(data).encode())  # exact: a small limit, or a huge int
     if kind is str and 6 * len(data) + 2 <= limit:
         return len(data)
     return len(_dumps(data).encode())
@@ -116,6 +119,10 @@ class Codec:
         kind = type(value)
         target = self.type
         if kind in _PRIMITIVE_SET and (target is Any or target is kind):
+            if kind is float and not math.isfinite(value):
+                raise PayloadError(
+                    self.queue, f"{value!r} is not a JSON number; send None or a string"
+                )
             return value
         data = self.unstructure(value)
         if target is not Any and not (

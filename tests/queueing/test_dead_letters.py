@@ -155,11 +155,6 @@ async def test_the_dead_letter_store_is_bounded_dropping_the_oldest(autojump_clo
     assert [letter.payload for letter in letters] == [4, 6, 8]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="requeue() takes every dead letter out of the store before submitting; when a "
-    "submit is refused (QueueFull, SystemStopping, cancelled) the rest are lost",
-)
 async def test_requeue_into_a_full_queue_keeps_the_letters_it_could_not_submit(
     autojump_clock: Any,
 ) -> None:
