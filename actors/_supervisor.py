@@ -123,6 +123,7 @@ class _Child:
         "incarnation",
         "scope",
         "spec",
+        "started",
         "stopping",
         "supervisor",
     )
@@ -137,6 +138,9 @@ class _Child:
         self.done: trio.Event | None = None
         self.scope: trio.CancelScope | None = None
         self.stopping = False
+        # Set once the first incarnation is up: at once for an actor, and for a supervisor
+        # once its whole subtree has started (so its children can be looked up).
+        self.started = trio.Event()
 
     @property
     def running(self) -> bool:
@@ -245,6 +249,8 @@ class Supervisor(Actor):
                 await self.on_start()
                 for spec in self.specs:
                     self._add(spec)
+                for child in list(self._children):
+                    await child.started.wait()
                 cell.state = ActorState.RUNNING
                 if self._ready is not None:
                     self._ready()
@@ -292,6 +298,10 @@ class Supervisor(Actor):
                     instance = spec.actor(*spec.args, **spec.kwargs)
                     instance._cell = cell
                     cell.instance = instance
+                    if isinstance(instance, Supervisor):
+                        instance._ready = child.started.set
+                    else:
+                        child.started.set()
                     await instance._main(cell)
                 except Exception as exc:
                     reason = exc
@@ -311,11 +321,13 @@ class Supervisor(Actor):
                 )
         except BaseException:
             # The whole subtree is being torn down (or interrupted): end for good.
+            child.started.set()
             done.set()
             cell.finish(None)
             raise
         cell.instance = None
         child.exit_reason = reason
+        child.started.set()  # also when it failed to start: nobody waits for it forever
         done.set()
         self._cell.mailbox.put_system(_ChildExited(child, incarnation, reason))
 

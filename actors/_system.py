@@ -104,7 +104,9 @@ class ActorSystem:
 
         `actor` is an Actor subclass, built as `actor(*args)` at each (re)start, or a full
         `ChildSpec`. The child is added at run time (like OTP's dynamic children): it is
-        not restarted if its supervisor itself is restarted.
+        not restarted if its supervisor itself is restarted. A plain actor's messages wait
+        in its mailbox until its `on_start` is done; spawning a `Supervisor` returns once it
+        has started its children (and they theirs), so they can be looked up at once.
 
         Raises:
             InvalidActor: `actor` is not an Actor subclass.
@@ -133,7 +135,12 @@ class ActorSystem:
                 raise ActorStopped(owner.name, "cannot spawn under a stopped supervisor")
             raise InvalidConfig(f"supervisor= must be a Supervisor's ref, got {owner.ref!r}")
         ref = instance._add(spec)
-        await trio.lowlevel.checkpoint()
+        child = ref._cell.child
+        if child is not None and issubclass(spec.actor, Supervisor):
+            # Return once its subtree is up, so its children can be looked up or added to.
+            await child.started.wait()
+        else:
+            await trio.lowlevel.checkpoint()
         return ref
 
     # -- running and stopping ------------------------------------------------------------

@@ -506,3 +506,26 @@ async def test_a_supervisor_lists_its_children_in_start_order(
     await sup.tell("list")
     await trio.testing.wait_all_tasks_blocked()
     assert seen == [["x", "y"]]
+
+
+async def test_spawning_a_supervisor_returns_once_its_whole_subtree_has_started(
+    actor_system: ActorSystem,
+) -> None:
+    events: Events = []
+    tree = Supervisor.spec(
+        [child(events, "a"), Supervisor.spec([child(events, "b1")], name="b")], name="top"
+    )
+    await actor_system.spawn(tree)
+    # No waiting: the children (and grandchildren) are registered when spawn returns.
+    a, b1 = actor_system.lookup("a"), actor_system.lookup("b1")
+    assert await a.ask("?") == "a"
+    assert await b1.ask("?") == "b1"
+
+
+async def test_children_can_be_spawned_under_a_supervisor_right_after_spawning_it(
+    actor_system: ActorSystem,
+) -> None:
+    events: Events = []
+    sup = await actor_system.spawn(Supervisor.spec([], name="fresh"))
+    dyn = await actor_system.spawn(Child, events, name="dyn", supervisor=sup)
+    assert await dyn.ask("?") == "dyn"
