@@ -34,19 +34,6 @@ log = logging.getLogger("queueing")
 _BATCH = 64
 
 
-class _Run:
-    """A pipeline submission in flight: branches still running and results so far."""
-
-    __slots__ = ("env", "fanned", "pending", "pipeline", "results")
-
-    def __init__(self, pipeline: Pipeline, env: Envelope) -> None:
-        self.pipeline = pipeline
-        self.env = env
-        self.pending = 1
-        self.fanned = False
-        self.results: dict[tuple[int, ...], Any] = {}
-
-
 class Engine:
     """The broker-independent rules of the processing queue."""
 
@@ -61,7 +48,6 @@ class Engine:
         self.pipelines = pipelines
         self.clock = broker.clock
         self.stopping = False
-        self.runs: dict[str, _Run] = {}
         self._prefix = secrets.token_hex(5)
         self._ids = itertools.count(1)
 
@@ -128,18 +114,24 @@ class Engine:
         expires_at = None if expires is None else now + expires
         run_env = Envelope(self.new_id(), pipeline.name, data, wall, now, expires_at=expires_at)
         stage_env = Envelope(
-            self.new_id(), first.name, data, wall, now, expires_at=expires_at, pipeline=run_env.id
+            f"{run_env.id}.s",
+            first.name,
+            data,
+            wall,
+            now,
+            expires_at=expires_at,
+            pipeline=run_env.id,
+            route=pipeline.name,
         )
         spec = first.spec
-        await self.broker.submit(
+        await self.broker.start_run(
             first,
             stage_env,
+            run_env,
             spec.when_full,
             spec.full_timeout if timeout is None else timeout,
             delay,
         )
-        self.runs[run_env.id] = _Run(pipeline, run_env)
-        self.broker.register(run_env)
         await _fastpath.checkpoint()
         return run_env
 
@@ -190,7 +182,6 @@ class Engine:
         handle = worker.handle
         fatal = type(worker).fatal
         limiter = rt.limiter
-        runs = self.runs
         pending = TaskState.PENDING
         running = TaskState.RUNNING
         result_any = rt.result_codec.type is Any or rt.result_codec.type in _PLAIN
@@ -205,12 +196,9 @@ class Engine:
             env = ready.popleft()
             if env.state is not pending:
                 continue  # cancelled while it waited
-            if env.pipeline is not None:
-                run = runs.get(env.pipeline)
-                if run is None or run.env.state.final:
-                    runs.pop(env.pipeline, None)
-                    broker.finish(rt, env, TaskState.CANCELLED, None, _PIPELINE_ENDED)
-                    continue
+            if env.pipeline is not None and broker.run_ended(env):
+                broker.finish(rt, env, TaskState.CANCELLED, None, _PIPELINE_ENDED)
+                continue
             now = clock()
             if env.expires_at is not None and now > env.expires_at:
                 error = ErrorInfo("TaskExpired", "not started before its deadline")
@@ -311,21 +299,21 @@ class Engine:
                 return
             broker.finish(rt, env, TaskState.SUCCEEDED, data)
             return
-        run = self.runs.get(env.pipeline)
-        if run is None or run.env.state.final:
-            self.runs.pop(env.pipeline, None)
-            broker.finish(rt, env, TaskState.CANCELLED, None, _PIPELINE_ENDED)
+        pipeline = self.pipelines.get(env.route or "")
+        if pipeline is None:
+            self.failed(
+                rt, env, PayloadError(rt.name, f"unknown pipeline {env.route!r} in this process")
+            )
             return
-        stages = run.pipeline.stages
+        stages = pipeline.stages
         if env.stage + 1 >= len(stages):
             try:
                 data = rt.result_codec.unstructure(result)
             except PayloadError as exc:
                 self.failed(rt, env, exc)
                 return
+            broker.branch_done(env, data)
             broker.finish(rt, env, TaskState.SUCCEEDED, None)
-            run.results[env.path] = data
-            self._branch_done(run)
             return
         nxt = self.runtimes[stages[env.stage + 1].name]
         fanned = type(result) is FanOut
@@ -333,57 +321,34 @@ class Engine:
         try:
             datas = [self._validate(nxt, item) for item in items]
         except (PayloadError, PayloadTooLarge) as exc:
-            self.failed(
-                rt, env, PayloadError(rt.name, f"its result cannot feed {nxt.name!r}: {exc}")
-            )
+            problem = PayloadError(rt.name, f"its result cannot feed {nxt.name!r}: {exc}")
+            self.failed(rt, env, problem)
             return
-        if fanned:
-            run.fanned = True
-        # This branch becomes len(datas) branches; an empty fan-out ends it below instead
-        # (counting it here too would end a run whose other branches are still running).
-        run.pending += max(len(datas), 1) - 1
+        await broker.advance(env, len(datas), fanned)
         now = self.clock()
         for index, data in enumerate(datas):
             child = Envelope(
-                self.new_id(),
+                f"{env.id}.{index}",  # the same ids if a crash makes this stage run again
                 nxt.name,
                 data,
                 time.time(),
                 now,
-                expires_at=run.env.expires_at,
-                pipeline=run.env.id,
+                expires_at=env.expires_at,
+                pipeline=env.pipeline,
+                route=env.route,
                 stage=env.stage + 1,
                 path=(*env.path, index) if fanned else env.path,
             )
             # Backpressure crosses stages: wait for room in the next stage.
             await broker.submit(nxt, child, Full.WAIT, None, None)
         broker.finish(rt, env, TaskState.SUCCEEDED, None)
-        if not datas:
-            self._branch_done(run)
-
-    def _branch_done(self, run: _Run) -> None:
-        run.pending -= 1
-        if run.pending > 0:
-            return
-        results = run.results
-        value = [results[key] for key in sorted(results)] if run.fanned else results.get(())
-        run.env.fanned = run.fanned
-        self.broker.finish(None, run.env, TaskState.SUCCEEDED, value)
-        self.runs.pop(run.env.id, None)
 
     def _end_run(
         self, env: Envelope, state: TaskState, error: ErrorInfo | None, rt: QueueRuntime
     ) -> None:
         """A stage task ended without a result: so does its pipeline run (first wins)."""
-        if env.pipeline is None:
-            return
-        run = self.runs.pop(env.pipeline, None)
-        if run is None:
-            return
-        run.env.stage = env.stage
-        run.env.attempts = env.attempts
-        run.env.deliveries = env.deliveries
-        self.broker.finish(None, run.env, state, None, error)
+        if env.pipeline is not None:
+            self.broker.fail_run(env, state, error)
 
 
 _PLAIN = frozenset({int, float, str, bool, type(None)})

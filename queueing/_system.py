@@ -294,11 +294,20 @@ class QueueSystem:
 
     async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt]:
         """Submit dead letters again (all of the queue's, or those with `ids`) as new
-        tasks; returns their new receipts. The old ids keep their failed outcome."""
+        tasks; returns their new receipts. The old ids keep their failed outcome.
+
+        A letter leaves the store only once its new task is accepted: if a submit is
+        refused (`QueueFull`...), that letter and the rest stay. Entries that never were
+        tasks (dead-lettered as unreadable, with an empty id) are not requeued.
+        """
         self._runtime(queue)
+        wanted = None if ids is None else set(ids)
         receipts = []
-        for letter in await self._broker.take_dead_letters(queue, ids):
+        for letter in await self._broker.dead_letters(queue, 1 << 30):
+            if not letter.id or (wanted is not None and letter.id not in wanted):
+                continue
             receipts.append(await self.submit(queue, letter.payload))
+            await self._broker.take_dead_letters(queue, [letter.id])
         return receipts
 
     async def purge_dead_letters(self, queue: str) -> int:
@@ -371,11 +380,6 @@ async def open_system(
     the_broker = _make_broker(
         broker, {"max_results": max_results, "max_dead_letters": max_dead_letters}
     )
-    if pipelines and isinstance(the_broker, RedisBroker):
-        raise InvalidQueue(
-            f"pipelines ({', '.join(pipelines)}) run on the memory broker only for now; "
-            "over Redis, chain the queues in your workers (submit the next stage's task)"
-        )
     async with actors.open_system(
         name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
     ) as asys:

@@ -106,6 +106,7 @@ class Envelope:
         "pipeline",
         "queue",
         "result",
+        "route",
         "scope",
         "stage",
         "started_at",
@@ -124,6 +125,7 @@ class Envelope:
         *,
         expires_at: float | None = None,
         pipeline: str | None = None,
+        route: str | None = None,
         stage: int = 0,
         path: tuple[int, ...] = (),
     ) -> None:
@@ -133,7 +135,8 @@ class Envelope:
         self.submitted_at = submitted_at
         self.submitted_clock = submitted_clock
         self.expires_at = expires_at
-        self.pipeline = pipeline
+        self.pipeline = pipeline  # the id of the pipeline run this stage task belongs to
+        self.route = route  # the pipeline's name
         self.stage = stage
         self.path = path
         self.attempts = 0

@@ -100,9 +100,35 @@ class Broker(abc.ABC):
     ) -> None:
         """Record the final state and keep the task among the queue's dead letters."""
 
+    # -- pipeline runs: a run is a task of its own, resolved when its last branch ends --
+
     @abc.abstractmethod
-    def register(self, env: Envelope) -> None:
-        """Make a task that belongs to no queue (a pipeline run) findable by id."""
+    async def start_run(
+        self,
+        rt: QueueRuntime,
+        stage: Envelope,
+        run: Envelope,
+        when_full: Full,
+        timeout: float | None,
+        delay: float | None = None,
+    ) -> None:
+        """Accept a pipeline submission: the run (findable by id) and its first stage task."""
+
+    @abc.abstractmethod
+    def run_ended(self, stage: Envelope) -> bool:
+        """Whether the run of this stage task has an outcome already (skip the task)."""
+
+    @abc.abstractmethod
+    async def advance(self, stage: Envelope, children: int, fanned: bool) -> None:
+        """A stage succeeded and hands `children` payloads to the next stage (idempotent)."""
+
+    @abc.abstractmethod
+    def branch_done(self, stage: Envelope, data: Any) -> None:
+        """A last-stage task succeeded with `data`; the run ends when no branch is left."""
+
+    @abc.abstractmethod
+    def fail_run(self, stage: Envelope, state: TaskState, error: ErrorInfo | None) -> None:
+        """A stage task ended without a result: so does its run (first outcome wins)."""
 
     @abc.abstractmethod
     def lookup(self, task_id: str) -> Envelope | None:

@@ -20,6 +20,18 @@ from ._base import Broker
 _wall = time.time
 
 
+class _Run:
+    """A pipeline submission in flight: branches still running and results so far."""
+
+    __slots__ = ("env", "fanned", "pending", "results")
+
+    def __init__(self, env: Envelope) -> None:
+        self.env = env
+        self.pending = 1
+        self.fanned = False
+        self.results: dict[tuple[int, ...], Any] = {}
+
+
 class MemoryBroker(Broker):
     """Tasks, outcomes and dead letters in this process's memory.
 
@@ -54,6 +66,7 @@ class MemoryBroker(Broker):
         self._seq = 0
         self._wake = trio.lowlevel.ParkingLot()
         self._dead: dict[str, deque[DeadLetter]] = {}
+        self._runs: dict[str, _Run] = {}
 
     def attach(self, runtimes: dict[str, QueueRuntime]) -> None:
         if self._own_clock is None:
@@ -108,9 +121,61 @@ class MemoryBroker(Broker):
         else:
             rt.push(env)
 
-    def register(self, env: Envelope) -> None:
-        """Make a task that belongs to no queue (a pipeline run) findable by id."""
-        self._tasks[env.id] = env
+    # -- pipeline runs ----------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        rt: QueueRuntime,
+        stage: Envelope,
+        run: Envelope,
+        when_full: Full,
+        timeout: float | None,
+        delay: float | None = None,
+    ) -> None:
+        await self.submit(rt, stage, when_full, timeout, delay)
+        self._runs[run.id] = _Run(run)
+        self._tasks[run.id] = run
+
+    def run_ended(self, stage: Envelope) -> bool:
+        run = self._runs.get(stage.pipeline or "")
+        if run is not None and not run.env.state.final:
+            return False
+        self._runs.pop(stage.pipeline or "", None)
+        return True
+
+    async def advance(self, stage: Envelope, children: int, fanned: bool) -> None:
+        run = self._runs.get(stage.pipeline or "")
+        if run is None:
+            return
+        run.fanned = run.fanned or fanned
+        run.pending += children - 1
+        if run.pending <= 0:
+            self._complete(run)
+
+    def branch_done(self, stage: Envelope, data: Any) -> None:
+        run = self._runs.get(stage.pipeline or "")
+        if run is None:
+            return
+        run.results[stage.path] = data
+        run.pending -= 1
+        if run.pending <= 0:
+            self._complete(run)
+
+    def _complete(self, run: _Run) -> None:
+        results = run.results
+        value = [results[key] for key in sorted(results)] if run.fanned else results.get(())
+        run.env.fanned = run.fanned
+        self._runs.pop(run.env.id, None)
+        self.finish(None, run.env, TaskState.SUCCEEDED, value)
+
+    def fail_run(self, stage: Envelope, state: TaskState, error: ErrorInfo | None) -> None:
+        run = self._runs.pop(stage.pipeline or "", None)
+        if run is None:
+            return
+        run.env.stage = stage.stage
+        run.env.attempts = stage.attempts
+        run.env.deliveries = stage.deliveries
+        self.finish(None, run.env, state, None, error)
 
     # -- outcomes --------------------------------------------------------------------------
 

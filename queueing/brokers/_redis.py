@@ -25,7 +25,14 @@ from .._queue import Full
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 from . import _scripts
 from ._base import Broker
-from ._wire import BadEntry, apply_outcome, decode_envelope, encode_envelope, encode_outcome
+from ._wire import (
+    BadEntry,
+    apply_outcome,
+    decode_envelope,
+    encode_envelope,
+    encode_outcome,
+    path_key,
+)
 
 if TYPE_CHECKING:
     import coredis
@@ -69,6 +76,9 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
         else:
             theirs.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+_SCRIPTS = ("SUBMIT", "FINISH", "RETRY", "PROMOTE", "REJECT_ENTRY", "ADVANCE", "BRANCH", "RUN_FAIL")
 
 
 class _Slot:
@@ -185,7 +195,7 @@ class RedisBroker(Broker):
             try:
                 with trio.fail_after(self.connect_timeout):
                     await client.ping()
-                    for name in ("SUBMIT", "FINISH", "RETRY", "PROMOTE", "REJECT_ENTRY"):
+                    for name in _SCRIPTS:
                         self._shas[name] = await client.script_load(getattr(_scripts, name))
                     if self.serving:
                         for name, rt in self._runtimes.items():
@@ -285,12 +295,25 @@ class RedisBroker(Broker):
         delay: float | None = None,
     ) -> None:
         keys, args = self._submit_call(rt, env, delay)
+        await self._submit_until_accepted(rt, env, keys, args, when_full, timeout)
+
+    async def _submit_until_accepted(
+        self,
+        rt: QueueRuntime,
+        env: Envelope,
+        keys: list[str],
+        args: list[Any],
+        when_full: Full,
+        timeout: float | None,
+    ) -> None:
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
             answer = await self._submit_batched(keys, args)
             if answer == 1:
                 break
             if answer == -1:
+                if env.pipeline is not None:
+                    return  # a stage that ran again submits the same children: done already
                 raise BrokerError(f"task id {env.id!r} exists already in Redis")
             if when_full is Full.REJECT:
                 raise QueueFull(rt.name, rt.spec.maxsize)
@@ -343,8 +366,58 @@ class RedisBroker(Broker):
                 slot.answer = int(answer)
                 slot.event.set()
 
-    def register(self, env: Envelope) -> None:
-        raise BrokerError("pipelines are not supported by the Redis broker yet")
+    # -- pipeline runs ----------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        rt: QueueRuntime,
+        stage: Envelope,
+        run: Envelope,
+        when_full: Full,
+        timeout: float | None,
+        delay: float | None = None,
+    ) -> None:
+        keys, args = self._submit_call(rt, stage, delay)
+        keys += [self._g(f"task:{run.id}"), self._g(f"run:{run.id}")]
+        marker = "P" + _dumps(
+            {"state": "pending", "queue": run.queue, "submitted_at": run.submitted_at}
+        )
+        args += [marker, run.queue, self.consumer, run.submitted_at, max(1, int(rt.ttl))]
+        await self._submit_until_accepted(rt, stage, keys, args, when_full, timeout)
+        self._waiting[run.id] = run
+
+    def run_ended(self, stage: Envelope) -> bool:
+        return False  # checked in Redis: the scripts ignore branches of an ended run
+
+    def _run_keys(self, stage: Envelope) -> list[str]:
+        return [self._g(f"run:{stage.pipeline}"), self._g(f"task:{stage.pipeline}")]
+
+    async def advance(self, stage: Envelope, children: int, fanned: bool) -> None:
+        keys = self._run_keys(stage)
+        args = [
+            stage.id,
+            children,
+            "1" if fanned else "0",
+            time.time(),
+            self.prefix,
+            stage.pipeline,
+        ]
+        await self._retrying("advance a pipeline", lambda: self._eval("ADVANCE", keys, args))
+
+    def branch_done(self, stage: Envelope, data: Any) -> None:
+        args = [path_key(stage.path), _dumps(data), time.time(), self.prefix, stage.pipeline]
+        self._push(_Op("BRANCH", self._run_keys(stage), args))
+
+    def fail_run(self, stage: Envelope, state: TaskState, error: ErrorInfo | None) -> None:
+        run = Envelope(stage.pipeline or "", stage.route or "", None, stage.submitted_at, 0.0)
+        run.state, run.error, run.stage = state, error, stage.stage
+        run.attempts, run.deliveries, run.finished_at = (
+            stage.attempts,
+            stage.deliveries,
+            time.time(),
+        )
+        args = [encode_outcome(run), 3600, self.prefix, stage.pipeline]
+        self._push(_Op("RUN_FAIL", self._run_keys(stage), args))
 
     # -- the worker side -------------------------------------------------------------------
 
@@ -761,8 +834,16 @@ class RedisBroker(Broker):
         if env.state.final:
             return False
         rt = self._runtimes.get(env.queue)
-        if rt is None:
-            raise BrokerError(f"cannot cancel a task of queue {env.queue!r}: not served here")
+        if rt is None:  # a pipeline run: end the run; its branches are skipped or ignored
+            env.state = TaskState.CANCELLED
+            env.error = ErrorInfo("Cancelled", "cancelled through its receipt")
+            env.finished_at = time.time()
+            keys = [self._g(f"run:{env.id}"), self._g(f"task:{env.id}")]
+            args = [encode_outcome(env), 3600, self.prefix, env.id]
+            first = await self._retrying("cancel", lambda: self._eval("RUN_FAIL", keys, args))
+            if env.done is not None:
+                env.done.set()
+            return bool(first)
         env.state = TaskState.CANCELLED
         env.error = ErrorInfo("Cancelled", "cancelled through its receipt")
         env.finished_at = time.time()

@@ -1,7 +1,8 @@
 """Lua scripts of the Redis broker: each is one atomic step of a task's life."""
 
-# KEYS: outstanding, ready, task, delayed, envs, stats
+# KEYS: outstanding, ready, task, delayed, envs, stats [, run task, run state]
 # ARGV: maxsize, id, envelope, pending marker, due (ms) or ""
+#       [, run marker, pipeline, reply stream, submitted_at, ttl]
 SUBMIT = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n >= tonumber(ARGV[1]) then return 0 end
@@ -17,6 +18,13 @@ else
   redis.call('SET', KEYS[3], ARGV[4] .. '\\n' .. entry)
 end
 redis.call('HINCRBY', KEYS[6], 'submitted', 1)
+if ARGV[6] and ARGV[6] ~= '' then
+  -- A pipeline submission: the run is a task of its own (KEYS[7]) with its state (KEYS[8]).
+  redis.call('SET', KEYS[7], ARGV[6])
+  redis.call('HSET', KEYS[8], 'pending', 1, 'name', ARGV[7], 'reply', ARGV[8],
+             'submitted_at', ARGV[9], 'ttl', ARGV[10])
+  redis.call('EXPIRE', KEYS[8], 604800)
+end
 return 1
 """
 
@@ -89,3 +97,90 @@ redis.call('XACK', KEYS[1], 'workers', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 return 1
 """
+
+# Ends a pipeline run whose last branch is done: assembles the results (sorted by branch
+# path) into its outcome and notifies like FINISH does.
+_COMPLETE = """
+local function notify(run_key, task_key, prefix, run_id, outcome, ttl, reply)
+  redis.call('SET', task_key, 'F' .. outcome, 'EX', ttl)
+  if reply and reply ~= '' then
+    local stream = '{' .. prefix .. '}:replies:' .. reply
+    redis.call('XADD', stream, 'MAXLEN', '~', 10000, '*', 'id', run_id, 'o', outcome)
+    redis.call('EXPIRE', stream, 86400)
+  end
+  redis.call('XADD', '{' .. prefix .. '}:done', 'MAXLEN', '~', 10000, '*', 'id', run_id)
+  redis.call('DEL', run_key)
+end
+
+local function complete(run_key, task_key, prefix, now, run_id)
+  local cur = redis.call('GET', task_key)
+  if cur and string.sub(cur, 1, 1) == 'F' then
+    redis.call('DEL', run_key)
+    return
+  end
+  local fields = redis.call('HGETALL', run_key)
+  local h = {}
+  local keys = {}
+  for i = 1, #fields, 2 do
+    h[fields[i]] = fields[i + 1]
+    if string.sub(fields[i], 1, 2) == 'r:' then table.insert(keys, fields[i]) end
+  end
+  table.sort(keys)
+  local result
+  if h['fanned'] == '1' then
+    local parts = {}
+    for _, k in ipairs(keys) do table.insert(parts, h[k]) end
+    result = '[' .. table.concat(parts, ',') .. ']'
+  else
+    result = h['r:'] or 'null'
+  end
+  local outcome = '{"state":"succeeded","queue":' .. cjson.encode(h['name'] or '') ..
+    ',"result":' .. result .. ',"error":null,"attempts":0,"deliveries":0,"submitted_at":' ..
+    (h['submitted_at'] or '0') .. ',"finished_at":' .. now .. ',"stage":0,"fanned":' ..
+    (h['fanned'] == '1' and 'true' or 'false') .. '}'
+  notify(run_key, task_key, prefix, run_id, outcome, h['ttl'] or 3600, h['reply'])
+end
+"""
+
+# A stage handed `children` payloads to the next stage (once per stage task, however many
+# times it ran). KEYS: run state, run task. ARGV: stage task id, children, fanned "1"/"0",
+# now, prefix, run id.
+ADVANCE = (
+    _COMPLETE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], 'a:' .. ARGV[1], 1) == 0 then return 0 end
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'fanned', '1') end
+local left = redis.call('HINCRBY', KEYS[1], 'pending', tonumber(ARGV[2]) - 1)
+if left <= 0 then complete(KEYS[1], KEYS[2], ARGV[5], ARGV[4], ARGV[6]) end
+return 1
+"""
+)
+
+# A last-stage task succeeded. KEYS: run state, run task. ARGV: branch path, result (JSON),
+# now, prefix, run id.
+BRANCH = (
+    _COMPLETE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], 'r:' .. ARGV[1], ARGV[2]) == 0 then return 0 end
+local left = redis.call('HINCRBY', KEYS[1], 'pending', -1)
+if left <= 0 then complete(KEYS[1], KEYS[2], ARGV[4], ARGV[3], ARGV[5]) end
+return 1
+"""
+)
+
+# A stage task ended without a result (first outcome wins), or the run was cancelled.
+# KEYS: run state, run task. ARGV: outcome, ttl, prefix, run id.
+RUN_FAIL = (
+    _COMPLETE
+    + """
+local cur = redis.call('GET', KEYS[2])
+if cur == false or string.sub(cur, 1, 1) == 'F' then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+notify(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[1], ARGV[2], redis.call('HGET', KEYS[1], 'reply'))
+return 1
+"""
+)

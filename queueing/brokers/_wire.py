@@ -33,6 +33,16 @@ def encode_envelope(env: Envelope, reply_to: str | None) -> str:
             "attempts": env.attempts,
             "first_started": env.first_started,
             "reply_to": reply_to,
+            **(
+                {}
+                if env.pipeline is None
+                else {
+                    "run": env.pipeline,
+                    "route": env.route,
+                    "stage": env.stage,
+                    "path": list(env.path),
+                }
+            ),
         }
     )
 
@@ -90,7 +100,28 @@ def decode_envelope(
     )
     env.attempts = attempts
     env.first_started = _number(doc, "first_started", optional=True)
+    if doc.get("run") is not None:
+        run, route, stage, path = (
+            doc.get("run"),
+            doc.get("route"),
+            doc.get("stage"),
+            doc.get("path"),
+        )
+        if not isinstance(run, str) or not isinstance(route, str):
+            raise BadEntry("fields 'run' and 'route' must be strings")
+        if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < 1000:
+            raise BadEntry(f"field 'stage' must be an int in [0, 1000), got {stage!r}")
+        if not isinstance(path, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in path
+        ):
+            raise BadEntry(f"field 'path' must be a list of ints >= 0, got {path!r}")
+        env.pipeline, env.route, env.stage, env.path = run, route, stage, tuple(path)
     return env, reply_to
+
+
+def path_key(path: tuple[int, ...]) -> str:
+    """A branch's position as text that sorts like the path itself."""
+    return ".".join(f"{i:06d}" for i in path)
 
 
 def encode_outcome(env: Envelope) -> str:
@@ -107,6 +138,8 @@ def encode_outcome(env: Envelope) -> str:
             "deliveries": env.deliveries,
             "submitted_at": env.submitted_at,
             "finished_at": env.finished_at,
+            "stage": env.stage,
+            "fanned": env.fanned,
         }
     )
 
@@ -130,5 +163,7 @@ def apply_outcome(env: Envelope, raw: str) -> None:
     env.attempts = int(doc.get("attempts") or 0)
     env.deliveries = int(doc.get("deliveries") or 0)
     env.finished_at = doc.get("finished_at")
+    env.stage = int(doc.get("stage") or 0)
+    env.fanned = bool(doc.get("fanned"))
     if env.done is not None:
         env.done.set()
