@@ -61,7 +61,9 @@ def _collect(specs: tuple[Queue | Pipeline, ...]) -> tuple[dict[str, Queue], dic
     return queues, pipelines
 
 
-def _make_broker(broker: str | Broker, options: dict[str, Any]) -> Broker:
+def _make_broker(broker: str | Broker | None, options: dict[str, Any]) -> Broker:
+    if broker is None:
+        broker = os.environ.get("QUEUEING_BROKER") or "memory://"
     if isinstance(broker, Broker):
         return broker
     if not isinstance(broker, str):
@@ -353,7 +355,7 @@ class QueueSystem:
 @asynccontextmanager
 async def open_system(
     *specs: Queue | Pipeline,
-    broker: str | Broker = "memory://",
+    broker: str | Broker | None = None,
     converter: cattrs.Converter | None = None,
     shutdown_timeout: float = 10.0,
     max_results: int = 100_000,
@@ -367,7 +369,9 @@ async def open_system(
 
     Args:
         specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages).
-        broker: "memory://" (in process, the default) or a `Broker`.
+        broker: "memory://" (in process), "redis://host:port/db" or "rediss://..." (TLS),
+            or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
+            "memory://".
         converter: the cattrs converter for payloads and results (default: a strict JSON
             converter from `queueing.make_converter()`).
         shutdown_timeout: seconds in-flight tasks get to finish at shutdown.

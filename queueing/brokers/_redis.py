@@ -609,7 +609,6 @@ class RedisBroker(Broker):
                 [env.entry or "", env.id, encode_envelope(env, reply_to), due],
             )
         )
-        rt.retried += 1
 
     def redeliver(self, rt: QueueRuntime, env: Envelope) -> None:
         # Still ours in the group's pending list; the next free worker here runs it.
