@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from .._exceptions import QueueFull
+from .._exceptions import QueueFull, SystemStopping
 from .._queue import Full
 from .._runtime import QueueRuntime
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
@@ -64,6 +64,7 @@ class MemoryBroker(Broker):
         self._finished: list[tuple[float, int, Envelope]] = []
         self._delayed: list[tuple[float, int, Envelope]] = []
         self._seq = 0
+        self._abandoned = False
         self._wake = trio.lowlevel.ParkingLot()
         self._dead: dict[str, deque[DeadLetter]] = {}
         self._runs: dict[str, _Run] = {}
@@ -112,6 +113,9 @@ class MemoryBroker(Broker):
                     await self._room[name].park()
             if scope.cancelled_caught:
                 raise QueueFull(name, maxsize, timeout)
+            if self._abandoned:
+                # Woken by the shutdown: accepted now, the task would never run or resolve.
+                raise SystemStopping("the system shut down while this submit waited for room")
         self._outstanding[name] += 1
         self._total += 1
         self._tasks[env.id] = env
@@ -347,6 +351,9 @@ class MemoryBroker(Broker):
             self._drained.unpark_all()
 
     def abandon(self, reason: str) -> int:
+        self._abandoned = True
+        for room in self._room.values():
+            room.unpark_all()  # submits waiting for room: refused, see submit()
         count = 0
         error = ErrorInfo("SystemStopping", reason)
         for env in list(self._tasks.values()):

@@ -170,3 +170,28 @@ def test_run_system_shuts_down_after_main_returns() -> None:
     (receipt,) = receipts
     assert receipt.done()
     assert log == [("cancelled", 100.0)]
+
+
+async def test_a_submit_waiting_for_room_at_shutdown_is_refused(autojump_clock: Any) -> None:
+    # Nothing accepted may be left without an outcome: the waiting submit must not slip
+    # in after the system has stopped.
+    log: list[tuple[str, float]] = []
+    outcome: list[Any] = []
+    async with (
+        trio.open_nursery() as nursery,
+        open_system(sleepy(log, maxsize=1), shutdown_timeout=5) as system,
+    ):
+        await system.submit("sleep", 100.0)
+
+        async def submit_waiting() -> None:
+            try:
+                outcome.append(await system.submit("sleep", 1.0))
+            except SystemStopping as exc:
+                outcome.append(exc)
+
+        nursery.start_soon(submit_waiting)
+        await trio.sleep(1)
+        assert outcome == []  # it waits for room
+    (result,) = outcome
+    assert isinstance(result, SystemStopping)
+    assert system.stats()["sleep"].submitted == 1
