@@ -35,11 +35,15 @@ class QueueFull(QueueingError):
     def __init__(self, queue: str, maxsize: int, waited: float | None = None) -> None:
         self.queue = queue
         self.maxsize = maxsize
-        how = f"after waiting {waited:g}s" if waited else "and its policy is to reject"
-        super().__init__(
-            f"queue {queue!r} is full ({maxsize} outstanding tasks) {how}; raise "
-            "Queue(maxsize=...), add workers, or use when_full=Full.WAIT for backpressure"
-        )
+        if waited is not None:
+            advice = "wait longer (Queue(full_timeout=...) or submit(timeout=...)), raise "
+            advice += "Queue(maxsize=...), or add workers"
+            how = f"after waiting {waited:g}s"
+        else:
+            advice = "raise Queue(maxsize=...), add workers, or use when_full=Full.WAIT "
+            advice += "for backpressure"
+            how = "and its policy is to reject"
+        super().__init__(f"queue {queue!r} is full ({maxsize} outstanding tasks) {how}; {advice}")
 
 
 class PayloadTooLarge(QueueingError, ValueError):
@@ -143,9 +147,8 @@ class TaskFailed(QueueingError):
         where = f" at stage {stage!r}" if stage else ""
         cause = f": {error_type}: {error}" if error_type else (f": {error}" if error else "")
         state = getattr(outcome, "value", outcome)
-        super().__init__(
-            f"task {task_id!r} of {queue!r} {state}{where} after {attempts} attempt(s){cause}"
-        )
+        tries = f" after {attempts} attempt(s)" if attempts else ""
+        super().__init__(f"task {task_id!r} of {queue!r} {state}{where}{tries}{cause}")
 
 
 class TaskCancelled(TaskFailed):

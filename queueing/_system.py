@@ -17,7 +17,7 @@ import trio
 import actors
 from actors import Actor, ChildSpec
 from actors._actor import ActorState, _Cell
-from actors._system import _nullsignals, _watch_signals
+from actors._system import _nullsignals, _raise_single, _watch_signals
 
 from ._convert import make_converter
 from ._engine import Engine
@@ -468,16 +468,22 @@ async def _run(
         else ()
     )
     with trio.open_signal_receiver(*sigs) if sigs else _nullsignals() as signals:
-        async with trio.open_nursery() as outer:
-            async with open_system(*specs, **options) as system:
-                with trio.CancelScope() as main_scope:
-                    if sigs:
-                        outer.start_soon(_watch_signals, signals, main_scope, outer.cancel_scope)
-                    if main is None:
-                        await trio.sleep_forever()
-                    else:
-                        result = await main(system)
-            outer.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as outer:
+                async with open_system(*specs, **options) as system:
+                    with trio.CancelScope() as main_scope:
+                        if sigs:
+                            outer.start_soon(
+                                _watch_signals, signals, main_scope, outer.cancel_scope
+                            )
+                        if main is None:
+                            await trio.sleep_forever()
+                        else:
+                            result = await main(system)
+                outer.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # main's error comes out as itself, as from actors.run_system.
+            _raise_single(group)
     return result
 
 
