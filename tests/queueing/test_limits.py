@@ -289,3 +289,14 @@ async def test_a_timed_out_submit_takes_no_room(autojump_clock: Any) -> None:
         gate.set()
         assert await first == 1
         assert system.stats()["q"].submitted == 1
+
+
+async def test_a_submit_that_may_not_wait_says_it_waited_no_time(autojump_clock: Any) -> None:
+    # With Full.WAIT and timeout=0 the message must not claim the policy is to reject.
+    queue = Queue("q", Sleep, maxsize=1)
+    async with open_system(queue) as system:
+        await system.submit("q", 10.0)
+        with pytest.raises(QueueFull) as info:
+            await system.submit("q", 1.0, timeout=0)
+    assert "after waiting 0s" in str(info.value)
+    assert "policy is to reject" not in str(info.value)

@@ -10,7 +10,7 @@ import attrs
 import pytest
 import trio
 
-from queueing import Queue, Worker, open_system
+from queueing import Queue, TaskFailed, TaskState, Worker, open_system
 
 
 @attrs.frozen
@@ -180,3 +180,39 @@ async def test_an_idle_worker_holds_no_task(autojump_clock: Any) -> None:
 async def test_names_lists_the_queues_and_pipelines() -> None:
     async with open_system(Queue("double", Double), Queue("crawl", Crawl)) as system:
         assert sorted(system.names) == ["crawl", "double"]
+
+
+class WhoAmI(Worker):
+    async def handle(self, payload: int) -> list[Any]:
+        return [self.task_id, self.attempt]
+
+
+async def test_a_handler_knows_its_task_id_and_attempt() -> None:
+    async with open_system(Queue("who", WhoAmI)) as system:
+        receipt = await system.submit("who", 0)
+        assert await receipt == [receipt.id, 1]
+
+
+class Unserializable(Worker):
+    async def handle(self, payload: int) -> Any:
+        return object()
+
+
+async def test_a_result_the_converter_cannot_serialize_fails_the_task() -> None:
+    async with open_system(Queue("bad", Unserializable)) as system:
+        receipt = await system.submit("bad", 1)
+        with pytest.raises(TaskFailed) as info:
+            await receipt
+    assert info.value.error_type == "queueing.PayloadError"
+    assert "does not serialize" in info.value.error
+    assert info.value.outcome is TaskState.FAILED
+
+
+class Echo(Worker):
+    async def handle(self, payload: Any) -> Any:
+        return payload
+
+
+async def test_tuples_arrive_as_lists_as_they_would_over_json() -> None:
+    async with open_system(Queue("any", Echo)) as system:
+        assert await (await system.submit("any", {"pair": (1, 2)})) == {"pair": [1, 2]}
