@@ -156,6 +156,8 @@ class RedisBroker(Broker):
         self._waiting: weakref.WeakValueDictionary[str, Envelope] = weakref.WeakValueDictionary()
         self._foreign: weakref.WeakValueDictionary[str, Envelope] = weakref.WeakValueDictionary()
         self._foreign_lot = trio.lowlevel.ParkingLot()
+        #: Where `_done_loop` reads the `done` stream from (None: no one is waiting).
+        self._done_from: str | None = None
         self._cache: dict[str, dict[str, int]] = {}
         self._submits: list[_Slot] = []
         self._submit_lot = trio.lowlevel.ParkingLot()
@@ -190,6 +192,9 @@ class RedisBroker(Broker):
             )
         except Exception as exc:
             raise BrokerError(f"bad Redis URL {self._safe_url()!r}: {exc}") from exc
+        # Errors are raised after the client's task group has closed, so that the caller
+        # gets them as they are (as with memory://), not wrapped in an ExceptionGroup.
+        error: Exception | None = None
         async with client:
             self._client = client
             try:
@@ -201,21 +206,28 @@ class RedisBroker(Broker):
                         for name, rt in self._runtimes.items():
                             await self._declare(name, rt)
             except trio.TooSlowError:
-                raise BrokerError(
+                error = BrokerError(
                     f"cannot reach Redis at {self._safe_url()} within {self.connect_timeout:g}s: "
                     "check the host, port and network"
-                ) from None
-            except BrokerError:
-                raise
+                )
+            except BrokerError as exc:
+                error = exc
             except Exception as exc:
-                raise BrokerError(
+                error = BrokerError(
                     f"cannot use Redis at {self._safe_url()}: {type(exc).__name__}: {exc} "
                     "(check the URL, the password or ACL user, and rediss:// for TLS)"
-                ) from exc
-            try:
-                yield
-            finally:
-                self._client = None
+                )
+                error.__cause__ = exc
+            if error is None:
+                try:
+                    yield
+                except Exception as exc:
+                    error = exc
+                finally:
+                    self._client = None
+        self._client = None
+        if error is not None:
+            raise error
 
     def _safe_url(self) -> str:
         if "@" in self.url:
@@ -306,6 +318,9 @@ class RedisBroker(Broker):
         when_full: Full,
         timeout: float | None,
     ) -> None:
+        # Waiting before the script runs: a fast worker's reply can be read before this
+        # task resumes (weak: a refused task's envelope just goes away).
+        self._waiting[env.id] = env
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
             answer = await self._submit_batched(keys, args)
@@ -326,7 +341,6 @@ class RedisBroker(Broker):
                 "wait for room", lambda: self.client.blpop([self._k(rt.name, "room")], timeout=wait)
             )
         rt.submitted += 1
-        self._waiting[env.id] = env
 
     async def _submit_batched(self, keys: list[str], args: list[Any]) -> int:
         """Queue one submit script call for the submit loop, which sends every call queued
@@ -383,8 +397,8 @@ class RedisBroker(Broker):
             {"state": "pending", "queue": run.queue, "submitted_at": run.submitted_at}
         )
         args += [marker, run.queue, self.consumer, run.submitted_at, max(1, int(rt.ttl))]
+        self._waiting[run.id] = run  # before: the run may end before this task resumes
         await self._submit_until_accepted(rt, stage, keys, args, when_full, timeout)
-        self._waiting[run.id] = run
 
     def run_ended(self, stage: Envelope) -> bool:
         return False  # checked in Redis: the scripts ignore branches of an ended run
@@ -430,6 +444,7 @@ class RedisBroker(Broker):
             nursery.start_soon(self._submit_loop)
             nursery.start_soon(self._lease_loop)
             nursery.start_soon(self._reply_loop)
+            nursery.start_soon(self._done_loop)
             if self.serving:
                 nursery.start_soon(self._heartbeat_loop)
             task_status.started()
@@ -443,16 +458,42 @@ class RedisBroker(Broker):
             if free <= 0:
                 await rt.hungry.park()
                 continue
-            block_ms = int(self.block * 1000)
-            answer = await self._retrying(
-                "fetch",
-                lambda: self.client.xreadgroup(
-                    "workers", self.consumer, count=free, block=block_ms, streams={ready_key: ">"}
-                ),
-            )
+            if self._ops:
+                # Outcomes are waiting to be written: send them and ask for the next tasks
+                # in one round trip (the common case for a busy worker).
+                batch, self._ops = self._ops[:1000], self._ops[1000:]
+                answer = await self._retrying(
+                    "write outcomes and fetch",
+                    lambda: self._send_and_fetch(batch, ready_key, free),
+                )
+                self._after_flush()
+            else:
+                block_ms = int(self.block * 1000)
+                answer = await self._retrying(
+                    "fetch",
+                    lambda: self.client.xreadgroup(
+                        "workers",
+                        self.consumer,
+                        count=free,
+                        block=block_ms,
+                        streams={ready_key: ">"},
+                    ),
+                )
             entries = (answer or {}).get(ready_key, ())
             if entries:
                 await self._accept(rt, entries, held, max_bytes, redelivered=False)
+
+    async def _send_and_fetch(self, batch: list[_Op], ready_key: str, count: int) -> Any:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for op in batch:
+                pipe.evalsha(self._shas[op.script], keys=op.keys, args=op.args)
+            fetch = pipe.xreadgroup("workers", self.consumer, count=count, streams={ready_key: ">"})
+        return await fetch
+
+    def _after_flush(self) -> None:
+        if len(self._ops) <= 2000:
+            self.congested = False
+            self._flushed.unpark_all()
 
     async def _accept(
         self,
@@ -641,6 +682,9 @@ class RedisBroker(Broker):
                 self.congested = False
                 self._flushed.unpark_all()
                 await self._ops_lot.park()
+                # Let a fetch loop woken at the same time take these outcomes along with
+                # its next read (one round trip instead of two).
+                await trio.lowlevel.checkpoint()
                 continue
             batch, self._ops = self._ops[:1000], self._ops[1000:]
 
@@ -650,9 +694,7 @@ class RedisBroker(Broker):
                         pipe.evalsha(self._shas[op.script], keys=op.keys, args=op.args)
 
             await self._retrying("write outcomes", send)
-            if len(self._ops) <= 2000:
-                self.congested = False
-                self._flushed.unpark_all()
+            self._after_flush()
 
     async def _lease_loop(self) -> None:
         """Renew the lease of every task we hold; reclaim tasks of dead workers."""
@@ -767,31 +809,45 @@ class RedisBroker(Broker):
     # -- the client side -------------------------------------------------------------------
 
     async def _reply_loop(self) -> None:
+        """Resolve the receipts of our own submissions from our `replies` stream."""
         replies = self._g(f"replies:{self.consumer}")
-        done = self._g("done")
-        last_reply = "$"
-        last_done = "$"
+        # From the start, never "$": the stream is ours alone, and "$" would miss a reply
+        # written before the first read, or between a read that timed out and the next.
+        last = "0-0"
         block_ms = int(self.block * 1000)
         while True:
-            streams = {replies: last_reply}
-            if self._foreign:
-                streams[done] = last_done
             answer = await self._retrying(
-                "read replies", lambda: self.client.xread(streams, count=1000, block=block_ms)
+                "read replies",
+                lambda: self.client.xread({replies: last}, count=1000, block=block_ms),
             )
-            if not answer:
-                continue
-            for entry in answer.get(replies, ()):
-                last_reply = str(entry.identifier)
+            for entry in (answer or {}).get(replies, ()):
+                last = str(entry.identifier)
                 env = self._waiting.pop(str(entry.field_values.get("id", "")), None)
                 if env is not None and not env.state.final:
                     apply_outcome(env, str(entry.field_values.get("o", "{}")))
-            wanted = []
-            for entry in answer.get(done, ()):
-                last_done = str(entry.identifier)
-                env = self._foreign.get(str(entry.field_values.get("id", "")))
-                if env is not None:
-                    wanted.append(env)
+
+    async def _done_loop(self) -> None:
+        """Resolve receipts found by id (`system.receipt`): read `done` notices from where
+        `watch` stood before it read the outcome, for as long as such receipts are waited on."""
+        done = self._g("done")
+        block_ms = int(self.block * 1000)
+        while True:
+            start = self._done_from
+            if start is None or not self._foreign:
+                self._done_from = None
+                await self._foreign_lot.park()
+                continue
+            answer = await self._retrying(
+                "read done", lambda: self.client.xread({done: start}, count=1000, block=block_ms)
+            )
+            entries = (answer or {}).get(done, ())
+            if entries:
+                if self._done_from == start:
+                    self._done_from = str(entries[-1].identifier)
+                ids = {str(entry.field_values.get("id", "")) for entry in entries}
+                wanted = [env for task_id, env in self._foreign.items() if task_id in ids]
+            else:  # quiet: check them all (a notice may have been trimmed from `done`)
+                wanted = [env for env in self._foreign.values() if env.entry is None]
             if wanted:
                 await self._refresh_many(wanted)
 
@@ -815,6 +871,14 @@ class RedisBroker(Broker):
         if env.entry != "?":
             await trio.lowlevel.checkpoint()
             return
+        if self._done_from is None:
+            # A task that finishes after the GET below has its notice after this entry.
+            newest = await self._retrying(
+                "read done", lambda: self.client.xrevrange(self._g("done"), count=1)
+            )
+            if self._done_from is None:
+                self._done_from = str(newest[0].identifier) if newest else "0-0"
+                self._foreign_lot.unpark_all()
         state = await self._retrying(
             "read outcome", lambda: self.client.get(self._g(f"task:{env.id}"))
         )
@@ -824,6 +888,7 @@ class RedisBroker(Broker):
         env.entry = None
         if state.startswith("F"):
             apply_outcome(env, state[1:])
+            self._foreign.pop(env.id, None)
         else:
             doc = json.loads(state[1:].split("\n", 1)[0])
             env.queue = str(doc.get("queue", ""))
