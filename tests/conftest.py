@@ -1,0 +1,132 @@
+"""Shared fixtures: private `redis-server` processes for the Redis tests (tests/redis).
+
+A test never uses a Redis it did not start: the session's server listens on a free port,
+keeps nothing on disk, and each test gets its own key prefix in `redis_url`.
+Without a `redis-server` binary the Redis tests are skipped, unless
+`QUEUEING_REQUIRE_REDIS=1` (CI), which turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # coredis (6.x) creates a connection's anyio memory streams before it connects and
+    # closes them only if the connection was made: every refused connection (a Redis that
+    # is down, or restarting) leaks six streams, reported as ResourceWarning when they are
+    # garbage-collected, at a random later point (filterwarnings=error would fail that test).
+    config.addinivalue_line(
+        "filterwarnings", r"ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int, password: str | None) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            if password is not None:
+                sock.sendall(f"AUTH {password}\r\n".encode())
+                sock.recv(64)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A private `redis-server` on 127.0.0.1: `.url`, `.port`, `.dir`; `start()`, `stop()`."""
+
+    def __init__(self, *args: str, port: int | None = None, password: str | None = None):
+        self.port = port or _free_port()
+        self.password = password
+        self.args = args
+        self.dir = Path(tempfile.mkdtemp(prefix="queueing-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        auth = f":{password}@" if password is not None else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (needed by the Redis tests)"
+            if os.environ.get("QUEUEING_REQUIRE_REDIS") == "1":
+                pytest.fail(f"{message}; QUEUEING_REQUIRE_REDIS=1 requires it", pytrace=False)
+            pytest.skip(message)
+        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--daemonize", "no", *self.args]
+        if self.password is not None:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            command, cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while not _ping(self.port, self.password):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"redis-server did not answer PING on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def url_with(self, **options: object) -> str:
+        """The URL with query options, e.g. `prefix=...`, `lease=0.5`."""
+        query = "&".join(f"{key}={value}" for key, value in options.items())
+        return f"{self.url}?{query}" if query else self.url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private Redis for the session (no persistence)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis with a key prefix of this test's own."""
+    return redis_server.url_with(prefix=f"t{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def make_redis_server() -> Iterator[Callable[..., RedisServer]]:
+    """Start more private servers (`make_redis_server(*args, password=...)`), stopped at
+    the end of the test; the caller may stop and start them again (restart tests)."""
+    servers: list[RedisServer] = []
+
+    def make(*args: str, password: str | None = None) -> RedisServer:
+        server = RedisServer(*args, password=password)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)

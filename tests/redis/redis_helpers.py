@@ -1,0 +1,77 @@
+"""Helpers for the Redis tests (import as `redis_helpers`): a raw client on the test's
+server, the broker's key names, and hand-made envelopes for writing entries directly."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import coredis
+import trio
+
+import queueing
+
+
+def prefix_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["prefix"][0]
+
+
+def key(url: str, queue: str, what: str) -> str:
+    """A queue's key (`ready`, `outstanding`, `dead`, `delayed`...) under the URL's prefix."""
+    return f"{{{prefix_of(url)}:{queue}}}:{what}"
+
+
+def global_key(url: str, what: str) -> str:
+    """A system-wide key (`task:<id>`, `workers`, `queues`...) under the URL's prefix."""
+    return f"{{{prefix_of(url)}}}:{what}"
+
+
+@asynccontextmanager
+async def raw_client(url: str) -> AsyncIterator[coredis.Redis[str]]:
+    """A plain coredis client on the URL's server (the broker's options left out)."""
+    parts = urlsplit(url)
+    client: coredis.Redis[str] = coredis.Redis(
+        parts.hostname, parts.port, password=parts.password, decode_responses=True
+    )
+    async with client:
+        yield client
+
+
+async def outstanding(client: coredis.Redis[str], url: str, queue: str) -> int:
+    return int(await client.get(key(url, queue, "outstanding")) or 0)
+
+
+def envelope(queue: str, task_id: str, payload: Any, **fields: Any) -> str:
+    """An envelope as the broker writes it; `fields` override or add (None removes)."""
+    doc: dict[str, Any] = {
+        "v": 1,
+        "id": task_id,
+        "queue": queue,
+        "payload": payload,
+        "submitted_at": time.time(),
+        "expires_at": None,
+        "attempts": 0,
+        "first_started": None,
+        "reply_to": None,
+    }
+    doc.update(fields)
+    return json.dumps({k: v for k, v in doc.items() if v is not None or k not in fields})
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, every: float = 0.01) -> None:
+    """Poll an async predicate until it is true (state in Redis has no event to wait on)."""
+    with trio.fail_after(timeout):
+        while not await predicate():  # noqa: ASYNC110 - polls Redis, which has no event
+            await trio.sleep(every)
+
+
+async def outcome_of(receipt: queueing.Receipt, timeout: float = 10.0) -> Any:
+    """The receipt's result, or the `TaskFailed` it raises."""
+    try:
+        return await receipt.result(timeout=timeout)
+    except queueing.TaskFailed as exc:
+        return exc
