@@ -23,13 +23,14 @@ _wall = time.time
 class _Run:
     """A pipeline submission in flight: branches still running and results so far."""
 
-    __slots__ = ("env", "fanned", "pending", "results")
+    __slots__ = ("env", "fanned", "pending", "results", "stages")
 
     def __init__(self, env: Envelope) -> None:
         self.env = env
         self.pending = 1
         self.fanned = False
         self.results: dict[tuple[int, ...], Any] = {}
+        self.stages: set[Envelope] = set()  # its stage tasks without an outcome yet
 
 
 class MemoryBroker(Broker):
@@ -120,6 +121,10 @@ class MemoryBroker(Broker):
         self._total += 1
         self._tasks[env.id] = env
         rt.submitted += 1
+        if env.pipeline is not None:
+            run = self._runs.get(env.pipeline)
+            if run is not None:
+                run.stages.add(env)
         if delay:
             self.schedule(rt, env, delay)
         else:
@@ -136,8 +141,12 @@ class MemoryBroker(Broker):
         timeout: float | None,
         delay: float | None = None,
     ) -> None:
-        await self.submit(rt, stage, when_full, timeout, delay)
         self._runs[run.id] = _Run(run)
+        try:
+            await self.submit(rt, stage, when_full, timeout, delay)
+        except BaseException:
+            del self._runs[run.id]
+            raise
         self._tasks[run.id] = run
 
     def run_ended(self, stage: Envelope) -> bool:
@@ -180,6 +189,17 @@ class MemoryBroker(Broker):
         run.env.attempts = stage.attempts
         run.env.deliveries = stage.deliveries
         self.finish(None, run.env, state, None, error)
+        self._cancel_stages(run, "its pipeline run failed at another stage")
+
+    def _cancel_stages(self, run: _Run, why: str) -> None:
+        """The run has its outcome: its other stage tasks stop (pending ones never run)."""
+        error = ErrorInfo("Cancelled", why)
+        for stage in list(run.stages):
+            running = stage.state is TaskState.RUNNING
+            self.finish(self._runtimes.get(stage.queue), stage, TaskState.CANCELLED, None, error)
+            if running and stage.scope is not None:
+                stage.scope.cancel()
+        run.stages.clear()
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -195,6 +215,10 @@ class MemoryBroker(Broker):
             return False
         if env.state is TaskState.SCHEDULED and rt is not None:
             rt.scheduled -= 1
+        if env.pipeline is not None:
+            run = self._runs.get(env.pipeline)
+            if run is not None:
+                run.stages.discard(env)
         now = self.clock()
         env.state = state
         env.result = result
@@ -335,6 +359,9 @@ class MemoryBroker(Broker):
         )
         if running and env.scope is not None:
             env.scope.cancel()
+        run = self._runs.pop(env.id, None)
+        if run is not None:  # a pipeline run: stop its stage tasks too
+            self._cancel_stages(run, "its pipeline run was cancelled")
         return True
 
     def outstanding(self, queue: str) -> int:

@@ -255,11 +255,6 @@ async def test_pipeline_stages_must_be_distinct_queues() -> None:
         Pipeline("p", [double, double])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cancelling a pipeline's receipt only marks the run; the stage handler running "
-    "at that moment runs to its end, holding its worker (later stages are skipped)",
-)
 async def test_cancelling_a_pipeline_cancels_the_running_stage_handler(
     autojump_clock: Any,
 ) -> None:
