@@ -59,7 +59,10 @@ class Engine:
     def _validate(self, rt: QueueRuntime, payload: Any) -> Any:
         data = rt.payload_codec.check(payload)
         limit = rt.spec.max_payload
-        size = encoded_size(data, limit)
+        try:
+            size = encoded_size(data, limit)
+        except ValueError as exc:  # an int past Python's 4300-digit str() limit, say
+            raise PayloadError(rt.name, f"the payload does not serialize to JSON: {exc}") from exc
         if size > limit:
             raise PayloadTooLarge(rt.name, size, limit)
         return data
