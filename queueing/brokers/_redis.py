@@ -158,6 +158,10 @@ class RedisBroker(Broker):
         self._foreign_lot = trio.lowlevel.ParkingLot()
         #: Where `_done_loop` reads the `done` stream from (None: no one is waiting).
         self._done_from: str | None = None
+        # Promoters sleep until the earliest due time (at most 1 s) or until a retry or a
+        # delayed task of ours is written, which may be due sooner.
+        self._promote_lot = trio.lowlevel.ParkingLot()
+        self._scheduled = False
         self._cache: dict[str, dict[str, int]] = {}
         self._submits: list[_Slot] = []
         self._submit_lot = trio.lowlevel.ParkingLot()
@@ -308,6 +312,8 @@ class RedisBroker(Broker):
     ) -> None:
         keys, args = self._submit_call(rt, env, delay)
         await self._submit_until_accepted(rt, env, keys, args, when_full, timeout)
+        if delay:
+            self._promote_lot.unpark_all()
 
     async def _submit_until_accepted(
         self,
@@ -491,6 +497,9 @@ class RedisBroker(Broker):
         return await fetch
 
     def _after_flush(self) -> None:
+        if self._scheduled:
+            self._scheduled = False
+            self._promote_lot.unpark_all()
         if len(self._ops) <= 2000:
             self.congested = False
             self._flushed.unpark_all()
@@ -650,6 +659,7 @@ class RedisBroker(Broker):
                 [env.entry or "", env.id, encode_envelope(env, reply_to), due],
             )
         )
+        self._scheduled = True
 
     def redeliver(self, rt: QueueRuntime, env: Envelope) -> None:
         # Still ours in the group's pending list; the next free worker here runs it.
@@ -775,7 +785,8 @@ class RedisBroker(Broker):
             if int(moved) >= 500:
                 continue
             wait = 1.0 if nxt == "" else (float(nxt) / 1000 - self.clock())
-            await trio.sleep(min(max(wait, 0.0), 1.0))
+            with trio.move_on_after(min(max(wait, 0.0), 1.0)):
+                await self._promote_lot.park()
 
     async def _heartbeat_loop(self) -> None:
         key = self._g("workers")
