@@ -47,12 +47,18 @@ def best_rate(runs: list[tuple[int, float]]) -> float:
     return max(count / seconds for count, seconds in runs)
 
 
-async def repeat(times: int, fn: Callable[[], Awaitable[tuple[int, float]]]) -> float:
-    runs = []
+Measure = Callable[[], Awaitable[tuple[int, float]]]
+
+
+async def interleaved(times: int, *fns: Measure) -> list[float]:
+    """Best rate of each measurement over `times` rounds, running them in turn each round,
+    so a slow spell of the machine hits every variant rather than one."""
+    runs: list[list[tuple[int, float]]] = [[] for _ in fns]
     for _ in range(times):
-        gc.collect()
-        runs.append(await fn())
-    return best_rate(runs)
+        for fn, results in zip(fns, runs, strict=True):
+            gc.collect()
+            results.append(await fn())
+    return [best_rate(results) for results in runs]
 
 
 # -- (a) tell throughput ---------------------------------------------------------------------
@@ -371,7 +377,7 @@ def rate(value: float) -> str:
 
 def sizes(quick: bool) -> tuple[int, int, int]:
     """Messages for tell, round trips for ask, actors for spawn."""
-    return (20_000, 5_000, 2_000) if quick else (200_000, 30_000, 20_000)
+    return (20_000, 3_000, 2_000) if quick else (100_000, 10_000, 10_000)
 
 
 async def run(args: argparse.Namespace, peer: tuple[float, float] | None) -> bool:
@@ -382,10 +388,13 @@ async def run(args: argparse.Namespace, peer: tuple[float, float] | None) -> boo
     async with open_system(name="bench", shutdown_timeout=120.0) as system:
         # (a) tell
         section = time.perf_counter()
-        tell = await repeat(reps, lambda: actor_tell(system, n_tell))
-        tell_nowait = await repeat(reps, lambda: actor_tell_nowait(system, n_tell))
-        fast = await repeat(reps, lambda: raw_channel_fast(n_tell))
-        plain = await repeat(reps, lambda: raw_channel_plain(n_tell))
+        fast, plain, tell, tell_nowait = await interleaved(
+            reps,
+            lambda: raw_channel_fast(n_tell),
+            lambda: raw_channel_plain(n_tell),
+            lambda: actor_tell(system, n_tell),
+            lambda: actor_tell_nowait(system, n_tell),
+        )
         table = Table(title=f"(a) tell throughput: {n_tell:,} messages into one actor")
         for col in ("what", "messages/s", "vs raw fast path", "target"):
             table.add_column(col, justify="left" if col == "what" else "right")
@@ -416,11 +425,14 @@ async def run(args: argparse.Namespace, peer: tuple[float, float] | None) -> boo
 
         # (b) ask
         section = time.perf_counter()
-        ask = await repeat(reps, lambda: actor_ask(system, n_ask, 5.0))
-        ask_none = await repeat(reps, lambda: actor_ask(system, n_ask, None))
-        raw_event = await repeat(reps, lambda: raw_request_event(n_ask))
-        raw_chan = await repeat(reps, lambda: raw_request_channel(n_ask))
-        raw_deadline = await repeat(reps, lambda: raw_request_event_deadline(n_ask))
+        raw_event, raw_chan, raw_deadline, ask, ask_none = await interleaved(
+            reps,
+            lambda: raw_request_event(n_ask),
+            lambda: raw_request_channel(n_ask),
+            lambda: raw_request_event_deadline(n_ask),
+            lambda: actor_ask(system, n_ask, 5.0),
+            lambda: actor_ask(system, n_ask, None),
+        )
         raw_best = max(raw_event, raw_chan)
         table = Table(title=f"(b) ask round trips: {n_ask:,} sequential requests")
         for col in ("what", "round trips/s", "vs best raw pair", "target"):
@@ -459,9 +471,12 @@ async def run(args: argparse.Namespace, peer: tuple[float, float] | None) -> boo
 
         # (c) spawn and memory
         section = time.perf_counter()
-        spawn = await repeat(reps, lambda: actor_spawn(system, n_spawn))
-        raw_task = await repeat(reps, lambda: raw_spawn(n_spawn, False))
-        raw_chan_task = await repeat(reps, lambda: raw_spawn(n_spawn, True))
+        raw_task, raw_chan_task, spawn = await interleaved(
+            reps,
+            lambda: raw_spawn(n_spawn, False),
+            lambda: raw_spawn(n_spawn, True),
+            lambda: actor_spawn(system, n_spawn),
+        )
 
         async def spawn_actors(n: int) -> Callable[[], Awaitable[None]]:
             supervisor = await system.spawn(actors.Supervisor, shutdown=60.0)
@@ -562,7 +577,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure; the best is kept")
     parser.add_argument(
         "--check", action="store_true", help="exit with status 1 if a target is missed"
     )
