@@ -941,6 +941,24 @@ class RedisBroker(Broker):
 
     @staticmethod
     def _letter(raw: str) -> DeadLetter:
+        try:
+            return RedisBroker._parse_letter(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # Anyone can write to the stream: list what is there instead of failing.
+            return DeadLetter(
+                id="",
+                queue="",
+                payload=raw[:4096],
+                state=TaskState.DEAD_LETTERED,
+                error=ErrorInfo("BadEntry", f"unreadable dead letter ({type(exc).__name__})"),
+                attempts=0,
+                deliveries=0,
+                submitted_at=0.0,
+                failed_at=0.0,
+            )
+
+    @staticmethod
+    def _parse_letter(raw: str) -> DeadLetter:
         doc = json.loads(raw)
         error = doc.get("error")
         return DeadLetter(

@@ -45,8 +45,12 @@ async def outstanding(client: coredis.Redis[str], url: str, queue: str) -> int:
     return int(await client.get(key(url, queue, "outstanding")) or 0)
 
 
-def envelope(queue: str, task_id: str, payload: Any, **fields: Any) -> str:
-    """An envelope as the broker writes it; `fields` override or add (None removes)."""
+#: An `envelope()` field given as REMOVE is left out.
+REMOVE: Any = object()
+
+
+def envelope(queue: str, task_id: Any, payload: Any, **fields: Any) -> str:
+    """An envelope as the broker writes it; `fields` override or add (REMOVE removes)."""
     doc: dict[str, Any] = {
         "v": 1,
         "id": task_id,
@@ -59,7 +63,7 @@ def envelope(queue: str, task_id: str, payload: Any, **fields: Any) -> str:
         "reply_to": None,
     }
     doc.update(fields)
-    return json.dumps({k: v for k, v in doc.items() if v is not None or k not in fields})
+    return json.dumps({k: v for k, v in doc.items() if v is not REMOVE})
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, every: float = 0.01) -> None:
