@@ -244,7 +244,12 @@ class RedisBroker(Broker):
         try:
             await client.xgroup_create(self._k(name, "ready"), "workers", "0", mkstream=True)
         except Exception as exc:
-            if "BUSYGROUP" not in str(exc):
+            import coredis.exceptions
+
+            # Declared already (another worker, or an earlier run): coredis parses the
+            # BUSYGROUP reply into this error, whose message lacks the word.
+            busy = isinstance(exc, coredis.exceptions.StreamDuplicateConsumerGroupError)
+            if not busy and "BUSYGROUP" not in str(exc):
                 raise
         spec = rt.spec
         config = {"maxsize": spec.maxsize, "max_payload": spec.max_payload}

@@ -413,3 +413,21 @@ class socket_closed_port:
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+async def test_worker_systems_share_a_queue(redis_url: str) -> None:
+    async with open_system(Queue("double", Double), broker=redis_url) as first:
+        receipt = await first.submit("double", 1)
+        assert await receipt.result(timeout=5) == 2
+    # A second run on the same Redis finds the queue declared already; so does a second
+    # process serving the same queue alongside.
+    async with (
+        open_system(Queue("double", Double), broker=redis_url) as second,
+        open_system(Queue("double", Double), broker=redis_url) as third,
+    ):
+        receipts = [await second.submit("double", n) for n in range(40)]
+        receipts += [await third.submit("double", n) for n in range(40)]
+        assert [await r.result(timeout=5) for r in receipts] == [2 * n for n in range(40)] * 2
+        await second.drain(timeout=5)
+        ran = second.stats()["double"].succeeded + third.stats()["double"].succeeded
+        assert ran == 80
