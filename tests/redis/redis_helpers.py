@@ -4,9 +4,14 @@ server, the broker's key names, and hand-made envelopes for writing entries dire
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -79,3 +84,45 @@ async def outcome_of(receipt: queueing.Receipt, timeout: float = 10.0) -> Any:
         return await receipt.result(timeout=timeout)
     except queueing.TaskFailed as exc:
         return exc
+
+
+def start_worker(
+    url: str, target: str, logs: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`queueing worker TARGET --broker URL ARGS` in a process of its own (TARGET is
+    importable from this directory); its output goes to a file in `logs`."""
+    here = str(Path(__file__).parent)
+    environ = {**os.environ, **(env or {})}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, environ.get("PYTHONPATH")]))
+    output = (logs / f"worker-{secrets.token_hex(3)}.log").open("wb")
+    with output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "queueing", "worker", target, "--broker", url, *args],
+            cwd=here,
+            env=environ,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL whatever is still running after `timeout`."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+async def consumers(client: coredis.Redis[str], url: str) -> dict[str, int]:
+    """Pending (fetched, unacknowledged) entries of each consumer of the `mp` queue."""
+    ready = key(url, "mp", "ready")
+    try:
+        summary = await client.xpending(ready, "workers")
+    except coredis.exceptions.ResponseError:  # no group yet
+        return {}
+    return {str(name): int(count) for name, count in (summary.consumers or {}).items()}
