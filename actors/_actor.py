@@ -202,7 +202,11 @@ class _Cell:
             # costs time and leaves a materialized frame (~260 bytes) on every idle actor.
             message = mailbox._take()
             if message is _EMPTY:
-                await mailbox.wait_readable()
+                # Mailbox.wait_readable, inlined: one coroutine frame less on every idle actor.
+                if mailbox._reader is not None:
+                    await mailbox.wait_readable()  # raises BusyResourceError
+                mailbox._reader = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(mailbox._abort_wait)
                 since_yield = 0
                 continue
             if type(message) is _Ask:

@@ -34,6 +34,20 @@ class Overflow(enum.Enum):
     """The new message is dropped (counted); the queue is unchanged."""
 
 
+def check_config(capacity: int, overflow: Overflow) -> None:
+    """Raise `InvalidConfig` unless `capacity` and `overflow` make a valid mailbox."""
+    if type(capacity) is not int or capacity < 1:  # bool and int subclasses are refused too
+        raise InvalidConfig(
+            f"mailbox capacity must be an int >= 1, got {capacity!r}: "
+            "mailboxes are always bounded; pick the most messages to buffer"
+        )
+    if type(overflow) is not Overflow:
+        raise InvalidConfig(
+            f"overflow must be an Overflow member ({', '.join(o.name for o in Overflow)}), "
+            f"got {overflow!r}"
+        )
+
+
 class Mailbox:
     """A bounded FIFO of messages with an overflow policy; one reader, many writers.
 
@@ -65,20 +79,12 @@ class Mailbox:
     def __init__(
         self, capacity: int = 1000, overflow: Overflow = Overflow.WAIT, *, owner: str = "?"
     ) -> None:
-        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
-            raise InvalidConfig(
-                f"mailbox capacity must be an int >= 1, got {capacity!r}: "
-                "mailboxes are always bounded; pick the most messages to buffer"
-            )
-        if not isinstance(overflow, Overflow):
-            raise InvalidConfig(
-                f"overflow must be an Overflow member ({', '.join(o.name for o in Overflow)}), "
-                f"got {overflow!r}"
-            )
+        check_config(capacity, overflow)
         self.capacity = capacity
         self.overflow = overflow
         self.owner = owner
-        self._items: deque[Any] = deque()
+        # An empty tuple until the first message: an idle actor holds no deque (~760 bytes).
+        self._items: deque[Any] | tuple[()] = ()
         # Memory per idle actor matters (an empty deque is ~760 bytes, a ParkingLot ~400):
         # the notice queue and the senders' lot are made on first use, and the single
         # reader parks in a plain slot rather than a ParkingLot.
@@ -114,6 +120,8 @@ class Mailbox:
             raise ActorStopped(self.owner)
         items = self._items
         if len(items) < self.capacity:
+            if type(items) is tuple:
+                items = self._items = deque()
             items.append(message)
             self.received += 1
             if self._reader is not None:
@@ -126,6 +134,7 @@ class Mailbox:
             self.rejected += 1
             raise MailboxFull(self.owner, self.capacity)
         if overflow is Overflow.DROP_OLDEST:
+            assert isinstance(items, deque)
             self._drop(items.popleft())
             items.append(message)
             self.received += 1
@@ -200,8 +209,10 @@ class Mailbox:
         """The next message, or `_EMPTY`: the reader's hot path, which raises nothing."""
         if self._system:
             return self._system.popleft()
-        if self._items:
-            message = self._items.popleft()
+        items = self._items
+        if items:
+            assert isinstance(items, deque)
+            message = items.popleft()
             if self._waiting_putters:
                 assert self._putters is not None
                 self._putters.unpark()
@@ -236,7 +247,7 @@ class Mailbox:
         """Refuse further messages, wake waiting senders, and return what was queued."""
         self._closed = True
         left = list(self._items)
-        self._items.clear()
+        self._items = ()
         self._system = None
         if self._putters is not None:
             self._putters.unpark_all()

@@ -16,7 +16,7 @@ from tenacity.wait import WaitBaseT
 
 from ._actor import Actor, ActorRef, ActorState, _Cell, _SystemMessage
 from ._exceptions import ActorStopped, InvalidActor, InvalidConfig, SupervisorGaveUp
-from ._mailbox import Mailbox, Overflow
+from ._mailbox import Mailbox, Overflow, check_config
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -92,8 +92,7 @@ class ChildSpec:
                 f"got {self.restart!r}"
             )
         _check_positive("shutdown", self.shutdown)
-        # Validates size and policy with the mailbox's own messages.
-        Mailbox(self.mailbox_size, self.overflow)
+        check_config(self.mailbox_size, self.overflow)
 
 
 class _ChildExited(_SystemMessage):
@@ -121,6 +120,7 @@ class _Child:
         "done",
         "exit_reason",
         "incarnation",
+        "running",
         "scope",
         "spec",
         "started",
@@ -135,16 +135,39 @@ class _Child:
         self.incarnation = 0
         # Why the last incarnation ended (None: normally); the reason a final stop reports.
         self.exit_reason: BaseException | None = None
+        self.running = False
+        # Made only when someone waits for the current incarnation to end (idle actors are
+        # many: each Event is ~700 bytes).
         self.done: trio.Event | None = None
         self.scope: trio.CancelScope | None = None
         self.stopping = False
-        # Set once the first incarnation is up: at once for an actor, and for a supervisor
-        # once its whole subtree has started (so its children can be looked up).
-        self.started = trio.Event()
+        # For a supervisor only: set once its whole subtree has started (so its children can
+        # be looked up). A plain actor counts as started at once.
+        self.started = trio.Event() if issubclass(spec.actor, Supervisor) else None
 
-    @property
-    def running(self) -> bool:
-        return self.done is not None and not self.done.is_set()
+    async def wait_started(self) -> None:
+        if self.started is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.started.wait()
+
+    def _set_started(self) -> None:
+        if self.started is not None:
+            self.started.set()
+
+    async def wait_done(self) -> None:
+        """Wait until the current incarnation has ended."""
+        if not self.running:
+            await trio.lowlevel.checkpoint()
+            return
+        if self.done is None:
+            self.done = trio.Event()
+        await self.done.wait()
+
+    def _ended(self) -> None:
+        self.running = False
+        if self.done is not None:
+            self.done.set()
 
 
 def _default_backoff() -> WaitBaseT:
@@ -250,7 +273,7 @@ class Supervisor(Actor):
                 for spec in self.specs:
                     self._add(spec)
                 for child in list(self._children):
-                    await child.started.wait()
+                    await child.wait_started()
                 cell.state = ActorState.RUNNING
                 if self._ready is not None:
                     self._ready()
@@ -278,18 +301,20 @@ class Supervisor(Actor):
     def _launch(self, child: _Child) -> None:
         assert self._nursery is not None
         child.incarnation += 1
-        child.done = trio.Event()
+        child.running = True
+        child.done = None
         child.scope = trio.CancelScope()
         child.stopping = False
         child.cell.stop_requested = False
-        self._nursery.start_soon(self._run_child, child, child.incarnation, child.scope)
+        # Named after the actor: readable in trio's task tree, and no name string to build.
+        self._nursery.start_soon(
+            self._run_child, child, child.incarnation, child.scope, name=child.cell.name
+        )
 
     async def _run_child(self, child: _Child, incarnation: int, scope: trio.CancelScope) -> None:
         cell = child.cell
         spec = child.spec
         reason: BaseException | None = None
-        done = child.done
-        assert done is not None
         try:
             with scope:
                 cell.state = ActorState.STARTING
@@ -299,10 +324,14 @@ class Supervisor(Actor):
                     instance._cell = cell
                     cell.instance = instance
                     if isinstance(instance, Supervisor):
-                        instance._ready = child.started.set
+                        instance._ready = child._set_started
+                    if type(instance)._main is Actor._main:
+                        # Actor._main, inlined: one coroutine frame less per idle actor.
+                        await instance.on_start()
+                        cell.state = ActorState.RUNNING
+                        await cell.loop(instance)
                     else:
-                        child.started.set()
-                    await instance._main(cell)
+                        await instance._main(cell)
                 except Exception as exc:
                     reason = exc
                     log.debug("actor %r failed", cell.name, exc_info=exc)
@@ -321,14 +350,14 @@ class Supervisor(Actor):
                 )
         except BaseException:
             # The whole subtree is being torn down (or interrupted): end for good.
-            child.started.set()
-            done.set()
+            child._set_started()
+            child._ended()
             cell.finish(None)
             raise
         cell.instance = None
         child.exit_reason = reason
-        child.started.set()  # also when it failed to start: nobody waits for it forever
-        done.set()
+        child._set_started()  # also when it failed to start: nobody waits for it forever
+        child._ended()
         self._cell.mailbox.put_system(_ChildExited(child, incarnation, reason))
 
     def _system_message(self, message: Any) -> Coroutine[Any, Any, None] | None:
@@ -402,15 +431,14 @@ class Supervisor(Actor):
         """Stop one child gracefully, then cancel it at its deadline."""
         if not child.running:
             return
-        assert child.done is not None
         assert child.scope is not None
         child.stopping = True
         child.cell.request_stop()
         with trio.move_on_after(child.spec.shutdown if timeout is None else timeout):
-            await child.done.wait()
-        if not child.done.is_set():
+            await child.wait_done()
+        if child.running:
             child.scope.cancel()
-            await child.done.wait()
+            await child.wait_done()
 
     async def _remove(self, child: _Child, timeout: float | None) -> None:
         if child not in self._children:

@@ -43,6 +43,7 @@ class ActorSystem:
         self._nursery = nursery
         self._names: dict[str, _Cell] = {}
         self._counter = 0
+        self._spawns = 0
         self._failure: BaseException | None = None
         self._stopped = trio.Event()
         self._root = Supervisor(
@@ -136,11 +137,18 @@ class ActorSystem:
             raise InvalidConfig(f"supervisor= must be a Supervisor's ref, got {owner.ref!r}")
         ref = instance._add(spec)
         child = ref._cell.child
-        if child is not None and issubclass(spec.actor, Supervisor):
-            # Return once its subtree is up, so its children can be looked up or added to.
-            await child.started.wait()
+        if child is not None and child.started is not None:
+            # A supervisor: return once its subtree is up, so its children can be looked up
+            # or added to.
+            await child.wait_started()
         else:
-            await trio.lowlevel.checkpoint()
+            # A cancellation point every call; a schedule point every few (spawning in a
+            # loop stays fair without a round trip per actor).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._spawns += 1
+            if self._spawns >= 64:
+                self._spawns = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
         return ref
 
     # -- running and stopping ------------------------------------------------------------
