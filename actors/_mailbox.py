@@ -120,7 +120,7 @@ class Mailbox:
             raise ActorStopped(self.owner)
         items = self._items
         if len(items) < self.capacity:
-            if type(items) is tuple:
+            if not isinstance(items, deque):
                 items = self._items = deque()
             items.append(message)
             self.received += 1
