@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,9 +27,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # closes them only if the connection was made: every refused connection (a Redis that
     # is down, or restarting) leaks six streams, reported as ResourceWarning when they are
     # garbage-collected, at a random later point (filterwarnings=error would fail that test).
-    config.addinivalue_line(
-        "filterwarnings", r"ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"
-    )
+    leak = r"Unclosed <MemoryObject(Send|Receive)Stream"
+    config.addinivalue_line("filterwarnings", f"ignore:{leak}:ResourceWarning")  # in tests
+    warnings.filterwarnings("ignore", leak, ResourceWarning)  # between them, and at the end
 
 
 def _free_port() -> int:

@@ -204,8 +204,7 @@ class RedisBroker(Broker):
             try:
                 with trio.fail_after(self.connect_timeout):
                     await client.ping()
-                    for name in _SCRIPTS:
-                        self._shas[name] = await client.script_load(getattr(_scripts, name))
+                    await self._load_scripts()
                     if self.serving:
                         for name, rt in self._runtimes.items():
                             await self._declare(name, rt)
@@ -269,8 +268,12 @@ class RedisBroker(Broker):
             exc = state.outcome.exception() if state.outcome else None
             log.warning("redis %s failed (%s); retrying", what, exc)
 
+        import coredis.exceptions as ce
+
         retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type(_transient_errors()),
+            retry=tenacity.retry_if_exception_type(
+                (*_transient_errors(), ce.NoScriptError, ce.StreamConsumerGroupError)
+            ),
             wait=tenacity.wait_exponential(multiplier=0.05, max=2.0)
             + tenacity.wait_random(0, 0.05),
             sleep=trio.sleep,
@@ -279,8 +282,25 @@ class RedisBroker(Broker):
         )
         async for attempt in retrying:
             with attempt:
-                return await fn()
+                try:
+                    return await fn()
+                except ce.NoScriptError:
+                    # Redis restarted (its script cache is empty) or SCRIPT FLUSH ran.
+                    await self._load_scripts()
+                    raise
+                except ce.StreamDuplicateConsumerGroupError:
+                    raise
+                except ce.StreamConsumerGroupError:
+                    # NOGROUP: Redis lost our groups (restarted without persistence, or
+                    # FLUSHALL); declare them again so the workers go on.
+                    for name, rt in self._runtimes.items() if self.serving else ():
+                        await self._declare(name, rt)
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _load_scripts(self) -> None:
+        for name in _SCRIPTS:
+            self._shas[name] = await self.client.script_load(getattr(_scripts, name))
 
     async def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self.client.evalsha(self._shas[name], keys=keys, args=args)
@@ -371,8 +391,11 @@ class RedisBroker(Broker):
                 await self._submit_lot.park()
                 continue
             batch, self._submits = self._submits[:500], self._submits[500:]
+            sends = 0
 
             async def send(batch: list[_Slot] = batch) -> Any:
+                nonlocal sends
+                sends += 1
                 async with self.client.pipeline(transaction=False) as pipe:
                     calls = [
                         pipe.evalsha(self._shas["SUBMIT"], keys=slot.keys, args=slot.args)
@@ -388,7 +411,9 @@ class RedisBroker(Broker):
                     slot.event.set()
                 continue
             for slot, answer in zip(batch, answers, strict=True):
-                slot.answer = int(answer)
+                # Sent again after a lost connection: "exists" is our own earlier send
+                # that Redis applied before the connection broke (ids are ours alone).
+                slot.answer = 1 if sends > 1 and int(answer) == -1 else int(answer)
                 slot.event.set()
 
     # -- pipeline runs ----------------------------------------------------------------------
