@@ -16,6 +16,7 @@ import attrs
 import click
 import trio
 
+from ._exceptions import QueueingError
 from ._queue import Pipeline, Queue
 from ._system import QueueSystem, connect, run_system
 
@@ -64,7 +65,10 @@ def _client(broker: str, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
         async with connect(broker) as system:
             return await fn(system)
 
-    return trio.run(run)
+    try:
+        return trio.run(run)
+    except QueueingError as exc:  # a failed task, an unknown queue, no broker...: no traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group()
@@ -85,7 +89,10 @@ def worker(target: str, broker: str, concurrency: int | None, shutdown_timeout: 
         specs = [attrs.evolve(s, workers=concurrency) if isinstance(s, Queue) else s for s in specs]
     names = ", ".join(s.name for s in specs)
     click.echo(f"queueing worker: serving {names} on {broker.split('@')[-1]}", err=True)
-    run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout)
+    try:
+        run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout)
+    except QueueingError as exc:  # no broker, a bad URL...: the message, not a traceback
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()

@@ -11,7 +11,7 @@ import os
 
 import trio
 
-from queueing import Queue, Worker
+from queueing import Queue, RetryPolicy, Worker
 
 _log: int | None = None
 
@@ -36,3 +36,15 @@ class Record(Worker):
 
 
 queue = Queue("mp", Record, workers=8, maxsize=100_000)
+
+
+class Picky(Worker):
+    """Accepts only "ok"; anything else fails for good (no retries): a dead letter."""
+
+    async def handle(self, word: str) -> str:
+        if word != "ok":
+            raise ValueError(f"not ok: {word!r}")
+        return "fine"
+
+
+picky = Queue("picky", Picky, retry=RetryPolicy.never())
