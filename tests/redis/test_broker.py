@@ -17,6 +17,8 @@ from tenacity import stop_after_attempt, wait_fixed
 from queueing import (
     BrokerError,
     Full,
+    PayloadError,
+    PayloadTooLarge,
     Queue,
     QueueFull,
     RetryPolicy,
@@ -24,6 +26,7 @@ from queueing import (
     TaskFailed,
     TaskState,
     Transient,
+    UnknownQueue,
     UnknownTask,
     Worker,
     connect,
@@ -431,3 +434,49 @@ async def test_worker_systems_share_a_queue(redis_url: str) -> None:
         await second.drain(timeout=5)
         ran = second.stats()["double"].succeeded + third.stats()["double"].succeeded
         assert ran == 80
+
+
+async def test_client_waits_for_room_in_a_queue_served_elsewhere(redis_url: str) -> None:
+    maxsize = 3
+    highest = 0
+    done = False
+    queue = Queue("sleepy", Sleepy, workers=2, maxsize=maxsize)
+    async with (
+        open_system(queue, broker=redis_url),
+        connect(redis_url) as client,
+        raw_client(redis_url) as raw,
+    ):
+
+        async def watch() -> None:
+            nonlocal highest
+            while not done:
+                highest = max(highest, await outstanding(raw, redis_url, "sleepy"))
+
+        async def submit_and_wait(results: list[float]) -> None:
+            receipt = await client.submit("sleepy", 0.01)
+            results.append(await receipt.result(timeout=20))
+
+        results: list[float] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as burst:
+                for _ in range(30):
+                    burst.start_soon(submit_and_wait, results)
+            done = True
+        assert results == [0.01] * 30
+        assert highest == maxsize
+
+
+async def test_client_checks_payloads_against_the_queues_it_is_given(redis_url: str) -> None:
+    queue = Queue("double", Double, max_payload=64)
+    async with open_system(queue, broker=redis_url):
+        async with connect(redis_url, queue) as checked:
+            with pytest.raises(PayloadError, match="double"):
+                await checked.submit("double", "not a number")
+            assert await (await checked.submit("double", 5)).result(timeout=5) == 10
+        async with connect(redis_url) as unchecked:
+            # Without the Queue, the limits declared by the workers still apply.
+            with pytest.raises(PayloadTooLarge):
+                await unchecked.submit("double", "x" * 100)
+            with pytest.raises(UnknownQueue):
+                await unchecked.submit("nosuchqueue", 1)
