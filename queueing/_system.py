@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -224,6 +224,65 @@ class QueueSystem:
             name, payload, delay=delay, expires=expires, timeout=timeout
         )
         return Receipt(self, env)
+
+    async def submit_many(
+        self,
+        name: str,
+        payloads: Iterable[Any],
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+    ) -> list[Receipt]:
+        """Submit many tasks to one queue or pipeline; returns their receipts, in order.
+
+        Cheaper than a `submit` per task: with a remote broker the submissions share round
+        trips. Options are those of `submit`, for every task.
+
+        Raises:
+            QueueFull: a submission was refused (`Full.REJECT`, or `full_timeout` ran out);
+                `.accepted` holds the receipts of the tasks that were accepted (they run).
+                In memory, those are the ones before the refused one; with a remote broker,
+                submissions run concurrently and any of the others may have been accepted.
+            PayloadError, PayloadTooLarge, UnknownQueue: checked for each task before it is
+                sent, with `.accepted` as above.
+        """
+        items = list(payloads)
+        receipts: list[Receipt | None] = [None] * len(items)
+        engine = self._engine
+        try:
+            if isinstance(self._broker, MemoryBroker):
+                for index, payload in enumerate(items):
+                    env = await engine.submit(
+                        name, payload, delay=delay, expires=expires, timeout=timeout
+                    )
+                    receipts[index] = Receipt(self, env)
+            else:
+                # Concurrent submissions share the broker's round trips. A refusal does not
+                # cancel the others: every accepted task keeps its receipt.
+                limiter = trio.CapacityLimiter(500)
+                refused: list[tuple[int, QueueingError]] = []
+
+                async def one(index: int, payload: Any) -> None:
+                    async with limiter:
+                        try:
+                            env = await engine.submit(
+                                name, payload, delay=delay, expires=expires, timeout=timeout
+                            )
+                        except QueueingError as exc:
+                            refused.append((index, exc))
+                            return
+                    receipts[index] = Receipt(self, env)
+
+                async with trio.open_nursery() as nursery:
+                    for index, payload in enumerate(items):
+                        nursery.start_soon(one, index, payload)
+                if refused:
+                    raise min(refused, key=lambda pair: pair[0])[1]
+        except QueueingError as exc:
+            exc.accepted = [r for r in receipts if r is not None]  # type: ignore[attr-defined]
+            raise
+        return [r for r in receipts if r is not None]
 
     def receipt(self, task_id: str) -> Receipt:
         """The receipt of a task submitted earlier (by anyone), while its result is kept.

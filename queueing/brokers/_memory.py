@@ -62,7 +62,10 @@ class MemoryBroker(Broker):
         self._total = 0
         self._drained = trio.lowlevel.ParkingLot()
         # A heap by expiry, not a FIFO: queues keep outcomes for different result_ttls.
-        self._finished: list[tuple[float, int, Envelope]] = []
+        # Finished outcomes by expiry, one FIFO per TTL (a queue's TTL is fixed, so each FIFO
+        # is in expiry order): cheaper than a heap on the hot path.
+        self._finished: dict[float, deque[tuple[float, Envelope]]] = {}
+        self._kept = 0
         self._delayed: list[tuple[float, int, Envelope]] = []
         self._seq = 0
         self._abandoned = False
@@ -249,20 +252,29 @@ class MemoryBroker(Broker):
             ttl = 3600.0
         if env.done is not None:
             env.done.set()
-        finished = self._finished
-        self._seq += 1
-        heapq.heappush(finished, (now + ttl, self._seq, env))
-        if len(finished) > self.max_results or finished[0][0] <= now:
+        fifo = self._finished.get(ttl)
+        if fifo is None:
+            fifo = self._finished[ttl] = deque()
+        fifo.append((now + ttl, env))
+        self._kept += 1
+        if self._kept > self.max_results or fifo[0][0] <= now:
             self._evict(now)
         return True
 
     def _evict(self, now: float) -> None:
-        finished = self._finished
         tasks = self._tasks
-        while finished and (len(finished) > self.max_results or finished[0][0] <= now):
-            _, _, env = heapq.heappop(finished)
+        fifos = [fifo for fifo in self._finished.values() if fifo]
+        while fifos:
+            # The oldest expiry among the FIFOs' heads goes first.
+            fifo = min(fifos, key=lambda f: f[0][0])
+            if not (self._kept > self.max_results or fifo[0][0] <= now):
+                break
+            _, env = fifo.popleft()
+            self._kept -= 1
             if tasks.get(env.id) is env:
                 del tasks[env.id]
+            if not fifo:
+                fifos.remove(fifo)
 
     def dead_letter(
         self, rt: QueueRuntime, env: Envelope, state: TaskState, error: ErrorInfo | None
@@ -339,9 +351,9 @@ class MemoryBroker(Broker):
     # -- lookups, cancel, drain -----------------------------------------------------------
 
     def lookup(self, task_id: str) -> Envelope | None:
-        finished = self._finished
-        if finished and finished[0][0] <= self.clock():
-            self._evict(self.clock())  # a TTL may have run out with no task finishing since
+        now = self.clock()
+        if any(fifo and fifo[0][0] <= now for fifo in self._finished.values()):
+            self._evict(now)  # a TTL may have run out with no task finishing since
         return self._tasks.get(task_id)
 
     async def cancel(self, env: Envelope) -> bool:

@@ -216,3 +216,27 @@ class Echo(Worker):
 async def test_tuples_arrive_as_lists_as_they_would_over_json() -> None:
     async with open_system(Queue("any", Echo)) as system:
         assert await (await system.submit("any", {"pair": (1, 2)})) == {"pair": [1, 2]}
+
+
+async def test_submit_many_returns_receipts_in_order() -> None:
+    async with open_system(Queue("double", Double, workers=4)) as system:
+        receipts = await system.submit_many("double", range(100))
+        assert [await receipt for receipt in receipts] == [2 * i for i in range(100)]
+        assert len({receipt.id for receipt in receipts}) == 100
+
+
+async def test_submit_many_refused_midway_keeps_the_receipts_it_accepted() -> None:
+    from queueing import Full, QueueFull
+
+    class Wait(Worker):
+        async def handle(self, x: int) -> int:
+            await trio.sleep_forever()
+            return x
+
+    queue = Queue("wait", Wait, maxsize=3, when_full=Full.REJECT)
+    async with open_system(queue, shutdown_timeout=0.1) as system:
+        with pytest.raises(QueueFull) as info:
+            await system.submit_many("wait", range(10))
+        accepted = info.value.accepted  # type: ignore[attr-defined]
+        assert len(accepted) == 3
+        assert system.stats()["wait"].outstanding == 3
