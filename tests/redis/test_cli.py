@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -19,9 +20,12 @@ from queueing.cli import main
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def served(redis_url: str, tmp_path: Path) -> Iterator[str]:
-    """A `queueing worker mp_tasks` process (queues `mp` and `picky`); yields the URL."""
+@pytest.fixture(scope="module")
+def served(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `queueing worker mp_tasks` process (queues `mp` and `picky`) for the module's
+    tests; yields its broker URL."""
+    redis_url = redis_server.url_with(prefix=f"cli{secrets.token_hex(4)}")
+    tmp_path = tmp_path_factory.mktemp("cli")
     runs = tmp_path / "runs"
     runs.mkdir()
     worker = start_worker(redis_url, "mp_tasks", tmp_path, env={"QUEUEING_TEST_RUNS": str(runs)})
