@@ -7,7 +7,7 @@ import math
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
@@ -255,14 +255,26 @@ async def _watch_signals(
             outer.cancel()
 
 
-async def _run(main: Callable[[ActorSystem], Awaitable[T]] | None, options: Any) -> T | None:
+S = TypeVar("S")
+
+
+async def run_with_signals(
+    opener: Callable[[], AbstractAsyncContextManager[S]],
+    main: Callable[[S], Awaitable[T]] | None,
+) -> T | None:
+    """Open a system, run `main` in it (or wait forever), and stop on SIGINT/SIGTERM.
+
+    The first signal cancels `main` (no new work) and leaves the system's context, which
+    shuts down gracefully; a second one cancels everything. Shared by `actors.run_system`
+    and `queueing.run_system`.
+    """
     result: T | None = None
     catch = threading.current_thread() is threading.main_thread()
     sigs = (signal.SIGINT, signal.SIGTERM) if catch else ()
     with trio.open_signal_receiver(*sigs) if sigs else _nullsignals() as signals:
         try:
             async with trio.open_nursery() as outer:
-                async with open_system(**options) as system:
+                async with opener() as system:
                     with trio.CancelScope() as main_scope:
                         if sigs:
                             outer.start_soon(
@@ -277,6 +289,10 @@ async def _run(main: Callable[[ActorSystem], Awaitable[T]] | None, options: Any)
             # main's error (or SupervisorGaveUp) comes out as itself, as from open_system.
             _raise_single(group)
     return result
+
+
+async def _run(main: Callable[[ActorSystem], Awaitable[T]] | None, options: Any) -> T | None:
+    return await run_with_signals(partial(open_system, **options), main)
 
 
 class _nullsignals:

@@ -17,7 +17,7 @@ import trio
 import actors
 from actors import Actor, ChildSpec
 from actors._actor import ActorState, _Cell
-from actors._system import _nullsignals, _raise_single, _watch_signals
+from actors._system import run_with_signals
 
 from ._convert import make_converter
 from ._engine import Engine
@@ -390,7 +390,12 @@ class QueueSystem:
         rt = self._runtimes.get(env.queue)
         if rt is not None:
             return rt.result_codec.structure(env.result)
-        last = self._runtimes[self._pipelines[env.queue].stages[-1].name]
+        pipeline = self._pipelines.get(env.queue)
+        last = self._runtimes.get(pipeline.stages[-1].name) if pipeline is not None else None
+        if last is None:
+            # A task of a queue or pipeline this client was not given (found by id): its
+            # result as plain data, since the declared type is not known here.
+            return env.result
         if env.fanned:
             return [last.result_codec.structure(item) for item in env.result]
         return last.result_codec.structure(env.result)
@@ -517,33 +522,7 @@ async def connect(
 async def _run(
     main: Callable[[QueueSystem], Awaitable[T]] | None, specs: Any, options: Any
 ) -> T | None:
-    import signal
-    import threading
-
-    result: T | None = None
-    sigs = (
-        (signal.SIGINT, signal.SIGTERM)
-        if threading.current_thread() is threading.main_thread()
-        else ()
-    )
-    with trio.open_signal_receiver(*sigs) if sigs else _nullsignals() as signals:
-        try:
-            async with trio.open_nursery() as outer:
-                async with open_system(*specs, **options) as system:
-                    with trio.CancelScope() as main_scope:
-                        if sigs:
-                            outer.start_soon(
-                                _watch_signals, signals, main_scope, outer.cancel_scope
-                            )
-                        if main is None:
-                            await trio.sleep_forever()
-                        else:
-                            result = await main(system)
-                outer.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # main's error comes out as itself, as from actors.run_system.
-            _raise_single(group)
-    return result
+    return await run_with_signals(partial(open_system, *specs, **options), main)
 
 
 def run_system(

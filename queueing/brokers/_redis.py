@@ -28,7 +28,9 @@ from ._base import Broker
 from ._wire import (
     BadEntry,
     apply_outcome,
+    decode_dead_letter,
     decode_envelope,
+    encode_dead_letter,
     encode_envelope,
     encode_outcome,
     path_key,
@@ -162,6 +164,9 @@ class RedisBroker(Broker):
         # delayed task of ours is written, which may be due sooner.
         self._promote_lot = trio.lowlevel.ParkingLot()
         self._scheduled = False
+        #: Queues whose lease check found no free worker: their fetch loop reclaims
+        #: first when one frees up (a dead worker's tasks must not wait for a backlog).
+        self._reclaim_due: set[str] = set()
         self._cache: dict[str, dict[str, int]] = {}
         self._submits: list[_Slot] = []
         self._submit_lot = trio.lowlevel.ParkingLot()
@@ -494,6 +499,10 @@ class RedisBroker(Broker):
             if free <= 0:
                 await rt.hungry.park()
                 continue
+            if rt.name in self._reclaim_due:
+                self._reclaim_due.discard(rt.name)
+                await self._reclaim(rt, ready_key, int(self.lease * 1000), free)
+                continue
             if self._ops:
                 # Outcomes are waiting to be written: send them and ask for the next tasks
                 # in one round trip (the common case for a busy worker).
@@ -563,18 +572,18 @@ class RedisBroker(Broker):
         self, rt: QueueRuntime, entry: str, fields: dict[str, Any], reason: str
     ) -> None:
         log.warning("queue %r: entry %s is not a task (%s); dead-lettered", rt.name, entry, reason)
-        letter = _dumps(
-            {
-                "id": "",
-                "queue": rt.name,
-                "payload": {str(k)[:100]: str(v)[:4096] for k, v in list(fields.items())[:20]},
-                "state": TaskState.DEAD_LETTERED.value,
-                "error": {"type": "BadEntry", "message": reason, "traceback": ""},
-                "attempts": 0,
-                "deliveries": 1,
-                "submitted_at": 0,
-                "failed_at": time.time(),
-            }
+        letter = encode_dead_letter(
+            DeadLetter(
+                id="",
+                queue=rt.name,
+                payload={str(k)[:100]: str(v)[:4096] for k, v in list(fields.items())[:20]},
+                state=TaskState.DEAD_LETTERED,
+                error=ErrorInfo("BadEntry", reason),
+                attempts=0,
+                deliveries=1,
+                submitted_at=0.0,
+                failed_at=time.time(),
+            )
         )
         self._ops.append(
             _Op(
@@ -653,20 +662,18 @@ class RedisBroker(Broker):
             rt.failed += 1
         else:
             rt.dead_lettered += 1
-        letter = _dumps(
-            {
-                "id": env.id,
-                "queue": rt.name,
-                "payload": env.payload,
-                "state": state.value,
-                "error": None
-                if error is None
-                else {"type": error.type, "message": error.message, "traceback": error.traceback},
-                "attempts": env.attempts,
-                "deliveries": env.deliveries,
-                "submitted_at": env.submitted_at,
-                "failed_at": env.finished_at,
-            }
+        letter = encode_dead_letter(
+            DeadLetter(
+                id=env.id,
+                queue=rt.name,
+                payload=env.payload,
+                state=state,
+                error=error,
+                attempts=env.attempts,
+                deliveries=env.deliveries,
+                submitted_at=env.submitted_at,
+                failed_at=env.finished_at,
+            )
         )
         self._push(_Op("FINISH", *self._finish_call(rt, env, letter)))
 
@@ -756,6 +763,8 @@ class RedisBroker(Broker):
                 free = len(rt.idle) - len(rt.ready)
                 if free > 0:
                     await self._reclaim(rt, ready_key, lease_ms, free)
+                else:
+                    self._reclaim_due.add(name)
 
     async def _cancel_finished(
         self, rt: QueueRuntime, held: dict[str, tuple[Envelope, str | None]]
@@ -967,43 +976,10 @@ class RedisBroker(Broker):
         entries = await self._retrying(
             "dead letters", lambda: self.client.xrevrange(self._k(queue, "dead"), count=limit)
         )
-        return [self._letter(str(entry.field_values.get("d", "{}"))) for entry in reversed(entries)]
-
-    @staticmethod
-    def _letter(raw: str) -> DeadLetter:
-        try:
-            return RedisBroker._parse_letter(raw)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            # Anyone can write to the stream: list what is there instead of failing.
-            return DeadLetter(
-                id="",
-                queue="",
-                payload=raw[:4096],
-                state=TaskState.DEAD_LETTERED,
-                error=ErrorInfo("BadEntry", f"unreadable dead letter ({type(exc).__name__})"),
-                attempts=0,
-                deliveries=0,
-                submitted_at=0.0,
-                failed_at=0.0,
-            )
-
-    @staticmethod
-    def _parse_letter(raw: str) -> DeadLetter:
-        doc = json.loads(raw)
-        error = doc.get("error")
-        return DeadLetter(
-            id=str(doc.get("id", "")),
-            queue=str(doc.get("queue", "")),
-            payload=doc.get("payload"),
-            state=TaskState(doc.get("state", "dead-lettered")),
-            error=None
-            if error is None
-            else ErrorInfo(error["type"], error["message"], error.get("traceback", "")),
-            attempts=int(doc.get("attempts") or 0),
-            deliveries=int(doc.get("deliveries") or 0),
-            submitted_at=float(doc.get("submitted_at") or 0),
-            failed_at=float(doc.get("failed_at") or 0),
-        )
+        return [
+            decode_dead_letter(str(entry.field_values.get("d", "{}")))
+            for entry in reversed(entries)
+        ]
 
     async def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
         key = self._k(queue, "dead")
@@ -1011,7 +987,7 @@ class RedisBroker(Broker):
         taken = []
         remove = []
         for entry in entries:
-            letter = self._letter(str(entry.field_values.get("d", "{}")))
+            letter = decode_dead_letter(str(entry.field_values.get("d", "{}")))
             if ids is None or letter.id in ids:
                 taken.append(letter)
                 remove.append(entry.identifier)

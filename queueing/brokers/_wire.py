@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from .._task import Envelope, ErrorInfo, TaskState
+from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 
 VERSION = 1
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -124,16 +124,73 @@ def path_key(path: tuple[int, ...]) -> str:
     return ".".join(f"{i:06d}" for i in path)
 
 
+def error_doc(error: ErrorInfo | None) -> dict[str, str] | None:
+    if error is None:
+        return None
+    return {"type": error.type, "message": error.message, "traceback": error.traceback}
+
+
+def error_from_doc(doc: Any) -> ErrorInfo | None:
+    if not isinstance(doc, dict):
+        return None
+    return ErrorInfo(
+        str(doc.get("type", "")), str(doc.get("message", "")), str(doc.get("traceback", ""))
+    )
+
+
+def encode_dead_letter(letter: DeadLetter) -> str:
+    return _dumps(
+        {
+            "id": letter.id,
+            "queue": letter.queue,
+            "payload": letter.payload,
+            "state": letter.state.value,
+            "error": error_doc(letter.error),
+            "attempts": letter.attempts,
+            "deliveries": letter.deliveries,
+            "submitted_at": letter.submitted_at,
+            "failed_at": letter.failed_at,
+        }
+    )
+
+
+def decode_dead_letter(raw: str) -> DeadLetter:
+    """A dead letter from the stream; anyone can write there, so a bad one is listed as
+    unreadable rather than failing the listing."""
+    try:
+        doc = json.loads(raw)
+        return DeadLetter(
+            id=str(doc.get("id", "")),
+            queue=str(doc.get("queue", "")),
+            payload=doc.get("payload"),
+            state=TaskState(doc.get("state", "dead-lettered")),
+            error=error_from_doc(doc.get("error")),
+            attempts=int(doc.get("attempts") or 0),
+            deliveries=int(doc.get("deliveries") or 0),
+            submitted_at=float(doc.get("submitted_at") or 0),
+            failed_at=float(doc.get("failed_at") or 0),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return DeadLetter(
+            id="",
+            queue="",
+            payload=raw[:4096],
+            state=TaskState.DEAD_LETTERED,
+            error=ErrorInfo("BadEntry", f"unreadable dead letter ({type(exc).__name__})"),
+            attempts=0,
+            deliveries=0,
+            submitted_at=0.0,
+            failed_at=0.0,
+        )
+
+
 def encode_outcome(env: Envelope) -> str:
-    error = env.error
     return _dumps(
         {
             "state": env.state.value,
             "queue": env.queue,
             "result": env.result,
-            "error": None
-            if error is None
-            else {"type": error.type, "message": error.message, "traceback": error.traceback},
+            "error": error_doc(env.error),
             "attempts": env.attempts,
             "deliveries": env.deliveries,
             "submitted_at": env.submitted_at,
@@ -150,16 +207,7 @@ def apply_outcome(env: Envelope, raw: str) -> None:
     env.state = TaskState(doc["state"])
     env.queue = str(doc.get("queue") or env.queue)
     env.result = doc.get("result")
-    error = doc.get("error")
-    env.error = (
-        None
-        if error is None
-        else ErrorInfo(
-            str(error.get("type", "")),
-            str(error.get("message", "")),
-            str(error.get("traceback", "")),
-        )
-    )
+    env.error = error_from_doc(doc.get("error"))
     env.attempts = int(doc.get("attempts") or 0)
     env.deliveries = int(doc.get("deliveries") or 0)
     env.finished_at = doc.get("finished_at")

@@ -129,12 +129,6 @@ async def test_run_submitted_by_a_client_and_found_by_another(redis_url: str) ->
         assert await bob.receipt(receipt.id).result(timeout=10) == len("<html>abc</html>")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QueueSystem._unwrap looks the result's codec up by queue or pipeline name and "
-    "raises KeyError for a name this system does not know (a pipeline not passed to "
-    "connect(), a queue it does not serve); it could return the plain JSON result",
-)
 async def test_run_found_by_a_client_that_does_not_know_the_pipeline(redis_url: str) -> None:
     fetch, measure, pipeline = ingest()
     async with (
