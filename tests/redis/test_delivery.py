@@ -231,3 +231,33 @@ async def _has(log: list[Any], n: int) -> bool:
 async def _ended(log: list[Any]) -> bool:
     await trio.lowlevel.checkpoint()
     return bool(log) and log[0][2] is not None
+
+
+async def test_a_dead_workers_task_is_reclaimed_before_the_backlog(redis_url: str) -> None:
+    """Busy workers still take over a dead worker's task once its lease has run out, not
+    only when the queue has drained."""
+    starts: dict[str, list[float]] = {}
+
+    class Busy(Worker):
+        async def handle(self, name: str) -> str:
+            starts.setdefault(name, []).append(time.monotonic())
+            if name == "stuck" and len(starts[name]) == 1:
+                await trio.sleep_forever()  # its worker is about to die
+            await trio.sleep(0.05)
+            return name
+
+    lease = 0.3
+    url = f"{redis_url}&lease={lease}"
+    async with open_system(Queue("q", Busy), broker=url, shutdown_timeout=0.05) as doomed:
+        stuck = await doomed.submit("q", "stuck")
+        await wait_for(lambda: _has(list(starts), 1))
+    died = time.monotonic()
+    async with open_system(Queue("q", Busy, workers=2), broker=url) as rescuer:
+        backlog = [await rescuer.submit("q", f"t{n}") for n in range(60)]
+        assert await rescuer.receipt(stuck.id).result(timeout=20) == "stuck"
+        for receipt in backlog:
+            await receipt.result(timeout=20)
+    rerun = starts["stuck"][1] - died
+    drained = max(at for name, (at, *_) in starts.items() if name != "stuck") - died
+    assert drained > 1.2  # the backlog took a while...
+    assert rerun < lease + lease / 3 + 0.6, (rerun, drained)  # ...the rescue did not
