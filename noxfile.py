@@ -76,3 +76,12 @@ def bench(session: nox.Session) -> None:
     for program in sorted((ROOT / "bench").glob("*_bench.py")):
         session.log(f"running {program.relative_to(ROOT)}")
         session.run("python", str(program), *session.posargs)
+
+
+@nox.session
+def bench_redis(session: nox.Session) -> None:
+    """Redis broker benchmark against streaq, taskiq, arq, dramatiq and Celery on a private
+    redis-server (`-- --quick` for a short run). The peers go into their own environments
+    under .bench-venv/ (from bench/requirements-peers.txt), never into this session's."""
+    session.install("-e", ".[bench,redis,cli]")
+    session.run("python", str(ROOT / "bench" / "redis_bench.py"), *session.posargs)

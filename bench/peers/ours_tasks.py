@@ -1,0 +1,103 @@
+"""Ours: a `noop` queue served by `queueing worker ours_tasks:noop --concurrency 8`."""
+
+from __future__ import annotations
+
+import time
+
+import trio
+from _common import CONCURRENCY, DEADLINE, ENQUEUERS, URL, WARMUP, Incomplete, expect_sum
+
+from queueing import Queue, Receipt, Worker, connect
+
+
+class Noop(Worker):
+    async def handle(self, payload: int) -> int:
+        return payload
+
+
+# maxsize above the bench's task count: the peers have no such limit, and waiting for
+# room (our backpressure) is not what is measured here.
+noop = Queue("noop", Noop, workers=CONCURRENCY, maxsize=1_000_000)
+
+
+def run_ready(procs: int) -> bool:
+    """Every worker process has declared itself (its first heartbeat)."""
+
+    async def probe() -> bool:
+        async with connect(URL) as system:
+            info = await system._broker.status()  # type: ignore[attr-defined]
+            return len(info["workers"]) >= procs
+
+    return trio.run(probe)
+
+
+def run_throughput(n: int) -> dict:
+    async def go() -> dict:
+        async with connect(URL) as system:
+            receipts: list[Receipt | None] = [None] * n
+            enqueuers = min(ENQUEUERS, n)
+
+            async def submit_every(first: int) -> None:
+                for i in range(first, n, enqueuers):
+                    receipts[i] = await system.submit("noop", i)
+
+            t0 = time.perf_counter()
+            with trio.fail_after(DEADLINE):
+                async with trio.open_nursery() as nursery:
+                    for first in range(enqueuers):
+                        nursery.start_soon(submit_every, first)
+                t_enq = time.perf_counter()
+                total = 0
+                for receipt in receipts:
+                    assert receipt is not None
+                    total += await receipt
+            t1 = time.perf_counter()
+            expect_sum(total, n)
+            return {"n": n, "enqueue_s": t_enq - t0, "total_s": t1 - t0}
+
+    try:
+        return trio.run(go)
+    except trio.TooSlowError:
+        raise Incomplete(f"{n} tasks not done within {DEADLINE:g}s") from None
+
+
+def run_latency(rate: float, seconds: float) -> dict:
+    """As `_common.paced_async`, on trio: latency from the moment a submit was due to the
+    moment its result arrived."""
+
+    async def go() -> dict:
+        async with connect(URL) as system:
+            latencies: list[float] = []
+            errors: list[str] = []
+            count = int(rate * seconds)
+
+            async def one(i: int) -> None:
+                receipt = await system.submit("noop", i)
+                assert await receipt.result(timeout=30) == i
+
+            async def timed(i: int, due: float) -> None:
+                try:
+                    await one(i)
+                except Exception as exc:
+                    errors.append(repr(exc))
+                    return
+                latencies.append(time.perf_counter() - due)
+
+            for i in range(WARMUP):
+                await one(-1 - i)
+            start = time.perf_counter()
+            with trio.fail_after(DEADLINE):
+                async with trio.open_nursery() as nursery:
+                    for i in range(count):
+                        due = start + i / rate
+                        await trio.sleep(max(0.0, due - time.perf_counter()))
+                        nursery.start_soon(timed, i, due)
+                    started = time.perf_counter() - start
+            return {
+                "latencies": latencies,
+                "started_rate": count / started,
+                "errors": errors[:5],
+                "error_count": len(errors),
+            }
+
+    return trio.run(go)
