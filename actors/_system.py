@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import trio
 from tenacity.wait import WaitBaseT
 
-from ._actor import Actor, ActorRef, _Cell
+from ._actor import Actor, ActorRef, _AskTimer, _Cell
 from ._exceptions import ActorNotFound, ActorStopped, InvalidConfig, NameTaken
 from ._mailbox import Mailbox, Overflow
 from ._supervisor import ChildSpec, Restart, Strategy, Supervisor, _check_positive
@@ -44,6 +44,7 @@ class ActorSystem:
         self._names: dict[str, _Cell] = {}
         self._counter = 0
         self._spawns = 0
+        self._ask_timer = _AskTimer()
         self._failure: BaseException | None = None
         self._stopped = trio.Event()
         self._root = Supervisor(
@@ -219,11 +220,15 @@ async def open_system(
                 backoff=backoff,
                 shutdown_timeout=shutdown_timeout,
             )
+            await nursery.start(system._ask_timer.run)
             await nursery.start(system._run_root)
             try:
                 yield system
             finally:
-                await system.shutdown()
+                try:
+                    await system.shutdown()
+                finally:
+                    system._ask_timer.stop()
     except BaseExceptionGroup as group:
         _raise_single(group)
     if system is not None and system._failure is not None:

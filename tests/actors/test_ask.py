@@ -187,3 +187,37 @@ async def test_an_ask_being_handled_when_the_actor_is_cancelled_fails_with_actor
     assert trio.current_time() - start == pytest.approx(1)
     assert len(errors) == 1
     assert isinstance(errors[0], ActorStopped)
+
+
+async def test_concurrent_asks_with_different_timeouts_each_time_out_on_their_own_deadline(
+    actor_system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    ref = await actor_system.spawn(Calculator)
+    start = trio.current_time()
+    timed_out: dict[float, float] = {}
+
+    async def ask(timeout: float) -> None:
+        with pytest.raises(AskTimeout):
+            await ref.ask(Nap(100), timeout=timeout)
+        timed_out[timeout] = trio.current_time() - start
+
+    async with trio.open_nursery() as nursery:
+        for timeout in (7.0, 3.0, 5.0, 3.0, 1.0):
+            nursery.start_soon(ask, timeout)
+    assert timed_out == {
+        7.0: pytest.approx(7.0),
+        5.0: pytest.approx(5.0),
+        3.0: pytest.approx(3.0),
+        1.0: pytest.approx(1.0),
+    }
+
+
+async def test_an_ask_cancelled_from_outside_raises_cancelled_not_ask_timeout(
+    actor_system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    ref = await actor_system.spawn(Calculator)
+    with trio.move_on_after(1) as scope:
+        await ref.ask(Nap(3), timeout=10)
+    assert scope.cancelled_caught
+    # The actor finishes the nap and answers the next ask normally.
+    assert await ref.ask(Add(1, 2), timeout=10) == 3
