@@ -80,7 +80,17 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
-_SCRIPTS = ("SUBMIT", "FINISH", "RETRY", "PROMOTE", "REJECT_ENTRY", "ADVANCE", "BRANCH", "RUN_FAIL")
+_SCRIPTS = (
+    "SUBMIT",
+    "FINISH",
+    "RETRY",
+    "PROMOTE",
+    "REJECT_ENTRY",
+    "ADVANCE",
+    "BRANCH",
+    "RUN_FAIL",
+    "RENEW",
+)
 
 
 class _Slot:
@@ -753,18 +763,38 @@ class RedisBroker(Broker):
                 ready_key = self._k(name, "ready")
                 if held:
                     ids = list(held)
-                    await self._retrying(
+                    lost = await self._retrying(
                         "renew leases",
-                        lambda: self.client.xclaim(
-                            ready_key, "workers", self.consumer, 0, ids, justid=True
-                        ),
+                        lambda: self._eval("RENEW", [ready_key], [self.consumer, *ids]),
                     )
+                    self._forget(rt, held, [str(entry) for entry in lost or ()])
                     await self._cancel_finished(rt, held)
                 free = len(rt.idle) - len(rt.ready)
                 if free > 0:
                     await self._reclaim(rt, ready_key, lease_ms, free)
                 else:
                     self._reclaim_due.add(name)
+
+    def _forget(
+        self, rt: QueueRuntime, held: dict[str, tuple[Envelope, str | None]], lost: list[str]
+    ) -> None:
+        """Entries another process reclaimed (this one stalled past its lease) are its now:
+        one not started here is dropped; one running here runs on, and the first outcome
+        written wins."""
+        for entry in lost:
+            pair = held.pop(entry, None)
+            if pair is None:
+                continue
+            env = pair[0]
+            log.warning(
+                "queue %r: task %s was reclaimed by another worker after this one stalled "
+                "past its lease (%gs)",
+                rt.name,
+                env.id,
+                self.lease,
+            )
+            if env.state is TaskState.PENDING:
+                env.state = TaskState.CANCELLED  # local only: the worker skips it
 
     async def _cancel_finished(
         self, rt: QueueRuntime, held: dict[str, tuple[Envelope, str | None]]

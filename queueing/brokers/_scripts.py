@@ -184,3 +184,20 @@ notify(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[1], ARGV[2], redis.call('HGET', 
 return 1
 """
 )
+
+# Renew the leases of entries still ours; returns the ids another consumer took over (after
+# this process stalled past its lease) so they are not taken back. KEYS: ready.
+# ARGV: consumer, ids...
+RENEW = """
+local lost = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], 'workers', id, id, 1)
+  if p[1] and p[1][2] == ARGV[1] then
+    redis.call('XCLAIM', KEYS[1], 'workers', ARGV[1], 0, id, 'JUSTID')
+  else
+    table.insert(lost, id)
+  end
+end
+return lost
+"""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
 import pytest
 import trio
-from redis_helpers import global_key, outcome_of, outstanding, raw_client, wait_for
+from redis_helpers import global_key, key, outcome_of, outstanding, raw_client, wait_for
 from tenacity import stop_after_attempt, wait_fixed
 
 from queueing import (
@@ -261,3 +262,32 @@ async def test_a_dead_workers_task_is_reclaimed_before_the_backlog(redis_url: st
     drained = max(at for name, (at, *_) in starts.items() if name != "stuck") - died
     assert drained > 1.2  # the backlog took a while...
     assert rerun < lease + lease / 3 + 0.6, (rerun, drained)  # ...the rescue did not
+
+
+async def test_a_stalled_worker_does_not_take_back_a_task_another_worker_reclaimed(
+    redis_server: Any,
+) -> None:
+    url = redis_server.url_with(prefix=f"t{secrets.token_hex(4)}", lease=0.6)
+    gate = trio.Event()
+
+    class Hold(Worker):
+        async def handle(self, payload: int) -> int:
+            await gate.wait()
+            return payload
+
+    async with open_system(Queue("hold", Hold), broker=url) as system, raw_client(url) as client:
+        receipt = await system.submit("hold", 7)
+        ready = key(url, "hold", "ready")
+
+        async def fetched() -> bool:
+            return bool(await client.xpending(ready, "workers", start="-", end="+", count=10))
+
+        await wait_for(fetched)
+        (entry,) = await client.xpending(ready, "workers", start="-", end="+", count=10)
+        # Another process reclaims it, as if this one had stalled past its lease.
+        await client.xclaim(ready, "workers", "other", 0, [entry.identifier], justid=True)
+        await trio.sleep(0.6)  # more than one lease renewal (every lease/3)
+        (after,) = await client.xpending(ready, "workers", start="-", end="+", count=10)
+        assert after.consumer == "other"
+        gate.set()
+        assert await receipt.result(timeout=10) == 7  # the run here still counts (first wins)
