@@ -20,3 +20,17 @@ async def checkpoint() -> None:
     if _count >= EVERY:
         _count = 0
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+def due() -> bool:
+    """Count one fast call; True when this one should yield to the scheduler.
+
+    For hot paths that inline `checkpoint()`: `await checkpoint_if_cancelled()` on every
+    call, and `await cancel_shielded_checkpoint()` when this returns True.
+    """
+    global _count
+    _count += 1
+    if _count >= EVERY:
+        _count = 0
+        return True
+    return False

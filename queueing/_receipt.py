@@ -52,7 +52,10 @@ class Receipt:
         env = self._env
         if env.state.final and env.entry != "?":
             # The outcome is here: skip result()'s coroutine (a third of awaiting a receipt).
-            yield from _fastpath.checkpoint().__await__()
+            # `yield from` a coroutine's __await__ is awaiting it (this is __await__ itself).
+            yield from trio.lowlevel.checkpoint_if_cancelled().__await__()  # noqa: ASYNC105
+            if _fastpath.due():
+                yield from trio.lowlevel.cancel_shielded_checkpoint().__await__()  # noqa: ASYNC105
             return self._system._unwrap(env)
         return (yield from self.result().__await__())
 
