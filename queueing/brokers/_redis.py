@@ -278,17 +278,25 @@ class RedisBroker(Broker):
 
     async def _retrying(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run `fn`, retrying lost connections with jittered backoff (no limit)."""
+        import coredis.exceptions as ce
+
+        retryable: tuple[type[BaseException], ...] = (
+            *_transient_errors(),
+            ce.NoScriptError,
+            ce.StreamConsumerGroupError,
+        )
+        try:
+            # The common case, without building a tenacity retry object per call.
+            return await fn()
+        except retryable:
+            pass  # handled (and retried) below
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning("redis %s failed (%s); retrying", what, exc)
 
-        import coredis.exceptions as ce
-
         retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type(
-                (*_transient_errors(), ce.NoScriptError, ce.StreamConsumerGroupError)
-            ),
+            retry=tenacity.retry_if_exception_type(retryable),
             wait=tenacity.wait_exponential(multiplier=0.05, max=2.0)
             + tenacity.wait_random(0, 0.05),
             sleep=trio.sleep,
