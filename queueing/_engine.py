@@ -248,9 +248,7 @@ class Engine:
                 env.state = pending
                 broker.redeliver(rt, env)
                 raise
-            except PayloadError as exc:
-                failure = exc
-            except Exception as exc:
+            except Exception as exc:  # a PayloadError too: told apart below
                 failure = exc
             except BaseException:
                 rt.in_flight -= 1

@@ -5,6 +5,7 @@ Layout, flows and guarantees are described in docs/concepts/delivery-guarantees.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -53,7 +54,10 @@ _COUNTERS = {
 }
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
+@functools.cache
+def _retryable_errors() -> tuple[type[BaseException], ...]:
+    """What `_retrying` retries: a lost connection, or a Redis that lost its scripts or
+    groups (restarted). Built once: coredis is imported only when the broker is used."""
     import coredis.exceptions as ce
 
     return (
@@ -62,6 +66,8 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
         TimeoutError,
         trio.BrokenResourceError,
         trio.ClosedResourceError,
+        ce.NoScriptError,
+        ce.StreamConsumerGroupError,
     )
 
 
@@ -280,11 +286,7 @@ class RedisBroker(Broker):
         """Run `fn`, retrying lost connections with jittered backoff (no limit)."""
         import coredis.exceptions as ce
 
-        retryable: tuple[type[BaseException], ...] = (
-            *_transient_errors(),
-            ce.NoScriptError,
-            ce.StreamConsumerGroupError,
-        )
+        retryable = _retryable_errors()
         try:
             # The common case, without building a tenacity retry object per call.
             return await fn()
