@@ -14,11 +14,8 @@ _count = 0
 
 
 async def checkpoint() -> None:
-    global _count
     await trio.lowlevel.checkpoint_if_cancelled()
-    _count += 1
-    if _count >= EVERY:
-        _count = 0
+    if due():
         await trio.lowlevel.cancel_shielded_checkpoint()
 
 
