@@ -12,7 +12,7 @@ import outcome
 import trio
 
 from ._exceptions import ActorError, ActorStopped, AskTimeout
-from ._mailbox import _EMPTY, _SCHEDULE_EVERY, Mailbox, Overflow
+from ._mailbox import _EMPTY, _SCHEDULE_EVERY, Mailbox, Overflow, _abort_read
 
 if TYPE_CHECKING:
     from ._supervisor import Supervisor, _Child
@@ -274,10 +274,12 @@ class _Cell:
             message = mailbox._take()
             if message is _EMPTY:
                 # Mailbox.wait_readable, inlined: one coroutine frame less on every idle actor.
-                if mailbox._reader is not None:
-                    await mailbox.wait_readable()  # raises BusyResourceError
-                mailbox._reader = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(mailbox._abort_wait)
+                task = mailbox._park_reader()
+                try:
+                    await trio.lowlevel.wait_task_rescheduled(_abort_read)
+                except BaseException:
+                    mailbox._unpark_reader(task)
+                    raise
                 since_yield = 0
                 continue
             if type(message) is _Ask:

@@ -224,24 +224,43 @@ class Mailbox:
         if self._system or self._items:
             await trio.lowlevel.checkpoint()
             return
-        if self._reader is not None:
+        task = self._park_reader()
+        try:
+            await trio.lowlevel.wait_task_rescheduled(_abort_read)
+        except BaseException:
+            self._unpark_reader(task)
+            raise
+
+    # The reader parks in the `_reader` slot with `custom_sleep_data` pointing at this
+    # mailbox, and `_abort_read` (one function for every mailbox) as its abort function: a
+    # bound method as abort function would be 64 bytes more on every idle actor. Trio clears
+    # `custom_sleep_data` whenever it reschedules a task (documented), so a reader whose wait
+    # was cancelled no longer counts as parked here even before it clears the slot itself.
+
+    def _park_reader(self) -> trio.lowlevel.Task:
+        """Take the reader's slot for the current task (just before it parks)."""
+        reader = self._reader
+        if reader is not None and reader.custom_sleep_data is self:
             raise trio.BusyResourceError(
                 f"another task is already waiting to read the mailbox of actor {self.owner!r}; "
                 "a mailbox has exactly one reader"
             )
-        self._reader = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+        self._reader = task = trio.lowlevel.current_task()
+        task.custom_sleep_data = self
+        return task
 
-    def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
-        self._reader = None
-        return trio.lowlevel.Abort.SUCCEEDED
+    def _unpark_reader(self, task: trio.lowlevel.Task) -> None:
+        """Give up the slot after a wait that did not end by `wake_reader` (cancelled)."""
+        if self._reader is task:
+            self._reader = None
 
     def wake_reader(self) -> None:
         """Wake the task waiting in `wait_readable`, if any."""
         reader = self._reader
         if reader is not None:
             self._reader = None
-            trio.lowlevel.reschedule(reader)
+            if reader.custom_sleep_data is self:
+                trio.lowlevel.reschedule(reader)
 
     def close(self) -> list[Any]:
         """Refuse further messages, wake waiting senders, and return what was queued."""
@@ -256,3 +275,9 @@ class Mailbox:
 
     def reopen(self) -> None:
         self._closed = False
+
+
+def _abort_read(_: Any) -> trio.lowlevel.Abort:
+    # The waiting reader is cancelled: trio reschedules it (clearing its custom_sleep_data,
+    # which is what `wake_reader` checks), and it clears the mailbox's slot as it unwinds.
+    return trio.lowlevel.Abort.SUCCEEDED

@@ -23,6 +23,10 @@ log = logging.getLogger("actors")
 
 T = TypeVar("T")
 
+_NUMBERS = (int, float)
+# Distinct option sets whose spec `spawn` keeps for reuse (a bound on that cache).
+_MAX_SHARED_SPECS = 256
+
 
 class ActorSystem:
     """A running actor system. Get one from `open_system()` or `run_system(main=...)`."""
@@ -44,6 +48,7 @@ class ActorSystem:
         self._names: dict[str, _Cell] = {}
         self._counter = 0
         self._spawns = 0
+        self._specs: dict[tuple[Any, ...], ChildSpec] = {}
         self._ask_timer = _AskTimer()
         self._failure: BaseException | None = None
         self._stopped = trio.Event()
@@ -120,6 +125,30 @@ class ActorSystem:
             spec = actor
             if args:
                 raise InvalidConfig("pass constructor arguments in the ChildSpec, not to spawn()")
+        elif (
+            not args
+            and name is None
+            and type(mailbox_size) is int
+            and type(shutdown) in _NUMBERS
+            and type(restart) is Restart
+            and type(overflow) is Overflow
+            and isinstance(actor, type)
+        ):
+            # Specs are immutable, so actors spawned with the same options share one: no
+            # spec (~170 bytes with its kwargs dict) per actor, and no validation per spawn.
+            key = (actor, restart, shutdown, mailbox_size, overflow)
+            shared = self._specs.get(key)
+            if shared is None:
+                shared = ChildSpec(
+                    actor,
+                    restart=restart,
+                    shutdown=shutdown,
+                    mailbox_size=mailbox_size,
+                    overflow=overflow,
+                )
+                if len(self._specs) < _MAX_SHARED_SPECS:
+                    self._specs[key] = shared
+            spec = shared
         else:
             spec = ChildSpec(
                 actor,

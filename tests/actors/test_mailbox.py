@@ -7,6 +7,7 @@ from typing import Any
 import hypothesis
 import hypothesis.strategies as st
 import pytest
+import tenacity
 import trio
 import trio.testing
 
@@ -356,3 +357,50 @@ def test_a_mailbox_never_exceeds_its_capacity_and_accounts_for_every_message(
     assert box.received == puts - box.rejected - waited - (
         box.dropped if overflow is Overflow.DROP_NEWEST else 0
     )
+
+
+async def test_a_mailbox_has_one_reader_at_a_time() -> None:
+    box = Mailbox(10, owner="single")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(box.wait_readable)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError, match="'single'"):
+            await box.wait_readable()
+        box.put_nowait("wake")
+
+
+async def test_a_reader_cancelled_while_waiting_frees_the_mailbox_for_the_next() -> None:
+    box = Mailbox(10)
+    with trio.move_on_after(1) as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(box.wait_readable)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            # Rescheduled (cancelled) but not yet run: a message must not wake it twice.
+            box.put_nowait("first")
+    assert scope.cancelled_caught
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(box.wait_readable)
+        await trio.testing.wait_all_tasks_blocked()
+        box.wake_reader()
+    assert box.get_nowait() == "first"
+
+
+async def test_an_idle_actor_cancelled_on_its_empty_mailbox_restarts_and_reads_again(
+    actor_system: ActorSystem,
+) -> None:
+    seen: list[Any] = []
+    gate = trio.Event()
+    gate.set()
+    spec = actors.ChildSpec(Gate, args=(gate, seen), name="reader")
+    supervisor = await actor_system.spawn(
+        actors.Supervisor.spec([spec], backoff=tenacity.wait_none())
+    )
+    await trio.testing.wait_all_tasks_blocked()
+    child = supervisor._cell.instance._children[0]  # type: ignore[union-attr]
+    child.scope.cancel()  # what the shutdown deadline does, here to an actor parked idle
+    await trio.testing.wait_all_tasks_blocked()
+    ref = actor_system.lookup("reader")
+    assert ref.stats().restarts == 1
+    assert await ref.ask("after") == "after"
+    assert seen == ["after"]

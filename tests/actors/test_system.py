@@ -16,6 +16,7 @@ from actors import (
     ActorNotFound,
     ActorStopped,
     ActorSystem,
+    InvalidConfig,
     NameTaken,
     Restart,
     Supervisor,
@@ -284,3 +285,35 @@ async def test_stopping_the_root_ref_stops_every_actor(
         with pytest.raises(ActorStopped):
             await system.spawn(Echo)
     assert log == ["worker stopped"]
+
+
+class Counter(Actor):
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def receive(self, message: Any) -> int:
+        if message != "count":
+            self.count += 1
+        return self.count
+
+
+async def test_actors_spawned_with_the_same_options_get_separate_instances_and_mailboxes(
+    actor_system: ActorSystem,
+) -> None:
+    first = await actor_system.spawn(Counter)
+    second = await actor_system.spawn(Counter)
+    await first.tell("x")
+    assert await first.ask("count") == 1
+    assert await second.ask("count") == 0
+    assert first.name != second.name
+    await first.stop()
+    assert await second.ask("count") == 0
+
+
+async def test_spawn_refuses_bad_options_every_time(actor_system: ActorSystem) -> None:
+    for _ in range(2):
+        with pytest.raises(InvalidConfig, match="mailbox capacity"):
+            await actor_system.spawn(Echo, mailbox_size=True)
+        with pytest.raises(InvalidConfig, match="shutdown"):
+            await actor_system.spawn(Echo, shutdown=float("nan"))
+    assert await (await actor_system.spawn(Echo, mailbox_size=1)).ask("ok") == "ok"
