@@ -16,11 +16,13 @@ from ._convert import encoded_size
 from ._exceptions import (
     PayloadError,
     PayloadTooLarge,
+    QueueingError,
     SystemStopping,
     TaskTimeout,
     UnknownQueue,
 )
 from ._queue import FanOut, Full, Pipeline
+from ._receipt import Receipt
 from ._task import Envelope, ErrorInfo, TaskState
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from .brokers import Broker
 
 log = logging.getLogger("queueing")
+_wall = time.time
+_BIG = 10**22  # ints within this print in at most 24 bytes
 _BATCH = 64
 
 
@@ -42,7 +46,9 @@ class Engine:
         broker: Broker,
         runtimes: dict[str, QueueRuntime],
         pipelines: dict[str, Pipeline],
+        system: Any = None,
     ) -> None:
+        self.system = system  # the QueueSystem whose receipts the tasks are
         self.broker = broker
         self.runtimes = runtimes
         self.pipelines = pipelines
@@ -67,6 +73,57 @@ class Engine:
             raise PayloadTooLarge(rt.name, size, limit)
         return data
 
+    def task(self, rt: QueueRuntime, payload: Any, expires: float | None) -> Receipt:
+        """A new task for queue `rt`, validated; its receipt is its record."""
+        kind = type(payload)
+        if (kind is int and rt.direct_int and -_BIG < payload < _BIG) or (
+            kind is str and len(payload) <= rt.direct_str
+        ):
+            data = payload  # plain data the queue takes as it is, well within max_payload
+        else:
+            data = self._validate(rt, payload)
+        now = self.clock()
+        return Receipt(
+            f"{self._prefix}-{next(self._ids):x}",
+            rt.name,
+            data,
+            _wall(),
+            now,
+            None if expires is None else now + expires,
+            self.system,
+        )
+
+    def tasks(
+        self, rt: QueueRuntime, payloads: list[Any], expires: float | None
+    ) -> tuple[list[Receipt], QueueingError | None]:
+        """New tasks for queue `rt` (see `task`), up to the first payload that fails
+        validation; that one's error comes second."""
+        now = self.clock()
+        wall = _wall()
+        expires_at = None if expires is None else now + expires
+        prefix = self._prefix
+        ids = self._ids
+        name = rt.name
+        system = self.system
+        direct_int = rt.direct_int
+        direct_str = rt.direct_str
+        envs: list[Receipt] = []
+        append = envs.append
+        try:
+            for payload in payloads:
+                kind = type(payload)
+                if (kind is int and direct_int and -_BIG < payload < _BIG) or (
+                    kind is str and len(payload) <= direct_str
+                ):
+                    data = payload
+                else:
+                    data = self._validate(rt, payload)
+                task_id = f"{prefix}-{next(ids):x}"
+                append(Receipt(task_id, name, data, wall, now, expires_at, system))
+        except QueueingError as exc:
+            return envs, exc
+        return envs, None
+
     async def submit(
         self,
         name: str,
@@ -75,7 +132,7 @@ class Engine:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
-    ) -> Envelope:
+    ) -> Receipt:
         if self.stopping:
             raise SystemStopping("the system is shutting down and accepts no new tasks")
         rt = self.runtimes.get(name)
@@ -84,26 +141,20 @@ class Engine:
             if pipeline is None:
                 raise UnknownQueue(name, [*self.runtimes, *self.pipelines])
             return await self._submit_pipeline(pipeline, payload, delay, expires, timeout)
-        data = self._validate(rt, payload)
-        now = self.clock()
-        env = Envelope(
-            self.new_id(),
-            name,
-            data,
-            time.time(),
-            now,
-            expires_at=None if expires is None else now + expires,
-        )
+        env = self.task(rt, payload, expires)
         if delay or not self.broker.submit_nowait(rt, env):
-            spec = rt.spec
-            await self.broker.submit(
-                rt, env, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
-            )
-        # _fastpath.checkpoint(), inlined: one coroutine less per task.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if _fastpath.due():
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await self.enqueue(rt, env, timeout, delay)
+        await _fastpath.checkpoint()
         return env
+
+    async def enqueue(
+        self, rt: QueueRuntime, env: Envelope, timeout: float | None, delay: float | None = None
+    ) -> None:
+        """Hand a new task to the broker, waiting for room as the queue's `when_full` says."""
+        spec = rt.spec
+        await self.broker.submit(
+            rt, env, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
+        )
 
     async def _submit_pipeline(
         self,
@@ -112,14 +163,15 @@ class Engine:
         delay: float | None,
         expires: float | None,
         timeout: float | None,
-    ) -> Envelope:
+    ) -> Receipt:
         first = self.runtimes[pipeline.stages[0].name]
         data = self._validate(first, payload)
         now = self.clock()
         wall = time.time()
         expires_at = None if expires is None else now + expires
-        run_env = Envelope(self.new_id(), pipeline.name, data, wall, now, expires_at=expires_at)
-        stage_env = Envelope(
+        run_env = Receipt(self.new_id(), pipeline.name, data, wall, now, expires_at)
+        run_env._system = self.system
+        stage_env = Receipt(
             f"{run_env.id}.s",
             first.name,
             data,
@@ -129,6 +181,7 @@ class Engine:
             pipeline=run_env.id,
             route=pipeline.name,
         )
+        stage_env._system = self.system
         spec = first.spec
         await self.broker.start_run(
             first,
@@ -185,6 +238,10 @@ class Engine:
         timeout = spec.timeout
         max_deliveries = spec.max_deliveries
         structure = rt.payload_codec.structure
+        declared = rt.payload_codec.type
+        as_is = declared if declared in _PLAIN else None  # payloads that need no structuring
+        if declared is Any:
+            as_is = _ANY
         handle = worker.handle
         fatal = type(worker).fatal
         limiter = rt.limiter
@@ -234,7 +291,9 @@ class Engine:
             failure: Exception | None = None
             result: Any = None
             try:
-                payload = structure(env.payload)
+                payload = env.payload
+                if as_is is not _ANY and type(payload) is not as_is:
+                    payload = structure(payload)
                 if limiter is None:
                     result = await handle(payload)
                 else:
@@ -262,7 +321,7 @@ class Engine:
                 pass  # cancelled through its receipt: the outcome is recorded already
             elif failure is None:
                 if env.pipeline is None and type(result) in _PLAIN and result_any:
-                    broker.finish(rt, env, TaskState.SUCCEEDED, result)  # the common case
+                    broker.succeed(rt, env, result)  # the common case
                 else:
                     await self.succeeded(rt, env, result)
             elif type(failure) is PayloadError:
@@ -331,7 +390,7 @@ class Engine:
         await broker.advance(env, len(datas), fanned)
         now = self.clock()
         for index, data in enumerate(datas):
-            child = Envelope(
+            child = Receipt(
                 f"{env.id}.{index}",  # the same ids if a crash makes this stage run again
                 nxt.name,
                 data,
@@ -343,6 +402,7 @@ class Engine:
                 stage=env.stage + 1,
                 path=(*env.path, index) if fanned else env.path,
             )
+            child._system = self.system
             # Backpressure crosses stages: wait for room in the next stage.
             await broker.submit(nxt, child, Full.WAIT, None, None)
         broker.finish(rt, env, TaskState.SUCCEEDED, None)
@@ -356,4 +416,5 @@ class Engine:
 
 
 _PLAIN = frozenset({int, float, str, bool, type(None)})
+_ANY: Any = object()  # as_is for a handler that takes Any
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")

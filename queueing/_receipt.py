@@ -15,53 +15,46 @@ if TYPE_CHECKING:
     from ._system import QueueSystem
 
 
-class Receipt:
+class Receipt(Envelope):
     """The acknowledgment of an accepted task: its id now, its result later.
 
     `await receipt` (or `await receipt.result(timeout=...)`) returns the result or raises
     `TaskFailed` (`TaskCancelled`, `TaskExpired` are subclasses). Keep `receipt.id` to find
     it again from anywhere with `system.receipt(id)` while the result's TTL lasts.
+
+    Attributes:
+        id: the task id (unique; a reference for later).
+        queue: the queue or pipeline the task was submitted to.
+
+    A receipt is the task's own record in this process (one object per task, not two):
+    its other attributes are internal and may change in any release.
     """
 
-    __slots__ = ("_env", "_system")
-
-    def __init__(self, system: QueueSystem, env: Envelope) -> None:
-        self._system = system
-        self._env = env
-
-    @property
-    def id(self) -> str:
-        """The task id (unique; a reference for later)."""
-        return self._env.id
-
-    @property
-    def queue(self) -> str:
-        """The queue or pipeline the task was submitted to."""
-        return self._env.queue
+    __slots__ = ()
+    _system: QueueSystem  # set for every receipt handed out (the base class allows None)
 
     def __repr__(self) -> str:
-        return f"<Receipt {self._env.id} {self._env.queue} {self._env.state.value}>"
+        return f"<Receipt {self.id} {self.queue} {self.state.value}>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Receipt) and other._env.id == self._env.id
+        return isinstance(other, Receipt) and other.id == self.id
 
     def __hash__(self) -> int:
-        return hash(self._env.id)
+        return hash(self.id)
 
     def __await__(self) -> Generator[Any, None, Any]:
-        env = self._env
-        if env.state.final and env.entry != "?":
+        if self.state.final and self.entry != "?":
             # The outcome is here: skip result()'s coroutine (a third of awaiting a receipt).
             # `yield from` a coroutine's __await__ is awaiting it (this is __await__ itself).
             yield from trio.lowlevel.checkpoint_if_cancelled().__await__()  # noqa: ASYNC105
             if _fastpath.due():
                 yield from trio.lowlevel.cancel_shielded_checkpoint().__await__()  # noqa: ASYNC105
-            return self._system._unwrap(env)
+            return self._system._unwrap(self)
         return (yield from self.result().__await__())
 
     def done(self) -> bool:
         """Whether the task has its outcome."""
-        return self._env.state.final
+        return self.state.final
 
     async def result(self, timeout: float | None = None) -> Any:
         """Wait for the outcome; return the result or raise why there is none.
@@ -75,29 +68,29 @@ class Receipt:
             TaskExpired: it was not started before its deadline.
             TaskFailed: it failed or was dead-lettered (`.error`, `.attempts`, `.stage`).
         """
-        env = self._env
-        if env.entry == "?":
-            await self._system._broker.watch(env)  # found by id: does it exist?
-        if env.state.final:
+        if self.entry == "?":
+            await self._system._broker.watch(self)  # found by id: does it exist?
+        if self.state.final:
             await _fastpath.checkpoint()
         else:
-            if env.done is None:
-                env.done = trio.Event()
+            event = self.event
+            if event is None:
+                event = self.event = trio.Event()
             if timeout is None:
-                await env.done.wait()
+                await event.wait()
             else:
                 with trio.move_on_after(timeout):
-                    await env.done.wait()
-                if not env.state.final:
-                    raise ResultTimeout(env.id, timeout)
-        return self._system._unwrap(env)
+                    await event.wait()
+                if not self.state.final:
+                    raise ResultTimeout(self.id, timeout)
+        return self._system._unwrap(self)
 
     async def status(self) -> TaskStatus:
         """A snapshot: state, attempts, deliveries, times, the last error."""
-        if self._env.entry == "?":
-            await self._system._broker.watch(self._env)
+        if self.entry == "?":
+            await self._system._broker.watch(self)
         await _fastpath.checkpoint()
-        return self._system._status(self._env)
+        return self._system._status(self)
 
     async def cancel(self) -> bool:
         """Cancel the task: a pending one is never run, a running one is cancelled.
@@ -105,7 +98,7 @@ class Receipt:
         Returns:
             True if this call cancelled it, False if it already had an outcome.
         """
-        return await self._system._broker.cancel(self._env)
+        return await self._system._broker.cancel(self)
 
 
 def failure(env: Envelope, stage: str | None) -> TaskFailed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cattrs
 import trio
@@ -30,6 +30,11 @@ class QueueRuntime:
         payload_type, result_type = handler_types(spec.worker.handle)
         self.payload_codec = Codec(converter, payload_type, spec.name)
         self.result_codec = Codec(converter, result_type, spec.name)
+        # Payloads submit may take as they are (no converter, no size count): an int of at
+        # most 24 bytes of JSON, a str at most 6 bytes a character (escapes) plus quotes.
+        limit = spec.max_payload
+        self.direct_int = payload_type in (Any, int) and limit >= 24
+        self.direct_str = (limit - 2) // 6 if payload_type in (Any, str) else -1
         self.sync = not inspect.iscoroutinefunction(spec.worker.handle)
         self.limiter = trio.CapacityLimiter(spec.threads or spec.workers) if self.sync else None
         self.ready: deque[Envelope] = deque()

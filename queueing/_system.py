@@ -19,6 +19,7 @@ from actors import Actor, ChildSpec
 from actors._actor import ActorState, _Cell
 from actors._system import run_with_signals
 
+from . import _fastpath
 from ._convert import make_converter
 from ._engine import Engine
 from ._exceptions import InvalidQueue, QueueingError, UnknownQueue, UnknownTask
@@ -123,7 +124,7 @@ class QueueSystem:
         self._pipelines = pipelines
         self._runtimes = {name: QueueRuntime(q, converter) for name, q in queues.items()}
         broker.attach(self._runtimes)
-        self._engine = Engine(broker, self._runtimes, pipelines)
+        self._engine = Engine(broker, self._runtimes, pipelines, self)
         self._runner: actors.ActorRef | None = None
 
     @property
@@ -215,15 +216,19 @@ class QueueSystem:
             SystemStopping: the system is shutting down.
         """
         if delay is not None or expires is not None or timeout is not None:
-            for what, value in (("delay", delay), ("expires", expires), ("timeout", timeout)):
-                if value is not None and (
-                    not isinstance(value, int | float) or math.isnan(value) or value < 0
-                ):
-                    raise InvalidQueue(f"{what} must be a number of seconds >= 0, got {value!r}")
-        env = await self._engine.submit(
-            name, payload, delay=delay, expires=expires, timeout=timeout
-        )
-        return Receipt(self, env)
+            _check_seconds(delay=delay, expires=expires, timeout=timeout)
+        engine = self._engine
+        rt = self._runtimes.get(name)
+        if rt is None or delay or engine.stopping:
+            return await engine.submit(name, payload, delay=delay, expires=expires, timeout=timeout)
+        # The common case, inlined (this runs once per task): accepted now if there is room.
+        env = engine.task(rt, payload, expires)
+        if not self._broker.submit_nowait(rt, env):
+            await engine.enqueue(rt, env, timeout)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if _fastpath.due():
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return env
 
     async def submit_many(
         self,
@@ -248,15 +253,24 @@ class QueueSystem:
                 sent, with `.accepted` as above.
         """
         items = list(payloads)
-        receipts: list[Receipt | None] = [None] * len(items)
+        _check_seconds(delay=delay, expires=expires, timeout=timeout)
         engine = self._engine
+        rt = self._runtimes.get(name)
+        broker = self._broker
+        if (
+            isinstance(broker, MemoryBroker)
+            and rt is not None
+            and not delay
+            and not engine.stopping
+        ):
+            return await self._submit_batch(broker, rt, items, expires, timeout)
+        receipts: list[Receipt | None] = [None] * len(items)
         try:
             if isinstance(self._broker, MemoryBroker):
                 for index, payload in enumerate(items):
-                    env = await engine.submit(
+                    receipts[index] = await engine.submit(
                         name, payload, delay=delay, expires=expires, timeout=timeout
                     )
-                    receipts[index] = Receipt(self, env)
             else:
                 # Concurrent submissions share the broker's round trips. A refusal does not
                 # cancel the others: every accepted task keeps its receipt.
@@ -266,13 +280,11 @@ class QueueSystem:
                 async def one(index: int, payload: Any) -> None:
                     async with limiter:
                         try:
-                            env = await engine.submit(
+                            receipts[index] = await engine.submit(
                                 name, payload, delay=delay, expires=expires, timeout=timeout
                             )
                         except QueueingError as exc:
                             refused.append((index, exc))
-                            return
-                    receipts[index] = Receipt(self, env)
 
                 async with trio.open_nursery() as nursery:
                     for index, payload in enumerate(items):
@@ -284,6 +296,37 @@ class QueueSystem:
             raise
         return [r for r in receipts if r is not None]
 
+    async def _submit_batch(
+        self,
+        broker: MemoryBroker,
+        rt: QueueRuntime,
+        items: list[Any],
+        expires: float | None,
+        timeout: float | None,
+    ) -> list[Receipt]:
+        """submit_many to a queue of this process: validated, then accepted in chunks
+        (whatever fits at once; the rest waits for room one by one)."""
+        engine = self._engine
+        await trio.lowlevel.checkpoint_if_cancelled()
+        accepted: list[Receipt] = []
+        for start in range(0, len(items), _CHUNK):
+            if start:
+                await trio.lowlevel.cancel_shielded_checkpoint()  # let workers start
+            envs, problem = engine.tasks(rt, items[start : start + _CHUNK], expires)
+            taken = broker.submit_many_nowait(rt, envs)
+            accepted += envs[:taken]
+            try:
+                for env in envs[taken:]:
+                    await engine.enqueue(rt, env, timeout)
+                    accepted.append(env)
+                if problem is not None:
+                    raise problem
+            except QueueingError as exc:
+                exc.accepted = accepted  # type: ignore[attr-defined]
+                raise
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return accepted
+
     def receipt(self, task_id: str) -> Receipt:
         """The receipt of a task submitted earlier (by anyone), while its result is kept.
 
@@ -291,9 +334,11 @@ class QueueSystem:
             UnknownTask: no such task, or its result's TTL ran out.
         """
         env = self._broker.lookup(task_id)
-        if env is None:
+        if not isinstance(env, Receipt):
             raise UnknownTask(task_id)
-        return Receipt(self, env)
+        if env._system is None:
+            env._system = self  # found by id: a record this broker made for the lookup
+        return env
 
     def stats(self) -> dict[str, QueueStats]:
         """Figures per queue: depth, in flight, outcomes, retries, restarts, latency."""
@@ -389,16 +434,16 @@ class QueueSystem:
             raise failure(env, self._stage_name(env))
         rt = self._runtimes.get(env.queue)
         if rt is not None:
-            return rt.result_codec.structure(env.result)
+            return rt.result_codec.structure(env.value)
         pipeline = self._pipelines.get(env.queue)
         last = self._runtimes.get(pipeline.stages[-1].name) if pipeline is not None else None
         if last is None:
             # A task of a queue or pipeline this client was not given (found by id): its
             # result as plain data, since the declared type is not known here.
-            return env.result
+            return env.value
         if env.fanned:
-            return [last.result_codec.structure(item) for item in env.result]
-        return last.result_codec.structure(env.result)
+            return [last.result_codec.structure(item) for item in env.value]
+        return last.result_codec.structure(env.value)
 
     def _status(self, env: Envelope) -> TaskStatus:
         return TaskStatus(
@@ -414,6 +459,17 @@ class QueueSystem:
             if env.state.final and env.state is not TaskState.SUCCEEDED
             else None,
         )
+
+
+_CHUNK = 1024  # submit_many accepts this many tasks between two yields to the scheduler
+
+
+def _check_seconds(**options: float | None) -> None:
+    for what, value in options.items():
+        if value is not None and (
+            not isinstance(value, int | float) or math.isnan(value) or value < 0
+        ):
+            raise InvalidQueue(f"{what} must be a number of seconds >= 0, got {value!r}")
 
 
 @asynccontextmanager

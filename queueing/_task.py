@@ -91,21 +91,22 @@ class Envelope:
 
     __slots__ = (
         "__weakref__",
+        "_system",
         "attempts",
         "deliveries",
-        "done",
         "entry",
         "error",
+        "event",
         "expires_at",
         "fanned",
         "finished_at",
         "first_started",
         "id",
+        "kept_until",
         "path",
         "payload",
         "pipeline",
         "queue",
-        "result",
         "route",
         "scope",
         "stage",
@@ -113,6 +114,7 @@ class Envelope:
         "state",
         "submitted_at",
         "submitted_clock",
+        "value",
     )
 
     def __init__(
@@ -122,8 +124,9 @@ class Envelope:
         payload: Any,
         submitted_at: float,
         submitted_clock: float,
-        *,
         expires_at: float | None = None,
+        system: Any = None,
+        *,
         pipeline: str | None = None,
         route: str | None = None,
         stage: int = 0,
@@ -144,10 +147,12 @@ class Envelope:
         self.first_started: float | None = None
         self.started_at: float | None = None
         self.state = TaskState.PENDING
-        self.result: Any = None
+        self.value: Any = None  # the result, as plain data
         self.error: ErrorInfo | None = None
         self.finished_at: float | None = None
-        self.done: trio.Event | None = None
+        self.kept_until = 0.0  # when the broker may forget its outcome (memory broker)
+        self.event: trio.Event | None = None  # set at the outcome, made when someone waits
+        self._system: Any = system  # the QueueSystem it was submitted through (receipts)
         self.scope: trio.CancelScope | None = None
         self.fanned = False  # a pipeline run whose result is the list of fanned-out results
         self.entry: str | None = None  # the broker's handle on it (a stream entry id)

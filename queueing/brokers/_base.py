@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._task import TaskState
+
 if TYPE_CHECKING:
     from .._queue import Full
     from .._runtime import QueueRuntime
-    from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
+    from .._task import DeadLetter, Envelope, ErrorInfo
 
 
 class Broker(abc.ABC):
@@ -85,6 +87,10 @@ class Broker(abc.ABC):
         error: ErrorInfo | None = None,
     ) -> bool:
         """Record the outcome; False if the task already had one (first wins)."""
+
+    def succeed(self, rt: QueueRuntime, env: Envelope, result: Any) -> None:
+        """A running task of no pipeline succeeded (the hot path: brokers may override)."""
+        self.finish(rt, env, TaskState.SUCCEEDED, result)
 
     @abc.abstractmethod
     def schedule(self, rt: QueueRuntime, env: Envelope, delay: float) -> None:

@@ -6,7 +6,7 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -18,6 +18,8 @@ from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 from ._base import Broker
 
 _wall = time.time
+_SCHEDULED = TaskState.SCHEDULED
+_SUCCEEDED = TaskState.SUCCEEDED
 
 
 class _Run:
@@ -30,7 +32,9 @@ class _Run:
         self.pending = 1
         self.fanned = False
         self.results: dict[tuple[int, ...], Any] = {}
-        self.stages: set[Envelope] = set()  # its stage tasks without an outcome yet
+        # Its stage tasks without an outcome yet, by identity (a stage run again after a
+        # crash makes children with the same ids).
+        self.stages: dict[int, Envelope] = {}
 
 
 class MemoryBroker(Broker):
@@ -61,10 +65,9 @@ class MemoryBroker(Broker):
         self._room: dict[str, trio.lowlevel.ParkingLot] = {}
         self._total = 0
         self._drained = trio.lowlevel.ParkingLot()
-        # A heap by expiry, not a FIFO: queues keep outcomes for different result_ttls.
         # Finished outcomes by expiry, one FIFO per TTL (a queue's TTL is fixed, so each FIFO
         # is in expiry order): cheaper than a heap on the hot path.
-        self._finished: dict[float, deque[tuple[float, Envelope]]] = {}
+        self._finished: dict[float, deque[Envelope]] = {}
         self._kept = 0
         self._delayed: list[tuple[float, int, Envelope]] = []
         self._seq = 0
@@ -95,8 +98,30 @@ class MemoryBroker(Broker):
         self._total += 1
         self._tasks[env.id] = env
         rt.submitted += 1
-        rt.push(env)
+        rt.ready.append(env)  # rt.push(env), inlined
+        if rt.idle:
+            rt.idle.unpark()
         return True
+
+    def submit_many_nowait(self, rt: QueueRuntime, envs: Sequence[Envelope]) -> int:
+        """Accept ready tasks, in order, as many as there is room for now; how many."""
+        name = rt.name
+        room = rt.spec.maxsize - self._outstanding[name]
+        if room <= 0 or not envs:
+            return 0
+        if len(envs) > room:
+            envs = envs[:room]
+        taken = len(envs)
+        self._outstanding[name] += taken
+        self._total += taken
+        tasks = self._tasks
+        for env in envs:
+            tasks[env.id] = env
+        rt.submitted += taken
+        rt.ready.extend(envs)
+        if rt.idle:
+            rt.idle.unpark(count=taken)
+        return taken
 
     async def submit(
         self,
@@ -127,7 +152,7 @@ class MemoryBroker(Broker):
         if env.pipeline is not None:
             run = self._runs.get(env.pipeline)
             if run is not None:
-                run.stages.add(env)
+                run.stages[id(env)] = env
         if delay:
             self.schedule(rt, env, delay)
         else:
@@ -197,7 +222,7 @@ class MemoryBroker(Broker):
     def _cancel_stages(self, run: _Run, why: str) -> None:
         """The run has its outcome: its other stage tasks stop (pending ones never run)."""
         error = ErrorInfo("Cancelled", why)
-        for stage in list(run.stages):
+        for stage in list(run.stages.values()):
             running = stage.state is TaskState.RUNNING
             self.finish(self._runtimes.get(stage.queue), stage, TaskState.CANCELLED, None, error)
             if running and stage.scope is not None:
@@ -214,17 +239,18 @@ class MemoryBroker(Broker):
         result: Any = None,
         error: ErrorInfo | None = None,
     ) -> bool:
-        if env.state.final:
+        old = env.state
+        if old.final:
             return False
-        if env.state is TaskState.SCHEDULED and rt is not None:
+        if old is _SCHEDULED and rt is not None:
             rt.scheduled -= 1
         if env.pipeline is not None:
             run = self._runs.get(env.pipeline)
             if run is not None:
-                run.stages.discard(env)
+                run.stages.pop(id(env), None)
         now = self.clock()
         env.state = state
-        env.result = result
+        env.value = result
         env.error = error
         env.finished_at = _wall()
         if rt is not None:
@@ -236,7 +262,7 @@ class MemoryBroker(Broker):
                 room.unpark()
             if self._total == 0 and self._drained:
                 self._drained.unpark_all()
-            if state is TaskState.SUCCEEDED:
+            if state is _SUCCEEDED:
                 rt.succeeded += 1
                 rt.latency.add(now - env.submitted_clock)
             elif state is TaskState.FAILED:
@@ -250,26 +276,59 @@ class MemoryBroker(Broker):
             ttl = rt.ttl
         else:
             ttl = 3600.0
-        if env.done is not None:
-            env.done.set()
+        if env.event is not None:
+            env.event.set()
+        # Kept for lookup by id until its TTL runs out, or until max_results newer ones
+        # are: a FIFO per TTL is in expiry order (cheaper than one heap for all).
         fifo = self._finished.get(ttl)
         if fifo is None:
             fifo = self._finished[ttl] = deque()
-        fifo.append((now + ttl, env))
+        env.kept_until = now + ttl
+        fifo.append(env)
         self._kept += 1
-        if self._kept > self.max_results or fifo[0][0] <= now:
+        if self._kept > self.max_results or fifo[0].kept_until <= now:
             self._evict(now)
         return True
+
+    def succeed(self, rt: QueueRuntime, env: Envelope, result: Any) -> None:
+        """`finish(rt, env, SUCCEEDED, result)` for a running task of no pipeline: the
+        common case, without the branches it cannot take."""
+        now = self.clock()
+        env.state = _SUCCEEDED
+        env.value = result
+        env.error = None
+        env.finished_at = _wall()
+        name = rt.name
+        self._outstanding[name] -= 1
+        self._total -= 1
+        room = self._room[name]
+        if room:
+            room.unpark()
+        if self._total == 0 and self._drained:
+            self._drained.unpark_all()
+        rt.succeeded += 1
+        rt.latency.add(now - env.submitted_clock)
+        if env.event is not None:
+            env.event.set()
+        ttl = rt.ttl
+        fifo = self._finished.get(ttl)
+        if fifo is None:
+            fifo = self._finished[ttl] = deque()
+        env.kept_until = now + ttl
+        fifo.append(env)
+        self._kept += 1
+        if self._kept > self.max_results or fifo[0].kept_until <= now:
+            self._evict(now)
 
     def _evict(self, now: float) -> None:
         tasks = self._tasks
         fifos = [fifo for fifo in self._finished.values() if fifo]
         while fifos:
             # The oldest expiry among the FIFOs' heads goes first.
-            fifo = min(fifos, key=lambda f: f[0][0])
-            if not (self._kept > self.max_results or fifo[0][0] <= now):
+            fifo = min(fifos, key=lambda f: f[0].kept_until)
+            if not (self._kept > self.max_results or fifo[0].kept_until <= now):
                 break
-            _, env = fifo.popleft()
+            env = fifo.popleft()
             self._kept -= 1
             if tasks.get(env.id) is env:
                 del tasks[env.id]
@@ -352,7 +411,7 @@ class MemoryBroker(Broker):
 
     def lookup(self, task_id: str) -> Envelope | None:
         now = self.clock()
-        if any(fifo and fifo[0][0] <= now for fifo in self._finished.values()):
+        if any(fifo and fifo[0].kept_until <= now for fifo in self._finished.values()):
             self._evict(now)  # a TTL may have run out with no task finishing since
         return self._tasks.get(task_id)
 

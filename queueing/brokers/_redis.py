@@ -23,6 +23,7 @@ import trio
 
 from .._exceptions import BrokerError, QueueFull, UnknownTask
 from .._queue import Full
+from .._receipt import Receipt
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 from . import _scripts
 from ._base import Broker
@@ -656,7 +657,7 @@ class RedisBroker(Broker):
             return False
         self._release(rt, env)
         env.state = state
-        env.result = result
+        env.value = result
         env.error = error
         env.finished_at = time.time()
         if state is TaskState.SUCCEEDED:
@@ -952,7 +953,7 @@ class RedisBroker(Broker):
     def lookup(self, task_id: str) -> Envelope | None:
         env = self._waiting.get(task_id) or self._foreign.get(task_id)
         if env is None:
-            env = Envelope(task_id, "", None, 0.0, 0.0)
+            env = Receipt(task_id, "", None, 0.0, 0.0)
             env.entry = "?"  # not checked yet: `watch` asks Redis first
             self._foreign[task_id] = env
         return env
@@ -995,8 +996,8 @@ class RedisBroker(Broker):
             keys = [self._g(f"run:{env.id}"), self._g(f"task:{env.id}")]
             args = [encode_outcome(env), 3600, self.prefix, env.id]
             first = await self._retrying("cancel", lambda: self._eval("RUN_FAIL", keys, args))
-            if env.done is not None:
-                env.done.set()
+            if env.event is not None:
+                env.event.set()
             return bool(first)
         env.state = TaskState.CANCELLED
         env.error = ErrorInfo("Cancelled", "cancelled through its receipt")
@@ -1004,8 +1005,8 @@ class RedisBroker(Broker):
         keys, args = self._finish_call(rt, env, None, notify=False)
         args[2] = ""  # not an entry we hold
         first = await self._retrying("cancel", lambda: self._eval("FINISH", keys, args))
-        if env.done is not None:
-            env.done.set()
+        if env.event is not None:
+            env.event.set()
         if env.scope is not None:
             env.scope.cancel()
         return bool(first)

@@ -189,7 +189,7 @@ def encode_outcome(env: Envelope) -> str:
         {
             "state": env.state.value,
             "queue": env.queue,
-            "result": env.result,
+            "result": env.value,
             "error": error_doc(env.error),
             "attempts": env.attempts,
             "deliveries": env.deliveries,
@@ -206,12 +206,12 @@ def apply_outcome(env: Envelope, raw: str) -> None:
     doc = json.loads(raw)
     env.state = TaskState(doc["state"])
     env.queue = str(doc.get("queue") or env.queue)
-    env.result = doc.get("result")
+    env.value = doc.get("result")
     env.error = error_from_doc(doc.get("error"))
     env.attempts = int(doc.get("attempts") or 0)
     env.deliveries = int(doc.get("deliveries") or 0)
     env.finished_at = doc.get("finished_at")
     env.stage = int(doc.get("stage") or 0)
     env.fanned = bool(doc.get("fanned"))
-    if env.done is not None:
-        env.done.set()
+    if env.event is not None:
+        env.event.set()

@@ -240,3 +240,52 @@ async def test_submit_many_refused_midway_keeps_the_receipts_it_accepted() -> No
         accepted = info.value.accepted  # type: ignore[attr-defined]
         assert len(accepted) == 3
         assert system.stats()["wait"].outstanding == 3
+
+
+async def test_submit_many_accepts_the_tasks_before_a_bad_payload() -> None:
+    from queueing import PayloadError
+
+    async with open_system(Queue("double", Double, workers=2)) as system:
+        with pytest.raises(PayloadError, match="double") as info:
+            await system.submit_many("double", [1, 2, "three", 4])
+        accepted = info.value.accepted  # type: ignore[attr-defined]
+        assert [await receipt for receipt in accepted] == [2, 4]
+        await system.drain()
+        stats = system.stats()["double"]
+        assert (stats.submitted, stats.succeeded) == (2, 2)
+
+
+async def test_submit_many_larger_than_maxsize_waits_for_room_in_order() -> None:
+    # More tasks than one chunk and than the queue holds: the rest wait for room.
+    async with open_system(Queue("double", Double, workers=3, maxsize=100)) as system:
+        receipts = await system.submit_many("double", range(3000))
+        assert [await receipt for receipt in receipts] == [2 * i for i in range(3000)]
+        assert system.stats()["double"].outstanding == 0
+
+
+async def test_submit_many_checks_its_options() -> None:
+    from queueing import InvalidQueue
+
+    async with open_system(Queue("double", Double)) as system:
+        with pytest.raises(InvalidQueue, match="expires must be a number of seconds"):
+            await system.submit_many("double", [1], expires=-1)
+        assert system.stats()["double"].submitted == 0
+
+
+async def test_submit_many_is_a_cancellation_point_that_accepts_nothing() -> None:
+    async with open_system(Queue("double", Double)) as system:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await system.submit_many("double", range(10))
+        assert scope.cancelled_caught
+        assert system.stats()["double"].submitted == 0
+
+
+async def test_a_receipt_found_by_id_is_the_same_receipt() -> None:
+    async with open_system(Queue("double", Double)) as system:
+        receipt = await system.submit("double", 21)
+        found = system.receipt(receipt.id)
+        assert found == receipt
+        assert await found == 42
+        assert hash(found) == hash(receipt)
+        assert receipt.queue == "double"
