@@ -214,10 +214,18 @@ class Mailbox:
             assert isinstance(items, deque)
             message = items.popleft()
             if self._waiting_putters:
-                assert self._putters is not None
-                self._putters.unpark()
+                self._unpark_putter()
             return message
         return _EMPTY
+
+    def _unpark_putter(self) -> None:
+        """Wake one sender waiting for room (a message was just taken)."""
+        assert self._putters is not None
+        self._putters.unpark()
+
+    def _take_would_wait(self) -> bool:
+        """True if nothing is queued (system notices included)."""
+        return not (self._system or self._items)
 
     async def wait_readable(self) -> None:
         """Wait until a message arrives or `wake_reader` is called."""

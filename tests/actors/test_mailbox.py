@@ -7,7 +7,6 @@ from typing import Any
 import hypothesis
 import hypothesis.strategies as st
 import pytest
-import tenacity
 import trio
 import trio.testing
 
@@ -384,23 +383,3 @@ async def test_a_reader_cancelled_while_waiting_frees_the_mailbox_for_the_next()
         await trio.testing.wait_all_tasks_blocked()
         box.wake_reader()
     assert box.get_nowait() == "first"
-
-
-async def test_an_idle_actor_cancelled_on_its_empty_mailbox_restarts_and_reads_again(
-    actor_system: ActorSystem,
-) -> None:
-    seen: list[Any] = []
-    gate = trio.Event()
-    gate.set()
-    spec = actors.ChildSpec(Gate, args=(gate, seen), name="reader")
-    supervisor = await actor_system.spawn(
-        actors.Supervisor.spec([spec], backoff=tenacity.wait_none())
-    )
-    await trio.testing.wait_all_tasks_blocked()
-    child = supervisor._cell.instance._children[0]  # type: ignore[union-attr]
-    child.scope.cancel()  # what the shutdown deadline does, here to an actor parked idle
-    await trio.testing.wait_all_tasks_blocked()
-    ref = actor_system.lookup("reader")
-    assert ref.stats().restarts == 1
-    assert await ref.ask("after") == "after"
-    assert seen == ["after"]

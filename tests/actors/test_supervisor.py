@@ -417,6 +417,52 @@ async def test_a_child_within_its_deadline_stops_gracefully(
     assert events == [("start", "f"), ("stop", "f")]
 
 
+class SlowToStop(Actor):
+    """Takes `seconds` in on_stop, if any (and has no on_start of its own)."""
+
+    def __init__(self, seconds: float, events: Events) -> None:
+        self.seconds = seconds
+        self.events = events
+
+    async def receive(self, message: Any) -> Any:
+        return message
+
+    async def on_stop(self) -> None:
+        if self.seconds:
+            await trio.sleep(self.seconds)
+        self.events.append(("stop", self.name))
+
+
+@pytest.mark.parametrize("used", [False, True], ids=["never-messaged", "messaged"])
+async def test_an_idle_actor_stops_at_once_even_with_a_zero_deadline(
+    actor_system: ActorSystem, autojump_clock: trio.testing.MockClock, used: bool
+) -> None:
+    events: Events = []
+    ref = await actor_system.spawn(SlowToStop, 0, events, name="idle", shutdown=0)
+    if used:
+        assert await ref.ask("hi") == "hi"
+    await trio.testing.wait_all_tasks_blocked()
+    terminated = await ref.stop()
+    assert terminated.reason is None
+    assert events == [("stop", "idle")]
+
+
+@pytest.mark.parametrize("used", [False, True], ids=["never-messaged", "messaged"])
+async def test_an_on_stop_that_overruns_the_deadline_is_cancelled(
+    actor_system: ActorSystem, autojump_clock: trio.testing.MockClock, used: bool
+) -> None:
+    events: Events = []
+    ref = await actor_system.spawn(SlowToStop, 60, events, name="slow", shutdown=2)
+    if used:
+        assert await ref.ask("hi") == "hi"
+    await trio.testing.wait_all_tasks_blocked()
+    start = trio.current_time()
+    terminated = await ref.stop()
+    assert trio.current_time() - start == pytest.approx(2)
+    assert isinstance(terminated.reason, trio.TooSlowError)
+    assert events == []
+
+
 # -- dynamic children and trees ----------------------------------------------------------------
 
 
