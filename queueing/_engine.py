@@ -254,9 +254,12 @@ class Engine:
                 if rt.hungry:
                     rt.hungry.unpark_all()
                 await rt.idle.park()
+                rt.waking -= 1
                 since = 0
                 continue
             env = ready.popleft()
+            if ready and not rt.waking and rt.idle:
+                rt.wake()  # the next in the chain
             if env.state is not pending:
                 continue  # cancelled while it waited
             if env.pipeline is not None and broker.run_ended(env):

@@ -39,6 +39,7 @@ class QueueRuntime:
         self.limiter = trio.CapacityLimiter(spec.threads or spec.workers) if self.sync else None
         self.ready: deque[Envelope] = deque()
         self.idle = trio.lowlevel.ParkingLot()
+        self.waking = 0  # workers unparked that have not run yet
         # A broker that fetches (Redis) waits here until a worker goes idle.
         self.hungry = trio.lowlevel.ParkingLot()
         self.pool: ActorRef | None = None
@@ -55,13 +56,20 @@ class QueueRuntime:
 
     def push(self, env: Envelope) -> None:
         self.ready.append(env)
-        if self.idle:
-            self.idle.unpark()
+        if self.idle and not self.waking:
+            self.wake()
 
     def push_front(self, env: Envelope) -> None:
         self.ready.appendleft(env)
-        if self.idle:
-            self.idle.unpark()
+        if self.idle and not self.waking:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake one idle worker. Workers wake in a chain, not all at once: a worker that
+        takes a task and sees more waiting wakes the next (one scheduler round trip per
+        worker that finds work, none for workers that would find the deque empty)."""
+        self.waking += 1
+        self.idle.unpark()
 
     def restarts(self) -> int:
         if self.pool is None or not self.pool.is_alive:

@@ -99,8 +99,8 @@ class MemoryBroker(Broker):
         self._tasks[env.id] = env
         rt.submitted += 1
         rt.ready.append(env)  # rt.push(env), inlined
-        if rt.idle:
-            rt.idle.unpark()
+        if rt.idle and not rt.waking:
+            rt.wake()
         return True
 
     def submit_many_nowait(self, rt: QueueRuntime, envs: Sequence[Envelope]) -> int:
@@ -119,8 +119,8 @@ class MemoryBroker(Broker):
             tasks[env.id] = env
         rt.submitted += taken
         rt.ready.extend(envs)
-        if rt.idle:
-            rt.idle.unpark(count=taken)
+        if rt.idle and not rt.waking:
+            rt.wake()
         return taken
 
     async def submit(

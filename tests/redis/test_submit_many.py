@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 from redis_helpers import outstanding, raw_client
 
 from queueing import Full, Queue, QueueFull, Worker, open_system
@@ -25,12 +26,28 @@ async def test_submit_many_over_redis_resolves_every_receipt_in_order(redis_url:
             assert await outstanding(client, redis_url, "triple") == 0
 
 
+class Gated(Worker):
+    """Holds every task until the test opens the gate: none finishes during submit_many."""
+
+    gate: trio.Event | None = None
+
+    async def handle(self, number: int) -> int:
+        assert Gated.gate is not None
+        await Gated.gate.wait()
+        return 3 * number
+
+
 async def test_submit_many_over_redis_never_exceeds_maxsize(redis_url: str) -> None:
-    queue = Queue("triple", Triple, workers=1, maxsize=50, when_full=Full.REJECT)
+    Gated.gate = trio.Event()
+    queue = Queue("gated", Gated, workers=1, maxsize=50, when_full=Full.REJECT)
     async with open_system(queue, broker=redis_url) as system:
         with pytest.raises(QueueFull) as info:
-            await system.submit_many("triple", range(200))
+            await system.submit_many("gated", range(200))
         accepted = info.value.accepted  # type: ignore[attr-defined]
+        # Nothing finished meanwhile, so no more than maxsize can have been accepted.
         assert 1 <= len(accepted) <= 50
+        async with raw_client(redis_url) as client:
+            assert await outstanding(client, redis_url, "gated") == len(accepted)
+        Gated.gate.set()
         for receipt in accepted:
             assert await receipt.result(timeout=20) % 3 == 0
