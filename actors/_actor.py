@@ -283,6 +283,9 @@ class _Cell:
                 continue
             items = mailbox._items
             if not items:
+                # Drained: let the deque go (~760 bytes) while idle; the next message makes
+                # one again.
+                items = mailbox._items = ()
                 # Mailbox.wait_readable, inlined: one coroutine frame less on every idle actor.
                 task = mailbox._park_reader()
                 try:

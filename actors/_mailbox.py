@@ -83,7 +83,8 @@ class Mailbox:
         self.capacity = capacity
         self.overflow = overflow
         self.owner = owner
-        # An empty tuple until the first message: an idle actor holds no deque (~760 bytes).
+        # An empty tuple until the first message, and again whenever the reader has drained
+        # it: an idle actor holds no deque (~760 bytes).
         self._items: deque[Any] | tuple[()] = ()
         # Memory per idle actor matters (an empty deque is ~760 bytes, a ParkingLot ~400):
         # the notice queue and the senders' lot are made on first use, and the single

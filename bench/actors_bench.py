@@ -478,11 +478,13 @@ async def run(args: argparse.Namespace, peer: tuple[float, float] | None) -> boo
             lambda: actor_spawn(system, n_spawn),
         )
 
-        async def spawn_actors(n: int) -> Callable[[], Awaitable[None]]:
+        async def spawn_actors(n: int, *, asked: bool = False) -> Callable[[], Awaitable[None]]:
             supervisor = await system.spawn(actors.Supervisor, shutdown=60.0)
             await trio.testing.wait_all_tasks_blocked()  # started: it takes children
             for _ in range(n):
-                await system.spawn(Idle, supervisor=supervisor)
+                ref = await system.spawn(Idle, supervisor=supervisor)
+                if asked:
+                    await ref.ask(None)
 
             async def cleanup() -> None:
                 await supervisor.stop()
@@ -490,6 +492,9 @@ async def run(args: argparse.Namespace, peer: tuple[float, float] | None) -> boo
             return cleanup
 
         actor_mem = await memory_per(n_spawn, spawn_actors)
+        # For reference, no target: an actor holds more once it has had a message (its
+        # message deque, and the cancel scope it enters at its first message).
+        asked_mem = await memory_per(n_spawn, lambda n: spawn_actors(n, asked=True))
 
         async def spawn_raw(n: int, with_channel: bool) -> Callable[[], Awaitable[None]]:
             scope_box: list[trio.CancelScope] = []
@@ -547,6 +552,13 @@ async def run(args: argparse.Namespace, peer: tuple[float, float] | None) -> boo
             f"{actor_mem[0]:,.0f}",
             f"{actor_mem[1]:,.0f}",
             f">= {SPAWN_TARGET:,}/s {verdict(ok_rate)}; <= {MEMORY_TARGET:,} B {verdict(ok_mem)}",
+        )
+        table.add_row(
+            "the same, idle again after one ask (reference)",
+            "",
+            f"{asked_mem[0]:,.0f}",
+            f"{asked_mem[1]:,.0f}",
+            "",
         )
         table.caption = f"measured in {time.perf_counter() - section:.1f}s"
         console.print(table)
