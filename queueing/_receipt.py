@@ -14,6 +14,9 @@ from ._task import Envelope, TaskState, TaskStatus
 if TYPE_CHECKING:
     from ._system import QueueSystem
 
+_SUCCEEDED = TaskState.SUCCEEDED
+ANY_RESULT = object()  # in QueueSystem._as_is: a queue whose results are Any
+
 
 class Receipt(Envelope):
     """The acknowledgment of an accepted task: its id now, its result later.
@@ -49,6 +52,11 @@ class Receipt(Envelope):
             yield from trio.lowlevel.checkpoint_if_cancelled().__await__()  # noqa: ASYNC105
             if _fastpath.due():
                 yield from trio.lowlevel.cancel_shielded_checkpoint().__await__()  # noqa: ASYNC105
+            if self.state is _SUCCEEDED:
+                value = self.value
+                as_is = self._system._as_is.get(self.queue)
+                if as_is is not None and (type(value) is as_is or as_is is ANY_RESULT):
+                    return value  # plain data its queue declares (or Any): nothing to convert
             return self._system._unwrap(self)
         return (yield from self.result().__await__())
 

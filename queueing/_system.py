@@ -24,7 +24,7 @@ from ._convert import make_converter
 from ._engine import Engine
 from ._exceptions import InvalidQueue, QueueingError, UnknownQueue, UnknownTask
 from ._queue import Pipeline, Queue
-from ._receipt import Receipt, failure
+from ._receipt import ANY_RESULT, Receipt, failure
 from ._runtime import QueueRuntime
 from ._stats import QueueStats
 from ._task import DeadLetter, Envelope, TaskState, TaskStatus
@@ -125,6 +125,14 @@ class QueueSystem:
         self._runtimes = {name: QueueRuntime(q, converter) for name, q in queues.items()}
         broker.attach(self._runtimes)
         self._engine = Engine(broker, self._runtimes, pipelines, self)
+        # Per queue, results that need no structuring: of this type (or any, for Any).
+        self._as_is: dict[str, object] = {}
+        for name, rt in self._runtimes.items():
+            declared = rt.result_codec.type
+            if declared is Any:
+                self._as_is[name] = ANY_RESULT
+            elif declared in (int, float, str, bool):
+                self._as_is[name] = declared
         self._runner: actors.ActorRef | None = None
 
     @property
