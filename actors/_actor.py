@@ -15,7 +15,8 @@ from ._exceptions import ActorError, ActorStopped, AskTimeout
 from ._mailbox import _SCHEDULE_EVERY, Mailbox, Overflow, _abort_read
 
 if TYPE_CHECKING:
-    from ._supervisor import Supervisor, _Child
+    from ._child import _Child
+    from ._supervisor import Supervisor
     from ._system import ActorSystem
 
 # Between two messages that did not yield themselves, the loop yields at least this often.

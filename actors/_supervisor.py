@@ -10,14 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-import outcome
 import tenacity
 import trio
 from tenacity.wait import WaitBaseT
 
-from ._actor import _BATCH, Actor, ActorRef, ActorState, _Ask, _Cell, _SystemMessage
+from ._actor import Actor, ActorRef, ActorState, _Cell, _SystemMessage
+from ._child import _Child, _ChildExited, _run_child
 from ._exceptions import ActorStopped, InvalidActor, InvalidConfig, SupervisorGaveUp
-from ._mailbox import Mailbox, Overflow, _abort_read, check_config
+from ._mailbox import Mailbox, Overflow, check_config
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -96,79 +96,12 @@ class ChildSpec:
         check_config(self.mailbox_size, self.overflow)
 
 
-class _ChildExited(_SystemMessage):
-    __slots__ = ("child", "incarnation", "reason")
-
-    def __init__(self, child: _Child, incarnation: int, reason: BaseException | None) -> None:
-        self.child = child
-        self.incarnation = incarnation
-        self.reason = reason
-
-
 class _RemoveChild(_SystemMessage):
     __slots__ = ("child", "timeout")
 
     def __init__(self, child: _Child, timeout: float | None) -> None:
         self.child = child
         self.timeout = timeout
-
-
-class _Child:
-    """A supervisor's record of one child, across its restarts."""
-
-    __slots__ = (
-        "cell",
-        "done",
-        "exit_reason",
-        "incarnation",
-        "running",
-        "scope",
-        "spec",
-        "started",
-        "stopping",
-        "supervisor",
-    )
-
-    def __init__(self, supervisor: Supervisor, spec: ChildSpec, cell: _Cell) -> None:
-        self.supervisor = supervisor
-        self.spec = spec
-        self.cell = cell
-        self.incarnation = 0
-        # Why the last incarnation ended (None: normally); the reason a final stop reports.
-        self.exit_reason: BaseException | None = None
-        self.running = False
-        # Made only when someone waits for the current incarnation to end (idle actors are
-        # many: each Event is ~700 bytes).
-        self.done: trio.Event | None = None
-        self.scope: trio.CancelScope | None = None
-        self.stopping = False
-        # For a supervisor only: set once its whole subtree has started (so its children can
-        # be looked up). A plain actor counts as started at once.
-        self.started = trio.Event() if issubclass(spec.actor, Supervisor) else None
-
-    async def wait_started(self) -> None:
-        if self.started is None:
-            await trio.lowlevel.checkpoint()
-        else:
-            await self.started.wait()
-
-    def _set_started(self) -> None:
-        if self.started is not None:
-            self.started.set()
-
-    async def wait_done(self) -> None:
-        """Wait until the current incarnation has ended."""
-        if not self.running:
-            await trio.lowlevel.checkpoint()
-            return
-        if self.done is None:
-            self.done = trio.Event()
-        await self.done.wait()
-
-    def _ended(self) -> None:
-        self.running = False
-        if self.done is not None:
-            self.done.set()
 
 
 def _default_backoff() -> WaitBaseT:
@@ -277,7 +210,9 @@ class Supervisor(Actor):
                     await child.wait_started()
                 cell.state = ActorState.RUNNING
                 if self._ready is not None:
-                    self._ready()
+                    self._ready()  # the root: the system is up
+                elif cell.child is not None:
+                    cell.child._set_started()  # spawn() and a parent's start wait for this
                 await cell.loop(self)
             except Exception as exc:
                 failure = exc
@@ -293,7 +228,7 @@ class Supervisor(Actor):
         name = spec.name or system._generate_name(spec.actor)
         cell = _Cell(system, name, Mailbox(spec.mailbox_size, spec.overflow, owner=name))
         system._register(cell)
-        child = _Child(self, spec, cell)
+        child = _Child(self, spec, cell, supervises=issubclass(spec.actor, Supervisor))
         cell.child = child
         self._children.append(child)
         self._launch(child)
@@ -409,140 +344,3 @@ class Supervisor(Actor):
     def _stop_requested(self) -> None:
         if self._backoff_scope is not None:
             self._backoff_scope.cancel()
-
-
-async def _run_child(child: _Child) -> None:
-    """One incarnation of a child: the body of its task.
-
-    Memory and spawn time per idle actor are mostly this coroutine and what it holds while
-    parked, hence its shape:
-
-    - For a plain actor (no `_main` of its own) the message loop runs right here rather
-      than in `_Cell.loop`: one coroutine less on every idle actor (~300 bytes). Keep the
-      two loops in step.
-    - Few locals (each costs 16 bytes: trio materializes the frame object too): the scope
-      is read from `child` rather than passed.
-    - A plain actor without an `on_start` of its own waits for its first message (or a
-      stop) before it enters its cancel scope: entering one is most of the cost of a spawn
-      (~5 us) and its status ~0.6 KB of an idle actor. Nothing is lost: the scope is only
-      ever cancelled after a stop request, which wakes the waiting actor, and it enters the
-      (then cancelled) scope before running anything that could block.
-    """
-    cell = child.cell
-    scope = child.scope
-    assert scope is not None
-    reason: BaseException | None = None
-    instance: Actor | None = None
-    try:
-        cell.state = ActorState.STARTING
-        try:
-            instance = child.spec.actor(*child.spec.args, **child.spec.kwargs)
-            instance._cell = cell
-            cell.instance = instance
-        except Exception as exc:
-            reason = exc
-            log.debug("actor %r failed", cell.name, exc_info=exc)
-        mailbox = cell.mailbox
-        if (
-            instance is not None
-            and type(instance)._main is Actor._main
-            and type(instance).on_start is Actor.on_start
-        ):
-            cell.state = ActorState.RUNNING
-            if not cell.stop_requested and mailbox._take_would_wait():
-                task = mailbox._park_reader()
-                try:
-                    await trio.lowlevel.wait_task_rescheduled(_abort_read)
-                except BaseException:
-                    mailbox._unpark_reader(task)
-                    raise
-        with scope:
-            try:
-                if instance is None:
-                    pass
-                elif type(instance)._main is not Actor._main:
-                    if isinstance(instance, Supervisor):
-                        instance._ready = child._set_started
-                    await instance._main(cell)
-                else:
-                    if cell.state is ActorState.STARTING:
-                        await instance.on_start()
-                        cell.state = ActorState.RUNNING
-                    # _Cell.loop, inlined. (The bound method is held only from here on: an
-                    # actor that never had a message does not pay for it.)
-                    receive = instance.receive
-                    since_yield = 0
-                    while not cell.stop_requested:
-                        # Mailbox._take, inlined: notices first, then the bounded queue.
-                        if mailbox._system:
-                            coro = instance._system_message(mailbox._system.popleft())
-                            if coro is not None:
-                                await coro
-                            continue
-                        items = mailbox._items
-                        if not items:
-                            # Drained: let the deque go (~760 bytes) while idle.
-                            items = mailbox._items = ()
-                            task = mailbox._park_reader()
-                            try:
-                                await trio.lowlevel.wait_task_rescheduled(_abort_read)
-                            except BaseException:
-                                mailbox._unpark_reader(task)
-                                raise
-                            since_yield = 0
-                            continue
-                        assert type(items) is deque
-                        message = items.popleft()
-                        if mailbox._waiting_putters:
-                            mailbox._unpark_putter()
-                        if type(message) is _Ask:
-                            try:
-                                value = await receive(message.message)
-                            except Exception as exc:
-                                message._resolve(outcome.Error(exc))
-                                cell.failed += 1
-                                raise
-                            except BaseException:
-                                message._fail(
-                                    ActorStopped(cell.name, "it was cancelled before answering")
-                                )
-                                raise
-                            message._resolve(outcome.Value(value))
-                        else:
-                            try:
-                                await receive(message)
-                            except Exception:
-                                cell.failed += 1
-                                raise
-                        cell.processed += 1
-                        since_yield += 1
-                        if since_yield >= _BATCH:
-                            since_yield = 0
-                            await trio.lowlevel.checkpoint()
-            except Exception as exc:
-                reason = exc
-                log.debug("actor %r failed", cell.name, exc_info=exc)
-            if instance is not None:
-                cell.state = ActorState.STOPPING
-                try:
-                    await instance.on_stop()
-                except Exception as exc:
-                    log.warning("on_stop of actor %r raised", cell.name, exc_info=exc)
-                    if reason is None:
-                        reason = exc
-        if scope.cancelled_caught:
-            reason = trio.TooSlowError(
-                f"actor {cell.name!r} did not stop within its shutdown deadline "
-                f"({child.spec.shutdown:g}s) and was cancelled"
-            )
-    except BaseException:
-        # The whole subtree is being torn down (or interrupted): end for good.
-        child._set_started()
-        child._ended()
-        cell.finish(None)
-        raise
-    cell.instance = None
-    child.exit_reason = reason
-    child._set_started()  # also when it failed to start: nobody waits for it forever
-    child._ended()
-    child.supervisor._cell.mailbox.put_system(_ChildExited(child, child.incarnation, reason))
