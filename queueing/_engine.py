@@ -22,7 +22,7 @@ from ._exceptions import (
     UnknownQueue,
 )
 from ._queue import FanOut, Full, Pipeline
-from ._receipt import Receipt
+from ._receipt import PipelineReceipt, Receipt
 from ._task import Envelope, ErrorInfo, TaskState
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("queueing")
 _wall = time.time
-_BIG = 10**22  # ints within this print in at most 24 bytes
+BIG_INT = 10**22  # ints within this print in at most 24 bytes
 _BATCH = 64
 
 
@@ -54,15 +54,15 @@ class Engine:
         self.pipelines = pipelines
         self.clock = broker.clock
         self.stopping = False
-        self._prefix = secrets.token_hex(5)
+        self._prefix = secrets.token_hex(5) + "-"
         self._ids = itertools.count(1)
 
     def new_id(self) -> str:
-        return f"{self._prefix}-{next(self._ids):x}"
+        return f"{self._prefix}{next(self._ids)}"
 
     # -- submit ----------------------------------------------------------------------------
 
-    def _validate(self, rt: QueueRuntime, payload: Any) -> Any:
+    def validate(self, rt: QueueRuntime, payload: Any) -> Any:
         data = rt.payload_codec.check(payload)
         limit = rt.spec.max_payload
         try:
@@ -76,15 +76,15 @@ class Engine:
     def task(self, rt: QueueRuntime, payload: Any, expires: float | None) -> Receipt:
         """A new task for queue `rt`, validated; its receipt is its record."""
         kind = type(payload)
-        if (kind is int and rt.direct_int and -_BIG < payload < _BIG) or (
+        if (kind is int and rt.direct_int and -BIG_INT < payload < BIG_INT) or (
             kind is str and len(payload) <= rt.direct_str
         ):
             data = payload  # plain data the queue takes as it is, well within max_payload
         else:
-            data = self._validate(rt, payload)
+            data = self.validate(rt, payload)
         now = self.clock()
         return Receipt(
-            f"{self._prefix}-{next(self._ids):x}",
+            f"{self._prefix}{next(self._ids)}",
             rt.name,
             data,
             _wall(),
@@ -112,13 +112,13 @@ class Engine:
         try:
             for payload in payloads:
                 kind = type(payload)
-                if (kind is int and direct_int and -_BIG < payload < _BIG) or (
+                if (kind is int and direct_int and -BIG_INT < payload < BIG_INT) or (
                     kind is str and len(payload) <= direct_str
                 ):
                     data = payload
                 else:
-                    data = self._validate(rt, payload)
-                task_id = f"{prefix}-{next(ids):x}"
+                    data = self.validate(rt, payload)
+                task_id = f"{prefix}{next(ids)}"
                 append(Receipt(task_id, name, data, wall, now, expires_at, system))
         except QueueingError as exc:
             return envs, exc
@@ -165,13 +165,13 @@ class Engine:
         timeout: float | None,
     ) -> Receipt:
         first = self.runtimes[pipeline.stages[0].name]
-        data = self._validate(first, payload)
+        data = self.validate(first, payload)
         now = self.clock()
         wall = time.time()
         expires_at = None if expires is None else now + expires
-        run_env = Receipt(self.new_id(), pipeline.name, data, wall, now, expires_at)
+        run_env = PipelineReceipt(self.new_id(), pipeline.name, data, wall, now, expires_at)
         run_env._system = self.system
-        stage_env = Receipt(
+        stage_env = PipelineReceipt(
             f"{run_env.id}.s",
             first.name,
             data,
@@ -283,7 +283,6 @@ class Engine:
                 continue
             env.state = running
             env.attempts += 1
-            env.started_at = now
             if env.first_started is None:
                 env.first_started = now
             if timeout is not None:
@@ -385,7 +384,7 @@ class Engine:
         fanned = type(result) is FanOut
         items = result.items if fanned else (result,)
         try:
-            datas = [self._validate(nxt, item) for item in items]
+            datas = [self.validate(nxt, item) for item in items]
         except (PayloadError, PayloadTooLarge) as exc:
             problem = PayloadError(rt.name, f"its result cannot feed {nxt.name!r}: {exc}")
             self.failed(rt, env, problem)
@@ -393,7 +392,7 @@ class Engine:
         await broker.advance(env, len(datas), fanned)
         now = self.clock()
         for index, data in enumerate(datas):
-            child = Receipt(
+            child = PipelineReceipt(
                 f"{env.id}.{index}",  # the same ids if a crash makes this stage run again
                 nxt.name,
                 data,

@@ -109,6 +109,34 @@ class Receipt(Envelope):
         return await self._system._broker.cancel(self)
 
 
+class PipelineReceipt(Receipt):
+    """A receipt (or a worker's record) of a pipeline run or of one of its stage tasks."""
+
+    __slots__ = ("fanned", "path", "pipeline", "route", "stage")
+
+    def __init__(
+        self,
+        id: str,
+        queue: str,
+        payload: Any,
+        submitted_at: float,
+        submitted_clock: float,
+        expires_at: float | None = None,
+        system: Any = None,
+        *,
+        pipeline: str | None = None,
+        route: str | None = None,
+        stage: int = 0,
+        path: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(id, queue, payload, submitted_at, submitted_clock, expires_at, system)
+        self.pipeline = pipeline
+        self.route = route
+        self.stage = stage
+        self.path = path
+        self.fanned = False
+
+
 def failure(env: Envelope, stage: str | None) -> TaskFailed:
     error = env.error
     cls = {TaskState.CANCELLED: TaskCancelled, TaskState.EXPIRED: TaskExpired}.get(

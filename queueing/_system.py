@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -21,7 +22,7 @@ from actors._system import run_with_signals
 
 from . import _fastpath
 from ._convert import make_converter
-from ._engine import Engine
+from ._engine import BIG_INT, Engine
 from ._exceptions import InvalidQueue, QueueingError, UnknownQueue, UnknownTask
 from ._queue import Pipeline, Queue
 from ._receipt import ANY_RESULT, Receipt, failure
@@ -32,6 +33,7 @@ from ._worker import Worker, _Pool
 from .brokers import Broker, MemoryBroker, RedisBroker
 
 log = logging.getLogger("queueing")
+_wall = time.time
 T = TypeVar("T")
 
 
@@ -230,7 +232,23 @@ class QueueSystem:
         if rt is None or delay or engine.stopping:
             return await engine.submit(name, payload, delay=delay, expires=expires, timeout=timeout)
         # The common case, inlined (this runs once per task): accepted now if there is room.
-        env = engine.task(rt, payload, expires)
+        kind = type(payload)
+        if (kind is int and rt.direct_int and -BIG_INT < payload < BIG_INT) or (
+            kind is str and len(payload) <= rt.direct_str
+        ):
+            data = payload  # plain data the queue takes as it is, well within max_payload
+        else:
+            data = engine.validate(rt, payload)
+        now = engine.clock()
+        env = Receipt(
+            engine.new_id(),
+            name,
+            data,
+            _wall(),
+            now,
+            None if expires is None else now + expires,
+            self,
+        )
         if not self._broker.submit_nowait(rt, env):
             await engine.enqueue(rt, env, timeout)
         await trio.lowlevel.checkpoint_if_cancelled()

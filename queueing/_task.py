@@ -87,7 +87,12 @@ class DeadLetter:
 
 
 class Envelope:
-    """One task as the broker holds it: the wire fields plus, in memory, its live state."""
+    """One task as the broker holds it: the wire fields plus, in memory, its live state.
+
+    Slots only for what every task uses (the garbage collector visits each slot of every
+    outstanding task, and `__init__` stores each). A pipeline's tasks carry four more
+    fields: they are `PipelineReceipt`s, and other tasks read the class defaults below.
+    """
 
     __slots__ = (
         "__weakref__",
@@ -98,24 +103,25 @@ class Envelope:
         "error",
         "event",
         "expires_at",
-        "fanned",
         "finished_at",
         "first_started",
         "id",
         "kept_until",
-        "path",
         "payload",
-        "pipeline",
         "queue",
-        "route",
         "scope",
-        "stage",
-        "started_at",
         "state",
         "submitted_at",
         "submitted_clock",
         "value",
     )
+
+    # Pipeline fields, with their values for a task outside any pipeline (see above).
+    pipeline: str | None = None  # the id of the pipeline run this stage task belongs to
+    route: str | None = None  # the pipeline's name
+    stage: int = 0
+    path: tuple[int, ...] = ()
+    fanned: bool = False  # a pipeline run whose result is the list of fanned-out results
 
     def __init__(
         self,
@@ -126,11 +132,6 @@ class Envelope:
         submitted_clock: float,
         expires_at: float | None = None,
         system: Any = None,
-        *,
-        pipeline: str | None = None,
-        route: str | None = None,
-        stage: int = 0,
-        path: tuple[int, ...] = (),
     ) -> None:
         self.id = id
         self.queue = queue
@@ -138,23 +139,17 @@ class Envelope:
         self.submitted_at = submitted_at
         self.submitted_clock = submitted_clock
         self.expires_at = expires_at
-        self.pipeline = pipeline  # the id of the pipeline run this stage task belongs to
-        self.route = route  # the pipeline's name
-        self.stage = stage
-        self.path = path
+        self._system: Any = system  # the QueueSystem it was submitted through (receipts)
+        self.state = TaskState.PENDING
         self.attempts = 0
         self.deliveries = 0
         self.first_started: float | None = None
-        self.started_at: float | None = None
-        self.state = TaskState.PENDING
         self.value: Any = None  # the result, as plain data
         self.error: ErrorInfo | None = None
         self.finished_at: float | None = None
         self.kept_until = 0.0  # when the broker may forget its outcome (memory broker)
         self.event: trio.Event | None = None  # set at the outcome, made when someone waits
-        self._system: Any = system  # the QueueSystem it was submitted through (receipts)
         self.scope: trio.CancelScope | None = None
-        self.fanned = False  # a pipeline run whose result is the list of fanned-out results
         self.entry: str | None = None  # the broker's handle on it (a stream entry id)
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ from .._task import TaskState
 
 if TYPE_CHECKING:
     from .._queue import Full
+    from .._receipt import PipelineReceipt
     from .._runtime import QueueRuntime
     from .._task import DeadLetter, Envelope, ErrorInfo
 
@@ -113,7 +114,7 @@ class Broker(abc.ABC):
         self,
         rt: QueueRuntime,
         stage: Envelope,
-        run: Envelope,
+        run: PipelineReceipt,
         when_full: Full,
         timeout: float | None,
         delay: float | None = None,

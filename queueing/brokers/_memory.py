@@ -13,6 +13,7 @@ import trio
 
 from .._exceptions import QueueFull, SystemStopping
 from .._queue import Full
+from .._receipt import PipelineReceipt
 from .._runtime import QueueRuntime
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 from ._base import Broker
@@ -27,7 +28,7 @@ class _Run:
 
     __slots__ = ("env", "fanned", "pending", "results", "stages")
 
-    def __init__(self, env: Envelope) -> None:
+    def __init__(self, env: PipelineReceipt) -> None:
         self.env = env
         self.pending = 1
         self.fanned = False
@@ -164,7 +165,7 @@ class MemoryBroker(Broker):
         self,
         rt: QueueRuntime,
         stage: Envelope,
-        run: Envelope,
+        run: PipelineReceipt,
         when_full: Full,
         timeout: float | None,
         delay: float | None = None,

@@ -23,7 +23,7 @@ import trio
 
 from .._exceptions import BrokerError, QueueFull, UnknownTask
 from .._queue import Full
-from .._receipt import Receipt
+from .._receipt import PipelineReceipt
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 from . import _scripts
 from ._base import Broker
@@ -448,7 +448,7 @@ class RedisBroker(Broker):
         self,
         rt: QueueRuntime,
         stage: Envelope,
-        run: Envelope,
+        run: PipelineReceipt,
         when_full: Full,
         timeout: float | None,
         delay: float | None = None,
@@ -485,7 +485,9 @@ class RedisBroker(Broker):
         self._push(_Op("BRANCH", self._run_keys(stage), args))
 
     def fail_run(self, stage: Envelope, state: TaskState, error: ErrorInfo | None) -> None:
-        run = Envelope(stage.pipeline or "", stage.route or "", None, stage.submitted_at, 0.0)
+        run = PipelineReceipt(
+            stage.pipeline or "", stage.route or "", None, stage.submitted_at, 0.0
+        )
         run.state, run.error, run.stage = state, error, stage.stage
         run.attempts, run.deliveries, run.finished_at = (
             stage.attempts,
@@ -953,7 +955,7 @@ class RedisBroker(Broker):
     def lookup(self, task_id: str) -> Envelope | None:
         env = self._waiting.get(task_id) or self._foreign.get(task_id)
         if env is None:
-            env = Receipt(task_id, "", None, 0.0, 0.0)
+            env = PipelineReceipt(task_id, "", None, 0.0, 0.0)  # a pipeline run's, maybe
             env.entry = "?"  # not checked yet: `watch` asks Redis first
             self._foreign[task_id] = env
         return env

@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+from .._receipt import PipelineReceipt
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
 
 VERSION = 1
@@ -90,16 +91,8 @@ def decode_envelope(
         raise BadEntry(f"field 'reply_to' must be a string or null, got {reply_to!r}")
     submitted_at = _number(doc, "submitted_at", optional=False)
     assert submitted_at is not None
-    env = Envelope(
-        task_id,
-        queue,
-        doc["payload"],
-        submitted_at,
-        submitted_at,
-        expires_at=_number(doc, "expires_at", optional=True),
-    )
-    env.attempts = attempts
-    env.first_started = _number(doc, "first_started", optional=True)
+    expires_at = _number(doc, "expires_at", optional=True)
+    env: Envelope
     if doc.get("run") is not None:
         run, route, stage, path = (
             doc.get("run"),
@@ -115,7 +108,22 @@ def decode_envelope(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in path
         ):
             raise BadEntry(f"field 'path' must be a list of ints >= 0, got {path!r}")
-        env.pipeline, env.route, env.stage, env.path = run, route, stage, tuple(path)
+        env = PipelineReceipt(
+            task_id,
+            queue,
+            doc["payload"],
+            submitted_at,
+            submitted_at,
+            expires_at,
+            pipeline=run,
+            route=route,
+            stage=stage,
+            path=tuple(path),
+        )
+    else:
+        env = Envelope(task_id, queue, doc["payload"], submitted_at, submitted_at, expires_at)
+    env.attempts = attempts
+    env.first_started = _number(doc, "first_started", optional=True)
     return env, reply_to
 
 
@@ -211,7 +219,8 @@ def apply_outcome(env: Envelope, raw: str) -> None:
     env.attempts = int(doc.get("attempts") or 0)
     env.deliveries = int(doc.get("deliveries") or 0)
     env.finished_at = doc.get("finished_at")
-    env.stage = int(doc.get("stage") or 0)
-    env.fanned = bool(doc.get("fanned"))
+    if isinstance(env, PipelineReceipt):  # other tasks are never in a pipeline
+        env.stage = int(doc.get("stage") or 0)
+        env.fanned = bool(doc.get("fanned"))
     if env.event is not None:
         env.event.set()
