@@ -253,12 +253,16 @@ class Engine:
             if not ready:
                 if rt.hungry:
                     rt.hungry.unpark_all()
-                await rt.idle.park()
+                rt.parked += 1
+                try:
+                    await rt.idle.park()
+                finally:
+                    rt.parked -= 1
                 rt.waking -= 1
                 since = 0
                 continue
             env = ready.popleft()
-            if ready and not rt.waking and rt.idle:
+            if ready and not rt.waking and rt.parked:
                 rt.wake()  # the next in the chain
             if env.state is not pending:
                 continue  # cancelled while it waited

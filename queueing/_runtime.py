@@ -39,7 +39,12 @@ class QueueRuntime:
         self.limiter = trio.CapacityLimiter(spec.threads or spec.workers) if self.sync else None
         self.ready: deque[Envelope] = deque()
         self.idle = trio.lowlevel.ParkingLot()
-        self.waking = 0  # workers unparked that have not run yet
+        # Counts kept here because a ParkingLot's len() is a Python call (these are read
+        # once or twice per task): workers parked in `idle` (woken or not), workers
+        # unparked that have not run yet, submitters waiting for room.
+        self.parked = 0
+        self.waking = 0
+        self.room_waiters = 0
         # A broker that fetches (Redis) waits here until a worker goes idle.
         self.hungry = trio.lowlevel.ParkingLot()
         self.pool: ActorRef | None = None
@@ -56,20 +61,20 @@ class QueueRuntime:
 
     def push(self, env: Envelope) -> None:
         self.ready.append(env)
-        if self.idle and not self.waking:
+        if self.parked and not self.waking:
             self.wake()
 
     def push_front(self, env: Envelope) -> None:
         self.ready.appendleft(env)
-        if self.idle and not self.waking:
+        if self.parked and not self.waking:
             self.wake()
 
     def wake(self) -> None:
         """Wake one idle worker. Workers wake in a chain, not all at once: a worker that
         takes a task and sees more waiting wakes the next (one scheduler round trip per
         worker that finds work, none for workers that would find the deque empty)."""
-        self.waking += 1
-        self.idle.unpark()
+        if self.idle.unpark():  # none if the parked one is being cancelled right now
+            self.waking += 1
 
     def restarts(self) -> int:
         if self.pool is None or not self.pool.is_alive:
