@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("queueing")
 _wall = time.time
 BIG_INT = 10**22  # ints within this print in at most 24 bytes
-_BATCH = 64
+_BATCH = 256
 
 
 class Engine:
@@ -54,11 +54,11 @@ class Engine:
         self.pipelines = pipelines
         self.clock = broker.clock
         self.stopping = False
-        self._prefix = secrets.token_hex(5) + "-"
-        self._ids = itertools.count(1)
+        self.prefix = secrets.token_hex(5) + "-"  # ids: prefix + a count
+        self.ids = itertools.count(1)
 
     def new_id(self) -> str:
-        return f"{self._prefix}{next(self._ids)}"
+        return f"{self.prefix}{next(self.ids)}"
 
     # -- submit ----------------------------------------------------------------------------
 
@@ -84,7 +84,7 @@ class Engine:
             data = self.validate(rt, payload)
         now = self.clock()
         return Receipt(
-            f"{self._prefix}{next(self._ids)}",
+            f"{self.prefix}{next(self.ids)}",
             rt.name,
             data,
             _wall(),
@@ -101,8 +101,8 @@ class Engine:
         now = self.clock()
         wall = _wall()
         expires_at = None if expires is None else now + expires
-        prefix = self._prefix
-        ids = self._ids
+        prefix = self.prefix
+        ids = self.ids
         name = rt.name
         system = self.system
         direct_int = rt.direct_int

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import trio
 
-EVERY = 64
+EVERY = 256
 _count = 0
 
 

@@ -34,6 +34,8 @@ from .brokers import Broker, MemoryBroker, RedisBroker
 
 log = logging.getLogger("queueing")
 _wall = time.time
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 T = TypeVar("T")
 
 
@@ -127,6 +129,7 @@ class QueueSystem:
         self._runtimes = {name: QueueRuntime(q, converter) for name, q in queues.items()}
         broker.attach(self._runtimes)
         self._engine = Engine(broker, self._runtimes, pipelines, self)
+        self._accept = broker.submit_nowait
         # Per queue, results that need no structuring: of this type (or any, for Any).
         self._as_is: dict[str, object] = {}
         for name, rt in self._runtimes.items():
@@ -241,7 +244,7 @@ class QueueSystem:
             data = engine.validate(rt, payload)
         now = engine.clock()
         env = Receipt(
-            engine.new_id(),
+            f"{engine.prefix}{next(engine.ids)}",  # engine.new_id(), inlined
             name,
             data,
             _wall(),
@@ -249,11 +252,11 @@ class QueueSystem:
             None if expires is None else now + expires,
             self,
         )
-        if not self._broker.submit_nowait(rt, env):
+        if not self._accept(rt, env):
             await engine.enqueue(rt, env, timeout)
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await _checkpoint_if_cancelled()
         if _fastpath.due():
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await _cancel_shielded_checkpoint()
         return env
 
     async def submit_many(
