@@ -332,6 +332,17 @@ class MemoryBroker(Broker):
 
     def _evict(self, now: float) -> None:
         tasks = self._tasks
+        if len(self._finished) == 1:
+            # One TTL for every queue (the common case): its FIFO is in eviction order.
+            # Past max_results this runs once per finished task, so it stays lean.
+            for fifo in self._finished.values():
+                limit = self.max_results
+                while fifo and (self._kept > limit or fifo[0].kept_until <= now):
+                    env = fifo.popleft()
+                    self._kept -= 1
+                    if tasks.get(env.id) is env:
+                        del tasks[env.id]
+            return
         fifos = [fifo for fifo in self._finished.values() if fifo]
         while fifos:
             # The oldest expiry among the FIFOs' heads goes first.
