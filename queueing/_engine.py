@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("queueing")
 _wall = time.time
 BIG_INT = 10**22  # ints within this print in at most 24 bytes
-_BATCH = 256
+_BATCH = 64
 
 
 class Engine:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import trio
 
-EVERY = 256
+EVERY = 64
 _count = 0
 
 
