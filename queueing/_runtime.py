@@ -49,6 +49,8 @@ class QueueRuntime:
         self.hungry = trio.lowlevel.ParkingLot()
         self.pool: ActorRef | None = None
         self.in_flight = 0
+        self.maxsize = spec.maxsize
+        self.outstanding = 0  # accepted, without an outcome yet (the memory broker's count)
         self.scheduled = 0
         self.submitted = 0
         self.succeeded = 0

@@ -62,9 +62,8 @@ class MemoryBroker(Broker):
         self.dead_dropped = 0
         self._runtimes: dict[str, QueueRuntime] = {}
         self._tasks: dict[str, Envelope] = {}
-        self._outstanding: dict[str, int] = {}
         self._room: dict[str, trio.lowlevel.ParkingLot] = {}
-        self._total = 0
+        self._total = 0  # outstanding tasks of every queue (drain waits for 0)
         self._drained = trio.lowlevel.ParkingLot()
         # Finished outcomes by expiry, one FIFO per TTL (a queue's TTL is fixed, so each FIFO
         # is in expiry order): cheaper than a heap on the hot path.
@@ -90,7 +89,6 @@ class MemoryBroker(Broker):
                 self.clock = clock.current_time
         self._runtimes = runtimes
         for name in runtimes:
-            self._outstanding[name] = 0
             self._room[name] = trio.lowlevel.ParkingLot()
             self._dead[name] = deque()
 
@@ -98,11 +96,9 @@ class MemoryBroker(Broker):
 
     def submit_nowait(self, rt: QueueRuntime, env: Envelope) -> bool:
         """Accept a ready task if there is room now (the hot path); False if full."""
-        name = rt.name
-        outstanding = self._outstanding
-        if outstanding[name] >= rt.spec.maxsize:
+        if rt.outstanding >= rt.maxsize:
             return False
-        outstanding[name] += 1
+        rt.outstanding += 1
         self._total += 1
         self._tasks[env.id] = env
         rt.submitted += 1
@@ -113,14 +109,13 @@ class MemoryBroker(Broker):
 
     def submit_many_nowait(self, rt: QueueRuntime, envs: Sequence[Envelope]) -> int:
         """Accept ready tasks, in order, as many as there is room for now; how many."""
-        name = rt.name
-        room = rt.spec.maxsize - self._outstanding[name]
+        room = rt.maxsize - rt.outstanding
         if room <= 0 or not envs:
             return 0
         if len(envs) > room:
             envs = envs[:room]
         taken = len(envs)
-        self._outstanding[name] += taken
+        rt.outstanding += taken
         self._total += taken
         tasks = self._tasks
         for env in envs:
@@ -141,12 +136,12 @@ class MemoryBroker(Broker):
     ) -> None:
         name = rt.name
         maxsize = rt.spec.maxsize
-        if self._outstanding[name] >= maxsize:
+        if rt.outstanding >= maxsize:
             if when_full is Full.REJECT:
                 raise QueueFull(name, maxsize)
             deadline = math.inf if timeout is None else trio.current_time() + timeout
             with trio.CancelScope(deadline=deadline) as scope:
-                while self._outstanding[name] >= maxsize:
+                while rt.outstanding >= maxsize:
                     rt.room_waiters += 1
                     try:
                         await self._room[name].park()
@@ -157,7 +152,7 @@ class MemoryBroker(Broker):
             if self._abandoned:
                 # Woken by the shutdown: accepted now, the task would never run or resolve.
                 raise SystemStopping("the system shut down while this submit waited for room")
-        self._outstanding[name] += 1
+        rt.outstanding += 1
         self._total += 1
         self._tasks[env.id] = env
         rt.submitted += 1
@@ -267,7 +262,7 @@ class MemoryBroker(Broker):
         env.finished_at = _wall()
         if rt is not None:
             name = rt.name
-            self._outstanding[name] -= 1
+            rt.outstanding -= 1
             self._total -= 1
             if rt.room_waiters:
                 self._room[name].unpark()
@@ -310,7 +305,7 @@ class MemoryBroker(Broker):
         env.error = None
         env.finished_at = _wall()
         name = rt.name
-        self._outstanding[name] -= 1
+        rt.outstanding -= 1
         self._total -= 1
         if rt.room_waiters:
             self._room[name].unpark()
@@ -457,7 +452,7 @@ class MemoryBroker(Broker):
         return True
 
     def outstanding(self, queue: str) -> int:
-        return self._outstanding[queue]
+        return self._runtimes[queue].outstanding
 
     async def drain(self) -> None:
         runtimes = self._runtimes.values()
