@@ -4,30 +4,28 @@ from __future__ import annotations
 
 import attrs
 
-_RING = 4096
+_RING = 4096  # a power of two
+_MASK = _RING - 1
 
 
 class Latency:
     """The last few thousand latencies in a ring: flat memory, percentiles on demand."""
 
-    __slots__ = ("_i", "_ring")
+    __slots__ = ("_count", "_ring")
 
     def __init__(self) -> None:
-        self._ring: list[float] = []
-        self._i = 0
+        self._ring: list[float] = [0.0] * _RING
+        self._count = 0
 
     def add(self, seconds: float) -> None:
-        ring = self._ring
-        if len(ring) < _RING:
-            ring.append(seconds)
-        else:
-            ring[self._i] = seconds
-            self._i = (self._i + 1) % _RING
+        count = self._count
+        self._ring[count & _MASK] = seconds
+        self._count = count + 1
 
     def percentile(self, p: float) -> float | None:
-        if not self._ring:
+        if not self._count:
             return None
-        ordered = sorted(self._ring)
+        ordered = sorted(self._ring[: min(self._count, _RING)])
         index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
         return ordered[index]
 
