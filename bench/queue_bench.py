@@ -5,8 +5,10 @@ pool of 8 workers, then wait for every task's result. Read the ratios, not the a
 figures (they depend on the machine):
 
 - ours: `queueing` with the memory broker (`run_system(Queue(..., workers=8), main=...)`),
-  `await system.submit(...)` for every task, then `await receipt` for every receipt; and a
-  pipelined variant where a collector task awaits receipts while the submitter goes on.
+  `await system.submit(...)` for every task, then `await receipt` for every receipt; a
+  pipelined variant where a collector task awaits receipts while the submitter goes on; and
+  `await system.submit_many(...)` (the batch API: one call for every task), then
+  `await receipt` for every receipt.
 - Pykka: 8 `ThreadingActor`s, round-robin `ref.ask(i, block=False)`, then `.get()` all.
 - `concurrent.futures.ThreadPoolExecutor(8)`: `submit` a no-op, then `.result()` all.
 - asyncio: an `asyncio.Queue` served by 8 worker tasks that resolve a future per task.
@@ -26,7 +28,8 @@ from calling `submit` to the moment a watcher task's `await receipt` returns.
 Throughput figures are the best of `--repeat` runs (default 3; the median is shown too),
 run in rounds (every contender once per round) after an untimed warm-up. Targets (from the
 benchmark issue): ours >= 4x Pykka, >= 4x ThreadPoolExecutor, >= 30% of raw trio; each is
-reported as PASS/MISS, and a miss never fails the run (exit status 0).
+reported as PASS/MISS for `submit()` each and for `submit_many()`, and a miss never fails
+the run (exit status 0).
 """
 
 from __future__ import annotations
@@ -491,7 +494,7 @@ def profile_ours(n: int, top: int) -> None:
     phases = {
         "submit: QueueSystem.submit": ("queueing/_system.py", "submit"),
         "run: Engine._batch (the worker loop)": ("queueing/_engine.py", "_batch"),
-        "await: Receipt.result": ("queueing/_receipt.py", "result"),
+        "await: Receipt.__await__": ("queueing/_receipt.py", "__await__"),
         "trio's scheduler: unrolled_run (own time)": ("trio/_core/_run.py", "unrolled_run"),
     }
     table = Table(title="Where the time goes, by phase (cumulative, under the profiler)")
