@@ -22,7 +22,7 @@ from actors._system import run_with_signals
 
 from . import _fastpath
 from ._convert import make_converter
-from ._engine import BIG_INT, Engine
+from ._engine import Engine
 from ._exceptions import InvalidQueue, QueueingError, UnknownQueue, UnknownTask
 from ._queue import Pipeline, Queue
 from ._receipt import ANY_RESULT, Receipt, failure
@@ -234,24 +234,8 @@ class QueueSystem:
         rt = self._runtimes.get(name)
         if rt is None or delay or engine.stopping:
             return await engine.submit(name, payload, delay=delay, expires=expires, timeout=timeout)
-        # The common case, inlined (this runs once per task): accepted now if there is room.
-        kind = type(payload)
-        if (kind is int and rt.direct_int and -BIG_INT < payload < BIG_INT) or (
-            kind is str and len(payload) <= rt.direct_str
-        ):
-            data = payload  # plain data the queue takes as it is, well within max_payload
-        else:
-            data = engine.validate(rt, payload)
-        now = engine.clock()
-        env = Receipt(
-            f"{engine.prefix}{next(engine.ids)}",  # engine.new_id(), inlined
-            name,
-            data,
-            _wall(),
-            now,
-            None if expires is None else now + expires,
-            self,
-        )
+        # The common case (this runs once per task): accepted now if there is room.
+        env = engine.task(rt, payload, expires)
         if not self._accept(rt, env):
             await engine.enqueue(rt, env, timeout)
         await _checkpoint_if_cancelled()
