@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,7 +32,6 @@ from ._worker import Worker, _Pool
 from .brokers import Broker, MemoryBroker, RedisBroker
 
 log = logging.getLogger("queueing")
-_wall = time.time
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 T = TypeVar("T")
