@@ -266,11 +266,7 @@ class _Cell:
             self.instance._stop_requested()
 
     async def loop(self, actor: Actor) -> None:
-        """Hand the messages to `actor` one at a time until a stop is requested.
-
-        Plain actors run a copy of this loop inlined in their task (`_run_child`); keep the
-        two in step.
-        """
+        """Hand the messages to `actor` one at a time until a stop is requested."""
         mailbox = self.mailbox
         receive = actor.receive
         since_yield = 0

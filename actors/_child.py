@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
-import outcome
 import trio
 
-from ._actor import _BATCH, Actor, ActorState, _Ask, _Cell, _SystemMessage
-from ._exceptions import ActorStopped
+from ._actor import Actor, ActorState, _Cell, _SystemMessage
 from ._mailbox import _abort_read
 
 if TYPE_CHECKING:
@@ -94,9 +91,8 @@ async def _run_child(child: _Child) -> None:
     Memory and spawn time per idle actor are mostly this coroutine and what it holds while
     parked, hence its shape:
 
-    - For a plain actor (no `_main` of its own) the message loop runs right here rather
-      than in `_Cell.loop`: one coroutine less on every idle actor (~300 bytes). Keep the
-      two loops in step.
+    - An actor that never had a message is parked right here (see below): `_Cell.loop`,
+      a coroutine of its own, starts only with the first message.
     - Few locals (each costs 16 bytes: trio materializes the frame object too): the scope
       is read from `child` rather than passed.
     - A plain actor without an `on_start` of its own waits for its first message (or a
@@ -143,57 +139,7 @@ async def _run_child(child: _Child) -> None:
                     if cell.state is ActorState.STARTING:
                         await instance.on_start()
                         cell.state = ActorState.RUNNING
-                    # _Cell.loop, inlined. (The bound method is held only from here on: an
-                    # actor that never had a message does not pay for it.)
-                    receive = instance.receive
-                    since_yield = 0
-                    while not cell.stop_requested:
-                        # Mailbox._take, inlined: notices first, then the bounded queue.
-                        if mailbox._system:
-                            coro = instance._system_message(mailbox._system.popleft())
-                            if coro is not None:
-                                await coro
-                            continue
-                        items = mailbox._items
-                        if not items:
-                            # Drained: let the deque go (~760 bytes) while idle.
-                            items = mailbox._items = ()
-                            task = mailbox._park_reader()
-                            try:
-                                await trio.lowlevel.wait_task_rescheduled(_abort_read)
-                            except BaseException:
-                                mailbox._unpark_reader(task)
-                                raise
-                            since_yield = 0
-                            continue
-                        assert type(items) is deque
-                        message = items.popleft()
-                        if mailbox._waiting_putters:
-                            mailbox._unpark_putter()
-                        if type(message) is _Ask:
-                            try:
-                                value = await receive(message.message)
-                            except Exception as exc:
-                                message._resolve(outcome.Error(exc))
-                                cell.failed += 1
-                                raise
-                            except BaseException:
-                                message._fail(
-                                    ActorStopped(cell.name, "it was cancelled before answering")
-                                )
-                                raise
-                            message._resolve(outcome.Value(value))
-                        else:
-                            try:
-                                await receive(message)
-                            except Exception:
-                                cell.failed += 1
-                                raise
-                        cell.processed += 1
-                        since_yield += 1
-                        if since_yield >= _BATCH:
-                            since_yield = 0
-                            await trio.lowlevel.checkpoint()
+                    await cell.loop(instance)
             except Exception as exc:
                 reason = exc
                 log.debug("actor %r failed", cell.name, exc_info=exc)
