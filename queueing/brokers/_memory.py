@@ -255,23 +255,16 @@ class MemoryBroker(Broker):
             run = self._runs.get(env.pipeline)
             if run is not None:
                 run.stages.pop(id(env), None)
+        if rt is not None and state is _SUCCEEDED:
+            self.succeed(rt, env, result)
+            return True
         now = self.clock()
         env.state = state
         env.value = result
         env.error = error
         env.finished_at = _wall()
         if rt is not None:
-            name = rt.name
-            rt.outstanding -= 1
-            self._total -= 1
-            if rt.room_waiters:
-                self._room[name].unpark()
-            if self._total == 0 and self._drained:
-                self._drained.unpark_all()
-            if state is _SUCCEEDED:
-                rt.succeeded += 1
-                rt.latency.add(now - env.submitted_clock)
-            elif state is TaskState.FAILED:
+            if state is TaskState.FAILED:
                 rt.failed += 1
             elif state is TaskState.DEAD_LETTERED:
                 rt.dead_lettered += 1
@@ -279,21 +272,7 @@ class MemoryBroker(Broker):
                 rt.cancelled += 1
             else:
                 rt.expired += 1
-            ttl = rt.ttl
-        else:
-            ttl = 3600.0
-        if env.event is not None:
-            env.event.set()
-        # Kept for lookup by id until its TTL runs out, or until max_results newer ones
-        # are: a FIFO per TTL is in expiry order (cheaper than one heap for all).
-        fifo = self._finished.get(ttl)
-        if fifo is None:
-            fifo = self._finished[ttl] = deque()
-        env.kept_until = now + ttl
-        fifo.append(env)
-        self._kept += 1
-        if self._kept > self.max_results or fifo[0].kept_until <= now:
-            self._evict(now)
+        self._settle(rt, env, now)
         return True
 
     def succeed(self, rt: QueueRuntime, env: Envelope, result: Any) -> None:
@@ -304,18 +283,26 @@ class MemoryBroker(Broker):
         env.value = result
         env.error = None
         env.finished_at = _wall()
-        name = rt.name
-        rt.outstanding -= 1
-        self._total -= 1
-        if rt.room_waiters:
-            self._room[name].unpark()
-        if self._total == 0 and self._drained:
-            self._drained.unpark_all()
         rt.succeeded += 1
         rt.latency.add(now - env.submitted_clock)
+        self._settle(rt, env, now)
+
+    def _settle(self, rt: QueueRuntime | None, env: Envelope, now: float) -> None:
+        """After an outcome: room for the queue, wake whoever waits, keep the outcome."""
+        if rt is not None:
+            rt.outstanding -= 1
+            self._total -= 1
+            if rt.room_waiters:
+                self._room[rt.name].unpark()
+            if self._total == 0 and self._drained:
+                self._drained.unpark_all()
+            ttl = rt.ttl
+        else:
+            ttl = 3600.0  # a pipeline run's outcome
         if env.event is not None:
             env.event.set()
-        ttl = rt.ttl
+        # Kept for lookup by id until its TTL runs out, or until max_results newer ones
+        # are: a FIFO per TTL is in expiry order (cheaper than one heap for all).
         fifo = self._finished.get(ttl)
         if fifo is None:
             fifo = self._finished[ttl] = deque()
