@@ -84,7 +84,7 @@ class Engine:
             data = self.validate(rt, payload)
         now = self.clock()
         return Receipt(
-            f"{self.prefix}{next(self.ids)}",
+            f"{self.prefix}{next(self.ids)}",  # new_id(), inlined: this runs once per task
             rt.name,
             data,
             _wall(),
