@@ -13,10 +13,12 @@ The program submits every page to the pipeline, gets a receipt back at once for 
 shows a progress bar while the receipts resolve, and ends with what the queues report.
 One thumbnail attempt in ten fails with `Transient` (a storage hiccup we inject); the
 thumbnail queue's `RetryPolicy` tries it again after a short jittered backoff, so every
-page still ends up in the database. Files go to examples/out/quickstart/ (git-ignored).
+page still ends up in the database. Files go to examples/out/quickstart/ (git-ignored), or
+to the folder named by the QUICKSTART_OUT environment variable.
 Docs: docs/tutorial.md walks through this file.
 """
 
+import os
 import random
 import shutil
 import sqlite3
@@ -53,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
     )
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "examples" / "out" / "quickstart"
+OUT = Path(os.environ.get("QUICKSTART_OUT") or ROOT / "examples" / "out" / "quickstart")
 DATABASE = OUT / "thumbnails.sqlite3"
 DOCUMENTS = {"annual-report": 16, "field-notes": 12, "invoice-batch": 10, "user-guide": 10}
 FAULT_RATE = 0.10  # the share of first thumbnail attempts that fail on purpose
@@ -93,6 +95,11 @@ class Thumb:
     width: int
     height: int
     size: int  # bytes on disk
+
+
+def shown(path: Path) -> Path:
+    """A path as the summary prints it: relative to the repository when inside it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def injects_fault(document: str, number: int) -> bool:
@@ -239,7 +246,7 @@ async def main(system: QueueSystem) -> bool:
     console.print(f"Pages submitted:     {len(pages)}")
     console.print(f"Pipeline succeeded:  {succeeded}")
     console.print(f"Pipeline failed:     {len(failures)}")
-    console.print(f"Rows in SQLite:      {rows}  ({DATABASE.relative_to(ROOT)})")
+    console.print(f"Rows in SQLite:      {rows}  ({shown(DATABASE)})")
     console.print(
         f"Faults injected:     {injected}  (Transient errors on first thumbnail attempts)"
     )
@@ -253,9 +260,7 @@ async def main(system: QueueSystem) -> bool:
     console.print(f"Time:                {elapsed:.2f} s")
     for failure in failures:
         console.print("[red]failed:[/red]", escape(str(failure)), soft_wrap=True)
-    console.print(
-        f"Thumbnails are in {(OUT / 'thumbs').relative_to(ROOT)}/; docs/tutorial.md walks"
-    )
+    console.print(f"Thumbnails are in {shown(OUT / 'thumbs')}/; docs/tutorial.md walks")
     console.print("through this program step by step.")
     return not failures and rows == len(pages)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -13,12 +14,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_example(name: str) -> str:
+def run_example(name: str, env: dict[str, str] | None = None) -> str:
     """Run examples/NAME in its own interpreter from the repo root; return its stdout."""
     proc = subprocess.run(
         # Deprecated calls made by the example itself fail it (not those inside libraries).
         [sys.executable, "-W", "error::DeprecationWarning:__main__", f"examples/{name}"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -37,8 +39,11 @@ def number(output: str, label: str) -> int:
     return int(match.group(1))
 
 
-def test_quickstart_thumbnails_every_page_and_retries_the_injected_faults() -> None:
-    out = run_example("quickstart.py")
+def test_quickstart_thumbnails_every_page_and_retries_the_injected_faults(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "quickstart"
+    out = run_example("quickstart.py", {**os.environ, "QUICKSTART_OUT": str(folder)})
 
     pages = number(out, "Pages submitted")
     assert pages > 0
@@ -57,13 +62,13 @@ def test_quickstart_thumbnails_every_page_and_retries_the_injected_faults() -> N
         _workers, submitted, succeeded, stage_retried, failed = map(int, row.groups())
         assert (submitted, succeeded, stage_retried, failed) == (pages, pages, retried, 0)
 
-    database = ROOT / "examples" / "out" / "quickstart" / "thumbnails.sqlite3"
+    database = folder / "thumbnails.sqlite3"
     with sqlite3.connect(database) as db:
         query = "SELECT count(DISTINCT document || '/' || page) FROM thumbnails"
         (rows,) = db.execute(query).fetchone()
     db.close()
     assert rows == pages
-    assert len(list((ROOT / "examples" / "out" / "quickstart" / "thumbs").iterdir())) == pages
+    assert len(list((folder / "thumbs").iterdir())) == pages
 
 
 def test_flaky_service_dead_letters_then_requeues_after_the_fix() -> None:

@@ -15,8 +15,10 @@ pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_example(name: str, broker: str) -> str:
+def run_example(name: str, broker: str, out: Path | None = None) -> str:
     env = {**os.environ, "QUEUEING_BROKER": broker}
+    if out is not None:
+        env["QUICKSTART_OUT"] = str(out)
     proc = subprocess.run(
         [sys.executable, f"examples/{name}"],
         cwd=ROOT,
@@ -30,8 +32,8 @@ def run_example(name: str, broker: str) -> str:
     return proc.stdout
 
 
-def test_the_quickstart_runs_unchanged_over_redis(redis_url: str) -> None:
-    out = run_example("quickstart.py", redis_url)
+def test_the_quickstart_runs_unchanged_over_redis(redis_url: str, tmp_path: Path) -> None:
+    out = run_example("quickstart.py", redis_url, tmp_path / "quickstart")
     submitted = int(re.search(r"Pages submitted:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
     succeeded = int(re.search(r"Pipeline succeeded:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
     rows = int(re.search(r"Rows in SQLite:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
