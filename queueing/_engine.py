@@ -342,6 +342,8 @@ class Engine:
             if since >= _BATCH:
                 since = 0
                 await trio.lowlevel.checkpoint()
+        if ready and not rt.waking and rt.parked:
+            rt.wake()  # stopping (woken just now, maybe): the next worker takes over
 
     def failed(self, rt: QueueRuntime, env: Envelope, exc: Exception) -> None:
         decision = rt.spec.retry.decide(exc, env.attempts, env.first_started or 0.0, self.clock())

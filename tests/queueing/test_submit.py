@@ -289,3 +289,19 @@ async def test_a_receipt_found_by_id_is_the_same_receipt() -> None:
         assert await found == 42
         assert hash(found) == hash(receipt)
         assert receipt.queue == "double"
+
+
+async def test_a_worker_stopped_just_after_being_woken_hands_the_task_on(
+    autojump_clock: Any,
+) -> None:
+    # Workers wake one at a time: the worker woken for a task is stopped before it runs,
+    # and the next idle worker must take the task instead of leaving it waiting. (Trio
+    # shuffles the order in which woken tasks run, so the scenario is played many times.)
+    for _ in range(20):
+        async with open_system(Queue("double", Double, workers=2)) as system:
+            await trio.testing.wait_all_tasks_blocked()  # both workers idle
+            receipt = await system.submit("double", 21)  # wakes one worker, not yet run
+            first = system.actors.lookup("double.worker-0")
+            await first.stop(timeout=1)
+            with trio.fail_after(5):
+                assert await receipt == 42
