@@ -29,8 +29,10 @@ class Receipt(Envelope):
         id: the task id (unique; a reference for later).
         queue: the queue or pipeline the task was submitted to.
 
-    A receipt is the task's own record in this process (one object per task, not two):
-    its other attributes are internal and may change in any release.
+    `system.submit()`, `system.submit_many()` and `system.receipt(id)` hand out receipts;
+    you never make one yourself. A receipt is the task's own record in this process (one
+    object per task, not two): its other attributes are internal and may change in any
+    release.
     """
 
     __slots__ = ()
