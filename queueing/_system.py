@@ -22,7 +22,13 @@ from actors._system import run_with_signals
 from . import _fastpath
 from ._convert import make_converter
 from ._engine import Engine
-from ._exceptions import InvalidQueue, QueueingError, UnknownQueue, UnknownTask
+from ._exceptions import (
+    InvalidQueue,
+    QueueingError,
+    SystemStopping,
+    UnknownQueue,
+    UnknownTask,
+)
 from ._queue import Pipeline, Queue
 from ._receipt import ANY_RESULT, Receipt, failure
 from ._runtime import QueueRuntime
@@ -324,9 +330,11 @@ class QueueSystem:
             if start:
                 await trio.lowlevel.cancel_shielded_checkpoint()  # let workers start
             envs, problem = engine.tasks(rt, items[start : start + _CHUNK], expires)
-            taken = broker.submit_many_nowait(rt, envs)
+            taken = 0 if engine.stopping else broker.submit_many_nowait(rt, envs)
             accepted += envs[:taken]
             try:
+                if engine.stopping:
+                    raise SystemStopping("the system is shutting down and accepts no new tasks")
                 for env in envs[taken:]:
                     await engine.enqueue(rt, env, timeout)
                     accepted.append(env)
