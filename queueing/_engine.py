@@ -141,10 +141,12 @@ class Engine:
             if pipeline is None:
                 raise UnknownQueue(name, [*self.runtimes, *self.pipelines])
             return await self._submit_pipeline(pipeline, payload, delay, expires, timeout)
+        await trio.lowlevel.checkpoint_if_cancelled()  # before accepting: see QueueSystem
         env = self.task(rt, payload, expires)
         if delay or not self.broker.submit_nowait(rt, env):
             await self.enqueue(rt, env, timeout, delay)
-        await _fastpath.checkpoint()
+        if _fastpath.due():
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return env
 
     async def enqueue(
@@ -164,6 +166,7 @@ class Engine:
         expires: float | None,
         timeout: float | None,
     ) -> Receipt:
+        await trio.lowlevel.checkpoint_if_cancelled()  # before accepting: see QueueSystem
         first = self.runtimes[pipeline.stages[0].name]
         data = self.validate(first, payload)
         now = self.clock()
@@ -191,7 +194,8 @@ class Engine:
             spec.full_timeout if timeout is None else timeout,
             delay,
         )
-        await _fastpath.checkpoint()
+        if _fastpath.due():
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return run_env
 
     # -- running ---------------------------------------------------------------------------

@@ -238,11 +238,12 @@ class QueueSystem:
         rt = self._runtimes.get(name)
         if rt is None or delay or engine.stopping:
             return await engine.submit(name, payload, delay=delay, expires=expires, timeout=timeout)
-        # The common case (this runs once per task): accepted now if there is room.
+        # The common case (this runs once per task): accepted now if there is room. A
+        # cancelled caller is refused first: once accepted, the receipt must reach it.
+        await _checkpoint_if_cancelled()
         env = engine.task(rt, payload, expires)
         if not self._accept(rt, env):
             await engine.enqueue(rt, env, timeout)
-        await _checkpoint_if_cancelled()
         if _fastpath.due():
             await _cancel_shielded_checkpoint()
         return env
@@ -451,6 +452,10 @@ class QueueSystem:
     def _unwrap(self, env: Envelope) -> Any:
         if env.state is not TaskState.SUCCEEDED:
             raise failure(env, self._stage_name(env))
+        if env.pipeline is not None:
+            # A stage task of a pipeline run (found by id): its result went on to the next
+            # stage (or into the run's result), so its own receipt resolves to None.
+            return None
         rt = self._runtimes.get(env.queue)
         if rt is not None:
             return rt.result_codec.structure(env.value)

@@ -424,18 +424,16 @@ class MemoryBroker(Broker):
             return False
         running = env.state is TaskState.RUNNING
         rt = self._runtimes.get(env.queue)
-        self.finish(
-            rt,
-            env,
-            TaskState.CANCELLED,
-            None,
-            ErrorInfo("Cancelled", "cancelled through its receipt"),
-        )
+        error = ErrorInfo("Cancelled", "cancelled through its receipt")
+        self.finish(rt, env, TaskState.CANCELLED, None, error)
         if running and env.scope is not None:
             env.scope.cancel()
         run = self._runs.pop(env.id, None)
         if run is not None:  # a pipeline run: stop its stage tasks too
             self._cancel_stages(run, "its pipeline run was cancelled")
+        elif env.pipeline is not None:
+            # One stage task of a run (found by id): the run cannot complete without it.
+            self.fail_run(env, TaskState.CANCELLED, error)
         return True
 
     def outstanding(self, queue: str) -> int:

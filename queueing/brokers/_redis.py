@@ -955,7 +955,9 @@ class RedisBroker(Broker):
     def lookup(self, task_id: str) -> Envelope | None:
         env = self._waiting.get(task_id) or self._foreign.get(task_id)
         if env is None:
-            env = PipelineReceipt(task_id, "", None, 0.0, 0.0)  # a pipeline run's, maybe
+            # Maybe a pipeline run's; a stage task's id is its run's id, a dot, and more.
+            run = task_id.split(".", 1)[0] if "." in task_id else None
+            env = PipelineReceipt(task_id, "", None, 0.0, 0.0, pipeline=run)
             env.entry = "?"  # not checked yet: `watch` asks Redis first
             self._foreign[task_id] = env
         return env
@@ -1011,6 +1013,9 @@ class RedisBroker(Broker):
             env.event.set()
         if env.scope is not None:
             env.scope.cancel()
+        if first and env.pipeline is not None:
+            # One stage task of a run: the run cannot complete without it.
+            self.fail_run(env, TaskState.CANCELLED, env.error)
         return bool(first)
 
     # -- dead letters, drain, stats ----------------------------------------------------------

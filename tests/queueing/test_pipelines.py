@@ -277,3 +277,40 @@ async def test_cancelling_a_pipeline_cancels_the_running_stage_handler(
         await system.drain()
         assert trio.current_time() == pytest.approx(3.0)  # the worker was freed at once
     assert cancelled == [3.0]
+
+
+class Recording(Worker):
+    """Records the id of each task it runs (a stage task's own id), then sleeps."""
+
+    def __init__(self, ids: list[str], seconds: float = 0) -> None:
+        self.ids = ids
+        self.seconds = seconds
+
+    async def handle(self, n: int) -> int:
+        assert self.task_id is not None
+        self.ids.append(self.task_id)
+        await trio.sleep(self.seconds)
+        return n + 1
+
+
+async def test_a_stage_task_found_by_id_resolves_to_none(autojump_clock: Any) -> None:
+    ids: list[str] = []
+    first = Queue("first", Recording, worker_kwargs={"ids": ids})
+    async with open_system(Pipeline("p", [first, Queue("double", Double)])) as system:
+        assert await (await system.submit("p", 1)) == 4
+        stage = system.receipt(ids[0])
+        assert stage.id != (await system.submit("p", 2)).id
+        # Its result went on to the next stage: its own receipt has none to give.
+        assert await stage is None
+        assert (await stage.status()).state is TaskState.SUCCEEDED
+
+
+async def test_cancelling_a_stage_task_found_by_id_ends_its_run(autojump_clock: Any) -> None:
+    ids: list[str] = []
+    first = Queue("first", Recording, worker_kwargs={"ids": ids, "seconds": 10})
+    async with open_system(Pipeline("p", [first, Queue("double", Double)])) as system:
+        run = await system.submit("p", 1)
+        await trio.sleep(1)  # the first stage is running
+        assert await system.receipt(ids[0]).cancel() is True
+        with trio.fail_after(5), pytest.raises(TaskCancelled):
+            await run

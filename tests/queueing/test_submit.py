@@ -305,3 +305,17 @@ async def test_a_worker_stopped_just_after_being_woken_hands_the_task_on(
             await first.stop(timeout=1)
             with trio.fail_after(5):
                 assert await receipt == 42
+
+
+async def test_a_cancelled_caller_gets_cancelled_before_its_task_is_accepted() -> None:
+    from queueing import Pipeline
+
+    double = Queue("double", Double)
+    async with open_system(double, Pipeline("twice", [double])) as system:
+        for name in ("double", "twice"):
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await system.submit(name, 1)
+            assert scope.cancelled_caught
+        # Nothing was accepted: a receipt the caller never got would be a lost task.
+        assert system.stats()["double"].submitted == 0

@@ -161,3 +161,48 @@ async def test_cancel_a_run_while_its_first_stage_runs(redis_url: str) -> None:
         async with raw_client(redis_url) as client:
             for name in ("first", "second"):
                 assert await outstanding(client, redis_url, name) == 0
+
+
+class IdGate(Worker):
+    """Records its task's own id (a stage task's), then waits for the gate."""
+
+    def __init__(self, gate: trio.Event, ids: list[str]) -> None:
+        self.gate = gate
+        self.ids = ids
+
+    async def handle(self, payload: str) -> str:
+        assert self.task_id is not None
+        self.ids.append(self.task_id)
+        await self.gate.wait()
+        return payload
+
+
+class Length(Worker):
+    async def handle(self, text: str) -> int:
+        return len(text)
+
+
+async def test_a_stage_task_found_by_id_another_client(redis_url: str) -> None:
+    gate, ids = trio.Event(), []
+    first = Queue("first", IdGate, worker_kwargs={"gate": gate, "ids": ids})
+    second = Queue("second", Length)
+    run = Pipeline("run", [first, second])
+    async with open_system(first, second, run, broker=redis_url) as system:
+        doomed = await system.submit("run", "hello")
+
+        async def started() -> bool:
+            await trio.lowlevel.checkpoint()
+            return bool(ids)
+
+        await wait_for(started)
+        async with connect(redis_url) as client:
+            # Cancelling one stage task ends its run: it cannot complete without it.
+            assert await client.receipt(ids[0]).cancel() is True
+            with pytest.raises(TaskCancelled):
+                await doomed.result(timeout=5)
+            gate.set()
+            ok = await system.submit("run", "hi")
+            assert await ok.result(timeout=5) == len("hi")
+            # A finished stage task's receipt resolves to None: its result went on.
+            assert await client.receipt(ids[1]).result(timeout=5) is None
+        await system.drain(timeout=5)
