@@ -152,6 +152,8 @@ class MemoryBroker(Broker):
             if self._abandoned:
                 # Woken by the shutdown: accepted now, the task would never run or resolve.
                 raise SystemStopping("the system shut down while this submit waited for room")
+        if env.pipeline is not None and env.pipeline not in self._runs:
+            return  # a later stage's task whose run has ended (maybe while it waited)
         rt.outstanding += 1
         self._total += 1
         self._tasks[env.id] = env

@@ -314,3 +314,25 @@ async def test_cancelling_a_stage_task_found_by_id_ends_its_run(autojump_clock: 
         assert await system.receipt(ids[0]).cancel() is True
         with trio.fail_after(5), pytest.raises(TaskCancelled):
             await run
+
+
+class FailX(Worker):
+    async def handle(self, word: str) -> str:
+        if word == "x":
+            raise ValueError("x fails")
+        return word
+
+
+async def test_a_run_that_ended_while_its_stage_waited_for_room_gets_no_more_tasks(
+    autojump_clock: Any,
+) -> None:
+    # The first stage fans out two tasks into a queue with room for one; the first of them
+    # fails the run while the second still waits for room: that one is never accepted.
+    split = Queue("split", Split)
+    second = Queue("second", FailX, maxsize=1, retry=RetryPolicy.never())
+    async with open_system(Pipeline("p", [split, second])) as system:
+        with pytest.raises(TaskFailed, match="x fails"):
+            await (await system.submit("p", "x y z"))
+        await system.drain()
+        stats = system.stats()["second"]
+        assert (stats.submitted, stats.failed, stats.outstanding) == (1, 1, 0)
