@@ -153,7 +153,11 @@ class MemoryBroker(Broker):
                 # Woken by the shutdown: accepted now, the task would never run or resolve.
                 raise SystemStopping("the system shut down while this submit waited for room")
         if env.pipeline is not None and env.pipeline not in self._runs:
-            return  # a later stage's task whose run has ended (maybe while it waited)
+            # A later stage's task whose run has ended (maybe while it waited): not needed.
+            # If it was woken for room, that wake-up goes to the next waiter instead.
+            if rt.room_waiters and rt.outstanding < maxsize:
+                self._room[name].unpark()
+            return
         rt.outstanding += 1
         self._total += 1
         self._tasks[env.id] = env

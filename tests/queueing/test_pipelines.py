@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from queueing_helpers import outcome_of
 
 from queueing import (
@@ -336,3 +337,39 @@ async def test_a_run_that_ended_while_its_stage_waited_for_room_gets_no_more_tas
         await system.drain()
         stats = system.stats()["second"]
         assert (stats.submitted, stats.failed, stats.outstanding) == (1, 1, 0)
+
+
+class Held(Worker):
+    """Holds every task until the gate opens."""
+
+    def __init__(self, gate: trio.Event) -> None:
+        self.gate = gate
+
+    async def handle(self, word: str) -> str:
+        await self.gate.wait()
+        return word
+
+
+async def test_room_a_dropped_stage_task_was_woken_for_goes_to_the_next_waiter(
+    autojump_clock: Any,
+) -> None:
+    gate = trio.Event()
+    second = Queue("second", Held, worker_kwargs={"gate": gate}, maxsize=1)
+    async with open_system(Pipeline("p", [Queue("split", Split), second])) as system:
+        held = await system.submit("second", "held")  # the queue is full now
+        run = await system.submit("p", "x")  # its stage task waits for room...
+        await trio.testing.wait_all_tasks_blocked()
+        accepted = trio.Event()
+
+        async def submit_one() -> None:
+            await system.submit("second", "next")  # ...and so does this, behind it
+            accepted.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(submit_one)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await run.cancel() is True  # the waiting stage task is not needed now
+            gate.set()  # room: the stage task is woken first, and must pass the room on
+            with trio.fail_after(5):
+                await accepted.wait()
+        assert await held == "held"
