@@ -100,6 +100,13 @@ _SCRIPTS = (
 )
 
 
+# The longest blocking read a caller's task makes (waiting for room, drain): a cancellation
+# waits for it to end (see RedisBroker._attempt).
+_SHIELDED_BLOCK = 0.05
+# How much longer than `block` one shielded call may take before it is given up.
+_ATTEMPT_GRACE = 10.0
+
+
 class _Slot:
     __slots__ = ("answer", "args", "error", "event", "keys")
 
@@ -283,14 +290,21 @@ class RedisBroker(Broker):
 
     # -- resilience ------------------------------------------------------------------------
 
-    async def _retrying(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run `fn`, retrying lost connections with jittered backoff (no limit)."""
+    async def _retrying(
+        self, what: str, fn: Callable[[], Awaitable[T]], *, background: bool = False
+    ) -> T:
+        """Run `fn`, retrying lost connections with jittered backoff (no limit).
+
+        Each attempt is shielded from the caller's cancellation (see `_attempt`), except
+        for the background loops' blocking reads (`background=True`), which are cancelled
+        only when the system stops and closes the client anyway.
+        """
         import coredis.exceptions as ce
 
         retryable = _retryable_errors()
         try:
             # The common case, without building a tenacity retry object per call.
-            return await fn()
+            return await self._attempt(what, fn, background)
         except retryable:
             pass  # handled (and retried) below
 
@@ -309,7 +323,7 @@ class RedisBroker(Broker):
         async for attempt in retrying:
             with attempt:
                 try:
-                    return await fn()
+                    return await self._attempt(what, fn, background)
                 except ce.NoScriptError:
                     # Redis restarted (its script cache is empty) or SCRIPT FLUSH ran.
                     await self._load_scripts()
@@ -323,6 +337,31 @@ class RedisBroker(Broker):
                         await self._declare(name, rt)
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, what: str, fn: Callable[[], Awaitable[T]], background: bool) -> T:
+        """One call to Redis, which the caller's cancellation does not interrupt.
+
+        coredis (6.9) loses a slot of its connection pool for good whenever a command is
+        cancelled midway: after 64 of them (a `move_on_after` around a `submit` that waits
+        for room, say) every later command waits forever. So a cancellation waits for the
+        command to finish: one round trip, or at most `_SHIELDED_BLOCK` for the blocking
+        reads callers make. Its own deadline still ends a command Redis never answers.
+        """
+        if background:
+            return await fn()
+        answered = False
+        with trio.CancelScope(
+            shield=True, deadline=trio.current_time() + self.block + _ATTEMPT_GRACE
+        ):
+            result = await fn()
+            answered = True
+        if not answered:
+            raise BrokerError(
+                f"redis {what} got no answer within {self.block + _ATTEMPT_GRACE:g}s; "
+                "is the server overloaded or stopped?"
+            )
+        await trio.lowlevel.checkpoint_if_cancelled()  # the caller's cancellation, now
+        return result
 
     async def _load_scripts(self) -> None:
         for name in _SCRIPTS:
@@ -392,8 +431,9 @@ class RedisBroker(Broker):
             left = deadline - trio.current_time()
             if left <= 0:
                 raise QueueFull(rt.name, rt.spec.maxsize, timeout)
-            # Finishing tasks push tokens to `room`; wait for one (a blocking read).
-            wait = max(0.01, min(left, self.block))
+            # Finishing tasks push tokens to `room`; wait for one (a blocking read, short:
+            # a cancellation waits for it to end, see _attempt).
+            wait = max(0.01, min(left, _SHIELDED_BLOCK))
             await self._retrying(
                 "wait for room", lambda: self.client.blpop([self._k(rt.name, "room")], timeout=wait)
             )
@@ -406,7 +446,18 @@ class RedisBroker(Broker):
         self._submits.append(slot)
         if self._submit_lot:
             self._submit_lot.unpark()
-        await slot.event.wait()
+        try:
+            await slot.event.wait()
+        except trio.Cancelled:
+            for index, queued in enumerate(self._submits):
+                if queued is slot:  # not sent yet: withdrawn, nothing was accepted
+                    del self._submits[index]
+                    raise
+            # Already sent: Redis may be accepting it right now. Wait for the answer, so
+            # that an accepted task's receipt reaches the caller; the caller's cancellation
+            # takes effect at its next checkpoint.
+            with trio.CancelScope(shield=True):
+                await slot.event.wait()
         if slot.error is not None:
             raise slot.error
         return slot.answer
@@ -533,6 +584,7 @@ class RedisBroker(Broker):
                 answer = await self._retrying(
                     "write outcomes and fetch",
                     lambda: self._send_and_fetch(batch, ready_key, free),
+                    background=True,
                 )
                 self._after_flush()
             else:
@@ -546,6 +598,7 @@ class RedisBroker(Broker):
                         block=block_ms,
                         streams={ready_key: ">"},
                     ),
+                    background=True,
                 )
             entries = (answer or {}).get(ready_key, ())
             if entries:
@@ -912,6 +965,7 @@ class RedisBroker(Broker):
             answer = await self._retrying(
                 "read replies",
                 lambda: self.client.xread({replies: last}, count=1000, block=block_ms),
+                background=True,
             )
             for entry in (answer or {}).get(replies, ()):
                 last = str(entry.identifier)
@@ -931,7 +985,9 @@ class RedisBroker(Broker):
                 await self._foreign_lot.park()
                 continue
             answer = await self._retrying(
-                "read done", lambda: self.client.xread({done: start}, count=1000, block=block_ms)
+                "read done",
+                lambda: self.client.xread({done: start}, count=1000, block=block_ms),
+                background=True,
             )
             entries = (answer or {}).get(done, ())
             if entries:
@@ -1054,7 +1110,7 @@ class RedisBroker(Broker):
                 return
             # Each finished task pushes a token to its queue's `room` list: block on those.
             rooms = [self._k(name, "room") for name in self._runtimes]
-            await self._retrying("drain", lambda: self.client.blpop(rooms, timeout=self.block))
+            await self._retrying("drain", lambda: self.client.blpop(rooms, timeout=_SHIELDED_BLOCK))
 
     def abandon(self, reason: str) -> int:
         # Durable: unfinished tasks stay in Redis (pending or in the group's pending list)

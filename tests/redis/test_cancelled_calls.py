@@ -1,0 +1,47 @@
+"""Callers cancelled in the middle of a Redis call: nothing hangs later.
+
+coredis gives up a slot of its connection pool for good when a command is cancelled
+midway; the broker shields its calls so that many cancelled callers (a `move_on_after`
+around a `submit` that waits for room, a `drain(timeout=...)`) cannot use the pool up.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from queueing import Full, Queue, Worker, open_system
+
+pytestmark = pytest.mark.redis
+
+
+class Held(Worker):
+    """Holds its task until the gate opens: the queue stays full."""
+
+    gate: trio.Event | None = None
+
+    async def handle(self, x: int) -> int:
+        assert Held.gate is not None
+        await Held.gate.wait()
+        return x
+
+
+async def test_many_cancelled_waits_for_room_leave_the_client_working(redis_url: str) -> None:
+    Held.gate = trio.Event()
+    queue = Queue("held", Held, workers=1, maxsize=1, when_full=Full.WAIT)
+    async with open_system(queue, broker=redis_url) as system:
+        first = await system.submit("held", 0)  # the queue is full from now on
+        for i in range(70):  # more than the 64 connections of the client's pool
+            with trio.move_on_after(0.01) as scope:
+                await system.submit("held", i + 1)
+            assert scope.cancelled_caught
+        for _ in range(5):
+            with trio.move_on_after(0.01) as scope:
+                await system.drain()
+            assert scope.cancelled_caught
+        Held.gate.set()
+        with trio.fail_after(10):
+            assert await first.result(timeout=10) == 0
+            second = await system.submit("held", 7)
+            assert await second.result(timeout=10) == 7
+            await system.drain()
