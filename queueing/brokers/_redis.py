@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import tenacity
 import trio
 
-from .._exceptions import BrokerError, QueueFull, UnknownTask
+from .._exceptions import BrokerError, QueueFull, SystemStopping, UnknownTask
 from .._queue import Full
 from .._receipt import PipelineReceipt
 from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
@@ -456,42 +456,62 @@ class RedisBroker(Broker):
             # Already sent: Redis may be accepting it right now. Wait for the answer, so
             # that an accepted task's receipt reaches the caller; the caller's cancellation
             # takes effect at its next checkpoint.
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.block + _ATTEMPT_GRACE
                 await slot.event.wait()
+            if not slot.event.is_set():
+                raise BrokerError(
+                    "Redis did not answer a submit in time (the task may have been accepted)"
+                ) from None
         if slot.error is not None:
             raise slot.error
         return slot.answer
 
     async def _submit_loop(self) -> None:
-        while True:
-            if not self._submits:
-                await self._submit_lot.park()
-                continue
-            batch, self._submits = self._submits[:500], self._submits[500:]
-            sends = 0
-
-            async def send(batch: list[_Slot] = batch) -> Any:
-                nonlocal sends
-                sends += 1
-                async with self.client.pipeline(transaction=False) as pipe:
-                    calls = [
-                        pipe.evalsha(self._shas["SUBMIT"], keys=slot.keys, args=slot.args)
-                        for slot in batch
-                    ]
-                return [await call for call in calls]
-
-            try:
-                answers = await self._retrying("submit", send)
-            except Exception as exc:
-                for slot in batch:
-                    slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
+        batch: list[_Slot] = []
+        try:
+            while True:
+                if not self._submits:
+                    await self._submit_lot.park()
+                    continue
+                batch, self._submits = self._submits[:500], self._submits[500:]
+                await self._send_submits(batch)
+        finally:
+            # Stopped (the system shuts down): nobody is left to answer these.
+            for slot in [*batch, *self._submits]:
+                if not slot.event.is_set():
+                    slot.error = SystemStopping(
+                        "the system shut down before Redis answered this submit "
+                        "(the task may have been accepted)"
+                    )
                     slot.event.set()
-                continue
-            for slot, answer in zip(batch, answers, strict=True):
-                # Sent again after a lost connection: "exists" is our own earlier send
-                # that Redis applied before the connection broke (ids are ours alone).
-                slot.answer = 1 if sends > 1 and int(answer) == -1 else int(answer)
+            self._submits = []
+
+    async def _send_submits(self, batch: list[_Slot]) -> None:
+        sends = 0
+
+        async def send() -> Any:
+            nonlocal sends
+            sends += 1
+            async with self.client.pipeline(transaction=False) as pipe:
+                calls = [
+                    pipe.evalsha(self._shas["SUBMIT"], keys=slot.keys, args=slot.args)
+                    for slot in batch
+                ]
+            return [await call for call in calls]
+
+        try:
+            answers = await self._retrying("submit", send)
+        except Exception as exc:
+            for slot in batch:
+                slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
                 slot.event.set()
+            return
+        for slot, answer in zip(batch, answers, strict=True):
+            # Sent again after a lost connection: "exists" is our own earlier send
+            # that Redis applied before the connection broke (ids are ours alone).
+            slot.answer = 1 if sends > 1 and int(answer) == -1 else int(answer)
+            slot.event.set()
 
     # -- pipeline runs ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from queueing import Full, Queue, Worker, open_system
+from queueing import Full, Queue, QueueingError, Worker, open_system
 
 pytestmark = pytest.mark.redis
 
@@ -45,3 +45,29 @@ async def test_many_cancelled_waits_for_room_leave_the_client_working(redis_url:
             second = await system.submit("held", 7)
             assert await second.result(timeout=10) == 7
             await system.drain()
+
+
+class Quick(Worker):
+    async def handle(self, x: int) -> int:
+        return x
+
+
+async def test_submitters_still_running_when_the_system_stops_end_with_an_error(
+    redis_url: str,
+) -> None:
+    errors: list[BaseException] = []
+    quick = Queue("quick", Quick, workers=4)
+    with trio.fail_after(20):  # a submit left waiting for an answer would hang here
+        async with trio.open_nursery() as nursery, open_system(quick, broker=redis_url) as system:
+
+            async def submitter() -> None:
+                try:
+                    while True:
+                        await system.submit("quick", 1)
+                except QueueingError as exc:  # SystemStopping, or BrokerError
+                    errors.append(exc)
+
+            for _ in range(8):
+                nursery.start_soon(submitter)
+            await trio.sleep(0.3)
+    assert len(errors) == 8
