@@ -63,6 +63,12 @@ class Engine:
     # -- submit ----------------------------------------------------------------------------
 
     def validate(self, rt: QueueRuntime, payload: Any) -> Any:
+        """The payload as plain data, checked against the queue's type and `max_payload`."""
+        kind = type(payload)
+        if (kind is int and rt.direct_int and -BIG_INT < payload < BIG_INT) or (
+            kind is str and len(payload) <= rt.direct_str
+        ):
+            return payload  # plain data the queue takes as it is, well within max_payload
         data = rt.payload_codec.check(payload)
         limit = rt.spec.max_payload
         try:
@@ -75,13 +81,7 @@ class Engine:
 
     def task(self, rt: QueueRuntime, payload: Any, expires: float | None) -> Receipt:
         """A new task for queue `rt`, validated; its receipt is its record."""
-        kind = type(payload)
-        if (kind is int and rt.direct_int and -BIG_INT < payload < BIG_INT) or (
-            kind is str and len(payload) <= rt.direct_str
-        ):
-            data = payload  # plain data the queue takes as it is, well within max_payload
-        else:
-            data = self.validate(rt, payload)
+        data = self.validate(rt, payload)
         now = self.clock()
         return Receipt(
             f"{self.prefix}{next(self.ids)}",  # new_id(), inlined: this runs once per task
@@ -105,19 +105,12 @@ class Engine:
         ids = self.ids
         name = rt.name
         system = self.system
-        direct_int = rt.direct_int
-        direct_str = rt.direct_str
+        validate = self.validate
         envs: list[Receipt] = []
         append = envs.append
         try:
             for payload in payloads:
-                kind = type(payload)
-                if (kind is int and direct_int and -BIG_INT < payload < BIG_INT) or (
-                    kind is str and len(payload) <= direct_str
-                ):
-                    data = payload
-                else:
-                    data = self.validate(rt, payload)
+                data = validate(rt, payload)
                 task_id = f"{prefix}{next(ids)}"
                 append(Receipt(task_id, name, data, wall, now, expires_at, system))
         except QueueingError as exc:
