@@ -14,7 +14,9 @@ from cattrs.preconf.json import make_converter as _make_json_converter
 from ._exceptions import PayloadError
 
 _PRIMITIVES = (int, float, str, bool, type(None))
-_PRIMITIVE_SET = frozenset(_PRIMITIVES)
+PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
+#: `Codec.as_is` of a codec for `Any`: every value passes as it is.
+AS_ANY: Any = object()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -67,11 +69,14 @@ def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
 class Codec:
     """Unstructures and structures one declared type with the system's converter."""
 
-    __slots__ = ("_structure", "_unstructure", "queue", "type")
+    __slots__ = ("_structure", "_unstructure", "as_is", "queue", "type")
 
     def __init__(self, converter: cattrs.Converter, type_: Any, queue: str) -> None:
         self.type = type_
         self.queue = queue
+        # Data that structures as itself: of this primitive type (AS_ANY: any data; None:
+        # none). Hot paths read it to skip the call to `structure`.
+        self.as_is: Any = AS_ANY if type_ is Any else type_ if type_ in PRIMITIVE_TYPES else None
         self._unstructure = converter.unstructure
         self._structure = converter.structure
 
@@ -99,9 +104,10 @@ class Codec:
         return data
 
     def structure(self, data: Any) -> Any:
-        target = self.type
-        if target is Any or (type(data) is target and target in _PRIMITIVES):
+        as_is = self.as_is
+        if as_is is AS_ANY or type(data) is as_is:
             return data
+        target = self.type
         try:
             return self._structure(data, target)
         except Exception as exc:
@@ -118,7 +124,7 @@ class Codec:
         """
         kind = type(value)
         target = self.type
-        if kind in _PRIMITIVE_SET and (target is Any or target is kind):
+        if kind in PRIMITIVE_TYPES and (target is Any or target is kind):
             if kind is float and not math.isfinite(value):
                 raise PayloadError(
                     self.queue, f"{value!r} is not a JSON number; send None or a string"

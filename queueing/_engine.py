@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import _fastpath
-from ._convert import encoded_size
+from ._convert import AS_ANY, PRIMITIVE_TYPES, encoded_size
 from ._exceptions import (
     PayloadError,
     PayloadTooLarge,
@@ -235,16 +235,13 @@ class Engine:
         timeout = spec.timeout
         max_deliveries = spec.max_deliveries
         structure = rt.payload_codec.structure
-        declared = rt.payload_codec.type
-        as_is = declared if declared in _PLAIN else None  # payloads that need no structuring
-        if declared is Any:
-            as_is = _ANY
+        as_is = rt.payload_codec.as_is  # payloads that need no structuring
         handle = worker.handle
         fatal = type(worker).fatal
         limiter = rt.limiter
         pending = TaskState.PENDING
         running = TaskState.RUNNING
-        result_any = rt.result_codec.type is Any or rt.result_codec.type in _PLAIN
+        result_any = rt.result_codec.as_is is not None
         since = 0
         while not cell.stop_requested:
             if not ready:
@@ -295,7 +292,7 @@ class Engine:
             result: Any = None
             try:
                 payload = env.payload
-                if as_is is not _ANY and type(payload) is not as_is:
+                if as_is is not AS_ANY and type(payload) is not as_is:
                     payload = structure(payload)
                 if limiter is None:
                     result = await handle(payload)
@@ -323,7 +320,7 @@ class Engine:
             if env.state is not running:
                 pass  # cancelled through its receipt: the outcome is recorded already
             elif failure is None:
-                if env.pipeline is None and type(result) in _PLAIN and result_any:
+                if env.pipeline is None and type(result) in PRIMITIVE_TYPES and result_any:
                     broker.succeed(rt, env, result)  # the common case
                 else:
                     await self.succeeded(rt, env, result)
@@ -420,6 +417,4 @@ class Engine:
             self.broker.fail_run(env, state, error)
 
 
-_PLAIN = frozenset({int, float, str, bool, type(None)})
-_ANY: Any = object()  # as_is for a handler that takes Any
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import _fastpath
+from ._convert import AS_ANY
 from ._exceptions import ResultTimeout, TaskCancelled, TaskExpired, TaskFailed
 from ._task import Envelope, TaskState, TaskStatus
 
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from ._system import QueueSystem
 
 _SUCCEEDED = TaskState.SUCCEEDED
-ANY_RESULT = object()  # in QueueSystem._as_is: a queue whose results are Any
 
 
 class Receipt(Envelope):
@@ -57,7 +57,7 @@ class Receipt(Envelope):
             if self.state is _SUCCEEDED:
                 value = self.value
                 as_is = self._system._as_is.get(self.queue)
-                if as_is is not None and (type(value) is as_is or as_is is ANY_RESULT):
+                if as_is is not None and (type(value) is as_is or as_is is AS_ANY):
                     return value  # plain data its queue declares (or Any): nothing to convert
             return self._system._unwrap(self)
         return (yield from self.result().__await__())

@@ -30,7 +30,7 @@ from ._exceptions import (
     UnknownTask,
 )
 from ._queue import Pipeline, Queue
-from ._receipt import ANY_RESULT, Receipt, failure
+from ._receipt import Receipt, failure
 from ._runtime import QueueRuntime
 from ._stats import QueueStats
 from ._task import DeadLetter, Envelope, TaskState, TaskStatus
@@ -134,14 +134,12 @@ class QueueSystem:
         broker.attach(self._runtimes)
         self._engine = Engine(broker, self._runtimes, pipelines, self)
         self._accept = broker.submit_nowait
-        # Per queue, results that need no structuring: of this type (or any, for Any).
-        self._as_is: dict[str, object] = {}
-        for name, rt in self._runtimes.items():
-            declared = rt.result_codec.type
-            if declared is Any:
-                self._as_is[name] = ANY_RESULT
-            elif declared in (int, float, str, bool):
-                self._as_is[name] = declared
+        # Per queue, the results that need no structuring (Codec.as_is), for `await receipt`.
+        self._as_is = {
+            name: rt.result_codec.as_is
+            for name, rt in self._runtimes.items()
+            if rt.result_codec.as_is is not None
+        }
         self._runner: actors.ActorRef | None = None
 
     @property
