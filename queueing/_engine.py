@@ -165,19 +165,19 @@ class Engine:
         now = self.clock()
         wall = time.time()
         expires_at = None if expires is None else now + expires
-        run_env = PipelineReceipt(self.new_id(), pipeline.name, data, wall, now, expires_at)
-        run_env._system = self.system
+        system = self.system
+        run_env = PipelineReceipt(self.new_id(), pipeline.name, data, wall, now, expires_at, system)
         stage_env = PipelineReceipt(
             f"{run_env.id}.s",
             first.name,
             data,
             wall,
             now,
-            expires_at=expires_at,
+            expires_at,
+            system,
             pipeline=run_env.id,
             route=pipeline.name,
         )
-        stage_env._system = self.system
         spec = first.spec
         await self.broker.start_run(
             first,
@@ -398,13 +398,13 @@ class Engine:
                 data,
                 time.time(),
                 now,
-                expires_at=env.expires_at,
+                env.expires_at,
+                self.system,
                 pipeline=env.pipeline,
                 route=env.route,
                 stage=env.stage + 1,
                 path=(*env.path, index) if fanned else env.path,
             )
-            child._system = self.system
             # Backpressure crosses stages: wait for room in the next stage.
             await broker.submit(nxt, child, Full.WAIT, None, None)
         broker.finish(rt, env, TaskState.SUCCEEDED, None)
