@@ -135,7 +135,7 @@ class MemoryBroker(Broker):
         delay: float | None = None,
     ) -> None:
         name = rt.name
-        maxsize = rt.spec.maxsize
+        maxsize = rt.maxsize
         if rt.outstanding >= maxsize:
             if when_full is Full.REJECT:
                 raise QueueFull(name, maxsize)
