@@ -271,7 +271,7 @@ class _Cell:
         receive = actor.receive
         since_yield = 0
         while not self.stop_requested:
-            # Mailbox._take, inlined: notices first, then the bounded queue; a user message
+            # Mailbox.get_nowait, inlined: notices first, then the bounded queue; a user message
             # is never a notice, so it is not checked for being one.
             if mailbox._system:
                 coro = actor._system_message(mailbox._system.popleft())

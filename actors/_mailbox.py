@@ -17,9 +17,6 @@ log = logging.getLogger("actors")
 # `tell` loop cannot starve other tasks (trio's fairness) while most calls avoid a round trip.
 _SCHEDULE_EVERY = 64
 
-# What `Mailbox._take` returns when nothing is queued (never a real message).
-_EMPTY: Any = object()
-
 
 class Overflow(enum.Enum):
     """What a full mailbox does with one more message."""
@@ -201,23 +198,16 @@ class Mailbox:
         Raises:
             trio.WouldBlock: nothing is queued.
         """
-        message = self._take()
-        if message is _EMPTY:
-            raise trio.WouldBlock
-        return message
-
-    def _take(self) -> Any:
-        """The next message, or `_EMPTY`: the reader's hot path, which raises nothing."""
         if self._system:
             return self._system.popleft()
         items = self._items
-        if items:
-            assert isinstance(items, deque)
-            message = items.popleft()
-            if self._waiting_putters:
-                self._unpark_putter()
-            return message
-        return _EMPTY
+        if not items:
+            raise trio.WouldBlock
+        assert isinstance(items, deque)
+        message = items.popleft()
+        if self._waiting_putters:
+            self._unpark_putter()
+        return message
 
     def _unpark_putter(self) -> None:
         """Wake one sender waiting for room (a message was just taken)."""
