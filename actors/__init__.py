@@ -23,6 +23,7 @@ from ._supervisor import Supervisor as Supervisor
 from ._system import ActorSystem as ActorSystem
 from ._system import open_system as open_system
 from ._system import run_system as run_system
+from ._system import run_with_signals as run_with_signals
 
 __all__ = [
     "Actor",
@@ -48,4 +49,5 @@ __all__ = [
     "Terminated",
     "open_system",
     "run_system",
+    "run_with_signals",
 ]

@@ -113,11 +113,37 @@ class Actor:
         """Stop after the current message; the restart type decides what follows."""
         self._cell.request_stop()
 
+    @property
+    def stopping(self) -> bool:
+        """True once a stop of this incarnation was requested (by `stop()`, its supervisor,
+        or the system's shutdown). A `run` override checks it between units of work."""
+        return self._cell.stop_requested
+
+    async def run(self) -> None:
+        """The body of one incarnation, between `on_start` and `on_stop`.
+
+        By default the message loop: `receive` is called for one message at a time until a
+        stop is requested. Override it for an actor that is not a plain message loop (one
+        that reads from another source, such as a shared `Mailbox.get()`): return once
+        `self.stopping` is true, and use `on_stop_requested` to cut a long wait short. An
+        exception escaping `run` is a crash, handled by the supervisor as any other. If the
+        shutdown deadline passes first, `run` is cancelled.
+        """
+        await self._cell.loop(self)
+
+    def on_stop_requested(self) -> None:
+        """Called, synchronously, when a stop of this incarnation is requested.
+
+        The default message loop needs nothing here (it is woken anyway). An actor that
+        overrides `run` and waits on something else cancels that wait here (a
+        `trio.CancelScope` it holds, say) so that it can return promptly.
+        """
+
     async def _main(self, cell: _Cell) -> None:
-        """Run one incarnation: on_start, then the message loop."""
+        """Run one incarnation: on_start, then `run`."""
         await self.on_start()
         cell.state = ActorState.RUNNING
-        await cell.loop(self)
+        await self.run()
 
     def _system_message(self, message: Any) -> Any:
         """Handle a runtime notice; returns a coroutine to await, or None."""
@@ -126,7 +152,8 @@ class Actor:
         return None
 
     def _stop_requested(self) -> None:
-        """Called when a stop is requested, so long waits can be cut short."""
+        """The runtime's own reaction to a stop request, then the public hook."""
+        self.on_stop_requested()
 
 
 class _Ask:
@@ -524,6 +551,15 @@ class ActorRef:
     def unwatch(self, watcher: ActorRef) -> None:
         if self._cell.watchers and watcher in self._cell.watchers:
             self._cell.watchers.remove(watcher)
+
+    def which_children(self) -> list[ActorRef]:
+        """The current children of this supervisor, in start order (OTP's
+        `which_children`).
+
+        Raises:
+            ActorError: this actor is not a running `Supervisor`.
+        """
+        return _supervisor_of(self).children
 
     def stats(self) -> ActorStats:
         cell = self._cell

@@ -109,7 +109,7 @@ async def _run_child(child: _Child) -> None:
     try:
         cell.state = ActorState.STARTING
         try:
-            instance = child.spec.actor(*child.spec.args, **child.spec.kwargs)
+            instance = child.spec.build()
             instance._cell = cell
             cell.instance = instance
         except Exception as exc:
@@ -120,6 +120,7 @@ async def _run_child(child: _Child) -> None:
             instance is not None
             and type(instance)._main is Actor._main
             and type(instance).on_start is Actor.on_start
+            and type(instance).run is Actor.run
         ):
             cell.state = ActorState.RUNNING
             if not cell.stop_requested and mailbox._take_would_wait():
@@ -139,7 +140,10 @@ async def _run_child(child: _Child) -> None:
                     if cell.state is ActorState.STARTING:
                         await instance.on_start()
                         cell.state = ActorState.RUNNING
-                    await cell.loop(instance)
+                    if type(instance).run is Actor.run:
+                        await cell.loop(instance)  # Actor.run, one call less
+                    else:
+                        await instance.run()
             except Exception as exc:
                 reason = exc
                 log.debug("actor %r failed", cell.name, exc_info=exc)

@@ -46,7 +46,14 @@ def check_config(capacity: int, overflow: Overflow) -> None:
 
 
 class Mailbox:
-    """A bounded FIFO of messages with an overflow policy; one reader, many writers.
+    """A bounded FIFO of messages with an overflow policy; many writers.
+
+    An actor's own mailbox has one reader, its message loop. A mailbox can also be shared
+    by several readers that each take the next message with `get()` when they are free
+    (Akka's balancing pool: every message goes to exactly one reader, and a busy reader
+    holds none that an idle one could take). A producer that fills a shared mailbox on
+    demand waits with `wait_for_demand()` until readers wait for messages that are not
+    there.
 
     System messages (supervision and death-watch notices) bypass the bound and are read
     first: there is at most one per child or watched actor, so they stay bounded too.
@@ -59,12 +66,16 @@ class Mailbox:
 
     __slots__ = (
         "_closed",
+        "_gets",
+        "_getters",
+        "_hungry",
         "_items",
         "_putters",
         "_reader",
         "_sends",
         "_system",
         "_waiting_putters",
+        "_waking",
         "capacity",
         "dropped",
         "overflow",
@@ -92,6 +103,13 @@ class Mailbox:
         self._reader: trio.lowlevel.Task | None = None
         self._closed = False
         self._sends = 0
+        # Shared readers (`get`): parked in FIFO order, and how many were woken and have
+        # not taken their message yet (a put wakes one reader only if none is on its way;
+        # a reader that takes a message and sees more wakes the next: a chain, not a herd).
+        self._getters: deque[trio.lowlevel.Task] | None = None
+        self._waking = 0
+        self._gets = 0
+        self._hungry: trio.lowlevel.ParkingLot | None = None
         self.received = 0
         self.dropped = 0
         self.rejected = 0
@@ -124,6 +142,8 @@ class Mailbox:
             self.received += 1
             if self._reader is not None:
                 self.wake_reader()
+            elif self._getters and not self._waking:
+                self._wake_getter()
             return True
         overflow = self.overflow
         if overflow is Overflow.WAIT:
@@ -136,7 +156,7 @@ class Mailbox:
             self._drop(items.popleft())
             items.append(message)
             self.received += 1
-            return True
+            return True  # full, so no reader is waiting
         self._drop(message)
         return False
 
@@ -192,6 +212,27 @@ class Mailbox:
         if self._reader is not None:
             self.wake_reader()
 
+    def put_first_nowait(self, message: Any) -> None:
+        """Queue a message ahead of every other one (Akka's unstash; a task handed back).
+
+        Raises:
+            trio.WouldBlock: full (whatever the policy: nothing queued is dropped for it).
+            ActorStopped: the mailbox is closed.
+        """
+        if self._closed:
+            raise ActorStopped(self.owner)
+        items = self._items
+        if len(items) >= self.capacity:
+            raise trio.WouldBlock
+        if not isinstance(items, deque):
+            items = self._items = deque()
+        items.appendleft(message)
+        self.received += 1
+        if self._reader is not None:
+            self.wake_reader()
+        elif self._getters and not self._waking:
+            self._wake_getter()
+
     def get_nowait(self) -> Any:
         """Take the next message (system notices first).
 
@@ -207,7 +248,78 @@ class Mailbox:
         message = items.popleft()
         if self._waiting_putters:
             self._unpark_putter()
+        if items and self._getters and not self._waking:
+            self._wake_getter()  # the next reader in the chain
         return message
+
+    async def get(self) -> Any:
+        """Take the next message, waiting for one; several tasks may wait at once.
+
+        Each message goes to exactly one reader, in the order readers began to wait. A
+        cancellation point; it yields to the scheduler when it waits, and at least every
+        few calls otherwise.
+
+        Raises:
+            ActorStopped: the mailbox is closed (and empty).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._items or self._system:
+                message = self.get_nowait()
+                self._gets += 1
+                if self._gets >= _SCHEDULE_EVERY:
+                    self._gets = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return message
+            if self._closed:
+                raise ActorStopped(self.owner)
+            await self._park_getter()
+
+    async def _park_getter(self) -> None:
+        getters = self._getters
+        if getters is None:
+            getters = self._getters = deque()
+        task = trio.lowlevel.current_task()
+        getters.append(task)
+        if self._hungry:
+            self._hungry.unpark_all()  # a producer waiting for demand: there is some now
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            getters.remove(task)  # still parked: a woken reader is not aborted
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        self._waking -= 1
+
+    def _wake_getter(self) -> None:
+        assert self._getters is not None
+        task = self._getters.popleft()
+        self._waking += 1
+        trio.lowlevel.reschedule(task)
+
+    @property
+    def demand(self) -> int:
+        """How many `get()` callers wait for messages that are not queued yet."""
+        parked = len(self._getters) if self._getters is not None else 0
+        return max(0, parked - max(0, len(self._items) - self._waking))
+
+    async def wait_for_demand(self) -> int:
+        """Wait until `get()` callers wait for messages that are not there; return how many
+        (for a producer that fetches only what idle readers asked for).
+
+        Raises:
+            ActorStopped: the mailbox is closed.
+        """
+        while True:
+            if self._closed:
+                raise ActorStopped(self.owner)
+            demand = self.demand
+            if demand > 0:
+                await trio.lowlevel.checkpoint()
+                return demand
+            if self._hungry is None:
+                self._hungry = trio.lowlevel.ParkingLot()
+            await self._hungry.park()
 
     def _unpark_putter(self) -> None:
         """Wake one sender waiting for room (a message was just taken)."""
@@ -262,7 +374,8 @@ class Mailbox:
                 trio.lowlevel.reschedule(reader)
 
     def close(self) -> list[Any]:
-        """Refuse further messages, wake waiting senders, and return what was queued."""
+        """Refuse further messages, wake waiting senders and readers, and return what was
+        queued."""
         self._closed = True
         left = list(self._items)
         self._items = ()
@@ -270,6 +383,10 @@ class Mailbox:
         if self._putters is not None:
             self._putters.unpark_all()
         self.wake_reader()
+        while self._getters:
+            self._wake_getter()  # each finds the mailbox closed
+        if self._hungry is not None:
+            self._hungry.unpark_all()
         return left
 
     def reopen(self) -> None:

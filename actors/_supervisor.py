@@ -74,6 +74,9 @@ class ChildSpec:
             cancelled.
         mailbox_size: its mailbox's capacity.
         overflow: its mailbox's policy when full.
+        factory: builds the instance at each (re)start instead of `actor(*args, **kwargs)`
+            (Akka's `Props(creator)`): a callable of no arguments returning an instance of
+            `actor`. For code that must hand the new instance something before it runs.
     """
 
     actor: type[Actor]
@@ -84,6 +87,7 @@ class ChildSpec:
     shutdown: float = 5.0
     mailbox_size: int = 1000
     overflow: Overflow = Overflow.WAIT
+    factory: Callable[[], Actor] | None = None
 
     def __attrs_post_init__(self) -> None:
         _check_actor_class(self.actor)
@@ -94,6 +98,22 @@ class ChildSpec:
             )
         _check_positive("shutdown", self.shutdown)
         check_config(self.mailbox_size, self.overflow)
+        if self.factory is not None and not callable(self.factory):
+            raise InvalidConfig(f"factory must be a callable of no arguments, got {self.factory!r}")
+        if self.factory is not None and (self.args or self.kwargs):
+            raise InvalidConfig("give a ChildSpec either a factory or args/kwargs, not both")
+
+    def build(self) -> Actor:
+        """A new instance for one (re)start."""
+        if self.factory is None:
+            return self.actor(*self.args, **self.kwargs)
+        instance = self.factory()
+        if not isinstance(instance, self.actor):
+            raise InvalidActor(
+                f"the factory of {self.actor.__name__} returned {instance!r}, "
+                f"not an instance of {self.actor.__name__}"
+            )
+        return instance
 
 
 class _RemoveChild(_SystemMessage):
@@ -344,3 +364,4 @@ class Supervisor(Actor):
     def _stop_requested(self) -> None:
         if self._backoff_scope is not None:
             self._backoff_scope.cancel()
+        super()._stop_requested()

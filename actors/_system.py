@@ -298,9 +298,14 @@ async def run_with_signals(
 ) -> T | None:
     """Open a system, run `main` in it (or wait forever), and stop on SIGINT/SIGTERM.
 
-    The first signal cancels `main` (no new work) and leaves the system's context, which
-    shuts down gracefully; a second one cancels everything. Shared by `actors.run_system`
-    and `queueing.run_system`.
+    The building block of `run_system`, for libraries that open a system of their own (as
+    `queueing.run_system` does): `opener()` returns an async context manager that yields
+    the system handed to `main`. The first signal cancels `main` (no new work) and leaves
+    the context, which shuts down gracefully; a second one cancels everything. Signals are
+    caught only in the main thread.
+
+    Returns:
+        What `main` returned (None if a signal stopped it, or without `main`).
     """
     result: T | None = None
     catch = threading.current_thread() is threading.main_thread()

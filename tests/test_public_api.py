@@ -35,6 +35,7 @@ DOCUMENTED = [
     "Terminated",
     "open_system",
     "run_system",
+    "run_with_signals",
 ]
 
 
