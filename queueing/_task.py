@@ -86,6 +86,120 @@ class DeadLetter:
     failed_at: float
 
 
+class Task:
+    """One task's record: what a broker stores, and what the engine works on.
+
+    A broker creates records when it reads tasks back (`claim`, `lookup`) and fills in
+    the outcome fields when it settles one. Fields:
+
+    - `id`, `queue`, `payload` (plain JSON-able data), `submitted_at` (wall-clock seconds);
+    - `expires_at`: the broker clock's time by which it must have started, or None;
+    - `attempts`: handler runs so far; `first_started`: broker clock at the first run;
+    - `deliveries`: times it was handed to a worker for the current attempt (a worker that
+      crashed while running it counts); the poison limit reads it;
+    - `state`, `result` (plain data), `error` (`ErrorInfo`), `finished_at` (wall clock):
+      its outcome, once `state.final`;
+    - `handle`: the broker's own, whatever it needs per task (a stream entry id, a row id,
+      a delivery tag); the engine never reads it.
+
+    Tasks of a pipeline are `PipelineTask`s. Attributes starting with `_` belong to the
+    engine (who waits for the outcome, the cancel scope of the run): brokers leave them
+    alone. Slots only, for what every task uses: the garbage collector visits each one of
+    every outstanding task.
+    """
+
+    __slots__ = (
+        "_scope",
+        "_waiter",
+        "attempts",
+        "deliveries",
+        "error",
+        "expires_at",
+        "finished_at",
+        "first_started",
+        "handle",
+        "id",
+        "payload",
+        "queue",
+        "result",
+        "state",
+        "submitted_at",
+    )
+
+    # The pipeline fields, with their values for a task outside any pipeline (see
+    # PipelineTask, which has slots for them).
+    run: str | None = None
+    """The id of the pipeline run this stage task belongs to."""
+    route: str | None = None
+    """The pipeline's name (for a stage task and for the run's own record)."""
+    stage: int = 0
+    """The stage's index in its pipeline (for a run's record: the stage that ended it)."""
+    path: tuple[int, ...] = ()
+    """Where a branch sits among fanned-out tasks (one index per fan-out)."""
+    fanned: bool = False
+    """A run's record: its result is the list of its branches' results."""
+
+    def __init__(
+        self,
+        id: str,
+        queue: str,
+        payload: Any,
+        submitted_at: float,
+        expires_at: float | None = None,
+    ) -> None:
+        self.id = id
+        self.queue = queue
+        self.payload = payload
+        self.submitted_at = submitted_at
+        self.expires_at = expires_at
+        self.state = TaskState.PENDING
+        self.attempts = 0
+        self.deliveries = 0
+        self.first_started: float | None = None
+        self.result: Any = None
+        self.error: ErrorInfo | None = None
+        self.finished_at: float | None = None
+        self.handle: Any = None
+        self._waiter: trio.Event | None = None
+        self._scope: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.queue} {self.state.value}>"
+
+    def settle(self, state: TaskState, result: Any, error: ErrorInfo | None, now: float) -> None:
+        """Record the outcome on this record (a broker's `settle` calls it)."""
+        self.state = state
+        self.result = result
+        self.error = error
+        self.finished_at = now
+
+
+class PipelineTask(Task):
+    """A stage task of a pipeline run, or a run's own record (`run` is None for that)."""
+
+    __slots__ = ("fanned", "path", "route", "run", "stage")
+
+    def __init__(
+        self,
+        id: str,
+        queue: str,
+        payload: Any,
+        submitted_at: float,
+        expires_at: float | None = None,
+        *,
+        run: str | None = None,
+        route: str | None = None,
+        stage: int = 0,
+        path: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(id, queue, payload, submitted_at, expires_at)
+        self.run = run
+        self.route = route
+        self.stage = stage
+        self.path = path
+        self.fanned = False
+
+
 class Envelope:
     """One task as the broker holds it: the wire fields plus, in memory, its live state.
 

@@ -1,0 +1,277 @@
+"""The broker contract: what a broker stores, and the calls the engine makes to it.
+
+A broker is storage. It keeps accepted tasks until each reaches exactly one outcome, with
+the queue's limits, leases, delays, dead letters and kept outcomes. It knows nothing of
+workers, actors, receipts, cancel scopes or counters: the engine (the dispatcher, the
+worker pools and the receipt side) does all of that, on every broker alike, through the
+calls below. docs/concepts/brokers.md says how to write one; tests/contract runs the same
+scenarios on every broker.
+
+Two kinds of broker, by `shared`:
+
+- in-process (`shared = False`, `memory://`): only this process uses the storage. A task
+  accepted ready is handed to this process's workers by the engine at once; `claim`
+  returns only tasks that became ready inside the broker later (a delay or a retry
+  backoff ran out). Such a broker also answers `lookup_nowait`.
+- shared (`shared = True`, `redis://`, `sqlite://`, `amqp://`): many processes use one
+  storage. Every ready task is taken with `claim`, which leases it to this process until
+  it is settled, retried or its lease runs out (`lease` seconds without `renew`): then it
+  is claimable again, by any process, with its `deliveries` count kept.
+
+Task ids are `<queue>:<unique>` (queue names never contain `:`), so a broker finds a
+task's queue from its id alone (`lookup`, `cancel`). A pipeline run's id is
+`<pipeline>:<unique>`; its stage tasks' ids are `<stage queue>:<run id>.<suffix>`, so a
+stage task's run is found from its id too (`run_of`).
+
+Methods need not checkpoint (the engine does); a method that talks to a server retries
+lost connections itself and raises `BrokerError` only when it gives up. Times called
+"broker clock" are `broker.clock()` seconds (trio's clock in memory, so tests can use a
+MockClock; wall-clock seconds elsewhere); `submitted_at`/`finished_at` are wall clock.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import math
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from .._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState
+
+
+def queue_of(task_id: str) -> str:
+    """The queue (or pipeline) named in a task id; "" if the id names none."""
+    head, sep, _ = task_id.partition(":")
+    return head if sep else ""
+
+
+def run_of(task_id: str) -> str | None:
+    """The run a pipeline stage task's id belongs to (None for any other id)."""
+    _, sep, rest = task_id.partition(":")
+    pipeline, sep2, tail = rest.partition(":")
+    if not sep or not sep2 or "." not in tail:
+        return None
+    return f"{pipeline}:{tail.partition('.')[0]}"  # the unique part has no dot
+
+
+@attrs.frozen
+class QueueInfo:
+    """What a broker knows of one queue: its name and its limits."""
+
+    name: str
+    maxsize: int
+    """The most outstanding tasks (accepted, without an outcome yet)."""
+    max_payload: int
+    """The most bytes of one serialized payload (a broker refuses bigger stored entries)."""
+    result_ttl: float
+    """Seconds an outcome stays retrievable by id."""
+
+
+class Admission(enum.Enum):
+    """What `accept` did with a new task."""
+
+    ACCEPTED = "accepted"
+    """Stored: it counts toward `maxsize` until it has an outcome."""
+    FULL = "full"
+    """Not stored: the queue holds `maxsize` outstanding tasks."""
+    EXISTS = "exists"
+    """Not stored again: a task with that id was accepted before (a repeated submit,
+    a pipeline stage run twice). Ids are unique, so this is the same task."""
+
+
+class Broker(abc.ABC):
+    """Storage of tasks until each reaches exactly one outcome.
+
+    Capabilities are class attributes, not types: the engine never checks which broker it
+    has, only what it can do.
+    """
+
+    #: Whether accepted tasks survive this process (and, for a server, a restart of it).
+    durable: bool = False
+    #: Whether other processes take tasks from the same storage (see the module doc).
+    shared: bool = False
+    #: Seconds a claimed task stays leased without `renew` (shared brokers).
+    lease: float = math.inf
+    #: The clock of due times, deadlines and leases (seconds).
+    clock: Callable[[], float] = staticmethod(trio.current_time)
+    #: Pipeline runs (see `RunStore`).
+    runs: RunStore
+
+    # -- life ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, queues: Mapping[str, QueueInfo], *, serve: bool) -> AsyncIterator[None]:
+        """Hold connections for the system's life, for `queues` (all this process knows
+        of). `serve`: this process runs workers for them (declare what a consumer needs);
+        False for a client that only submits and reads outcomes. Raises `BrokerError` with
+        the reason (unreachable, bad credentials) if it cannot be used."""
+        yield
+
+    async def run(self) -> None:
+        """Background work for the system's life (promoting due tasks, batching writes,
+        heartbeats), until cancelled. The default has none."""
+        await trio.sleep_forever()
+
+    async def flush(self) -> None:  # noqa: B027 - optional: nothing to wait for by default
+        """Wait until every write made so far has reached the storage (at shutdown)."""
+
+    async def abandon(self, reason: str) -> list[Task]:
+        """At shutdown, after the workers stopped. A durable broker keeps unfinished tasks
+        (another process or a restart runs them) and returns []; one that is not durable
+        settles each one CANCELLED with `reason` and returns them."""
+        return []
+
+    # -- the client side -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def accept(self, queue: QueueInfo, task: Task, *, due: float | None = None) -> Admission:
+        """Store a new task, atomically with `queue.maxsize`: ACCEPTED only while fewer than
+        `maxsize` tasks of the queue are outstanding. With `due` (broker clock) it becomes
+        ready then (SCHEDULED until); else it is ready now (a shared broker makes it
+        claimable; an in-process one leaves its delivery to the engine)."""
+
+    async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
+        """Store new ready tasks in order, as many as fit: returns how many of the first
+        were ACCEPTED (or EXISTS). The default accepts one at a time."""
+        taken = 0
+        for task in tasks:
+            if await self.accept(queue, task) is Admission.FULL:
+                break
+            taken += 1
+        return taken
+
+    @abc.abstractmethod
+    async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
+        """Return when the queue may have room (an outcome was recorded since), or after
+        `timeout` seconds. A hint: `accept` decides."""
+
+    @abc.abstractmethod
+    async def lookup(self, task_id: str) -> Task | None:
+        """The stored record (with its outcome once it has one); None if the id is unknown
+        or its outcome's TTL ran out."""
+
+    def lookup_nowait(self, task_id: str) -> Task | None:
+        """`lookup` without waiting, by in-process brokers (the record itself)."""
+        raise NotImplementedError(f"{type(self).__name__} looks tasks up with `await lookup()`")
+
+    @abc.abstractmethod
+    async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
+        """The records of those of `task_ids` that have an outcome; when none has yet, wait
+        up to `timeout` seconds for one to get it (then [] if none did). The stored outcome
+        is what counts: a notice that was lost or trimmed must not keep a caller waiting."""
+
+    @abc.abstractmethod
+    async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
+        """Settle a task CANCELLED with `error` unless it has an outcome; returns its record
+        if this call cancelled it, None if it had an outcome already or is unknown. A
+        queued task is never handed out after this; a running one is settled now (its
+        worker learns it at its next `renew`, or at once in process)."""
+
+    # -- the worker side -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim(self, queue: QueueInfo, n: int, *, wait: float) -> list[Task]:
+        """Up to `n` ready tasks of `queue`, leased to this process; wait up to `wait`
+        seconds when there is none. Includes tasks whose lease ran out (a dead process's),
+        with their `deliveries` count."""
+
+    async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
+        """Extend the leases of tasks this process holds; returns those it no longer does
+        (another process reclaimed them after this one stalled past the lease, or they were
+        settled elsewhere: cancelled, say; their `state` then says so). In process: []."""
+        return []
+
+    async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:  # noqa: B027
+        """Hand back claimed tasks that were never started (shutdown), so that another
+        process can take them without waiting out the lease. Optional."""
+
+    @abc.abstractmethod
+    async def settle(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        """Record the task's outcome (`state` final) and release it: first outcome wins.
+        Returns False if this process knows it had one already. Sets the outcome fields on
+        `task` (`Task.settle`). May return before the write is durable (batched); `flush`
+        waits for it. May wait while the broker is behind on writing (backpressure)."""
+
+    @abc.abstractmethod
+    async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
+        """Release a task that failed an attempt and make it ready again at `due` (broker
+        clock), with its record as it stands (attempts, error, first_started); SCHEDULED
+        until then. It stays outstanding."""
+
+    @abc.abstractmethod
+    async def dead_letter(
+        self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
+    ) -> bool:
+        """`settle` with `state` (FAILED or DEAD_LETTERED) and keep the task among the
+        queue's dead letters (bounded: the oldest go first)."""
+
+    # -- dead letters and figures ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        """The newest `limit` dead letters of `queue`, oldest first."""
+
+    @abc.abstractmethod
+    async def take_dead_letters(self, queue: str, ids: Collection[str] | None) -> list[DeadLetter]:
+        """Remove and return dead letters: those with `ids`, or all of the queue's."""
+
+    @abc.abstractmethod
+    async def outstanding(self, queue: str) -> int:
+        """Tasks of `queue` accepted and without an outcome (all processes)."""
+
+    async def declared(self) -> dict[str, QueueInfo]:
+        """The queues that serving processes declared (for a client that knows none)."""
+        return {}
+
+
+class RunStore(abc.ABC):
+    """Pipeline runs: a run is a task of its own (its record is a `PipelineTask` named by the
+    pipeline), resolved when its last branch ends or at its first failure. Every step is
+    idempotent: a stage task that runs twice after a crash repeats them harmlessly."""
+
+    @abc.abstractmethod
+    async def start(
+        self, run: PipelineTask, queue: QueueInfo, first: PipelineTask, *, due: float | None
+    ) -> Admission:
+        """Accept a pipeline submission: `first` into `queue` as `Broker.accept` does and,
+        only if it is ACCEPTED, the run's record (findable by `lookup`)."""
+
+    @abc.abstractmethod
+    async def ended(self, run_id: str) -> bool:
+        """Whether the run has an outcome already (its stage tasks are then skipped)."""
+
+    @abc.abstractmethod
+    async def advance(
+        self, run_id: str, stage_task_id: str, children: int, fanned: bool
+    ) -> PipelineTask | None:
+        """A stage task succeeded and hands `children` payloads to the next stage (counted
+        once per stage task). Returns the run's record if this completed it (no branch
+        left: a fan-out to nothing)."""
+
+    @abc.abstractmethod
+    async def branch_done(
+        self, run_id: str, path: tuple[int, ...], result: Any
+    ) -> PipelineTask | None:
+        """A last-stage task succeeded with `result` (once per branch). Returns the run's
+        record, SUCCEEDED with every branch's result (a list by path if it fanned out), if
+        this was the last branch."""
+
+    @abc.abstractmethod
+    async def end(
+        self, run_id: str, stage: PipelineTask, state: TaskState, error: ErrorInfo | None
+    ) -> PipelineTask | None:
+        """A stage task ended without a result, or the run was cancelled: the run ends with
+        `state` (first outcome wins; its `stage`, `attempts` and `deliveries` from `stage`).
+        Returns the run's record if this call ended it."""
