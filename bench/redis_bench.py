@@ -423,15 +423,18 @@ class Runner:
         self.url = f"redis://127.0.0.1:{port}/0"
         self.workdir = workdir
 
-    def env(self) -> dict[str, str]:
+    def env(self, fw: Framework) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("VIRTUAL_ENV", None)
+        # Ours is this checkout's code (the commit the report names), not whatever tree
+        # the environment's install of trio-queueing points to.
+        path = [str(PEERS), str(ROOT)] if fw.name == "ours" else [str(PEERS)]
         env.update(
             BENCH_REDIS_URL=self.url,
             BENCH_CONCURRENCY=str(CONCURRENCY),
             BENCH_DEADLINE=str(self.args.run_timeout),
             BENCH_BODY=self.args.body,
-            PYTHONPATH=str(PEERS),
+            PYTHONPATH=os.pathsep.join(path),
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -445,7 +448,7 @@ class Runner:
                 done = subprocess.run(
                     argv,
                     cwd=PEERS,
-                    env=self.env(),
+                    env=self.env(fw),
                     stdout=subprocess.PIPE,
                     stderr=err,
                     timeout=timeout,
@@ -468,7 +471,7 @@ class Runner:
         tag = f"{fw.name}-{procs}p"
         log = self.workdir / f"{tag}.log"
         redis_call(self.port, "FLUSHALL")
-        env = self.env()
+        env = self.env(fw)
         workers = []
         for index in range(1, procs + 1):
             argv = [a.replace("{url}", self.url) for a in fw.worker_argv(index)]
