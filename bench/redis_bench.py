@@ -974,6 +974,8 @@ def main() -> int:
     args = parser.parse_args()
     args.n = args.n or (3_000 if args.quick else 20_000)
     args.seconds = args.seconds or (5.0 if args.quick else 10.0)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error(f"--repeat {args.repeat}: at least 1 run is needed")
     args.repeat = args.repeat or (1 if args.quick else 3)
     procs_list = [int(p) for p in args.procs.split(",") if p]
 
