@@ -3,6 +3,12 @@
 The task modules in this folder are imported twice: by worker processes (the framework's
 own command line, or its documented programmatic runner) and by `drive.py`, the client
 that enqueues and measures. Both find the private Redis in `BENCH_REDIS_URL`.
+
+Every module defines one task, `job(x) -> x`. Its body is `BENCH_BODY`: `noop` (return
+the argument) or `incr` (first one `INCR` of `COUNTER` on the same Redis, with the
+framework's natural client, then return the argument). A throughput run checks the sum of
+the results (every task's own result came back) and, with `incr`, that the counter rose by
+exactly the number of tasks (every task ran once: none lost, none run twice).
 """
 
 from __future__ import annotations
@@ -23,6 +29,14 @@ DEADLINE = float(os.environ.get("BENCH_DEADLINE", "240"))
 ENQUEUERS = int(os.environ.get("BENCH_ENQUEUERS", "64"))
 #: Seconds between two looks at a completion counter.
 POLL = 0.002
+#: What a task does besides returning its argument: "noop" (nothing) or "incr".
+BODY = os.environ.get("BENCH_BODY", "noop")
+BODIES = ("noop", "incr")
+if BODY not in BODIES:
+    raise SystemExit(f"BENCH_BODY={BODY!r}: expected one of {', '.join(BODIES)}")
+INCR = BODY == "incr"
+#: The key every task INCRs when BODY is "incr".
+COUNTER = "bench:incr"
 
 
 class Incomplete(RuntimeError):
@@ -32,6 +46,16 @@ class Incomplete(RuntimeError):
 def expect_sum(total: int, n: int) -> None:
     if total != n * (n - 1) // 2:
         raise AssertionError(f"wrong results: sum {total} for {n} tasks")
+
+
+def expect_runs(before: int | bytes | str | None, after: int | bytes | str | None, n: int) -> None:
+    """With the `incr` body, `COUNTER` went from `before` to `after` while `n` tasks ran:
+    each task ran exactly once. (A GET of the missing key, None, counts as 0.)"""
+    if INCR and int(after or 0) - int(before or 0) != n:
+        raise AssertionError(
+            f"{COUNTER} rose by {int(after or 0) - int(before or 0)} for {n} tasks: "
+            "some task ran twice or not at all"
+        )
 
 
 async def poll_until(done: Callable[[], Awaitable[bool]], what: str) -> float:

@@ -1,6 +1,7 @@
 """arq: `python arq_tasks.py` (arq's `run_worker(WorkerSettings)` with logging at WARNING:
 the `arq` command logs two lines per job at INFO). max_jobs=8; poll_delay=0.01 s (the
-default 0.5 s sleeps between reads of the queue and caps a worker at ~200 jobs/s)."""
+default 0.5 s sleeps between reads of the queue and caps a worker at ~200 jobs/s). The
+task body's Redis client is arq's own, `ctx["redis"]` (a redis.asyncio client)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import os
 import time
 from typing import Any
 
-from _common import CONCURRENCY, ENQUEUERS, URL, expect_sum, paced_async, poll_until
+from _common import (
+    CONCURRENCY,
+    COUNTER,
+    ENQUEUERS,
+    INCR,
+    URL,
+    expect_runs,
+    expect_sum,
+    paced_async,
+    poll_until,
+)
 from arq import create_pool
 from arq.connections import RedisSettings
 from arq.constants import default_queue_name
@@ -20,7 +31,9 @@ POLL_DELAY = float(os.environ.get("BENCH_ARQ_POLL_DELAY", "0.01"))
 SETTINGS = RedisSettings.from_dsn(URL)
 
 
-async def noop(ctx: dict[str, Any], x: int) -> int:
+async def job(ctx: dict[str, Any], x: int) -> int:
+    if INCR:
+        await ctx["redis"].incr(COUNTER)
     return x
 
 
@@ -30,7 +43,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = (noop,)
+    functions = (job,)
     redis_settings = SETTINGS
     max_jobs = CONCURRENCY
     poll_delay = POLL_DELAY
@@ -53,11 +66,12 @@ def run_throughput(n: int) -> dict:
         redis = await create_pool(SETTINGS)
         try:
             jobs: list = [None] * n
+            before = await redis.get(COUNTER)
             enqueuers = min(ENQUEUERS, n)
 
             async def enqueue_every(first: int) -> None:
                 for i in range(first, n, enqueuers):
-                    jobs[i] = await redis.enqueue_job("noop", i)
+                    jobs[i] = await redis.enqueue_job("job", i)
 
             t0 = time.perf_counter()
             await asyncio.gather(*(enqueue_every(f) for f in range(enqueuers)))
@@ -70,9 +84,10 @@ def run_throughput(n: int) -> dict:
 
             t1 = await poll_until(done, f"{n} arq jobs")
             total = 0
-            for job in jobs:
-                total += await job.result(timeout=5)
+            for handle in jobs:
+                total += await handle.result(timeout=5)
             expect_sum(total, n)
+            expect_runs(before, await redis.get(COUNTER), n)
             return {"n": n, "enqueue_s": t_enq - t0, "total_s": t1 - t0}
         finally:
             await redis.aclose()
@@ -86,9 +101,9 @@ def run_latency(rate: float, seconds: float) -> dict:
         try:
 
             async def one(i: int) -> None:
-                job = await redis.enqueue_job("noop", i)
+                handle = await redis.enqueue_job("job", i)
                 # arq's results are polled: every 2 ms instead of the default 0.5 s.
-                assert await job.result(timeout=30, poll_delay=0.002) == i
+                assert await handle.result(timeout=30, poll_delay=0.002) == i
 
             return await paced_async(rate, seconds, one)
         finally:

@@ -2,7 +2,8 @@
 --without-gossip --without-mingle --without-heartbeat` (Redis transport and Redis result
 backend; task_acks_late=True: acked after the task ran and its result was stored, like
 the other frameworks' at-least-once delivery; the threads pool runs 8 tasks at once in
-one process, as the others do)."""
+one process, as the others do). The task body's Redis client is a module-level redis-py
+one (a thread-safe connection pool)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import URL, expect_sum, paced_threads, poll_until_sync
+import redis
+from _common import COUNTER, INCR, URL, expect_runs, expect_sum, paced_threads, poll_until_sync
 from celery import Celery
 from celery.signals import worker_ready
 
@@ -25,6 +27,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+counter_client = redis.Redis.from_url(URL)
 
 
 @worker_ready.connect
@@ -35,7 +38,9 @@ def announce(sender: object = None, **kwargs: object) -> None:
 
 
 @app.task
-def noop(x: int) -> int:
+def job(x: int) -> int:
+    if INCR:
+        counter_client.incr(COUNTER)
     return x
 
 
@@ -55,10 +60,11 @@ def run_throughput(n: int) -> dict:
 
     def send_every(first: int) -> None:
         for i in range(first, n, THREADS):
-            results[i] = noop.apply_async((i,))
+            results[i] = job.apply_async((i,))
 
     conn, client = _client()
     with conn:
+        before = client.get(COUNTER)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(send_every, range(THREADS)))
@@ -80,11 +86,12 @@ def run_throughput(n: int) -> dict:
             for raw in client.mget(keys):
                 total += app.backend.decode_result(raw)["result"]
         expect_sum(total, n)
+        expect_runs(before, client.get(COUNTER), n)
     return {"n": n, "enqueue_s": t_enq - t0, "total_s": t1 - t0}
 
 
 def run_latency(rate: float, seconds: float) -> dict:
     def one(i: int) -> None:
-        assert noop.apply_async((i,)).get(timeout=30) == i
+        assert job.apply_async((i,)).get(timeout=30) == i
 
     return paced_threads(rate, seconds, one)

@@ -1,5 +1,14 @@
-"""dramatiq: `python -m dramatiq dramatiq_tasks --processes 1 --threads 8` (RedisBroker;
-the Results middleware with its RedisBackend, store_results=True)."""
+"""dramatiq, two worker set-ups on the same module (RedisBroker; the Results middleware
+with its RedisBackend, store_results=True):
+
+- threads: `python -m dramatiq dramatiq_tasks --processes 1 --threads 8`;
+- gevent: `dramatiq-gevent dramatiq_tasks --processes 1 --threads 8`, 8 greenlets in one
+  process (the script monkey-patches the standard library before it imports this module,
+  so the redis-py clients below, the broker's included, yield to other greenlets).
+
+The client side (`drive.py dramatiq` and `drive.py dramatiq-gevent`) is this module's
+`run_*` functions, unpatched, for both: the worker set-up is all that differs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import dramatiq
-from _common import URL, expect_sum, paced_threads, poll_until_sync
+import redis
+from _common import (
+    COUNTER,
+    INCR,
+    URL,
+    expect_runs,
+    expect_sum,
+    paced_threads,
+    poll_until_sync,
+)
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 from dramatiq.results import Results
@@ -31,10 +49,14 @@ backend = RedisBackend(url=URL)
 broker.add_middleware(Results(backend=backend))
 broker.add_middleware(Announce())
 dramatiq.set_broker(broker)
+# The task body's own client (a thread-safe pool; cooperative under dramatiq-gevent).
+client = redis.Redis.from_url(URL)
 
 
 @dramatiq.actor(queue_name=QUEUE, store_results=True, max_retries=0)
-def noop(x: int) -> int:
+def job(x: int) -> int:
+    if INCR:
+        client.incr(COUNTER)
     return x
 
 
@@ -47,8 +69,9 @@ def run_throughput(n: int) -> dict:
 
     def send_every(first: int) -> None:
         for i in range(first, n, THREADS):
-            messages[i] = noop.send(i)
+            messages[i] = job.send(i)
 
+    before = client.get(COUNTER)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(send_every, range(THREADS)))
@@ -59,12 +82,13 @@ def run_throughput(n: int) -> dict:
     t1 = poll_until_sync(lambda: int(broker.client.hlen(msgs)) == 0, f"{n} dramatiq acks")
     total = sum(backend.get_result(message) for message in messages)
     expect_sum(total, n)
+    expect_runs(before, client.get(COUNTER), n)
     return {"n": n, "enqueue_s": t_enq - t0, "total_s": t1 - t0}
 
 
 def run_latency(rate: float, seconds: float) -> dict:
     def one(i: int) -> None:
-        message = noop.send(i)
+        message = job.send(i)
         assert message.get_result(block=True, timeout=30_000) == i
 
     return paced_threads(rate, seconds, one)

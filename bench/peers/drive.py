@@ -1,11 +1,13 @@
 """The client side of bench/redis_bench.py, run in each framework's own environment.
 
     python drive.py FRAMEWORK ready PROCS TIMEOUT     # until PROCS worker processes are up
-    python drive.py FRAMEWORK throughput N            # enqueue N no-op tasks, wait for all
+    python drive.py FRAMEWORK throughput N            # enqueue N tasks, wait for all
     python drive.py FRAMEWORK latency RATE SECONDS    # paced submit -> result latencies
 
-FRAMEWORK names a module `FRAMEWORK_tasks` next to this file. The last line of stdout is
-one JSON object with the figures (or {"error": ...}); the bench reads only that line.
+FRAMEWORK names a module `FRAMEWORK_tasks` next to this file, or is a worker set-up of
+one (`MODULES`): such a set-up is driven by the very same client code as its module's own,
+so only the workers differ. The last line of stdout is one JSON object with the figures
+(or {"error": ...}); the bench reads only that line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+#: Worker set-ups that share another framework's task module (and so its client).
+MODULES = {"dramatiq-gevent": "dramatiq_tasks"}
+
 
 def percentile(ordered: list[float], p: float) -> float:
     if not ordered:
@@ -28,7 +33,7 @@ def percentile(ordered: list[float], p: float) -> float:
 
 def main(argv: list[str]) -> dict:
     framework, mode, *args = argv
-    module = importlib.import_module(f"{framework}_tasks")
+    module = importlib.import_module(MODULES.get(framework, f"{framework}_tasks"))
     if mode == "ready":
         procs, timeout = int(args[0]), float(args[1])
         deadline = time.monotonic() + timeout

@@ -1,23 +1,57 @@
-"""Ours: a `noop` queue served by `queueing worker ours_tasks:noop --concurrency 8`."""
+"""Ours: a `job` queue served by `queueing worker ours_tasks:job --concurrency 8`. With
+the `incr` body each worker opens its own coredis client in `on_start` (a worker handles
+one task at a time, so one connection each) and closes it in `on_stop`."""
 
 from __future__ import annotations
 
 import time
+from contextlib import AsyncExitStack
 
+import coredis
 import trio
-from _common import CONCURRENCY, DEADLINE, ENQUEUERS, URL, WARMUP, Incomplete, expect_sum
+from _common import (
+    CONCURRENCY,
+    COUNTER,
+    DEADLINE,
+    ENQUEUERS,
+    INCR,
+    URL,
+    WARMUP,
+    Incomplete,
+    expect_runs,
+    expect_sum,
+)
 
 from queueing import Queue, Receipt, Worker, connect
 
 
-class Noop(Worker):
+class Job(Worker):
+    _redis: coredis.Redis[bytes] | None = None
+
+    async def on_start(self) -> None:
+        self._resources = AsyncExitStack()
+        if INCR:
+            self._redis = await self._resources.enter_async_context(coredis.Redis.from_url(URL))
+
+    async def on_stop(self) -> None:
+        await self._resources.aclose()
+
     async def handle(self, payload: int) -> int:
+        if self._redis is not None:
+            await self._redis.incr(COUNTER)
         return payload
 
 
 # maxsize above the bench's task count: the peers have no such limit, and waiting for
 # room (our backpressure) is not what is measured here.
-noop = Queue("noop", Noop, workers=CONCURRENCY, maxsize=1_000_000)
+job = Queue("job", Job, workers=CONCURRENCY, maxsize=1_000_000)
+
+
+async def _counter() -> bytes | None:
+    if not INCR:
+        return None
+    async with coredis.Redis.from_url(URL) as client:
+        return await client.get(COUNTER)
 
 
 def run_ready(procs: int) -> bool:
@@ -36,10 +70,11 @@ def run_throughput(n: int) -> dict:
         async with connect(URL) as system:
             receipts: list[Receipt | None] = [None] * n
             enqueuers = min(ENQUEUERS, n)
+            before = await _counter()
 
             async def submit_every(first: int) -> None:
                 for i in range(first, n, enqueuers):
-                    receipts[i] = await system.submit("noop", i)
+                    receipts[i] = await system.submit("job", i)
 
             t0 = time.perf_counter()
             with trio.fail_after(DEADLINE):
@@ -53,6 +88,7 @@ def run_throughput(n: int) -> dict:
                     total += await receipt
             t1 = time.perf_counter()
             expect_sum(total, n)
+            expect_runs(before, await _counter(), n)
             return {"n": n, "enqueue_s": t_enq - t0, "total_s": t1 - t0}
 
     try:
@@ -72,7 +108,7 @@ def run_latency(rate: float, seconds: float) -> dict:
             count = int(rate * seconds)
 
             async def one(i: int) -> None:
-                receipt = await system.submit("noop", i)
+                receipt = await system.submit("job", i)
                 assert await receipt.result(timeout=30) == i
 
             async def timed(i: int, due: float) -> None:

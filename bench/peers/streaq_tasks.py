@@ -1,4 +1,6 @@
-"""streaq: `python -m streaq run streaq_tasks:worker` (Worker(concurrency=8), asyncio)."""
+"""streaq: `python -m streaq run streaq_tasks:worker` (Worker(concurrency=8), asyncio).
+The task body's Redis client (redis.asyncio) comes from the worker's lifespan, streaq's
+way of giving tasks their dependencies (`worker.context`)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,26 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from _common import CONCURRENCY, URL, expect_sum, paced_async, poll_until
+from _common import (
+    CONCURRENCY,
+    COUNTER,
+    INCR,
+    URL,
+    expect_runs,
+    expect_sum,
+    paced_async,
+    poll_until,
+)
+from redis.asyncio import Redis
 from streaq import Worker
 
 
 @asynccontextmanager
-async def lifespan() -> AsyncIterator[None]:
+async def lifespan() -> AsyncIterator[Redis]:
     # Startup hook: tells the bench this worker process is up.
     await worker.redis.sadd("bench:ready", [str(os.getpid())])
-    yield
+    async with Redis.from_url(URL) as client:
+        yield client
 
 
 worker = Worker(redis_url=URL, concurrency=CONCURRENCY, queue_name="bench", lifespan=lifespan)
@@ -24,7 +37,9 @@ worker = Worker(redis_url=URL, concurrency=CONCURRENCY, queue_name="bench", life
 
 # silent: no log line per task (the other frameworks are run without one too).
 @worker.task(silent=True)
-async def noop(x: int) -> int:
+async def job(x: int) -> int:
+    if INCR:
+        await worker.context.incr(COUNTER)
     return x
 
 
@@ -41,10 +56,11 @@ def run_throughput(n: int, chunk: int = 1000) -> dict:
         async with worker:
             redis = worker.redis
             base = await redis.zcard(worker._results_set)
+            before = await redis.get(COUNTER)
             t0 = time.perf_counter()
             ids = []
             for first in range(0, n, chunk):
-                tasks = [noop.enqueue(i) for i in range(first, min(n, first + chunk))]
+                tasks = [job.enqueue(i) for i in range(first, min(n, first + chunk))]
                 ids.extend(task.id for task in tasks)
                 await worker.enqueue_many(tasks)
             t_enq = time.perf_counter()
@@ -60,6 +76,7 @@ def run_throughput(n: int, chunk: int = 1000) -> dict:
                 for raw in raws:
                     total += (await worker.deserialize(raw))["r"]
             expect_sum(total, n)
+            expect_runs(before, await redis.get(COUNTER), n)
             return {"n": n, "enqueue_s": t_enq - t0, "total_s": t1 - t0}
 
     return asyncio.run(go())
@@ -70,7 +87,7 @@ def run_latency(rate: float, seconds: float) -> dict:
         async with worker:
 
             async def one(i: int) -> None:
-                task = await noop.enqueue(i)
+                task = await job.enqueue(i)
                 result = await task.result(timeout=30)
                 assert result.result == i
 

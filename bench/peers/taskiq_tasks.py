@@ -1,6 +1,7 @@
 """taskiq + taskiq-redis: `python -m taskiq worker taskiq_tasks:broker --workers 1
 --max-async-tasks 8` (RedisStreamBroker: consumer group, ack after the result is saved;
-RedisAsyncResultBackend for results)."""
+RedisAsyncResultBackend for results). The task body's Redis client is a module-level
+redis.asyncio one (connected on first use, in the worker's event loop)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import asyncio
 import os
 import time
 
-from _common import ENQUEUERS, URL, expect_sum, paced_async, poll_until
+from _common import (
+    COUNTER,
+    ENQUEUERS,
+    INCR,
+    URL,
+    expect_runs,
+    expect_sum,
+    paced_async,
+    poll_until,
+)
 from redis.asyncio import Redis
 from taskiq import TaskiqEvents, TaskiqState
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
@@ -18,6 +28,7 @@ GROUP = "taskiq"
 broker = RedisStreamBroker(URL, queue_name=STREAM, consumer_group_name=GROUP).with_result_backend(
     RedisAsyncResultBackend(URL)
 )
+client = Redis.from_url(URL)
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
@@ -28,7 +39,9 @@ async def announce(state: TaskiqState) -> None:
 
 
 @broker.task
-async def noop(x: int) -> int:
+async def job(x: int) -> int:
+    if INCR:
+        await client.incr(COUNTER)
     return x
 
 
@@ -53,12 +66,13 @@ def run_throughput(n: int) -> dict:
         try:
             async with Redis.from_url(URL) as redis:
                 base = int((await _group(redis))["entries-read"] or 0)
+                before = await redis.get(COUNTER)
                 handles: list = [None] * n
                 enqueuers = min(ENQUEUERS, n)
 
                 async def kick_every(first: int) -> None:
                     for i in range(first, n, enqueuers):
-                        handles[i] = await noop.kiq(i)
+                        handles[i] = await job.kiq(i)
 
                 t0 = time.perf_counter()
                 await asyncio.gather(*(kick_every(f) for f in range(enqueuers)))
@@ -79,6 +93,7 @@ def run_throughput(n: int) -> dict:
                 for handle in handles:
                     total += (await handle.get_result()).return_value
                 expect_sum(total, n)
+                expect_runs(before, await redis.get(COUNTER), n)
                 return {"n": n, "enqueue_s": t_enq - t0, "total_s": t1 - t0}
         finally:
             await broker.shutdown()
@@ -92,7 +107,7 @@ def run_latency(rate: float, seconds: float) -> dict:
         try:
 
             async def one(i: int) -> None:
-                task = await noop.kiq(i)
+                task = await job.kiq(i)
                 # taskiq's results are polled: every 2 ms instead of the default 0.2 s.
                 result = await task.wait_result(check_interval=0.002, timeout=30)
                 assert result.return_value == i
