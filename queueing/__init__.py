@@ -1,7 +1,10 @@
 """Processing queues built on supervised actors, on trio."""
 
 from ._convert import make_converter as make_converter
+from actors import Overflow as Overflow
+
 from ._exceptions import BrokerError as BrokerError
+from ._exceptions import DrainTimeout as DrainTimeout
 from ._exceptions import InvalidQueue as InvalidQueue
 from ._exceptions import PayloadError as PayloadError
 from ._exceptions import PayloadTooLarge as PayloadTooLarge
@@ -23,10 +26,10 @@ from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
 from ._stats import QueueStats as QueueStats
+from ._open import connect as connect
+from ._open import open_system as open_system
+from ._open import run_system as run_system
 from ._system import QueueSystem as QueueSystem
-from ._system import connect as connect
-from ._system import open_system as open_system
-from ._system import run_system as run_system
 from ._task import DeadLetter as DeadLetter
 from ._task import ErrorInfo as ErrorInfo
 from ._task import TaskState as TaskState
@@ -36,10 +39,12 @@ from ._worker import Worker as Worker
 __all__ = [
     "BrokerError",
     "DeadLetter",
+    "DrainTimeout",
     "ErrorInfo",
     "FanOut",
     "Full",
     "InvalidQueue",
+    "Overflow",
     "PayloadError",
     "PayloadTooLarge",
     "Pipeline",

@@ -67,13 +67,20 @@ def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
 
 
 class Codec:
-    """Unstructures and structures one declared type with the system's converter."""
+    """Unstructures and structures one declared type with the system's converter.
 
-    __slots__ = ("_structure", "_unstructure", "as_is", "queue", "type")
+    `role` names what it converts in error messages: "payload" (what `handle` takes) or
+    "result" (what `handle` returns).
+    """
 
-    def __init__(self, converter: cattrs.Converter, type_: Any, queue: str) -> None:
+    __slots__ = ("_structure", "_unstructure", "as_is", "queue", "role", "type")
+
+    def __init__(
+        self, converter: cattrs.Converter, type_: Any, queue: str, role: str = "payload"
+    ) -> None:
         self.type = type_
         self.queue = queue
+        self.role = "the result of handle()" if role == "result" else "the payload"
         # Data that structures as itself: of this primitive type (AS_ANY: any data; None:
         # none). Hot paths read it to skip the call to `structure`.
         self.as_is: Any = AS_ANY if type_ is Any else type_ if type_ in PRIMITIVE_TYPES else None
@@ -81,16 +88,25 @@ class Codec:
         self._structure = converter.structure
 
     def unstructure(self, value: Any) -> Any:
+        """`value` as plain JSON-able data; PayloadError if it has no such form."""
         kind = type(value)
-        if kind is int or kind is str or kind is float or kind is bool or value is None:
+        if kind is int or kind is str or kind is bool or value is None:
+            return value
+        if kind is float:
+            if not math.isfinite(value):
+                raise PayloadError(
+                    self.queue,
+                    f"{self.role} is {value!r}, which JSON cannot carry; use None or a string",
+                )
             return value
         try:
             data = self._unstructure(value)
         except Exception as exc:
             raise PayloadError(
                 self.queue,
-                f"the converter cannot serialize a {kind.__name__}: {describe_error(exc)}; "
-                "use attrs classes, dataclasses or plain data, or register a hook",
+                f"the converter cannot serialize {self.role}, a {kind.__name__}: "
+                f"{describe_error(exc)}; use attrs classes, dataclasses or plain data, or "
+                "register a hook",
             ) from exc
         if type(data) not in _PRIMITIVES:
             try:
@@ -98,8 +114,9 @@ class Codec:
             except (TypeError, ValueError) as exc:
                 raise PayloadError(
                     self.queue,
-                    f"a {kind.__name__} does not serialize to JSON ({exc}); register an "
-                    "unstructure hook on the system's converter for the offending type",
+                    f"{self.role}, a {kind.__name__}, does not serialize to JSON ({exc}); "
+                    "register an unstructure hook on the system's converter for the "
+                    "offending type, or return plain data",
                 ) from exc
         return data
 
@@ -113,7 +130,7 @@ class Codec:
         except Exception as exc:
             name = getattr(target, "__name__", repr(target))
             raise PayloadError(
-                self.queue, f"data does not structure as {name}: {describe_error(exc)}"
+                self.queue, f"{self.role} does not structure as {name}: {describe_error(exc)}"
             ) from exc
 
     def check(self, value: Any) -> Any:

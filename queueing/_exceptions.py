@@ -11,6 +11,7 @@ The tree::
     ├── InvalidQueue         (also ValueError) a bad Queue/Pipeline/RetryPolicy setting
     ├── SystemStopping       the system is shutting down and takes no new tasks
     ├── ResultTimeout        (also TimeoutError) no result within result(timeout=...)
+    ├── DrainTimeout         (also TimeoutError) queues still busy after drain(timeout=...)
     ├── BrokerError          the broker failed (connection, protocol)
     └── TaskFailed           the task ended without a result
         ├── TaskCancelled    cancelled through its receipt (or by shutdown)
@@ -107,6 +108,16 @@ class ResultTimeout(QueueingError, TimeoutError):
             f"task {task_id!r} has no result after {timeout:g}s; it is still pending or "
             "running: wait longer, or check receipt.status()"
         )
+
+
+class DrainTimeout(QueueingError, TimeoutError):
+    """`drain(timeout=...)` ran out with tasks still outstanding."""
+
+    def __init__(self, timeout: float, busy: dict[str, int]) -> None:
+        self.timeout = timeout
+        self.busy = busy
+        where = ", ".join(f"{name}={count}" for name, count in busy.items()) or "none now"
+        super().__init__(f"queues still busy after {timeout:g}s: {where}")
 
 
 class BrokerError(QueueingError):

@@ -1,0 +1,106 @@
+"""The receipt side: each outcome reaches the receipt that waits for it."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from actors import Actor
+
+if TYPE_CHECKING:
+    from ._task import Task
+    from .brokers._contract import Broker
+
+#: Seconds one `wait_settled` call waits before the receipts' loop asks again (with the
+#: tasks watched since).
+SETTLED_WAIT = 1.0
+
+
+def copy_outcome(source: Task, target: Task) -> None:
+    """Copy what a broker's record says of the outcome onto a local record."""
+    target.state = source.state
+    target.result = source.result
+    target.error = source.error
+    target.attempts = source.attempts
+    target.deliveries = source.deliveries
+    target.finished_at = source.finished_at
+    if source.queue:
+        target.queue = source.queue
+    if target.route is not None:  # a pipeline's record: which stage ended it, and how
+        target.stage = source.stage  # type: ignore[misc]
+        target.fanned = source.fanned  # type: ignore[misc]
+
+
+class Results:
+    """Hands outcomes to receipts.
+
+    In process, a worker's record of a task is its receipt's own: `deliver` wakes whoever
+    awaits it. With a shared broker, outcomes are recorded by other processes: this one
+    watches the tasks it submitted or looked up (weakly: a receipt nobody holds is not
+    watched), and `run` asks the broker for the stored outcomes of those still open,
+    copying each onto the local record. The stored outcome is what counts, so a lost
+    notice never leaves a receipt waiting.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.shared = broker.shared
+        self.watched: weakref.WeakValueDictionary[str, Task] = weakref.WeakValueDictionary()
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def watch(self, task: Task) -> None:
+        """Get `task`'s outcome from the broker when it has one (shared brokers)."""
+        self.watched[task.id] = task
+        if self._lot:
+            self._lot.unpark_all()
+
+    def deliver(self, record: Task) -> None:
+        """`record` has its outcome: the local receipt of that task has it too, now."""
+        local = record
+        if self.shared:
+            mine = self.watched.pop(record.id, None)
+            if mine is not None and mine is not record:
+                copy_outcome(record, mine)
+                local = mine
+        waiter = local._waiter
+        if waiter is not None:
+            waiter.set()
+
+    async def run(self) -> None:
+        """Until cancelled: deliver the outcomes of the watched tasks as they are stored."""
+        while True:
+            if not self.watched:
+                await self._lot.park()
+                continue
+            for record in await self.broker.wait_settled(list(self.watched), SETTLED_WAIT):
+                if record.state.final:
+                    self.deliver(record)
+
+
+#: Seconds between two reads of a shared broker's figures (for `stats()`).
+FIGURES_EVERY = 2.0
+
+
+class ReceiptsActor(Actor):
+    """The actor on the receipt side of a shared broker: runs `Results.run`, and keeps the
+    system's figures of the broker fresh."""
+
+    def __init__(self, results: Results, refresh: Callable[[], Awaitable[None]]) -> None:
+        self.results = results
+        self.refresh = refresh
+        self._scope: trio.CancelScope | None = None
+
+    async def run(self) -> None:
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.results.run)
+                while True:
+                    await self.refresh()
+                    await trio.sleep(FIGURES_EVERY)
+
+    def on_stop_requested(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
