@@ -46,7 +46,8 @@ _FULL = Admission.FULL
 _SUCCEEDED = TaskState.SUCCEEDED
 _PENDING = TaskState.PENDING
 BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
-_PLAIN_RESULTS = frozenset((int, str, bool, type(None)))  # results that are their own JSON
+#: Results that are their own JSON (no converter call).
+PLAIN_RESULTS = frozenset((int, str, bool, type(None)))
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")
 _CANCELLED = ErrorInfo("Cancelled", "cancelled through its receipt")
 _RUN_ENDED = ErrorInfo("Cancelled", "its pipeline run ended at another stage, or was cancelled")
@@ -253,7 +254,7 @@ class Engine:
         if task.run is not None:
             await self._advance(rt, task, result)
             return
-        if type(result) not in _PLAIN_RESULTS:
+        if type(result) not in PLAIN_RESULTS:
             try:
                 result = rt.result_codec.unstructure(result)
             except PayloadError as exc:
@@ -348,12 +349,15 @@ class Engine:
             rt.expired += 1
         if self.shared:
             rt.held.pop(task.id, None)
-        else:
-            rt.outstanding -= 1
-            self.total -= 1
-            if self.total == 0 and self.drained:
-                self.drained.unpark_all()
-        self.results.deliver(task)
+            self.results.deliver(task)
+            return
+        rt.outstanding -= 1
+        self.total -= 1
+        if self.total == 0 and self.drained:
+            self.drained.unpark_all()
+        waiter = task._waiter  # Results.deliver, in process (the receipt's own record)
+        if waiter is not None:
+            waiter.set()
 
     # -- pipelines -------------------------------------------------------------------------
 

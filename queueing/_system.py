@@ -23,7 +23,7 @@ from ._runtime import QueueRuntime
 from ._stats import QueueStats
 from ._task import DeadLetter, PipelineTask, Task, TaskState, TaskStatus
 from ._validate import seconds
-from .brokers._contract import queue_of, run_of
+from .brokers._contract import Admission, queue_of, run_of
 
 if TYPE_CHECKING:
     from .brokers._contract import Broker
@@ -38,6 +38,8 @@ CHUNK = 1024
 CONCURRENT_SUBMITS = 500
 #: Seconds a shared broker's drain() waits between two looks at the queues.
 DRAIN_POLL = 0.05
+_ACCEPTED = Admission.ACCEPTED
+_FULL = Admission.FULL
 
 
 class QueueSystem:
@@ -73,6 +75,7 @@ class QueueSystem:
         }
         #: Outstanding tasks per queue as last read from a shared broker (`stats()`).
         self._remote: dict[str, int] = {}
+        self._accept_nowait = broker.accept_nowait
 
     @property
     def names(self) -> list[str]:
@@ -157,10 +160,17 @@ class QueueSystem:
             )
             return Receipt(run, self)
         task = engine.task(rt, payload, expires)
-        spec = rt.spec
-        await engine.accept(
-            rt, task, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
-        )
+        # In process, a ready task is accepted without a coroutine per call (the common
+        # case: there is room); anything else takes the general path, `Engine.accept`.
+        admission = _FULL if delay or engine.shared else self._accept_nowait(rt.info, task)
+        if admission is _ACCEPTED:
+            if not engine.accepted(rt, task, False):
+                await engine.deliver_later(rt, task)
+        elif admission is _FULL:
+            spec = rt.spec
+            await engine.accept(
+                rt, task, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
+            )
         if _fastpath.due():
             await _cancel_shielded_checkpoint()
         return Receipt(task, self)

@@ -12,7 +12,9 @@ Two kinds of broker, by `shared`:
 - in-process (`shared = False`, `memory://`): only this process uses the storage. A task
   accepted ready is handed to this process's workers by the engine at once; `claim`
   returns only tasks that became ready inside the broker later (a delay or a retry
-  backoff ran out). Such a broker also answers `lookup_nowait`.
+  backoff ran out). With no I/O to wait for, such a broker also answers `accept_nowait`,
+  `settle_nowait` and `lookup_nowait` (its async forms call them): the engine's per-task
+  path then makes no coroutine per call.
 - shared (`shared = True`, `redis://`, `sqlite://`, `amqp://`): many processes use one
   storage. Every ready task is taken with `claim`, which leases it to this process until
   it is settled, retried or its lease runs out (`lease` seconds without `renew`): then it
@@ -135,6 +137,10 @@ class Broker(abc.ABC):
         ready then (SCHEDULED until); else it is ready now (a shared broker makes it
         claimable; an in-process one leaves its delivery to the engine)."""
 
+    def accept_nowait(self, queue: QueueInfo, task: Task) -> Admission:
+        """`accept` of a ready task without waiting, by in-process brokers."""
+        raise NotImplementedError(f"{type(self).__name__} accepts with `await accept()`")
+
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
         """Store new ready tasks in order, as many as fit: returns how many of the first
         were ACCEPTED (or EXISTS). The default accepts one at a time."""
@@ -203,6 +209,17 @@ class Broker(abc.ABC):
         Returns False if this process knows it had one already. Sets the outcome fields on
         `task` (`Task.settle`). May return before the write is durable (batched); `flush`
         waits for it. May wait while the broker is behind on writing (backpressure)."""
+
+    def settle_nowait(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        """`settle` without waiting, by in-process brokers."""
+        raise NotImplementedError(f"{type(self).__name__} settles with `await settle()`")
 
     @abc.abstractmethod
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:

@@ -96,15 +96,20 @@ class MemoryBroker(Broker):
     # -- the client side -------------------------------------------------------------------
 
     async def accept(self, queue: QueueInfo, task: Task, *, due: float | None = None) -> Admission:
-        if task.id in self._tasks:
+        admission = self.accept_nowait(queue, task)
+        if due is not None and admission is _ACCEPTED:
+            self._delay(self._queues[queue.name], task, due)
+        return admission
+
+    def accept_nowait(self, queue: QueueInfo, task: Task) -> Admission:
+        tasks = self._tasks
+        if task.id in tasks:
             return Admission.EXISTS
         q = self._queues[queue.name]
         if q.outstanding >= q.maxsize:
             return _FULL
         q.outstanding += 1
-        self._tasks[task.id] = task
-        if due is not None:
-            self._delay(q, task, due)
+        tasks[task.id] = task
         return _ACCEPTED
 
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
@@ -209,6 +214,16 @@ class MemoryBroker(Broker):
         result: Any = None,
         error: ErrorInfo | None = None,
     ) -> bool:
+        return self.settle_nowait(queue, task, state, result, error)
+
+    def settle_nowait(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
         if task.state.final:
             return False
         task.state = state
@@ -228,7 +243,7 @@ class MemoryBroker(Broker):
     async def dead_letter(
         self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
     ) -> bool:
-        if not await self.settle(queue, task, state, None, error):
+        if not self.settle_nowait(queue, task, state, None, error):
             return False
         store = self._queues[queue.name].dead
         if len(store) >= self.max_dead_letters:
