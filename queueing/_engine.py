@@ -66,6 +66,7 @@ class Engine:
         self.broker = broker
         self.runs = broker.runs
         self.shared = broker.shared
+        self.nowait = broker.nowait and not broker.shared
         self.runtimes = runtimes
         self.pipelines = pipelines
         self.results = results

@@ -162,7 +162,7 @@ class QueueSystem:
         task = engine.task(rt, payload, expires)
         # In process, a ready task is accepted without a coroutine per call (the common
         # case: there is room); anything else takes the general path, `Engine.accept`.
-        admission = _FULL if delay or engine.shared else self._accept_nowait(rt.info, task)
+        admission = self._accept_nowait(rt.info, task) if engine.nowait and not delay else _FULL
         if admission is _ACCEPTED:
             if not engine.accepted(rt, task, False):
                 await engine.deliver_later(rt, task)

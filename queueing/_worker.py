@@ -138,7 +138,7 @@ class Worker(Actor, Generic[P, R]):
         handle = self.handle
         fatal = type(self).fatal
         limiter = rt.limiter
-        nowait = not engine.shared
+        nowait = engine.nowait
         settle_nowait = engine.broker.settle_nowait
         settled = engine.settled
         info = rt.info

@@ -12,9 +12,9 @@ Two kinds of broker, by `shared`:
 - in-process (`shared = False`, `memory://`): only this process uses the storage. A task
   accepted ready is handed to this process's workers by the engine at once; `claim`
   returns only tasks that became ready inside the broker later (a delay or a retry
-  backoff ran out). With no I/O to wait for, such a broker also answers `accept_nowait`,
-  `settle_nowait` and `lookup_nowait` (its async forms call them): the engine's per-task
-  path then makes no coroutine per call.
+  backoff ran out). Such a broker answers `lookup_nowait`; with no I/O to wait for, it may
+  also offer `accept_nowait` and `settle_nowait` (`nowait = True`; its async forms do the
+  same): the engine's per-task path then makes no coroutine per call.
 - shared (`shared = True`, `redis://`, `sqlite://`, `amqp://`): many processes use one
   storage. Every ready task is taken with `claim`, which leases it to this process until
   it is settled, retried or its lease runs out (`lease` seconds without `renew`): then it
@@ -97,6 +97,9 @@ class Broker(abc.ABC):
     durable: bool = False
     #: Whether other processes take tasks from the same storage (see the module doc).
     shared: bool = False
+    #: Whether `accept_nowait` and `settle_nowait` work (in-process brokers): the engine's
+    #: per-task path then calls them instead of their async forms.
+    nowait: bool = False
     #: Seconds a claimed task stays leased without `renew` (shared brokers).
     lease: float = math.inf
     #: The clock of due times, deadlines and leases (seconds).

@@ -51,6 +51,7 @@ class MemoryBroker(Broker):
 
     durable = False
     shared = False
+    nowait = True
 
     def __init__(
         self,
@@ -96,12 +97,15 @@ class MemoryBroker(Broker):
     # -- the client side -------------------------------------------------------------------
 
     async def accept(self, queue: QueueInfo, task: Task, *, due: float | None = None) -> Admission:
-        admission = self.accept_nowait(queue, task)
+        admission = self._accept(queue, task)
         if due is not None and admission is _ACCEPTED:
             self._delay(self._queues[queue.name], task, due)
         return admission
 
     def accept_nowait(self, queue: QueueInfo, task: Task) -> Admission:
+        return self._accept(queue, task)
+
+    def _accept(self, queue: QueueInfo, task: Task) -> Admission:
         tasks = self._tasks
         if task.id in tasks:
             return Admission.EXISTS
@@ -214,7 +218,7 @@ class MemoryBroker(Broker):
         result: Any = None,
         error: ErrorInfo | None = None,
     ) -> bool:
-        return self.settle_nowait(queue, task, state, result, error)
+        return self._settle(queue, task, state, result, error)
 
     def settle_nowait(
         self,
@@ -223,6 +227,16 @@ class MemoryBroker(Broker):
         state: TaskState,
         result: Any = None,
         error: ErrorInfo | None = None,
+    ) -> bool:
+        return self._settle(queue, task, state, result, error)
+
+    def _settle(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any,
+        error: ErrorInfo | None,
     ) -> bool:
         if task.state.final:
             return False
@@ -243,7 +257,7 @@ class MemoryBroker(Broker):
     async def dead_letter(
         self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
     ) -> bool:
-        if not self.settle_nowait(queue, task, state, None, error):
+        if not self._settle(queue, task, state, None, error):
             return False
         store = self._queues[queue.name].dead
         if len(store) >= self.max_dead_letters:
