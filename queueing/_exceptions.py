@@ -41,7 +41,7 @@ class QueueFull(QueueingError):
             advice += "Queue(maxsize=...), or add workers"
             how = f"after waiting {waited:g}s"
         else:
-            advice = "raise Queue(maxsize=...), add workers, or use when_full=Full.WAIT "
+            advice = "raise Queue(maxsize=...), add workers, or use when_full=Overflow.WAIT "
             advice += "for backpressure"
             how = "and its policy is to reject"
         super().__init__(f"queue {queue!r} is full ({maxsize} outstanding tasks) {how}; {advice}")
