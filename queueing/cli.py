@@ -18,7 +18,8 @@ import trio
 
 from ._exceptions import QueueingError
 from ._queue import Pipeline, Queue
-from ._system import QueueSystem, connect, run_system
+from ._open import connect, run_system
+from ._system import QueueSystem
 
 T = TypeVar("T")
 _BROKER = click.option(
