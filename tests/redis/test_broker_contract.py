@@ -147,7 +147,8 @@ async def test_an_expired_lease_is_reclaimed_with_its_deliveries_counted(redis_u
         (second,) = await claim_until(b)  # a never renews: its lease runs out
         assert second.id == task.id
         assert second.deliveries == 1
-        (third,) = await claim_until(a)
+        assert await a.renew(JOBS, [first]) == [first]  # a learns it is no longer its
+        (third,) = await claim_until(a)  # b never renews either
         assert third.deliveries == 2
         assert await a.settle(JOBS, third, TaskState.SUCCEEDED, "ok")
         await a.flush()
@@ -360,7 +361,7 @@ async def test_lookup_of_unknown_and_expired_ids_is_none(redis_url: str) -> None
         assert stored is not None
         assert stored.result == {"n": 1}
         with trio.fail_after(5):
-            while await broker.lookup(task.id) is not None:
+            while await broker.lookup(task.id) is not None:  # noqa: ASYNC110 - polls Redis
                 await trio.sleep(0.2)
 
 
@@ -569,6 +570,23 @@ async def test_leases_are_renewed_as_soon_as_redis_is_back(
 
         # Nobody called renew: the broker renewed the lease itself once Redis was back.
         with trio.fail_after(10):
-            while await idle_ms() > (trio.current_time() - claimed_at - 0.8) * 1000:
+            while await idle_ms() > (trio.current_time() - claimed_at - 0.8) * 1000:  # noqa: ASYNC110
                 await trio.sleep(0.1)
         assert await broker.renew(JOBS, [held]) == []
+
+
+async def test_a_claim_cancelled_while_it_reads_hands_its_tasks_back(redis_url: str) -> None:
+    async with opened(redis_url) as a, opened(redis_url) as b:  # a lease of 30 s
+        task = new_task()
+
+        async def accept_later() -> None:
+            await trio.sleep(0.3)
+            await b.accept(JOBS, task)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(accept_later)
+            with trio.move_on_after(0.1) as scope:
+                await a.claim(JOBS, 1, wait=1.0)  # the read in flight finishes first
+            assert scope.cancelled_caught
+        (taken,) = await b.claim(JOBS, 1, wait=1.0)  # not after a lease: at once
+        assert (taken.id, taken.deliveries) == (task.id, 0)

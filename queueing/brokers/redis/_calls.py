@@ -238,7 +238,9 @@ class Calls:
     async def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self.script(self.client, name, keys, args)
 
-    async def pipelined(self, what: str, fill: Callable[[Any], list[Any]]) -> list[Any]:
+    async def pipelined(
+        self, what: str, fill: Callable[[Any], list[Any]], *, deliver: bool = True
+    ) -> list[Any]:
         """Commands in one round trip: `fill(pipe)` queues them and returns their results
         (awaited after the pipeline ran). Retried as a whole; a command that failed for
         another reason (a key of the wrong type, say) has its exception as its result."""
@@ -256,7 +258,7 @@ class Calls:
                     results.append(exc)  # one command's error, for its caller to report
             return results
 
-        return await self.retrying(what, send)
+        return await self.retrying(what, send, deliver=deliver)
 
     # -- resilience ------------------------------------------------------------------------
 
@@ -267,17 +269,20 @@ class Calls:
         *,
         background: bool = False,
         wait: float | None = None,
+        deliver: bool = True,
     ) -> T:
         """Run `fn`, retrying lost connections with jittered backoff (no limit).
 
         Each attempt is shielded from the caller's cancellation (see `_attempt`), except
         for the background loops' blocking reads (`background=True`), which are cancelled
         only when the system stops and closes the client anyway. `wait`: how long `fn`
-        may block in Redis (a blocking read), on top of one round trip.
+        may block in Redis (a blocking read), on top of one round trip. `deliver=False`:
+        a cancellation that came during the call is left for the caller's next checkpoint
+        (a caller that must hand back what the call took, first).
         """
         try:
             # The common case, without building a tenacity retry object per call.
-            return await self._attempt(what, fn, background, wait)
+            return await self._attempt(what, fn, background, wait, deliver)
         except Exception as exc:
             if not await self._recover(exc):
                 raise
@@ -297,7 +302,7 @@ class Calls:
         async for attempt in retrying:
             with attempt:
                 try:
-                    result = await self._attempt(what, fn, background, wait)
+                    result = await self._attempt(what, fn, background, wait, deliver)
                 except Exception as exc:
                     await self._recover(exc)
                     raise
@@ -360,7 +365,12 @@ class Calls:
                 await trio.sleep(PROBE_EVERY)
 
     async def _attempt(
-        self, what: str, fn: Callable[[], Awaitable[T]], background: bool, wait: float | None
+        self,
+        what: str,
+        fn: Callable[[], Awaitable[T]],
+        background: bool,
+        wait: float | None,
+        deliver: bool = True,
     ) -> T:
         """One call to Redis, which the caller's cancellation does not interrupt.
 
@@ -382,7 +392,8 @@ class Calls:
                 f"redis {what} got no answer within {limit:g}s; "
                 "is the server overloaded or stopped?"
             )
-        await trio.lowlevel.checkpoint_if_cancelled()  # the caller's cancellation, now
+        if deliver:
+            await trio.lowlevel.checkpoint_if_cancelled()  # the caller's cancellation, now
         return result
 
 

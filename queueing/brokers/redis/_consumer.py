@@ -73,32 +73,78 @@ class Consumer:
     # -- claim ------------------------------------------------------------------------------
 
     async def claim(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
+        entries, counts = await self._take(queue, n, wait)
+        try:
+            # The caller's cancellation, if it came while Redis handed us entries.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return await self._admit(queue, entries, counts)
+        except trio.Cancelled:
+            if entries:
+                with trio.CancelScope(shield=True):
+                    await self._give_back(queue.name, entries, counts or {})
+            raise
+
+    async def _take(
+        self, queue: QueueInfo, n: int, wait: float
+    ) -> tuple[Sequence[Any], dict[str, int] | None]:
+        """Entries for a claim: reclaimed ones (with their delivery counts) when a reclaim
+        is due and finds some, else new ones. Calls here leave a cancellation to `claim`."""
         name = queue.name
         ready = self.keys.ready(name)
         now = trio.current_time()
         if now >= self._reclaim_at.get(name, -math.inf):
             self._reclaim_at[name] = now + self.lease / 3
-            reclaimed = await self._reclaim(queue, n)
+            reclaimed, counts = await self._reclaim(queue, n)
             if reclaimed:
-                return reclaimed
+                return reclaimed, counts
         read = functools.partial(self._read, ready, n)
         ops = self.batcher.take()
         if ops:
             # Outcomes are waiting to be written: send them and read in one round trip.
             answers = await self.calls.pipelined(
-                "write outcomes and claim", lambda pipe: [*self.batcher.fill(pipe, ops), read(pipe)]
+                "write outcomes and claim",
+                lambda pipe: [*self.batcher.fill(pipe, ops), read(pipe)],
+                deliver=False,
             )
             self.batcher.answered(ops, answers[:-1])
             answer = answers[-1]
             if isinstance(answer, Exception):
                 raise answer
             if answer:
-                return await self._admit(queue, answer.get(ready, ()), None)
+                return answer.get(ready, ()), None
         block = min(wait, self.calls.block)
         answer = await self.calls.retrying(
-            "claim", lambda: read(self.calls.client, block), wait=block
+            "claim", lambda: read(self.calls.client, block), wait=block, deliver=False
         )
-        return await self._admit(queue, (answer or {}).get(ready, ()), None)
+        return (answer or {}).get(ready, ()), None
+
+    async def _give_back(self, queue: str, entries: Sequence[Any], counts: dict[str, int]) -> None:
+        """Entries claimed for a caller that was cancelled before it got them: leave them
+        idle for a whole lease, so that any process (this one too) reclaims them now, with
+        the delivery count they had (the reclaim counts one more)."""
+        ready = self.keys.ready(queue)
+        by_count: dict[int, list[str]] = {}
+        for entry in entries:
+            ident = str(entry.identifier)
+            by_count.setdefault(counts.get(ident, 1) - 1, []).append(ident)
+
+        def fill(pipe: Any) -> list[Any]:
+            return [
+                pipe.xclaim(
+                    ready,
+                    k.GROUP,
+                    self.consumer,
+                    0,
+                    idents,
+                    idle=int(self.lease * 1000),
+                    retrycount=before,
+                    justid=True,
+                )
+                for before, idents in by_count.items()
+            ]
+
+        await self.calls.pipelined("hand back", fill)
+        self._reclaim_at[queue] = -math.inf
 
     def _read(self, ready: str, n: int, target: Any, block: float = 0.0) -> Any:
         # BLOCK 0 would wait forever: no BLOCK at all for a read that must not wait.
@@ -107,7 +153,9 @@ class Consumer:
             k.GROUP, self.consumer, count=n, block=block_ms or None, streams={ready: ">"}
         )
 
-    async def _reclaim(self, queue: QueueInfo, n: int) -> list[Task]:
+    async def _reclaim(
+        self, queue: QueueInfo, n: int
+    ) -> tuple[Sequence[Any], dict[str, int] | None]:
         """Take over entries idle longer than the lease (their process stopped renewing)."""
         name = queue.name
         ready = self.keys.ready(name)
@@ -117,17 +165,27 @@ class Consumer:
             lambda: self.calls.client.xautoclaim(
                 ready, k.GROUP, self.consumer, int(self.lease * 1000), start, count=n
             ),
+            deliver=False,
         )
         # Where the next scan of the pending list goes on ("0-0": it was scanned to the end).
         self._reclaim_from[name] = str(answer[0]) if answer else "0-0"
         deleted = [str(i) for i in answer[2]] if answer and len(answer) > 2 else []
         if deleted:  # deleted (cancelled) while a stopped process held them
             await self.calls.retrying(
-                "acknowledge", lambda: self.calls.client.xack(ready, k.GROUP, deleted)
+                "acknowledge",
+                lambda: self.calls.client.xack(ready, k.GROUP, deleted),
+                deliver=False,
             )
-        entries = [entry for entry in (answer[1] if answer else ()) if entry.field_values]
+        held = self.held.get(name, {})
+        # Our own entries come back too when the engine renewed late: they still run here
+        # (XAUTOCLAIM gave them a fresh idle time, as a renewal does).
+        entries = [
+            entry
+            for entry in (answer[1] if answer else ())
+            if entry.field_values and str(entry.identifier) not in held
+        ]
         if not entries:
-            return []
+            return [], None
         if self._reclaim_from[name] != "0-0":
             self._reclaim_at[name] = trio.current_time()  # more to look at: next claim
 
@@ -138,10 +196,9 @@ class Consumer:
             ]
 
         counts: dict[str, int] = {}
-        for entry, pending in zip(
-            entries, await self.calls.pipelined("delivery counts", fill), strict=True
-        ):
-            first = pending[0] if isinstance(pending, tuple) and pending else None
+        pending = await self.calls.pipelined("delivery counts", fill, deliver=False)
+        for entry, info in zip(entries, pending, strict=True):
+            first = info[0] if isinstance(info, tuple) and info else None
             counts[str(entry.identifier)] = int(getattr(first, "delivered", 1))
         log.warning(
             "queue %r: reclaimed %d task(s) whose lease (%gs) ran out",
@@ -149,7 +206,7 @@ class Consumer:
             len(entries),
             self.lease,
         )
-        return await self._admit(queue, entries, counts)
+        return entries, counts
 
     async def _admit(
         self, queue: QueueInfo, entries: Any, counts: dict[str, int] | None

@@ -234,9 +234,10 @@ class Receipts:
             if not streams:
                 await self._reader_lot.park()
                 continue
-            read = functools.partial(
-                self.calls.client.xread, streams, count=READ_COUNT, block=block_ms
-            )
+            # No more than a stream keeps: a reader that fell behind past the cap then gets
+            # a full read, which makes it look for a gap (`_check_gap`).
+            count = min(READ_COUNT, k.REPLIES_MAXLEN, k.DONE_MAXLEN)
+            read = functools.partial(self.calls.client.xread, streams, count=count, block=block_ms)
             answer = await self.calls.retrying("read notices", read, background=True)
             for key, entries in (answer or {}).items():
                 if not entries:
@@ -244,7 +245,7 @@ class Receipts:
                 before = streams[key]
                 self._cursors[key] = str(entries[-1].identifier)
                 self._woken.update(str(e.field_values.get("id", "")) for e in entries)
-                if len(entries) >= READ_COUNT:
+                if len(entries) >= count:
                     await self._check_gap(key, before)
             if answer:
                 self._wake.unpark_all()
