@@ -91,12 +91,14 @@ async def test_accept_many_takes_the_first_that_fit(redis_url: str) -> None:
         assert [t.payload for t in claimed] == [None, 1, 2]  # in order
 
 
-async def test_an_id_over_the_limit_is_refused(redis_url: str) -> None:
+async def test_an_id_over_the_limit_or_of_another_queue_is_refused(redis_url: str) -> None:
     async with opened(redis_url) as broker:
         task = new_task()
         task.id = "jobs:" + "x" * _keys.MAX_ID_LENGTH
         with pytest.raises(BrokerError, match="over the limit"):
             await broker.accept(JOBS, task)
+        with pytest.raises(BrokerError, match="does not name the queue 'jobs'"):
+            await broker.accept(JOBS, new_task("other"))
         assert await broker.outstanding("jobs") == 0
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import trio
 
 from ..._exceptions import BrokerError, SystemStopping
-from ..._task import Task
-from .._contract import Admission, QueueInfo
+from ..._task import PipelineTask, Task
+from .._contract import Admission, QueueInfo, queue_of
 from . import _keys as k
 from ._calls import ATTEMPT_GRACE, Calls
 from ._wire import encode_envelope, encode_meta
@@ -34,7 +34,15 @@ OPS_BATCH = 1000
 #: Outcome writes waiting beyond which `settle` waits for them to be sent (backpressure).
 OPS_CONGESTED = 2000
 
+#: `submit.lua`'s answers: 1 accepted, 0 full, -1 exists, -2 exists (this client's).
+_ACCEPTED, _EXISTS_OURS = 1, -2
 _ANSWERS = {1: Admission.ACCEPTED, 0: Admission.FULL, -1: Admission.EXISTS, -2: Admission.EXISTS}
+
+
+def _staged(task: Task) -> bool:
+    """A pipeline's stage task: no one waits for it by itself (its run is waited for), so
+    its outcome sends no notice to the client that submitted it."""
+    return isinstance(task, PipelineTask) and task.run is not None
 
 
 class _Slot:
@@ -88,12 +96,19 @@ class Batcher:
         """Store tasks (one `submit.lua` answer each), sharing a round trip with every
         submit queued meanwhile."""
         for task, _ in tasks:
+            if queue_of(task.id) != queue.name:
+                raise BrokerError(
+                    f"task id {task.id!r} does not name the queue {queue.name!r}: ids are "
+                    "<queue>:<unique>"
+                )
             if len(task.id) > k.MAX_ID_LENGTH:
                 raise BrokerError(
-                    f"task id {task.id[:40]!r}... is {len(task.id)} characters, over the limit "
+                    f"task id {task.id[: k.MAX_ID_LENGTH // 4]!r}... is {len(task.id)} characters, "
+                    f"over the limit "
                     f"of {k.MAX_ID_LENGTH}: use a shorter key"
                 )
-        self.note_replied(queue.name)
+        if not all(_staged(task) for task, _ in tasks):
+            self.note_replied(queue.name)
         slot = _Slot(queue, tasks)
         self._submits.append(slot)
         self._submit_lot.unpark()
@@ -168,7 +183,8 @@ class Batcher:
             for slot in slots:
                 for task, due in slot.tasks:
                     keys.append(self.keys.task(task.id))
-                    args += [task.id, encode_envelope(task), encode_meta(task), due]
+                    reply = "" if _staged(task) else self.client_id
+                    args += [task.id, encode_envelope(task), encode_meta(task), due, reply]
                 members.append(slot)
                 if len(keys) - len(base) >= SUBMIT_CHUNK:
                     calls.append((members, keys, args))
@@ -205,8 +221,8 @@ class Batcher:
                     code = int(next(codes))
                     # Sent again after a lost connection: "exists, ours" is our own earlier
                     # send that Redis applied before the connection broke.
-                    if code == -2 and sends > 1:
-                        code = 1
+                    if code == _EXISTS_OURS and sends > 1:
+                        code = _ACCEPTED
                     slot.answers.append(_ANSWERS[code])
                 slot.event.set()
 

@@ -33,6 +33,8 @@ RENEW_CHUNK = 500
 PROMOTE_BATCH = 500
 #: The longest a promoter sleeps (others' delays and retries are seen within this).
 PROMOTE_IDLE = 1.0
+#: Reclaims per lease: how often a claim looks for entries whose lease ran out.
+RECLAIMS_PER_LEASE = 3
 
 
 def _chunks(items: Sequence[Task], size: int) -> list[Sequence[Task]]:
@@ -93,7 +95,7 @@ class Consumer:
         ready = self.keys.ready(name)
         now = trio.current_time()
         if now >= self._reclaim_at.get(name, -math.inf):
-            self._reclaim_at[name] = now + self.lease / 3
+            self._reclaim_at[name] = now + self.lease / RECLAIMS_PER_LEASE
             reclaimed, counts = await self._reclaim(queue, n)
             if reclaimed:
                 return reclaimed, counts

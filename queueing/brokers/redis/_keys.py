@@ -45,8 +45,10 @@ MAX_MESSAGE = 4096
 MAX_TRACEBACK = 16_384
 #: Bytes an envelope may have beyond its queue's `max_payload` (ids, times, pipeline fields).
 ENVELOPE_OVERHEAD = 4096
-#: Fields, and characters per field, of an entry that is not a task, kept in its dead letter.
+#: Fields, characters per field name and per value, of an entry that is not a task, kept
+#: in its dead letter.
 BAD_ENTRY_FIELDS = 20
+BAD_ENTRY_NAME_CHARS = 100
 BAD_ENTRY_FIELD_CHARS = 4096
 
 #: Stats counter of each outcome, in a queue's `stats` hash.

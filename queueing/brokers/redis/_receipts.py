@@ -34,8 +34,12 @@ CHECK_PIPELINE = 20
 SWEEP_EVERY = 15.0
 #: Notices read per stream in one read.
 READ_COUNT = 1000
-#: The longest one wait for room blocks (a cancellation waits for it: see Calls._attempt).
+#: Ids woken and not yet looked at beyond which they are dropped for a sweep instead.
+WOKEN_CAP = 100_000
+#: The longest and shortest one wait for room blocks (a cancellation waits for it: see
+#: Calls._attempt; Redis takes no shorter timeout).
 ROOM_BLOCK = 0.05
+ROOM_BLOCK_MIN = 0.01
 
 
 def _stream_id(ident: str) -> tuple[int, int]:
@@ -60,6 +64,8 @@ class Receipts:
         self._foreign: dict[str, set[str]] = {}
         #: Where the reader reads each stream from.
         self._cursors: dict[str, str] = {}
+        #: `wait_settled` calls in progress (the reader reads only while someone waits).
+        self._waiting = 0
         self._wake = trio.lowlevel.ParkingLot()
         self._reader_lot = trio.lowlevel.ParkingLot()
         self._sweep_at = 0.0
@@ -97,7 +103,7 @@ class Receipts:
             if left <= 0:
                 await trio.lowlevel.checkpoint()
                 return
-            step = max(min(left, ROOM_BLOCK), 0.01)
+            step = max(min(left, ROOM_BLOCK), ROOM_BLOCK_MIN)
             pop = functools.partial(self.calls.client.blpop, [room], timeout=step)
             got = await self.calls.retrying("wait for room", pop, wait=step)
             if got:
@@ -107,13 +113,18 @@ class Receipts:
 
     async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
         deadline = trio.current_time() + timeout
-        while True:
-            found = await self._poll(task_ids)
-            if found or trio.current_time() >= deadline:
-                await trio.lowlevel.checkpoint()
-                return found
-            with trio.move_on_at(min(deadline, self._sweep_at)):
-                await self._wake.park()
+        self._waiting += 1
+        self._reader_lot.unpark_all()
+        try:
+            while True:
+                found = await self._poll(task_ids)
+                if found or trio.current_time() >= deadline:
+                    await trio.lowlevel.checkpoint()
+                    return found
+                with trio.move_on_at(min(deadline, self._sweep_at)):
+                    await self._wake.park()
+        finally:
+            self._waiting -= 1
 
     async def _poll(self, ids: Collection[str]) -> list[Task]:
         """Check what may have an outcome: ids woken by a notice, ids not seen before, and,
@@ -213,7 +224,11 @@ class Receipts:
     # -- the reader of notices --------------------------------------------------------------
 
     def _streams(self) -> dict[str, str]:
-        streams = {}
+        """What to read: nothing while no one waits (a process that only submits follow-up
+        work does not read notices it would drop)."""
+        streams: dict[str, str] = {}
+        if not self._known and not self._waiting:
+            return streams
         for name in self.batcher.replied:
             key = self.keys.replies(name, self.client_id)
             # From the start, never "$": the stream is ours alone, and "$" would miss a
@@ -245,6 +260,9 @@ class Receipts:
                 before = streams[key]
                 self._cursors[key] = str(entries[-1].identifier)
                 self._woken.update(str(e.field_values.get("id", "")) for e in entries)
+                if len(self._woken) > WOKEN_CAP:  # no one looked for long: sweep instead
+                    self._woken.clear()
+                    self._request_sweep()
                 if len(entries) >= count:
                     await self._check_gap(key, before)
             if answer:

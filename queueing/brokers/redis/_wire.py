@@ -82,7 +82,7 @@ def decode_envelope(fields: Mapping[str, Any], queue: str, max_bytes: int) -> Ta
     doc = _parse(raw, max_bytes)
     task_id = doc.get("id")
     if not isinstance(task_id, str) or not task_id or len(task_id) > k.MAX_ID_LENGTH:
-        shown = task_id[:50] + "..." if isinstance(task_id, str) else task_id
+        shown = task_id[: k.MAX_ID_LENGTH // 4] + "..." if isinstance(task_id, str) else task_id
         raise BadEntry(
             f"field 'id' must be a non-empty string of at most {k.MAX_ID_LENGTH} characters, "
             f"got {shown!r}"
@@ -294,7 +294,10 @@ def letter_of(task: Task, queue: str) -> str:
 def bad_entry_letter(queue: str, fields: Mapping[Any, Any], reason: str, now: float) -> str:
     """The dead letter of an entry that is not a task of ours: its fields, capped."""
     kept = list(fields.items())[: k.BAD_ENTRY_FIELDS]
-    payload = {str(key)[:100]: str(value)[: k.BAD_ENTRY_FIELD_CHARS] for key, value in kept}
+    payload = {
+        str(key)[: k.BAD_ENTRY_NAME_CHARS]: str(value)[: k.BAD_ENTRY_FIELD_CHARS]
+        for key, value in kept
+    }
     return encode_dead_letter(
         DeadLetter(
             id="",

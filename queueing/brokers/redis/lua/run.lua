@@ -12,7 +12,7 @@ local step, run_id, now, done_cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local function settled(state, outcome)
   redis.call('HSET', KEYS[1], 's', state, 'o', outcome)
-  redis.call('EXPIRE', KEYS[1], tonumber(redis.call('HGET', KEYS[1], 't') or '1'))
+  redis.call('EXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 't'))
   redis.call('DEL', KEYS[2])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', done_cap, '*', 'id', run_id)
   local f = redis.call('HMGET', KEYS[1], 'r', 'm')
