@@ -99,7 +99,10 @@ async def test_an_id_over_the_limit_or_of_another_queue_is_refused(redis_url: st
             await broker.accept(JOBS, task)
         with pytest.raises(BrokerError, match="does not name the queue 'jobs'"):
             await broker.accept(JOBS, new_task("other"))
+        with pytest.raises(ValueError, match="Out of range float"):  # not plain JSON data
+            await broker.accept(JOBS, new_task(payload=float("nan")))
         assert await broker.outstanding("jobs") == 0
+        assert await broker.accept(JOBS, new_task()) is Admission.ACCEPTED  # still working
 
 
 async def test_a_due_task_is_scheduled_then_claimable(redis_url: str) -> None:

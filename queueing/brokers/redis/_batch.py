@@ -48,9 +48,9 @@ def _staged(task: Task) -> bool:
 class _Slot:
     __slots__ = ("answers", "error", "event", "queue", "tasks")
 
-    def __init__(self, queue: QueueInfo, tasks: list[tuple[Task, str]]) -> None:
+    def __init__(self, queue: QueueInfo, tasks: list[tuple[str, str, str, str, str]]) -> None:
         self.queue = queue
-        self.tasks = tasks  # (task, due in ms or "")
+        self.tasks = tasks  # `submit.lua` arguments: id, envelope, meta, due (ms), reply
         self.answers: list[Admission] = []
         self.error: BaseException | None = None
         self.event = trio.Event()
@@ -107,9 +107,20 @@ class Batcher:
                     f"over the limit "
                     f"of {k.MAX_ID_LENGTH}: use a shorter key"
                 )
+        # Encoded here, so that a payload that is not plain data fails its caller only.
+        encoded = [
+            (
+                task.id,
+                encode_envelope(task),
+                encode_meta(task),
+                due,
+                "" if _staged(task) else self.client_id,
+            )
+            for task, due in tasks
+        ]
         if not all(_staged(task) for task, _ in tasks):
             self.note_replied(queue.name)
-        slot = _Slot(queue, tasks)
+        slot = _Slot(queue, encoded)
         self._submits.append(slot)
         self._submit_lot.unpark()
         try:
@@ -181,10 +192,9 @@ class Batcher:
             head = [info.maxsize, self.client_id, k.ttl(info.result_ttl)]
             keys, args, members = list(base), list(head), []
             for slot in slots:
-                for task, due in slot.tasks:
-                    keys.append(self.keys.task(task.id))
-                    reply = "" if _staged(task) else self.client_id
-                    args += [task.id, encode_envelope(task), encode_meta(task), due, reply]
+                for call in slot.tasks:
+                    keys.append(self.keys.task(call[0]))
+                    args += call
                 members.append(slot)
                 if len(keys) - len(base) >= SUBMIT_CHUNK:
                     calls.append((members, keys, args))

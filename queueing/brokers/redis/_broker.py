@@ -5,6 +5,7 @@ Layout, flows and guarantees: docs/concepts/delivery-guarantees.md.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
@@ -80,6 +81,9 @@ class RedisBroker(Broker):
         #: may set it, the broker does not know.
         self.workers = 0
         self._queues: dict[str, QueueInfo] = {}
+        #: The queues whose consumer groups this process made (and makes again if Redis
+        #: lost them): all of them in a serving process, and any it claims from.
+        self._declared: dict[str, QueueInfo] = {}
         self._serve = False
         keys = k.Keys(prefix)
         self._keys = keys
@@ -111,16 +115,13 @@ class RedisBroker(Broker):
     async def connect(self, queues: Mapping[str, QueueInfo], *, serve: bool) -> AsyncIterator[None]:
         self._queues = dict(queues)
         self._serve = serve
+        self._declared = dict(queues) if serve else {}
 
         async def redeclare() -> None:
-            await self._admin.declare(self._queues)
+            await self._admin.declare(self._declared)
 
-        async def ready() -> None:
-            if serve:
-                await redeclare()
-
-        self._calls.redeclare = redeclare if serve else None
-        async with self._calls.connected(ready):
+        self._calls.redeclare = redeclare
+        async with self._calls.connected(redeclare):
             yield
 
     async def run(self) -> None:
@@ -151,9 +152,9 @@ class RedisBroker(Broker):
         when = ""
         if due is not None and due > self.clock():
             when = str(int(due * 1000))
-            task.state = TaskState.SCHEDULED
         (answer,) = await self._batch.submit(queue, [(task, when)])
         if when and answer is Admission.ACCEPTED:
+            task.state = TaskState.SCHEDULED
             self._consumer.wake_promoter(queue.name)
         return answer
 
@@ -187,6 +188,11 @@ class RedisBroker(Broker):
         if n <= 0:
             await trio.lowlevel.checkpoint()
             return []
+        if queue.name not in self._declared:  # not served from connect: declare it now
+            self._declared[queue.name] = queue
+            await self._calls.retrying(
+                "declare a queue", functools.partial(self._admin.declare, {queue.name: queue})
+            )
         return await self._consumer.claim(queue, n, wait)
 
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:

@@ -282,10 +282,14 @@ class Calls:
         """
         try:
             # The common case, without building a tenacity retry object per call.
-            return await self._attempt(what, fn, background, wait, deliver)
+            result = await self._attempt(what, fn, background, wait, deliver)
         except Exception as exc:
             if not await self._recover(exc):
                 raise
+        else:
+            if not self._up.is_set():
+                self._answered()
+            return result
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -355,9 +359,10 @@ class Calls:
                 await self._down.park()
                 continue
             try:
-                with trio.move_on_after(PROBE_EVERY + self.connect_timeout):
-                    await self.client.ping()
-                    self._answered()
+                await self._attempt("ping", self.client.ping, False, PROBE_EVERY)
+                self._answered()
+            except BrokerError:
+                pass  # no answer in time: still down
             except Exception as exc:
                 if not _retryable(exc):
                     raise
