@@ -6,28 +6,13 @@ outcomes and order, never how long something took."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
-
-import coredis
 import pytest
 import trio
-from broker_helpers import (
-    JOBS,
-    claim_until,
-    new_run,
-    new_task,
-    opened,
-    running,
-    settled_all,
-)
-from conftest import RedisServer
+from broker_helpers import JOBS, claim_until, new_task, opened, running, settled_all
 from redis_helpers import envelope, key, raw_client, replies_key
-from test_untrusted import BAD_ENTRIES
 
 from queueing._exceptions import BrokerError
-from queueing._task import DeadLetter, ErrorInfo, Task, TaskState
+from queueing._task import ErrorInfo, TaskState
 from queueing.brokers._contract import Admission, QueueInfo
 from queueing.brokers.redis import _keys
 
@@ -35,14 +20,6 @@ pytestmark = pytest.mark.redis
 
 LEASE = 0.5
 ERROR = ErrorInfo("Boom", "it broke")
-
-
-@asynccontextmanager
-async def raw_client_bytes(url: str) -> AsyncIterator[coredis.Redis[bytes]]:
-    parts = urlsplit(url)
-    client: coredis.Redis[bytes] = coredis.Redis(parts.hostname, parts.port)
-    async with client:
-        yield client
 
 
 # -- accept ----------------------------------------------------------------------------------
@@ -433,165 +410,3 @@ async def test_wait_settled_reads_stored_outcomes_when_notices_are_lost(
         await handle.resume()
         found = await settled_all(client, ids)
         assert [found[i].result for i in ids] == list(range(count))
-
-
-# -- pipeline runs ---------------------------------------------------------------------------
-
-
-async def test_a_run_starts_with_its_first_stage_task_or_not_at_all(redis_url: str) -> None:
-    full = QueueInfo("full", maxsize=0, max_payload=1024, result_ttl=60.0)
-    async with opened(redis_url, JOBS, full) as broker:
-        run, first = new_run("ingest", "jobs")
-        assert await broker.runs.start(run, JOBS, first, due=None) is Admission.ACCEPTED
-        stored = await broker.lookup(run.id)
-        assert stored is not None
-        assert (stored.state, stored.route) == (TaskState.PENDING, "ingest")
-        assert not await broker.runs.ended(run.id)
-        assert await broker.runs.start(run, JOBS, first, due=None) is Admission.EXISTS
-        (stage,) = await broker.claim(JOBS, 10, wait=0)
-        assert (stage.id, stage.run, stage.route) == (first.id, run.id, "ingest")
-        refused, refused_first = new_run("ingest", "full")
-        assert await broker.runs.start(refused, full, refused_first, due=None) is Admission.FULL
-        assert await broker.lookup(refused.id) is None
-
-
-async def test_a_run_fanned_out_ends_with_its_results_in_path_order(redis_url: str) -> None:
-    async with opened(redis_url, serve=False) as broker:
-        run, first = new_run("ingest", "jobs")
-        await broker.runs.start(run, JOBS, first, due=None)
-        runs = broker.runs
-        assert await runs.advance(run.id, first.id, 2, True) is None
-        assert await runs.advance(run.id, first.id, 2, True) is None  # counted once
-        assert await runs.advance(run.id, "jobs:b.0", 2, True) is None  # paths (0, i)
-        assert await runs.advance(run.id, "jobs:b.1", 1, False) is None  # path (1,)
-        assert await runs.branch_done(run.id, (1,), {"c": 3}) is None
-        assert await runs.branch_done(run.id, (0, 1), "b") is None
-        assert await runs.branch_done(run.id, (0, 1), "again") is None  # once per branch
-        assert not await runs.ended(run.id)
-        done = await runs.branch_done(run.id, (0, 0), "a")
-        assert done is not None
-        assert (done.id, done.state, done.fanned) == (run.id, TaskState.SUCCEEDED, True)
-        assert done.result == ["a", "b", {"c": 3}]
-        assert await runs.ended(run.id)
-        assert await runs.branch_done(run.id, (2,), "late") is None
-        (waited,) = await broker.wait_settled([run.id], 5.0)
-        assert waited.result == ["a", "b", {"c": 3}]
-
-
-async def test_a_run_without_fan_out_or_fanned_to_nothing(redis_url: str) -> None:
-    async with opened(redis_url, serve=False) as broker:
-        run, first = new_run("ingest", "jobs")
-        await broker.runs.start(run, JOBS, first, due=None)
-        assert await broker.runs.advance(run.id, first.id, 1, False) is None
-        done = await broker.runs.branch_done(run.id, (), 42)
-        assert done is not None
-        assert (done.result, done.fanned) == (42, False)
-        empty, empty_first = new_run("ingest", "jobs")
-        await broker.runs.start(empty, JOBS, empty_first, due=None)
-        nothing = await broker.runs.advance(empty.id, empty_first.id, 0, True)
-        assert nothing is not None
-        assert (nothing.state, nothing.result) == (TaskState.SUCCEEDED, [])
-
-
-async def test_a_run_ends_at_its_first_failure_or_cancel(redis_url: str) -> None:
-    async with opened(redis_url, serve=False) as broker:
-        run, first = new_run("ingest", "jobs")
-        await broker.runs.start(run, JOBS, first, due=None)
-        first.attempts, first.deliveries, first.stage = 3, 1, 0
-        ended = await broker.runs.end(run.id, first, TaskState.FAILED, ERROR)
-        assert ended is not None
-        assert (ended.state, ended.error, ended.attempts) == (TaskState.FAILED, ERROR, 3)
-        assert await broker.runs.end(run.id, first, TaskState.CANCELLED, ERROR) is None
-        assert await broker.runs.ended(run.id)
-        assert await broker.runs.branch_done(run.id, (), 1) is None
-        stored = await broker.lookup(run.id)
-        assert stored is not None
-        assert stored.state is TaskState.FAILED
-        cancelled, cancelled_first = new_run("ingest", "jobs")
-        await broker.runs.start(cancelled, JOBS, cancelled_first, due=None)
-        record = await broker.cancel(cancelled.id, ERROR)
-        assert record is not None
-        assert (record.id, record.state) == (cancelled.id, TaskState.CANCELLED)
-        assert await broker.cancel(cancelled.id, ERROR) is None
-        assert await broker.runs.ended(cancelled.id)
-
-
-# -- untrusted entries -----------------------------------------------------------------------
-
-
-async def test_entries_that_are_not_tasks_are_dead_lettered_with_the_reason(
-    redis_url: str,
-) -> None:
-    orders = QueueInfo("orders", maxsize=100, max_payload=1024, result_ttl=60.0)
-    cases = list(BAD_ENTRIES.values())
-    async with opened(redis_url, orders) as broker, raw_client(redis_url) as client:
-        ready = key(redis_url, "orders", "ready")
-        for fields, _ in cases:
-            await client.xadd(ready, fields)
-        async with raw_client_bytes(redis_url) as binary:
-            await binary.xadd(ready.encode(), {b"env": b"\xff\xfe{\x80"})
-        await client.hset(key(redis_url, "orders", "envs"), {"d1": "not an envelope"})
-        await client.zadd(key(redis_url, "orders", "delayed"), {"d1": 0})
-        good = new_task("orders", {"item": "tea", "quantity": 2})
-        await broker.accept(orders, good)
-        claimed: list[Task] = []
-        letters: list[DeadLetter] = []
-        with trio.fail_after(10):
-            while len(letters) < len(cases) + 2:
-                claimed += await broker.claim(orders, 100, wait=0.2)
-                await broker.flush()
-                letters = await broker.dead_letters("orders", 100)
-        assert [t.id for t in claimed] == [good.id]  # never the bad ones
-        messages = [letter.error.message for letter in letters if letter.error]
-        assert all(letter.error and letter.error.type == "BadEntry" for letter in letters)
-        for (_, reason), message in zip(cases, messages, strict=False):
-            assert reason in message
-        assert any("not valid JSON" in message for message in messages[len(cases) :])
-        assert await client.xlen(ready) == 1  # the good task's entry only
-        assert (await client.xpending(ready, "workers")).pending == 1
-        assert await broker.outstanding("orders") == 1
-
-
-# -- a lost connection -----------------------------------------------------------------------
-
-
-async def test_leases_are_renewed_as_soon_as_redis_is_back(
-    make_redis_server: Callable[..., RedisServer],
-) -> None:
-    server = make_redis_server("--appendonly", "yes", "--appendfsync", "always")
-    url = server.url_with(prefix="reconnect")
-    async with opened(url, lease=30.0) as broker, raw_client(url) as client:
-        await broker.accept(JOBS, new_task())
-        (held,) = await broker.claim(JOBS, 1, wait=0)
-        claimed_at = trio.current_time()
-        ready = key(url, "jobs", "ready")
-        server.stop()
-        await trio.sleep(1.0)  # the background loops notice: the connection is lost
-        server.start()
-
-        async def idle_ms() -> int:
-            (entry,) = await client.xpending(ready, "workers", start="-", end="+", count=1)
-            return int(entry.idle)
-
-        # Nobody called renew: the broker renewed the lease itself once Redis was back.
-        with trio.fail_after(10):
-            while await idle_ms() > (trio.current_time() - claimed_at - 0.8) * 1000:  # noqa: ASYNC110
-                await trio.sleep(0.1)
-        assert await broker.renew(JOBS, [held]) == []
-
-
-async def test_a_claim_cancelled_while_it_reads_hands_its_tasks_back(redis_url: str) -> None:
-    async with opened(redis_url) as a, opened(redis_url) as b:  # a lease of 30 s
-        task = new_task()
-
-        async def accept_later() -> None:
-            await trio.sleep(0.3)
-            await b.accept(JOBS, task)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(accept_later)
-            with trio.move_on_after(0.1) as scope:
-                await a.claim(JOBS, 1, wait=1.0)  # the read in flight finishes first
-            assert scope.cancelled_caught
-        (taken,) = await b.claim(JOBS, 1, wait=1.0)  # not after a lease: at once
-        assert (taken.id, taken.deliveries) == (task.id, 0)

@@ -22,11 +22,12 @@ from .._contract import Admission, Broker, QueueInfo
 from . import _keys as k
 from ._admin import Admin
 from ._batch import Batcher
-from ._calls import Calls, finite_positive, parse_url, safe_url
+from ._calls import Calls
 from ._consumer import Consumer
 from ._outcomes import Outcomes
 from ._receipts import Receipts
 from ._runs import RedisRuns
+from ._url import finite_positive, parse_url, safe_url
 
 
 class RedisBroker(Broker):
