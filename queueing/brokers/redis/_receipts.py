@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Collection, Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import trio
@@ -129,18 +130,25 @@ class Receipts:
     async def _poll(self, ids: Collection[str]) -> list[Task]:
         """Check what may have an outcome: ids woken by a notice, ids not seen before, and,
         when a sweep is due, every id waited for."""
+        # A set (a dict's keys, say) is used as it is: no copy of tens of thousands of ids.
+        waited = ids if isinstance(ids, AbstractSet) else set(ids)
         check: list[str] = []
+        fresh: set[str] = set()
         if self._woken:
             woken, self._woken = self._woken, set()
-            check += [i for i in woken if i in ids]
-        fresh: list[str] = []
+            for i in woken:
+                if i not in waited:
+                    continue  # not waited for (any more, or not yet: then it is fresh later)
+                if i in self._known:
+                    check.append(i)
+                else:
+                    fresh.add(i)
         now = trio.current_time()
         sweep = self._sweep_now or now >= self._sweep_at
         # The ids the engine waits for change by the ones we return (dropped from both) and
         # new ones; a count that differs means some are new (or dropped: prune them).
-        if sweep or len(ids) != len(self._known):
-            waited = ids if isinstance(ids, set | frozenset) else set(ids)
-            fresh = [i for i in waited.difference(self._known) if queue_of(i)]
+        if sweep or len(waited) != len(self._known):
+            fresh.update(i for i in waited - self._known if queue_of(i))
             self._known.intersection_update(waited)
             for members in self._foreign.values():
                 members.intersection_update(waited)
@@ -150,11 +158,11 @@ class Receipts:
             check = list(self._known)
         if not check and not fresh:
             return []
-        settled = await self._check(check, fresh)
+        settled = await self._check(check, list(fresh))
+        self._known.update(fresh)
         for task in settled:
             self._known.discard(task.id)
             self._foreign.get(queue_of(task.id), set()).discard(task.id)
-        self._known.update(i for i in fresh if i not in {t.id for t in settled})
         return settled
 
     async def _check(self, known: Iterable[str], fresh: list[str]) -> list[Task]:
