@@ -95,6 +95,9 @@ class Batcher:
     async def submit(self, queue: QueueInfo, tasks: list[tuple[Task, str]]) -> list[Admission]:
         """Store tasks (one `submit.lua` answer each), sharing a round trip with every
         submit queued meanwhile."""
+        if not tasks:
+            await trio.lowlevel.checkpoint()
+            return []
         for task, _ in tasks:
             if queue_of(task.id) != queue.name:
                 raise BrokerError(
@@ -102,10 +105,10 @@ class Batcher:
                     "<queue>:<unique>"
                 )
             if len(task.id) > k.MAX_ID_LENGTH:
+                shown = task.id[: k.MAX_ID_LENGTH // 4]
                 raise BrokerError(
-                    f"task id {task.id[: k.MAX_ID_LENGTH // 4]!r}... is {len(task.id)} characters, "
-                    f"over the limit "
-                    f"of {k.MAX_ID_LENGTH}: use a shorter key"
+                    f"task id {shown!r}... is {len(task.id)} characters, over the limit of "
+                    f"{k.MAX_ID_LENGTH}: use a shorter key"
                 )
         # Encoded here, so that a payload that is not plain data fails its caller only.
         encoded = [

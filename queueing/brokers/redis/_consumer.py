@@ -290,8 +290,13 @@ class Consumer:
                 if verdict == "+":
                     continue
                 held.pop(task.handle[0], None)
-                if verdict.startswith("=") and len(verdict) > 1:
-                    apply_outcome(task, verdict[1:])
+                if verdict.startswith("="):
+                    if task.state.final:
+                        continue  # settled here meanwhile: nothing to tell
+                    try:
+                        apply_outcome(task, verdict[1:])
+                    except (ValueError, TypeError, KeyError) as exc:
+                        log.error("task %s: unreadable outcome (%s)", task.id, exc)
                 else:
                     log.warning(
                         "queue %r: task %s is no longer ours: another process took it over "
