@@ -138,16 +138,17 @@ async def test_an_expired_lease_is_reclaimed_with_its_deliveries_counted(redis_u
 
 
 async def test_renew_keeps_a_slow_task_and_reports_the_ones_lost(redis_url: str) -> None:
-    async with opened(redis_url, lease=LEASE) as a, opened(redis_url, lease=LEASE) as b:
+    lease = 2 * LEASE  # renewals every lease/4 below: room for a slow machine
+    async with opened(redis_url, lease=lease) as a, opened(redis_url, lease=lease) as b:
         kept, dropped = new_task(payload="kept"), new_task(payload="dropped")
         await a.accept(JOBS, kept)
         await a.accept(JOBS, dropped)
         mine = {t.id: t for t in await a.claim(JOBS, 2, wait=0)}
         taken = []
-        with trio.move_on_after(6 * LEASE):
+        with trio.move_on_after(6 * lease):
             while not taken:
                 assert await a.renew(JOBS, [mine[kept.id]]) == []
-                taken = await b.claim(JOBS, 10, wait=LEASE / 3)
+                taken = await b.claim(JOBS, 10, wait=lease / 4)
         assert [t.id for t in taken] == [dropped.id]  # the slow one stayed a's
         lost = await a.renew(JOBS, list(mine.values()))
         assert [t.id for t in lost] == [dropped.id]
