@@ -35,6 +35,17 @@ def global_key(url: str, what: str) -> str:
     return f"{{{prefix_of(url)}}}:{what}"
 
 
+def task_key(url: str, task_id: str) -> str:
+    """A task's record in the layout of `queueing.brokers.redis` (under its queue's tag:
+    the queue is the id's part before the first `:`)."""
+    return key(url, task_id.partition(":")[0], f"task:{task_id}")
+
+
+def replies_key(url: str, queue: str, client: str) -> str:
+    """One client's replies stream of a queue, in the layout of `queueing.brokers.redis`."""
+    return key(url, queue, f"replies:{client}")
+
+
 @asynccontextmanager
 async def raw_client(url: str) -> AsyncIterator[coredis.Redis[str]]:
     """A plain coredis client on the URL's server (the broker's options left out)."""
