@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("queueing")
 
-#: Seconds one `claim` waits for ready tasks before the dispatcher asks again.
-CLAIM_WAIT = 2.0
+#: Seconds one `claim` waits for ready tasks before the dispatcher asks again (and the
+#: longest a stop of the dispatcher may wait for a claim in flight).
+CLAIM_WAIT = 0.5
 #: Ready tasks an in-process broker hands over per claim (due delays and retries).
 LOCAL_CLAIM = 1024
 

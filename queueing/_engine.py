@@ -349,8 +349,9 @@ class Engine:
         else:
             rt.expired += 1
         if self.shared:
+            # The receipt (maybe in another process) gets the outcome once it is stored,
+            # from the receipt side: a write may still be on its way (batched).
             rt.held.pop(task.id, None)
-            self.results.deliver(task)
             return
         rt.outstanding -= 1
         self.total -= 1
@@ -477,14 +478,18 @@ class Engine:
         if record is None:
             return False
         rt = self.runtimes.get(record.queue)
+        # The record this process runs it from, if it does: the broker's own in process,
+        # the one claimed from a shared broker.
+        running = rt.held.get(task_id) if self.shared and rt is not None else record
         if rt is not None and not record.is_run:
             if waiting:
                 rt.scheduled -= 1  # it will not come back from the broker's delayed tasks
             self.settled(rt, record)
-        else:
-            self.results.deliver(record)  # a run's record, or a queue served elsewhere
-        running = record if rt is None or not self.shared else rt.held.get(task_id, record)
-        if running._scope is not None:
+        if self.shared or rt is None or record.is_run:
+            self.results.deliver(record)  # stored now (not batched): the receipt has it
+        if running is not None and running._scope is not None:
+            if running is not record:
+                running.state = TaskState.CANCELLED  # its worker must not retry it
             running._scope.cancel()  # running in this process
         if record.run is not None:
             await self.end_run(record, TaskState.CANCELLED, _CANCELLED)

@@ -287,7 +287,7 @@ class QueueSystem:
             if task is None:
                 raise UnknownTask(task_id)
             return Receipt(task, self)
-        mine = self._results.watched.get(task_id)
+        mine = self._results.watched(task_id)
         if mine is not None:
             return Receipt(mine, self)
         queue = queue_of(task_id)
@@ -437,8 +437,9 @@ class QueueSystem:
             await broker.flush()
             busy = [rt for rt in self._runtimes.values() if await broker.outstanding(rt.name)]
             if not busy:
-                return
+                break
             await broker.wait_room(busy[0].info, DRAIN_POLL)
+        await self._results.wait_idle()  # and every outcome has reached its receipt
 
     async def _busy(self) -> dict[str, int]:
         busy = {}

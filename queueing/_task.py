@@ -109,6 +109,7 @@ class Task:
     """
 
     __slots__ = (
+        "__weakref__",  # the receipt side watches records weakly (shared brokers)
         "_born",
         "_scope",
         "_waiter",

@@ -202,7 +202,7 @@ async def test_a_stale_claim_does_not_settle_a_task_retried_elsewhere(redis_url:
         await a.flush()
         stored = await a.lookup(task.id)
         assert stored is not None
-        assert stored.state is TaskState.PENDING
+        assert stored.state is TaskState.RUNNING  # b's claim of it runs; the stale one lost
         await b.settle(JOBS, again, TaskState.SUCCEEDED, 2)
         await b.flush()
         (done,) = await b.wait_settled([task.id], 5.0)

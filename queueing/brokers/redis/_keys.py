@@ -29,9 +29,9 @@ REPLIES_TTL = 86_400
 ROOM_TOKENS = 64
 #: Seconds a pipeline run's state outlives its start (a run abandoned half-way).
 RUN_TTL = 7 * 86_400
-#: The shortest and longest TTL of a stored outcome (Redis counts whole seconds).
+#: The shortest and longest TTL of a stored outcome, in milliseconds (PEXPIRE).
 MIN_TTL = 1
-MAX_TTL = 10 * 365 * 86_400
+MAX_TTL = 10 * 365 * 86_400 * 1000
 
 # -- caps on what one task carries ----------------------------------------------------------
 
@@ -62,8 +62,8 @@ COUNTERS = {
 
 
 def ttl(seconds: float) -> int:
-    """A queue's `result_ttl` as Redis takes it: whole seconds, within the caps."""
-    return int(max(MIN_TTL, min(seconds, MAX_TTL)))
+    """A queue's `result_ttl` as the scripts take it: milliseconds, within the caps."""
+    return int(max(MIN_TTL, min(round(seconds * 1000), MAX_TTL)))
 
 
 class Keys:

@@ -88,12 +88,12 @@ class Receipts:
             return None
         record = self.keys.task(task_id)
         fields = await self.calls.retrying(
-            "lookup", lambda: self.calls.client.hmget(record, ["s", "m", "o"])
+            "lookup", lambda: self.calls.client.hmget(record, ["s", "m", "o", "w"])
         )
-        state, meta, outcome = fields
+        state, meta, outcome, working = fields
         if state is None:
             return None
-        return task_from_record(task_id, state, meta, outcome)
+        return task_from_record(task_id, state, meta, outcome, working)
 
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
         # Finishing tasks push tokens to `room`: wait for one, in short blocking reads.

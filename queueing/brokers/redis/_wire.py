@@ -217,8 +217,11 @@ def apply_outcome(task: Task, raw: str) -> None:
         task.fanned = bool(doc.get("fanned"))
 
 
-def task_from_record(task_id: str, state: str, meta: str | None, outcome: str | None) -> Task:
-    """A task record as `lookup` reports it (no payload: the entry carries that)."""
+def task_from_record(
+    task_id: str, state: str, meta: str | None, outcome: str | None, working: Any = None
+) -> Task:
+    """A task record as `lookup` reports it (no payload: the entry carries that); `working`
+    is the record's `w` (a worker runs it now)."""
     doc = json.loads(meta) if meta else {}
     if not isinstance(doc, dict):
         doc = {}
@@ -245,6 +248,9 @@ def task_from_record(task_id: str, state: str, meta: str | None, outcome: str | 
         task = Task(task_id, queue_of(task_id), None, submitted_at, expires_at)
     task.attempts = int(doc.get("attempts") or 0)
     task.state = TaskState(state)
+    if task.state is TaskState.PENDING and working:
+        task.state = TaskState.RUNNING
+        task.attempts += 1  # the attempt running now
     if task.state.final and outcome:
         apply_outcome(task, outcome)
     return task

@@ -18,6 +18,8 @@ for i = 2, #KEYS do
   elseif f[2] ~= entry then
     out[#out + 1] = '!'
   else
+    -- 'w': a worker runs it now (lookups report RUNNING); a retry or a hand-back clears it.
+    redis.call('HSET', KEYS[i], 'w', '1')
     out[#out + 1] = '+' .. (f[3] or '')
   end
 end

@@ -2,7 +2,7 @@
 -- KEYS: 1 record, 2 ready, 3 outstanding, 4 stats, 5 room, 6 done, 7 dead, 8 delayed,
 --       9 envs [, 10 the replies stream of the submitting client]
 -- ARGV: 1 the entry it was claimed from ('' for a cancel: whatever entry or delay the
---       record names), 2 state, 3 outcome, 4 ttl (s), 5 task id, 6 stats counter,
+--       record names), 2 state, 3 outcome, 4 ttl (ms), 5 task id, 6 stats counter,
 --       7 dead letter or '', 8 dead letters cap, 9 done cap, 10 replies cap,
 --       11 replies ttl (s), 12 room tokens, 13 the submitting client KEYS[10] belongs to
 -- Returns 1 recorded; 0 it had an outcome; -1 no such task; -2 the record names another
@@ -37,7 +37,7 @@ if f[1] == 'scheduled' then
   redis.call('HDEL', KEYS[9], ARGV[5])
 end
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'e', '', 'o', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if redis.call('DECR', KEYS[3]) < 0 then redis.call('SET', KEYS[3], 0) end
 redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
 redis.call('LPUSH', KEYS[5], 1)

@@ -14,6 +14,7 @@ for i = 2, #KEYS do
   if f[1] == 'pending' and f[2] == entry then
     local new = redis.call('XADD', KEYS[1], '*', 'id', id, 'env', env)
     redis.call('HSET', KEYS[i], 'e', new)
+    redis.call('HDEL', KEYS[i], 'w')
     back = back + 1
   end
 end

@@ -24,5 +24,6 @@ drop()
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
 redis.call('HSET', KEYS[1], 's', 'scheduled', 'e', '', 'm', ARGV[4])
+redis.call('HDEL', KEYS[1], 'w')
 redis.call('HINCRBY', KEYS[5], 'retried', 1)
 return 1

@@ -1,7 +1,7 @@
 -- The steps of a pipeline run (each one atomic, each one idempotent).
 -- KEYS: 1 the run's record, 2 the run's state, 3 the pipeline's done stream
 -- ARGV: 1 step, 2 run id, 3 now (wall clock), 4 done cap, then per step:
---   start:   5 submitting client, 6 meta, 7 result ttl (s), 8 run ttl (s), 9 route,
+--   start:   5 submitting client, 6 meta, 7 result ttl (ms), 8 run ttl (s), 9 route,
 --            10 submitted_at                      -> 1 created, -1 it exists
 --   advance: 5 stage task id, 6 children, 7 fanned '1'/'0'
 --   branch:  5 branch path key, 6 result (JSON)
@@ -12,7 +12,7 @@ local step, run_id, now, done_cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local function settled(state, outcome)
   redis.call('HSET', KEYS[1], 's', state, 'o', outcome)
-  redis.call('EXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 't'))
+  redis.call('PEXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 't'))
   redis.call('DEL', KEYS[2])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', done_cap, '*', 'id', run_id)
   local f = redis.call('HMGET', KEYS[1], 'r', 'm')

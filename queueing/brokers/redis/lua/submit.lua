@@ -1,6 +1,6 @@
 -- Accept tasks into one queue, atomically with its maxsize.
 -- KEYS: 1 outstanding, 2 ready, 3 delayed, 4 envs, 5 stats, 6.. the record of each task
--- ARGV: 1 maxsize, 2 this client, 3 result ttl (s), then per task: id, envelope, meta,
+-- ARGV: 1 maxsize, 2 this client, 3 result ttl (ms), then per task: id, envelope, meta,
 --       due (ms; '' for ready now), the client that waits for it ('' for none)
 -- Returns one code per task: 1 accepted; 0 full; -1 exists (another client's);
 -- -2 exists (this client's: our own earlier send, when a lost connection made us resend)
