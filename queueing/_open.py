@@ -128,14 +128,14 @@ async def connect(
     url = url or os.environ.get("QUEUEING_BROKER")
     if not url:
         raise InvalidQueue("connect() needs a broker URL, or QUEUEING_BROKER set to one")
-    broker = broker_from_url(url, max_results=0, max_dead_letters=10_000)
+    broker = broker_from_url(
+        url, max_results=0, max_dead_letters=10_000, connect_timeout=connect_timeout
+    )
     if not broker.shared:
         raise InvalidQueue(
             f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )
-    if hasattr(broker, "connect_timeout"):
-        broker.connect_timeout = connect_timeout
     queues, pipelines = _collect(specs)
     async with broker.connect({}, serve=False):
         for name, info in (await broker.declared()).items():

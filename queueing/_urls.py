@@ -13,7 +13,11 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def broker_from_url(
-    broker: str | Broker | None, *, max_results: int, max_dead_letters: int
+    broker: str | Broker | None,
+    *,
+    max_results: int,
+    max_dead_letters: int,
+    connect_timeout: float | None = None,
 ) -> Broker:
     """A broker from its URL (default: `QUEUEING_BROKER`, else "memory://"), or `broker`
     itself if it is one already."""
@@ -29,7 +33,8 @@ def broker_from_url(
     if scheme in REDIS_SCHEMES:
         from .brokers.redis import RedisBroker
 
-        return RedisBroker(broker, max_dead_letters=max_dead_letters)
+        options = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
+        return RedisBroker(broker, max_dead_letters=max_dead_letters, **options)
     raise InvalidQueue(
         f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
         "'redis://host:port/db' or 'rediss://...' (TLS)"
