@@ -108,7 +108,6 @@ class Dispatcher(Actor):
         # A running one runs on; the first outcome recorded wins.
 
 
-
 async def release(engine: Engine, runtimes: dict[str, QueueRuntime]) -> None:
     """At shutdown (the workers and the dispatcher have stopped): close the buffers and
     hand back to a shared broker what was claimed and never started, so that another

@@ -131,9 +131,9 @@ class Engine:
             return tasks, exc
         return tasks, None
 
-    def run_task(self, pipeline: Pipeline, payload: Any, expires: float | None) -> tuple[
-        PipelineTask, PipelineTask
-    ]:
+    def run_task(
+        self, pipeline: Pipeline, payload: Any, expires: float | None
+    ) -> tuple[PipelineTask, PipelineTask]:
         """A pipeline submission: the run's record and its first stage task."""
         first = self.runtimes[pipeline.stages[0].name]
         data = self.validate(first, payload)
@@ -143,7 +143,12 @@ class Engine:
         run_id = f"{pipeline.name}:{self.prefix}{next(self.ids)}"
         run = PipelineTask(run_id, pipeline.name, data, wall, expires_at, route=pipeline.name)
         stage = PipelineTask(
-            f"{first.name}:{run_id}.s", first.name, data, wall, expires_at, run=run_id,
+            f"{first.name}:{run_id}.s",
+            first.name,
+            data,
+            wall,
+            expires_at,
+            run=run_id,
             route=pipeline.name,
         )
         run._born = stage._born = now
@@ -301,7 +306,9 @@ class Engine:
 
     async def timed_out(self, rt: QueueRuntime, task: Task) -> None:
         timeout = rt.spec.timeout or 0.0
-        await self.failed(rt, task, TaskTimeout(f"task ran longer than its timeout of {timeout:g}s"))
+        await self.failed(
+            rt, task, TaskTimeout(f"task ran longer than its timeout of {timeout:g}s")
+        )
 
     async def dead_letter(
         self, rt: QueueRuntime, task: Task, state: TaskState, error: ErrorInfo | None
@@ -436,7 +443,8 @@ class Engine:
 
     async def end_run(self, stage: Task, state: TaskState, error: ErrorInfo | None) -> None:
         """A stage task ended without a result: so does its run (first outcome wins)."""
-        assert stage.run is not None and isinstance(stage, PipelineTask)
+        assert stage.run is not None
+        assert isinstance(stage, PipelineTask)
         run = await self.runs.end(stage.run, stage, state, error)
         if run is not None:
             self.results.deliver(run)
@@ -462,9 +470,12 @@ class Engine:
         skipped when a worker takes them)."""
         for task in list(self.running_stages.get(run_id, ())):
             rt = self.runtimes.get(task.queue)
-            if rt is not None and task.state is TaskState.RUNNING:
-                if await self.broker.settle(rt.info, task, TaskState.CANCELLED, None, _RUN_ENDED):
-                    self.settled(rt, task)
+            if (
+                rt is not None
+                and task.state is TaskState.RUNNING
+                and await self.broker.settle(rt.info, task, TaskState.CANCELLED, None, _RUN_ENDED)
+            ):
+                self.settled(rt, task)
             if task._scope is not None:
                 task._scope.cancel()
 

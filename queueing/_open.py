@@ -84,9 +84,7 @@ async def open_system(
     queues, pipelines = _collect(specs)
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
-    the_broker = broker_from_url(
-        broker, max_results=max_results, max_dead_letters=max_dead_letters
-    )
+    the_broker = broker_from_url(broker, max_results=max_results, max_dead_letters=max_dead_letters)
     async with actors.open_system(
         name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
     ) as asys:

@@ -65,8 +65,8 @@ class Results:
         ref = self._refs.get(task_id)
         return None if ref is None else ref()
 
-    def _gone(self, ref: weakref.ref[Task]) -> None:
-        key = ref.key  # type: ignore[attr-defined]
+    def _gone(self, ref: _Ref) -> None:
+        key = ref.key
         if self._refs.get(key) is ref:
             del self._refs[key]
 
@@ -104,10 +104,11 @@ class Results:
                     self.deliver(record)
 
 
-class _Ref(weakref.ref):  # type: ignore[type-arg]
+class _Ref(weakref.ref[Task]):
     """A weak reference that knows its key (as the standard library's KeyedRef)."""
 
     __slots__ = ("key",)
+    key: str
 
     def __new__(cls, task: Task, callback: Any, key: str) -> _Ref:
         self = super().__new__(cls, task, callback)
@@ -115,7 +116,7 @@ class _Ref(weakref.ref):  # type: ignore[type-arg]
         return self
 
     def __init__(self, task: Task, callback: Any, key: str) -> None:
-        super().__init__(task, callback)
+        super().__init__(task, callback)  # type: ignore[call-arg]
 
 
 #: Seconds between two reads of a shared broker's figures (for `stats()`).

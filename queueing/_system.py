@@ -147,14 +147,14 @@ class QueueSystem:
         engine = self._engine
         if engine.stopping:
             raise SystemStopping("the system is shutting down and accepts no new tasks")
-        rt = self._runtimes.get(name)  # type: ignore[arg-type]
+        rt = self._runtimes.get(name)
         # A cancelled caller is refused before anything is accepted: once a task is
         # accepted, its receipt must reach the caller.
         await _checkpoint_if_cancelled()
         if rt is None:
-            pipeline = self._pipelines.get(name)  # type: ignore[arg-type]
+            pipeline = self._pipelines.get(name)
             if pipeline is None:
-                raise UnknownQueue(name, self.names)  # type: ignore[arg-type]
+                raise UnknownQueue(name, self.names)
             run = await engine.start_run(
                 pipeline, payload, delay=delay, expires=expires, timeout=timeout
             )
@@ -203,7 +203,7 @@ class QueueSystem:
             name = name.name  # type: ignore[union-attr]
         items = list(payloads)
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
-        rt = self._runtimes.get(name)  # type: ignore[arg-type]
+        rt = self._runtimes.get(name)
         engine = self._engine
         if rt is not None and not delay and not engine.shared and not engine.stopping:
             return await self._submit_chunks(rt, items, expires, timeout)
@@ -444,7 +444,9 @@ class QueueSystem:
     async def _busy(self) -> dict[str, int]:
         busy = {}
         for name, rt in self._runtimes.items():
-            count = rt.outstanding if not self._broker.shared else await self._broker.outstanding(name)
+            count = (
+                rt.outstanding if not self._broker.shared else await self._broker.outstanding(name)
+            )
             if count:
                 busy[name] = count
         return busy

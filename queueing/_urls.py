@@ -33,8 +33,11 @@ def broker_from_url(
     if scheme in REDIS_SCHEMES:
         from .brokers.redis import RedisBroker
 
-        options = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
-        return RedisBroker(broker, max_dead_letters=max_dead_letters, **options)
+        if connect_timeout is None:
+            return RedisBroker(broker, max_dead_letters=max_dead_letters)
+        return RedisBroker(
+            broker, max_dead_letters=max_dead_letters, connect_timeout=connect_timeout
+        )
     raise InvalidQueue(
         f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
         "'redis://host:port/db' or 'rediss://...' (TLS)"

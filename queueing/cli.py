@@ -17,8 +17,8 @@ import click
 import trio
 
 from ._exceptions import QueueingError
-from ._queue import Pipeline, Queue
 from ._open import connect, run_system
+from ._queue import Pipeline, Queue
 from ._system import QueueSystem
 
 T = TypeVar("T")
@@ -32,7 +32,7 @@ _BROKER = click.option(
 )
 
 
-def _load(target: str) -> list[Queue | Pipeline]:
+def _load(target: str) -> list[Queue[Any] | Pipeline]:
     """Import MODULE[:ATTR]; ATTR is a Queue, a Pipeline or an iterable of them (default:
     every Queue and Pipeline the module defines)."""
     module_name, _, attr = target.partition(":")

@@ -76,7 +76,7 @@ class MemoryBroker(Broker):
         self._seq = 0
         self._settled = trio.lowlevel.ParkingLot()
         self._settle_waiters = 0
-        self.runs = MemoryRuns(self)
+        self.runs: MemoryRuns = MemoryRuns(self)
 
     @asynccontextmanager
     async def connect(self, queues: Mapping[str, QueueInfo], *, serve: bool) -> AsyncIterator[None]:
