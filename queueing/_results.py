@@ -10,8 +10,9 @@ import trio
 
 from actors import Actor
 
+from ._task import Task
+
 if TYPE_CHECKING:
-    from ._task import Task
     from .brokers._contract import Broker
 
 #: Seconds one `wait_settled` call waits before the receipts' loop asks again (with the
