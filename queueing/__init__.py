@@ -15,6 +15,7 @@ from ._exceptions import SystemStopping as SystemStopping
 from ._exceptions import TaskCancelled as TaskCancelled
 from ._exceptions import TaskExpired as TaskExpired
 from ._exceptions import TaskFailed as TaskFailed
+from ._exceptions import TaskLost as TaskLost
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
@@ -60,6 +61,7 @@ __all__ = [
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
+    "TaskLost",
     "TaskState",
     "TaskStatus",
     "TaskTimeout",
