@@ -35,6 +35,9 @@ from ._message import TRANSIENT as TRANSIENT
 from ._message import Delivery as Delivery
 from ._message import Properties as Properties
 from ._params import ConnectionParameters as ConnectionParameters
+from ._robust import RobustConnection as RobustConnection
+from ._robust import connect_robust as connect_robust
+from ._robust_consumer import RobustConsumer as RobustConsumer
 from ._topology import QueueInfo as QueueInfo
 
 __all__ = [
@@ -64,8 +67,11 @@ __all__ = [
     "QueueInfo",
     "ReconnectFailed",
     "ResourceLocked",
+    "RobustConnection",
+    "RobustConsumer",
     "TRANSIENT",
     "VirtualHostNotAllowed",
     "connect",
+    "connect_robust",
     "connect_stream",
 ]

@@ -6,7 +6,7 @@ from collections import OrderedDict, deque
 
 import anyio
 
-from ._errors import PublishError, PublishNacked, PublishReturned
+from ._errors import ConnectionClosed, PublishError, PublishNacked, PublishReturned
 
 
 class Confirmation:
@@ -108,11 +108,13 @@ class Confirms:
         """The channel closed: every pending publish ends with `make_error` from `cause`."""
         pending, self._pending = self._pending, OrderedDict()
         self._returnable.clear()
+        what = "connection" if isinstance(cause, ConnectionClosed) else "channel"
         for confirmation, _ in pending.values():
             error = make_error(
-                f"the channel closed before the broker confirmed the publish to exchange "
+                f"the {what} closed before the broker confirmed the publish to exchange "
                 f"{confirmation.exchange!r} with routing key {confirmation.routing_key!r}: "
-                f"it may or may not have been routed ({cause})",
+                f"it may or may not have been routed; publish again if a duplicate is "
+                f"acceptable ({cause})",
                 exchange=confirmation.exchange,
                 routing_key=confirmation.routing_key,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -86,9 +86,13 @@ class Connection:
         self._unblocked = anyio.Event()
         self._unblocked.set()
         self._blocked_reason = ""
+        # Set when the close handshake ends: CloseOk arrived, or the connection failed.
         self._close_ok = anyio.Event()
+        self._close_sent = False
         self._scope: anyio.CancelScope | None = None
         self._last_send = anyio.current_time()
+        # Called with the error when the connection closes (the robust wrapper's hook).
+        self._on_close: list[Callable[[BaseException], None]] = []
 
     def __repr__(self) -> str:
         state = "open" if self._error is None else "closed"
@@ -155,6 +159,10 @@ class Connection:
                 reply_code=REPLY_SUCCESS, reply_text="bye", class_id=0, method_id=0
             )
             self._queue.put_now(Outgoing(method_bytes(0, close), control=True))
+            self._close_sent = True
+        if self._close_sent:
+            # Also when a second caller closes while the first waits: stopping now would
+            # cut the reader off before the broker's CloseOk arrives.
             with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await self._close_ok.wait()
         self._stop()
@@ -194,6 +202,7 @@ class Connection:
                 task_status.started()
         finally:
             self._mark_closed(ConnectionLost(f"the connection to {self.params.url} stopped"))
+            self._close_ok.set()
             self._queue.drain(self._error or ConnectionLost("stopped"))
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(self._stream)
@@ -208,8 +217,11 @@ class Connection:
             channel._connection_closed(error)
         self._unblocked.set()
         self._closed.set()
+        for callback in self._on_close:
+            callback(error)
 
     def _stop(self) -> None:
+        self._close_ok.set()
         if self._scope is not None:
             self._scope.cancel()
 
@@ -232,11 +244,7 @@ class Connection:
                         log.debug("%s: %s for channel %d, not open", url, frame, channel_id)
         except anyio.EndOfStream:
             self._fail(ConnectionLost(f"{url} closed the socket without Connection.Close"))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            error = ConnectionLost(f"the connection to {url} failed: {exc!r}")
-            error.__cause__ = exc
-            self._fail(error)
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # before OSError: it is a ConnectionError too
             # Try to tell the broker before dropping the socket; it may not listen.
             code = exc.reply_code or FRAME_ERROR
             close = commands.Connection.Close(
@@ -244,6 +252,10 @@ class Connection:
             )
             self._put_now(Outgoing(method_bytes(0, close), control=True))
             self._fail(exc)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            error = ConnectionLost(f"the connection to {url} failed: {exc!r}")
+            error.__cause__ = exc
+            self._fail(error)
 
     async def _on_connection_frame(self, frame: Frame) -> None:
         if isinstance(frame, Heartbeat):
