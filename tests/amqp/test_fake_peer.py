@@ -204,3 +204,33 @@ async def test_a_silent_broker_during_the_handshake_times_out(
     with pytest.raises(TimeoutError, match="connect_timeout"):
         async with amqp.connect_stream(client_end, params):
             pass
+
+
+async def test_an_open_channel_cancelled_before_it_was_sent_sends_nothing() -> None:
+    async with fake() as (connection, broker):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await connection.open_channel()
+        channel = await connection.open_channel()
+        assert channel.number == 1
+        await channel.declare_queue("q")
+        sent = [type(value) for number, value in broker.received if number == 1]
+        assert sent == [commands.Channel.Open, commands.Queue.Declare]
+
+
+async def test_an_open_channel_cancelled_after_it_was_sent_closes_that_channel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with fake() as (connection, broker):
+        broker.silent = True
+        with trio.move_on_after(5):
+            await connection.open_channel()
+        await trio.testing.wait_all_tasks_blocked()
+        sent = [type(value) for number, value in broker.received if number == 1]
+        assert sent == [commands.Channel.Open, commands.Channel.Close]
+        broker.silent = False
+        await broker.send(1, commands.Channel.CloseOk())  # the number is free again
+        await trio.testing.wait_all_tasks_blocked()
+        channel = await connection.open_channel()
+        assert channel.number == 1
+        assert not connection.is_closed

@@ -376,8 +376,14 @@ async def connect(
     params = url if isinstance(url, ConnectionParameters) else ConnectionParameters.from_url(url)
     if options:
         params = attrs.evolve(params, **options)
-    with anyio.fail_after(params.connect_timeout):
-        stream = await _open_stream(params, ssl_context)
+    try:
+        with anyio.fail_after(params.connect_timeout):
+            stream = await _open_stream(params, ssl_context)
+    except TimeoutError:
+        raise TimeoutError(
+            f"no TCP{'/TLS' if params.tls else ''} connection to {params.url} within "
+            f"{params.connect_timeout:g}s (connect_timeout)"
+        ) from None
     async with connect_stream(stream, params) as connection:
         yield connection
 

@@ -195,11 +195,14 @@ class ChannelCore:
                 await self._rpc(commands.Confirm.Select(), commands.Confirm.SelectOk)
                 self._confirms = Confirms()
         except BaseException as exc:
-            if waiter is None or self.is_closed:
-                self.connection._release(self)
+            error = ChannelClosed(f"opening channel {self.number} failed: {exc!r}")
+            if waiter is not None and waiter.sent and not self.is_closed:
+                self._close_now(error)  # Channel.Open is on the wire: close it properly
             else:
-                # Channel.Open is (or will be) on the wire: close it properly.
-                self._close_now(ChannelClosed(f"opening channel {self.number} failed: {exc!r}"))
+                # Never sent (the writer drops it now): a Channel.Close for a channel the
+                # broker never saw opened would be a connection error.
+                self._closed(error)
+                self.connection._release(self)
             raise
 
     def _close_now(self, error: BaseException) -> None:

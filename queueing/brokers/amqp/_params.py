@@ -60,7 +60,8 @@ class ConnectionParameters:
         frame_max: the largest frame this client asks for, in bytes (the smaller of the
             two peers' values is used).
         channel_max: the most channels this client asks for.
-        connect_timeout: seconds for the TCP connect, TLS and AMQP handshake together.
+        connect_timeout: seconds for the TCP (and TLS) connect, and again for the AMQP
+            handshake.
         connection_name: shown by the broker's management tools (`connection_name`).
     """
 
