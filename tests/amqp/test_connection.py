@@ -77,18 +77,28 @@ async def test_channel_numbers_are_reused_after_close(connection: amqp.Connectio
 
 def test_the_same_layer_runs_under_asyncio(rabbitmq: str) -> None:
     names = Names()
-    queue = names.queue()
+    queue, robust_queue = names.queue(), names.queue("robust")
 
-    async def main() -> bytes:
+    async def main() -> list[bytes]:
+        bodies = []
         async with amqp.connect(rabbitmq) as conn:
             channel = await conn.open_channel(publisher_confirms=True)
             await channel.declare_queue(queue, arguments={"x-queue-type": "quorum"})
             await channel.publish(b"from asyncio", routing_key=queue)
             async with channel.consume(queue) as deliveries:
                 async for delivery in deliveries:
+                    bodies.append(delivery.body)
                     await delivery.ack()
                     break
             await channel.delete_queue(queue)
-            return delivery.body
+        async with amqp.connect_robust(rabbitmq) as robust:
+            await robust.declare_queue(robust_queue, auto_delete=True)
+            async with robust.consume(robust_queue, prefetch_count=1) as deliveries:
+                await robust.publish(b"robust on asyncio", routing_key=robust_queue)
+                async for delivery in deliveries:
+                    bodies.append(delivery.body)
+                    await delivery.ack()
+                    break
+        return bodies
 
-    assert anyio.run(main, backend="asyncio") == b"from asyncio"
+    assert anyio.run(main, backend="asyncio") == [b"from asyncio", b"robust on asyncio"]

@@ -188,3 +188,17 @@ async def test_cancelled_publishers_never_leave_half_a_message_on_the_wire(
             assert delivery.body in (body, b"after")
             delivered += 1
         assert delivered == count
+
+
+async def test_publishing_to_a_missing_exchange_closes_the_channel_and_says_why(
+    connection: amqp.Connection, names: Names
+) -> None:
+    channel = await connection.open_channel(publisher_confirms=True)
+    missing = names.prefix + "-no-exchange"
+    with pytest.raises(amqp.PublishOutcomeUnknown) as caught:
+        await channel.publish(b"x", exchange=missing, routing_key="k")
+    cause = caught.value.__cause__
+    assert isinstance(cause, amqp.NotFound)
+    assert missing in cause.reply_text
+    with pytest.raises(amqp.NotFound):
+        await channel.publish(b"y", exchange=missing, routing_key="k")

@@ -159,3 +159,22 @@ async def test_a_channel_error_fails_requests_already_in_flight(
             nursery.start_soon(declare, missing)
     assert len(results) == 5
     assert all(isinstance(error, amqp.NotFound) for error in results)
+
+
+async def test_exchange_to_exchange_bindings_route(
+    connection: amqp.Connection, names: Names
+) -> None:
+    source, destination, queue = names.exchange("src"), names.exchange("dst"), names.queue()
+    channel = await connection.open_channel(publisher_confirms=True)
+    await channel.declare_exchange(source, "topic")
+    await channel.declare_exchange(destination, "fanout")
+    await channel.declare_queue(queue)
+    await channel.bind_queue(queue, destination)
+    await channel.bind_exchange(destination, source, "jobs.*")
+    await channel.publish(b"via two", exchange=source, routing_key="jobs.resize", mandatory=True)
+    delivery = await channel.get(queue, no_ack=True)
+    assert delivery is not None
+    assert delivery.body == b"via two"
+    await channel.unbind_exchange(destination, source, "jobs.*")
+    with pytest.raises(amqp.PublishReturned):
+        await channel.publish(b"x", exchange=source, routing_key="jobs.resize", mandatory=True)
