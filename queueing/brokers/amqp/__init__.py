@@ -8,9 +8,9 @@ docs/how-to/amqp-protocol.md.
 
 from ._channel import Channel as Channel
 from ._confirms import Confirmation as Confirmation
+from ._connect import connect as connect
+from ._connect import connect_stream as connect_stream
 from ._connection import Connection as Connection
-from ._connection import connect as connect
-from ._connection import connect_stream as connect_stream
 from ._consumer import Consumer as Consumer
 from ._errors import AccessRefused as AccessRefused
 from ._errors import AMQPError as AMQPError

@@ -27,7 +27,8 @@ import attrs
 import tenacity
 
 from ._channel import Channel
-from ._connection import Connection, connect
+from ._connect import connect
+from ._connection import Connection
 from ._errors import (
     AuthenticationFailed,
     ConnectionClosed,
