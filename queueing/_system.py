@@ -40,6 +40,7 @@ CONCURRENT_SUBMITS = 500
 DRAIN_POLL = 0.05
 _ACCEPTED = Admission.ACCEPTED
 _FULL = Admission.FULL
+_EXISTS = Admission.EXISTS
 
 
 class QueueSystem:
@@ -100,6 +101,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[R]: ...
 
     @overload
@@ -111,6 +113,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[Any]: ...
 
     async def submit(
@@ -121,6 +124,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[Any]:
         """Hand a task to a queue or pipeline; returns its receipt once it is accepted.
 
@@ -132,6 +136,10 @@ class QueueSystem:
             expires: seconds from now by which it must have started, else it expires.
             timeout: with `Overflow.WAIT`, the longest to wait for room (overrides the
                 queue's `full_timeout`).
+            key: makes the task unique: while a task submitted to this queue with the same
+                key is known (waiting, running, or its outcome kept for `result_ttl`), a
+                submit with that key returns that task's receipt and submits nothing. A
+                retried submit (after a lost connection, an unknown outcome) is then safe.
 
         Raises:
             UnknownQueue: no such queue or pipeline.
@@ -156,10 +164,10 @@ class QueueSystem:
             if pipeline is None:
                 raise UnknownQueue(name, self.names)
             run = await engine.start_run(
-                pipeline, payload, delay=delay, expires=expires, timeout=timeout
+                pipeline, payload, delay=delay, expires=expires, timeout=timeout, key=key
             )
             return Receipt(run, self)
-        task = engine.task(rt, payload, expires)
+        task = engine.task(rt, payload, expires, key)
         # In process, a ready task is accepted without a coroutine per call (the common
         # case: there is room); anything else takes the general path, `Engine.accept`.
         admission = self._accept_nowait(rt.info, task) if engine.nowait and not delay else _FULL
@@ -168,9 +176,11 @@ class QueueSystem:
                 await engine.deliver_later(rt, task)
         elif admission is _FULL:
             spec = rt.spec
-            await engine.accept(
+            admission = await engine.accept(
                 rt, task, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
             )
+        if admission is _EXISTS:
+            task = engine.existing(task)
         if _fastpath.due():
             await _cancel_shielded_checkpoint()
         return Receipt(task, self)
