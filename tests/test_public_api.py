@@ -107,6 +107,7 @@ QUEUEING_DOCUMENTED = [
     "UnknownTask",
     "Worker",
     "connect",
+    "is_transient",
     "make_converter",
     "open_system",
     "run_system",
