@@ -140,6 +140,7 @@ class Worker(Actor, Generic[P, R]):
         fatal = type(self).fatal
         limiter = rt.limiter
         nowait = engine.nowait
+        result_as_is = rt.result_codec.as_is  # results that are their declared type as is
         settle_nowait = engine.broker.settle_nowait
         settled = engine.settled
         info = rt.info
@@ -217,7 +218,12 @@ class Worker(Actor, Generic[P, R]):
             if task.state is not _RUNNING:
                 pass  # cancelled through its receipt: the outcome is recorded already
             elif failure is None:
-                if nowait and task.run is None and type(result) in PLAIN_RESULTS:
+                if (
+                    nowait
+                    and task.run is None
+                    and type(result) in PLAIN_RESULTS
+                    and (result_as_is is AS_ANY or type(result) is result_as_is)
+                ):
                     # Engine.succeeded's common case, without a coroutine per call (in
                     # process; a test runs both ways on the same results).
                     if settle_nowait(info, task, _SUCCEEDED, result):
