@@ -251,8 +251,7 @@ class Mailbox:
         items = self._items
         if not items:
             raise trio.WouldBlock
-        assert isinstance(items, deque)
-        message = items.popleft()
+        message = items.popleft()  # a non-empty one is a deque
         if self._waiting_putters:
             self._unpark_putter()
         if items and self._getters and not self._waking:

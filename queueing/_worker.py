@@ -56,6 +56,7 @@ class Worker(Actor, Generic[P, R]):
     _engine: Engine
     _task: Task | None = None
     _scope: trio.CancelScope | None = None
+    _stop = False  # set by on_stop_requested: read per task, cheaper than `stopping`
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -85,6 +86,7 @@ class Worker(Actor, Generic[P, R]):
 
     def on_stop_requested(self) -> None:
         # An idle worker stops now; a busy one finishes its task first.
+        self._stop = True
         if self._task is None and self._scope is not None:
             self._scope.cancel()
 
@@ -145,7 +147,7 @@ class Worker(Actor, Generic[P, R]):
         settled = engine.settled
         info = rt.info
         since = 0
-        while not self.stopping:
+        while not self._stop:
             try:
                 task = get_nowait()
             except trio.WouldBlock:
