@@ -399,6 +399,9 @@ class _Cell:
         for watcher in self.watchers or ():
             watcher._cell.mailbox.put_system(_Notice(self.terminated))
         self.watchers = None
+        if self.links:
+            # Links made while it was between incarnations, to one that now never comes.
+            _links.end(self, reason, reason is not None)
         if system._changes:
             system._changes.unpark_all()  # a spawn waiting for this supervisor to come back
 
