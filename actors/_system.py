@@ -152,8 +152,8 @@ class ActorSystem:
         its `on_start` is done; spawning a `Supervisor` returns once it has started its
         children (and they theirs), so they can be looked up at once.
 
-        A supervisor that is restarting (between two incarnations) is waited for, up to
-        `SPAWN_WAIT` seconds (5).
+        A supervisor that is restarting (between two incarnations) is waited for, up to 5
+        seconds.
 
         Raises:
             InvalidActor: `actor` is not an Actor subclass.
