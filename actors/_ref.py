@@ -219,10 +219,15 @@ class ActorRef(Generic[M]):
         which it is cancelled. The stop is carried out by the supervisor's nursery, not by
         the caller: it completes even if the caller is cancelled, and it works while the
         supervisor is busy (from another child's `on_stop`, during a restart).
+
+        Raises:
+            ActorError: called from inside the actor itself or one of its descendants,
+                which would wait for its own end (use `self.stop()` inside the actor).
         """
         cell = self._cell
         child = cell.child
         if cell.terminated is None:
+            _refuse_stopping_from_inside(cell)
             if child is not None:
                 child.supervisor._request_removal(child, timeout)
             else:
@@ -288,6 +293,33 @@ class ActorRef(Generic[M]):
             rejected=box.rejected,
             undelivered=cell.undelivered,
         )
+
+
+def _refuse_stopping_from_inside(cell: _Cell) -> None:
+    """Raise if the current task runs `cell`'s actor or one of its descendants: waiting for
+    that actor's end would wait for the caller's own, until the shutdown deadline."""
+    from ._child import _run_child
+
+    code = _run_child.__code__
+    current = trio.lowlevel.current_task()
+    task: trio.lowlevel.Task | None = current
+    while task is not None:
+        coro = task.coro
+        if getattr(coro, "cr_code", None) is code:  # an actor's task: which one?
+            frame = getattr(coro, "cr_frame", None)
+            inside = cell.child is None or (
+                frame is not None and frame.f_locals.get("child") is cell.child
+            )
+            if inside:
+                who = "itself" if task is current else "one of its descendants"
+                raise ActorError(
+                    f"actor {cell.name!r} cannot be stopped with ref.stop() from {who}: "
+                    "the stop would wait for the caller's own end. Inside the actor, call "
+                    "self.stop() (its restart type decides what follows); to end a whole "
+                    "subtree for good, have an actor outside it call ref.stop()"
+                )
+        nursery = task.parent_nursery
+        task = nursery.parent_task if nursery is not None else None
 
 
 def _supervisor_of(ref: ActorRef[Any]) -> Supervisor:

@@ -215,6 +215,51 @@ async def test_a_stop_goes_through_even_if_its_caller_is_cancelled(
     assert log == ["slow on_stop"]
 
 
+async def test_stopping_yourself_through_your_ref_is_refused_at_once(
+    actor_system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    class Quitter(Actor):
+        async def receive(self, message: Any) -> None:
+            await self.ref.stop()
+
+    ref = await actor_system.spawn(Quitter, name="quitter", shutdown=30, restart=Restart.TEMPORARY)
+    t0 = trio.current_time()
+    await ref.tell("quit")
+    error = (await ref.join()).reason
+    assert trio.current_time() == t0  # refused, not stuck until its 30s deadline
+    assert isinstance(error, ActorError)
+    assert "'quitter' cannot be stopped with ref.stop() from itself" in str(error)
+    assert "call self.stop()" in str(error)
+
+
+async def test_stopping_an_ancestor_from_a_child_is_refused_at_once(
+    actor_system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    errors: list[BaseException] = []
+
+    class StopsAncestor(Actor):
+        async def receive(self, target: str) -> None:
+            ref = self.system.root if target == "root" else self.system.lookup(target)
+            try:
+                await ref.stop()
+            except ActorError as exc:
+                errors.append(exc)
+
+    await actor_system.spawn(
+        Supervisor.spec([ChildSpec(StopsAncestor, name="kid")], name="parent", shutdown=30)
+    )
+    kid = actor_system.lookup("kid")
+    await kid.ask("parent")
+    await kid.ask("root")
+    assert len(errors) == 2
+    assert "'parent' cannot be stopped with ref.stop() from one of its descendants" in str(
+        errors[0]
+    )
+    assert "'root' cannot be stopped" in str(errors[1])
+    assert kid.is_alive
+    assert actor_system.lookup("parent").is_alive
+
+
 # -- cycles of full mailboxes ---------------------------------------------------------------
 
 
