@@ -25,14 +25,14 @@ from ._ref import Terminated as Terminated
 from ._reply import ErrorReply as ErrorReply
 from ._reply import Reply as Reply
 from ._reply import Request as Request
+from ._run import run_system as run_system
+from ._run import run_with_signals as run_with_signals
 from ._spec import ChildSpec as ChildSpec
 from ._spec import Restart as Restart
 from ._spec import Strategy as Strategy
 from ._supervisor import Supervisor as Supervisor
 from ._system import ActorSystem as ActorSystem
 from ._system import open_system as open_system
-from ._system import run_system as run_system
-from ._system import run_with_signals as run_with_signals
 from ._timers import ReceiveTimeout as ReceiveTimeout
 from ._timers import Timer as Timer
 

@@ -12,7 +12,8 @@ import trio
 from . import _links, _stash, _timers
 from ._ask import _Ask
 from ._exceptions import ActorError, ActorStopped
-from ._mailbox import Mailbox, _abort_read, _Notice
+from ._mailbox import Mailbox, _abort_read
+from ._notices import _Notice
 from ._ref import ActorRef, ActorState, ActorStats, M, Terminated
 from ._reply import ErrorReply, Reply
 from ._timers import ReceiveTimeout, Timer

@@ -9,7 +9,8 @@ import trio
 
 from ._actor import Actor, ActorState, _Cell, _end_incarnation
 from ._exceptions import SupervisorGaveUp
-from ._mailbox import _abort_read, _SystemMessage
+from ._mailbox import _abort_read
+from ._notices import _SystemMessage
 
 if TYPE_CHECKING:
     from ._supervisor import ChildSpec, Supervisor, _PendingRestart

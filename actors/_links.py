@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._exceptions import InvalidConfig, LinkedActorFailed
-from ._mailbox import _SystemMessage
+from ._notices import _SystemMessage
 
 if TYPE_CHECKING:
     from ._actor import _Cell

@@ -9,35 +9,14 @@ from typing import Any
 
 import trio
 
-from ._exceptions import ActorStopped, InvalidConfig, MailboxDeadlock, MailboxFull
+from ._cycles import blocked, check_cycle
+from ._exceptions import ActorStopped, InvalidConfig, MailboxFull
 
 log = logging.getLogger("actors")
-
-# Senders parked in `Mailbox.put` on a full mailbox, by task: the edges `_check_cycle`
-# follows. Only waiting senders are in it, so it stays as small as the set of them.
-_blocked: dict[trio.lowlevel.Task, Mailbox] = {}
-# A chain of waiting senders longer than this is not followed further (a cycle that long
-# is still a deadlock, but costs more to prove than it is worth on every full send).
-_MAX_CYCLE = 32
 
 # A producer that never has to wait still yields to the scheduler this often, so a tight
 # `tell` loop cannot starve other tasks (trio's fairness) while most calls avoid a round trip.
 _SCHEDULE_EVERY = 64
-
-
-class _SystemMessage:
-    """Base of runtime notices carried by mailboxes (`Mailbox.put_system`)."""
-
-    __slots__ = ()
-
-
-class _Notice(_SystemMessage):
-    """A message for the actor's own `receive`, sent by the runtime (e.g. `Terminated`)."""
-
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: Any) -> None:
-        self.payload = payload
 
 
 class Overflow(enum.Enum):
@@ -134,7 +113,7 @@ class Mailbox:
         self._gets = 0
         self._hungry: trio.lowlevel.ParkingLot | None = None
         # The task of the actor that reads this mailbox with its message loop, while that
-        # loop runs (None otherwise): what `_check_cycle` follows from a mailbox to a sender.
+        # loop runs (None otherwise): what `check_cycle` follows from a mailbox to a sender.
         self._owner_task: trio.lowlevel.Task | None = None
         self.received = 0
         self.dropped = 0
@@ -224,30 +203,14 @@ class Mailbox:
                 self._putters = trio.lowlevel.ParkingLot()
             task = trio.lowlevel.current_task()
             if self._owner_task is not None:
-                self._check_cycle(task)
-            _blocked[task] = self
+                check_cycle(self, task)
+            blocked[task] = self
             self._waiting_putters += 1
             try:
                 await self._putters.park()
             finally:
                 self._waiting_putters -= 1
-                del _blocked[task]
-
-    def _check_cycle(self, sender: trio.lowlevel.Task) -> None:
-        """Raise `MailboxDeadlock` if `sender` waiting for room here would close a cycle:
-        this mailbox's actor waits for room in another full mailbox, whose actor waits...
-        and so on round to the mailbox that `sender` itself reads."""
-        chain: list[Mailbox] = [self]
-        owner = self._owner_task
-        while owner is not None and len(chain) <= _MAX_CYCLE:
-            if owner is sender:
-                names = [box.owner for box in chain]
-                raise MailboxDeadlock([names[-1], *names])
-            box = _blocked.get(owner)
-            if box is None:
-                return
-            chain.append(box)
-            owner = box._owner_task
+                del blocked[task]
 
     def put_system(self, message: Any) -> None:
         """Queue a runtime notice; it bypasses the bound and is read first."""

@@ -13,7 +13,8 @@ from typing_extensions import TypeVar
 
 from ._ask import _Ask
 from ._exceptions import ActorError, AskTimeout
-from ._mailbox import _SCHEDULE_EVERY, Overflow, _Notice
+from ._mailbox import _SCHEDULE_EVERY, Overflow
+from ._notices import _Notice
 from ._reply import Request
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from ._exceptions import ActorStopped, InvalidConfig
-from ._mailbox import _Notice
+from ._notices import _Notice
 
 if TYPE_CHECKING:
     from ._actor import Actor, _Cell
