@@ -137,13 +137,20 @@ class Mailbox:
             MailboxFull: full, with the REJECT policy.
             ActorStopped: the mailbox is closed.
         """
+        items = self._items
+        if type(items) is deque and len(items) < self.capacity and not self._closed:
+            # The common case first: room in a mailbox that has had messages before.
+            items.append(message)
+            self.received += 1
+            if self._reader is not None:
+                self.wake_reader()
+            elif self._getters and not self._waking:
+                self._wake_getter()
+            return True
         if self._closed:
             raise ActorStopped(self.owner)
-        items = self._items
         if len(items) < self.capacity:
-            if not isinstance(items, deque):
-                items = self._items = deque()
-            items.append(message)
+            items = self._items = deque((message,))
             self.received += 1
             if self._reader is not None:
                 self.wake_reader()

@@ -1,7 +1,10 @@
 """Processing queues built on supervised actors, on trio."""
 
+from actors import Overflow as Overflow
+
 from ._convert import make_converter as make_converter
 from ._exceptions import BrokerError as BrokerError
+from ._exceptions import DrainTimeout as DrainTimeout
 from ._exceptions import InvalidQueue as InvalidQueue
 from ._exceptions import PayloadError as PayloadError
 from ._exceptions import PayloadTooLarge as PayloadTooLarge
@@ -12,21 +15,23 @@ from ._exceptions import SystemStopping as SystemStopping
 from ._exceptions import TaskCancelled as TaskCancelled
 from ._exceptions import TaskExpired as TaskExpired
 from ._exceptions import TaskFailed as TaskFailed
+from ._exceptions import TaskLost as TaskLost
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
 from ._exceptions import UnknownTask as UnknownTask
+from ._open import connect as connect
+from ._open import open_system as open_system
+from ._open import run_system as run_system
 from ._queue import FanOut as FanOut
 from ._queue import Full as Full
 from ._queue import Pipeline as Pipeline
 from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
+from ._retry import is_transient as is_transient
 from ._stats import QueueStats as QueueStats
 from ._system import QueueSystem as QueueSystem
-from ._system import connect as connect
-from ._system import open_system as open_system
-from ._system import run_system as run_system
 from ._task import DeadLetter as DeadLetter
 from ._task import ErrorInfo as ErrorInfo
 from ._task import TaskState as TaskState
@@ -36,10 +41,12 @@ from ._worker import Worker as Worker
 __all__ = [
     "BrokerError",
     "DeadLetter",
+    "DrainTimeout",
     "ErrorInfo",
     "FanOut",
     "Full",
     "InvalidQueue",
+    "Overflow",
     "PayloadError",
     "PayloadTooLarge",
     "Pipeline",
@@ -55,6 +62,7 @@ __all__ = [
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
+    "TaskLost",
     "TaskState",
     "TaskStatus",
     "TaskTimeout",
@@ -63,6 +71,7 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "connect",
+    "is_transient",
     "make_converter",
     "open_system",
     "run_system",

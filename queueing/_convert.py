@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import cattrs
+import cattrs.v
 from cattrs.preconf.json import make_converter as _make_json_converter
 
 from ._exceptions import PayloadError
@@ -20,13 +21,64 @@ AS_ANY: Any = object()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
+class StrictTypeError(TypeError):
+    """A value of the wrong type for a field (no silent coercion)."""
+
+    def __init__(self, expected: str, value: Any) -> None:
+        self.expected = expected
+        self.value = value
+        shown = repr(value)
+        if len(shown) > _SHOWN:
+            shown = shown[: _SHOWN - 3] + "..."
+        super().__init__(f"expected {expected}, got {shown} ({type(value).__name__})")
+
+
+#: Characters of a refused value shown in an error message.
+_SHOWN = 80
+
+
+def _strict_int(value: Any, _: Any) -> int:
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+        return int(value)
+    raise StrictTypeError("int", value)
+
+
+def _strict_float(value: Any, _: Any) -> float:
+    # An int is a float's value too (JSON does not tell 3 from 3.0); a bool is not.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise StrictTypeError("a finite float (JSON has no NaN or infinity)", value)
+        return float(value)
+    raise StrictTypeError("float", value)
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise StrictTypeError("str", value)
+
+
+def _strict_bool(value: Any, _: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise StrictTypeError("bool", value)
+
+
 def make_converter() -> cattrs.Converter:
     """A strict converter for JSON-compatible data (the default of every system).
 
-    It forbids extra keys, encodes bytes as base85, datetimes as ISO strings. Register your
+    Nothing is coerced: an `int` field takes ints only (not `3.7`, `True` or `"12"`), a
+    `float` field ints or floats (not bools, strings, NaN or infinity), a `str` field
+    strings only, a `bool` field bools only; extra keys are refused. Bytes travel as base85
+    strings and datetimes as ISO 8601 strings (as cattrs' JSON preset does). Register your
     own hooks on it and pass it as `open_system(converter=...)`.
     """
-    return _make_json_converter(forbid_extra_keys=True)
+    converter = _make_json_converter(forbid_extra_keys=True)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(float, _strict_float)
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(bool, _strict_bool)
+    return converter
 
 
 def dumps(data: Any) -> str:
@@ -45,10 +97,18 @@ def encoded_size(data: Any, limit: int) -> int:
     return len(_dumps(data).encode())
 
 
+def _format(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, StrictTypeError):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
 def describe_error(exc: BaseException) -> str:
+    """A converter's error as one line: each problem with the field it is at."""
     if isinstance(exc, cattrs.BaseValidationError):
-        notes = cattrs.transform_error(exc)
-        return "; ".join(notes)
+        return "; ".join(cattrs.transform_error(exc, format_exception=_format))
+    if isinstance(exc, StrictTypeError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -67,13 +127,20 @@ def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
 
 
 class Codec:
-    """Unstructures and structures one declared type with the system's converter."""
+    """Unstructures and structures one declared type with the system's converter.
 
-    __slots__ = ("_structure", "_unstructure", "as_is", "queue", "type")
+    `role` names what it converts in error messages: "payload" (what `handle` takes) or
+    "result" (what `handle` returns).
+    """
 
-    def __init__(self, converter: cattrs.Converter, type_: Any, queue: str) -> None:
+    __slots__ = ("_structure", "_unstructure", "as_is", "queue", "role", "type")
+
+    def __init__(
+        self, converter: cattrs.Converter, type_: Any, queue: str, role: str = "payload"
+    ) -> None:
         self.type = type_
         self.queue = queue
+        self.role = "the result of handle()" if role == "result" else "the payload"
         # Data that structures as itself: of this primitive type (AS_ANY: any data; None:
         # none). Hot paths read it to skip the call to `structure`.
         self.as_is: Any = AS_ANY if type_ is Any else type_ if type_ in PRIMITIVE_TYPES else None
@@ -81,16 +148,25 @@ class Codec:
         self._structure = converter.structure
 
     def unstructure(self, value: Any) -> Any:
+        """`value` as plain JSON-able data; PayloadError if it has no such form."""
         kind = type(value)
-        if kind is int or kind is str or kind is float or kind is bool or value is None:
+        if kind is int or kind is str or kind is bool or value is None:
+            return value
+        if kind is float:
+            if not math.isfinite(value):
+                raise PayloadError(
+                    self.queue,
+                    f"{self.role} is {value!r}, which JSON cannot carry; use None or a string",
+                )
             return value
         try:
             data = self._unstructure(value)
         except Exception as exc:
             raise PayloadError(
                 self.queue,
-                f"the converter cannot serialize a {kind.__name__}: {describe_error(exc)}; "
-                "use attrs classes, dataclasses or plain data, or register a hook",
+                f"the converter cannot serialize {self.role}, a {kind.__name__}: "
+                f"{describe_error(exc)}; use attrs classes, dataclasses or plain data, or "
+                "register a hook",
             ) from exc
         if type(data) not in _PRIMITIVES:
             try:
@@ -98,8 +174,9 @@ class Codec:
             except (TypeError, ValueError) as exc:
                 raise PayloadError(
                     self.queue,
-                    f"a {kind.__name__} does not serialize to JSON ({exc}); register an "
-                    "unstructure hook on the system's converter for the offending type",
+                    f"{self.role}, a {kind.__name__}, does not serialize to JSON ({exc}); "
+                    "register an unstructure hook on the system's converter for the "
+                    "offending type, or return plain data",
                 ) from exc
         return data
 
@@ -113,7 +190,7 @@ class Codec:
         except Exception as exc:
             name = getattr(target, "__name__", repr(target))
             raise PayloadError(
-                self.queue, f"data does not structure as {name}: {describe_error(exc)}"
+                self.queue, f"{self.role} does not structure as {name}: {describe_error(exc)}"
             ) from exc
 
     def check(self, value: Any) -> Any:
@@ -132,7 +209,8 @@ class Codec:
             return value
         data = self.unstructure(value)
         if target is not Any and not (
-            typing.get_origin(target) is None
+            target not in PRIMITIVE_TYPES  # a bool is an int to isinstance, not to us
+            and typing.get_origin(target) is None
             and isinstance(target, type)
             and isinstance(value, target)
         ):

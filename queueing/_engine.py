@@ -1,41 +1,75 @@
-"""What happens to a task: submit, run, succeed, retry, fail, continue down a pipeline."""
+"""The rules of a task's life, on every broker alike: accepted, run, succeeded, retried,
+failed, dead-lettered, cancelled, continued down a pipeline.
+
+The engine is what the actors call: clients' `submit` (through the system), workers when a
+handler returns or raises, the dispatcher when it fills a buffer. It talks to the broker
+only through the storage contract, records every figure (brokers record none), and hands
+each outcome to the receipt side.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
 import secrets
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import _fastpath
-from ._convert import AS_ANY, PRIMITIVE_TYPES, encoded_size
+from actors import Overflow
+
+from ._convert import encoded_size
 from ._exceptions import (
+    InvalidQueue,
     PayloadError,
     PayloadTooLarge,
+    QueueFull,
     QueueingError,
     SystemStopping,
     TaskTimeout,
-    UnknownQueue,
 )
-from ._queue import FanOut, Full, Pipeline
-from ._receipt import PipelineReceipt, Receipt
-from ._task import Envelope, ErrorInfo, TaskState
+from ._queue import FanOut, Pipeline
+from ._task import ErrorInfo, PipelineTask, Task, TaskState
+from .brokers._contract import Admission
 
 if TYPE_CHECKING:
-    from actors._actor import _Cell
-
+    from ._results import Results
     from ._runtime import QueueRuntime
-    from ._worker import Worker
-    from .brokers import Broker
+    from .brokers._contract import Broker
 
 log = logging.getLogger("queueing")
 _wall = time.time
-BIG_INT = 10**22  # ints within this print in at most 24 bytes
-_BATCH = 64
+_ACCEPTED = Admission.ACCEPTED
+_FULL = Admission.FULL
+_SUCCEEDED = TaskState.SUCCEEDED
+_PENDING = TaskState.PENDING
+BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
+#: Results that are their own JSON (no converter call).
+PLAIN_RESULTS = frozenset((int, str, bool, type(None)))
+_PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")
+_CANCELLED = ErrorInfo("Cancelled", "cancelled through its receipt")
+#: The longest `key=` of a submit.
+MAX_KEY = 200
+
+
+def key_id(queue: str, key: str) -> str:
+    """The id of the task submitted to `queue` with `key`: the same for every submit of that
+    key (so a repeated submit finds the first), of safe characters whatever the key is."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY:
+        raise InvalidQueue(
+            f"key must be a non-empty string of at most {MAX_KEY} characters, got {key!r:.80}"
+        )
+    digest = hashlib.blake2b(key.encode(), digest_size=KEY_DIGEST).hexdigest()
+    return f"{queue}:key-{digest}"
+
+
+#: Bytes of a key's digest in its task id.
+KEY_DIGEST = 16
+_RUN_ENDED = ErrorInfo("Cancelled", "its pipeline run ended at another stage, or was cancelled")
 
 
 class Engine:
@@ -46,21 +80,31 @@ class Engine:
         broker: Broker,
         runtimes: dict[str, QueueRuntime],
         pipelines: dict[str, Pipeline],
-        system: Any = None,
+        results: Results,
     ) -> None:
-        self.system = system  # the QueueSystem whose receipts the tasks are
         self.broker = broker
+        self.runs = broker.runs
+        self.shared = broker.shared
+        self.nowait = broker.nowait and not broker.shared
         self.runtimes = runtimes
         self.pipelines = pipelines
+        self.results = results
         self.clock = broker.clock
         self.stopping = False
-        self.prefix = secrets.token_hex(5) + "-"  # ids: prefix + a count
+        self.prefix = secrets.token_hex(5) + "-"  # ids: queue, ":", prefix, a count
         self.ids = itertools.count(1)
+        # In process: tasks outstanding over every queue, and `drain()` callers waiting.
+        self.total = 0
+        self.drained = trio.lowlevel.ParkingLot()
+        #: Pipeline stage tasks running in this process, by run id: stopped when their
+        #: run ends (a failure at another stage, a cancel).
+        self.running_stages: dict[str, set[Task]] = {}
 
-    def new_id(self) -> str:
-        return f"{self.prefix}{next(self.ids)}"
+    def start(self) -> None:
+        """The broker is connected: read its clock (an in-process one follows trio's)."""
+        self.clock = self.broker.clock
 
-    # -- submit ----------------------------------------------------------------------------
+    # -- new tasks -------------------------------------------------------------------------
 
     def validate(self, rt: QueueRuntime, payload: Any) -> Any:
         """The payload as plain data, checked against the queue's type and `max_payload`."""
@@ -79,342 +123,451 @@ class Engine:
             raise PayloadTooLarge(rt.name, size, limit)
         return data
 
-    def task(self, rt: QueueRuntime, payload: Any, expires: float | None) -> Receipt:
-        """A new task for queue `rt`, validated; its receipt is its record."""
+    def task(
+        self, rt: QueueRuntime, payload: Any, expires: float | None, key: str | None = None
+    ) -> Task:
+        """A new task for queue `rt`, validated; with `key`, its id is the key's own."""
         data = self.validate(rt, payload)
         now = self.clock()
-        return Receipt(
-            f"{self.prefix}{next(self.ids)}",  # new_id(), inlined: this runs once per task
+        task = Task(
+            f"{rt.name}:{self.prefix}{next(self.ids)}" if key is None else key_id(rt.name, key),
             rt.name,
             data,
             _wall(),
-            now,
             None if expires is None else now + expires,
-            self.system,
         )
+        task._born = now
+        return task
 
     def tasks(
-        self, rt: QueueRuntime, payloads: list[Any], expires: float | None
-    ) -> tuple[list[Receipt], QueueingError | None]:
+        self, rt: QueueRuntime, payloads: Sequence[Any], expires: float | None
+    ) -> tuple[list[Task], QueueingError | None]:
         """New tasks for queue `rt` (see `task`), up to the first payload that fails
         validation; that one's error comes second."""
-        now = self.clock()
-        wall = _wall()
-        expires_at = None if expires is None else now + expires
-        prefix = self.prefix
-        ids = self.ids
-        name = rt.name
-        system = self.system
-        validate = self.validate
-        envs: list[Receipt] = []
-        append = envs.append
+        tasks: list[Task] = []
         try:
             for payload in payloads:
-                data = validate(rt, payload)
-                task_id = f"{prefix}{next(ids)}"
-                append(Receipt(task_id, name, data, wall, now, expires_at, system))
+                tasks.append(self.task(rt, payload, expires))
         except QueueingError as exc:
-            return envs, exc
-        return envs, None
+            return tasks, exc
+        return tasks, None
 
-    async def submit(
-        self,
-        name: str,
-        payload: Any,
-        *,
-        delay: float | None = None,
-        expires: float | None = None,
-        timeout: float | None = None,
-    ) -> Receipt:
-        if self.stopping:
-            raise SystemStopping("the system is shutting down and accepts no new tasks")
-        rt = self.runtimes.get(name)
-        if rt is None:
-            pipeline = self.pipelines.get(name)
-            if pipeline is None:
-                raise UnknownQueue(name, [*self.runtimes, *self.pipelines])
-            return await self._submit_pipeline(pipeline, payload, delay, expires, timeout)
-        await trio.lowlevel.checkpoint_if_cancelled()  # before accepting: see QueueSystem
-        env = self.task(rt, payload, expires)
-        if delay or not self.broker.submit_nowait(rt, env):
-            await self.enqueue(rt, env, timeout, delay)
-        if _fastpath.due():
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return env
-
-    async def enqueue(
-        self, rt: QueueRuntime, env: Envelope, timeout: float | None, delay: float | None = None
-    ) -> None:
-        """Hand a new task to the broker, waiting for room as the queue's `when_full` says."""
-        spec = rt.spec
-        await self.broker.submit(
-            rt, env, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
-        )
-
-    async def _submit_pipeline(
-        self,
-        pipeline: Pipeline,
-        payload: Any,
-        delay: float | None,
-        expires: float | None,
-        timeout: float | None,
-    ) -> Receipt:
-        await trio.lowlevel.checkpoint_if_cancelled()  # before accepting: see QueueSystem
+    def run_task(
+        self, pipeline: Pipeline, payload: Any, expires: float | None, key: str | None = None
+    ) -> tuple[PipelineTask, PipelineTask]:
+        """A pipeline submission: the run's record and its first stage task."""
         first = self.runtimes[pipeline.stages[0].name]
         data = self.validate(first, payload)
         now = self.clock()
-        wall = time.time()
+        wall = _wall()
         expires_at = None if expires is None else now + expires
-        system = self.system
-        run_env = PipelineReceipt(self.new_id(), pipeline.name, data, wall, now, expires_at, system)
-        stage_env = PipelineReceipt(
-            f"{run_env.id}.s",
+        run_id = (
+            f"{pipeline.name}:{self.prefix}{next(self.ids)}"
+            if key is None
+            else key_id(pipeline.name, key)
+        )
+        run = PipelineTask(run_id, pipeline.name, data, wall, expires_at, route=pipeline.name)
+        stage = PipelineTask(
+            f"{first.name}:{run_id}.s",
             first.name,
             data,
             wall,
-            now,
             expires_at,
-            system,
-            pipeline=run_env.id,
+            run=run_id,
             route=pipeline.name,
         )
-        spec = first.spec
-        await self.broker.start_run(
-            first,
-            stage_env,
-            run_env,
-            spec.when_full,
-            spec.full_timeout if timeout is None else timeout,
-            delay,
-        )
-        if _fastpath.due():
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return run_env
+        run._born = stage._born = now
+        return run, stage
 
-    # -- running ---------------------------------------------------------------------------
+    # -- accepting -------------------------------------------------------------------------
 
-    async def work(self, worker: Worker, cell: _Cell, rt: QueueRuntime) -> None:
-        """A worker's loop: take a ready task when free, run it, record what happened.
+    async def accept(
+        self,
+        rt: QueueRuntime,
+        task: Task,
+        when_full: Overflow,
+        timeout: float | None,
+        delay: float | None = None,
+    ) -> Admission:
+        """Hand a new task to the broker, waiting for room as `when_full` says; once it is
+        accepted it is counted and (in process, ready) handed to the queue's workers.
+        EXISTS: a task with that id (its key) was accepted before; nothing was done."""
+        due = None if not delay else self.clock() + delay
+        admission = await self.broker.accept(rt.info, task, due=due)
+        if admission is _FULL:
+            admission = await self._wait_for_room(
+                rt, when_full, timeout, lambda: self.broker.accept(rt.info, task, due=due)
+            )
+        if admission is _ACCEPTED and not self.accepted(rt, task, due is not None):
+            await self.deliver_later(rt, task)
+        return admission
 
-        Tasks run inside one cancel scope that lives across many tasks (entering a scope
-        per task would cost more than a no-op task); cancelling the running task (receipt
-        cancel, timeout) ends that scope, and the loop opens a new one.
-        """
+    def accepted(self, rt: QueueRuntime, task: Task, scheduled: bool) -> bool:
+        """Count a task the broker accepted; in process, a ready one goes to the workers.
+        False if its queue's buffer had no room for it (then `deliver_later`)."""
+        rt.submitted += 1
+        if scheduled:
+            rt.scheduled += 1
+            task.state = TaskState.SCHEDULED
+        if self.shared:
+            self.results.watch(task)
+            return True
+        rt.outstanding += 1
+        self.total += 1
+        if scheduled:
+            return True
+        buffer = rt.buffer
+        assert buffer is not None
         try:
-            while not cell.stop_requested:
-                with trio.CancelScope() as scope:
-                    worker._scope = scope
-                    await self._batch(worker, cell, rt, scope)
-                worker._scope = None
-                env = worker._task
-                if env is not None:
-                    worker._task = None
-                    env.scope = None
-                    self.broker.wake_drain()
-                    if env.state is TaskState.RUNNING:
-                        timeout = rt.spec.timeout or 0.0
-                        self.failed(
-                            rt,
-                            env,
-                            TaskTimeout(f"task ran longer than its timeout of {timeout:g}s"),
-                        )
-        except BaseException:
-            env = worker._task
-            if env is not None and env.state is TaskState.RUNNING:
-                # Cancelled from outside (shutdown deadline): hand it to another worker.
-                self.broker.redeliver(rt, env)
-            raise
+            buffer.put_nowait(task)
+        except trio.WouldBlock:
+            return False
+        return True
 
-    async def _batch(
-        self, worker: Worker, cell: _Cell, rt: QueueRuntime, scope: trio.CancelScope
-    ) -> None:
-        broker = self.broker
-        ready = rt.ready
-        clock = self.clock
-        spec = rt.spec
-        timeout = spec.timeout
-        max_deliveries = spec.max_deliveries
-        structure = rt.payload_codec.structure
-        as_is = rt.payload_codec.as_is  # payloads that need no structuring
-        handle = worker.handle
-        fatal = type(worker).fatal
-        limiter = rt.limiter
-        pending = TaskState.PENDING
-        running = TaskState.RUNNING
-        result_any = rt.result_codec.as_is is not None
-        since = 0
-        while not cell.stop_requested:
-            if not ready:
-                if rt.hungry:
-                    rt.hungry.unpark_all()
-                rt.parked += 1
-                try:
-                    await rt.idle.park()
-                finally:
-                    rt.parked -= 1
-                rt.waking -= 1
-                since = 0
-                continue
-            env = ready.popleft()
-            if ready and not rt.waking and rt.parked:
-                rt.wake()  # the next in the chain
-            if env.state is not pending:
-                continue  # cancelled while it waited
-            if env.pipeline is not None and broker.run_ended(env):
-                broker.finish(rt, env, TaskState.CANCELLED, None, _PIPELINE_ENDED)
-                continue
-            now = clock()
-            if env.expires_at is not None and now > env.expires_at:
-                error = ErrorInfo("TaskExpired", "not started before its deadline")
-                broker.finish(rt, env, TaskState.EXPIRED, None, error)
-                self._end_run(env, TaskState.EXPIRED, error, rt)
-                continue
-            env.deliveries += 1
-            if env.deliveries > max_deliveries:
-                error = ErrorInfo(
-                    "Poison",
-                    f"its worker crashed {env.deliveries - 1} time(s) while handling it "
-                    f"(max_deliveries={max_deliveries})",
-                )
-                broker.dead_letter(rt, env, TaskState.DEAD_LETTERED, error)
-                self._end_run(env, TaskState.DEAD_LETTERED, error, rt)
-                continue
-            env.state = running
-            env.attempts += 1
-            if env.first_started is None:
-                env.first_started = now
-            if timeout is not None:
-                scope.deadline = trio.current_time() + timeout
-            env.scope = scope
-            worker._task = env
-            rt.in_flight += 1
-            failure: Exception | None = None
-            result: Any = None
+    async def deliver_later(self, rt: QueueRuntime, task: Task) -> None:
+        """Tasks cancelled while queued sit in the buffer until a worker skips them, so it
+        can be full: wait for room there (the task is accepted either way)."""
+        assert rt.buffer is not None
+        with trio.CancelScope(shield=True):
+            await rt.buffer.put(task)
+
+    async def _wait_for_room(
+        self, rt: QueueRuntime, when_full: Overflow, timeout: float | None, retry: Any
+    ) -> Admission:
+        maxsize = rt.spec.maxsize
+        if when_full is Overflow.REJECT:
+            raise QueueFull(rt.name, maxsize)
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        while True:
+            left = deadline - trio.current_time()
+            if left <= 0:
+                raise QueueFull(rt.name, maxsize, timeout)
+            rt.room_waiters += 1
             try:
-                payload = env.payload
-                if as_is is not AS_ANY and type(payload) is not as_is:
-                    payload = structure(payload)
-                if limiter is None:
-                    result = await handle(payload)
-                else:
-                    result = await trio.to_thread.run_sync(
-                        handle, payload, limiter=limiter, abandon_on_cancel=True
-                    )
-            except fatal:
-                rt.in_flight -= 1
-                worker._task = None
-                env.scope = None
-                env.state = pending
-                broker.redeliver(rt, env)
-                raise
-            except Exception as exc:  # a PayloadError too: told apart below
-                failure = exc
-            except BaseException:
-                rt.in_flight -= 1
-                raise  # our scope's (timeout, cancel) or from outside: see work()
-            rt.in_flight -= 1
-            worker._task = None
-            env.scope = None
-            if timeout is not None:
-                scope.deadline = math.inf
-            if env.state is not running:
-                pass  # cancelled through its receipt: the outcome is recorded already
-            elif failure is None:
-                if env.pipeline is None and type(result) in PRIMITIVE_TYPES and result_any:
-                    broker.succeed(rt, env, result)  # the common case
-                else:
-                    await self.succeeded(rt, env, result)
-            elif type(failure) is PayloadError:
-                error = ErrorInfo.from_exception(failure)
-                broker.dead_letter(rt, env, TaskState.DEAD_LETTERED, error)
-                self._end_run(env, TaskState.DEAD_LETTERED, error, rt)
-            else:
-                self.failed(rt, env, failure)
-            if broker.congested:
-                await broker.relieve()  # a remote broker is behind on writing outcomes
-            since += 1
-            if since >= _BATCH:
-                since = 0
-                await trio.lowlevel.checkpoint()
-        if ready and not rt.waking and rt.parked:
-            rt.wake()  # stopping (woken just now, maybe): the next worker takes over
+                await self.broker.wait_room(rt.info, left)
+            finally:
+                rt.room_waiters -= 1
+            if self.stopping:
+                raise SystemStopping("the system shut down while this submit waited for room")
+            admission: Admission = await retry()
+            if admission is not _FULL:
+                return admission
 
-    def failed(self, rt: QueueRuntime, env: Envelope, exc: Exception) -> None:
-        decision = rt.spec.retry.decide(exc, env.attempts, env.first_started or 0.0, self.clock())
+    async def start_run(
+        self,
+        pipeline: Pipeline,
+        payload: Any,
+        *,
+        delay: float | None,
+        expires: float | None,
+        timeout: float | None,
+        key: str | None = None,
+    ) -> PipelineTask:
+        """Accept a pipeline submission; returns the run's record (with `key`, the record
+        of the run submitted with that key before, if there is one)."""
+        run, stage = self.run_task(pipeline, payload, expires, key)
+        rt = self.runtimes[stage.queue]
+        due = None if not delay else self.clock() + delay
+        if self.shared:
+            self.results.watch(run)  # before: its outcome may arrive before this resumes
+        admission = await self.runs.start(run, rt.info, stage, due=due)
+        if admission is _FULL:
+            admission = await self._wait_for_room(
+                rt,
+                rt.spec.when_full,
+                rt.spec.full_timeout if timeout is None else timeout,
+                lambda: self.runs.start(run, rt.info, stage, due=due),
+            )
+        if admission is _ACCEPTED and not self.accepted(rt, stage, due is not None):
+            await self.deliver_later(rt, stage)
+        if admission is Admission.EXISTS:
+            found = self.existing(run)
+            assert isinstance(found, PipelineTask)
+            return found
+        return run
+
+    def existing(self, task: Task) -> Task:
+        """The record to hand out for a task whose id (its key) was accepted before."""
+        if not self.shared:
+            found = self.broker.lookup_nowait(task.id)
+            if found is not None:
+                return found
+        else:
+            mine = self.results.watched(task.id)  # submitted (or awaited) here already
+            if mine is not None:
+                return mine
+            self.results.watch(task)  # its stored outcome comes as for any other
+        return task
+
+    # -- outcomes (called by workers) ------------------------------------------------------
+
+    async def succeeded(self, rt: QueueRuntime, task: Task, result: Any) -> None:
+        """The handler returned `result`."""
+        if task.run is not None:
+            await self._advance(rt, task, result)
+            return
+        if type(result) not in PLAIN_RESULTS:
+            try:
+                result = rt.result_codec.unstructure(result)
+            except PayloadError as exc:
+                # A result that cannot be stored: the retry policy decides, as for any
+                # error (a PayloadError is not retried by default).
+                await self.failed(rt, task, exc)
+                return
+        if await self.broker.settle(rt.info, task, _SUCCEEDED, result):
+            self.settled(rt, task)
+
+    async def failed(self, rt: QueueRuntime, task: Task, exc: Exception) -> None:
+        """The handler raised `exc`: retry later or end, as the queue's policy decides."""
         error = ErrorInfo.from_exception(exc)
+        decision = rt.spec.retry.decide(exc, task.attempts, task.first_started or 0.0, self.clock())
         if decision is False or decision is None:
             state = TaskState.FAILED if decision is False else TaskState.DEAD_LETTERED
-            self.broker.dead_letter(rt, env, state, error)
-            self._end_run(env, state, error, rt)
+            await self.dead_letter(rt, task, state, error)
             return
-        env.error = error
+        task.error = error
+        # A retry is a new delivery: max_deliveries bounds the crashes of one attempt, not
+        # the attempts the retry policy allows.
+        task.deliveries = 0
         rt.retried += 1
-        # A retry is a new delivery (a new stream entry on Redis): max_deliveries bounds
-        # the crashes of one attempt, not the attempts the retry policy allows.
-        env.deliveries = 0
-        self.broker.schedule(rt, env, float(decision))
+        rt.scheduled += 1
+        if self.shared:
+            rt.held.pop(task.id, None)
+        await self.broker.retry_at(rt.info, task, self.clock() + float(decision))
 
-    async def succeeded(self, rt: QueueRuntime, env: Envelope, result: Any) -> None:
-        broker = self.broker
-        if env.pipeline is None:
-            try:
-                data = rt.result_codec.unstructure(result)
-            except PayloadError as exc:
-                self.failed(rt, env, exc)
-                return
-            broker.finish(rt, env, TaskState.SUCCEEDED, data)
+    async def hand_back(self, rt: QueueRuntime, task: Task) -> None:
+        """A worker crashed while running `task`: it goes back first in the queue, for the
+        next free worker (delivered again, at least once). If the buffer is full (tasks
+        cancelled while queued sit there until skipped), the broker makes it ready again."""
+        task.state = _PENDING
+        assert rt.buffer is not None
+        try:
+            rt.buffer.put_first_nowait(task)
+        except trio.WouldBlock:
+            rt.scheduled += 1
+            if self.shared:
+                rt.held.pop(task.id, None)
+            with trio.CancelScope(shield=True):
+                await self.broker.retry_at(rt.info, task, self.clock())
+
+    async def timed_out(self, rt: QueueRuntime, task: Task) -> None:
+        timeout = rt.spec.timeout or 0.0
+        await self.failed(
+            rt, task, TaskTimeout(f"task ran longer than its timeout of {timeout:g}s")
+        )
+
+    async def dead_letter(
+        self, rt: QueueRuntime, task: Task, state: TaskState, error: ErrorInfo | None
+    ) -> None:
+        """End a task without a result, keeping it among the dead letters."""
+        if await self.broker.dead_letter(rt.info, task, state, error):
+            self.settled(rt, task)
+            if task.run is not None:
+                await self.end_run(task, state, error)
+
+    async def end(
+        self, rt: QueueRuntime, task: Task, state: TaskState, error: ErrorInfo | None
+    ) -> None:
+        """End a task without a result and without a dead letter (expired, skipped)."""
+        if await self.broker.settle(rt.info, task, state, None, error):
+            self.settled(rt, task)
+            if task.run is not None and state is not TaskState.CANCELLED:
+                await self.end_run(task, state, error)
+
+    async def skip_ended_run(self, rt: QueueRuntime, task: Task) -> bool:
+        """A stage task whose run has an outcome already is not run: True if skipped."""
+        assert task.run is not None
+        if not await self.runs.ended(task.run):
+            return False
+        await self.end(rt, task, TaskState.CANCELLED, _PIPELINE_ENDED)
+        return True
+
+    def unwound(self) -> None:
+        """A cancelled handler has unwound (no longer in flight): wake `drain()`."""
+        if self.total == 0 and self.drained:
+            self.drained.unpark_all()
+
+    def settled(self, rt: QueueRuntime, task: Task) -> None:
+        """After the broker recorded an outcome: the figures, and the receipt."""
+        state = task.state
+        if state is _SUCCEEDED:
+            rt.succeeded += 1
+            rt.latency.add(self.clock() - task._born)
+        elif state is TaskState.FAILED:
+            rt.failed += 1
+        elif state is TaskState.DEAD_LETTERED:
+            rt.dead_lettered += 1
+        elif state is TaskState.CANCELLED:
+            rt.cancelled += 1
+        else:
+            rt.expired += 1
+        if self.shared:
+            # The receipt (maybe in another process) gets the outcome once it is stored,
+            # from the receipt side: a write may still be on its way (batched).
+            rt.held.pop(task.id, None)
             return
-        pipeline = self.pipelines.get(env.route or "")
+        rt.outstanding -= 1
+        self.total -= 1
+        if self.total == 0 and self.drained:
+            self.drained.unpark_all()
+        waiter = task._waiter  # Results.deliver, in process (the receipt's own record)
+        if waiter is not None:
+            waiter.set()
+
+    # -- pipelines -------------------------------------------------------------------------
+
+    async def _advance(self, rt: QueueRuntime, task: Task, result: Any) -> None:
+        assert task.run is not None
+        pipeline = self.pipelines.get(task.route or "")
         if pipeline is None:
-            self.failed(
-                rt, env, PayloadError(rt.name, f"unknown pipeline {env.route!r} in this process")
-            )
+            problem = PayloadError(rt.name, f"unknown pipeline {task.route!r} in this process")
+            await self.failed(rt, task, problem)
             return
         stages = pipeline.stages
-        if env.stage + 1 >= len(stages):
+        if task.stage + 1 >= len(stages):
             try:
                 data = rt.result_codec.unstructure(result)
             except PayloadError as exc:
-                self.failed(rt, env, exc)
+                await self.failed(rt, task, exc)
                 return
-            broker.branch_done(env, data)
-            broker.finish(rt, env, TaskState.SUCCEEDED, None)
+            run = await self.runs.branch_done(task.run, task.path, data)
+            if await self.broker.settle(rt.info, task, _SUCCEEDED, None):
+                self.settled(rt, task)
+            if run is not None:
+                self.results.deliver(run)
             return
-        nxt = self.runtimes[stages[env.stage + 1].name]
+        if await self.runs.ended(task.run):
+            await self.end(rt, task, TaskState.CANCELLED, _PIPELINE_ENDED)
+            return  # the run ended meanwhile: nothing goes on to the next stage
+        nxt = self.runtimes[stages[task.stage + 1].name]
         fanned = type(result) is FanOut
         items = result.items if fanned else (result,)
         try:
             datas = [self.validate(nxt, item) for item in items]
         except (PayloadError, PayloadTooLarge) as exc:
             problem = PayloadError(rt.name, f"its result cannot feed {nxt.name!r}: {exc}")
-            self.failed(rt, env, problem)
+            await self.failed(rt, task, problem)
             return
-        await broker.advance(env, len(datas), fanned)
+        run = await self.runs.advance(task.run, task.id, len(datas), fanned)
+        if run is not None:
+            self.results.deliver(run)  # a fan-out to nothing: the run is complete
         now = self.clock()
+        rest = task.id.partition(":")[2]
         for index, data in enumerate(datas):
-            child = PipelineReceipt(
-                f"{env.id}.{index}",  # the same ids if a crash makes this stage run again
+            child = PipelineTask(
+                f"{nxt.name}:{rest}.{index}",  # the same ids if a crash makes this run again
                 nxt.name,
                 data,
-                time.time(),
-                now,
-                env.expires_at,
-                self.system,
-                pipeline=env.pipeline,
-                route=env.route,
-                stage=env.stage + 1,
-                path=(*env.path, index) if fanned else env.path,
+                _wall(),
+                task.expires_at,
+                run=task.run,
+                route=task.route,
+                stage=task.stage + 1,
+                path=(*task.path, index) if fanned else task.path,
             )
-            # Backpressure crosses stages: wait for room in the next stage.
-            await broker.submit(nxt, child, Full.WAIT, None, None)
-        broker.finish(rt, env, TaskState.SUCCEEDED, None)
+            child._born = now
+            await self._accept_stage_task(nxt, child)
+        if await self.broker.settle(rt.info, task, _SUCCEEDED, None):
+            self.settled(rt, task)
 
-    def _end_run(
-        self, env: Envelope, state: TaskState, error: ErrorInfo | None, rt: QueueRuntime
-    ) -> None:
-        """A stage task ended without a result: so does its pipeline run (first wins)."""
-        if env.pipeline is not None:
-            self.broker.fail_run(env, state, error)
+    async def _accept_stage_task(self, rt: QueueRuntime, task: PipelineTask) -> None:
+        """Hand a stage's result on to the next stage, waiting for room there (backpressure
+        crosses stages) unless the run ends meanwhile: then it is not needed."""
+        assert task.run is not None
+        run_id = task.run
 
+        async def attempt() -> Admission:
+            if await self.runs.ended(run_id):
+                return Admission.EXISTS  # not needed: nothing to accept
+            return await self.broker.accept(rt.info, task)
 
-_PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")
+        admission = await attempt()
+        if admission is _FULL:
+            admission = await self._wait_for_room(rt, Overflow.WAIT, None, attempt)
+        if admission is _ACCEPTED and not self.accepted(rt, task, False):
+            await self.deliver_later(rt, task)
+
+    async def end_run(self, stage: Task, state: TaskState, error: ErrorInfo | None) -> None:
+        """A stage task ended without a result: so does its run (first outcome wins)."""
+        assert stage.run is not None
+        assert isinstance(stage, PipelineTask)
+        run = await self.runs.end(stage.run, stage, state, error)
+        if run is not None:
+            self.results.deliver(run)
+        await self.stop_stages(stage.run)
+
+    def stage_started(self, task: Task) -> None:
+        assert task.run is not None
+        running = self.running_stages.get(task.run)
+        if running is None:
+            running = self.running_stages[task.run] = set()
+        running.add(task)
+
+    def stage_stopped(self, task: Task) -> None:
+        assert task.run is not None
+        running = self.running_stages.get(task.run)
+        if running is not None:
+            running.discard(task)
+            if not running:
+                del self.running_stages[task.run]
+
+    async def stop_stages(self, run_id: str) -> None:
+        """The run ended: its stage tasks running here stop, CANCELLED (those waiting are
+        skipped when a worker takes them)."""
+        for task in list(self.running_stages.get(run_id, ())):
+            rt = self.runtimes.get(task.queue)
+            if (
+                rt is not None
+                and task.state is TaskState.RUNNING
+                and await self.broker.settle(rt.info, task, TaskState.CANCELLED, None, _RUN_ENDED)
+            ):
+                self.settled(rt, task)
+            if task._scope is not None:
+                task._scope.cancel()
+
+    # -- cancel and shutdown ---------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task or a pipeline run: True if this call cancelled it."""
+        before = None if self.shared else self.broker.lookup_nowait(task_id)
+        waiting = before is not None and before.state is TaskState.SCHEDULED
+        record = await self.broker.cancel(task_id, _CANCELLED)
+        if record is None:
+            return False
+        rt = self.runtimes.get(record.queue)
+        # The record this process runs it from, if it does: the broker's own in process,
+        # the one claimed from a shared broker.
+        running = rt.held.get(task_id) if self.shared and rt is not None else record
+        if rt is not None and not record.is_run:
+            if waiting:
+                rt.scheduled -= 1  # it will not come back from the broker's delayed tasks
+            self.settled(rt, record)
+        if self.shared or rt is None or record.is_run:
+            self.results.deliver(record)  # stored now (not batched): the receipt has it
+        if running is not None and running._scope is not None:
+            if running is not record:
+                running.state = TaskState.CANCELLED  # its worker must not retry it
+            running._scope.cancel()  # running in this process
+        if record.run is not None:
+            await self.end_run(record, TaskState.CANCELLED, _CANCELLED)
+        elif record.is_run:
+            await self.stop_stages(record.id)
+        return True
+
+    async def abandon(self, reason: str) -> int:
+        """At shutdown: what an in-process broker held ends CANCELLED; returns how many
+        tasks of the queues were left unfinished."""
+        count = 0
+        for task in await self.broker.abandon(reason):
+            rt = self.runtimes.get(task.queue)
+            if rt is not None and not task.is_run:
+                self.settled(rt, task)
+                count += 1
+            else:
+                self.results.deliver(task)
+        if self.shared:
+            count += sum(len(rt.held) for rt in self.runtimes.values())
+        else:
+            for rt in self.runtimes.values():
+                rt.scheduled = 0  # every task ended
+        return count

@@ -11,10 +11,12 @@ The tree::
     ├── InvalidQueue         (also ValueError) a bad Queue/Pipeline/RetryPolicy setting
     ├── SystemStopping       the system is shutting down and takes no new tasks
     ├── ResultTimeout        (also TimeoutError) no result within result(timeout=...)
+    ├── DrainTimeout         (also TimeoutError) queues still busy after drain(timeout=...)
     ├── BrokerError          the broker failed (connection, protocol)
     └── TaskFailed           the task ended without a result
         ├── TaskCancelled    cancelled through its receipt (or by shutdown)
-        └── TaskExpired      not started before its deadline
+        ├── TaskExpired      not started before its deadline
+        └── TaskLost         the broker lost its record: its fate is unknown
 
     Transient                base for errors a handler raises to ask for a retry
     └── TaskTimeout          (also TimeoutError) the handler ran past the queue's timeout
@@ -40,7 +42,7 @@ class QueueFull(QueueingError):
             advice += "Queue(maxsize=...), or add workers"
             how = f"after waiting {waited:g}s"
         else:
-            advice = "raise Queue(maxsize=...), add workers, or use when_full=Full.WAIT "
+            advice = "raise Queue(maxsize=...), add workers, or use when_full=Overflow.WAIT "
             advice += "for backpressure"
             how = "and its policy is to reject"
         super().__init__(f"queue {queue!r} is full ({maxsize} outstanding tasks) {how}; {advice}")
@@ -109,6 +111,16 @@ class ResultTimeout(QueueingError, TimeoutError):
         )
 
 
+class DrainTimeout(QueueingError, TimeoutError):
+    """`drain(timeout=...)` ran out with tasks still outstanding."""
+
+    def __init__(self, timeout: float, busy: dict[str, int]) -> None:
+        self.timeout = timeout
+        self.busy = busy
+        where = ", ".join(f"{name}={count}" for name, count in busy.items()) or "none now"
+        super().__init__(f"queues still busy after {timeout:g}s: {where}")
+
+
 class BrokerError(QueueingError):
     """The broker failed: connection lost, misconfigured, or an unexpected answer."""
 
@@ -157,6 +169,11 @@ class TaskCancelled(TaskFailed):
 
 class TaskExpired(TaskFailed):
     """The task was not started before its deadline."""
+
+
+class TaskLost(TaskFailed):
+    """The broker lost the task's record (its data was lost: a server restarted without
+    persistence, a FLUSHALL): whether it ran is unknown. Submit it again if it is safe to."""
 
 
 class Transient(Exception):

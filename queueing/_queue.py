@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-import enum
-import math
 import re
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
+from actors import Overflow
+
 from ._exceptions import InvalidQueue
 from ._retry import RetryPolicy
+from ._validate import positive_int, seconds
 
 if TYPE_CHECKING:
     from ._worker import Worker
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
+R = TypeVar("R")
 
-class Full(enum.Enum):
-    """What `submit` does when a queue holds `maxsize` outstanding tasks."""
-
-    WAIT = "wait"
-    """Wait for room (backpressure), up to `full_timeout` if set, then `QueueFull`."""
-    REJECT = "reject"
-    """Raise `QueueFull` at once."""
+#: The policy of a full queue is an `actors.Overflow`, the one vocabulary of the runtime
+#: for a full mailbox. A queue takes `Overflow.WAIT` (backpressure) or `Overflow.REJECT`;
+#: `Full` is the same enum under the name earlier releases used.
+Full = Overflow
+_QUEUE_POLICIES = (Overflow.WAIT, Overflow.REJECT)
 
 
 def _check_name(kind: str, name: object) -> None:
@@ -36,25 +36,13 @@ def _check_name(kind: str, name: object) -> None:
         )
 
 
-def _positive_int(what: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidQueue(f"{what} must be an int >= {minimum}, got {value!r}")
-
-
-def _seconds(what: str, value: object, *, optional: bool = True) -> None:
-    if value is None and optional:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or value <= 0
-    ):
-        raise InvalidQueue(f"{what} must be a number of seconds > 0, got {value!r}")
+def _as_tuple(values: Iterable[Any]) -> tuple[Any, ...]:
+    """A typed converter (attrs' `converter=tuple` hides the field's type from mypy)."""
+    return tuple(values)
 
 
 @attrs.frozen(eq=False)
-class Queue:
+class Queue(Generic[R]):
     """A named processing queue: a worker class, its pool, and the queue's limits.
 
     Args:
@@ -62,7 +50,8 @@ class Queue:
         worker: the `Worker` subclass that handles this queue's tasks.
         workers: how many workers run (each handles one task at a time).
         maxsize: the most outstanding tasks (queued, waiting for a retry, or running).
-        when_full: what `submit` does at `maxsize` (see `Full`).
+        when_full: what `submit` does at `maxsize`: `Overflow.WAIT` (wait for room) or
+            `Overflow.REJECT` (raise `QueueFull` at once).
         full_timeout: with `Full.WAIT`, the longest `submit` waits before `QueueFull`.
         max_payload: the most bytes one serialized payload may take.
         retry: when to retry a failed task (see `RetryPolicy`).
@@ -73,14 +62,20 @@ class Queue:
             before it is dead-lettered as poison.
         threads: for a sync `def handle`, the most handler threads at once (default: workers).
         worker_args, worker_kwargs: passed to the worker class at every (re)start.
-        max_restarts, restart_within: the worker pool supervisor's restart intensity.
+        max_restarts, within: the worker pool supervisor's restart intensity: more than
+            `max_restarts` worker restarts within `within` seconds and the pool gives up
+            (as `Supervisor(max_restarts=, within=)`).
+
+    A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
+    `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
+    returns a `Receipt[bytes]`.
     """
 
     name: str
-    worker: type[Worker]
+    worker: type[Worker[Any, R]]
     workers: int = 1
     maxsize: int = 10_000
-    when_full: Full = Full.WAIT
+    when_full: Overflow = Overflow.WAIT
     full_timeout: float | None = None
     max_payload: int = 1024 * 1024
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
@@ -91,7 +86,7 @@ class Queue:
     worker_args: tuple[Any, ...] = ()
     worker_kwargs: Mapping[str, Any] = attrs.field(factory=dict)
     max_restarts: int = 10
-    restart_within: float = 10.0
+    within: float = 10.0
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -103,23 +98,24 @@ class Queue:
                 f"{self.worker!r}: define `class MyWorker(Worker)` with "
                 "`async def handle(self, payload)` and pass the class"
             )
-        _positive_int("workers", self.workers)
-        _positive_int("maxsize", self.maxsize)
-        if not isinstance(self.when_full, Full):
+        positive_int("workers", self.workers)
+        positive_int("maxsize", self.maxsize)
+        if self.when_full not in _QUEUE_POLICIES:
             raise InvalidQueue(
-                f"when_full must be Full.WAIT or Full.REJECT, got {self.when_full!r}"
+                f"when_full must be Overflow.WAIT or Overflow.REJECT, got {self.when_full!r}: "
+                "a queue never drops an accepted task"
             )
-        _seconds("full_timeout", self.full_timeout)
-        _positive_int("max_payload", self.max_payload, 16)
+        seconds("full_timeout", self.full_timeout, optional=True)
+        positive_int("max_payload", self.max_payload, 16)
         if not isinstance(self.retry, RetryPolicy):
             raise InvalidQueue(f"retry must be a RetryPolicy, got {self.retry!r}")
-        _seconds("timeout", self.timeout)
-        _seconds("result_ttl", self.result_ttl, optional=False)
-        _positive_int("max_deliveries", self.max_deliveries)
+        seconds("timeout", self.timeout, optional=True)
+        seconds("result_ttl", self.result_ttl)
+        positive_int("max_deliveries", self.max_deliveries)
         if self.threads is not None:
-            _positive_int("threads", self.threads)
-        _positive_int("max_restarts", self.max_restarts, 0)
-        _seconds("restart_within", self.restart_within, optional=False)
+            positive_int("threads", self.threads)
+        positive_int("max_restarts", self.max_restarts, 0)
+        seconds("within", self.within)
 
 
 @attrs.frozen(eq=False)
@@ -133,7 +129,7 @@ class Pipeline:
     """
 
     name: str
-    stages: Sequence[Queue] = attrs.field(converter=tuple)
+    stages: Sequence[Queue[Any]] = attrs.field(converter=_as_tuple)
 
     def __attrs_post_init__(self) -> None:
         _check_name("pipeline", self.name)
@@ -160,4 +156,4 @@ class FanOut:
     The pipeline's receipt then resolves to the list of final results, in order.
     """
 
-    items: Sequence[Any] = attrs.field(converter=tuple)
+    items: Sequence[Any] = attrs.field(converter=_as_tuple)

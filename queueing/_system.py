@@ -1,227 +1,145 @@
-"""The queueing system a user launches: `open_system`, `run_system`, and `QueueSystem`."""
+"""`QueueSystem`: what a client of the queues calls (submit, receipts, figures, dead
+letters). `open_system`, `run_system` and `connect` (in `_open.py`) hand one out."""
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import cattrs
-import tenacity
 import trio
 
 import actors
-from actors import Actor, ChildSpec
-from actors._actor import ActorState, _Cell
-from actors._system import run_with_signals
 
 from . import _fastpath
-from ._convert import make_converter
 from ._engine import Engine
-from ._exceptions import (
-    InvalidQueue,
-    QueueingError,
-    SystemStopping,
-    UnknownQueue,
-    UnknownTask,
-)
+from ._exceptions import DrainTimeout, QueueingError, SystemStopping, UnknownQueue, UnknownTask
+from ._pools import Actors
 from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
+from ._results import Results, copy_outcome
 from ._runtime import QueueRuntime
 from ._stats import QueueStats
-from ._task import DeadLetter, Envelope, TaskState, TaskStatus
-from ._worker import Worker, _Pool
-from .brokers import Broker, MemoryBroker, RedisBroker
+from ._task import DeadLetter, PipelineTask, Task, TaskState, TaskStatus
+from ._validate import seconds
+from .brokers._contract import Admission, queue_of, run_of
+
+if TYPE_CHECKING:
+    from .brokers._contract import Broker
 
 log = logging.getLogger("queueing")
+R = TypeVar("R")
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
-T = TypeVar("T")
-
-
-def _collect(specs: tuple[Queue | Pipeline, ...]) -> tuple[dict[str, Queue], dict[str, Pipeline]]:
-    queues: dict[str, Queue] = {}
-    pipelines: dict[str, Pipeline] = {}
-
-    def add_queue(queue: Queue) -> None:
-        other = queues.get(queue.name)
-        if other is not None and other is not queue:
-            raise InvalidQueue(f"two different queues are named {queue.name!r}; rename one")
-        queues[queue.name] = queue
-
-    for spec in specs:
-        if isinstance(spec, Queue):
-            add_queue(spec)
-        elif isinstance(spec, Pipeline):
-            if spec.name in pipelines:
-                raise InvalidQueue(f"two pipelines are named {spec.name!r}; rename one")
-            pipelines[spec.name] = spec
-            for stage in spec.stages:
-                add_queue(stage)
-        else:
-            raise InvalidQueue(f"expected Queue or Pipeline objects, got {spec!r}")
-    for name in pipelines:
-        if name in queues:
-            raise InvalidQueue(f"a queue and a pipeline are both named {name!r}; rename one")
-    return queues, pipelines
-
-
-def _make_broker(broker: str | Broker | None, options: dict[str, Any]) -> Broker:
-    if broker is None:
-        broker = os.environ.get("QUEUEING_BROKER") or "memory://"
-    if isinstance(broker, Broker):
-        return broker
-    if not isinstance(broker, str):
-        raise InvalidQueue(f"broker must be a URL string or a Broker, got {broker!r}")
-    if broker == "memory://" or broker.startswith("memory:"):
-        return MemoryBroker(**options)
-    scheme = broker.split(":", 1)[0]
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisBroker(broker, max_dead_letters=options["max_dead_letters"])
-    raise InvalidQueue(
-        f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
-        "'redis://host:port/db' or 'rediss://...' (TLS)"
-    )
-
-
-class _BrokerRunner(Actor):
-    """Runs the broker's background work (promoting delayed retries) under supervision."""
-
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-        self._scope: trio.CancelScope | None = None
-
-    async def receive(self, message: Any) -> None:
-        return None
-
-    async def _main(self, cell: _Cell) -> None:
-        cell.state = ActorState.RUNNING
-        with trio.CancelScope() as self._scope:
-            await self._broker.run()
-
-    def _stop_requested(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
+#: submit_many accepts this many tasks between two yields to the scheduler (in process).
+CHUNK = 1024
+#: submit_many's concurrent submissions to a shared broker (they share round trips).
+CONCURRENT_SUBMITS = 500
+#: Seconds a shared broker's drain() waits between two looks at the queues.
+DRAIN_POLL = 0.05
+_ACCEPTED = Admission.ACCEPTED
+_FULL = Admission.FULL
+_EXISTS = Admission.EXISTS
 
 
 class QueueSystem:
-    """A running processing-queue system. Get one from `open_system()` or `run_system()`."""
+    """A running processing-queue system. Get one from `open_system()`, `run_system()`
+    or (a client of worker processes elsewhere) `connect()`."""
 
     def __init__(
         self,
         actor_system: actors.ActorSystem,
         broker: Broker,
-        queues: dict[str, Queue],
+        queues: dict[str, Queue[Any]],
         pipelines: dict[str, Pipeline],
         converter: cattrs.Converter,
         shutdown_timeout: float,
-        *,
-        serve: bool = True,
     ) -> None:
         self.actors = actor_system
         self.converter = converter
         self.shutdown_timeout = shutdown_timeout
+        #: After shutdown: how many tasks were left unfinished.
         self.unfinished = 0
-        self._serve = serve
         self._broker = broker
         self._queues = queues
         self._pipelines = pipelines
         self._runtimes = {name: QueueRuntime(q, converter) for name, q in queues.items()}
-        broker.attach(self._runtimes)
-        self._engine = Engine(broker, self._runtimes, pipelines, self)
-        self._accept = broker.submit_nowait
+        self._results = Results(broker)
+        self._engine = Engine(broker, self._runtimes, pipelines, self._results)
+        self._actors = Actors()
         # Per queue, the results that need no structuring (Codec.as_is), for `await receipt`.
         self._as_is = {
             name: rt.result_codec.as_is
             for name, rt in self._runtimes.items()
             if rt.result_codec.as_is is not None
         }
-        self._runner: actors.ActorRef | None = None
+        #: Outstanding tasks per queue as last read from a shared broker (`stats()`).
+        self._remote: dict[str, int] = {}
+        self._accept_nowait = broker.accept_nowait
 
     @property
     def names(self) -> list[str]:
-        """The queues and pipelines this system serves."""
+        """The queues and pipelines this system knows."""
         return [*self._queues, *self._pipelines]
 
-    async def _start(self) -> None:
-        self._runner = await self.actors.spawn(
-            ChildSpec(_BrokerRunner, args=(self._broker,), name="broker")
-        )
-        for name, queue in self._queues.items() if self._serve else ():
-            rt = self._runtimes[name]
-            workers = [
-                ChildSpec(
-                    queue.worker,
-                    args=queue.worker_args,
-                    kwargs=queue.worker_kwargs,
-                    name=f"{name}.worker-{i}",
-                    shutdown=self.shutdown_timeout,
-                    mailbox_size=16,
-                )
-                for i in range(queue.workers)
-            ]
-            rt.pool = await self.actors.spawn(
-                ChildSpec(
-                    _Pool,
-                    args=(workers,),
-                    kwargs={
-                        "engine": self._engine,
-                        "runtime": rt,
-                        "max_restarts": queue.max_restarts,
-                        "within": queue.restart_within,
-                        # Not wait_exponential_jitter(initial=...): deprecated in tenacity 9.2.
-                        "backoff": tenacity.wait_exponential(multiplier=0.1, max=5.0)
-                        + tenacity.wait_random(0, 0.1),
-                    },
-                    name=f"{name}.pool",
-                    shutdown=math.inf,
-                )
-            )
+    async def _start(self, *, serve: bool) -> None:
+        self._engine.start()
+        await self._actors.start(self, serve=serve)
 
     async def _stop(self) -> None:
-        self._engine.stopping = True
-        with trio.move_on_after(self.shutdown_timeout):
-            async with trio.open_nursery() as nursery:
-                for rt in self._runtimes.values():
-                    if rt.pool is not None and rt.pool.is_alive:
-                        nursery.start_soon(partial(rt.pool.stop, timeout=self.shutdown_timeout))
-        self.unfinished = self._broker.abandon("the system shut down before the task finished")
-        with trio.move_on_after(self.shutdown_timeout):
-            await self._broker.flush()
-        if self._runner is not None and self._runner.is_alive:
-            await self._runner.stop(timeout=1.0)
-        if self.unfinished:
-            durable = "" if self._broker.durable else " (the memory broker is not durable)"
-            log.warning(
-                "shutdown left %d task(s) unfinished; their receipts report CANCELLED%s",
-                self.unfinished,
-                durable,
-            )
+        self.unfinished = await self._actors.stop(self)
 
-    # -- the client API --------------------------------------------------------------------
+    # -- submitting ------------------------------------------------------------------------
 
+    @overload
     async def submit(
         self,
-        name: str,
+        name: Queue[R],
         payload: Any,
         *,
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
-    ) -> Receipt:
+        key: str | None = None,
+    ) -> Receipt[R]: ...
+
+    @overload
+    async def submit(
+        self,
+        name: str | Pipeline,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> Receipt[Any]: ...
+
+    async def submit(
+        self,
+        name: str | Queue[Any] | Pipeline,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> Receipt[Any]:
         """Hand a task to a queue or pipeline; returns its receipt once it is accepted.
 
         Args:
-            name: a queue's or a pipeline's name.
+            name: a queue's or a pipeline's name, or the `Queue`/`Pipeline` itself (a
+                `Queue[R]` gives a `Receipt[R]`).
             payload: an attrs instance, dataclass or plain data the converter handles.
             delay: seconds before it may start.
             expires: seconds from now by which it must have started, else it expires.
-            timeout: with `Full.WAIT`, the longest to wait for room (overrides the queue's
-                `full_timeout`).
+            timeout: with `Overflow.WAIT`, the longest to wait for room (overrides the
+                queue's `full_timeout`).
+            key: makes the task unique: while a task submitted to this queue with the same
+                key is known (waiting, running, or its outcome kept for `result_ttl`), a
+                submit with that key returns that task's receipt and submits nothing. A
+                retried submit (after a lost connection, an unknown outcome) is then safe.
 
         Raises:
             UnknownQueue: no such queue or pipeline.
@@ -230,142 +148,260 @@ class QueueSystem:
             QueueFull: `maxsize` reached and the queue would not wait (longer).
             SystemStopping: the system is shutting down.
         """
+        if type(name) is not str:
+            name = name.name  # type: ignore[union-attr]
         if delay is not None or expires is not None or timeout is not None:
             _check_seconds(delay=delay, expires=expires, timeout=timeout)
         engine = self._engine
+        if engine.stopping:
+            raise SystemStopping("the system is shutting down and accepts no new tasks")
         rt = self._runtimes.get(name)
-        if rt is None or delay or engine.stopping:
-            return await engine.submit(name, payload, delay=delay, expires=expires, timeout=timeout)
-        # The common case (this runs once per task): accepted now if there is room. A
-        # cancelled caller is refused first: once accepted, the receipt must reach it.
+        # A cancelled caller is refused before anything is accepted: once a task is
+        # accepted, its receipt must reach the caller.
         await _checkpoint_if_cancelled()
-        env = engine.task(rt, payload, expires)
-        if not self._accept(rt, env):
-            await engine.enqueue(rt, env, timeout)
+        if rt is None:
+            pipeline = self._pipelines.get(name)
+            if pipeline is None:
+                raise UnknownQueue(name, self.names)
+            run = await engine.start_run(
+                pipeline, payload, delay=delay, expires=expires, timeout=timeout, key=key
+            )
+            return Receipt(run, self)
+        task = engine.task(rt, payload, expires, key)
+        # In process, a ready task is accepted without a coroutine per call (the common
+        # case: there is room); anything else takes the general path, `Engine.accept`.
+        admission = self._accept_nowait(rt.info, task) if engine.nowait and not delay else _FULL
+        if admission is _ACCEPTED:
+            if not engine.accepted(rt, task, False):
+                await engine.deliver_later(rt, task)
+        elif admission is _FULL:
+            spec = rt.spec
+            admission = await engine.accept(
+                rt, task, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
+            )
+        if admission is _EXISTS:
+            task = engine.existing(task)
         if _fastpath.due():
             await _cancel_shielded_checkpoint()
-        return env
+        return Receipt(task, self)
 
     async def submit_many(
         self,
-        name: str,
+        name: str | Queue[Any] | Pipeline,
         payloads: Iterable[Any],
         *,
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
-    ) -> list[Receipt]:
+    ) -> list[Receipt[Any]]:
         """Submit many tasks to one queue or pipeline; returns their receipts, in order.
 
-        Cheaper than a `submit` per task: with a remote broker the submissions share round
-        trips. Options are those of `submit`, for every task.
+        Cheaper than a `submit` per task: in process, tasks are validated and accepted in
+        chunks; with a shared broker the submissions share round trips. Options are those
+        of `submit`, for every task.
 
         Raises:
-            QueueFull: a submission was refused (`Full.REJECT`, or `full_timeout` ran out);
-                `.accepted` holds the receipts of the tasks that were accepted (they run).
-                In memory, those are the ones before the refused one; with a remote broker,
-                submissions run concurrently and any of the others may have been accepted.
+            QueueFull: a submission was refused (`Overflow.REJECT`, or `full_timeout` ran
+                out); `.accepted` holds the receipts of the tasks that were accepted (they
+                run). In process, those are the ones before the refused one; with a shared
+                broker, submissions run concurrently and any of the others may have been
+                accepted.
             PayloadError, PayloadTooLarge, UnknownQueue: checked for each task before it is
                 sent, with `.accepted` as above.
         """
+        if type(name) is not str:
+            name = name.name  # type: ignore[union-attr]
         items = list(payloads)
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
-        engine = self._engine
         rt = self._runtimes.get(name)
-        broker = self._broker
-        if (
-            isinstance(broker, MemoryBroker)
-            and rt is not None
-            and not delay
-            and not engine.stopping
-        ):
-            return await self._submit_batch(broker, rt, items, expires, timeout)
-        receipts: list[Receipt | None] = [None] * len(items)
-        try:
-            if isinstance(self._broker, MemoryBroker):
-                for index, payload in enumerate(items):
-                    receipts[index] = await engine.submit(
+        engine = self._engine
+        if rt is not None and not delay and not engine.shared and not engine.stopping:
+            return await self._submit_chunks(rt, items, expires, timeout)
+        receipts: list[Receipt[Any] | None] = [None] * len(items)
+        refused: list[tuple[int, QueueingError]] = []
+        limiter = trio.CapacityLimiter(1 if not engine.shared else CONCURRENT_SUBMITS)
+
+        async def one(index: int, payload: Any) -> None:
+            async with limiter:
+                if refused and not engine.shared:
+                    return  # in process, the ones after a refusal are not submitted
+                try:
+                    receipts[index] = await self.submit(
                         name, payload, delay=delay, expires=expires, timeout=timeout
                     )
-            else:
-                # Concurrent submissions share the broker's round trips. A refusal does not
-                # cancel the others: every accepted task keeps its receipt.
-                limiter = trio.CapacityLimiter(500)
-                refused: list[tuple[int, QueueingError]] = []
+                except QueueingError as exc:
+                    refused.append((index, exc))
 
-                async def one(index: int, payload: Any) -> None:
-                    async with limiter:
-                        try:
-                            receipts[index] = await engine.submit(
-                                name, payload, delay=delay, expires=expires, timeout=timeout
-                            )
-                        except QueueingError as exc:
-                            refused.append((index, exc))
-
-                async with trio.open_nursery() as nursery:
-                    for index, payload in enumerate(items):
-                        nursery.start_soon(one, index, payload)
-                if refused:
-                    raise min(refused, key=lambda pair: pair[0])[1]
-        except QueueingError as exc:
+        async with trio.open_nursery() as nursery:
+            for index, payload in enumerate(items):
+                nursery.start_soon(one, index, payload)
+        if refused:
+            # A refusal does not cancel the others: every accepted task keeps its receipt.
+            exc = min(refused, key=lambda pair: pair[0])[1]
             exc.accepted = [r for r in receipts if r is not None]  # type: ignore[attr-defined]
-            raise
+            raise exc
         return [r for r in receipts if r is not None]
 
-    async def _submit_batch(
-        self,
-        broker: MemoryBroker,
-        rt: QueueRuntime,
-        items: list[Any],
-        expires: float | None,
-        timeout: float | None,
-    ) -> list[Receipt]:
-        """submit_many to a queue of this process: validated, then accepted in chunks
-        (whatever fits at once; the rest waits for room one by one)."""
+    async def _submit_chunks(
+        self, rt: QueueRuntime, items: list[Any], expires: float | None, timeout: float | None
+    ) -> list[Receipt[Any]]:
+        """submit_many to a queue of an in-process broker: validated, then accepted in
+        chunks (whatever fits at once; the rest waits for room one by one)."""
         engine = self._engine
-        await trio.lowlevel.checkpoint_if_cancelled()
-        accepted: list[Receipt] = []
-        for start in range(0, len(items), _CHUNK):
+        broker = self._broker
+        spec = rt.spec
+        await _checkpoint_if_cancelled()
+        accepted: list[Receipt[Any]] = []
+        for start in range(0, len(items), CHUNK):
             if start:
-                await trio.lowlevel.cancel_shielded_checkpoint()  # let workers start
-            envs, problem = engine.tasks(rt, items[start : start + _CHUNK], expires)
-            taken = 0 if engine.stopping else broker.submit_many_nowait(rt, envs)
-            accepted += envs[:taken]
+                await _cancel_shielded_checkpoint()  # let workers start
+            tasks, problem = engine.tasks(rt, items[start : start + CHUNK], expires)
             try:
                 if engine.stopping:
                     raise SystemStopping("the system is shutting down and accepts no new tasks")
-                for env in envs[taken:]:
-                    await engine.enqueue(rt, env, timeout)
-                    accepted.append(env)
+                taken = await broker.accept_many(rt.info, tasks)
+                for task in tasks[:taken]:
+                    if not engine.accepted(rt, task, False):
+                        await engine.deliver_later(rt, task)
+                    accepted.append(Receipt(task, self))
+                for task in tasks[taken:]:
+                    await engine.accept(
+                        rt,
+                        task,
+                        spec.when_full,
+                        spec.full_timeout if timeout is None else timeout,
+                    )
+                    accepted.append(Receipt(task, self))
                 if problem is not None:
                     raise problem
             except QueueingError as exc:
                 exc.accepted = accepted  # type: ignore[attr-defined]
                 raise
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await _cancel_shielded_checkpoint()
         return accepted
 
-    def receipt(self, task_id: str) -> Receipt:
+    # -- receipts --------------------------------------------------------------------------
+
+    def receipt(self, task_id: str) -> Receipt[Any]:
         """The receipt of a task submitted earlier (by anyone), while its result is kept.
+
+        With an in-process broker an unknown id raises at once; with a shared broker the
+        lookup is made at the receipt's first await (`result()`, `status()`).
 
         Raises:
             UnknownTask: no such task, or its result's TTL ran out.
         """
-        env = self._broker.lookup(task_id)
-        if not isinstance(env, Receipt):
-            raise UnknownTask(task_id)
-        if env._system is None:
-            env._system = self  # found by id: a record this broker made for the lookup
-        return env
+        broker = self._broker
+        if not broker.shared:
+            task = broker.lookup_nowait(task_id)
+            if task is None:
+                raise UnknownTask(task_id)
+            return Receipt(task, self)
+        mine = self._results.watched(task_id)
+        if mine is not None:
+            return Receipt(mine, self)
+        queue = queue_of(task_id)
+        run = run_of(task_id)
+        placeholder: Task
+        if run is not None:  # a stage task of a pipeline run
+            placeholder = PipelineTask(task_id, queue, None, 0.0, run=run, route=queue_of(run))
+        elif queue in self._pipelines:  # a pipeline run
+            placeholder = PipelineTask(task_id, queue, None, 0.0, route=queue)
+        else:
+            placeholder = Task(task_id, queue, None, 0.0)
+        return Receipt(placeholder, self, checked=False)
+
+    async def _check(self, receipt: Receipt[Any]) -> None:
+        """A receipt found by id with a shared broker: does the task exist? (at its first
+        await). Copies what is stored onto the receipt's record."""
+        task = receipt._task
+        record = await self._broker.lookup(task.id)
+        if record is None:
+            raise UnknownTask(task.id)
+        receipt._checked = True
+        task.submitted_at = record.submitted_at
+        task.queue = record.queue
+        if isinstance(task, PipelineTask) and isinstance(record, PipelineTask):
+            task.route = record.route
+            task.run = record.run
+        copy_outcome(record, task)
+        task.state = record.state
+        if not task.state.final:
+            self._results.watch(task)
+
+    async def _status(self, receipt: Receipt[Any]) -> TaskStatus:
+        task = receipt._task
+        if not receipt._checked:
+            await self._check(receipt)
+        elif self._broker.shared and not task.state.final:
+            record = await self._broker.lookup(task.id)  # where it stands now
+            if record is not None:
+                task.state = record.state
+                task.attempts = record.attempts
+                task.deliveries = record.deliveries
+                task.error = record.error
+                if record.state.final:
+                    self._results.deliver(record)
+        await _fastpath.checkpoint()
+        return TaskStatus(
+            id=task.id,
+            queue=task.queue,
+            state=task.state,
+            attempts=task.attempts,
+            deliveries=task.deliveries,
+            submitted_at=task.submitted_at,
+            finished_at=task.finished_at,
+            error=task.error,
+            stage=self._stage_name(task)
+            if task.state.final and task.state is not TaskState.SUCCEEDED
+            else None,
+        )
+
+    async def _cancel(self, receipt: Receipt[Any]) -> bool:
+        if not receipt._checked:
+            await self._check(receipt)
+        return await self._engine.cancel(receipt._task.id)
+
+    def _stage_name(self, task: Task) -> str | None:
+        pipeline = self._pipelines.get(task.queue)
+        if pipeline is None or not 0 <= task.stage < len(pipeline.stages):
+            return None
+        return pipeline.stages[task.stage].name
+
+    def _unwrap(self, task: Task) -> Any:
+        if task.state is not TaskState.SUCCEEDED:
+            raise failure(task, self._stage_name(task))
+        if task.run is not None:
+            # A stage task of a pipeline run (found by id): its result went on to the next
+            # stage (or into the run's result), so its own receipt resolves to None.
+            return None
+        rt = self._runtimes.get(task.queue)
+        if rt is not None:
+            return rt.result_codec.structure(task.result)
+        pipeline = self._pipelines.get(task.queue)
+        last = self._runtimes.get(pipeline.stages[-1].name) if pipeline is not None else None
+        if last is None:
+            # A task of a queue or pipeline this client was not given (found by id): its
+            # result as plain data, since the declared type is not known here.
+            return task.result
+        if task.fanned:
+            return [last.result_codec.structure(item) for item in task.result]
+        return last.result_codec.structure(task.result)
+
+    # -- figures ---------------------------------------------------------------------------
 
     def stats(self) -> dict[str, QueueStats]:
-        """Figures per queue: depth, in flight, outcomes, retries, restarts, latency."""
+        """Figures per queue: depth, in flight, outcomes, retries, restarts, latency.
+
+        Outcome counts are this process's; `outstanding` is exact in process, and with a
+        shared broker the figure last read from it (every few seconds)."""
+        shared = self._broker.shared
         result = {}
         for name, rt in self._runtimes.items():
-            outstanding = self._broker.outstanding(name)
+            outstanding = self._remote.get(name, 0) if shared else rt.outstanding
             result[name] = QueueStats(
                 name=name,
-                depth=outstanding - rt.in_flight,
+                depth=max(0, outstanding - rt.in_flight),
                 scheduled=rt.scheduled,
                 in_flight=rt.in_flight,
                 outstanding=outstanding,
@@ -388,22 +424,47 @@ class QueueSystem:
         """Wait until every queue is empty and idle (no task outstanding).
 
         Raises:
-            TimeoutError: still busy after `timeout` seconds.
+            DrainTimeout: still busy after `timeout` seconds (a `TimeoutError`).
         """
         if timeout is None:
-            await self._broker.drain()
+            await self._drain()
             return
         with trio.move_on_after(timeout):
-            await self._broker.drain()
+            await self._drain()
             return
-        raise TimeoutError(f"queues still busy after {timeout:g}s: {self._busy()}")
+        raise DrainTimeout(timeout, await self._busy())
 
-    def _busy(self) -> str:
-        return ", ".join(
-            f"{name}={self._broker.outstanding(name)}"
-            for name in self._runtimes
-            if self._broker.outstanding(name)
-        )
+    async def _drain(self) -> None:
+        engine = self._engine
+        if not engine.shared:
+            runtimes = self._runtimes.values()
+            while engine.total > 0 or any(rt.in_flight for rt in runtimes):
+                await engine.drained.park()
+            await trio.lowlevel.checkpoint()
+            return
+        broker = self._broker
+        while True:
+            await broker.flush()
+            busy = [rt for rt in self._runtimes.values() if await broker.outstanding(rt.name)]
+            if not busy:
+                break
+            await broker.wait_room(busy[0].info, DRAIN_POLL)
+        await self._results.wait_idle()  # and every outcome has reached its receipt
+
+    async def _busy(self) -> dict[str, int]:
+        busy = {}
+        for name, rt in self._runtimes.items():
+            count = (
+                rt.outstanding if not self._broker.shared else await self._broker.outstanding(name)
+            )
+            if count:
+                busy[name] = count
+        return busy
+
+    async def _refresh_figures(self) -> None:
+        """Read the queues' outstanding counts from a shared broker (for `stats()`)."""
+        for name in self._runtimes:
+            self._remote[name] = await self._broker.outstanding(name)
 
     def _runtime(self, queue: str) -> QueueRuntime:
         rt = self._runtimes.get(queue)
@@ -411,12 +472,15 @@ class QueueSystem:
             raise UnknownQueue(queue, list(self._runtimes))
         return rt
 
+    # -- dead letters ----------------------------------------------------------------------
+
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """The newest `limit` dead letters of `queue`, oldest first."""
         self._runtime(queue)
+        await _checkpoint_if_cancelled()
         return await self._broker.dead_letters(queue, limit)
 
-    async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt]:
+    async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt[Any]]:
         """Submit dead letters again (all of the queue's, or those with `ids`) as new
         tasks; returns their new receipts. The old ids keep their failed outcome.
 
@@ -437,187 +501,10 @@ class QueueSystem:
     async def purge_dead_letters(self, queue: str) -> int:
         """Delete the queue's dead letters; returns how many there were."""
         self._runtime(queue)
+        await _checkpoint_if_cancelled()
         return len(await self._broker.take_dead_letters(queue, None))
-
-    # -- for receipts ------------------------------------------------------------------------
-
-    def _stage_name(self, env: Envelope) -> str | None:
-        pipeline = self._pipelines.get(env.queue)
-        if pipeline is None:
-            return None
-        return pipeline.stages[env.stage].name
-
-    def _unwrap(self, env: Envelope) -> Any:
-        if env.state is not TaskState.SUCCEEDED:
-            raise failure(env, self._stage_name(env))
-        if env.pipeline is not None:
-            # A stage task of a pipeline run (found by id): its result went on to the next
-            # stage (or into the run's result), so its own receipt resolves to None.
-            return None
-        rt = self._runtimes.get(env.queue)
-        if rt is not None:
-            return rt.result_codec.structure(env.value)
-        pipeline = self._pipelines.get(env.queue)
-        last = self._runtimes.get(pipeline.stages[-1].name) if pipeline is not None else None
-        if last is None:
-            # A task of a queue or pipeline this client was not given (found by id): its
-            # result as plain data, since the declared type is not known here.
-            return env.value
-        if env.fanned:
-            return [last.result_codec.structure(item) for item in env.value]
-        return last.result_codec.structure(env.value)
-
-    def _status(self, env: Envelope) -> TaskStatus:
-        return TaskStatus(
-            id=env.id,
-            queue=env.queue,
-            state=env.state,
-            attempts=env.attempts,
-            deliveries=env.deliveries,
-            submitted_at=env.submitted_at,
-            finished_at=env.finished_at,
-            error=env.error,
-            stage=self._stage_name(env)
-            if env.state.final and env.state is not TaskState.SUCCEEDED
-            else None,
-        )
-
-
-_CHUNK = 1024  # submit_many accepts this many tasks between two yields to the scheduler
 
 
 def _check_seconds(**options: float | None) -> None:
     for what, value in options.items():
-        if value is not None and (
-            not isinstance(value, int | float) or math.isnan(value) or value < 0
-        ):
-            raise InvalidQueue(f"{what} must be a number of seconds >= 0, got {value!r}")
-
-
-@asynccontextmanager
-async def open_system(
-    *specs: Queue | Pipeline,
-    broker: str | Broker | None = None,
-    converter: cattrs.Converter | None = None,
-    shutdown_timeout: float = 10.0,
-    max_results: int = 100_000,
-    max_dead_letters: int = 10_000,
-) -> AsyncIterator[QueueSystem]:
-    """Run the queues and pipelines for the duration of the `async with` block.
-
-    On exit: no new tasks are accepted, workers finish their current task (up to
-    `shutdown_timeout`), and tasks left unfinished are reported (`system.unfinished`)
-    and resolve as CANCELLED.
-
-    Args:
-        specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages).
-        broker: "memory://" (in process), "redis://host:port/db" or "rediss://..." (TLS),
-            or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
-            "memory://".
-        converter: the cattrs converter for payloads and results (default: a strict JSON
-            converter from `queueing.make_converter()`).
-        shutdown_timeout: seconds in-flight tasks get to finish at shutdown.
-        max_results: the most finished outcomes kept for lookup by id (memory broker).
-        max_dead_letters: the most dead letters kept per queue (memory broker).
-    """
-    queues, pipelines = _collect(specs)
-    if not queues:
-        raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
-    the_broker = _make_broker(
-        broker, {"max_results": max_results, "max_dead_letters": max_dead_letters}
-    )
-    async with actors.open_system(
-        name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
-    ) as asys:
-        system = QueueSystem(
-            asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
-        )
-        async with the_broker.connected():
-            await system._start()
-            try:
-                yield system
-            finally:
-                await system._stop()
-
-
-class _Remote(Worker):
-    """Stands for a queue whose workers run in other processes (see `connect`)."""
-
-    async def handle(self, payload: Any) -> Any:
-        raise QueueingError("this queue is served by other processes")
-
-
-@asynccontextmanager
-async def connect(
-    url: str | None = None,
-    *specs: Queue | Pipeline,
-    converter: cattrs.Converter | None = None,
-    connect_timeout: float = 5.0,
-) -> AsyncIterator[QueueSystem]:
-    """A client of queues served by worker processes elsewhere: it submits and waits.
-
-    Queues are known from what workers declared in the broker; pass the same `Queue`
-    objects as `specs` to validate payloads against their handlers' types before sending.
-
-    Args:
-        url: the broker URL; default: the `QUEUEING_BROKER` environment variable.
-        connect_timeout: seconds to reach the broker before `BrokerError`.
-    """
-    url = url or os.environ.get("QUEUEING_BROKER")
-    if not url:
-        raise InvalidQueue("connect() needs a broker URL, or QUEUEING_BROKER set to one")
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise InvalidQueue(
-            f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
-            "with memory:// use open_system(), which runs the workers in this process"
-        )
-    broker = RedisBroker(url, connect_timeout=connect_timeout)
-    broker.serving = False
-    queues, pipelines = _collect(specs)
-    async with broker.connected():
-        for name, config in (await broker.queue_configs()).items():
-            if name not in queues:
-                queues[name] = Queue(
-                    name,
-                    _Remote,
-                    maxsize=int(config.get("maxsize", 10_000)),
-                    max_payload=int(config.get("max_payload", 1024 * 1024)),
-                )
-        async with actors.open_system(name="queueing-client") as asys:
-            system = QueueSystem(
-                asys, broker, queues, pipelines, converter or make_converter(), 5.0, serve=False
-            )
-            await system._start()
-            try:
-                yield system
-            finally:
-                with trio.move_on_after(5.0):
-                    await broker.flush()
-                if system._runner is not None and system._runner.is_alive:
-                    await system._runner.stop(timeout=1.0)
-
-
-async def _run(
-    main: Callable[[QueueSystem], Awaitable[T]] | None, specs: Any, options: Any
-) -> T | None:
-    return await run_with_signals(partial(open_system, *specs, **options), main)
-
-
-def run_system(
-    *specs: Queue | Pipeline,
-    main: Callable[[QueueSystem], Awaitable[T]] | None = None,
-    clock: trio.abc.Clock | None = None,
-    **options: Any,
-) -> T | None:
-    """Run the queues until `main(system)` returns (or until SIGINT/SIGTERM if no `main`).
-
-    Blocks: it calls `trio.run`. A signal stops `main` (no new work); in-flight tasks get
-    `shutdown_timeout` to finish; a second signal stops at once. Options are those of
-    `open_system()`.
-
-    Returns:
-        What `main` returned (None if stopped by a signal).
-    """
-    if main is not None and not callable(main):
-        raise QueueingError(f"main must be an async function taking the system, got {main!r}")
-    return trio.run(partial(_run, main, specs, options), clock=clock)
+        seconds(what, value, optional=True, zero=True)

@@ -1,4 +1,4 @@
-"""Tasks: their states, the envelope a broker carries, and the snapshot a receipt reports."""
+"""Tasks: their states, the record a broker stores, and the snapshot a receipt reports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import trio
 
 
 class TaskState(enum.Enum):
-    """Where a task is. The last five are final: a task reaches exactly one of them."""
+    """Where a task is. The last six are final: a task reaches exactly one of them."""
 
     PENDING = "pending"
     """Accepted, waiting for a worker."""
@@ -27,6 +27,10 @@ class TaskState(enum.Enum):
     """Not started before its deadline."""
     DEAD_LETTERED = "dead-lettered"
     """Retries ran out, or it crashed its worker too often (poison), or it did not parse."""
+    LOST = "lost"
+    """The broker lost the task's record (a Redis restarted without persistence, a
+    FLUSHALL): its fate is unknown. Only a shared broker reports it, never for a task
+    whose outcome was stored."""
 
     #: Whether this is an outcome (a task reaches exactly one).
     final: bool
@@ -109,6 +113,8 @@ class Task:
     """
 
     __slots__ = (
+        "__weakref__",  # the receipt side watches records weakly (shared brokers)
+        "_born",
         "_scope",
         "_waiter",
         "attempts",
@@ -162,9 +168,15 @@ class Task:
         self.handle: Any = None
         self._waiter: trio.Event | None = None
         self._scope: trio.CancelScope | None = None
+        self._born = submitted_at  # on the broker clock, for latency (the engine sets it)
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.queue} {self.state.value}>"
+
+    @property
+    def is_run(self) -> bool:
+        """Whether this is a pipeline run's own record (not a task of a queue)."""
+        return self.route is not None and self.run is None
 
     def settle(self, state: TaskState, result: Any, error: ErrorInfo | None, now: float) -> None:
         """Record the outcome on this record (a broker's `settle` calls it)."""
@@ -198,73 +210,3 @@ class PipelineTask(Task):
         self.stage = stage
         self.path = path
         self.fanned = False
-
-
-class Envelope:
-    """One task as the broker holds it: the wire fields plus, in memory, its live state.
-
-    Slots only for what every task uses (the garbage collector visits each slot of every
-    outstanding task, and `__init__` stores each). A pipeline's tasks carry four more
-    fields: they are `PipelineReceipt`s, and other tasks read the class defaults below.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "_system",
-        "attempts",
-        "deliveries",
-        "entry",
-        "error",
-        "event",
-        "expires_at",
-        "finished_at",
-        "first_started",
-        "id",
-        "kept_until",
-        "payload",
-        "queue",
-        "scope",
-        "state",
-        "submitted_at",
-        "submitted_clock",
-        "value",
-    )
-
-    # Pipeline fields, with their values for a task outside any pipeline (see above).
-    pipeline: str | None = None  # the id of the pipeline run this stage task belongs to
-    route: str | None = None  # the pipeline's name
-    stage: int = 0
-    path: tuple[int, ...] = ()
-    fanned: bool = False  # a pipeline run whose result is the list of fanned-out results
-
-    def __init__(
-        self,
-        id: str,
-        queue: str,
-        payload: Any,
-        submitted_at: float,
-        submitted_clock: float,
-        expires_at: float | None = None,
-        system: Any = None,
-    ) -> None:
-        self.id = id
-        self.queue = queue
-        self.payload = payload
-        self.submitted_at = submitted_at
-        self.submitted_clock = submitted_clock
-        self.expires_at = expires_at
-        self._system: Any = system  # the QueueSystem it was submitted through (receipts)
-        self.state = TaskState.PENDING
-        self.attempts = 0
-        self.deliveries = 0
-        self.first_started: float | None = None
-        self.value: Any = None  # the result, as plain data
-        self.error: ErrorInfo | None = None
-        self.finished_at: float | None = None
-        self.kept_until = 0.0  # when the broker may forget its outcome (memory broker)
-        self.event: trio.Event | None = None  # set at the outcome, made when someone waits
-        self.scope: trio.CancelScope | None = None
-        self.entry: str | None = None  # the broker's handle on it (a stream entry id)
-
-    def __repr__(self) -> str:
-        return f"<Envelope {self.id} {self.queue} {self.state.value}>"

@@ -1,25 +1,38 @@
-"""`Worker`: the actor that handles one queue's tasks, and the pool that supervises them."""
+"""`Worker`: the actor that handles one queue's tasks, pulling them when it is idle."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import trio
 
-from actors import Actor, Supervisor
-from actors._actor import ActorState, _Cell
+import actors
+from actors import Actor
 
-from ._task import Envelope
+from ._convert import AS_ANY
+from ._engine import PLAIN_RESULTS
+from ._exceptions import InvalidQueue, PayloadError, QueueingError
+from ._task import ErrorInfo, Task, TaskState
 
 if TYPE_CHECKING:
     from ._engine import Engine
     from ._runtime import QueueRuntime
 
 log = logging.getLogger("queueing")
+P = TypeVar("P")
+R = TypeVar("R")
+#: Tasks a worker runs back to back (when its queue is never empty) between two yields
+#: to the scheduler.
+BATCH = 64
+_PENDING = TaskState.PENDING
+_RUNNING = TaskState.RUNNING
+_SUCCEEDED = TaskState.SUCCEEDED
 
 
-class Worker(Actor):
+class Worker(Actor, Generic[P, R]):
     """Subclass this and implement `handle`; each instance runs one task at a time.
 
     - `async def handle(self, payload)` returns the task's result. The payload arrives
@@ -30,15 +43,30 @@ class Worker(Actor):
     - An exception listed in `fatal` (or one from `on_start`) is a *worker* failure: the
       worker crashes, its supervisor restarts it, and its task is delivered again (up to
       the queue's `max_deliveries`, then dead-lettered as poison).
+
+    `Worker[P, R]` types the payload and the result (`class Fetch(Worker[Page, bytes])`),
+    so that a `Queue` of it gives `Receipt[R]`s. `on_start` and `on_stop` are the worker's
+    own hooks; `run` (the loop that feeds `handle`) is not to be overridden.
     """
 
     #: Exceptions that mean the worker itself is broken (a lost connection it holds, say).
     fatal: ClassVar[tuple[type[BaseException], ...]] = ()
 
-    _task: Envelope | None = None
+    _queue: QueueRuntime
+    _engine: Engine
+    _task: Task | None = None
     _scope: trio.CancelScope | None = None
 
-    async def handle(self, payload: Any) -> Any:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("run", "on_stop_requested", "receive"):
+            if name in vars(cls):
+                raise InvalidQueue(
+                    f"{cls.__name__} overrides Worker.{name}, which feeds tasks to handle(): "
+                    "do the work in handle(), set up in on_start() and clean up in on_stop()"
+                )
+
+    async def handle(self, payload: P) -> R:
         """Process one task's payload and return its result."""
         raise NotImplementedError(f"{type(self).__name__} must implement handle()")
 
@@ -55,25 +83,154 @@ class Worker(Actor):
     async def receive(self, message: Any) -> Any:
         log.warning("worker %r ignored a %s message", self.name, type(message).__name__)
 
-    async def _main(self, cell: _Cell) -> None:
-        child = cell.child
-        assert child is not None
-        pool = child.supervisor
-        assert isinstance(pool, _Pool)
-        await self.on_start()
-        cell.state = ActorState.RUNNING
-        await pool.engine.work(self, cell, pool.runtime)
-
-    def _stop_requested(self) -> None:
+    def on_stop_requested(self) -> None:
         # An idle worker stops now; a busy one finishes its task first.
         if self._task is None and self._scope is not None:
             self._scope.cancel()
 
+    async def run(self) -> None:
+        """Take the next task from the queue's buffer whenever idle, and run it.
 
-class _Pool(Supervisor):
-    """The supervisor of one queue's workers."""
+        Tasks run inside one cancel scope that lives across many tasks (entering a scope
+        per task would cost more than a no-op task); cancelling the running task (its
+        receipt, its timeout) ends that scope, and the loop opens a new one.
+        """
+        rt = self._queue
+        engine = self._engine
+        try:
+            while not self.stopping:
+                with trio.CancelScope() as scope:
+                    self._scope = scope
+                    await self._serve(scope)
+                self._scope = None
+                task = self._task
+                if task is not None:
+                    self._task = None
+                    task._scope = None
+                    if task.state is _RUNNING:
+                        await engine.timed_out(rt, task)
+                    else:
+                        engine.unwound()  # cancelled: drain() may be able to return now
+        except BaseException:
+            task = self._task
+            if task is not None and task.state is _RUNNING and not engine.shared:
+                # Cancelled from outside (the shutdown deadline): it goes back first in the
+                # queue if there is room; else the broker still has it (and ends it). A
+                # shared broker's task stays held: it was delivered, and another process
+                # reclaims it when its lease runs out (a delivery that counts).
+                task.state = _PENDING
+                assert rt.buffer is not None
+                with contextlib.suppress(trio.WouldBlock, QueueingError, actors.ActorError):
+                    rt.buffer.put_first_nowait(task)
+            raise
 
-    def __init__(self, children: Any, *, engine: Engine, runtime: QueueRuntime, **options: Any):
-        super().__init__(children, **options)
-        self.engine = engine
-        self.runtime = runtime
+    async def _serve(self, scope: trio.CancelScope) -> None:
+        rt = self._queue
+        engine = self._engine
+        buffer = rt.buffer
+        assert buffer is not None
+        get_nowait = buffer.get_nowait
+        clock = engine.clock
+        spec = rt.spec
+        timeout = spec.timeout
+        max_deliveries = spec.max_deliveries
+        structure = rt.payload_codec.structure
+        as_is = rt.payload_codec.as_is  # payloads that need no structuring
+        handle = self.handle
+        fatal = type(self).fatal
+        limiter = rt.limiter
+        nowait = engine.nowait
+        settle_nowait = engine.broker.settle_nowait
+        settled = engine.settled
+        info = rt.info
+        since = 0
+        while not self.stopping:
+            try:
+                task = get_nowait()
+            except trio.WouldBlock:
+                task = await buffer.get()  # idle: this is the worker's pull
+                since = 0
+            if task.state is not _PENDING:
+                continue  # cancelled while it waited
+            if task.run is not None and await engine.skip_ended_run(rt, task):
+                continue
+            now = clock()
+            if task.expires_at is not None and now > task.expires_at:
+                error = ErrorInfo("TaskExpired", "not started before its deadline")
+                await engine.end(rt, task, TaskState.EXPIRED, error)
+                continue
+            task.deliveries += 1
+            if task.deliveries > max_deliveries:
+                error = ErrorInfo(
+                    "Poison",
+                    f"its worker crashed {task.deliveries - 1} time(s) while handling it "
+                    f"(max_deliveries={max_deliveries})",
+                )
+                await engine.dead_letter(rt, task, TaskState.DEAD_LETTERED, error)
+                continue
+            task.state = _RUNNING
+            task.attempts += 1
+            if task.first_started is None:
+                task.first_started = now
+            if timeout is not None:
+                scope.deadline = trio.current_time() + timeout
+            task._scope = scope
+            self._task = task
+            rt.in_flight += 1
+            if task.run is not None:
+                engine.stage_started(task)
+            failure: Exception | None = None
+            result: Any = None
+            try:
+                payload = task.payload
+                if as_is is not AS_ANY and type(payload) is not as_is:
+                    payload = structure(payload)
+                if limiter is None:
+                    result = await handle(payload)
+                else:
+                    result = await trio.to_thread.run_sync(
+                        handle, payload, limiter=limiter, abandon_on_cancel=True
+                    )
+            except fatal:
+                if task.run is not None:
+                    engine.stage_stopped(task)
+                rt.in_flight -= 1
+                self._task = None
+                task._scope = None
+                if task.state is _RUNNING:  # not settled meanwhile (cancelled, say)
+                    await engine.hand_back(rt, task)
+                raise
+            except Exception as exc:  # a PayloadError too: told apart below
+                failure = exc
+            except BaseException:
+                if task.run is not None:
+                    engine.stage_stopped(task)
+                rt.in_flight -= 1
+                raise  # our scope's (timeout, cancel) or from outside: see run()
+            if task.run is not None:
+                engine.stage_stopped(task)
+            rt.in_flight -= 1
+            self._task = None
+            task._scope = None
+            if timeout is not None:
+                scope.deadline = math.inf
+            if task.state is not _RUNNING:
+                pass  # cancelled through its receipt: the outcome is recorded already
+            elif failure is None:
+                if nowait and task.run is None and type(result) in PLAIN_RESULTS:
+                    # Engine.succeeded's common case, without a coroutine per call (in
+                    # process; a test runs both ways on the same results).
+                    if settle_nowait(info, task, _SUCCEEDED, result):
+                        settled(rt, task)
+                else:
+                    await engine.succeeded(rt, task, result)
+            elif type(failure) is PayloadError:
+                # The payload does not structure as the handler's type: no retry can help.
+                error = ErrorInfo.from_exception(failure)
+                await engine.dead_letter(rt, task, TaskState.DEAD_LETTERED, error)
+            else:
+                await engine.failed(rt, task, failure)
+            since += 1
+            if since >= BATCH:
+                since = 0
+                await trio.lowlevel.checkpoint()

@@ -17,8 +17,9 @@ import click
 import trio
 
 from ._exceptions import QueueingError
+from ._open import connect, run_system
 from ._queue import Pipeline, Queue
-from ._system import QueueSystem, connect, run_system
+from ._system import QueueSystem
 
 T = TypeVar("T")
 _BROKER = click.option(
@@ -31,7 +32,7 @@ _BROKER = click.option(
 )
 
 
-def _load(target: str) -> list[Queue | Pipeline]:
+def _load(target: str) -> list[Queue[Any] | Pipeline]:
     """Import MODULE[:ATTR]; ATTR is a Queue, a Pipeline or an iterable of them (default:
     every Queue and Pipeline the module defines)."""
     module_name, _, attr = target.partition(":")
@@ -41,6 +42,16 @@ def _load(target: str) -> list[Queue | Pipeline]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else "its source"
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: a syntax error in {where}: {exc.msg}"
+        ) from exc
+    except Exception as exc:  # the module raised while it was imported
+        raise click.BadParameter(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc} "
+            "(run `python -c 'import " + module_name + "'` for the traceback)"
+        ) from exc
     if attr:
         try:
             value: Any = getattr(module, attr)

@@ -82,3 +82,71 @@ def test_no_private_module_leaks_into_the_namespace() -> None:
     # Submodules imported as a side effect (actors.testing via the pytest plugin) are fine.
     modules = {name for name in public if inspect.ismodule(getattr(actors, name))}
     assert public - modules == set(DOCUMENTED)
+
+
+# The documented public API of the processing queues (docs/reference/queueing.md).
+QUEUEING_DOCUMENTED = [
+    "BrokerError",
+    "DeadLetter",
+    "DrainTimeout",
+    "ErrorInfo",
+    "FanOut",
+    "Full",
+    "InvalidQueue",
+    "Overflow",
+    "PayloadError",
+    "PayloadTooLarge",
+    "Pipeline",
+    "Queue",
+    "QueueFull",
+    "QueueStats",
+    "QueueSystem",
+    "QueueingError",
+    "Receipt",
+    "ResultTimeout",
+    "RetryPolicy",
+    "SystemStopping",
+    "TaskCancelled",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskLost",
+    "TaskState",
+    "TaskStatus",
+    "TaskTimeout",
+    "Transient",
+    "UnknownQueue",
+    "UnknownTask",
+    "Worker",
+    "connect",
+    "is_transient",
+    "make_converter",
+    "open_system",
+    "run_system",
+]
+
+
+def test_queueing_all_is_exactly_the_documented_names() -> None:
+    import queueing
+
+    assert queueing.__all__ == QUEUEING_DOCUMENTED
+
+
+def test_full_is_the_runtimes_overflow() -> None:
+    import queueing
+
+    assert queueing.Full is actors.Overflow
+    assert queueing.Overflow is actors.Overflow
+
+
+@pytest.mark.parametrize("name", [n for n in QUEUEING_DOCUMENTED if n != "Full"])
+def test_queueing_public_name_has_a_docstring(name: str) -> None:
+    import queueing
+
+    assert inspect.getdoc(getattr(queueing, name)), f"queueing.{name} has no docstring"
+
+
+def test_a_receipt_shows_no_internal_attributes() -> None:
+    import queueing
+
+    public = {name for name in dir(queueing.Receipt) if not name.startswith("_")}
+    assert public == {"id", "queue", "done", "result", "status", "cancel"}

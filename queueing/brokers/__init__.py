@@ -1,7 +1,39 @@
-"""Brokers: where tasks wait, results live, and dead letters are kept."""
+"""Brokers: where tasks wait, outcomes live, and dead letters are kept.
 
-from ._base import Broker as Broker
+The contract every broker implements (`Broker`, `RunStore`, `QueueInfo`, `Admission`, the
+`Task` records) is documented in docs/concepts/brokers.md. The Redis broker is imported
+only when it is used (it needs the `redis` extra).
+"""
+
+from typing import Any
+
+from .._task import PipelineTask as PipelineTask
+from .._task import Task as Task
+from ._contract import Admission as Admission
+from ._contract import Broker as Broker
+from ._contract import QueueInfo as QueueInfo
+from ._contract import RunStore as RunStore
+from ._contract import queue_of as queue_of
+from ._contract import run_of as run_of
 from ._memory import MemoryBroker as MemoryBroker
-from ._redis import RedisBroker as RedisBroker
 
-__all__ = ["Broker", "MemoryBroker", "RedisBroker"]
+__all__ = [
+    "Admission",
+    "Broker",
+    "MemoryBroker",
+    "PipelineTask",
+    "QueueInfo",
+    "RedisBroker",
+    "RunStore",
+    "Task",
+    "queue_of",
+    "run_of",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisBroker":
+        from .redis import RedisBroker
+
+        return RedisBroker
+    raise AttributeError(name)

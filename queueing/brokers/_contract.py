@@ -12,7 +12,9 @@ Two kinds of broker, by `shared`:
 - in-process (`shared = False`, `memory://`): only this process uses the storage. A task
   accepted ready is handed to this process's workers by the engine at once; `claim`
   returns only tasks that became ready inside the broker later (a delay or a retry
-  backoff ran out). Such a broker also answers `lookup_nowait`.
+  backoff ran out). Such a broker answers `lookup_nowait`; with no I/O to wait for, it may
+  also offer `accept_nowait` and `settle_nowait` (`nowait = True`; its async forms do the
+  same): the engine's per-task path then makes no coroutine per call.
 - shared (`shared = True`, `redis://`, `sqlite://`, `amqp://`): many processes use one
   storage. Every ready task is taken with `claim`, which leases it to this process until
   it is settled, retried or its lease runs out (`lease` seconds without `renew`): then it
@@ -95,6 +97,9 @@ class Broker(abc.ABC):
     durable: bool = False
     #: Whether other processes take tasks from the same storage (see the module doc).
     shared: bool = False
+    #: Whether `accept_nowait` and `settle_nowait` work (in-process brokers): the engine's
+    #: per-task path then calls them instead of their async forms.
+    nowait: bool = False
     #: Seconds a claimed task stays leased without `renew` (shared brokers).
     lease: float = math.inf
     #: The clock of due times, deadlines and leases (seconds).
@@ -135,6 +140,10 @@ class Broker(abc.ABC):
         ready then (SCHEDULED until); else it is ready now (a shared broker makes it
         claimable; an in-process one leaves its delivery to the engine)."""
 
+    def accept_nowait(self, queue: QueueInfo, task: Task) -> Admission:
+        """`accept` of a ready task without waiting, by in-process brokers."""
+        raise NotImplementedError(f"{type(self).__name__} accepts with `await accept()`")
+
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
         """Store new ready tasks in order, as many as fit: returns how many of the first
         were ACCEPTED (or EXISTS). The default accepts one at a time."""
@@ -163,7 +172,14 @@ class Broker(abc.ABC):
     async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
         """The records of those of `task_ids` that have an outcome; when none has yet, wait
         up to `timeout` seconds for one to get it (then [] if none did). The stored outcome
-        is what counts: a notice that was lost or trimmed must not keep a caller waiting."""
+        is what counts: a notice that was lost or trimmed must not keep a caller waiting.
+
+        `task_ids` may be a live set (the engine passes its own, which grows while the call
+        waits): a broker reads it again when it wakes, rather than copying it once.
+
+        An id whose record the storage lost (a server restarted without persistence, a
+        flush) comes back as a record in state `LOST`, once the broker is sure (its record
+        is gone, checked again after a delay): no caller waits forever for it."""
 
     @abc.abstractmethod
     async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
@@ -203,6 +219,17 @@ class Broker(abc.ABC):
         Returns False if this process knows it had one already. Sets the outcome fields on
         `task` (`Task.settle`). May return before the write is durable (batched); `flush`
         waits for it. May wait while the broker is behind on writing (backpressure)."""
+
+    def settle_nowait(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        """`settle` without waiting, by in-process brokers."""
+        raise NotImplementedError(f"{type(self).__name__} settles with `await settle()`")
 
     @abc.abstractmethod
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:

@@ -6,36 +6,39 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from .._exceptions import QueueFull, SystemStopping
-from .._queue import Full
-from .._receipt import PipelineReceipt
-from .._runtime import QueueRuntime
-from .._task import DeadLetter, Envelope, ErrorInfo, TaskState
-from ._base import Broker
+from .._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState
+from ._contract import Admission, Broker, QueueInfo, RunStore
 
 _wall = time.time
 _SCHEDULED = TaskState.SCHEDULED
-_SUCCEEDED = TaskState.SUCCEEDED
+_PENDING = TaskState.PENDING
+_ACCEPTED = Admission.ACCEPTED
+_FULL = Admission.FULL
+#: Seconds a pipeline run's outcome stays retrievable by id.
+RUN_TTL = 3600.0
 
 
-class _Run:
-    """A pipeline submission in flight: branches still running and results so far."""
+class _Queue:
+    """One queue's storage."""
 
-    __slots__ = ("env", "fanned", "pending", "results", "stages")
+    __slots__ = ("dead", "delayed", "due", "info", "maxsize", "outstanding", "room", "room_waiters")
 
-    def __init__(self, env: PipelineReceipt) -> None:
-        self.env = env
-        self.pending = 1
-        self.fanned = False
-        self.results: dict[tuple[int, ...], Any] = {}
-        # Its stage tasks without an outcome yet, by identity (a stage run again after a
-        # crash makes children with the same ids).
-        self.stages: dict[int, Envelope] = {}
+    def __init__(self, info: QueueInfo) -> None:
+        self.info = info
+        self.maxsize = info.maxsize
+        self.outstanding = 0
+        self.room = trio.lowlevel.ParkingLot()
+        self.room_waiters = 0
+        # Delayed and retried tasks by due time, and the dispatcher's claim waiting for one.
+        self.delayed: list[tuple[float, int, Task]] = []
+        self.due = trio.lowlevel.ParkingLot()
+        self.dead: deque[DeadLetter] = deque()
 
 
 class MemoryBroker(Broker):
@@ -47,6 +50,8 @@ class MemoryBroker(Broker):
     """
 
     durable = False
+    shared = False
+    nowait = True
 
     def __init__(
         self,
@@ -58,414 +63,382 @@ class MemoryBroker(Broker):
         self.max_results = max_results
         self.max_dead_letters = max_dead_letters
         self._own_clock = clock
-        self.clock = clock or trio.current_time
+        if clock is not None:
+            self.clock = clock
         self.dead_dropped = 0
-        self._runtimes: dict[str, QueueRuntime] = {}
-        self._tasks: dict[str, Envelope] = {}
-        self._room: dict[str, trio.lowlevel.ParkingLot] = {}
-        self._total = 0  # outstanding tasks of every queue (drain waits for 0)
-        self._drained = trio.lowlevel.ParkingLot()
-        # Finished outcomes by expiry, one FIFO per TTL (a queue's TTL is fixed, so each FIFO
-        # is in expiry order): cheaper than a heap on the hot path.
-        self._finished: dict[float, deque[Envelope]] = {}
+        self._queues: dict[str, _Queue] = {}
+        self._tasks: dict[str, Task] = {}
+        # Finished outcomes by expiry, one FIFO per TTL (a queue's TTL is fixed, so each
+        # FIFO is in expiry order): cheaper than a heap on the hot path. A kept task's
+        # `handle` is the clock time it may be forgotten at.
+        self._finished: dict[float, deque[Task]] = {}
         self._kept = 0
-        self._delayed: list[tuple[float, int, Envelope]] = []
         self._seq = 0
-        self._abandoned = False
-        self._wake = trio.lowlevel.ParkingLot()
-        self._dead: dict[str, deque[DeadLetter]] = {}
-        self._runs: dict[str, _Run] = {}
+        self._settled = trio.lowlevel.ParkingLot()
+        self._settle_waiters = 0
+        self.runs: MemoryRuns = MemoryRuns(self)
 
-    def attach(self, runtimes: dict[str, QueueRuntime]) -> None:
+    @asynccontextmanager
+    async def connect(self, queues: Mapping[str, QueueInfo], *, serve: bool) -> AsyncIterator[None]:
         if self._own_clock is None:
-            # The run's clock itself (a MockClock in tests): cheaper than trio.current_time.
-            # trio's default clock is perf_counter plus a constant offset: perf_counter
-            # measures the same durations, and is a C function (a third of the cost).
+            # The run's clock itself (a MockClock in tests). trio's default clock is
+            # perf_counter plus a constant offset: perf_counter measures the same durations
+            # and is a C function, cheaper to call.
             clock = trio.lowlevel.current_clock()
             kind = type(clock)
             if kind.__name__ == "SystemClock" and kind.__module__.startswith("trio."):
                 self.clock = time.perf_counter
             else:
                 self.clock = clock.current_time
-        self._runtimes = runtimes
-        for name in runtimes:
-            self._room[name] = trio.lowlevel.ParkingLot()
-            self._dead[name] = deque()
+        for name, info in queues.items():
+            self._queues[name] = _Queue(info)
+        yield
 
-    # -- submit ----------------------------------------------------------------------------
+    # -- the client side -------------------------------------------------------------------
 
-    def submit_nowait(self, rt: QueueRuntime, env: Envelope) -> bool:
-        """Accept a ready task if there is room now (the hot path); False if full."""
-        if rt.outstanding >= rt.maxsize:
-            return False
-        rt.outstanding += 1
-        self._total += 1
-        self._tasks[env.id] = env
-        rt.submitted += 1
-        rt.ready.append(env)  # rt.push(env), inlined
-        if rt.parked and not rt.waking:
-            rt.wake()
-        return True
+    async def accept(self, queue: QueueInfo, task: Task, *, due: float | None = None) -> Admission:
+        admission = self.accept_nowait(queue, task)
+        if due is not None and admission is _ACCEPTED:
+            self._delay(self._queues[queue.name], task, due)
+        return admission
 
-    def submit_many_nowait(self, rt: QueueRuntime, envs: Sequence[Envelope]) -> int:
-        """Accept ready tasks, in order, as many as there is room for now; how many."""
-        room = rt.maxsize - rt.outstanding
-        if room <= 0 or not envs:
-            return 0
-        if len(envs) > room:
-            envs = envs[:room]
-        taken = len(envs)
-        rt.outstanding += taken
-        self._total += taken
+    def accept_nowait(self, queue: QueueInfo, task: Task) -> Admission:
         tasks = self._tasks
-        for env in envs:
-            tasks[env.id] = env
-        rt.submitted += taken
-        rt.ready.extend(envs)
-        if rt.parked and not rt.waking:
-            rt.wake()
+        task_id = task.id
+        if tasks.setdefault(task_id, task) is not task:  # one probe of a big dict
+            return Admission.EXISTS
+        q = self._queues[queue.name]
+        if q.outstanding >= q.maxsize:
+            del tasks[task_id]
+            return _FULL
+        q.outstanding += 1
+        return _ACCEPTED
+
+    async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
+        q = self._queues[queue.name]
+        room = q.maxsize - q.outstanding
+        taken = 0
+        known = self._tasks
+        for task in tasks:
+            if task.id not in known:
+                if room <= 0:
+                    break
+                room -= 1
+                known[task.id] = task
+            taken += 1
+        q.outstanding = q.maxsize - room
         return taken
 
-    async def submit(
-        self,
-        rt: QueueRuntime,
-        env: Envelope,
-        when_full: Full,
-        timeout: float | None,
-        delay: float | None = None,
-    ) -> None:
-        name = rt.name
-        maxsize = rt.maxsize
-        if rt.outstanding >= maxsize:
-            if when_full is Full.REJECT:
-                raise QueueFull(name, maxsize)
-            deadline = math.inf if timeout is None else trio.current_time() + timeout
-            with trio.CancelScope(deadline=deadline) as scope:
-                while rt.outstanding >= maxsize:
-                    rt.room_waiters += 1
-                    try:
-                        await self._room[name].park()
-                    finally:
-                        rt.room_waiters -= 1
-            if scope.cancelled_caught:
-                raise QueueFull(name, maxsize, timeout)
-            if self._abandoned:
-                # Woken by the shutdown: accepted now, the task would never run or resolve.
-                raise SystemStopping("the system shut down while this submit waited for room")
-        if env.pipeline is not None and env.pipeline not in self._runs:
-            # A later stage's task whose run has ended (maybe while it waited): not needed.
-            # If it was woken for room, that wake-up goes to the next waiter instead.
-            if rt.room_waiters and rt.outstanding < maxsize:
-                self._room[name].unpark()
+    async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
+        q = self._queues[queue.name]
+        if q.outstanding < q.maxsize:
+            await trio.lowlevel.checkpoint()
             return
-        rt.outstanding += 1
-        self._total += 1
-        self._tasks[env.id] = env
-        rt.submitted += 1
-        if env.pipeline is not None:
-            run = self._runs.get(env.pipeline)
-            if run is not None:
-                run.stages[id(env)] = env
-        if delay:
-            self.schedule(rt, env, delay)
-        else:
-            rt.push(env)
-
-    # -- pipeline runs ----------------------------------------------------------------------
-
-    async def start_run(
-        self,
-        rt: QueueRuntime,
-        stage: Envelope,
-        run: PipelineReceipt,
-        when_full: Full,
-        timeout: float | None,
-        delay: float | None = None,
-    ) -> None:
-        self._runs[run.id] = _Run(run)
+        q.room_waiters += 1
         try:
-            await self.submit(rt, stage, when_full, timeout, delay)
-        except BaseException:
-            del self._runs[run.id]
-            raise
-        self._tasks[run.id] = run
+            if math.isinf(timeout):
+                await q.room.park()
+            else:
+                with trio.move_on_after(timeout):
+                    await q.room.park()
+        finally:
+            q.room_waiters -= 1
+        if q.room_waiters and q.outstanding < q.maxsize:
+            # Woken for room: pass a wake-up on, in case this caller does not take it (a
+            # pipeline stage's task no longer needed); the next one retries and waits again
+            # if there is none left.
+            q.room.unpark()
 
-    def run_ended(self, stage: Envelope) -> bool:
-        run = self._runs.get(stage.pipeline or "")
-        if run is not None and not run.env.state.final:
-            return False
-        self._runs.pop(stage.pipeline or "", None)
-        return True
+    async def lookup(self, task_id: str) -> Task | None:
+        return self.lookup_nowait(task_id)
 
-    async def advance(self, stage: Envelope, children: int, fanned: bool) -> None:
-        run = self._runs.get(stage.pipeline or "")
-        if run is None:
-            return
-        run.fanned = run.fanned or fanned
-        run.pending += children - 1
-        if run.pending <= 0:
-            self._complete(run)
+    def lookup_nowait(self, task_id: str) -> Task | None:
+        now = self.clock()
+        if any(fifo and fifo[0].handle <= now for fifo in self._finished.values()):
+            self._evict(now)  # a TTL may have run out with no task finishing since
+        return self._tasks.get(task_id)
 
-    def branch_done(self, stage: Envelope, data: Any) -> None:
-        run = self._runs.get(stage.pipeline or "")
-        if run is None:
-            return
-        run.results[stage.path] = data
-        run.pending -= 1
-        if run.pending <= 0:
-            self._complete(run)
+    async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
+        deadline = trio.current_time() + timeout
+        while True:
+            tasks = self._tasks
+            done = [t for i in task_ids if (t := tasks.get(i)) is not None and t.state.final]
+            if done or trio.current_time() >= deadline:
+                await trio.lowlevel.checkpoint()
+                return done
+            self._settle_waiters += 1
+            try:
+                with trio.move_on_at(deadline):
+                    await self._settled.park()
+            finally:
+                self._settle_waiters -= 1
 
-    def _complete(self, run: _Run) -> None:
-        results = run.results
-        value = [results[key] for key in sorted(results)] if run.fanned else results.get(())
-        run.env.fanned = run.fanned
-        self._runs.pop(run.env.id, None)
-        self.finish(None, run.env, TaskState.SUCCEEDED, value)
+    async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
+        task = self.lookup_nowait(task_id)
+        if task is None or task.state.final:
+            return None
+        if task.is_run:
+            return await self.runs.cancel(task, error)
+        # A delayed one stays in its heap until due, and is dropped then (state CANCELLED).
+        await self.settle(self._queues[task.queue].info, task, TaskState.CANCELLED, None, error)
+        return task
 
-    def fail_run(self, stage: Envelope, state: TaskState, error: ErrorInfo | None) -> None:
-        run = self._runs.pop(stage.pipeline or "", None)
-        if run is None:
-            return
-        run.env.stage = stage.stage
-        run.env.attempts = stage.attempts
-        run.env.deliveries = stage.deliveries
-        self.finish(None, run.env, state, None, error)
-        self._cancel_stages(run, "its pipeline run failed at another stage")
+    # -- the worker side -------------------------------------------------------------------
 
-    def _cancel_stages(self, run: _Run, why: str) -> None:
-        """The run has its outcome: its other stage tasks stop (pending ones never run)."""
-        error = ErrorInfo("Cancelled", why)
-        for stage in list(run.stages.values()):
-            running = stage.state is TaskState.RUNNING
-            self.finish(self._runtimes.get(stage.queue), stage, TaskState.CANCELLED, None, error)
-            if running and stage.scope is not None:
-                stage.scope.cancel()
-        run.stages.clear()
+    async def claim(self, queue: QueueInfo, n: int, *, wait: float) -> list[Task]:
+        q = self._queues[queue.name]
+        deadline = trio.current_time() + wait
+        while True:
+            now = self.clock()
+            delayed = q.delayed
+            ready: list[Task] = []
+            while delayed and delayed[0][0] <= now and len(ready) < n:
+                _, _, task = heapq.heappop(delayed)
+                if task.state is _SCHEDULED:  # else: cancelled while it waited
+                    task.state = _PENDING
+                    ready.append(task)
+            if ready:
+                await trio.lowlevel.checkpoint()
+                return ready
+            until = delayed[0][0] - now if delayed else math.inf
+            left = deadline - trio.current_time()
+            if left <= 0:
+                await trio.lowlevel.checkpoint()
+                return ready
+            with trio.move_on_after(min(until, left)):
+                await q.due.park()
 
-    # -- outcomes --------------------------------------------------------------------------
-
-    def finish(
+    async def settle(
         self,
-        rt: QueueRuntime | None,
-        env: Envelope,
+        queue: QueueInfo,
+        task: Task,
         state: TaskState,
         result: Any = None,
         error: ErrorInfo | None = None,
     ) -> bool:
-        old = env.state
-        if old.final:
+        return self.settle_nowait(queue, task, state, result, error)
+
+    def settle_nowait(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        if task.state.final:
             return False
-        if old is _SCHEDULED and rt is not None:
-            rt.scheduled -= 1
-        if env.pipeline is not None:
-            run = self._runs.get(env.pipeline)
-            if run is not None:
-                run.stages.pop(id(env), None)
-        if rt is not None and state is _SUCCEEDED:
-            self.succeed(rt, env, result)
-            return True
-        now = self.clock()
-        env.state = state
-        env.value = result
-        env.error = error
-        env.finished_at = _wall()
-        if rt is not None:
-            if state is TaskState.FAILED:
-                rt.failed += 1
-            elif state is TaskState.DEAD_LETTERED:
-                rt.dead_lettered += 1
-            elif state is TaskState.CANCELLED:
-                rt.cancelled += 1
-            else:
-                rt.expired += 1
-        self._settle(rt, env, now)
-        return True
-
-    def succeed(self, rt: QueueRuntime, env: Envelope, result: Any) -> None:
-        """`finish(rt, env, SUCCEEDED, result)` for a running task of no pipeline: the
-        common case, without the branches it cannot take."""
-        now = self.clock()
-        env.state = _SUCCEEDED
-        env.value = result
-        env.error = None
-        env.finished_at = _wall()
-        rt.succeeded += 1
-        rt.latency.add(now - env.submitted_clock)
-        self._settle(rt, env, now)
-
-    def _settle(self, rt: QueueRuntime | None, env: Envelope, now: float) -> None:
-        """After an outcome: room for the queue, wake whoever waits, keep the outcome."""
-        if rt is not None:
-            rt.outstanding -= 1
-            self._total -= 1
-            if rt.room_waiters:
-                self._room[rt.name].unpark()
-            if self._total == 0 and self._drained:
-                self._drained.unpark_all()
-            ttl = rt.ttl
-        else:
-            ttl = 3600.0  # a pipeline run's outcome
-        if env.event is not None:
-            env.event.set()
-        # Kept for lookup by id until its TTL runs out, or until max_results newer ones
-        # are: a FIFO per TTL is in expiry order (cheaper than one heap for all).
+        task.state = state
+        task.result = result
+        task.error = error
+        task.finished_at = _wall()
+        q = self._queues[task.queue]
+        q.outstanding -= 1
+        if q.room_waiters:
+            q.room.unpark()
+        # _keep(task, queue.result_ttl), inlined: this runs once per task.
+        ttl = queue.result_ttl
         fifo = self._finished.get(ttl)
         if fifo is None:
             fifo = self._finished[ttl] = deque()
-        env.kept_until = now + ttl
-        fifo.append(env)
+        now = self.clock()
+        task.handle = now + ttl
+        fifo.append(task)
         self._kept += 1
-        if self._kept > self.max_results or fifo[0].kept_until <= now:
+        if self._kept > self.max_results or fifo[0].handle <= now:
             self._evict(now)
+        if self._settle_waiters:
+            self._settled.unpark_all()
+        return True
 
-    def _evict(self, now: float) -> None:
-        tasks = self._tasks
-        if len(self._finished) == 1:
-            # One TTL for every queue (the common case): its FIFO is in eviction order.
-            # Past max_results this runs once per finished task, so it stays lean.
-            for fifo in self._finished.values():
-                limit = self.max_results
-                while fifo and (self._kept > limit or fifo[0].kept_until <= now):
-                    env = fifo.popleft()
-                    self._kept -= 1
-                    if tasks.get(env.id) is env:
-                        del tasks[env.id]
-            return
-        fifos = [fifo for fifo in self._finished.values() if fifo]
-        while fifos:
-            # The oldest expiry among the FIFOs' heads goes first.
-            fifo = min(fifos, key=lambda f: f[0].kept_until)
-            if not (self._kept > self.max_results or fifo[0].kept_until <= now):
-                break
-            env = fifo.popleft()
-            self._kept -= 1
-            if tasks.get(env.id) is env:
-                del tasks[env.id]
-            if not fifo:
-                fifos.remove(fifo)
+    async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
+        self._delay(self._queues[queue.name], task, due)
 
-    def dead_letter(
-        self, rt: QueueRuntime, env: Envelope, state: TaskState, error: ErrorInfo | None
-    ) -> None:
-        if not self.finish(rt, env, state, None, error):
-            return
-        store = self._dead[rt.name]
+    async def dead_letter(
+        self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
+    ) -> bool:
+        if not self.settle_nowait(queue, task, state, None, error):
+            return False
+        store = self._queues[queue.name].dead
         if len(store) >= self.max_dead_letters:
             store.popleft()
             self.dead_dropped += 1
         store.append(
             DeadLetter(
-                id=env.id,
-                queue=rt.name,
-                payload=env.payload,
+                id=task.id,
+                queue=queue.name,
+                payload=task.payload,
                 state=state,
                 error=error,
-                attempts=env.attempts,
-                deliveries=env.deliveries,
-                submitted_at=env.submitted_at,
-                failed_at=env.finished_at or time.time(),
+                attempts=task.attempts,
+                deliveries=task.deliveries,
+                submitted_at=task.submitted_at,
+                failed_at=task.finished_at or _wall(),
             )
         )
-
-    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
-        await trio.lowlevel.checkpoint()
-        store = self._dead[queue]
-        return list(store)[-limit:] if limit < len(store) else list(store)
-
-    async def take_dead_letters(self, queue: str, ids: list[str] | None) -> list[DeadLetter]:
-        await trio.lowlevel.checkpoint()
-        store = self._dead[queue]
-        if ids is None:
-            taken = list(store)
-            store.clear()
-            return taken
-        wanted = set(ids)
-        taken = [letter for letter in store if letter.id in wanted]
-        self._dead[queue] = deque(letter for letter in store if letter.id not in wanted)
-        return taken
-
-    # -- retries and redelivery -----------------------------------------------------------
-
-    def schedule(self, rt: QueueRuntime, env: Envelope, delay: float) -> None:
-        env.state = TaskState.SCHEDULED
-        rt.scheduled += 1
-        self._seq += 1
-        due = self.clock() + delay
-        heapq.heappush(self._delayed, (due, self._seq, env))
-        if self._delayed[0][2] is env:
-            self._wake.unpark_all()
-
-    def redeliver(self, rt: QueueRuntime, env: Envelope) -> None:
-        env.state = TaskState.PENDING
-        rt.push_front(env)
-
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Promote due retries to their queues; sleeps until the next due time."""
-        task_status.started()
-        delayed = self._delayed
-        while True:
-            now = self.clock()
-            while delayed and delayed[0][0] <= now:
-                _, _, env = heapq.heappop(delayed)
-                if env.state is TaskState.SCHEDULED:
-                    rt = self._runtimes[env.queue]
-                    rt.scheduled -= 1
-                    env.state = TaskState.PENDING
-                    rt.push(env)
-            wait = delayed[0][0] - now if delayed else math.inf
-            with trio.move_on_after(wait):
-                await self._wake.park()
-
-    # -- lookups, cancel, drain -----------------------------------------------------------
-
-    def lookup(self, task_id: str) -> Envelope | None:
-        now = self.clock()
-        if any(fifo and fifo[0].kept_until <= now for fifo in self._finished.values()):
-            self._evict(now)  # a TTL may have run out with no task finishing since
-        return self._tasks.get(task_id)
-
-    async def cancel(self, env: Envelope) -> bool:
-        await trio.lowlevel.checkpoint()
-        if env.state.final:
-            return False
-        running = env.state is TaskState.RUNNING
-        rt = self._runtimes.get(env.queue)
-        error = ErrorInfo("Cancelled", "cancelled through its receipt")
-        self.finish(rt, env, TaskState.CANCELLED, None, error)
-        if running and env.scope is not None:
-            env.scope.cancel()
-        run = self._runs.pop(env.id, None)
-        if run is not None:  # a pipeline run: stop its stage tasks too
-            self._cancel_stages(run, "its pipeline run was cancelled")
-        elif env.pipeline is not None:
-            # One stage task of a run (found by id): the run cannot complete without it.
-            self.fail_run(env, TaskState.CANCELLED, error)
         return True
 
-    def outstanding(self, queue: str) -> int:
-        return self._runtimes[queue].outstanding
+    def _delay(self, q: _Queue, task: Task, due: float) -> None:
+        task.state = _SCHEDULED
+        self._seq += 1
+        heapq.heappush(q.delayed, (due, self._seq, task))
+        if q.delayed[0][2] is task:
+            q.due.unpark_all()  # due sooner than the claim planned to look again
 
-    async def drain(self) -> None:
-        runtimes = self._runtimes.values()
-        while self._total > 0 or any(rt.in_flight for rt in runtimes):
-            await self._drained.park()
-        await trio.lowlevel.checkpoint()
+    # -- outcomes kept for lookups ---------------------------------------------------------
 
-    def wake_drain(self) -> None:
-        if self._total == 0 and self._drained:
-            self._drained.unpark_all()
+    def _keep(self, task: Task, ttl: float) -> None:
+        """Keep an outcome for lookup by id until its TTL runs out, or until max_results
+        newer ones are; and wake whoever waits for outcomes. (`settle_nowait` has this
+        inlined; tests/queueing/test_fast_paths.py runs both.)"""
+        now = self.clock()
+        fifo = self._finished.get(ttl)
+        if fifo is None:
+            fifo = self._finished[ttl] = deque()
+        task.handle = now + ttl
+        fifo.append(task)
+        self._kept += 1
+        if self._kept > self.max_results or fifo[0].handle <= now:
+            self._evict(now)
+        if self._settle_waiters:
+            self._settled.unpark_all()
 
-    def abandon(self, reason: str) -> int:
-        self._abandoned = True
-        for room in self._room.values():
-            room.unpark_all()  # submits waiting for room: refused, see submit()
-        count = 0
+    def _evict(self, now: float) -> None:
+        tasks = self._tasks
+        fifos = [fifo for fifo in self._finished.values() if fifo]
+        while fifos:
+            # The oldest expiry among the FIFOs' heads goes first (one FIFO per TTL).
+            fifo = fifos[0] if len(fifos) == 1 else min(fifos, key=lambda f: f[0].handle)
+            if not (self._kept > self.max_results or fifo[0].handle <= now):
+                break
+            task = fifo.popleft()
+            self._kept -= 1
+            if tasks.get(task.id) is task:
+                del tasks[task.id]
+            if not fifo:
+                fifos.remove(fifo)
+
+    # -- dead letters, figures, shutdown ---------------------------------------------------
+
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        store = self._queues[queue].dead
+        return list(store)[-limit:] if limit < len(store) else list(store)
+
+    async def take_dead_letters(self, queue: str, ids: Collection[str] | None) -> list[DeadLetter]:
+        q = self._queues[queue]
+        if ids is None:
+            taken = list(q.dead)
+            q.dead.clear()
+            return taken
+        wanted = set(ids)
+        taken = [letter for letter in q.dead if letter.id in wanted]
+        q.dead = deque(letter for letter in q.dead if letter.id not in wanted)
+        return taken
+
+    async def outstanding(self, queue: str) -> int:
+        return self._queues[queue].outstanding
+
+    async def abandon(self, reason: str) -> list[Task]:
         error = ErrorInfo("SystemStopping", reason)
-        for env in list(self._tasks.values()):
-            if not env.state.final and env.queue in self._runtimes:
-                self.finish(self._runtimes[env.queue], env, TaskState.CANCELLED, None, error)
-                count += 1
-        for env in list(self._tasks.values()):
-            if not env.state.final:
-                self.finish(None, env, TaskState.CANCELLED, None, error)
-        return count
+        ended = []
+        for task in list(self._tasks.values()):
+            if task.state.final:
+                continue
+            if task.is_run:
+                self.runs.forget(task)
+                task.settle(TaskState.CANCELLED, None, error, _wall())
+                self._keep(task, RUN_TTL)
+            else:
+                info = self._queues[task.queue].info
+                await self.settle(info, task, TaskState.CANCELLED, None, error)
+            ended.append(task)
+        for q in self._queues.values():
+            q.room.unpark_all()  # submits waiting for room: the engine refuses them now
+        return ended
+
+
+class _Run:
+    """A pipeline run in flight: branches still running and results so far."""
+
+    __slots__ = ("advanced", "pending", "record", "results")
+
+    def __init__(self, record: PipelineTask) -> None:
+        self.record = record
+        self.pending = 1
+        self.results: dict[tuple[int, ...], Any] = {}
+        self.advanced: set[str] = set()  # stage tasks counted already (a re-run repeats)
+
+
+class MemoryRuns(RunStore):
+    """Pipeline runs in this process's memory."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+        self._runs: dict[str, _Run] = {}
+
+    async def start(
+        self, run: PipelineTask, queue: QueueInfo, first: PipelineTask, *, due: float | None
+    ) -> Admission:
+        admission = await self._broker.accept(queue, first, due=due)
+        if admission is _ACCEPTED:
+            self._runs[run.id] = _Run(run)
+            self._broker._tasks[run.id] = run
+        return admission
+
+    async def ended(self, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        return run is None or run.record.state.final
+
+    async def advance(
+        self, run_id: str, stage_task_id: str, children: int, fanned: bool
+    ) -> PipelineTask | None:
+        run = self._runs.get(run_id)
+        if run is None or stage_task_id in run.advanced:
+            return None
+        run.advanced.add(stage_task_id)
+        run.record.fanned = run.record.fanned or fanned
+        run.pending += children - 1
+        return self._complete(run) if run.pending <= 0 else None
+
+    async def branch_done(
+        self, run_id: str, path: tuple[int, ...], result: Any
+    ) -> PipelineTask | None:
+        run = self._runs.get(run_id)
+        if run is None or path in run.results:
+            return None
+        run.results[path] = result
+        run.pending -= 1
+        return self._complete(run) if run.pending <= 0 else None
+
+    def _complete(self, run: _Run) -> PipelineTask:
+        results = run.results
+        record = run.record
+        value = [results[key] for key in sorted(results)] if record.fanned else results.get(())
+        self._runs.pop(record.id, None)
+        record.settle(TaskState.SUCCEEDED, value, None, _wall())
+        self._broker._keep(record, RUN_TTL)
+        return record
+
+    async def end(
+        self, run_id: str, stage: PipelineTask, state: TaskState, error: ErrorInfo | None
+    ) -> PipelineTask | None:
+        run = self._runs.pop(run_id, None)
+        if run is None or run.record.state.final:
+            return None
+        record = run.record
+        record.stage = stage.stage
+        record.attempts = stage.attempts
+        record.deliveries = stage.deliveries
+        record.settle(state, None, error, _wall())
+        self._broker._keep(record, RUN_TTL)
+        return record
+
+    async def cancel(self, record: Task, error: ErrorInfo) -> Task | None:
+        """A run cancelled through its receipt (`Broker.cancel`)."""
+        self._runs.pop(record.id, None)
+        record.settle(TaskState.CANCELLED, None, error, _wall())
+        self._broker._keep(record, RUN_TTL)
+        return record
+
+    def forget(self, record: Task) -> None:
+        self._runs.pop(record.id, None)

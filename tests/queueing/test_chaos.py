@@ -86,7 +86,7 @@ def queues(seed: int) -> tuple[Queue, Pipeline]:
         timeout=draw.choice([None, 0.1]),
         result_ttl=draw.choice([1.0, 50.0]),
         max_restarts=100_000,
-        restart_within=1.0,
+        within=1.0,
     )
     fan = Queue("fan", Fan, workers=2, maxsize=draw.choice([1, 4]))
     last = Queue("last", Last, workers=draw.choice([1, 3]), maxsize=draw.choice([1, 3]))

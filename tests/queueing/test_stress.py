@@ -73,7 +73,7 @@ async def stress(count: int) -> None:
         maxsize=1_000,
         retry=RetryPolicy(stop=stop_after_attempt(3), wait=wait_exponential(0.01, max=1)),
         max_restarts=1_000_000,
-        restart_within=1.0,
+        within=1.0,
         worker_kwargs={"successes": successes},
     )
     living_before = trio.lowlevel.current_statistics().tasks_living

@@ -1,0 +1,127 @@
+"""The dispatcher: the actor that owns every served queue's buffer and fills it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from actors import Actor, Mailbox, Overflow
+
+from ._task import TaskState
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._runtime import QueueRuntime
+
+log = logging.getLogger("queueing")
+
+#: Seconds one `claim` waits for ready tasks before the dispatcher asks again (and the
+#: longest a stop of the dispatcher may wait for a claim in flight).
+CLAIM_WAIT = 0.5
+#: Ready tasks an in-process broker hands over per claim (due delays and retries).
+LOCAL_CLAIM = 1024
+
+
+class Dispatcher(Actor):
+    """Owns each served queue's buffer, an `actors.Mailbox` its pool's workers read.
+
+    - In process (`memory://`), a task accepted ready is put in its queue's buffer by the
+      engine at once; the dispatcher adds the tasks that become ready later inside the
+      broker (a delay or a retry backoff ran out).
+    - With a shared broker, the dispatcher claims from the broker only what idle workers
+      asked for (`Mailbox.wait_for_demand`: no prefetch), keeps the leases of what this
+      process holds, and stops the local run of a task settled elsewhere (cancelled).
+    """
+
+    def __init__(self, engine: Engine, runtimes: dict[str, QueueRuntime]) -> None:
+        self.engine = engine
+        self.runtimes = runtimes
+        self._scope: trio.CancelScope | None = None
+
+    @staticmethod
+    def buffer_for(rt: QueueRuntime, shared: bool) -> Mailbox:
+        """A new buffer for a served queue: in process, room for every outstanding task
+        (and one handed back by each worker); shared, room for one task per worker (what
+        idle workers asked for)."""
+        capacity = rt.spec.workers if shared else rt.spec.maxsize + rt.spec.workers
+        return Mailbox(capacity, Overflow.WAIT, owner=f"{rt.name}.buffer")
+
+    async def run(self) -> None:
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                for rt in self.runtimes.values():
+                    nursery.start_soon(self._fill, rt, name=f"dispatch {rt.name}")
+                if self.engine.shared:
+                    nursery.start_soon(self._keep_leases)
+
+    def on_stop_requested(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _fill(self, rt: QueueRuntime) -> None:
+        broker = self.engine.broker
+        buffer = rt.buffer
+        assert buffer is not None
+        info = rt.info
+        if broker.shared:
+            while True:
+                wanted = await buffer.wait_for_demand()
+                for task in await broker.claim(info, wanted, wait=CLAIM_WAIT):
+                    rt.held[task.id] = task
+                    buffer.put_nowait(task)  # room: a worker waits for each one
+        else:
+            while True:
+                for task in await broker.claim(info, LOCAL_CLAIM, wait=math.inf):
+                    rt.scheduled -= 1
+                    await buffer.put(task)
+
+    async def _keep_leases(self) -> None:
+        broker = self.engine.broker
+        while True:
+            await trio.sleep(broker.lease / 3)
+            for rt in self.runtimes.values():
+                if rt.held:
+                    lost = await broker.renew(rt.info, list(rt.held.values()))
+                    for task in lost:
+                        self._lost(rt, task)
+
+    def _lost(self, rt: QueueRuntime, task: Task) -> None:
+        """A task this process no longer holds: settled elsewhere (cancelled), or taken
+        over by another process after this one stalled past its lease."""
+        rt.held.pop(task.id, None)
+        if task.state.final:
+            if task._scope is not None:
+                task._scope.cancel()  # its outcome is recorded: stop running it here
+            return
+        log.warning(
+            "queue %r: task %s was reclaimed by another process after this one stalled "
+            "past its lease (%gs)",
+            rt.name,
+            task.id,
+            self.engine.broker.lease,
+        )
+        if task.state is TaskState.PENDING:
+            task.state = TaskState.CANCELLED  # here only: the worker that finds it skips it
+        # A running one runs on; the first outcome recorded wins.
+
+
+async def release(engine: Engine, runtimes: dict[str, QueueRuntime]) -> None:
+    """At shutdown (the workers and the dispatcher have stopped): close the buffers and
+    hand back to a shared broker what was claimed and never started, so that another
+    process takes it at once. (In process, `Engine.abandon` ends them.)"""
+    for rt in runtimes.values():
+        buffer = rt.buffer
+        if buffer is None:
+            continue
+        left = [task for task in buffer.close() if task.state is TaskState.PENDING]
+        if left and engine.shared:
+            for task in left:
+                rt.held.pop(task.id, None)
+            await engine.broker.release(rt.info, left)
+
+
+if TYPE_CHECKING:
+    from ._task import Task

@@ -1,0 +1,49 @@
+"""The broker a URL names."""
+
+from __future__ import annotations
+
+import os
+
+from ._exceptions import InvalidQueue
+from .brokers._contract import Broker
+from .brokers._memory import MemoryBroker
+
+#: The schemes of the Redis broker.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def broker_from_url(
+    broker: str | Broker | None,
+    *,
+    max_results: int,
+    max_dead_letters: int,
+    connect_timeout: float | None = None,
+) -> Broker:
+    """A broker from its URL (default: `QUEUEING_BROKER`, else "memory://"), or `broker`
+    itself if it is one already."""
+    if broker is None:
+        broker = os.environ.get("QUEUEING_BROKER") or "memory://"
+    if isinstance(broker, Broker):
+        return broker
+    if not isinstance(broker, str):
+        raise InvalidQueue(f"broker must be a URL string or a Broker, got {broker!r}")
+    scheme = broker.split(":", 1)[0] if ":" in broker else ""
+    if scheme == "memory":
+        return MemoryBroker(max_results=max_results, max_dead_letters=max_dead_letters)
+    if scheme in REDIS_SCHEMES:
+        from .brokers.redis import RedisBroker
+
+        if connect_timeout is None:
+            return RedisBroker(broker, max_dead_letters=max_dead_letters)
+        return RedisBroker(
+            broker, max_dead_letters=max_dead_letters, connect_timeout=connect_timeout
+        )
+    raise InvalidQueue(
+        f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
+        "'redis://host:port/db' or 'rediss://...' (TLS)"
+    )
+
+
+def is_shared_url(url: str) -> bool:
+    """Whether the URL names a broker that other processes can reach."""
+    return url.split(":", 1)[0] in REDIS_SCHEMES

@@ -1,0 +1,110 @@
+"""Receipts found by id, `drain()` and `stats()`, the same on every broker."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+from contract_workers import (
+    WAIT,
+    Double,
+    Probe,
+    Sleeper,
+    Troubled,
+    failure_of,
+    outcome_of,
+    serve,
+)
+
+from queueing import Queue, Receipt, TaskState, UnknownTask
+
+
+async def test_a_receipt_found_by_id_gives_the_same_result_and_status(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("double", Double)) as system:
+        receipt = await system.submit("double", 21)
+        assert await outcome_of(receipt) == 42
+        found = system.receipt(receipt.id)
+        assert found == receipt
+        assert found.id == receipt.id
+        assert await outcome_of(found) == 42
+        status, again = await receipt.status(), await found.status()
+    assert (again.state, again.attempts) == (status.state, status.attempts)
+    assert (again.state, again.attempts) == (TaskState.SUCCEEDED, 1)
+
+
+async def test_a_failed_task_found_by_id_gives_the_same_failure(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("troubled", Troubled, worker_kwargs={"probe": probe})
+    async with serve(broker, queue) as system:
+        receipt = await system.submit("troubled", {"name": "bad", "broken": True})
+        failure = await failure_of(receipt)
+        found = await failure_of(system.receipt(receipt.id))
+    assert (found.task_id, found.outcome, found.error_type, found.attempts) == (
+        failure.task_id,
+        failure.outcome,
+        failure.error_type,
+        failure.attempts,
+    )
+
+
+def _status(receipt: Receipt) -> Awaitable[Any]:
+    return receipt.status()
+
+
+def _result(receipt: Receipt) -> Awaitable[Any]:
+    return receipt.result(timeout=WAIT)
+
+
+@pytest.mark.parametrize("first_await", [_status, _result], ids=["status", "result"])
+async def test_an_unknown_id_raises_unknown_task_at_the_latest_at_the_first_await(
+    broker: str,
+    clock: trio.abc.Clock | None,
+    first_await: Callable[[Receipt], Awaitable[Any]],
+) -> None:
+    async with serve(broker, Queue("double", Double)) as system:
+        with pytest.raises(UnknownTask, match="no-such-task") as info:
+            await first_await(system.receipt("no-such-task"))
+    assert info.value.task_id == "no-such-task"
+
+
+async def test_drain_returns_once_every_task_finished(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("sleeper", Sleeper, workers=2)) as system:
+        receipts = [await system.submit("sleeper", [0.01 * n]) for n in range(6)]
+        await system.drain(timeout=WAIT)
+        assert [r.done() for r in receipts] == [True] * 6
+        assert [await outcome_of(r) for r in receipts] == [1] * 6
+
+
+async def test_drain_with_nothing_submitted_returns(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("double", Double)) as system:
+        await system.drain(timeout=WAIT)
+
+
+async def test_stats_count_the_outcomes_after_drain(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("troubled", Troubled, workers=2, worker_kwargs={"probe": probe})
+    good, bad = ["a", "b", "c"], ["x", "y"]
+    async with serve(broker, queue) as system:
+        for name in good:
+            await system.submit("troubled", {"name": name})
+        for name in bad:
+            await system.submit("troubled", {"name": name, "broken": True})
+        await system.drain(timeout=WAIT)
+        stats = system.stats()["troubled"]
+    assert (stats.submitted, stats.succeeded, stats.failed) == (5, 3, 2)
+    assert (stats.dead_lettered, stats.cancelled, stats.expired) == (0, 0, 0)
+    assert stats.finished == 5
+    # Not asserted: the gauges (outstanding, depth, in_flight). The docs do not promise
+    # they are fresh the moment drain() returns, and a broker may read them from a cache.

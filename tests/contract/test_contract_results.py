@@ -1,0 +1,163 @@
+"""Results of every JSON-able kind come back through `await receipt`, typed as declared;
+results JSON cannot hold fail the task, the same way on every broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from contract_workers import (
+    WAIT,
+    Describe,
+    Echo,
+    EchoBool,
+    EchoFloat,
+    EchoInt,
+    EchoStr,
+    Label,
+    Locate,
+    Nothing,
+    Point,
+    ToFloat,
+    failure_of,
+    serve,
+)
+
+from queueing import Queue, TaskState, Worker
+
+LARGE = 200 * 1024  # bytes: well past any inline or fast path, within max_payload
+DEPTH = 100  # levels of nesting
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for level in range(depth):
+        value = [level, value] if level % 2 else {"level": level, "inner": value}
+    return value
+
+
+PLAIN = {
+    "int": 42,
+    "negative-int": -7,
+    "zero": 0,
+    "float": 0.1,
+    "huge-float": -1.5e300,
+    "tiny-float": 5e-324,
+    "str": "hello",
+    "empty-str": "",
+    "true": True,
+    "false": False,
+    "none": None,
+    "big-int": 2**100,
+    "big-negative-int": -(10**40),
+    "unicode": "naïve café, 東京, Ελλάδα, 🚀, \u2028 and \x00",
+    "large-str": "x" * LARGE,
+    "large-unicode-str": "é" * (LARGE // 2),
+    "large-list": [{"n": n, "name": f"item-{n}"} for n in range(LARGE // 25)],
+    "empty-list": [],
+    "empty-dict": {},
+    "nested": _nested(DEPTH),
+    "mixed": {"a": [1, 2.5, "three", None, True, {"b": []}], "c": {"d": {"e": "f"}}},
+}
+
+
+@pytest.mark.parametrize("value", list(PLAIN.values()), ids=list(PLAIN))
+async def test_await_receipt_returns_plain_data_of_every_kind(
+    broker: str, clock: trio.abc.Clock | None, value: Any
+) -> None:
+    async with serve(broker, Queue("echo", Echo)) as system:
+        receipt = await system.submit("echo", value)
+        with trio.fail_after(WAIT):
+            result = await receipt
+    assert result == value
+    assert type(result) is type(value)
+
+
+TYPED: dict[str, tuple[type[Worker], Any]] = {
+    "int": (EchoInt, 42),
+    "big-int": (EchoInt, 3**90),
+    "float": (EchoFloat, 2.5),
+    "whole-float": (EchoFloat, 2.0),
+    "str": (EchoStr, "東京 🚀"),
+    "bool": (EchoBool, False),
+}
+
+
+@pytest.mark.parametrize(("worker", "value"), list(TYPED.values()), ids=list(TYPED))
+async def test_await_receipt_returns_the_declared_primitive_type(
+    broker: str, clock: trio.abc.Clock | None, worker: type[Worker], value: Any
+) -> None:
+    async with serve(broker, Queue("typed", worker)) as system:
+        with trio.fail_after(WAIT):
+            result = await (await system.submit("typed", value))
+    assert result == value
+    assert type(result) is type(value)
+
+
+async def test_a_handler_declared_to_return_none_gives_none(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("nothing", Nothing)) as system:
+        receipt = await system.submit("nothing", "anything")
+        with trio.fail_after(WAIT):
+            assert await receipt is None
+        assert (await receipt.status()).state is TaskState.SUCCEEDED
+
+
+async def test_an_attrs_payload_and_a_dataclass_result_keep_their_types(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("describe", Describe)) as system:
+        with trio.fail_after(WAIT):
+            result = await (await system.submit("describe", Point(3, -4)))
+    assert result == Label("(3, -4)", [3, -4])
+    assert type(result) is Label
+
+
+async def test_a_dataclass_payload_and_an_attrs_result_keep_their_types(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("locate", Locate)) as system:
+        with trio.fail_after(WAIT):
+            result = await (await system.submit("locate", Label("home", [1, 2])))
+    assert result == Point(1, 2)
+    assert type(result) is Point
+
+
+async def test_a_payload_given_as_a_dict_is_structured_as_the_declared_class(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("describe", Describe)) as system:
+        with trio.fail_after(WAIT):
+            result = await (await system.submit("describe", {"x": 5, "y": 6}))
+    assert result == Label("(5, 6)", [5, 6])
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+async def test_a_float_result_json_cannot_hold_fails_the_task_without_retry(
+    broker: str, clock: trio.abc.Clock | None, text: str
+) -> None:
+    async with serve(broker, Queue("to-float", ToFloat)) as system:
+        receipt = await system.submit("to-float", text)
+        failure = await failure_of(receipt)
+        status = await receipt.status()
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type == "queueing.PayloadError"
+    assert failure.attempts == 1
+    message = failure.error.lower()
+    assert "result" in message
+    assert "json" in message
+    assert status.state is TaskState.FAILED
+    assert status.attempts == 1
+
+
+async def test_the_worker_goes_on_after_a_result_json_cannot_hold(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("to-float", ToFloat, workers=1)) as system:
+        bad = await system.submit("to-float", "nan")
+        good = await system.submit("to-float", "1.5")
+        with trio.fail_after(WAIT):
+            assert await good == 1.5
+        assert (await failure_of(bad)).outcome is TaskState.FAILED

@@ -1,0 +1,203 @@
+"""What `submit` and `submit_many` accept and refuse: payload checks at the caller,
+`maxsize` with `Full.WAIT` / `Full.REJECT` / `full_timeout`, receipts in order."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import trio
+from contract_workers import (
+    SETTLE,
+    WAIT,
+    Double,
+    Echo,
+    Gated,
+    Half,
+    Probe,
+    outcome_of,
+    serve,
+)
+
+from queueing import (
+    Full,
+    PayloadError,
+    PayloadTooLarge,
+    Queue,
+    QueueFull,
+    QueueSystem,
+    Receipt,
+    UnknownQueue,
+)
+
+SMALL_PAYLOAD = 64  # bytes: Queue(max_payload=...) of the size tests
+
+
+async def _nothing_accepted(system: QueueSystem, queue: str) -> None:
+    await system.drain(timeout=WAIT)
+    stats = system.stats()[queue]
+    assert (stats.submitted, stats.outstanding) == (0, 0)
+    assert await system.dead_letters(queue) == []
+
+
+@pytest.mark.parametrize(
+    ("queue", "payload"),
+    [
+        ("half", math.nan),
+        ("half", math.inf),
+        ("echo", math.nan),
+        ("echo", {"values": [1.0, -math.inf]}),
+    ],
+    ids=["nan-as-float", "inf-as-float", "nan-as-any", "inf-nested-in-any"],
+)
+async def test_a_payload_json_cannot_hold_is_refused_at_submit(
+    broker: str, clock: trio.abc.Clock | None, queue: str, payload: Any
+) -> None:
+    async with serve(broker, Queue("half", Half), Queue("echo", Echo)) as system:
+        with pytest.raises(PayloadError, match=queue):
+            await system.submit(queue, payload)
+        await _nothing_accepted(system, queue)
+
+
+async def test_a_payload_of_the_wrong_type_is_refused_at_submit(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("double", Double)) as system:
+        with pytest.raises(PayloadError, match="double"):
+            await system.submit("double", "not a number")
+        await _nothing_accepted(system, "double")
+
+
+async def test_a_payload_over_max_payload_is_refused_with_its_size_and_the_limit(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("small", Echo, max_payload=SMALL_PAYLOAD)) as system:
+        with pytest.raises(PayloadTooLarge) as info:
+            await system.submit("small", "x" * (2 * SMALL_PAYLOAD))
+        assert info.value.limit == SMALL_PAYLOAD
+        assert info.value.size > SMALL_PAYLOAD
+        assert str(SMALL_PAYLOAD) in str(info.value)
+        await _nothing_accepted(system, "small")
+
+
+async def test_a_payload_at_max_payload_is_accepted(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    fits = "x" * (SMALL_PAYLOAD - 2)  # the JSON string's quotes count
+    async with serve(broker, Queue("small", Echo, max_payload=SMALL_PAYLOAD)) as system:
+        assert await outcome_of(await system.submit("small", fits)) == fits
+
+
+async def test_an_unknown_queue_is_refused_with_the_known_names(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("echo", Echo), Queue("double", Double)) as system:
+        with pytest.raises(UnknownQueue) as info:
+            await system.submit("nosuch", 1)
+        assert info.value.name == "nosuch"
+        assert "double" in str(info.value)
+        assert "echo" in str(info.value)
+        for name in ("echo", "double"):
+            await _nothing_accepted(system, name)
+
+
+async def test_a_full_queue_that_waits_accepts_the_submit_once_a_task_finishes(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("gated", Gated, maxsize=1, worker_kwargs={"probe": probe})
+    accepted: list[tuple[Receipt, list[Any]]] = []
+    async with serve(broker, queue) as system:
+        first = await system.submit("gated", "first")
+
+        async def submit_second() -> None:
+            receipt = await system.submit("gated", "second")
+            accepted.append((receipt, list(probe.finished)))
+
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(submit_second)
+                await probe.wait_for(probe.started)
+                await trio.sleep(SETTLE)
+                assert accepted == []  # still waiting for room
+                probe.gate.set()
+        assert await outcome_of(first) == "first"
+        [(second, finished_before)] = accepted
+        assert finished_before == ["first"]  # accepted only once the first one finished
+        assert await outcome_of(second) == "second"
+
+
+async def test_a_full_queue_that_rejects_raises_queue_full_at_once(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("gated", Gated, maxsize=2, when_full=Full.REJECT, worker_kwargs={"probe": probe})
+    async with serve(broker, queue) as system:
+        receipts = [await system.submit("gated", n) for n in range(2)]
+        with trio.fail_after(WAIT), pytest.raises(QueueFull) as info:
+            await system.submit("gated", 2)  # the gate is closed: nothing frees a place
+        assert info.value.queue == "gated"
+        assert "'gated'" in str(info.value)
+        probe.gate.set()
+        assert [await outcome_of(r) for r in receipts] == [0, 1]
+        await system.drain(timeout=WAIT)
+        assert probe.started == [0, 1]  # the refused one never ran
+
+
+async def test_a_full_queue_that_waits_gives_up_after_full_timeout(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("gated", Gated, maxsize=1, full_timeout=SETTLE, worker_kwargs={"probe": probe})
+    async with serve(broker, queue) as system:
+        first = await system.submit("gated", "first")
+        started = trio.current_time()
+        with pytest.raises(QueueFull, match=r"'gated'.*after waiting"):
+            await system.submit("gated", "second")
+        assert trio.current_time() - started >= SETTLE * 0.9  # it did wait
+        probe.gate.set()
+        assert await outcome_of(first) == "first"
+        await system.drain(timeout=WAIT)
+        assert probe.started == ["first"]
+
+
+async def test_a_submit_timeout_bounds_the_wait_for_room(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("gated", Gated, maxsize=1, worker_kwargs={"probe": probe})  # waits forever
+    async with serve(broker, queue) as system:
+        first = await system.submit("gated", "first")
+        with pytest.raises(QueueFull, match="'gated'"):
+            await system.submit("gated", "second", timeout=SETTLE)
+        probe.gate.set()
+        assert await outcome_of(first) == "first"
+
+
+async def test_submit_many_returns_receipts_in_order(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    numbers = list(range(40))
+    async with serve(broker, Queue("double", Double, workers=4)) as system:
+        receipts = await system.submit_many("double", numbers)
+        assert len({r.id for r in receipts}) == len(numbers)
+        assert [await outcome_of(r) for r in receipts] == [2 * n for n in numbers]
+
+
+async def test_submit_many_with_a_bad_payload_keeps_the_accepted_receipts(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("gated", Gated, worker_kwargs={"probe": probe})
+    probe.gate.set()
+    payloads: list[Any] = [1, 2, math.nan, 4]
+    async with serve(broker, queue) as system:
+        with pytest.raises(PayloadError) as info:
+            await system.submit_many("gated", payloads)
+        accepted = info.value.accepted  # type: ignore[attr-defined]
+        results = [await outcome_of(r) for r in accepted]
+        await system.drain(timeout=WAIT)
+    assert results[:2] == [1, 2]  # those before the bad one are accepted, in order
+    assert set(results) <= {1, 2, 4}  # the bad one is not (a broker may accept the rest)
+    assert sorted(probe.started) == sorted(results)  # every accepted one ran, nothing else

@@ -1,0 +1,127 @@
+"""The in-process fast paths give what the general paths give, on the same inputs.
+
+With an in-process broker (`nowait = True`) a submit is accepted with `accept_nowait` and a
+plain result is recorded with `settle_nowait` (no coroutine per call); every other case,
+and every shared broker, takes the general path (`Engine.accept`, `Engine.succeeded`). The
+test runs random scenarios on `memory://` both ways (the second through a broker that
+offers no fast path) and compares everything a user can see.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from queueing import (
+    Overflow,
+    Queue,
+    QueueFull,
+    TaskFailed,
+    Transient,
+    Worker,
+    open_system,
+)
+from queueing.brokers import MemoryBroker
+
+
+class GeneralPathsOnly(MemoryBroker):
+    """The memory broker, without its fast paths: the engine takes its general ones."""
+
+    nowait = False
+
+
+@attrs.frozen
+class Point:
+    x: int
+    y: int
+
+
+class Echo(Worker):
+    """Returns what the payload asks for, or fails as it asks."""
+
+    async def handle(self, payload: Any) -> Any:
+        kind, value = payload
+        await trio.sleep(0.001 * (len(str(value)) % 3))
+        if kind == "transient" and self.attempt < 2:
+            raise Transient("once")
+        if kind == "fail":
+            raise ValueError(str(value))
+        if kind == "point":
+            return Point(int(value), -int(value))
+        if kind == "float":
+            return float(value)
+        return value
+
+
+_values = st.one_of(
+    st.integers(-(10**30), 10**30),
+    st.text(max_size=20),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=4),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
+)
+_items = st.lists(
+    st.one_of(
+        st.tuples(st.just("value"), _values),
+        st.tuples(st.just("float"), st.sampled_from(["1.5", "nan", "inf", "-inf", "0"])),
+        st.tuples(st.just("point"), st.integers(-100, 100)),
+        st.tuples(st.sampled_from(["transient", "fail"]), st.integers(0, 9)),
+    ),
+    max_size=30,
+)
+
+
+def _run(items: list[Any], maxsize: int, policy: Overflow, fast: bool) -> list[Any]:
+    async def main() -> list[Any]:
+        seen: list[Any] = []
+        queue = Queue("echo", Echo, workers=2, maxsize=maxsize, when_full=policy)
+        broker = MemoryBroker() if fast else GeneralPathsOnly()
+        async with open_system(queue, broker=broker) as system:
+            receipts = []
+            for item in items:
+                try:
+                    receipts.append(await system.submit("echo", item, timeout=1.0))
+                except QueueFull:
+                    seen.append("full")
+            for receipt in receipts:
+                try:
+                    value = await receipt
+                except TaskFailed as exc:
+                    value = (exc.outcome, exc.error_type, exc.attempts)
+                status = await receipt.status()
+                seen.append((value, status.state, status.attempts, status.deliveries))
+            await system.drain()
+            stats = system.stats()["echo"]
+            seen.append((stats.submitted, stats.succeeded, stats.failed, stats.retried))
+            seen.append((stats.dead_lettered, stats.outstanding, stats.in_flight))
+        return seen
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    items=_items,
+    maxsize=st.integers(1, 40),
+    policy=st.sampled_from([Overflow.WAIT, Overflow.REJECT]),
+)
+def test_fast_and_general_paths_give_the_same_outcomes(
+    items: list[Any], maxsize: int, policy: Overflow
+) -> None:
+    fast = _run(items, maxsize, policy, fast=True)
+    general = _run(items, maxsize, policy, fast=False)
+    assert len(fast) == len(general)
+    assert all(_same(a, b) for a, b in zip(fast, general, strict=True)), (fast, general)
