@@ -164,6 +164,17 @@ class Supervisor(Actor):
     # -- running -------------------------------------------------------------------------
 
     async def _main(self, cell: _Cell) -> None:
+        try:
+            await self._supervise(cell)
+        except BaseException:
+            # Cancelled from outside (a shutdown deadline): the children's tasks ended with
+            # the nursery, each finishing its actor; a child waiting out its backoff has no
+            # task, so it is finished here, or its ref would look alive for ever.
+            for child in self._children:
+                child.cell.finish(child.exit_reason)
+            raise
+
+    async def _supervise(self, cell: _Cell) -> None:
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery

@@ -25,6 +25,7 @@ from actors import (
     Strategy,
     Supervisor,
     SupervisorGaveUp,
+    open_system,
 )
 
 Starts = dict[str, list[float]]
@@ -223,3 +224,34 @@ async def test_a_pool_with_crashing_tasks_keeps_its_throughput(
 def test_reset_after_must_be_a_number_of_seconds(value: Any) -> None:
     with pytest.raises(InvalidConfig, match="reset_after must be"):
         Supervisor(reset_after=value)
+
+
+async def test_a_child_waiting_out_its_backoff_ends_with_a_shutdown_that_runs_out_of_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Stubborn(Actor):
+        async def receive(self, message: Any) -> None:
+            await trio.sleep_forever()
+
+    starts: Starts = {}
+    async with open_system(shutdown_timeout=1) as system:
+        await system.spawn(
+            Supervisor.spec(
+                [
+                    ChildSpec(Crashy, (starts,), name="c"),
+                    ChildSpec(Stubborn, name="s", shutdown=100),
+                ],
+                name="sup",
+                backoff=tenacity.wait_fixed(3600),
+            )
+        )
+        crashy = system.lookup("c")
+        await crashy.tell("crash")
+        await crashy.tell("crash")  # waits an hour for its next restart
+        await system.lookup("s").tell("work")  # will not stop within the shutdown timeout
+        await trio.testing.wait_all_tasks_blocked()
+        assert crashy.stats().state is ActorState.RESTARTING
+    # The shutdown cancelled what was left; the waiting child ended with it.
+    assert not crashy.is_alive
+    assert system.names == []
+    assert isinstance((await crashy.join()).reason, RuntimeError)
