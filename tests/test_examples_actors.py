@@ -93,7 +93,7 @@ def test_bank_example_restores_an_account_and_finishes_a_crashed_saga_exactly_on
 
 
 def test_crawler_example_backs_off_escalates_and_finally_gives_up() -> None:
-    output, logs = run_example_with_logs("crawler.py")
+    output, logs = run_example_with_logs("crawler_pool.py")
 
     # Part 1: every page of the site, despite the flaky page and the host that is down.
     assert "  fetched 14 pages of example.org" in output

@@ -1,6 +1,6 @@
 """A crawler: a pool of fetchers with per-child backoff, a rate limit, and escalation.
 
-    python examples/crawler.py
+    python examples/crawler_pool.py
 
 The tree this program builds (twice: a normal crawl, then a total outage):
 
