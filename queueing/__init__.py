@@ -20,6 +20,7 @@ from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
 from ._exceptions import UnknownTask as UnknownTask
+from ._exceptions import WorkersCrashed as WorkersCrashed
 from ._open import connect as connect
 from ._open import open_system as open_system
 from ._open import run_system as run_system
@@ -70,6 +71,7 @@ __all__ = [
     "UnknownQueue",
     "UnknownTask",
     "Worker",
+    "WorkersCrashed",
     "connect",
     "is_transient",
     "make_converter",

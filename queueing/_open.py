@@ -14,7 +14,8 @@ import trio
 import actors
 
 from ._convert import make_converter
-from ._exceptions import InvalidQueue, QueueingError
+from ._exceptions import InvalidQueue, QueueingError, WorkersCrashed
+from ._pools import POOL_SUFFIX
 from ._queue import Pipeline, Queue
 from ._system import QueueSystem
 from ._urls import broker_from_url
@@ -85,19 +86,38 @@ async def open_system(
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
     the_broker = broker_from_url(broker, max_results=max_results, max_dead_letters=max_dead_letters)
-    async with actors.open_system(
-        name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
-    ) as asys:
-        system = QueueSystem(
-            asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
-        )
-        infos = {name: rt.info for name, rt in system._runtimes.items()}
-        async with the_broker.connect(infos, serve=True):
-            await system._start(serve=True)
-            try:
-                yield system
-            finally:
-                await system._stop()
+    try:
+        async with actors.open_system(
+            name="queueing", shutdown_timeout=2 * shutdown_timeout + 5, max_restarts=0
+        ) as asys:
+            system = QueueSystem(
+                asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
+            )
+            infos = {name: rt.info for name, rt in system._runtimes.items()}
+            async with the_broker.connect(infos, serve=True):
+                await system._start(serve=True)
+                try:
+                    yield system
+                finally:
+                    await system._stop()
+    except actors.SupervisorGaveUp as exc:
+        crashed = _crashed_pool(exc, queues)
+        if crashed is None:
+            raise
+        raise crashed from crashed.cause
+
+
+def _crashed_pool(
+    exc: BaseException | None, queues: dict[str, Queue[Any]]
+) -> WorkersCrashed | None:
+    """The queue whose pool gave up, somewhere in a chain of supervisors giving up."""
+    while exc is not None:
+        if isinstance(exc, actors.SupervisorGaveUp) and exc.supervisor.endswith(POOL_SUFFIX):
+            queue = queues.get(exc.supervisor[: -len(POOL_SUFFIX)])
+            if queue is not None:
+                return WorkersCrashed(queue.name, exc.max_restarts, exc.within, exc.__cause__)
+        exc = exc.__cause__
+    return None
 
 
 class _Remote(Worker[Any, Any]):
@@ -141,7 +161,7 @@ async def connect(
                 queues[name] = Queue(
                     name, _Remote, maxsize=info.maxsize, max_payload=info.max_payload
                 )
-        async with actors.open_system(name="queueing-client") as asys:
+        async with actors.open_system(name="queueing-client", max_restarts=0) as asys:
             system = QueueSystem(
                 asys, broker, queues, pipelines, converter or make_converter(), CLIENT_CLOSE
             )

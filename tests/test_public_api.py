@@ -117,6 +117,7 @@ QUEUEING_DOCUMENTED = [
     "UnknownQueue",
     "UnknownTask",
     "Worker",
+    "WorkersCrashed",
     "connect",
     "is_transient",
     "make_converter",
