@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import typing
@@ -114,6 +115,7 @@ def describe_error(exc: BaseException) -> str:
 
 def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
     """The payload and result types a `handle` method declares (Any where it does not)."""
+    handle = inspect.unwrap(handle)  # a bridged (asyncio) handle: its own annotations
     try:
         hints = typing.get_type_hints(handle)
     except Exception:

@@ -13,6 +13,7 @@ import trio
 
 import actors
 
+from ._asyncio import asyncio_loop, needs_loop
 from ._convert import make_converter
 from ._exceptions import InvalidQueue, QueueingError, WorkersCrashed
 from ._pools import POOL_SUFFIX
@@ -87,9 +88,12 @@ async def open_system(
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
     the_broker = broker_from_url(broker, max_results=max_results, max_dead_letters=max_dead_letters)
     try:
-        async with actors.open_system(
-            name="queueing", shutdown_timeout=2 * shutdown_timeout + 5, max_restarts=0
-        ) as asys:
+        async with (
+            asyncio_loop(needs_loop(queues.values())),
+            actors.open_system(
+                name="queueing", shutdown_timeout=2 * shutdown_timeout + 5, max_restarts=0
+            ) as asys,
+        ):
             system = QueueSystem(
                 asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
             )

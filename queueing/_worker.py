@@ -12,6 +12,7 @@ import trio
 import actors
 from actors import Actor
 
+from ._asyncio import ASYNCIO_METHODS, bridge, explain
 from ._convert import AS_ANY
 from ._engine import PLAIN_RESULTS
 from ._exceptions import InvalidQueue, PayloadError, QueueingError
@@ -58,6 +59,11 @@ class Worker(Actor, Generic[P, R]):
     _scope: trio.CancelScope | None = None
     _stop = False  # set by on_stop_requested: read per task, cheaper than `stopping`
 
+    #: True: `handle`, `on_start` and `on_stop` are asyncio code (asyncpg, aiohttp...); they
+    #: run on an asyncio loop inside the system's trio loop (trio-asyncio, the `asyncio`
+    #: extra). See the docs' asyncio libraries page.
+    asyncio: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in ("run", "on_stop_requested", "receive"):
@@ -66,6 +72,11 @@ class Worker(Actor, Generic[P, R]):
                     f"{cls.__name__} overrides Worker.{name}, which feeds tasks to handle(): "
                     "do the work in handle(), set up in on_start() and clean up in on_stop()"
                 )
+        if cls.asyncio:
+            for name in ASYNCIO_METHODS:
+                method = vars(cls).get(name)
+                if method is not None and not getattr(method, "__queueing_asyncio__", False):
+                    setattr(cls, name, bridge(cls, name, method))
 
     async def handle(self, payload: P) -> R:
         """Process one task's payload and return its result."""
@@ -204,7 +215,7 @@ class Worker(Actor, Generic[P, R]):
                     await engine.hand_back(rt, task)
                 raise
             except Exception as exc:  # a PayloadError too: told apart below
-                failure = exc
+                failure = explain(exc)
             except BaseException:
                 if task.run is not None:
                     engine.stage_stopped(task)
