@@ -99,6 +99,10 @@ async def open_system(
             )
             infos = {name: rt.info for name, rt in system._runtimes.items()}
             async with the_broker.connect(infos, serve=True):
+                if pipelines:
+                    await the_broker.declare_pipelines(
+                        {name: [stage.name for stage in p.stages] for name, p in pipelines.items()}
+                    )
                 await system._start(serve=True)
                 try:
                     yield system
@@ -165,6 +169,9 @@ async def connect(
                 queues[name] = Queue(
                     name, _Remote, maxsize=info.maxsize, max_payload=info.max_payload
                 )
+        for name, stages in (await broker.declared_pipelines()).items():
+            if name not in pipelines and name not in queues and all(s in queues for s in stages):
+                pipelines[name] = Pipeline(name, [queues[stage] for stage in stages])
         async with actors.open_system(name="queueing-client", max_restarts=0) as asys:
             system = QueueSystem(
                 asys, broker, queues, pipelines, converter or make_converter(), CLIENT_CLOSE

@@ -262,6 +262,15 @@ class Broker(abc.ABC):
         """The queues that serving processes declared (for a client that knows none)."""
         return {}
 
+    async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:  # noqa: B027
+        """Publish the pipelines a serving process runs (name: its stage queues, in order),
+        so that a client that knows none can submit to them by name. Optional: a broker
+        without it leaves such clients to pass the `Pipeline` objects to `connect()`."""
+
+    async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
+        """The pipelines serving processes published (`declare_pipelines`)."""
+        return {}
+
 
 class RunStore(abc.ABC):
     """Pipeline runs: a run is a task of its own (its record is a `PipelineTask` named by the
