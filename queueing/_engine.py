@@ -153,10 +153,16 @@ class Engine:
         return tasks, None
 
     def run_task(
-        self, pipeline: Pipeline, payload: Any, expires: float | None, key: str | None = None
+        self,
+        pipeline: Pipeline,
+        payload: Any,
+        expires: float | None,
+        key: str | None = None,
+        stage: int = 0,
     ) -> tuple[PipelineTask, PipelineTask]:
-        """A pipeline submission: the run's record and its first stage task."""
-        first = self.runtimes[pipeline.stages[0].name]
+        """A pipeline submission: the run's record and its first stage task (the pipeline's
+        first stage, or `stage`: a run that starts half-way, for a requeued dead letter)."""
+        first = self.runtimes[pipeline.stages[stage].name]
         data = self.validate(first, payload)
         now = self.clock()
         wall = _wall()
@@ -167,7 +173,7 @@ class Engine:
             else key_id(pipeline.name, key)
         )
         run = PipelineTask(run_id, pipeline.name, data, wall, expires_at, route=pipeline.name)
-        stage = PipelineTask(
+        task = PipelineTask(
             f"{first.name}:{run_id}.s",
             first.name,
             data,
@@ -175,9 +181,10 @@ class Engine:
             expires_at,
             run=run_id,
             route=pipeline.name,
+            stage=stage,
         )
-        run._born = stage._born = now
-        return run, stage
+        run._born = task._born = now
+        return run, task
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -262,10 +269,21 @@ class Engine:
         expires: float | None,
         timeout: float | None,
         key: str | None = None,
+        stage: int = 0,
     ) -> PipelineTask:
         """Accept a pipeline submission; returns the run's record (with `key`, the record
-        of the run submitted with that key before, if there is one)."""
-        run, stage = self.run_task(pipeline, payload, expires, key)
+        of the run submitted with that key before, if there is one). `stage`: start the run
+        at that stage (a requeued dead letter of it)."""
+        run, stage_task = self.run_task(pipeline, payload, expires, key, stage)
+        return await self._start_run(run, stage_task, delay, timeout)
+
+    async def _start_run(
+        self,
+        run: PipelineTask,
+        stage: PipelineTask,
+        delay: float | None,
+        timeout: float | None,
+    ) -> PipelineTask:
         rt = self.runtimes[stage.queue]
         due = None if not delay else self.clock() + delay
         if self.shared:

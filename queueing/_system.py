@@ -482,7 +482,9 @@ class QueueSystem:
 
     async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt[Any]]:
         """Submit dead letters again (all of the queue's, or those with `ids`) as new
-        tasks; returns their new receipts. The old ids keep their failed outcome.
+        tasks; returns their new receipts. The old ids keep their failed outcome. The dead
+        letter of a pipeline's stage goes on down its pipeline: a new run starts at that
+        stage, and its receipt resolves with the last stage's result.
 
         A letter leaves the store only once its new task is accepted: if a submit is
         refused (`QueueFull`...), that letter and the rest stay. Entries that never were
@@ -494,9 +496,28 @@ class QueueSystem:
         for letter in await self._broker.dead_letters(queue, 1 << 30):
             if not letter.id or (wanted is not None and letter.id not in wanted):
                 continue
-            receipts.append(await self.submit(queue, letter.payload))
+            receipts.append(await self._resubmit(queue, letter))
             await self._broker.take_dead_letters(queue, [letter.id])
         return receipts
+
+    async def _resubmit(self, queue: str, letter: DeadLetter) -> Receipt[Any]:
+        """A dead letter as a new task; a pipeline stage's goes on down its pipeline (a new
+        run from that stage, whose receipt resolves with the last stage's result)."""
+        run = run_of(letter.id)
+        pipeline = self._pipelines.get(queue_of(run)) if run is not None else None
+        stages = [stage.name for stage in pipeline.stages] if pipeline is not None else []
+        if pipeline is None or queue not in stages:
+            return await self.submit(queue, letter.payload)
+        await _checkpoint_if_cancelled()
+        record = await self._engine.start_run(
+            pipeline,
+            letter.payload,
+            delay=None,
+            expires=None,
+            timeout=None,
+            stage=stages.index(queue),
+        )
+        return Receipt(record, self)
 
     async def purge_dead_letters(self, queue: str) -> int:
         """Delete the queue's dead letters; returns how many there were."""
