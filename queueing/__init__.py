@@ -31,6 +31,7 @@ from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import is_transient as is_transient
+from ._schedule import Schedule as Schedule
 from ._stats import QueueStats as QueueStats
 from ._system import QueueSystem as QueueSystem
 from ._task import DeadLetter as DeadLetter
@@ -59,6 +60,7 @@ __all__ = [
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",
+    "Schedule",
     "SystemStopping",
     "TaskCancelled",
     "TaskExpired",

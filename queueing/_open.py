@@ -18,6 +18,7 @@ from ._convert import make_converter
 from ._exceptions import InvalidQueue, QueueingError, WorkersCrashed
 from ._pools import POOL_SUFFIX
 from ._queue import Pipeline, Queue
+from ._schedule import Schedule
 from ._system import QueueSystem
 from ._urls import broker_from_url
 from ._worker import Worker
@@ -29,10 +30,11 @@ CLIENT_CLOSE = 5.0
 
 
 def _collect(
-    specs: tuple[Queue[Any] | Pipeline, ...],
-) -> tuple[dict[str, Queue[Any]], dict[str, Pipeline]]:
+    specs: tuple[Queue[Any] | Pipeline | Schedule, ...],
+) -> tuple[dict[str, Queue[Any]], dict[str, Pipeline], tuple[Schedule, ...]]:
     queues: dict[str, Queue[Any]] = {}
     pipelines: dict[str, Pipeline] = {}
+    schedules: dict[str, Schedule] = {}
 
     def add_queue(queue: Queue[Any]) -> None:
         other = queues.get(queue.name)
@@ -49,17 +51,28 @@ def _collect(
             pipelines[spec.name] = spec
             for stage in spec.stages:
                 add_queue(stage)
+        elif isinstance(spec, Schedule):
+            if spec.name in schedules:
+                raise InvalidQueue(f"two schedules are named {spec.name!r}; rename one")
+            schedules[spec.name] = spec
         else:
-            raise InvalidQueue(f"expected Queue or Pipeline objects, got {spec!r}")
+            raise InvalidQueue(f"expected Queue, Pipeline or Schedule objects, got {spec!r}")
     for name in pipelines:
         if name in queues:
             raise InvalidQueue(f"a queue and a pipeline are both named {name!r}; rename one")
-    return queues, pipelines
+    for schedule in schedules.values():
+        if schedule.queue not in queues and schedule.queue not in pipelines:
+            known = ", ".join(sorted([*queues, *pipelines])) or "none"
+            raise InvalidQueue(
+                f"schedule {schedule.name!r} submits to {schedule.queue!r}, which is not a "
+                f"queue or pipeline of this system (known: {known}); pass it to the system too"
+            )
+    return queues, pipelines, tuple(schedules.values())
 
 
 @asynccontextmanager
 async def open_system(
-    *specs: Queue[Any] | Pipeline,
+    *specs: Queue[Any] | Pipeline | Schedule,
     broker: str | Broker | None = None,
     converter: cattrs.Converter | None = None,
     shutdown_timeout: float = 10.0,
@@ -73,7 +86,8 @@ async def open_system(
     with `memory://` they resolve as CANCELLED, a durable broker keeps them.
 
     Args:
-        specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages).
+        specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages), and
+            the `Schedule`s whose tasks this process submits.
         broker: "memory://" (in process), "redis://host:port/db" or "rediss://..." (TLS),
             or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".
@@ -83,7 +97,7 @@ async def open_system(
         max_results: the most finished outcomes kept for lookup by id (memory broker).
         max_dead_letters: the most dead letters kept per queue.
     """
-    queues, pipelines = _collect(specs)
+    queues, pipelines, schedules = _collect(specs)
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
     the_broker = broker_from_url(broker, max_results=max_results, max_dead_letters=max_dead_letters)
@@ -103,7 +117,7 @@ async def open_system(
                     await the_broker.declare_pipelines(
                         {name: [stage.name for stage in p.stages] for name, p in pipelines.items()}
                     )
-                await system._start(serve=True)
+                await system._start(serve=True, schedules=schedules)
                 try:
                     yield system
                 finally:
@@ -162,7 +176,7 @@ async def connect(
             f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )
-    queues, pipelines = _collect(specs)
+    queues, pipelines, _ = _collect(specs)
     async with broker.connect({}, serve=False):
         for name, info in (await broker.declared()).items():
             if name not in queues:
@@ -192,7 +206,7 @@ async def _run(
 
 
 def run_system(
-    *specs: Queue[Any] | Pipeline,
+    *specs: Queue[Any] | Pipeline | Schedule,
     main: Callable[[QueueSystem], Awaitable[T]] | None = None,
     clock: trio.abc.Clock | None = None,
     **options: Any,

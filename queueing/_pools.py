@@ -20,6 +20,7 @@ from actors import Actor, ChildSpec, Supervisor
 
 from ._dispatcher import Dispatcher, release
 from ._results import ReceiptsActor
+from ._schedule import Schedule, Scheduler
 
 if TYPE_CHECKING:
     from actors import ActorRef
@@ -76,7 +77,9 @@ class Actors:
         self.receipts: ActorRef | None = None
         self.dispatcher: ActorRef | None = None
 
-    async def start(self, system: QueueSystem, *, serve: bool) -> None:
+    async def start(
+        self, system: QueueSystem, *, serve: bool, schedules: tuple[Schedule, ...] = ()
+    ) -> None:
         asys = system.actors
         engine = system._engine
         broker = system._broker
@@ -100,6 +103,10 @@ class Actors:
             services.append(
                 ChildSpec(Dispatcher, args=(engine, runtimes), name="queueing.dispatcher")
             )
+            if schedules:
+                services.append(
+                    ChildSpec(Scheduler, args=(schedules, system.submit), name="queueing.scheduler")
+                )
         await asys.spawn(
             Supervisor.spec(
                 services,

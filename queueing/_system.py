@@ -20,6 +20,7 @@ from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
 from ._results import Results, copy_outcome
 from ._runtime import QueueRuntime
+from ._schedule import Schedule
 from ._stats import QueueStats
 from ._task import DeadLetter, PipelineTask, Task, TaskState, TaskStatus
 from ._validate import seconds
@@ -83,9 +84,9 @@ class QueueSystem:
         """The queues and pipelines this system knows."""
         return [*self._queues, *self._pipelines]
 
-    async def _start(self, *, serve: bool) -> None:
+    async def _start(self, *, serve: bool, schedules: tuple[Schedule, ...] = ()) -> None:
         self._engine.start()
-        await self._actors.start(self, serve=serve)
+        await self._actors.start(self, serve=serve, schedules=schedules)
 
     async def _stop(self) -> None:
         self.unfinished = await self._actors.stop(self)

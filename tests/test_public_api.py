@@ -105,6 +105,7 @@ QUEUEING_DOCUMENTED = [
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",
+    "Schedule",
     "SystemStopping",
     "TaskCancelled",
     "TaskExpired",
