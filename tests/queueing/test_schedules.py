@@ -49,9 +49,7 @@ async def test_two_processes_running_a_schedule_submit_each_tick_once(
     # In memory the two systems do not share a broker: this checks the key each tick gets,
     # the same in both, which a shared broker turns into one task.
     tick = Schedule("tick", queue="log", every=5)
-    assert tick.key(1_700_000_005.0) == Schedule("tick", queue="log", every=5).key(
-        1_700_000_005.0
-    )
+    assert tick.key(1_700_000_005.0) == Schedule("tick", queue="log", every=5).key(1_700_000_005.0)
     assert tick.next_tick(1_700_000_001.0) == 1_700_000_005.0
 
 

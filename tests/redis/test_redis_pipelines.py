@@ -245,3 +245,11 @@ async def test_cancelling_a_run_stops_its_stage_running_in_another_process(
 async def _logged(log: list[str], line: str) -> bool:
     await trio.lowlevel.checkpoint()
     return line in log
+
+
+async def test_a_client_that_knows_no_pipeline_submits_to_one_by_name(redis_url: str) -> None:
+    fetch, measure, pipe = ingest()
+    async with open_system(fetch, measure, pipe, broker=redis_url), connect(redis_url) as client:
+        assert "ingest" in client.names
+        receipt = await client.submit("ingest", {"url": "https://example.org"})
+        assert await receipt.result(timeout=5) == len("<html>https://example.org</html>")

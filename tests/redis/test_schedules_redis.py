@@ -24,8 +24,9 @@ async def test_two_processes_submit_each_tick_once(redis_url: str) -> None:
     seen: list[str] = []
     tick = Schedule("tick", queue="log", every=0.5)
     queue = Queue("log", Log, worker_kwargs={"seen": seen})
-    async with open_system(queue, tick, broker=redis_url), open_system(
-        queue, tick, broker=redis_url
+    async with (
+        open_system(queue, tick, broker=redis_url),
+        open_system(queue, tick, broker=redis_url),
     ):
         await trio.sleep(2.2)
     assert 3 <= len(seen) <= 5

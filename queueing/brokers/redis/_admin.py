@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -72,6 +72,30 @@ class Admin:
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("queue %r: unreadable declaration %r (%s)", name, value, exc)
         return queues
+
+    async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:
+        """Publish pipelines (name: stage queues) for clients that know none."""
+        docs = {name: dumps(list(stages)) for name, stages in pipelines.items()}
+        if docs:
+            key = self.keys.pipelines()
+            await self.calls.retrying(
+                "declare pipelines", lambda: self.calls.client.hset(key, docs)
+            )
+
+    async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
+        raw = await self.calls.retrying(
+            "declared pipelines", lambda: self.calls.client.hgetall(self.keys.pipelines())
+        )
+        pipelines = {}
+        for name, value in raw.items():
+            try:
+                stages = json.loads(value)
+                if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+                    raise ValueError("not a list of queue names")
+                pipelines[str(name)] = tuple(stages)
+            except ValueError as exc:
+                log.warning("pipeline %r: unreadable declaration %r (%s)", name, value, exc)
+        return pipelines
 
     async def outstanding(self, queue: str) -> int:
         key = self.keys.outstanding(queue)
