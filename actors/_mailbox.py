@@ -138,8 +138,11 @@ class Mailbox:
             ActorStopped: the mailbox is closed.
         """
         items = self._items
-        if type(items) is deque and len(items) < self.capacity and not self._closed:
-            # The common case first: room in a mailbox that has had messages before.
+        if type(items) is not deque:
+            if self._closed:
+                raise ActorStopped(self.owner)
+            items = self._items = deque()  # the first message since the reader drained it
+        if len(items) < self.capacity and not self._closed:
             items.append(message)
             self.received += 1
             if self._reader is not None:
@@ -149,14 +152,6 @@ class Mailbox:
             return True
         if self._closed:
             raise ActorStopped(self.owner)
-        if len(items) < self.capacity:
-            items = self._items = deque((message,))
-            self.received += 1
-            if self._reader is not None:
-                self.wake_reader()
-            elif self._getters and not self._waking:
-                self._wake_getter()
-            return True
         overflow = self.overflow
         if overflow is Overflow.WAIT:
             raise trio.WouldBlock
@@ -164,7 +159,6 @@ class Mailbox:
             self.rejected += 1
             raise MailboxFull(self.owner, self.capacity)
         if overflow is Overflow.DROP_OLDEST:
-            assert isinstance(items, deque)
             self._drop(items.popleft())
             items.append(message)
             self.received += 1
