@@ -35,6 +35,8 @@ _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 #: submit_many accepts this many tasks between two yields to the scheduler (in process).
 CHUNK = 1024
+#: Figures that describe a queue's state now (not totals of what happened).
+_GAUGES = frozenset(("outstanding", "in_flight", "scheduled"))
 #: submit_many's concurrent submissions to a shared broker (they share round trips).
 CONCURRENT_SUBMITS = 500
 #: Seconds a shared broker's drain() waits between two looks at the queues.
@@ -75,8 +77,9 @@ class QueueSystem:
             for name, rt in self._runtimes.items()
             if rt.result_codec.as_is is not None
         }
-        #: Outstanding tasks per queue as last read from a shared broker (`stats()`).
-        self._remote: dict[str, int] = {}
+        #: Figures per queue as last read from a shared broker (`stats()`).
+        self._remote: dict[str, dict[str, int]] = {}
+        self._serving = True
         self._accept_nowait = broker.accept_nowait
 
     @property
@@ -85,6 +88,7 @@ class QueueSystem:
         return [*self._queues, *self._pipelines]
 
     async def _start(self, *, serve: bool, schedules: tuple[Schedule, ...] = ()) -> None:
+        self._serving = serve
         self._engine.start()
         await self._actors.start(self, serve=serve, schedules=schedules)
 
@@ -394,26 +398,48 @@ class QueueSystem:
     def stats(self) -> dict[str, QueueStats]:
         """Figures per queue: depth, in flight, outcomes, retries, restarts, latency.
 
-        Outcome counts are this process's; `outstanding` is exact in process, and with a
-        shared broker the figure last read from it (every few seconds)."""
+        In process, exact. With a shared broker, `outstanding`, `in_flight` and `scheduled`
+        are the queue's (every process's) as last read from the broker, every few seconds;
+        the totals are this process's in a system that serves queues, and every process's
+        in a `connect()` client (the same figures as `queueing status`). `restarts` and the
+        latencies are this process's."""
         shared = self._broker.shared
         result = {}
         for name, rt in self._runtimes.items():
-            outstanding = self._remote.get(name, 0) if shared else rt.outstanding
+            local = {
+                "outstanding": rt.outstanding if not shared else 0,
+                "in_flight": rt.in_flight,
+                "scheduled": rt.scheduled,
+                "submitted": rt.submitted,
+                "succeeded": rt.succeeded,
+                "failed": rt.failed,
+                "retried": rt.retried,
+                "dead_lettered": rt.dead_lettered,
+                "cancelled": rt.cancelled,
+                "expired": rt.expired,
+            }
+            figures = local
+            remote = self._remote.get(name, {})
+            if shared and not self._serving:
+                figures = {**local, **remote}  # a client: the broker's figures, all processes
+            elif shared:
+                # Serving: this process's counts; the queue's state from the broker.
+                figures = {**local, **{k: v for k, v in remote.items() if k in _GAUGES}}
+            outstanding = figures["outstanding"]
             result[name] = QueueStats(
                 name=name,
-                depth=max(0, outstanding - rt.in_flight),
-                scheduled=rt.scheduled,
-                in_flight=rt.in_flight,
+                depth=max(0, outstanding - figures["in_flight"]),
+                scheduled=figures["scheduled"],
+                in_flight=figures["in_flight"],
                 outstanding=outstanding,
                 maxsize=rt.spec.maxsize,
-                submitted=rt.submitted,
-                succeeded=rt.succeeded,
-                failed=rt.failed,
-                retried=rt.retried,
-                dead_lettered=rt.dead_lettered,
-                cancelled=rt.cancelled,
-                expired=rt.expired,
+                submitted=figures["submitted"],
+                succeeded=figures["succeeded"],
+                failed=figures["failed"],
+                retried=figures["retried"],
+                dead_lettered=figures["dead_lettered"],
+                cancelled=figures["cancelled"],
+                expired=figures["expired"],
                 restarts=rt.restarts(),
                 workers=rt.spec.workers,
                 p50=rt.latency.percentile(50),
@@ -463,9 +489,12 @@ class QueueSystem:
         return busy
 
     async def _refresh_figures(self) -> None:
-        """Read the queues' outstanding counts from a shared broker (for `stats()`)."""
+        """Read the queues' figures from a shared broker (for `stats()`)."""
         for name in self._runtimes:
-            self._remote[name] = await self._broker.outstanding(name)
+            figures = await self._broker.figures(name)
+            if figures is None:
+                figures = {"outstanding": await self._broker.outstanding(name)}
+            self._remote[name] = figures
 
     def _runtime(self, queue: str) -> QueueRuntime:
         rt = self._runtimes.get(queue)

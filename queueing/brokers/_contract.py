@@ -262,6 +262,13 @@ class Broker(abc.ABC):
         """The queues that serving processes declared (for a client that knows none)."""
         return {}
 
+    async def figures(self, queue: str) -> dict[str, int] | None:
+        """A shared broker's figures of `queue`, over every process: `outstanding`,
+        `in_flight`, `scheduled`, `dead_letters`, and the totals `submitted`, `succeeded`,
+        `failed`, `retried`, `dead_lettered`, `cancelled`, `expired` it keeps (those it
+        does not keep are left out). None: figures are only this process's (the default)."""
+        return None
+
     async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:  # noqa: B027
         """Publish the pipelines a serving process runs (name: its stage queues, in order),
         so that a client that knows none can submit to them by name. Optional: a broker
