@@ -72,8 +72,9 @@ async def open_system(
 
     Args:
         specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages).
-        broker: "memory://" (in process), "redis://host:port/db" or "rediss://..." (TLS),
-            or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
+        broker: "memory://" (in process), "sqlite:///path.db" (a file that the processes
+            of one machine share), "redis://host:port/db" or "rediss://..." (TLS), or a
+            `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".
         converter: the cattrs converter for payloads and results (default: a strict JSON
             converter from `queueing.make_converter()`).
@@ -131,7 +132,8 @@ async def connect(
     broker = broker_from_url(url, max_results=0, max_dead_letters=10_000)
     if not broker.shared:
         raise InvalidQueue(
-            f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
+            f"connect() needs a shared broker (sqlite:///path.db, redis:// or rediss://), "
+            f"got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )
     if hasattr(broker, "connect_timeout"):

@@ -109,6 +109,7 @@ class Task:
     """
 
     __slots__ = (
+        "__weakref__",  # the receipt side of a shared broker watches records weakly
         "_born",
         "_scope",
         "_waiter",

@@ -58,6 +58,11 @@ class BrokerCase:
 BROKERS = (
     BrokerCase("memory", lambda request: "memory://", mock_clock=True),
     BrokerCase(
+        "sqlite",
+        lambda request: f"sqlite:///{request.getfixturevalue('tmp_path')}/queueing.db",
+        mock_clock=False,
+    ),
+    BrokerCase(
         "redis",
         lambda request: str(request.getfixturevalue("redis_url")),
         mock_clock=False,

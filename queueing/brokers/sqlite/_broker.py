@@ -1,0 +1,280 @@
+"""`SqliteBroker`: durable queues in one SQLite file, shared by the processes of a machine."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from ..._task import DeadLetter, ErrorInfo, Task, TaskState
+from .._contract import Admission, Broker, QueueInfo
+from . import _ops, _runs
+from ._records import STATES, dumps, error_of, error_text, letter_of, letter_text, loads, task_row
+from ._settings import parse_url
+from ._writer import Writer
+
+log = logging.getLogger("queueing")
+#: The longest pause between two heartbeats of a serving process (`status` lists it).
+HEARTBEAT = 5.0
+
+
+class SqliteBroker(Broker):
+    """Tasks, outcomes and dead letters in a SQLite file (`sqlite:///path.db`).
+
+    Every process that opens the same file shares its queues: workers claim tasks with a
+    lease (`?lease=`, 30 s), renewed while they run, so that the tasks of a process that
+    died are claimed again by another one once their lease runs out. Writes are batched
+    by one thread per process (see `_writer.py`); `?synchronous=` says how far a commit
+    goes toward the disk (see docs/concepts/sqlite.md).
+    """
+
+    durable = True
+    shared = True
+    clock = staticmethod(time.time)
+
+    def __init__(self, url: str, *, max_dead_letters: int = 10_000) -> None:
+        self.settings = parse_url(url)
+        self.url = url
+        self.lease = self.settings.lease
+        self.max_dead_letters = max_dead_letters
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.runs = _runs.SqliteRuns(self)
+        self._writer: Writer | None = None
+        #: Tasks this process claimed and has not settled, retried or released: a cancel
+        #: made here settles the very record its worker runs.
+        self._claimed: dict[str, Task] = {}
+        self._serving = False
+        #: For `wait_settled`: the ids known to be open as of outcome number `_since`.
+        self._open_ids: frozenset[str] = frozenset()
+        self._since: int | None = None
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            raise RuntimeError("the SQLite broker is used outside of its connect() block")
+        return self._writer
+
+    # -- life ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, queues: Mapping[str, QueueInfo], *, serve: bool) -> AsyncIterator[None]:
+        writer = Writer(self.settings, self.owner, _ops.cleanup)
+        try:
+            async with anyio.create_task_group() as group:
+                await writer.start(group)
+                self._writer = writer
+                self._serving = serve
+                process = None
+                if serve:
+                    process = (os.getpid(), socket.gethostname(), dumps(sorted(queues)), 0)
+                await writer.call(_ops.declare, list(queues.values()), process)
+                try:
+                    yield
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        if serve:
+                            try:
+                                await writer.call(_ops.leave)
+                            except Exception:
+                                log.debug("SQLite broker: could not sign off", exc_info=True)
+                        await writer.close()
+                    group.cancel_scope.cancel()
+        except BaseExceptionGroup as group_error:
+            if len(group_error.exceptions) == 1:
+                only = group_error.exceptions[0]
+                raise only from only.__cause__
+            raise
+        finally:
+            self._writer = None
+            writer.dispose()
+
+    async def run(self) -> None:
+        """Heartbeats of a serving process (for `status`), until cancelled."""
+        every = min(HEARTBEAT, self.lease / 3)
+        while True:
+            await anyio.sleep(every)
+            if self._serving:
+                self.writer.send(_ops.heartbeat)
+
+    async def flush(self) -> None:
+        if self._writer is not None:
+            await self._writer.flush()
+
+    # -- the client side -------------------------------------------------------------------
+
+    async def accept(self, queue: QueueInfo, task: Task, *, due: float | None = None) -> Admission:
+        admission: Admission = await self.writer.call(
+            _ops.accept, queue, task_row(task), task.id, due
+        )
+        return admission
+
+    async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
+        rows = [(task.id, task_row(task)) for task in tasks]
+        return int(await self.writer.call(_ops.accept_many, queue, rows))
+
+    async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
+        room = self.writer.signals.event(f"room:{queue.name}")
+        if await self.outstanding(queue.name) < queue.maxsize:
+            return
+        with anyio.move_on_after(timeout):
+            await room.wait()
+
+    async def lookup(self, task_id: str) -> Task | None:
+        task: Task | None = await self.writer.call(_ops.lookup, task_id, write=False)
+        return task
+
+    async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
+        writer = self.writer
+        deadline = anyio.current_time() + timeout
+        while True:
+            settled = writer.signals.event("settled")
+            wanted = frozenset(task_ids)
+            since = self._since
+            fresh = list(wanted - self._open_ids) if since is not None else list(wanted)
+            done, cursor = await writer.call(_ops.settled, fresh, wanted, since, write=False)
+            self._since = cursor
+            self._open_ids = wanted.difference(task.id for task in done)
+            if done or anyio.current_time() >= deadline:
+                return done  # type: ignore[no-any-return]
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                await settled.wait()
+
+    async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
+        record: Task | None = await self.writer.call(
+            _runs.cancel, task_id, error_text(error), time.time()
+        )
+        if record is None:
+            return None
+        mine = self._claimed.pop(task_id, None)
+        if mine is not None:
+            # Running (or about to run) here: its worker's own record learns the outcome.
+            mine.settle(record.state, None, record.error, record.finished_at or time.time())
+            return mine
+        return record
+
+    # -- the worker side -------------------------------------------------------------------
+
+    async def claim(self, queue: QueueInfo, n: int, *, wait: float) -> list[Task]:
+        writer = self.writer
+        deadline = anyio.current_time() + wait
+        while True:
+            ready = writer.signals.event(f"ready:{queue.name}")
+            tasks, nxt = await writer.call(_ops.claim, queue.name, n, self.lease)
+            if tasks:
+                claimed = self._claimed
+                for task in tasks:
+                    claimed[task.id] = task
+                return tasks  # type: ignore[no-any-return]
+            now = anyio.current_time()
+            if now >= deadline:
+                return []
+            pause = deadline - now
+            if nxt is not None:
+                pause = min(pause, max(0.0, nxt - time.time()))
+            with anyio.move_on_after(pause):
+                await ready.wait()
+
+    async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
+        if not tasks:
+            return []
+        by_id = {task.id: task for task in tasks}
+        lost = []
+        for task_id, state, result, error, finished_at in await self.writer.call(
+            _ops.renew, list(by_id), self.lease
+        ):
+            task = by_id[task_id]
+            self._claimed.pop(task_id, None)
+            outcome = STATES.get(state or "")
+            if outcome is not None and outcome.final and not task.state.final:
+                task.settle(outcome, loads(result), error_of(error), finished_at or time.time())
+            lost.append(task)
+        return lost
+
+    async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
+        items = []
+        for task in tasks:
+            self._claimed.pop(task.id, None)
+            items.append((task.id, task.attempts, task.deliveries, task.first_started))
+        if items:
+            await self.writer.call(_ops.release, queue.name, items)
+
+    async def settle(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        if task.state.final:
+            return False
+        now = time.time()
+        counts = (task.attempts, task.deliveries, task.first_started)
+        settled: bool = await self.writer.call(
+            _ops.settle, queue, task.id, state, dumps(result), error_text(error), counts, now
+        )
+        self._claimed.pop(task.id, None)
+        if settled:
+            task.settle(state, result, error, now)
+        return settled
+
+    async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
+        self._claimed.pop(task.id, None)
+        task.state = TaskState.SCHEDULED
+        counts = (task.attempts, task.deliveries, task.first_started)
+        await self.writer.call(
+            _ops.retry_at, queue.name, task.id, due, error_text(task.error), counts
+        )
+
+    async def dead_letter(
+        self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
+    ) -> bool:
+        if task.state.final:
+            return False
+        now = time.time()
+        counts = (task.attempts, task.deliveries, task.first_started)
+        letter = letter_text(task, queue.name, state, error, now)
+        settled: bool = await self.writer.call(
+            _ops.dead_letter,
+            queue,
+            task.id,
+            state,
+            error_text(error),
+            counts,
+            now,
+            letter,
+            self.max_dead_letters,
+        )
+        self._claimed.pop(task.id, None)
+        if settled:
+            task.settle(state, None, error, now)
+        return settled
+
+    # -- dead letters and figures ----------------------------------------------------------
+
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        texts = await self.writer.call(_ops.dead_letters, queue, limit, write=False)
+        return [letter_of(text) for text in texts]
+
+    async def take_dead_letters(self, queue: str, ids: Collection[str] | None) -> list[DeadLetter]:
+        wanted = None if ids is None else list(ids)
+        texts = await self.writer.call(_ops.take_dead_letters, queue, wanted)
+        return [letter_of(text) for text in texts]
+
+    async def outstanding(self, queue: str) -> int:
+        return int(await self.writer.call(_ops.outstanding, queue, write=False))
+
+    async def declared(self) -> dict[str, QueueInfo]:
+        rows = await self.writer.call(_ops.declared, write=False)
+        return {
+            name: QueueInfo(name, maxsize, max_payload, math.inf if ttl >= 1e18 else ttl)
+            for name, maxsize, max_payload, ttl in rows
+        }
