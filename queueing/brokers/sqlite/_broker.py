@@ -272,6 +272,12 @@ class SqliteBroker(Broker):
     async def outstanding(self, queue: str) -> int:
         return int(await self.writer.call(_ops.outstanding, queue, write=False))
 
+    async def status(self) -> dict[str, Any]:
+        """Every queue in the file (counts by state, outcome counters, dead letters) and
+        the serving processes seen lately, as plain data (`queueing status`)."""
+        info: dict[str, Any] = await self.writer.call(_ops.status, write=False)
+        return info
+
     async def declared(self) -> dict[str, QueueInfo]:
         rows = await self.writer.call(_ops.declared, write=False)
         return {

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..._task import Task, TaskState
 from .._contract import Admission, QueueInfo
-from ._records import COLUMNS, INSERT_TASK, OPEN_STATES, record, ttl_end
+from ._records import COLUMNS, INSERT_TASK, OPEN_STATES, loads, record, ttl_end
 from ._tx import COUNTERS, Tx
 
 _OPEN = "state IN ('pending', 'scheduled', 'running')"
@@ -329,3 +329,60 @@ def cleanup(tx: Tx, rows: int) -> int:
     ).rowcount
     tx.execute("DELETE FROM processes WHERE seen_at < ?", (tx.now - PROCESS_STALE,))
     return int(deleted)
+
+
+def status(tx: Tx) -> dict[str, Any]:
+    """Queues (counts by state, outcome counters) and the live processes, for `status`."""
+    queues: dict[str, dict[str, Any]] = {}
+    for row in tx.execute(
+        "SELECT name, maxsize, outstanding, submitted, succeeded, failed, retried, "
+        "dead_lettered, cancelled, expired FROM queues ORDER BY name"
+    ):
+        name, *counts = row
+        queues[name] = dict(
+            zip(
+                (
+                    "maxsize",
+                    "outstanding",
+                    "submitted",
+                    "succeeded",
+                    "failed",
+                    "retried",
+                    "dead_lettered",
+                    "cancelled",
+                    "expired",
+                ),
+                counts,
+                strict=True,
+            )
+        )
+        queues[name].update(ready=0, scheduled=0, in_flight=0, dead_letters=0)
+    names = {"pending": "ready", "scheduled": "scheduled", "running": "in_flight"}
+    for queue, state, count in tx.execute(
+        "SELECT queue, state, count(*) FROM tasks WHERE avail_at IS NOT NULL GROUP BY queue, state"
+    ):
+        if queue in queues and state in names:
+            queues[queue][names[state]] = count
+    for queue, count in tx.execute("SELECT queue, count(*) FROM dead_letters GROUP BY queue"):
+        if queue in queues:
+            queues[queue]["dead_letters"] = count
+    running = dict(
+        tx.execute(
+            "SELECT owner, count(*) FROM tasks WHERE state = 'running' AND avail_at IS NOT NULL "
+            "GROUP BY owner"
+        ).fetchall()
+    )
+    workers = {}
+    for owner, pid, host, served, seen_at in tx.execute(
+        "SELECT owner, pid, host, queues, seen_at FROM processes WHERE seen_at >= ?",
+        (tx.now - PROCESS_STALE,),
+    ):
+        workers[owner] = {
+            "pid": pid,
+            "host": host,
+            "queues": loads(served),
+            "workers": None,
+            "in_flight": running.get(owner, 0),
+            "seen_at": seen_at,
+        }
+    return {"queues": queues, "workers": workers}
