@@ -24,6 +24,8 @@ from ._writer import Writer
 log = logging.getLogger("queueing")
 #: The longest pause between two heartbeats of a serving process (`status` lists it).
 HEARTBEAT = 5.0
+#: The longest `wait_settled` waits for more outcomes while they keep coming.
+GATHER_MAX = 0.005
 
 
 class SqliteBroker(Broker):
@@ -55,6 +57,8 @@ class SqliteBroker(Broker):
         #: For `wait_settled`: the ids known to be open as of outcome number `_since`.
         self._open_ids: frozenset[str] = frozenset()
         self._since: int | None = None
+        self._gather = False
+        self._returned_at = 0.0
 
     @property
     def writer(self) -> Writer:
@@ -102,7 +106,7 @@ class SqliteBroker(Broker):
         while True:
             await anyio.sleep(every)
             if self._serving:
-                self.writer.send(_ops.heartbeat)
+                await self.writer.send(_ops.heartbeat)
 
     async def flush(self) -> None:
         if self._writer is not None:
@@ -133,7 +137,14 @@ class SqliteBroker(Broker):
 
     async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
         writer = self.writer
-        deadline = anyio.current_time() + timeout
+        now = anyio.current_time()
+        deadline = now + timeout
+        if self._gather:
+            # Outcomes keep coming, and each call costs the caller time that grows with the
+            # number of ids it passes: wait about as long as it spent since the last call,
+            # so that one call takes many outcomes instead of a few.
+            self._gather = False
+            await anyio.sleep(min(now - self._returned_at, GATHER_MAX))
         while True:
             settled = writer.signals.event("settled")
             wanted = frozenset(task_ids)
@@ -143,6 +154,8 @@ class SqliteBroker(Broker):
             self._since = cursor
             self._open_ids = wanted.difference(task.id for task in done)
             if done or anyio.current_time() >= deadline:
+                self._gather = bool(done)
+                self._returned_at = anyio.current_time()
                 return done  # type: ignore[no-any-return]
             with anyio.move_on_after(deadline - anyio.current_time()):
                 await settled.wait()
@@ -167,7 +180,7 @@ class SqliteBroker(Broker):
         deadline = anyio.current_time() + wait
         while True:
             ready = writer.signals.event(f"ready:{queue.name}")
-            tasks, nxt = await writer.call(_ops.claim, queue.name, n, self.lease)
+            tasks, nxt = await writer.call(_ops.claim, queue.name, n, self.lease, lease=True)
             if tasks:
                 claimed = self._claimed
                 for task in tasks:
@@ -188,7 +201,7 @@ class SqliteBroker(Broker):
         by_id = {task.id: task for task in tasks}
         lost = []
         for task_id, state, result, error, finished_at in await self.writer.call(
-            _ops.renew, list(by_id), self.lease
+            _ops.renew, list(by_id), self.lease, lease=True
         ):
             task = by_id[task_id]
             self._claimed.pop(task_id, None)
@@ -204,7 +217,7 @@ class SqliteBroker(Broker):
             self._claimed.pop(task.id, None)
             items.append((task.id, task.attempts, task.deliveries, task.first_started))
         if items:
-            await self.writer.call(_ops.release, queue.name, items)
+            await self.writer.call(_ops.release, queue.name, items, lease=True)
 
     async def settle(
         self,
@@ -214,17 +227,20 @@ class SqliteBroker(Broker):
         result: Any = None,
         error: ErrorInfo | None = None,
     ) -> bool:
+        # Not waited for (the contract allows it: `flush` waits): a worker goes on to its
+        # next task while the outcome is written with others. True unless this process
+        # knows of an outcome; if another process recorded one first (a cancel), the
+        # write changes nothing and that outcome stands.
         if task.state.final:
             return False
         now = time.time()
         counts = (task.attempts, task.deliveries, task.first_started)
-        settled: bool = await self.writer.call(
+        self._claimed.pop(task.id, None)
+        task.settle(state, result, error, now)
+        await self.writer.send(
             _ops.settle, queue, task.id, state, dumps(result), error_text(error), counts, now
         )
-        self._claimed.pop(task.id, None)
-        if settled:
-            task.settle(state, result, error, now)
-        return settled
+        return True
 
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
         self._claimed.pop(task.id, None)

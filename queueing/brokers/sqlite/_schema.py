@@ -139,6 +139,9 @@ def open_database(settings: Settings) -> sqlite3.Connection:
     try:
         _configure(conn, settings)
         migrate(conn, settings.url)
+        # From now on the writer waits for the lock itself, in finer steps than SQLite's
+        # busy handler (see _writer.py).
+        conn.execute("PRAGMA busy_timeout=0")
     except BaseException:
         conn.close()
         raise

@@ -6,8 +6,8 @@ three slashes, then the path), with options in the query string:
 - `synchronous=full|normal` (full): how hard a commit pushes to the disk (see
   docs/concepts/sqlite.md for what each can lose on power failure);
 - `lease=SECONDS` (30): how long a claimed task stays this process's without a renewal;
-- `busy_timeout=SECONDS` (5): how long one write waits for another process's lock before
-  it is retried (see `_writer.py`);
+- `busy_timeout=SECONDS` (30): how long a transaction keeps trying while other processes
+  hold the file's write lock, before its callers get a `BrokerError` (see `_writer.py`);
 - `poll=SECONDS` (0.05): the longest an idle process goes without looking for other
   processes' writes (the worst-case delay before it sees them).
 """
@@ -25,8 +25,8 @@ from ..._exceptions import BrokerError
 SYNCHRONOUS = ("full", "normal")
 #: Seconds a claimed task stays leased without a renewal (the default of `?lease=`).
 DEFAULT_LEASE = 30.0
-#: Seconds one write waits for another process's lock (the default of `?busy_timeout=`).
-DEFAULT_BUSY_TIMEOUT = 5.0
+#: Seconds a transaction keeps trying while the file is locked (`?busy_timeout=`).
+DEFAULT_BUSY_TIMEOUT = 30.0
 #: The longest pause between two looks for other processes' writes (`?poll=`).
 DEFAULT_POLL = 0.05
 _OPTIONS = ("synchronous", "lease", "busy_timeout", "poll")

@@ -1,20 +1,24 @@
 """The writer: one thread per broker owns the SQLite connection and runs requests in
-batches, and tells the event loop about other processes' writes.
+batches; it also tells the event loop about other processes' writes.
 
 - Requests (`call`, `send`) come from many tasks of the event loop. Those made while the
-  thread is busy join one batch, and each batch runs in one short transaction
-  (`BEGIN IMMEDIATE` when it writes): one lock, one commit, one disk sync for all of them.
-  The event loop never waits for the disk, and never starts a thread per request.
-- `SQLITE_BUSY` (another process holds the write lock) never reaches a caller: SQLite's
-  busy timeout waits for the lock, and a transaction that still finds it taken is rolled
-  back and run again with tenacity (backoff with jitter), up to `BUSY_GIVE_UP` seconds;
-  only then do its callers get a `BrokerError` saying which file stayed locked.
+  thread is busy join one batch, and a batch runs in one short transaction
+  (`BEGIN IMMEDIATE` when it writes): one lock, one commit, one disk sync for all of them
+  (see `_thread.py` for locks and failures). The event loop never waits for the disk, and
+  never starts a thread per request.
+- Two lanes. Ordered requests (accepts, outcomes, reads) run in the order they were made.
+  Lease requests (claims, renewals, releases) run first, in a transaction of their own
+  that does not sync the disk: a lease lost in a power failure only means that its task
+  runs again, and a claim must not wait for other processes' syncs to reach a worker.
+- A batch that nobody waits for (outcomes sent by workers, `send`) waits up to
+  `GROUP_COMMIT` for company, so that many outcomes share one disk sync; any request a
+  caller waits for (a read, a flush) runs it at once.
 - Between batches, and every `poll` seconds at most when idle (backing off from
   `POLL_MIN`), the thread reads `PRAGMA data_version`, which changes when another
   connection committed. The event loop then wakes every waiter (`Signals.fire_all`):
   that is how a process learns of tasks, outcomes and room made by another one, at worst
-  `poll` seconds late. What this process writes wakes its own waiters when the batch is
-  committed, with no delay.
+  `poll` seconds late (0.05 s by default). What this process writes wakes its own waiters
+  as soon as the batch is committed.
 - The thread hands finished batches to the event loop through a socket pair (any event
   loop can wait for a socket: trio and asyncio alike, through anyio).
 """
@@ -25,60 +29,33 @@ import collections
 import contextlib
 import logging
 import socket
-import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.abc
-import tenacity
 
 from ..._exceptions import BrokerError
 from ._schema import open_database
 from ._settings import Settings
+from ._thread import Batch, Executor, Failure, Op, data_version
 from ._tx import Tx
 
 log = logging.getLogger("queueing")
 
 #: The shortest pause between two looks for other processes' writes (after a change).
 POLL_MIN = 0.001
-#: Requests run in one transaction at most (a longer batch takes several).
-MAX_BATCH = 2000
-#: Seconds a transaction is retried while another process holds the lock, then BrokerError.
-BUSY_GIVE_UP = 60.0
+#: Seconds a batch nobody waits for may wait for more requests before it runs.
+GROUP_COMMIT = 0.001
+#: Requests waiting to run past which `send` waits for its own (backpressure).
+MAX_BACKLOG = 10_000
 #: Seconds between two deletions of outcomes whose TTL ran out.
 CLEANUP_EVERY = 1.0
 #: Rows deleted per cleanup transaction (short transactions; the next pass takes the rest).
 CLEANUP_ROWS = 2000
 #: Seconds the event loop waits for the thread to finish its last batches at close.
 CLOSE_TIMEOUT = 30.0
-#: SQLite's primary result codes for "the database is locked".
-_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
-
-Op = Callable[..., Any]
-
-
-class _Error:
-    """A request's exception, carried to its caller."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class Batch:
-    """Requests that run in one transaction; `done` is set once they have."""
-
-    __slots__ = ("done", "ops", "results", "writes")
-
-    def __init__(self) -> None:
-        self.ops: list[tuple[Op, tuple[Any, ...]]] = []
-        self.results: list[Any] = []
-        self.writes = False
-        self.done = anyio.Event()
 
 
 class Signals:
@@ -107,13 +84,6 @@ class Signals:
             event.set()
 
 
-def _is_busy(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in _BUSY_CODES
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-
-
 class Writer:
     """The thread that owns the connection, and the event loop's side of it."""
 
@@ -121,11 +91,15 @@ class Writer:
         self.settings = settings
         self.owner = owner
         self.signals = Signals()
+        #: Requests made and not yet handed back.
+        self.backlog = 0
         self._cleanup = cleanup
         self._lock = threading.Lock()
         self._wake_thread = threading.Condition(self._lock)
-        self._queued: list[Batch] = []
-        self._open: Batch | None = None
+        # Batches made and not yet taken by the thread, and the open one, per lane
+        # (index 0: ordered, 1: lease).
+        self._queued: tuple[list[Batch], list[Batch]] = ([], [])
+        self._open: list[Batch | None] = [None, None]
         self._closing = False
         self._failure: BrokerError | None = None
         # Thread -> event loop: finished batches with their wake-ups, and a count of the
@@ -148,42 +122,56 @@ class Writer:
         self._thread.start()
         await self.call(_nothing, write=False)
 
-    def enqueue(self, op: Op, args: tuple[Any, ...], write: bool) -> tuple[Batch, int]:
-        """Add a request to the open batch; returns the batch and the request's index."""
+    def enqueue(
+        self, op: Op, args: tuple[Any, ...], write: bool, *, lease: bool, waited: bool
+    ) -> tuple[Batch, int]:
+        """Add a request to the open batch of its lane; returns the batch and the
+        request's index."""
         with self._lock:
             if self._failure is not None:
                 raise self._failure
             if self._closing:
                 raise BrokerError(f"the SQLite broker on {self.settings.url!r} is closed")
-            batch = self._open
+            batch = self._open[lease]
             if batch is None:
-                batch = self._open = Batch()
-                self._queued.append(batch)
+                batch = self._open[lease] = Batch(lease)
+                self._queued[lease].append(batch)
                 self._wake_thread.notify()
+            elif waited and not batch.waited:
+                self._wake_thread.notify()  # it may be waiting for company: run it now
             batch.ops.append((op, args))
             batch.writes = batch.writes or write
+            batch.waited = batch.waited or waited
+            self.backlog += 1
             return batch, len(batch.ops) - 1
 
-    async def call(self, op: Op, *args: Any, write: bool = True) -> Any:
+    async def call(self, op: Op, *args: Any, write: bool = True, lease: bool = False) -> Any:
         """Run `op(tx, *args)` in the thread, in the next batch; returns what it returned.
 
-        A write is waited for even if the caller is cancelled meanwhile (shielded): its
-        result (an accepted task, a claimed one) must not be lost on the way back. The
-        wait is bounded: the thread gives up on a locked file after `BUSY_GIVE_UP`."""
-        batch, index = self.enqueue(op, args, write)
+        `lease`: a request of the lease lane (see the module doc). A write is waited for
+        even if the caller is cancelled meanwhile (shielded): its result (an accepted
+        task, a claimed one) must not be lost on the way back. The wait is bounded: the
+        thread gives up on a locked file after `busy_timeout`."""
+        batch, index = self.enqueue(op, args, write, lease=lease, waited=True)
         if write:
             with anyio.CancelScope(shield=True):
                 await batch.done.wait()
         else:
             await batch.done.wait()
         result = batch.results[index]
-        if type(result) is _Error:
+        if type(result) is Failure:
             raise result.exc
         return result
 
-    def send(self, op: Op, *args: Any) -> Batch:
-        """Run a write in the next batch without waiting for it (`flush` waits)."""
-        return self.enqueue(op, args, True)[0]
+    async def send(self, op: Op, *args: Any) -> None:
+        """Run an ordered write without waiting for it (`flush` waits), unless
+        `MAX_BACKLOG` requests wait to run already: then wait for this one (backpressure:
+        the disk is slower than the callers). A failure is logged."""
+        batch, index = self.enqueue(op, args, True, lease=False, waited=False)
+        batch.sent.append(index)
+        if self.backlog > MAX_BACKLOG:
+            with anyio.CancelScope(shield=True):
+                await batch.done.wait()
 
     async def flush(self) -> None:
         """Wait until every request made so far has run."""
@@ -224,6 +212,12 @@ class Writer:
             for name in effects:
                 signals.fire(name)
             for batch in batches:
+                self.backlog -= len(batch.ops)
+                for index in batch.sent:
+                    result = batch.results[index]
+                    if type(result) is Failure:
+                        op = batch.ops[index][0].__name__
+                        log.error("SQLite broker: %s failed: %s", op, result.exc)
                 batch.done.set()
         foreign = self._foreign
         if foreign != self._foreign_seen:
@@ -242,136 +236,78 @@ class Writer:
             self._fail(BrokerError(f"{self.settings.url!r}: cannot open the database: {exc}"))
             return
         try:
-            self._serve(conn)
+            self._serve(Executor(conn, self.settings, self.owner))
         except BaseException as exc:
             log.exception("the SQLite broker's writer stopped")
             self._fail(BrokerError(f"{self.settings.url!r}: the writer stopped: {exc!r}"))
         finally:
             conn.close()
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
+    def _take(self, pause: float) -> tuple[list[Batch], list[Batch], bool]:
+        """Wait (up to `pause`) for work, and take the batches that may run now: every
+        lease batch, and the ordered ones once a caller waits or `GROUP_COMMIT` passed."""
+        with self._lock:
+            ordered, leases = self._queued
+            if not self._closing and not leases:
+                if not ordered:
+                    self._wake_thread.wait(pause)
+                elif not any(batch.waited for batch in ordered):
+                    self._wake_thread.wait(
+                        max(0.0, ordered[0].born + GROUP_COMMIT - time.monotonic())
+                    )
+            closing = self._closing
+            ordered, leases = self._queued
+            run = ordered and (
+                closing
+                or any(batch.waited for batch in ordered)
+                or ordered[0].born + GROUP_COMMIT <= time.monotonic()
+            )
+            taken = (ordered if run else [], leases)
+            self._queued = ([] if run else ordered, [])
+            self._open = [None if run else self._open[0], None]
+            return taken[0], taken[1], closing
+
+    def _serve(self, executor: Executor) -> None:
+        conn = executor.conn
         pause = POLL_MIN
-        version = _data_version(conn)
+        version = data_version(conn)
         next_cleanup = time.monotonic() + CLEANUP_EVERY
         while True:
-            with self._lock:
-                if not self._queued and not self._closing:
-                    self._wake_thread.wait(pause)
-                batches, self._queued = self._queued, []
-                self._open = None
-                closing = self._closing
-            if batches:
-                self._run(conn, batches)
-            seen = _data_version(conn)
+            ordered, leases, closing = self._take(pause)
+            if leases:
+                self._finished.append((leases, executor.run(leases, quick=True)))
+                self._poke()
+            if ordered:
+                self._finished.append((ordered, executor.run(ordered, quick=False)))
+                self._poke()
+            seen = data_version(conn)
             if seen != version:
                 version = seen
                 self._foreign += 1
                 self._poke()
                 pause = POLL_MIN
-            elif batches:
+            elif ordered or leases:
                 pause = POLL_MIN
             else:
                 pause = min(2 * pause, self.settings.poll)
             if time.monotonic() >= next_cleanup:
-                deleted = self._transaction_alone(conn, self._cleanup, (CLEANUP_ROWS,))
+                deleted = executor.alone(self._cleanup, CLEANUP_ROWS)
                 full = isinstance(deleted, int) and deleted >= CLEANUP_ROWS
                 next_cleanup = time.monotonic() + (0 if full else CLEANUP_EVERY)
-            if closing and not batches:
-                return
-
-    def _run(self, conn: sqlite3.Connection, batches: list[Batch]) -> None:
-        items = [(batch, index) for batch in batches for index in range(len(batch.ops))]
-        for batch in batches:
-            batch.results = [None] * len(batch.ops)
-        effects: set[str] = set()
-        for start in range(0, len(items), MAX_BATCH):
-            chunk = items[start : start + MAX_BATCH]
-            write = any(batch.writes for batch, _ in chunk)
-            try:
-                effects |= self._transaction(conn, chunk, write)
-            except BrokerError as exc:  # the file stayed locked, the disk is full...
-                for batch, index in chunk:
-                    batch.results[index] = _Error(exc)
-            except Exception:
-                # One request failed: run each alone, so that only that one fails.
-                for batch, index in chunk:
-                    try:
-                        effects |= self._transaction(conn, [(batch, index)], batch.writes)
-                    except Exception as exc:
-                        batch.results[index] = _Error(exc)
-        self._finished.append((batches, effects))
-        self._poke()
-
-    def _transaction_alone(self, conn: sqlite3.Connection, op: Op, args: tuple[Any, ...]) -> Any:
-        """Run one request of the thread's own (cleanup); its failure is only logged."""
-        batch = Batch.__new__(Batch)
-        batch.ops = [(op, args)]
-        batch.results = [None]
-        batch.writes = True
-        try:
-            self._transaction(conn, [(batch, 0)], True)
-        except Exception:
-            log.warning("SQLite broker: cleanup of expired outcomes failed", exc_info=True)
-            return None
-        return batch.results[0]
-
-    def _transaction(
-        self, conn: sqlite3.Connection, chunk: list[tuple[Batch, int]], write: bool
-    ) -> set[str]:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_is_busy),
-            wait=tenacity.wait_exponential(multiplier=0.005, max=0.5)
-            + tenacity.wait_random(0, 0.005),
-            stop=tenacity.stop_after_delay(BUSY_GIVE_UP),
-            sleep=time.sleep,  # this is the writer's own thread: blocking here is its job
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._once(conn, chunk, write)
-        except sqlite3.OperationalError as exc:
-            raise self._broker_error(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _once(
-        self, conn: sqlite3.Connection, chunk: list[tuple[Batch, int]], write: bool
-    ) -> set[str]:
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        tx = Tx(conn, time.time(), self.owner)
-        try:
-            values = [op(tx, *args) for op, args in (batch.ops[i] for batch, i in chunk)]
-            tx.finish()
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        for (batch, index), value in zip(chunk, values, strict=True):
-            batch.results[index] = value
-        return tx.effects
-
-    def _broker_error(self, exc: sqlite3.OperationalError) -> BrokerError:
-        url = self.settings.url
-        if _is_busy(exc):
-            return BrokerError(
-                f"{url!r}: the database stayed locked by another process for "
-                f"{BUSY_GIVE_UP:g}s; a program holds a long write transaction on the file "
-                "(stop it, or give it its own file)"
-            )
-        text = str(exc)
-        if "full" in text:
-            return BrokerError(f"{url!r}: the disk is full ({text}); free some space")
-        return BrokerError(f"{url!r}: SQLite failed: {text}")
+            if closing and not ordered and not leases:
+                with self._lock:
+                    if not any(self._queued):
+                        return
 
     def _fail(self, exc: BrokerError) -> None:
         """The thread cannot go on: every request gets `exc`, now and later."""
         with self._lock:
             self._failure = exc
-            batches, self._queued = self._queued, []
-            self._open = None
+            batches = [*self._queued[0], *self._queued[1]]
+            self._queued = ([], [])
+            self._open = [None, None]
         for batch in batches:
-            batch.results = [_Error(exc)] * len(batch.ops)
+            batch.results = [Failure(exc)] * len(batch.ops)
         self._finished.append((batches, set()))
         self._poke()
 
@@ -382,7 +318,3 @@ class Writer:
 
 def _nothing(tx: Tx) -> None:
     return None
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
