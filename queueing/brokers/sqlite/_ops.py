@@ -54,23 +54,37 @@ def accept_many(tx: Tx, info: QueueInfo, rows: Sequence[tuple[str, tuple[Any, ..
 
 
 def claim(tx: Tx, queue: str, n: int, lease: float) -> tuple[list[Task], float | None]:
-    """Lease up to `n` available tasks (ready, due, or whose lease ran out), oldest first;
-    with none, also says when the next one becomes available (None: nothing waits)."""
+    """Lease up to `n` tasks: first those whose lease ran out (a dead process's, delivered
+    again ahead of the queue), then the oldest available (ready, or due). With none, also
+    says when one may be (None: nothing waits)."""
     now = tx.now
     rows = tx.execute(
-        f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND avail_at <= ? "
-        "ORDER BY avail_at, rowid LIMIT ?",
+        f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND lease_until <= ? "
+        "ORDER BY lease_until LIMIT ?",
         (queue, now, n),
     ).fetchall()
+    if len(rows) < n:
+        rows += tx.execute(
+            f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND avail_at <= ? "
+            "ORDER BY avail_at, rowid LIMIT ?",
+            (queue, now, n - len(rows)),
+        ).fetchall()
     if not rows:
-        nxt = tx.execute(
-            "SELECT avail_at FROM tasks WHERE queue = ? AND avail_at IS NOT NULL "
-            "ORDER BY avail_at LIMIT 1",
-            (queue,),
-        ).fetchone()
-        return [], None if nxt is None else nxt[0]
+        times = [
+            row[0]
+            for row in (
+                tx.execute(
+                    f"SELECT {column} FROM tasks WHERE queue = ? AND {column} IS NOT NULL "
+                    f"ORDER BY {column} LIMIT 1",
+                    (queue,),
+                ).fetchone()
+                for column in ("avail_at", "lease_until")
+            )
+            if row is not None
+        ]
+        return [], min(times) if times else None
     tx.conn.executemany(
-        "UPDATE tasks SET state = 'running', owner = ?, avail_at = ?, "
+        "UPDATE tasks SET state = 'running', owner = ?, avail_at = NULL, lease_until = ?, "
         "attempts = attempts + 1, deliveries = deliveries + 1, "
         "first_started = coalesce(first_started, ?) WHERE id = ?",
         [(tx.owner, now + lease, now, row[0]) for row in rows],
@@ -95,7 +109,7 @@ def renew(
     until = tx.now + lease
     for task_id in task_ids:
         cursor = tx.execute(
-            "UPDATE tasks SET avail_at = ? WHERE id = ? AND owner = ? AND state = 'running'",
+            "UPDATE tasks SET lease_until = ? WHERE id = ? AND owner = ? AND state = 'running'",
             (until, task_id, tx.owner),
         )
         if cursor.rowcount == 0:
@@ -113,7 +127,8 @@ def release(tx: Tx, queue: str, items: Sequence[tuple[str, int, int, float | Non
     """Hand back claimed tasks never started: first in line again, as before the claim."""
     for task_id, attempts, deliveries, first_started in items:
         tx.execute(
-            "UPDATE tasks SET state = 'pending', owner = NULL, avail_at = 0, attempts = ?, "
+            "UPDATE tasks SET state = 'pending', owner = NULL, avail_at = 0, lease_until = NULL, "
+            "attempts = ?, "
             "deliveries = ?, first_started = ? WHERE id = ? AND owner = ? AND state = 'running'",
             (attempts, deliveries, first_started, task_id, tx.owner),
         )
@@ -133,7 +148,8 @@ def settle(
     """Record an outcome unless the task has one (first outcome wins)."""
     attempts, deliveries, first_started = counts
     cursor = tx.execute(
-        "UPDATE tasks SET state = ?, avail_at = NULL, owner = NULL, result = ?, error = ?, "
+        "UPDATE tasks SET state = ?, avail_at = NULL, lease_until = NULL, owner = NULL, "
+        "result = ?, error = ?, "
         "finished_at = ?, attempts = ?, deliveries = ?, first_started = ?, keep_until = ?, "
         f"settled = ? WHERE id = ? AND {_OPEN}",
         (
@@ -170,7 +186,8 @@ def retry_at(
     """Make a task this process holds ready again at `due`, with its record as it stands."""
     attempts, deliveries, first_started = counts
     cursor = tx.execute(
-        "UPDATE tasks SET state = 'scheduled', avail_at = ?, owner = NULL, error = ?, "
+        "UPDATE tasks SET state = 'scheduled', avail_at = ?, lease_until = NULL, owner = NULL, "
+        "error = ?, "
         "attempts = ?, deliveries = ?, first_started = ? "
         "WHERE id = ? AND owner = ? AND state = 'running'",
         (due, error, attempts, deliveries, first_started, task_id, tx.owner),
@@ -359,7 +376,8 @@ def status(tx: Tx) -> dict[str, Any]:
         queues[name].update(ready=0, scheduled=0, in_flight=0, dead_letters=0)
     names = {"pending": "ready", "scheduled": "scheduled", "running": "in_flight"}
     for queue, state, count in tx.execute(
-        "SELECT queue, state, count(*) FROM tasks WHERE avail_at IS NOT NULL GROUP BY queue, state"
+        "SELECT queue, state, count(*) FROM tasks "
+        "WHERE avail_at IS NOT NULL OR lease_until IS NOT NULL GROUP BY queue, state"
     ):
         if queue in queues and state in names:
             queues[queue][names[state]] = count
@@ -368,8 +386,7 @@ def status(tx: Tx) -> dict[str, Any]:
             queues[queue]["dead_letters"] = count
     running = dict(
         tx.execute(
-            "SELECT owner, count(*) FROM tasks WHERE state = 'running' AND avail_at IS NOT NULL "
-            "GROUP BY owner"
+            "SELECT owner, count(*) FROM tasks WHERE lease_until IS NOT NULL GROUP BY owner"
         ).fetchall()
     )
     workers = {}

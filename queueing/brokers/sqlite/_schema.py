@@ -10,9 +10,10 @@ Tables:
   against, in the same transaction as every accept and outcome), outcome counters, and
   whether a serving process declared it;
 - `tasks`: every task (and every pipeline run's own record) until its outcome's TTL runs
-  out. `avail_at` is when it may be claimed: its acceptance time (ready), its due time
-  (scheduled), or its lease's end (running); NULL once it has an outcome. One index on
-  (queue, avail_at) serves claims, delays and the reclaim of expired leases alike;
+  out. `avail_at` is when a waiting task may be claimed: its acceptance time (ready) or
+  its due time (scheduled); `lease_until` is when a running task's lease ends; both NULL
+  once it has an outcome. A claim takes expired leases first (a dead process's tasks are
+  older than the queue behind them), then the oldest available tasks;
 - `dead_letters`: each queue's dead letters, oldest first, bounded;
 - `runs` and `run_steps`: pipeline runs in flight, and the steps already counted (so that
   a stage task run twice repeats them harmlessly);
@@ -53,6 +54,7 @@ CREATE TABLE tasks (
     queue TEXT NOT NULL,
     state TEXT NOT NULL,
     avail_at REAL,
+    lease_until REAL,
     owner TEXT,
     payload TEXT NOT NULL,
     submitted_at REAL NOT NULL,
@@ -72,6 +74,7 @@ CREATE TABLE tasks (
     fanned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX tasks_available ON tasks (queue, avail_at) WHERE avail_at IS NOT NULL;
+CREATE INDEX tasks_leased ON tasks (queue, lease_until) WHERE lease_until IS NOT NULL;
 CREATE INDEX tasks_settled ON tasks (settled) WHERE settled IS NOT NULL;
 CREATE INDEX tasks_kept ON tasks (keep_until) WHERE keep_until IS NOT NULL;
 CREATE TABLE dead_letters (
