@@ -10,9 +10,10 @@ batches; it also tells the event loop about other processes' writes.
   Lease requests (claims, renewals, releases) run first, in a transaction of their own
   that does not sync the disk: a lease lost in a power failure only means that its task
   runs again, and a claim must not wait for other processes' syncs to reach a worker.
-- A batch that nobody waits for (outcomes sent by workers, `send`) waits up to
-  `GROUP_COMMIT` for company, so that many outcomes share one disk sync; any request a
-  caller waits for (a read, a flush) runs it at once.
+- Batches that nobody waits for (outcomes sent by workers, `send`) run at most once per
+  `GROUP_COMMIT` (after a quiet spell, at once), so that under load many outcomes share
+  one disk sync; a request a caller waits for (an accept, a read, a flush) runs them at
+  once, ahead of it.
 - Between batches, and every `poll` seconds at most when idle (backing off from
   `POLL_MIN`), the thread reads `PRAGMA data_version`, which changes when another
   connection committed. The event loop then wakes every waiter (`Signals.fire_all`):
@@ -46,8 +47,10 @@ log = logging.getLogger("queueing")
 
 #: The shortest pause between two looks for other processes' writes (after a change).
 POLL_MIN = 0.001
-#: Seconds a batch nobody waits for may wait for more requests before it runs.
-GROUP_COMMIT = 0.001
+#: The least time between two commits of ordered batches that nobody waits for (outcomes
+#: sent by workers): under load, many outcomes share one disk sync; a batch that comes
+#: after a quiet spell runs at once.
+GROUP_COMMIT = 0.01
 #: Requests waiting to run past which `send` waits for its own (backpressure).
 MAX_BACKLOG = 10_000
 #: Seconds between two deletions of outcomes whose TTL ran out.
@@ -108,6 +111,8 @@ class Writer:
         self._foreign = 0
         self._foreign_seen = 0
         self._thread: threading.Thread | None = None
+        #: When the thread last ran ordered batches (monotonic).
+        self._committed = 0.0
         self._rsock, self._wsock = socket.socketpair()
         self._rsock.setblocking(False)
         self._wsock.setblocking(False)
@@ -245,7 +250,8 @@ class Writer:
 
     def _take(self, pause: float) -> tuple[list[Batch], list[Batch], bool]:
         """Wait (up to `pause`) for work, and take the batches that may run now: every
-        lease batch, and the ordered ones once a caller waits or `GROUP_COMMIT` passed."""
+        lease batch, and the ordered ones once a caller waits for one of their requests
+        or `GROUP_COMMIT` passed since the last ones ran."""
         with self._lock:
             ordered, leases = self._queued
             if not self._closing and not leases:
@@ -253,14 +259,14 @@ class Writer:
                     self._wake_thread.wait(pause)
                 elif not any(batch.waited for batch in ordered):
                     self._wake_thread.wait(
-                        max(0.0, ordered[0].born + GROUP_COMMIT - time.monotonic())
+                        max(0.0, self._committed + GROUP_COMMIT - time.monotonic())
                     )
             closing = self._closing
             ordered, leases = self._queued
             run = ordered and (
                 closing
                 or any(batch.waited for batch in ordered)
-                or ordered[0].born + GROUP_COMMIT <= time.monotonic()
+                or self._committed + GROUP_COMMIT <= time.monotonic()
             )
             taken = (ordered if run else [], leases)
             self._queued = ([] if run else ordered, [])
@@ -280,6 +286,7 @@ class Writer:
             if ordered:
                 self._finished.append((ordered, executor.run(ordered, quick=False)))
                 self._poke()
+                self._committed = time.monotonic()
             seen = data_version(conn)
             if seen != version:
                 version = seen
