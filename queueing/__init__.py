@@ -1,8 +1,8 @@
 """Processing queues built on supervised actors, on trio."""
 
-from ._convert import make_converter as make_converter
 from actors import Overflow as Overflow
 
+from ._convert import make_converter as make_converter
 from ._exceptions import BrokerError as BrokerError
 from ._exceptions import DrainTimeout as DrainTimeout
 from ._exceptions import InvalidQueue as InvalidQueue
@@ -15,10 +15,14 @@ from ._exceptions import SystemStopping as SystemStopping
 from ._exceptions import TaskCancelled as TaskCancelled
 from ._exceptions import TaskExpired as TaskExpired
 from ._exceptions import TaskFailed as TaskFailed
+from ._exceptions import TaskLost as TaskLost
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
 from ._exceptions import UnknownTask as UnknownTask
+from ._open import connect as connect
+from ._open import open_system as open_system
+from ._open import run_system as run_system
 from ._queue import FanOut as FanOut
 from ._queue import Full as Full
 from ._queue import Pipeline as Pipeline
@@ -26,9 +30,6 @@ from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
 from ._stats import QueueStats as QueueStats
-from ._open import connect as connect
-from ._open import open_system as open_system
-from ._open import run_system as run_system
 from ._system import QueueSystem as QueueSystem
 from ._task import DeadLetter as DeadLetter
 from ._task import ErrorInfo as ErrorInfo
@@ -60,6 +61,7 @@ __all__ = [
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
+    "TaskLost",
     "TaskState",
     "TaskStatus",
     "TaskTimeout",

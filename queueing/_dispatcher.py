@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("queueing")
 
-#: Seconds one `claim` waits for ready tasks before the dispatcher asks again.
-CLAIM_WAIT = 2.0
+#: Seconds one `claim` waits for ready tasks before the dispatcher asks again (and the
+#: longest a stop of the dispatcher may wait for a claim in flight).
+CLAIM_WAIT = 0.5
 #: Ready tasks an in-process broker hands over per claim (due delays and retries).
 LOCAL_CLAIM = 1024
 
@@ -105,7 +106,6 @@ class Dispatcher(Actor):
         if task.state is TaskState.PENDING:
             task.state = TaskState.CANCELLED  # here only: the worker that finds it skips it
         # A running one runs on; the first outcome recorded wins.
-
 
 
 async def release(engine: Engine, runtimes: dict[str, QueueRuntime]) -> None:

@@ -9,6 +9,7 @@ each outcome to the receipt side.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -23,6 +24,7 @@ from actors import Overflow
 
 from ._convert import encoded_size
 from ._exceptions import (
+    InvalidQueue,
     PayloadError,
     PayloadTooLarge,
     QueueFull,
@@ -50,6 +52,23 @@ BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
 PLAIN_RESULTS = frozenset((int, str, bool, type(None)))
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")
 _CANCELLED = ErrorInfo("Cancelled", "cancelled through its receipt")
+#: The longest `key=` of a submit.
+MAX_KEY = 200
+
+
+def key_id(queue: str, key: str) -> str:
+    """The id of the task submitted to `queue` with `key`: the same for every submit of that
+    key (so a repeated submit finds the first), of safe characters whatever the key is."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY:
+        raise InvalidQueue(
+            f"key must be a non-empty string of at most {MAX_KEY} characters, got {key!r:.80}"
+        )
+    digest = hashlib.blake2b(key.encode(), digest_size=KEY_DIGEST).hexdigest()
+    return f"{queue}:key-{digest}"
+
+
+#: Bytes of a key's digest in its task id.
+KEY_DIGEST = 16
 _RUN_ENDED = ErrorInfo("Cancelled", "its pipeline run ended at another stage, or was cancelled")
 
 
@@ -104,12 +123,14 @@ class Engine:
             raise PayloadTooLarge(rt.name, size, limit)
         return data
 
-    def task(self, rt: QueueRuntime, payload: Any, expires: float | None) -> Task:
-        """A new task for queue `rt`, validated."""
+    def task(
+        self, rt: QueueRuntime, payload: Any, expires: float | None, key: str | None = None
+    ) -> Task:
+        """A new task for queue `rt`, validated; with `key`, its id is the key's own."""
         data = self.validate(rt, payload)
         now = self.clock()
         task = Task(
-            f"{rt.name}:{self.prefix}{next(self.ids)}",
+            f"{rt.name}:{self.prefix}{next(self.ids)}" if key is None else key_id(rt.name, key),
             rt.name,
             data,
             _wall(),
@@ -131,19 +152,28 @@ class Engine:
             return tasks, exc
         return tasks, None
 
-    def run_task(self, pipeline: Pipeline, payload: Any, expires: float | None) -> tuple[
-        PipelineTask, PipelineTask
-    ]:
+    def run_task(
+        self, pipeline: Pipeline, payload: Any, expires: float | None, key: str | None = None
+    ) -> tuple[PipelineTask, PipelineTask]:
         """A pipeline submission: the run's record and its first stage task."""
         first = self.runtimes[pipeline.stages[0].name]
         data = self.validate(first, payload)
         now = self.clock()
         wall = _wall()
         expires_at = None if expires is None else now + expires
-        run_id = f"{pipeline.name}:{self.prefix}{next(self.ids)}"
+        run_id = (
+            f"{pipeline.name}:{self.prefix}{next(self.ids)}"
+            if key is None
+            else key_id(pipeline.name, key)
+        )
         run = PipelineTask(run_id, pipeline.name, data, wall, expires_at, route=pipeline.name)
         stage = PipelineTask(
-            f"{first.name}:{run_id}.s", first.name, data, wall, expires_at, run=run_id,
+            f"{first.name}:{run_id}.s",
+            first.name,
+            data,
+            wall,
+            expires_at,
+            run=run_id,
             route=pipeline.name,
         )
         run._born = stage._born = now
@@ -158,9 +188,10 @@ class Engine:
         when_full: Overflow,
         timeout: float | None,
         delay: float | None = None,
-    ) -> None:
+    ) -> Admission:
         """Hand a new task to the broker, waiting for room as `when_full` says; once it is
-        accepted it is counted and (in process, ready) handed to the queue's workers."""
+        accepted it is counted and (in process, ready) handed to the queue's workers.
+        EXISTS: a task with that id (its key) was accepted before; nothing was done."""
         due = None if not delay else self.clock() + delay
         admission = await self.broker.accept(rt.info, task, due=due)
         if admission is _FULL:
@@ -169,6 +200,7 @@ class Engine:
             )
         if admission is _ACCEPTED and not self.accepted(rt, task, due is not None):
             await self.deliver_later(rt, task)
+        return admission
 
     def accepted(self, rt: QueueRuntime, task: Task, scheduled: bool) -> bool:
         """Count a task the broker accepted; in process, a ready one goes to the workers.
@@ -229,9 +261,11 @@ class Engine:
         delay: float | None,
         expires: float | None,
         timeout: float | None,
+        key: str | None = None,
     ) -> PipelineTask:
-        """Accept a pipeline submission; returns the run's record."""
-        run, stage = self.run_task(pipeline, payload, expires)
+        """Accept a pipeline submission; returns the run's record (with `key`, the record
+        of the run submitted with that key before, if there is one)."""
+        run, stage = self.run_task(pipeline, payload, expires, key)
         rt = self.runtimes[stage.queue]
         due = None if not delay else self.clock() + delay
         if self.shared:
@@ -246,7 +280,24 @@ class Engine:
             )
         if admission is _ACCEPTED and not self.accepted(rt, stage, due is not None):
             await self.deliver_later(rt, stage)
+        if admission is Admission.EXISTS:
+            found = self.existing(run)
+            assert isinstance(found, PipelineTask)
+            return found
         return run
+
+    def existing(self, task: Task) -> Task:
+        """The record to hand out for a task whose id (its key) was accepted before."""
+        if not self.shared:
+            found = self.broker.lookup_nowait(task.id)
+            if found is not None:
+                return found
+        else:
+            mine = self.results.watched(task.id)  # submitted (or awaited) here already
+            if mine is not None:
+                return mine
+            self.results.watch(task)  # its stored outcome comes as for any other
+        return task
 
     # -- outcomes (called by workers) ------------------------------------------------------
 
@@ -301,7 +352,9 @@ class Engine:
 
     async def timed_out(self, rt: QueueRuntime, task: Task) -> None:
         timeout = rt.spec.timeout or 0.0
-        await self.failed(rt, task, TaskTimeout(f"task ran longer than its timeout of {timeout:g}s"))
+        await self.failed(
+            rt, task, TaskTimeout(f"task ran longer than its timeout of {timeout:g}s")
+        )
 
     async def dead_letter(
         self, rt: QueueRuntime, task: Task, state: TaskState, error: ErrorInfo | None
@@ -349,8 +402,9 @@ class Engine:
         else:
             rt.expired += 1
         if self.shared:
+            # The receipt (maybe in another process) gets the outcome once it is stored,
+            # from the receipt side: a write may still be on its way (batched).
             rt.held.pop(task.id, None)
-            self.results.deliver(task)
             return
         rt.outstanding -= 1
         self.total -= 1
@@ -435,7 +489,8 @@ class Engine:
 
     async def end_run(self, stage: Task, state: TaskState, error: ErrorInfo | None) -> None:
         """A stage task ended without a result: so does its run (first outcome wins)."""
-        assert stage.run is not None and isinstance(stage, PipelineTask)
+        assert stage.run is not None
+        assert isinstance(stage, PipelineTask)
         run = await self.runs.end(stage.run, stage, state, error)
         if run is not None:
             self.results.deliver(run)
@@ -461,9 +516,12 @@ class Engine:
         skipped when a worker takes them)."""
         for task in list(self.running_stages.get(run_id, ())):
             rt = self.runtimes.get(task.queue)
-            if rt is not None and task.state is TaskState.RUNNING:
-                if await self.broker.settle(rt.info, task, TaskState.CANCELLED, None, _RUN_ENDED):
-                    self.settled(rt, task)
+            if (
+                rt is not None
+                and task.state is TaskState.RUNNING
+                and await self.broker.settle(rt.info, task, TaskState.CANCELLED, None, _RUN_ENDED)
+            ):
+                self.settled(rt, task)
             if task._scope is not None:
                 task._scope.cancel()
 
@@ -477,14 +535,18 @@ class Engine:
         if record is None:
             return False
         rt = self.runtimes.get(record.queue)
+        # The record this process runs it from, if it does: the broker's own in process,
+        # the one claimed from a shared broker.
+        running = rt.held.get(task_id) if self.shared and rt is not None else record
         if rt is not None and not record.is_run:
             if waiting:
                 rt.scheduled -= 1  # it will not come back from the broker's delayed tasks
             self.settled(rt, record)
-        else:
-            self.results.deliver(record)  # a run's record, or a queue served elsewhere
-        running = record if rt is None or not self.shared else rt.held.get(task_id, record)
-        if running._scope is not None:
+        if self.shared or rt is None or record.is_run:
+            self.results.deliver(record)  # stored now (not batched): the receipt has it
+        if running is not None and running._scope is not None:
+            if running is not record:
+                running.state = TaskState.CANCELLED  # its worker must not retry it
             running._scope.cancel()  # running in this process
         if record.run is not None:
             await self.end_run(record, TaskState.CANCELLED, _CANCELLED)

@@ -15,7 +15,8 @@ The tree::
     ├── BrokerError          the broker failed (connection, protocol)
     └── TaskFailed           the task ended without a result
         ├── TaskCancelled    cancelled through its receipt (or by shutdown)
-        └── TaskExpired      not started before its deadline
+        ├── TaskExpired      not started before its deadline
+        └── TaskLost         the broker lost its record: its fate is unknown
 
     Transient                base for errors a handler raises to ask for a retry
     └── TaskTimeout          (also TimeoutError) the handler ran past the queue's timeout
@@ -168,6 +169,11 @@ class TaskCancelled(TaskFailed):
 
 class TaskExpired(TaskFailed):
     """The task was not started before its deadline."""
+
+
+class TaskLost(TaskFailed):
+    """The broker lost the task's record (its data was lost: a server restarted without
+    persistence, a FLUSHALL): whether it ran is unknown. Submit it again if it is safe to."""
 
 
 class Transient(Exception):

@@ -85,9 +85,7 @@ async def open_system(
     queues, pipelines = _collect(specs)
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
-    the_broker = broker_from_url(
-        broker, max_results=max_results, max_dead_letters=max_dead_letters
-    )
+    the_broker = broker_from_url(broker, max_results=max_results, max_dead_letters=max_dead_letters)
     async with actors.open_system(
         name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
     ) as asys:
@@ -129,15 +127,15 @@ async def connect(
     url = url or os.environ.get("QUEUEING_BROKER")
     if not url:
         raise InvalidQueue("connect() needs a broker URL, or QUEUEING_BROKER set to one")
-    broker = broker_from_url(url, max_results=0, max_dead_letters=10_000)
+    broker = broker_from_url(
+        url, max_results=0, max_dead_letters=10_000, connect_timeout=connect_timeout
+    )
     if not broker.shared:
         raise InvalidQueue(
             f"connect() needs a shared broker (sqlite:///path.db, redis:// or rediss://), "
             f"got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )
-    if hasattr(broker, "connect_timeout"):
-        broker.connect_timeout = connect_timeout
     queues, pipelines = _collect(specs)
     async with broker.connect({}, serve=False):
         for name, info in (await broker.declared()).items():

@@ -1,11 +1,11 @@
 """The actors of a queue system: who is spawned at start-up, and the order they stop in.
 
-    root (actors.Supervisor)
-    ├── queueing.broker       runs the broker's background work (`Broker.run`)
-    ├── queueing.receipts     shared brokers: outcomes stored elsewhere reach receipts
-    ├── queueing.dispatcher   owns the queues' buffers and fills them
-    └── <queue>.pool          a Supervisor per served queue
-        └── <queue>.worker-N  Workers: pull a task from the buffer when idle, run it
+root (actors.Supervisor)
+├── queueing.broker       runs the broker's background work (`Broker.run`)
+├── queueing.receipts     shared brokers: outcomes stored elsewhere reach receipts
+├── queueing.dispatcher   owns the queues' buffers and fills them
+└── <queue>.pool          a Supervisor per served queue
+    └── <queue>.worker-N  Workers: pull a task from the buffer when idle, run it
 """
 
 from __future__ import annotations
@@ -80,7 +80,9 @@ class Actors:
         asys = system.actors
         engine = system._engine
         broker = system._broker
-        self.broker = await asys.spawn(ChildSpec(BrokerActor, args=(broker,), name="queueing.broker"))
+        self.broker = await asys.spawn(
+            ChildSpec(BrokerActor, args=(broker,), name="queueing.broker")
+        )
         if broker.shared:
             self.receipts = await asys.spawn(
                 ChildSpec(
@@ -154,4 +156,3 @@ class Actors:
                 unfinished,
             )
         return unfinished
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -34,6 +34,11 @@ def _check_name(kind: str, name: object) -> None:
             f"{kind} name must be 1-100 characters of letters, digits, '_', '.', '-' "
             f"(starting with a letter or digit), got {name!r}"
         )
+
+
+def _as_tuple(values: Iterable[Any]) -> tuple[Any, ...]:
+    """A typed converter (attrs' `converter=tuple` hides the field's type from mypy)."""
+    return tuple(values)
 
 
 @attrs.frozen(eq=False)
@@ -124,7 +129,7 @@ class Pipeline:
     """
 
     name: str
-    stages: Sequence[Queue] = attrs.field(converter=tuple)
+    stages: Sequence[Queue[Any]] = attrs.field(converter=_as_tuple)
 
     def __attrs_post_init__(self) -> None:
         _check_name("pipeline", self.name)
@@ -151,4 +156,4 @@ class FanOut:
     The pipeline's receipt then resolves to the list of final results, in order.
     """
 
-    items: Sequence[Any] = attrs.field(converter=tuple)
+    items: Sequence[Any] = attrs.field(converter=_as_tuple)

@@ -9,7 +9,7 @@ import trio
 
 from . import _fastpath
 from ._convert import AS_ANY
-from ._exceptions import ResultTimeout, TaskCancelled, TaskExpired, TaskFailed
+from ._exceptions import ResultTimeout, TaskCancelled, TaskExpired, TaskFailed, TaskLost
 from ._task import Task, TaskState, TaskStatus
 
 if TYPE_CHECKING:
@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 _SUCCEEDED = TaskState.SUCCEEDED
+_FAILURES: dict[TaskState, type[TaskFailed]] = {
+    TaskState.CANCELLED: TaskCancelled,
+    TaskState.EXPIRED: TaskExpired,
+    TaskState.LOST: TaskLost,
+}
 
 
 class Receipt(Generic[R]):
@@ -89,6 +94,7 @@ class Receipt(Generic[R]):
             ResultTimeout: no outcome within `timeout` (the task goes on).
             TaskCancelled: it was cancelled.
             TaskExpired: it was not started before its deadline.
+            TaskLost: the broker lost its record (its fate is unknown).
             TaskFailed: it failed or was dead-lettered (`.error`, `.attempts`, `.stage`).
             UnknownTask: no task has this id (a receipt found by id).
         """
@@ -130,9 +136,7 @@ class Receipt(Generic[R]):
 def failure(task: Task, stage: str | None) -> TaskFailed:
     """The exception a receipt raises for a task that ended without a result."""
     error = task.error
-    cls = {TaskState.CANCELLED: TaskCancelled, TaskState.EXPIRED: TaskExpired}.get(
-        task.state, TaskFailed
-    )
+    cls = _FAILURES.get(task.state, TaskFailed)
     return cls(
         task.id,
         task.queue,

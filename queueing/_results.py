@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from actors import Actor
 
+from ._task import Task
+
 if TYPE_CHECKING:
-    from ._task import Task
     from .brokers._contract import Broker
 
 #: Seconds one `wait_settled` call waits before the receipts' loop asks again (with the
@@ -48,36 +49,75 @@ class Results:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.shared = broker.shared
-        self.watched: weakref.WeakValueDictionary[str, Task] = weakref.WeakValueDictionary()
+        # The tasks watched, by id, weakly (a receipt nobody holds is not watched). Its keys
+        # are the live set handed to `wait_settled`: new ids are seen without a new call.
+        self._refs: dict[str, _Ref] = {}
         self._lot = trio.lowlevel.ParkingLot()
+        self._idle = trio.lowlevel.ParkingLot()
 
     def watch(self, task: Task) -> None:
         """Get `task`'s outcome from the broker when it has one (shared brokers)."""
-        self.watched[task.id] = task
+        self._refs[task.id] = _Ref(task, self._gone, task.id)
         if self._lot:
             self._lot.unpark_all()
+
+    def watched(self, task_id: str) -> Task | None:
+        """The local record of a watched task."""
+        ref = self._refs.get(task_id)
+        return None if ref is None else ref()
+
+    def _gone(self, ref: _Ref) -> None:
+        key = ref.key
+        if self._refs.get(key) is ref:
+            del self._refs[key]
 
     def deliver(self, record: Task) -> None:
         """`record` has its outcome: the local receipt of that task has it too, now."""
         local = record
         if self.shared:
-            mine = self.watched.pop(record.id, None)
+            ref = self._refs.pop(record.id, None)
+            mine = None if ref is None else ref()
             if mine is not None and mine is not record:
                 copy_outcome(record, mine)
                 local = mine
         waiter = local._waiter
         if waiter is not None:
             waiter.set()
+        if not self._refs and self._idle:
+            self._idle.unpark_all()
+
+    async def wait_idle(self) -> None:
+        """Wait until every watched task's outcome has reached its receipt."""
+        while self._refs:
+            with trio.move_on_after(SETTLED_WAIT):
+                await self._idle.park()
+        await trio.lowlevel.checkpoint()
 
     async def run(self) -> None:
         """Until cancelled: deliver the outcomes of the watched tasks as they are stored."""
+        ids = self._refs.keys()  # live: tasks watched meanwhile are seen by the same call
         while True:
-            if not self.watched:
+            if not ids:
                 await self._lot.park()
                 continue
-            for record in await self.broker.wait_settled(list(self.watched), SETTLED_WAIT):
+            for record in await self.broker.wait_settled(ids, SETTLED_WAIT):
                 if record.state.final:
                     self.deliver(record)
+
+
+class _Ref(weakref.ref[Task]):
+    """A weak reference that knows its key (as the standard library's KeyedRef)."""
+
+    __slots__ = ("key",)
+    key: str
+
+    def __new__(cls, task: Task, callback: Any, key: str) -> _Ref:
+        self = super().__new__(cls, task, callback)
+        self.key = key
+        return self
+
+    def __init__(self, task: Task, callback: Any, key: str) -> None:
+        super().__init__(task, callback)  # type: ignore[call-arg]
 
 
 #: Seconds between two reads of a shared broker's figures (for `stats()`).

@@ -40,6 +40,7 @@ CONCURRENT_SUBMITS = 500
 DRAIN_POLL = 0.05
 _ACCEPTED = Admission.ACCEPTED
 _FULL = Admission.FULL
+_EXISTS = Admission.EXISTS
 
 
 class QueueSystem:
@@ -100,6 +101,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[R]: ...
 
     @overload
@@ -111,6 +113,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[Any]: ...
 
     async def submit(
@@ -121,6 +124,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[Any]:
         """Hand a task to a queue or pipeline; returns its receipt once it is accepted.
 
@@ -132,6 +136,10 @@ class QueueSystem:
             expires: seconds from now by which it must have started, else it expires.
             timeout: with `Overflow.WAIT`, the longest to wait for room (overrides the
                 queue's `full_timeout`).
+            key: makes the task unique: while a task submitted to this queue with the same
+                key is known (waiting, running, or its outcome kept for `result_ttl`), a
+                submit with that key returns that task's receipt and submits nothing. A
+                retried submit (after a lost connection, an unknown outcome) is then safe.
 
         Raises:
             UnknownQueue: no such queue or pipeline.
@@ -147,19 +155,19 @@ class QueueSystem:
         engine = self._engine
         if engine.stopping:
             raise SystemStopping("the system is shutting down and accepts no new tasks")
-        rt = self._runtimes.get(name)  # type: ignore[arg-type]
+        rt = self._runtimes.get(name)
         # A cancelled caller is refused before anything is accepted: once a task is
         # accepted, its receipt must reach the caller.
         await _checkpoint_if_cancelled()
         if rt is None:
-            pipeline = self._pipelines.get(name)  # type: ignore[arg-type]
+            pipeline = self._pipelines.get(name)
             if pipeline is None:
-                raise UnknownQueue(name, self.names)  # type: ignore[arg-type]
+                raise UnknownQueue(name, self.names)
             run = await engine.start_run(
-                pipeline, payload, delay=delay, expires=expires, timeout=timeout
+                pipeline, payload, delay=delay, expires=expires, timeout=timeout, key=key
             )
             return Receipt(run, self)
-        task = engine.task(rt, payload, expires)
+        task = engine.task(rt, payload, expires, key)
         # In process, a ready task is accepted without a coroutine per call (the common
         # case: there is room); anything else takes the general path, `Engine.accept`.
         admission = self._accept_nowait(rt.info, task) if engine.nowait and not delay else _FULL
@@ -168,9 +176,11 @@ class QueueSystem:
                 await engine.deliver_later(rt, task)
         elif admission is _FULL:
             spec = rt.spec
-            await engine.accept(
+            admission = await engine.accept(
                 rt, task, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
             )
+        if admission is _EXISTS:
+            task = engine.existing(task)
         if _fastpath.due():
             await _cancel_shielded_checkpoint()
         return Receipt(task, self)
@@ -204,7 +214,7 @@ class QueueSystem:
             name = name.name  # type: ignore[union-attr]
         items = list(payloads)
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
-        rt = self._runtimes.get(name)  # type: ignore[arg-type]
+        rt = self._runtimes.get(name)
         engine = self._engine
         if rt is not None and not delay and not engine.stopping:
             return await self._submit_chunks(rt, items, expires, timeout)
@@ -288,7 +298,7 @@ class QueueSystem:
             if task is None:
                 raise UnknownTask(task_id)
             return Receipt(task, self)
-        mine = self._results.watched.get(task_id)
+        mine = self._results.watched(task_id)
         if mine is not None:
             return Receipt(mine, self)
         queue = queue_of(task_id)
@@ -438,13 +448,16 @@ class QueueSystem:
             await broker.flush()
             busy = [rt for rt in self._runtimes.values() if await broker.outstanding(rt.name)]
             if not busy:
-                return
+                break
             await broker.wait_room(busy[0].info, DRAIN_POLL)
+        await self._results.wait_idle()  # and every outcome has reached its receipt
 
     async def _busy(self) -> dict[str, int]:
         busy = {}
         for name, rt in self._runtimes.items():
-            count = rt.outstanding if not self._broker.shared else await self._broker.outstanding(name)
+            count = (
+                rt.outstanding if not self._broker.shared else await self._broker.outstanding(name)
+            )
             if count:
                 busy[name] = count
         return busy

@@ -11,7 +11,7 @@ import trio
 
 
 class TaskState(enum.Enum):
-    """Where a task is. The last five are final: a task reaches exactly one of them."""
+    """Where a task is. The last six are final: a task reaches exactly one of them."""
 
     PENDING = "pending"
     """Accepted, waiting for a worker."""
@@ -27,6 +27,10 @@ class TaskState(enum.Enum):
     """Not started before its deadline."""
     DEAD_LETTERED = "dead-lettered"
     """Retries ran out, or it crashed its worker too often (poison), or it did not parse."""
+    LOST = "lost"
+    """The broker lost the task's record (a Redis restarted without persistence, a
+    FLUSHALL): its fate is unknown. Only a shared broker reports it, never for a task
+    whose outcome was stored."""
 
     #: Whether this is an outcome (a task reaches exactly one).
     final: bool
@@ -109,7 +113,7 @@ class Task:
     """
 
     __slots__ = (
-        "__weakref__",  # the receipt side of a shared broker watches records weakly
+        "__weakref__",  # the receipt side watches records weakly (shared brokers)
         "_born",
         "_scope",
         "_waiter",

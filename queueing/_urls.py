@@ -15,7 +15,11 @@ SQLITE_SCHEME = "sqlite"
 
 
 def broker_from_url(
-    broker: str | Broker | None, *, max_results: int, max_dead_letters: int
+    broker: str | Broker | None,
+    *,
+    max_results: int,
+    max_dead_letters: int,
+    connect_timeout: float | None = None,
 ) -> Broker:
     """A broker from its URL (default: `QUEUEING_BROKER`, else "memory://"), or `broker`
     itself if it is one already."""
@@ -35,7 +39,11 @@ def broker_from_url(
     if scheme in REDIS_SCHEMES:
         from .brokers.redis import RedisBroker
 
-        return RedisBroker(broker, max_dead_letters=max_dead_letters)
+        if connect_timeout is None:
+            return RedisBroker(broker, max_dead_letters=max_dead_letters)
+        return RedisBroker(
+            broker, max_dead_letters=max_dead_letters, connect_timeout=connect_timeout
+        )
     raise InvalidQueue(
         f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
         "'sqlite:///path/to/file.db', 'redis://host:port/db' or 'rediss://...' (TLS)"

@@ -113,10 +113,11 @@ class Worker(Actor, Generic[P, R]):
                         engine.unwound()  # cancelled: drain() may be able to return now
         except BaseException:
             task = self._task
-            if task is not None and task.state is _RUNNING:
+            if task is not None and task.state is _RUNNING and not engine.shared:
                 # Cancelled from outside (the shutdown deadline): it goes back first in the
-                # queue if there is room; else the broker still has it (to end it, or for a
-                # shared broker's next claim).
+                # queue if there is room; else the broker still has it (and ends it). A
+                # shared broker's task stays held: it was delivered, and another process
+                # reclaims it when its lease runs out (a delivery that counts).
                 task.state = _PENDING
                 assert rt.buffer is not None
                 with contextlib.suppress(trio.WouldBlock, QueueingError, actors.ActorError):

@@ -57,6 +57,16 @@ def _load(target: str) -> list[Queue[Any] | Pipeline]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else "its source"
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: a syntax error in {where}: {exc.msg}"
+        ) from exc
+    except Exception as exc:  # the module raised while it was imported
+        raise click.BadParameter(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc} "
+            "(run `python -c 'import " + module_name + "'` for the traceback)"
+        ) from exc
     if attr:
         try:
             value: Any = getattr(module, attr)

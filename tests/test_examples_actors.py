@@ -49,4 +49,4 @@ def test_supervision_example_restarts_the_flaky_sensor_and_reports_the_lab_givin
     assert "cause: OSError('device not found')" in output
     assert output.rstrip().endswith("done: the system shuts down, and every actor with it")
 
-    assert elapsed < 10  # it finishes on its own (in about a second)
+    assert elapsed < 60  # it finishes on its own (in about a second), not at a timeout

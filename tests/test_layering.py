@@ -62,6 +62,5 @@ def test_the_check_sees_a_private_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from actors._actor import _Cell\nfrom actors import ActorState, _x\n")
     found = _imports(bad)
-    assert ("actors._actor" in [m for _, m, _ in found]) and ["ActorState", "_x"] in [
-        n for _, _, n in found
-    ]
+    assert "actors._actor" in [m for _, m, _ in found]
+    assert ["ActorState", "_x"] in [n for _, _, n in found]

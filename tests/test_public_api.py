@@ -98,6 +98,7 @@ QUEUEING_DOCUMENTED = [
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
+    "TaskLost",
     "TaskState",
     "TaskStatus",
     "TaskTimeout",

@@ -172,7 +172,14 @@ class Broker(abc.ABC):
     async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
         """The records of those of `task_ids` that have an outcome; when none has yet, wait
         up to `timeout` seconds for one to get it (then [] if none did). The stored outcome
-        is what counts: a notice that was lost or trimmed must not keep a caller waiting."""
+        is what counts: a notice that was lost or trimmed must not keep a caller waiting.
+
+        `task_ids` may be a live set (the engine passes its own, which grows while the call
+        waits): a broker reads it again when it wakes, rather than copying it once.
+
+        An id whose record the storage lost (a server restarted without persistence, a
+        flush) comes back as a record in state `LOST`, once the broker is sure (its record
+        is gone, checked again after a delay): no caller waits forever for it."""
 
     @abc.abstractmethod
     async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:

@@ -76,7 +76,7 @@ class MemoryBroker(Broker):
         self._seq = 0
         self._settled = trio.lowlevel.ParkingLot()
         self._settle_waiters = 0
-        self.runs = MemoryRuns(self)
+        self.runs: MemoryRuns = MemoryRuns(self)
 
     @asynccontextmanager
     async def connect(self, queues: Mapping[str, QueueInfo], *, serve: bool) -> AsyncIterator[None]:
@@ -97,23 +97,21 @@ class MemoryBroker(Broker):
     # -- the client side -------------------------------------------------------------------
 
     async def accept(self, queue: QueueInfo, task: Task, *, due: float | None = None) -> Admission:
-        admission = self._accept(queue, task)
+        admission = self.accept_nowait(queue, task)
         if due is not None and admission is _ACCEPTED:
             self._delay(self._queues[queue.name], task, due)
         return admission
 
     def accept_nowait(self, queue: QueueInfo, task: Task) -> Admission:
-        return self._accept(queue, task)
-
-    def _accept(self, queue: QueueInfo, task: Task) -> Admission:
         tasks = self._tasks
-        if task.id in tasks:
+        task_id = task.id
+        if tasks.setdefault(task_id, task) is not task:  # one probe of a big dict
             return Admission.EXISTS
         q = self._queues[queue.name]
         if q.outstanding >= q.maxsize:
+            del tasks[task_id]
             return _FULL
         q.outstanding += 1
-        tasks[task.id] = task
         return _ACCEPTED
 
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
@@ -218,7 +216,7 @@ class MemoryBroker(Broker):
         result: Any = None,
         error: ErrorInfo | None = None,
     ) -> bool:
-        return self._settle(queue, task, state, result, error)
+        return self.settle_nowait(queue, task, state, result, error)
 
     def settle_nowait(
         self,
@@ -227,16 +225,6 @@ class MemoryBroker(Broker):
         state: TaskState,
         result: Any = None,
         error: ErrorInfo | None = None,
-    ) -> bool:
-        return self._settle(queue, task, state, result, error)
-
-    def _settle(
-        self,
-        queue: QueueInfo,
-        task: Task,
-        state: TaskState,
-        result: Any,
-        error: ErrorInfo | None,
     ) -> bool:
         if task.state.final:
             return False
@@ -248,7 +236,19 @@ class MemoryBroker(Broker):
         q.outstanding -= 1
         if q.room_waiters:
             q.room.unpark()
-        self._keep(task, queue.result_ttl)
+        # _keep(task, queue.result_ttl), inlined: this runs once per task.
+        ttl = queue.result_ttl
+        fifo = self._finished.get(ttl)
+        if fifo is None:
+            fifo = self._finished[ttl] = deque()
+        now = self.clock()
+        task.handle = now + ttl
+        fifo.append(task)
+        self._kept += 1
+        if self._kept > self.max_results or fifo[0].handle <= now:
+            self._evict(now)
+        if self._settle_waiters:
+            self._settled.unpark_all()
         return True
 
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
@@ -257,7 +257,7 @@ class MemoryBroker(Broker):
     async def dead_letter(
         self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
     ) -> bool:
-        if not self._settle(queue, task, state, None, error):
+        if not self.settle_nowait(queue, task, state, None, error):
             return False
         store = self._queues[queue.name].dead
         if len(store) >= self.max_dead_letters:
@@ -289,7 +289,8 @@ class MemoryBroker(Broker):
 
     def _keep(self, task: Task, ttl: float) -> None:
         """Keep an outcome for lookup by id until its TTL runs out, or until max_results
-        newer ones are; and wake whoever waits for outcomes."""
+        newer ones are; and wake whoever waits for outcomes. (`settle_nowait` has this
+        inlined; tests/queueing/test_fast_paths.py runs both.)"""
         now = self.clock()
         fifo = self._finished.get(ttl)
         if fifo is None:

@@ -187,9 +187,7 @@ async def test_a_worker_crashing_too_often_escalates_and_stops_the_system(
     autojump_clock: Any,
 ) -> None:
     starts = {"count": 0, "fail": 1_000_000}
-    queue = Queue(
-        "start", FlakyStart, worker_kwargs={"starts": starts}, max_restarts=2, within=60
-    )
+    queue = Queue("start", FlakyStart, worker_kwargs={"starts": starts}, max_restarts=2, within=60)
     receipts = []
 
     async def run() -> None:

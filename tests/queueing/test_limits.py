@@ -76,7 +76,7 @@ async def test_queue_full_message_names_the_limit_and_how_to_fix_it(autojump_clo
     assert "'thumbs'" in message
     assert "1 outstanding" in message
     assert "maxsize" in message
-    assert "Full.WAIT" in message
+    assert "Overflow.WAIT" in message
 
 
 async def test_queue_full_is_a_queueing_error() -> None:

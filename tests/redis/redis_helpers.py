@@ -35,6 +35,17 @@ def global_key(url: str, what: str) -> str:
     return f"{{{prefix_of(url)}}}:{what}"
 
 
+def task_key(url: str, task_id: str) -> str:
+    """A task's record in the layout of `queueing.brokers.redis` (under its queue's tag:
+    the queue is the id's part before the first `:`)."""
+    return key(url, task_id.partition(":")[0], f"task:{task_id}")
+
+
+def replies_key(url: str, queue: str, client: str) -> str:
+    """One client's replies stream of a queue, in the layout of `queueing.brokers.redis`."""
+    return key(url, queue, f"replies:{client}")
+
+
 @asynccontextmanager
 async def raw_client(url: str) -> AsyncIterator[coredis.Redis[str]]:
     """A plain coredis client on the URL's server (the broker's options left out)."""
@@ -69,6 +80,20 @@ def envelope(queue: str, task_id: Any, payload: Any, **fields: Any) -> str:
     }
     doc.update(fields)
     return json.dumps({k: v for k, v in doc.items() if v is not REMOVE})
+
+
+async def inject_task(client: coredis.Redis[str], url: str, queue: str, payload: Any) -> str:
+    """Write a task as another program could: its entry in the ready stream and the record
+    that names it (so the broker takes it as a task, not as a forgery); returns its id."""
+    task_id = f"{queue}:injected-{secrets.token_hex(4)}"
+    entry = await client.xadd(
+        key(url, queue, "ready"), {"id": task_id, "env": envelope(queue, task_id, payload)}
+    )
+    meta = json.dumps({"submitted_at": time.time(), "expires_at": None, "attempts": 0})
+    record = {"s": "pending", "e": str(entry), "r": "", "m": meta, "t": "60000"}
+    await client.hset(task_key(url, task_id), record)
+    await client.incr(key(url, queue, "outstanding"))
+    return task_id
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, every: float = 0.01) -> None:

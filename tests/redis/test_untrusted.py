@@ -11,7 +11,16 @@ from urllib.parse import urlsplit
 import attrs
 import coredis
 import pytest
-from redis_helpers import REMOVE, envelope, key, outcome_of, outstanding, raw_client, wait_for
+from redis_helpers import (
+    REMOVE,
+    envelope,
+    inject_task,
+    key,
+    outcome_of,
+    outstanding,
+    raw_client,
+    wait_for,
+)
 
 from queueing import DeadLetter, Queue, TaskFailed, TaskState, Worker, connect, open_system
 
@@ -115,12 +124,9 @@ async def test_non_utf8_entry_is_dead_lettered(redis_url: str) -> None:
 
 async def test_payload_of_the_wrong_type_is_dead_lettered(redis_url: str) -> None:
     async with open_system(orders(), broker=redis_url) as system, raw_client(redis_url) as client:
-        await client.xadd(
-            key(redis_url, "orders", "ready"),
-            {"id": "w1", "env": envelope("orders", "w1", "a string, not an order")},
-        )
+        task_id = await inject_task(client, redis_url, "orders", "a string, not an order")
         letter = await dead_letter_of(system)
-        assert letter.id == "w1"
+        assert letter.id == task_id
         assert letter.payload == "a string, not an order"
         assert letter.state is TaskState.DEAD_LETTERED
         assert letter.error is not None

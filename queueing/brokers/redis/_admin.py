@@ -1,0 +1,145 @@
+"""Admin: declared queues, dead letters, figures, and heartbeats of serving processes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from contextlib import suppress
+from typing import Any
+
+import trio
+
+from ..._task import DeadLetter
+from .._contract import QueueInfo
+from . import _keys as k
+from ._calls import Calls
+from ._wire import decode_dead_letter, dumps
+
+log = logging.getLogger("queueing.redis")
+
+#: Seconds between two heartbeats of a serving process.
+HEARTBEAT_EVERY = 2.0
+#: A process whose last heartbeat is older than this is not listed as live.
+HEARTBEAT_LIVE = 10.0
+#: How long a stopping process tries to remove its heartbeat.
+HEARTBEAT_GOODBYE = 1.0
+
+
+class Admin:
+    """Reads and housekeeping that no task's life depends on."""
+
+    def __init__(self, calls: Calls, keys: k.Keys) -> None:
+        self.calls = calls
+        self.keys = keys
+
+    async def declare(self, queues: Mapping[str, QueueInfo]) -> None:
+        """Make each queue's consumer group (and stream), and publish its limits."""
+        import coredis.exceptions as ce
+
+        client = self.calls.client
+        for name, info in queues.items():
+            try:
+                await client.xgroup_create(self.keys.ready(name), k.GROUP, "0", mkstream=True)
+            except ce.StreamDuplicateConsumerGroupError:
+                pass  # declared already (another process, or an earlier run)
+            except ce.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            config = {
+                "maxsize": info.maxsize,
+                "max_payload": info.max_payload,
+                "result_ttl": info.result_ttl,
+            }
+            await client.hset(self.keys.queues(), {name: dumps(config)})
+
+    async def declared(self) -> dict[str, QueueInfo]:
+        raw = await self.calls.retrying(
+            "declared queues", lambda: self.calls.client.hgetall(self.keys.queues())
+        )
+        queues = {}
+        for name, value in raw.items():
+            try:
+                doc = json.loads(value)
+                queues[str(name)] = QueueInfo(
+                    str(name),
+                    int(doc["maxsize"]),
+                    int(doc["max_payload"]),
+                    float(doc["result_ttl"]),
+                )
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("queue %r: unreadable declaration %r (%s)", name, value, exc)
+        return queues
+
+    async def outstanding(self, queue: str) -> int:
+        key = self.keys.outstanding(queue)
+        value = await self.calls.retrying("outstanding", lambda: self.calls.client.get(key))
+        return max(0, int(value or 0))
+
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        key = self.keys.dead(queue)
+        entries = await self.calls.retrying(
+            "dead letters", lambda: self.calls.client.xrevrange(key, count=limit)
+        )
+        return [
+            decode_dead_letter(str(entry.field_values.get("d", ""))) for entry in reversed(entries)
+        ]
+
+    async def take_dead_letters(self, queue: str, ids: Collection[str] | None) -> list[DeadLetter]:
+        wanted = [] if ids is None else list(ids)
+        if ids is not None and not wanted:
+            return []
+        taken = await self.calls.eval(
+            "take dead letters", "take_dead", [self.keys.dead(queue)], wanted
+        )
+        return [decode_dead_letter(str(raw)) for raw in taken]
+
+    async def status(self) -> dict[str, Any]:
+        """Queue figures and live workers, read from Redis (for `queueing status`)."""
+        client = self.calls.client
+        queues = await client.hgetall(self.keys.queues())
+        result: dict[str, Any] = {"queues": {}, "workers": {}}
+        for name in sorted(queues):
+            ready = self.keys.ready(name)
+            try:
+                summary = await client.xpending(ready, k.GROUP)
+                in_flight = int(getattr(summary, "pending", 0) or 0)
+            except Exception:  # no group (yet): nothing in flight
+                in_flight = 0
+            stats = await client.hgetall(self.keys.stats(name))
+            result["queues"][name] = {
+                "outstanding": int(await client.get(self.keys.outstanding(name)) or 0),
+                "in_flight": in_flight,
+                "ready": await client.xlen(ready) - in_flight,
+                "scheduled": await client.zcard(self.keys.delayed(name)),
+                "dead_letters": await client.xlen(self.keys.dead(name)),
+                **{key: int(value) for key, value in stats.items()},
+            }
+        now = time.time()
+        for worker, raw in (await client.hgetall(self.keys.workers())).items():
+            with suppress(ValueError, TypeError, AttributeError):
+                info = json.loads(raw)
+                if now - float(info.get("ts", 0)) < HEARTBEAT_LIVE:
+                    result["workers"][worker] = info
+        return result
+
+    async def heartbeat_loop(self, consumer: str, info: Callable[[], dict[str, Any]]) -> None:
+        """Background, in a serving process: publish `info()` every `HEARTBEAT_EVERY`."""
+        key = self.keys.workers()
+        try:
+            while True:
+                beat = dumps({"ts": time.time(), **info()})
+                write = functools.partial(self.calls.client.hset, key, {consumer: beat})
+                await self.calls.retrying("heartbeat", write)
+                await trio.sleep(HEARTBEAT_EVERY)
+        finally:
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(HEARTBEAT_GOODBYE),
+                suppress(Exception),
+            ):
+                await self.calls.client.hdel(key, [consumer])

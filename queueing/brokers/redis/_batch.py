@@ -1,0 +1,299 @@
+"""Batching: concurrent submits share one round trip, and outcome writes wait for the next.
+
+Submits: every `accept` queues a slot; the submit loop sends all slots queued meanwhile in
+one pipeline, one `submit.lua` call per queue (up to `SUBMIT_CHUNK` tasks each), and hands
+each caller its answer. Outcomes (`finish`, `retry`, `reject` calls) are queued as `Op`s:
+a claim sends them in the same round trip as its read, and the flush loop sends what no
+claim took.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from ..._exceptions import BrokerError, SystemStopping
+from ..._task import PipelineTask, Task
+from .._contract import Admission, QueueInfo, queue_of
+from . import _keys as k
+from ._calls import ATTEMPT_GRACE, Calls
+from ._wire import encode_envelope, encode_meta
+
+log = logging.getLogger("queueing.redis")
+
+#: Slots sent in one pipeline by the submit loop.
+SUBMIT_BATCH = 500
+#: Tasks of one queue in one `submit.lua` call.
+SUBMIT_CHUNK = 500
+#: Outcome writes sent in one pipeline.
+OPS_BATCH = 1000
+#: Outcome writes waiting beyond which `settle` waits for them to be sent (backpressure).
+OPS_CONGESTED = 2000
+
+#: `submit.lua`'s answers: 1 accepted, 0 full, -1 exists, -2 exists (this client's).
+_ACCEPTED, _EXISTS_OURS = 1, -2
+_ANSWERS = {1: Admission.ACCEPTED, 0: Admission.FULL, -1: Admission.EXISTS, -2: Admission.EXISTS}
+
+
+def _staged(task: Task) -> bool:
+    """A pipeline's stage task: no one waits for it by itself (its run is waited for), so
+    its outcome sends no notice to the client that submitted it."""
+    return isinstance(task, PipelineTask) and task.run is not None
+
+
+class _Slot:
+    __slots__ = ("answers", "error", "event", "queue", "tasks")
+
+    def __init__(self, queue: QueueInfo, tasks: list[tuple[str, str, str, str, str]]) -> None:
+        self.queue = queue
+        self.tasks = tasks  # `submit.lua` arguments: id, envelope, meta, due (ms), reply
+        self.answers: list[Admission] = []
+        self.error: BaseException | None = None
+        self.event = trio.Event()
+
+
+class Op:
+    """One outcome write: a script call, and what to do with its answer."""
+
+    __slots__ = ("args", "keys", "script", "then")
+
+    def __init__(
+        self,
+        script: str,
+        keys: list[str],
+        args: list[Any],
+        then: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.then = then
+
+
+class Batcher:
+    """The two queues of writes, and the loops that send them."""
+
+    def __init__(self, calls: Calls, keys: k.Keys, client_id: str) -> None:
+        self.calls = calls
+        self.keys = keys
+        self.client_id = client_id
+        self._submits: list[_Slot] = []
+        self._submit_lot = trio.lowlevel.ParkingLot()
+        self.ops: list[Op] = []
+        self._ops_lot = trio.lowlevel.ParkingLot()
+        self._flushed = trio.lowlevel.ParkingLot()
+        #: Queues (and pipelines) this client submitted to: their replies streams are ours.
+        self.replied: set[str] = set()
+        self.on_replied: Callable[[], None] = lambda: None
+
+    # -- submits ----------------------------------------------------------------------------
+
+    async def submit(self, queue: QueueInfo, tasks: list[tuple[Task, str]]) -> list[Admission]:
+        """Store tasks (one `submit.lua` answer each), sharing a round trip with every
+        submit queued meanwhile."""
+        if not tasks:
+            await trio.lowlevel.checkpoint()
+            return []
+        for task, _ in tasks:
+            if queue_of(task.id) != queue.name:
+                raise BrokerError(
+                    f"task id {task.id!r} does not name the queue {queue.name!r}: ids are "
+                    "<queue>:<unique>"
+                )
+            if len(task.id) > k.MAX_ID_LENGTH:
+                shown = task.id[: k.MAX_ID_LENGTH // 4]
+                raise BrokerError(
+                    f"task id {shown!r}... is {len(task.id)} characters, over the limit of "
+                    f"{k.MAX_ID_LENGTH}: use a shorter key"
+                )
+        # Encoded here, so that a payload that is not plain data fails its caller only.
+        encoded = [
+            (
+                task.id,
+                encode_envelope(task),
+                encode_meta(task),
+                due,
+                "" if _staged(task) else self.client_id,
+            )
+            for task, due in tasks
+        ]
+        if not all(_staged(task) for task, _ in tasks):
+            self.note_replied(queue.name)
+        slot = _Slot(queue, encoded)
+        self._submits.append(slot)
+        self._submit_lot.unpark()
+        try:
+            await slot.event.wait()
+        except trio.Cancelled:
+            for index, queued in enumerate(self._submits):
+                if queued is slot:  # not sent yet: withdrawn, nothing was accepted
+                    del self._submits[index]
+                    raise
+            # Already sent: Redis may be accepting it right now. Wait for the answer, so
+            # that an accepted task is reported to the caller; the caller's cancellation
+            # takes effect at its next checkpoint.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.calls.block + ATTEMPT_GRACE
+                await slot.event.wait()
+            if not slot.event.is_set():
+                raise BrokerError(
+                    "Redis did not answer a submit in time (the task may have been accepted)"
+                ) from None
+        if slot.error is not None:
+            raise slot.error
+        return slot.answers
+
+    def note_replied(self, name: str) -> None:
+        """This client submits to `name`: its replies stream there is ours to read."""
+        if name not in self.replied:
+            self.replied.add(name)
+            self.on_replied()
+
+    async def submit_loop(self) -> None:
+        batch: list[_Slot] = []
+        try:
+            while True:
+                if not self._submits:
+                    await self._submit_lot.park()
+                    continue
+                batch = self._submits[:SUBMIT_BATCH]
+                del self._submits[:SUBMIT_BATCH]
+                await self._send_submits(batch)
+                batch = []
+                if not self._submits:
+                    self._flushed.unpark_all()
+        finally:
+            # Stopped (the system shuts down): nobody is left to answer these.
+            for slot in [*batch, *self._submits]:
+                if not slot.event.is_set():
+                    slot.error = SystemStopping(
+                        "the system shut down before Redis answered this submit "
+                        "(the task may have been accepted)"
+                    )
+                    slot.event.set()
+            self._submits = []
+
+    def _calls_of(self, batch: list[_Slot]) -> list[tuple[list[_Slot], list[str], list[Any]]]:
+        """One `submit.lua` call per queue and chunk: (slots, keys, args)."""
+        by_queue: dict[str, list[_Slot]] = {}
+        for slot in batch:
+            by_queue.setdefault(slot.queue.name, []).append(slot)
+        calls = []
+        for name, slots in by_queue.items():
+            base = [
+                self.keys.outstanding(name),
+                self.keys.ready(name),
+                self.keys.delayed(name),
+                self.keys.envs(name),
+                self.keys.stats(name),
+            ]
+            info = slots[0].queue
+            head = [info.maxsize, self.client_id, k.ttl(info.result_ttl)]
+            keys, args, members = list(base), list(head), []
+            for slot in slots:
+                for call in slot.tasks:
+                    keys.append(self.keys.task(call[0]))
+                    args += call
+                members.append(slot)
+                if len(keys) - len(base) >= SUBMIT_CHUNK:
+                    calls.append((members, keys, args))
+                    keys, args, members = list(base), list(head), []
+            if members:
+                calls.append((members, keys, args))
+        return calls
+
+    async def _send_submits(self, batch: list[_Slot]) -> None:
+        calls = self._calls_of(batch)
+        sends = 0
+
+        def fill(pipe: Any) -> list[Any]:
+            nonlocal sends
+            sends += 1
+            return [self.calls.script(pipe, "submit", keys, args) for _, keys, args in calls]
+
+        try:
+            answers = await self.calls.pipelined("submit", fill)
+        except Exception as exc:
+            for slot in batch:
+                slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
+                slot.event.set()
+            return
+        for (members, _, _), codes in zip(calls, answers, strict=True):
+            if isinstance(codes, Exception):
+                for slot in members:
+                    slot.error = BrokerError(f"submit failed: {type(codes).__name__}: {codes}")
+                    slot.event.set()
+                continue
+            codes = iter(codes)
+            for slot in members:
+                for _ in slot.tasks:
+                    code = int(next(codes))
+                    # Sent again after a lost connection: "exists, ours" is our own earlier
+                    # send that Redis applied before the connection broke.
+                    if code == _EXISTS_OURS and sends > 1:
+                        code = _ACCEPTED
+                    slot.answers.append(_ANSWERS[code])
+                slot.event.set()
+
+    # -- outcome writes ---------------------------------------------------------------------
+
+    def push(self, op: Op) -> None:
+        self.ops.append(op)
+        if self._ops_lot:
+            self._ops_lot.unpark_all()
+
+    @property
+    def congested(self) -> bool:
+        return len(self.ops) > OPS_CONGESTED
+
+    async def relieve(self) -> None:
+        """Wait while the writes queued are more than Redis keeps up with."""
+        while self.congested:
+            await self._flushed.park()
+
+    def take(self) -> list[Op]:
+        """Outcome writes for a claim to send along with its read."""
+        batch = self.ops[:OPS_BATCH]
+        del self.ops[:OPS_BATCH]
+        return batch
+
+    def _fill_later(self, batch: Sequence[Op], pipe: Any) -> list[Any]:
+        return self.fill(pipe, batch)
+
+    def fill(self, pipe: Any, batch: Sequence[Op]) -> list[Any]:
+        return [self.calls.script(pipe, op.script, op.keys, op.args) for op in batch]
+
+    def answered(self, batch: Sequence[Op], answers: Sequence[Any]) -> None:
+        """After a batch was written: hand each answer on, wake whoever waits."""
+        for op, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Exception):
+                log.error("redis %s (keys %s) failed: %s", op.script, op.keys[:2], answer)
+            elif op.then is not None:
+                op.then(answer)
+        if not self.congested:
+            self._flushed.unpark_all()
+
+    async def flush(self) -> None:
+        """Wait until every submit and outcome write queued so far has been sent."""
+        while self.ops or self._submits:
+            with trio.move_on_after(self.calls.block):
+                await self._flushed.park()
+        await trio.lowlevel.checkpoint()
+
+    async def flush_loop(self) -> None:
+        while True:
+            if not self.ops:
+                self._flushed.unpark_all()
+                await self._ops_lot.park()
+                # Let a claim woken at the same time take these writes along with its read
+                # (one round trip instead of two).
+                await trio.lowlevel.checkpoint()
+                continue
+            batch = self.take()
+            fill = functools.partial(self._fill_later, batch)
+            answers = await self.calls.pipelined("write outcomes", fill)
+            self.answered(batch, answers)

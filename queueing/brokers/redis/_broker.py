@@ -1,0 +1,239 @@
+"""`RedisBroker`: the broker contract over Redis Streams, composed of the parts beside it.
+
+Layout, flows and guarantees: docs/concepts/delivery-guarantees.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ..._exceptions import BrokerError
+from ..._task import DeadLetter, ErrorInfo, Task, TaskState
+from .._contract import Admission, Broker, QueueInfo
+from . import _keys as k
+from ._admin import Admin
+from ._batch import Batcher
+from ._calls import Calls
+from ._consumer import Consumer
+from ._outcomes import Outcomes
+from ._receipts import Receipts
+from ._runs import RedisRuns
+from ._url import finite_positive, parse_url, safe_url
+
+
+class RedisBroker(Broker):
+    """Tasks in Redis Streams: consumer groups, leases, reclaim, delayed retries, results.
+
+    Args:
+        url: `redis://[user:password@]host:port/db`, `rediss://…` for TLS, or
+            `unix:///path/to/socket`; query options `prefix` and `lease` override the
+            arguments of the same name.
+        prefix: every key starts with `{prefix:…}`; one prefix per system.
+        lease: seconds a claimed task stays ours without `renew`; a stopped process's
+            tasks are claimed by others after this long.
+        block: seconds one blocking read waits before it checks again.
+        connect_timeout: seconds to reach Redis at start-up before `BrokerError`.
+        max_dead_letters: dead letters kept per queue (the oldest go first).
+
+    Raises:
+        BrokerError: the URL or an option is malformed (the message says which).
+    """
+
+    durable = True
+    shared = True
+    clock = staticmethod(time.time)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "queueing",
+        lease: float = 30.0,
+        block: float = 2.0,
+        connect_timeout: float = 5.0,
+        max_dead_letters: int = 10_000,
+    ) -> None:
+        url, options = parse_url(url)
+        prefix = options.get("prefix", prefix)
+        if not prefix or any(c in prefix for c in "{}: "):
+            raise BrokerError(
+                f"prefix must be non-empty without '{{', '}}', ':' or spaces: {prefix!r}"
+            )
+        self.url = url
+        self.prefix = prefix
+        self.lease = finite_positive("lease", options.get("lease", lease))
+        self.block = finite_positive("block", block)
+        self.connect_timeout = finite_positive("connect_timeout", connect_timeout)
+        if max_dead_letters < 1:
+            raise BrokerError(f"max_dead_letters must be >= 1, got {max_dead_letters!r}")
+        self.max_dead_letters = max_dead_letters
+        #: This process's name: its consumer in the groups, and its client id for replies.
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        #: Workers this process runs, for the heartbeat (`queueing status`); the engine
+        #: may set it, the broker does not know.
+        self.workers = 0
+        self._queues: dict[str, QueueInfo] = {}
+        #: The queues whose consumer groups this process made (and makes again if Redis
+        #: lost them): all of them in a serving process, and any it claims from.
+        self._declared: dict[str, QueueInfo] = {}
+        self._serve = False
+        keys = k.Keys(prefix)
+        self._keys = keys
+        self._calls = Calls(url, connect_timeout=self.connect_timeout, block=self.block)
+        self._batch = Batcher(self._calls, keys, self.consumer)
+        self._consumer = Consumer(
+            self._calls,
+            keys,
+            self._batch,
+            consumer=self.consumer,
+            lease=self.lease,
+            max_dead_letters=max_dead_letters,
+            clock=self.clock,
+        )
+        self._outcomes = Outcomes(
+            self._calls, keys, self._batch, self._consumer, max_dead_letters=max_dead_letters
+        )
+        self._receipts = Receipts(self._calls, keys, self._batch, self.consumer)
+        self._admin = Admin(self._calls, keys)
+        self.runs = RedisRuns(self._calls, keys, self._batch, self._accept_at)
+        self._outcomes.runs = self.runs
+
+    def __repr__(self) -> str:
+        return f"<RedisBroker {safe_url(self.url)} prefix={self.prefix!r}>"
+
+    # -- life ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, queues: Mapping[str, QueueInfo], *, serve: bool) -> AsyncIterator[None]:
+        self._queues = dict(queues)
+        self._serve = serve
+        self._declared = dict(queues) if serve else {}
+
+        async def redeclare() -> None:
+            await self._admin.declare(self._declared)
+
+        self._calls.redeclare = redeclare
+        async with self._calls.connected(redeclare):
+            yield
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._batch.submit_loop)
+            nursery.start_soon(self._batch.flush_loop)
+            nursery.start_soon(self._receipts.reader_loop)
+            nursery.start_soon(self._calls.probe)
+            if self._serve:
+                for name in self._queues:
+                    nursery.start_soon(self._consumer.promote_loop, name)
+                nursery.start_soon(self._consumer.renew_loop)
+                nursery.start_soon(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
+
+    def _heartbeat(self) -> dict[str, Any]:
+        return {
+            "queues": sorted(self._queues),
+            "workers": self.workers,
+            "in_flight": sum(len(held) for held in self._consumer.held.values()),
+        }
+
+    async def flush(self) -> None:
+        await self._batch.flush()
+
+    # -- the client side -------------------------------------------------------------------
+
+    async def accept(self, queue: QueueInfo, task: Task, *, due: float | None = None) -> Admission:
+        when = ""
+        if due is not None and due > self.clock():
+            when = str(int(due * 1000))
+        (answer,) = await self._batch.submit(queue, [(task, when)])
+        if when and answer is Admission.ACCEPTED:
+            task.state = TaskState.SCHEDULED
+            self._consumer.wake_promoter(queue.name)
+        return answer
+
+    async def _accept_at(self, queue: QueueInfo, task: Task, due: float | None) -> Admission:
+        return await self.accept(queue, task, due=due)
+
+    async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
+        answers = await self._batch.submit(queue, [(task, "") for task in tasks])
+        taken = 0
+        for answer in answers:
+            if answer is Admission.FULL:
+                break
+            taken += 1
+        return taken
+
+    async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
+        await self._receipts.wait_room(queue, timeout)
+
+    async def lookup(self, task_id: str) -> Task | None:
+        return await self._receipts.lookup(task_id)
+
+    async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
+        return await self._receipts.wait_settled(task_ids, timeout)
+
+    async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
+        return await self._outcomes.cancel(task_id, error)
+
+    # -- the worker side -------------------------------------------------------------------
+
+    async def claim(self, queue: QueueInfo, n: int, *, wait: float) -> list[Task]:
+        if n <= 0:
+            await trio.lowlevel.checkpoint()
+            return []
+        if queue.name not in self._declared:  # not served from connect: declare it now
+            self._declared[queue.name] = queue
+            await self._calls.retrying(
+                "declare a queue", functools.partial(self._admin.declare, {queue.name: queue})
+            )
+        return await self._consumer.claim(queue, n, wait)
+
+    async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
+        return await self._consumer.renew(queue, tasks)
+
+    async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
+        await self._consumer.release(queue, tasks)
+
+    async def settle(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        return await self._outcomes.settle(queue, task, state, result, error)
+
+    async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
+        await self._outcomes.retry_at(queue, task, due)
+
+    async def dead_letter(
+        self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
+    ) -> bool:
+        return await self._outcomes.settle(queue, task, state, None, error, dead=True)
+
+    # -- dead letters and figures ----------------------------------------------------------
+
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        return await self._admin.dead_letters(queue, limit)
+
+    async def take_dead_letters(self, queue: str, ids: Collection[str] | None) -> list[DeadLetter]:
+        return await self._admin.take_dead_letters(queue, ids)
+
+    async def outstanding(self, queue: str) -> int:
+        return await self._admin.outstanding(queue)
+
+    async def declared(self) -> dict[str, QueueInfo]:
+        return await self._admin.declared()
+
+    async def status(self) -> dict[str, Any]:
+        """Queue figures and live workers, read from Redis (for `queueing status`)."""
+        return await self._admin.status()

@@ -1,0 +1,356 @@
+"""Calls to Redis: the connection, the scripts, retries of lost connections, and shielding.
+
+Every call the broker makes goes through `Calls.retrying`; every script call goes through
+`Calls.script` (which a test wraps to check that each call's keys share one hash tag).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import tenacity
+import trio
+
+from ..._exceptions import BrokerError
+from ._url import safe_url
+
+if TYPE_CHECKING:
+    import coredis
+
+log = logging.getLogger("queueing.redis")
+T = TypeVar("T")
+
+#: The scripts in lua/, by name (each `name.lua`).
+SCRIPTS = (
+    "check",
+    "finish",
+    "outcomes",
+    "promote",
+    "reject",
+    "release",
+    "renew",
+    "retry",
+    "run",
+    "submit",
+    "take_dead",
+)
+#: How much longer than its own wait one shielded call may take before it is given up.
+ATTEMPT_GRACE = 10.0
+#: Backoff between retries of a lost connection (seconds): exponential, capped, jittered.
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+BACKOFF_JITTER = 0.05
+#: While Redis is unreachable, how often one PING checks whether it is back (seconds).
+PROBE_EVERY = 0.1
+
+
+@functools.cache
+def lua_sources() -> dict[str, str]:
+    """The text of every script, read from the package (lua/*.lua)."""
+    folder = importlib.resources.files(__package__).joinpath("lua")
+    return {name: folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPTS}
+
+
+def _retryable(exc: BaseException) -> bool:
+    """What `Calls.retrying` retries: a lost connection, or a Redis that lost its scripts
+    or groups (restarted)."""
+    import coredis.exceptions as ce
+
+    return isinstance(exc, (*_connection_errors(), ce.NoScriptError)) or _lost_group(exc)
+
+
+@functools.cache
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import coredis.exceptions as ce
+
+    return (
+        ce.ConnectionError,
+        OSError,
+        TimeoutError,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+    )
+
+
+def _lost_group(exc: BaseException) -> bool:
+    """NOGROUP, raised by a command or from inside a script."""
+    import coredis.exceptions as ce
+
+    if isinstance(exc, ce.StreamDuplicateConsumerGroupError):
+        return False
+    return isinstance(exc, ce.StreamConsumerGroupError) or (
+        isinstance(exc, ce.ResponseError) and "NOGROUP" in str(exc)
+    )
+
+
+class Calls:
+    """One Redis client for the broker's life, its scripts, and resilient calls.
+
+    Args:
+        url: the Redis URL without our options.
+        connect_timeout: seconds to reach Redis at start-up.
+        block: seconds one blocking read waits; bounds how long a shielded call may take.
+    """
+
+    def __init__(self, url: str, *, connect_timeout: float, block: float) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self.block = block
+        self._client: coredis.Redis[str] | None = None
+        self._shas: dict[str, str] = {}
+        #: Called (awaited) after Redis lost our consumer groups: declares them again.
+        self.redeclare: Callable[[], Awaitable[None]] | None = None
+        #: Called when Redis answers again after a lost connection.
+        self.on_reconnect: list[Callable[[], None]] = []
+        self._up = trio.Event()
+        self._up.set()
+        self._down = trio.lowlevel.ParkingLot()
+
+    @property
+    def client(self) -> coredis.Redis[str]:
+        if self._client is None:
+            raise BrokerError("the Redis broker is not connected (use it inside connect())")
+        return self._client
+
+    @property
+    def up(self) -> bool:
+        """False from a lost connection until Redis answers again."""
+        return self._up.is_set()
+
+    # -- connection ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connected(self, ready: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+        """Open the client, check it with a PING, load the scripts and run `ready` (declare
+        queues); errors become `BrokerError`s that say what to check."""
+        try:
+            import coredis
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise BrokerError(
+                "the Redis broker needs coredis: pip install 'trio-queueing[redis]'"
+            ) from exc
+        try:
+            client: coredis.Redis[str] = coredis.Redis.from_url(
+                self.url, decode_responses=True, connect_timeout=self.connect_timeout
+            )
+        except Exception as exc:
+            raise BrokerError(f"bad Redis URL {safe_url(self.url)!r}: {exc}") from exc
+        # Errors are raised after the client's task group has closed, so that the caller
+        # gets them as they are, not wrapped in an ExceptionGroup.
+        error: BaseException | None = None
+        async with client:
+            self._client = client
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    await client.ping()
+                    await self.load_scripts()
+                    await ready()
+            except trio.TooSlowError:
+                error = BrokerError(
+                    f"cannot reach Redis at {safe_url(self.url)} within "
+                    f"{self.connect_timeout:g}s: check the host, port and network"
+                )
+            except BrokerError as exc:
+                error = exc
+            except Exception as exc:
+                error = BrokerError(
+                    f"cannot use Redis at {safe_url(self.url)}: {type(exc).__name__}: {exc} "
+                    "(check the URL, the password or ACL user, and rediss:// for TLS)"
+                )
+                error.__cause__ = exc
+            if error is None:
+                try:
+                    yield
+                except Exception as exc:
+                    error = exc
+                finally:
+                    self._client = None
+        self._client = None
+        if error is not None:
+            raise error
+
+    async def load_scripts(self) -> None:
+        for name, source in lua_sources().items():
+            self._shas[name] = await self.client.script_load(source)
+
+    # -- scripts ----------------------------------------------------------------------------
+
+    def script(self, target: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Call script `name` on `target` (the client, or a pipeline being filled): the
+        one place every script call passes."""
+        return target.evalsha(self._shas[name], keys=keys, args=args)
+
+    async def eval(self, what: str, name: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call, retried (see `retrying`)."""
+        return await self.retrying(what, functools.partial(self._eval, name, keys, args))
+
+    async def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self.script(self.client, name, keys, args)
+
+    async def pipelined(
+        self, what: str, fill: Callable[[Any], list[Any]], *, deliver: bool = True
+    ) -> list[Any]:
+        """Commands in one round trip: `fill(pipe)` queues them and returns their results
+        (awaited after the pipeline ran). Retried as a whole; a command that failed for
+        another reason (a key of the wrong type, say) has its exception as its result."""
+
+        async def send() -> list[Any]:
+            async with self.client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                calls = fill(pipe)
+            results: list[Any] = []
+            for call in calls:
+                try:
+                    results.append(await call)
+                except Exception as exc:
+                    if _retryable(exc):
+                        raise  # the whole pipeline again: its scripts are idempotent
+                    results.append(exc)  # one command's error, for its caller to report
+            return results
+
+        return await self.retrying(what, send, deliver=deliver)
+
+    # -- resilience ------------------------------------------------------------------------
+
+    async def retrying(
+        self,
+        what: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        background: bool = False,
+        wait: float | None = None,
+        deliver: bool = True,
+    ) -> T:
+        """Run `fn`, retrying lost connections with jittered backoff (no limit).
+
+        Each attempt is shielded from the caller's cancellation (see `_attempt`), except
+        for the background loops' blocking reads (`background=True`), which are cancelled
+        only when the system stops and closes the client anyway. `wait`: how long `fn`
+        may block in Redis (a blocking read), on top of one round trip. `deliver=False`:
+        a cancellation that came during the call is left for the caller's next checkpoint
+        (a caller that must hand back what the call took, first).
+        """
+        try:
+            # The common case, without building a tenacity retry object per call.
+            result = await self._attempt(what, fn, background, wait, deliver)
+        except Exception as exc:
+            if not await self._recover(exc):
+                raise
+        else:
+            if not self._up.is_set():
+                self._answered()
+            return result
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("redis %s failed (%s); retrying", what, exc)
+
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(_retryable),
+            wait=tenacity.wait_exponential(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX)
+            + tenacity.wait_random(0, BACKOFF_JITTER),
+            sleep=self._backoff,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    result = await self._attempt(what, fn, background, wait, deliver)
+                except Exception as exc:
+                    await self._recover(exc)
+                    raise
+                self._answered()
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _recover(self, exc: BaseException) -> bool:
+        """After a failed call: what makes a retry worth it, done; False if it is not."""
+        import coredis.exceptions as ce
+
+        if isinstance(exc, _connection_errors()):
+            if self._up.is_set():
+                self._up = trio.Event()
+                self._down.unpark_all()
+            return True
+        try:
+            if isinstance(exc, ce.NoScriptError):
+                # Redis restarted (its script cache is empty) or SCRIPT FLUSH ran.
+                await self._attempt("load scripts", self.load_scripts, False, None)
+                return True
+            if _lost_group(exc):
+                # NOGROUP: Redis lost our groups (restarted without persistence, or
+                # FLUSHALL); declare them again so the workers go on.
+                if self.redeclare is not None:
+                    await self._attempt("declare queues", self.redeclare, False, None)
+                return True
+        except Exception as again:
+            if not _retryable(again):
+                raise
+            return True  # the retry will tell
+        return False
+
+    def _answered(self) -> None:
+        if not self._up.is_set():
+            self._up.set()
+            for callback in self.on_reconnect:
+                callback()
+
+    async def _backoff(self, seconds: float) -> None:
+        """Sleep between retries, cut short when Redis answers again (`probe`)."""
+        with trio.move_on_after(seconds):
+            await self._up.wait()
+
+    async def probe(self) -> None:
+        """Background: while Redis is unreachable, PING it often, so that every call
+        waiting out its backoff goes on as soon as it is back (and leases get renewed)."""
+        while True:
+            if self._up.is_set():
+                await self._down.park()
+                continue
+            try:
+                await self._attempt("ping", self.client.ping, False, PROBE_EVERY)
+                self._answered()
+            except BrokerError:
+                pass  # no answer in time: still down
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+            if not self._up.is_set():
+                await trio.sleep(PROBE_EVERY)
+
+    async def _attempt(
+        self,
+        what: str,
+        fn: Callable[[], Awaitable[T]],
+        background: bool,
+        wait: float | None,
+        deliver: bool = True,
+    ) -> T:
+        """One call to Redis, which the caller's cancellation does not interrupt.
+
+        coredis (6.9) loses a slot of its connection pool for good whenever a command is
+        cancelled midway: after 64 of them (a `move_on_after` around a `submit` that waits
+        for room, say) every later command waits forever. So a cancellation waits for the
+        command to finish: one round trip, or the blocking reads' own short waits. Its own
+        deadline still ends a command Redis never answers.
+        """
+        if background:
+            return await fn()
+        limit = (self.block if wait is None else wait) + ATTEMPT_GRACE
+        answered = False
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + limit):
+            result = await fn()
+            answered = True
+        if not answered:
+            raise BrokerError(
+                f"redis {what} got no answer within {limit:g}s; "
+                "is the server overloaded or stopped?"
+            )
+        if deliver:
+            await trio.lowlevel.checkpoint_if_cancelled()  # the caller's cancellation, now
+        return result

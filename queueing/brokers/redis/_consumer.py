@@ -1,0 +1,378 @@
+"""The consumer side: claim, leases, reclaim, release, and promoting due tasks.
+
+A claimed entry sits in the ready stream's group pending list (PEL) under this process's
+consumer name; it stays ours while `renew` resets its idle time. Entries idle longer than
+the lease belonged to a process that stopped renewing: `claim` takes them over with
+`XAUTOCLAIM`, their delivery count kept. Every entry read is checked before it is handed
+out: it must parse (`BadEntry`) and be the entry its task's record names (`check.lua`);
+anything else is dead-lettered with the reason and never run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from ..._task import Task
+from .._contract import QueueInfo
+from . import _keys as k
+from ._batch import Batcher, Op
+from ._calls import Calls
+from ._wire import BadEntry, apply_outcome, bad_entry_letter, decode_envelope, encode_envelope
+
+log = logging.getLogger("queueing.redis")
+
+#: Tasks per `renew.lua` / `release.lua` call.
+RENEW_CHUNK = 500
+#: Due tasks moved per `promote.lua` call.
+PROMOTE_BATCH = 500
+#: The longest a promoter sleeps (others' delays and retries are seen within this).
+PROMOTE_IDLE = 1.0
+#: Reclaims per lease: how often a claim looks for entries whose lease ran out.
+RECLAIMS_PER_LEASE = 3
+
+
+def _chunks(items: Sequence[Task], size: int) -> list[Sequence[Task]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class Consumer:
+    """Claims, leases and the promoters of the queues this process serves."""
+
+    def __init__(
+        self,
+        calls: Calls,
+        keys: k.Keys,
+        batcher: Batcher,
+        *,
+        consumer: str,
+        lease: float,
+        max_dead_letters: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.calls = calls
+        self.keys = keys
+        self.batcher = batcher
+        self.consumer = consumer
+        self.lease = lease
+        self.max_dead_letters = max_dead_letters
+        self.clock = clock
+        #: Claimed tasks not yet settled, retried or released, by queue and entry id.
+        self.held: dict[str, dict[str, Task]] = {}
+        self._lost: dict[str, list[Task]] = {}
+        self._reclaim_at: dict[str, float] = {}
+        self._reclaim_from: dict[str, str] = {}
+        self._promoters: dict[str, trio.lowlevel.ParkingLot] = {}
+        self._renew_lot = trio.lowlevel.ParkingLot()
+        self._renew_due = False
+        calls.on_reconnect.append(self._reconnected)
+
+    # -- claim ------------------------------------------------------------------------------
+
+    async def claim(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
+        entries, counts = await self._take(queue, n, wait)
+        try:
+            # The caller's cancellation, if it came while Redis handed us entries.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return await self._admit(queue, entries, counts)
+        except trio.Cancelled:
+            if entries:
+                with trio.CancelScope(shield=True):
+                    await self._give_back(queue.name, entries, counts or {})
+            raise
+
+    async def _take(
+        self, queue: QueueInfo, n: int, wait: float
+    ) -> tuple[Sequence[Any], dict[str, int] | None]:
+        """Entries for a claim: reclaimed ones (with their delivery counts) when a reclaim
+        is due and finds some, else new ones. Calls here leave a cancellation to `claim`."""
+        name = queue.name
+        ready = self.keys.ready(name)
+        now = trio.current_time()
+        if now >= self._reclaim_at.get(name, -math.inf):
+            self._reclaim_at[name] = now + self.lease / RECLAIMS_PER_LEASE
+            reclaimed, counts = await self._reclaim(queue, n)
+            if reclaimed:
+                return reclaimed, counts
+        read = functools.partial(self._read, ready, n)
+        ops = self.batcher.take()
+        if ops:
+            # Outcomes are waiting to be written: send them and read in one round trip.
+            answers = await self.calls.pipelined(
+                "write outcomes and claim",
+                lambda pipe: [*self.batcher.fill(pipe, ops), read(pipe)],
+                deliver=False,
+            )
+            self.batcher.answered(ops, answers[:-1])
+            answer = answers[-1]
+            if isinstance(answer, Exception):
+                raise answer
+            if answer:
+                return answer.get(ready, ()), None
+        block = min(wait, self.calls.block)
+        answer = await self.calls.retrying(
+            "claim", lambda: read(self.calls.client, block), wait=block, deliver=False
+        )
+        return (answer or {}).get(ready, ()), None
+
+    async def _give_back(self, queue: str, entries: Sequence[Any], counts: dict[str, int]) -> None:
+        """Entries claimed for a caller that was cancelled before it got them: leave them
+        idle for a whole lease, so that any process (this one too) reclaims them now, with
+        the delivery count they had (the reclaim counts one more)."""
+        ready = self.keys.ready(queue)
+        by_count: dict[int, list[str]] = {}
+        for entry in entries:
+            ident = str(entry.identifier)
+            by_count.setdefault(counts.get(ident, 1) - 1, []).append(ident)
+
+        def fill(pipe: Any) -> list[Any]:
+            return [
+                pipe.xclaim(
+                    ready,
+                    k.GROUP,
+                    self.consumer,
+                    0,
+                    idents,
+                    idle=int(self.lease * 1000),
+                    retrycount=before,
+                    justid=True,
+                )
+                for before, idents in by_count.items()
+            ]
+
+        await self.calls.pipelined("hand back", fill)
+        self._reclaim_at[queue] = -math.inf
+
+    def _read(self, ready: str, n: int, target: Any, block: float = 0.0) -> Any:
+        # BLOCK 0 would wait forever: no BLOCK at all for a read that must not wait.
+        block_ms = int(block * 1000)
+        return target.xreadgroup(
+            k.GROUP, self.consumer, count=n, block=block_ms or None, streams={ready: ">"}
+        )
+
+    async def _reclaim(
+        self, queue: QueueInfo, n: int
+    ) -> tuple[Sequence[Any], dict[str, int] | None]:
+        """Take over entries idle longer than the lease (their process stopped renewing)."""
+        name = queue.name
+        ready = self.keys.ready(name)
+        start = self._reclaim_from.get(name, "0-0")
+        answer = await self.calls.retrying(
+            "reclaim",
+            lambda: self.calls.client.xautoclaim(
+                ready, k.GROUP, self.consumer, int(self.lease * 1000), start, count=n
+            ),
+            deliver=False,
+        )
+        # Where the next scan of the pending list goes on ("0-0": it was scanned to the end).
+        self._reclaim_from[name] = str(answer[0]) if answer else "0-0"
+        deleted = [str(i) for i in answer[2]] if answer and len(answer) > 2 else []
+        if deleted:  # deleted (cancelled) while a stopped process held them
+            await self.calls.retrying(
+                "acknowledge",
+                lambda: self.calls.client.xack(ready, k.GROUP, deleted),
+                deliver=False,
+            )
+        held = self.held.get(name, {})
+        # Our own entries come back too when the engine renewed late: they still run here
+        # (XAUTOCLAIM gave them a fresh idle time, as a renewal does).
+        entries = [
+            entry
+            for entry in (answer[1] if answer else ())
+            if entry.field_values and str(entry.identifier) not in held
+        ]
+        if not entries:
+            return [], None
+        if self._reclaim_from[name] != "0-0":
+            self._reclaim_at[name] = trio.current_time()  # more to look at: next claim
+
+        def fill(pipe: Any) -> list[Any]:
+            return [
+                pipe.xpending(ready, k.GROUP, start=e.identifier, end=e.identifier, count=1)
+                for e in entries
+            ]
+
+        counts: dict[str, int] = {}
+        pending = await self.calls.pipelined("delivery counts", fill, deliver=False)
+        for entry, info in zip(entries, pending, strict=True):
+            first = info[0] if isinstance(info, tuple) and info else None
+            counts[str(entry.identifier)] = int(getattr(first, "delivered", 1))
+        log.warning(
+            "queue %r: reclaimed %d task(s) whose lease (%gs) ran out",
+            name,
+            len(entries),
+            self.lease,
+        )
+        return entries, counts
+
+    async def _admit(
+        self, queue: QueueInfo, entries: Any, counts: dict[str, int] | None
+    ) -> list[Task]:
+        """Check what was read: parse each entry, then ask its record whether it is ours."""
+        name = queue.name
+        max_bytes = queue.max_payload + k.ENVELOPE_OVERHEAD
+        now = self.clock()
+        parsed: list[tuple[str, Task, dict[Any, Any]]] = []
+        for entry in entries:
+            fields = dict(entry.field_values)
+            ident = str(entry.identifier)
+            try:
+                parsed.append((ident, decode_envelope(fields, name, max_bytes), fields))
+            except BadEntry as exc:
+                self.reject(name, ident, fields, str(exc), now)
+        if not parsed:
+            return []
+        keys = [self.keys.ready(name), *(self.keys.task(task.id) for _, task, _ in parsed)]
+        verdicts = await self.calls.eval(
+            "check claimed tasks", "check", keys, [ident for ident, _, _ in parsed]
+        )
+        held = self.held.setdefault(name, {})
+        tasks = []
+        for (ident, task, fields), verdict in zip(parsed, verdicts, strict=True):
+            verdict = str(verdict)
+            if verdict.startswith("+"):
+                task.handle = (ident, verdict[1:])
+                task.deliveries = (counts or {}).get(ident, 1) - 1
+                held[ident] = task
+                tasks.append(task)
+            elif verdict == "?":
+                reason = (
+                    f"no task {task.id!r} was submitted (it has no record): not written by a "
+                    "queueing client, or its record was lost"
+                )
+                self.reject(name, ident, fields, reason, now)
+            elif verdict == "!":
+                reason = (
+                    f"not the entry task {task.id!r} was stored as (its record names another "
+                    "one): a forged or stale copy; the task itself is left alone"
+                )
+                self.reject(name, ident, fields, reason, now)
+            # "=": the task had an outcome; check.lua removed the entry
+        return tasks
+
+    def reject(
+        self, queue: str, entry: str, fields: dict[Any, Any], reason: str, now: float
+    ) -> None:
+        """Dead-letter an entry that is not a task of ours (with the next write)."""
+        log.warning("queue %r: entry %s is not a task (%s); dead-lettered", queue, entry, reason)
+        letter = bad_entry_letter(queue, fields, reason, now)
+        keys = [self.keys.ready(queue), self.keys.dead(queue)]
+        self.batcher.push(Op("reject", keys, [entry, letter, self.max_dead_letters]))
+
+    def forget(self, queue: str, task: Task) -> None:
+        """A claimed task was settled, retried or released: no lease of ours to renew."""
+        if task.handle is not None:
+            self.held.get(queue, {}).pop(task.handle[0], None)
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
+        lost = self._lost.pop(queue.name, [])
+        mine = [task for task in tasks if task.handle is not None and not task.state.final]
+        lost += await self._renew(queue.name, mine)
+        unique = {id(task): task for task in lost}
+        return list(unique.values())
+
+    async def _renew(self, name: str, tasks: Sequence[Task]) -> list[Task]:
+        held = self.held.get(name, {})
+        lost: list[Task] = []
+        for chunk in _chunks(tasks, RENEW_CHUNK):
+            keys = [self.keys.ready(name), *(self.keys.task(task.id) for task in chunk)]
+            args = [self.consumer, *(task.handle[0] for task in chunk)]
+            verdicts = await self.calls.eval("renew leases", "renew", keys, args)
+            for task, verdict in zip(chunk, verdicts, strict=True):
+                verdict = str(verdict)
+                if verdict == "+":
+                    continue
+                held.pop(task.handle[0], None)
+                if verdict.startswith("="):
+                    if task.state.final:
+                        continue  # settled here meanwhile: nothing to tell
+                    try:
+                        apply_outcome(task, verdict[1:])
+                    except (ValueError, TypeError, KeyError) as exc:
+                        log.error("task %s: unreadable outcome (%s)", task.id, exc)
+                else:
+                    log.warning(
+                        "queue %r: task %s is no longer ours: another process took it over "
+                        "after this one stalled past its lease (%gs)",
+                        name,
+                        task.id,
+                        self.lease,
+                    )
+                lost.append(task)
+        return lost
+
+    def _reconnected(self) -> None:
+        self._renew_due = True
+        self._renew_lot.unpark_all()
+
+    async def renew_loop(self) -> None:
+        """Background: after a lost connection, renew every lease we hold as soon as Redis
+        answers again, not at the engine's next tick (which may come after the lease ran
+        out for a stall shorter than it)."""
+        while True:
+            if not self._renew_due:
+                await self._renew_lot.park()
+                continue
+            self._renew_due = False
+            for name, held in list(self.held.items()):
+                if held:
+                    lost = await self._renew(name, list(held.values()))
+                    self._lost.setdefault(name, []).extend(lost)
+
+    async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
+        name = queue.name
+        mine = [task for task in tasks if task.handle is not None]
+        for chunk in _chunks(mine, RENEW_CHUNK):
+            keys = [self.keys.ready(name), *(self.keys.task(task.id) for task in chunk)]
+            args: list[Any] = []
+            for task in chunk:
+                args += [task.handle[0], task.id, encode_envelope(task)]
+                self.forget(name, task)
+            await self.calls.eval("release", "release", keys, args)
+
+    # -- promoting due tasks ----------------------------------------------------------------
+
+    def wake_promoter(self, queue: str) -> None:
+        """A delayed task of ours was written: this process's promoter may sleep too long."""
+        lot = self._promoters.get(queue)
+        if lot is not None:
+            lot.unpark_all()
+
+    async def promote_loop(self, queue: str) -> None:
+        """Background: move due tasks of `queue` from its delayed set to its ready stream;
+        sleep until the earliest due time (at most `PROMOTE_IDLE`), or until woken."""
+        lot = self._promoters.setdefault(queue, trio.lowlevel.ParkingLot())
+        delayed, envs, ready = (
+            self.keys.delayed(queue),
+            self.keys.envs(queue),
+            self.keys.ready(queue),
+        )
+        while True:
+            now_ms = int(self.clock() * 1000)
+
+            def fill(pipe: Any, now_ms: int = now_ms) -> list[Any]:
+                return [
+                    pipe.zrangebyscore(delayed, "-inf", now_ms, offset=0, count=PROMOTE_BATCH),
+                    pipe.zrange(delayed, 0, 0, withscores=True),
+                ]
+
+            due, first = await self.calls.pipelined("promote", fill)
+            if isinstance(due, Exception) or isinstance(first, Exception):
+                raise due if isinstance(due, Exception) else first
+            if due:
+                ids = [str(i) for i in due]
+                keys = [delayed, envs, ready, *(self.keys.record(queue, i) for i in ids)]
+                await self.calls.eval("promote", "promote", keys, [now_ms, *ids])
+                continue
+            wait = PROMOTE_IDLE
+            if first:
+                wait = float(first[0].score) / 1000 - self.clock()
+            with trio.move_on_after(min(max(wait, 0.0), PROMOTE_IDLE)):
+                await lot.park()

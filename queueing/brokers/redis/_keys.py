@@ -1,0 +1,137 @@
+"""The key space of the Redis broker, and the limits of what it stores.
+
+Every key of one queue sits under one hash tag, `{prefix:queue}:…`, so that each script
+call touches a single Redis Cluster slot. A task's record lives under its queue's tag (the
+queue is the part of the id before the first `:`); a pipeline run's record and state live
+under the pipeline's own tag (a run id starts with the pipeline's name). Only two keys are
+global: the declared queues and the heartbeats of serving processes.
+
+docs/concepts/delivery-guarantees.md lists the keys and which script touches which.
+"""
+
+from __future__ import annotations
+
+from ..._task import TaskState
+from .._contract import queue_of
+
+#: The consumer group of every ready stream (the Lua files name it too: tests check).
+GROUP = "workers"
+
+# -- caps and TTLs of what the broker stores ---------------------------------------------
+
+#: Entries kept in a queue's `done` stream (wake-ups for receipts looked up by id).
+DONE_MAXLEN = 10_000
+#: Entries kept in one client's `replies` stream of one queue (wake-ups for its receipts).
+REPLIES_MAXLEN = 10_000
+#: Seconds a client's `replies` stream outlives its last notice (a client that went away).
+REPLIES_TTL = 86_400
+#: Tokens a queue's `room` list keeps for submitters waiting on a full queue.
+ROOM_TOKENS = 64
+#: Seconds a pipeline run's state outlives its start (a run abandoned half-way).
+RUN_TTL = 7 * 86_400
+#: The shortest and longest TTL of a stored outcome, in milliseconds (PEXPIRE).
+MIN_TTL = 1
+MAX_TTL = 10 * 365 * 86_400 * 1000
+
+# -- caps on what one task carries ----------------------------------------------------------
+
+#: The longest task id (longer ones are refused at `accept` and dead-lettered if read).
+MAX_ID_LENGTH = 200
+#: The longest submitting-client id read from a record.
+MAX_CLIENT_LENGTH = 200
+#: Characters of an error message kept with an outcome or a dead letter.
+MAX_MESSAGE = 4096
+#: Characters of a traceback kept with an outcome or a dead letter.
+MAX_TRACEBACK = 16_384
+#: Bytes an envelope may have beyond its queue's `max_payload` (ids, times, pipeline fields).
+ENVELOPE_OVERHEAD = 4096
+#: Fields, characters per field name and per value, of an entry that is not a task, kept
+#: in its dead letter.
+BAD_ENTRY_FIELDS = 20
+BAD_ENTRY_NAME_CHARS = 100
+BAD_ENTRY_FIELD_CHARS = 4096
+
+#: Stats counter of each outcome, in a queue's `stats` hash.
+COUNTERS = {
+    TaskState.SUCCEEDED: "succeeded",
+    TaskState.FAILED: "failed",
+    TaskState.CANCELLED: "cancelled",
+    TaskState.EXPIRED: "expired",
+    TaskState.DEAD_LETTERED: "dead_lettered",
+}
+
+
+def ttl(seconds: float) -> int:
+    """A queue's `result_ttl` as the scripts take it: milliseconds, within the caps."""
+    return int(max(MIN_TTL, min(round(seconds * 1000), MAX_TTL)))
+
+
+class Keys:
+    """Key names under one prefix."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def of(self, name: str, what: str) -> str:
+        """A key of a queue or a pipeline: `{prefix:name}:what`."""
+        return f"{{{self.prefix}:{name}}}:{what}"
+
+    def tag(self, key: str) -> str:
+        """The hash tag of a key (what Redis Cluster hashes)."""
+        start = key.find("{")
+        end = key.find("}", start + 1)
+        return key[start + 1 : end] if start >= 0 and end > start + 1 else key
+
+    # -- one queue's keys -------------------------------------------------------------------
+
+    def ready(self, queue: str) -> str:
+        return self.of(queue, "ready")
+
+    def delayed(self, queue: str) -> str:
+        return self.of(queue, "delayed")
+
+    def envs(self, queue: str) -> str:
+        return self.of(queue, "envs")
+
+    def outstanding(self, queue: str) -> str:
+        return self.of(queue, "outstanding")
+
+    def stats(self, queue: str) -> str:
+        return self.of(queue, "stats")
+
+    def dead(self, queue: str) -> str:
+        return self.of(queue, "dead")
+
+    def room(self, queue: str) -> str:
+        return self.of(queue, "room")
+
+    # -- a queue's or a pipeline's keys -----------------------------------------------------
+
+    def done(self, name: str) -> str:
+        return self.of(name, "done")
+
+    def replies(self, name: str, client: str) -> str:
+        return self.of(name, f"replies:{client}")
+
+    def task(self, task_id: str) -> str:
+        """The record of a task (or of a pipeline run), under its queue's (pipeline's) tag."""
+        return self.of(queue_of(task_id), f"task:{task_id}")
+
+    def record(self, queue: str, task_id: str) -> str:
+        """The record a task id names within `queue` (the same key as `task` for an id of
+        that queue; for an id read from Redis, which may name another, it keeps the tag)."""
+        return self.of(queue, f"task:{task_id}")
+
+    def run(self, run_id: str) -> str:
+        """A pipeline run's state (branches pending, results so far)."""
+        return self.of(queue_of(run_id), f"run:{run_id}")
+
+    # -- global keys ------------------------------------------------------------------------
+
+    def queues(self) -> str:
+        return f"{{{self.prefix}}}:queues"
+
+    def workers(self) -> str:
+        return f"{{{self.prefix}}}:workers"

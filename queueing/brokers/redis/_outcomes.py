@@ -1,0 +1,166 @@
+"""Outcomes: settle, dead-letter, retry later, cancel.
+
+A claimed task's outcome is written by `finish.lua` (batched: see `_batch`), which acts only
+on the entry the task's record names (its `e` field, written with the entry): a copy of
+the entry under another id, forged or stale, never resolves or acknowledges the real task.
+The first outcome wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..._task import ErrorInfo, Task, TaskState
+from .._contract import QueueInfo, queue_of
+from . import _keys as k
+from ._batch import Batcher, Op
+from ._calls import Calls
+from ._consumer import Consumer
+from ._wire import encode_envelope, encode_meta, encode_outcome, letter_of, task_from_record
+
+if TYPE_CHECKING:
+    from ._runs import RedisRuns
+
+log = logging.getLogger("queueing.redis")
+
+#: What `finish.lua` and `retry.lua` answer when the record names another entry, or none.
+_NOT_THIS_ENTRY = -2
+_NO_RECORD = -1
+
+
+class Outcomes:
+    """Writes of outcomes (batched for workers, direct for a client's cancel)."""
+
+    def __init__(
+        self,
+        calls: Calls,
+        keys: k.Keys,
+        batcher: Batcher,
+        consumer: Consumer,
+        *,
+        max_dead_letters: int,
+    ) -> None:
+        self.calls = calls
+        self.keys = keys
+        self.batcher = batcher
+        self.consumer = consumer
+        self.max_dead_letters = max_dead_letters
+        self.runs: RedisRuns | None = None
+
+    def _finish_call(
+        self, queue: str, task: Task, entry: str, reply: str, ttl: int, letter: str
+    ) -> tuple[list[str], list[Any]]:
+        keys = [
+            self.keys.task(task.id),
+            self.keys.ready(queue),
+            self.keys.outstanding(queue),
+            self.keys.stats(queue),
+            self.keys.room(queue),
+            self.keys.done(queue),
+            self.keys.dead(queue),
+            self.keys.delayed(queue),
+            self.keys.envs(queue),
+        ]
+        if reply:
+            keys.append(self.keys.replies(queue, reply))
+        args = [
+            entry,
+            task.state.value,
+            encode_outcome(task),
+            ttl,
+            task.id,
+            k.COUNTERS[task.state],
+            letter,
+            self.max_dead_letters,
+            k.DONE_MAXLEN,
+            k.REPLIES_MAXLEN,
+            k.REPLIES_TTL,
+            k.ROOM_TOKENS,
+            reply,
+        ]
+        return keys, args
+
+    async def settle(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any,
+        error: ErrorInfo | None,
+        *,
+        dead: bool = False,
+    ) -> bool:
+        if task.state.final:
+            return False
+        if not state.final:
+            raise ValueError(f"an outcome must be a final state, got {state}")
+        task.settle(state, result, error, time.time())
+        self.consumer.forget(queue.name, task)
+        entry, reply = task.handle if task.handle is not None else ("", "")
+        letter = letter_of(task, queue.name) if dead else ""
+        keys, args = self._finish_call(
+            queue.name, task, entry, reply, k.ttl(queue.result_ttl), letter
+        )
+        self.batcher.push(Op("finish", keys, args, functools.partial(self._finished, task)))
+        if self.batcher.congested:
+            await self.batcher.relieve()
+        return True
+
+    def _finished(self, task: Task, answer: Any) -> None:
+        if answer == _NOT_THIS_ENTRY:
+            log.warning(
+                "task %s: outcome %s not recorded: the task's record names another entry than "
+                "the one it was claimed from (it was taken over and retried elsewhere, or the "
+                "entry was a copy)",
+                task.id,
+                task.state.value,
+            )
+        elif answer == _NO_RECORD:
+            log.warning("task %s: outcome not recorded: the task has no record", task.id)
+
+    async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
+        name = queue.name
+        self.consumer.forget(name, task)
+        task.state = TaskState.SCHEDULED
+        entry = task.handle[0] if task.handle is not None else ""
+        keys = [
+            self.keys.task(task.id),
+            self.keys.ready(name),
+            self.keys.delayed(name),
+            self.keys.envs(name),
+            self.keys.stats(name),
+        ]
+        args = [entry, task.id, encode_envelope(task), encode_meta(task), int(due * 1000)]
+
+        def then(answer: Any) -> None:
+            if answer == _NOT_THIS_ENTRY:
+                self._finished(task, answer)
+            self.consumer.wake_promoter(name)
+
+        self.batcher.push(Op("retry", keys, args, then))
+        if self.batcher.congested:
+            await self.batcher.relieve()
+
+    async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
+        """Settle a task CANCELLED unless it has an outcome; its record if this did it."""
+        name = queue_of(task_id)
+        if not name:
+            return None
+        record = self.keys.task(task_id)
+        state, reply, meta, ttl = await self.calls.retrying(
+            "cancel", lambda: self.calls.client.hmget(record, ["s", "r", "m", "t"])
+        )
+        if state is None or state not in ("pending", "scheduled"):
+            return None
+        task = task_from_record(task_id, state, meta, None)
+        if task.route is not None and task.run is None:  # a pipeline run's own record
+            assert self.runs is not None
+            return await self.runs.cancel(task_id, error)
+        task.settle(TaskState.CANCELLED, None, error, time.time())
+        reply = str(reply or "")[: k.MAX_CLIENT_LENGTH]
+        keys, args = self._finish_call(name, task, "", reply, int(ttl or k.MIN_TTL), "")
+        answer = await self.calls.eval("cancel", "finish", keys, args)
+        return task if answer == 1 else None

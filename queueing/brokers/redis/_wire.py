@@ -1,0 +1,349 @@
+"""The JSON wire format: envelopes in streams, task records, outcomes and dead letters.
+
+Anything read from Redis is untrusted: it may have been written by another program, an
+older version, or by hand. `decode_envelope` checks every field and raises `BadEntry`
+with the reason; the broker dead-letters such entries instead of running them. Records
+and outcomes are read leniently (a record names its task by its key, which we built).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ..._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState
+from .._contract import queue_of
+from . import _keys as k
+
+VERSION = 1
+#: The most stages a pipeline may have (a bound on an untrusted `stage` field).
+MAX_STAGES = 1000
+#: Digits per index of a branch path (paths sort as text: indexes below 10**9).
+PATH_DIGITS = 9
+
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class BadEntry(ValueError):
+    """An entry that cannot be a task; the message says why."""
+
+
+# -- envelopes: a task as a stream entry carries it ----------------------------------------
+
+
+def encode_envelope(task: Task) -> str:
+    doc: dict[str, Any] = {
+        "v": VERSION,
+        "id": task.id,
+        "queue": task.queue,
+        "payload": task.payload,
+        "submitted_at": task.submitted_at,
+        "expires_at": task.expires_at,
+        "attempts": task.attempts,
+        "first_started": task.first_started,
+    }
+    if isinstance(task, PipelineTask) and task.run is not None:
+        doc.update(run=task.run, route=task.route, stage=task.stage, path=list(task.path))
+    return dumps(doc)
+
+
+def _number(doc: Mapping[str, Any], key: str, *, optional: bool) -> float | None:
+    value = doc.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadEntry(f"field {key!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _parse(raw: Any, max_bytes: int) -> dict[str, Any]:
+    if not isinstance(raw, str):
+        raise BadEntry(f"field 'env' must be text, got {type(raw).__name__}")
+    if len(raw) > max_bytes:
+        raise BadEntry(f"envelope is {len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise BadEntry(f"field 'env' is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadEntry(f"envelope must be a JSON object, got {type(doc).__name__}")
+    if doc.get("v") != VERSION:
+        raise BadEntry(f"unsupported envelope version {doc.get('v')!r} (expected {VERSION})")
+    return doc
+
+
+def decode_envelope(fields: Mapping[str, Any], queue: str, max_bytes: int) -> Task:
+    """Parse and check a stream entry's fields (`id`, `env`) into a task record."""
+    raw = fields.get("env")
+    if raw is None:
+        raise BadEntry(f"missing field 'env' (fields present: {sorted(map(str, fields))[:10]})")
+    doc = _parse(raw, max_bytes)
+    task_id = doc.get("id")
+    if not isinstance(task_id, str) or not task_id or len(task_id) > k.MAX_ID_LENGTH:
+        shown = task_id[: k.MAX_ID_LENGTH // 4] + "..." if isinstance(task_id, str) else task_id
+        raise BadEntry(
+            f"field 'id' must be a non-empty string of at most {k.MAX_ID_LENGTH} characters, "
+            f"got {shown!r}"
+        )
+    if doc.get("queue") != queue:
+        raise BadEntry(f"field 'queue' is {doc.get('queue')!r}, but the entry is in {queue!r}")
+    if "payload" not in doc:
+        raise BadEntry("missing field 'payload'")
+    attempts = doc.get("attempts", 0)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+        raise BadEntry(f"field 'attempts' must be an int >= 0, got {attempts!r}")
+    reply_to = doc.get("reply_to")  # written by older versions; checked, not used
+    if reply_to is not None and not isinstance(reply_to, str):
+        raise BadEntry(f"field 'reply_to' must be a string or null, got {reply_to!r}")
+    submitted_at = _number(doc, "submitted_at", optional=False)
+    assert submitted_at is not None
+    expires_at = _number(doc, "expires_at", optional=True)
+    task: Task
+    if doc.get("run") is not None:
+        run, route, stage, path = (
+            doc.get("run"),
+            doc.get("route"),
+            doc.get("stage"),
+            doc.get("path"),
+        )
+        if not isinstance(run, str) or not isinstance(route, str):
+            raise BadEntry("fields 'run' and 'route' must be strings")
+        if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < MAX_STAGES:
+            raise BadEntry(f"field 'stage' must be an int in [0, {MAX_STAGES}), got {stage!r}")
+        if not isinstance(path, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 10**PATH_DIGITS
+            for i in path
+        ):
+            raise BadEntry(f"field 'path' must be a list of ints >= 0, got {path!r}")
+        task = PipelineTask(
+            task_id,
+            queue,
+            doc["payload"],
+            submitted_at,
+            expires_at,
+            run=run,
+            route=route,
+            stage=stage,
+            path=tuple(path),
+        )
+    else:
+        task = Task(task_id, queue, doc["payload"], submitted_at, expires_at)
+    task.attempts = attempts
+    task.first_started = _number(doc, "first_started", optional=True)
+    if queue_of(task_id) != queue:  # its record would be under another queue's keys
+        raise BadEntry(f"task id {task_id!r} does not name the queue {queue!r} (<queue>:<unique>)")
+    return task
+
+
+# -- records: what Redis keeps of a task for lookups and outcomes ---------------------------
+
+
+def encode_meta(task: Task) -> str:
+    """The record's `m` field: what a lookup reports besides the outcome."""
+    doc: dict[str, Any] = {
+        "submitted_at": task.submitted_at,
+        "expires_at": task.expires_at,
+        "attempts": task.attempts,
+    }
+    if isinstance(task, PipelineTask):
+        if task.run is None:
+            doc.update(kind="run", route=task.route)
+        else:
+            doc.update(run=task.run, route=task.route, stage=task.stage, path=list(task.path))
+    return dumps(doc)
+
+
+def cap_error(error: ErrorInfo | None) -> ErrorInfo | None:
+    """The error as stored: message and traceback cut to their caps."""
+    if error is None:
+        return None
+    message, tb = error.message, error.traceback
+    if len(message) <= k.MAX_MESSAGE and len(tb) <= k.MAX_TRACEBACK:
+        return error
+    if len(message) > k.MAX_MESSAGE:
+        message = message[: k.MAX_MESSAGE - 3] + "..."
+    if len(tb) > k.MAX_TRACEBACK:
+        tb = "...\n" + tb[-(k.MAX_TRACEBACK - 4) :]  # the innermost frames matter most
+    return ErrorInfo(error.type[: k.MAX_MESSAGE], message, tb)
+
+
+def error_doc(error: ErrorInfo | None) -> dict[str, str] | None:
+    error = cap_error(error)
+    if error is None:
+        return None
+    return {"type": error.type, "message": error.message, "traceback": error.traceback}
+
+
+def error_from_doc(doc: Any) -> ErrorInfo | None:
+    if not isinstance(doc, dict):
+        return None
+    return ErrorInfo(
+        str(doc.get("type", "")), str(doc.get("message", "")), str(doc.get("traceback", ""))
+    )
+
+
+def encode_outcome(task: Task) -> str:
+    """The record's `o` field once the task is final (run.lua writes the same for a run)."""
+    return dumps(
+        {
+            "state": task.state.value,
+            "result": task.result,
+            "error": error_doc(task.error),
+            "attempts": task.attempts,
+            "deliveries": task.deliveries,
+            "finished_at": task.finished_at,
+            "stage": task.stage,
+            "fanned": task.fanned,
+        }
+    )
+
+
+def apply_outcome(task: Task, raw: str) -> None:
+    """Copy a stored outcome onto a task record."""
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("an outcome must be a JSON object")
+    task.state = TaskState(doc["state"])
+    task.result = doc.get("result")
+    task.error = error_from_doc(doc.get("error"))
+    task.attempts = int(doc.get("attempts") or 0)
+    task.deliveries = int(doc.get("deliveries") or 0)
+    finished = doc.get("finished_at")
+    task.finished_at = float(finished) if finished is not None else None
+    if isinstance(task, PipelineTask):
+        task.stage = int(doc.get("stage") or 0)
+        task.fanned = bool(doc.get("fanned"))
+
+
+def task_from_record(
+    task_id: str, state: str, meta: str | None, outcome: str | None, working: Any = None
+) -> Task:
+    """A task record as `lookup` reports it (no payload: the entry carries that); `working`
+    is the record's `w` (a worker runs it now)."""
+    doc = json.loads(meta) if meta else {}
+    if not isinstance(doc, dict):
+        doc = {}
+    submitted_at = float(doc.get("submitted_at") or 0.0)
+    expires = doc.get("expires_at")
+    expires_at = float(expires) if expires is not None else None
+    task: Task
+    if doc.get("kind") == "run":
+        route = str(doc.get("route") or queue_of(task_id))
+        task = PipelineTask(task_id, route, None, submitted_at, expires_at, route=route)
+    elif doc.get("run") is not None:
+        task = PipelineTask(
+            task_id,
+            queue_of(task_id),
+            None,
+            submitted_at,
+            expires_at,
+            run=str(doc["run"]),
+            route=str(doc.get("route") or ""),
+            stage=int(doc.get("stage") or 0),
+            path=tuple(int(i) for i in doc.get("path") or ()),
+        )
+    else:
+        task = Task(task_id, queue_of(task_id), None, submitted_at, expires_at)
+    task.attempts = int(doc.get("attempts") or 0)
+    task.state = TaskState(state)
+    if task.state is TaskState.PENDING and working:
+        task.state = TaskState.RUNNING
+        task.attempts += 1  # the attempt running now
+    if task.state.final and outcome:
+        apply_outcome(task, outcome)
+    return task
+
+
+def path_key(path: tuple[int, ...]) -> str:
+    """A branch's position as text that sorts like the path itself."""
+    return ".".join(f"{i:0{PATH_DIGITS}d}" for i in path)
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def encode_dead_letter(letter: DeadLetter) -> str:
+    return dumps(
+        {
+            "id": letter.id,
+            "queue": letter.queue,
+            "payload": letter.payload,
+            "state": letter.state.value,
+            "error": error_doc(letter.error),
+            "attempts": letter.attempts,
+            "deliveries": letter.deliveries,
+            "submitted_at": letter.submitted_at,
+            "failed_at": letter.failed_at,
+        }
+    )
+
+
+def letter_of(task: Task, queue: str) -> str:
+    """The dead letter of a task that ended FAILED or DEAD_LETTERED."""
+    return encode_dead_letter(
+        DeadLetter(
+            id=task.id,
+            queue=queue,
+            payload=task.payload,
+            state=task.state,
+            error=task.error,
+            attempts=task.attempts,
+            deliveries=task.deliveries,
+            submitted_at=task.submitted_at,
+            failed_at=task.finished_at or 0.0,
+        )
+    )
+
+
+def bad_entry_letter(queue: str, fields: Mapping[Any, Any], reason: str, now: float) -> str:
+    """The dead letter of an entry that is not a task of ours: its fields, capped."""
+    kept = list(fields.items())[: k.BAD_ENTRY_FIELDS]
+    payload = {
+        str(key)[: k.BAD_ENTRY_NAME_CHARS]: str(value)[: k.BAD_ENTRY_FIELD_CHARS]
+        for key, value in kept
+    }
+    return encode_dead_letter(
+        DeadLetter(
+            id="",
+            queue=queue,
+            payload=payload,
+            state=TaskState.DEAD_LETTERED,
+            error=ErrorInfo("BadEntry", reason),
+            attempts=0,
+            deliveries=1,
+            submitted_at=0.0,
+            failed_at=now,
+        )
+    )
+
+
+def decode_dead_letter(raw: str) -> DeadLetter:
+    """A dead letter from the stream; anyone can write there, so a bad one is listed as
+    unreadable rather than failing the listing."""
+    try:
+        doc = json.loads(raw)
+        return DeadLetter(
+            id=str(doc.get("id", "")),
+            queue=str(doc.get("queue", "")),
+            payload=doc.get("payload"),
+            state=TaskState(doc.get("state", "dead-lettered")),
+            error=error_from_doc(doc.get("error")),
+            attempts=int(doc.get("attempts") or 0),
+            deliveries=int(doc.get("deliveries") or 0),
+            submitted_at=float(doc.get("submitted_at") or 0),
+            failed_at=float(doc.get("failed_at") or 0),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return DeadLetter(
+            id="",
+            queue="",
+            payload=raw[: k.BAD_ENTRY_FIELD_CHARS],
+            state=TaskState.DEAD_LETTERED,
+            error=ErrorInfo("BadEntry", f"unreadable dead letter ({type(exc).__name__})"),
+            attempts=0,
+            deliveries=0,
+            submitted_at=0.0,
+            failed_at=0.0,
+        )

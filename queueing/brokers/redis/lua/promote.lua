@@ -1,0 +1,24 @@
+-- Move due tasks from the delayed set to the ready stream (concurrent movers are safe:
+-- a task is moved by whoever removes it from the set).
+-- KEYS: 1 delayed, 2 envs, 3 ready, 4.. the record of each id
+-- ARGV: 1 now (ms), 2.. the ids, one per record
+-- Returns how many were moved.
+local moved = 0
+for i = 4, #KEYS do
+  local id = ARGV[i - 2]
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  if due and tonumber(due) <= tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], id)
+    local env = redis.call('HGET', KEYS[2], id)
+    redis.call('HDEL', KEYS[2], id)
+    if env then
+      -- Moved even without a record: the reader dead-letters it with the reason.
+      local entry = redis.call('XADD', KEYS[3], '*', 'id', id, 'env', env)
+      if redis.call('HGET', KEYS[i], 's') == 'scheduled' then
+        redis.call('HSET', KEYS[i], 's', 'pending', 'e', entry)
+      end
+      moved = moved + 1
+    end
+  end
+end
+return moved

@@ -1,0 +1,148 @@
+"""The Redis broker's key space and scripts: every script call touches the keys of one
+hash tag (one Redis Cluster slot), every key a script touches comes in `KEYS[]`, and the
+scripts ship inside the package. Also: what a malformed URL says."""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from typing import Any
+
+import pytest
+import trio
+from broker_helpers import JOBS, claim_until, new_run, new_task, opened
+from redis_helpers import envelope, key, raw_client
+
+from queueing._exceptions import BrokerError
+from queueing._task import ErrorInfo, TaskState
+from queueing.brokers._contract import QueueInfo
+from queueing.brokers.redis import RedisBroker, _calls, _keys
+
+ERROR = ErrorInfo("Boom", "it broke")
+LUA = importlib.resources.files("queueing.brokers.redis").joinpath("lua")
+
+
+def lua_files() -> dict[str, str]:
+    return {
+        path.name: path.read_text(encoding="utf-8")
+        for path in LUA.iterdir()
+        if path.name.endswith(".lua")
+    }
+
+
+def test_the_scripts_ship_inside_the_package() -> None:
+    assert sorted(lua_files()) == sorted(f"{name}.lua" for name in _calls.SCRIPTS)
+
+
+def test_no_script_builds_a_key() -> None:
+    for name, source in lua_files().items():
+        code = re.sub(r"--[^\n]*", "", source)  # comments say what KEYS hold
+        calls = re.findall(r"redis\.call\(\s*'(\w+)'\s*,\s*([^,)]+)", code)
+        assert calls, name
+        for command, first in calls:
+            assert re.fullmatch(r"KEYS\[[^\]]+\]", first.strip()), (name, command, first)
+        for literal in re.findall(r"'([^']*)'", code):  # no `'{' .. prefix .. '}:...'`
+            assert literal != "{", name
+            assert "}:" not in literal, (name, literal)
+        for group in re.findall(r"local GROUP = '(\w+)'", code):
+            assert group == _keys.GROUP, name
+
+
+@pytest.mark.redis
+async def test_every_script_call_touches_one_hash_tag(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, list[str]]] = []
+    script = _calls.Calls.script
+
+    def recording(self: _calls.Calls, target: Any, name: str, keys: list[str], args: Any) -> Any:
+        calls.append((name, list(keys)))
+        return script(self, target, name, keys, args)
+
+    monkeypatch.setattr(_calls.Calls, "script", recording)
+    other = QueueInfo("other", maxsize=100, max_payload=1024, result_ttl=60.0)
+    async with (
+        opened(redis_url, JOBS, other, lease=0.5) as worker,
+        opened(redis_url, JOBS, other, lease=0.5) as rescuer,
+        opened(redis_url, serve=False) as client,
+        raw_client(redis_url) as raw,
+    ):
+        # Submits of two queues in one round trip, a delayed one, a batch.
+        tasks = [new_task(payload=n) for n in range(4)]
+        async with trio.open_nursery() as nursery:
+            for task in tasks[:2]:
+                nursery.start_soon(client.accept, JOBS, task)
+            nursery.start_soon(client.accept, other, new_task("other"))
+        await client.accept(JOBS, tasks[2], due=client.clock() + 0.2)
+        await client.accept_many(JOBS, tasks[3:])
+        await raw.xadd(
+            key(redis_url, "jobs", "ready"),
+            {"id": tasks[0].id, "env": envelope("jobs", tasks[0].id, "forged")},
+        )
+        ids = [t.id for t in tasks]
+        assert await client.wait_settled(ids, 0) == []
+        claimed = await claim_until(worker, n=10)
+        claimed += await claim_until(worker, n=10)  # the delayed one
+        await worker.renew(JOBS, claimed)
+        first, second, third, fourth = sorted(claimed, key=lambda t: t.payload)
+        await worker.settle(JOBS, first, TaskState.SUCCEEDED, 1)
+        await worker.retry_at(JOBS, second, worker.clock())
+        await worker.dead_letter(JOBS, third, TaskState.FAILED, ERROR)
+        await worker.release(JOBS, [fourth])
+        await worker.flush()
+        assert await client.cancel(fourth.id, ERROR) is not None
+        (again,) = await claim_until(worker)  # the retried one, promoted
+        assert await client.cancel(again.id, ERROR) is not None  # running
+        await worker.claim(other, 1, wait=0)  # held, never renewed: reclaimed
+        (stolen,) = await claim_until(rescuer, other)
+        await rescuer.settle(other, stolen, TaskState.SUCCEEDED, None)
+        await rescuer.flush()
+        await worker.take_dead_letters("jobs", [third.id])
+        await worker.take_dead_letters("jobs", None)
+        # A pipeline run: its own keys, then its stage tasks' queue.
+        run, stage = new_run("ingest", "jobs")
+        await client.runs.start(run, JOBS, stage, due=None)
+        await client.runs.advance(run.id, stage.id, 2, True)
+        await client.runs.branch_done(run.id, (0,), "a")
+        await client.runs.branch_done(run.id, (1,), "b")
+        ended, ended_stage = new_run("ingest", "jobs")
+        await client.runs.start(ended, JOBS, ended_stage, due=None)
+        await client.runs.end(ended.id, ended_stage, TaskState.FAILED, ERROR)
+        cancelled, cancelled_stage = new_run("ingest", "jobs")
+        await client.runs.start(cancelled, JOBS, cancelled_stage, due=None)
+        await client.cancel(cancelled.id, ERROR)
+        found = await client.wait_settled([*ids, run.id, ended.id, cancelled.id], 5.0)
+        assert found
+    assert {name for name, _ in calls} == set(_calls.SCRIPTS)
+    keys_ = _keys.Keys("p")
+    for name, keys in calls:
+        tags = {keys_.tag(k) for k in keys}
+        assert len(tags) == 1, (name, keys)
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("redis:/host", "no host"),
+        ("redis://", "no host"),
+        ("http://host:6379", "scheme must be one of"),
+        ("redis://host:port", "Port could not be cast"),
+        ("redis://host:70000", "out of range"),
+        ("unix://", "socket's path"),
+        ("redis://host?lease=soon", "lease must be a number"),
+        ("redis://host?lease=0", "lease must be a number"),
+        ("redis://host?prefix=a:b", "prefix must be"),
+    ],
+)
+def test_a_malformed_url_is_refused_with_what_is_wrong(url: str, words: str) -> None:
+    with pytest.raises(BrokerError, match=re.escape(words)):
+        RedisBroker(url)
+
+
+def test_the_url_options_and_the_password_stay_out_of_sight() -> None:
+    broker = RedisBroker("rediss://user:secret@host:6380/2?prefix=app&lease=7&ssl_cert_reqs=none")
+    assert (broker.prefix, broker.lease) == ("app", 7.0)
+    assert "secret" not in repr(broker)
+    assert "prefix" not in broker.url
+    assert "ssl_cert_reqs=none" in broker.url
+    assert RedisBroker("unix:///run/redis.sock?prefix=u").prefix == "u"
