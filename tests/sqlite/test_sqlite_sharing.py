@@ -22,12 +22,14 @@ from queueing import (
     Full,
     Queue,
     QueueFull,
+    TaskLost,
     TaskState,
     Worker,
     connect,
     open_system,
 )
 from queueing.brokers import Admission, QueueInfo, SqliteBroker, Task
+from queueing.brokers.sqlite import _broker as sqlite_broker
 
 WAIT = 10.0
 LEASE = 0.3
@@ -238,3 +240,20 @@ async def test_an_outcome_kept_forever_stays_readable(url: str) -> None:
         with trio.fail_after(WAIT):
             assert await client.receipt(receipt.id) == 10
         assert (await client.receipt(receipt.id).status()).state is TaskState.SUCCEEDED
+
+
+async def test_a_task_whose_record_is_gone_from_the_file_resolves_as_lost(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its record vanishes as if the file had been restored from an older copy.
+    monkeypatch.setattr(sqlite_broker, "SWEEP_EVERY", 0.2)
+    path = url.removeprefix("sqlite:///")
+    async with connect(url, double) as client:  # nobody serves the queue: it stays open
+        receipt = await client.submit("double", 1)
+        kept = await client.submit("double", 2)
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM tasks WHERE id = ?", (receipt.id,))
+        with trio.fail_after(WAIT), pytest.raises(TaskLost) as info:
+            await receipt
+        assert info.value.outcome is TaskState.LOST
+        assert not kept.done()

@@ -14,9 +14,10 @@ from typing import Any
 
 import anyio
 
+from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Task, TaskState
-from .._contract import Admission, Broker, QueueInfo
-from . import _ops, _runs
+from .._contract import Admission, Broker, QueueInfo, queue_of
+from . import _admin, _ops, _runs
 from ._records import STATES, dumps, error_of, error_text, letter_of, letter_text, loads, task_row
 from ._settings import parse_url
 from ._writer import Writer
@@ -24,6 +25,18 @@ from ._writer import Writer
 log = logging.getLogger("queueing")
 #: The longest pause between two heartbeats of a serving process (`status` lists it).
 HEARTBEAT = 5.0
+#: Seconds before the engine's background loops (claims, outcomes) try a failed read or
+#: write again (a file locked past busy_timeout, a full disk).
+BACKGROUND_RETRY = 1.0
+#: Seconds between two checks that the records of every task waited for still exist.
+SWEEP_EVERY = 10.0
+#: Seconds an id waited for may have no record before it is reported LOST.
+UNSEEN_LOST = 600.0
+_LOST = ErrorInfo(
+    "TaskLost",
+    "its record is gone from the SQLite file (the file was replaced or restored, or a "
+    "power failure undid its last writes with synchronous=normal)",
+)
 #: The longest `wait_settled` waits for more outcomes while they keep coming.
 GATHER_MAX = 0.005
 
@@ -59,6 +72,9 @@ class SqliteBroker(Broker):
         self._since: int | None = None
         self._gather = False
         self._returned_at = 0.0
+        self._sweep_at = 0.0
+        #: Ids waited for whose record was not there when first looked for, and since when.
+        self._unseen: dict[str, float] = {}
 
     @property
     def writer(self) -> Writer:
@@ -70,7 +86,7 @@ class SqliteBroker(Broker):
 
     @asynccontextmanager
     async def connect(self, queues: Mapping[str, QueueInfo], *, serve: bool) -> AsyncIterator[None]:
-        writer = Writer(self.settings, self.owner, _ops.cleanup)
+        writer = Writer(self.settings, self.owner, _admin.cleanup)
         try:
             async with anyio.create_task_group() as group:
                 await writer.start(group)
@@ -79,14 +95,14 @@ class SqliteBroker(Broker):
                 process = None
                 if serve:
                     process = (os.getpid(), socket.gethostname(), dumps(sorted(queues)), 0)
-                await writer.call(_ops.declare, list(queues.values()), process)
+                await writer.call(_admin.declare, list(queues.values()), process)
                 try:
                     yield
                 finally:
                     with anyio.CancelScope(shield=True):
                         if serve:
                             try:
-                                await writer.call(_ops.leave)
+                                await writer.call(_admin.leave)
                             except Exception:
                                 log.debug("SQLite broker: could not sign off", exc_info=True)
                         await writer.close()
@@ -106,7 +122,7 @@ class SqliteBroker(Broker):
         while True:
             await anyio.sleep(every)
             if self._serving:
-                await self.writer.send(_ops.heartbeat)
+                await self.writer.send(_admin.heartbeat)
 
     async def flush(self) -> None:
         if self._writer is not None:
@@ -147,10 +163,22 @@ class SqliteBroker(Broker):
             await anyio.sleep(min(now - self._returned_at, GATHER_MAX))
         while True:
             settled = writer.signals.event("settled")
-            wanted = frozenset(task_ids)
+            wanted = frozenset(task_ids)  # read again at each look: the engine's set grows
             since = self._since
             fresh = list(wanted - self._open_ids) if since is not None else list(wanted)
-            done, cursor = await writer.call(_ops.settled, fresh, wanted, since, write=False)
+            sweep: list[str] = []
+            if anyio.current_time() >= self._sweep_at:
+                self._sweep_at = anyio.current_time() + SWEEP_EVERY
+                sweep = list(self._open_ids & wanted)
+            try:
+                done, cursor, seen, gone = await writer.call(
+                    _ops.settled, fresh, wanted, since, sweep, write=False
+                )
+            except BrokerError as exc:  # the receipts' loop asks again
+                log.warning("SQLite broker: reading outcomes failed (%s)", exc)
+                await anyio.sleep(max(0.0, min(deadline - anyio.current_time(), BACKGROUND_RETRY)))
+                return []
+            done += self._lost(fresh, seen, sweep, gone)
             self._since = cursor
             self._open_ids = wanted.difference(task.id for task in done)
             if done or anyio.current_time() >= deadline:
@@ -159,6 +187,29 @@ class SqliteBroker(Broker):
                 return done  # type: ignore[no-any-return]
             with anyio.move_on_after(deadline - anyio.current_time()):
                 await settled.wait()
+
+    def _lost(
+        self, fresh: list[str], seen: set[str], sweep: list[str], gone: set[str]
+    ) -> list[Task]:
+        """Records in state LOST for ids whose record is gone from the file: seen before
+        and missing at a sweep, or never seen for `UNSEEN_LOST` seconds (a pipeline run is
+        watched before its record is written, and may wait for room that long)."""
+        unseen = self._unseen
+        now = anyio.current_time()
+        for task_id in fresh:
+            if task_id not in seen:
+                unseen.setdefault(task_id, now)
+        lost = []
+        for task_id in gone:
+            since = unseen.get(task_id)
+            if since is None or now - since >= UNSEEN_LOST:
+                unseen.pop(task_id, None)
+                task = Task(task_id, queue_of(task_id), None, 0.0)
+                task.settle(TaskState.LOST, None, _LOST, time.time())
+                lost.append(task)
+        for task_id in seen.union(sweep).difference(gone):
+            unseen.pop(task_id, None)
+        return lost
 
     async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
         record: Task | None = await self.writer.call(
@@ -180,7 +231,13 @@ class SqliteBroker(Broker):
         deadline = anyio.current_time() + wait
         while True:
             ready = writer.signals.event(f"ready:{queue.name}")
-            tasks, nxt = await writer.call(_ops.claim, queue.name, n, self.lease, lease=True)
+            try:
+                tasks, nxt = await writer.call(_ops.claim, queue.name, n, self.lease, lease=True)
+            except BrokerError as exc:
+                # The dispatcher's loop has nothing better to do than to try again later:
+                # a file locked for long (or a full disk) must not stop this process.
+                log.warning("SQLite broker: claiming from %r failed (%s)", queue.name, exc)
+                tasks, nxt = [], time.time() + BACKGROUND_RETRY
             if tasks:
                 claimed = self._claimed
                 for task in tasks:
@@ -199,10 +256,13 @@ class SqliteBroker(Broker):
         if not tasks:
             return []
         by_id = {task.id: task for task in tasks}
+        try:
+            answers = await self.writer.call(_ops.renew, list(by_id), self.lease, lease=True)
+        except BrokerError as exc:  # the next renewal tries again
+            log.warning("SQLite broker: renewing leases of %r failed (%s)", queue.name, exc)
+            return []
         lost = []
-        for task_id, state, result, error, finished_at in await self.writer.call(
-            _ops.renew, list(by_id), self.lease, lease=True
-        ):
+        for task_id, state, result, error, finished_at in answers:
             task = by_id[task_id]
             self._claimed.pop(task_id, None)
             outcome = STATES.get(state or "")
@@ -277,12 +337,12 @@ class SqliteBroker(Broker):
     # -- dead letters and figures ----------------------------------------------------------
 
     async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
-        texts = await self.writer.call(_ops.dead_letters, queue, limit, write=False)
+        texts = await self.writer.call(_admin.dead_letters, queue, limit, write=False)
         return [letter_of(text) for text in texts]
 
     async def take_dead_letters(self, queue: str, ids: Collection[str] | None) -> list[DeadLetter]:
         wanted = None if ids is None else list(ids)
-        texts = await self.writer.call(_ops.take_dead_letters, queue, wanted)
+        texts = await self.writer.call(_admin.take_dead_letters, queue, wanted)
         return [letter_of(text) for text in texts]
 
     async def outstanding(self, queue: str) -> int:
@@ -291,11 +351,11 @@ class SqliteBroker(Broker):
     async def status(self) -> dict[str, Any]:
         """Every queue in the file (counts by state, outcome counters, dead letters) and
         the serving processes seen lately, as plain data (`queueing status`)."""
-        info: dict[str, Any] = await self.writer.call(_ops.status, write=False)
+        info: dict[str, Any] = await self.writer.call(_admin.status, write=False)
         return info
 
     async def declared(self) -> dict[str, QueueInfo]:
-        rows = await self.writer.call(_ops.declared, write=False)
+        rows = await self.writer.call(_admin.declared, write=False)
         return {
             name: QueueInfo(name, maxsize, max_payload, math.inf if ttl >= 1e18 else ttl)
             for name, maxsize, max_payload, ttl in rows

@@ -12,15 +12,13 @@ from typing import Any
 
 from ..._task import Task, TaskState
 from .._contract import Admission, QueueInfo
-from ._records import COLUMNS, INSERT_TASK, OPEN_STATES, loads, record, ttl_end
+from ._records import COLUMNS, INSERT_TASK, OPEN_STATES, record, ttl_end
 from ._tx import COUNTERS, Tx
 
 _OPEN = "state IN ('pending', 'scheduled', 'running')"
 _KEPT = "(keep_until IS NULL OR keep_until > ?)"
 #: Ids per `IN (...)` list (SQLite allows many; short lists keep statements cached).
 IN_CHUNK = 500
-#: Seconds a process's heartbeat may be missed before `status` and cleanup forget it.
-PROCESS_STALE = 60.0
 
 
 def accept(
@@ -250,156 +248,40 @@ def cancel_task(tx: Tx, task_id: str, error: str, finished_at: float) -> Task | 
     return record(tx.execute(f"SELECT {COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone())
 
 
+def _existing(tx: Tx, columns: str, ids: Sequence[str]) -> list[Any]:
+    rows = []
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows += tx.execute(f"SELECT {columns} FROM tasks WHERE id IN ({marks})", chunk).fetchall()
+    return rows
+
+
 def settled(
-    tx: Tx, fresh: Sequence[str], wanted: frozenset[str], since: int | None
-) -> tuple[list[Task], int]:
+    tx: Tx,
+    fresh: Sequence[str],
+    wanted: frozenset[str],
+    since: int | None,
+    sweep: Sequence[str],
+) -> tuple[list[Task], int, set[str], set[str]]:
     """The outcomes of `wanted` tasks: those of `fresh` ids (never asked about), and those
-    recorded after outcome number `since` (the others were open then). Returns them and
-    the number to ask from next time."""
+    recorded after outcome number `since` (the others were open then). Returns them, the
+    number to ask from next time, which of the fresh ids have a record, and which of the
+    `sweep` ids have none (any more)."""
     cursor = tx.cursor()
     columns = COLUMNS.replace("payload", "NULL")
-    found = []
-    for start in range(0, len(fresh), IN_CHUNK):
-        chunk = fresh[start : start + IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        found += tx.execute(
-            f"SELECT {columns} FROM tasks WHERE id IN ({marks}) AND settled IS NOT NULL",
-            chunk,
-        ).fetchall()
+    rows = _existing(tx, f"{columns}, settled", fresh)
+    seen = {row[0] for row in rows}
+    found = [row[:-1] for row in rows if row[-1] is not None]
     if since is not None and since < cursor:
-        for row in tx.execute(
-            f"SELECT {columns} FROM tasks WHERE settled > ?", (since,)
-        ).fetchall():
+        for row in tx.execute(f"SELECT {columns} FROM tasks WHERE settled > ?", (since,)):
             if row[0] in wanted:
                 found.append(row)
+    gone = set(sweep).difference(row[0] for row in _existing(tx, "id", sweep))
     unique = {row[0]: row for row in found}
-    return [record(row, payload=False) for row in unique.values()], cursor
+    return [record(row, payload=False) for row in unique.values()], cursor, seen, gone
 
 
 def outstanding(tx: Tx, queue: str) -> int:
     row = tx.execute("SELECT outstanding FROM queues WHERE name = ?", (queue,)).fetchone()
     return 0 if row is None else int(row[0])
-
-
-def dead_letters(tx: Tx, queue: str, limit: int) -> list[str]:
-    rows = tx.execute(
-        "SELECT letter FROM dead_letters WHERE queue = ? ORDER BY seq DESC LIMIT ?",
-        (queue, limit),
-    ).fetchall()
-    return [row[0] for row in reversed(rows)]
-
-
-def take_dead_letters(tx: Tx, queue: str, ids: Sequence[str] | None) -> list[str]:
-    if ids is None:
-        rows = tx.execute(
-            "DELETE FROM dead_letters WHERE queue = ? RETURNING seq, letter", (queue,)
-        ).fetchall()
-    else:
-        rows = []
-        for task_id in ids:
-            rows += tx.execute(
-                "DELETE FROM dead_letters WHERE queue = ? AND id = ? RETURNING seq, letter",
-                (queue, task_id),
-            ).fetchall()
-    return [letter for _, letter in sorted(rows)]
-
-
-def declare(tx: Tx, infos: Sequence[QueueInfo], process: tuple[Any, ...] | None) -> None:
-    """Make the queues' rows; a serving process (`process` is its row) updates their
-    limits, marks them served and says it is alive."""
-    for info in infos:
-        q = tx.queue(info.name, info)
-        if process is not None and q is not None:
-            tx.execute(
-                "UPDATE queues SET maxsize = ?, max_payload = ?, result_ttl = ?, "
-                "served_at = ? WHERE name = ?",
-                (info.maxsize, info.max_payload, min(info.result_ttl, 1e18), tx.now, info.name),
-            )
-    if process is not None:
-        tx.execute(
-            "INSERT OR REPLACE INTO processes (owner, pid, host, queues, workers, "
-            "started_at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (tx.owner, *process, tx.now, tx.now),
-        )
-
-
-def declared(tx: Tx) -> list[tuple[str, int, int, float]]:
-    return tx.execute(
-        "SELECT name, maxsize, max_payload, result_ttl FROM queues WHERE served_at IS NOT NULL"
-    ).fetchall()
-
-
-def heartbeat(tx: Tx) -> None:
-    tx.execute("UPDATE processes SET seen_at = ? WHERE owner = ?", (tx.now, tx.owner))
-
-
-def leave(tx: Tx) -> None:
-    tx.execute("DELETE FROM processes WHERE owner = ?", (tx.owner,))
-
-
-def cleanup(tx: Tx, rows: int) -> int:
-    """Forget outcomes whose TTL ran out, and processes long gone; returns how many
-    outcomes were deleted."""
-    deleted = tx.execute(
-        "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE keep_until <= ? LIMIT ?)",
-        (tx.now, rows),
-    ).rowcount
-    tx.execute("DELETE FROM processes WHERE seen_at < ?", (tx.now - PROCESS_STALE,))
-    return int(deleted)
-
-
-def status(tx: Tx) -> dict[str, Any]:
-    """Queues (counts by state, outcome counters) and the live processes, for `status`."""
-    queues: dict[str, dict[str, Any]] = {}
-    for row in tx.execute(
-        "SELECT name, maxsize, outstanding, submitted, succeeded, failed, retried, "
-        "dead_lettered, cancelled, expired FROM queues ORDER BY name"
-    ):
-        name, *counts = row
-        queues[name] = dict(
-            zip(
-                (
-                    "maxsize",
-                    "outstanding",
-                    "submitted",
-                    "succeeded",
-                    "failed",
-                    "retried",
-                    "dead_lettered",
-                    "cancelled",
-                    "expired",
-                ),
-                counts,
-                strict=True,
-            )
-        )
-        queues[name].update(ready=0, scheduled=0, in_flight=0, dead_letters=0)
-    names = {"pending": "ready", "scheduled": "scheduled", "running": "in_flight"}
-    for queue, state, count in tx.execute(
-        "SELECT queue, state, count(*) FROM tasks "
-        "WHERE avail_at IS NOT NULL OR lease_until IS NOT NULL GROUP BY queue, state"
-    ):
-        if queue in queues and state in names:
-            queues[queue][names[state]] = count
-    for queue, count in tx.execute("SELECT queue, count(*) FROM dead_letters GROUP BY queue"):
-        if queue in queues:
-            queues[queue]["dead_letters"] = count
-    running = dict(
-        tx.execute(
-            "SELECT owner, count(*) FROM tasks WHERE lease_until IS NOT NULL GROUP BY owner"
-        ).fetchall()
-    )
-    workers = {}
-    for owner, pid, host, served, seen_at in tx.execute(
-        "SELECT owner, pid, host, queues, seen_at FROM processes WHERE seen_at >= ?",
-        (tx.now - PROCESS_STALE,),
-    ):
-        workers[owner] = {
-            "pid": pid,
-            "host": host,
-            "queues": loads(served),
-            "workers": None,
-            "in_flight": running.get(owner, 0),
-            "seen_at": seen_at,
-        }
-    return {"queues": queues, "workers": workers}
