@@ -11,9 +11,9 @@ batches; it also tells the event loop about other processes' writes.
   that does not sync the disk: a lease lost in a power failure only means that its task
   runs again, and a claim must not wait for other processes' syncs to reach a worker.
 - Batches that nobody waits for (outcomes sent by workers, `send`) run at most once per
-  `GROUP_COMMIT` (after a quiet spell, at once), so that under load many outcomes share
-  one disk sync; a request a caller waits for (an accept, a read, a flush) runs them at
-  once, ahead of it.
+  `GROUP_COMMIT` while they come in numbers, so that under load many outcomes share one
+  disk sync; when they come one by one they run at once. A request a caller waits for
+  (an accept, a read, a flush) runs them at once, ahead of it.
 - Between batches, and every `poll` seconds at most when idle (backing off from
   `POLL_MIN`), the thread reads `PRAGMA data_version`, which changes when another
   connection committed. The event loop then wakes every waiter (`Signals.fire_all`):
@@ -48,9 +48,11 @@ log = logging.getLogger("queueing")
 #: The shortest pause between two looks for other processes' writes (after a change).
 POLL_MIN = 0.001
 #: The least time between two commits of ordered batches that nobody waits for (outcomes
-#: sent by workers): under load, many outcomes share one disk sync; a batch that comes
-#: after a quiet spell runs at once.
+#: sent by workers) while they come in numbers (the last commit had `GROUP_MIN` requests
+#: or more): then many outcomes share one disk sync. One at a time runs at once (low
+#: latency when the load is light).
 GROUP_COMMIT = 0.01
+GROUP_MIN = 2
 #: Requests waiting to run past which `send` waits for its own (backpressure).
 MAX_BACKLOG = 10_000
 #: Seconds between two deletions of outcomes whose TTL ran out.
@@ -111,8 +113,8 @@ class Writer:
         self._foreign = 0
         self._foreign_seen = 0
         self._thread: threading.Thread | None = None
-        #: When the thread last ran ordered batches (monotonic).
-        self._committed = 0.0
+        #: Until when ordered batches nobody waits for wait for company (monotonic).
+        self._linger_until = 0.0
         self._rsock, self._wsock = socket.socketpair()
         self._rsock.setblocking(False)
         self._wsock.setblocking(False)
@@ -250,23 +252,21 @@ class Writer:
 
     def _take(self, pause: float) -> tuple[list[Batch], list[Batch], bool]:
         """Wait (up to `pause`) for work, and take the batches that may run now: every
-        lease batch, and the ordered ones once a caller waits for one of their requests
-        or `GROUP_COMMIT` passed since the last ones ran."""
+        lease batch, and the ordered ones unless they wait for company (see
+        `GROUP_COMMIT`) and no caller waits for one of their requests."""
         with self._lock:
             ordered, leases = self._queued
             if not self._closing and not leases:
                 if not ordered:
                     self._wake_thread.wait(pause)
                 elif not any(batch.waited for batch in ordered):
-                    self._wake_thread.wait(
-                        max(0.0, self._committed + GROUP_COMMIT - time.monotonic())
-                    )
+                    self._wake_thread.wait(max(0.0, self._linger_until - time.monotonic()))
             closing = self._closing
             ordered, leases = self._queued
             run = ordered and (
                 closing
                 or any(batch.waited for batch in ordered)
-                or self._committed + GROUP_COMMIT <= time.monotonic()
+                or self._linger_until <= time.monotonic()
             )
             taken = (ordered if run else [], leases)
             self._queued = ([] if run else ordered, [])
@@ -286,7 +286,8 @@ class Writer:
             if ordered:
                 self._finished.append((ordered, executor.run(ordered, quick=False)))
                 self._poke()
-                self._committed = time.monotonic()
+                crowded = sum(len(batch.ops) for batch in ordered) >= GROUP_MIN
+                self._linger_until = time.monotonic() + GROUP_COMMIT if crowded else 0.0
             seen = data_version(conn)
             if seen != version:
                 version = seen
