@@ -196,6 +196,9 @@ class SqliteBroker(Broker):
         watched before its record is written, and may wait for room that long)."""
         unseen = self._unseen
         now = anyio.current_time()
+        if unseen and sweep:  # forget ids no longer waited for (a receipt dropped)
+            for task_id in unseen.keys() - self._open_ids - set(fresh):
+                del unseen[task_id]
         for task_id in fresh:
             if task_id not in seen:
                 unseen.setdefault(task_id, now)
