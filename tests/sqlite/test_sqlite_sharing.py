@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import trio
 from sqlite_helpers import query
@@ -257,3 +258,23 @@ async def test_a_task_whose_record_is_gone_from_the_file_resolves_as_lost(
             await receipt
         assert info.value.outcome is TaskState.LOST
         assert not kept.done()
+
+
+def test_the_broker_runs_under_asyncio_too(url: str) -> None:
+    # Only anyio underneath: a client on asyncio can use the same file later.
+    async def main() -> tuple[Admission, list[int], list[Any]]:
+        broker = SqliteBroker(url)
+        async with broker.connect({"double": INFO}, serve=True):
+            admission = await broker.accept(INFO, task(7))
+            claimed = await broker.claim(INFO, 1, wait=1.0)
+            for held in claimed:
+                await broker.settle(INFO, held, TaskState.SUCCEEDED, 2 * held.payload)
+            done = await broker.wait_settled({"double:t7"}, timeout=WAIT)
+            return admission, [t.payload for t in claimed], [(t.state, t.result) for t in done]
+
+    admission, payloads, outcomes = anyio.run(main, backend="asyncio")
+    assert (admission, payloads, outcomes) == (
+        Admission.ACCEPTED,
+        [7],
+        [(TaskState.SUCCEEDED, 14)],
+    )
