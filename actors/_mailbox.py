@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from ._cycles import blocked, check_cycle
 from ._exceptions import ActorStopped, InvalidConfig, MailboxFull
 
 log = logging.getLogger("actors")
@@ -70,6 +71,7 @@ class Mailbox:
         "_getters",
         "_hungry",
         "_items",
+        "_owner_task",
         "_putters",
         "_reader",
         "_sends",
@@ -110,6 +112,9 @@ class Mailbox:
         self._waking = 0
         self._gets = 0
         self._hungry: trio.lowlevel.ParkingLot | None = None
+        # The task of the actor that reads this mailbox with its message loop, while that
+        # loop runs (None otherwise): what `check_cycle` follows from a mailbox to a sender.
+        self._owner_task: trio.lowlevel.Task | None = None
         self.received = 0
         self.dropped = 0
         self.rejected = 0
@@ -203,11 +208,16 @@ class Mailbox:
             # Full: park outside the except clause, so the WouldBlock is not kept alive.
             if self._putters is None:
                 self._putters = trio.lowlevel.ParkingLot()
+            task = trio.lowlevel.current_task()
+            if self._owner_task is not None:
+                check_cycle(self, task)
+            blocked[task] = self
             self._waiting_putters += 1
             try:
                 await self._putters.park()
             finally:
                 self._waiting_putters -= 1
+                del blocked[task]
 
     def put_system(self, message: Any) -> None:
         """Queue a runtime notice; it bypasses the bound and is read first."""
@@ -240,6 +250,23 @@ class Mailbox:
         elif self._getters and not self._waking:
             self._wake_getter()
 
+    def _put_back(self, messages: list[Any]) -> None:
+        """Queue taken messages again, ahead of every other one and in their order, over
+        the bound if need be (they were accepted once: the stash, at most a mailbox's worth).
+        On a closed mailbox they are refused like queued ones: asks fail."""
+        if self._closed:
+            for message in messages:
+                fail = getattr(message, "_fail", None)
+                if fail is not None:
+                    fail(ActorStopped(self.owner, "it stopped before answering"))
+            return
+        items = self._items
+        if not isinstance(items, deque):
+            items = self._items = deque()
+        items.extendleft(reversed(messages))
+        if self._reader is not None:
+            self.wake_reader()
+
     def get_nowait(self) -> Any:
         """Take the next message (system notices first).
 
@@ -251,8 +278,7 @@ class Mailbox:
         items = self._items
         if not items:
             raise trio.WouldBlock
-        assert isinstance(items, deque)
-        message = items.popleft()
+        message = items.popleft()  # a non-empty one is a deque
         if self._waiting_putters:
             self._unpark_putter()
         if items and self._getters and not self._waking:

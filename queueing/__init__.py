@@ -29,6 +29,7 @@ from ._queue import Pipeline as Pipeline
 from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
+from ._retry import is_transient as is_transient
 from ._stats import QueueStats as QueueStats
 from ._system import QueueSystem as QueueSystem
 from ._task import DeadLetter as DeadLetter
@@ -70,6 +71,7 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "connect",
+    "is_transient",
     "make_converter",
     "open_system",
     "run_system",

@@ -204,7 +204,9 @@ class Codec:
         if kind in PRIMITIVE_TYPES and (target is Any or target is kind):
             if kind is float and not math.isfinite(value):
                 raise PayloadError(
-                    self.queue, f"{value!r} is not a JSON number; send None or a string"
+                    self.queue,
+                    f"{self.role} is {value!r}, which is not a JSON number (JSON cannot carry "
+                    "NaN or infinity); use None or a string",
                 )
             return value
         data = self.unstructure(value)

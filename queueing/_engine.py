@@ -22,7 +22,7 @@ import trio
 
 from actors import Overflow
 
-from ._convert import encoded_size
+from ._convert import AS_ANY, encoded_size
 from ._exceptions import (
     InvalidQueue,
     PayloadError,
@@ -306,12 +306,15 @@ class Engine:
         if task.run is not None:
             await self._advance(rt, task, result)
             return
-        if type(result) not in PLAIN_RESULTS:
+        codec = rt.result_codec
+        if codec.as_is is not AS_ANY or type(result) not in PLAIN_RESULTS:
             try:
-                result = rt.result_codec.unstructure(result)
+                # Checked against `handle`'s declared return type, and as JSON.
+                result = codec.check(result)
             except PayloadError as exc:
-                # A result that cannot be stored: the retry policy decides, as for any
-                # error (a PayloadError is not retried by default).
+                # A result that cannot be stored, or not of the declared type: the retry
+                # policy decides, as for any error (a PayloadError is not retried by
+                # default).
                 await self.failed(rt, task, exc)
                 return
         if await self.broker.settle(rt.info, task, _SUCCEEDED, result):
@@ -426,7 +429,7 @@ class Engine:
         stages = pipeline.stages
         if task.stage + 1 >= len(stages):
             try:
-                data = rt.result_codec.unstructure(result)
+                data = rt.result_codec.check(result)
             except PayloadError as exc:
                 await self.failed(rt, task, exc)
                 return

@@ -56,6 +56,7 @@ class Worker(Actor, Generic[P, R]):
     _engine: Engine
     _task: Task | None = None
     _scope: trio.CancelScope | None = None
+    _stop = False  # set by on_stop_requested: read per task, cheaper than `stopping`
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -85,6 +86,7 @@ class Worker(Actor, Generic[P, R]):
 
     def on_stop_requested(self) -> None:
         # An idle worker stops now; a busy one finishes its task first.
+        self._stop = True
         if self._task is None and self._scope is not None:
             self._scope.cancel()
 
@@ -140,11 +142,12 @@ class Worker(Actor, Generic[P, R]):
         fatal = type(self).fatal
         limiter = rt.limiter
         nowait = engine.nowait
+        result_as_is = rt.result_codec.as_is  # results that are their declared type as is
         settle_nowait = engine.broker.settle_nowait
         settled = engine.settled
         info = rt.info
         since = 0
-        while not self.stopping:
+        while not self._stop:
             try:
                 task = get_nowait()
             except trio.WouldBlock:
@@ -217,7 +220,12 @@ class Worker(Actor, Generic[P, R]):
             if task.state is not _RUNNING:
                 pass  # cancelled through its receipt: the outcome is recorded already
             elif failure is None:
-                if nowait and task.run is None and type(result) in PLAIN_RESULTS:
+                if (
+                    nowait
+                    and task.run is None
+                    and type(result) in PLAIN_RESULTS
+                    and (result_as_is is AS_ANY or type(result) is result_as_is)
+                ):
                     # Engine.succeeded's common case, without a coroutine per call (in
                     # process; a test runs both ways on the same results).
                     if settle_nowait(info, task, _SUCCEEDED, result):
