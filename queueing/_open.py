@@ -88,8 +88,9 @@ async def open_system(
     Args:
         specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages), and
             the `Schedule`s whose tasks this process submits.
-        broker: "memory://" (in process), "redis://host:port/db" or "rediss://..." (TLS),
-            or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
+        broker: "memory://" (in process), "sqlite:///path.db" (a file that the processes
+            of one machine share), "redis://host:port/db" or "rediss://..." (TLS), or a
+            `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".
         converter: the cattrs converter for payloads and results (default: a strict JSON
             converter from `queueing.make_converter()`).
@@ -173,7 +174,8 @@ async def connect(
     )
     if not broker.shared:
         raise InvalidQueue(
-            f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
+            f"connect() needs a shared broker (sqlite:///path.db, redis:// or rediss://), "
+            f"got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )
     queues, pipelines, _ = _collect(specs)

@@ -201,16 +201,17 @@ class QueueSystem:
     ) -> list[Receipt[Any]]:
         """Submit many tasks to one queue or pipeline; returns their receipts, in order.
 
-        Cheaper than a `submit` per task: in process, tasks are validated and accepted in
-        chunks; with a shared broker the submissions share round trips. Options are those
-        of `submit`, for every task.
+        Cheaper than a `submit` per task: tasks of a queue are validated and handed to the
+        broker in chunks (`Broker.accept_many`: one round trip per chunk with a shared
+        broker); pipeline runs and delayed tasks are submitted concurrently and share round
+        trips. Options are those of `submit`, for every task.
 
         Raises:
             QueueFull: a submission was refused (`Overflow.REJECT`, or `full_timeout` ran
                 out); `.accepted` holds the receipts of the tasks that were accepted (they
-                run). In process, those are the ones before the refused one; with a shared
-                broker, submissions run concurrently and any of the others may have been
-                accepted.
+                run). For a queue, those are the ones before the refused one; for pipeline
+                runs and delayed tasks with a shared broker, submissions run concurrently
+                and any of the others may have been accepted.
             PayloadError, PayloadTooLarge, UnknownQueue: checked for each task before it is
                 sent, with `.accepted` as above.
         """
@@ -220,7 +221,7 @@ class QueueSystem:
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
         rt = self._runtimes.get(name)
         engine = self._engine
-        if rt is not None and not delay and not engine.shared and not engine.stopping:
+        if rt is not None and not delay and not engine.stopping:
             return await self._submit_chunks(rt, items, expires, timeout)
         receipts: list[Receipt[Any] | None] = [None] * len(items)
         refused: list[tuple[int, QueueingError]] = []
@@ -250,8 +251,8 @@ class QueueSystem:
     async def _submit_chunks(
         self, rt: QueueRuntime, items: list[Any], expires: float | None, timeout: float | None
     ) -> list[Receipt[Any]]:
-        """submit_many to a queue of an in-process broker: validated, then accepted in
-        chunks (whatever fits at once; the rest waits for room one by one)."""
+        """submit_many to a queue, without delay: validated, then accepted in chunks
+        (whatever fits at once; the rest waits for room one by one)."""
         engine = self._engine
         broker = self._broker
         spec = rt.spec
