@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ async def test_every_submits_a_task_at_each_tick(autojump_clock: Any) -> None:
     async with open_system(log_queue(seen), tick):
         await trio.sleep(35)
     assert [payload for _, payload in seen] == ["beat"] * 3
-    gaps = [b - a for (a, _), (b, _) in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(seen)]
     assert all(gap == pytest.approx(10, abs=0.01) for gap in gaps)
 
 
@@ -39,7 +40,7 @@ async def test_a_cron_schedule_ticks_at_its_minutes(autojump_clock: Any) -> None
     async with open_system(log_queue(seen), every_minute):
         await trio.sleep(60 * 3 + 1)
     assert len(seen) == 3
-    gaps = [b - a for (a, _), (b, _) in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(seen)]
     assert all(gap == pytest.approx(60, abs=0.01) for gap in gaps)
 
 
