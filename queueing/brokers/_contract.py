@@ -26,7 +26,11 @@ task's queue from its id alone (`lookup`, `cancel`). A pipeline run's id is
 stage task's run is found from its id too (`run_of`).
 
 Methods need not checkpoint (the engine does); a method that talks to a server retries
-lost connections itself and raises `BrokerError` only when it gives up. Times called
+lost connections itself and raises `BrokerError` only when it gives up. The methods the
+engine's background loops call (`claim`, `renew`, `wait_settled`, `run`) never give up on a
+storage that is only away for now: they log and retry (a loop that raised would have its
+actor restarted, and past a few restarts the system stops), and raise only for what no
+retry can fix (a bad configuration, a schema it does not know). Times called
 "broker clock" are `broker.clock()` seconds (trio's clock in memory, so tests can use a
 MockClock; wall-clock seconds elsewhere); `submitted_at`/`finished_at` are wall clock.
 """
