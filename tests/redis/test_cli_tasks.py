@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from click.testing import CliRunner, Result
-from redis_helpers import start_worker, stop_workers
+from redis_helpers import prefix_of, raw_client, start_worker, stop_workers
 
+from queueing import connect
 from queueing.cli import main
 
 pytestmark = pytest.mark.redis
@@ -279,3 +281,32 @@ def test_status_without_queues_says_how_to_get_some(redis_server: Any) -> None:
     assert done.exit_code == 0, done.output
     assert "no queues are declared yet" in done.output
     assert json.loads(invoke(url, "status", "--json").output) == {"queues": {}, "workers": {}}
+
+
+# -- what a CLI call leaves in Redis --------------------------------------------------------
+
+
+async def replies_streams(url: str) -> list[str]:
+    async with raw_client(url) as client:
+        return [key async for key in client.scan_iter(match=f"{{{prefix_of(url)}:*}}:replies:*")]
+
+
+def test_cli_calls_leave_no_replies_stream_behind(served: str) -> None:
+    # A task that ends after its client is gone, one it waits for, and a requeued one.
+    later = command(served, "submit", "nap", "0.5")
+    assert later.returncode == 0, later.stderr
+    waited = command(served, "submit", "nap", "0", "--wait")
+    assert waited.returncode == 0, waited.stderr
+    dead = submit(served, "shaky", "again")
+    wait_state(served, dead, "dead-lettered")
+    assert invoke(served, "dead-letters", "requeue", "shaky", dead).exit_code == 0
+    wait_state(served, later.stdout.strip(), "succeeded")
+    assert trio.run(replies_streams, served) == []
+
+
+async def test_a_live_client_still_gets_its_notices(served: str) -> None:
+    async with connect(served) as client:
+        receipt = await client.submit("nap", 0)
+        assert await receipt.result(timeout=20) == 0
+        assert len(await replies_streams(served)) == 1  # its own, opened before it submitted
+    assert await replies_streams(served) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,6 +90,11 @@ class Batcher:
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
+        #: When each replies stream of ours is to be opened again (trio clock), and the
+        #: openings under way. A reconnect opens them again (Redis may have lost them).
+        self._opened: dict[str, float] = {}
+        self._opening: dict[str, trio.Event] = {}
+        calls.on_reconnect.append(self._opened.clear)
 
     # -- submits ----------------------------------------------------------------------------
 
@@ -122,7 +128,7 @@ class Batcher:
             for task, due in tasks
         ]
         if not all(_staged(task) for task, _ in tasks):
-            self.note_replied(queue.name)
+            await self.open_replies(queue.name)
         slot = _Slot(queue, encoded)
         self._submits.append(slot)
         self._submit_lot.unpark()
@@ -146,6 +152,47 @@ class Batcher:
         if slot.error is not None:
             raise slot.error
         return slot.answers
+
+    async def open_replies(self, name: str) -> None:
+        """Make sure this client's replies stream of `name` exists before it submits there:
+        outcomes are noticed only into a stream that exists (`NOMKSTREAM`), so that a
+        client that closed (and deleted its streams, `close_replies`) is sent nothing."""
+        while (opening := self._opening.get(name)) is not None:
+            await opening.wait()  # another submit of this client opens it right now
+        if trio.current_time() < self._opened.get(name, -math.inf):
+            return
+        key = self.keys.replies(name, self.client_id)
+        event = self._opening[name] = trio.Event()
+        try:
+
+            def fill(pipe: Any) -> list[Any]:
+                from coredis.tokens import PureToken
+
+                # An empty notice (no task id) makes the stream; readers skip it.
+                return [
+                    pipe.xadd(
+                        key,
+                        {"id": ""},
+                        trim_strategy=PureToken.MAXLEN,
+                        threshold=k.REPLIES_MAXLEN,
+                        trim_operator=PureToken.APPROXIMATELY,
+                    ),
+                    pipe.expire(key, k.REPLIES_TTL),
+                ]
+
+            await self.calls.pipelined("open a replies stream", fill)
+            self._opened[name] = trio.current_time() + k.REPLIES_TTL / 2
+        finally:
+            del self._opening[name]
+            event.set()
+        self.note_replied(name)
+
+    async def close_replies(self) -> None:
+        """Delete this client's replies streams (it closes: nobody reads them any more).
+        One key per call: each lives in its own queue's slot."""
+        for name in sorted(self.replied):
+            await self.calls.client.delete([self.keys.replies(name, self.client_id)])
+        self._opened.clear()
 
     def note_replied(self, name: str) -> None:
         """This client submits to `name`: its replies stream there is ours to read."""
