@@ -101,6 +101,31 @@ def test_flaky_service_dead_letters_then_requeues_after_the_fix() -> None:
     assert "0 dead letters left" in out
 
 
+def check_crawl(out: str, database: Path) -> None:
+    """What examples/crawler.py reports adds up, and its SQLite table holds every page."""
+    pages = number(out, "Pages submitted")
+    assert pages > 0
+    assert number(out, "Pages stored") == pages
+    assert number(out, "Failed") == 0
+    assert number(out, "Rows in SQLite") == pages
+    assert number(out, "Fetch retries") > 0  # the outage was ridden out, not missed
+    assert re.search(r"The site went down at [\d.]+ s and was back at [\d.]+ s", out), out
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT url, title, links FROM pages ORDER BY url").fetchall()
+    db.close()
+    assert len(rows) == pages
+    assert {title for _, title, _ in rows} == {f"Page {n}" for n in range(pages)}
+    assert all(links == 3 for _, _, links in rows)
+
+
+def test_crawler_rides_out_the_outage_and_stores_every_page(tmp_path: Path) -> None:
+    env = {**os.environ, "CRAWLER_OUT": str(tmp_path)}
+    env.pop("QUEUEING_BROKER", None)  # in memory: the default
+    out = run_example("crawler.py", env)
+    assert "(broker memory://)" in out
+    check_crawl(out, tmp_path / "pages.sqlite3")
+
+
 # -- the code in the docs this file's examples belong to ------------------------------------
 
 DOC_PAGES = [
