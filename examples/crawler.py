@@ -83,10 +83,14 @@ fetch_errors: collections.Counter[str] = collections.Counter()
 
 
 class Fetch(Worker):
-    """Downloads one page. One httpx client per worker, for the worker's life."""
+    """Downloads one page. One httpx client per worker, for the worker's life; a test can
+    hand it a transport of its own (`worker_kwargs={"transport": ...}`)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.transport = transport
 
     async def on_start(self) -> None:
-        self.client = httpx.AsyncClient(timeout=5.0)
+        self.client = httpx.AsyncClient(timeout=5.0, transport=self.transport)
 
     async def on_stop(self) -> None:
         await self.client.aclose()
