@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import sqlite3
@@ -124,6 +125,31 @@ def test_crawler_rides_out_the_outage_and_stores_every_page(tmp_path: Path) -> N
     out = run_example("crawler.py", env)
     assert "(broker memory://)" in out
     check_crawl(out, tmp_path / "pages.sqlite3")
+
+
+def test_the_example_tests_of_the_crawlers_queues_pass() -> None:
+    # As a user runs them; the plugin comes with the installed package (its entry point),
+    # named here only for an install made before the entry point existed.
+    plugins = {entry.name for entry in importlib.metadata.entry_points(group="pytest11")}
+    extra = [] if "queueing" in plugins else ["-p", "queueing.testing"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "examples/test_crawler.py",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert re.search(r"\b4 passed\b", proc.stdout), proc.stdout
 
 
 # -- the code in the docs this file's examples belong to ------------------------------------
