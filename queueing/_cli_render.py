@@ -33,7 +33,9 @@ NOW = (
 #: Characters of a payload or result shown in a table cell (`--json` shows all of it).
 SHOWN_CHARS = 60
 #: The narrowest console the tables are laid out for (a pipe or a test has no width).
-MIN_WIDTH = 120
+MIN_WIDTH = 100
+#: The narrowest the dead-letters table makes its error column (it wraps within it).
+ERROR_MIN_WIDTH = 20
 
 
 def dumps(value: Any) -> str:
@@ -90,14 +92,18 @@ def status_figures(info: dict[str, Any]) -> dict[str, Any]:
 # -- times ----------------------------------------------------------------------------------
 
 
-def when(timestamp: float | None, now: float | None = None, *, zone: bool = True) -> str:
+def when(timestamp: float | None, now: float | None = None) -> str:
     """A Unix time as a person reads it: local date and time, and how long ago."""
     if not timestamp:
         return "-"
     now = time.time() if now is None else now
     local = datetime.fromtimestamp(timestamp).astimezone()
-    shown = f"{local:%Y-%m-%d %H:%M:%S %Z}" if zone else f"{local:%Y-%m-%d %H:%M:%S}"
-    return f"{shown} ({ago(now - timestamp)})"
+    return f"{local:%Y-%m-%d %H:%M:%S %Z} ({ago(now - timestamp)})"
+
+
+def clock_time(timestamp: float | None) -> str:
+    """A Unix time as the local date and time."""
+    return f"{datetime.fromtimestamp(timestamp):%Y-%m-%d %H:%M:%S}" if timestamp else "-"
 
 
 def ago(seconds: float) -> str:
@@ -170,6 +176,7 @@ def print_status(info: dict[str, Any]) -> None:
 
 def print_dead_letters(queue: str, letters: list[DeadLetter], limit: int) -> None:
     """`queueing dead-letters list`: one row per letter, oldest first."""
+    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
@@ -177,23 +184,21 @@ def print_dead_letters(queue: str, letters: list[DeadLetter], limit: int) -> Non
         console.print(f"no dead letters in {queue!r}")
         return
     newest = f"the newest {len(letters)}" if len(letters) >= limit else f"{len(letters)}"
-    table = Table(title=f"dead letters of {queue!r}: {newest}, oldest first")
-    table.add_column("id", overflow="fold")
+    title = f"dead letters of {queue!r}: {newest}, oldest first (times are local)"
+    table = Table(title=title)
+    table.add_column("id", no_wrap=True)
     table.add_column("outcome", no_wrap=True)
     table.add_column("attempts", justify="right")
-    table.add_column("failed at (local time)", no_wrap=True)
-    table.add_column("error", overflow="fold")
-    table.add_column("payload", overflow="fold")
-    now = time.time()
+    table.add_column("failed at", no_wrap=True)
+    table.add_column("error, and the payload", overflow="fold", min_width=ERROR_MIN_WIDTH)
     for letter in letters:
         error = f"{letter.error.type}: {letter.error.message}" if letter.error else "-"
         table.add_row(
             letter.id or "(not a task)",
             letter.state.value,
             str(letter.attempts),
-            when(letter.failed_at, now, zone=False),
-            error,
-            short(letter.payload),
+            clock_time(letter.failed_at),
+            f"{escape(error)}\n[dim]payload: {escape(short(letter.payload))}[/dim]",
         )
     console.print(table)
 

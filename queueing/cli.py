@@ -157,9 +157,8 @@ def result(task_id: str, broker: str, wait: bool, timeout: float, as_json: bool)
         raise NotDone(f"task {task_id!r} is {status.state.value}: no result yet ({hint})")
     error = f": {status.error.type}: {status.error.message}" if status.error else ""
     where = f" at stage {status.stage!r}" if status.stage else ""
-    raise Exit(
-        f"task {task_id!r} {status.state.value}{where} after {status.attempts} attempt(s){error}"
-    )
+    tries = f" after {status.attempts} attempt(s)" if status.attempts else ""
+    raise Exit(f"task {task_id!r} {status.state.value}{where}{tries}{error}")
 
 
 @main.command()

@@ -156,6 +156,8 @@ def test_the_example_tests_of_the_crawlers_queues_pass() -> None:
 
 DOC_PAGES = [
     "README.md",
+    "docs/index.md",
+    "docs/how-to/testing.md",
     "docs/tutorial.md",
     "docs/comparison.md",
     "docs/concepts/queues.md",

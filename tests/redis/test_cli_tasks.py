@@ -210,7 +210,7 @@ def test_dead_letters_list_is_a_table_with_a_header_and_times(served: str) -> No
     for column in ("id", "outcome", "attempts", "failed at", "error", "payload"):
         assert column in header
     assert task_id in table.output
-    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(.* ago\)", table.output)
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", table.output)
     assert '"listed"' in table.output
 
     as_json = invoke(served, "dead-letters", "list", "shaky", "--json")
