@@ -61,10 +61,12 @@ class Queue(Generic[R]):
         max_deliveries: how many times a task may be handed to a worker that then crashed
             before it is dead-lettered as poison.
         threads: for a sync `def handle`, the most handler threads at once (default: workers).
-        worker_args, worker_kwargs: passed to the worker class at every (re)start.
-        max_restarts, within: the worker pool supervisor's restart intensity: more than
+        worker_args: positional arguments of the worker class, at every (re)start.
+        worker_kwargs: keyword arguments of the worker class, at every (re)start.
+        max_restarts: the worker pool supervisor's restart intensity: more than
             `max_restarts` worker restarts within `within` seconds and the pool gives up
             (as `Supervisor(max_restarts=, within=)`).
+        within: the window of `max_restarts`, in seconds.
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
