@@ -20,6 +20,7 @@ from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
 from ._exceptions import UnknownTask as UnknownTask
+from ._exceptions import WorkersCrashed as WorkersCrashed
 from ._open import connect as connect
 from ._open import open_system as open_system
 from ._open import run_system as run_system
@@ -30,6 +31,7 @@ from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import is_transient as is_transient
+from ._schedule import Schedule as Schedule
 from ._stats import QueueStats as QueueStats
 from ._system import QueueSystem as QueueSystem
 from ._task import DeadLetter as DeadLetter
@@ -58,6 +60,7 @@ __all__ = [
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",
+    "Schedule",
     "SystemStopping",
     "TaskCancelled",
     "TaskExpired",
@@ -70,6 +73,7 @@ __all__ = [
     "UnknownQueue",
     "UnknownTask",
     "Worker",
+    "WorkersCrashed",
     "connect",
     "is_transient",
     "make_converter",

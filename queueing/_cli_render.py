@@ -166,7 +166,10 @@ def print_status(info: dict[str, Any]) -> None:
         workers.add_column(column)
     for name, w in figures["workers"].items():
         workers.add_row(
-            name, ", ".join(w.get("queues", [])), str(w.get("workers", "")), str(w["in_flight"])
+            name,
+            ", ".join(w.get("queues", [])),
+            str(w.get("workers") or "-"),
+            str(w.get("in_flight", "-")),
         )
     if figures["workers"]:
         console.print(workers)

@@ -1,7 +1,9 @@
 """The `queueing` command line: run workers, submit tasks, look at one task, inspect queues
 and dead letters.
 
-Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli,redis]'`.
+Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli]'` (add `redis` for
+Redis). With no `--broker` and no `QUEUEING_BROKER`, every command uses the SQLite file
+`queueing.db` in the working directory (`DEFAULT_BROKER`), and says so on its first line.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ EXIT_NOT_DONE = 3
 #: fewer per queue: `max_dead_letters`).
 ALL_LETTERS = 1 << 30
 
+#: The broker of a command given no `--broker` and no `QUEUEING_BROKER`: a file here.
+DEFAULT_BROKER = "sqlite:///queueing.db"
 _BROKER = click.option(
     "--broker",
     envvar="QUEUEING_BROKER",
-    default="redis://localhost:6379/0",
-    show_default=True,
-    help="Broker URL (or set QUEUEING_BROKER): redis://[user:password@]host:port/db, "
-    "rediss://... for TLS; `?prefix=NAME` picks the key prefix.",
+    default=None,
+    help="Broker URL (or set QUEUEING_BROKER): sqlite:///path.db (a file the processes of "
+    "this machine share), redis://[user:password@]host:port/db, rediss://... for TLS. "
+    f"Default: {DEFAULT_BROKER} (in the working directory).",
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -50,9 +54,22 @@ class NotDone(click.ClickException):
     exit_code = EXIT_NOT_DONE
 
 
-def _client(broker: str, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
+def _broker_url(broker: str | None) -> str:
+    """The broker given, or the default file (said on the command's first line)."""
+    if broker:
+        return broker
+    click.echo(
+        f"queueing: using {DEFAULT_BROKER} (no --broker given and QUEUEING_BROKER is not set)",
+        err=True,
+    )
+    return DEFAULT_BROKER
+
+
+def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
+    url = _broker_url(broker)
+
     async def run() -> T:
-        async with connect(broker) as system:
+        async with connect(url) as system:
             return await fn(system)
 
     try:
@@ -78,10 +95,13 @@ def main() -> None:
     "--concurrency 8 --concurrency store=1). Default: each Queue's workers=.",
 )
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True)
-def worker(target: str, broker: str, concurrency: tuple[str, ...], shutdown_timeout: float) -> None:
+def worker(
+    target: str, broker: str | None, concurrency: tuple[str, ...], shutdown_timeout: float
+) -> None:
     """Run the workers of the queues TARGET (MODULE[:ATTR]) defines, until SIGINT/SIGTERM.
 
     A pipeline brings its stages; each queue runs its own pool of workers."""
+    broker = _broker_url(broker)
     settings = Concurrency.parse(concurrency)
     specs = settings.apply(load(target))
     click.echo(f"queueing worker: serving {describe(specs)} on {broker.split('@')[-1]}", err=True)
@@ -97,7 +117,7 @@ def worker(target: str, broker: str, concurrency: tuple[str, ...], shutdown_time
 @_BROKER
 @click.option("--wait/--no-wait", default=False, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, default=60.0, show_default=True)
-def submit(queue: str, payload: str, broker: str, wait: bool, timeout: float) -> None:
+def submit(queue: str, payload: str, broker: str | None, wait: bool, timeout: float) -> None:
     """Submit one task: PAYLOAD is JSON. Prints the task id (and the result with --wait)."""
     try:
         data = json.loads(payload)
@@ -135,7 +155,7 @@ async def _outcome(system: QueueSystem, task_id: str, wait: float | None) -> tup
 @click.option("--wait/--no-wait", default=False, help="Wait for the outcome.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="With --wait.")
 @_JSON
-def result(task_id: str, broker: str, wait: bool, timeout: float, as_json: bool) -> None:
+def result(task_id: str, broker: str | None, wait: bool, timeout: float, as_json: bool) -> None:
     """Print a task's result as JSON.
 
     Exits 0 with the result, 1 if the task failed (or was cancelled, expired, lost; or the
@@ -164,7 +184,7 @@ def result(task_id: str, broker: str, wait: bool, timeout: float, as_json: bool)
 @main.command()
 @click.argument("task_id", metavar="ID")
 @_BROKER
-def cancel(task_id: str, broker: str) -> None:
+def cancel(task_id: str, broker: str | None) -> None:
     """Cancel a task: a waiting one never runs, a running one is stopped.
 
     Exits 1 if it had an outcome already (nothing to cancel) or the id is unknown."""
@@ -185,7 +205,7 @@ def cancel(task_id: str, broker: str) -> None:
 @click.argument("task_id", metavar="ID")
 @_BROKER
 @_JSON
-def inspect(task_id: str, broker: str, as_json: bool) -> None:
+def inspect(task_id: str, broker: str | None, as_json: bool) -> None:
     """Everything known of one task: queue, state, attempts, deliveries, times, the last
     error (type, message, traceback) and the result."""
     status, value = _client(broker, lambda s: _outcome(s, task_id, None))
@@ -202,7 +222,7 @@ def inspect(task_id: str, broker: str, as_json: bool) -> None:
 @main.command()
 @_BROKER
 @_JSON
-def status(broker: str, as_json: bool) -> None:
+def status(broker: str | None, as_json: bool) -> None:
     """Queues (ready, scheduled, running, dead letters kept; outcome counts) and live
     worker processes."""
 
@@ -226,7 +246,7 @@ def dead_letters() -> None:
 @_BROKER
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @_JSON
-def dl_list(queue: str, broker: str, limit: int, as_json: bool) -> None:
+def dl_list(queue: str, broker: str | None, limit: int, as_json: bool) -> None:
     """The newest dead letters of QUEUE (oldest first): id, outcome, attempts, when, the
     error and the payload."""
 
@@ -244,7 +264,7 @@ def dl_list(queue: str, broker: str, limit: int, as_json: bool) -> None:
 @click.argument("queue")
 @click.argument("ids", nargs=-1)
 @_BROKER
-def dl_requeue(queue: str, ids: tuple[str, ...], broker: str) -> None:
+def dl_requeue(queue: str, ids: tuple[str, ...], broker: str | None) -> None:
     """Submit QUEUE's dead letters again (all, or those with IDS); prints the new ids.
 
     An id that is not among QUEUE's dead letters is an error, and nothing is requeued."""
@@ -271,7 +291,7 @@ def dl_requeue(queue: str, ids: tuple[str, ...], broker: str) -> None:
 @click.argument("queue")
 @_BROKER
 @click.confirmation_option(prompt="Delete every dead letter of this queue?")
-def dl_purge(queue: str, broker: str) -> None:
+def dl_purge(queue: str, broker: str | None) -> None:
     """Delete QUEUE's dead letters."""
 
     async def go(system: QueueSystem) -> None:
