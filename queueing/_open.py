@@ -102,6 +102,8 @@ async def open_system(
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
     the_broker = broker_from_url(broker, max_results=max_results, max_dead_letters=max_dead_letters)
+    if hasattr(the_broker, "workers"):  # a broker that publishes a heartbeat says how many
+        the_broker.workers = sum(queue.workers for queue in queues.values())
     try:
         async with (
             asyncio_loop(needs_loop(queues.values())),

@@ -73,11 +73,13 @@ class Queue(Generic[R]):
         max_deliveries: how many times a task may be handed to a worker that then crashed
             before it is dead-lettered as poison.
         threads: for a sync `def handle`, the most handler threads at once (default: workers).
-        worker_args, worker_kwargs: passed to the worker class at every (re)start.
-        max_restarts, within: the worker pool supervisor's restart intensity: more than
+        worker_args: positional arguments of the worker class, at every (re)start.
+        worker_kwargs: keyword arguments of the worker class, at every (re)start.
+        max_restarts: the worker pool supervisor's restart intensity: more than
             `max_restarts` worker restarts within `within` seconds and the pool gives up,
             which stops the system with `WorkersCrashed` (as `Supervisor(max_restarts=,
             within=)`). Default: 10 restarts per worker within 10 s.
+        within: the window of `max_restarts`, in seconds.
         restart_backoff: a tenacity wait strategy for a worker that keeps crashing (one
             that crashed once is replaced at once; see `Supervisor(backoff=)`); default:
             exponential from 10 ms to 0.5 s, with jitter (so a worker that cannot start at

@@ -61,7 +61,7 @@ def _served(db: Path) -> list[Any]:
 def test_the_worker_uses_queueing_db_here_and_says_so_first(served: Path) -> None:
     lines = served.read_text().splitlines()
     assert lines[0].startswith(DEFAULT_LINE)
-    assert "serving mp, picky on sqlite:///queueing.db" in lines[1]
+    assert "serving mp (8 workers), picky (1 worker) on sqlite:///queueing.db" in lines[1]
 
 
 def test_submit_and_wait_on_the_default_file(served: Path) -> None:
@@ -96,9 +96,12 @@ def test_dead_letters_list_requeue_and_purge(served: Path) -> None:
         result = invoke("submit", "picky", json.dumps(word), "--wait")
         assert result.exit_code != 0
         assert "not ok" in result.output
-    listed = invoke("dead-letters", "list", "picky")
+    listed = invoke("dead-letters", "list", "picky", "--json")
     assert listed.exit_code == 0, listed.output
-    assert [line.split("\t")[1] for line in listed.output.splitlines()[1:]] == ["failed"] * 2
+    assert [letter["state"] for letter in json.loads(listed.stdout)] == ["failed"] * 2
+    table = invoke("dead-letters", "list", "picky")
+    assert table.exit_code == 0, table.output
+    assert "dead letters of 'picky': 2, oldest first" in table.output
     requeued = invoke("dead-letters", "requeue", "picky")
     assert requeued.exit_code == 0, requeued.output
     assert len(requeued.output.splitlines()[1:]) == 2  # new ids (they fail again)

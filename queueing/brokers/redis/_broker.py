@@ -5,6 +5,7 @@ Layout, flows and guarantees: docs/concepts/delivery-guarantees.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -28,6 +29,9 @@ from ._outcomes import Outcomes
 from ._receipts import Receipts
 from ._runs import RedisRuns
 from ._url import finite_positive, parse_url, safe_url
+
+#: Seconds a closing client tries to delete its replies streams (Redis may be gone).
+REPLIES_GOODBYE = 1.0
 
 
 class RedisBroker(Broker):
@@ -123,7 +127,16 @@ class RedisBroker(Broker):
 
         self._calls.redeclare = redeclare
         async with self._calls.connected(redeclare):
-            yield
+            try:
+                yield
+            finally:
+                # A client's replies streams die with it (each CLI call is a client).
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(REPLIES_GOODBYE),
+                    contextlib.suppress(Exception),
+                ):
+                    await self._batch.close_replies()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:

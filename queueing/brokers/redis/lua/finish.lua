@@ -44,7 +44,9 @@ redis.call('LPUSH', KEYS[5], 1)
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[12]) - 1)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[5])
 if KEYS[10] and f[3] == ARGV[13] then
-  redis.call('XADD', KEYS[10], 'MAXLEN', '~', ARGV[10], '*', 'id', ARGV[5])
+  -- NOMKSTREAM: the client opened its stream before it submitted, and deletes it when it
+  -- closes; a client gone is sent nothing (the outcome is in the record all the same).
+  redis.call('XADD', KEYS[10], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[10], '*', 'id', ARGV[5])
   redis.call('EXPIRE', KEYS[10], ARGV[11])
 end
 if ARGV[7] ~= '' then
