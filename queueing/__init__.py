@@ -2,6 +2,8 @@
 
 from actors import Overflow as Overflow
 
+from ._asyncio_client import AsyncioClient as AsyncioClient
+from ._asyncio_client import connect as connect
 from ._convert import make_converter as make_converter
 from ._exceptions import BrokerError as BrokerError
 from ._exceptions import DrainTimeout as DrainTimeout
@@ -20,7 +22,6 @@ from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
 from ._exceptions import UnknownTask as UnknownTask
-from ._open import connect as connect
 from ._open import open_system as open_system
 from ._open import run_system as run_system
 from ._queue import FanOut as FanOut
@@ -30,6 +31,9 @@ from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
 from ._stats import QueueStats as QueueStats
+from ._sync_client import SyncClient as SyncClient
+from ._sync_client import SyncReceipt as SyncReceipt
+from ._sync_client import connect_sync as connect_sync
 from ._system import QueueSystem as QueueSystem
 from ._task import DeadLetter as DeadLetter
 from ._task import ErrorInfo as ErrorInfo
@@ -38,6 +42,7 @@ from ._task import TaskStatus as TaskStatus
 from ._worker import Worker as Worker
 
 __all__ = [
+    "AsyncioClient",
     "BrokerError",
     "DeadLetter",
     "DrainTimeout",
@@ -57,6 +62,8 @@ __all__ = [
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",
+    "SyncClient",
+    "SyncReceipt",
     "SystemStopping",
     "TaskCancelled",
     "TaskExpired",
@@ -70,6 +77,7 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "connect",
+    "connect_sync",
     "make_converter",
     "open_system",
     "run_system",

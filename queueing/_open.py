@@ -1,4 +1,5 @@
-"""The entry points: `open_system`, `run_system` and `connect`."""
+"""The entry points: `open_system`, `run_system`, and `connect` under trio (`connect`
+itself, which also serves asyncio, is in `_clients.py`)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,25 @@ import cattrs
 import trio
 
 import actors
+from actors import Overflow
 
 from ._convert import make_converter
-from ._exceptions import InvalidQueue, QueueingError
+from ._exceptions import BrokerError, InvalidQueue, QueueingError
+from ._libraries import not_in_asyncio, trio_only
 from ._queue import Pipeline, Queue
+from ._receipt import Receipt
 from ._system import QueueSystem
 from ._urls import broker_from_url
+from ._validate import seconds
 from ._worker import Worker
 from .brokers._contract import Broker
 
 T = TypeVar("T")
 #: Seconds a `connect()` client gets to finish its writes when it closes.
 CLIENT_CLOSE = 5.0
+#: A `connect()` client's default `broker_timeout`: seconds one submit waits for a stalled
+#: or unreachable broker before `BrokerError` (short: a request handler should answer 503).
+BROKER_TIMEOUT = 2.0
 
 
 def _collect(
@@ -81,6 +89,7 @@ async def open_system(
         max_results: the most finished outcomes kept for lookup by id (memory broker).
         max_dead_letters: the most dead letters kept per queue.
     """
+    trio_only("open_system()")
     queues, pipelines = _collect(specs)
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
@@ -107,25 +116,75 @@ class _Remote(Worker[Any, Any]):
         raise QueueingError("this queue is served by other processes")
 
 
+class ClientSystem(QueueSystem):
+    """The `QueueSystem` of a `connect()` client: its submits are bounded in time when the
+    broker stalls (`broker_timeout`)."""
+
+    #: Seconds a submit waits for the broker's answer, past any wait for room; None: no bound.
+    broker_timeout: float | None = None
+
+    async def submit(
+        self,
+        name: str | Queue[Any] | Pipeline,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> Receipt[Any]:
+        """As `QueueSystem.submit`; also raises `BrokerError` when the broker did not answer
+        within `broker_timeout` seconds (plus the wait for room the queue allows)."""
+        bound = self._bound(name, timeout)
+        if bound is None:
+            return await super().submit(
+                name, payload, delay=delay, expires=expires, timeout=timeout, key=key
+            )
+        with trio.move_on_after(bound):
+            return await super().submit(
+                name, payload, delay=delay, expires=expires, timeout=timeout, key=key
+            )
+        where = name if isinstance(name, str) else name.name
+        raise BrokerError(
+            f"submit to {where!r}: the broker did not answer within {self.broker_timeout:g}s "
+            "(connect(broker_timeout=...)); the task may or may not have been accepted: "
+            "submitting again with the same key= is safe"
+        )
+
+    def _bound(self, name: str | Queue[Any] | Pipeline, timeout: float | None) -> float | None:
+        """broker_timeout plus the longest this submit may wait for room (None: unbounded)."""
+        if self.broker_timeout is None:
+            return None
+        if not isinstance(name, str):
+            name = name.name
+        spec = self._queues.get(name)
+        if spec is None:
+            pipeline = self._pipelines.get(name)
+            if pipeline is None:
+                return self.broker_timeout  # UnknownQueue, raised at once
+            spec = pipeline.stages[0]
+        if spec.when_full is Overflow.REJECT:
+            return self.broker_timeout
+        room = spec.full_timeout if timeout is None else timeout
+        if room is None:
+            return None  # Overflow.WAIT without a timeout: waits for room as long as it takes
+        return self.broker_timeout + room
+
+
 @asynccontextmanager
-async def connect(
+async def connect_trio(
     url: str | None = None,
     *specs: Queue[Any] | Pipeline,
     converter: cattrs.Converter | None = None,
     connect_timeout: float = 5.0,
+    broker_timeout: float | None = BROKER_TIMEOUT,
 ) -> AsyncIterator[QueueSystem]:
-    """A client of queues served by worker processes elsewhere: it submits and waits.
-
-    Queues are known from what workers declared in the broker; pass the same `Queue`
-    objects as `specs` to validate payloads against their handlers' types before sending.
-
-    Args:
-        url: the broker URL; default: the `QUEUEING_BROKER` environment variable.
-        connect_timeout: seconds to reach the broker before `BrokerError`.
-    """
+    """`connect()` under trio: the client runs in the caller's trio run."""
+    trio_only("connect()")
     url = url or os.environ.get("QUEUEING_BROKER")
     if not url:
         raise InvalidQueue("connect() needs a broker URL, or QUEUEING_BROKER set to one")
+    seconds("broker_timeout", broker_timeout, optional=True)
     broker = broker_from_url(
         url, max_results=0, max_dead_letters=10_000, connect_timeout=connect_timeout
     )
@@ -142,9 +201,10 @@ async def connect(
                     name, _Remote, maxsize=info.maxsize, max_payload=info.max_payload
                 )
         async with actors.open_system(name="queueing-client") as asys:
-            system = QueueSystem(
+            system = ClientSystem(
                 asys, broker, queues, pipelines, converter or make_converter(), CLIENT_CLOSE
             )
+            system.broker_timeout = broker_timeout
             await system._start(serve=False)
             try:
                 yield system
@@ -175,6 +235,7 @@ def run_system(
     Returns:
         What `main` returned (None if stopped by a signal).
     """
+    not_in_asyncio("run_system()")
     if main is not None and not callable(main):
         raise QueueingError(f"main must be an async function taking the system, got {main!r}")
     return trio.run(partial(_run, main, specs, options), clock=clock)

@@ -17,7 +17,8 @@ import click
 import trio
 
 from ._exceptions import QueueingError
-from ._open import connect, run_system
+from ._open import connect_trio as connect
+from ._open import run_system
 from ._queue import Pipeline, Queue
 from ._system import QueueSystem
 

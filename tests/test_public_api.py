@@ -75,6 +75,7 @@ def test_no_private_module_leaks_into_the_namespace() -> None:
 
 # The documented public API of the processing queues (docs/reference/queueing.md).
 QUEUEING_DOCUMENTED = [
+    "AsyncioClient",
     "BrokerError",
     "DeadLetter",
     "DrainTimeout",
@@ -94,6 +95,8 @@ QUEUEING_DOCUMENTED = [
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",
+    "SyncClient",
+    "SyncReceipt",
     "SystemStopping",
     "TaskCancelled",
     "TaskExpired",
@@ -107,6 +110,7 @@ QUEUEING_DOCUMENTED = [
     "UnknownTask",
     "Worker",
     "connect",
+    "connect_sync",
     "make_converter",
     "open_system",
     "run_system",
