@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import cattrs
+import outcome
 import trio
 
 import actors
@@ -116,12 +117,38 @@ class _Remote(Worker[Any, Any]):
         raise QueueingError("this queue is served by other processes")
 
 
+class _Attempt:
+    """One bounded submit, run as a task of the client's own nursery: the Redis broker
+    shields a sent write from its caller's cancellation (so that an accepted task is
+    reported), so only a caller that stops waiting can give up on a stalled broker."""
+
+    __slots__ = ("done", "fn", "outcome", "scope")
+
+    def __init__(self, fn: Callable[[], Awaitable[Receipt[Any]]]) -> None:
+        self.fn = fn
+        self.done = trio.Event()
+        self.outcome: outcome.Outcome[Receipt[Any]] | None = None
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                value = await self.fn()
+            except Exception as exc:  # the caller's to see (a Cancelled is not)
+                self.outcome = outcome.Error(exc)
+            else:
+                self.outcome = outcome.Value(value)
+            self.done.set()
+
+
 class ClientSystem(QueueSystem):
     """The `QueueSystem` of a `connect()` client: its submits are bounded in time when the
     broker stalls (`broker_timeout`)."""
 
     #: Seconds a submit waits for the broker's answer, past any wait for room; None: no bound.
     broker_timeout: float | None = None
+    #: Where bounded submits run (open while the client is).
+    _attempts: trio.Nursery | None = None
 
     async def submit(
         self,
@@ -135,15 +162,23 @@ class ClientSystem(QueueSystem):
     ) -> Receipt[Any]:
         """As `QueueSystem.submit`; also raises `BrokerError` when the broker did not answer
         within `broker_timeout` seconds (plus the wait for room the queue allows)."""
+        fn = partial(
+            super().submit, name, payload, delay=delay, expires=expires, timeout=timeout, key=key
+        )
         bound = self._bound(name, timeout)
-        if bound is None:
-            return await super().submit(
-                name, payload, delay=delay, expires=expires, timeout=timeout, key=key
-            )
-        with trio.move_on_after(bound):
-            return await super().submit(
-                name, payload, delay=delay, expires=expires, timeout=timeout, key=key
-            )
+        if bound is None or self._attempts is None:
+            return await fn()
+        attempt = _Attempt(fn)
+        self._attempts.start_soon(attempt.run)
+        try:
+            with trio.move_on_after(bound):
+                await attempt.done.wait()
+        except BaseException:  # the caller was cancelled: so is its submit
+            attempt.scope.cancel()
+            raise
+        if attempt.outcome is not None:
+            return attempt.outcome.unwrap()
+        attempt.scope.cancel()  # it goes on only as long as the broker shields a sent write
         where = name if isinstance(name, str) else name.name
         raise BrokerError(
             f"submit to {where!r}: the broker did not answer within {self.broker_timeout:g}s "
@@ -207,8 +242,13 @@ async def connect_trio(
             system.broker_timeout = broker_timeout
             await system._start(serve=False)
             try:
-                yield system
+                async with trio.open_nursery() as system._attempts:
+                    try:
+                        yield system
+                    finally:
+                        system._attempts.cancel_scope.cancel()
             finally:
+                system._attempts = None
                 with trio.move_on_after(CLIENT_CLOSE):
                     await broker.flush()
                 await system._stop()
