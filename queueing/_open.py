@@ -247,6 +247,13 @@ async def connect_trio(
                         yield system
                     finally:
                         system._attempts.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # Only the block can fail (an attempt hands its error to its caller): the
+                # caller's own exception, not wrapped by the nursery.
+                if len(group.exceptions) != 1:
+                    raise
+                only = group.exceptions[0]
+                raise only from only.__cause__
             finally:
                 system._attempts = None
                 with trio.move_on_after(CLIENT_CLOSE):
