@@ -151,10 +151,17 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--server", choices=["uvicorn", "hypercorn-trio"], default="uvicorn")
+    parser.add_argument("--quiet", action="store_true", help="no access log (uvicorn)")
     args = parser.parse_args()
     if args.server == "uvicorn":
         import uvicorn
 
-        uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=10)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            timeout_graceful_shutdown=10,
+            access_log=not args.quiet,
+        )
     else:
         serve_trio(args.host, args.port)

@@ -114,3 +114,10 @@ async def test_a_trio_submit_to_a_stalled_broker_raises_broker_error(stallable: 
 def test_broker_timeout_is_checked() -> None:
     with pytest.raises(queueing.InvalidQueue, match="broker_timeout must be"):
         connect_sync("redis://127.0.0.1:1/0", broker_timeout=-1)
+
+
+@pytest.mark.redis
+async def test_an_error_in_a_trio_clients_block_comes_out_as_it_is(redis_url: str) -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with connect(redis_url):
+            raise KeyError("mine")
