@@ -32,25 +32,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from queueing import Queue, Worker, open_system
 
-BIG = "x" * 1000
+#: The size of the large result (characters).
+BIG = 1000
 
 
-class Echo(Worker):
-    async def handle(self, value: Any) -> Any:
-        return value
+class Make(Worker):
+    """Returns a small int (size 0), or a string of `size` characters of its own."""
+
+    async def handle(self, size: int) -> Any:
+        if not size:
+            return 7
+        return str(self.task_id).ljust(size, "x")  # one new string per task
 
 
 def queue() -> Queue[Any]:
-    return Queue("echo", Echo, workers=8, maxsize=1_000_000)
+    return Queue("echo", Make, workers=8, maxsize=1_000_000)
 
 
-async def _run_all(system: Any, n: int, value: Any) -> None:
+async def _run_all(system: Any, n: int, value: int) -> None:
     receipts = await system.submit_many("echo", [value] * n)
     for receipt in receipts:
         await receipt
 
 
-async def in_memory(n: int, value: Any) -> float:
+async def in_memory(n: int, value: int) -> float:
     """Bytes of heap per kept outcome."""
     async with open_system(queue(), max_results=10 * n) as system:
         await _run_all(system, 100, value)  # warm up: caches, interned strings
@@ -74,7 +79,7 @@ def redis_used(port: int) -> int:
     raise RuntimeError("no used_memory in INFO memory")
 
 
-async def in_redis(port: int, n: int, value: Any) -> float:
+async def in_redis(port: int, n: int, value: int) -> float:
     """Bytes of Redis memory per kept outcome."""
     url = f"redis://127.0.0.1:{port}/0?prefix=m{secrets.token_hex(3)}"
     async with open_system(queue(), broker=url) as system:
@@ -108,7 +113,7 @@ def main() -> None:
         server = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL)
         time.sleep(0.5)
     try:
-        for label, value in (("an int", 7), ("a 1 KB string", BIG)):
+        for label, value in (("an int", 0), ("a 1 KB string", BIG)):
             heap = trio.run(in_memory, n, value)
             used = trio.run(in_redis, port, n, value) if server else float("nan")
             print(f"{label:>16}{heap:>18,.0f}{used:>24,.0f}")
