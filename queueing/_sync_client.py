@@ -11,7 +11,7 @@ import atexit
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import cattrs
 
@@ -116,16 +116,40 @@ class SyncClient:
         """Whether the client was closed."""
         return self._thread.closed
 
+    @overload
     def submit(
         self,
-        name: str | Queue[R] | Pipeline,
+        name: Queue[R],
         payload: Any,
         *,
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
-    ) -> SyncReceipt[R]:
+    ) -> SyncReceipt[R]: ...
+
+    @overload
+    def submit(
+        self,
+        name: str | Pipeline,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> SyncReceipt[Any]: ...
+
+    def submit(
+        self,
+        name: str | Queue[Any] | Pipeline,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> SyncReceipt[Any]:
         """As `QueueSystem.submit`, blocking until the task is accepted (or refused)."""
         fn = partial(
             self._system.submit,

@@ -23,6 +23,8 @@ APPS = {
     "fastapi-hypercorn-trio": ["fastapi_app.py", "--server", "hypercorn-trio"],
     "flask-waitress": ["flask_app.py"],
 }
+#: The worker process; a short shutdown: tasks a test left running are cut off at once.
+WORKER = [sys.executable, "-m", "queueing", "worker", "tasks", "--shutdown-timeout", "5"]
 #: Seconds a process gets to start answering, or to exit after SIGTERM.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -72,7 +74,7 @@ class Service:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.worker = _spawn(
-            [sys.executable, "-m", "queueing", "worker", "tasks", "--broker", self.broker],
+            [*WORKER, "--broker", self.broker],
             self.env,
             logs / "worker.log",
         )
