@@ -87,7 +87,8 @@ async def open_system(
         converter: the cattrs converter for payloads and results (default: a strict JSON
             converter from `queueing.make_converter()`).
         shutdown_timeout: seconds in-flight tasks get to finish at shutdown.
-        max_results: the most finished outcomes kept for lookup by id (memory broker).
+        max_results: the most finished outcomes kept for lookup by id (memory broker;
+            what each costs: docs/concepts/receipts.md, bench/results_memory_bench.py).
         max_dead_letters: the most dead letters kept per queue.
     """
     trio_only("open_system()")
