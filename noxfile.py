@@ -78,6 +78,15 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_sqlite(session: nox.Session) -> None:
+    """SQLite broker benchmark against Huey's SQLite storage (`-- --quick` for a short run).
+    Huey goes into its own environment under .bench-venv/ (from bench/requirements-huey.txt),
+    never into this session's."""
+    session.install("-e", ".[bench,cli]")
+    session.run("python", str(ROOT / "bench" / "sqlite_bench.py"), *session.posargs)
+
+
+@nox.session
 def bench_redis(session: nox.Session) -> None:
     """Redis broker benchmark against streaq, taskiq, arq, dramatiq and Celery on a private
     redis-server (`-- --quick` for a short run). The peers go into their own environments

@@ -22,6 +22,7 @@ from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
 from ._exceptions import UnknownTask as UnknownTask
+from ._exceptions import WorkersCrashed as WorkersCrashed
 from ._open import open_system as open_system
 from ._open import run_system as run_system
 from ._queue import FanOut as FanOut
@@ -30,6 +31,8 @@ from ._queue import Pipeline as Pipeline
 from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
+from ._retry import is_transient as is_transient
+from ._schedule import Schedule as Schedule
 from ._stats import QueueStats as QueueStats
 from ._sync_client import SyncClient as SyncClient
 from ._sync_client import SyncReceipt as SyncReceipt
@@ -62,6 +65,7 @@ __all__ = [
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",
+    "Schedule",
     "SyncClient",
     "SyncReceipt",
     "SystemStopping",
@@ -76,8 +80,10 @@ __all__ = [
     "UnknownQueue",
     "UnknownTask",
     "Worker",
+    "WorkersCrashed",
     "connect",
     "connect_sync",
+    "is_transient",
     "make_converter",
     "open_system",
     "run_system",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import typing
@@ -114,6 +115,7 @@ def describe_error(exc: BaseException) -> str:
 
 def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
     """The payload and result types a `handle` method declares (Any where it does not)."""
+    handle = inspect.unwrap(handle)  # a bridged (asyncio) handle: its own annotations
     try:
         hints = typing.get_type_hints(handle)
     except Exception:
@@ -204,7 +206,9 @@ class Codec:
         if kind in PRIMITIVE_TYPES and (target is Any or target is kind):
             if kind is float and not math.isfinite(value):
                 raise PayloadError(
-                    self.queue, f"{value!r} is not a JSON number; send None or a string"
+                    self.queue,
+                    f"{self.role} is {value!r}, which is not a JSON number (JSON cannot carry "
+                    "NaN or infinity); use None or a string",
                 )
             return value
         data = self.unstructure(value)

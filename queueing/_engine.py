@@ -22,7 +22,7 @@ import trio
 
 from actors import Overflow
 
-from ._convert import encoded_size
+from ._convert import AS_ANY, encoded_size
 from ._exceptions import (
     InvalidQueue,
     PayloadError,
@@ -153,10 +153,16 @@ class Engine:
         return tasks, None
 
     def run_task(
-        self, pipeline: Pipeline, payload: Any, expires: float | None, key: str | None = None
+        self,
+        pipeline: Pipeline,
+        payload: Any,
+        expires: float | None,
+        key: str | None = None,
+        stage: int = 0,
     ) -> tuple[PipelineTask, PipelineTask]:
-        """A pipeline submission: the run's record and its first stage task."""
-        first = self.runtimes[pipeline.stages[0].name]
+        """A pipeline submission: the run's record and its first stage task (the pipeline's
+        first stage, or `stage`: a run that starts half-way, for a requeued dead letter)."""
+        first = self.runtimes[pipeline.stages[stage].name]
         data = self.validate(first, payload)
         now = self.clock()
         wall = _wall()
@@ -167,7 +173,7 @@ class Engine:
             else key_id(pipeline.name, key)
         )
         run = PipelineTask(run_id, pipeline.name, data, wall, expires_at, route=pipeline.name)
-        stage = PipelineTask(
+        task = PipelineTask(
             f"{first.name}:{run_id}.s",
             first.name,
             data,
@@ -175,9 +181,10 @@ class Engine:
             expires_at,
             run=run_id,
             route=pipeline.name,
+            stage=stage,
         )
-        run._born = stage._born = now
-        return run, stage
+        run._born = task._born = now
+        return run, task
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -262,10 +269,21 @@ class Engine:
         expires: float | None,
         timeout: float | None,
         key: str | None = None,
+        stage: int = 0,
     ) -> PipelineTask:
         """Accept a pipeline submission; returns the run's record (with `key`, the record
-        of the run submitted with that key before, if there is one)."""
-        run, stage = self.run_task(pipeline, payload, expires, key)
+        of the run submitted with that key before, if there is one). `stage`: start the run
+        at that stage (a requeued dead letter of it)."""
+        run, stage_task = self.run_task(pipeline, payload, expires, key, stage)
+        return await self._start_run(run, stage_task, delay, timeout)
+
+    async def _start_run(
+        self,
+        run: PipelineTask,
+        stage: PipelineTask,
+        delay: float | None,
+        timeout: float | None,
+    ) -> PipelineTask:
         rt = self.runtimes[stage.queue]
         due = None if not delay else self.clock() + delay
         if self.shared:
@@ -306,12 +324,15 @@ class Engine:
         if task.run is not None:
             await self._advance(rt, task, result)
             return
-        if type(result) not in PLAIN_RESULTS:
+        codec = rt.result_codec
+        if codec.as_is is not AS_ANY or type(result) not in PLAIN_RESULTS:
             try:
-                result = rt.result_codec.unstructure(result)
+                # Checked against `handle`'s declared return type, and as JSON.
+                result = codec.check(result)
             except PayloadError as exc:
-                # A result that cannot be stored: the retry policy decides, as for any
-                # error (a PayloadError is not retried by default).
+                # A result that cannot be stored, or not of the declared type: the retry
+                # policy decides, as for any error (a PayloadError is not retried by
+                # default).
                 await self.failed(rt, task, exc)
                 return
         if await self.broker.settle(rt.info, task, _SUCCEEDED, result):
@@ -426,7 +447,7 @@ class Engine:
         stages = pipeline.stages
         if task.stage + 1 >= len(stages):
             try:
-                data = rt.result_codec.unstructure(result)
+                data = rt.result_codec.check(result)
             except PayloadError as exc:
                 await self.failed(rt, task, exc)
                 return

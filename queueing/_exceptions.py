@@ -12,6 +12,8 @@ The tree::
     ├── SystemStopping       the system is shutting down and takes no new tasks
     ├── ResultTimeout        (also TimeoutError) no result within result(timeout=...)
     ├── DrainTimeout         (also TimeoutError) queues still busy after drain(timeout=...)
+    ├── WorkersCrashed       (also actors.SupervisorGaveUp) a queue's workers crashed past
+    │                        its restart intensity; the system stopped
     ├── BrokerError          the broker failed (connection, protocol)
     └── TaskFailed           the task ended without a result
         ├── TaskCancelled    cancelled through its receipt (or by shutdown)
@@ -25,6 +27,8 @@ The tree::
 from __future__ import annotations
 
 from typing import Any
+
+from actors import SupervisorGaveUp
 
 
 class QueueingError(Exception):
@@ -145,6 +149,34 @@ class DrainTimeout(QueueingError, TimeoutError):
         self.busy = busy
         where = ", ".join(f"{name}={count}" for name, count in busy.items()) or "none now"
         super().__init__(f"queues still busy after {timeout:g}s: {where}")
+
+
+class WorkersCrashed(QueueingError, SupervisorGaveUp):
+    """A queue's workers crashed more often than its restart intensity allows: its pool gave
+    up, and the system stopped. (It is also the `actors.SupervisorGaveUp` of its pool.)
+
+    Attributes:
+        queue: the queue.
+        max_restarts, within: its restart intensity (`Queue(max_restarts=, within=)`).
+        cause: the last crash (also `__cause__`).
+    """
+
+    def __init__(
+        self, queue: str, max_restarts: int, within: float, cause: BaseException | None
+    ) -> None:
+        self.queue = queue
+        self.supervisor = f"{queue}.pool"
+        self.child = ""
+        self.max_restarts = max_restarts
+        self.within = within
+        self.cause = cause
+        last = f"{type(cause).__name__}: {cause}" if cause is not None else "unknown"
+        super(SupervisorGaveUp, self).__init__(
+            f"the workers of queue {queue!r} crashed more than {max_restarts} times within "
+            f"{within:g}s and the system stopped; the last crash: {last}. Fix its cause (a "
+            "worker's on_start, or an error listed in Worker.fatal), or raise "
+            "Queue(max_restarts=...)"
+        )
 
 
 class BrokerError(QueueingError):

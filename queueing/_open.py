@@ -16,11 +16,14 @@ import trio
 import actors
 from actors import Overflow
 
+from ._asyncio import asyncio_loop, needs_loop
 from ._convert import make_converter
-from ._exceptions import BrokerError, InvalidQueue, QueueingError
+from ._exceptions import BrokerError, InvalidQueue, QueueingError, WorkersCrashed
 from ._libraries import not_in_asyncio, trio_only
+from ._pools import POOL_SUFFIX
 from ._queue import Pipeline, Queue
 from ._receipt import Receipt
+from ._schedule import Schedule
 from ._system import QueueSystem
 from ._urls import broker_from_url
 from ._validate import seconds
@@ -36,10 +39,11 @@ BROKER_TIMEOUT = 2.0
 
 
 def _collect(
-    specs: tuple[Queue[Any] | Pipeline, ...],
-) -> tuple[dict[str, Queue[Any]], dict[str, Pipeline]]:
+    specs: tuple[Queue[Any] | Pipeline | Schedule, ...],
+) -> tuple[dict[str, Queue[Any]], dict[str, Pipeline], tuple[Schedule, ...]]:
     queues: dict[str, Queue[Any]] = {}
     pipelines: dict[str, Pipeline] = {}
+    schedules: dict[str, Schedule] = {}
 
     def add_queue(queue: Queue[Any]) -> None:
         other = queues.get(queue.name)
@@ -56,17 +60,28 @@ def _collect(
             pipelines[spec.name] = spec
             for stage in spec.stages:
                 add_queue(stage)
+        elif isinstance(spec, Schedule):
+            if spec.name in schedules:
+                raise InvalidQueue(f"two schedules are named {spec.name!r}; rename one")
+            schedules[spec.name] = spec
         else:
-            raise InvalidQueue(f"expected Queue or Pipeline objects, got {spec!r}")
+            raise InvalidQueue(f"expected Queue, Pipeline or Schedule objects, got {spec!r}")
     for name in pipelines:
         if name in queues:
             raise InvalidQueue(f"a queue and a pipeline are both named {name!r}; rename one")
-    return queues, pipelines
+    for schedule in schedules.values():
+        if schedule.queue not in queues and schedule.queue not in pipelines:
+            known = ", ".join(sorted([*queues, *pipelines])) or "none"
+            raise InvalidQueue(
+                f"schedule {schedule.name!r} submits to {schedule.queue!r}, which is not a "
+                f"queue or pipeline of this system (known: {known}); pass it to the system too"
+            )
+    return queues, pipelines, tuple(schedules.values())
 
 
 @asynccontextmanager
 async def open_system(
-    *specs: Queue[Any] | Pipeline,
+    *specs: Queue[Any] | Pipeline | Schedule,
     broker: str | Broker | None = None,
     converter: cattrs.Converter | None = None,
     shutdown_timeout: float = 10.0,
@@ -80,9 +95,11 @@ async def open_system(
     with `memory://` they resolve as CANCELLED, a durable broker keeps them.
 
     Args:
-        specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages).
-        broker: "memory://" (in process), "redis://host:port/db" or "rediss://..." (TLS),
-            or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
+        specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages), and
+            the `Schedule`s whose tasks this process submits.
+        broker: "memory://" (in process), "sqlite:///path.db" (a file that the processes
+            of one machine share), "redis://host:port/db" or "rediss://..." (TLS), or a
+            `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".
         converter: the cattrs converter for payloads and results (default: a strict JSON
             converter from `queueing.make_converter()`).
@@ -92,23 +109,49 @@ async def open_system(
         max_dead_letters: the most dead letters kept per queue.
     """
     trio_only("open_system()")
-    queues, pipelines = _collect(specs)
+    queues, pipelines, schedules = _collect(specs)
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
     the_broker = broker_from_url(broker, max_results=max_results, max_dead_letters=max_dead_letters)
-    async with actors.open_system(
-        name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
-    ) as asys:
-        system = QueueSystem(
-            asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
-        )
-        infos = {name: rt.info for name, rt in system._runtimes.items()}
-        async with the_broker.connect(infos, serve=True):
-            await system._start(serve=True)
-            try:
-                yield system
-            finally:
-                await system._stop()
+    try:
+        async with (
+            asyncio_loop(needs_loop(queues.values())),
+            actors.open_system(
+                name="queueing", shutdown_timeout=2 * shutdown_timeout + 5, max_restarts=0
+            ) as asys,
+        ):
+            system = QueueSystem(
+                asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
+            )
+            infos = {name: rt.info for name, rt in system._runtimes.items()}
+            async with the_broker.connect(infos, serve=True):
+                if pipelines:
+                    await the_broker.declare_pipelines(
+                        {name: [stage.name for stage in p.stages] for name, p in pipelines.items()}
+                    )
+                await system._start(serve=True, schedules=schedules)
+                try:
+                    yield system
+                finally:
+                    await system._stop()
+    except actors.SupervisorGaveUp as exc:
+        crashed = _crashed_pool(exc, queues)
+        if crashed is None:
+            raise
+        raise crashed from crashed.cause
+
+
+def _crashed_pool(
+    exc: BaseException | None, queues: dict[str, Queue[Any]]
+) -> WorkersCrashed | None:
+    """The queue whose pool gave up, somewhere in a chain of supervisors giving up."""
+    while exc is not None:
+        if isinstance(exc, actors.SupervisorGaveUp) and exc.supervisor.endswith(POOL_SUFFIX):
+            queue = queues.get(exc.supervisor[: -len(POOL_SUFFIX)])
+            if queue is not None:
+                return WorkersCrashed(queue.name, exc.max_restarts, exc.within, exc.__cause__)
+        exc = exc.__cause__
+    return None
 
 
 class _Remote(Worker[Any, Any]):
@@ -226,17 +269,21 @@ async def connect_trio(
     )
     if not broker.shared:
         raise InvalidQueue(
-            f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
+            f"connect() needs a shared broker (sqlite:///path.db, redis:// or rediss://), "
+            f"got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )
-    queues, pipelines = _collect(specs)
+    queues, pipelines, _ = _collect(specs)
     async with broker.connect({}, serve=False):
         for name, info in (await broker.declared()).items():
             if name not in queues:
                 queues[name] = Queue(
                     name, _Remote, maxsize=info.maxsize, max_payload=info.max_payload
                 )
-        async with actors.open_system(name="queueing-client") as asys:
+        for name, stages in (await broker.declared_pipelines()).items():
+            if name not in pipelines and name not in queues and all(s in queues for s in stages):
+                pipelines[name] = Pipeline(name, [queues[stage] for stage in stages])
+        async with actors.open_system(name="queueing-client", max_restarts=0) as asys:
             system = ClientSystem(
                 asys, broker, queues, pipelines, converter or make_converter(), CLIENT_CLOSE
             )
@@ -269,7 +316,7 @@ async def _run(
 
 
 def run_system(
-    *specs: Queue[Any] | Pipeline,
+    *specs: Queue[Any] | Pipeline | Schedule,
     main: Callable[[QueueSystem], Awaitable[T]] | None = None,
     clock: trio.abc.Clock | None = None,
     **options: Any,

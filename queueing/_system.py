@@ -28,6 +28,7 @@ from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
 from ._results import Results, copy_outcome
 from ._runtime import QueueRuntime
+from ._schedule import Schedule
 from ._stats import QueueStats
 from ._task import DeadLetter, PipelineTask, Task, TaskState, TaskStatus
 from ._validate import seconds
@@ -42,6 +43,8 @@ _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 #: submit_many accepts this many tasks between two yields to the scheduler (in process).
 CHUNK = 1024
+#: Figures that describe a queue's state now (not totals of what happened).
+_GAUGES = frozenset(("outstanding", "in_flight", "scheduled"))
 #: submit_many's concurrent submissions to a shared broker (they share round trips).
 CONCURRENT_SUBMITS = 500
 #: Seconds a shared broker's drain() waits between two looks at the queues.
@@ -82,8 +85,9 @@ class QueueSystem:
             for name, rt in self._runtimes.items()
             if rt.result_codec.as_is is not None
         }
-        #: Outstanding tasks per queue as last read from a shared broker (`stats()`).
-        self._remote: dict[str, int] = {}
+        #: Figures per queue as last read from a shared broker (`stats()`).
+        self._remote: dict[str, dict[str, int]] = {}
+        self._serving = True
         #: Per queue, its recent drain rate (for `QueueFull.retry_after`).
         self._meters = {name: DrainMeter() for name in queues}
         self._accept_nowait = broker.accept_nowait
@@ -93,9 +97,10 @@ class QueueSystem:
         """The queues and pipelines this system knows."""
         return [*self._queues, *self._pipelines]
 
-    async def _start(self, *, serve: bool) -> None:
+    async def _start(self, *, serve: bool, schedules: tuple[Schedule, ...] = ()) -> None:
+        self._serving = serve
         self._engine.start()
-        await self._actors.start(self, serve=serve)
+        await self._actors.start(self, serve=serve, schedules=schedules)
 
     async def _stop(self) -> None:
         self.unfinished = await self._actors.stop(self)
@@ -216,16 +221,17 @@ class QueueSystem:
     ) -> list[Receipt[Any]]:
         """Submit many tasks to one queue or pipeline; returns their receipts, in order.
 
-        Cheaper than a `submit` per task: in process, tasks are validated and accepted in
-        chunks; with a shared broker the submissions share round trips. Options are those
-        of `submit`, for every task.
+        Cheaper than a `submit` per task: tasks of a queue are validated and handed to the
+        broker in chunks (`Broker.accept_many`: one round trip per chunk with a shared
+        broker); pipeline runs and delayed tasks are submitted concurrently and share round
+        trips. Options are those of `submit`, for every task.
 
         Raises:
             QueueFull: a submission was refused (`Overflow.REJECT`, or `full_timeout` ran
                 out); `.accepted` holds the receipts of the tasks that were accepted (they
-                run). In process, those are the ones before the refused one; with a shared
-                broker, submissions run concurrently and any of the others may have been
-                accepted.
+                run). For a queue, those are the ones before the refused one; for pipeline
+                runs and delayed tasks with a shared broker, submissions run concurrently
+                and any of the others may have been accepted.
             PayloadError, PayloadTooLarge, UnknownQueue: checked for each task before it is
                 sent, with `.accepted` as above.
         """
@@ -235,7 +241,7 @@ class QueueSystem:
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
         rt = self._runtimes.get(name)
         engine = self._engine
-        if rt is not None and not delay and not engine.shared and not engine.stopping:
+        if rt is not None and not delay and not engine.stopping:
             return await self._submit_chunks(rt, items, expires, timeout)
         receipts: list[Receipt[Any] | None] = [None] * len(items)
         refused: list[tuple[int, QueueingError]] = []
@@ -265,8 +271,8 @@ class QueueSystem:
     async def _submit_chunks(
         self, rt: QueueRuntime, items: list[Any], expires: float | None, timeout: float | None
     ) -> list[Receipt[Any]]:
-        """submit_many to a queue of an in-process broker: validated, then accepted in
-        chunks (whatever fits at once; the rest waits for room one by one)."""
+        """submit_many to a queue, without delay: validated, then accepted in chunks
+        (whatever fits at once; the rest waits for room one by one)."""
         engine = self._engine
         broker = self._broker
         spec = rt.spec
@@ -449,26 +455,48 @@ class QueueSystem:
     def stats(self) -> dict[str, QueueStats]:
         """Figures per queue: depth, in flight, outcomes, retries, restarts, latency.
 
-        Outcome counts are this process's; `outstanding` is exact in process, and with a
-        shared broker the figure last read from it (every few seconds)."""
+        In process, exact. With a shared broker, `outstanding`, `in_flight` and `scheduled`
+        are the queue's (every process's) as last read from the broker, every few seconds;
+        the totals are this process's in a system that serves queues, and every process's
+        in a `connect()` client (the same figures as `queueing status`). `restarts` and the
+        latencies are this process's."""
         shared = self._broker.shared
         result = {}
         for name, rt in self._runtimes.items():
-            outstanding = self._remote.get(name, 0) if shared else rt.outstanding
+            local = {
+                "outstanding": rt.outstanding if not shared else 0,
+                "in_flight": rt.in_flight,
+                "scheduled": rt.scheduled,
+                "submitted": rt.submitted,
+                "succeeded": rt.succeeded,
+                "failed": rt.failed,
+                "retried": rt.retried,
+                "dead_lettered": rt.dead_lettered,
+                "cancelled": rt.cancelled,
+                "expired": rt.expired,
+            }
+            figures = local
+            remote = self._remote.get(name, {})
+            if shared and not self._serving:
+                figures = {**local, **remote}  # a client: the broker's figures, all processes
+            elif shared:
+                # Serving: this process's counts; the queue's state from the broker.
+                figures = {**local, **{k: v for k, v in remote.items() if k in _GAUGES}}
+            outstanding = figures["outstanding"]
             result[name] = QueueStats(
                 name=name,
-                depth=max(0, outstanding - rt.in_flight),
-                scheduled=rt.scheduled,
-                in_flight=rt.in_flight,
+                depth=max(0, outstanding - figures["in_flight"]),
+                scheduled=figures["scheduled"],
+                in_flight=figures["in_flight"],
                 outstanding=outstanding,
                 maxsize=rt.spec.maxsize,
-                submitted=rt.submitted,
-                succeeded=rt.succeeded,
-                failed=rt.failed,
-                retried=rt.retried,
-                dead_lettered=rt.dead_lettered,
-                cancelled=rt.cancelled,
-                expired=rt.expired,
+                submitted=figures["submitted"],
+                succeeded=figures["succeeded"],
+                failed=figures["failed"],
+                retried=figures["retried"],
+                dead_lettered=figures["dead_lettered"],
+                cancelled=figures["cancelled"],
+                expired=figures["expired"],
                 restarts=rt.restarts(),
                 workers=rt.spec.workers,
                 p50=rt.latency.percentile(50),
@@ -518,10 +546,14 @@ class QueueSystem:
         return busy
 
     async def _refresh_figures(self) -> None:
-        """Read the queues' outstanding counts from a shared broker (for `stats()`, and
-        the drain rates of `QueueFull.retry_after`)."""
+        """Read the queues' figures from a shared broker (for `stats()`, and the drain
+        rates of `QueueFull.retry_after`)."""
         for name, rt in self._runtimes.items():
-            self._remote[name] = outstanding = await self._broker.outstanding(name)
+            figures = await self._broker.figures(name)
+            if figures is None:
+                figures = {"outstanding": await self._broker.outstanding(name)}
+            self._remote[name] = figures
+            outstanding = figures.get("outstanding", 0)
             self._meters[name].sample(trio.current_time(), outstanding, rt.submitted)
 
     def _hint(self, exc: QueueFull) -> QueueFull:
@@ -560,7 +592,9 @@ class QueueSystem:
 
     async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt[Any]]:
         """Submit dead letters again (all of the queue's, or those with `ids`) as new
-        tasks; returns their new receipts. The old ids keep their failed outcome.
+        tasks; returns their new receipts. The old ids keep their failed outcome. The dead
+        letter of a pipeline's stage goes on down its pipeline: a new run starts at that
+        stage, and its receipt resolves with the last stage's result.
 
         A letter leaves the store only once its new task is accepted: if a submit is
         refused (`QueueFull`...), that letter and the rest stay. Entries that never were
@@ -572,9 +606,28 @@ class QueueSystem:
         for letter in await self._broker.dead_letters(queue, 1 << 30):
             if not letter.id or (wanted is not None and letter.id not in wanted):
                 continue
-            receipts.append(await self.submit(queue, letter.payload))
+            receipts.append(await self._resubmit(queue, letter))
             await self._broker.take_dead_letters(queue, [letter.id])
         return receipts
+
+    async def _resubmit(self, queue: str, letter: DeadLetter) -> Receipt[Any]:
+        """A dead letter as a new task; a pipeline stage's goes on down its pipeline (a new
+        run from that stage, whose receipt resolves with the last stage's result)."""
+        run = run_of(letter.id)
+        pipeline = self._pipelines.get(queue_of(run)) if run is not None else None
+        stages = [stage.name for stage in pipeline.stages] if pipeline is not None else []
+        if pipeline is None or queue not in stages:
+            return await self.submit(queue, letter.payload)
+        await _checkpoint_if_cancelled()
+        record = await self._engine.start_run(
+            pipeline,
+            letter.payload,
+            delay=None,
+            expires=None,
+            timeout=None,
+            stage=stages.index(queue),
+        )
+        return Receipt(record, self)
 
     async def purge_dead_letters(self, queue: str) -> int:
         """Delete the queue's dead letters; returns how many there were."""

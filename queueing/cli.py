@@ -1,6 +1,8 @@
 """The `queueing` command line: run workers, submit tasks, inspect queues and dead letters.
 
-Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli,redis]'`.
+Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli]'` (add `redis` for
+Redis). With no `--broker` and no `QUEUEING_BROKER`, every command uses the SQLite file
+`queueing.db` in the working directory (`DEFAULT_BROKER`), and says so on its first line.
 """
 
 from __future__ import annotations
@@ -23,14 +25,27 @@ from ._queue import Pipeline, Queue
 from ._system import QueueSystem
 
 T = TypeVar("T")
+#: The broker of a command given no `--broker` and no `QUEUEING_BROKER`: a file here.
+DEFAULT_BROKER = "sqlite:///queueing.db"
 _BROKER = click.option(
     "--broker",
     envvar="QUEUEING_BROKER",
-    default="redis://localhost:6379/0",
-    show_default=True,
-    help="Broker URL (or set QUEUEING_BROKER): redis://[user:password@]host:port/db, "
-    "rediss://... for TLS; `?prefix=NAME` picks the key prefix.",
+    default=None,
+    help="Broker URL (or set QUEUEING_BROKER): sqlite:///path.db (a file the processes of "
+    "this machine share), redis://[user:password@]host:port/db, rediss://... for TLS. "
+    f"Default: {DEFAULT_BROKER} (in the working directory).",
 )
+
+
+def _broker_url(broker: str | None) -> str:
+    """The broker given, or the default file (said on the command's first line)."""
+    if broker:
+        return broker
+    click.echo(
+        f"queueing: using {DEFAULT_BROKER} (no --broker given and QUEUEING_BROKER is not set)",
+        err=True,
+    )
+    return DEFAULT_BROKER
 
 
 def _load(target: str) -> list[Queue[Any] | Pipeline]:
@@ -72,9 +87,11 @@ def _load(target: str) -> list[Queue[Any] | Pipeline]:
     return specs
 
 
-def _client(broker: str, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
+def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
+    url = _broker_url(broker)
+
     async def run() -> T:
-        async with connect(broker) as system:
+        async with connect(url) as system:
             return await fn(system)
 
     try:
@@ -94,8 +111,11 @@ def main() -> None:
 @_BROKER
 @click.option("--concurrency", type=click.IntRange(min=1), help="Workers per queue.")
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True)
-def worker(target: str, broker: str, concurrency: int | None, shutdown_timeout: float) -> None:
+def worker(
+    target: str, broker: str | None, concurrency: int | None, shutdown_timeout: float
+) -> None:
     """Run the workers of the queues TARGET (MODULE[:ATTR]) defines, until SIGINT/SIGTERM."""
+    broker = _broker_url(broker)
     specs = _load(target)
     if concurrency is not None:
         specs = [attrs.evolve(s, workers=concurrency) if isinstance(s, Queue) else s for s in specs]
@@ -113,7 +133,7 @@ def worker(target: str, broker: str, concurrency: int | None, shutdown_timeout: 
 @_BROKER
 @click.option("--wait/--no-wait", default=False, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, default=60.0, show_default=True)
-def submit(queue: str, payload: str, broker: str, wait: bool, timeout: float) -> None:
+def submit(queue: str, payload: str, broker: str | None, wait: bool, timeout: float) -> None:
     """Submit one task: PAYLOAD is JSON. Prints the task id (and the result with --wait)."""
     try:
         data = json.loads(payload)
@@ -132,7 +152,7 @@ def submit(queue: str, payload: str, broker: str, wait: bool, timeout: float) ->
 @main.command()
 @_BROKER
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def status(broker: str, as_json: bool) -> None:
+def status(broker: str | None, as_json: bool) -> None:
     """Queues (depth, in flight, dead letters, counts) and live workers."""
 
     async def go(system: QueueSystem) -> dict[str, Any]:
@@ -169,7 +189,9 @@ def status(broker: str, as_json: bool) -> None:
     for column in ("worker", "queues", "workers", "in_flight"):
         workers.add_column(column)
     for name, w in info["workers"].items():
-        workers.add_row(name, ", ".join(w["queues"]), str(w["workers"]), str(w["in_flight"]))
+        workers.add_row(
+            name, ", ".join(w["queues"]), str(w.get("workers") or "-"), str(w["in_flight"])
+        )
     console.print(workers)
 
 
@@ -182,7 +204,7 @@ def dead_letters() -> None:
 @click.argument("queue")
 @_BROKER
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-def dl_list(queue: str, broker: str, limit: int) -> None:
+def dl_list(queue: str, broker: str | None, limit: int) -> None:
     """The newest dead letters of QUEUE."""
 
     async def go(system: QueueSystem) -> None:
@@ -200,7 +222,7 @@ def dl_list(queue: str, broker: str, limit: int) -> None:
 @click.argument("queue")
 @click.argument("ids", nargs=-1)
 @_BROKER
-def dl_requeue(queue: str, ids: tuple[str, ...], broker: str) -> None:
+def dl_requeue(queue: str, ids: tuple[str, ...], broker: str | None) -> None:
     """Submit QUEUE's dead letters again (all, or those with IDS); prints the new ids."""
 
     async def go(system: QueueSystem) -> None:
@@ -214,7 +236,7 @@ def dl_requeue(queue: str, ids: tuple[str, ...], broker: str) -> None:
 @click.argument("queue")
 @_BROKER
 @click.confirmation_option(prompt="Delete every dead letter of this queue?")
-def dl_purge(queue: str, broker: str) -> None:
+def dl_purge(queue: str, broker: str | None) -> None:
     """Delete QUEUE's dead letters."""
 
     async def go(system: QueueSystem) -> None:

@@ -234,6 +234,15 @@ class RedisBroker(Broker):
     async def declared(self) -> dict[str, QueueInfo]:
         return await self._admin.declared()
 
+    async def figures(self, queue: str) -> dict[str, int] | None:
+        return await self._calls.retrying("figures", lambda: self._admin.figures(queue))
+
+    async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:
+        await self._admin.declare_pipelines(pipelines)
+
+    async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
+        return await self._admin.declared_pipelines()
+
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers, read from Redis (for `queueing status`)."""
         return await self._admin.status()

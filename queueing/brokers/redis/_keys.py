@@ -133,5 +133,8 @@ class Keys:
     def queues(self) -> str:
         return f"{{{self.prefix}}}:queues"
 
+    def pipelines(self) -> str:
+        return f"{{{self.prefix}}}:pipelines"
+
     def workers(self) -> str:
         return f"{{{self.prefix}}}:workers"
