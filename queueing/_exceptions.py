@@ -36,7 +36,18 @@ class QueueingError(Exception):
 
 
 class QueueFull(QueueingError):
-    """The queue holds `maxsize` outstanding tasks and would not wait (longer)."""
+    """The queue holds `maxsize` outstanding tasks and would not wait (longer).
+
+    Attributes:
+        queue, maxsize: the queue and its limit.
+        retry_after: seconds after which a new submit has a fair chance: the time the
+            queue needs to drain a tenth of `maxsize` at its recent drain rate, between 1
+            and 60 (1 while no rate is known). An HTTP handler's `Retry-After`.
+        drain_rate: the recent drain rate (tasks a second) it came from, or None.
+    """
+
+    retry_after: float = 1.0
+    drain_rate: float | None = None
 
     def __init__(self, queue: str, maxsize: int, waited: float | None = None) -> None:
         self.queue = queue
@@ -85,14 +96,29 @@ class UnknownQueue(QueueingError, LookupError):
 
 
 class UnknownTask(QueueingError, LookupError):
-    """No task has that id, or its result's TTL ran out."""
+    """No task has that id, or its result is no longer kept.
 
-    def __init__(self, task_id: str) -> None:
+    Attributes:
+        task_id: the id looked up.
+        expired: True if the task existed and its outcome is no longer kept (its queue's
+            `result_ttl` ran out, or `max_results` newer ones pushed it out); False if no
+            task ever had this id; None where the broker cannot tell the two apart. An
+            HTTP handler answers 410 Gone for True, 404 otherwise.
+    """
+
+    def __init__(self, task_id: str, expired: bool | None = None, why: str = "") -> None:
         self.task_id = task_id
-        super().__init__(
-            f"no task {task_id!r} is known: the id is wrong or its result expired "
-            "(results are kept for the queue's result_ttl)"
-        )
+        self.expired = expired
+        if expired is None:
+            why = why or (
+                "the id is wrong or its result expired (results are kept for the queue's "
+                "result_ttl)"
+            )
+        elif expired:
+            why = why or "its result is no longer kept"
+        else:
+            why = why or "no task ever had this id"
+        super().__init__(f"no task {task_id!r} is known: {why}")
 
 
 class InvalidQueue(QueueingError, ValueError):

@@ -69,7 +69,8 @@ class Queue(Generic[R]):
         retry: when to retry a failed task (see `RetryPolicy`).
         timeout: seconds one attempt may run; an attempt past it fails with `TaskTimeout`
             (retried by the default policy). None: no limit.
-        result_ttl: seconds a finished task's outcome stays retrievable by id.
+        result_ttl: seconds a finished task's outcome stays retrievable by id (each kept
+            outcome takes broker memory: docs/concepts/receipts.md says how much).
         max_deliveries: how many times a task may be handed to a worker that then crashed
             before it is dead-lettered as poison.
         threads: for a sync `def handle`, the most handler threads at once (default: workers).

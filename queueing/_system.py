@@ -14,7 +14,15 @@ import actors
 
 from . import _fastpath
 from ._engine import Engine
-from ._exceptions import DrainTimeout, QueueingError, SystemStopping, UnknownQueue, UnknownTask
+from ._exceptions import (
+    DrainTimeout,
+    QueueFull,
+    QueueingError,
+    SystemStopping,
+    UnknownQueue,
+    UnknownTask,
+)
+from ._hints import DrainMeter, retry_after
 from ._pools import Actors
 from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
@@ -80,6 +88,8 @@ class QueueSystem:
         #: Figures per queue as last read from a shared broker (`stats()`).
         self._remote: dict[str, dict[str, int]] = {}
         self._serving = True
+        #: Per queue, its recent drain rate (for `QueueFull.retry_after`).
+        self._meters = {name: DrainMeter() for name in queues}
         self._accept_nowait = broker.accept_nowait
 
     @property
@@ -168,9 +178,12 @@ class QueueSystem:
             pipeline = self._pipelines.get(name)
             if pipeline is None:
                 raise UnknownQueue(name, self.names)
-            run = await engine.start_run(
-                pipeline, payload, delay=delay, expires=expires, timeout=timeout, key=key
-            )
+            try:
+                run = await engine.start_run(
+                    pipeline, payload, delay=delay, expires=expires, timeout=timeout, key=key
+                )
+            except QueueFull as exc:
+                raise self._hint(exc) from None
             return Receipt(run, self)
         task = engine.task(rt, payload, expires, key)
         # In process, a ready task is accepted without a coroutine per call (the common
@@ -181,9 +194,16 @@ class QueueSystem:
                 await engine.deliver_later(rt, task)
         elif admission is _FULL:
             spec = rt.spec
-            admission = await engine.accept(
-                rt, task, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
-            )
+            try:
+                admission = await engine.accept(
+                    rt,
+                    task,
+                    spec.when_full,
+                    spec.full_timeout if timeout is None else timeout,
+                    delay,
+                )
+            except QueueFull as exc:
+                raise self._hint(exc) from None
         if admission is _EXISTS:
             task = engine.existing(task)
         if _fastpath.due():
@@ -282,6 +302,8 @@ class QueueSystem:
                     raise problem
             except QueueingError as exc:
                 exc.accepted = accepted  # type: ignore[attr-defined]
+                if isinstance(exc, QueueFull):
+                    self._hint(exc)
                 raise
         await _cancel_shielded_checkpoint()
         return accepted
@@ -301,7 +323,7 @@ class QueueSystem:
         if not broker.shared:
             task = broker.lookup_nowait(task_id)
             if task is None:
-                raise UnknownTask(task_id)
+                raise self._unknown(task_id)
             return Receipt(task, self)
         mine = self._results.watched(task_id)
         if mine is not None:
@@ -323,7 +345,7 @@ class QueueSystem:
         task = receipt._task
         record = await self._broker.lookup(task.id)
         if record is None:
-            raise UnknownTask(task.id)
+            raise self._unknown(task.id)
         receipt._checked = True
         task.submitted_at = record.submitted_at
         task.queue = record.queue
@@ -334,6 +356,40 @@ class QueueSystem:
         task.state = record.state
         if not task.state.final:
             self._results.watch(task)
+
+    def _unknown(self, task_id: str) -> UnknownTask:
+        """Why an id is not found, where this process can tell: an id it minted is one
+        whose outcome is no longer kept; in process, an id of no queue, or of a queue but
+        not minted here (nor by a key), never was a task. Over a shared broker, another
+        process's id reads the same whether it was wrong or its outcome expired."""
+        run = run_of(task_id)
+        unique = (run or task_id).partition(":")[2]
+        if unique.startswith(self._engine.prefix):
+            return UnknownTask(
+                task_id,
+                expired=True,
+                why="it was submitted here and its outcome is no longer kept (its queue's "
+                "result_ttl ran out, or max_results newer outcomes pushed it out)",
+            )
+        if self._broker.shared:
+            return UnknownTask(task_id)
+        queue = queue_of(task_id)
+        if queue not in self._queues and queue not in self._pipelines:
+            where = f"names queue {queue!r}, none of this system's" if queue else "names no queue"
+            return UnknownTask(
+                task_id,
+                expired=False,
+                why=f"no task ever had this id: it {where} (ids are '<queue>:<unique>', "
+                "as receipt.id gave them)",
+            )
+        if unique.startswith("key-"):
+            return UnknownTask(task_id)  # a key's task, maybe expired: no way to tell
+        return UnknownTask(
+            task_id,
+            expired=False,
+            why="no task ever had this id: this system never gave it out (a typo, or an id "
+            "from an earlier run of an in-process system)",
+        )
 
     async def _status(self, receipt: Receipt[Any]) -> TaskStatus:
         task = receipt._task
@@ -490,12 +546,35 @@ class QueueSystem:
         return busy
 
     async def _refresh_figures(self) -> None:
-        """Read the queues' figures from a shared broker (for `stats()`)."""
-        for name in self._runtimes:
+        """Read the queues' figures from a shared broker (for `stats()`, and the drain
+        rates of `QueueFull.retry_after`)."""
+        for name, rt in self._runtimes.items():
             figures = await self._broker.figures(name)
             if figures is None:
                 figures = {"outstanding": await self._broker.outstanding(name)}
             self._remote[name] = figures
+            outstanding = figures.get("outstanding", 0)
+            self._meters[name].sample(trio.current_time(), outstanding, rt.submitted)
+
+    def _hint(self, exc: QueueFull) -> QueueFull:
+        """Set a refusal's `retry_after` from its queue's recent drain rate."""
+        rt = self._runtimes.get(exc.queue)
+        if rt is None:
+            return exc
+        now = trio.current_time()
+        # Over a shared broker, the refusal says where the queue stands: full.
+        outstanding = rt.spec.maxsize if self._broker.shared else rt.outstanding
+        meter = self._meters[rt.name]
+        rate = meter.rate(now, outstanding, rt.submitted)
+        meter.sample(now, outstanding, rt.submitted)
+        if rate is None and not self._broker.shared:
+            # None measured yet: Little's law, from the queue's recent latency.
+            latency = rt.latency.percentile(50)
+            if latency:
+                rate = outstanding / latency
+        exc.drain_rate = rate
+        exc.retry_after = retry_after(rt.spec.maxsize, rate)
+        return exc
 
     def _runtime(self, queue: str) -> QueueRuntime:
         rt = self._runtimes.get(queue)

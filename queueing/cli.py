@@ -19,7 +19,8 @@ import trio
 from . import _cli_render as show
 from ._cli_targets import Concurrency, describe, load
 from ._exceptions import QueueingError, ResultTimeout, TaskFailed
-from ._open import connect, run_system
+from ._open import connect_trio as connect
+from ._open import run_system
 from ._system import QueueSystem
 from ._task import TaskState, TaskStatus
 

@@ -86,6 +86,7 @@ def test_no_private_module_leaks_into_the_namespace() -> None:
 
 # The documented public API of the processing queues (docs/reference/queueing.md).
 QUEUEING_DOCUMENTED = [
+    "AsyncioClient",
     "BrokerError",
     "DeadLetter",
     "DrainTimeout",
@@ -106,6 +107,8 @@ QUEUEING_DOCUMENTED = [
     "ResultTimeout",
     "RetryPolicy",
     "Schedule",
+    "SyncClient",
+    "SyncReceipt",
     "SystemStopping",
     "TaskCancelled",
     "TaskExpired",
@@ -120,6 +123,7 @@ QUEUEING_DOCUMENTED = [
     "Worker",
     "WorkersCrashed",
     "connect",
+    "connect_sync",
     "is_transient",
     "make_converter",
     "open_system",
