@@ -73,7 +73,8 @@ async def open_system(
     Args:
         specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages).
         broker: "memory://" (in process), "redis://host:port/db" or "rediss://..." (TLS),
-            or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
+            "amqp://user:password@host:5672/vhost?results=redis://host:6379/0"
+            (RabbitMQ), or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".
         converter: the cattrs converter for payloads and results (default: a strict JSON
             converter from `queueing.make_converter()`).
@@ -131,7 +132,7 @@ async def connect(
     )
     if not broker.shared:
         raise InvalidQueue(
-            f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
+            f"connect() needs a shared broker (redis://, rediss:// or amqp://), got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )
     queues, pipelines = _collect(specs)

@@ -8,8 +8,9 @@ from ._exceptions import InvalidQueue
 from .brokers._contract import Broker
 from .brokers._memory import MemoryBroker
 
-#: The schemes of the Redis broker.
+#: The schemes of the Redis broker, and of the RabbitMQ broker.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+AMQP_SCHEMES = ("amqp", "amqps")
 
 
 def broker_from_url(
@@ -38,12 +39,21 @@ def broker_from_url(
         return RedisBroker(
             broker, max_dead_letters=max_dead_letters, connect_timeout=connect_timeout
         )
+    if scheme in AMQP_SCHEMES:
+        from .brokers.amqp._broker import RabbitMQBroker
+
+        if connect_timeout is None:
+            return RabbitMQBroker(broker, max_dead_letters=max_dead_letters)
+        return RabbitMQBroker(
+            broker, max_dead_letters=max_dead_letters, connect_timeout=connect_timeout
+        )
     raise InvalidQueue(
         f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
-        "'redis://host:port/db' or 'rediss://...' (TLS)"
+        "'redis://host:port/db', 'rediss://...' (TLS) or "
+        "'amqp://user:password@host:5672/vhost?results=redis://host:6379/0' (RabbitMQ)"
     )
 
 
 def is_shared_url(url: str) -> bool:
     """Whether the URL names a broker that other processes can reach."""
-    return url.split(":", 1)[0] in REDIS_SCHEMES
+    return url.split(":", 1)[0] in (*REDIS_SCHEMES, *AMQP_SCHEMES)

@@ -1,8 +1,8 @@
 """Brokers: where tasks wait, outcomes live, and dead letters are kept.
 
 The contract every broker implements (`Broker`, `RunStore`, `QueueInfo`, `Admission`, the
-`Task` records) is documented in docs/concepts/brokers.md. The Redis broker is imported
-only when it is used (it needs the `redis` extra).
+`Task` records) is documented in docs/concepts/brokers.md. The Redis and RabbitMQ brokers
+are imported only when they are used (they need the `redis` and `amqp` extras).
 """
 
 from typing import Any
@@ -23,6 +23,7 @@ __all__ = [
     "MemoryBroker",
     "PipelineTask",
     "QueueInfo",
+    "RabbitMQBroker",
     "RedisBroker",
     "RunStore",
     "Task",
@@ -36,4 +37,8 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisBroker
 
         return RedisBroker
+    if name == "RabbitMQBroker":
+        from .amqp import RabbitMQBroker
+
+        return RabbitMQBroker
     raise AttributeError(name)

@@ -1,0 +1,170 @@
+"""Claims on RabbitMQ: one consumer per served queue, prefetch = what idle workers asked.
+
+Each queue this process claims from has a `Feed`: a channel with a consumer on the
+queue's ready queue, whose deliveries wait in a local buffer until `claim` takes them.
+The consumer's prefetch (Basic.Qos, per consumer, never global) is the most tasks the
+dispatcher asked for at once, that is what this process's idle workers want: a message
+RabbitMQ sends counts against it until it is acknowledged, so this process never holds
+more than its workers can run (running ones included). A larger claim adds a consumer
+for the difference on the same channel. A delivery is acknowledged only once its
+outcome is stored (`ack_soon`, after the store's write).
+
+A lost channel or connection hands every unacknowledged delivery back to RabbitMQ: the
+feed drops what it buffered, starts again on the next connection, and `lost()` tells the
+broker which claimed deliveries are gone (their tasks may run elsewhere now).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ._channel import Channel
+from ._errors import AMQPError, ChannelClosed, ConsumerCancelled
+from ._message import Delivery
+from ._rabbit import Rabbit
+
+log = logging.getLogger("queueing.rabbitmq")
+
+#: Seconds between attempts to start a feed that failed (its queue is missing, say).
+FEED_RETRY = 0.5
+
+
+class Feed:
+    """The deliveries of one queue's consumer(s), waiting to be claimed."""
+
+    def __init__(self, queue: str, redeclare: Callable[[], Awaitable[None]]) -> None:
+        self.queue = queue
+        self.redeclare = redeclare
+        self.buffer: deque[Delivery] = deque()
+        self.arrived = trio.lowlevel.ParkingLot()
+        #: The prefetch asked for (the largest claim), and what the consumers have.
+        self.wanted = 0
+        self.prefetch = 0
+        self.changed = trio.lowlevel.ParkingLot()
+        self.channel: Channel | None = None
+        self.starts = 0
+
+    def push(self, delivery: Delivery) -> None:
+        self.buffer.append(delivery)
+        if self.arrived:
+            self.arrived.unpark()
+
+    async def take(self, n: int, wait: float) -> list[Delivery]:
+        """Up to `n` deliveries, waiting up to `wait` seconds for the first."""
+        if n > self.wanted:
+            self.wanted = n
+            self.changed.unpark_all()
+        buffer = self.buffer
+        if not buffer:
+            with trio.move_on_after(wait):
+                await self.arrived.park()
+        else:
+            await trio.lowlevel.checkpoint()
+        taken: list[Delivery] = []
+        while buffer and len(taken) < n:
+            delivery = buffer.popleft()
+            if not delivery.channel.is_closed:
+                taken.append(delivery)
+        if buffer and self.arrived:
+            self.arrived.unpark()  # more left: the next claimer need not wait
+        return taken
+
+    def give_back(self, deliveries: list[Delivery]) -> None:
+        """Deliveries taken for a caller that was cancelled: first in line again."""
+        self.buffer.extendleft(reversed(deliveries))
+        if self.arrived:
+            self.arrived.unpark()
+
+    async def run(self, rabbit: Rabbit) -> None:
+        """Keep the consumers up, across reconnects, until cancelled."""
+        while True:
+            while self.wanted == 0:
+                await self.changed.park()
+            try:
+                await self._serve(rabbit)
+            except (ConsumerCancelled, ChannelClosed) as exc:
+                # The queue was deleted (or never declared here): declare it again.
+                log.warning(
+                    "consumer of %r stopped (%s); declaring the queue again", self.queue, exc
+                )
+                self._drop()
+                await trio.sleep(FEED_RETRY)
+                await self.redeclare()
+                continue
+            except AMQPError as exc:
+                log.warning("consumer of %r stopped (%s); starting it again", self.queue, exc)
+            self._drop()
+
+    def _drop(self) -> None:
+        """The channel is gone, and what it delivered is RabbitMQ's again."""
+        self.buffer = deque(d for d in self.buffer if not d.channel.is_closed)
+        self.prefetch = 0
+
+    async def _serve(self, rabbit: Rabbit) -> None:
+        connection = await rabbit.robust.wait_connected()
+        channel = await connection.open_channel()
+        self.channel = channel
+        ended = trio.Event()
+        why: list[BaseException | None] = []
+
+        def on_cancel(error: BaseException | None) -> None:
+            why.append(error)
+            ended.set()
+            self.changed.unpark_all()
+
+        try:
+            while not ended.is_set():
+                more = self.wanted - self.prefetch
+                if more > 0:
+                    await channel.qos(more)
+                    await channel.basic_consume(self.queue, self.push, on_cancel=on_cancel)
+                    self.prefetch += more
+                    self.starts += 1
+                    continue
+                await self.changed.park()
+        finally:
+            if not channel.is_closed:
+                with trio.CancelScope(shield=True), trio.move_on_after(FEED_RETRY):
+                    await channel.close()  # hands what it held back to the queue
+        error = next((e for e in why if e is not None), None)
+        if error is not None:
+            raise error
+
+
+class Acks:
+    """Acknowledgements sent by a task of their own, so a store callback can ask for one
+    without waiting."""
+
+    def __init__(self) -> None:
+        self._due: list[Delivery] = []
+        self._lot = trio.lowlevel.ParkingLot()
+        self._idle = trio.lowlevel.ParkingLot()
+
+    def ack_soon(self, delivery: Delivery) -> None:
+        self._due.append(delivery)
+        if self._lot:
+            self._lot.unpark()
+
+    async def run(self) -> None:
+        while True:
+            if not self._due:
+                self._idle.unpark_all()
+                await self._lot.park()
+                continue
+            due, self._due = self._due, []
+            for delivery in due:
+                if delivery.channel.is_closed:
+                    continue  # RabbitMQ has it again: it is delivered again (and dropped)
+                with contextlib.suppress(AMQPError):  # closed meanwhile: the same
+                    await delivery.ack()
+
+    async def flush(self) -> None:
+        """Wait until every acknowledgement asked for so far was sent."""
+        while self._due:
+            await self._idle.park()
+        await trio.lowlevel.checkpoint()
