@@ -44,14 +44,15 @@ from ..redis._wire import (
     letter_of,
 )
 from ._broker_url import BrokerURL, parse, safe, seconds
-from ._errors import PublishNacked
+from ._errors import AMQPError, PublishNacked
 from ._message import Delivery
 from ._rabbit import Rabbit, delay_bucket
 from ._rabbit_claims import Acks, Feed
-from ._store import Op, Store, StoreCalls
+from ._store import Entry, Op, Store, StoreCalls
 from ._store_admin import StoreAdmin
 from ._store_reads import Reads
 from ._store_runs import RabbitMQRuns
+from ._submit import Slot, Submitter
 from ._upkeep import Upkeep
 
 #: Seconds a publish may take once its task is reserved, even if its caller is cancelled
@@ -124,8 +125,9 @@ class RabbitMQBroker(Broker):
         self._rabbit = Rabbit(parsed.amqp, self.prefix, ssl_context=ssl_context)
         self._rabbit.on_declare = self._admin.note_rabbitmq_queues
         self._acks = Acks()
+        self._submitter = Submitter(self._store, self._rabbit)
         self._upkeep = Upkeep(self)
-        self.runs = RabbitMQRuns(self._calls, keys, self._store, self._accept_at)
+        self.runs = RabbitMQRuns(self._calls, keys, self._store, self._reads, self._accept_at)
         self._queues: dict[str, QueueInfo] = {}
         self._serve = False
         self._feeds: dict[str, Feed] = {}
@@ -161,7 +163,7 @@ class RabbitMQBroker(Broker):
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._store.reserve_loop)
+            nursery.start_soon(self._submitter.loop)
             nursery.start_soon(self._store.flush_loop)
             nursery.start_soon(self._reads.reader_loop)
             nursery.start_soon(self._calls.probe)
@@ -185,6 +187,7 @@ class RabbitMQBroker(Broker):
         }
 
     async def flush(self) -> None:
+        await self._submitter.flush()
         await self._store.flush()
         await self._acks.flush()
 
@@ -219,61 +222,64 @@ class RabbitMQBroker(Broker):
         delay_ms = 0.0 if due is None else (due - now) * 1000
         due_ms = str(int(due * 1000)) if due is not None and delay_ms > 0 else ""
         await self._rabbit.declare(queue)
-        entries = []
+        routing = self._rabbit.main(queue.name)
+        if due_ms:
+            routing = await self._rabbit.declare_delay(queue.name, delay_bucket(delay_ms))
+        entries: list[Entry] = []
         for task in tasks:
             reply = "" if _staged(task) else self.client_id
             if reply:
                 self._store.note_replied(queue.name)
             entries.append((task, self.nonce(), encode_envelope(task), due_ms, reply))
-        answers = await self._store.reserve(queue, entries)
-        reserved = [
-            (index, entry)
-            for index, (entry, answer) in enumerate(zip(entries, answers, strict=True))
-            if answer is Admission.ACCEPTED
-        ]
-        if reserved:
-            refused = await self._publish_reserved(queue, [e for _, e in reserved], delay_ms)
-            for (index, entry), nacked in zip(reserved, refused, strict=True):
-                if nacked and await self._store.unreserve(entry[0].id, entry[1]):
-                    answers[index] = Admission.FULL
-                elif due_ms:
-                    entry[0].state = TaskState.SCHEDULED
-        return answers
-
-    async def _publish_reserved(
-        self, queue: QueueInfo, entries: list[tuple[Task, str, str, str, str]], delay_ms: float
-    ) -> list[bool]:
-        """Publish reserved tasks (shielded, so record and message agree even if the caller
-        is cancelled); returns, for each, whether RabbitMQ refused it."""
-        routing = self._rabbit.main(queue.name)
-        if delay_ms > 0:
-            routing = await self._rabbit.declare_delay(queue.name, delay_bucket(delay_ms))
-        refused = [False] * len(entries)
-
-        async def one(index: int, task: Task, nonce: str, body: str) -> None:
-            try:
-                await self._rabbit.publish(queue, routing, body.encode(), nonce)
-            except PublishNacked:
-                refused[index] = True
-
+        slot = Slot(queue, entries, routing)
+        await self._submitter.submit(slot)
+        answers = slot.answers
+        reserved = [i for i, answer in enumerate(answers) if answer is Admission.ACCEPTED]
+        for (task, _, _, _, _), answer in zip(entries, answers, strict=True):
+            if answer is Admission.EXISTS:
+                self._reads.expect(task.id, own=False, stored=True)
+        if not reserved:
+            return answers
+        # Shielded, so that record and message agree even if the caller is cancelled.
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + PUBLISH_GRACE
-            if len(entries) == 1:
-                task, nonce, body, _, _ = entries[0]
-                await one(0, task, nonce, body)
-            else:
-                async with trio.open_nursery() as nursery:
-                    for index, (task, nonce, body, _, _) in enumerate(entries):
-                        nursery.start_soon(one, index, task, nonce, body)
+            confirmed = []
+            for index in reserved:
+                task, nonce, _, _, _ = entries[index]
+                if await self._confirmed(queue, slot, index):
+                    confirmed.append(task.id)
+                    if due_ms:
+                        task.state = TaskState.SCHEDULED
+                    if entries[index][4]:
+                        self._reads.expect(task.id, own=True, stored=True)
+                elif await self._store.unreserve(task.id, nonce):
+                    answers[index] = Admission.FULL
+            self._store.confirmed(queue.name, confirmed)
         if scope.cancelled_caught:
             raise BrokerError(
                 f"RabbitMQ did not confirm a submit to {queue.name!r} within "
                 f"{PUBLISH_GRACE:g}s (the task may have been accepted: it then runs)"
             )
-        self._store.confirmed(
-            queue.name, [e[0].id for e, nacked in zip(entries, refused, strict=True) if not nacked]
-        )
-        return refused
+        return answers
+
+    async def _confirmed(self, queue: QueueInfo, slot: Slot, index: int) -> bool:
+        """Wait for the confirm of a reserved task's message (publishing it again if it was
+        not sent, or its fate is unknown); False if RabbitMQ refused it."""
+        confirmation = slot.confirmations[index]
+        if confirmation is not None:
+            try:
+                await confirmation.wait()
+                return True
+            except PublishNacked:
+                return False
+            except AMQPError:
+                pass  # lost with its connection, sent or not: publish it again
+        _, nonce, envelope, _, _ = slot.entries[index]
+        try:
+            await self._rabbit.publish(queue, slot.routing, envelope.encode(), nonce)
+        except PublishNacked:
+            return False
+        return True
 
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
         await self._reads.wait_room(queue, timeout)
@@ -306,7 +312,8 @@ class RabbitMQBroker(Broker):
             async def redeclare() -> None:
                 await self._rabbit.declare(queue, again=True)
 
-            feed = self._feeds[queue.name] = Feed(self._rabbit.main(queue.name), redeclare)
+            feed = Feed(self._rabbit.main(queue.name), redeclare, self._acks)
+            self._feeds[queue.name] = feed
             if self._nursery is not None:
                 self._nursery.start_soon(feed.run, self._rabbit)
         return feed
@@ -317,7 +324,7 @@ class RabbitMQBroker(Broker):
             return []
         await self._rabbit.declare(queue)
         feed = self._feed(queue)
-        deliveries = await feed.take(n, wait)
+        deliveries = await feed.take(n, wait, len(self._held.get(queue.name, ())))
         if not deliveries:
             return []
         try:

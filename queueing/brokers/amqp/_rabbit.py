@@ -37,6 +37,7 @@ from ._channel import Channel
 from ._errors import (
     AMQPError,
     ChannelClosed,
+    ConnectionClosed,
     PreconditionFailed,
     PublishOutcomeUnknown,
     PublishReturned,
@@ -56,8 +57,11 @@ DELAY_QUEUE_KEEP = 3600
 #: Seconds after which this process declares a delay queue again before publishing to it
 #: (a declare resets its expiry; a publish does not).
 DELAY_REDECLARE = 60.0
-#: Publishes retried after an unknown outcome (a connection lost before the confirm).
+#: Publishes retried after an unknown outcome (a connection lost before the confirm), and
+#: the backoff between them (seconds).
 PUBLISH_ATTEMPTS = 20
+PUBLISH_BACKOFF = 0.05
+PUBLISH_BACKOFF_MAX = 1.0
 #: How long one outage may last before the broker gives up (raises `BrokerError`).
 RECONNECT_STOP = 60.0
 
@@ -108,6 +112,8 @@ class Rabbit:
         #: Called with the name of each queue this process declares (the broker records
         #: them in the results store, for tools that delete a system's queues).
         self.on_declare: Callable[[list[str]], Awaitable[None]] | None = None
+        self._publisher: Channel | None = None
+        self._publisher_lock = trio.Lock()
 
     # -- names ------------------------------------------------------------------------
 
@@ -277,6 +283,30 @@ class Rabbit:
 
     # -- publishing ---------------------------------------------------------------------
 
+    async def publisher(self, *, wait: bool) -> Channel | None:
+        """This process's confirm channel on the current connection, opened as needed;
+        None if there is no connection now and not `wait`."""
+        while True:
+            connection = self.robust.connection
+            if connection is None or connection.is_closed:
+                if not wait:
+                    return None
+                connection = await self.robust.wait_connected()
+            channel = self._publisher
+            if channel is not None and not channel.is_closed and channel.connection is connection:
+                return channel
+            async with self._publisher_lock:
+                channel = self._publisher
+                if channel is None or channel.is_closed or channel.connection is not connection:
+                    try:
+                        channel = await connection.open_channel(publisher_confirms=True)
+                    except ConnectionClosed:
+                        if connection.is_closed:
+                            continue  # lost meanwhile: on the next connection
+                        raise
+                    self._publisher = channel
+                return channel
+
     async def publish(self, queue: QueueInfo, routing_key: str, body: bytes, nonce: str) -> None:
         """Publish a task's message and return once RabbitMQ confirmed it.
 
@@ -293,8 +323,12 @@ class Rabbit:
             delivery_mode=PERSISTENT, message_id=nonce, content_type="application/json"
         )
         for attempt in range(PUBLISH_ATTEMPTS):
+            if attempt:
+                await trio.sleep(min(PUBLISH_BACKOFF * attempt, PUBLISH_BACKOFF_MAX))
+            channel = await self.publisher(wait=True)
+            assert channel is not None
             try:
-                await self.robust.publish(
+                await channel.publish(
                     body, routing_key=routing_key, properties=properties, mandatory=True
                 )
                 return
@@ -302,15 +336,19 @@ class Rabbit:
                 log.warning("publish to %r: outcome unknown (connection lost); again", routing_key)
             except PublishReturned:
                 log.warning("queue %r is gone; declaring it again", routing_key)
-                if routing_key == self.main(queue.name):
-                    await self.declare(queue, again=True)
-                else:
-                    self._delays.pop(routing_key, None)
-                    ms = int(routing_key.rsplit(":", 1)[1])
-                    await self.declare_delay(queue.name, ms)
-            if attempt:
-                await trio.sleep(min(0.05 * attempt, 1.0))
+                await self.redeclare(queue, routing_key)
+            except (ConnectionClosed, ChannelClosed) as exc:
+                # Never written (the connection or channel closed first): safe to send again.
+                log.debug("publish to %r: %s; again", routing_key, exc)
         raise BrokerError(
             f"RabbitMQ did not confirm a message to {routing_key!r} after {PUBLISH_ATTEMPTS} "
             "attempts (connections kept failing before its confirm)"
         )
+
+    async def redeclare(self, queue: QueueInfo, routing_key: str) -> None:
+        """Declare again the queue a message to `routing_key` goes to (it was deleted)."""
+        if routing_key == self.main(queue.name):
+            await self.declare(queue, again=True)
+        else:
+            self._delays.pop(routing_key, None)
+            await self.declare_delay(queue.name, int(routing_key.rsplit(":", 1)[1]))

@@ -2,11 +2,12 @@
 
 Each queue this process claims from has a `Feed`: a channel with a consumer on the
 queue's ready queue, whose deliveries wait in a local buffer until `claim` takes them.
-The consumer's prefetch (Basic.Qos, per consumer, never global) is the most tasks the
-dispatcher asked for at once, that is what this process's idle workers want: a message
-RabbitMQ sends counts against it until it is acknowledged, so this process never holds
-more than its workers can run (running ones included). A larger claim adds a consumer
-for the difference on the same channel. A delivery is acknowledged only once its
+The consumer's prefetch (Basic.Qos, per consumer, never global) is what this process's
+workers take at once: the tasks its busy workers hold plus what its idle workers asked
+for (the dispatcher's `claim(n)`), the most seen so far, that is its worker count once
+all were busy. A message RabbitMQ sends counts against it until it is acknowledged, so
+this process never holds more than its workers can run (running ones included). A larger
+claim adds a consumer for the difference on the same channel. A delivery is acknowledged only once its
 outcome is stored (`ack_soon`, after the store's write).
 
 A lost channel or connection hands every unacknowledged delivery back to RabbitMQ: the
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._channel import Channel
+from ._core import ChannelCore
 from ._errors import AMQPError, ChannelClosed, ConsumerCancelled
 from ._message import Delivery
 from ._rabbit import Rabbit
@@ -37,9 +39,10 @@ FEED_RETRY = 0.5
 class Feed:
     """The deliveries of one queue's consumer(s), waiting to be claimed."""
 
-    def __init__(self, queue: str, redeclare: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, queue: str, redeclare: Callable[[], Awaitable[None]], acks: Acks) -> None:
         self.queue = queue
         self.redeclare = redeclare
+        self.acks = acks
         self.buffer: deque[Delivery] = deque()
         self.arrived = trio.lowlevel.ParkingLot()
         #: The prefetch asked for (the largest claim), and what the consumers have.
@@ -50,14 +53,17 @@ class Feed:
         self.starts = 0
 
     def push(self, delivery: Delivery) -> None:
+        self.acks.delivered(delivery)
         self.buffer.append(delivery)
         if self.arrived:
             self.arrived.unpark()
 
-    async def take(self, n: int, wait: float) -> list[Delivery]:
-        """Up to `n` deliveries, waiting up to `wait` seconds for the first."""
-        if n > self.wanted:
-            self.wanted = n
+    async def take(self, n: int, wait: float, held: int = 0) -> list[Delivery]:
+        """Up to `n` deliveries, waiting up to `wait` seconds for the first. `held`: how
+        many this process's workers hold now (their messages count against the prefetch
+        too): the prefetch grows to `held + n`, what the workers take at once."""
+        if held + n > self.wanted:
+            self.wanted = held + n
             self.changed.unpark_all()
         buffer = self.buffer
         if not buffer:
@@ -137,16 +143,30 @@ class Feed:
 
 
 class Acks:
-    """Acknowledgements sent by a task of their own, so a store callback can ask for one
-    without waiting."""
+    """Acknowledgements, sent by a task of their own, so that a store callback can ask for
+    one without waiting. Those of one channel go out in one write, as one Basic.Ack with
+    `multiple` for every delivery up to the highest tag whose earlier deliveries are all
+    acknowledged, and one each for the rest."""
 
     def __init__(self) -> None:
-        self._due: list[Delivery] = []
+        self._due: dict[ChannelCore, list[int]] = {}
+        #: Delivery tags sent to this process and not acknowledged yet, by channel.
+        self._open: dict[ChannelCore, set[int]] = {}
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
+        self._sending = False
+
+    def delivered(self, delivery: Delivery) -> None:
+        """A delivery arrived (so a later `multiple` ack does not cover it by mistake)."""
+        tags = self._open.get(delivery.channel)
+        if tags is None:
+            for channel in [c for c in self._open if c.is_closed]:
+                del self._open[channel]
+            tags = self._open[delivery.channel] = set()
+        tags.add(delivery.delivery_tag)
 
     def ack_soon(self, delivery: Delivery) -> None:
-        self._due.append(delivery)
+        self._due.setdefault(delivery.channel, []).append(delivery.delivery_tag)
         if self._lot:
             self._lot.unpark()
 
@@ -156,15 +176,35 @@ class Acks:
                 self._idle.unpark_all()
                 await self._lot.park()
                 continue
-            due, self._due = self._due, []
-            for delivery in due:
-                if delivery.channel.is_closed:
-                    continue  # RabbitMQ has it again: it is delivered again (and dropped)
-                with contextlib.suppress(AMQPError):  # closed meanwhile: the same
-                    await delivery.ack()
+            due, self._due = self._due, {}
+            self._sending = True
+            try:
+                for channel, tags in due.items():
+                    await self._send(channel, tags)
+            finally:
+                self._sending = False
+
+    async def _send(self, channel: ChannelCore, tags: list[int]) -> None:
+        open_tags = self._open.get(channel, set())
+        if channel.is_closed:
+            self._open.pop(channel, None)
+            return  # RabbitMQ has them again: delivered again (and dropped)
+        wanted = set(tags)
+        upto = 0
+        for tag in sorted(open_tags):
+            if tag not in wanted:
+                break
+            upto = tag
+        singles = sorted(tag for tag in wanted if tag > upto)
+        open_tags.difference_update(tag for tag in list(open_tags) if tag <= upto)
+        open_tags.difference_update(singles)
+        if upto and not singles and upto == min(wanted) and len(wanted) == 1:
+            singles, upto = [upto], 0  # one delivery: a plain ack
+        with contextlib.suppress(AMQPError):  # closed meanwhile: the same
+            await channel.ack_many(singles, upto=upto)
 
     async def flush(self) -> None:
         """Wait until every acknowledgement asked for so far was sent."""
-        while self._due:
+        while self._due or self._sending:
             await self._idle.park()
         await trio.lowlevel.checkpoint()

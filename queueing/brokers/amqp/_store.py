@@ -27,11 +27,10 @@ from typing import Any
 
 import trio
 
-from ..._exceptions import BrokerError, SystemStopping
 from ..._task import ErrorInfo, PipelineTask, Task, TaskState
 from .._contract import Admission, QueueInfo, queue_of
 from ..redis import _keys as k
-from ..redis._calls import ATTEMPT_GRACE, Calls
+from ..redis._calls import Calls
 from ..redis._wire import (
     apply_outcome,
     encode_meta,
@@ -56,18 +55,22 @@ SCRIPTS = (
     "take_dead",
     "unreserve",
 )
-#: Reservations sent in one round trip, and tasks of one queue per `reserve.lua` call.
-RESERVE_BATCH = 500
+#: Tasks of one queue per `reserve.lua` call.
 RESERVE_CHUNK = 500
 #: Writes sent in one round trip; queued beyond `WRITES_CONGESTED`, `settle` waits.
 WRITES_BATCH = 1000
 WRITES_CONGESTED = 2000
+#: The longest outcome (characters of JSON) a notice carries along; a longer one is read
+#: from the task's record.
+NOTICE_OUTCOME_MAX = 4096
 #: Tasks per `renew.lua` call.
 RENEW_CHUNK = 500
 
 #: `reserve.lua`'s answers: 1 reserved, 0 full, -1 exists, -2 exists (our own earlier send).
 _RESERVED = {1: Admission.ACCEPTED, 0: Admission.FULL, -1: Admission.EXISTS}
 _OURS_AGAIN = -2
+#: One task to reserve: (task, nonce, envelope, due ms or "", the client that waits for it).
+Entry = tuple[Task, str, str, str, str]
 #: `finish.lua` and `move.lua` answers for a message that is not the task's.
 NOT_THIS_MESSAGE = -2
 NO_RECORD = -1
@@ -106,17 +109,6 @@ class Op:
         self.then = then
 
 
-class _Slot:
-    __slots__ = ("answers", "error", "event", "queue", "tasks")
-
-    def __init__(self, queue: QueueInfo, tasks: list[list[str]]) -> None:
-        self.queue = queue
-        self.tasks = tasks  # reserve.lua arguments per task
-        self.answers: list[Admission] = []
-        self.error: BaseException | None = None
-        self.event = trio.Event()
-
-
 class Store:
     """Records, outcomes and the writes that change them (see the module doc)."""
 
@@ -125,13 +117,14 @@ class Store:
         self.keys = keys
         self.client_id = client_id
         self.max_dead_letters = 10_000
-        self._slots: list[_Slot] = []
-        self._slots_lot = trio.lowlevel.ParkingLot()
         self.ops: list[Op] = []
         self._ops_lot = trio.lowlevel.ParkingLot()
         self._flushed = trio.lowlevel.ParkingLot()
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
+        #: Pipeline runs being started, or refused for want of room: their records may
+        #: come and go (the receipt side does not take them for lost).
+        self.starting: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
 
     def note_replied(self, name: str) -> None:
@@ -142,112 +135,58 @@ class Store:
 
     # -- reserving new tasks ------------------------------------------------------------
 
-    async def reserve(
-        self, queue: QueueInfo, tasks: Sequence[tuple[Task, str, str, str, str]]
-    ) -> list[Admission]:
-        """Store the records of new tasks `(task, nonce, envelope, due ms or "", waiting
-        client or "")`, sharing a round trip with every reserve queued meanwhile."""
-        args = [
-            [task.id, nonce, envelope, encode_meta(task), due, reply]
-            for task, nonce, envelope, due, reply in tasks
-        ]
-        slot = _Slot(queue, args)
-        self._slots.append(slot)
-        self._slots_lot.unpark()
-        try:
-            await slot.event.wait()
-        except trio.Cancelled:
-            if slot in self._slots:  # not sent yet: withdrawn, nothing was reserved
-                self._slots.remove(slot)
-                raise
-            # Sent: Redis may be storing it now. The answer says whether it was reserved,
-            # which the caller must know to publish it (else the janitor will).
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.calls.block + ATTEMPT_GRACE
-                await slot.event.wait()
-            if not slot.event.is_set():
-                raise BrokerError(
-                    "Redis did not answer a submit in time (the task may have been accepted)"
-                ) from None
-        if slot.error is not None:
-            raise slot.error
-        return slot.answers
-
-    async def reserve_loop(self) -> None:
-        batch: list[_Slot] = []
-        try:
-            while True:
-                if not self._slots:
-                    await self._slots_lot.park()
-                    continue
-                batch = self._slots[:RESERVE_BATCH]
-                del self._slots[:RESERVE_BATCH]
-                await self._send_reserves(batch)
-                batch = []
-                if not self._slots:
-                    self._flushed.unpark_all()
-        finally:
-            for slot in [*batch, *self._slots]:
-                if not slot.event.is_set():
-                    slot.error = SystemStopping(
-                        "the system shut down before Redis answered this submit "
-                        "(the task may have been accepted)"
-                    )
-                    slot.event.set()
-            self._slots = []
-
-    async def _send_reserves(self, batch: list[_Slot]) -> None:
-        by_queue: dict[str, list[_Slot]] = {}
-        for slot in batch:
-            by_queue.setdefault(slot.queue.name, []).append(slot)
-        calls: list[tuple[list[_Slot], list[str], list[Any]]] = []
+    async def reserve_batch(
+        self, slots: Sequence[tuple[QueueInfo, Sequence[Entry]]]
+    ) -> list[list[Admission]]:
+        """Store the records of new tasks, per slot `(queue, [(task, nonce, envelope, due
+        ms or "", waiting client or "")])`, in one round trip that also carries the writes
+        queued meanwhile; the answers, per slot and task."""
+        by_queue: dict[str, list[int]] = {}
+        for index, (queue, _) in enumerate(slots):
+            by_queue.setdefault(queue.name, []).append(index)
+        calls: list[tuple[list[int], list[str], list[Any]]] = []
         now_ms = str(int(time.time() * 1000))
-        for name, slots in by_queue.items():
+        for name, members in by_queue.items():
             base = [
                 self.keys.outstanding(name),
                 self.keys.stats(name),
                 self.keys.of(name, "unconfirmed"),
                 self.keys.envs(name),
             ]
-            info = slots[0].queue
+            info = slots[members[0]][0]
             head = [info.maxsize, self.client_id, k.ttl(info.result_ttl), now_ms]
-            keys, args, members = list(base), list(head), []
-            for slot in slots:
-                for call in slot.tasks:
-                    keys.append(self.keys.task(call[0]))
-                    args += call
-                members.append(slot)
+            keys, args, part = list(base), list(head), []
+            for index in members:
+                for task, nonce, envelope, due, reply in slots[index][1]:
+                    keys.append(self.keys.task(task.id))
+                    args += (task.id, nonce, envelope, encode_meta(task), due, reply)
+                part.append(index)
                 if len(keys) - len(base) >= RESERVE_CHUNK:
-                    calls.append((members, keys, args))
-                    keys, args, members = list(base), list(head), []
-            if members:
-                calls.append((members, keys, args))
+                    calls.append((part, keys, args))
+                    keys, args, part = list(base), list(head), []
+            if part:
+                calls.append((part, keys, args))
+        ops = self.take()
 
         def fill(pipe: Any) -> list[Any]:
-            return [self.calls.script(pipe, "reserve", keys, args) for _, keys, args in calls]
+            reserves = [self.calls.script(pipe, "reserve", keys, args) for _, keys, args in calls]
+            return [*self.fill(pipe, ops), *reserves]
 
-        try:
-            answers = await self.calls.pipelined("submit", fill)
-        except Exception as exc:
-            for slot in batch:
-                slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
-                slot.event.set()
-            return
-        for (members, _, _), codes in zip(calls, answers, strict=True):
+        answers = await self.calls.pipelined("submit", fill)
+        self.answered(ops, answers[: len(ops)])
+        result: list[list[Admission]] = [[] for _ in slots]
+        for (part, _, _), codes in zip(calls, answers[len(ops) :], strict=True):
             if isinstance(codes, Exception):
-                for slot in members:
-                    slot.error = BrokerError(f"submit failed: {type(codes).__name__}: {codes}")
-                    slot.event.set()
-                continue
+                raise codes
             it = iter(codes)
-            for slot in members:
-                for _ in slot.tasks:
+            for index in part:
+                for _ in slots[index][1]:
                     code = int(next(it))
                     # Sent again after a lost connection: our own earlier send.
-                    slot.answers.append(
+                    result[index].append(
                         Admission.ACCEPTED if code == _OURS_AGAIN else _RESERVED[code]
                     )
-                slot.event.set()
+        return result
 
     async def unreserve(self, task_id: str, nonce: str) -> bool:
         """Take back a reservation whose message RabbitMQ refused."""
@@ -265,8 +204,9 @@ class Store:
 
     def confirmed(self, queue: str, task_ids: list[str]) -> None:
         """RabbitMQ confirmed these tasks' messages: the janitor leaves them alone."""
-        keys = [self.keys.of(queue, "unconfirmed"), self.keys.envs(queue)]
-        self.push(Op("confirm", keys, task_ids))
+        if task_ids:
+            keys = [self.keys.of(queue, "unconfirmed"), self.keys.envs(queue)]
+            self.push(Op("confirm", keys, task_ids))
 
     # -- claimed tasks ------------------------------------------------------------------
 
@@ -298,12 +238,12 @@ class Store:
     ) -> None:
         """Record `task`'s outcome (set on it already), batched; `then(answer)` after."""
         keys, args = self._finish_call(
-            queue.name, task, nonce, reply, k.ttl(queue.result_ttl), letter
+            queue.name, task, nonce, reply, k.ttl(queue.result_ttl), letter, queue.maxsize
         )
         self.push(Op("finish", keys, args, then))
 
     def _finish_call(
-        self, queue: str, task: Task, nonce: str, reply: str, ttl: int, letter: str
+        self, queue: str, task: Task, nonce: str, reply: str, ttl: int, letter: str, maxsize: int
     ) -> tuple[list[str], list[Any]]:
         keys = [
             self.keys.task(task.id),
@@ -327,6 +267,8 @@ class Store:
             k.REPLIES_TTL,
             k.ROOM_TOKENS,
             reply,
+            NOTICE_OUTCOME_MAX,
+            maxsize,
         ]
         return keys, args
 
@@ -392,7 +334,8 @@ class Store:
             return task  # a run: the caller ends it through the run store
         task.settle(TaskState.CANCELLED, None, error, time.time())
         reply = str(reply or "")[: k.MAX_CLIENT_LENGTH]
-        keys, args = self._finish_call(name, task, "", reply, int(ttl or k.MIN_TTL), "")
+        # maxsize 0: a room token whatever the count (the queue's limit is not known here).
+        keys, args = self._finish_call(name, task, "", reply, int(ttl or k.MIN_TTL), "", 0)
         answer = await self.calls.eval("cancel", "finish", keys, args)
         return task if answer == 1 else None
 
@@ -455,8 +398,8 @@ class Store:
             self._flushed.unpark_all()
 
     async def flush(self) -> None:
-        """Wait until every write and reserve queued so far has been sent."""
-        while self.ops or self._slots:
+        """Wait until every write queued so far has been sent."""
+        while self.ops:
             with trio.move_on_after(self.calls.block):
                 await self._flushed.park()
         await trio.lowlevel.checkpoint()

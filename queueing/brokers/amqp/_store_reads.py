@@ -1,9 +1,10 @@
 """The receipt side of the results store: lookups, outcomes waited for, room in a queue.
 
-The stored record is what counts. A worker that records an outcome also adds the task's
-id to the `replies` stream of the client that submitted it (one stream per client and
-queue, in Redis): that is only a wake-up. `wait_settled` reads the records of the ids it
-was woken for with `outcomes.lua`; ids it has not seen yet are read at once; ids another
+The stored record is what counts. A worker that records an outcome also adds a notice to
+the `replies` stream of the client that submitted the task (one stream per client and
+queue, in Redis), in the same script: the notice carries the outcome it stored (unless it
+is long), so `wait_settled` needs no second read for it; a notice with only the id is a
+wake-up, and the record is read with `outcomes.lua`. Ids not seen yet are read at once; ids another
 client submitted (found by id) get no wake-up and are read every `FOREIGN_POLL` seconds;
 and every id waited for is read again every `SWEEP_EVERY` seconds and after a lost
 connection, so a lost or trimmed notice delays a receipt, never loses it.
@@ -68,16 +69,21 @@ class Reads:
         self.keys = keys
         self.store = store
         self.client_id = store.client_id
-        #: Ids read once by `wait_settled`, without an outcome then.
+        #: Ids waited for (told by `expect`, or found by a sweep), without an outcome yet.
         self._known: set[str] = set()
+        #: Of those, others' ids not read yet.
+        self._unread: set[str] = set()
         #: Of those, the ones another client submitted (no wake-up comes for them).
         self._foreign: set[str] = set()
         #: Ids whose record was read at least once (so a gone record means a loss).
         self._present: set[str] = set()
         #: Ids whose record was found gone, and when.
         self._missing: dict[str, float] = {}
-        #: Ids a notice arrived for since the last read.
-        self._woken: set[str] = set()
+        #: Ids a notice arrived for since the last read, with the outcome it carried
+        #: (state, meta, outcome), or None.
+        self._woken: dict[str, tuple[str, str, str] | None] = {}
+        #: Notices of ids expected but not waited for yet, and when they came.
+        self._early: dict[str, tuple[tuple[str, str, str] | None, float]] = {}
         self._cursors: dict[str, str] = {}
         self._waiting = 0
         self._wake = trio.lowlevel.ParkingLot()
@@ -101,12 +107,14 @@ class Reads:
         if not queue_of(task_id):
             return None
         record = self.keys.task(task_id)
-        state, meta, outcome, working, due = await self.calls.retrying(
-            "lookup", lambda: self.calls.client.hmget(record, ["s", "m", "o", "w", "d"])
+        state, meta, outcome, working, due, client = await self.calls.retrying(
+            "lookup", lambda: self.calls.client.hmget(record, ["s", "m", "o", "w", "d", "r"])
         )
         if state is None:
             return None
         task = task_from_record(task_id, state, meta, outcome, working)
+        if not task.state.final:
+            self.expect(task_id, own=client == self.client_id, stored=True)
         if task.state is TaskState.SCHEDULED and due and int(due) <= time.time() * 1000:
             task.state = TaskState.PENDING  # due: RabbitMQ moved it to the queue by now
         return task
@@ -147,40 +155,73 @@ class Reads:
         finally:
             self._waiting -= 1
 
+    def expect(self, task_id: str, *, own: bool, stored: bool) -> None:
+        """A task this process will wait for (submitted here, or found by id): `own` if
+        this client submitted it (a notice comes), `stored` if its record exists now.
+        Another client's task is read at once, then every `FOREIGN_POLL` seconds."""
+        self._known.add(task_id)
+        if stored:
+            self._present.add(task_id)
+        if not own:
+            self._foreign.add(task_id)
+            self._unread.add(task_id)
+            self._wake.unpark_all()
+
     async def _poll(self, ids: Collection[str]) -> list[Task]:
-        """Read what may have an outcome: ids woken by a notice, ids not seen before,
-        others' ids when their poll is due, and every id waited for when a sweep is."""
+        """Read what may have an outcome: ids woken by a notice, others' ids not read yet
+        or when their poll is due, and every id waited for when a sweep is due."""
         waited = ids if isinstance(ids, AbstractSet) else set(ids)
         check: set[str] = set()
-        fresh: set[str] = set()
-        if self._woken:
-            woken, self._woken = self._woken, set()
-            for i in woken:
-                if i in waited:
-                    (check if i in self._known else fresh).add(i)
+        carried: list[Task] = []
+        if self._woken or self._early:
+            woken, self._woken = self._woken, {}
+            if self._early:
+                # Notices that came before the engine waited for their ids (a task that
+                # ended before its submit returned): theirs now, or dropped after a while.
+                early, self._early = self._early, {}
+                now = trio.current_time()
+                for i, (record, since) in early.items():
+                    if i in waited:
+                        woken.setdefault(i, record)
+                    elif now - since < SWEEP_EVERY:
+                        self._early[i] = (record, since)
+            for i, record in woken.items():
+                if i not in waited:
+                    if len(self._early) < WOKEN_CAP:
+                        self._early[i] = (record, trio.current_time())
+                    continue
+                if record is not None:
+                    try:
+                        carried.append(task_from_record(i, *record))
+                    except (ValueError, TypeError, KeyError) as exc:
+                        log.error("task %s: unreadable notice (%s)", i, exc)
+                    else:
+                        self._forget(i)
+                        continue
+                check.add(i)
+        if self._unread:
+            check.update(self._unread & waited)
+            self._unread.clear()
         now = trio.current_time()
-        sweep = self._sweep_now or now >= self._sweep_at
-        if sweep or len(waited) != len(self._known):
-            fresh.update(i for i in waited - self._known if queue_of(i))
+        if self._sweep_now or now >= self._sweep_at:
+            # Every id waited for, and any the engine waits for that this side was not
+            # told of (a safety net: accept, lookup and runs.start tell it).
+            self._sweep_now = False
+            self._sweep_at = now + SWEEP_EVERY
+            self._known.update(i for i in waited - self._known if queue_of(i))
             for kept in (self._known, self._foreign, self._present):
                 kept.intersection_update(waited)
             for gone in [i for i in self._missing if i not in waited]:
                 del self._missing[gone]
-        if sweep:
-            self._sweep_now = False
-            self._sweep_at = now + SWEEP_EVERY
             check.update(self._known)
         else:
             if self._foreign and now >= self._foreign_at:
-                check.update(self._foreign)
+                check.update(self._foreign & waited)
+                self._foreign_at = now + FOREIGN_POLL
             check.update(i for i, since in self._missing.items() if now - since >= LOST_AFTER)
-        if self._foreign:
-            self._foreign_at = now + FOREIGN_POLL
-        check.update(fresh)
         if not check:
-            return []
-        self._known.update(fresh)
-        return await self._read(list(check))
+            return carried
+        return carried + await self._read(list(check))
 
     async def _read(self, ids: list[str]) -> list[Task]:
         """Read the records of `ids`: the settled ones come back; the others are noted."""
@@ -221,9 +262,11 @@ class Reads:
                 self._missing.pop(task_id, None)
                 if str(second) != self.client_id:
                     self._foreign.add(task_id)
+                else:
+                    self._foreign.discard(task_id)
                 continue
             if not state:  # no record
-                if task_id not in self._present:
+                if task_id not in self._present or task_id in self.store.starting:
                     continue  # not stored yet (a run whose start waits for room), or never
                 since = self._missing.setdefault(task_id, now)
                 if now - since < LOST_AFTER:
@@ -241,7 +284,7 @@ class Reads:
         return settled
 
     def _forget(self, task_id: str) -> None:
-        for kept in (self._known, self._foreign, self._present):
+        for kept in (self._known, self._foreign, self._present, self._unread):
             kept.discard(task_id)
         self._missing.pop(task_id, None)
 
@@ -282,7 +325,13 @@ class Reads:
                     continue
                 before = streams[key]
                 self._cursors[key] = str(entries[-1].identifier)
-                self._woken.update(str(e.field_values.get("id", "")) for e in entries)
+                woken = self._woken
+                for entry in entries:
+                    fields = entry.field_values
+                    carried = str(fields.get("r", "")).split("\n", 2)
+                    woken[str(fields.get("id", ""))] = (
+                        (carried[0], carried[1], carried[2]) if len(carried) == 3 else None
+                    )
                 if len(self._woken) > WOKEN_CAP:  # no one looked for long: sweep instead
                     self._woken.clear()
                     self._request_sweep()

@@ -29,6 +29,7 @@ from ..redis._wire import (
     task_from_record,
 )
 from ._store import Store, StoreCalls
+from ._store_reads import Reads
 
 Accept = Callable[[QueueInfo, Task, float | None], Awaitable[Admission]]
 
@@ -36,10 +37,13 @@ Accept = Callable[[QueueInfo, Task, float | None], Awaitable[Admission]]
 class RabbitMQRuns(RunStore):
     """The `RunStore` of `RabbitMQBroker` (its `runs`)."""
 
-    def __init__(self, calls: StoreCalls, keys: k.Keys, store: Store, accept: Accept) -> None:
+    def __init__(
+        self, calls: StoreCalls, keys: k.Keys, store: Store, reads: Reads, accept: Accept
+    ) -> None:
         self.calls = calls
         self.keys = keys
         self.store = store
+        self.reads = reads
         self._accept = accept
 
     def _keys_of(self, run_id: str) -> list[str]:
@@ -87,6 +91,8 @@ class RabbitMQRuns(RunStore):
     ) -> Admission:
         route = run.route or queue_of(run.id)
         self.store.note_replied(queue_of(run.id))
+        self.store.starting.add(run.id)
+        self.reads.expect(run.id, own=True, stored=False)
         created = await self.calls.eval(
             "start a pipeline run",
             "run",
@@ -109,6 +115,8 @@ class RabbitMQRuns(RunStore):
             await self.calls.retrying(
                 "drop a run", lambda: self.calls.client.delete([record, state])
             )
+        if admission is not Admission.FULL:
+            self.store.starting.discard(run.id)
         return admission
 
     async def ended(self, run_id: str) -> bool:

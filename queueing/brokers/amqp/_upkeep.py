@@ -70,7 +70,7 @@ class Upkeep:
         async def redeclare() -> None:
             await rabbit.declare(queue, again=True)
 
-        feed = Feed(rabbit.dead(queue.name), redeclare)
+        feed = Feed(rabbit.dead(queue.name), redeclare, broker._acks)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed.run, rabbit)
             while True:
