@@ -52,6 +52,7 @@ SCRIPTS = (
     "renew",
     "reserve",
     "run",
+    "stale",
     "take_dead",
     "unreserve",
 )
@@ -346,11 +347,8 @@ class Store:
         message was never confirmed: `(task id, new nonce, envelope, due ms or "")`."""
         unconfirmed = self.keys.of(queue, "unconfirmed")
         before_ms = int(before * 1000)
-        found = await self.calls.retrying(
-            "find unconfirmed submits",
-            lambda: self.calls.client.zrangebyscore(
-                unconfirmed, float("-inf"), before_ms, offset=0, count=RENEW_CHUNK
-            ),
+        found = await self.calls.eval(
+            "find unconfirmed submits", "stale", [unconfirmed], [before_ms, RENEW_CHUNK]
         )
         if not found:
             return []

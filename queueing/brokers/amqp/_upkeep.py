@@ -122,7 +122,7 @@ class Upkeep:
             await trio.sleep(JANITOR_EVERY)
             try:
                 await self._adopt(queue)
-            except AMQPError as exc:
+            except Exception as exc:  # housekeeping: the next round tries again
                 log.warning("janitor of %r: %s; trying again later", queue.name, exc)
 
     async def _adopt(self, queue: QueueInfo) -> None:
