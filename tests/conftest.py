@@ -189,3 +189,18 @@ def amqp_url(rabbitmq_server: str, redis_server: RedisServer) -> Iterator[str]:
     prefix = f"t{secrets.token_hex(4)}"
     yield f"{rabbitmq_server}?results={redis_server.url}&prefix={prefix}"
     trio.run(delete_rabbitmq_queues, rabbitmq_server, redis_server.url, prefix)
+
+
+@pytest.fixture(scope="session")
+def make_amqp_url(rabbitmq_server: str, redis_server: RedisServer) -> Iterator[Callable[[], str]]:
+    """Make RabbitMQ broker URLs (each with a prefix of its own) for fixtures wider than a
+    test; their queues are deleted at the end of the session."""
+    prefixes: list[str] = []
+
+    def make() -> str:
+        prefixes.append(f"s{secrets.token_hex(4)}")
+        return f"{rabbitmq_server}?results={redis_server.url}&prefix={prefixes[-1]}"
+
+    yield make
+    for prefix in prefixes:
+        trio.run(delete_rabbitmq_queues, rabbitmq_server, redis_server.url, prefix)

@@ -9,7 +9,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,13 @@ async def wait_for(predicate: Any, timeout: float = 10.0, every: float = 0.02) -
     with trio.fail_after(timeout):
         while not await predicate():  # noqa: ASYNC110 - polls a server
             await trio.sleep(every)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll a plain condition (a count of runs, say) until it holds."""
+    with trio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110 - what it watches has no event
+            await trio.sleep(0.01)
 
 
 def start_worker(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -53,7 +53,7 @@ class Crash(Exception):
 class Counted(Worker):
     """Counts its runs (in `runs`, shared by the test), returns the payload."""
 
-    runs: list[Any] = []
+    runs: ClassVar[list[Any]] = []
     fatal = (Crash,)
 
     async def handle(self, payload: Any) -> Any:
@@ -87,7 +87,7 @@ async def test_a_bad_url_is_refused_with_what_is_wrong(url: str, says: str) -> N
 
 
 async def test_an_unreachable_rabbitmq_fails_at_start_with_the_address(amqp_url: str) -> None:
-    plain, results, prefix = parts(amqp_url)
+    _, results, prefix = parts(amqp_url)
     url = f"amqp://guest:guest@127.0.0.1:1/?results={results}&prefix={prefix}"
     with trio.fail_after(30), pytest.raises(BrokerError, match=r"cannot reach RabbitMQ.*:1/"):
         async with connect(url, connect_timeout=0.5):

@@ -7,12 +7,12 @@ workers take at once: the tasks its busy workers hold plus what its idle workers
 for (the dispatcher's `claim(n)`), the most seen so far, that is its worker count once
 all were busy. A message RabbitMQ sends counts against it until it is acknowledged, so
 this process never holds more than its workers can run (running ones included). A larger
-claim adds a consumer for the difference on the same channel. A delivery is acknowledged only once its
-outcome is stored (`ack_soon`, after the store's write).
+claim adds a consumer for the difference on the same channel. A delivery is acknowledged
+only once its outcome is stored (`Acks.ack_soon`, after the store's write).
 
 A lost channel or connection hands every unacknowledged delivery back to RabbitMQ: the
-feed drops what it buffered, starts again on the next connection, and `lost()` tells the
-broker which claimed deliveries are gone (their tasks may run elsewhere now).
+feed drops what it buffered and starts again on the next connection; the broker's
+`renew` reports the claimed tasks whose channel is gone (they may run elsewhere now).
 """
 
 from __future__ import annotations
