@@ -1,6 +1,7 @@
 """The `queueing` command line: run workers, submit tasks, inspect queues and dead letters.
 
-Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli,redis]'`.
+Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli,redis]'` (or
+`[cli,amqp]` for RabbitMQ).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ _BROKER = click.option(
     default="redis://localhost:6379/0",
     show_default=True,
     help="Broker URL (or set QUEUEING_BROKER): redis://[user:password@]host:port/db, "
-    "rediss://... for TLS; `?prefix=NAME` picks the key prefix.",
+    "rediss://... for TLS; `?prefix=NAME` picks the key prefix. RabbitMQ: "
+    "amqp://user:password@host:5672/vhost?results=redis://host:6379/0 (amqps:// for TLS).",
 )
 
 
