@@ -125,6 +125,7 @@ class RabbitMQBroker(Broker):
         self._rabbit = Rabbit(parsed.amqp, self.prefix, ssl_context=ssl_context)
         self._rabbit.on_declare = self._admin.note_rabbitmq_queues
         self._acks = Acks()
+        self._store.after_written = self._acks.send_due
         self._submitter = Submitter(self._store, self._rabbit)
         self._upkeep = Upkeep(self)
         self.runs = RabbitMQRuns(self._calls, keys, self._store, self._reads, self._accept_at)

@@ -176,13 +176,19 @@ class Acks:
                 self._idle.unpark_all()
                 await self._lot.park()
                 continue
-            due, self._due = self._due, {}
-            self._sending = True
-            try:
-                for channel, tags in due.items():
-                    await self._send(channel, tags)
-            finally:
-                self._sending = False
+            await self.send_due()
+
+    async def send_due(self) -> None:
+        """Send the acknowledgements asked for so far, now, from the caller's task."""
+        if not self._due:
+            return
+        due, self._due = self._due, {}
+        self._sending = True
+        try:
+            for channel, tags in due.items():
+                await self._send(channel, tags)
+        finally:
+            self._sending = False
 
     async def _send(self, channel: ChannelCore, tags: list[int]) -> None:
         open_tags = self._open.get(channel, set())

@@ -22,7 +22,7 @@ import functools
 import importlib.resources
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -77,6 +77,10 @@ NOT_THIS_MESSAGE = -2
 NO_RECORD = -1
 
 
+async def _nothing() -> None:
+    pass
+
+
 @functools.cache
 def lua_sources() -> dict[str, str]:
     """The text of every script, read from the package (lua/*.lua)."""
@@ -126,6 +130,9 @@ class Store:
         #: Pipeline runs being started, or refused for want of room: their records may
         #: come and go (the receipt side does not take them for lost).
         self.starting: set[str] = set()
+        #: Awaited after writes were answered (the broker sends the acknowledgements their
+        #: callbacks asked for, in the same task: no hop to another).
+        self.after_written: Callable[[], Awaitable[None]] = _nothing
         self.on_replied: Callable[[], None] = lambda: None
 
     def note_replied(self, name: str) -> None:
@@ -223,6 +230,8 @@ class Store:
 
         answers = await self.calls.pipelined("check claimed tasks", fill, deliver=False)
         self.answered(ops, answers[:-1])
+        if ops:
+            await self.after_written()
         verdicts = answers[-1]
         if isinstance(verdicts, Exception):
             raise verdicts
@@ -416,3 +425,4 @@ class Store:
                 "write outcomes", functools.partial(self.fill, batch=batch)
             )
             self.answered(batch, answers)
+            await self.after_written()
