@@ -13,22 +13,31 @@ is published again by the caller, with retries (`Rabbit.publish`).
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Sequence
 
 import trio
 
 from ..._exceptions import BrokerError, SystemStopping
+from ..._task import PipelineTask, Task, TaskState
 from .._contract import Admission, QueueInfo
+from ..redis import _keys as k
 from ..redis._calls import ATTEMPT_GRACE
+from ..redis._wire import encode_envelope
 from ._confirms import Confirmation
-from ._errors import AMQPError
+from ._errors import AMQPError, PublishNacked
 from ._message import PERSISTENT, Properties
-from ._rabbit import Rabbit
+from ._rabbit import Rabbit, delay_bucket
 from ._store import Entry, Store
+from ._store_reads import Reads
 
 log = logging.getLogger("queueing.rabbitmq")
 
 #: Slots sent in one round trip.
 SUBMIT_BATCH = 500
+#: Seconds a publish may take once its task is reserved, even if its caller is cancelled
+#: (so the record and the message agree); past it the janitor publishes it.
+PUBLISH_GRACE = 30.0
 
 
 class Slot:
@@ -54,14 +63,95 @@ def properties(nonce: str) -> Properties:
 
 
 class Submitter:
-    """The submit loop and its queue of slots."""
+    """Accepts: the submit loop and its queue of slots, and each caller's confirms."""
 
-    def __init__(self, store: Store, rabbit: Rabbit) -> None:
+    def __init__(
+        self, store: Store, rabbit: Rabbit, reads: Reads, nonce: Callable[[], str]
+    ) -> None:
         self.store = store
         self.rabbit = rabbit
+        self.reads = reads
+        self.nonce = nonce
+        self.client_id = store.client_id
+        #: When RabbitMQ last refused a submit to each queue (over its x-max-length).
+        self.nacked: dict[str, float] = {}
         self._slots: list[Slot] = []
         self._lot = trio.lowlevel.ParkingLot()
         self._sent = trio.lowlevel.ParkingLot()
+
+    async def accept(
+        self, queue: QueueInfo, tasks: Sequence[Task], due: float | None
+    ) -> list[Admission]:
+        """Reserve the tasks' records, then publish the messages of those reserved; a
+        message RabbitMQ refuses takes its reservation back (FULL). `due`: wall clock."""
+        if not tasks:
+            await trio.lowlevel.checkpoint()
+            return []
+        for task in tasks:
+            _check_id(queue, task)
+        now = time.time()
+        delay_ms = 0.0 if due is None else (due - now) * 1000
+        due_ms = str(int(due * 1000)) if due is not None and delay_ms > 0 else ""
+        await self.rabbit.declare(queue)
+        routing = self.rabbit.main(queue.name)
+        if due_ms:
+            routing = await self.rabbit.declare_delay(queue.name, delay_bucket(delay_ms))
+        entries: list[Entry] = []
+        for task in tasks:
+            reply = "" if _staged(task) else self.client_id
+            if reply:
+                self.store.note_replied(queue.name)
+            entries.append((task, self.nonce(), encode_envelope(task), due_ms, reply))
+        slot = Slot(queue, entries, routing)
+        await self.submit(slot)
+        answers = slot.answers
+        reserved = [i for i, answer in enumerate(answers) if answer is Admission.ACCEPTED]
+        for (task, _, _, _, _), answer in zip(entries, answers, strict=True):
+            if answer is Admission.EXISTS:
+                self.reads.expect(task.id, own=False, stored=True)
+        if not reserved:
+            return answers
+        # Shielded, so that record and message agree even if the caller is cancelled.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + PUBLISH_GRACE
+            confirmed = []
+            for index in reserved:
+                task, nonce, _, _, _ = entries[index]
+                if await self._confirmed(queue, slot, index):
+                    confirmed.append(task.id)
+                    if due_ms:
+                        task.state = TaskState.SCHEDULED
+                    if entries[index][4]:
+                        self.reads.expect(task.id, own=True, stored=True)
+                elif await self.store.unreserve(task.id, nonce):
+                    answers[index] = Admission.FULL
+                    self.nacked[queue.name] = time.time()
+            self.store.confirmed(queue.name, confirmed)
+        if scope.cancelled_caught:
+            raise BrokerError(
+                f"RabbitMQ did not confirm a submit to {queue.name!r} within "
+                f"{PUBLISH_GRACE:g}s (the task may have been accepted: it then runs)"
+            )
+        return answers
+
+    async def _confirmed(self, queue: QueueInfo, slot: Slot, index: int) -> bool:
+        """Wait for the confirm of a reserved task's message (publishing it again if it was
+        not sent, or its fate is unknown); False if RabbitMQ refused it."""
+        confirmation = slot.confirmations[index]
+        if confirmation is not None:
+            try:
+                await confirmation.wait()
+                return True
+            except PublishNacked:
+                return False
+            except AMQPError:
+                pass  # lost with its connection, sent or not: publish it again
+        _, nonce, envelope, _, _ = slot.entries[index]
+        try:
+            await self.rabbit.publish(queue, slot.routing, envelope.encode(), nonce)
+        except PublishNacked:
+            return False
+        return True
 
     async def flush(self) -> None:
         """Wait until every slot queued so far has been sent."""
@@ -155,3 +245,20 @@ class Submitter:
             return
         for (slot, index), confirmation in zip(places, confirmations, strict=True):
             slot.confirmations[index] = confirmation
+
+
+def _staged(task: Task) -> bool:
+    """A pipeline's stage task: no one waits for it by itself (its run is waited for)."""
+    return isinstance(task, PipelineTask) and task.run is not None
+
+
+def _check_id(queue: QueueInfo, task: Task) -> None:
+    if task.id.partition(":")[0] != queue.name:
+        raise BrokerError(
+            f"task id {task.id!r} does not name the queue {queue.name!r}: ids are <queue>:<unique>"
+        )
+    if len(task.id) > k.MAX_ID_LENGTH:
+        raise BrokerError(
+            f"task id {task.id[: k.MAX_ID_LENGTH // 4]!r}... is {len(task.id)} characters, "
+            f"over the limit of {k.MAX_ID_LENGTH}: use a shorter key"
+        )

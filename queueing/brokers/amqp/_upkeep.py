@@ -86,7 +86,9 @@ class Upkeep:
                 {"env": delivery.body.decode()}, name, queue.max_payload + k.ENVELOPE_OVERHEAD
             )
         except (BadEntry, UnicodeDecodeError) as exc:
-            broker.reject(name, delivery, f"dead-lettered by RabbitMQ, and not a task: {exc}")
+            broker._holds.reject(
+                name, delivery, f"dead-lettered by RabbitMQ, and not a task: {exc}"
+            )
             return
         reason, count = _reason(delivery)
         record = store.keys.task(task.id)
@@ -105,7 +107,9 @@ class Upkeep:
 
         def then(answer: Any) -> None:
             if answer == NO_RECORD:
-                broker.reject(name, delivery, f"dead-lettered by RabbitMQ ({reason}); no record")
+                broker._holds.reject(
+                    name, delivery, f"dead-lettered by RabbitMQ ({reason}); no record"
+                )
             else:
                 broker._acks.ack_soon(delivery)
             if answer == 1:
