@@ -35,7 +35,8 @@ from ._errors import PublishNacked
 from ._message import Delivery
 from ._rabbit import Rabbit, delay_bucket
 from ._rabbit_claims import Acks, Feed
-from ._store import Op, Store
+from ._store import Store
+from ._store_writes import Op
 
 
 def delivery_count(delivery: Delivery) -> int:

@@ -13,7 +13,7 @@ space and JSON formats), written by the scripts in lua/:
 - `finish.lua` records an outcome (first one wins) before the message is acknowledged;
 - `move.lua` points a record at a new message (a retry's, a hand-back's).
 
-Writes of outcomes are batched (`Writes`); concurrent reserves share a round trip.
+Writes of outcomes are batched (`_store_writes.py`); concurrent reserves share a round trip.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ import functools
 import importlib.resources
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import trio
 
 from ..._task import ErrorInfo, PipelineTask, Task, TaskState
 from .._contract import Admission, QueueInfo, queue_of
@@ -37,6 +35,7 @@ from ..redis._wire import (
     encode_outcome,
     task_from_record,
 )
+from ._store_writes import Op, Writes
 
 log = logging.getLogger("queueing.rabbitmq")
 
@@ -58,9 +57,6 @@ SCRIPTS = (
 )
 #: Tasks of one queue per `reserve.lua` call.
 RESERVE_CHUNK = 500
-#: Writes sent in one round trip; queued beyond `WRITES_CONGESTED`, `settle` waits.
-WRITES_BATCH = 1000
-WRITES_CONGESTED = 2000
 #: The longest outcome (characters of JSON) a notice carries along; a longer one is read
 #: from the task's record.
 NOTICE_OUTCOME_MAX = 4096
@@ -75,10 +71,6 @@ Entry = tuple[Task, str, str, str, str]
 #: `finish.lua` and `move.lua` answers for a message that is not the task's.
 NOT_THIS_MESSAGE = -2
 NO_RECORD = -1
-
-
-async def _nothing() -> None:
-    pass
 
 
 @functools.cache
@@ -96,43 +88,20 @@ class StoreCalls(Calls):
             self._shas[name] = await self.client.script_load(source)
 
 
-class Op:
-    """One batched write: a script call, and what to do with its answer."""
-
-    __slots__ = ("args", "keys", "script", "then")
-
-    def __init__(
-        self,
-        script: str,
-        keys: list[str],
-        args: list[Any],
-        then: Callable[[Any], None] | None = None,
-    ) -> None:
-        self.script = script
-        self.keys = keys
-        self.args = args
-        self.then = then
-
-
-class Store:
+class Store(Writes):
     """Records, outcomes and the writes that change them (see the module doc)."""
 
     def __init__(self, calls: StoreCalls, keys: k.Keys, client_id: str) -> None:
-        self.calls = calls
+        super().__init__(calls)
+        self.calls: StoreCalls = calls
         self.keys = keys
         self.client_id = client_id
         self.max_dead_letters = 10_000
-        self.ops: list[Op] = []
-        self._ops_lot = trio.lowlevel.ParkingLot()
-        self._flushed = trio.lowlevel.ParkingLot()
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         #: Pipeline runs being started, or refused for want of room: their records may
         #: come and go (the receipt side does not take them for lost).
         self.starting: set[str] = set()
-        #: Awaited after writes were answered (the broker sends the acknowledgements their
-        #: callbacks asked for, in the same task: no hop to another).
-        self.after_written: Callable[[], Awaitable[None]] = _nothing
         self.on_replied: Callable[[], None] = lambda: None
 
     def note_replied(self, name: str) -> None:
@@ -369,60 +338,3 @@ class Store:
         )
         flat = [str(v) for v in answer]
         return [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)]
-
-    # -- batched writes -----------------------------------------------------------------
-
-    def push(self, op: Op) -> None:
-        self.ops.append(op)
-        if self._ops_lot:
-            self._ops_lot.unpark_all()
-
-    @property
-    def congested(self) -> bool:
-        return len(self.ops) > WRITES_CONGESTED
-
-    async def relieve(self) -> None:
-        """Wait while more writes are queued than Redis keeps up with."""
-        while self.congested:
-            await self._flushed.park()
-
-    def take(self) -> list[Op]:
-        batch = self.ops[:WRITES_BATCH]
-        del self.ops[:WRITES_BATCH]
-        return batch
-
-    def fill(self, pipe: Any, batch: Sequence[Op]) -> list[Any]:
-        return [self.calls.script(pipe, op.script, op.keys, op.args) for op in batch]
-
-    def answered(self, batch: Sequence[Op], answers: Sequence[Any]) -> None:
-        """After a batch was written: hand each answer on, wake whoever waits."""
-        for op, answer in zip(batch, answers, strict=True):
-            if isinstance(answer, Exception):
-                log.error("redis %s (keys %s) failed: %s", op.script, op.keys[:2], answer)
-            elif op.then is not None:
-                op.then(answer)
-        if not self.congested:
-            self._flushed.unpark_all()
-
-    async def flush(self) -> None:
-        """Wait until every write queued so far has been sent."""
-        while self.ops:
-            with trio.move_on_after(self.calls.block):
-                await self._flushed.park()
-        await trio.lowlevel.checkpoint()
-
-    async def flush_loop(self) -> None:
-        while True:
-            if not self.ops:
-                self._flushed.unpark_all()
-                await self._ops_lot.park()
-                # Let a claim woken at the same time take these writes along with its
-                # check (one round trip instead of two).
-                await trio.lowlevel.checkpoint()
-                continue
-            batch = self.take()
-            answers = await self.calls.pipelined(
-                "write outcomes", functools.partial(self.fill, batch=batch)
-            )
-            self.answered(batch, answers)
-            await self.after_written()
