@@ -19,6 +19,7 @@ from rabbit_helpers import (
     record_key,
     redis_of,
     wait_for,
+    with_options,
 )
 
 from queueing import (
@@ -328,3 +329,57 @@ async def test_status_reports_queues_and_the_live_worker(amqp_url: str) -> None:
     [(name, worker)] = info["workers"].items()
     assert worker["queues"] == ["double"]
     assert secrets.compare_digest(name, broker.client_id)
+
+
+# -- tasks running for long, and cancelled from elsewhere ------------------------------
+
+
+async def test_a_task_running_past_several_lease_checks_stays_ours(amqp_url: str) -> None:
+    Counted.runs = []
+
+    class Slow(Worker):
+        async def handle(self, payload: str) -> str:
+            Counted.runs.append(payload)
+            await trio.sleep(1.0)  # the dispatcher checks its tasks every lease/3 = 0.1 s
+            return payload
+
+    url = with_options(amqp_url, lease=0.3)
+    async with served(url, Queue("slow", Slow)) as system:
+        receipt = await system.submit("slow", "long")
+        assert await outcome_of(receipt) == "long"
+        assert (await receipt.status()).deliveries == 1
+    assert Counted.runs == ["long"]
+
+
+async def test_a_task_cancelled_by_another_client_stops_where_it_runs(amqp_url: str) -> None:
+    started = trio.Event()
+    stopped: list[str] = []
+
+    class Long(Worker):
+        async def handle(self, payload: str) -> str:
+            if payload == "quick":
+                return payload
+            started.set()
+            try:
+                await trio.sleep(30)
+            except trio.Cancelled:
+                stopped.append(payload)
+                raise
+            return payload  # pragma: no cover
+
+    url = with_options(amqp_url, lease=0.3)
+    async with served(url, Queue("long", Long)) as system:
+        receipt = await system.submit("long", "run")
+        with trio.fail_after(10):
+            await started.wait()
+        async with connect(url) as other:
+            assert await other.receipt(receipt.id).cancel() is True
+        failure = await outcome_of(receipt)
+        with trio.fail_after(10):
+            while not stopped:  # noqa: ASYNC110 - the handler notes it
+                await trio.sleep(0.02)
+        after = await system.submit("long", "quick")
+        assert await outcome_of(after) == "quick"  # its only worker is free again
+    assert isinstance(failure, TaskFailed)
+    assert failure.outcome is TaskState.CANCELLED
+    assert stopped == ["run"]
