@@ -66,6 +66,11 @@ PUBLISH_BACKOFF_MAX = 1.0
 RECONNECT_STOP = 60.0
 
 
+def task_properties(nonce: str) -> Properties:
+    """The properties of a task's message: persistent, JSON, its nonce as message id."""
+    return Properties(delivery_mode=PERSISTENT, message_id=nonce, content_type="application/json")
+
+
 class _Stop(tenacity.stop.stop_base):
     """How long to keep trying to connect: `first` seconds before the first connection
     (start-up fails fast), `later` for each outage after it."""
@@ -319,9 +324,7 @@ class Rabbit:
             PublishNacked: the queue is over its `x-max-length` (reject-publish).
             BrokerError: RabbitMQ stayed unreachable (`ReconnectFailed`).
         """
-        properties = Properties(
-            delivery_mode=PERSISTENT, message_id=nonce, content_type="application/json"
-        )
+        properties = task_properties(nonce)
         for attempt in range(PUBLISH_ATTEMPTS):
             if attempt:
                 await trio.sleep(min(PUBLISH_BACKOFF * attempt, PUBLISH_BACKOFF_MAX))

@@ -26,8 +26,8 @@ from ..redis._calls import ATTEMPT_GRACE
 from ..redis._wire import encode_envelope
 from ._confirms import Confirmation
 from ._errors import AMQPError, PublishNacked
-from ._message import PERSISTENT, Properties
-from ._rabbit import Rabbit, delay_bucket
+from ._message import Properties
+from ._rabbit import Rabbit, delay_bucket, task_properties
 from ._store import Entry, Store
 from ._store_reads import Reads
 
@@ -55,11 +55,6 @@ class Slot:
         self.confirmations: list[Confirmation | None] = []
         self.error: BaseException | None = None
         self.event = trio.Event()
-
-
-def properties(nonce: str) -> Properties:
-    """The properties of a task's message: persistent, JSON, its nonce as message id."""
-    return Properties(delivery_mode=PERSISTENT, message_id=nonce, content_type="application/json")
 
 
 class Submitter:
@@ -231,14 +226,14 @@ class Submitter:
             for index, (entry, answer) in enumerate(zip(slot.entries, slot.answers, strict=True)):
                 if answer is Admission.ACCEPTED:
                     _, nonce, envelope, _, _ = entry
-                    messages.append((envelope.encode(), slot.routing, properties(nonce)))
+                    messages.append((envelope.encode(), slot.routing, task_properties(nonce)))
                     places.append((slot, index))
         if not messages:
             return
-        channel = await self.rabbit.publisher(wait=False)
-        if channel is None:
-            return
         try:
+            channel = await self.rabbit.publisher(wait=False)
+            if channel is None:
+                return
             confirmations = await channel.begin_publish_many(messages, mandatory=True)
         except AMQPError as exc:
             log.debug("submit: publishing failed (%s); the callers publish again", exc)
