@@ -244,9 +244,10 @@ class QueueSystem:
             PayloadError, PayloadTooLarge, UnknownQueue: checked for each task before it is
                 sent.
             BrokerError: the broker failed; some tasks' acceptance may be unknown.
-            Every error carries `.accepted` (receipts: those run), `.unknown` (receipts of
-            tasks the broker may or may not have accepted) and `.rejected` (payloads
-            certainly not accepted), which together account for every payload.
+
+        Every error it raises carries `.accepted` (receipts: those run), `.unknown`
+        (receipts of tasks the broker may or may not have accepted) and `.rejected`
+        (payloads certainly not accepted), which together account for every payload.
         """
         if type(name) is not str:
             name = name.name  # type: ignore[union-attr]
