@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import click
 import trio
 
+from . import _cli_dashboards as dashboards
 from . import _cli_render as show
 from ._cli_targets import Concurrency, describe, load
 from ._exceptions import QueueingError, ResultTimeout, TaskFailed
@@ -43,6 +45,37 @@ _BROKER = click.option(
     f"Default: {DEFAULT_BROKER} (in the working directory).",
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_DASHBOARD_HOST = click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The dashboard's address; beyond loopback it needs --token.",
+)
+_DASHBOARD_TOKEN = click.option(
+    "--token",
+    envvar="QUEUEING_DASHBOARD_TOKEN",
+    default=None,
+    help="What the dashboard's actions (requeue, purge) need (or set "
+    "QUEUEING_DASHBOARD_TOKEN); beyond loopback every read needs it too. Default: a random "
+    "one, printed with the dashboard's link (loopback only).",
+)
+_EVERY = click.option(
+    "--every",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two readings of the figures.",
+)
+_WINDOW = click.option(
+    "--window",
+    type=click.FloatRange(min=1.0),
+    default=10.0,
+    show_default=True,
+    help="Seconds the rates and latency percentiles cover.",
+)
+#: How often `queueing worker --dashboard-port` reads its figures, and the window.
+SAMPLE_EVERY = 1.0
+SAMPLE_WINDOW = 10.0
 
 
 class Exit(click.ClickException):
@@ -79,6 +112,15 @@ def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from exc
 
 
+def _check_dashboard_bind(host: str, token: str | None) -> None:
+    from .dashboard._serve import check_bind
+
+    try:
+        check_bind(host, token)
+    except QueueingError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
 @click.group()
 @click.version_option(package_name="trio-queueing")
 def main() -> None:
@@ -96,8 +138,23 @@ def main() -> None:
     "--concurrency 8 --concurrency store=1). Default: each Queue's workers=.",
 )
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True)
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve the web dashboard of this process's system on this port (the way to see "
+    "a memory:// system; `queueing top --url` reads it too).",
+)
+@_DASHBOARD_HOST
+@_DASHBOARD_TOKEN
 def worker(
-    target: str, broker: str | None, concurrency: tuple[str, ...], shutdown_timeout: float
+    target: str,
+    broker: str | None,
+    concurrency: tuple[str, ...],
+    shutdown_timeout: float,
+    dashboard_port: int | None,
+    host: str,
+    token: str | None,
 ) -> None:
     """Run the workers of the queues TARGET (MODULE[:ATTR]) defines, until SIGINT/SIGTERM.
 
@@ -105,9 +162,20 @@ def worker(
     broker = _broker_url(broker)
     settings = Concurrency.parse(concurrency)
     specs = settings.apply(load(target))
+    main_fn = None
+    if dashboard_port is not None:
+        _check_dashboard_bind(host, token)
+        main_fn = partial(
+            dashboards.serve_forever,
+            host=host,
+            port=dashboard_port,
+            token=token,
+            every=SAMPLE_EVERY,
+            window=SAMPLE_WINDOW,
+        )
     click.echo(f"queueing worker: serving {describe(specs)} on {broker.split('@')[-1]}", err=True)
     try:
-        run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout)
+        run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout, main=main_fn)
     except QueueingError as exc:  # no broker, a bad URL...: the message, not a traceback
         raise click.ClickException(str(exc)) from exc
 
@@ -299,3 +367,51 @@ def dl_purge(queue: str, broker: str | None) -> None:
         click.echo(f"purged {await system.purge_dead_letters(queue)} dead letter(s)")
 
     _client(broker, go)
+
+
+@main.command()
+@_BROKER
+@click.option(
+    "--url",
+    default=None,
+    help="Read a web dashboard instead of a broker: its address, http://127.0.0.1:8000 "
+    "(the way to watch a memory:// system that serves one).",
+)
+@click.option("--token", envvar="QUEUEING_DASHBOARD_TOKEN", default=None, help="With --url.")
+@_EVERY
+@_WINDOW
+@click.option("--once", is_flag=True, help="Print one screen (after two readings) and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON and exit.")
+def top(
+    broker: str | None,
+    url: str | None,
+    token: str | None,
+    every: float,
+    window: float,
+    once: bool,
+    as_json: bool,
+) -> None:
+    """A live view of every queue (depth, in flight, rates in and out, p50/p99 latency,
+    failures, dead letters), worker process (busy/slots) and schedule. q quits."""
+    from ._top import print_once
+
+    once = once or as_json
+    source = broker if url is not None else _broker_url(broker)
+    snapshot = dashboards.top(source or "", url, token, every, window, once)
+    if snapshot is not None:
+        print_once(snapshot, as_json)
+
+
+@main.command()
+@_BROKER
+@_DASHBOARD_HOST
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@_DASHBOARD_TOKEN
+@_EVERY
+@_WINDOW
+def dashboard(
+    broker: str | None, host: str, port: int, token: str | None, every: float, window: float
+) -> None:
+    """Serve the web dashboard of the broker's queues: queues, workers, throughput and
+    latency charts, recent failures, dead letters (requeue, purge), task lookup."""
+    dashboards.dashboard(_broker_url(broker), host, port, token, every, window)
