@@ -27,6 +27,8 @@ log = logging.getLogger("queueing.dashboard")
 EVERY = 1.0
 #: Seconds the rates and latency percentiles cover.
 WINDOW = 10.0
+#: Seconds one reading may take before the snapshot says the broker does not answer.
+READ_TIMEOUT = 5.0
 #: Points of history kept for the charts (one per reading).
 HISTORY = 600
 _EMPTY = Histogram()
@@ -76,8 +78,6 @@ class Sampler:
         self.readings: deque[Reading] = deque()
         self.history: deque[Point] = deque(maxlen=history)
         self.snapshot: Snapshot | None = None
-        #: Set after each reading (a new snapshot); replaced by a fresh event.
-        self.changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read every `every` seconds until cancelled; started once the first is taken."""
@@ -90,11 +90,15 @@ class Sampler:
     async def sample(self) -> Snapshot:
         """Take a reading now; returns the new snapshot. A reading that fails (a broker
         away) leaves the figures as they were and says why in `snapshot.problem`."""
+        reading = None
         try:
-            reading = await read(self.system)
-        except (QueueingError, OSError) as exc:
-            log.warning("dashboard: cannot read the figures: %s", exc)
-            problem = f"cannot read the figures: {exc}"
+            with trio.move_on_after(READ_TIMEOUT):
+                reading = await read(self.system)
+            problem = f"the broker did not answer within {READ_TIMEOUT:g} s"
+        except Exception as exc:  # a broker away, whatever its client raises: shown, not fatal
+            problem = f"cannot read the figures: {type(exc).__name__}: {exc}"
+        if reading is None:
+            log.warning("dashboard: %s", problem)
             if self.snapshot is None:
                 snapshot = Snapshot(
                     taken_at=time.time(),
@@ -118,8 +122,6 @@ class Sampler:
                 )
             )
         self.snapshot = snapshot
-        self.changed.set()
-        self.changed = trio.Event()
         return snapshot
 
     def _keep(self, reading: Reading) -> None:
