@@ -13,6 +13,9 @@ let token = null;
 let points = [];
 let polls = 0;
 let lastSnapshot = null;
+let pickedQueue = false;        // the user chose the dead letters' queue
+const opened = new Set();       // failures whose traceback the user opened (kept open)
+let shownFailures = null;       // the ids of the failures on the page
 const colorOf = new Map();
 
 function $(id) { return document.getElementById(id); }
@@ -131,13 +134,20 @@ function renderSchedules(snapshot) {
 }
 
 function renderFailures(snapshot) {
+  // Drawn again only when the list changed (a reader may be selecting a traceback).
+  const ids = snapshot.failures.map(f => f.id).join("\n");
+  if (ids === shownFailures && $("failures").childElementCount) return;
+  shownFailures = ids;
   const items = snapshot.failures.map(f => {
     const head = el("summary", {},
       el("span", { class: "error" }, f.error_type || f.state), ": ", f.message,
       el("span", { class: "muted" }, `  ${f.queue} · ${f.id} · ${f.attempts} attempt(s) · ${clock(f.failed_at)}`));
-    const details = el("details", {}, head,
+    const details = el("details", { open: opened.has(f.id) }, head,
       el("div", {}, "payload: ", el("code", {}, short(f.payload, 200))),
       el("pre", { class: "traceback" }, f.traceback || "(no traceback)"));
+    details.addEventListener("toggle", () => {
+      if (details.open) opened.add(f.id); else opened.delete(f.id);
+    });
     return el("div", { class: "failure", "data-id": f.id }, details);
   });
   $("failures").replaceChildren(...items);
@@ -145,13 +155,20 @@ function renderFailures(snapshot) {
 }
 
 function renderSelect(snapshot) {
+  // Until the user picks a queue, show one that has dead letters.
   const select = $("dl-queue");
   const chosen = select.value;
   const names = snapshot.queues.map(q => q.name);
-  if (names.join("\n") !== [...select.options].map(o => o.value).join("\n")) {
+  const changed = names.join("\n") !== [...select.options].map(o => o.value).join("\n");
+  if (changed) {
     select.replaceChildren(...snapshot.queues.map(q => el("option", { value: q.name }, q.name)));
-    const withLetters = snapshot.queues.find(q => q.dead_letters > 0);
-    select.value = names.includes(chosen) ? chosen : withLetters ? withLetters.name : names[0] || "";
+  }
+  const current = snapshot.queues.find(q => q.name === chosen);
+  const withLetters = snapshot.queues.find(q => q.dead_letters > 0);
+  let wanted = current && (pickedQueue || current.dead_letters > 0) ? chosen : null;
+  wanted = wanted || (withLetters ? withLetters.name : names[0] || "");
+  if (changed || wanted !== chosen) {
+    select.value = wanted;
     loadLetters();
   }
 }
@@ -318,7 +335,7 @@ async function start() {
     if (token) sessionStorage.setItem("queueing-token", token);
     $("token-form").hidden = Boolean(token);
   });
-  $("dl-queue").addEventListener("change", loadLetters);
+  $("dl-queue").addEventListener("change", () => { pickedQueue = true; loadLetters(); });
   $("dl-requeue-all").addEventListener("click", () => requeue($("dl-queue").value, null));
   $("dl-purge").addEventListener("click", () => purge($("dl-queue").value));
   $("lookup").addEventListener("submit", lookup);
