@@ -16,7 +16,6 @@ Ctrl-C; otherwise (tests, CI) for `--seconds` (default 5). Docs: docs/how-to/das
 import argparse
 import random
 import sys
-from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
@@ -71,24 +70,21 @@ async def traffic(system: QueueSystem) -> None:
         await trio.sleep(1 / PAYMENTS_PER_SECOND)
 
 
-def main_for(args: argparse.Namespace) -> Callable[[QueueSystem], Awaitable[None]]:
-    async def main(system: QueueSystem) -> None:
-        async with trio.open_nursery() as nursery:
-            dashboard = await nursery.start(
-                partial(serve_dashboard, system, host="127.0.0.1", port=args.port, token=args.token)
-            )
-            print(f"Dashboard: {dashboard.link}", flush=True)
-            print(f"In a terminal: queueing top --url {dashboard.url}", flush=True)
-            nursery.start_soon(traffic, system)
-            if args.seconds is not None:
-                await trio.sleep(args.seconds)
-                nursery.cancel_scope.cancel()
-        stats = system.stats()
-        print(f"Thumbnails made: {stats['thumbnails'].succeeded}")
-        print(f"Payments charged: {stats['payments'].succeeded}")
-        print(f"Payments declined (dead letters): {stats['payments'].failed}")
-
-    return main
+async def main(system: QueueSystem, args: argparse.Namespace) -> None:
+    async with trio.open_nursery() as nursery:
+        dashboard = await nursery.start(
+            partial(serve_dashboard, system, host="127.0.0.1", port=args.port, token=args.token)
+        )
+        print(f"Dashboard: {dashboard.link}", flush=True)
+        print(f"In a terminal: queueing top --url {dashboard.url}", flush=True)
+        nursery.start_soon(traffic, system)
+        if args.seconds is not None:
+            await trio.sleep(args.seconds)
+            nursery.cancel_scope.cancel()
+    stats = system.stats()
+    print(f"Thumbnails made: {stats['thumbnails'].succeeded}")
+    print(f"Payments charged: {stats['payments'].succeeded}")
+    print(f"Payments declined (dead letters): {stats['payments'].failed}")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -103,4 +99,5 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    run_system(thumbnails, payments, main=main_for(parse(sys.argv[1:])))
+    args = parse(sys.argv[1:])
+    run_system(thumbnails, payments, main=lambda system: main(system, args))

@@ -58,7 +58,7 @@ def render(snapshot: Snapshot) -> Any:
     from rich.text import Text
 
     parts: list[Any] = []
-    window = f" · rates, latencies over {snapshot.window:.0f} s" if snapshot.window else ""
+    window = f" · window {snapshot.window:.0f} s" if snapshot.window else ""
     header = Text.assemble(
         ("queueing top", "bold"),
         f" · {snapshot.source} · {_clock(snapshot.taken_at)}",
