@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -87,8 +88,16 @@ def describe(system: QueueSystem) -> str:
     broker = system._broker
     if not broker.shared:
         return "memory:// (this process)"
-    text = repr(broker).strip("<>")
-    return text.removeprefix(type(broker).__name__).strip() or type(broker).__name__
+    name = type(broker).__name__
+    if type(broker).__repr__ is not object.__repr__:  # a broker that says where it is
+        return repr(broker).strip("<>").removeprefix(name).strip() or name
+    url = getattr(broker, "url", None)
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        if parts.password is not None:  # never shown
+            url = url.replace(f":{parts.password}@", ":***@", 1)
+        return url
+    return name
 
 
 def process_reading(name: str, doc: Mapping[str, Any], seen_at: float | None) -> ProcessReading:

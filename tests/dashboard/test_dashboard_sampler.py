@@ -4,6 +4,7 @@ schedules."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +148,23 @@ async def test_the_sampler_refuses_an_empty_interval() -> None:
     async with open_system(naps()) as system:
         with pytest.raises(QueueingError, match="every > 0"):
             Sampler(system, every=0)
+
+
+async def test_over_sqlite_the_figures_are_the_files_without_latencies(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/queues.db"
+    async with open_system(naps(workers=3), refusals(), broker=url) as system:
+        receipts = [await system.submit("naps", 0.01) for _ in range(3)]
+        for receipt in receipts:
+            await receipt
+        await system.submit("refusals", 5)
+        await system.drain()
+        snapshot = await Sampler(system).sample()
+    view = snapshot.queue("naps")
+    assert (view.submitted, view.succeeded, view.outstanding) == (3, 3, 0)
+    assert snapshot.queue("refusals").dead_letters == 1
+    assert [f.payload for f in snapshot.failures] == [5]
+    # Its processes publish no report: no slots per queue, no latencies.
+    (process,) = snapshot.processes
+    assert process.slots == {}
+    assert (view.workers, view.p50) == (None, None)
+    assert snapshot.source == url
