@@ -23,6 +23,38 @@ MEMORY_HINT = (
     "`queueing top --url http://127.0.0.1:8000` or a browser at it"
 )
 
+HOST = click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The dashboard's address; beyond loopback it needs --token.",
+)
+TOKEN = click.option(
+    "--token",
+    envvar="QUEUEING_DASHBOARD_TOKEN",
+    default=None,
+    help="What the dashboard's actions (requeue, purge) need (or set "
+    "QUEUEING_DASHBOARD_TOKEN); beyond loopback every read needs it too. Default: a random "
+    "one, printed with the dashboard's link (loopback only).",
+)
+EVERY = click.option(
+    "--every",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two readings of the figures.",
+)
+WINDOW = click.option(
+    "--window",
+    type=click.FloatRange(min=1.0),
+    default=10.0,
+    show_default=True,
+    help="Seconds the rates and latency percentiles cover.",
+)
+#: How often `queueing worker --dashboard-port` reads its figures, and the window.
+SAMPLE_EVERY = 1.0
+SAMPLE_WINDOW = 10.0
+
 
 def _shared(url: str) -> str:
     if url.startswith("memory:"):
@@ -90,17 +122,31 @@ async def serve_forever(
         click.echo(f"queueing dashboard: {where}", err=True)
 
 
-def dashboard(
-    broker: str, host: str, port: int, token: str | None, every: float, window: float
-) -> None:
-    """Run `queueing dashboard`: a client of the broker, serving the page until Ctrl-C."""
+def _check_bind(host: str, token: str | None) -> None:
     from .dashboard._serve import check_bind
 
-    _shared(broker)
     try:
         check_bind(host, token)
     except QueueingError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def worker_main(
+    host: str, port: int, token: str | None
+) -> Callable[[QueueSystem], Awaitable[None]]:
+    """`queueing worker --dashboard-port`: the system's `main`, serving its dashboard."""
+    _check_bind(host, token)
+    return partial(
+        serve_forever, host=host, port=port, token=token, every=SAMPLE_EVERY, window=SAMPLE_WINDOW
+    )
+
+
+def dashboard(
+    broker: str, host: str, port: int, token: str | None, every: float, window: float
+) -> None:
+    """Run `queueing dashboard`: a client of the broker, serving the page until Ctrl-C."""
+    _shared(broker)
+    _check_bind(host, token)
 
     async def go() -> None:
         async with connect(broker) as system:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, TypeVar
 
 import click
@@ -45,37 +44,6 @@ _BROKER = click.option(
     f"Default: {DEFAULT_BROKER} (in the working directory).",
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-_DASHBOARD_HOST = click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="The dashboard's address; beyond loopback it needs --token.",
-)
-_DASHBOARD_TOKEN = click.option(
-    "--token",
-    envvar="QUEUEING_DASHBOARD_TOKEN",
-    default=None,
-    help="What the dashboard's actions (requeue, purge) need (or set "
-    "QUEUEING_DASHBOARD_TOKEN); beyond loopback every read needs it too. Default: a random "
-    "one, printed with the dashboard's link (loopback only).",
-)
-_EVERY = click.option(
-    "--every",
-    type=click.FloatRange(min=0.1),
-    default=1.0,
-    show_default=True,
-    help="Seconds between two readings of the figures.",
-)
-_WINDOW = click.option(
-    "--window",
-    type=click.FloatRange(min=1.0),
-    default=10.0,
-    show_default=True,
-    help="Seconds the rates and latency percentiles cover.",
-)
-#: How often `queueing worker --dashboard-port` reads its figures, and the window.
-SAMPLE_EVERY = 1.0
-SAMPLE_WINDOW = 10.0
 
 
 class Exit(click.ClickException):
@@ -112,15 +80,6 @@ def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from exc
 
 
-def _check_dashboard_bind(host: str, token: str | None) -> None:
-    from .dashboard._serve import check_bind
-
-    try:
-        check_bind(host, token)
-    except QueueingError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
 @click.group()
 @click.version_option(package_name="trio-queueing")
 def main() -> None:
@@ -145,8 +104,8 @@ def main() -> None:
     help="Serve the web dashboard of this process's system on this port (the way to see "
     "a memory:// system; `queueing top --url` reads it too).",
 )
-@_DASHBOARD_HOST
-@_DASHBOARD_TOKEN
+@dashboards.HOST
+@dashboards.TOKEN
 def worker(
     target: str,
     broker: str | None,
@@ -162,17 +121,9 @@ def worker(
     broker = _broker_url(broker)
     settings = Concurrency.parse(concurrency)
     specs = settings.apply(load(target))
-    main_fn = None
-    if dashboard_port is not None:
-        _check_dashboard_bind(host, token)
-        main_fn = partial(
-            dashboards.serve_forever,
-            host=host,
-            port=dashboard_port,
-            token=token,
-            every=SAMPLE_EVERY,
-            window=SAMPLE_WINDOW,
-        )
+    main_fn = (
+        None if dashboard_port is None else dashboards.worker_main(host, dashboard_port, token)
+    )
     click.echo(f"queueing worker: serving {describe(specs)} on {broker.split('@')[-1]}", err=True)
     try:
         run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout, main=main_fn)
@@ -378,8 +329,8 @@ def dl_purge(queue: str, broker: str | None) -> None:
     "(the way to watch a memory:// system that serves one).",
 )
 @click.option("--token", envvar="QUEUEING_DASHBOARD_TOKEN", default=None, help="With --url.")
-@_EVERY
-@_WINDOW
+@dashboards.EVERY
+@dashboards.WINDOW
 @click.option("--once", is_flag=True, help="Print one screen (after two readings) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON and exit.")
 def top(
@@ -404,11 +355,11 @@ def top(
 
 @main.command()
 @_BROKER
-@_DASHBOARD_HOST
+@dashboards.HOST
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@_DASHBOARD_TOKEN
-@_EVERY
-@_WINDOW
+@dashboards.TOKEN
+@dashboards.EVERY
+@dashboards.WINDOW
 def dashboard(
     broker: str | None, host: str, port: int, token: str | None, every: float, window: float
 ) -> None:

@@ -4,15 +4,20 @@ that serve or read it, and the example that runs a worker with it."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
 from click.testing import CliRunner
-from dash_helpers import base_url, example_serving, naps, refusals
+from dash_helpers import ROOT, base_url, example_serving, naps, refusals
 
 from queueing import open_system
 from queueing.cli import main
@@ -118,3 +123,28 @@ def test_the_example_runs_unattended_and_reports_its_numbers() -> None:
     assert made > 0
     assert declined is not None
     assert int(declined[1]) >= 1
+
+
+def test_a_worker_process_serves_its_dashboard() -> None:
+    env = {**os.environ}
+    here = str(Path(__file__).parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "queueing", "worker", "dash_helpers:naps"]
+    command += ["--broker", "memory://", "--dashboard-port", "0"]
+    process = subprocess.Popen(
+        command, cwd=here, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stderr is not None
+        lines = [process.stderr.readline() for _ in range(2)]
+        link = next(line.split(": ", 1)[1].strip() for line in lines if "dashboard:" in line)
+        with httpx.Client(base_url=base_url(link)) as client:
+            doc = client.get("/api/snapshot").json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        if process.stderr is not None:
+            process.stderr.close()
+    assert [q["name"] for q in doc["queues"]] == ["naps"]
+    assert doc["source"] == "memory:// (this process)"
+    assert process.returncode == 0
