@@ -137,12 +137,15 @@ class Sampler:
         span = now.at - base.at
         queues = []
         for name, q in now.queues.items():
-            then = base.queues.get(name) if span > 0 else None
+            # From the first reading that knows the queue (one declared since is measured
+            # from when it appeared).
+            first = next(r for r in readings if name in r.queues)
+            then, since = first.queues[name], now.at - first.at
             rate_in = rate_out = None
-            if then is not None:
-                rate_in = max(0, q.totals["submitted"] - then.totals["submitted"]) / span
+            if since > 0:
+                rate_in = max(0, q.totals["submitted"] - then.totals["submitted"]) / since
                 out = sum(q.totals[k] for k in FINISHED) - sum(then.totals[k] for k in FINISHED)
-                rate_out = max(0, out) / span
+                rate_out = max(0, out) / since
             latency = self._latency(name)
             served = [p.slots[name] for p in now.processes.values() if name in p.slots]
             queues.append(

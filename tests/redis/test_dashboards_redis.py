@@ -86,6 +86,30 @@ async def test_the_sampler_sees_every_process_its_slots_and_latencies(
     assert "prefix=" in snapshot.source
 
 
+async def test_a_queue_declared_after_the_sampler_started_has_rates(
+    redis_url: str, tmp_path: Path
+) -> None:
+    async with queueing.connect(redis_url) as watcher:
+        sampler = Sampler(watcher, window=60)
+        assert (await sampler.sample()).queues == []  # nothing declared yet
+        worker = start_worker(redis_url, "cli_tasks", tmp_path)
+        try:
+            await served(redis_url)
+            await sampler.sample()
+            async with queueing.connect(redis_url) as client:
+                for receipt in [await client.submit("nap", 0.01) for _ in range(5)]:
+                    await receipt.result(timeout=30)
+            await trio.sleep(0.5)
+            nap = (await sampler.sample()).queue("nap")
+        finally:
+            stop_workers([worker])
+    assert nap is not None
+    assert nap.rate_in is not None
+    assert nap.rate_in > 0
+    assert nap.rate_out is not None
+    assert nap.rate_out > 0
+
+
 async def test_the_dashboard_requeues_a_dead_letter_across_processes(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -169,7 +193,8 @@ def test_top_shows_the_queues_of_a_worker_process_in_a_terminal(
     nap = _cells(busy, "nap")
     assert _number(nap, 1) is not None
     assert _number(nap, 2) == 2
-    assert float(_cells(done, "nap")[5]) > 0  # out/s over the window
+    assert _cells(done, "nap")[5] != "-", done
+    assert float(_cells(done, "nap")[5]) > 0, done  # out/s over the window
     assert "worker process" in done
     assert re.search(r"nap [0-2]/2, shaky [01]/1", done)  # the process, its slots by queue
 
