@@ -68,8 +68,9 @@ def docs_browser(session: nox.Session) -> None:
 @nox.session
 def dashboard_browser(session: nox.Session) -> None:
     """Drive the web dashboard in headless Chromium (the `browser` tests): the page shows
-    the queues and a failed task, a requeue from the page works; screenshots for the docs
-    go to docs/images/ with `-- --screenshots`. Needs Chromium, as `docs_browser` does."""
+    the queues and a failed task, a requeue from the page works. With
+    QUEUEING_SCREENSHOTS=docs/images it refreshes the docs' screenshots. Needs Chromium, as
+    `docs_browser` does."""
     session.install("-e", ".[dashboard,test]", "playwright")
     session.run("pytest", "-m", "browser", *session.posargs)
 
