@@ -27,6 +27,7 @@ from ._hints import DrainMeter, retry_after
 from ._pools import Actors
 from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
+from ._report import ProcessReport
 from ._results import Results, copy_outcome
 from ._runtime import QueueRuntime
 from ._schedule import Schedule
@@ -92,6 +93,8 @@ class QueueSystem:
         #: Per queue, its recent drain rate (for `QueueFull.retry_after`).
         self._meters = {name: DrainMeter() for name in queues}
         self._accept_nowait = broker.accept_nowait
+        #: What this process serves, for the dashboards (None in a client).
+        self._report: ProcessReport | None = None
 
     @property
     def names(self) -> list[str]:
@@ -100,6 +103,10 @@ class QueueSystem:
 
     async def _start(self, *, serve: bool, schedules: tuple[Schedule, ...] = ()) -> None:
         self._serving = serve
+        if serve:
+            self._report = ProcessReport(self, schedules)
+            if hasattr(self._broker, "report"):  # a broker that publishes it with heartbeats
+                self._broker.report = self._report.report
         self._engine.start()
         await self._actors.start(self, serve=serve, schedules=schedules)
 
