@@ -89,6 +89,8 @@ class Batcher:
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
+        #: Called with the ids Redis accepted from here whose notices come here.
+        self.on_accepted: Callable[[list[str]], None] = lambda ids: None
 
     # -- submits ----------------------------------------------------------------------------
 
@@ -190,6 +192,7 @@ class Batcher:
                 self.keys.delayed(name),
                 self.keys.envs(name),
                 self.keys.stats(name),
+                self.keys.live(name),
             ]
             info = slots[0].queue
             head = [info.maxsize, self.client_id, k.ttl(info.result_ttl)]
@@ -229,15 +232,20 @@ class Batcher:
                     slot.event.set()
                 continue
             codes = iter(codes)
+            ours: list[str] = []
             for slot in members:
-                for _ in slot.tasks:
+                for call in slot.tasks:
                     code = int(next(codes))
+                    if code in (_ACCEPTED, _EXISTS_OURS) and call[4]:
+                        ours.append(call[0])  # its record names this client
                     # Sent again after a lost connection: "exists, ours" is our own earlier
                     # send that Redis applied before the connection broke.
                     if code == _EXISTS_OURS and sends > 1:
                         code = _ACCEPTED
                     slot.answers.append(_ANSWERS[code])
                 slot.event.set()
+            if ours:
+                self.on_accepted(ours)
 
     # -- outcome writes ---------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from ._admin import Admin
 from ._batch import Batcher
 from ._calls import Calls
 from ._consumer import Consumer
+from ._losses import Losses
 from ._outcomes import Outcomes
 from ._receipts import Receipts
 from ._runs import RedisRuns
@@ -102,9 +103,12 @@ class RedisBroker(Broker):
         self._outcomes = Outcomes(
             self._calls, keys, self._batch, self._consumer, max_dead_letters=max_dead_letters
         )
-        self._receipts = Receipts(self._calls, keys, self._batch, self.consumer)
+        self._losses = Losses(self._calls, keys)
+        self._receipts = Receipts(self._calls, keys, self._batch, self.consumer, self._losses)
         self._admin = Admin(self._calls, keys)
-        self.runs = RedisRuns(self._calls, keys, self._batch, self._accept_at)
+        self.runs = RedisRuns(
+            self._calls, keys, self._batch, self._accept_at, self._receipts.starting
+        )
         self._outcomes.runs = self.runs
 
     def __repr__(self) -> str:
@@ -121,8 +125,12 @@ class RedisBroker(Broker):
         async def redeclare() -> None:
             await self._admin.declare(self._declared)
 
+        async def ready() -> None:
+            await redeclare()
+            await self._losses.start()
+
         self._calls.redeclare = redeclare
-        async with self._calls.connected(redeclare):
+        async with self._calls.connected(ready):
             yield
 
     async def run(self) -> None:
@@ -131,6 +139,7 @@ class RedisBroker(Broker):
             nursery.start_soon(self._batch.flush_loop)
             nursery.start_soon(self._receipts.reader_loop)
             nursery.start_soon(self._calls.probe)
+            nursery.start_soon(self._losses.probe_loop)
             if self._serve:
                 for name in self._queues:
                     nursery.start_soon(self._consumer.promote_loop, name)

@@ -28,7 +28,9 @@ T = TypeVar("T")
 #: The scripts in lua/, by name (each `name.lua`).
 SCRIPTS = (
     "check",
+    "claim",
     "finish",
+    "lookup",
     "outcomes",
     "promote",
     "reject",

@@ -10,7 +10,6 @@ anything else is dead-lettered with the reason and never run.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -37,8 +36,25 @@ PROMOTE_IDLE = 1.0
 RECLAIMS_PER_LEASE = 3
 
 
+#: Entries read from a stream (id, fields); the delivery counts of reclaimed ones; what
+#: `live` says of each (None: not read yet).
+Entries = list[tuple[str, dict[Any, Any]]]
+Counts = dict[str, int] | None
+Owners = list[str | None] | None
+
+
 def _chunks(items: Sequence[Task], size: int) -> list[Sequence[Task]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _fields(flat: Sequence[Any]) -> dict[Any, Any]:
+    """A stream entry's fields from the flat list a script returns."""
+    return dict(zip(flat[::2], flat[1::2], strict=False))
+
+
+def _entries(read: Any) -> Entries:
+    """Entries as coredis returns them (`StreamEntry`s), as (id, fields)."""
+    return [(str(entry.identifier), dict(entry.field_values or {})) for entry in read]
 
 
 class Consumer:
@@ -75,22 +91,21 @@ class Consumer:
     # -- claim ------------------------------------------------------------------------------
 
     async def claim(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
-        entries, counts = await self._take(queue, n, wait)
+        entries, counts, owners = await self._take(queue, n, wait)
         try:
             # The caller's cancellation, if it came while Redis handed us entries.
             await trio.lowlevel.checkpoint_if_cancelled()
-            return await self._admit(queue, entries, counts)
+            return await self._admit(queue, entries, counts, owners)
         except trio.Cancelled:
             if entries:
                 with trio.CancelScope(shield=True):
                     await self._give_back(queue.name, entries, counts or {})
             raise
 
-    async def _take(
-        self, queue: QueueInfo, n: int, wait: float
-    ) -> tuple[Sequence[Any], dict[str, int] | None]:
+    async def _take(self, queue: QueueInfo, n: int, wait: float) -> tuple[Entries, Counts, Owners]:
         """Entries for a claim: reclaimed ones (with their delivery counts) when a reclaim
-        is due and finds some, else new ones. Calls here leave a cancellation to `claim`."""
+        is due and finds some, else new ones (with what `live` says of each, when known).
+        Calls here leave a cancellation to `claim`."""
         name = queue.name
         ready = self.keys.ready(name)
         now = trio.current_time()
@@ -98,36 +113,49 @@ class Consumer:
             self._reclaim_at[name] = now + self.lease / RECLAIMS_PER_LEASE
             reclaimed, counts = await self._reclaim(queue, n)
             if reclaimed:
-                return reclaimed, counts
-        read = functools.partial(self._read, ready, n)
+                return reclaimed, counts, None
+        keys, args = [ready, self.keys.live(name)], [self.consumer, n]
         ops = self.batcher.take()
         if ops:
-            # Outcomes are waiting to be written: send them and read in one round trip.
-            answers = await self.calls.pipelined(
-                "write outcomes and claim",
-                lambda pipe: [*self.batcher.fill(pipe, ops), read(pipe)],
-                deliver=False,
-            )
+            # Outcomes are waiting to be written: sent in the same round trip.
+
+            def fill(pipe: Any) -> list[Any]:
+                return [*self.batcher.fill(pipe, ops), self.calls.script(pipe, "claim", keys, args)]
+
+            answers = await self.calls.pipelined("write outcomes and claim", fill, deliver=False)
             self.batcher.answered(ops, answers[:-1])
             answer = answers[-1]
             if isinstance(answer, Exception):
                 raise answer
-            if answer:
-                return answer.get(ready, ()), None
+        else:
+            answer = await self.calls.retrying(
+                "claim",
+                lambda: self.calls.script(self.calls.client, "claim", keys, args),
+                deliver=False,
+            )
+        if answer:
+            entries = [(str(ident), _fields(flat)) for ident, flat, _ in answer]
+            return entries, None, [None if owner is None else str(owner) for _, _, owner in answer]
+        if wait <= 0:
+            return [], None, None
+        # Nothing ready: wait for entries in a blocking read (what `live` says of them is
+        # read next, in `_admit`).
         block = min(wait, self.calls.block)
-        answer = await self.calls.retrying(
-            "claim", lambda: read(self.calls.client, block), wait=block, deliver=False
+        read = await self.calls.retrying(
+            "claim",
+            lambda: self._read(ready, n, self.calls.client, block),
+            wait=block,
+            deliver=False,
         )
-        return (answer or {}).get(ready, ()), None
+        return _entries((read or {}).get(ready, ())), None, None
 
-    async def _give_back(self, queue: str, entries: Sequence[Any], counts: dict[str, int]) -> None:
+    async def _give_back(self, queue: str, entries: Entries, counts: dict[str, int]) -> None:
         """Entries claimed for a caller that was cancelled before it got them: leave them
         idle for a whole lease, so that any process (this one too) reclaims them now, with
         the delivery count they had (the reclaim counts one more)."""
         ready = self.keys.ready(queue)
         by_count: dict[int, list[str]] = {}
-        for entry in entries:
-            ident = str(entry.identifier)
+        for ident, _ in entries:
             by_count.setdefault(counts.get(ident, 1) - 1, []).append(ident)
 
         def fill(pipe: Any) -> list[Any]:
@@ -148,16 +176,17 @@ class Consumer:
         await self.calls.pipelined("hand back", fill)
         self._reclaim_at[queue] = -math.inf
 
-    def _read(self, ready: str, n: int, target: Any, block: float = 0.0) -> Any:
-        # BLOCK 0 would wait forever: no BLOCK at all for a read that must not wait.
-        block_ms = int(block * 1000)
+    def _read(self, ready: str, n: int, target: Any, block: float) -> Any:
+        # BLOCK 0 would wait forever: the shortest wait is a millisecond.
         return target.xreadgroup(
-            k.GROUP, self.consumer, count=n, block=block_ms or None, streams={ready: ">"}
+            k.GROUP,
+            self.consumer,
+            count=n,
+            block=max(int(block * 1000), 1),
+            streams={ready: ">"},
         )
 
-    async def _reclaim(
-        self, queue: QueueInfo, n: int
-    ) -> tuple[Sequence[Any], dict[str, int] | None]:
+    async def _reclaim(self, queue: QueueInfo, n: int) -> tuple[Entries, Counts]:
         """Take over entries idle longer than the lease (their process stopped renewing)."""
         name = queue.name
         ready = self.keys.ready(name)
@@ -182,9 +211,9 @@ class Consumer:
         # Our own entries come back too when the engine renewed late: they still run here
         # (XAUTOCLAIM gave them a fresh idle time, as a renewal does).
         entries = [
-            entry
-            for entry in (answer[1] if answer else ())
-            if entry.field_values and str(entry.identifier) not in held
+            (ident, fields)
+            for ident, fields in _entries(answer[1] if answer else ())
+            if fields and ident not in held
         ]
         if not entries:
             return [], None
@@ -193,15 +222,15 @@ class Consumer:
 
         def fill(pipe: Any) -> list[Any]:
             return [
-                pipe.xpending(ready, k.GROUP, start=e.identifier, end=e.identifier, count=1)
-                for e in entries
+                pipe.xpending(ready, k.GROUP, start=ident, end=ident, count=1)
+                for ident, _ in entries
             ]
 
         counts: dict[str, int] = {}
         pending = await self.calls.pipelined("delivery counts", fill, deliver=False)
-        for entry, info in zip(entries, pending, strict=True):
+        for (ident, _), info in zip(entries, pending, strict=True):
             first = info[0] if isinstance(info, tuple) and info else None
-            counts[str(entry.identifier)] = int(getattr(first, "delivered", 1))
+            counts[ident] = int(getattr(first, "delivered", 1))
         log.warning(
             "queue %r: reclaimed %d task(s) whose lease (%gs) ran out",
             name,
@@ -211,29 +240,63 @@ class Consumer:
         return entries, counts
 
     async def _admit(
-        self, queue: QueueInfo, entries: Any, counts: dict[str, int] | None
+        self, queue: QueueInfo, entries: Entries, counts: Counts, owners: Owners
     ) -> list[Task]:
-        """Check what was read: parse each entry, then ask its record whether it is ours."""
+        """Check what was read: parse each entry; one that `live` names is a task of ours
+        (its value: the submitting client); any other is checked against its task's record
+        by `check.lua` (an entry written before `live` existed, a forged or stale copy)."""
+        if not entries:
+            return []
         name = queue.name
+        if owners is None:
+            live = self.keys.live(name)
+            idents = [ident for ident, _ in entries]
+            found = await self.calls.retrying(
+                "check claimed tasks", lambda: self.calls.client.hmget(live, idents), deliver=False
+            )
+            owners = [None if owner is None else str(owner) for owner in found]
         max_bytes = queue.max_payload + k.ENVELOPE_OVERHEAD
         now = self.clock()
-        parsed: list[tuple[str, Task, dict[Any, Any]]] = []
-        for entry in entries:
-            fields = dict(entry.field_values)
-            ident = str(entry.identifier)
+        held = self.held.setdefault(name, {})
+        tasks = []
+        unnamed: list[tuple[str, Task, dict[Any, Any]]] = []
+        for (ident, fields), owner in zip(entries, owners, strict=True):
             try:
-                parsed.append((ident, decode_envelope(fields, name, max_bytes), fields))
+                task = decode_envelope(fields, name, max_bytes)
             except BadEntry as exc:
                 self.reject(name, ident, fields, str(exc), now)
-        if not parsed:
-            return []
-        keys = [self.keys.ready(name), *(self.keys.task(task.id) for _, task, _ in parsed)]
+                continue
+            if owner is None:
+                unnamed.append((ident, task, fields))
+                continue
+            task.handle = (ident, owner)
+            task.deliveries = counts[ident] - 1 if counts else 0
+            held[ident] = task
+            tasks.append(task)
+        if unnamed:
+            tasks += await self._check(queue, unnamed, counts, now)
+        return tasks
+
+    async def _check(
+        self,
+        queue: QueueInfo,
+        unnamed: list[tuple[str, Task, dict[Any, Any]]],
+        counts: Counts,
+        now: float,
+    ) -> list[Task]:
+        """Entries `live` does not name, checked against their tasks' records."""
+        name = queue.name
+        keys = [
+            self.keys.ready(name),
+            self.keys.live(name),
+            *(self.keys.task(task.id) for _, task, _ in unnamed),
+        ]
         verdicts = await self.calls.eval(
-            "check claimed tasks", "check", keys, [ident for ident, _, _ in parsed]
+            "check claimed tasks", "check", keys, [ident for ident, _, _ in unnamed]
         )
         held = self.held.setdefault(name, {})
         tasks = []
-        for (ident, task, fields), verdict in zip(parsed, verdicts, strict=True):
+        for (ident, task, fields), verdict in zip(unnamed, verdicts, strict=True):
             verdict = str(verdict)
             if verdict.startswith("+"):
                 task.handle = (ident, verdict[1:])
@@ -330,7 +393,11 @@ class Consumer:
         name = queue.name
         mine = [task for task in tasks if task.handle is not None]
         for chunk in _chunks(mine, RENEW_CHUNK):
-            keys = [self.keys.ready(name), *(self.keys.task(task.id) for task in chunk)]
+            keys = [
+                self.keys.ready(name),
+                self.keys.live(name),
+                *(self.keys.task(task.id) for task in chunk),
+            ]
             args: list[Any] = []
             for task in chunk:
                 args += [task.handle[0], task.id, encode_envelope(task)]
@@ -368,7 +435,8 @@ class Consumer:
                 raise due if isinstance(due, Exception) else first
             if due:
                 ids = [str(i) for i in due]
-                keys = [delayed, envs, ready, *(self.keys.record(queue, i) for i in ids)]
+                live = self.keys.live(queue)
+                keys = [delayed, envs, ready, live, *(self.keys.record(queue, i) for i in ids)]
                 await self.calls.eval("promote", "promote", keys, [now_ms, *ids])
                 continue
             wait = PROMOTE_IDLE

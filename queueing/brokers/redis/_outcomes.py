@@ -63,6 +63,7 @@ class Outcomes:
             self.keys.dead(queue),
             self.keys.delayed(queue),
             self.keys.envs(queue),
+            self.keys.live(queue),
         ]
         if reply:
             keys.append(self.keys.replies(queue, reply))
@@ -80,6 +81,7 @@ class Outcomes:
             k.REPLIES_TTL,
             k.ROOM_TOKENS,
             reply,
+            k.NOTICE_OUTCOME_MAX,
         ]
         return keys, args
 
@@ -132,6 +134,7 @@ class Outcomes:
             self.keys.delayed(name),
             self.keys.envs(name),
             self.keys.stats(name),
+            self.keys.live(name),
         ]
         args = [entry, task.id, encode_envelope(task), encode_meta(task), int(due * 1000)]
 
