@@ -33,6 +33,10 @@ SUBMIT_CHUNK = 500
 OPS_BATCH = 1000
 #: Outcome writes waiting beyond which `settle` waits for them to be sent (backpressure).
 OPS_CONGESTED = 2000
+#: Tasks of one queue in one `finish.lua` call.
+MERGE_CHUNK = 200
+#: Seconds an outcome write waits for a claim to take it along before it is sent alone.
+FLUSH_AFTER = 0.002
 
 #: `submit.lua`'s answers: 1 accepted, 0 full, -1 exists, -2 exists (this client's).
 _ACCEPTED, _EXISTS_OURS = 1, -2
@@ -57,9 +61,14 @@ class _Slot:
 
 
 class Op:
-    """One outcome write: a script call, and what to do with its answer."""
+    """One outcome write: a script call, and what to do with its answer.
 
-    __slots__ = ("args", "keys", "script", "then")
+    With `head` (the keys and arguments common to a queue's calls), it is one task's part
+    of a call that takes many (`finish.lua`): the ops of a batch with the same `head` are
+    sent as one call, up to `MERGE_CHUNK` tasks, and each gets its own answer.
+    """
+
+    __slots__ = ("args", "head", "keys", "script", "then")
 
     def __init__(
         self,
@@ -67,11 +76,40 @@ class Op:
         keys: list[str],
         args: list[Any],
         then: Callable[[Any], None] | None = None,
+        head: tuple[list[str], list[Any]] | None = None,
     ) -> None:
         self.script = script
         self.keys = keys
         self.args = args
         self.then = then
+        self.head = head
+
+
+class Batch:
+    """Outcome writes taken to be sent in one round trip, as script calls."""
+
+    __slots__ = ("calls", "ops")
+
+    def __init__(self, ops: list[Op]) -> None:
+        self.ops = ops
+        #: (script, keys, args, the ops it answers; for a merged call, a list of answers)
+        self.calls: list[tuple[str, list[str], list[Any], list[Op]]] = []
+        merged: dict[int, tuple[list[str], list[Any], list[Op]]] = {}
+        for op in ops:
+            head = op.head
+            if head is None:
+                self.calls.append((op.script, op.keys, op.args, [op]))
+                continue
+            call = merged.get(id(head))
+            if call is None or len(call[2]) >= MERGE_CHUNK:
+                call = merged[id(head)] = ([*head[0]], [*head[1]], [])
+                self.calls.append((op.script, *call))
+            call[0].extend(op.keys)
+            call[1].extend(op.args)
+            call[2].append(op)
+
+    def __len__(self) -> int:
+        return len(self.ops)
 
 
 class Batcher:
@@ -263,25 +301,36 @@ class Batcher:
         while self.congested:
             await self._flushed.park()
 
-    def take(self) -> list[Op]:
+    def take(self) -> Batch:
         """Outcome writes for a claim to send along with its read."""
         batch = self.ops[:OPS_BATCH]
         del self.ops[:OPS_BATCH]
-        return batch
+        return Batch(batch)
 
-    def _fill_later(self, batch: Sequence[Op], pipe: Any) -> list[Any]:
+    def _fill_later(self, batch: Batch, pipe: Any) -> list[Any]:
         return self.fill(pipe, batch)
 
-    def fill(self, pipe: Any, batch: Sequence[Op]) -> list[Any]:
-        return [self.calls.script(pipe, op.script, op.keys, op.args) for op in batch]
+    def fill(self, pipe: Any, batch: Batch) -> list[Any]:
+        """Queue a batch's calls on `pipe`: one result each (see `answered`)."""
+        script = self.calls.script
+        return [script(pipe, name, keys, args) for name, keys, args, _ in batch.calls]
 
-    def answered(self, batch: Sequence[Op], answers: Sequence[Any]) -> None:
+    def answered(self, batch: Batch, answers: Sequence[Any]) -> None:
         """After a batch was written: hand each answer on, wake whoever waits."""
-        for op, answer in zip(batch, answers, strict=True):
+        for (name, keys, _, ops), answer in zip(batch.calls, answers, strict=True):
             if isinstance(answer, Exception):
-                log.error("redis %s (keys %s) failed: %s", op.script, op.keys[:2], answer)
-            elif op.then is not None:
-                op.then(answer)
+                log.error("redis %s (keys %s) failed: %s", name, keys[:2], answer)
+                continue
+            if ops[0].head is None:
+                parts = [answer]
+            elif isinstance(answer, list | tuple) and len(answer) == len(ops):
+                parts = list(answer)
+            else:
+                log.error("redis %s answered %r for %d tasks", name, answer, len(ops))
+                continue
+            for op, part in zip(ops, parts, strict=True):
+                if op.then is not None:
+                    op.then(part)
         if not self.congested:
             self._flushed.unpark_all()
 
@@ -297,9 +346,11 @@ class Batcher:
             if not self.ops:
                 self._flushed.unpark_all()
                 await self._ops_lot.park()
-                # Let a claim woken at the same time take these writes along with its read
-                # (one round trip instead of two).
-                await trio.lowlevel.checkpoint()
+                if len(self.ops) < OPS_BATCH:
+                    # A worker that finished is idle: the claim it asks for takes these
+                    # writes along with its read (one round trip instead of two). This
+                    # loop sends what no claim took meanwhile.
+                    await trio.sleep(FLUSH_AFTER)
                 continue
             batch = self.take()
             fill = functools.partial(self._fill_later, batch)
