@@ -91,19 +91,25 @@ class RedisBroker(Broker):
         self._keys = keys
         self._calls = Calls(url, connect_timeout=self.connect_timeout, block=self.block)
         self._batch = Batcher(self._calls, keys, self.consumer)
+        self._losses = Losses(self._calls, keys)
         self._consumer = Consumer(
             self._calls,
             keys,
             self._batch,
             consumer=self.consumer,
+            losses=self._losses,
             lease=self.lease,
             max_dead_letters=max_dead_letters,
             clock=self.clock,
         )
         self._outcomes = Outcomes(
-            self._calls, keys, self._batch, self._consumer, max_dead_letters=max_dead_letters
+            self._calls,
+            keys,
+            self._batch,
+            self._consumer,
+            self._losses,
+            max_dead_letters=max_dead_letters,
         )
-        self._losses = Losses(self._calls, keys)
         self._receipts = Receipts(self._calls, keys, self._batch, self.consumer, self._losses)
         self._admin = Admin(self._calls, keys)
         self.runs = RedisRuns(

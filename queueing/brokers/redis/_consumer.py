@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
-from ..._task import Task
+from ..._task import Task, TaskState
 from .._contract import QueueInfo
 from . import _keys as k
 from ._batch import Batcher, Op
 from ._calls import Calls
+from ._losses import LOST_ERROR, Losses
 from ._wire import BadEntry, apply_outcome, bad_entry_letter, decode_envelope, encode_envelope
 
 log = logging.getLogger("queueing.redis")
@@ -67,6 +69,7 @@ class Consumer:
         batcher: Batcher,
         *,
         consumer: str,
+        losses: Losses,
         lease: float,
         max_dead_letters: int,
         clock: Callable[[], float],
@@ -75,6 +78,7 @@ class Consumer:
         self.keys = keys
         self.batcher = batcher
         self.consumer = consumer
+        self.losses = losses
         self.lease = lease
         self.max_dead_letters = max_dead_letters
         self.clock = clock
@@ -87,6 +91,7 @@ class Consumer:
         self._renew_lot = trio.lowlevel.ParkingLot()
         self._renew_due = False
         calls.on_reconnect.append(self._reconnected)
+        losses.on_loss.append(self._reconnected)  # drop at once what lost its record
 
     # -- claim ------------------------------------------------------------------------------
 
@@ -344,6 +349,7 @@ class Consumer:
     async def _renew(self, name: str, tasks: Sequence[Task]) -> list[Task]:
         held = self.held.get(name, {})
         lost: list[Task] = []
+        gone = 0
         for chunk in _chunks(tasks, RENEW_CHUNK):
             keys = [self.keys.ready(name), *(self.keys.task(task.id) for task in chunk)]
             args = [self.consumer, *(task.handle[0] for task in chunk)]
@@ -353,7 +359,11 @@ class Consumer:
                 if verdict == "+":
                     continue
                 held.pop(task.handle[0], None)
-                if verdict.startswith("="):
+                if verdict == "?":  # Redis lost its record: its outcome cannot be stored
+                    if not task.state.final:
+                        task.settle(TaskState.LOST, None, LOST_ERROR, time.time())
+                        gone += 1
+                elif verdict.startswith("="):
                     if task.state.final:
                         continue  # settled here meanwhile: nothing to tell
                     try:
@@ -369,6 +379,8 @@ class Consumer:
                         self.lease,
                     )
                 lost.append(task)
+        if gone:
+            self.losses.note(f"the records of {gone} task(s) held here are gone")
         return lost
 
     def _reconnected(self) -> None:

@@ -21,11 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
+from ..._task import ErrorInfo, Task, TaskState
+from .._contract import queue_of
 from . import _keys as k
 from ._calls import Calls
 
@@ -33,8 +36,22 @@ log = logging.getLogger("queueing.redis")
 
 #: Seconds between two reads of the epoch key.
 PROBE_EVERY = 1.0
-#: Signs of a loss closer than this to the previous one belong to the same event.
-EVENT_GAP = 60.0
+#: Signs of a loss closer than this (seconds) to the previous one belong to the same event.
+EVENT_GAP = 10.0
+
+#: The error of a task whose record Redis lost.
+LOST_ERROR = ErrorInfo(
+    "TaskLost",
+    "Redis lost the task's record (a restart without persistence, a FLUSHALL, or the last "
+    "second of an everysec AOF): whether it ran is unknown",
+)
+
+
+def lost_record(task_id: str) -> Task:
+    """The record `wait_settled` reports for an id whose record Redis lost."""
+    task = Task(task_id, queue_of(task_id), None, 0.0)
+    task.settle(TaskState.LOST, None, LOST_ERROR, time.time())
+    return task
 
 
 class Losses:
@@ -76,7 +93,7 @@ class Losses:
                 await self._lot.park()
             current = await self._read()
             if self.epoch is not None and current != self.epoch:
-                self.event(
+                self.note(
                     "its data set was flushed or replaced (a FLUSHALL, or a restart without "
                     "persistence)"
                 )
@@ -84,13 +101,9 @@ class Losses:
                     callback()
             self.epoch = current
 
-    def event(self, what: str) -> None:
-        """A new loss event: warn, whatever came before."""
-        self._last = -math.inf
-        self.note(what)
-
     def note(self, what: str) -> None:
-        """A sign of lost data: warned about unless it belongs to the event warned of."""
+        """A sign of lost data: warned about unless it belongs to the event warned of (the
+        previous sign came less than `EVENT_GAP` seconds before)."""
         now = trio.current_time()
         if now - self._last > EVENT_GAP:
             log.warning(

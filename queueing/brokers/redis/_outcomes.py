@@ -19,6 +19,7 @@ from . import _keys as k
 from ._batch import Batcher, Op
 from ._calls import Calls
 from ._consumer import Consumer
+from ._losses import Losses
 from ._wire import encode_envelope, encode_meta, encode_outcome, letter_of, task_from_record
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Outcomes:
         keys: k.Keys,
         batcher: Batcher,
         consumer: Consumer,
+        losses: Losses,
         *,
         max_dead_letters: int,
     ) -> None:
@@ -47,6 +49,7 @@ class Outcomes:
         self.keys = keys
         self.batcher = batcher
         self.consumer = consumer
+        self.losses = losses
         self.max_dead_letters = max_dead_letters
         self.runs: RedisRuns | None = None
         self._heads: dict[str, tuple[list[str], list[Any]]] = {}
@@ -134,7 +137,7 @@ class Outcomes:
                 task.state.value,
             )
         elif answer == _NO_RECORD:
-            log.warning("task %s: outcome not recorded: the task has no record", task.id)
+            self.losses.note("a task finished here has no record any more")
 
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
         name = queue.name

@@ -27,19 +27,18 @@ import functools
 import itertools
 import logging
 import math
-import time
 from collections.abc import Collection, Iterable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
 import trio
 
-from ..._task import ErrorInfo, Task, TaskState
+from ..._task import Task
 from .._contract import QueueInfo, queue_of
 from . import _keys as k
 from ._batch import Batcher
 from ._calls import Calls
-from ._losses import Losses
+from ._losses import Losses, lost_record
 from ._wire import task_from_outcome, task_from_record
 
 log = logging.getLogger("queueing.redis")
@@ -66,12 +65,6 @@ EARLY_CAP = 20_000
 ROOM_BLOCK = 0.05
 ROOM_BLOCK_MIN = 0.01
 
-_GONE = ErrorInfo(
-    "TaskLost",
-    "Redis lost the task's record (a restart without persistence, a FLUSHALL, or the last "
-    "second of an everysec AOF): whether it ran is unknown",
-)
-
 
 def _stream_id(ident: str) -> tuple[int, int]:
     ms, _, seq = ident.partition("-")
@@ -84,13 +77,6 @@ def _trim(kept: dict[str, Any], cap: int) -> None:
     if over > 0:
         for key in list(itertools.islice(kept, over)):
             del kept[key]
-
-
-def lost_record(task_id: str) -> Task:
-    """The record `wait_settled` reports for an id whose record Redis lost."""
-    task = Task(task_id, queue_of(task_id), None, 0.0)
-    task.settle(TaskState.LOST, None, _GONE, time.time())
-    return task
 
 
 class Receipts:
