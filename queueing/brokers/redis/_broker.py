@@ -24,9 +24,11 @@ from ._admin import Admin
 from ._batch import Batcher
 from ._calls import Calls
 from ._consumer import Consumer
+from ._leases import Leases
 from ._losses import Losses
 from ._outcomes import Outcomes
 from ._receipts import Receipts
+from ._room import Room
 from ._runs import RedisRuns
 from ._url import finite_positive, parse_url, safe_url
 
@@ -97,10 +99,17 @@ class RedisBroker(Broker):
             keys,
             self._batch,
             consumer=self.consumer,
-            losses=self._losses,
             lease=self.lease,
             max_dead_letters=max_dead_letters,
             clock=self.clock,
+        )
+        self._leases = Leases(
+            self._calls,
+            keys,
+            consumer=self.consumer,
+            lease=self.lease,
+            held=self._consumer.held,
+            losses=self._losses,
         )
         self._outcomes = Outcomes(
             self._calls,
@@ -111,6 +120,7 @@ class RedisBroker(Broker):
             max_dead_letters=max_dead_letters,
         )
         self._receipts = Receipts(self._calls, keys, self._batch, self.consumer, self._losses)
+        self._room = Room(self._calls, keys)
         self._admin = Admin(self._calls, keys)
         self.runs = RedisRuns(
             self._calls, keys, self._batch, self._accept_at, self._receipts.starting
@@ -149,7 +159,7 @@ class RedisBroker(Broker):
             if self._serve:
                 for name in self._queues:
                     nursery.start_soon(self._consumer.promote_loop, name)
-                nursery.start_soon(self._consumer.renew_loop)
+                nursery.start_soon(self._leases.renew_loop)
                 nursery.start_soon(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
 
     def _heartbeat(self) -> dict[str, Any]:
@@ -187,7 +197,7 @@ class RedisBroker(Broker):
         return taken
 
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
-        await self._receipts.wait_room(queue, timeout)
+        await self._room.wait(queue, timeout)
 
     async def lookup(self, task_id: str) -> Task | None:
         return await self._receipts.lookup(task_id)
@@ -212,10 +222,10 @@ class RedisBroker(Broker):
         return await self._consumer.claim(queue, n, wait)
 
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
-        return await self._consumer.renew(queue, tasks)
+        return await self._leases.renew(queue, tasks)
 
     async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
-        await self._consumer.release(queue, tasks)
+        await self._leases.release(queue, tasks)
 
     async def settle(
         self,

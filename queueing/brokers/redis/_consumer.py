@@ -1,35 +1,39 @@
-"""The consumer side: claim, leases, reclaim, release, and promoting due tasks.
+"""The consumer side: claim, reclaim, and promoting due tasks (leases: `_leases`).
+
+A claim is one round trip when entries are ready: `claim.lua` reads them for this
+process's consumer (`XREADGROUP` without waiting) and says of each whether the queue's
+`live` hash names it, that is whether it is the entry its task's record names (every
+script that writes a record's entry writes `live` with it). The outcomes waiting to be
+written go in the same round trip. When nothing is ready, a blocking `XREADGROUP` waits,
+and `live` is read for what it brings (a second round trip, on an idle queue only).
 
 A claimed entry sits in the ready stream's group pending list (PEL) under this process's
 consumer name; it stays ours while `renew` resets its idle time. Entries idle longer than
 the lease belonged to a process that stopped renewing: `claim` takes them over with
 `XAUTOCLAIM`, their delivery count kept. Every entry read is checked before it is handed
-out: it must parse (`BadEntry`) and be the entry its task's record names (`check.lua`);
-anything else is dead-lettered with the reason and never run.
+out: it must parse (`BadEntry`) and be named by `live`, or else be the entry its task's
+record names (`check.lua`, for entries `live` does not name); anything else is
+dead-lettered with the reason and never run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
-from ..._task import Task, TaskState
+from ..._task import Task
 from .._contract import QueueInfo
 from . import _keys as k
 from ._batch import Batcher, Op
 from ._calls import Calls
-from ._losses import LOST_ERROR, Losses
-from ._wire import BadEntry, apply_outcome, bad_entry_letter, decode_envelope, encode_envelope
+from ._wire import BadEntry, bad_entry_letter, decode_envelope
 
 log = logging.getLogger("queueing.redis")
 
-#: Tasks per `renew.lua` / `release.lua` call.
-RENEW_CHUNK = 500
 #: Due tasks moved per `promote.lua` call.
 PROMOTE_BATCH = 500
 #: The longest a promoter sleeps (others' delays and retries are seen within this).
@@ -45,10 +49,6 @@ Counts = dict[str, int] | None
 Owners = list[str | None] | None
 
 
-def _chunks(items: Sequence[Task], size: int) -> list[Sequence[Task]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 def _fields(flat: Sequence[Any]) -> dict[Any, Any]:
     """A stream entry's fields from the flat list a script returns."""
     return dict(zip(flat[::2], flat[1::2], strict=False))
@@ -60,7 +60,8 @@ def _entries(read: Any) -> Entries:
 
 
 class Consumer:
-    """Claims, leases and the promoters of the queues this process serves."""
+    """Claims (with reclaims of expired leases) and the promoters of the queues this
+    process serves; `held` is what it claimed (its leases: see `_leases`)."""
 
     def __init__(
         self,
@@ -69,7 +70,6 @@ class Consumer:
         batcher: Batcher,
         *,
         consumer: str,
-        losses: Losses,
         lease: float,
         max_dead_letters: int,
         clock: Callable[[], float],
@@ -78,20 +78,14 @@ class Consumer:
         self.keys = keys
         self.batcher = batcher
         self.consumer = consumer
-        self.losses = losses
         self.lease = lease
         self.max_dead_letters = max_dead_letters
         self.clock = clock
         #: Claimed tasks not yet settled, retried or released, by queue and entry id.
         self.held: dict[str, dict[str, Task]] = {}
-        self._lost: dict[str, list[Task]] = {}
         self._reclaim_at: dict[str, float] = {}
         self._reclaim_from: dict[str, str] = {}
         self._promoters: dict[str, trio.lowlevel.ParkingLot] = {}
-        self._renew_lot = trio.lowlevel.ParkingLot()
-        self._renew_due = False
-        calls.on_reconnect.append(self._reconnected)
-        losses.on_loss.append(self._reconnected)  # drop at once what lost its record
 
     # -- claim ------------------------------------------------------------------------------
 
@@ -336,85 +330,6 @@ class Consumer:
         """A claimed task was settled, retried or released: no lease of ours to renew."""
         if task.handle is not None:
             self.held.get(queue, {}).pop(task.handle[0], None)
-
-    # -- leases -----------------------------------------------------------------------------
-
-    async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
-        lost = self._lost.pop(queue.name, [])
-        mine = [task for task in tasks if task.handle is not None and not task.state.final]
-        lost += await self._renew(queue.name, mine)
-        unique = {id(task): task for task in lost}
-        return list(unique.values())
-
-    async def _renew(self, name: str, tasks: Sequence[Task]) -> list[Task]:
-        held = self.held.get(name, {})
-        lost: list[Task] = []
-        gone = 0
-        for chunk in _chunks(tasks, RENEW_CHUNK):
-            keys = [self.keys.ready(name), *(self.keys.task(task.id) for task in chunk)]
-            args = [self.consumer, *(task.handle[0] for task in chunk)]
-            verdicts = await self.calls.eval("renew leases", "renew", keys, args)
-            for task, verdict in zip(chunk, verdicts, strict=True):
-                verdict = str(verdict)
-                if verdict == "+":
-                    continue
-                held.pop(task.handle[0], None)
-                if verdict == "?":  # Redis lost its record: its outcome cannot be stored
-                    if not task.state.final:
-                        task.settle(TaskState.LOST, None, LOST_ERROR, time.time())
-                        gone += 1
-                elif verdict.startswith("="):
-                    if task.state.final:
-                        continue  # settled here meanwhile: nothing to tell
-                    try:
-                        apply_outcome(task, verdict[1:])
-                    except (ValueError, TypeError, KeyError) as exc:
-                        log.error("task %s: unreadable outcome (%s)", task.id, exc)
-                else:
-                    log.warning(
-                        "queue %r: task %s is no longer ours: another process took it over "
-                        "after this one stalled past its lease (%gs)",
-                        name,
-                        task.id,
-                        self.lease,
-                    )
-                lost.append(task)
-        if gone:
-            self.losses.note(f"the records of {gone} task(s) held here are gone")
-        return lost
-
-    def _reconnected(self) -> None:
-        self._renew_due = True
-        self._renew_lot.unpark_all()
-
-    async def renew_loop(self) -> None:
-        """Background: after a lost connection, renew every lease we hold as soon as Redis
-        answers again, not at the engine's next tick (which may come after the lease ran
-        out for a stall shorter than it)."""
-        while True:
-            if not self._renew_due:
-                await self._renew_lot.park()
-                continue
-            self._renew_due = False
-            for name, held in list(self.held.items()):
-                if held:
-                    lost = await self._renew(name, list(held.values()))
-                    self._lost.setdefault(name, []).extend(lost)
-
-    async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
-        name = queue.name
-        mine = [task for task in tasks if task.handle is not None]
-        for chunk in _chunks(mine, RENEW_CHUNK):
-            keys = [
-                self.keys.ready(name),
-                self.keys.live(name),
-                *(self.keys.task(task.id) for task in chunk),
-            ]
-            args: list[Any] = []
-            for task in chunk:
-                args += [task.handle[0], task.id, encode_envelope(task)]
-                self.forget(name, task)
-            await self.calls.eval("release", "release", keys, args)
 
     # -- promoting due tasks ----------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Receipts: lookup, wait_settled, wait_room, and the reader of notices.
+"""Receipts: lookup, wait_settled, and the reader of notices.
 
 The stored record is what counts; notices are how a client learns of it early. When a task
 gets its outcome, `finish.lua` appends a notice to the `replies` stream of the client that
@@ -34,18 +34,16 @@ from typing import Any
 import trio
 
 from ..._task import Task
-from .._contract import QueueInfo, queue_of
+from .._contract import queue_of
 from . import _keys as k
 from ._batch import Batcher
 from ._calls import Calls
 from ._losses import Losses, lost_record
+from ._reads import read_outcomes
 from ._wire import task_from_outcome, task_from_record
 
 log = logging.getLogger("queueing.redis")
 
-#: Records per `outcomes.lua` call, and calls per round trip, when checking ids.
-CHECK_CHUNK = 500
-CHECK_PIPELINE = 20
 #: Seconds between two sweeps of every id waited for (lost notices are found by then).
 SWEEP_EVERY = 15.0
 #: Seconds between finding a record gone and reading it again (still gone: LOST).
@@ -60,10 +58,6 @@ WOKEN_CAP = 100_000
 #: is waited for).
 EXPECTED_CAP = 20_000
 EARLY_CAP = 20_000
-#: The longest and shortest one wait for room blocks (a cancellation waits for it: see
-#: Calls._attempt; Redis takes no shorter timeout).
-ROOM_BLOCK = 0.05
-ROOM_BLOCK_MIN = 0.01
 
 
 def _stream_id(ident: str) -> tuple[int, int]:
@@ -80,7 +74,7 @@ def _trim(kept: dict[str, Any], cap: int) -> None:
 
 
 class Receipts:
-    """What a client reads: records, outcomes, and room in a full queue."""
+    """What a client reads: records and outcomes."""
 
     def __init__(
         self, calls: Calls, keys: k.Keys, batcher: Batcher, client_id: str, losses: Losses
@@ -148,21 +142,6 @@ class Receipts:
         if state is None:
             return None
         return task_from_record(task_id, state, meta, outcome, working)
-
-    async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
-        # Finishing tasks push tokens to `room`: wait for one, in short blocking reads.
-        room = self.keys.room(queue.name)
-        deadline = trio.current_time() + timeout
-        while True:
-            left = deadline - trio.current_time()
-            if left <= 0:
-                await trio.lowlevel.checkpoint()
-                return
-            step = max(min(left, ROOM_BLOCK), ROOM_BLOCK_MIN)
-            pop = functools.partial(self.calls.client.blpop, [room], timeout=step)
-            got = await self.calls.retrying("wait for room", pop, wait=step)
-            if got:
-                return
 
     # -- waiting for outcomes ---------------------------------------------------------------
 
@@ -270,41 +249,18 @@ class Receipts:
         """Read the records of some ids; returns those with an outcome (or LOST). Of `fresh`
         ids, the ones another client submitted get their queue's `done` stream read from now
         on."""
-        calls: list[tuple[str, list[str], bool]] = []  # (name, ids, fresh)
-        for ids, is_fresh in ((list(dict.fromkeys(known)), False), (fresh, True)):
-            by_name: dict[str, list[str]] = {}
-            for task_id in ids:
-                by_name.setdefault(queue_of(task_id), []).append(task_id)
-            for name, members in by_name.items():
-                for i in range(0, len(members), CHECK_CHUNK):
-                    calls.append((name, members[i : i + CHECK_CHUNK], is_fresh))
         # The `done` streams of fresh ids' queues not read yet: where they stand now, read
         # in the same round trip and before the records (a notice after it is not missed).
-        positions = sorted({name for name, _, is_fresh in calls if is_fresh} - self._foreign_read())
+        names = {queue_of(task_id) for task_id in fresh}
+        positions = sorted(names - self._foreign_read())
         settled: list[Task] = []
         gone: list[str] = []
-        for start in range(0, len(calls), CHECK_PIPELINE):
-            part = calls[start : start + CHECK_PIPELINE]
-            heads = positions if start == 0 else []
-
-            def fill(pipe: Any, part: list[Any] = part, heads: list[str] = heads) -> list[Any]:
-                marks = [pipe.xrevrange(self.keys.done(name), count=1) for name in heads]
-                reads = [
-                    self.calls.script(
-                        pipe, "outcomes", [self.keys.task(i) for i in ids], ["1" if f else "0"]
-                    )
-                    for _, ids, f in part
-                ]
-                return [*marks, *reads]
-
-            answers = await self.calls.pipelined("read outcomes", fill)
-            for name, mark in zip(heads, answers, strict=False):
-                if not isinstance(mark, Exception):
-                    self._mark(name, mark)
-            for (name, ids, is_fresh), answer in zip(part, answers[len(heads) :], strict=True):
-                if isinstance(answer, Exception):
-                    raise answer
-                gone += self._read_answer(name, ids, is_fresh, answer, settled)
+        reads = await read_outcomes(self.calls, self.keys, known, fresh, positions)
+        for name, newest in reads.positions.items():
+            # Only for streams not read now: an older position is stale.
+            self._cursors[self.keys.done(name)] = newest
+        for name, ids, is_fresh, answer in reads.answers:
+            gone += self._read_answer(name, ids, is_fresh, answer, settled)
         for name in positions:  # no id of another client's there after all
             if not self._foreign.get(name):
                 self._cursors.pop(self.keys.done(name), None)
@@ -340,21 +296,15 @@ class Receipts:
         self._recheck_at = min(self._missing.values(), default=math.inf) + LOST_CONFIRM
         return lost
 
-    def _mark(self, name: str, newest: Any) -> None:
-        # Only for streams not read now (see `_check`): an older position is stale.
-        self._cursors[self.keys.done(name)] = str(newest[0].identifier) if newest else "0-0"
-
     def _read_answer(
         self, name: str, ids: list[str], is_fresh: bool, answer: list[Any], settled: list[Task]
     ) -> list[str]:
         """Records with an outcome go to `settled`; returns the ids without a record. Fresh
         ids with a record become known."""
         gone = []
-        reported = set()
         for j in range(0, len(answer), 4):
             index, state, second, meta = answer[j : j + 4]
             task_id = ids[int(index) - 1]
-            reported.add(task_id)
             if state == "?":
                 gone.append(task_id)
             elif state:
@@ -367,12 +317,8 @@ class Receipts:
                 if str(second) != self.client_id:
                     self._foreign.setdefault(name, set()).add(task_id)
                     self._reader_lot.unpark_all()
-        if is_fresh:
-            for task_id in ids:
-                if task_id not in reported:  # pragma: no cover - outcomes.lua reports all
-                    self._known.add(task_id)
-            for task_id in gone:
-                self._unseen.add(task_id)
+        if is_fresh:  # never seen: not lost, waited for
+            self._unseen.update(gone)
             return []
         return gone
 
