@@ -9,9 +9,9 @@ claim took.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import trio
@@ -124,6 +124,9 @@ class Batcher:
         self.ops: list[Op] = []
         self._ops_lot = trio.lowlevel.ParkingLot()
         self._flushed = trio.lowlevel.ParkingLot()
+        #: Claims waiting in a blocking read (they take no outcome writes along for now).
+        self.waiting_claims = 0
+        self._claim_waits = trio.lowlevel.ParkingLot()
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
@@ -251,13 +254,13 @@ class Batcher:
         calls = self._calls_of(batch)
         sends = 0
 
-        def fill(pipe: Any) -> list[Any]:
+        def sent() -> None:
             nonlocal sends
             sends += 1
-            return [self.calls.script(pipe, "submit", keys, args) for _, keys, args in calls]
 
         try:
-            answers = await self.calls.pipelined("submit", fill)
+            scripts = [("submit", keys, args) for _, keys, args in calls]
+            answers = await self.calls.scripts("submit", scripts, sent=sent)
         except Exception as exc:
             for slot in batch:
                 slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
@@ -292,6 +295,16 @@ class Batcher:
         if self._ops_lot:
             self._ops_lot.unpark_all()
 
+    @contextmanager
+    def claim_waiting(self) -> Iterator[None]:
+        """Around a claim's blocking read: outcome writes go without waiting for it."""
+        self.waiting_claims += 1
+        self._claim_waits.unpark_all()
+        try:
+            yield
+        finally:
+            self.waiting_claims -= 1
+
     @property
     def congested(self) -> bool:
         return len(self.ops) > OPS_CONGESTED
@@ -306,9 +319,6 @@ class Batcher:
         batch = self.ops[:OPS_BATCH]
         del self.ops[:OPS_BATCH]
         return Batch(batch)
-
-    def _fill_later(self, batch: Batch, pipe: Any) -> list[Any]:
-        return self.fill(pipe, batch)
 
     def fill(self, pipe: Any, batch: Batch) -> list[Any]:
         """Queue a batch's calls on `pipe`: one result each (see `answered`)."""
@@ -346,13 +356,17 @@ class Batcher:
             if not self.ops:
                 self._flushed.unpark_all()
                 await self._ops_lot.park()
-                if len(self.ops) < OPS_BATCH:
+                if len(self.ops) < OPS_BATCH and not self.waiting_claims:
                     # A worker that finished is idle: the claim it asks for takes these
                     # writes along with its read (one round trip instead of two). This
-                    # loop sends what no claim took meanwhile.
-                    await trio.sleep(FLUSH_AFTER)
+                    # loop sends what no claim took meanwhile, at once when a claim
+                    # starts to wait for new entries (it takes none until one comes).
+                    with trio.move_on_after(FLUSH_AFTER):
+                        await self._claim_waits.park()
+                else:
+                    await trio.lowlevel.checkpoint()
                 continue
             batch = self.take()
-            fill = functools.partial(self._fill_later, batch)
-            answers = await self.calls.pipelined("write outcomes", fill)
+            calls = [(name, keys, args) for name, keys, args, _ in batch.calls]
+            answers = await self.calls.scripts("write outcomes", calls)
             self.answered(batch, answers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -215,6 +215,38 @@ class Calls:
             return results
 
         return await self.retrying(what, send, deliver=deliver)
+
+    async def scripts(
+        self,
+        what: str,
+        calls: Sequence[tuple[str, list[str], list[Any]]],
+        *,
+        sent: Callable[[], None] | None = None,
+    ) -> list[Any]:
+        """Script calls (name, keys, args) in one round trip, answered as `pipelined`
+        answers; a single one goes without a pipeline (which costs more than the call).
+        `sent` is called at each attempt."""
+        if len(calls) != 1:
+
+            def fill(pipe: Any) -> list[Any]:
+                if sent is not None:
+                    sent()
+                return [self.script(pipe, name, keys, args) for name, keys, args in calls]
+
+            return await self.pipelined(what, fill)
+        ((name, keys, args),) = calls
+
+        async def one() -> list[Any]:
+            if sent is not None:
+                sent()
+            try:
+                return [await self.script(self.client, name, keys, args)]
+            except Exception as exc:
+                if _retryable(exc):
+                    raise
+                return [exc]  # the call's error, for its caller to report
+
+        return await self.retrying(what, one)
 
     # -- resilience ------------------------------------------------------------------------
 

@@ -140,12 +140,13 @@ class Consumer:
         # Nothing ready: wait for entries in a blocking read (what `live` says of them is
         # read next, in `_admit`).
         block = min(wait, self.calls.block)
-        read = await self.calls.retrying(
-            "claim",
-            lambda: self._read(ready, n, self.calls.client, block),
-            wait=block,
-            deliver=False,
-        )
+        with self.batcher.claim_waiting():
+            read = await self.calls.retrying(
+                "claim",
+                lambda: self._read(ready, n, self.calls.client, block),
+                wait=block,
+                deliver=False,
+            )
         return _entries((read or {}).get(ready, ())), None, None
 
     async def _give_back(self, queue: str, entries: Entries, counts: dict[str, int]) -> None:
