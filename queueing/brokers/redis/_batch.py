@@ -1,10 +1,12 @@
 """Batching: concurrent submits share one round trip, and outcome writes wait for the next.
 
 Submits: every `accept` queues a slot; the submit loop sends all slots queued meanwhile in
-one pipeline, one `submit.lua` call per queue (up to `SUBMIT_CHUNK` tasks each), and hands
-each caller its answer. Outcomes (`finish`, `retry`, `reject` calls) are queued as `Op`s:
-a claim sends them in the same round trip as its read, and the flush loop sends what no
-claim took.
+one round trip, one `submit.lua` call per queue (up to `SUBMIT_CHUNK` tasks each), and
+hands each caller its answer. Outcomes (`finish`, `retry`, `reject` calls) are queued as
+`Op`s; the outcomes of one queue in a batch go as one `finish.lua` call (`Batch`). A
+worker that finished a task is idle, so a claim follows: it sends them in the same round
+trip as its read. The flush loop sends what no claim took within `FLUSH_AFTER` seconds,
+and at once while the claims wait in a blocking read (they take nothing along then).
 """
 
 from __future__ import annotations
