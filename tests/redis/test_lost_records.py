@@ -4,6 +4,7 @@ the loss is logged once per event, and workers holding such tasks drop them quie
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,7 @@ import trio.testing
 from broker_helpers import JOBS, claim_until, new_run, new_task, opened, running
 from redis_helpers import key, outcome_of, raw_client, task_key, wait_for
 
-from queueing import Queue, Receipt, TaskLost, Worker, open_system
+from queueing import Queue, Receipt, TaskLost, Worker, connect, open_system
 from queueing._task import TaskState
 from queueing.brokers._contract import Admission, QueueInfo
 from queueing.brokers.redis import _losses, _receipts
@@ -71,13 +72,16 @@ def check_outcomes(outcomes: list[Any]) -> int:
     return len(lost)
 
 
+@pytest.mark.parametrize("apart", [False, True], ids=["one process", "client apart"])
 async def test_a_flushall_mid_run_ends_the_lost_tasks_with_task_lost(
-    make_redis_server: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    make_redis_server: Callable[..., Any], caplog: pytest.LogCaptureFixture, apart: bool
 ) -> None:
     caplog.set_level(logging.WARNING)
     url = make_redis_server().url_with(prefix="flushed")
     queue = Queue("slow", Slow, workers=4)
-    async with open_system(queue, broker=url) as system:
+    async with contextlib.AsyncExitStack() as stack:
+        served = await stack.enter_async_context(open_system(queue, broker=url))
+        system = await stack.enter_async_context(connect(url, queue)) if apart else served
         receipts = await system.submit_many("slow", range(TASKS))
 
         async def some_done() -> bool:
@@ -91,7 +95,7 @@ async def test_a_flushall_mid_run_ends_the_lost_tasks_with_task_lost(
         after = await system.submit_many("slow", range(5))
         assert [await r.result(timeout=10) for r in after] == list(range(5))
     check_outcomes(outcomes)
-    assert len(loss_warnings(caplog)) == 1
+    assert len(loss_warnings(caplog)) == (2 if apart else 1)  # once per process
     assert warnings_naming(caplog, receipts) == []
 
 
