@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", "-m", "not slow and not docs", *session.posargs)
 
 
 @nox.session
@@ -57,6 +57,15 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session
+def docs_browser(session: nox.Session) -> None:
+    """Build the site and read it in headless Chromium at 1280 px (the `docs` tests): no
+    code cut off, the home page on the queues, the API reference whole. Needs Chromium
+    (`apt-get install chromium`; playwright cannot download browsers everywhere)."""
+    session.install("-e", ".[docs,test]", "playwright")
+    session.run("pytest", "-m", "docs", *session.posargs)
+
+
+@nox.session
 def examples(session: nox.Session) -> None:
     """Run every program in examples/, each in its own process; any failure fails."""
     session.install("-e", ".[examples,redis,cli]")
@@ -75,6 +84,15 @@ def bench(session: nox.Session) -> None:
     for program in sorted((ROOT / "bench").glob("*_bench.py")):
         session.log(f"running {program.relative_to(ROOT)}")
         session.run("python", str(program), *session.posargs)
+
+
+@nox.session
+def bench_sqlite(session: nox.Session) -> None:
+    """SQLite broker benchmark against Huey's SQLite storage (`-- --quick` for a short run).
+    Huey goes into its own environment under .bench-venv/ (from bench/requirements-huey.txt),
+    never into this session's."""
+    session.install("-e", ".[bench,cli]")
+    session.run("python", str(ROOT / "bench" / "sqlite_bench.py"), *session.posargs)
 
 
 @nox.session

@@ -1,84 +1,65 @@
-"""Actors, their references, and the loop that runs one incarnation of an actor."""
+"""Actors, and the loop that runs one incarnation of an actor."""
 
 from __future__ import annotations
 
-import enum
-import math
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Generic
 
-import attrs
 import outcome
 import trio
 
-from ._exceptions import ActorError, ActorStopped, AskTimeout
-from ._mailbox import _SCHEDULE_EVERY, Mailbox, Overflow, _abort_read
+from . import _links, _stash, _timers
+from ._ask import _Ask
+from ._exceptions import ActorError, ActorStopped
+from ._mailbox import Mailbox, _abort_read
+from ._notices import _Notice
+from ._ref import ActorRef, ActorState, ActorStats, M, Terminated
+from ._reply import ErrorReply, Reply
+from ._timers import ReceiveTimeout, Timer
 
 if TYPE_CHECKING:
     from ._child import _Child
-    from ._supervisor import Supervisor
     from ._system import ActorSystem
+
+# Re-exported for the modules (and the queueing package's internals) that import them here.
+__all__ = ["Actor", "ActorRef", "ActorState", "ActorStats", "Terminated", "_Cell"]
 
 # Between two messages that did not yield themselves, the loop yields at least this often.
 _BATCH = 64
 
 
-class ActorState(enum.Enum):
-    """Where an actor is in its life."""
-
-    STARTING = "starting"
-    RUNNING = "running"
-    RESTARTING = "restarting"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-@attrs.frozen
-class Terminated:
-    """Death-watch notice: `actor` has stopped for good.
-
-    `reason` is None for a normal stop, or the exception that ended it.
-    """
-
-    actor: ActorRef
-    reason: BaseException | None
-
-
-@attrs.frozen
-class ActorStats:
-    """A snapshot of one actor's counters."""
-
-    name: str
-    state: ActorState
-    queued: int
-    capacity: int
-    received: int
-    processed: int
-    failed: int
-    restarts: int
-    dropped: int
-    rejected: int
-    undelivered: int
-
-
-class Actor:
+class Actor(Generic[M]):
     """Subclass this and implement `receive`; the runtime calls it one message at a time.
 
     State lives on the instance. A restart builds a fresh instance from the same class and
     arguments, so nothing of the crashed instance's state survives; the mailbox (and with
-    it every queued message and the `ActorRef`) does.
+    it every queued message and the `ActorRef`) does. `Actor[Msg]` types the messages it
+    takes (see `ActorRef`).
     """
 
     _cell: _Cell
+    # Set by set_receive_timeout(); a class default, so an actor without one pays nothing.
+    _receive_timeout: float | None = None
 
     async def on_start(self) -> None:
         """Called before the first message; an exception here is a crash (supervised)."""
 
-    async def receive(self, message: Any) -> Any:
+    async def on_restart(self, reason: BaseException | None) -> None:
+        """Called on the new instance of a restarted actor, before `on_start`.
+
+        `reason` is the exception that ended the previous incarnation, or None when that
+        one stopped normally (a `PERMANENT` actor's `self.stop()`) or was stopped because a
+        sibling failed (`ONE_FOR_ALL`, `REST_FOR_ONE`). Akka's `postRestart(reason)`.
+        """
+
+    async def receive(self, message: M) -> Any:
         """Handle one message. For an `ask`, the return value is the reply.
 
         An exception escaping `receive` crashes the actor ("let it crash"): its supervisor
-        decides what happens next. For an `ask`, the asker also gets the exception.
+        decides what happens next. For an `ask`, the asker also gets the exception. Return
+        an `ErrorReply` to answer an `ask` with an error without crashing, or call
+        `defer_reply()` to answer later.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement receive()")
 
@@ -89,12 +70,13 @@ class Actor:
         """
 
     @property
-    def ref(self) -> ActorRef:
+    def ref(self) -> ActorRef[M]:
         """This actor's own reference (stable across restarts)."""
         return self._cell.ref
 
     @property
     def name(self) -> str:
+        """The name the actor is registered under."""
         return self._cell.name
 
     @property
@@ -102,12 +84,26 @@ class Actor:
         """The system this actor runs in."""
         return self._cell.system
 
-    def watch(self, other: ActorRef) -> None:
+    def watch(self, other: ActorRef[Any]) -> None:
         """Receive a `Terminated` message when `other` stops for good."""
         other.watch(self.ref)
 
-    def unwatch(self, other: ActorRef) -> None:
+    def unwatch(self, other: ActorRef[Any]) -> None:
+        """Stop watching `other`."""
         other.unwatch(self.ref)
+
+    def link(self, other: ActorRef[Any]) -> None:
+        """Link this incarnation with `other`'s: when either crashes, the other crashes too
+        with `LinkedActorFailed` (OTP's `link/1`; both ways). A normal stop breaks no link.
+
+        Links last one incarnation: a restarted actor links again (in `on_start`). Linking
+        to an actor that has stopped for good crashes this one at once.
+        """
+        _links.link(self._cell, other._cell)
+
+    def unlink(self, other: ActorRef[Any]) -> None:
+        """Remove the link with `other`, both ways (nothing happens if there is none)."""
+        _links.unlink(self._cell, other._cell)
 
     def stop(self) -> None:
         """Stop after the current message; the restart type decides what follows."""
@@ -118,6 +114,89 @@ class Actor:
         """True once a stop of this incarnation was requested (by `stop()`, its supervisor,
         or the system's shutdown). A `run` override checks it between units of work."""
         return self._cell.stop_requested
+
+    # -- replies ----------------------------------------------------------------------------
+
+    def defer_reply(self) -> Reply[Any]:
+        """Inside `receive` for an `ask`: answer later, through the returned `Reply`.
+
+        `receive`'s return value is then ignored, and the actor goes on with its next
+        message while the asker waits (up to its timeout) for `reply.send(value)`.
+
+        Raises:
+            ActorError: the message being handled is not an `ask` (or was deferred already).
+        """
+        cell = self._cell
+        pending = cell.asking
+        if pending is None:
+            raise ActorError(
+                f"actor {cell.name!r} called defer_reply() outside the handling of an ask "
+                "(a tell has nobody to answer, and a deferred ask is answered through the "
+                "Reply it returned the first time)"
+            )
+        cell.asking = None
+        return Reply(pending)
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def send_after(self, delay: float, message: Any, *, key: Hashable | None = None) -> Timer:
+        """Send this actor `message` after `delay` seconds (OTP's `erlang:send_after`).
+
+        The timer belongs to this incarnation: it is cancelled when the actor stops or
+        restarts. A timer with the same `key` as an active one replaces it.
+        """
+        return _timers.start(self, delay, message, key=key, interval=None)
+
+    def send_every(
+        self,
+        interval: float,
+        message: Any,
+        *,
+        key: Hashable | None = None,
+        initial_delay: float | None = None,
+    ) -> Timer:
+        """Send this actor `message` every `interval` seconds, the first after
+        `initial_delay` (default: `interval`), until cancelled (Akka's
+        `startTimerWithFixedDelay`). A tick that finds the mailbox full is skipped, so ticks
+        never pile up behind a busy actor. Cancelled with the incarnation, like `send_after`.
+        """
+        if initial_delay is None:
+            initial_delay = interval
+        return _timers.start(self, initial_delay, message, key=key, interval=interval)
+
+    def set_receive_timeout(self, seconds: float | None) -> None:
+        """Receive a `ReceiveTimeout` message whenever the mailbox stays empty for `seconds`
+        (Akka's `setReceiveTimeout`, OTP's `gen_server` timeout); None turns it off.
+
+        Only the default message loop honours it (not a `run` override).
+        """
+        if seconds is not None:
+            _timers.check_delay("receive timeout", seconds)
+        self._receive_timeout = seconds
+        cell: _Cell | None = getattr(self, "_cell", None)  # None in __init__
+        if cell is not None:
+            cell.mailbox.wake_reader()  # an idle loop picks the new timeout up now
+
+    # -- stash ------------------------------------------------------------------------------
+
+    def stash(self, message: Any) -> None:
+        """Set the message being handled aside, to be handled again after `unstash_all()`
+        (Akka's `stash()`). An `ask` stays unanswered until then.
+
+        The stash holds at most the mailbox's capacity; on a restart its messages go back to
+        the front of the mailbox, so none is lost.
+
+        Raises:
+            StashFull: the stash is full.
+        """
+        _stash.stash(self, message)
+
+    def unstash_all(self) -> int:
+        """Put every stashed message back at the front of the mailbox, in the order they
+        were stashed; returns how many."""
+        return _stash.unstash_all(self)
+
+    # -- overriding the loop ----------------------------------------------------------------
 
     async def run(self) -> None:
         """The body of one incarnation, between `on_start` and `on_stop`.
@@ -149,6 +228,8 @@ class Actor:
         """Handle a runtime notice; returns a coroutine to await, or None."""
         if type(message) is _Notice:
             return self.receive(message.payload)
+        if type(message) is _links._LinkExit:
+            _links.linked_exit(self._cell, message)  # raises if the link still stands
         return None
 
     def _stop_requested(self) -> None:
@@ -156,105 +237,16 @@ class Actor:
         self.on_stop_requested()
 
 
-class _Ask:
-    """An ask in flight: the message and the slot its reply goes to."""
-
-    __slots__ = ("actor", "deadline", "message", "result", "task", "timeout")
-
-    def __init__(self, message: Any) -> None:
-        self.message = message
-        self.task: trio.lowlevel.Task | None = None
-        self.result: outcome.Outcome[Any] | None = None
-        self.deadline = math.inf
-        self.timeout = 0.0
-        self.actor = ""
-
-    def _resolve(self, result: outcome.Outcome[Any]) -> None:
-        if self.result is not None:
-            return
-        self.result = result
-        task = self.task
-        if task is not None:
-            self.task = None
-            trio.lowlevel.reschedule(task, result)
-
-    def _fail(self, error: BaseException) -> None:
-        self._resolve(outcome.Error(error))
-
-    def _abort(self, _: Any) -> trio.lowlevel.Abort:
-        self.task = None  # cancelled from outside: a late reply or the timer finds no task
-        return trio.lowlevel.Abort.SUCCEEDED
-
-
-class _AskTimer:
-    """Deadlines of the asks in flight in one system, enforced by one task.
-
-    A CancelScope per ask costs as much as the rest of the round trip, so asks instead
-    wait without one and this timer fails those whose deadline passed. Asks with the same
-    timeout have deadlines in the order they were made, so each timeout value gets a FIFO;
-    answered asks leave the front at once, which keeps the FIFOs short.
-    """
-
-    __slots__ = ("_fifos", "_lot", "_scope", "_wake_at", "running")
-
-    def __init__(self) -> None:
-        self._scope = trio.CancelScope()
-        self._fifos: dict[float, deque[_Ask]] = {}
-        self._lot = trio.lowlevel.ParkingLot()
-        self._wake_at = math.inf
-        self.running = False
-
-    def add(self, pending: _Ask, timeout: float, actor: str) -> deque[_Ask]:
-        fifo = self._fifos.get(timeout)
-        if fifo is None:
-            fifo = self._fifos[timeout] = deque()
-        pending.deadline = deadline = trio.current_time() + timeout
-        pending.timeout = timeout
-        pending.actor = actor
-        fifo.append(pending)
-        if deadline < self._wake_at and self._lot:
-            self._lot.unpark_all()  # sooner than the timer planned to look again
-        return fifo
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.running = True
-        task_status.started()
-        try:
-            with self._scope:
-                await self._run()
-        finally:
-            self.running = False
-
-    def stop(self) -> None:
-        """Stop enforcing deadlines (the system has stopped: no ask is left to time)."""
-        self._scope.cancel()
-
-    async def _run(self) -> None:
-        while True:
-            now = trio.current_time()
-            earliest = math.inf
-            for fifo in self._fifos.values():
-                while fifo:
-                    head = fifo[0]
-                    if head.result is None and head.deadline > now:
-                        earliest = min(earliest, head.deadline)
-                        break
-                    fifo.popleft()
-                    if head.result is None:
-                        name = type(head.message).__name__
-                        head._fail(AskTimeout(head.actor, name, head.timeout))
-            self._wake_at = earliest
-            with trio.CancelScope(deadline=earliest):
-                await self._lot.park()
-
-
 class _Cell:
     """The runtime's side of an actor: what outlives any one instance."""
 
     __slots__ = (
+        "asking",
         "child",
         "failed",
+        "failed_on",
         "instance",
+        "links",
         "mailbox",
         "name",
         "processed",
@@ -273,8 +265,8 @@ class _Cell:
         self.system = system
         self.name = name
         self.mailbox = mailbox
-        self.ref = ActorRef(self)
-        self.instance: Actor | None = None
+        self.ref: ActorRef[Any] = ActorRef(self)
+        self.instance: Actor[Any] | None = None
         self.child: _Child | None = None
         self.state = ActorState.STARTING
         self.stop_requested = False
@@ -282,9 +274,15 @@ class _Cell:
         self.failed = 0
         self.restarts = 0
         self.undelivered = 0
-        self.watchers: list[ActorRef] | None = None
+        self.watchers: list[ActorRef[Any]] | None = None
         self.terminated: Terminated | None = None
         self.terminated_event: trio.Event | None = None
+        # The ask being handled, until answered or deferred (defer_reply, stash).
+        self.asking: _Ask | None = None
+        # The type of the message whose handler crashed, for the crash report.
+        self.failed_on: str | None = None
+        # Linked actors: peer -> this actor's incarnation when the link was made.
+        self.links: dict[_Cell, int] | None = None
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -292,9 +290,10 @@ class _Cell:
         if self.instance is not None:
             self.instance._stop_requested()
 
-    async def loop(self, actor: Actor) -> None:
+    async def loop(self, actor: Actor[Any]) -> None:
         """Hand the messages to `actor` one at a time until a stop is requested."""
         mailbox = self.mailbox
+        mailbox._owner_task = trio.lowlevel.current_task()
         receive = actor.receive
         since_yield = 0
         while not self.stop_requested:
@@ -307,9 +306,13 @@ class _Cell:
                 continue
             items = mailbox._items
             if not items:
-                # Drained: let the deque go (~760 bytes) while idle; the next message makes
-                # one again.
+                # Drained: let the deque go while idle (an empty deque is most of an idle
+                # actor's memory); the next message makes one again.
                 items = mailbox._items = ()
+                if actor._receive_timeout is not None:
+                    await self._idle_with_timeout(actor, actor._receive_timeout)
+                    since_yield = 0
+                    continue
                 # Mailbox.wait_readable, inlined: one coroutine frame less on every idle actor.
                 task = mailbox._park_reader()
                 try:
@@ -324,28 +327,59 @@ class _Cell:
             if mailbox._waiting_putters:
                 mailbox._unpark_putter()
             if type(message) is _Ask:
+                self.asking = message
                 try:
                     value = await receive(message.message)
                 except Exception as exc:
-                    message._resolve(outcome.Error(exc))
+                    if self.asking is message:
+                        self.asking = None
+                        message._resolve(outcome.Error(exc))
                     self.failed += 1
+                    self.failed_on = type(message.message).__name__
                     raise
                 except BaseException:
-                    # Cancelled mid-handler (shutdown deadline): the asker must not wait on.
-                    message._fail(ActorStopped(self.name, "it was cancelled before answering"))
+                    if self.asking is message:
+                        # Cancelled mid-handler (shutdown deadline): the asker must not wait on.
+                        self.asking = None
+                        message._fail(ActorStopped(self.name, "it was cancelled before answering"))
                     raise
-                message._resolve(outcome.Value(value))
+                if self.asking is message:
+                    self.asking = None
+                    if type(value) is ErrorReply:
+                        message._fail(value.error)
+                    else:
+                        message._resolve(outcome.Value(value))
             else:
                 try:
                     await receive(message)
                 except Exception:
                     self.failed += 1
+                    self.failed_on = type(message).__name__
                     raise
             self.processed += 1
             since_yield += 1
             if since_yield >= _BATCH:
                 since_yield = 0
                 await trio.lowlevel.checkpoint()
+
+    async def _idle_with_timeout(self, actor: Actor[Any], seconds: float) -> None:
+        """Wait for a message (or a stop) at most `seconds`; then `receive` a
+        `ReceiveTimeout`."""
+        mailbox = self.mailbox
+        with trio.CancelScope(deadline=trio.current_time() + seconds) as idle:
+            task = mailbox._park_reader()
+            try:
+                await trio.lowlevel.wait_task_rescheduled(_abort_read)
+            except BaseException:
+                mailbox._unpark_reader(task)
+                raise
+        if idle.cancelled_caught and not self.stop_requested and not mailbox._items:
+            try:
+                await actor.receive(ReceiveTimeout(seconds))
+            except Exception:
+                self.failed += 1
+                self.failed_on = ReceiveTimeout.__name__
+                raise
 
     def finish(self, reason: BaseException | None) -> None:
         """Stop for good: refuse messages, fail pending asks, tell the watchers."""
@@ -359,230 +393,29 @@ class _Cell:
             else:
                 self.undelivered += 1
         self.terminated = Terminated(self.ref, reason)
-        self.system._unregister(self)
+        system = self.system
+        system._unregister(self)
         if self.terminated_event is not None:
             self.terminated_event.set()
         for watcher in self.watchers or ():
             watcher._cell.mailbox.put_system(_Notice(self.terminated))
         self.watchers = None
+        if self.links:
+            # Links made while it was between incarnations, to one that now never comes.
+            _links.end(self, reason, reason is not None)
+        if system._changes:
+            system._changes.unpark_all()  # a spawn waiting for this supervisor to come back
 
 
-class _SystemMessage:
-    """Base of runtime notices carried by mailboxes."""
-
-    __slots__ = ()
-
-
-class _Notice(_SystemMessage):
-    """A message for the actor's own `receive`, sent by the runtime (e.g. `Terminated`)."""
-
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: Any) -> None:
-        self.payload = payload
-
-
-class ActorRef:
-    """The only handle to an actor. Stays valid across restarts; compare with `==`."""
-
-    __slots__ = ("_cell",)
-
-    def __init__(self, cell: _Cell) -> None:
-        self._cell = cell
-
-    @property
-    def name(self) -> str:
-        return self._cell.name
-
-    @property
-    def is_alive(self) -> bool:
-        """False once the actor has stopped for good."""
-        return self._cell.terminated is None
-
-    def __repr__(self) -> str:
-        return f"<ActorRef {self._cell.name} {self._cell.state.value}>"
-
-    async def tell(self, message: Any) -> None:
-        """Send a message; waits only for mailbox room (with `Overflow.WAIT`).
-
-        Raises:
-            ActorStopped: the actor has stopped.
-            MailboxFull: the mailbox is full and its policy is REJECT.
-        """
-        # Mailbox.put's fast path, inlined: one coroutine less is ~10% of a tell. Still a
-        # cancellation point on every call, and still yields every _SCHEDULE_EVERY sends.
-        mailbox = self._cell.mailbox
-        await trio.lowlevel.checkpoint_if_cancelled()
-        items = mailbox._items
-        if type(items) is deque and len(items) < mailbox.capacity and not mailbox._closed:
-            # Mailbox.put_nowait's common case, inlined too (room in a mailbox that has
-            # had messages before).
-            items.append(message)
-            mailbox.received += 1
-            if mailbox._reader is not None:
-                mailbox.wake_reader()
-            mailbox._sends += 1
-            if mailbox._sends >= _SCHEDULE_EVERY:
-                mailbox._sends = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        try:
-            mailbox.put_nowait(message)
-        except trio.WouldBlock:
-            pass
-        else:
-            mailbox._sends += 1
-            if mailbox._sends >= _SCHEDULE_EVERY:
-                mailbox._sends = 0
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        await mailbox.put(message)  # full: wait for room (outside the except clause)
-
-    def tell_nowait(self, message: Any) -> None:
-        """Send a message without waiting, for code that cannot await.
-
-        Raises:
-            trio.WouldBlock: full with the WAIT policy.
-            MailboxFull: full with the REJECT policy.
-            ActorStopped: the actor has stopped.
-        """
-        self._cell.mailbox.put_nowait(message)
-
-    async def ask(self, message: Any, *, timeout: float | None = 5.0) -> Any:
-        """Send a message and wait for `receive`'s return value (or its exception).
-
-        Args:
-            timeout: seconds to wait for the reply (covering the wait for mailbox room);
-                None waits without limit.
-
-        Raises:
-            AskTimeout: no reply within `timeout`.
-            ActorStopped: the actor stopped before answering.
-            MailboxFull: the policy refused or dropped the message.
-            Exception: whatever `receive` raised for this message.
-        """
-        pending = _Ask(message)
-        if timeout is None:
-            # No deadline, no CancelScope: entering and leaving one costs about as much as
-            # the rest of the round trip (~10 us in trio 0.3x).
-            return await self._send_and_wait(pending)
-        cell = self._cell
-        mailbox = cell.mailbox
-        timer = cell.system._ask_timer
-        if timer.running and (
-            len(mailbox) < mailbox.capacity or mailbox.overflow is not Overflow.WAIT
-        ):
-            # The fast path: room in the mailbox, so the deadline is the system timer's.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            mailbox.put_nowait(pending)
-            if pending.result is not None:
-                return pending.result.unwrap()  # dropped by the overflow policy
-            fifo = timer.add(pending, timeout, cell.name)
-            pending.task = trio.lowlevel.current_task()
-            try:
-                return await trio.lowlevel.wait_task_rescheduled(pending._abort)
-            finally:
-                while fifo and fifo[0].result is not None:
-                    fifo.popleft()
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-            return await self._send_and_wait(pending)
-        # Only reached when the deadline cancelled the wait (a reply returns above).
-        if scope.cancelled_caught:
-            # The late reply, if any, finds no task to wake and is discarded.
-            pending.result = outcome.Value(None)
-            raise AskTimeout(self._cell.name, type(message).__name__, timeout)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _send_and_wait(self, pending: _Ask) -> Any:
-        await self._cell.mailbox.put(pending)
-        if pending.result is None:
-
-            def abort(_: Any) -> trio.lowlevel.Abort:
-                pending.task = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            pending.task = trio.lowlevel.current_task()
-            return await trio.lowlevel.wait_task_rescheduled(abort)
-        return pending.result.unwrap()
-
-    async def stop(self, *, timeout: float | None = None) -> Terminated:
-        """Stop the actor for good (after its current message) and wait until it has.
-
-        Its supervisor removes it; `timeout` overrides the child's shutdown deadline, after
-        which it is cancelled.
-        """
-        cell = self._cell
-        child = cell.child
-        if cell.terminated is None:
-            if child is not None:
-                child.supervisor._request_removal(child, timeout)
-            else:
-                # The root supervisor has no parent to remove it: it stops its children
-                # (each within its own deadline) and then itself, like system.shutdown().
-                cell.request_stop()
-        return await self.join()
-
-    async def join(self) -> Terminated:
-        """Wait until the actor has stopped for good; returns why."""
-        cell = self._cell
-        if cell.terminated is None:
-            if cell.terminated_event is None:
-                cell.terminated_event = trio.Event()
-            await cell.terminated_event.wait()
-        else:
-            await trio.lowlevel.checkpoint()
-        assert cell.terminated is not None
-        return cell.terminated
-
-    def watch(self, watcher: ActorRef) -> None:
-        """Send `watcher` a `Terminated` message when this actor stops for good.
-
-        If it has stopped already, the notice is sent at once.
-        """
-        cell = self._cell
-        if cell.terminated is not None:
-            watcher._cell.mailbox.put_system(_Notice(cell.terminated))
-            return
-        if cell.watchers is None:
-            cell.watchers = []
-        if watcher not in cell.watchers:
-            cell.watchers.append(watcher)
-
-    def unwatch(self, watcher: ActorRef) -> None:
-        if self._cell.watchers and watcher in self._cell.watchers:
-            self._cell.watchers.remove(watcher)
-
-    def which_children(self) -> list[ActorRef]:
-        """The current children of this supervisor, in start order (OTP's
-        `which_children`).
-
-        Raises:
-            ActorError: this actor is not a running `Supervisor`.
-        """
-        return _supervisor_of(self).children
-
-    def stats(self) -> ActorStats:
-        cell = self._cell
-        box = cell.mailbox
-        return ActorStats(
-            name=cell.name,
-            state=cell.state,
-            queued=len(box),
-            capacity=box.capacity,
-            received=box.received,
-            processed=cell.processed,
-            failed=cell.failed,
-            restarts=cell.restarts,
-            dropped=box.dropped,
-            rejected=box.rejected,
-            undelivered=cell.undelivered,
-        )
-
-
-def _supervisor_of(ref: ActorRef) -> Supervisor:
-    instance = ref._cell.instance
-    from ._supervisor import Supervisor
-
-    if not isinstance(instance, Supervisor):
-        raise ActorError(f"actor {ref.name!r} is not a running Supervisor")
-    return instance
+def _end_incarnation(
+    cell: _Cell, instance: Actor[Any] | None, reason: BaseException | None, crashed: bool
+) -> None:
+    """What an incarnation leaves behind when it ends: its timers are cancelled, its stash
+    goes back to the mailbox, and its links are told (if it crashed) or dropped."""
+    cell.mailbox._owner_task = None
+    cell.asking = None
+    if instance is not None:
+        _timers.cancel_all(instance)
+        _stash.put_back(instance, cell.mailbox)
+    if cell.links:
+        _links.end(cell, reason, crashed)

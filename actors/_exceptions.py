@@ -10,6 +10,10 @@ The tree::
     ├── NameTaken             (also ValueError) a name is registered already
     ├── InvalidActor          (also TypeError) something that is not an Actor subclass
     ├── InvalidConfig         (also ValueError) a bad mailbox size, policy, deadline...
+    ├── MailboxDeadlock       a send would close a cycle of full WAIT mailboxes
+    ├── StashFull             Actor.stash() beyond the stash's capacity
+    ├── LinkedActorFailed     a linked actor crashed, so this one crashes too
+    ├── SupervisorRestarting  spawn() under a supervisor that did not come back in time
     └── SupervisorGaveUp      restart intensity exceeded: the supervisor escalates
 """
 
@@ -103,6 +107,78 @@ class InvalidConfig(ActorError, ValueError):
     """A configuration value (mailbox size, policy, deadline...) is out of range."""
 
 
+class MailboxDeadlock(ActorError):
+    """A send would wait for room in a mailbox whose actor waits, in turn, for room in the
+    sender's own mailbox (directly or through others): a cycle of full `WAIT` mailboxes in
+    which nobody can ever take a message.
+
+    Attributes:
+        cycle: the actors' names, from the sender round to the sender again.
+    """
+
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = cycle
+        chain = " -> ".join(repr(name) for name in cycle)
+        super().__init__(
+            f"sending would deadlock: {chain} each wait for room in the next one's full "
+            "mailbox. Break the cycle: answer with the return value of receive (ask) instead "
+            "of a tell back, give one direction a mailbox that cannot fill "
+            "(overflow=Overflow.REJECT or DROP_*), or send from a separate task"
+        )
+
+
+class StashFull(ActorError):
+    """`Actor.stash()` was called with the stash already at its capacity.
+
+    Attributes:
+        actor: the stashing actor's name.
+        capacity: the stash's capacity (the actor's mailbox size).
+    """
+
+    def __init__(self, actor: str, capacity: int) -> None:
+        self.actor = actor
+        self.capacity = capacity
+        super().__init__(
+            f"the stash of actor {actor!r} is full ({capacity} messages, its mailbox size); "
+            "call unstash_all() once the actor is ready, or raise mailbox_size="
+        )
+
+
+class LinkedActorFailed(ActorError):
+    """A linked actor crashed (`Actor.link`), so this actor crashes too (an OTP exit
+    signal, Akka's `DeathPactException`). The linked actor's error is the `__cause__`.
+
+    Attributes:
+        actor: the name of the linked actor that crashed.
+    """
+
+    def __init__(self, actor: str, detail: str = "crashed") -> None:
+        self.actor = actor
+        super().__init__(
+            f"linked actor {actor!r} {detail}, and a link makes its crash this actor's crash; "
+            "watch it instead (Actor.watch) to be told with a Terminated message"
+        )
+
+
+class SupervisorRestarting(ActorError):
+    """`spawn(..., supervisor=ref)` waited for a restarting supervisor, and it was not
+    running again within the wait.
+
+    Attributes:
+        supervisor: the supervisor's name.
+        waited: the seconds waited.
+    """
+
+    def __init__(self, supervisor: str, waited: float) -> None:
+        self.supervisor = supervisor
+        self.waited = waited
+        super().__init__(
+            f"supervisor {supervisor!r} is restarting and was not running again within "
+            f"{waited:g}s, so nothing was spawned under it; spawn again later, or look at "
+            "why it keeps failing (its parent's restart backoff, an on_start that hangs)"
+        )
+
+
 class SupervisorGaveUp(ActorError):
     """A supervisor exceeded its restart intensity and stopped; its parent decides next.
 
@@ -118,8 +194,15 @@ class SupervisorGaveUp(ActorError):
         self.child = child
         self.max_restarts = max_restarts
         self.within = within
+        if max_restarts == 0:
+            limit = "and max_restarts=0 allows no restart"
+        else:
+            limit = (
+                f"and one more restart would make {max_restarts + 1} within {within:g}s, "
+                f"more than max_restarts={max_restarts} allows"
+            )
         super().__init__(
-            f"supervisor {supervisor!r} gave up: child {child!r} failed more than "
-            f"{max_restarts} times within {within:g}s (raise max_restarts= or within= "
-            "to tolerate more, or fix the failure named in __cause__)"
+            f"supervisor {supervisor!r} gave up: child {child!r} failed, {limit} (raise "
+            "max_restarts= or shorten within= to tolerate more, or fix the failure named in "
+            "__cause__)"
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from ._cycles import blocked, check_cycle
 from ._exceptions import ActorStopped, InvalidConfig, MailboxFull
 
 log = logging.getLogger("actors")
@@ -70,6 +71,7 @@ class Mailbox:
         "_getters",
         "_hungry",
         "_items",
+        "_owner_task",
         "_putters",
         "_reader",
         "_sends",
@@ -92,9 +94,9 @@ class Mailbox:
         self.overflow = overflow
         self.owner = owner
         # An empty tuple until the first message, and again whenever the reader has drained
-        # it: an idle actor holds no deque (~760 bytes).
+        # it: an idle actor holds no deque (bench/actors_bench.py measures what that saves).
         self._items: deque[Any] | tuple[()] = ()
-        # Memory per idle actor matters (an empty deque is ~760 bytes, a ParkingLot ~400):
+        # Memory per idle actor matters (bench/actors_bench.py, "memory per idle actor"):
         # the notice queue and the senders' lot are made on first use, and the single
         # reader parks in a plain slot rather than a ParkingLot.
         self._system: deque[Any] | None = None
@@ -110,6 +112,9 @@ class Mailbox:
         self._waking = 0
         self._gets = 0
         self._hungry: trio.lowlevel.ParkingLot | None = None
+        # The task of the actor that reads this mailbox with its message loop, while that
+        # loop runs (None otherwise): what `check_cycle` follows from a mailbox to a sender.
+        self._owner_task: trio.lowlevel.Task | None = None
         self.received = 0
         self.dropped = 0
         self.rejected = 0
@@ -133,8 +138,11 @@ class Mailbox:
             ActorStopped: the mailbox is closed.
         """
         items = self._items
-        if type(items) is deque and len(items) < self.capacity and not self._closed:
-            # The common case first: room in a mailbox that has had messages before.
+        if type(items) is not deque:
+            if self._closed:
+                raise ActorStopped(self.owner)
+            items = self._items = deque()  # the first message since the reader drained it
+        if len(items) < self.capacity and not self._closed:
             items.append(message)
             self.received += 1
             if self._reader is not None:
@@ -144,14 +152,6 @@ class Mailbox:
             return True
         if self._closed:
             raise ActorStopped(self.owner)
-        if len(items) < self.capacity:
-            items = self._items = deque((message,))
-            self.received += 1
-            if self._reader is not None:
-                self.wake_reader()
-            elif self._getters and not self._waking:
-                self._wake_getter()
-            return True
         overflow = self.overflow
         if overflow is Overflow.WAIT:
             raise trio.WouldBlock
@@ -159,7 +159,6 @@ class Mailbox:
             self.rejected += 1
             raise MailboxFull(self.owner, self.capacity)
         if overflow is Overflow.DROP_OLDEST:
-            assert isinstance(items, deque)
             self._drop(items.popleft())
             items.append(message)
             self.received += 1
@@ -203,11 +202,16 @@ class Mailbox:
             # Full: park outside the except clause, so the WouldBlock is not kept alive.
             if self._putters is None:
                 self._putters = trio.lowlevel.ParkingLot()
+            task = trio.lowlevel.current_task()
+            if self._owner_task is not None:
+                check_cycle(self, task)
+            blocked[task] = self
             self._waiting_putters += 1
             try:
                 await self._putters.park()
             finally:
                 self._waiting_putters -= 1
+                del blocked[task]
 
     def put_system(self, message: Any) -> None:
         """Queue a runtime notice; it bypasses the bound and is read first."""
@@ -240,6 +244,23 @@ class Mailbox:
         elif self._getters and not self._waking:
             self._wake_getter()
 
+    def _put_back(self, messages: list[Any]) -> None:
+        """Queue taken messages again, ahead of every other one and in their order, over
+        the bound if need be (they were accepted once: the stash, at most a mailbox's worth).
+        On a closed mailbox they are refused like queued ones: asks fail."""
+        if self._closed:
+            for message in messages:
+                fail = getattr(message, "_fail", None)
+                if fail is not None:
+                    fail(ActorStopped(self.owner, "it stopped before answering"))
+            return
+        items = self._items
+        if not isinstance(items, deque):
+            items = self._items = deque()
+        items.extendleft(reversed(messages))
+        if self._reader is not None:
+            self.wake_reader()
+
     def get_nowait(self) -> Any:
         """Take the next message (system notices first).
 
@@ -251,8 +272,7 @@ class Mailbox:
         items = self._items
         if not items:
             raise trio.WouldBlock
-        assert isinstance(items, deque)
-        message = items.popleft()
+        message = items.popleft()  # a non-empty one is a deque
         if self._waiting_putters:
             self._unpark_putter()
         if items and self._getters and not self._waking:
@@ -355,7 +375,7 @@ class Mailbox:
 
     # The reader parks in the `_reader` slot with `custom_sleep_data` pointing at this
     # mailbox, and `_abort_read` (one function for every mailbox) as its abort function: a
-    # bound method as abort function would be 64 bytes more on every idle actor. Trio clears
+    # bound method as abort function would be one more object on every idle actor. Trio clears
     # `custom_sleep_data` whenever it reschedules a task (documented), so a reader whose wait
     # was cancelled no longer counts as parked here even before it clears the slot itself.
 

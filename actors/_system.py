@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import logging
-import math
-import signal
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from tenacity.wait import WaitBaseT
 
-from ._actor import Actor, ActorRef, _AskTimer, _Cell
-from ._exceptions import ActorNotFound, ActorStopped, InvalidConfig, NameTaken
+from ._actor import Actor, _Cell
+from ._ask import _AskTimer
+from ._exceptions import (
+    ActorNotFound,
+    ActorStopped,
+    InvalidConfig,
+    NameTaken,
+    SupervisorGaveUp,
+    SupervisorRestarting,
+)
 from ._mailbox import Mailbox, Overflow
-from ._supervisor import ChildSpec, Restart, Strategy, Supervisor, _check_positive
+from ._ref import ActorRef, M
+from ._run import _raise_single
+from ._run import run_system as run_system  # re-exported: libraries import it from here
+from ._run import run_with_signals as run_with_signals
+from ._spec import ChildSpec, Restart, Strategy
+from ._spec import check_seconds as _check_positive
+from ._supervisor import DEFAULT_RESET_AFTER, Supervisor
+
+if TYPE_CHECKING:
+    from ._timers import _TimerService
 
 log = logging.getLogger("actors")
 
@@ -26,6 +39,8 @@ T = TypeVar("T")
 _NUMBERS = (int, float)
 # Distinct option sets whose spec `spawn` keeps for reuse (a bound on that cache).
 _MAX_SHARED_SPECS = 256
+# How long `spawn(..., supervisor=ref)` waits for a supervisor that is restarting.
+SPAWN_WAIT = 5.0
 
 
 class ActorSystem:
@@ -41,33 +56,51 @@ class ActorSystem:
         within: float,
         backoff: WaitBaseT | None,
         shutdown_timeout: float,
+        reset_after: float = DEFAULT_RESET_AFTER,
     ) -> None:
         self.name = name
         self.shutdown_timeout = shutdown_timeout
         self._nursery = nursery
         self._names: dict[str, _Cell] = {}
-        self._counter = 0
+        self._counters: dict[str, int] = {}
         self._spawns = 0
-        self._specs: dict[tuple[Any, ...], ChildSpec] = {}
+        self._specs: dict[tuple[Any, ...], ChildSpec[Any]] = {}
         self._ask_timer = _AskTimer()
+        # Started by the first timer an actor sets (see _timers.py).
+        self._timers: _TimerService | None = None
+        # Spawns waiting for a restarting supervisor park here; woken when a supervisor
+        # starts accepting children, or an actor stops for good.
+        self._changes = trio.lowlevel.ParkingLot()
         self._failure: BaseException | None = None
         self._stopped = trio.Event()
         self._root = Supervisor(
-            (), strategy=strategy, max_restarts=max_restarts, within=within, backoff=backoff
+            (),
+            strategy=strategy,
+            max_restarts=max_restarts,
+            within=within,
+            backoff=backoff,
+            reset_after=reset_after,
         )
         self._root_cell = _Cell(self, "root", Mailbox(1000, owner="root"))
         self._register(self._root_cell)
 
     @property
-    def root(self) -> ActorRef:
+    def root(self) -> ActorRef[Any]:
         """The root supervisor, parent of every actor spawned without `supervisor=`."""
         return self._root_cell.ref
 
     # -- registry ------------------------------------------------------------------------
 
-    def _generate_name(self, actor: type[Actor]) -> str:
-        self._counter += 1
-        return f"{actor.__name__}-{self._counter}"
+    def _generate_name(self, actor: type[Actor[Any]]) -> str:
+        """`Class-N`, numbered per class."""
+        base = actor.__name__
+        count = self._counters.get(base, 0)
+        while True:
+            count += 1
+            name = f"{base}-{count}"
+            if name not in self._names:
+                self._counters[base] = count
+                return name
 
     def _register(self, cell: _Cell) -> None:
         if cell.name in self._names:
@@ -78,7 +111,7 @@ class ActorSystem:
         if self._names.get(cell.name) is cell:
             del self._names[cell.name]
 
-    def lookup(self, name: str) -> ActorRef:
+    def lookup(self, name: str) -> ActorRef[Any]:
         """The running actor registered as `name`.
 
         Raises:
@@ -98,35 +131,44 @@ class ActorSystem:
 
     async def spawn(
         self,
-        actor: type[Actor] | ChildSpec,
+        actor: type[Actor[M]] | ChildSpec[M],
         *args: Any,
         name: str | None = None,
-        supervisor: ActorRef | None = None,
+        supervisor: ActorRef[Any] | None = None,
         restart: Restart = Restart.PERMANENT,
         shutdown: float = 5.0,
         mailbox_size: int = 1000,
         overflow: Overflow = Overflow.WAIT,
-    ) -> ActorRef:
+        **kwargs: Any,
+    ) -> ActorRef[M]:
         """Start an actor under `supervisor` (the root by default) and return its ref.
 
-        `actor` is an Actor subclass, built as `actor(*args)` at each (re)start, or a full
-        `ChildSpec`. The child is added at run time (like OTP's dynamic children): it is
-        not restarted if its supervisor itself is restarted. A plain actor's messages wait
-        in its mailbox until its `on_start` is done; spawning a `Supervisor` returns once it
-        has started its children (and they theirs), so they can be looked up at once.
+        `actor` is an Actor subclass, built as `actor(*args, **kwargs)` at each (re)start,
+        or a full `ChildSpec`. The keyword arguments named above are spawn's own; pass an
+        actor's keyword argument of the same name through `ChildSpec(kwargs=...)`. The child
+        is added at run time (like OTP's dynamic children): it is not restarted if its
+        supervisor itself is restarted. A plain actor's messages wait in its mailbox until
+        its `on_start` is done; spawning a `Supervisor` returns once it has started its
+        children (and they theirs), so they can be looked up at once.
+
+        A supervisor that is restarting (between two incarnations) is waited for, up to 5
+        seconds.
 
         Raises:
             InvalidActor: `actor` is not an Actor subclass.
             InvalidConfig: a bad mailbox size, policy or deadline.
             NameTaken: `name` is in use.
-            ActorStopped: the supervisor is stopping.
+            ActorStopped: the supervisor is stopping, or has stopped.
+            SupervisorRestarting: the supervisor was still restarting after the wait.
         """
+        spec: ChildSpec[Any]
         if isinstance(actor, ChildSpec):
             spec = actor
-            if args:
+            if args or kwargs:
                 raise InvalidConfig("pass constructor arguments in the ChildSpec, not to spawn()")
         elif (
             not args
+            and not kwargs
             and name is None
             and type(mailbox_size) is int
             and type(shutdown) in _NUMBERS
@@ -135,7 +177,7 @@ class ActorSystem:
             and isinstance(actor, type)
         ):
             # Specs are immutable, so actors spawned with the same options share one: no
-            # spec (~170 bytes with its kwargs dict) per actor, and no validation per spawn.
+            # spec (and its kwargs dict) per actor, and no validation per spawn.
             key = (actor, restart, shutdown, mailbox_size, overflow)
             shared = self._specs.get(key)
             if shared is None:
@@ -153,6 +195,7 @@ class ActorSystem:
             spec = ChildSpec(
                 actor,
                 args=args,
+                kwargs=kwargs,
                 name=name,
                 restart=restart,
                 shutdown=shutdown,
@@ -161,11 +204,9 @@ class ActorSystem:
             )
         owner = self._root_cell if supervisor is None else supervisor._cell
         instance = owner.instance
-        if not isinstance(instance, Supervisor):
-            if owner.terminated is not None or owner is self._root_cell:
-                raise ActorStopped(owner.name, "cannot spawn under a stopped supervisor")
-            raise InvalidConfig(f"supervisor= must be a Supervisor's ref, got {owner.ref!r}")
-        ref = instance._add(spec)
+        if not isinstance(instance, Supervisor) or not instance._accepting:
+            instance = await self._wait_for_supervisor(owner)
+        ref: ActorRef[M] = instance._add(spec)
         child = ref._cell.child
         if child is not None and child.started is not None:
             # A supervisor: return once its subtree is up, so its children can be looked up
@@ -181,6 +222,22 @@ class ActorSystem:
                 await trio.lowlevel.cancel_shielded_checkpoint()
         return ref
 
+    async def _wait_for_supervisor(self, owner: _Cell) -> Supervisor:
+        """The running instance of the supervisor `owner`, waiting (up to SPAWN_WAIT) if it
+        is between two incarnations."""
+        child = owner.child
+        if child is not None and not issubclass(child.spec.actor, Supervisor):
+            raise InvalidConfig(f"supervisor= must be a Supervisor's ref, got {owner.ref!r}")
+        with trio.move_on_after(SPAWN_WAIT):
+            while True:
+                if owner.terminated is not None or owner is self._root_cell:
+                    raise ActorStopped(owner.name, "cannot spawn under a stopped supervisor")
+                instance = owner.instance
+                if isinstance(instance, Supervisor) and instance._accepting:
+                    return instance
+                await self._changes.park()
+        raise SupervisorRestarting(owner.name, SPAWN_WAIT)
+
     # -- running and stopping ------------------------------------------------------------
 
     async def _run_root(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -194,7 +251,8 @@ class ActorSystem:
             await root._main(cell)
         except Exception as exc:
             reason = exc
-            log.error("the root supervisor of system %r failed", self.name, exc_info=exc)
+            if not isinstance(exc, SupervisorGaveUp):  # reported as it gave up
+                log.error("the root supervisor of system %r failed", self.name, exc_info=exc)
         finally:
             cell.finish(reason)
             self._stopped.set()
@@ -225,6 +283,7 @@ async def open_system(
     max_restarts: int = 3,
     within: float = 5.0,
     backoff: WaitBaseT | None = None,
+    reset_after: float = DEFAULT_RESET_AFTER,
     shutdown_timeout: float = 10.0,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system for the duration of the `async with` block.
@@ -233,7 +292,8 @@ async def open_system(
     supervisor gives up, the block is cancelled and `SupervisorGaveUp` is raised.
 
     Args:
-        strategy, max_restarts, within, backoff: the root supervisor's policy.
+        strategy, max_restarts, within, backoff, reset_after: the root supervisor's policy
+            (see `Supervisor`).
         shutdown_timeout: seconds a graceful shutdown may take before the rest is cancelled.
     """
     _check_positive("shutdown_timeout", shutdown_timeout)
@@ -248,6 +308,7 @@ async def open_system(
                 within=within,
                 backoff=backoff,
                 shutdown_timeout=shutdown_timeout,
+                reset_after=reset_after,
             )
             await nursery.start(system._ask_timer.run)
             await nursery.start(system._run_root)
@@ -258,108 +319,9 @@ async def open_system(
                     await system.shutdown()
                 finally:
                     system._ask_timer.stop()
+                    if system._timers is not None:
+                        system._timers.stop()
     except BaseExceptionGroup as group:
         _raise_single(group)
     if system is not None and system._failure is not None:
         raise system._failure
-
-
-def _raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise the one exception a nursery wrapped, keeping its own cause; else the group."""
-    if len(group.exceptions) == 1:
-        only = group.exceptions[0]
-        raise only from only.__cause__
-    raise group
-
-
-async def _watch_signals(
-    signals: Any, main_scope: trio.CancelScope, outer: trio.CancelScope
-) -> None:
-    count = 0
-    async for signum in signals:
-        count += 1
-        if count == 1:
-            log.warning(
-                "received %s: no new work; finishing in-flight work (again to stop at once)",
-                signal.Signals(signum).name,
-            )
-            main_scope.cancel()
-        else:
-            log.warning("received %s again: stopping now", signal.Signals(signum).name)
-            outer.cancel()
-
-
-S = TypeVar("S")
-
-
-async def run_with_signals(
-    opener: Callable[[], AbstractAsyncContextManager[S]],
-    main: Callable[[S], Awaitable[T]] | None,
-) -> T | None:
-    """Open a system, run `main` in it (or wait forever), and stop on SIGINT/SIGTERM.
-
-    The building block of `run_system`, for libraries that open a system of their own (as
-    `queueing.run_system` does): `opener()` returns an async context manager that yields
-    the system handed to `main`. The first signal cancels `main` (no new work) and leaves
-    the context, which shuts down gracefully; a second one cancels everything. Signals are
-    caught only in the main thread.
-
-    Returns:
-        What `main` returned (None if a signal stopped it, or without `main`).
-    """
-    result: T | None = None
-    catch = threading.current_thread() is threading.main_thread()
-    sigs = (signal.SIGINT, signal.SIGTERM) if catch else ()
-    with trio.open_signal_receiver(*sigs) if sigs else _nullsignals() as signals:
-        try:
-            async with trio.open_nursery() as outer:
-                async with opener() as system:
-                    with trio.CancelScope() as main_scope:
-                        if sigs:
-                            outer.start_soon(
-                                _watch_signals, signals, main_scope, outer.cancel_scope
-                            )
-                        if main is None:
-                            await trio.sleep_forever()
-                        else:
-                            result = await main(system)
-                outer.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # main's error (or SupervisorGaveUp) comes out as itself, as from open_system.
-            _raise_single(group)
-    return result
-
-
-async def _run(main: Callable[[ActorSystem], Awaitable[T]] | None, options: Any) -> T | None:
-    return await run_with_signals(partial(open_system, **options), main)
-
-
-class _nullsignals:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def run_system(
-    main: Callable[[ActorSystem], Awaitable[T]] | None = None,
-    *,
-    clock: trio.abc.Clock | None = None,
-    **options: Any,
-) -> T | None:
-    """Run an actor system until `main(system)` returns (or forever if no `main`).
-
-    Blocks: it calls `trio.run`. SIGINT/SIGTERM stop `main` (no new work), then the system
-    shuts down gracefully within `shutdown_timeout`; a second signal stops at once.
-    Keyword options are those of `open_system()`.
-
-    Returns:
-        What `main` returned, or None if it was stopped by a signal.
-    """
-    if main is not None and not callable(main):
-        raise InvalidConfig(f"main must be an async function taking the system, got {main!r}")
-    timeout = options.get("shutdown_timeout", 10.0)
-    if not isinstance(timeout, int | float) or math.isnan(timeout):
-        raise InvalidConfig(f"shutdown_timeout must be a number of seconds, got {timeout!r}")
-    return trio.run(partial(_run, main, options), clock=clock)

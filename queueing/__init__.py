@@ -2,6 +2,8 @@
 
 from actors import Overflow as Overflow
 
+from ._asyncio_client import AsyncioClient as AsyncioClient
+from ._asyncio_client import connect as connect
 from ._convert import make_converter as make_converter
 from ._exceptions import BrokerError as BrokerError
 from ._exceptions import DrainTimeout as DrainTimeout
@@ -20,7 +22,7 @@ from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
 from ._exceptions import UnknownTask as UnknownTask
-from ._open import connect as connect
+from ._exceptions import WorkersCrashed as WorkersCrashed
 from ._open import open_system as open_system
 from ._open import run_system as run_system
 from ._queue import FanOut as FanOut
@@ -29,7 +31,12 @@ from ._queue import Pipeline as Pipeline
 from ._queue import Queue as Queue
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
+from ._retry import is_transient as is_transient
+from ._schedule import Schedule as Schedule
 from ._stats import QueueStats as QueueStats
+from ._sync_client import SyncClient as SyncClient
+from ._sync_client import SyncReceipt as SyncReceipt
+from ._sync_client import connect_sync as connect_sync
 from ._system import QueueSystem as QueueSystem
 from ._task import DeadLetter as DeadLetter
 from ._task import ErrorInfo as ErrorInfo
@@ -38,6 +45,7 @@ from ._task import TaskStatus as TaskStatus
 from ._worker import Worker as Worker
 
 __all__ = [
+    "AsyncioClient",
     "BrokerError",
     "DeadLetter",
     "DrainTimeout",
@@ -57,6 +65,9 @@ __all__ = [
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",
+    "Schedule",
+    "SyncClient",
+    "SyncReceipt",
     "SystemStopping",
     "TaskCancelled",
     "TaskExpired",
@@ -69,7 +80,10 @@ __all__ = [
     "UnknownQueue",
     "UnknownTask",
     "Worker",
+    "WorkersCrashed",
     "connect",
+    "connect_sync",
+    "is_transient",
     "make_converter",
     "open_system",
     "run_system",

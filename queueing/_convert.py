@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import typing
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import cattrs
+import cattrs.v
 from cattrs.preconf.json import make_converter as _make_json_converter
 
 from ._exceptions import PayloadError
@@ -20,13 +22,64 @@ AS_ANY: Any = object()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
+class StrictTypeError(TypeError):
+    """A value of the wrong type for a field (no silent coercion)."""
+
+    def __init__(self, expected: str, value: Any) -> None:
+        self.expected = expected
+        self.value = value
+        shown = repr(value)
+        if len(shown) > _SHOWN:
+            shown = shown[: _SHOWN - 3] + "..."
+        super().__init__(f"expected {expected}, got {shown} ({type(value).__name__})")
+
+
+#: Characters of a refused value shown in an error message.
+_SHOWN = 80
+
+
+def _strict_int(value: Any, _: Any) -> int:
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+        return int(value)
+    raise StrictTypeError("int", value)
+
+
+def _strict_float(value: Any, _: Any) -> float:
+    # An int is a float's value too (JSON does not tell 3 from 3.0); a bool is not.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise StrictTypeError("a finite float (JSON has no NaN or infinity)", value)
+        return float(value)
+    raise StrictTypeError("float", value)
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise StrictTypeError("str", value)
+
+
+def _strict_bool(value: Any, _: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise StrictTypeError("bool", value)
+
+
 def make_converter() -> cattrs.Converter:
     """A strict converter for JSON-compatible data (the default of every system).
 
-    It forbids extra keys, encodes bytes as base85, datetimes as ISO strings. Register your
+    Nothing is coerced: an `int` field takes ints only (not `3.7`, `True` or `"12"`), a
+    `float` field ints or floats (not bools, strings, NaN or infinity), a `str` field
+    strings only, a `bool` field bools only; extra keys are refused. Bytes travel as base85
+    strings and datetimes as ISO 8601 strings (as cattrs' JSON preset does). Register your
     own hooks on it and pass it as `open_system(converter=...)`.
     """
-    return _make_json_converter(forbid_extra_keys=True)
+    converter = _make_json_converter(forbid_extra_keys=True)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(float, _strict_float)
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(bool, _strict_bool)
+    return converter
 
 
 def dumps(data: Any) -> str:
@@ -45,15 +98,24 @@ def encoded_size(data: Any, limit: int) -> int:
     return len(_dumps(data).encode())
 
 
+def _format(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, StrictTypeError):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
 def describe_error(exc: BaseException) -> str:
+    """A converter's error as one line: each problem with the field it is at."""
     if isinstance(exc, cattrs.BaseValidationError):
-        notes = cattrs.transform_error(exc)
-        return "; ".join(notes)
+        return "; ".join(cattrs.transform_error(exc, format_exception=_format))
+    if isinstance(exc, StrictTypeError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
 def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
     """The payload and result types a `handle` method declares (Any where it does not)."""
+    handle = inspect.unwrap(handle)  # a bridged (asyncio) handle: its own annotations
     try:
         hints = typing.get_type_hints(handle)
     except Exception:
@@ -144,12 +206,15 @@ class Codec:
         if kind in PRIMITIVE_TYPES and (target is Any or target is kind):
             if kind is float and not math.isfinite(value):
                 raise PayloadError(
-                    self.queue, f"{value!r} is not a JSON number; send None or a string"
+                    self.queue,
+                    f"{self.role} is {value!r}, which is not a JSON number (JSON cannot carry "
+                    "NaN or infinity); use None or a string",
                 )
             return value
         data = self.unstructure(value)
         if target is not Any and not (
-            typing.get_origin(target) is None
+            target not in PRIMITIVE_TYPES  # a bool is an int to isinstance, not to us
+            and typing.get_origin(target) is None
             and isinstance(target, type)
             and isinstance(value, target)
         ):

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._runtime import QueueRuntime
 
 log = logging.getLogger("queueing")
+_RUNNING = TaskState.RUNNING
 
 #: Seconds one `claim` waits for ready tasks before the dispatcher asks again (and the
 #: longest a stop of the dispatcher may wait for a claim in flight).
@@ -71,7 +72,7 @@ class Dispatcher(Actor):
                 wanted = await buffer.wait_for_demand()
                 for task in await broker.claim(info, wanted, wait=CLAIM_WAIT):
                     rt.held[task.id] = task
-                    buffer.put_nowait(task)  # room: a worker waits for each one
+                    await buffer.put(task)  # a worker waits for each one: room at once
         else:
             while True:
                 for task in await broker.claim(info, LOCAL_CLAIM, wait=math.inf):
@@ -84,9 +85,18 @@ class Dispatcher(Actor):
             await trio.sleep(broker.lease / 3)
             for rt in self.runtimes.values():
                 if rt.held:
-                    lost = await broker.renew(rt.info, list(rt.held.values()))
-                    for task in lost:
+                    held = list(rt.held.values())
+                    for task in await broker.renew(rt.info, held):
                         self._lost(rt, task)
+                    await self._stop_ended_stages(held)
+
+    async def _stop_ended_stages(self, held: list[Task]) -> None:
+        """Pipeline stage tasks running here whose run ended in another process (a failure
+        at another stage, a cancel): they stop now, as they would in that process."""
+        runs = {task.run for task in held if task.run is not None and task.state is _RUNNING}
+        for run_id in runs:
+            if run_id is not None and await self.engine.runs.ended(run_id):
+                await self.engine.stop_stages(run_id)
 
     def _lost(self, rt: QueueRuntime, task: Task) -> None:
         """A task this process no longer holds: settled elsewhere (cancelled), or taken

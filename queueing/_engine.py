@@ -9,6 +9,7 @@ each outcome to the receipt side.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -21,8 +22,9 @@ import trio
 
 from actors import Overflow
 
-from ._convert import encoded_size
+from ._convert import AS_ANY, encoded_size
 from ._exceptions import (
+    InvalidQueue,
     PayloadError,
     PayloadTooLarge,
     QueueFull,
@@ -50,6 +52,23 @@ BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
 PLAIN_RESULTS = frozenset((int, str, bool, type(None)))
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")
 _CANCELLED = ErrorInfo("Cancelled", "cancelled through its receipt")
+#: The longest `key=` of a submit.
+MAX_KEY = 200
+
+
+def key_id(queue: str, key: str) -> str:
+    """The id of the task submitted to `queue` with `key`: the same for every submit of that
+    key (so a repeated submit finds the first), of safe characters whatever the key is."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY:
+        raise InvalidQueue(
+            f"key must be a non-empty string of at most {MAX_KEY} characters, got {key!r:.80}"
+        )
+    digest = hashlib.blake2b(key.encode(), digest_size=KEY_DIGEST).hexdigest()
+    return f"{queue}:key-{digest}"
+
+
+#: Bytes of a key's digest in its task id.
+KEY_DIGEST = 16
 _RUN_ENDED = ErrorInfo("Cancelled", "its pipeline run ended at another stage, or was cancelled")
 
 
@@ -104,12 +123,14 @@ class Engine:
             raise PayloadTooLarge(rt.name, size, limit)
         return data
 
-    def task(self, rt: QueueRuntime, payload: Any, expires: float | None) -> Task:
-        """A new task for queue `rt`, validated."""
+    def task(
+        self, rt: QueueRuntime, payload: Any, expires: float | None, key: str | None = None
+    ) -> Task:
+        """A new task for queue `rt`, validated; with `key`, its id is the key's own."""
         data = self.validate(rt, payload)
         now = self.clock()
         task = Task(
-            f"{rt.name}:{self.prefix}{next(self.ids)}",
+            f"{rt.name}:{self.prefix}{next(self.ids)}" if key is None else key_id(rt.name, key),
             rt.name,
             data,
             _wall(),
@@ -132,17 +153,27 @@ class Engine:
         return tasks, None
 
     def run_task(
-        self, pipeline: Pipeline, payload: Any, expires: float | None
+        self,
+        pipeline: Pipeline,
+        payload: Any,
+        expires: float | None,
+        key: str | None = None,
+        stage: int = 0,
     ) -> tuple[PipelineTask, PipelineTask]:
-        """A pipeline submission: the run's record and its first stage task."""
-        first = self.runtimes[pipeline.stages[0].name]
+        """A pipeline submission: the run's record and its first stage task (the pipeline's
+        first stage, or `stage`: a run that starts half-way, for a requeued dead letter)."""
+        first = self.runtimes[pipeline.stages[stage].name]
         data = self.validate(first, payload)
         now = self.clock()
         wall = _wall()
         expires_at = None if expires is None else now + expires
-        run_id = f"{pipeline.name}:{self.prefix}{next(self.ids)}"
+        run_id = (
+            f"{pipeline.name}:{self.prefix}{next(self.ids)}"
+            if key is None
+            else key_id(pipeline.name, key)
+        )
         run = PipelineTask(run_id, pipeline.name, data, wall, expires_at, route=pipeline.name)
-        stage = PipelineTask(
+        task = PipelineTask(
             f"{first.name}:{run_id}.s",
             first.name,
             data,
@@ -150,9 +181,10 @@ class Engine:
             expires_at,
             run=run_id,
             route=pipeline.name,
+            stage=stage,
         )
-        run._born = stage._born = now
-        return run, stage
+        run._born = task._born = now
+        return run, task
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -163,9 +195,10 @@ class Engine:
         when_full: Overflow,
         timeout: float | None,
         delay: float | None = None,
-    ) -> None:
+    ) -> Admission:
         """Hand a new task to the broker, waiting for room as `when_full` says; once it is
-        accepted it is counted and (in process, ready) handed to the queue's workers."""
+        accepted it is counted and (in process, ready) handed to the queue's workers.
+        EXISTS: a task with that id (its key) was accepted before; nothing was done."""
         due = None if not delay else self.clock() + delay
         admission = await self.broker.accept(rt.info, task, due=due)
         if admission is _FULL:
@@ -174,6 +207,7 @@ class Engine:
             )
         if admission is _ACCEPTED and not self.accepted(rt, task, due is not None):
             await self.deliver_later(rt, task)
+        return admission
 
     def accepted(self, rt: QueueRuntime, task: Task, scheduled: bool) -> bool:
         """Count a task the broker accepted; in process, a ready one goes to the workers.
@@ -234,9 +268,23 @@ class Engine:
         delay: float | None,
         expires: float | None,
         timeout: float | None,
+        key: str | None = None,
+        stage: int = 0,
     ) -> PipelineTask:
-        """Accept a pipeline submission; returns the run's record."""
-        run, stage = self.run_task(pipeline, payload, expires)
+        """Accept a pipeline submission; returns the run's record (with `key`, the record
+        of the run submitted with that key before, if there is one). `stage`: start the run
+        at that stage (a requeued dead letter of it)."""
+        run, stage_task = self.run_task(pipeline, payload, expires, key, stage)
+        return await self.launch(run, stage_task, delay, timeout)
+
+    async def launch(
+        self,
+        run: PipelineTask,
+        stage: PipelineTask,
+        delay: float | None,
+        timeout: float | None,
+    ) -> PipelineTask:
+        """Accept a pipeline run made by `run_task` (see `start_run`)."""
         rt = self.runtimes[stage.queue]
         due = None if not delay else self.clock() + delay
         if self.shared:
@@ -251,7 +299,24 @@ class Engine:
             )
         if admission is _ACCEPTED and not self.accepted(rt, stage, due is not None):
             await self.deliver_later(rt, stage)
+        if admission is Admission.EXISTS:
+            found = self.existing(run)
+            assert isinstance(found, PipelineTask)
+            return found
         return run
+
+    def existing(self, task: Task) -> Task:
+        """The record to hand out for a task whose id (its key) was accepted before."""
+        if not self.shared:
+            found = self.broker.lookup_nowait(task.id)
+            if found is not None:
+                return found
+        else:
+            mine = self.results.watched(task.id)  # submitted (or awaited) here already
+            if mine is not None:
+                return mine
+            self.results.watch(task)  # its stored outcome comes as for any other
+        return task
 
     # -- outcomes (called by workers) ------------------------------------------------------
 
@@ -260,12 +325,15 @@ class Engine:
         if task.run is not None:
             await self._advance(rt, task, result)
             return
-        if type(result) not in PLAIN_RESULTS:
+        codec = rt.result_codec
+        if codec.as_is is not AS_ANY or type(result) not in PLAIN_RESULTS:
             try:
-                result = rt.result_codec.unstructure(result)
+                # Checked against `handle`'s declared return type, and as JSON.
+                result = codec.check(result)
             except PayloadError as exc:
-                # A result that cannot be stored: the retry policy decides, as for any
-                # error (a PayloadError is not retried by default).
+                # A result that cannot be stored, or not of the declared type: the retry
+                # policy decides, as for any error (a PayloadError is not retried by
+                # default).
                 await self.failed(rt, task, exc)
                 return
         if await self.broker.settle(rt.info, task, _SUCCEEDED, result):
@@ -380,7 +448,7 @@ class Engine:
         stages = pipeline.stages
         if task.stage + 1 >= len(stages):
             try:
-                data = rt.result_codec.unstructure(result)
+                data = rt.result_codec.check(result)
             except PayloadError as exc:
                 await self.failed(rt, task, exc)
                 return

@@ -12,6 +12,8 @@ The tree::
     ├── SystemStopping       the system is shutting down and takes no new tasks
     ├── ResultTimeout        (also TimeoutError) no result within result(timeout=...)
     ├── DrainTimeout         (also TimeoutError) queues still busy after drain(timeout=...)
+    ├── WorkersCrashed       (also actors.SupervisorGaveUp) a queue's workers crashed past
+    │                        its restart intensity; the system stopped
     ├── BrokerError          the broker failed (connection, protocol)
     └── TaskFailed           the task ended without a result
         ├── TaskCancelled    cancelled through its receipt (or by shutdown)
@@ -24,15 +26,44 @@ The tree::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from actors import SupervisorGaveUp
 
 
 class QueueingError(Exception):
-    """Root of every error raised by `queueing`."""
+    """Root of every error raised by `queueing`.
+
+    Attributes (set by `submit_many`, and by `submit` for a `BrokerError`; empty otherwise):
+        accepted: receipts of the tasks that were accepted: they run.
+        unknown: receipts of tasks whose acceptance is unknown: the broker got them but no
+            answer came back (a stall past the per-call limit, a lost connection). Each may
+            or may not run; `await receipt.status()` tells once the broker answers again
+            (`UnknownTask`: it never got in). Submitted with a `key`, submitting it again is
+            safe: it returns the same task instead of a second one.
+        rejected: the payloads that were certainly not accepted (refused, or never sent):
+            submitting them again cannot run them twice.
+    """
+
+    accepted: Sequence[Any] = ()
+    unknown: Sequence[Any] = ()
+    rejected: Sequence[Any] = ()
 
 
 class QueueFull(QueueingError):
-    """The queue holds `maxsize` outstanding tasks and would not wait (longer)."""
+    """The queue holds `maxsize` outstanding tasks and would not wait (longer).
+
+    Attributes:
+        queue, maxsize: the queue and its limit.
+        retry_after: seconds after which a new submit has a fair chance: the time the
+            queue needs to drain a tenth of `maxsize` at its recent drain rate, between 1
+            and 60 (1 while no rate is known). An HTTP handler's `Retry-After`.
+        drain_rate: the recent drain rate (tasks a second) it came from, or None.
+    """
+
+    retry_after: float = 1.0
+    drain_rate: float | None = None
 
     def __init__(self, queue: str, maxsize: int, waited: float | None = None) -> None:
         self.queue = queue
@@ -81,14 +112,29 @@ class UnknownQueue(QueueingError, LookupError):
 
 
 class UnknownTask(QueueingError, LookupError):
-    """No task has that id, or its result's TTL ran out."""
+    """No task has that id, or its result is no longer kept.
 
-    def __init__(self, task_id: str) -> None:
+    Attributes:
+        task_id: the id looked up.
+        expired: True if the task existed and its outcome is no longer kept (its queue's
+            `result_ttl` ran out, or `max_results` newer ones pushed it out); False if no
+            task ever had this id; None where the broker cannot tell the two apart. An
+            HTTP handler answers 410 Gone for True, 404 otherwise.
+    """
+
+    def __init__(self, task_id: str, expired: bool | None = None, why: str = "") -> None:
         self.task_id = task_id
-        super().__init__(
-            f"no task {task_id!r} is known: the id is wrong or its result expired "
-            "(results are kept for the queue's result_ttl)"
-        )
+        self.expired = expired
+        if expired is None:
+            why = why or (
+                "the id is wrong or its result expired (results are kept for the queue's "
+                "result_ttl)"
+            )
+        elif expired:
+            why = why or "its result is no longer kept"
+        else:
+            why = why or "no task ever had this id"
+        super().__init__(f"no task {task_id!r} is known: {why}")
 
 
 class InvalidQueue(QueueingError, ValueError):
@@ -119,6 +165,34 @@ class DrainTimeout(QueueingError, TimeoutError):
         self.busy = busy
         where = ", ".join(f"{name}={count}" for name, count in busy.items()) or "none now"
         super().__init__(f"queues still busy after {timeout:g}s: {where}")
+
+
+class WorkersCrashed(QueueingError, SupervisorGaveUp):
+    """A queue's workers crashed more often than its restart intensity allows: its pool gave
+    up, and the system stopped. (It is also the `actors.SupervisorGaveUp` of its pool.)
+
+    Attributes:
+        queue: the queue.
+        max_restarts, within: its restart intensity (`Queue(max_restarts=, within=)`).
+        cause: the last crash (also `__cause__`).
+    """
+
+    def __init__(
+        self, queue: str, max_restarts: int, within: float, cause: BaseException | None
+    ) -> None:
+        self.queue = queue
+        self.supervisor = f"{queue}.pool"
+        self.child = ""
+        self.max_restarts = max_restarts
+        self.within = within
+        self.cause = cause
+        last = f"{type(cause).__name__}: {cause}" if cause is not None else "unknown"
+        super(SupervisorGaveUp, self).__init__(
+            f"the workers of queue {queue!r} crashed more than {max_restarts} times within "
+            f"{within:g}s and the system stopped; the last crash: {last}. Fix its cause (a "
+            "worker's on_start, or an error listed in Worker.fatal), or raise "
+            "Queue(max_restarts=...)"
+        )
 
 
 class BrokerError(QueueingError):

@@ -1,4 +1,5 @@
-"""The entry points: `open_system`, `run_system` and `connect`."""
+"""The entry points: `open_system`, `run_system`, and `connect` under trio (`connect`
+itself, which also serves asyncio, is in `_clients.py`)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,40 @@ from functools import partial
 from typing import Any, TypeVar
 
 import cattrs
+import outcome
 import trio
 
 import actors
+from actors import Overflow
 
+from ._asyncio import asyncio_loop, needs_loop
 from ._convert import make_converter
-from ._exceptions import InvalidQueue, QueueingError
+from ._exceptions import BrokerError, InvalidQueue, QueueingError, WorkersCrashed
+from ._libraries import not_in_asyncio, trio_only
+from ._pools import POOL_SUFFIX
 from ._queue import Pipeline, Queue
+from ._receipt import Receipt
+from ._schedule import Schedule
 from ._system import QueueSystem
 from ._urls import broker_from_url
+from ._validate import seconds
 from ._worker import Worker
 from .brokers._contract import Broker
 
 T = TypeVar("T")
 #: Seconds a `connect()` client gets to finish its writes when it closes.
 CLIENT_CLOSE = 5.0
+#: A `connect()` client's default `broker_timeout`: seconds one submit waits for a stalled
+#: or unreachable broker before `BrokerError` (short: a request handler should answer 503).
+BROKER_TIMEOUT = 2.0
 
 
 def _collect(
-    specs: tuple[Queue[Any] | Pipeline, ...],
-) -> tuple[dict[str, Queue[Any]], dict[str, Pipeline]]:
+    specs: tuple[Queue[Any] | Pipeline | Schedule, ...],
+) -> tuple[dict[str, Queue[Any]], dict[str, Pipeline], tuple[Schedule, ...]]:
     queues: dict[str, Queue[Any]] = {}
     pipelines: dict[str, Pipeline] = {}
+    schedules: dict[str, Schedule] = {}
 
     def add_queue(queue: Queue[Any]) -> None:
         other = queues.get(queue.name)
@@ -47,17 +60,28 @@ def _collect(
             pipelines[spec.name] = spec
             for stage in spec.stages:
                 add_queue(stage)
+        elif isinstance(spec, Schedule):
+            if spec.name in schedules:
+                raise InvalidQueue(f"two schedules are named {spec.name!r}; rename one")
+            schedules[spec.name] = spec
         else:
-            raise InvalidQueue(f"expected Queue or Pipeline objects, got {spec!r}")
+            raise InvalidQueue(f"expected Queue, Pipeline or Schedule objects, got {spec!r}")
     for name in pipelines:
         if name in queues:
             raise InvalidQueue(f"a queue and a pipeline are both named {name!r}; rename one")
-    return queues, pipelines
+    for schedule in schedules.values():
+        if schedule.queue not in queues and schedule.queue not in pipelines:
+            known = ", ".join(sorted([*queues, *pipelines])) or "none"
+            raise InvalidQueue(
+                f"schedule {schedule.name!r} submits to {schedule.queue!r}, which is not a "
+                f"queue or pipeline of this system (known: {known}); pass it to the system too"
+            )
+    return queues, pipelines, tuple(schedules.values())
 
 
 @asynccontextmanager
 async def open_system(
-    *specs: Queue[Any] | Pipeline,
+    *specs: Queue[Any] | Pipeline | Schedule,
     broker: str | Broker | None = None,
     converter: cattrs.Converter | None = None,
     shutdown_timeout: float = 10.0,
@@ -71,33 +95,65 @@ async def open_system(
     with `memory://` they resolve as CANCELLED, a durable broker keeps them.
 
     Args:
-        specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages).
-        broker: "memory://" (in process), "redis://host:port/db" or "rediss://..." (TLS),
-            or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
+        specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages), and
+            the `Schedule`s whose tasks this process submits.
+        broker: "memory://" (in process), "sqlite:///path.db" (a file that the processes
+            of one machine share), "redis://host:port/db" or "rediss://..." (TLS), or a
+            `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".
         converter: the cattrs converter for payloads and results (default: a strict JSON
             converter from `queueing.make_converter()`).
         shutdown_timeout: seconds in-flight tasks get to finish at shutdown.
-        max_results: the most finished outcomes kept for lookup by id (memory broker).
+        max_results: the most finished outcomes kept for lookup by id (memory broker;
+            what each costs: docs/concepts/receipts.md, bench/results_memory_bench.py).
         max_dead_letters: the most dead letters kept per queue.
     """
-    queues, pipelines = _collect(specs)
+    trio_only("open_system()")
+    queues, pipelines, schedules = _collect(specs)
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
     the_broker = broker_from_url(broker, max_results=max_results, max_dead_letters=max_dead_letters)
-    async with actors.open_system(
-        name="queueing", shutdown_timeout=2 * shutdown_timeout + 5
-    ) as asys:
-        system = QueueSystem(
-            asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
-        )
-        infos = {name: rt.info for name, rt in system._runtimes.items()}
-        async with the_broker.connect(infos, serve=True):
-            await system._start(serve=True)
-            try:
-                yield system
-            finally:
-                await system._stop()
+    if hasattr(the_broker, "workers"):  # a broker that publishes a heartbeat says how many
+        the_broker.workers = sum(queue.workers for queue in queues.values())
+    try:
+        async with (
+            asyncio_loop(needs_loop(queues.values())),
+            actors.open_system(
+                name="queueing", shutdown_timeout=2 * shutdown_timeout + 5, max_restarts=0
+            ) as asys,
+        ):
+            system = QueueSystem(
+                asys, the_broker, queues, pipelines, converter or make_converter(), shutdown_timeout
+            )
+            infos = {name: rt.info for name, rt in system._runtimes.items()}
+            async with the_broker.connect(infos, serve=True):
+                if pipelines:
+                    await the_broker.declare_pipelines(
+                        {name: [stage.name for stage in p.stages] for name, p in pipelines.items()}
+                    )
+                await system._start(serve=True, schedules=schedules)
+                try:
+                    yield system
+                finally:
+                    await system._stop()
+    except actors.SupervisorGaveUp as exc:
+        crashed = _crashed_pool(exc, queues)
+        if crashed is None:
+            raise
+        raise crashed from crashed.cause
+
+
+def _crashed_pool(
+    exc: BaseException | None, queues: dict[str, Queue[Any]]
+) -> WorkersCrashed | None:
+    """The queue whose pool gave up, somewhere in a chain of supervisors giving up."""
+    while exc is not None:
+        if isinstance(exc, actors.SupervisorGaveUp) and exc.supervisor.endswith(POOL_SUFFIX):
+            queue = queues.get(exc.supervisor[: -len(POOL_SUFFIX)])
+            if queue is not None:
+                return WorkersCrashed(queue.name, exc.max_restarts, exc.within, exc.__cause__)
+        exc = exc.__cause__
+    return None
 
 
 class _Remote(Worker[Any, Any]):
@@ -107,48 +163,149 @@ class _Remote(Worker[Any, Any]):
         raise QueueingError("this queue is served by other processes")
 
 
+class _Attempt:
+    """One bounded submit, run as a task of the client's own nursery: the Redis broker
+    shields a sent write from its caller's cancellation (so that an accepted task is
+    reported), so only a caller that stops waiting can give up on a stalled broker."""
+
+    __slots__ = ("done", "fn", "outcome", "scope")
+
+    def __init__(self, fn: Callable[[], Awaitable[Receipt[Any]]]) -> None:
+        self.fn = fn
+        self.done = trio.Event()
+        self.outcome: outcome.Outcome[Receipt[Any]] | None = None
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                value = await self.fn()
+            except Exception as exc:  # the caller's to see (a Cancelled is not)
+                self.outcome = outcome.Error(exc)
+            else:
+                self.outcome = outcome.Value(value)
+            self.done.set()
+
+
+class ClientSystem(QueueSystem):
+    """The `QueueSystem` of a `connect()` client: its submits are bounded in time when the
+    broker stalls (`broker_timeout`)."""
+
+    #: Seconds a submit waits for the broker's answer, past any wait for room; None: no bound.
+    broker_timeout: float | None = None
+    #: Where bounded submits run (open while the client is).
+    _attempts: trio.Nursery | None = None
+
+    async def submit(
+        self,
+        name: str | Queue[Any] | Pipeline,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        expires: float | None = None,
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> Receipt[Any]:
+        """As `QueueSystem.submit`; also raises `BrokerError` when the broker did not answer
+        within `broker_timeout` seconds (plus the wait for room the queue allows)."""
+        fn = partial(
+            super().submit, name, payload, delay=delay, expires=expires, timeout=timeout, key=key
+        )
+        bound = self._bound(name, timeout)
+        if bound is None or self._attempts is None:
+            return await fn()
+        attempt = _Attempt(fn)
+        self._attempts.start_soon(attempt.run)
+        try:
+            with trio.move_on_after(bound):
+                await attempt.done.wait()
+        except BaseException:  # the caller was cancelled: so is its submit
+            attempt.scope.cancel()
+            raise
+        if attempt.outcome is not None:
+            return attempt.outcome.unwrap()
+        attempt.scope.cancel()  # it goes on only as long as the broker shields a sent write
+        where = name if isinstance(name, str) else name.name
+        raise BrokerError(
+            f"submit to {where!r}: the broker did not answer within {self.broker_timeout:g}s "
+            "(connect(broker_timeout=...)); the task may or may not have been accepted: "
+            "submitting again with the same key= is safe"
+        )
+
+    def _bound(self, name: str | Queue[Any] | Pipeline, timeout: float | None) -> float | None:
+        """broker_timeout plus the longest this submit may wait for room (None: unbounded)."""
+        if self.broker_timeout is None:
+            return None
+        if not isinstance(name, str):
+            name = name.name
+        spec = self._queues.get(name)
+        if spec is None:
+            pipeline = self._pipelines.get(name)
+            if pipeline is None:
+                return self.broker_timeout  # UnknownQueue, raised at once
+            spec = pipeline.stages[0]
+        if spec.when_full is Overflow.REJECT:
+            return self.broker_timeout
+        room = spec.full_timeout if timeout is None else timeout
+        if room is None:
+            return None  # Overflow.WAIT without a timeout: waits for room as long as it takes
+        return self.broker_timeout + room
+
+
 @asynccontextmanager
-async def connect(
+async def connect_trio(
     url: str | None = None,
     *specs: Queue[Any] | Pipeline,
     converter: cattrs.Converter | None = None,
     connect_timeout: float = 5.0,
+    broker_timeout: float | None = BROKER_TIMEOUT,
 ) -> AsyncIterator[QueueSystem]:
-    """A client of queues served by worker processes elsewhere: it submits and waits.
-
-    Queues are known from what workers declared in the broker; pass the same `Queue`
-    objects as `specs` to validate payloads against their handlers' types before sending.
-
-    Args:
-        url: the broker URL; default: the `QUEUEING_BROKER` environment variable.
-        connect_timeout: seconds to reach the broker before `BrokerError`.
-    """
+    """`connect()` under trio: the client runs in the caller's trio run."""
+    trio_only("connect()")
     url = url or os.environ.get("QUEUEING_BROKER")
     if not url:
         raise InvalidQueue("connect() needs a broker URL, or QUEUEING_BROKER set to one")
+    seconds("broker_timeout", broker_timeout, optional=True)
     broker = broker_from_url(
         url, max_results=0, max_dead_letters=10_000, connect_timeout=connect_timeout
     )
     if not broker.shared:
         raise InvalidQueue(
-            f"connect() needs a shared broker (redis:// or rediss://), got {url!r}; "
+            f"connect() needs a shared broker (sqlite:///path.db, redis:// or rediss://), "
+            f"got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )
-    queues, pipelines = _collect(specs)
+    queues, pipelines, _ = _collect(specs)
     async with broker.connect({}, serve=False):
         for name, info in (await broker.declared()).items():
             if name not in queues:
                 queues[name] = Queue(
                     name, _Remote, maxsize=info.maxsize, max_payload=info.max_payload
                 )
-        async with actors.open_system(name="queueing-client") as asys:
-            system = QueueSystem(
+        for name, stages in (await broker.declared_pipelines()).items():
+            if name not in pipelines and name not in queues and all(s in queues for s in stages):
+                pipelines[name] = Pipeline(name, [queues[stage] for stage in stages])
+        async with actors.open_system(name="queueing-client", max_restarts=0) as asys:
+            system = ClientSystem(
                 asys, broker, queues, pipelines, converter or make_converter(), CLIENT_CLOSE
             )
+            system.broker_timeout = broker_timeout
             await system._start(serve=False)
             try:
-                yield system
+                async with trio.open_nursery() as system._attempts:
+                    try:
+                        yield system
+                    finally:
+                        system._attempts.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # Only the block can fail (an attempt hands its error to its caller): the
+                # caller's own exception, not wrapped by the nursery.
+                if len(group.exceptions) != 1:
+                    raise
+                only = group.exceptions[0]
+                raise only from only.__cause__
             finally:
+                system._attempts = None
                 with trio.move_on_after(CLIENT_CLOSE):
                     await broker.flush()
                 await system._stop()
@@ -161,7 +318,7 @@ async def _run(
 
 
 def run_system(
-    *specs: Queue[Any] | Pipeline,
+    *specs: Queue[Any] | Pipeline | Schedule,
     main: Callable[[QueueSystem], Awaitable[T]] | None = None,
     clock: trio.abc.Clock | None = None,
     **options: Any,
@@ -175,6 +332,7 @@ def run_system(
     Returns:
         What `main` returned (None if stopped by a signal).
     """
+    not_in_asyncio("run_system()")
     if main is not None and not callable(main):
         raise QueueingError(f"main must be an async function taking the system, got {main!r}")
     return trio.run(partial(_run, main, specs, options), clock=clock)

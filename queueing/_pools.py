@@ -14,13 +14,13 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import tenacity
 import trio
 
 from actors import Actor, ChildSpec, Supervisor
 
 from ._dispatcher import Dispatcher, release
 from ._results import ReceiptsActor
+from ._schedule import Schedule, Scheduler
 
 if TYPE_CHECKING:
     from actors import ActorRef
@@ -34,8 +34,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("queueing")
 
+#: A pool supervisor's name is its queue's name and this.
+POOL_SUFFIX = ".pool"
 #: A worker's own mailbox: workers get tasks from their queue's buffer, not by message.
 WORKER_MAILBOX = 16
+#: Restarts of the system's own actors (broker, receipts, dispatcher) tolerated within
+#: `SERVICE_WITHIN` seconds before the system stops.
+SERVICE_RESTARTS = 5
+SERVICE_WITHIN = 10.0
 #: Seconds the broker's background work gets to end at shutdown.
 BROKER_STOP = 1.0
 
@@ -63,11 +69,6 @@ def _make_worker(queue: Queue[Any], rt: QueueRuntime, engine: Engine) -> Worker[
     return worker
 
 
-def _pool_backoff() -> Any:
-    # Not wait_exponential_jitter(initial=...): deprecated in tenacity 9.2.
-    return tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.1)
-
-
 class Actors:
     """The system's actors, spawned by `start` and stopped by `stop`."""
 
@@ -76,29 +77,49 @@ class Actors:
         self.receipts: ActorRef | None = None
         self.dispatcher: ActorRef | None = None
 
-    async def start(self, system: QueueSystem, *, serve: bool) -> None:
+    async def start(
+        self, system: QueueSystem, *, serve: bool, schedules: tuple[Schedule, ...] = ()
+    ) -> None:
         asys = system.actors
         engine = system._engine
         broker = system._broker
-        self.broker = await asys.spawn(
-            ChildSpec(BrokerActor, args=(broker,), name="queueing.broker")
-        )
+        # The system's own actors under one supervisor that may restart them a few times
+        # (a broker's background work failing now and then); the root itself gives up at
+        # the first failure of a child (this one, or a pool that gave up): the system stops
+        # with the cause, rather than cycling through restarts of a hopeless pool.
+        services = [ChildSpec(BrokerActor, args=(broker,), name="queueing.broker")]
         if broker.shared:
-            self.receipts = await asys.spawn(
+            services.append(
                 ChildSpec(
                     ReceiptsActor,
                     args=(system._results, system._refresh_figures),
                     name="queueing.receipts",
                 )
             )
+        runtimes = system._runtimes
+        if serve:
+            for rt in runtimes.values():
+                rt.buffer = Dispatcher.buffer_for(rt, broker.shared)
+            services.append(
+                ChildSpec(Dispatcher, args=(engine, runtimes), name="queueing.dispatcher")
+            )
+            if schedules:
+                services.append(
+                    ChildSpec(Scheduler, args=(schedules, system.submit), name="queueing.scheduler")
+                )
+        await asys.spawn(
+            Supervisor.spec(
+                services,
+                name="queueing.services",
+                max_restarts=SERVICE_RESTARTS,
+                within=SERVICE_WITHIN,
+            )
+        )
+        self.broker = asys.lookup("queueing.broker")
+        self.receipts = asys.lookup("queueing.receipts") if broker.shared else None
         if not serve:
             return
-        runtimes = system._runtimes
-        for rt in runtimes.values():
-            rt.buffer = Dispatcher.buffer_for(rt, broker.shared)
-        self.dispatcher = await asys.spawn(
-            ChildSpec(Dispatcher, args=(engine, runtimes), name="queueing.dispatcher")
-        )
+        self.dispatcher = asys.lookup("queueing.dispatcher")
         for name, rt in runtimes.items():
             queue = rt.spec
             workers = [
@@ -114,10 +135,11 @@ class Actors:
             rt.pool = await asys.spawn(
                 Supervisor.spec(
                     workers,
-                    name=f"{name}.pool",
-                    max_restarts=queue.max_restarts,
+                    name=f"{name}{POOL_SUFFIX}",
+                    max_restarts=queue.restart_limit,
                     within=queue.within,
-                    backoff=_pool_backoff(),
+                    backoff=queue.restart_backoff,
+                    reset_after=queue.reset_after,
                 )
             )
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
+import tenacity
 
 from actors import Overflow
 
@@ -26,6 +27,17 @@ R = TypeVar("R")
 #: `Full` is the same enum under the name earlier releases used.
 Full = Overflow
 _QUEUE_POLICIES = (Overflow.WAIT, Overflow.REJECT)
+#: A pool's default restart intensity, per worker (within the queue's `within` seconds).
+RESTARTS_PER_WORKER = 10
+#: The longest a worker that keeps crashing waits before its next restart (by default).
+MAX_RESTART_BACKOFF = 0.5
+
+
+def _default_restart_backoff() -> Any:
+    # Not wait_exponential_jitter(initial=...): deprecated in tenacity 9.2.
+    return tenacity.wait_exponential(
+        multiplier=0.01, max=MAX_RESTART_BACKOFF
+    ) + tenacity.wait_random(0, 0.01)
 
 
 def _check_name(kind: str, name: object) -> None:
@@ -57,14 +69,25 @@ class Queue(Generic[R]):
         retry: when to retry a failed task (see `RetryPolicy`).
         timeout: seconds one attempt may run; an attempt past it fails with `TaskTimeout`
             (retried by the default policy). None: no limit.
-        result_ttl: seconds a finished task's outcome stays retrievable by id.
+        result_ttl: seconds a finished task's outcome stays retrievable by id (each kept
+            outcome takes broker memory: docs/concepts/receipts.md says how much).
         max_deliveries: how many times a task may be handed to a worker that then crashed
             before it is dead-lettered as poison.
         threads: for a sync `def handle`, the most handler threads at once (default: workers).
-        worker_args, worker_kwargs: passed to the worker class at every (re)start.
-        max_restarts, within: the worker pool supervisor's restart intensity: more than
-            `max_restarts` worker restarts within `within` seconds and the pool gives up
-            (as `Supervisor(max_restarts=, within=)`).
+        worker_args: positional arguments of the worker class, at every (re)start.
+        worker_kwargs: keyword arguments of the worker class, at every (re)start.
+        max_restarts: the worker pool supervisor's restart intensity: more than
+            `max_restarts` worker restarts within `within` seconds and the pool gives up,
+            which stops the system with `WorkersCrashed` (as `Supervisor(max_restarts=,
+            within=)`). Default: 10 restarts per worker within 10 s.
+        within: the window of `max_restarts`, in seconds.
+        restart_backoff: a tenacity wait strategy for a worker that keeps crashing (one
+            that crashed once is replaced at once; see `Supervisor(backoff=)`); default:
+            exponential from 10 ms to 0.5 s, with jitter (so a worker that cannot start at
+            all trips the default intensity within seconds, and the system stops with
+            `WorkersCrashed`).
+        reset_after: seconds a restarted worker must run before its next crash counts as a
+            first one again (its backoff starts over).
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
@@ -85,8 +108,10 @@ class Queue(Generic[R]):
     threads: int | None = None
     worker_args: tuple[Any, ...] = ()
     worker_kwargs: Mapping[str, Any] = attrs.field(factory=dict)
-    max_restarts: int = 10
+    max_restarts: int | None = None
     within: float = 10.0
+    restart_backoff: Any = attrs.field(factory=lambda: _default_restart_backoff())
+    reset_after: float = 1.0
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -114,8 +139,22 @@ class Queue(Generic[R]):
         positive_int("max_deliveries", self.max_deliveries)
         if self.threads is not None:
             positive_int("threads", self.threads)
-        positive_int("max_restarts", self.max_restarts, 0)
+        if self.max_restarts is not None:
+            positive_int("max_restarts", self.max_restarts, 0)
         seconds("within", self.within)
+        if not callable(self.restart_backoff):
+            raise InvalidQueue(
+                "restart_backoff takes a tenacity wait strategy (e.g. "
+                f"tenacity.wait_exponential(...)), got {self.restart_backoff!r}"
+            )
+        seconds("reset_after", self.reset_after)
+
+    @property
+    def restart_limit(self) -> int:
+        """`max_restarts`, or its default: 10 restarts per worker (within `within`)."""
+        return (
+            RESTARTS_PER_WORKER * self.workers if self.max_restarts is None else self.max_restarts
+        )
 
 
 @attrs.frozen(eq=False)

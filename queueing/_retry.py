@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import errno
+import socket
+import sys
 from typing import Any, cast
 
 import attrs
@@ -13,27 +16,107 @@ from tenacity.wait import WaitBaseT
 
 from ._exceptions import InvalidQueue, Transient
 
-#: What the default policy retries: our `Transient` (and `TaskTimeout`), plus connection
-#: errors and timeouts raised by client libraries.
+#: What the default policy retries for sure: our `Transient` (and `TaskTimeout`), and the
+#: standard library's timeouts and connection errors.
 DEFAULT_TRANSIENT: tuple[type[BaseException], ...] = (
     Transient,
     builtins.TimeoutError,
     builtins.ConnectionError,
 )
 
+#: OS errors that say "the network, or the other side, is not there right now".
+TRANSIENT_ERRNOS = frozenset(
+    code
+    for code in (
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EPIPE,
+        errno.EAGAIN,
+        getattr(socket, "EAI_AGAIN", None),  # a temporary failure of name resolution
+    )
+    if code is not None
+)
+
+#: The transient errors of common client libraries, by module and class name. A library is
+#: never imported for this: its classes are looked up only if a program imported it.
+CLIENT_TRANSIENT: dict[str, tuple[str, ...]] = {
+    "httpx": ("TimeoutException", "NetworkError", "RemoteProtocolError"),
+    "httpcore": ("TimeoutException", "NetworkError", "RemoteProtocolError"),
+    "aiohttp": ("ClientConnectionError", "ServerTimeoutError", "ClientPayloadError"),
+    "requests": ("ConnectionError", "Timeout"),
+    "urllib3.exceptions": ("TimeoutError", "ProtocolError", "NewConnectionError"),
+    "coredis.exceptions": ("ConnectionError", "TimeoutError", "BusyLoadingError"),
+    "redis.exceptions": ("ConnectionError", "TimeoutError", "BusyLoadingError"),
+    "asyncpg.exceptions": (
+        "ConnectionDoesNotExistError",
+        "TooManyConnectionsError",
+        "CannotConnectNowError",
+    ),
+    "trio": ("BrokenResourceError",),
+    "anyio": ("BrokenResourceError",),
+}
+
+#: HTTP statuses that mean "try again later" (rate limited, the gateway or service down).
+TRANSIENT_HTTP_STATUS = frozenset((408, 425, 429, 500, 502, 503, 504))
+
+
+def _client_classes() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module_name, names in CLIENT_TRANSIENT.items():
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        for name in names:
+            cls = getattr(module, name, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                found.append(cls)
+    return tuple(found)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the default policy retries `exc`: `Transient`, timeouts, connection errors
+    (the standard library's and those of common clients: httpx, aiohttp, requests, coredis,
+    redis-py, asyncpg, trio and anyio streams), OS errors of an unreachable network, and
+    HTTP errors with a "try later" status (429, 502, 503, 504...)."""
+    if isinstance(exc, DEFAULT_TRANSIENT):
+        return True
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return True
+    if isinstance(exc, _client_classes()):
+        return True
+    response = getattr(exc, "response", None)  # httpx.HTTPStatusError, requests.HTTPError
+    status = getattr(response, "status_code", None) or getattr(response, "status", None)
+    return type(exc).__name__ in ("HTTPStatusError", "HTTPError", "ClientResponseError") and (
+        status in TRANSIENT_HTTP_STATUS or getattr(exc, "status", None) in TRANSIENT_HTTP_STATUS
+    )
+
+
+#: How long the default policy keeps retrying one task, from its first attempt: long enough
+#: to ride out a minute's outage of whatever the handler calls.
+DEFAULT_RETRY_FOR = 120.0
+#: The default backoff: from 0.1 s, doubling, at most this long between two attempts.
+DEFAULT_MAX_BACKOFF = 15.0
+
 
 def _default_stop() -> StopBaseT:
-    return tenacity.stop_after_attempt(5)
+    return tenacity.stop_after_delay(DEFAULT_RETRY_FOR)
 
 
 def _default_wait() -> WaitBaseT:
     # Not wait_exponential_jitter(initial=...): tenacity 9.2 deprecated `initial` (a
     # DeprecationWarning at every Queue()), and `multiplier` is missing from older 9.x.
-    return tenacity.wait_exponential(multiplier=0.1, max=30.0) + tenacity.wait_random(0, 0.1)
+    return tenacity.wait_exponential(
+        multiplier=0.1, max=DEFAULT_MAX_BACKOFF
+    ) + tenacity.wait_random(0, 0.1)
 
 
 def _default_retry() -> RetryBaseT:
-    return tenacity.retry_if_exception_type(DEFAULT_TRANSIENT)
+    return tenacity.retry_if_exception(is_transient)
 
 
 def _callable(what: str) -> Any:
@@ -52,11 +135,14 @@ class RetryPolicy:
     """When and how a failed task is tried again, in tenacity's own terms.
 
     Args:
-        stop: when to give up (default `stop_after_attempt(5)`: five attempts in all).
+        stop: when to give up (default `stop_after_delay(120)`: keep trying for two minutes
+            from the first attempt, which rides out a minute's outage).
         wait: the backoff before the next attempt (default
-            `wait_exponential(multiplier=0.1, max=30) + wait_random(0, 0.1)`).
-        retry: which failures are worth retrying (default: `Transient`, `TimeoutError`,
-            `ConnectionError` and their subclasses); any other error fails the task at once.
+            `wait_exponential(multiplier=0.1, max=15) + wait_random(0, 0.1)`).
+        retry: which failures are worth retrying (default `retry_if_exception(is_transient)`:
+            `Transient`, timeouts and connection errors, the standard library's and those of
+            common client libraries, see `queueing._retry.is_transient`); any other error
+            fails the task at once.
 
     While a task waits out its backoff it holds no worker.
     """

@@ -4,7 +4,7 @@ letters). `open_system`, `run_system` and `connect` (in `_open.py`) hand one out
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import cattrs
@@ -14,12 +14,22 @@ import actors
 
 from . import _fastpath
 from ._engine import Engine
-from ._exceptions import DrainTimeout, QueueingError, SystemStopping, UnknownQueue, UnknownTask
+from ._exceptions import (
+    BrokerError,
+    DrainTimeout,
+    QueueFull,
+    QueueingError,
+    SystemStopping,
+    UnknownQueue,
+    UnknownTask,
+)
+from ._hints import DrainMeter, retry_after
 from ._pools import Actors
 from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
 from ._results import Results, copy_outcome
 from ._runtime import QueueRuntime
+from ._schedule import Schedule
 from ._stats import QueueStats
 from ._task import DeadLetter, PipelineTask, Task, TaskState, TaskStatus
 from ._validate import seconds
@@ -34,12 +44,15 @@ _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 #: submit_many accepts this many tasks between two yields to the scheduler (in process).
 CHUNK = 1024
+#: Figures that describe a queue's state now (not totals of what happened).
+_GAUGES = frozenset(("outstanding", "in_flight", "scheduled"))
 #: submit_many's concurrent submissions to a shared broker (they share round trips).
 CONCURRENT_SUBMITS = 500
 #: Seconds a shared broker's drain() waits between two looks at the queues.
 DRAIN_POLL = 0.05
 _ACCEPTED = Admission.ACCEPTED
 _FULL = Admission.FULL
+_EXISTS = Admission.EXISTS
 
 
 class QueueSystem:
@@ -73,8 +86,11 @@ class QueueSystem:
             for name, rt in self._runtimes.items()
             if rt.result_codec.as_is is not None
         }
-        #: Outstanding tasks per queue as last read from a shared broker (`stats()`).
-        self._remote: dict[str, int] = {}
+        #: Figures per queue as last read from a shared broker (`stats()`).
+        self._remote: dict[str, dict[str, int]] = {}
+        self._serving = True
+        #: Per queue, its recent drain rate (for `QueueFull.retry_after`).
+        self._meters = {name: DrainMeter() for name in queues}
         self._accept_nowait = broker.accept_nowait
 
     @property
@@ -82,9 +98,10 @@ class QueueSystem:
         """The queues and pipelines this system knows."""
         return [*self._queues, *self._pipelines]
 
-    async def _start(self, *, serve: bool) -> None:
+    async def _start(self, *, serve: bool, schedules: tuple[Schedule, ...] = ()) -> None:
+        self._serving = serve
         self._engine.start()
-        await self._actors.start(self, serve=serve)
+        await self._actors.start(self, serve=serve, schedules=schedules)
 
     async def _stop(self) -> None:
         self.unfinished = await self._actors.stop(self)
@@ -100,6 +117,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[R]: ...
 
     @overload
@@ -111,6 +129,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[Any]: ...
 
     async def submit(
@@ -121,6 +140,7 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: str | None = None,
     ) -> Receipt[Any]:
         """Hand a task to a queue or pipeline; returns its receipt once it is accepted.
 
@@ -132,6 +152,10 @@ class QueueSystem:
             expires: seconds from now by which it must have started, else it expires.
             timeout: with `Overflow.WAIT`, the longest to wait for room (overrides the
                 queue's `full_timeout`).
+            key: makes the task unique: while a task submitted to this queue with the same
+                key is known (waiting, running, or its outcome kept for `result_ttl`), a
+                submit with that key returns that task's receipt and submits nothing. A
+                retried submit (after a lost connection, an unknown outcome) is then safe.
 
         Raises:
             UnknownQueue: no such queue or pipeline.
@@ -155,11 +179,16 @@ class QueueSystem:
             pipeline = self._pipelines.get(name)
             if pipeline is None:
                 raise UnknownQueue(name, self.names)
-            run = await engine.start_run(
-                pipeline, payload, delay=delay, expires=expires, timeout=timeout
-            )
+            run, first = engine.run_task(pipeline, payload, expires, key)
+            try:
+                run = await engine.launch(run, first, delay, timeout)
+            except QueueFull as exc:
+                raise self._hint(exc) from None
+            except BrokerError as exc:
+                exc.unknown = [self._unknown_receipt(run.id)]
+                raise
             return Receipt(run, self)
-        task = engine.task(rt, payload, expires)
+        task = engine.task(rt, payload, expires, key)
         # In process, a ready task is accepted without a coroutine per call (the common
         # case: there is room); anything else takes the general path, `Engine.accept`.
         admission = self._accept_nowait(rt.info, task) if engine.nowait and not delay else _FULL
@@ -168,9 +197,21 @@ class QueueSystem:
                 await engine.deliver_later(rt, task)
         elif admission is _FULL:
             spec = rt.spec
-            await engine.accept(
-                rt, task, spec.when_full, spec.full_timeout if timeout is None else timeout, delay
-            )
+            try:
+                admission = await engine.accept(
+                    rt,
+                    task,
+                    spec.when_full,
+                    spec.full_timeout if timeout is None else timeout,
+                    delay,
+                )
+            except QueueFull as exc:
+                raise self._hint(exc) from None
+            except BrokerError as exc:
+                exc.unknown = [self._unknown_receipt(task.id)]
+                raise
+        if admission is _EXISTS:
+            task = engine.existing(task)
         if _fastpath.due():
             await _cancel_shielded_checkpoint()
         return Receipt(task, self)
@@ -183,21 +224,29 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: Callable[[Any], str] | None = None,
     ) -> list[Receipt[Any]]:
         """Submit many tasks to one queue or pipeline; returns their receipts, in order.
 
-        Cheaper than a `submit` per task: in process, tasks are validated and accepted in
-        chunks; with a shared broker the submissions share round trips. Options are those
-        of `submit`, for every task.
+        Cheaper than a `submit` per task: tasks of a queue are validated and handed to the
+        broker in chunks (`Broker.accept_many`: one round trip per chunk with a shared
+        broker); pipeline runs and delayed tasks are submitted concurrently and share round
+        trips. Options are those of `submit`, for every task; `key` is a function of the
+        payload giving each task's key (see `submit`), which makes submitting the same
+        payloads again safe after an error (those tasks are submitted concurrently, like
+        delayed ones).
 
         Raises:
             QueueFull: a submission was refused (`Overflow.REJECT`, or `full_timeout` ran
-                out); `.accepted` holds the receipts of the tasks that were accepted (they
-                run). In process, those are the ones before the refused one; with a shared
-                broker, submissions run concurrently and any of the others may have been
-                accepted.
+                out). For a queue, the tasks before the refused one were accepted; for
+                pipeline runs, delayed or keyed tasks with a shared broker, submissions run
+                concurrently and any of the others may have been accepted.
             PayloadError, PayloadTooLarge, UnknownQueue: checked for each task before it is
-                sent, with `.accepted` as above.
+                sent.
+            BrokerError: the broker failed; some tasks' acceptance may be unknown.
+            Every error carries `.accepted` (receipts: those run), `.unknown` (receipts of
+            tasks the broker may or may not have accepted) and `.rejected` (payloads
+            certainly not accepted), which together account for every payload.
         """
         if type(name) is not str:
             name = name.name  # type: ignore[union-attr]
@@ -205,38 +254,52 @@ class QueueSystem:
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
         rt = self._runtimes.get(name)
         engine = self._engine
-        if rt is not None and not delay and not engine.shared and not engine.stopping:
+        if rt is not None and not delay and key is None and not engine.stopping:
             return await self._submit_chunks(rt, items, expires, timeout)
         receipts: list[Receipt[Any] | None] = [None] * len(items)
-        refused: list[tuple[int, QueueingError]] = []
+        errors: dict[int, QueueingError] = {}
         limiter = trio.CapacityLimiter(1 if not engine.shared else CONCURRENT_SUBMITS)
 
         async def one(index: int, payload: Any) -> None:
             async with limiter:
-                if refused and not engine.shared:
+                if errors and not engine.shared:
                     return  # in process, the ones after a refusal are not submitted
                 try:
                     receipts[index] = await self.submit(
-                        name, payload, delay=delay, expires=expires, timeout=timeout
+                        name,
+                        payload,
+                        delay=delay,
+                        expires=expires,
+                        timeout=timeout,
+                        key=None if key is None else key(payload),
                     )
                 except QueueingError as exc:
-                    refused.append((index, exc))
+                    errors[index] = exc
 
         async with trio.open_nursery() as nursery:
             for index, payload in enumerate(items):
                 nursery.start_soon(one, index, payload)
-        if refused:
+        if errors:
             # A refusal does not cancel the others: every accepted task keeps its receipt.
-            exc = min(refused, key=lambda pair: pair[0])[1]
-            exc.accepted = [r for r in receipts if r is not None]  # type: ignore[attr-defined]
-            raise exc
+            first = errors[min(errors)]
+            unknown: list[Receipt[Any]] = []
+            rejected: list[Any] = []
+            for index, payload in enumerate(items):
+                if receipts[index] is not None:
+                    continue
+                exc = errors.get(index)
+                if exc is not None and exc.unknown:
+                    unknown.extend(exc.unknown)
+                else:
+                    rejected.append(payload)
+            raise _partial(first, [r for r in receipts if r is not None], unknown, rejected)
         return [r for r in receipts if r is not None]
 
     async def _submit_chunks(
         self, rt: QueueRuntime, items: list[Any], expires: float | None, timeout: float | None
     ) -> list[Receipt[Any]]:
-        """submit_many to a queue of an in-process broker: validated, then accepted in
-        chunks (whatever fits at once; the rest waits for room one by one)."""
+        """submit_many to a queue, without delay: validated, then accepted in chunks
+        (whatever fits at once; the rest waits for room one by one)."""
         engine = self._engine
         broker = self._broker
         spec = rt.spec
@@ -246,15 +309,18 @@ class QueueSystem:
             if start:
                 await _cancel_shielded_checkpoint()  # let workers start
             tasks, problem = engine.tasks(rt, items[start : start + CHUNK], expires)
+            sent: list[Task] = []  # sent to the broker, no answer yet
             try:
                 if engine.stopping:
                     raise SystemStopping("the system is shutting down and accepts no new tasks")
+                sent = tasks
                 taken = await broker.accept_many(rt.info, tasks)
                 for task in tasks[:taken]:
                     if not engine.accepted(rt, task, False):
                         await engine.deliver_later(rt, task)
                     accepted.append(Receipt(task, self))
                 for task in tasks[taken:]:
+                    sent = [task]
                     await engine.accept(
                         rt,
                         task,
@@ -262,13 +328,25 @@ class QueueSystem:
                         spec.full_timeout if timeout is None else timeout,
                     )
                     accepted.append(Receipt(task, self))
+                sent = []
                 if problem is not None:
                     raise problem
             except QueueingError as exc:
-                exc.accepted = accepted  # type: ignore[attr-defined]
+                if isinstance(exc, QueueFull):
+                    self._hint(exc)
+                unknown = []
+                if isinstance(exc, BrokerError):
+                    unknown = [self._unknown_receipt(task.id) for task in sent]
+                _partial(exc, accepted, unknown, items[len(accepted) + len(unknown) :])
                 raise
         await _cancel_shielded_checkpoint()
         return accepted
+
+    def _unknown_receipt(self, task_id: str) -> Receipt[Any]:
+        """The receipt of a task the broker may or may not have accepted: its first await
+        asks the broker (`UnknownTask` if it never got in)."""
+        self._results.unwatch(task_id)
+        return self.receipt(task_id)
 
     # -- receipts --------------------------------------------------------------------------
 
@@ -285,7 +363,7 @@ class QueueSystem:
         if not broker.shared:
             task = broker.lookup_nowait(task_id)
             if task is None:
-                raise UnknownTask(task_id)
+                raise self._unknown(task_id)
             return Receipt(task, self)
         mine = self._results.watched(task_id)
         if mine is not None:
@@ -307,7 +385,7 @@ class QueueSystem:
         task = receipt._task
         record = await self._broker.lookup(task.id)
         if record is None:
-            raise UnknownTask(task.id)
+            raise self._unknown(task.id)
         receipt._checked = True
         task.submitted_at = record.submitted_at
         task.queue = record.queue
@@ -318,6 +396,40 @@ class QueueSystem:
         task.state = record.state
         if not task.state.final:
             self._results.watch(task)
+
+    def _unknown(self, task_id: str) -> UnknownTask:
+        """Why an id is not found, where this process can tell: an id it minted is one
+        whose outcome is no longer kept; in process, an id of no queue, or of a queue but
+        not minted here (nor by a key), never was a task. Over a shared broker, another
+        process's id reads the same whether it was wrong or its outcome expired."""
+        run = run_of(task_id)
+        unique = (run or task_id).partition(":")[2]
+        if unique.startswith(self._engine.prefix):
+            return UnknownTask(
+                task_id,
+                expired=True,
+                why="it was submitted here and its outcome is no longer kept (its queue's "
+                "result_ttl ran out, or max_results newer outcomes pushed it out)",
+            )
+        if self._broker.shared:
+            return UnknownTask(task_id)
+        queue = queue_of(task_id)
+        if queue not in self._queues and queue not in self._pipelines:
+            where = f"names queue {queue!r}, none of this system's" if queue else "names no queue"
+            return UnknownTask(
+                task_id,
+                expired=False,
+                why=f"no task ever had this id: it {where} (ids are '<queue>:<unique>', "
+                "as receipt.id gave them)",
+            )
+        if unique.startswith("key-"):
+            return UnknownTask(task_id)  # a key's task, maybe expired: no way to tell
+        return UnknownTask(
+            task_id,
+            expired=False,
+            why="no task ever had this id: this system never gave it out (a typo, or an id "
+            "from an earlier run of an in-process system)",
+        )
 
     async def _status(self, receipt: Receipt[Any]) -> TaskStatus:
         task = receipt._task
@@ -383,26 +495,48 @@ class QueueSystem:
     def stats(self) -> dict[str, QueueStats]:
         """Figures per queue: depth, in flight, outcomes, retries, restarts, latency.
 
-        Outcome counts are this process's; `outstanding` is exact in process, and with a
-        shared broker the figure last read from it (every few seconds)."""
+        In process, exact. With a shared broker, `outstanding`, `in_flight` and `scheduled`
+        are the queue's (every process's) as last read from the broker, every few seconds;
+        the totals are this process's in a system that serves queues, and every process's
+        in a `connect()` client (the same figures as `queueing status`). `restarts` and the
+        latencies are this process's."""
         shared = self._broker.shared
         result = {}
         for name, rt in self._runtimes.items():
-            outstanding = self._remote.get(name, 0) if shared else rt.outstanding
+            local = {
+                "outstanding": rt.outstanding if not shared else 0,
+                "in_flight": rt.in_flight,
+                "scheduled": rt.scheduled,
+                "submitted": rt.submitted,
+                "succeeded": rt.succeeded,
+                "failed": rt.failed,
+                "retried": rt.retried,
+                "dead_lettered": rt.dead_lettered,
+                "cancelled": rt.cancelled,
+                "expired": rt.expired,
+            }
+            figures = local
+            remote = self._remote.get(name, {})
+            if shared and not self._serving:
+                figures = {**local, **remote}  # a client: the broker's figures, all processes
+            elif shared:
+                # Serving: this process's counts; the queue's state from the broker.
+                figures = {**local, **{k: v for k, v in remote.items() if k in _GAUGES}}
+            outstanding = figures["outstanding"]
             result[name] = QueueStats(
                 name=name,
-                depth=max(0, outstanding - rt.in_flight),
-                scheduled=rt.scheduled,
-                in_flight=rt.in_flight,
+                depth=max(0, outstanding - figures["in_flight"]),
+                scheduled=figures["scheduled"],
+                in_flight=figures["in_flight"],
                 outstanding=outstanding,
                 maxsize=rt.spec.maxsize,
-                submitted=rt.submitted,
-                succeeded=rt.succeeded,
-                failed=rt.failed,
-                retried=rt.retried,
-                dead_lettered=rt.dead_lettered,
-                cancelled=rt.cancelled,
-                expired=rt.expired,
+                submitted=figures["submitted"],
+                succeeded=figures["succeeded"],
+                failed=figures["failed"],
+                retried=figures["retried"],
+                dead_lettered=figures["dead_lettered"],
+                cancelled=figures["cancelled"],
+                expired=figures["expired"],
                 restarts=rt.restarts(),
                 workers=rt.spec.workers,
                 p50=rt.latency.percentile(50),
@@ -452,9 +586,35 @@ class QueueSystem:
         return busy
 
     async def _refresh_figures(self) -> None:
-        """Read the queues' outstanding counts from a shared broker (for `stats()`)."""
-        for name in self._runtimes:
-            self._remote[name] = await self._broker.outstanding(name)
+        """Read the queues' figures from a shared broker (for `stats()`, and the drain
+        rates of `QueueFull.retry_after`)."""
+        for name, rt in self._runtimes.items():
+            figures = await self._broker.figures(name)
+            if figures is None:
+                figures = {"outstanding": await self._broker.outstanding(name)}
+            self._remote[name] = figures
+            outstanding = figures.get("outstanding", 0)
+            self._meters[name].sample(trio.current_time(), outstanding, rt.submitted)
+
+    def _hint(self, exc: QueueFull) -> QueueFull:
+        """Set a refusal's `retry_after` from its queue's recent drain rate."""
+        rt = self._runtimes.get(exc.queue)
+        if rt is None:
+            return exc
+        now = trio.current_time()
+        # Over a shared broker, the refusal says where the queue stands: full.
+        outstanding = rt.spec.maxsize if self._broker.shared else rt.outstanding
+        meter = self._meters[rt.name]
+        rate = meter.rate(now, outstanding, rt.submitted)
+        meter.sample(now, outstanding, rt.submitted)
+        if rate is None and not self._broker.shared:
+            # None measured yet: Little's law, from the queue's recent latency.
+            latency = rt.latency.percentile(50)
+            if latency:
+                rate = outstanding / latency
+        exc.drain_rate = rate
+        exc.retry_after = retry_after(rt.spec.maxsize, rate)
+        return exc
 
     def _runtime(self, queue: str) -> QueueRuntime:
         rt = self._runtimes.get(queue)
@@ -472,7 +632,9 @@ class QueueSystem:
 
     async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt[Any]]:
         """Submit dead letters again (all of the queue's, or those with `ids`) as new
-        tasks; returns their new receipts. The old ids keep their failed outcome.
+        tasks; returns their new receipts. The old ids keep their failed outcome. The dead
+        letter of a pipeline's stage goes on down its pipeline: a new run starts at that
+        stage, and its receipt resolves with the last stage's result.
 
         A letter leaves the store only once its new task is accepted: if a submit is
         refused (`QueueFull`...), that letter and the rest stay. Entries that never were
@@ -484,9 +646,28 @@ class QueueSystem:
         for letter in await self._broker.dead_letters(queue, 1 << 30):
             if not letter.id or (wanted is not None and letter.id not in wanted):
                 continue
-            receipts.append(await self.submit(queue, letter.payload))
+            receipts.append(await self._resubmit(queue, letter))
             await self._broker.take_dead_letters(queue, [letter.id])
         return receipts
+
+    async def _resubmit(self, queue: str, letter: DeadLetter) -> Receipt[Any]:
+        """A dead letter as a new task; a pipeline stage's goes on down its pipeline (a new
+        run from that stage, whose receipt resolves with the last stage's result)."""
+        run = run_of(letter.id)
+        pipeline = self._pipelines.get(queue_of(run)) if run is not None else None
+        stages = [stage.name for stage in pipeline.stages] if pipeline is not None else []
+        if pipeline is None or queue not in stages:
+            return await self.submit(queue, letter.payload)
+        await _checkpoint_if_cancelled()
+        record = await self._engine.start_run(
+            pipeline,
+            letter.payload,
+            delay=None,
+            expires=None,
+            timeout=None,
+            stage=stages.index(queue),
+        )
+        return Receipt(record, self)
 
     async def purge_dead_letters(self, queue: str) -> int:
         """Delete the queue's dead letters; returns how many there were."""
@@ -498,3 +679,21 @@ class QueueSystem:
 def _check_seconds(**options: float | None) -> None:
     for what, value in options.items():
         seconds(what, value, optional=True, zero=True)
+
+
+def _partial(
+    exc: QueueingError,
+    accepted: list[Receipt[Any]],
+    unknown: list[Receipt[Any]],
+    rejected: list[Any],
+) -> QueueingError:
+    """`exc`, raised by `submit_many`, with what became of every payload."""
+    exc.accepted = accepted
+    exc.unknown = unknown
+    exc.rejected = rejected
+    if unknown:
+        exc.add_note(
+            f"submit_many: {len(accepted)} accepted, {len(unknown)} unknown (the broker may "
+            f"have accepted them: see .unknown), {len(rejected)} not accepted (.rejected)"
+        )
+    return exc

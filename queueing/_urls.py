@@ -10,6 +10,8 @@ from .brokers._memory import MemoryBroker
 
 #: The schemes of the Redis broker.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: The scheme of the SQLite broker (a file shared by the processes of one machine).
+SQLITE_SCHEME = "sqlite"
 
 
 def broker_from_url(
@@ -30,6 +32,10 @@ def broker_from_url(
     scheme = broker.split(":", 1)[0] if ":" in broker else ""
     if scheme == "memory":
         return MemoryBroker(max_results=max_results, max_dead_letters=max_dead_letters)
+    if scheme == SQLITE_SCHEME:
+        from .brokers.sqlite import SqliteBroker
+
+        return SqliteBroker(broker, max_dead_letters=max_dead_letters)
     if scheme in REDIS_SCHEMES:
         from .brokers.redis import RedisBroker
 
@@ -40,10 +46,11 @@ def broker_from_url(
         )
     raise InvalidQueue(
         f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
-        "'redis://host:port/db' or 'rediss://...' (TLS)"
+        "'sqlite:///path/to/file.db', 'redis://host:port/db' or 'rediss://...' (TLS)"
     )
 
 
 def is_shared_url(url: str) -> bool:
     """Whether the URL names a broker that other processes can reach."""
-    return url.split(":", 1)[0] in REDIS_SCHEMES
+    scheme = url.split(":", 1)[0]
+    return scheme in REDIS_SCHEMES or scheme == SQLITE_SCHEME

@@ -12,6 +12,7 @@ import trio
 import actors
 from actors import Actor
 
+from ._asyncio import ASYNCIO_METHODS, bridge, explain
 from ._convert import AS_ANY
 from ._engine import PLAIN_RESULTS
 from ._exceptions import InvalidQueue, PayloadError, QueueingError
@@ -56,6 +57,12 @@ class Worker(Actor, Generic[P, R]):
     _engine: Engine
     _task: Task | None = None
     _scope: trio.CancelScope | None = None
+    _stop = False  # set by on_stop_requested: read per task, cheaper than `stopping`
+
+    #: True: `handle`, `on_start` and `on_stop` are asyncio code (asyncpg, aiohttp...); they
+    #: run on an asyncio loop inside the system's trio loop (trio-asyncio, the `asyncio`
+    #: extra). See the docs' asyncio libraries page.
+    asyncio: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -65,6 +72,11 @@ class Worker(Actor, Generic[P, R]):
                     f"{cls.__name__} overrides Worker.{name}, which feeds tasks to handle(): "
                     "do the work in handle(), set up in on_start() and clean up in on_stop()"
                 )
+        if cls.asyncio:
+            for name in ASYNCIO_METHODS:
+                method = vars(cls).get(name)
+                if method is not None and not getattr(method, "__queueing_asyncio__", False):
+                    setattr(cls, name, bridge(cls, name, method))
 
     async def handle(self, payload: P) -> R:
         """Process one task's payload and return its result."""
@@ -85,6 +97,7 @@ class Worker(Actor, Generic[P, R]):
 
     def on_stop_requested(self) -> None:
         # An idle worker stops now; a busy one finishes its task first.
+        self._stop = True
         if self._task is None and self._scope is not None:
             self._scope.cancel()
 
@@ -140,11 +153,12 @@ class Worker(Actor, Generic[P, R]):
         fatal = type(self).fatal
         limiter = rt.limiter
         nowait = engine.nowait
+        result_as_is = rt.result_codec.as_is  # results that are their declared type as is
         settle_nowait = engine.broker.settle_nowait
         settled = engine.settled
         info = rt.info
         since = 0
-        while not self.stopping:
+        while not self._stop:
             try:
                 task = get_nowait()
             except trio.WouldBlock:
@@ -201,7 +215,7 @@ class Worker(Actor, Generic[P, R]):
                     await engine.hand_back(rt, task)
                 raise
             except Exception as exc:  # a PayloadError too: told apart below
-                failure = exc
+                failure = explain(exc)
             except BaseException:
                 if task.run is not None:
                     engine.stage_stopped(task)
@@ -217,7 +231,12 @@ class Worker(Actor, Generic[P, R]):
             if task.state is not _RUNNING:
                 pass  # cancelled through its receipt: the outcome is recorded already
             elif failure is None:
-                if nowait and task.run is None and type(result) in PLAIN_RESULTS:
+                if (
+                    nowait
+                    and task.run is None
+                    and type(result) in PLAIN_RESULTS
+                    and (result_as_is is AS_ANY or type(result) is result_as_is)
+                ):
                     # Engine.succeeded's common case, without a coroutine per call (in
                     # process; a test runs both ways on the same results).
                     if settle_nowait(info, task, _SUCCEEDED, result):

@@ -1,69 +1,76 @@
-"""The `queueing` command line: run workers, submit tasks, inspect queues and dead letters.
+"""The `queueing` command line: run workers, submit tasks, look at one task, inspect queues
+and dead letters.
 
-Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli,redis]'`.
+Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli]'` (add `redis` for
+Redis). With no `--broker` and no `QUEUEING_BROKER`, every command uses the SQLite file
+`queueing.db` in the working directory (`DEFAULT_BROKER`), and says so on its first line.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import json
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import attrs
 import click
 import trio
 
-from ._exceptions import QueueingError
-from ._open import connect, run_system
-from ._queue import Pipeline, Queue
+from . import _cli_render as show
+from ._cli_targets import Concurrency, describe, load
+from ._exceptions import QueueingError, ResultTimeout, TaskFailed
+from ._open import connect_trio as connect
+from ._open import run_system
 from ._system import QueueSystem
+from ._task import TaskState, TaskStatus
 
 T = TypeVar("T")
+#: Exit status of `result`/`submit --wait` when the task has no outcome (yet): 1 is a
+#: failed task (or any other error), 2 a usage error (click's).
+EXIT_NOT_DONE = 3
+#: Dead letters read to check the ids `dead-letters requeue` is given (a broker keeps
+#: fewer per queue: `max_dead_letters`).
+ALL_LETTERS = 1 << 30
+
+#: The broker of a command given no `--broker` and no `QUEUEING_BROKER`: a file here.
+DEFAULT_BROKER = "sqlite:///queueing.db"
 _BROKER = click.option(
     "--broker",
     envvar="QUEUEING_BROKER",
-    default="redis://localhost:6379/0",
-    show_default=True,
-    help="Broker URL (or set QUEUEING_BROKER): redis://[user:password@]host:port/db, "
-    "rediss://... for TLS; `?prefix=NAME` picks the key prefix.",
+    default=None,
+    help="Broker URL (or set QUEUEING_BROKER): sqlite:///path.db (a file the processes of "
+    "this machine share), redis://[user:password@]host:port/db, rediss://... for TLS. "
+    f"Default: {DEFAULT_BROKER} (in the working directory).",
 )
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _load(target: str) -> list[Queue[Any] | Pipeline]:
-    """Import MODULE[:ATTR]; ATTR is a Queue, a Pipeline or an iterable of them (default:
-    every Queue and Pipeline the module defines)."""
-    module_name, _, attr = target.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    if attr:
-        try:
-            value: Any = getattr(module, attr)
-        except AttributeError:
-            raise click.BadParameter(f"module {module_name!r} has no attribute {attr!r}") from None
-        if callable(value) and not isinstance(value, Queue | Pipeline | type):
-            value = value()
-        values = [value] if isinstance(value, Queue | Pipeline) else list(value)
-    else:
-        values = [v for v in vars(module).values() if isinstance(v, Queue | Pipeline)]
-    specs = [v for v in values if isinstance(v, Queue | Pipeline)]
-    if not specs or len(specs) != len(values):
-        raise click.BadParameter(
-            f"{target!r} must name a Queue, a Pipeline, or a list of them "
-            "(or a module that defines some)"
-        )
-    return specs
+class Exit(click.ClickException):
+    """A message on stderr, exit status 1 (a failed task, an unknown id...)."""
 
 
-def _client(broker: str, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
+class NotDone(click.ClickException):
+    """A task without an outcome (yet), where one was asked for."""
+
+    exit_code = EXIT_NOT_DONE
+
+
+def _broker_url(broker: str | None) -> str:
+    """The broker given, or the default file (said on the command's first line)."""
+    if broker:
+        return broker
+    click.echo(
+        f"queueing: using {DEFAULT_BROKER} (no --broker given and QUEUEING_BROKER is not set)",
+        err=True,
+    )
+    return DEFAULT_BROKER
+
+
+def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
+    url = _broker_url(broker)
+
     async def run() -> T:
-        async with connect(broker) as system:
+        async with connect(url) as system:
             return await fn(system)
 
     try:
@@ -81,15 +88,24 @@ def main() -> None:
 @main.command()
 @click.argument("target")
 @_BROKER
-@click.option("--concurrency", type=click.IntRange(min=1), help="Workers per queue.")
+@click.option(
+    "--concurrency",
+    multiple=True,
+    metavar="[QUEUE=]N",
+    help="Workers in this process: N for every queue, QUEUE=N for one (repeat it: "
+    "--concurrency 8 --concurrency store=1). Default: each Queue's workers=.",
+)
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True)
-def worker(target: str, broker: str, concurrency: int | None, shutdown_timeout: float) -> None:
-    """Run the workers of the queues TARGET (MODULE[:ATTR]) defines, until SIGINT/SIGTERM."""
-    specs = _load(target)
-    if concurrency is not None:
-        specs = [attrs.evolve(s, workers=concurrency) if isinstance(s, Queue) else s for s in specs]
-    names = ", ".join(s.name for s in specs)
-    click.echo(f"queueing worker: serving {names} on {broker.split('@')[-1]}", err=True)
+def worker(
+    target: str, broker: str | None, concurrency: tuple[str, ...], shutdown_timeout: float
+) -> None:
+    """Run the workers of the queues TARGET (MODULE[:ATTR]) defines, until SIGINT/SIGTERM.
+
+    A pipeline brings its stages; each queue runs its own pool of workers."""
+    broker = _broker_url(broker)
+    settings = Concurrency.parse(concurrency)
+    specs = settings.apply(load(target))
+    click.echo(f"queueing worker: serving {describe(specs)} on {broker.split('@')[-1]}", err=True)
     try:
         run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout)
     except QueueingError as exc:  # no broker, a bad URL...: the message, not a traceback
@@ -102,7 +118,7 @@ def worker(target: str, broker: str, concurrency: int | None, shutdown_timeout: 
 @_BROKER
 @click.option("--wait/--no-wait", default=False, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, default=60.0, show_default=True)
-def submit(queue: str, payload: str, broker: str, wait: bool, timeout: float) -> None:
+def submit(queue: str, payload: str, broker: str | None, wait: bool, timeout: float) -> None:
     """Submit one task: PAYLOAD is JSON. Prints the task id (and the result with --wait)."""
     try:
         data = json.loads(payload)
@@ -113,53 +129,112 @@ def submit(queue: str, payload: str, broker: str, wait: bool, timeout: float) ->
         receipt = await system.submit(queue, data)
         click.echo(receipt.id)
         if wait:
-            click.echo(json.dumps(await receipt.result(timeout=timeout)))
+            try:
+                value = await receipt.result(timeout=timeout)
+            except ResultTimeout as exc:
+                raise NotDone(str(exc)) from exc
+            click.echo(json.dumps(value, default=str))
 
     _client(broker, go)
 
 
+async def _outcome(system: QueueSystem, task_id: str, wait: float | None) -> tuple[TaskStatus, Any]:
+    """A task's status (after waiting up to `wait` seconds for its outcome) and its result
+    if it succeeded."""
+    receipt = system.receipt(task_id)
+    if wait is not None:
+        with contextlib.suppress(ResultTimeout, TaskFailed):  # the status says how it stands
+            await receipt.result(timeout=wait)
+    status = await receipt.status()
+    value = await receipt.result() if status.state is TaskState.SUCCEEDED else None
+    return status, value
+
+
+@main.command()
+@click.argument("task_id", metavar="ID")
+@_BROKER
+@click.option("--wait/--no-wait", default=False, help="Wait for the outcome.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="With --wait.")
+@_JSON
+def result(task_id: str, broker: str | None, wait: bool, timeout: float, as_json: bool) -> None:
+    """Print a task's result as JSON.
+
+    Exits 0 with the result, 1 if the task failed (or was cancelled, expired, lost; or the
+    id is unknown), 3 if it has no outcome yet (with --wait: after --timeout)."""
+    status, value = _client(broker, lambda s: _outcome(s, task_id, timeout if wait else None))
+    doc: dict[str, Any] = {"id": status.id, "state": status.state.value}
+    if status.state is TaskState.SUCCEEDED:
+        doc["result"] = value
+    elif status.state.final:
+        doc.update(attempts=status.attempts, stage=status.stage, error=show.error_doc(status.error))
+    if as_json:
+        click.echo(show.dumps(doc))
+    elif status.state is TaskState.SUCCEEDED:
+        click.echo(json.dumps(value, default=str))
+    if status.state is TaskState.SUCCEEDED:
+        return
+    if not status.state.final:
+        hint = f"no outcome after {timeout:g} s" if wait else "`--wait` waits for it"
+        raise NotDone(f"task {task_id!r} is {status.state.value}: no result yet ({hint})")
+    error = f": {status.error.type}: {status.error.message}" if status.error else ""
+    where = f" at stage {status.stage!r}" if status.stage else ""
+    tries = f" after {status.attempts} attempt(s)" if status.attempts else ""
+    raise Exit(f"task {task_id!r} {status.state.value}{where}{tries}{error}")
+
+
+@main.command()
+@click.argument("task_id", metavar="ID")
+@_BROKER
+def cancel(task_id: str, broker: str | None) -> None:
+    """Cancel a task: a waiting one never runs, a running one is stopped.
+
+    Exits 1 if it had an outcome already (nothing to cancel) or the id is unknown."""
+
+    async def go(system: QueueSystem) -> TaskStatus | None:
+        receipt = system.receipt(task_id)
+        if await receipt.cancel():
+            return None
+        return await receipt.status()
+
+    status = _client(broker, go)
+    if status is not None:
+        raise Exit(f"task {task_id!r} had ended already ({status.state.value}): not cancelled")
+    click.echo(f"cancelled {task_id}")
+
+
+@main.command()
+@click.argument("task_id", metavar="ID")
+@_BROKER
+@_JSON
+def inspect(task_id: str, broker: str | None, as_json: bool) -> None:
+    """Everything known of one task: queue, state, attempts, deliveries, times, the last
+    error (type, message, traceback) and the result."""
+    status, value = _client(broker, lambda s: _outcome(s, task_id, None))
+    succeeded = status.state is TaskState.SUCCEEDED
+    if as_json:
+        doc = show.status_doc(status)
+        if succeeded:
+            doc["result"] = value
+        click.echo(show.dumps(doc))
+    else:
+        show.print_inspect(status, value, succeeded)
+
+
 @main.command()
 @_BROKER
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def status(broker: str, as_json: bool) -> None:
-    """Queues (depth, in flight, dead letters, counts) and live workers."""
+@_JSON
+def status(broker: str | None, as_json: bool) -> None:
+    """Queues (ready, scheduled, running, dead letters kept; outcome counts) and live
+    worker processes."""
 
     async def go(system: QueueSystem) -> dict[str, Any]:
         return await system._broker.status()  # type: ignore[attr-defined,no-any-return]
 
     info = _client(broker, go)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=max(100, Console().width))
-    table = Table(title="queues")
-    shown = {
-        "ready": "ready",
-        "scheduled": "sched",
-        "in_flight": "running",
-        "outstanding": "outst",
-        "dead_letters": "dead",
-        "submitted": "subm",
-        "succeeded": "ok",
-        "failed": "failed",
-        "retried": "retried",
-        "cancelled": "cancel",
-    }
-    table.add_column("queue")
-    for header in shown.values():
-        table.add_column(header, justify="right")
-    for name, q in info["queues"].items():
-        table.add_row(name, *(str(q.get(key, 0)) for key in shown))
-    console.print(table)
-    workers = Table(title="live workers")
-    for column in ("worker", "queues", "workers", "in_flight"):
-        workers.add_column(column)
-    for name, w in info["workers"].items():
-        workers.add_row(name, ", ".join(w["queues"]), str(w["workers"]), str(w["in_flight"]))
-    console.print(workers)
+        click.echo(show.dumps(show.status_figures(info)))
+    else:
+        show.print_status(info)
 
 
 @main.group("dead-letters")
@@ -171,39 +246,53 @@ def dead_letters() -> None:
 @click.argument("queue")
 @_BROKER
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-def dl_list(queue: str, broker: str, limit: int) -> None:
-    """The newest dead letters of QUEUE."""
+@_JSON
+def dl_list(queue: str, broker: str | None, limit: int, as_json: bool) -> None:
+    """The newest dead letters of QUEUE (oldest first): id, outcome, attempts, when, the
+    error and the payload."""
 
-    async def go(system: QueueSystem) -> None:
-        for letter in await system.dead_letters(queue, limit):
-            error = f"{letter.error.type}: {letter.error.message}" if letter.error else ""
-            click.echo(
-                f"{letter.id}\t{letter.state.value}\tattempts={letter.attempts}\t"
-                f"{json.dumps(letter.payload)[:80]}\t{error}"
-            )
+    async def go(system: QueueSystem) -> Any:
+        return await system.dead_letters(queue, limit)
 
-    _client(broker, go)
+    letters = _client(broker, go)
+    if as_json:
+        click.echo(show.dumps([show.letter_doc(letter) for letter in letters]))
+    else:
+        show.print_dead_letters(queue, letters, limit)
 
 
 @dead_letters.command("requeue")
 @click.argument("queue")
 @click.argument("ids", nargs=-1)
 @_BROKER
-def dl_requeue(queue: str, ids: tuple[str, ...], broker: str) -> None:
-    """Submit QUEUE's dead letters again (all, or those with IDS); prints the new ids."""
+def dl_requeue(queue: str, ids: tuple[str, ...], broker: str | None) -> None:
+    """Submit QUEUE's dead letters again (all, or those with IDS); prints the new ids.
 
-    async def go(system: QueueSystem) -> None:
-        for receipt in await system.requeue(queue, list(ids) or None):
-            click.echo(receipt.id)
+    An id that is not among QUEUE's dead letters is an error, and nothing is requeued."""
 
-    _client(broker, go)
+    async def go(system: QueueSystem) -> list[str]:
+        if ids:
+            kept = {letter.id for letter in await system.dead_letters(queue, ALL_LETTERS)}
+            missing = [i for i in ids if i not in kept]
+            if missing:
+                raise Exit(
+                    f"no dead letter {', '.join(map(repr, missing))} in {queue!r}; nothing "
+                    f"was requeued (`queueing dead-letters list {queue}` lists them)"
+                )
+        return [receipt.id for receipt in await system.requeue(queue, list(ids) or None)]
+
+    new_ids = _client(broker, go)
+    if not new_ids:
+        click.echo(f"no dead letters to requeue in {queue!r}", err=True)
+    for new_id in new_ids:
+        click.echo(new_id)
 
 
 @dead_letters.command("purge")
 @click.argument("queue")
 @_BROKER
 @click.confirmation_option(prompt="Delete every dead letter of this queue?")
-def dl_purge(queue: str, broker: str) -> None:
+def dl_purge(queue: str, broker: str | None) -> None:
     """Delete QUEUE's dead letters."""
 
     async def go(system: QueueSystem) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import sqlite3
@@ -101,10 +102,62 @@ def test_flaky_service_dead_letters_then_requeues_after_the_fix() -> None:
     assert "0 dead letters left" in out
 
 
+def check_crawl(out: str, database: Path) -> None:
+    """What examples/crawler.py reports adds up, and its SQLite table holds every page."""
+    pages = number(out, "Pages submitted")
+    assert pages > 0
+    assert number(out, "Pages stored") == pages
+    assert number(out, "Failed") == 0
+    assert number(out, "Rows in SQLite") == pages
+    assert number(out, "Fetch retries") > 0  # the outage was ridden out, not missed
+    assert re.search(r"The site went down at [\d.]+ s and was back at [\d.]+ s", out), out
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT url, title, links FROM pages ORDER BY url").fetchall()
+    db.close()
+    assert len(rows) == pages
+    assert {title for _, title, _ in rows} == {f"Page {n}" for n in range(pages)}
+    assert all(links == 3 for _, _, links in rows)
+
+
+def test_crawler_rides_out_the_outage_and_stores_every_page(tmp_path: Path) -> None:
+    env = {**os.environ, "CRAWLER_OUT": str(tmp_path)}
+    env.pop("QUEUEING_BROKER", None)  # in memory: the default
+    out = run_example("crawler.py", env)
+    assert "(broker memory://)" in out
+    check_crawl(out, tmp_path / "pages.sqlite3")
+
+
+def test_the_example_tests_of_the_crawlers_queues_pass() -> None:
+    # As a user runs them; the plugin comes with the installed package (its entry point),
+    # named here only for an install made before the entry point existed.
+    plugins = {entry.name for entry in importlib.metadata.entry_points(group="pytest11")}
+    extra = [] if "queueing" in plugins else ["-p", "queueing.testing"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "examples/test_crawler.py",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert re.search(r"\b4 passed\b", proc.stdout), proc.stdout
+
+
 # -- the code in the docs this file's examples belong to ------------------------------------
 
 DOC_PAGES = [
     "README.md",
+    "docs/index.md",
+    "docs/how-to/testing.md",
     "docs/tutorial.md",
     "docs/comparison.md",
     "docs/concepts/queues.md",

@@ -1,8 +1,8 @@
 """Brokers: where tasks wait, outcomes live, and dead letters are kept.
 
 The contract every broker implements (`Broker`, `RunStore`, `QueueInfo`, `Admission`, the
-`Task` records) is documented in docs/concepts/brokers.md. The Redis broker is imported
-only when it is used (it needs the `redis` extra).
+`Task` records) is documented in docs/concepts/brokers.md. The Redis broker (it needs the
+`redis` extra) and the SQLite broker are imported only when they are used.
 """
 
 from typing import Any
@@ -25,6 +25,7 @@ __all__ = [
     "QueueInfo",
     "RedisBroker",
     "RunStore",
+    "SqliteBroker",
     "Task",
     "queue_of",
     "run_of",
@@ -36,4 +37,8 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisBroker
 
         return RedisBroker
+    if name == "SqliteBroker":
+        from .sqlite import SqliteBroker
+
+        return SqliteBroker
     raise AttributeError(name)

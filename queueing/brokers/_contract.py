@@ -26,7 +26,11 @@ task's queue from its id alone (`lookup`, `cancel`). A pipeline run's id is
 stage task's run is found from its id too (`run_of`).
 
 Methods need not checkpoint (the engine does); a method that talks to a server retries
-lost connections itself and raises `BrokerError` only when it gives up. Times called
+lost connections itself and raises `BrokerError` only when it gives up. The methods the
+engine's background loops call (`claim`, `renew`, `wait_settled`, `run`) never give up on a
+storage that is only away for now: they log and retry (a loop that raised would have its
+actor restarted, and past a few restarts the system stops), and raise only for what no
+retry can fix (a bad configuration, a schema it does not know). Times called
 "broker clock" are `broker.clock()` seconds (trio's clock in memory, so tests can use a
 MockClock; wall-clock seconds elsewhere); `submitted_at`/`finished_at` are wall clock.
 """
@@ -260,6 +264,22 @@ class Broker(abc.ABC):
 
     async def declared(self) -> dict[str, QueueInfo]:
         """The queues that serving processes declared (for a client that knows none)."""
+        return {}
+
+    async def figures(self, queue: str) -> dict[str, int] | None:
+        """A shared broker's figures of `queue`, over every process: `outstanding`,
+        `in_flight`, `scheduled`, `dead_letters`, and the totals `submitted`, `succeeded`,
+        `failed`, `retried`, `dead_lettered`, `cancelled`, `expired` it keeps (those it
+        does not keep are left out). None: figures are only this process's (the default)."""
+        return None
+
+    async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:  # noqa: B027
+        """Publish the pipelines a serving process runs (name: its stage queues, in order),
+        so that a client that knows none can submit to them by name. Optional: a broker
+        without it leaves such clients to pass the `Pipeline` objects to `connect()`."""
+
+    async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
+        """The pipelines serving processes published (`declare_pipelines`)."""
         return {}
 
 

@@ -167,7 +167,7 @@ def test_every_runtime_error_derives_from_actor_error() -> None:
         if isinstance(getattr(actors, name), type)
         and issubclass(getattr(actors, name), BaseException)
     ]
-    assert len(errors) == 9
+    assert len(errors) == 13
     assert all(issubclass(error, ActorError) for error in errors)
 
 

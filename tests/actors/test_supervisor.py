@@ -255,7 +255,7 @@ async def test_a_supervisor_that_gives_up_is_restarted_by_its_parent(
 # -- backoff -----------------------------------------------------------------------------------
 
 
-async def test_backoff_delays_each_restart_by_the_wait_strategy(
+async def test_a_child_that_keeps_failing_waits_longer_after_a_free_first_restart(
     actor_system: ActorSystem, autojump_clock: trio.testing.MockClock
 ) -> None:
     started_at: list[float] = []
@@ -274,10 +274,11 @@ async def test_backoff_delays_each_restart_by_the_wait_strategy(
     )
     await trio.sleep(100)
     delays = [b - a for a, b in itertools.pairwise(started_at)]
-    assert delays == pytest.approx([1, 2, 4, 8])
+    # The first restart is immediate; restart n in a row waits backoff(attempt n - 1).
+    assert delays == pytest.approx([0, 1, 2, 4])
 
 
-async def test_backoff_counts_only_restarts_within_the_window(
+async def test_a_child_that_ran_reset_after_seconds_is_restarted_at_once_again(
     actor_system: ActorSystem, autojump_clock: trio.testing.MockClock
 ) -> None:
     started_at: list[float] = []
@@ -293,20 +294,23 @@ async def test_backoff_counts_only_restarts_within_the_window(
         actor_system,
         [ChildSpec(Crashy, name="c")],
         max_restarts=10,
-        within=10,
+        within=100,
+        reset_after=1.0,
         backoff=tenacity.wait_exponential(multiplier=1, max=100),
     )
     base = trio.current_time()
-    await ref.tell("crash")  # t=0: 1st restart in the window, after 1s
-    await trio.sleep(5)
-    await ref.tell("crash")  # t=5: 2nd in the window, after 2s
-    await trio.sleep(15)
-    await ref.tell("crash")  # t=20: the earlier ones left the window, after 1s again
-    await trio.sleep(5)
-    assert [t - base for t in started_at[1:]] == pytest.approx([1, 7, 21])
+    await ref.tell("crash")  # t=0: first in a row, at once
+    await trio.sleep(0.5)
+    await ref.tell("crash")  # t=0.5: ran 0.5s < reset_after: 2nd in a row, after 1s
+    await trio.sleep(1.7)
+    await ref.tell("crash")  # t=2.2: ran 0.7s since 1.5: 3rd in a row, after 2s
+    await trio.sleep(10)
+    await ref.tell("crash")  # t=12.2: ran 8s: a first crash again, at once
+    await trio.sleep(1)
+    assert [t - base for t in started_at[1:]] == pytest.approx([0, 1.5, 4.2, 12.2])
 
 
-async def test_the_default_backoff_is_short(
+async def test_the_default_backoff_restarts_at_once_then_waits_briefly(
     actor_system: ActorSystem, autojump_clock: trio.testing.MockClock
 ) -> None:
     started_at: list[float] = []
@@ -320,9 +324,11 @@ async def test_the_default_backoff_is_short(
 
     ref = await actor_system.spawn(Crashy)
     await ref.tell("crash")
+    await ref.tell("crash")  # handled by the second incarnation, which ran no time at all
     await trio.sleep(1)
-    assert len(started_at) == 2
-    assert 0.01 <= started_at[1] - started_at[0] <= 0.02
+    assert len(started_at) == 3
+    assert started_at[1] == started_at[0]
+    assert 0.01 <= started_at[2] - started_at[1] <= 0.02
 
 
 async def test_stopping_a_supervisor_cuts_its_backoff_short(
@@ -331,13 +337,14 @@ async def test_stopping_a_supervisor_cuts_its_backoff_short(
     events: Events = []
     sup, a = await spawn_tree(actor_system, [child(events, "a")], backoff=tenacity.wait_fixed(3600))
     await a.tell("crash")
+    await a.tell("crash")  # the second in a row waits out the backoff
     await trio.testing.wait_all_tasks_blocked()
     assert a.stats().state is ActorState.RESTARTING
     start = trio.current_time()
     await sup.stop()
     assert trio.current_time() - start < 1
     assert not a.is_alive
-    assert starts(events, "a") == 1
+    assert starts(events, "a") == 2
 
 
 # -- shutdown deadlines ------------------------------------------------------------------------

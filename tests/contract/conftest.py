@@ -13,13 +13,11 @@ A test asks for two fixtures:
   the suite's delays and timeouts are fractions of a second.
 
 Both come from one parameter, `broker_case`, whose values are the entries of `BROKERS`
-(test ids `memory`, `redis`). A new broker joins the contract by adding one entry:
+(test ids `memory`, `sqlite`, `redis`); a new broker joins the contract with one entry:
 
-- SQLite (`sqlite:///file.db`, no server, stdlib):
-  `BrokerCase("sqlite", lambda request: f"sqlite:///{request.getfixturevalue('tmp_path')}"
-  "/queueing.db", mock_clock=False)`: a file of the test's own, so tests share nothing.
-  Keep `mock_clock=False` if the broker stores due times and deadlines as wall-clock
-  times (and so does its polling); True only if every wait it makes is on trio's clock.
+- SQLite (`sqlite:///file.db`, no server, stdlib): a file of the test's own (`tmp_path`), so
+  tests share nothing, in real time (`mock_clock=False`: it keeps due times, deadlines and
+  leases on the wall clock, which all processes share).
 - AMQP (`amqp://`, RabbitMQ quorum queues): first a session fixture in tests/conftest.py
   that starts a private RabbitMQ as `redis_server` does (skipped without the binary,
   failed with `QUEUEING_REQUIRE_AMQP=1`) and an `amqp_url` fixture with a virtual host or
@@ -57,6 +55,11 @@ class BrokerCase:
 
 BROKERS = (
     BrokerCase("memory", lambda request: "memory://", mock_clock=True),
+    BrokerCase(
+        "sqlite",
+        lambda request: f"sqlite:///{request.getfixturevalue('tmp_path')}/queueing.db",
+        mock_clock=False,
+    ),
     BrokerCase(
         "redis",
         lambda request: str(request.getfixturevalue("redis_url")),

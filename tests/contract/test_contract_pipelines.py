@@ -22,7 +22,7 @@ from contract_workers import (
     serve,
 )
 
-from queueing import Pipeline, Queue, TaskCancelled, TaskState
+from queueing import Pipeline, Queue, TaskCancelled, TaskState, Worker
 
 
 def steps() -> Pipeline:
@@ -130,3 +130,38 @@ async def test_a_result_that_does_not_fit_the_next_stage_fails_the_stage_that_ma
     assert failure.stage == "parse"
     assert failure.error_type == "queueing.PayloadError"
     assert "describe" in failure.error
+
+
+class Picky(Worker):
+    """Fails for good on payloads in `refused` (a set the test can change)."""
+
+    def __init__(self, refused: set[int]) -> None:
+        self.refused = refused
+
+    async def handle(self, n: int) -> int:
+        if n in self.refused:
+            raise ValueError(f"cannot take {n} yet")
+        return n + 1
+
+
+async def test_a_requeued_stage_dead_letter_goes_on_down_its_pipeline(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    refused = {42}
+    flow = pipeline(
+        "flow",
+        Queue("parse", Parse),
+        Queue("picky", Picky, worker_kwargs={"refused": refused}),
+        Queue("render", Render),
+    )
+    async with serve(broker, flow) as system:
+        failed = await system.submit("flow", "42")  # parse gives 42, which picky refuses
+        failure = await failure_of(failed)
+        assert (failure.outcome, failure.stage) == (TaskState.FAILED, "picky")
+        (letter,) = await system.dead_letters("picky")
+        refused.clear()  # the cause is fixed
+        (again,) = await system.requeue("picky", [letter.id])
+        assert await outcome_of(again) == "#43"  # picky, then render, ran
+        assert await system.dead_letters("picky") == []
+        # The first run keeps its outcome: exactly one per run.
+        assert (await failed.status()).state is TaskState.FAILED

@@ -21,6 +21,7 @@ from contract_workers import (
     Point,
     ToFloat,
     failure_of,
+    outcome_of,
     serve,
 )
 
@@ -161,3 +162,24 @@ async def test_the_worker_goes_on_after_a_result_json_cannot_hold(
         with trio.fail_after(WAIT):
             assert await good == 1.5
         assert (await failure_of(bad)).outcome is TaskState.FAILED
+
+
+class WrongResult(Worker):
+    """Declares an int result, returns what the payload says."""
+
+    async def handle(self, value: Any) -> int:
+        return value  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("value", ["12", 2.5, True, {"n": 1}])
+async def test_a_result_not_of_the_declared_type_fails_the_task_naming_the_result(
+    broker: str, clock: trio.abc.Clock | None, value: Any
+) -> None:
+    async with serve(broker, Queue("wrong", WrongResult)) as system:
+        failure = await failure_of(await system.submit("wrong", value))
+        assert await outcome_of(await system.submit("wrong", 7)) == 7  # the worker goes on
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type == "queueing.PayloadError"
+    assert "the result of handle()" in failure.error
+    assert "expected int" in failure.error
+    assert failure.attempts == 1

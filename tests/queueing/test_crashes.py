@@ -201,3 +201,61 @@ async def test_a_worker_crashing_too_often_escalates_and_stops_the_system(
     (receipt,) = receipts
     assert isinstance(await outcome_of(receipt), TaskFailed)
     assert (await receipt.status()).state is TaskState.CANCELLED
+
+
+class CannotStart(Worker):
+    async def on_start(self) -> None:
+        raise OSError("database unreachable")
+
+    async def handle(self, n: int) -> int:
+        return n
+
+
+async def test_a_pool_whose_workers_cannot_start_stops_the_system_naming_the_queue(
+    autojump_clock: Any,
+) -> None:
+    from queueing import WorkersCrashed
+
+    with pytest.raises(WorkersCrashed) as info:
+        async with open_system(Queue("store", CannotStart, workers=2)):
+            await trio.sleep(3600)
+    assert trio.current_time() < 60  # within seconds, not after an hour of restarts
+    error = info.value
+    assert error.queue == "store"
+    assert isinstance(error, actors.SupervisorGaveUp)
+    assert isinstance(error.__cause__, OSError)
+    assert "queue 'store'" in str(error)
+    assert "OSError: database unreachable" in str(error)
+    assert "Queue(max_restarts=" in str(error)
+
+
+class SometimesBroken(Worker):
+    """Every `every`-th task finds the worker's own resource broken (a fatal error)."""
+
+    fatal = (LostConnection,)
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    async def handle(self, n: int) -> int:
+        await trio.sleep(0.01)
+        if self.every and n % self.every == 0 and self.attempt == 1:
+            raise LostConnection(f"lost it on task {n}")
+        return n
+
+
+async def _time_to_run(tasks: int, every: int) -> float:
+    queue = Queue("work", SometimesBroken, workers=16, worker_kwargs={"every": every})
+    async with open_system(queue) as system:
+        started = trio.current_time()
+        receipts = await system.submit_many("work", range(1, tasks + 1))
+        assert [await r for r in receipts] == list(range(1, tasks + 1))
+        return trio.current_time() - started
+
+
+async def test_one_percent_of_tasks_crashing_their_worker_keeps_most_of_the_throughput(
+    autojump_clock: Any,
+) -> None:
+    healthy = await _time_to_run(3000, every=0)
+    crashing = await _time_to_run(3000, every=100)  # 1% of tasks crash their worker
+    assert healthy / crashing >= 0.7, (healthy, crashing)

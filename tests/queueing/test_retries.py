@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from typing import Any
@@ -161,18 +162,43 @@ async def test_exhausted_retries_dead_letter_the_task_with_its_cause(autojump_cl
     assert status.submitted_at == letter.submitted_at
 
 
-async def test_the_default_policy_retries_transient_errors_five_times_in_all(
+async def test_the_default_policy_retries_transient_errors_for_two_minutes(
     autojump_clock: Any,
 ) -> None:
     log: list[tuple[str, int, float]] = []
     async with open_system(flaky(log)) as system:
-        error = await outcome_of(await system.submit("flaky", task("a", fail=99)))
+        error = await outcome_of(await system.submit("flaky", task("a", fail=999)))
     assert isinstance(error, TaskFailed)
-    assert (error.outcome, error.attempts) == (TaskState.DEAD_LETTERED, 5)
-    gaps = [b - a for a, b in zip(times(log, "a"), times(log, "a")[1:], strict=False)]
-    # Exponential with a little jitter: about 0.1, 0.2, 0.4, 0.8 seconds.
-    for gap, base in zip(gaps, [0.1, 0.2, 0.4, 0.8], strict=True):
+    assert error.outcome is TaskState.DEAD_LETTERED
+    started = times(log, "a")
+    # A retry follows every failure within two minutes of the first attempt, none after.
+    assert started[-2] - started[0] < 120 <= started[-1] - started[0] <= 120 + 15.1
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    # Exponential with a little jitter: about 0.1, 0.2, 0.4, 0.8 seconds... capped at 15 s.
+    for gap, base in zip(gaps, [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8], strict=False):
         assert base <= gap <= base + 0.1 + 1e-9
+    assert all(15.0 <= gap <= 15.1 + 1e-9 for gap in gaps[8:])
+    assert error.attempts == len(started)
+
+
+async def test_the_default_policy_rides_out_a_minutes_outage(autojump_clock: Any) -> None:
+    outage_ends = 60.0
+
+    class Backend(Worker):
+        async def handle(self, n: int) -> int:
+            if trio.current_time() < outage_ends:
+                raise ConnectionRefusedError(f"backend down (job {n})")
+            return n
+
+    async with open_system(Queue("calls", Backend, workers=4)) as system:
+        receipts = []
+        for n in range(40):  # submitted over the outage's first 40 seconds
+            receipts.append(await system.submit("calls", n))
+            await trio.sleep(1)
+        assert [await r for r in receipts] == list(range(40))
+        stats = system.stats()["calls"]
+    assert (stats.succeeded, stats.dead_lettered, stats.failed) == (40, 0, 0)
+    assert trio.current_time() < outage_ends + 15.2  # each came back within a backoff
 
 
 @pytest.mark.parametrize("error", [ConnectionError, TimeoutError, Glitch])

@@ -86,14 +86,23 @@ async def inject_task(client: coredis.Redis[str], url: str, queue: str, payload:
     """Write a task as another program could: its entry in the ready stream and the record
     that names it (so the broker takes it as a task, not as a forgery); returns its id."""
     task_id = f"{queue}:injected-{secrets.token_hex(4)}"
-    entry = await client.xadd(
-        key(url, queue, "ready"), {"id": task_id, "env": envelope(queue, task_id, payload)}
-    )
     meta = json.dumps({"submitted_at": time.time(), "expires_at": None, "attempts": 0})
-    record = {"s": "pending", "e": str(entry), "r": "", "m": meta, "t": "60000"}
-    await client.hset(task_key(url, task_id), record)
-    await client.incr(key(url, queue, "outstanding"))
+    # Entry and record at once (a worker may read the entry the moment it exists).
+    await client.eval(
+        INJECT,
+        keys=[key(url, queue, "ready"), task_key(url, task_id), key(url, queue, "outstanding")],
+        args=[task_id, envelope(queue, task_id, payload), meta],
+    )
     return task_id
+
+
+INJECT = (
+    "local entry = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'env', ARGV[2]) "
+    "redis.call('HSET', KEYS[2], 's', 'pending', 'e', entry, 'r', '', 'm', ARGV[3], "
+    "'t', '60000') "
+    "redis.call('INCR', KEYS[3]) "
+    "return entry"
+)
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, every: float = 0.01) -> None:

@@ -124,3 +124,22 @@ def test_worker_without_a_broker_exits_with_the_reason() -> None:
     assert done.returncode == 1
     assert "Error: cannot use Redis at redis://127.0.0.1:1/0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def broken(:\n", "syntax error"),
+        ("raise RuntimeError('no config')\n", "raised RuntimeError: no config"),
+    ],
+)
+def test_a_worker_module_that_fails_to_import_is_a_short_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, expected: str
+) -> None:
+    module = f"bad_{secrets.token_hex(4)}"
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["worker", module, "--broker", "redis://127.0.0.1:1/0"])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output

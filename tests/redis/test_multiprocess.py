@@ -32,7 +32,7 @@ TASKS = int(os.environ.get("QUEUEING_TEST_MP_TASKS", "20000"))
 LEASE = 2.0
 #: The others reclaim a dead worker's tasks when they have been idle a lease; leases are
 #: checked every lease/3; the rest is scheduling on a loaded 2-core machine.
-RECLAIM_BOUND = LEASE + LEASE / 3 + 2.0
+RECLAIM_BOUND = LEASE + LEASE / 3 + 10.0
 
 
 def runs_by_process(directory: Path) -> dict[int, list[str]]:

@@ -206,3 +206,50 @@ async def test_a_stage_task_found_by_id_another_client(redis_url: str) -> None:
             # A finished stage task's receipt resolves to None: its result went on.
             assert await client.receipt(ids[1]).result(timeout=5) is None
         await system.drain(timeout=5)
+
+
+class Held(Worker):
+    """Holds its task until cancelled (or for a minute); logs each start and cancel."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def handle(self, payload: str) -> str:
+        self.log.append(f"start {payload}")
+        try:
+            await trio.sleep(60)
+        except trio.Cancelled:
+            self.log.append(f"cancelled {payload}")
+            raise
+        return payload
+
+
+async def test_cancelling_a_run_stops_its_stage_running_in_another_process(
+    redis_url: str,
+) -> None:
+    log: list[str] = []
+    url = redis_url + "&lease=0.6"  # leases renewed (and ended runs checked) every 0.2 s
+    first = Queue("first", Held, worker_kwargs={"log": log})
+    run = Pipeline("run", [first, Queue("second", Measure)])
+    async with open_system(first, run, broker=url) as workers, connect(url, run) as client:
+        receipt = await client.submit("run", "hello")
+        await wait_for(lambda: _logged(log, "start hello"))
+        assert await client.receipt(receipt.id).cancel() is True  # from the client
+        with pytest.raises(TaskCancelled):
+            await receipt.result(timeout=5)
+        await wait_for(lambda: _logged(log, "cancelled hello"), timeout=10)
+        await workers.drain(timeout=10)
+        assert workers.stats()["first"].in_flight == 0
+
+
+async def _logged(log: list[str], line: str) -> bool:
+    await trio.lowlevel.checkpoint()
+    return line in log
+
+
+async def test_a_client_that_knows_no_pipeline_submits_to_one_by_name(redis_url: str) -> None:
+    fetch, measure, pipe = ingest()
+    async with open_system(fetch, measure, pipe, broker=redis_url), connect(redis_url) as client:
+        assert "ingest" in client.names
+        receipt = await client.submit("ingest", {"url": "https://example.org"})
+        assert await receipt.result(timeout=5) == len("<html>https://example.org</html>")

@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -73,6 +73,30 @@ class Admin:
                 log.warning("queue %r: unreadable declaration %r (%s)", name, value, exc)
         return queues
 
+    async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:
+        """Publish pipelines (name: stage queues) for clients that know none."""
+        docs = {name: dumps(list(stages)) for name, stages in pipelines.items()}
+        if docs:
+            key = self.keys.pipelines()
+            await self.calls.retrying(
+                "declare pipelines", lambda: self.calls.client.hset(key, docs)
+            )
+
+    async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
+        raw = await self.calls.retrying(
+            "declared pipelines", lambda: self.calls.client.hgetall(self.keys.pipelines())
+        )
+        pipelines = {}
+        for name, value in raw.items():
+            try:
+                stages = json.loads(value)
+                if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+                    raise ValueError("not a list of queue names")
+                pipelines[str(name)] = tuple(stages)
+            except ValueError as exc:
+                log.warning("pipeline %r: unreadable declaration %r (%s)", name, value, exc)
+        return pipelines
+
     async def outstanding(self, queue: str) -> int:
         key = self.keys.outstanding(queue)
         value = await self.calls.retrying("outstanding", lambda: self.calls.client.get(key))
@@ -98,27 +122,32 @@ class Admin:
         )
         return [decode_dead_letter(str(raw)) for raw in taken]
 
+    async def figures(self, name: str) -> dict[str, int]:
+        """One queue's figures, read from Redis (all processes)."""
+        client = self.calls.client
+        ready = self.keys.ready(name)
+        try:
+            summary = await client.xpending(ready, k.GROUP)
+            in_flight = int(getattr(summary, "pending", 0) or 0)
+        except Exception:  # no group (yet): nothing in flight
+            in_flight = 0
+        stats = await client.hgetall(self.keys.stats(name))
+        return {
+            "outstanding": max(0, int(await client.get(self.keys.outstanding(name)) or 0)),
+            "in_flight": in_flight,
+            "ready": max(0, await client.xlen(ready) - in_flight),
+            "scheduled": await client.zcard(self.keys.delayed(name)),
+            "dead_letters": await client.xlen(self.keys.dead(name)),
+            **{str(key): int(value) for key, value in stats.items()},
+        }
+
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers, read from Redis (for `queueing status`)."""
         client = self.calls.client
         queues = await client.hgetall(self.keys.queues())
         result: dict[str, Any] = {"queues": {}, "workers": {}}
         for name in sorted(queues):
-            ready = self.keys.ready(name)
-            try:
-                summary = await client.xpending(ready, k.GROUP)
-                in_flight = int(getattr(summary, "pending", 0) or 0)
-            except Exception:  # no group (yet): nothing in flight
-                in_flight = 0
-            stats = await client.hgetall(self.keys.stats(name))
-            result["queues"][name] = {
-                "outstanding": int(await client.get(self.keys.outstanding(name)) or 0),
-                "in_flight": in_flight,
-                "ready": await client.xlen(ready) - in_flight,
-                "scheduled": await client.zcard(self.keys.delayed(name)),
-                "dead_letters": await client.xlen(self.keys.dead(name)),
-                **{key: int(value) for key, value in stats.items()},
-            }
+            result["queues"][name] = await self.figures(name)
         now = time.time()
         for worker, raw in (await client.hgetall(self.keys.workers())).items():
             with suppress(ValueError, TypeError, AttributeError):

@@ -12,7 +12,8 @@ and at once while the claims wait in a blocking read (they take nothing along th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,6 +40,9 @@ OPS_CONGESTED = 2000
 MERGE_CHUNK = 200
 #: Seconds an outcome write waits for a claim to take it along before it is sent alone.
 FLUSH_AFTER = 0.002
+#: Seconds between two openings of a replies stream by a client that submits: each one
+#: makes it again if Redis lost it (a FLUSHALL) and pushes its TTL back.
+REOPEN_EVERY = 60.0
 
 #: `submit.lua`'s answers: 1 accepted, 0 full, -1 exists, -2 exists (this client's).
 _ACCEPTED, _EXISTS_OURS = 1, -2
@@ -134,6 +138,11 @@ class Batcher:
         self.on_replied: Callable[[], None] = lambda: None
         #: Called with the ids Redis accepted from here whose notices come here.
         self.on_accepted: Callable[[list[str]], None] = lambda ids: None
+        #: When each replies stream of ours is to be opened again (trio clock), and the
+        #: openings under way. A reconnect opens them again (Redis may have lost them).
+        self._opened: dict[str, float] = {}
+        self._opening: dict[str, trio.Event] = {}
+        calls.on_reconnect.append(self._opened.clear)
 
     # -- submits ----------------------------------------------------------------------------
 
@@ -191,6 +200,56 @@ class Batcher:
         if slot.error is not None:
             raise slot.error
         return slot.answers
+
+    async def open_replies(self, name: str) -> None:
+        """Make sure this client's replies stream of `name` exists before it starts a
+        pipeline run there (queue submits open theirs in the submit's round trip)."""
+        while (opening := self._opening.get(name)) is not None:
+            await opening.wait()  # another submit of this client opens it right now
+        if not self._stale([name]):
+            self.note_replied(name)
+            return
+        event = self._opening[name] = trio.Event()
+        try:
+
+            def fill(pipe: Any) -> list[Any]:
+                return self._open(pipe, name)
+
+            await self.calls.pipelined("open a replies stream", fill)
+            self._opened[name] = trio.current_time() + REOPEN_EVERY
+        finally:
+            del self._opening[name]
+            event.set()
+        self.note_replied(name)
+
+    def _stale(self, names: Iterable[str]) -> list[str]:
+        """Of these replies streams of ours, those to open (again) now."""
+        now = trio.current_time()
+        return [name for name in names if now >= self._opened.get(name, -math.inf)]
+
+    def _open(self, pipe: Any, name: str) -> list[Any]:
+        """Queue the commands that make our replies stream of `name` (or keep it): an empty
+        notice (no task id: readers skip it), and the stream's TTL."""
+        from coredis.tokens import PureToken
+
+        key = self.keys.replies(name, self.client_id)
+        return [
+            pipe.xadd(
+                key,
+                {"id": ""},
+                trim_strategy=PureToken.MAXLEN,
+                threshold=k.REPLIES_MAXLEN,
+                trim_operator=PureToken.APPROXIMATELY,
+            ),
+            pipe.expire(key, k.REPLIES_TTL),
+        ]
+
+    async def close_replies(self) -> None:
+        """Delete this client's replies streams (it closes: nobody reads them any more).
+        One key per call: each lives in its own queue's slot."""
+        for name in sorted(self.replied):
+            await self.calls.client.delete([self.keys.replies(name, self.client_id)])
+        self._opened.clear()
 
     def note_replied(self, name: str) -> None:
         """This client submits to `name`: its replies stream there is ours to read."""
@@ -255,19 +314,31 @@ class Batcher:
     async def _send_submits(self, batch: list[_Slot]) -> None:
         calls = self._calls_of(batch)
         sends = 0
+        # The replies streams the outcomes will be noticed in must exist before the tasks
+        # are accepted (notices go only into a stream that exists): opened in the same
+        # round trip, ahead of the submits, every `REOPEN_EVERY` seconds, and on a resend
+        # (the connection broke: Redis may have restarted empty).
+        replied = {slot.queue.name for slot in batch if any(t[4] for t in slot.tasks)}
+        opened: list[str] = []
 
-        def sent() -> None:
-            nonlocal sends
+        def fill(pipe: Any) -> list[Any]:
+            nonlocal sends, opened
             sends += 1
+            opened = sorted(replied) if sends > 1 else self._stale(replied)
+            opens = [command for name in opened for command in self._open(pipe, name)]
+            scripts = [self.calls.script(pipe, "submit", keys, args) for _, keys, args in calls]
+            return [*opens, *scripts]
 
         try:
-            scripts = [("submit", keys, args) for _, keys, args in calls]
-            answers = await self.calls.scripts("submit", scripts, sent=sent)
+            answers = await self.calls.pipelined("submit", fill)
         except Exception as exc:
             for slot in batch:
                 slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
                 slot.event.set()
             return
+        until = trio.current_time() + REOPEN_EVERY
+        self._opened.update(dict.fromkeys(opened, until))
+        answers = answers[len(answers) - len(calls) :]
         for (members, _, _), codes in zip(calls, answers, strict=True):
             if isinstance(codes, Exception):
                 for slot in members:

@@ -5,6 +5,7 @@ Layout, flows and guarantees: docs/concepts/delivery-guarantees.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -31,6 +32,9 @@ from ._receipts import Receipts
 from ._room import Room
 from ._runs import RedisRuns
 from ._url import finite_positive, parse_url, safe_url
+
+#: Seconds a closing client tries to delete its replies streams (Redis may be gone).
+REPLIES_GOODBYE = 1.0
 
 
 class RedisBroker(Broker):
@@ -147,7 +151,16 @@ class RedisBroker(Broker):
 
         self._calls.redeclare = redeclare
         async with self._calls.connected(ready):
-            yield
+            try:
+                yield
+            finally:
+                # A client's replies streams die with it (each CLI call is a client).
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(REPLIES_GOODBYE),
+                    contextlib.suppress(Exception),
+                ):
+                    await self._batch.close_replies()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -258,6 +271,15 @@ class RedisBroker(Broker):
 
     async def declared(self) -> dict[str, QueueInfo]:
         return await self._admin.declared()
+
+    async def figures(self, queue: str) -> dict[str, int] | None:
+        return await self._calls.retrying("figures", lambda: self._admin.figures(queue))
+
+    async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:
+        await self._admin.declare_pipelines(pipelines)
+
+    async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
+        return await self._admin.declared_pipelines()
 
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers, read from Redis (for `queueing status`)."""

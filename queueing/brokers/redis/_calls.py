@@ -217,28 +217,19 @@ class Calls:
         return await self.retrying(what, send, deliver=deliver)
 
     async def scripts(
-        self,
-        what: str,
-        calls: Sequence[tuple[str, list[str], list[Any]]],
-        *,
-        sent: Callable[[], None] | None = None,
+        self, what: str, calls: Sequence[tuple[str, list[str], list[Any]]]
     ) -> list[Any]:
         """Script calls (name, keys, args) in one round trip, answered as `pipelined`
-        answers; a single one goes without a pipeline (which costs more than the call).
-        `sent` is called at each attempt."""
+        answers; a single one goes without a pipeline (which costs more than the call)."""
         if len(calls) != 1:
 
             def fill(pipe: Any) -> list[Any]:
-                if sent is not None:
-                    sent()
                 return [self.script(pipe, name, keys, args) for name, keys, args in calls]
 
             return await self.pipelined(what, fill)
         ((name, keys, args),) = calls
 
         async def one() -> list[Any]:
-            if sent is not None:
-                sent()
             try:
                 return [await self.script(self.client, name, keys, args)]
             except Exception as exc:

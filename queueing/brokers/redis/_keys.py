@@ -23,7 +23,9 @@ GROUP = "workers"
 DONE_MAXLEN = 10_000
 #: Entries kept in one client's `replies` stream of one queue (wake-ups for its receipts).
 REPLIES_MAXLEN = 10_000
-#: Seconds a client's `replies` stream outlives its last notice (a client that went away).
+#: Seconds a client's `replies` stream outlives its last notice or its opening. A client
+#: deletes its streams when it closes and opens them again when this is half gone; only a
+#: client that went away without closing (killed) leaves them behind, for this long.
 REPLIES_TTL = 86_400
 #: The longest outcome (characters of JSON) a notice in `replies` carries along; a longer
 #: one is read from the task's record.
@@ -139,6 +141,9 @@ class Keys:
 
     def queues(self) -> str:
         return f"{{{self.prefix}}}:queues"
+
+    def pipelines(self) -> str:
+        return f"{{{self.prefix}}}:pipelines"
 
     def workers(self) -> str:
         return f"{{{self.prefix}}}:workers"

@@ -73,6 +73,7 @@ class RedisRuns(RunStore):
                     pipe.xadd(
                         replies,
                         {"id": run_id},
+                        nomkstream=True,  # a client gone is sent nothing (see finish.lua)
                         trim_strategy=PureToken.MAXLEN,
                         threshold=k.REPLIES_MAXLEN,
                         trim_operator=PureToken.APPROXIMATELY,
@@ -91,7 +92,7 @@ class RedisRuns(RunStore):
         self, run: PipelineTask, queue: QueueInfo, first: PipelineTask, *, due: float | None
     ) -> Admission:
         route = run.route or queue_of(run.id)
-        self.batcher.note_replied(queue_of(run.id))
+        await self.batcher.open_replies(queue_of(run.id))
         self._starting.add(run.id)
         created = await self.calls.eval(
             "start a pipeline run",

@@ -40,10 +40,13 @@ for a = 7, #ARGV, 8 do
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'id', id)
     if client ~= '' and f[3] == client then
       -- The outcome rides along (a copy: the record keeps it), unless it is long.
+      -- NOMKSTREAM: the client opened its stream before it submitted, and deletes it when
+      -- it closes; a client gone is sent nothing (the outcome is in the record all the same).
       if #outcome <= tonumber(ARGV[6]) then
-        redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 'o', outcome)
+        redis.call('XADD', KEYS[k + 1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', 'id', id,
+          'o', outcome)
       else
-        redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[3], '*', 'id', id)
+        redis.call('XADD', KEYS[k + 1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', 'id', id)
       end
       streams[k + 1] = true
     end

@@ -1,0 +1,163 @@
+"""`Schedule`: periodic tasks (cron expressions or fixed intervals), and the actor that
+submits them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+import trio
+
+from actors import Actor
+
+from ._exceptions import InvalidQueue, QueueingError
+from ._validate import seconds
+
+log = logging.getLogger("queueing")
+
+#: Seconds after which the scheduler reads the wall clock again (its sleeps run on trio's
+#: clock, which does not follow changes of the wall clock).
+REANCHOR_EVERY = 3600.0
+
+
+def _check_name(name: object) -> None:
+    from ._queue import _check_name as check
+
+    check("schedule", name)
+
+
+@attrs.frozen
+class Schedule:
+    """A task submitted on a schedule: by a cron expression, or every so many seconds.
+
+    Pass it to `run_system()` / `open_system()` with the queues. Every process that serves
+    the queues runs the schedule; each tick is submitted once all the same (its task's
+    `key=` is the schedule's name and the tick's time), as long as the queue keeps the
+    outcome (`result_ttl`). A tick missed while no process ran is not made up for.
+
+    Args:
+        name: the schedule's name (letters, digits, `_`, `.`, `-`).
+        queue: the queue or pipeline that gets the task.
+        cron: a cron expression (`"0 3 * * *"`: at 03:00), in `timezone`.
+        every: seconds between two ticks, aligned on the epoch (so every process agrees on
+            the ticks): `every=60` ticks at each whole minute.
+        payload: the payload of every task (validated as any submit's).
+        timezone: an IANA time zone name for `cron` ("Europe/Paris"); default UTC.
+    """
+
+    name: str
+    queue: str
+    cron: str | None = None
+    every: float | None = None
+    payload: Any = None
+    timezone: str = "UTC"
+    _zone: ZoneInfo = attrs.field(init=False, repr=False, eq=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        _check_name(self.name)
+        if not isinstance(self.queue, str) or not self.queue:
+            raise InvalidQueue(
+                f"Schedule({self.name!r}) needs the name of a queue, got {self.queue!r}"
+            )
+        if (self.cron is None) == (self.every is None):
+            raise InvalidQueue(
+                f"Schedule({self.name!r}) takes one of cron= (an expression such as "
+                "'*/5 * * * *') or every= (seconds)"
+            )
+        if self.every is not None:
+            seconds("every", self.every)
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+            raise InvalidQueue(
+                f"Schedule({self.name!r}): unknown timezone {self.timezone!r} (use an IANA "
+                "name such as 'UTC' or 'Europe/Paris')"
+            ) from exc
+        if self.cron is not None:
+            from croniter import croniter  # type: ignore[import-untyped]
+
+            if not isinstance(self.cron, str) or not croniter.is_valid(self.cron):
+                raise InvalidQueue(
+                    f"Schedule({self.name!r}): {self.cron!r} is not a cron expression "
+                    "(five fields: minute hour day-of-month month day-of-week)"
+                )
+        object.__setattr__(self, "_zone", zone)
+
+    def next_tick(self, after: float) -> float:
+        """The first tick strictly after `after` (wall-clock seconds)."""
+        if self.every is not None:
+            return (math.floor(after / self.every) + 1) * self.every
+        from croniter import croniter
+
+        assert self.cron is not None
+        start = datetime.fromtimestamp(after, self._zone)
+        return float(croniter(self.cron, start).get_next(float))
+
+    def key(self, tick: float) -> str:
+        """The submit key of one tick (the same in every process)."""
+        return f"schedule:{self.name}:{tick:.3f}"
+
+
+class Scheduler(Actor):
+    """Submits the schedules' tasks at their ticks."""
+
+    def __init__(
+        self,
+        schedules: tuple[Schedule, ...],
+        submit: Callable[..., Awaitable[Any]],
+    ) -> None:
+        self.schedules = schedules
+        self.submit = submit
+        self._scope: trio.CancelScope | None = None
+
+    async def run(self) -> None:
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                for schedule in self.schedules:
+                    nursery.start_soon(self._keep, schedule, name=f"schedule {schedule.name}")
+
+    def on_stop_requested(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _keep(self, schedule: Schedule) -> None:
+        clock = _WallClock()
+        tick = schedule.next_tick(clock.now())
+        while True:
+            await trio.sleep(max(0.0, tick - clock.now()))
+            try:
+                await self.submit(schedule.queue, schedule.payload, key=schedule.key(tick))
+            except QueueingError as exc:
+                log.warning(
+                    "schedule %r: the task of %s was not submitted: %s",
+                    schedule.name,
+                    datetime.fromtimestamp(tick).isoformat(),
+                    exc,
+                )
+            tick = schedule.next_tick(max(tick, clock.now()))
+
+
+class _WallClock:
+    """Wall-clock time that moves with trio's clock (so virtual time in tests moves it),
+    read again from the wall clock every `REANCHOR_EVERY` seconds."""
+
+    def __init__(self) -> None:
+        self._anchor()
+
+    def _anchor(self) -> None:
+        self.wall = time.time()
+        self.trio = trio.current_time()
+
+    def now(self) -> float:
+        elapsed = trio.current_time() - self.trio
+        real = type(trio.lowlevel.current_clock()).__name__ == "SystemClock"
+        if elapsed > REANCHOR_EVERY and real:
+            self._anchor()
+            elapsed = 0.0
+        return self.wall + elapsed

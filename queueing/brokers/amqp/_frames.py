@@ -1,0 +1,141 @@
+"""AMQP 0-9-1 frames on a byte stream: reading them whole, and building outgoing bytes.
+
+pamqp encodes and decodes each frame; this module only cuts the stream into frames,
+checks their size and end marker, and splits a message body into body frames.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Sequence
+
+import anyio
+import anyio.abc
+from pamqp import base, commands, frame, header
+from pamqp.body import ContentBody
+from pamqp.exceptions import PAMQPException
+from pamqp.heartbeat import Heartbeat
+
+from ._errors import FRAME_ERROR, ProtocolError
+
+# type (1 byte), channel (2), payload size (4); then the payload and one end byte.
+FRAME_HEADER = struct.Struct(">BHI")
+FRAME_END = 0xCE
+FRAME_END_BYTE = b"\xce"
+FRAME_OVERHEAD = FRAME_HEADER.size + 1
+FRAME_BODY = 3
+# How much one read asks the socket for.
+RECEIVE_CHUNK = 64 * 1024
+
+Frame = base.Frame | header.ContentHeader | ContentBody | Heartbeat
+HEARTBEAT_BYTES = Heartbeat.marshal()
+PROTOCOL_HEADER = header.ProtocolHeader().marshal()
+
+
+def method_bytes(channel: int, method: base.Frame) -> bytes:
+    """One method frame, ready for the wire."""
+    return frame.marshal(method, channel)
+
+
+def content_bytes(
+    channel: int,
+    method: base.Frame,
+    properties: commands.Basic.Properties,
+    body: bytes,
+    frame_max: int,
+) -> bytes:
+    """A method with content (Basic.Publish): the method, a content header, and the body
+    split into frames no larger than `frame_max`, joined so they go out as one piece."""
+    parts: list[bytes | memoryview] = [
+        frame.marshal(method, channel),
+        frame.marshal(header.ContentHeader(body_size=len(body), properties=properties), channel),
+    ]
+    step = frame_max - FRAME_OVERHEAD
+    view = memoryview(body)
+    for start in range(0, len(body), step):
+        chunk = view[start : start + step]
+        parts += (FRAME_HEADER.pack(FRAME_BODY, channel, len(chunk)), chunk, FRAME_END_BYTE)
+    return b"".join(parts)
+
+
+class FrameReader:
+    """Reads whole frames from a byte stream, checking each against `frame_max`."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream, frame_max: int) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._pending: deque[tuple[int, Frame]] = deque()
+        self.frame_max = frame_max
+        # When bytes last arrived (anyio's clock): the heartbeat monitor's evidence of life.
+        self.last_receive = anyio.current_time()
+
+    async def read(self) -> Sequence[tuple[int, Frame]]:
+        """The next frames: at least one, as many as have arrived whole.
+
+        Raises:
+            anyio.EndOfStream: the peer closed the connection.
+            ProtocolError: a frame that cannot be decoded or breaks `frame_max`.
+        """
+        if self._pending:
+            frames = list(self._pending)
+            self._pending.clear()
+            return frames
+        while True:
+            data = await self._stream.receive(RECEIVE_CHUNK)
+            self.last_receive = anyio.current_time()
+            self._buffer += data
+            frames = self._parse()
+            if frames:
+                return frames
+
+    async def next_frame(self) -> tuple[int, Frame]:
+        """The next frame alone (the handshake reads one at a time)."""
+        if not self._pending:
+            self._pending.extend(await self.read())
+        return self._pending.popleft()
+
+    def _parse(self) -> list[tuple[int, Frame]]:
+        buffer = self._buffer
+        frames: list[tuple[int, Frame]] = []
+        offset = 0
+        while len(buffer) - offset >= FRAME_OVERHEAD:
+            if buffer[offset : offset + 4] == b"AMQP":
+                version = ".".join(str(b) for b in buffer[offset + 5 : offset + 8])
+                raise ProtocolError(
+                    f"the broker refused AMQP 0-9-1 and offered protocol version {version}; "
+                    "this client speaks only 0-9-1 (RabbitMQ's)",
+                    reply_code=FRAME_ERROR,
+                )
+            kind, channel, size = FRAME_HEADER.unpack_from(buffer, offset)
+            if size + FRAME_OVERHEAD > self.frame_max:
+                raise ProtocolError(
+                    f"the broker sent a frame of {size + FRAME_OVERHEAD} bytes on channel "
+                    f"{channel}, over the negotiated frame_max of {self.frame_max}",
+                    reply_code=FRAME_ERROR,
+                )
+            end = offset + FRAME_HEADER.size + size
+            if len(buffer) <= end:
+                break  # the rest of this frame has not arrived yet
+            if buffer[end] != FRAME_END:
+                raise ProtocolError(
+                    f"a frame on channel {channel} does not end with the frame-end byte "
+                    "(the stream is corrupt)",
+                    reply_code=FRAME_ERROR,
+                )
+            if kind == FRAME_BODY:
+                # The hot path for large messages: no pamqp object work beyond the wrapper.
+                frames.append((channel, ContentBody(bytes(buffer[end - size : end]))))
+            else:
+                try:
+                    _, _, value = frame.unmarshal(bytes(buffer[offset : end + 1]))
+                except (PAMQPException, ValueError, struct.error) as exc:
+                    raise ProtocolError(
+                        f"cannot decode a frame on channel {channel}: {exc}",
+                        reply_code=FRAME_ERROR,
+                    ) from exc
+                frames.append((channel, value))  # type: ignore[arg-type]
+            offset = end + 1
+        if offset:
+            del buffer[:offset]
+        return frames

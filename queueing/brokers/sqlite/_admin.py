@@ -1,0 +1,138 @@
+"""The requests of the admin side (dead letters, declared queues, processes, cleanup,
+`status`), run by the writer thread inside a transaction (see `_ops.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._contract import QueueInfo
+from ._records import loads
+from ._tx import Tx
+
+#: Seconds a process's heartbeat may be missed before `status` and cleanup forget it.
+PROCESS_STALE = 60.0
+
+
+def dead_letters(tx: Tx, queue: str, limit: int) -> list[str]:
+    rows = tx.execute(
+        "SELECT letter FROM dead_letters WHERE queue = ? ORDER BY seq DESC LIMIT ?",
+        (queue, limit),
+    ).fetchall()
+    return [row[0] for row in reversed(rows)]
+
+
+def take_dead_letters(tx: Tx, queue: str, ids: Sequence[str] | None) -> list[str]:
+    if ids is None:
+        rows = tx.execute(
+            "DELETE FROM dead_letters WHERE queue = ? RETURNING seq, letter", (queue,)
+        ).fetchall()
+    else:
+        rows = []
+        for task_id in ids:
+            rows += tx.execute(
+                "DELETE FROM dead_letters WHERE queue = ? AND id = ? RETURNING seq, letter",
+                (queue, task_id),
+            ).fetchall()
+    return [letter for _, letter in sorted(rows)]
+
+
+def declare(tx: Tx, infos: Sequence[QueueInfo], process: tuple[Any, ...] | None) -> None:
+    """Make the queues' rows; a serving process (`process` is its row) updates their
+    limits, marks them served and says it is alive."""
+    for info in infos:
+        q = tx.queue(info.name, info)
+        if process is not None and q is not None:
+            tx.execute(
+                "UPDATE queues SET maxsize = ?, max_payload = ?, result_ttl = ?, "
+                "served_at = ? WHERE name = ?",
+                (info.maxsize, info.max_payload, min(info.result_ttl, 1e18), tx.now, info.name),
+            )
+    if process is not None:
+        tx.execute(
+            "INSERT OR REPLACE INTO processes (owner, pid, host, queues, workers, "
+            "started_at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (tx.owner, *process, tx.now, tx.now),
+        )
+
+
+def declared(tx: Tx) -> list[tuple[str, int, int, float]]:
+    return tx.execute(
+        "SELECT name, maxsize, max_payload, result_ttl FROM queues WHERE served_at IS NOT NULL"
+    ).fetchall()
+
+
+def heartbeat(tx: Tx) -> None:
+    tx.execute("UPDATE processes SET seen_at = ? WHERE owner = ?", (tx.now, tx.owner))
+
+
+def leave(tx: Tx) -> None:
+    tx.execute("DELETE FROM processes WHERE owner = ?", (tx.owner,))
+
+
+def cleanup(tx: Tx, rows: int) -> int:
+    """Forget outcomes whose TTL ran out, and processes long gone; returns how many
+    outcomes were deleted."""
+    deleted = tx.execute(
+        "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE keep_until <= ? LIMIT ?)",
+        (tx.now, rows),
+    ).rowcount
+    tx.execute("DELETE FROM processes WHERE seen_at < ?", (tx.now - PROCESS_STALE,))
+    return int(deleted)
+
+
+def status(tx: Tx) -> dict[str, Any]:
+    """Queues (counts by state, outcome counters) and the live processes, for `status`."""
+    queues: dict[str, dict[str, Any]] = {}
+    for row in tx.execute(
+        "SELECT name, maxsize, outstanding, submitted, succeeded, failed, retried, "
+        "dead_lettered, cancelled, expired FROM queues ORDER BY name"
+    ):
+        name, *counts = row
+        queues[name] = dict(
+            zip(
+                (
+                    "maxsize",
+                    "outstanding",
+                    "submitted",
+                    "succeeded",
+                    "failed",
+                    "retried",
+                    "dead_lettered",
+                    "cancelled",
+                    "expired",
+                ),
+                counts,
+                strict=True,
+            )
+        )
+        queues[name].update(ready=0, scheduled=0, in_flight=0, dead_letters=0)
+    names = {"pending": "ready", "scheduled": "scheduled", "running": "in_flight"}
+    for queue, state, count in tx.execute(
+        "SELECT queue, state, count(*) FROM tasks "
+        "WHERE avail_at IS NOT NULL OR lease_until IS NOT NULL GROUP BY queue, state"
+    ):
+        if queue in queues and state in names:
+            queues[queue][names[state]] = count
+    for queue, count in tx.execute("SELECT queue, count(*) FROM dead_letters GROUP BY queue"):
+        if queue in queues:
+            queues[queue]["dead_letters"] = count
+    running = dict(
+        tx.execute(
+            "SELECT owner, count(*) FROM tasks WHERE lease_until IS NOT NULL GROUP BY owner"
+        ).fetchall()
+    )
+    workers = {}
+    for owner, pid, host, served, seen_at in tx.execute(
+        "SELECT owner, pid, host, queues, seen_at FROM processes WHERE seen_at >= ?",
+        (tx.now - PROCESS_STALE,),
+    ):
+        workers[owner] = {
+            "pid": pid,
+            "host": host,
+            "queues": loads(served),
+            "workers": None,
+            "in_flight": running.get(owner, 0),
+            "seen_at": seen_at,
+        }
+    return {"queues": queues, "workers": workers}

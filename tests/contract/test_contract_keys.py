@@ -1,0 +1,70 @@
+"""`submit(..., key=)`: a task with a key is submitted once while it is known."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from contract_workers import Gated, Probe, outcome_of, serve
+
+from queueing import InvalidQueue, Queue
+
+
+def gated(probe: Probe, name: str = "gated") -> Queue:
+    return Queue(name, Gated, worker_kwargs={"probe": probe}, workers=2)
+
+
+async def test_a_repeated_key_gives_the_first_tasks_receipt(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    async with serve(broker, gated(probe)) as system:
+        first = await system.submit("gated", "first", key="order-17")
+        again = await system.submit("gated", "second", key="order-17")
+        other = await system.submit("gated", "third", key="order-18")
+        assert again.id == first.id
+        assert other.id != first.id
+        probe.gate.set()
+        assert await outcome_of(first) == "first"
+        assert await outcome_of(again) == "first"
+        assert await outcome_of(other) == "third"
+        # Known (its outcome is kept): submitting the key again still runs nothing.
+        late = await system.submit("gated", "fourth", key="order-17")
+        assert await outcome_of(late) == "first"
+        await system.drain()
+    assert sorted(probe.finished) == ["first", "third"]
+
+
+async def test_the_same_key_on_another_queue_is_another_task(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    probe.gate.set()
+    async with serve(broker, gated(probe), gated(probe, name="other")) as system:
+        a = await system.submit("gated", "a", key="k")
+        b = await system.submit("other", "b", key="k")
+        assert a.id != b.id
+        assert (await outcome_of(a), await outcome_of(b)) == ("a", "b")
+
+
+async def test_submit_many_with_keys_again_runs_nothing_twice(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    async with serve(broker, gated(probe)) as system:
+        names = [f"n{i}" for i in range(20)]
+        first = await system.submit_many("gated", names[:10], key=str.upper)
+        # The first ten again (an unknown outcome resubmitted) and ten new ones.
+        again = await system.submit_many("gated", names, key=str.upper)
+        assert [r.id for r in again[:10]] == [r.id for r in first]
+        assert len({r.id for r in again}) == 20
+        probe.gate.set()
+        assert [await outcome_of(r) for r in again] == names
+        await system.drain()
+    assert sorted(probe.finished) == sorted(names)
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, 17])
+async def test_a_bad_key_is_refused(broker: str, clock: trio.abc.Clock | None, key: object) -> None:
+    async with serve(broker, gated(Probe())) as system:
+        with pytest.raises(InvalidQueue, match="key must be"):
+            await system.submit("gated", "x", key=key)  # type: ignore[arg-type]

@@ -1,0 +1,139 @@
+"""`queueing worker TARGET`: what it serves, and the workers per queue `--concurrency` sets;
+what cannot apply is refused before anything starts. (Serving itself is tested against a
+private Redis in tests/redis/test_cli_tasks.py.)"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from queueing import Pipeline, Queue
+from queueing._cli_targets import Concurrency, load
+from queueing.cli import main
+
+MODULE = """
+from queueing import Pipeline, Queue, Worker
+
+
+class Fetch(Worker):
+    async def handle(self, url: str) -> str:
+        return url
+
+
+class Store(Worker):
+    def handle(self, page: str) -> int:
+        return len(page)
+
+
+fetch = Queue("fetch", Fetch, workers=4)
+store = Queue("store", Store, workers=2)
+crawl = Pipeline("crawl", [fetch, store])
+greeting = "hello"
+
+
+def everything():
+    return [crawl]
+"""
+#: A port nothing listens on: a worker that got past its checks fails to connect.
+NOWHERE = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = f"shop_{secrets.token_hex(4)}"
+    (tmp_path / f"{name}.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    return name
+
+
+def worker(*args: str) -> Result:
+    return CliRunner().invoke(main, ["worker", *args, "--broker", NOWHERE])
+
+
+def workers_of(target: str, *concurrency: str) -> dict[str, int]:
+    specs = Concurrency.parse(concurrency).apply(load(target))
+    found: dict[str, int] = {}
+    for spec in specs:
+        stages = spec.stages if isinstance(spec, Pipeline) else [spec]
+        for stage in stages:
+            assert found.get(stage.name, stage.workers) == stage.workers
+            found[stage.name] = stage.workers
+    return found
+
+
+def test_a_pipeline_target_takes_the_concurrency_per_queue(module: str) -> None:
+    assert workers_of(f"{module}:crawl") == {"fetch": 4, "store": 2}
+    assert workers_of(f"{module}:crawl", "8") == {"fetch": 8, "store": 8}
+    assert workers_of(f"{module}:crawl", "store=1", "8") == {"fetch": 8, "store": 1}
+    assert workers_of(f"{module}:crawl", "fetch=16") == {"fetch": 16, "store": 2}
+
+
+def test_a_queue_shared_by_the_module_and_its_pipeline_stays_one_queue(module: str) -> None:
+    specs = Concurrency.parse(["store=1"]).apply(load(module))
+    queues = [s for s in specs if isinstance(s, Queue)]
+    (pipeline,) = [s for s in specs if isinstance(s, Pipeline)]
+    store = next(q for q in queues if q.name == "store")
+    assert pipeline.stages[1] is store
+    assert store.workers == 1
+
+
+def test_the_banner_names_each_queue_with_its_workers(module: str) -> None:
+    done = worker(f"{module}:everything", "--concurrency", "store=1", "--concurrency", "8")
+    assert "serving fetch (8 workers), store (1 worker); pipeline crawl" in done.output
+    assert done.exit_code == 1  # then it found no Redis
+    assert "cannot use Redis at redis://127.0.0.1:1/0" in done.output
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "message"),
+    [
+        (
+            ["crawl=2"],
+            "'crawl' is a pipeline: its stages are queues with workers of their own; "
+            "set them one by one (fetch=N, store=N)",
+        ),
+        (
+            ["stor=1"],
+            "no queue named 'stor' is served here (queues: fetch, store); did you mean 'store'?",
+        ),
+        (["8", "4"], "a number for every queue is given twice (8 and 4)"),
+        (["store=1", "store=2"], "queue 'store' is given twice (1 and 2)"),
+        (["store=0"], "'store=0' is not N or QUEUE=N with N a whole number >= 1"),
+        (["many"], "'many' is not N or QUEUE=N"),
+        (["=3"], "'=3' names no queue: write QUEUE=N"),
+    ],
+)
+def test_a_concurrency_that_cannot_apply_is_refused(
+    module: str, concurrency: list[str], message: str
+) -> None:
+    args = [a for value in concurrency for a in ("--concurrency", value)]
+    done = worker(module, *args)
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.split())
+    assert "serving" not in done.output  # refused before anything started
+
+
+def test_a_worker_class_as_target_says_to_serve_its_queue(module: str) -> None:
+    done = worker(f"{module}:Fetch")
+    assert done.exit_code == 2, done.output
+    text = " ".join(done.output.split())
+    assert f"'{module}:Fetch' is a Worker class, not a Queue" in text
+    assert f"then `queueing worker {module}:fetch`" in text
+    assert f"{module}:fetch, {module}:store, {module}:crawl" in text
+    assert "Traceback" not in done.output
+
+
+@pytest.mark.parametrize(
+    ("attr", "message"),
+    [
+        ("greeting", "is str 'hello', not a Queue, a Pipeline, or a list of them"),
+        ("nothing", "has no attribute 'nothing'"),
+    ],
+)
+def test_a_target_that_is_no_queue_is_a_clear_error(module: str, attr: str, message: str) -> None:
+    done = worker(f"{module}:{attr}")
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.split())

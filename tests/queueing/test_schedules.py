@@ -1,0 +1,97 @@
+"""`Schedule`: tasks submitted by cron expression or at fixed intervals, in virtual time."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import trio
+
+from queueing import InvalidQueue, Queue, Schedule, Worker, open_system
+
+
+class Log(Worker):
+    def __init__(self, seen: list[tuple[float, Any]]) -> None:
+        self.seen = seen
+
+    async def handle(self, payload: Any) -> str:
+        self.seen.append((trio.current_time(), payload))
+        return "ok"
+
+
+def log_queue(seen: list[tuple[float, Any]]) -> Queue:
+    return Queue("log", Log, worker_kwargs={"seen": seen})
+
+
+async def test_every_submits_a_task_at_each_tick(autojump_clock: Any) -> None:
+    seen: list[tuple[float, Any]] = []
+    tick = Schedule("tick", queue="log", every=10, payload="beat")
+    async with open_system(log_queue(seen), tick):
+        await trio.sleep(30)  # the first tick comes within 10 s: three ticks, whatever the phase
+    assert [payload for _, payload in seen] == ["beat"] * 3
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(seen)]
+    assert all(gap == pytest.approx(10, abs=0.01) for gap in gaps)
+
+
+async def test_a_cron_schedule_ticks_at_its_minutes(autojump_clock: Any) -> None:
+    seen: list[tuple[float, Any]] = []
+    every_minute = Schedule("minutely", queue="log", cron="* * * * *", payload={"n": 1})
+    async with open_system(log_queue(seen), every_minute):
+        await trio.sleep(60 * 3)  # the first tick comes within a minute: exactly three
+    assert len(seen) == 3
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(seen)]
+    assert all(gap == pytest.approx(60, abs=0.01) for gap in gaps)
+
+
+async def test_two_processes_running_a_schedule_submit_each_tick_once(
+    autojump_clock: Any,
+) -> None:
+    # In memory the two systems do not share a broker: this checks the key each tick gets,
+    # the same in both, which a shared broker turns into one task.
+    tick = Schedule("tick", queue="log", every=5)
+    assert tick.key(1_700_000_005.0) == Schedule("tick", queue="log", every=5).key(1_700_000_005.0)
+    assert tick.next_tick(1_700_000_001.0) == 1_700_000_005.0
+
+
+async def test_a_tick_refused_by_a_full_queue_is_logged_and_the_schedule_goes_on(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = trio.Event()
+
+    class Stuck(Worker):
+        async def handle(self, payload: Any) -> None:
+            await gate.wait()
+
+    from queueing import Overflow
+
+    queue = Queue("stuck", Stuck, maxsize=1, when_full=Overflow.REJECT)
+    async with open_system(queue, Schedule("tick", queue="stuck", every=1)) as system:
+        await trio.sleep(3.5)
+        gate.set()
+        await trio.sleep(1)
+        stats = system.stats()["stuck"]
+    assert stats.submitted >= 2
+    assert "was not submitted" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({}, "one of cron= .* or every="),
+        ({"cron": "* * * * *", "every": 5}, "one of cron="),
+        ({"cron": "not a cron"}, "is not a cron expression"),
+        ({"every": 0}, "every must be a number of seconds > 0"),
+        ({"every": 5, "timezone": "Mars/Olympus"}, "unknown timezone"),
+    ],
+)
+def test_a_bad_schedule_is_refused_with_the_reason(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidQueue, match=match):
+        Schedule("bad", queue="log", **options)
+
+
+async def test_a_schedule_for_an_unknown_queue_is_refused() -> None:
+    seen: list[tuple[float, Any]] = []
+    with pytest.raises(InvalidQueue, match="not a queue or pipeline of this system"):
+        async with open_system(log_queue(seen), Schedule("s", queue="nope", every=1)):
+            pass

@@ -1,0 +1,102 @@
+"""The default converter coerces nothing: a payload of the wrong type is refused at submit,
+naming the field, the expected type and the value."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import attrs
+import pytest
+
+from queueing import PayloadError, Queue, Worker, open_system
+
+
+@attrs.frozen
+class Resize:
+    key: str
+    width: int
+    scale: float
+    keep_ratio: bool
+
+
+class Resizer(Worker):
+    async def handle(self, job: Resize) -> str:
+        return f"{job.key}:{job.width}"
+
+
+class Counter(Worker):
+    async def handle(self, n: int) -> int:
+        return n + 1
+
+
+class Namer(Worker):
+    async def handle(self, key: str) -> str:
+        return key
+
+
+GOOD = {"key": "a.png", "width": 100, "scale": 1.5, "keep_ratio": True}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("width", 3.7, "expected int, got 3.7 (float)"),
+        ("width", True, "expected int, got True (bool)"),
+        ("width", "12", "expected int, got '12' (str)"),
+        ("key", {"key": 1}, "expected str, got {'key': 1} (dict)"),
+        ("key", 5, "expected str, got 5 (int)"),
+        ("scale", "1.5", "expected float, got '1.5' (str)"),
+        ("scale", False, "expected float, got False (bool)"),
+        ("keep_ratio", 1, "expected bool, got 1 (int)"),
+    ],
+)
+async def test_a_field_of_the_wrong_type_is_refused_with_its_name_and_value(
+    field: str, value: Any, expected: str
+) -> None:
+    async with open_system(Queue("resize", Resizer)) as system:
+        with pytest.raises(PayloadError) as info:
+            await system.submit("resize", {**GOOD, field: value})
+        assert expected in str(info.value)
+        assert f"$.{field}" in str(info.value)
+        assert system.stats()["resize"].submitted == 0
+
+
+async def test_ints_are_accepted_as_floats() -> None:
+    async with open_system(Queue("resize", Resizer)) as system:
+        receipt = await system.submit("resize", {**GOOD, "scale": 2})
+        assert await receipt == "a.png:100"
+
+
+@pytest.mark.parametrize("value", [True, 3.0, "3", None])
+async def test_a_plain_int_payload_takes_ints_only(value: Any) -> None:
+    async with open_system(Queue("count", Counter)) as system:
+        with pytest.raises(PayloadError, match="expected int"):
+            await system.submit("count", value)
+        assert await (await system.submit("count", 3)) == 4
+
+
+@pytest.mark.parametrize("value", [{"key": 1}, 12, ["a"]])
+async def test_a_plain_str_payload_takes_strs_only(value: Any) -> None:
+    async with open_system(Queue("name", Namer)) as system:
+        with pytest.raises(PayloadError, match="expected str"):
+            await system.submit("name", value)
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Plotter(Worker):
+    async def handle(self, point: Point) -> int:
+        return point.x * point.y
+
+
+async def test_dataclass_payloads_are_as_strict() -> None:
+    async with open_system(Queue("plot", Plotter)) as system:
+        assert await (await system.submit("plot", Point(2, 3))) == 6
+        assert await (await system.submit("plot", {"x": 2, "y": 4})) == 8
+        with pytest.raises(PayloadError, match=r"expected int, got 2\.5 \(float\) @ \$\.y"):
+            await system.submit("plot", {"x": 2, "y": 2.5})

@@ -1,0 +1,109 @@
+"""Helpers for the SQLite tests (import as `sqlite_helpers`): worker and client processes
+on a file, and plain reads of the file (the way another program would look at it)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+
+
+def env_with(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment, with this directory importable (and `extra`)."""
+    environ = {**os.environ, **(extra or {})}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), environ.get("PYTHONPATH")]))
+    return environ
+
+
+def start_worker(
+    url: str, target: str, logs: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`queueing worker TARGET --broker URL ARGS` in a process of its own; its output goes
+    to a file in `logs`."""
+    output = (logs / f"worker-{secrets.token_hex(3)}.log").open("wb")
+    with output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "queueing", "worker", target, "--broker", url, *args],
+            cwd=HERE,
+            env=env_with(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def start_client(
+    url: str, log: Path, count: int, chunk: int, logs: Path
+) -> subprocess.Popen[bytes]:
+    """`sq_client.py` (see there) in a process of its own."""
+    output = (logs / f"client-{secrets.token_hex(3)}.log").open("wb")
+    with output:
+        return subprocess.Popen(
+            [sys.executable, str(HERE / "sq_client.py"), url, str(log), str(count), str(chunk)],
+            cwd=HERE,
+            env=env_with(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL whatever still runs after `timeout`."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain read-only connection to the file."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def query(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with reading(path) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, every: float = 0.05) -> None:
+    """Poll `predicate` until it is true (a file another process writes has no event)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {predicate}")
+        time.sleep(every)
+
+
+def logged(path: Path) -> dict[str, int]:
+    """What `sq_client.py` logged: task id -> number."""
+    if not path.exists():
+        return {}
+    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
+    return {task_id: int(number) for task_id, number in pairs}
+
+
+def runs_by_process(directory: Path) -> dict[int, list[str]]:
+    """Task ids each worker process ran (see `sq_tasks._record`)."""
+    return {
+        int(path.stem): path.read_text().split()
+        for path in directory.glob("*.log")
+        if path.stat().st_size
+    }

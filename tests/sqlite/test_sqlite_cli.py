@@ -1,0 +1,119 @@
+"""The `queueing` command line on a SQLite file: with no broker given it uses
+`queueing.db` in the working directory, and says so on its first line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlite_helpers import env_with, query, stop_processes, wait_until
+
+from queueing.cli import main
+
+DEFAULT_LINE = "queueing: using sqlite:///queueing.db (no --broker given"
+
+
+def invoke(*args: str, **options: Any) -> Result:
+    """The command with no QUEUEING_BROKER set."""
+    return CliRunner().invoke(
+        main, list(args), env={"QUEUEING_BROKER": None}, catch_exceptions=False, **options
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """`queueing worker sq_tasks` (queues `mp` and `picky`) with no --broker, in a
+    directory of its own, which is this test's working directory too."""
+    monkeypatch.chdir(tmp_path)
+    environ = env_with({"QUEUEING_TEST_TASK_SECONDS": "0"})
+    environ.pop("QUEUEING_BROKER", None)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "queueing", "worker", "sq_tasks"],
+            cwd=tmp_path,
+            env=environ,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        db = tmp_path / "queueing.db"
+        wait_until(lambda: db.exists() and bool(_served(db)), 30)
+        yield log
+    finally:
+        stop_processes([worker])
+    assert worker.returncode == 0, log.read_text()
+
+
+def _served(db: Path) -> list[Any]:
+    try:
+        return query(db, "SELECT owner FROM processes")
+    except Exception:  # the worker is still making the file
+        return []
+
+
+def test_the_worker_uses_queueing_db_here_and_says_so_first(served: Path) -> None:
+    lines = served.read_text().splitlines()
+    assert lines[0].startswith(DEFAULT_LINE)
+    assert "serving mp (8 workers), picky (1 worker) on sqlite:///queueing.db" in lines[1]
+
+
+def test_submit_and_wait_on_the_default_file(served: Path) -> None:
+    result = invoke("submit", "mp", "21", "--wait")
+    assert result.exit_code == 0, result.output
+    first, task_id, answer = result.output.splitlines()
+    assert first.startswith(DEFAULT_LINE)
+    assert task_id.startswith("mp:")
+    assert json.loads(answer) == 42
+
+
+def test_status_json_lists_queues_and_the_worker(served: Path) -> None:
+    assert invoke("submit", "mp", "1", "--wait").exit_code == 0
+    result = invoke("status", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output.split("\n", 1)[1])
+    assert set(info["queues"]) == {"mp", "picky"}
+    assert info["queues"]["mp"]["succeeded"] >= 1
+    assert info["queues"]["mp"]["outstanding"] == 0
+    assert len(info["workers"]) == 1
+
+
+def test_status_table(served: Path) -> None:
+    result = invoke("status")
+    assert result.exit_code == 0, result.output
+    assert "picky" in result.output
+    assert "live workers" in result.output
+
+
+def test_dead_letters_list_requeue_and_purge(served: Path) -> None:
+    for word in ("bad", "worse"):
+        result = invoke("submit", "picky", json.dumps(word), "--wait")
+        assert result.exit_code != 0
+        assert "not ok" in result.output
+    listed = invoke("dead-letters", "list", "picky", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [letter["state"] for letter in json.loads(listed.stdout)] == ["failed"] * 2
+    table = invoke("dead-letters", "list", "picky")
+    assert table.exit_code == 0, table.output
+    assert "dead letters of 'picky': 2, oldest first" in table.output
+    requeued = invoke("dead-letters", "requeue", "picky")
+    assert requeued.exit_code == 0, requeued.output
+    assert len(requeued.output.splitlines()[1:]) == 2  # new ids (they fail again)
+    purged = invoke("dead-letters", "purge", "picky", "--yes")
+    assert purged.exit_code == 0, purged.output
+    assert "purged" in purged.output
+
+
+def test_a_broker_option_overrides_the_default(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/other.db"
+    result = invoke("status", "--json", "--broker", url)
+    assert result.exit_code == 0, result.output
+    assert not result.output.startswith("queueing: using")
+    assert json.loads(result.output) == {"queues": {}, "workers": {}}
+    assert (tmp_path / "other.db").exists()
