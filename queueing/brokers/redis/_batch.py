@@ -142,7 +142,7 @@ class Batcher:
         #: openings under way. A reconnect opens them again (Redis may have lost them).
         self._opened: dict[str, float] = {}
         self._opening: dict[str, trio.Event] = {}
-        calls.on_reconnect.append(self._opened.clear)
+        calls.on_reconnect.append(self.reopen)
 
     # -- submits ----------------------------------------------------------------------------
 
@@ -221,6 +221,11 @@ class Batcher:
             del self._opening[name]
             event.set()
         self.note_replied(name)
+
+    def reopen(self) -> None:
+        """Open our replies streams again at the next submit (Redis may have lost them:
+        a reconnect, or a loss of data seen otherwise)."""
+        self._opened.clear()
 
     def _stale(self, names: Iterable[str]) -> list[str]:
         """Of these replies streams of ours, those to open (again) now."""

@@ -98,6 +98,7 @@ class RedisBroker(Broker):
         self._calls = Calls(url, connect_timeout=self.connect_timeout, block=self.block)
         self._batch = Batcher(self._calls, keys, self.consumer)
         self._losses = Losses(self._calls, keys)
+        self._losses.on_loss.append(self._batch.reopen)
         self._consumer = Consumer(
             self._calls,
             keys,
