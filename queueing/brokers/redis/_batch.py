@@ -355,8 +355,10 @@ class Batcher:
             for slot in members:
                 for call in slot.tasks:
                     code = int(next(codes))
-                    if code in (_ACCEPTED, _EXISTS_OURS) and call[4]:
-                        ours.append(call[0])  # its record names this client
+                    if code == _ACCEPTED and call[4]:
+                        # Stored now, naming this client: its notice comes here. (One that
+                        # existed may have its outcome already: it is read when waited for.)
+                        ours.append(call[0])
                     # Sent again after a lost connection: "exists, ours" is our own earlier
                     # send that Redis applied before the connection broke.
                     if code == _EXISTS_OURS and sends > 1:
