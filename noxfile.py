@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "not slow and not docs", *session.posargs)
+    session.run("pytest", "-m", "not slow and not docs and not browser", *session.posargs)
 
 
 @nox.session
@@ -66,9 +66,19 @@ def docs_browser(session: nox.Session) -> None:
 
 
 @nox.session
+def dashboard_browser(session: nox.Session) -> None:
+    """Drive the web dashboard in headless Chromium (the `browser` tests): the page shows
+    the queues and a failed task, a requeue from the page works. With
+    QUEUEING_SCREENSHOTS=docs/images it refreshes the docs' screenshots. Needs Chromium, as
+    `docs_browser` does."""
+    session.install("-e", ".[dashboard,test]", "playwright")
+    session.run("pytest", "-m", "browser", *session.posargs)
+
+
+@nox.session
 def examples(session: nox.Session) -> None:
     """Run every program in examples/, each in its own process; any failure fails."""
-    session.install("-e", ".[examples,redis,cli]")
+    session.install("-e", ".[examples,redis,cli,dashboard]")
     programs = sorted((ROOT / "examples").glob("*.py"))
     if not programs:
         session.error("no examples found in examples/")
@@ -80,7 +90,7 @@ def examples(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run every benchmark in bench/ (pass `-- --quick` for small sizes)."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,redis,amqp,cli]")
     for program in sorted((ROOT / "bench").glob("*_bench.py")):
         session.log(f"running {program.relative_to(ROOT)}")
         session.run("python", str(program), *session.posargs)
@@ -102,3 +112,14 @@ def bench_redis(session: nox.Session) -> None:
     under .bench-venv/ (from bench/requirements-peers.txt), never into this session's."""
     session.install("-e", ".[bench,redis,cli]")
     session.run("python", str(ROOT / "bench" / "redis_bench.py"), *session.posargs)
+
+
+@nox.session
+def bench_amqp(session: nox.Session) -> None:
+    """RabbitMQ broker benchmark against dramatiq and Celery on the machine's RabbitMQ and a
+    private redis-server (`-- --quick` for a short run); then how late delayed tasks start.
+    The peers go into their own environment, .bench-venv/amqp-peers (from
+    bench/requirements-amqp-peers.txt), never into this session's."""
+    session.install("-e", ".[bench,amqp,cli]")
+    session.run("python", str(ROOT / "bench" / "amqp_bench.py"), *session.posargs)
+    session.run("python", str(ROOT / "bench" / "amqp_delay_bench.py"), *session.posargs)

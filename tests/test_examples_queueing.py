@@ -164,6 +164,7 @@ DOC_PAGES = [
     "docs/concepts/receipts.md",
     "docs/concepts/retries.md",
     "docs/concepts/pipelines.md",
+    "docs/how-to/dashboards.md",
 ]
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
