@@ -340,10 +340,14 @@ class Mailbox:
         while True:
             if self._closed:
                 raise ActorStopped(self.owner)
-            demand = self.demand
-            if demand > 0:
+            if self.demand > 0:
+                # Read after the checkpoint: readers woken with the last messages may ask
+                # again meanwhile (they finish quick work), and are counted in one answer.
                 await trio.lowlevel.checkpoint()
-                return demand
+                demand = self.demand
+                if demand > 0:
+                    return demand
+                continue
             if self._hungry is None:
                 self._hungry = trio.lowlevel.ParkingLot()
             await self._hungry.park()

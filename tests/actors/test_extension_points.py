@@ -252,6 +252,34 @@ async def test_wait_for_demand_returns_the_readers_waiting_for_nothing() -> None
     assert box.demand == 0
 
 
+async def test_wait_for_demand_counts_the_readers_that_ask_during_its_checkpoint() -> None:
+    # Readers woken with messages finish quick work (one checkpoint here) and ask again:
+    # a producer that fetches for the demand gets them all in one answer, not 1 then 1.
+    box: Mailbox = Mailbox(10)
+    demands: list[int] = []
+
+    async def reader() -> None:
+        while True:
+            await box.get()
+            await trio.lowlevel.checkpoint()  # the work of one message
+
+    async def producer() -> None:
+        for _ in range(3):
+            wanted = await box.wait_for_demand()
+            demands.append(wanted)
+            for n in range(wanted):
+                box.put_nowait(n)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(producer)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert demands == [2, 2, 2]
+
+
 async def test_put_first_nowait_jumps_the_queue_but_not_the_bound() -> None:
     box = Mailbox(2)
     box.put_nowait("b")

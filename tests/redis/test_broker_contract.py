@@ -68,6 +68,43 @@ async def test_accept_many_takes_the_first_that_fit(redis_url: str) -> None:
         assert [t.payload for t in claimed] == [None, 1, 2]  # in order
 
 
+async def test_waiters_for_room_share_one_blocking_read_and_a_token_lets_one_go_on(
+    redis_url: str,
+) -> None:
+    # A blocking read per waiter would hold a connection of the client's pool each: with
+    # dozens of waiters, every other command of the process queued behind them.
+    small = QueueInfo("jobs", maxsize=1, max_payload=1024, result_ttl=60.0)
+    waiters = 20
+    async with opened(redis_url, small, serve=False) as client, raw_client(redis_url) as raw:
+        assert await client.accept(small, new_task()) is Admission.ACCEPTED
+        went_on: list[int] = []
+        three = trio.Event()
+
+        async def wait(index: int) -> None:
+            await client.wait_room(small, 30.0)
+            went_on.append(index)
+            if len(went_on) == 3:
+                three.set()
+
+        async def blocked_reads() -> int:
+            clients = await raw.client_list()
+            return sum(1 for c in clients if c.get("cmd") == "blpop")
+
+        async with trio.open_nursery() as nursery:
+            for index in range(waiters):
+                nursery.start_soon(wait, index)
+            for _ in range(20):  # a while, with every waiter waiting
+                await trio.sleep(0.05)
+                assert await blocked_reads() <= 1
+            assert went_on == []
+            await raw.lpush(key(redis_url, "jobs", "room"), ["1", "1", "1"])  # three outcomes
+            with trio.fail_after(10):
+                await three.wait()
+            await trio.sleep(0.3)
+            assert len(went_on) == 3  # room for three: the others wait on
+            nursery.cancel_scope.cancel()
+
+
 async def test_an_id_over_the_limit_or_of_another_queue_is_refused(redis_url: str) -> None:
     async with opened(redis_url) as broker:
         task = new_task()

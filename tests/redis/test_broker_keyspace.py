@@ -37,9 +37,15 @@ def test_the_scripts_ship_inside_the_package() -> None:
 def test_no_script_builds_a_key() -> None:
     for name, source in lua_files().items():
         code = re.sub(r"--[^\n]*", "", source)  # comments say what KEYS hold
-        calls = re.findall(r"redis\.call\(\s*'(\w+)'\s*,\s*([^,)]+)", code)
+        calls = re.findall(r"redis\.p?call\(\s*'(\w+)'\s*,\s*([^)]+)", code)
         assert calls, name
-        for command, first in calls:
+        for command, rest in calls:
+            if command == "XREADGROUP":  # its key follows STREAMS
+                key = re.search(r"'STREAMS'\s*,\s*([^,)]+)", rest)
+                assert key is not None, (name, command, rest)
+                first = key.group(1)
+            else:
+                first = rest.split(",")[0]
             assert re.fullmatch(r"KEYS\[[^\]]+\]", first.strip()), (name, command, first)
         for literal in re.findall(r"'([^']*)'", code):  # no `'{' .. prefix .. '}:...'`
             assert literal != "{", name
@@ -83,6 +89,9 @@ async def test_every_script_call_touches_one_hash_tag(
         assert await client.wait_settled(ids, 0) == []
         claimed = await claim_until(worker, n=10)
         claimed += await claim_until(worker, n=10)  # the delayed one
+        running = await client.lookup(claimed[0].id)
+        assert running is not None
+        assert running.state is TaskState.RUNNING
         await worker.renew(JOBS, claimed)
         first, second, third, fourth = sorted(claimed, key=lambda t: t.payload)
         await worker.settle(JOBS, first, TaskState.SUCCEEDED, 1)

@@ -1,18 +1,20 @@
 """Batching: concurrent submits share one round trip, and outcome writes wait for the next.
 
 Submits: every `accept` queues a slot; the submit loop sends all slots queued meanwhile in
-one pipeline, one `submit.lua` call per queue (up to `SUBMIT_CHUNK` tasks each), and hands
-each caller its answer. Outcomes (`finish`, `retry`, `reject` calls) are queued as `Op`s:
-a claim sends them in the same round trip as its read, and the flush loop sends what no
-claim took.
+one round trip, one `submit.lua` call per queue (up to `SUBMIT_CHUNK` tasks each), and
+hands each caller its answer. Outcomes (`finish`, `retry`, `reject` calls) are queued as
+`Op`s; the outcomes of one queue in a batch go as one `finish.lua` call (`Batch`). A
+worker that finished a task is idle, so a claim follows: it sends them in the same round
+trip as its read. The flush loop sends what no claim took within `FLUSH_AFTER` seconds,
+and at once while the claims wait in a blocking read (they take nothing along then).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import trio
@@ -34,6 +36,10 @@ SUBMIT_CHUNK = 500
 OPS_BATCH = 1000
 #: Outcome writes waiting beyond which `settle` waits for them to be sent (backpressure).
 OPS_CONGESTED = 2000
+#: Tasks of one queue in one `finish.lua` call.
+MERGE_CHUNK = 200
+#: Seconds an outcome write waits for a claim to take it along before it is sent alone.
+FLUSH_AFTER = 0.002
 #: Seconds between two openings of a replies stream by a client that submits: each one
 #: makes it again if Redis lost it (a FLUSHALL) and pushes its TTL back.
 REOPEN_EVERY = 60.0
@@ -61,9 +67,14 @@ class _Slot:
 
 
 class Op:
-    """One outcome write: a script call, and what to do with its answer."""
+    """One outcome write: a script call, and what to do with its answer.
 
-    __slots__ = ("args", "keys", "script", "then")
+    With `head` (the keys and arguments common to a queue's calls), it is one task's part
+    of a call that takes many (`finish.lua`): the ops of a batch with the same `head` are
+    sent as one call, up to `MERGE_CHUNK` tasks, and each gets its own answer.
+    """
+
+    __slots__ = ("args", "head", "keys", "script", "then")
 
     def __init__(
         self,
@@ -71,11 +82,40 @@ class Op:
         keys: list[str],
         args: list[Any],
         then: Callable[[Any], None] | None = None,
+        head: tuple[list[str], list[Any]] | None = None,
     ) -> None:
         self.script = script
         self.keys = keys
         self.args = args
         self.then = then
+        self.head = head
+
+
+class Batch:
+    """Outcome writes taken to be sent in one round trip, as script calls."""
+
+    __slots__ = ("calls", "ops")
+
+    def __init__(self, ops: list[Op]) -> None:
+        self.ops = ops
+        #: (script, keys, args, the ops it answers; for a merged call, a list of answers)
+        self.calls: list[tuple[str, list[str], list[Any], list[Op]]] = []
+        merged: dict[int, tuple[list[str], list[Any], list[Op]]] = {}
+        for op in ops:
+            head = op.head
+            if head is None:
+                self.calls.append((op.script, op.keys, op.args, [op]))
+                continue
+            call = merged.get(id(head))
+            if call is None or len(call[2]) >= MERGE_CHUNK:
+                call = merged[id(head)] = ([*head[0]], [*head[1]], [])
+                self.calls.append((op.script, *call))
+            call[0].extend(op.keys)
+            call[1].extend(op.args)
+            call[2].append(op)
+
+    def __len__(self) -> int:
+        return len(self.ops)
 
 
 class Batcher:
@@ -90,14 +130,19 @@ class Batcher:
         self.ops: list[Op] = []
         self._ops_lot = trio.lowlevel.ParkingLot()
         self._flushed = trio.lowlevel.ParkingLot()
+        #: Claims waiting in a blocking read (they take no outcome writes along for now).
+        self.waiting_claims = 0
+        self._claim_waits = trio.lowlevel.ParkingLot()
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
+        #: Called with the ids Redis accepted from here whose notices come here.
+        self.on_accepted: Callable[[list[str]], None] = lambda ids: None
         #: When each replies stream of ours is to be opened again (trio clock), and the
         #: openings under way. A reconnect opens them again (Redis may have lost them).
         self._opened: dict[str, float] = {}
         self._opening: dict[str, trio.Event] = {}
-        calls.on_reconnect.append(self._opened.clear)
+        calls.on_reconnect.append(self.reopen)
 
     # -- submits ----------------------------------------------------------------------------
 
@@ -177,6 +222,11 @@ class Batcher:
             event.set()
         self.note_replied(name)
 
+    def reopen(self) -> None:
+        """Open our replies streams again at the next submit (Redis may have lost them:
+        a reconnect, or a loss of data seen otherwise)."""
+        self._opened.clear()
+
     def _stale(self, names: Iterable[str]) -> list[str]:
         """Of these replies streams of ours, those to open (again) now."""
         now = trio.current_time()
@@ -249,6 +299,7 @@ class Batcher:
                 self.keys.delayed(name),
                 self.keys.envs(name),
                 self.keys.stats(name),
+                self.keys.live(name),
             ]
             info = slots[0].queue
             head = [info.maxsize, self.client_id, k.ttl(info.result_ttl)]
@@ -300,15 +351,22 @@ class Batcher:
                     slot.event.set()
                 continue
             codes = iter(codes)
+            ours: list[str] = []
             for slot in members:
-                for _ in slot.tasks:
+                for call in slot.tasks:
                     code = int(next(codes))
+                    if code == _ACCEPTED and call[4]:
+                        # Stored now, naming this client: its notice comes here. (One that
+                        # existed may have its outcome already: it is read when waited for.)
+                        ours.append(call[0])
                     # Sent again after a lost connection: "exists, ours" is our own earlier
                     # send that Redis applied before the connection broke.
                     if code == _EXISTS_OURS and sends > 1:
                         code = _ACCEPTED
                     slot.answers.append(_ANSWERS[code])
                 slot.event.set()
+            if ours:
+                self.on_accepted(ours)
 
     # -- outcome writes ---------------------------------------------------------------------
 
@@ -316,6 +374,16 @@ class Batcher:
         self.ops.append(op)
         if self._ops_lot:
             self._ops_lot.unpark_all()
+
+    @contextmanager
+    def claim_waiting(self) -> Iterator[None]:
+        """Around a claim's blocking read: outcome writes go without waiting for it."""
+        self.waiting_claims += 1
+        self._claim_waits.unpark_all()
+        try:
+            yield
+        finally:
+            self.waiting_claims -= 1
 
     @property
     def congested(self) -> bool:
@@ -326,25 +394,33 @@ class Batcher:
         while self.congested:
             await self._flushed.park()
 
-    def take(self) -> list[Op]:
+    def take(self) -> Batch:
         """Outcome writes for a claim to send along with its read."""
         batch = self.ops[:OPS_BATCH]
         del self.ops[:OPS_BATCH]
-        return batch
+        return Batch(batch)
 
-    def _fill_later(self, batch: Sequence[Op], pipe: Any) -> list[Any]:
-        return self.fill(pipe, batch)
+    def fill(self, pipe: Any, batch: Batch) -> list[Any]:
+        """Queue a batch's calls on `pipe`: one result each (see `answered`)."""
+        script = self.calls.script
+        return [script(pipe, name, keys, args) for name, keys, args, _ in batch.calls]
 
-    def fill(self, pipe: Any, batch: Sequence[Op]) -> list[Any]:
-        return [self.calls.script(pipe, op.script, op.keys, op.args) for op in batch]
-
-    def answered(self, batch: Sequence[Op], answers: Sequence[Any]) -> None:
+    def answered(self, batch: Batch, answers: Sequence[Any]) -> None:
         """After a batch was written: hand each answer on, wake whoever waits."""
-        for op, answer in zip(batch, answers, strict=True):
+        for (name, keys, _, ops), answer in zip(batch.calls, answers, strict=True):
             if isinstance(answer, Exception):
-                log.error("redis %s (keys %s) failed: %s", op.script, op.keys[:2], answer)
-            elif op.then is not None:
-                op.then(answer)
+                log.error("redis %s (keys %s) failed: %s", name, keys[:2], answer)
+                continue
+            if ops[0].head is None:
+                parts = [answer]
+            elif isinstance(answer, list | tuple) and len(answer) == len(ops):
+                parts = list(answer)
+            else:
+                log.error("redis %s answered %r for %d tasks", name, answer, len(ops))
+                continue
+            for op, part in zip(ops, parts, strict=True):
+                if op.then is not None:
+                    op.then(part)
         if not self.congested:
             self._flushed.unpark_all()
 
@@ -360,11 +436,17 @@ class Batcher:
             if not self.ops:
                 self._flushed.unpark_all()
                 await self._ops_lot.park()
-                # Let a claim woken at the same time take these writes along with its read
-                # (one round trip instead of two).
-                await trio.lowlevel.checkpoint()
+                if len(self.ops) < OPS_BATCH and not self.waiting_claims:
+                    # A worker that finished is idle: the claim it asks for takes these
+                    # writes along with its read (one round trip instead of two). This
+                    # loop sends what no claim took meanwhile, at once when a claim
+                    # starts to wait for new entries (it takes none until one comes).
+                    with trio.move_on_after(FLUSH_AFTER):
+                        await self._claim_waits.park()
+                else:
+                    await trio.lowlevel.checkpoint()
                 continue
             batch = self.take()
-            fill = functools.partial(self._fill_later, batch)
-            answers = await self.calls.pipelined("write outcomes", fill)
+            calls = [(name, keys, args) for name, keys, args, _ in batch.calls]
+            answers = await self.calls.scripts("write outcomes", calls)
             self.answered(batch, answers)

@@ -25,8 +25,11 @@ from ._admin import Admin
 from ._batch import Batcher
 from ._calls import Calls
 from ._consumer import Consumer
+from ._leases import Leases
+from ._losses import Losses
 from ._outcomes import Outcomes
 from ._receipts import Receipts
+from ._room import Room
 from ._runs import RedisRuns
 from ._url import finite_positive, parse_url, safe_url
 
@@ -97,6 +100,8 @@ class RedisBroker(Broker):
         self._keys = keys
         self._calls = Calls(url, connect_timeout=self.connect_timeout, block=self.block)
         self._batch = Batcher(self._calls, keys, self.consumer)
+        self._losses = Losses(self._calls, keys)
+        self._losses.on_loss.append(self._batch.reopen)
         self._consumer = Consumer(
             self._calls,
             keys,
@@ -106,12 +111,28 @@ class RedisBroker(Broker):
             max_dead_letters=max_dead_letters,
             clock=self.clock,
         )
-        self._outcomes = Outcomes(
-            self._calls, keys, self._batch, self._consumer, max_dead_letters=max_dead_letters
+        self._leases = Leases(
+            self._calls,
+            keys,
+            consumer=self.consumer,
+            lease=self.lease,
+            held=self._consumer.held,
+            losses=self._losses,
         )
-        self._receipts = Receipts(self._calls, keys, self._batch, self.consumer)
+        self._outcomes = Outcomes(
+            self._calls,
+            keys,
+            self._batch,
+            self._consumer,
+            self._losses,
+            max_dead_letters=max_dead_letters,
+        )
+        self._receipts = Receipts(self._calls, keys, self._batch, self.consumer, self._losses)
+        self._room = Room(self._calls, keys)
         self._admin = Admin(self._calls, keys)
-        self.runs = RedisRuns(self._calls, keys, self._batch, self._accept_at)
+        self.runs = RedisRuns(
+            self._calls, keys, self._batch, self._accept_at, self._receipts.starting
+        )
         self._outcomes.runs = self.runs
 
     def __repr__(self) -> str:
@@ -128,8 +149,12 @@ class RedisBroker(Broker):
         async def redeclare() -> None:
             await self._admin.declare(self._declared)
 
+        async def ready() -> None:
+            await redeclare()
+            await self._losses.start()
+
         self._calls.redeclare = redeclare
-        async with self._calls.connected(redeclare):
+        async with self._calls.connected(ready):
             try:
                 yield
             finally:
@@ -147,10 +172,11 @@ class RedisBroker(Broker):
             nursery.start_soon(self._batch.flush_loop)
             nursery.start_soon(self._receipts.reader_loop)
             nursery.start_soon(self._calls.probe)
+            nursery.start_soon(self._losses.probe_loop)
             if self._serve:
                 for name in self._queues:
                     nursery.start_soon(self._consumer.promote_loop, name)
-                nursery.start_soon(self._consumer.renew_loop)
+                nursery.start_soon(self._leases.renew_loop)
                 nursery.start_soon(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
 
     def _heartbeat(self) -> dict[str, Any]:
@@ -191,7 +217,7 @@ class RedisBroker(Broker):
         return taken
 
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
-        await self._receipts.wait_room(queue, timeout)
+        await self._room.wait(queue, timeout)
 
     async def lookup(self, task_id: str) -> Task | None:
         return await self._receipts.lookup(task_id)
@@ -216,10 +242,10 @@ class RedisBroker(Broker):
         return await self._consumer.claim(queue, n, wait)
 
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
-        return await self._consumer.renew(queue, tasks)
+        return await self._leases.renew(queue, tasks)
 
     async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
-        await self._consumer.release(queue, tasks)
+        await self._leases.release(queue, tasks)
 
     async def settle(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,7 +28,9 @@ T = TypeVar("T")
 #: The scripts in lua/, by name (each `name.lua`).
 SCRIPTS = (
     "check",
+    "claim",
     "finish",
+    "lookup",
     "outcomes",
     "promote",
     "reject",
@@ -213,6 +215,29 @@ class Calls:
             return results
 
         return await self.retrying(what, send, deliver=deliver)
+
+    async def scripts(
+        self, what: str, calls: Sequence[tuple[str, list[str], list[Any]]]
+    ) -> list[Any]:
+        """Script calls (name, keys, args) in one round trip, answered as `pipelined`
+        answers; a single one goes without a pipeline (which costs more than the call)."""
+        if len(calls) != 1:
+
+            def fill(pipe: Any) -> list[Any]:
+                return [self.script(pipe, name, keys, args) for name, keys, args in calls]
+
+            return await self.pipelined(what, fill)
+        ((name, keys, args),) = calls
+
+        async def one() -> list[Any]:
+            try:
+                return [await self.script(self.client, name, keys, args)]
+            except Exception as exc:
+                if _retryable(exc):
+                    raise
+                return [exc]  # the call's error, for its caller to report
+
+        return await self.retrying(what, one)
 
     # -- resilience ------------------------------------------------------------------------
 

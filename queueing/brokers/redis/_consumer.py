@@ -1,16 +1,23 @@
-"""The consumer side: claim, leases, reclaim, release, and promoting due tasks.
+"""The consumer side: claim, reclaim, and promoting due tasks (leases: `_leases`).
+
+A claim is one round trip when entries are ready: `claim.lua` reads them for this
+process's consumer (`XREADGROUP` without waiting) and says of each whether the queue's
+`live` hash names it, that is whether it is the entry its task's record names (every
+script that writes a record's entry writes `live` with it). The outcomes waiting to be
+written go in the same round trip. When nothing is ready, a blocking `XREADGROUP` waits,
+and `live` is read for what it brings (a second round trip, on an idle queue only).
 
 A claimed entry sits in the ready stream's group pending list (PEL) under this process's
 consumer name; it stays ours while `renew` resets its idle time. Entries idle longer than
 the lease belonged to a process that stopped renewing: `claim` takes them over with
 `XAUTOCLAIM`, their delivery count kept. Every entry read is checked before it is handed
-out: it must parse (`BadEntry`) and be the entry its task's record names (`check.lua`);
-anything else is dead-lettered with the reason and never run.
+out: it must parse (`BadEntry`) and be named by `live`, or else be the entry its task's
+record names (`check.lua`, for entries `live` does not name); anything else is
+dead-lettered with the reason and never run.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -23,12 +30,10 @@ from .._contract import QueueInfo
 from . import _keys as k
 from ._batch import Batcher, Op
 from ._calls import Calls
-from ._wire import BadEntry, apply_outcome, bad_entry_letter, decode_envelope, encode_envelope
+from ._wire import BadEntry, bad_entry_letter, decode_envelope
 
 log = logging.getLogger("queueing.redis")
 
-#: Tasks per `renew.lua` / `release.lua` call.
-RENEW_CHUNK = 500
 #: Due tasks moved per `promote.lua` call.
 PROMOTE_BATCH = 500
 #: The longest a promoter sleeps (others' delays and retries are seen within this).
@@ -37,12 +42,26 @@ PROMOTE_IDLE = 1.0
 RECLAIMS_PER_LEASE = 3
 
 
-def _chunks(items: Sequence[Task], size: int) -> list[Sequence[Task]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+#: Entries read from a stream (id, fields); the delivery counts of reclaimed ones; what
+#: `live` says of each (None: not read yet).
+Entries = list[tuple[str, dict[Any, Any]]]
+Counts = dict[str, int] | None
+Owners = list[str | None] | None
+
+
+def _fields(flat: Sequence[Any]) -> dict[Any, Any]:
+    """A stream entry's fields from the flat list a script returns."""
+    return dict(zip(flat[::2], flat[1::2], strict=False))
+
+
+def _entries(read: Any) -> Entries:
+    """Entries as coredis returns them (`StreamEntry`s), as (id, fields)."""
+    return [(str(entry.identifier), dict(entry.field_values or {})) for entry in read]
 
 
 class Consumer:
-    """Claims, leases and the promoters of the queues this process serves."""
+    """Claims (with reclaims of expired leases) and the promoters of the queues this
+    process serves; `held` is what it claimed (its leases: see `_leases`)."""
 
     def __init__(
         self,
@@ -64,33 +83,28 @@ class Consumer:
         self.clock = clock
         #: Claimed tasks not yet settled, retried or released, by queue and entry id.
         self.held: dict[str, dict[str, Task]] = {}
-        self._lost: dict[str, list[Task]] = {}
         self._reclaim_at: dict[str, float] = {}
         self._reclaim_from: dict[str, str] = {}
         self._promoters: dict[str, trio.lowlevel.ParkingLot] = {}
-        self._renew_lot = trio.lowlevel.ParkingLot()
-        self._renew_due = False
-        calls.on_reconnect.append(self._reconnected)
 
     # -- claim ------------------------------------------------------------------------------
 
     async def claim(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
-        entries, counts = await self._take(queue, n, wait)
+        entries, counts, owners = await self._take(queue, n, wait)
         try:
             # The caller's cancellation, if it came while Redis handed us entries.
             await trio.lowlevel.checkpoint_if_cancelled()
-            return await self._admit(queue, entries, counts)
+            return await self._admit(queue, entries, counts, owners)
         except trio.Cancelled:
             if entries:
                 with trio.CancelScope(shield=True):
                     await self._give_back(queue.name, entries, counts or {})
             raise
 
-    async def _take(
-        self, queue: QueueInfo, n: int, wait: float
-    ) -> tuple[Sequence[Any], dict[str, int] | None]:
+    async def _take(self, queue: QueueInfo, n: int, wait: float) -> tuple[Entries, Counts, Owners]:
         """Entries for a claim: reclaimed ones (with their delivery counts) when a reclaim
-        is due and finds some, else new ones. Calls here leave a cancellation to `claim`."""
+        is due and finds some, else new ones (with what `live` says of each, when known).
+        Calls here leave a cancellation to `claim`."""
         name = queue.name
         ready = self.keys.ready(name)
         now = trio.current_time()
@@ -98,36 +112,50 @@ class Consumer:
             self._reclaim_at[name] = now + self.lease / RECLAIMS_PER_LEASE
             reclaimed, counts = await self._reclaim(queue, n)
             if reclaimed:
-                return reclaimed, counts
-        read = functools.partial(self._read, ready, n)
+                return reclaimed, counts, None
+        keys, args = [ready, self.keys.live(name)], [self.consumer, n]
         ops = self.batcher.take()
         if ops:
-            # Outcomes are waiting to be written: send them and read in one round trip.
-            answers = await self.calls.pipelined(
-                "write outcomes and claim",
-                lambda pipe: [*self.batcher.fill(pipe, ops), read(pipe)],
-                deliver=False,
-            )
+            # Outcomes are waiting to be written: sent in the same round trip.
+
+            def fill(pipe: Any) -> list[Any]:
+                return [*self.batcher.fill(pipe, ops), self.calls.script(pipe, "claim", keys, args)]
+
+            answers = await self.calls.pipelined("write outcomes and claim", fill, deliver=False)
             self.batcher.answered(ops, answers[:-1])
             answer = answers[-1]
             if isinstance(answer, Exception):
                 raise answer
-            if answer:
-                return answer.get(ready, ()), None
+        else:
+            answer = await self.calls.retrying(
+                "claim",
+                lambda: self.calls.script(self.calls.client, "claim", keys, args),
+                deliver=False,
+            )
+        if answer:
+            entries = [(str(ident), _fields(flat)) for ident, flat, _ in answer]
+            return entries, None, [None if owner is None else str(owner) for _, _, owner in answer]
+        if wait <= 0:
+            return [], None, None
+        # Nothing ready: wait for entries in a blocking read (what `live` says of them is
+        # read next, in `_admit`).
         block = min(wait, self.calls.block)
-        answer = await self.calls.retrying(
-            "claim", lambda: read(self.calls.client, block), wait=block, deliver=False
-        )
-        return (answer or {}).get(ready, ()), None
+        with self.batcher.claim_waiting():
+            read = await self.calls.retrying(
+                "claim",
+                lambda: self._read(ready, n, self.calls.client, block),
+                wait=block,
+                deliver=False,
+            )
+        return _entries((read or {}).get(ready, ())), None, None
 
-    async def _give_back(self, queue: str, entries: Sequence[Any], counts: dict[str, int]) -> None:
+    async def _give_back(self, queue: str, entries: Entries, counts: dict[str, int]) -> None:
         """Entries claimed for a caller that was cancelled before it got them: leave them
         idle for a whole lease, so that any process (this one too) reclaims them now, with
         the delivery count they had (the reclaim counts one more)."""
         ready = self.keys.ready(queue)
         by_count: dict[int, list[str]] = {}
-        for entry in entries:
-            ident = str(entry.identifier)
+        for ident, _ in entries:
             by_count.setdefault(counts.get(ident, 1) - 1, []).append(ident)
 
         def fill(pipe: Any) -> list[Any]:
@@ -148,16 +176,17 @@ class Consumer:
         await self.calls.pipelined("hand back", fill)
         self._reclaim_at[queue] = -math.inf
 
-    def _read(self, ready: str, n: int, target: Any, block: float = 0.0) -> Any:
-        # BLOCK 0 would wait forever: no BLOCK at all for a read that must not wait.
-        block_ms = int(block * 1000)
+    def _read(self, ready: str, n: int, target: Any, block: float) -> Any:
+        # BLOCK 0 would wait forever: the shortest wait is a millisecond.
         return target.xreadgroup(
-            k.GROUP, self.consumer, count=n, block=block_ms or None, streams={ready: ">"}
+            k.GROUP,
+            self.consumer,
+            count=n,
+            block=max(int(block * 1000), 1),
+            streams={ready: ">"},
         )
 
-    async def _reclaim(
-        self, queue: QueueInfo, n: int
-    ) -> tuple[Sequence[Any], dict[str, int] | None]:
+    async def _reclaim(self, queue: QueueInfo, n: int) -> tuple[Entries, Counts]:
         """Take over entries idle longer than the lease (their process stopped renewing)."""
         name = queue.name
         ready = self.keys.ready(name)
@@ -182,9 +211,9 @@ class Consumer:
         # Our own entries come back too when the engine renewed late: they still run here
         # (XAUTOCLAIM gave them a fresh idle time, as a renewal does).
         entries = [
-            entry
-            for entry in (answer[1] if answer else ())
-            if entry.field_values and str(entry.identifier) not in held
+            (ident, fields)
+            for ident, fields in _entries(answer[1] if answer else ())
+            if fields and ident not in held
         ]
         if not entries:
             return [], None
@@ -193,15 +222,15 @@ class Consumer:
 
         def fill(pipe: Any) -> list[Any]:
             return [
-                pipe.xpending(ready, k.GROUP, start=e.identifier, end=e.identifier, count=1)
-                for e in entries
+                pipe.xpending(ready, k.GROUP, start=ident, end=ident, count=1)
+                for ident, _ in entries
             ]
 
         counts: dict[str, int] = {}
         pending = await self.calls.pipelined("delivery counts", fill, deliver=False)
-        for entry, info in zip(entries, pending, strict=True):
+        for (ident, _), info in zip(entries, pending, strict=True):
             first = info[0] if isinstance(info, tuple) and info else None
-            counts[str(entry.identifier)] = int(getattr(first, "delivered", 1))
+            counts[ident] = int(getattr(first, "delivered", 1))
         log.warning(
             "queue %r: reclaimed %d task(s) whose lease (%gs) ran out",
             name,
@@ -211,29 +240,63 @@ class Consumer:
         return entries, counts
 
     async def _admit(
-        self, queue: QueueInfo, entries: Any, counts: dict[str, int] | None
+        self, queue: QueueInfo, entries: Entries, counts: Counts, owners: Owners
     ) -> list[Task]:
-        """Check what was read: parse each entry, then ask its record whether it is ours."""
+        """Check what was read: parse each entry; one that `live` names is a task of ours
+        (its value: the submitting client); any other is checked against its task's record
+        by `check.lua` (an entry written before `live` existed, a forged or stale copy)."""
+        if not entries:
+            return []
         name = queue.name
+        if owners is None:
+            live = self.keys.live(name)
+            idents = [ident for ident, _ in entries]
+            found = await self.calls.retrying(
+                "check claimed tasks", lambda: self.calls.client.hmget(live, idents), deliver=False
+            )
+            owners = [None if owner is None else str(owner) for owner in found]
         max_bytes = queue.max_payload + k.ENVELOPE_OVERHEAD
         now = self.clock()
-        parsed: list[tuple[str, Task, dict[Any, Any]]] = []
-        for entry in entries:
-            fields = dict(entry.field_values)
-            ident = str(entry.identifier)
+        held = self.held.setdefault(name, {})
+        tasks = []
+        unnamed: list[tuple[str, Task, dict[Any, Any]]] = []
+        for (ident, fields), owner in zip(entries, owners, strict=True):
             try:
-                parsed.append((ident, decode_envelope(fields, name, max_bytes), fields))
+                task = decode_envelope(fields, name, max_bytes)
             except BadEntry as exc:
                 self.reject(name, ident, fields, str(exc), now)
-        if not parsed:
-            return []
-        keys = [self.keys.ready(name), *(self.keys.task(task.id) for _, task, _ in parsed)]
+                continue
+            if owner is None:
+                unnamed.append((ident, task, fields))
+                continue
+            task.handle = (ident, owner)
+            task.deliveries = counts[ident] - 1 if counts else 0
+            held[ident] = task
+            tasks.append(task)
+        if unnamed:
+            tasks += await self._check(queue, unnamed, counts, now)
+        return tasks
+
+    async def _check(
+        self,
+        queue: QueueInfo,
+        unnamed: list[tuple[str, Task, dict[Any, Any]]],
+        counts: Counts,
+        now: float,
+    ) -> list[Task]:
+        """Entries `live` does not name, checked against their tasks' records."""
+        name = queue.name
+        keys = [
+            self.keys.ready(name),
+            self.keys.live(name),
+            *(self.keys.task(task.id) for _, task, _ in unnamed),
+        ]
         verdicts = await self.calls.eval(
-            "check claimed tasks", "check", keys, [ident for ident, _, _ in parsed]
+            "check claimed tasks", "check", keys, [ident for ident, _, _ in unnamed]
         )
         held = self.held.setdefault(name, {})
         tasks = []
-        for (ident, task, fields), verdict in zip(parsed, verdicts, strict=True):
+        for (ident, task, fields), verdict in zip(unnamed, verdicts, strict=True):
             verdict = str(verdict)
             if verdict.startswith("+"):
                 task.handle = (ident, verdict[1:])
@@ -269,74 +332,6 @@ class Consumer:
         if task.handle is not None:
             self.held.get(queue, {}).pop(task.handle[0], None)
 
-    # -- leases -----------------------------------------------------------------------------
-
-    async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
-        lost = self._lost.pop(queue.name, [])
-        mine = [task for task in tasks if task.handle is not None and not task.state.final]
-        lost += await self._renew(queue.name, mine)
-        unique = {id(task): task for task in lost}
-        return list(unique.values())
-
-    async def _renew(self, name: str, tasks: Sequence[Task]) -> list[Task]:
-        held = self.held.get(name, {})
-        lost: list[Task] = []
-        for chunk in _chunks(tasks, RENEW_CHUNK):
-            keys = [self.keys.ready(name), *(self.keys.task(task.id) for task in chunk)]
-            args = [self.consumer, *(task.handle[0] for task in chunk)]
-            verdicts = await self.calls.eval("renew leases", "renew", keys, args)
-            for task, verdict in zip(chunk, verdicts, strict=True):
-                verdict = str(verdict)
-                if verdict == "+":
-                    continue
-                held.pop(task.handle[0], None)
-                if verdict.startswith("="):
-                    if task.state.final:
-                        continue  # settled here meanwhile: nothing to tell
-                    try:
-                        apply_outcome(task, verdict[1:])
-                    except (ValueError, TypeError, KeyError) as exc:
-                        log.error("task %s: unreadable outcome (%s)", task.id, exc)
-                else:
-                    log.warning(
-                        "queue %r: task %s is no longer ours: another process took it over "
-                        "after this one stalled past its lease (%gs)",
-                        name,
-                        task.id,
-                        self.lease,
-                    )
-                lost.append(task)
-        return lost
-
-    def _reconnected(self) -> None:
-        self._renew_due = True
-        self._renew_lot.unpark_all()
-
-    async def renew_loop(self) -> None:
-        """Background: after a lost connection, renew every lease we hold as soon as Redis
-        answers again, not at the engine's next tick (which may come after the lease ran
-        out for a stall shorter than it)."""
-        while True:
-            if not self._renew_due:
-                await self._renew_lot.park()
-                continue
-            self._renew_due = False
-            for name, held in list(self.held.items()):
-                if held:
-                    lost = await self._renew(name, list(held.values()))
-                    self._lost.setdefault(name, []).extend(lost)
-
-    async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
-        name = queue.name
-        mine = [task for task in tasks if task.handle is not None]
-        for chunk in _chunks(mine, RENEW_CHUNK):
-            keys = [self.keys.ready(name), *(self.keys.task(task.id) for task in chunk)]
-            args: list[Any] = []
-            for task in chunk:
-                args += [task.handle[0], task.id, encode_envelope(task)]
-                self.forget(name, task)
-            await self.calls.eval("release", "release", keys, args)
-
     # -- promoting due tasks ----------------------------------------------------------------
 
     def wake_promoter(self, queue: str) -> None:
@@ -368,7 +363,8 @@ class Consumer:
                 raise due if isinstance(due, Exception) else first
             if due:
                 ids = [str(i) for i in due]
-                keys = [delayed, envs, ready, *(self.keys.record(queue, i) for i in ids)]
+                live = self.keys.live(queue)
+                keys = [delayed, envs, ready, live, *(self.keys.record(queue, i) for i in ids)]
                 await self.calls.eval("promote", "promote", keys, [now_ms, *ids])
                 continue
             wait = PROMOTE_IDLE

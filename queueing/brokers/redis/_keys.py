@@ -3,8 +3,9 @@
 Every key of one queue sits under one hash tag, `{prefix:queue}:…`, so that each script
 call touches a single Redis Cluster slot. A task's record lives under its queue's tag (the
 queue is the part of the id before the first `:`); a pipeline run's record and state live
-under the pipeline's own tag (a run id starts with the pipeline's name). Only two keys are
-global: the declared queues and the heartbeats of serving processes.
+under the pipeline's own tag (a run id starts with the pipeline's name). Only four keys are
+global: the declared queues and pipelines, the heartbeats of serving processes, and the
+epoch.
 
 docs/concepts/delivery-guarantees.md lists the keys and which script touches which.
 """
@@ -27,6 +28,9 @@ REPLIES_MAXLEN = 10_000
 #: deletes its streams when it closes and opens them again when this is half gone; only a
 #: client that went away without closing (killed) leaves them behind, for this long.
 REPLIES_TTL = 86_400
+#: The longest outcome (characters of JSON) a notice in `replies` carries along; a longer
+#: one is read from the task's record.
+NOTICE_OUTCOME_MAX = 4096
 #: Tokens a queue's `room` list keeps for submitters waiting on a full queue.
 ROOM_TOKENS = 64
 #: Seconds a pipeline run's state outlives its start (a run abandoned half-way).
@@ -109,6 +113,10 @@ class Keys:
     def room(self, queue: str) -> str:
         return self.of(queue, "room")
 
+    def live(self, queue: str) -> str:
+        """Entry id -> submitting client, for every entry a task's record names."""
+        return self.of(queue, "live")
+
     # -- a queue's or a pipeline's keys -----------------------------------------------------
 
     def done(self, name: str) -> str:
@@ -140,3 +148,7 @@ class Keys:
 
     def workers(self) -> str:
         return f"{{{self.prefix}}}:workers"
+
+    def epoch(self) -> str:
+        """A random token written once: gone or changed, Redis lost data (see `_losses`)."""
+        return f"{{{self.prefix}}}:epoch"

@@ -19,6 +19,7 @@ from . import _keys as k
 from ._batch import Batcher, Op
 from ._calls import Calls
 from ._consumer import Consumer
+from ._losses import Losses
 from ._wire import encode_envelope, encode_meta, encode_outcome, letter_of, task_from_record
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Outcomes:
         keys: k.Keys,
         batcher: Batcher,
         consumer: Consumer,
+        losses: Losses,
         *,
         max_dead_letters: int,
     ) -> None:
@@ -47,38 +49,54 @@ class Outcomes:
         self.keys = keys
         self.batcher = batcher
         self.consumer = consumer
+        self.losses = losses
         self.max_dead_letters = max_dead_letters
         self.runs: RedisRuns | None = None
+        self._heads: dict[str, tuple[list[str], list[Any]]] = {}
 
-    def _finish_call(
+    def _head(self, queue: str) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of a `finish.lua` call common to a queue's tasks."""
+        head = self._heads.get(queue)
+        if head is None:
+            keys = [
+                self.keys.ready(queue),
+                self.keys.outstanding(queue),
+                self.keys.stats(queue),
+                self.keys.room(queue),
+                self.keys.done(queue),
+                self.keys.dead(queue),
+                self.keys.delayed(queue),
+                self.keys.envs(queue),
+                self.keys.live(queue),
+            ]
+            args = [
+                self.max_dead_letters,
+                k.DONE_MAXLEN,
+                k.REPLIES_MAXLEN,
+                k.REPLIES_TTL,
+                k.ROOM_TOKENS,
+                k.NOTICE_OUTCOME_MAX,
+            ]
+            head = self._heads[queue] = (keys, args)
+        return head
+
+    def _finish_part(
         self, queue: str, task: Task, entry: str, reply: str, ttl: int, letter: str
     ) -> tuple[list[str], list[Any]]:
-        keys = [
-            self.keys.task(task.id),
-            self.keys.ready(queue),
-            self.keys.outstanding(queue),
-            self.keys.stats(queue),
-            self.keys.room(queue),
-            self.keys.done(queue),
-            self.keys.dead(queue),
-            self.keys.delayed(queue),
-            self.keys.envs(queue),
-        ]
+        """One task's keys and arguments in a `finish.lua` call."""
+        task_id = task.id
+        state = task.state
+        keys = [self.keys.task(task_id)]
         if reply:
             keys.append(self.keys.replies(queue, reply))
         args = [
             entry,
-            task.state.value,
+            state.value,
             encode_outcome(task),
             ttl,
-            task.id,
-            k.COUNTERS[task.state],
+            task_id,
+            k.COUNTERS[state],
             letter,
-            self.max_dead_letters,
-            k.DONE_MAXLEN,
-            k.REPLIES_MAXLEN,
-            k.REPLIES_TTL,
-            k.ROOM_TOKENS,
             reply,
         ]
         return keys, args
@@ -101,10 +119,10 @@ class Outcomes:
         self.consumer.forget(queue.name, task)
         entry, reply = task.handle if task.handle is not None else ("", "")
         letter = letter_of(task, queue.name) if dead else ""
-        keys, args = self._finish_call(
-            queue.name, task, entry, reply, k.ttl(queue.result_ttl), letter
-        )
-        self.batcher.push(Op("finish", keys, args, functools.partial(self._finished, task)))
+        name = queue.name
+        keys, args = self._finish_part(name, task, entry, reply, k.ttl(queue.result_ttl), letter)
+        then = functools.partial(self._finished, task)
+        self.batcher.push(Op("finish", keys, args, then, self._head(name)))
         if self.batcher.congested:
             await self.batcher.relieve()
         return True
@@ -119,7 +137,7 @@ class Outcomes:
                 task.state.value,
             )
         elif answer == _NO_RECORD:
-            log.warning("task %s: outcome not recorded: the task has no record", task.id)
+            self.losses.note("a task finished here has no record any more")
 
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
         name = queue.name
@@ -132,6 +150,7 @@ class Outcomes:
             self.keys.delayed(name),
             self.keys.envs(name),
             self.keys.stats(name),
+            self.keys.live(name),
         ]
         args = [entry, task.id, encode_envelope(task), encode_meta(task), int(due * 1000)]
 
@@ -161,6 +180,9 @@ class Outcomes:
             return await self.runs.cancel(task_id, error)
         task.settle(TaskState.CANCELLED, None, error, time.time())
         reply = str(reply or "")[: k.MAX_CLIENT_LENGTH]
-        keys, args = self._finish_call(name, task, "", reply, int(ttl or k.MIN_TTL), "")
-        answer = await self.calls.eval("cancel", "finish", keys, args)
+        keys, args = self._finish_part(name, task, "", reply, int(ttl or k.MIN_TTL), "")
+        head_keys, head_args = self._head(name)
+        (answer,) = await self.calls.eval(
+            "cancel", "finish", [*head_keys, *keys], [*head_args, *args]
+        )
         return task if answer == 1 else None

@@ -1,18 +1,32 @@
-"""Receipts: lookup, wait_settled, wait_room, and the reader of wake-up notices.
+"""Receipts: lookup, wait_settled, and the reader of notices.
 
-The stored record is what counts. The `replies` stream of a client (per queue) and the
-`done` stream of a queue carry only task ids, as wake-ups: the reader loop turns them into
-ids to check, and `wait_settled` checks them with `outcomes.lua`, which sends back only the
-records that have an outcome. A notice can be lost (a stream trimmed while its reader was
-paused, a stream expired, a Redis restart): every id waited for is checked when first seen,
-and again by a sweep, which runs every `SWEEP_EVERY` seconds, after a reconnect or a
-restart of the reader, and at once when a read shows that entries were trimmed unread.
+The stored record is what counts; notices are how a client learns of it early. When a task
+gets its outcome, `finish.lua` appends a notice to the `replies` stream of the client that
+submitted it (one per queue), carrying a copy of the outcome unless it is longer than
+`NOTICE_OUTCOME_MAX`, and one with the id only to the queue's `done` stream. The reader
+loop reads them while someone waits: a notice with an outcome resolves its id without a
+read; the others (long outcomes, pipeline runs, `done` for ids another client submitted)
+wake their ids, which `wait_settled` checks with `outcomes.lua`.
+
+A notice is never the only copy, and may be lost (a stream trimmed while its reader was
+paused, a stream expired, a Redis restart): every id waited for is checked by a sweep,
+every `SWEEP_EVERY` seconds, after a reconnect or a restart of the reader, at once when a
+read shows that notices were trimmed unread, and when Redis lost data (see `_losses`).
+An id `wait_settled` has not seen before is read at once, unless this client submitted
+it (Redis accepted it from here: its notice comes here).
+
+Lost records: an id whose record was seen (read, or accepted from this client) and is
+found gone is read again `LOST_CONFIRM` seconds later; still gone, it comes back as a
+record in state `LOST`. An id whose record was never seen (a pipeline run whose start
+waits for room, an id another client is still submitting) waits on.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+import math
 from collections.abc import Collection, Iterable
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -20,27 +34,30 @@ from typing import Any
 import trio
 
 from ..._task import Task
-from .._contract import QueueInfo, queue_of
+from .._contract import queue_of
 from . import _keys as k
 from ._batch import Batcher
 from ._calls import Calls
-from ._wire import task_from_record
+from ._losses import Losses, lost_record
+from ._reads import read_outcomes
+from ._wire import task_from_outcome, task_from_record
 
 log = logging.getLogger("queueing.redis")
 
-#: Records per `outcomes.lua` call, and calls per round trip, when checking ids.
-CHECK_CHUNK = 500
-CHECK_PIPELINE = 20
 #: Seconds between two sweeps of every id waited for (lost notices are found by then).
 SWEEP_EVERY = 15.0
+#: Seconds between finding a record gone and reading it again (still gone: LOST).
+LOST_CONFIRM = 2.0
 #: Notices read per stream in one read.
 READ_COUNT = 1000
-#: Ids woken and not yet looked at beyond which they are dropped for a sweep instead.
+#: Ids woken (or outcomes arrived) and not yet looked at beyond which they are dropped
+#: for a sweep instead.
 WOKEN_CAP = 100_000
-#: The longest and shortest one wait for room blocks (a cancellation waits for it: see
-#: Calls._attempt; Redis takes no shorter timeout).
-ROOM_BLOCK = 0.05
-ROOM_BLOCK_MIN = 0.01
+#: Ids accepted from here and not waited for yet, and outcomes that arrived for ids not
+#: waited for (yet), kept at most (the oldest go first: such an id is then read when it
+#: is waited for).
+EXPECTED_CAP = 20_000
+EARLY_CAP = 20_000
 
 
 def _stream_id(ident: str) -> tuple[int, int]:
@@ -48,18 +65,41 @@ def _stream_id(ident: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-class Receipts:
-    """What a client reads: records, outcomes, and room in a full queue."""
+def _trim(kept: dict[str, Any], cap: int) -> None:
+    """Drop the oldest of `kept` beyond `cap`."""
+    over = len(kept) - cap
+    if over > 0:
+        for key in list(itertools.islice(kept, over)):
+            del kept[key]
 
-    def __init__(self, calls: Calls, keys: k.Keys, batcher: Batcher, client_id: str) -> None:
+
+class Receipts:
+    """What a client reads: records and outcomes."""
+
+    def __init__(
+        self, calls: Calls, keys: k.Keys, batcher: Batcher, client_id: str, losses: Losses
+    ) -> None:
         self.calls = calls
         self.keys = keys
         self.batcher = batcher
         self.client_id = client_id
-        #: Ids seen by `wait_settled` and checked once, without an outcome then.
+        self.losses = losses
+        #: Ids waited for whose record was seen, without an outcome as far as we know.
         self._known: set[str] = set()
-        #: Ids a notice arrived for since the last check.
+        #: Ids waited for whose record was not there when first read.
+        self._unseen: set[str] = set()
+        #: Ids Redis accepted from this client, not waited for yet (their notices come here).
+        self._expected: dict[str, None] = {}
+        #: Pipeline runs being started (or waiting for room): no record yet, or no more.
+        self.starting: set[str] = set()
+        #: Outcomes that came with notices since the last look, and those that came for ids
+        #: not waited for (yet).
+        self._arrived: dict[str, Task] = {}
+        self._early: dict[str, Task] = {}
+        #: Ids a notice without an outcome arrived for since the last look.
         self._woken: set[str] = set()
+        #: Ids whose record was seen, then found gone: when it was first found gone.
+        self._missing: dict[str, float] = {}
         #: Of the known ids, those another client submitted (their wake-up is in `done`),
         #: by queue or pipeline.
         self._foreign: dict[str, set[str]] = {}
@@ -71,8 +111,11 @@ class Receipts:
         self._reader_lot = trio.lowlevel.ParkingLot()
         self._sweep_at = 0.0
         self._sweep_now = False
+        self._recheck_at = math.inf
         batcher.on_replied = self._new_stream
+        batcher.on_accepted = self.expect
         calls.on_reconnect.append(self._request_sweep)
+        losses.on_loss.append(self._request_sweep)
 
     def _new_stream(self) -> None:
         self._reader_lot.unpark_all()
@@ -81,34 +124,24 @@ class Receipts:
         self._sweep_now = True
         self._wake.unpark_all()
 
+    def expect(self, ids: Iterable[str]) -> None:
+        """Redis accepted these from this client: their records exist, their notices come
+        here (they need no read when first waited for)."""
+        expected = self._expected
+        for task_id in ids:
+            expected[task_id] = None
+        _trim(expected, EXPECTED_CAP)
+
     # -- lookups ----------------------------------------------------------------------------
 
     async def lookup(self, task_id: str) -> Task | None:
         if not queue_of(task_id):
             return None
-        record = self.keys.task(task_id)
-        fields = await self.calls.retrying(
-            "lookup", lambda: self.calls.client.hmget(record, ["s", "m", "o", "w"])
-        )
-        state, meta, outcome, working = fields
+        keys = [self.keys.task(task_id), self.keys.ready(queue_of(task_id))]
+        state, meta, outcome, working = await self.calls.eval("lookup", "lookup", keys, [])
         if state is None:
             return None
         return task_from_record(task_id, state, meta, outcome, working)
-
-    async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
-        # Finishing tasks push tokens to `room`: wait for one, in short blocking reads.
-        room = self.keys.room(queue.name)
-        deadline = trio.current_time() + timeout
-        while True:
-            left = deadline - trio.current_time()
-            if left <= 0:
-                await trio.lowlevel.checkpoint()
-                return
-            step = max(min(left, ROOM_BLOCK), ROOM_BLOCK_MIN)
-            pop = functools.partial(self.calls.client.blpop, [room], timeout=step)
-            got = await self.calls.retrying("wait for room", pop, wait=step)
-            if got:
-                return
 
     # -- waiting for outcomes ---------------------------------------------------------------
 
@@ -122,109 +155,172 @@ class Receipts:
                 if found or trio.current_time() >= deadline:
                     await trio.lowlevel.checkpoint()
                     return found
-                with trio.move_on_at(min(deadline, self._sweep_at)):
+                with trio.move_on_at(min(deadline, self._sweep_at, self._recheck_at)):
                     await self._wake.park()
         finally:
             self._waiting -= 1
 
+    def _new_ids(self, waited: AbstractSet[str], found: list[Task]) -> list[str]:
+        """The ids waited for that were not seen before (`found` now are not new)."""
+        known, unseen = self._known, self._unseen
+        skip = {task.id for task in found}
+        try:
+            # The engine's live set is a dict's keys: ids watched since the last look come
+            # last, after every id seen then (each one is known, unseen, or was returned and
+            # dropped from the set): walk back to the first one seen.
+            back = reversed(waited)  # type: ignore[call-overload]
+        except TypeError:
+            return [i for i in waited if i not in known and i not in unseen and i not in skip]
+        new = []
+        for i in back:
+            if i in known or i in unseen:
+                break
+            if i not in skip:
+                new.append(i)
+        return new
+
     async def _poll(self, ids: Collection[str]) -> list[Task]:
-        """Check what may have an outcome: ids woken by a notice, ids not seen before, and,
-        when a sweep is due, every id waited for."""
+        """Outcomes that came with notices, and reads of what may have an outcome: ids woken
+        by a notice, ids not seen before, ids found gone once, and, when a sweep is due,
+        every id waited for."""
         # A set (a dict's keys, say) is used as it is: no copy of tens of thousands of ids.
         waited = ids if isinstance(ids, AbstractSet) else set(ids)
+        found: list[Task] = []
+        if self._arrived:
+            arrived, self._arrived = self._arrived, {}
+            early = self._early
+            for task_id, task in arrived.items():
+                if task_id in waited:
+                    found.append(task)
+                else:
+                    early[task_id] = task
+            _trim(early, EARLY_CAP)
+            self._forget(found)
+        fresh: list[str] = []
+        for task_id in self._new_ids(waited, found):
+            early_task = self._early.pop(task_id, None)
+            if early_task is not None:
+                found.append(early_task)
+            elif task_id in self._expected:
+                del self._expected[task_id]
+                self._known.add(task_id)  # its notice comes here, or a sweep finds it
+            else:
+                fresh.append(task_id)
         check: list[str] = []
-        fresh: set[str] = set()
         if self._woken:
             woken, self._woken = self._woken, set()
-            for i in woken:
-                if i not in waited:
-                    continue  # not waited for (any more, or not yet: then it is fresh later)
-                if i in self._known:
-                    check.append(i)
-                else:
-                    fresh.add(i)
+            check = [i for i in woken if i in self._known or i in self._unseen]
         now = trio.current_time()
-        sweep = self._sweep_now or now >= self._sweep_at
-        # The ids the engine waits for change by the ones we return (dropped from both) and
-        # new ones; a count that differs means some are new (or dropped: prune them).
-        if sweep or len(waited) != len(self._known):
-            fresh.update(i for i in waited - self._known if queue_of(i))
-            self._known.intersection_update(waited)
-            for members in self._foreign.values():
-                members.intersection_update(waited)
-        if sweep:
+        if self._sweep_now or now >= self._sweep_at:
             self._sweep_now = False
             self._sweep_at = now + SWEEP_EVERY
-            check = list(self._known)
-        if not check and not fresh:
-            return []
-        settled = await self._check(check, list(fresh))
-        self._known.update(fresh)
-        for task in settled:
-            self._known.discard(task.id)
-            self._foreign.get(queue_of(task.id), set()).discard(task.id)
-        return settled
+            for kept in (self._known, self._unseen, self.starting):
+                kept.intersection_update(waited)
+            for members in self._foreign.values():
+                members.intersection_update(waited)
+            check = [*self._known, *self._unseen]
+            # Any id waited for and in no set (a read that failed before it was noted).
+            seen = {*fresh, *(task.id for task in found)}
+            fresh += [
+                i
+                for i in waited
+                if i not in self._known and i not in self._unseen and i not in seen
+            ]
+        elif self._missing and now >= self._recheck_at:
+            check += [i for i in self._missing if i in self._known]
+        if check or fresh:
+            try:
+                found += await self._check(check, fresh, now)
+            except BaseException:
+                for task in found:  # handed out at the next look
+                    self._arrived[task.id] = task
+                raise
+        return found
 
-    async def _check(self, known: Iterable[str], fresh: list[str]) -> list[Task]:
-        """Read the records of some ids; returns those with an outcome. Of `fresh` ids, the
-        ones another client submitted get their queue's `done` stream read from now on."""
-        calls: list[tuple[str, list[str], bool]] = []  # (name, ids, fresh)
-        for ids, is_fresh in ((list(dict.fromkeys(known)), False), (fresh, True)):
-            by_name: dict[str, list[str]] = {}
-            for task_id in ids:
-                by_name.setdefault(queue_of(task_id), []).append(task_id)
-            for name, members in by_name.items():
-                for i in range(0, len(members), CHECK_CHUNK):
-                    calls.append((name, members[i : i + CHECK_CHUNK], is_fresh))
+    def _forget(self, settled: Iterable[Task]) -> None:
+        for task in settled:
+            task_id = task.id
+            self._known.discard(task_id)
+            self._unseen.discard(task_id)
+            self._missing.pop(task_id, None)
+            self._foreign.get(queue_of(task_id), set()).discard(task_id)
+
+    async def _check(self, known: list[str], fresh: list[str], now: float) -> list[Task]:
+        """Read the records of some ids; returns those with an outcome (or LOST). Of `fresh`
+        ids, the ones another client submitted get their queue's `done` stream read from now
+        on."""
         # The `done` streams of fresh ids' queues not read yet: where they stand now, read
         # in the same round trip and before the records (a notice after it is not missed).
-        positions = sorted({name for name, _, is_fresh in calls if is_fresh} - self._foreign_read())
+        names = {queue_of(task_id) for task_id in fresh}
+        positions = sorted(names - self._foreign_read())
         settled: list[Task] = []
-        for start in range(0, len(calls), CHECK_PIPELINE):
-            part = calls[start : start + CHECK_PIPELINE]
-            heads = positions if start == 0 else []
-
-            def fill(pipe: Any, part: list[Any] = part, heads: list[str] = heads) -> list[Any]:
-                marks = [pipe.xrevrange(self.keys.done(name), count=1) for name in heads]
-                reads = [
-                    self.calls.script(
-                        pipe, "outcomes", [self.keys.task(i) for i in ids], ["1" if f else "0"]
-                    )
-                    for _, ids, f in part
-                ]
-                return [*marks, *reads]
-
-            answers = await self.calls.pipelined("read outcomes", fill)
-            for name, mark in zip(heads, answers, strict=False):
-                if not isinstance(mark, Exception):
-                    self._mark(name, mark)
-            for (name, ids, _), answer in zip(part, answers[len(heads) :], strict=True):
-                if isinstance(answer, Exception):
-                    raise answer
-                settled += self._read_answer(name, ids, answer)
+        gone: list[str] = []
+        reads = await read_outcomes(self.calls, self.keys, known, fresh, positions)
+        for name, newest in reads.positions.items():
+            # Only for streams not read now: an older position is stale.
+            self._cursors[self.keys.done(name)] = newest
+        for name, ids, is_fresh, answer in reads.answers:
+            gone += self._read_answer(name, ids, is_fresh, answer, settled)
         for name in positions:  # no id of another client's there after all
             if not self._foreign.get(name):
                 self._cursors.pop(self.keys.done(name), None)
-        return settled
+        self._forget(settled)
+        if known:  # what was there after all (a false alarm, or a run started since)
+            absent = set(gone)
+            for task_id in known:
+                if task_id not in absent:
+                    self._missing.pop(task_id, None)
+                    if task_id in self._unseen:
+                        self._unseen.discard(task_id)
+                        self._known.add(task_id)
+        return settled + self._gone(gone, now)
 
-    def _mark(self, name: str, newest: Any) -> None:
-        # Only for streams not read now (see `_check`): an older position is stale.
-        self._cursors[self.keys.done(name)] = str(newest[0].identifier) if newest else "0-0"
+    def _gone(self, ids: list[str], now: float) -> list[Task]:
+        """Records found gone: an id seen before is LOST once it is still gone
+        `LOST_CONFIRM` seconds after it was first found so; others wait on."""
+        lost: list[Task] = []
+        first_time = 0
+        for task_id in ids:
+            if task_id not in self._known or task_id in self.starting:
+                self._unseen.add(task_id)
+                self._known.discard(task_id)
+                continue
+            since = self._missing.setdefault(task_id, now)
+            if since == now:
+                first_time += 1
+            elif now - since >= LOST_CONFIRM:
+                lost.append(lost_record(task_id))
+        if first_time:
+            self.losses.note(f"the records of {first_time} task(s) waited for here are gone")
+        self._forget(lost)
+        self._recheck_at = min(self._missing.values(), default=math.inf) + LOST_CONFIRM
+        return lost
 
-    def _read_answer(self, name: str, ids: list[str], answer: list[Any]) -> list[Task]:
-        settled = []
+    def _read_answer(
+        self, name: str, ids: list[str], is_fresh: bool, answer: list[Any], settled: list[Task]
+    ) -> list[str]:
+        """Records with an outcome go to `settled`; returns the ids without a record. Fresh
+        ids with a record become known."""
+        gone = []
         for j in range(0, len(answer), 4):
             index, state, second, meta = answer[j : j + 4]
             task_id = ids[int(index) - 1]
-            if state:
+            if state == "?":
+                gone.append(task_id)
+            elif state:
                 try:
                     settled.append(task_from_record(task_id, str(state), meta, second))
                 except (ValueError, TypeError, KeyError) as exc:
                     log.error("task %s: unreadable record (%s)", task_id, exc)
-            elif str(second) != self.client_id:
-                self._foreign.setdefault(name, set()).add(task_id)
-                self._reader_lot.unpark_all()
-        return settled
+            else:  # fresh, without an outcome
+                self._known.add(task_id)
+                if str(second) != self.client_id:
+                    self._foreign.setdefault(name, set()).add(task_id)
+                    self._reader_lot.unpark_all()
+        if is_fresh:  # never seen: not lost, waited for
+            self._unseen.update(gone)
+            return []
+        return gone
 
     def _foreign_read(self) -> set[str]:
         return {name for name, members in self._foreign.items() if members}
@@ -267,14 +363,30 @@ class Receipts:
                     continue
                 before = streams[key]
                 self._cursors[key] = str(entries[-1].identifier)
-                self._woken.update(str(e.field_values.get("id", "")) for e in entries)
-                if len(self._woken) > WOKEN_CAP:  # no one looked for long: sweep instead
-                    self._woken.clear()
-                    self._request_sweep()
+                self._notices(entries)
                 if len(entries) >= count:
                     await self._check_gap(key, before)
             if answer:
                 self._wake.unpark_all()
+
+    def _notices(self, entries: Any) -> None:
+        arrived, woken, expected = self._arrived, self._woken, self._expected
+        for entry in entries:
+            fields = entry.field_values
+            task_id = str(fields.get("id", ""))
+            outcome = fields.get("o")
+            expected.pop(task_id, None)
+            if outcome is None:
+                woken.add(task_id)
+                continue
+            try:
+                arrived[task_id] = task_from_outcome(task_id, str(outcome))
+            except (ValueError, TypeError, KeyError):
+                woken.add(task_id)  # unreadable here: the record is read instead
+        if len(woken) + len(arrived) > WOKEN_CAP:  # no one looked for long: sweep instead
+            woken.clear()
+            arrived.clear()
+            self._request_sweep()
 
     async def _check_gap(self, key: str, before: str) -> None:
         """A full read: maybe we fell behind past the stream's cap. If its oldest entry is

@@ -38,11 +38,16 @@ Accept = Callable[[QueueInfo, Task, float | None], Awaitable[Admission]]
 class RedisRuns(RunStore):
     """The `RunStore` of `RedisBroker` (its `runs`)."""
 
-    def __init__(self, calls: Calls, keys: k.Keys, batcher: Batcher, accept: Accept) -> None:
+    def __init__(
+        self, calls: Calls, keys: k.Keys, batcher: Batcher, accept: Accept, starting: set[str]
+    ) -> None:
         self.calls = calls
         self.keys = keys
         self.batcher = batcher
         self._accept = accept
+        #: Runs being started, or refused for want of room: their records may come and
+        #: go (the receipt side does not take them for lost).
+        self._starting = starting
 
     def _keys_of(self, run_id: str) -> list[str]:
         return [self.keys.task(run_id), self.keys.run(run_id), self.keys.done(queue_of(run_id))]
@@ -88,6 +93,7 @@ class RedisRuns(RunStore):
     ) -> Admission:
         route = run.route or queue_of(run.id)
         await self.batcher.open_replies(queue_of(run.id))
+        self._starting.add(run.id)
         created = await self.calls.eval(
             "start a pipeline run",
             "run",
@@ -111,6 +117,8 @@ class RedisRuns(RunStore):
             await self.calls.retrying(
                 "drop a run", lambda: self.calls.client.delete([record, state])
             )
+        if admission is not Admission.FULL:
+            self._starting.discard(run.id)
         return admission
 
     async def ended(self, run_id: str) -> bool:

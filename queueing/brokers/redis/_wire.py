@@ -256,6 +256,16 @@ def task_from_record(
     return task
 
 
+def task_from_outcome(task_id: str, outcome: str) -> Task:
+    """A task record from an outcome alone (a notice's copy): the outcome's fields, and
+    none of what a lookup adds (times, attempts of a task without an outcome)."""
+    task = Task(task_id, queue_of(task_id), None, 0.0)
+    apply_outcome(task, outcome)
+    if not task.state.final:
+        raise ValueError(f"a notice's outcome must be final, got {task.state.value!r}")
+    return task
+
+
 def path_key(path: tuple[int, ...]) -> str:
     """A branch's position as text that sorts like the path itself."""
     return ".".join(f"{i:0{PATH_DIGITS}d}" for i in path)

@@ -1,55 +1,74 @@
--- Record a task's outcome and release it: the first outcome wins.
--- KEYS: 1 record, 2 ready, 3 outstanding, 4 stats, 5 room, 6 done, 7 dead, 8 delayed,
---       9 envs [, 10 the replies stream of the submitting client]
--- ARGV: 1 the entry it was claimed from ('' for a cancel: whatever entry or delay the
---       record names), 2 state, 3 outcome, 4 ttl (ms), 5 task id, 6 stats counter,
---       7 dead letter or '', 8 dead letters cap, 9 done cap, 10 replies cap,
---       11 replies ttl (s), 12 room tokens, 13 the submitting client KEYS[10] belongs to
--- Returns 1 recorded; 0 it had an outcome; -1 no such task; -2 the record names another
--- entry (the one given is acknowledged and removed; the task is left alone)
+-- Record the outcomes of tasks of one queue and release them: the first outcome wins.
+-- KEYS: 1 ready, 2 outstanding, 3 stats, 4 room, 5 done, 6 dead, 7 delayed, 8 envs,
+--       9 live, then per task: its record [, the replies stream of its client]
+-- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens,
+--       6 the longest outcome a notice carries, then 8 per task: the entry it was
+--       claimed from ('' for a cancel: whatever entry or delay the record names), state,
+--       outcome, ttl (ms), task id, stats counter, dead letter or '', the submitting
+--       client (its replies stream follows the record in KEYS; '' for none)
+-- Returns one code per task: 1 recorded; 0 it had an outcome; -1 no such task; -2 the
+-- record names another entry (the one given is acknowledged and removed; the task is
+-- left alone)
 local GROUP = 'workers'
-local entry = ARGV[1]
-local f = redis.call('HMGET', KEYS[1], 's', 'e', 'r')
-local function drop()
-  if entry ~= '' then
-    redis.call('XACK', KEYS[2], GROUP, entry)
-    redis.call('XDEL', KEYS[2], entry)
+local gone, codes, counters, streams = {}, {}, {}, {}
+local recorded = 0
+local k = 10
+for a = 7, #ARGV, 8 do
+  local entry, id, client = ARGV[a], ARGV[a + 4], ARGV[a + 7]
+  local f = redis.call('HMGET', KEYS[k], 's', 'e', 'r')
+  local code = 1
+  if not f[1] then
+    code = -1
+  elseif f[1] ~= 'pending' and f[1] ~= 'scheduled' then
+    code = 0
+  elseif entry ~= '' and f[2] ~= entry then
+    code = -2
   end
+  if code ~= 1 then
+    if entry ~= '' then gone[#gone + 1] = entry end
+  else
+    if f[2] and f[2] ~= '' then gone[#gone + 1] = f[2] end
+    if f[1] == 'scheduled' then
+      redis.call('ZREM', KEYS[7], id)
+      redis.call('HDEL', KEYS[8], id)
+    end
+    local outcome = ARGV[a + 2]
+    redis.call('HSET', KEYS[k], 's', ARGV[a + 1], 'e', '', 'o', outcome)
+    redis.call('PEXPIRE', KEYS[k], ARGV[a + 3])
+    counters[ARGV[a + 5]] = (counters[ARGV[a + 5]] or 0) + 1
+    recorded = recorded + 1
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'id', id)
+    if client ~= '' and f[3] == client then
+      -- The outcome rides along (a copy: the record keeps it), unless it is long.
+      -- NOMKSTREAM: the client opened its stream before it submitted, and deletes it when
+      -- it closes; a client gone is sent nothing (the outcome is in the record all the same).
+      if #outcome <= tonumber(ARGV[6]) then
+        redis.call('XADD', KEYS[k + 1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', 'id', id,
+          'o', outcome)
+      else
+        redis.call('XADD', KEYS[k + 1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', 'id', id)
+      end
+      streams[k + 1] = true
+    end
+    if ARGV[a + 6] ~= '' then
+      redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[1], '*', 'id', id, 'd', ARGV[a + 6])
+    end
+  end
+  codes[#codes + 1] = code
+  if client ~= '' then k = k + 2 else k = k + 1 end
 end
-if not f[1] then
-  drop()
-  return -1
+if #gone > 0 then
+  redis.call('XACK', KEYS[1], GROUP, unpack(gone))
+  redis.call('XDEL', KEYS[1], unpack(gone))
+  redis.call('HDEL', KEYS[9], unpack(gone))
 end
-if f[1] ~= 'pending' and f[1] ~= 'scheduled' then
-  drop()
-  return 0
+for i in pairs(streams) do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+if recorded > 0 then
+  if redis.call('DECRBY', KEYS[2], recorded) < 0 then redis.call('SET', KEYS[2], 0) end
+  for counter, n in pairs(counters) do redis.call('HINCRBY', KEYS[3], counter, n) end
+  local tokens = {}
+  for i = 1, math.min(recorded, tonumber(ARGV[5])) do tokens[i] = 1 end
+  redis.call('LPUSH', KEYS[4], unpack(tokens))
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 end
-if entry ~= '' and f[2] ~= entry then
-  drop()
-  return -2
-end
-if f[2] and f[2] ~= '' then
-  redis.call('XACK', KEYS[2], GROUP, f[2])
-  redis.call('XDEL', KEYS[2], f[2])
-end
-if f[1] == 'scheduled' then
-  redis.call('ZREM', KEYS[8], ARGV[5])
-  redis.call('HDEL', KEYS[9], ARGV[5])
-end
-redis.call('HSET', KEYS[1], 's', ARGV[2], 'e', '', 'o', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if redis.call('DECR', KEYS[3]) < 0 then redis.call('SET', KEYS[3], 0) end
-redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
-redis.call('LPUSH', KEYS[5], 1)
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[12]) - 1)
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[5])
-if KEYS[10] and f[3] == ARGV[13] then
-  -- NOMKSTREAM: the client opened its stream before it submitted, and deletes it when it
-  -- closes; a client gone is sent nothing (the outcome is in the record all the same).
-  redis.call('XADD', KEYS[10], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[10], '*', 'id', ARGV[5])
-  redis.call('EXPIRE', KEYS[10], ARGV[11])
-end
-if ARGV[7] ~= '' then
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 'id', ARGV[5], 'd', ARGV[7])
-end
-return 1
+return codes

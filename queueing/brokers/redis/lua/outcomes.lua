@@ -1,17 +1,24 @@
--- Read which of some tasks have an outcome (only those records travel back).
+-- Read which of some tasks have an outcome (only those records travel back), and which
+-- have no record at all.
 -- KEYS: task records (of one queue or pipeline)
 -- ARGV: 1 '1' to also report the submitting client of tasks without an outcome
 -- Returns a flat list of 4 values per task reported: index, state, outcome, meta for a
--- task with an outcome; index, '', submitting client, '' for one without (if asked).
+-- task with an outcome; index, '?', '', '' for one without a record; index, '',
+-- submitting client, '' for one without an outcome (if asked).
 local out = {}
 for i = 1, #KEYS do
   local f = redis.call('HMGET', KEYS[i], 's', 'o', 'm', 'r')
-  if f[1] and f[1] ~= 'pending' and f[1] ~= 'scheduled' then
+  if not f[1] then
+    out[#out + 1] = i
+    out[#out + 1] = '?'
+    out[#out + 1] = ''
+    out[#out + 1] = ''
+  elseif f[1] ~= 'pending' and f[1] ~= 'scheduled' then
     out[#out + 1] = i
     out[#out + 1] = f[1]
     out[#out + 1] = f[2] or ''
     out[#out + 1] = f[3] or ''
-  elseif f[1] and ARGV[1] == '1' then
+  elseif ARGV[1] == '1' then
     out[#out + 1] = i
     out[#out + 1] = ''
     out[#out + 1] = f[4] or ''

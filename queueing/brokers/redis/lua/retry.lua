@@ -1,5 +1,5 @@
 -- Release a task that failed an attempt and schedule it again: it stays outstanding.
--- KEYS: 1 record, 2 ready, 3 delayed, 4 envs, 5 stats
+-- KEYS: 1 record, 2 ready, 3 delayed, 4 envs, 5 stats, 6 live
 -- ARGV: 1 the entry it was claimed from, 2 task id, 3 envelope, 4 meta, 5 due (ms)
 -- Returns 1 scheduled; 0 it had an outcome (or no such task); -2 the record names
 -- another entry (the one given is acknowledged and removed; the task is left alone)
@@ -21,9 +21,9 @@ if f[2] ~= entry then
   return -2
 end
 drop()
+redis.call('HDEL', KEYS[6], entry)
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
 redis.call('HSET', KEYS[1], 's', 'scheduled', 'e', '', 'm', ARGV[4])
-redis.call('HDEL', KEYS[1], 'w')
 redis.call('HINCRBY', KEYS[5], 'retried', 1)
 return 1

@@ -1,5 +1,6 @@
 -- Accept tasks into one queue, atomically with its maxsize.
--- KEYS: 1 outstanding, 2 ready, 3 delayed, 4 envs, 5 stats, 6.. the record of each task
+-- KEYS: 1 outstanding, 2 ready, 3 delayed, 4 envs, 5 stats, 6 live, 7.. the record of each
+--       task
 -- ARGV: 1 maxsize, 2 this client, 3 result ttl (ms), then per task: id, envelope, meta,
 --       due (ms; '' for ready now), the client that waits for it ('' for none)
 -- Returns one code per task: 1 accepted; 0 full; -1 exists (another client's);
@@ -8,8 +9,8 @@ local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 local maxsize = tonumber(ARGV[1])
 local codes = {}
 local added = 0
-for i = 6, #KEYS do
-  local a = 4 + (i - 6) * 5
+for i = 7, #KEYS do
+  local a = 4 + (i - 7) * 5
   local id, env, meta, due, reply = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   if redis.call('EXISTS', KEYS[i]) == 1 then
     codes[#codes + 1] = (redis.call('HGET', KEYS[i], 'r') == ARGV[2]) and -2 or -1
@@ -25,6 +26,7 @@ for i = 6, #KEYS do
     else
       local entry = redis.call('XADD', KEYS[2], '*', 'id', id, 'env', env)
       redis.call('HSET', KEYS[i], 's', 'pending', 'e', entry, 'r', reply, 'm', meta, 't', ARGV[3])
+      redis.call('HSET', KEYS[6], entry, reply)
     end
     codes[#codes + 1] = 1
   end

@@ -1,0 +1,17 @@
+-- Take up to ARGV[2] new entries of a queue's ready stream for a consumer, without
+-- waiting, and say of each whether it is the live entry of a task (the one its record
+-- names: `live` holds exactly those, written and removed by the scripts that write the
+-- records' `e`).
+-- KEYS: 1 ready, 2 live
+-- ARGV: 1 consumer, 2 count
+-- Returns per entry read: {entry id, its fields (flat), the submitting client of its task
+-- ('' for none), or nil if `live` does not name the entry (checked again by check.lua)}
+local GROUP = 'workers'
+local got = redis.call('XREADGROUP', 'GROUP', GROUP, ARGV[1], 'COUNT', ARGV[2], 'STREAMS',
+  KEYS[1], '>')
+if not got then return {} end
+local out = {}
+for _, e in ipairs(got[1][2]) do
+  out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
+end
+return out

@@ -1,0 +1,92 @@
+"""Round trips of the hot paths (what the Redis bench's throughput rests on): a claim of
+ready tasks is one round trip, with the outcomes waiting written in it; a client's own
+tasks resolve from their notices, without a read of their records; a batch's outcomes
+wake the client once."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import trio
+from broker_helpers import JOBS, new_task, opened, settled_all
+
+from queueing._task import TaskState
+from queueing.brokers.redis import _calls
+
+pytestmark = pytest.mark.redis
+
+
+@contextmanager
+def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[str]]:
+    """Round trips to Redis by what they are for (`Calls.retrying`'s `what`)."""
+    calls: collections.Counter[str] = collections.Counter()
+    attempt = _calls.Calls._attempt
+
+    async def counting(self: _calls.Calls, what: str, *args: Any, **kwargs: Any) -> Any:
+        calls[what] += 1
+        return await attempt(self, what, *args, **kwargs)
+
+    monkeypatch.setattr(_calls.Calls, "_attempt", counting)
+    yield calls
+
+
+async def test_a_claim_of_ready_tasks_is_one_round_trip_with_the_outcomes_waiting(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with opened(redis_url) as broker:
+        assert await broker.claim(JOBS, 1, wait=0) == []  # with the first reclaim: done
+        tasks = [new_task(payload=n) for n in range(8)]
+        assert await broker.accept_many(JOBS, tasks) == 8
+        with counted(monkeypatch) as calls:
+            first = await broker.claim(JOBS, 4, wait=0)
+        assert len(first) == 4
+        assert dict(calls) == {"claim": 1}
+        for task in first:
+            await broker.settle(JOBS, task, TaskState.SUCCEEDED, task.payload)
+        with counted(monkeypatch) as calls:
+            second = await broker.claim(JOBS, 4, wait=0)
+        assert len(second) == 4
+        assert dict(calls) == {"write outcomes and claim": 1}
+        for task in first:  # written in that round trip
+            record = await broker.lookup(task.id)
+            assert record is not None
+            assert (record.state, record.result) == (TaskState.SUCCEEDED, task.payload)
+
+
+async def test_a_clients_own_tasks_resolve_from_their_notices(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with opened(redis_url) as worker, opened(redis_url, serve=False) as client:
+        tasks = [new_task(payload=n) for n in range(8)]
+        assert await client.accept_many(JOBS, tasks) == 8
+        ids = [task.id for task in tasks]
+        assert await client.wait_settled(ids, 0.2) == []  # seen (the reader's first sweep)
+        for task in await worker.claim(JOBS, 8, wait=0):
+            await worker.settle(JOBS, task, TaskState.SUCCEEDED, {"n": task.payload})
+        with counted(monkeypatch) as calls:
+            await worker.flush()
+            found = await settled_all(client, ids)
+        assert [found[i].result for i in ids] == [{"n": n} for n in range(8)]
+        assert "read outcomes" not in calls  # no record read: the notices carried them
+        assert calls["write outcomes"] == 1  # one call for the batch's eight outcomes
+
+
+async def test_a_long_outcome_is_read_from_its_record(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with opened(redis_url) as worker, opened(redis_url, serve=False) as client:
+        task = new_task()
+        await client.accept(JOBS, task)
+        assert await client.wait_settled([task.id], 0.2) == []
+        (claimed,) = await worker.claim(JOBS, 1, wait=0)
+        long = "x" * 10_000  # over NOTICE_OUTCOME_MAX: the notice carries the id only
+        await worker.settle(JOBS, claimed, TaskState.SUCCEEDED, long)
+        with counted(monkeypatch) as calls, trio.fail_after(10):
+            await worker.flush()
+            (done,) = await client.wait_settled([task.id], 5.0)
+        assert done.result == long
+        assert calls["read outcomes"] == 1
