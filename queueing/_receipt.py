@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
@@ -11,11 +11,14 @@ from . import _fastpath
 from ._convert import AS_ANY
 from ._exceptions import ResultTimeout, TaskCancelled, TaskExpired, TaskFailed, TaskLost
 from ._task import Task, TaskState, TaskStatus
+from ._validate import seconds
 
 if TYPE_CHECKING:
     from ._system import QueueSystem
 
 R = TypeVar("R")
+#: Seconds between two looks of `Receipt.watch` at a task run by another process.
+WATCH_EVERY = 0.25
 _SUCCEEDED = TaskState.SUCCEEDED
 _FAILURES: dict[TaskState, type[TaskFailed]] = {
     TaskState.CANCELLED: TaskCancelled,
@@ -123,6 +126,29 @@ class Receipt(Generic[R]):
             UnknownTask: no task has this id (a receipt found by id).
         """
         return await self._system._status(self)
+
+    async def watch(self, interval: float = WATCH_EVERY) -> AsyncIterator[TaskStatus]:
+        """Follow the task live: a new `TaskStatus` each time its state, attempts or
+        progress change, ending with the one that carries its outcome.
+
+        `async for status in receipt.watch(): print(status.progress)`. In the process that
+        runs the task it wakes at each publish of its progress; elsewhere it looks again
+        every `interval` seconds (and at once when the outcome comes).
+
+        Raises:
+            UnknownTask: no task has this id (a receipt found by id).
+        """
+        seconds("interval", interval)
+        seen: tuple[Any, ...] | None = None
+        while True:
+            status = await self.status()
+            now = (status.state, status.attempts, status.progress)
+            if now != seen:
+                seen = now
+                yield status
+            if status.state.final:
+                return
+            await self._system._wait_change(self, interval)
 
     async def cancel(self) -> bool:
         """Cancel the task: a pending one is never run, a running one is cancelled.
