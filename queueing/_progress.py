@@ -135,8 +135,15 @@ class ProgressBoard:
                 )
 
     async def read(self, task: Task) -> Progress | None:
-        """The latest published progress of `task` (a receipt's status)."""
+        """The latest progress of `task` this process knows (a receipt's status): a report
+        made here and not published yet, else the latest published."""
+        with self._lock:
+            pending = self._pending.get(task.id)
+        if pending is not None:
+            await trio.lowlevel.checkpoint()
+            return Progress(*pending[2:])
         if not self.shared:
+            await trio.lowlevel.checkpoint()
             return getattr(task, "progress", None)
         try:
             found = await self.broker.read_progress([task.id])

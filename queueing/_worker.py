@@ -267,30 +267,32 @@ class Worker(Actor, Generic[P, R]):
             task._scope = None
             if timeout is not None:
                 scope.deadline = math.inf
-            if task.state is not _RUNNING:
-                pass  # cancelled through its receipt: the outcome is recorded already
-            elif failure is None:
-                if (
-                    nowait
-                    and task.run is None
-                    and type(result) in PLAIN_RESULTS
-                    and (result_as_is is AS_ANY or type(result) is result_as_is)
-                ):
-                    # Engine.succeeded's common case, without a coroutine per call (in
-                    # process; a test runs both ways on the same results).
-                    if settle_nowait(info, task, _SUCCEEDED, result):
-                        settled(rt, task)
+            try:
+                if task.state is not _RUNNING:
+                    pass  # cancelled through its receipt: the outcome is recorded already
+                elif failure is None:
+                    if (
+                        nowait
+                        and task.run is None
+                        and type(result) in PLAIN_RESULTS
+                        and (result_as_is is AS_ANY or type(result) is result_as_is)
+                    ):
+                        # Engine.succeeded's common case, without a coroutine per call (in
+                        # process; a test runs both ways on the same results).
+                        if settle_nowait(info, task, _SUCCEEDED, result):
+                            settled(rt, task)
+                    else:
+                        await engine.succeeded(rt, task, result)
+                elif type(failure) is PayloadError:
+                    # The payload does not structure as the handler's type: no retry helps.
+                    error = ErrorInfo.from_exception(failure)
+                    await engine.dead_letter(rt, task, TaskState.DEAD_LETTERED, error)
                 else:
-                    await engine.succeeded(rt, task, result)
-            elif type(failure) is PayloadError:
-                # The payload does not structure as the handler's type: no retry can help.
-                error = ErrorInfo.from_exception(failure)
-                await engine.dead_letter(rt, task, TaskState.DEAD_LETTERED, error)
-            else:
-                await engine.failed(rt, task, failure)
-            if ended:  # after the outcome: a pipeline's next stage was sent within it
-                for hook in ended:
-                    hook(task, now, failure)
+                    await engine.failed(rt, task, failure)
+            finally:
+                if ended:  # after the outcome: a pipeline's next stage was sent within it
+                    for hook in ended:
+                        hook(task, now, failure)
             since += 1
             if since >= BATCH:
                 since = 0
