@@ -17,6 +17,7 @@ import click
 import trio
 
 from . import _cli_render as show
+from ._cli_observe import observed
 from ._cli_targets import Concurrency, describe, load
 from ._exceptions import QueueingError, ResultTimeout, TaskFailed
 from ._open import connect_trio as connect
@@ -96,8 +97,31 @@ def main() -> None:
     "--concurrency 8 --concurrency store=1). Default: each Queue's workers=.",
 )
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (the metrics extra).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address the metrics are served on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Trace tasks with OpenTelemetry's global tracer provider (the otel extra).",
+)
 def worker(
-    target: str, broker: str | None, concurrency: tuple[str, ...], shutdown_timeout: float
+    target: str,
+    broker: str | None,
+    concurrency: tuple[str, ...],
+    shutdown_timeout: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    otel: bool,
 ) -> None:
     """Run the workers of the queues TARGET (MODULE[:ATTR]) defines, until SIGINT/SIGTERM.
 
@@ -105,9 +129,10 @@ def worker(
     broker = _broker_url(broker)
     settings = Concurrency.parse(concurrency)
     specs = settings.apply(load(target))
+    main = observed(metrics_port, metrics_host, otel)
     click.echo(f"queueing worker: serving {describe(specs)} on {broker.split('@')[-1]}", err=True)
     try:
-        run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout)
+        run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout, main=main)
     except QueueingError as exc:  # no broker, a bad URL...: the message, not a traceback
         raise click.ClickException(str(exc)) from exc
 

@@ -1,0 +1,55 @@
+"""`queueing worker --metrics-port/--otel`: what a worker process serves besides its queues."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import click
+import trio
+
+from ._system import QueueSystem
+
+
+def observed(
+    metrics_port: int | None, metrics_host: str, otel: bool
+) -> Callable[[QueueSystem], Awaitable[None]] | None:
+    """The worker's `main`: metrics served and traces on as asked, until a signal stops it
+    (None when nothing is asked). The extras are checked before the system starts."""
+    if metrics_port is None and not otel:
+        return None
+    if metrics_port is not None:
+        try:
+            from . import metrics
+        except ImportError as exc:
+            raise click.ClickException(
+                f"--metrics-port needs prometheus-client ({exc.name} is missing): "
+                "pip install 'trio-queueing[metrics]'"
+            ) from exc
+    if otel:
+        try:
+            from . import tracing
+        except ImportError as exc:
+            raise click.ClickException(
+                f"--otel needs opentelemetry-api ({exc.name} is missing): "
+                "pip install 'trio-queueing[otel]'"
+            ) from exc
+
+    async def main(system: QueueSystem) -> None:
+        if otel:
+            tracing.instrument(system)
+            click.echo("queueing worker: tracing with OpenTelemetry's global provider", err=True)
+        if metrics_port is None:
+            await trio.sleep_forever()
+            return
+        metrics.register(system)
+        async with trio.open_nursery() as nursery:
+            try:
+                port = await nursery.start(metrics.serve, metrics_port, metrics_host)
+            except OSError as exc:
+                raise click.ClickException(
+                    f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {exc}"
+                ) from exc
+            host = f"[{metrics_host}]" if ":" in metrics_host else metrics_host
+            click.echo(f"queueing worker: metrics on http://{host}:{port}/metrics", err=True)
+
+    return main
