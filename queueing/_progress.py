@@ -23,6 +23,7 @@ from actors import Actor
 from ._exceptions import BrokerError
 from ._logs import task_fields
 from ._task import Progress, Task
+from .brokers._contract import queue_of
 
 if TYPE_CHECKING:
     from .brokers._contract import Broker, QueueInfo
@@ -113,7 +114,12 @@ class ProgressBoard:
         for queue, task, done, total, note, at in batch.values():
             progress = Progress(done, total, note, at)
             task.progress = progress  # the record this process holds
-            by_queue.setdefault(queue.name, (queue, []))[1].append((task, progress))
+            items = by_queue.setdefault(queue.name, (queue, []))[1]
+            items.append((task, progress))
+            if task.run is not None:
+                # A pipeline's stage: its run's receipt shows it too, naming the stage.
+                run = Task(task.run, queue_of(task.run), None, 0.0)
+                items.append((run, Progress(done, total, note, at, queue.name)))
         self.published.unpark_all()
         if self._unsupported:
             return

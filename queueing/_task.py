@@ -68,13 +68,16 @@ class Progress:
     """How far a task's handler says it got (`Worker.progress`), as last published.
 
     `done` and `total` are the handler's own units (pages, bytes, rows); `total` is None
-    when the handler does not know it. `at` is the wall-clock time of the report.
+    when the handler does not know it. `at` is the wall-clock time of the report. A
+    pipeline run's status carries the latest progress of its stage tasks, and `stage`
+    names the stage (queue) that reported it (None for a task of a queue).
     """
 
     done: float
     total: float | None = None
     note: str | None = None
     at: float = 0.0
+    stage: str | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -252,12 +255,10 @@ MAX_NOTE_READ = 4096
 
 def progress_doc(progress: Progress) -> dict[str, Any]:
     """A progress as plain data, for a broker to store."""
-    return {
-        "done": progress.done,
-        "total": progress.total,
-        "note": progress.note,
-        "at": progress.at,
-    }
+    doc = {"done": progress.done, "total": progress.total, "note": progress.note, "at": progress.at}
+    if progress.stage is not None:
+        doc["stage"] = progress.stage
+    return doc
 
 
 def _finite(value: Any) -> float | None:
@@ -275,11 +276,13 @@ def progress_from_doc(doc: Any) -> Progress | None:
     if done is None:
         return None
     note = doc.get("note")
+    stage = doc.get("stage")
     return Progress(
         done,
         _finite(doc.get("total")),
         note[:MAX_NOTE_READ] if isinstance(note, str) else None,
         _finite(doc.get("at")) or 0.0,
+        stage[:MAX_NOTE_READ] if isinstance(stage, str) else None,
     )
 
 

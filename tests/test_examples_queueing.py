@@ -55,6 +55,8 @@ def test_quickstart_thumbnails_every_page_and_retries_the_injected_faults(
     assert faults > 0
     assert number(out, "Retries") == faults
     assert "Accepted at once; first receipt id:" in out
+    # The bar followed the handlers' progress reports, not only the outcomes.
+    assert number(out, "Progress updates") >= pages
 
     # The stats table: every stage saw every page, and only the thumbnail stage retried.
     for stage, retried in (("render", 0), ("thumbnail", faults), ("record", 0)):

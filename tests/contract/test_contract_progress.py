@@ -8,7 +8,7 @@ from typing import Any
 import trio
 from contract_workers import WAIT, Probe, outcome_of, serve
 
-from queueing import Queue, Receipt, TaskState, TaskStatus, Worker
+from queueing import Pipeline, Queue, Receipt, TaskState, TaskStatus, Worker
 
 
 class Reporting(Worker):
@@ -111,3 +111,30 @@ async def test_watch_sees_the_progress_then_ends_with_the_outcome(
     assert [s.state.final for s in seen].count(True) == 1
     notes: list[Any] = [s.progress.note for s in seen if s.progress is not None]
     assert notes[0] == "half"
+
+
+class Passing(Worker):
+    """A pipeline's first stage: hands its payload on."""
+
+    async def handle(self, steps: int) -> int:
+        return steps
+
+
+async def test_a_pipeline_runs_status_shows_its_stages_progress(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    first = Queue("first", Passing)
+    pipeline = Pipeline("flow", [first, reporting(probe)])  # type: ignore[list-item]
+    async with serve(broker, pipeline) as system:
+        receipt = await system.submit("flow", 6)
+        await probe.wait_for(probe.started)
+        status = await status_when(receipt, noted("half"))
+        probe.gate.set()
+        assert await outcome_of(receipt) == 6
+        final = await status_when(receipt, noted("all"))
+    assert status.progress is not None
+    assert (status.progress.done, status.progress.total) == (3, 6)
+    assert status.progress.stage == "reporting"
+    assert final.progress is not None
+    assert final.progress.stage == "reporting"
