@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import sqlite3
@@ -127,6 +128,30 @@ def test_crawler_rides_out_the_outage_and_stores_every_page(tmp_path: Path) -> N
     out = run_example("crawler.py", env)
     assert "(broker memory://)" in out
     check_crawl(out, tmp_path / "pages.sqlite3")
+
+
+def test_observability_shows_progress_metrics_traces_and_json_logs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning:__main__", "examples/observability.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    out = proc.stdout
+    assert re.search(r"^Metrics:  http://127\.0\.0\.1:\d+/metrics$", out, re.MULTILINE)
+    watched = re.findall(r"^Watching: \S+ running\s+(\d+)/10 ", out, re.MULTILINE)
+    assert len(watched) >= 2, out  # progress seen on the way, not only at the end
+    assert re.search(r"^Watching: \S+ succeeded 10/10 pass 10$", out, re.MULTILINE)
+    assert 'Scraped:  queueing_tasks_total{outcome="succeeded",queue="resize"} 8.0' in out
+    assert "Trace:    send resize (producer)\nTrace:      process resize (consumer)" in out
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line["logger"] == "resizer"]
+    assert len(mine) == 8
+    assert all(line["queue"] == "resize" and line["attempt"] == 1 for line in mine)
+    assert len({line["task_id"] for line in mine}) == 8
 
 
 def test_the_example_tests_of_the_crawlers_queues_pass() -> None:
