@@ -7,8 +7,11 @@ task (wall clock of the whole job / N). Variants:
 - off: nothing enabled (the default; compare with an older checkout for "unchanged");
 - metrics: `queueing.metrics.register(system, registry)` (prometheus-client, the
   `metrics` extra), the registry scraped once at the end;
+- counters: the same with `histograms=False` (counters and gauges only);
+- tracing-api: `queueing.tracing.instrument(system)` with OpenTelemetry's API alone (no
+  SDK: spans are no-ops; what an application pays before it sets up an SDK);
 - tracing: `queueing.tracing.instrument(system, provider)` with the OpenTelemetry SDK
-  and a no-op exporter (the `otel` extra, plus opentelemetry-sdk);
+  and an exporter that drops the spans (the `otel` extra, plus opentelemetry-sdk);
 - progress: nothing enabled, and each task calls `self.progress(1, 1)` once.
 
 Variants run in rounds (each once per round, after an untimed warm-up) so that a busy
@@ -48,13 +51,13 @@ class Reports(Worker[int, int]):
         return payload
 
 
-def _metrics(system: QueueSystem) -> Callable[[], None]:
+def _metrics(system: QueueSystem, histograms: bool = True) -> Callable[[], None]:
     import prometheus_client
 
     from queueing import metrics
 
     registry = prometheus_client.CollectorRegistry()
-    metrics.register(system, registry)
+    metrics.register(system, registry, histograms=histograms)
 
     def scrape() -> None:
         assert b"queueing_tasks_total" in prometheus_client.generate_latest(registry)
@@ -78,9 +81,22 @@ def _tracing(system: QueueSystem) -> Callable[[], None]:
     return lambda: None
 
 
+def _counters(system: QueueSystem) -> Callable[[], None]:
+    return _metrics(system, histograms=False)
+
+
+def _tracing_api(system: QueueSystem) -> Callable[[], None]:
+    from queueing import tracing
+
+    tracing.instrument(system)  # the global provider: a no-op without an SDK set up
+    return lambda: None
+
+
 VARIANTS: dict[str, tuple[type[Worker[int, int]], Callable[[QueueSystem], Any] | None]] = {
     "off": (Noop, None),
     "metrics": (Noop, _metrics),
+    "counters": (Noop, _counters),
+    "tracing-api": (Noop, _tracing_api),
     "tracing": (Noop, _tracing),
     "progress": (Reports, None),
 }

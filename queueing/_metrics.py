@@ -156,7 +156,9 @@ class QueueMetrics(Collector):
     the same from every process (take the max, not the sum).
     """
 
-    def __init__(self, system: QueueSystem, buckets: Sequence[float] = BUCKETS) -> None:
+    def __init__(
+        self, system: QueueSystem, buckets: Sequence[float] = BUCKETS, histograms: bool = True
+    ) -> None:
         bounds = sorted(float(b) for b in buckets if not math.isinf(b))
         if not bounds or any(b <= 0 for b in bounds) or len(set(bounds)) != len(bounds):
             raise QueueingError(
@@ -171,7 +173,9 @@ class QueueMetrics(Collector):
             duration, wait = self._histograms[rt.name] = (Histogram(bounds), Histogram(bounds))
             return Hooks(ended=meter(clock, duration, wait))
 
-        self._unhook: Callable[[], None] | None = add_hooks(system._runtimes, hooks)
+        self._unhook: Callable[[], None] | None = (
+            add_hooks(system._runtimes, hooks) if histograms else None
+        )
         self._registries: list[CollectorRegistry] = []
 
     def close(self) -> None:
@@ -264,6 +268,7 @@ def register(
     registry: CollectorRegistry | None = None,
     *,
     buckets: Sequence[float] = BUCKETS,
+    histograms: bool = True,
 ) -> QueueMetrics:
     """Collect the system's metrics into `registry` (default: prometheus-client's global
     `REGISTRY`); returns the collector (`close()` takes it out again).
@@ -273,13 +278,16 @@ def register(
         registry: where to register; a user's own registry embeds the metrics in an app
             that serves them itself (`prometheus_client.generate_latest(registry)`).
         buckets: upper bounds in seconds of the two histograms' buckets.
+        histograms: False leaves out the two histograms: every other metric is read from
+            the system's own figures at scrape time, so nothing is done per task (the
+            histograms cost a little per task: see bench/observe_bench.py).
 
     Raises:
         QueueingError: the buckets are not distinct positive numbers.
         ValueError: the registry has metrics of these names already (prometheus-client's
             refusal: register a system once per registry).
     """
-    collector = QueueMetrics(system, buckets)
+    collector = QueueMetrics(system, buckets, histograms)
     target = REGISTRY if registry is None else registry
     try:
         target.register(collector)

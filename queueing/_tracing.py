@@ -85,12 +85,14 @@ class Tracing:
             attributes["queueing.pipeline.run"] = task.run
         return attributes
 
-    def _send(self, queue: str, task: Task) -> Callable[[BaseException | None], None]:
+    def _send(self, queue: str, task: Task) -> Callable[[BaseException | None], None] | None:
         span = self.tracer.start_span(
             f"send {queue}",
             kind=SpanKind.PRODUCER,
             attributes=self._attributes(queue, task, "send"),
         )
+        if not span.get_span_context().is_valid:
+            return None  # no SDK, no trace around: nothing to carry, nothing to end
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         task.trace = carrier or None
@@ -113,6 +115,8 @@ class Tracing:
         span = self.tracer.start_span(
             f"process {queue}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
+        if not span.get_span_context().is_valid:
+            return  # no SDK, no trace carried: nothing to make current, nothing to end
         token = context.attach(trace.set_span_in_context(span))
         self._running[task] = (span, token)
 

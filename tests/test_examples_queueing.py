@@ -191,6 +191,7 @@ DOC_PAGES = [
     "docs/concepts/receipts.md",
     "docs/concepts/retries.md",
     "docs/concepts/pipelines.md",
+    "docs/concepts/observability.md",
 ]
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 

@@ -4,6 +4,7 @@ in-memory exporter: spans, their parents, kinds and attributes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +242,43 @@ async def test_without_tracing_no_context_travels(
     (inside,) = exporter.get_finished_spans()
     assert inside.parent is None
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "concepts" / "observability.md"
+#: The trace tree docs/concepts/observability.md shows, as this test renders it.
+DOCS_TREE = """\
+POST /pages (internal)
+└── send fetch (producer)
+    ├── process fetch (consumer) attempt=1 outcome=scheduled
+    └── process fetch (consumer) attempt=2 outcome=succeeded
+        └── send thumbs (producer)
+            └── process thumbs (consumer) attempt=1 outcome=succeeded
+                └── resize image (internal)
+"""
+
+
+async def test_the_trace_tree_in_the_docs_is_what_a_pipeline_with_a_retry_makes(
+    autojump_clock: Any, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tracer = provider.get_tracer("app")
+
+    class Fetch(Worker):
+        async def handle(self, url: str) -> str:
+            if self.attempt == 1:
+                raise Transient("timeout")
+            return url
+
+    class Thumbs(Worker):
+        async def handle(self, body: str) -> str:
+            with tracer.start_as_current_span("resize image"):
+                return body
+
+    retry = RetryPolicy(stop=stop_after_attempt(3), wait=wait_fixed(0.01))
+    fetch, thumbs = Queue("fetch", Fetch, retry=retry), Queue("thumbs", Thumbs)
+    async with open_system(Pipeline("ingest", [fetch, thumbs])) as system:  # type: ignore[list-item]
+        tracing.instrument(system, tracer_provider=provider)
+        with tracer.start_as_current_span("POST /pages"):
+            receipt = await system.submit("ingest", "https://example.org")
+        await receipt
+    assert render(exporter.get_finished_spans()) == DOCS_TREE
+    assert DOCS_TREE in DOCS.read_text()
