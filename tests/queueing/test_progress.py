@@ -18,7 +18,7 @@ from queueing import (
     Worker,
     open_system,
 )
-from queueing.brokers import MemoryBroker, QueueInfo, Task
+from queueing.brokers import Broker, MemoryBroker, QueueInfo, Task
 
 #: Steps of the handlers below, and the seconds between two (MockClock: no real time).
 STEPS = 200
@@ -229,3 +229,26 @@ def test_fraction_is_within_zero_and_one() -> None:
     assert Progress(-1, 4).fraction == 0.0
     assert Progress(3).fraction is None
     assert Progress(3, 0).fraction is None
+
+
+class NoProgressBroker(MemoryBroker):
+    """A broker that keeps no progress (the contract's defaults)."""
+
+    store_progress = Broker.store_progress  # type: ignore[assignment]
+    read_progress = Broker.read_progress  # type: ignore[assignment]
+
+
+async def test_a_broker_without_progress_keeps_it_in_this_process(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_system(Queue("steps", Steps), broker=NoProgressBroker()) as system:
+        receipt = await system.submit("steps", 10)
+        assert await receipt == 10
+        await trio.sleep(1.0)
+        status = await receipt.status()
+    assert status.progress is not None
+    assert status.progress.done == 10
+    (warning,) = [r for r in caplog.records if "task progress stays in this process" in r.message]
+    assert "NoProgressBroker does not store task progress (Broker.store_progress)" in (
+        warning.message
+    )
