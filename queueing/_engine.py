@@ -327,6 +327,8 @@ class Engine:
 
     async def succeeded(self, rt: QueueRuntime, task: Task, result: Any) -> None:
         """The handler returned `result`."""
+        if self.progress.waiting:
+            await self.progress.settling(task)
         if task.run is not None:
             await self._advance(rt, task, result)
             return
@@ -346,6 +348,8 @@ class Engine:
 
     async def failed(self, rt: QueueRuntime, task: Task, exc: Exception) -> None:
         """The handler raised `exc`: retry later or end, as the queue's policy decides."""
+        if self.progress.waiting:
+            await self.progress.settling(task)
         error = ErrorInfo.from_exception(exc)
         decision = rt.spec.retry.decide(exc, task.attempts, task.first_started or 0.0, self.clock())
         if decision is False or decision is None:
@@ -398,6 +402,8 @@ class Engine:
         self, rt: QueueRuntime, task: Task, state: TaskState, error: ErrorInfo | None
     ) -> None:
         """End a task without a result, keeping it among the dead letters."""
+        if self.progress.waiting:
+            await self.progress.settling(task)
         if await self.broker.dead_letter(rt.info, task, state, error):
             log.warning(
                 "task %s of %r ended %s after %d attempt(s)%s",

@@ -140,6 +140,19 @@ class ProgressBoard:
                     extra=task_fields(task),
                 )
 
+    @property
+    def waiting(self) -> bool:
+        """Whether reports wait to be published (a quick look, for the outcome paths)."""
+        return bool(self._pending)
+
+    async def settling(self, task: Task) -> None:
+        """`task` is about to get its outcome: publish its last report first, so that
+        whoever sees the outcome sees that report with it."""
+        with self._lock:
+            entry = self._pending.pop(task.id, None)
+        if entry is not None:
+            await self.publish({task.id: entry})
+
     async def read(self, task: Task) -> Progress | None:
         """The latest progress of `task` this process knows (a receipt's status): a report
         made here and not published yet, else the latest published."""
