@@ -80,7 +80,7 @@ def examples(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run every benchmark in bench/ (pass `-- --quick` for small sizes)."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,redis,amqp,cli]")
     for program in sorted((ROOT / "bench").glob("*_bench.py")):
         session.log(f"running {program.relative_to(ROOT)}")
         session.run("python", str(program), *session.posargs)
@@ -102,3 +102,14 @@ def bench_redis(session: nox.Session) -> None:
     under .bench-venv/ (from bench/requirements-peers.txt), never into this session's."""
     session.install("-e", ".[bench,redis,cli]")
     session.run("python", str(ROOT / "bench" / "redis_bench.py"), *session.posargs)
+
+
+@nox.session
+def bench_amqp(session: nox.Session) -> None:
+    """RabbitMQ broker benchmark against dramatiq and Celery on the machine's RabbitMQ and a
+    private redis-server (`-- --quick` for a short run); then how late delayed tasks start.
+    The peers go into their own environment, .bench-venv/amqp-peers (from
+    bench/requirements-amqp-peers.txt), never into this session's."""
+    session.install("-e", ".[bench,amqp,cli]")
+    session.run("python", str(ROOT / "bench" / "amqp_bench.py"), *session.posargs)
+    session.run("python", str(ROOT / "bench" / "amqp_delay_bench.py"), *session.posargs)

@@ -100,10 +100,9 @@ class _AsyncioWatch:
 
 
 def _rewrap(exc: QueueingError, thread: ClientThread) -> None:
-    """A refused `submit_many`'s `.accepted` receipts, made asyncio receipts."""
-    accepted = getattr(exc, "accepted", None)
-    if accepted is not None:
-        exc.accepted = [_AsyncioReceipt(r, thread) for r in accepted]  # type: ignore[attr-defined]
+    """A refused submit's `.accepted` and `.unknown` receipts, made asyncio receipts."""
+    exc.accepted = [_AsyncioReceipt(r, thread) for r in exc.accepted]
+    exc.unknown = [_AsyncioReceipt(r, thread) for r in exc.unknown]
 
 
 class AsyncioClient:
@@ -175,7 +174,12 @@ class AsyncioClient:
             timeout=timeout,
             key=key,
         )
-        return _AsyncioReceipt(await _call(self._thread, fn), self._thread)
+        try:
+            receipt = await _call(self._thread, fn)
+        except QueueingError as exc:
+            _rewrap(exc, self._thread)
+            raise
+        return _AsyncioReceipt(receipt, self._thread)
 
     async def submit_many(
         self,
@@ -185,6 +189,7 @@ class AsyncioClient:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: Callable[[Any], str] | None = None,
     ) -> list[Receipt[Any]]:
         """As `QueueSystem.submit_many`."""
         fn = partial(
@@ -194,6 +199,7 @@ class AsyncioClient:
             delay=delay,
             expires=expires,
             timeout=timeout,
+            key=key,
         )
         try:
             receipts = await _call(self._thread, fn)

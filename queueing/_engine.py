@@ -280,15 +280,16 @@ class Engine:
         of the run submitted with that key before, if there is one). `stage`: start the run
         at that stage (a requeued dead letter of it)."""
         run, stage_task = self.run_task(pipeline, payload, expires, key, stage)
-        return await self._start_run(run, stage_task, delay, timeout)
+        return await self.launch(run, stage_task, delay, timeout)
 
-    async def _start_run(
+    async def launch(
         self,
         run: PipelineTask,
         stage: PipelineTask,
         delay: float | None,
         timeout: float | None,
     ) -> PipelineTask:
+        """Accept a pipeline run made by `run_task` (see `start_run`)."""
         rt = self.runtimes[stage.queue]
         due = None if not delay else self.clock() + delay
         if self.shared:

@@ -26,13 +26,29 @@ The tree::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from actors import SupervisorGaveUp
 
 
 class QueueingError(Exception):
-    """Root of every error raised by `queueing`."""
+    """Root of every error raised by `queueing`.
+
+    Attributes (set by `submit_many`, and by `submit` for a `BrokerError`; empty otherwise):
+        accepted: receipts of the tasks that were accepted: they run.
+        unknown: receipts of tasks whose acceptance is unknown: the broker got them but no
+            answer came back (a stall past the per-call limit, a lost connection). Each may
+            or may not run; `await receipt.status()` tells once the broker answers again
+            (`UnknownTask`: it never got in). Submitted with a `key`, submitting it again is
+            safe: it returns the same task instead of a second one.
+        rejected: the payloads that were certainly not accepted (refused, or never sent):
+            submitting them again cannot run them twice.
+    """
+
+    accepted: Sequence[Any] = ()
+    unknown: Sequence[Any] = ()
+    rejected: Sequence[Any] = ()
 
 
 class QueueFull(QueueingError):

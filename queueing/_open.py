@@ -98,8 +98,9 @@ async def open_system(
         specs: the `Queue`s and `Pipeline`s to serve (a pipeline brings its stages), and
             the `Schedule`s whose tasks this process submits.
         broker: "memory://" (in process), "sqlite:///path.db" (a file that the processes
-            of one machine share), "redis://host:port/db" or "rediss://..." (TLS), or a
-            `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
+            of one machine share), "redis://host:port/db" or "rediss://..." (TLS),
+            "amqp://user:password@host:5672/vhost?results=redis://host:6379/0" (RabbitMQ),
+            or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".
         converter: the cattrs converter for payloads and results (default: a strict JSON
             converter from `queueing.make_converter()`).
@@ -271,7 +272,8 @@ async def connect_trio(
     )
     if not broker.shared:
         raise InvalidQueue(
-            f"connect() needs a shared broker (sqlite:///path.db, redis:// or rediss://), "
+            f"connect() needs a shared broker (sqlite:///path.db, redis://, rediss:// or "
+            f"amqp://), "
             f"got {url!r}; "
             "with memory:// use open_system(), which runs the workers in this process"
         )

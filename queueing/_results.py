@@ -66,6 +66,13 @@ class Results:
         ref = self._refs.get(task_id)
         return None if ref is None else ref()
 
+    def unwatch(self, task_id: str) -> None:
+        """Stop watching a task (one whose acceptance is unknown: its receipt asks the
+        broker again instead)."""
+        self._refs.pop(task_id, None)
+        if not self._refs and self._idle:
+            self._idle.unpark_all()
+
     def _gone(self, ref: _Ref) -> None:
         key = ref.key
         if self._refs.get(key) is ref:

@@ -32,7 +32,9 @@ class QueueRuntime:
     def __init__(self, spec: Queue[Any], converter: cattrs.Converter) -> None:
         self.spec = spec
         self.name = spec.name
-        self.info = QueueInfo(spec.name, spec.maxsize, spec.max_payload, spec.result_ttl)
+        self.info = QueueInfo(
+            spec.name, spec.maxsize, spec.max_payload, spec.result_ttl, spec.max_deliveries
+        )
         payload_type, result_type = handler_types(spec.worker.handle)
         self.payload_codec = Codec(converter, payload_type, spec.name, "payload")
         self.result_codec = Codec(converter, result_type, spec.name, "result")

@@ -171,7 +171,12 @@ class SyncClient:
             timeout=timeout,
             key=key,
         )
-        return SyncReceipt(self._call(fn), self._thread)
+        try:
+            receipt = self._call(fn)
+        except QueueingError as exc:
+            self._rewrap(exc)
+            raise
+        return SyncReceipt(receipt, self._thread)
 
     def submit_many(
         self,
@@ -181,6 +186,7 @@ class SyncClient:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: Callable[[Any], str] | None = None,
     ) -> list[SyncReceipt[Any]]:
         """As `QueueSystem.submit_many`; a refusal's `.accepted` holds `SyncReceipt`s."""
         fn = partial(
@@ -190,15 +196,19 @@ class SyncClient:
             delay=delay,
             expires=expires,
             timeout=timeout,
+            key=key,
         )
         try:
             receipts = self._call(fn)
         except QueueingError as exc:
-            accepted = getattr(exc, "accepted", None)
-            if accepted is not None:
-                exc.accepted = [SyncReceipt(r, self._thread) for r in accepted]  # type: ignore[attr-defined]
+            self._rewrap(exc)
             raise
         return [SyncReceipt(r, self._thread) for r in receipts]
+
+    def _rewrap(self, exc: QueueingError) -> None:
+        """A refused submit's `.accepted` and `.unknown` receipts, made `SyncReceipt`s."""
+        exc.accepted = [SyncReceipt(r, self._thread) for r in exc.accepted]
+        exc.unknown = [SyncReceipt(r, self._thread) for r in exc.unknown]
 
     def receipt(self, task_id: str) -> SyncReceipt[Any]:
         """As `QueueSystem.receipt`: the task is looked up at the receipt's first call

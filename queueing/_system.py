@@ -4,7 +4,7 @@ letters). `open_system`, `run_system` and `connect` (in `_open.py`) hand one out
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import cattrs
@@ -15,6 +15,7 @@ import actors
 from . import _fastpath
 from ._engine import Engine
 from ._exceptions import (
+    BrokerError,
     DrainTimeout,
     QueueFull,
     QueueingError,
@@ -179,12 +180,14 @@ class QueueSystem:
             pipeline = self._pipelines.get(name)
             if pipeline is None:
                 raise UnknownQueue(name, self.names)
+            run, first = engine.run_task(pipeline, payload, expires, key)
             try:
-                run = await engine.start_run(
-                    pipeline, payload, delay=delay, expires=expires, timeout=timeout, key=key
-                )
+                run = await engine.launch(run, first, delay, timeout)
             except QueueFull as exc:
                 raise self._hint(exc) from None
+            except BrokerError as exc:
+                exc.unknown = [self._unknown_receipt(run.id)]
+                raise
             return Receipt(run, self)
         task = engine.task(rt, payload, expires, key)
         observed = rt.sending  # observers' hooks (traces): an empty list by default
@@ -208,6 +211,9 @@ class QueueSystem:
                     )
                 except QueueFull as exc:
                     raise self._hint(exc) from None
+                except BrokerError as exc:
+                    exc.unknown = [self._unknown_receipt(task.id)]
+                    raise
         except BaseException as exc:
             if observed:
                 send_ended(ends, exc)
@@ -228,22 +234,29 @@ class QueueSystem:
         delay: float | None = None,
         expires: float | None = None,
         timeout: float | None = None,
+        key: Callable[[Any], str] | None = None,
     ) -> list[Receipt[Any]]:
         """Submit many tasks to one queue or pipeline; returns their receipts, in order.
 
         Cheaper than a `submit` per task: tasks of a queue are validated and handed to the
         broker in chunks (`Broker.accept_many`: one round trip per chunk with a shared
         broker); pipeline runs and delayed tasks are submitted concurrently and share round
-        trips. Options are those of `submit`, for every task.
+        trips. Options are those of `submit`, for every task; `key` is a function of the
+        payload giving each task's key (see `submit`), which makes submitting the same
+        payloads again safe after an error (those tasks are submitted concurrently, like
+        delayed ones).
 
         Raises:
             QueueFull: a submission was refused (`Overflow.REJECT`, or `full_timeout` ran
-                out); `.accepted` holds the receipts of the tasks that were accepted (they
-                run). For a queue, those are the ones before the refused one; for pipeline
-                runs and delayed tasks with a shared broker, submissions run concurrently
-                and any of the others may have been accepted.
+                out). For a queue, the tasks before the refused one were accepted; for
+                pipeline runs, delayed or keyed tasks with a shared broker, submissions run
+                concurrently and any of the others may have been accepted.
             PayloadError, PayloadTooLarge, UnknownQueue: checked for each task before it is
-                sent, with `.accepted` as above.
+                sent.
+            BrokerError: the broker failed; some tasks' acceptance may be unknown.
+            Every error carries `.accepted` (receipts: those run), `.unknown` (receipts of
+            tasks the broker may or may not have accepted) and `.rejected` (payloads
+            certainly not accepted), which together account for every payload.
         """
         if type(name) is not str:
             name = name.name  # type: ignore[union-attr]
@@ -251,31 +264,45 @@ class QueueSystem:
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
         rt = self._runtimes.get(name)
         engine = self._engine
-        if rt is not None and not delay and not engine.stopping:
+        if rt is not None and not delay and key is None and not engine.stopping:
             return await self._submit_chunks(rt, items, expires, timeout)
         receipts: list[Receipt[Any] | None] = [None] * len(items)
-        refused: list[tuple[int, QueueingError]] = []
+        errors: dict[int, QueueingError] = {}
         limiter = trio.CapacityLimiter(1 if not engine.shared else CONCURRENT_SUBMITS)
 
         async def one(index: int, payload: Any) -> None:
             async with limiter:
-                if refused and not engine.shared:
+                if errors and not engine.shared:
                     return  # in process, the ones after a refusal are not submitted
                 try:
                     receipts[index] = await self.submit(
-                        name, payload, delay=delay, expires=expires, timeout=timeout
+                        name,
+                        payload,
+                        delay=delay,
+                        expires=expires,
+                        timeout=timeout,
+                        key=None if key is None else key(payload),
                     )
                 except QueueingError as exc:
-                    refused.append((index, exc))
+                    errors[index] = exc
 
         async with trio.open_nursery() as nursery:
             for index, payload in enumerate(items):
                 nursery.start_soon(one, index, payload)
-        if refused:
+        if errors:
             # A refusal does not cancel the others: every accepted task keeps its receipt.
-            exc = min(refused, key=lambda pair: pair[0])[1]
-            exc.accepted = [r for r in receipts if r is not None]  # type: ignore[attr-defined]
-            raise exc
+            first = errors[min(errors)]
+            unknown: list[Receipt[Any]] = []
+            rejected: list[Any] = []
+            for index, payload in enumerate(items):
+                if receipts[index] is not None:
+                    continue
+                exc = errors.get(index)
+                if exc is not None and exc.unknown:
+                    unknown.extend(exc.unknown)
+                else:
+                    rejected.append(payload)
+            raise _partial(first, [r for r in receipts if r is not None], unknown, rejected)
         return [r for r in receipts if r is not None]
 
     async def _submit_chunks(
@@ -292,9 +319,11 @@ class QueueSystem:
             if start:
                 await _cancel_shielded_checkpoint()  # let workers start
             tasks, problem = engine.tasks(rt, items[start : start + CHUNK], expires)
+            sent: list[Task] = []  # sent to the broker, no answer yet
             try:
                 if engine.stopping:
                     raise SystemStopping("the system is shutting down and accepts no new tasks")
+                sent = tasks
                 if rt.sending:
                     taken = await self._accept_many_observed(rt, tasks)
                 else:
@@ -304,6 +333,7 @@ class QueueSystem:
                         await engine.deliver_later(rt, task)
                     accepted.append(Receipt(task, self))
                 for task in tasks[taken:]:
+                    sent = [task]
                     await engine.accept(
                         rt,
                         task,
@@ -311,12 +341,16 @@ class QueueSystem:
                         spec.full_timeout if timeout is None else timeout,
                     )
                     accepted.append(Receipt(task, self))
+                sent = []
                 if problem is not None:
                     raise problem
             except QueueingError as exc:
-                exc.accepted = accepted  # type: ignore[attr-defined]
                 if isinstance(exc, QueueFull):
                     self._hint(exc)
+                unknown = []
+                if isinstance(exc, BrokerError):
+                    unknown = [self._unknown_receipt(task.id) for task in sent]
+                _partial(exc, accepted, unknown, items[len(accepted) + len(unknown) :])
                 raise
         await _cancel_shielded_checkpoint()
         return accepted
@@ -334,6 +368,12 @@ class QueueSystem:
         for one in ends:
             send_ended(one, None)
         return taken
+
+    def _unknown_receipt(self, task_id: str) -> Receipt[Any]:
+        """The receipt of a task the broker may or may not have accepted: its first await
+        asks the broker (`UnknownTask` if it never got in)."""
+        self._results.unwatch(task_id)
+        return self.receipt(task_id)
 
     # -- receipts --------------------------------------------------------------------------
 
@@ -688,3 +728,21 @@ class QueueSystem:
 def _check_seconds(**options: float | None) -> None:
     for what, value in options.items():
         seconds(what, value, optional=True, zero=True)
+
+
+def _partial(
+    exc: QueueingError,
+    accepted: list[Receipt[Any]],
+    unknown: list[Receipt[Any]],
+    rejected: list[Any],
+) -> QueueingError:
+    """`exc`, raised by `submit_many`, with what became of every payload."""
+    exc.accepted = accepted
+    exc.unknown = unknown
+    exc.rejected = rejected
+    if unknown:
+        exc.add_note(
+            f"submit_many: {len(accepted)} accepted, {len(unknown)} unknown (the broker may "
+            f"have accepted them: see .unknown), {len(rejected)} not accepted (.rejected)"
+        )
+    return exc

@@ -12,6 +12,8 @@ from .brokers._memory import MemoryBroker
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 #: The scheme of the SQLite broker (a file shared by the processes of one machine).
 SQLITE_SCHEME = "sqlite"
+#: The schemes of the RabbitMQ broker.
+AMQP_SCHEMES = ("amqp", "amqps")
 
 
 def broker_from_url(
@@ -44,13 +46,22 @@ def broker_from_url(
         return RedisBroker(
             broker, max_dead_letters=max_dead_letters, connect_timeout=connect_timeout
         )
+    if scheme in AMQP_SCHEMES:
+        from .brokers.amqp._broker import RabbitMQBroker
+
+        if connect_timeout is None:
+            return RabbitMQBroker(broker, max_dead_letters=max_dead_letters)
+        return RabbitMQBroker(
+            broker, max_dead_letters=max_dead_letters, connect_timeout=connect_timeout
+        )
     raise InvalidQueue(
         f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
-        "'sqlite:///path/to/file.db', 'redis://host:port/db' or 'rediss://...' (TLS)"
+        "'sqlite:///path/to/file.db', 'redis://host:port/db', 'rediss://...' (TLS) or "
+        "'amqp://user:password@host:5672/vhost?results=redis://host:6379/0' (RabbitMQ)"
     )
 
 
 def is_shared_url(url: str) -> bool:
     """Whether the URL names a broker that other processes can reach."""
     scheme = url.split(":", 1)[0]
-    return scheme in REDIS_SCHEMES or scheme == SQLITE_SCHEME
+    return scheme in REDIS_SCHEMES or scheme in AMQP_SCHEMES or scheme == SQLITE_SCHEME

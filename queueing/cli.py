@@ -2,8 +2,9 @@
 and dead letters.
 
 Needs the `cli` extra (click, rich): `pip install 'trio-queueing[cli]'` (add `redis` for
-Redis). With no `--broker` and no `QUEUEING_BROKER`, every command uses the SQLite file
-`queueing.db` in the working directory (`DEFAULT_BROKER`), and says so on its first line.
+Redis, `amqp` for RabbitMQ). With no `--broker` and no `QUEUEING_BROKER`, every command
+uses the SQLite file `queueing.db` in the working directory (`DEFAULT_BROKER`), and says so
+on its first line.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ _BROKER = click.option(
     envvar="QUEUEING_BROKER",
     default=None,
     help="Broker URL (or set QUEUEING_BROKER): sqlite:///path.db (a file the processes of "
-    "this machine share), redis://[user:password@]host:port/db, rediss://... for TLS. "
+    "this machine share), redis://[user:password@]host:port/db, rediss://... for TLS, "
+    "amqp://user:password@host:5672/vhost?results=redis://host:6379/0 (RabbitMQ). "
     f"Default: {DEFAULT_BROKER} (in the working directory).",
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -1,9 +1,15 @@
-"""Shared fixtures: private `redis-server` processes for the Redis tests (tests/redis).
+"""Shared fixtures: private `redis-server` processes for the Redis tests (tests/redis), and
+the machine's RabbitMQ for the RabbitMQ broker's tests.
 
 A test never uses a Redis it did not start: the session's server listens on a free port,
 keeps nothing on disk, and each test gets its own key prefix in `redis_url`.
 Without a `redis-server` binary the Redis tests are skipped, unless
 `QUEUEING_REQUIRE_REDIS=1` (CI), which turns that into a failure.
+
+The RabbitMQ broker's tests use the RabbitMQ at 127.0.0.1:5672 (guest/guest, vhost /) and
+the session's private Redis as their results store: `amqp_url` gives each test a prefix
+of its own (its queues `PREFIX:...`), and deletes the queues it declared afterwards.
+Without a reachable RabbitMQ they are skipped, unless `QUEUEING_REQUIRE_AMQP=1` (CI).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -131,3 +138,69 @@ def make_redis_server() -> Iterator[Callable[..., RedisServer]]:
     for server in servers:
         server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
+
+
+def _amqp_reachable() -> bool:
+    try:
+        with socket.create_connection((AMQP_HOST, AMQP_PORT), timeout=1.0) as sock:
+            sock.sendall(b"AMQP\x00\x00\x09\x01")
+            return sock.recv(1) == b"\x01"  # Connection.Start is a method frame
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> str:
+    """The machine's RabbitMQ (its URL); skipped (failed with QUEUEING_REQUIRE_AMQP=1)
+    when it does not answer."""
+    if not _amqp_reachable():
+        message = f"no RabbitMQ answering at {AMQP_HOST}:{AMQP_PORT} (needed by this test)"
+        if os.environ.get("QUEUEING_REQUIRE_AMQP") == "1":
+            pytest.fail(f"{message}; QUEUEING_REQUIRE_AMQP=1 requires it", pytrace=False)
+        pytest.skip(message)
+    return f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/"
+
+
+async def delete_rabbitmq_queues(amqp: str, results: str, prefix: str) -> None:
+    """Delete the RabbitMQ queues the broker declared under `prefix` (it records their
+    names in its results store), and that record."""
+    import coredis
+
+    from queueing.brokers.amqp import connect
+
+    client: coredis.Redis[str] = coredis.Redis.from_url(results, decode_responses=True)
+    async with client:
+        key = f"{{{prefix}}}:rabbitmq"
+        names = sorted(await client.smembers(key))
+        await client.delete([key])
+    if names:
+        async with connect(amqp) as connection, await connection.open_channel() as channel:
+            for name in names:
+                await channel.delete_queue(name)
+
+
+@pytest.fixture
+def amqp_url(rabbitmq_server: str, redis_server: RedisServer) -> Iterator[str]:
+    """A RabbitMQ broker URL with a prefix of this test's own, its results in the
+    session's Redis; the queues it declared are deleted afterwards."""
+    prefix = f"t{secrets.token_hex(4)}"
+    yield f"{rabbitmq_server}?results={redis_server.url}&prefix={prefix}"
+    trio.run(delete_rabbitmq_queues, rabbitmq_server, redis_server.url, prefix)
+
+
+@pytest.fixture(scope="session")
+def make_amqp_url(rabbitmq_server: str, redis_server: RedisServer) -> Iterator[Callable[[], str]]:
+    """Make RabbitMQ broker URLs (each with a prefix of its own) for fixtures wider than a
+    test; their queues are deleted at the end of the session."""
+    prefixes: list[str] = []
+
+    def make() -> str:
+        prefixes.append(f"s{secrets.token_hex(4)}")
+        return f"{rabbitmq_server}?results={redis_server.url}&prefix={prefixes[-1]}"
+
+    yield make
+    for prefix in prefixes:
+        trio.run(delete_rabbitmq_queues, rabbitmq_server, redis_server.url, prefix)

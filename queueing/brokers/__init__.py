@@ -1,8 +1,9 @@
 """Brokers: where tasks wait, outcomes live, and dead letters are kept.
 
 The contract every broker implements (`Broker`, `RunStore`, `QueueInfo`, `Admission`, the
-`Task` records) is documented in docs/concepts/brokers.md. The Redis broker (it needs the
-`redis` extra) and the SQLite broker are imported only when they are used.
+`Task` records) is documented in docs/concepts/brokers.md. The SQLite, Redis and RabbitMQ
+brokers are imported only when they are used (Redis and RabbitMQ need the `redis` and
+`amqp` extras).
 """
 
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "MemoryBroker",
     "PipelineTask",
     "QueueInfo",
+    "RabbitMQBroker",
     "RedisBroker",
     "RunStore",
     "SqliteBroker",
@@ -41,4 +43,8 @@ def __getattr__(name: str) -> Any:
         from .sqlite import SqliteBroker
 
         return SqliteBroker
+    if name == "RabbitMQBroker":
+        from .amqp import RabbitMQBroker
+
+        return RabbitMQBroker
     raise AttributeError(name)

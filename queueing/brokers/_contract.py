@@ -76,6 +76,10 @@ class QueueInfo:
     """The most bytes of one serialized payload (a broker refuses bigger stored entries)."""
     result_ttl: float
     """Seconds an outcome stays retrievable by id."""
+    max_deliveries: int = 3
+    """How many times a task may be handed to a worker that then crashed, for one attempt
+    (the engine dead-letters it as poison past that; a broker with a delivery limit of its
+    own, such as RabbitMQ's `x-delivery-limit`, sets it from this)."""
 
 
 class Admission(enum.Enum):

@@ -9,7 +9,8 @@ import pytest
 from queueing import BrokerError
 from queueing.brokers import amqp
 
-# docs/how-to/amqp-protocol.md describes these. Adding or removing one is an API change.
+# docs/how-to/amqp-protocol.md describes these (and docs/how-to/rabbitmq.md the broker,
+# `RabbitMQBroker`). Adding or removing one is an API change.
 DOCUMENTED = [
     "AMQPError",
     "AccessRefused",
@@ -35,6 +36,7 @@ DOCUMENTED = [
     "PublishOutcomeUnknown",
     "PublishReturned",
     "QueueInfo",
+    "RabbitMQBroker",
     "ReconnectFailed",
     "ResourceLocked",
     "RobustConnection",

@@ -13,21 +13,22 @@ A test asks for two fixtures:
   the suite's delays and timeouts are fractions of a second.
 
 Both come from one parameter, `broker_case`, whose values are the entries of `BROKERS`
-(test ids `memory`, `sqlite`, `redis`); a new broker joins the contract with one entry:
+(test ids `memory`, `sqlite`, `redis`, `amqp`); a new broker joins the contract by adding
+one entry. Keep `mock_clock=False` if the broker stores due times and deadlines as
+wall-clock times (and so does its polling); True only if every wait it makes is on trio's
+clock.
 
-- SQLite (`sqlite:///file.db`, no server, stdlib): a file of the test's own (`tmp_path`), so
-  tests share nothing, in real time (`mock_clock=False`: it keeps due times, deadlines and
-  leases on the wall clock, which all processes share).
-- AMQP (`amqp://`, RabbitMQ quorum queues): first a session fixture in tests/conftest.py
-  that starts a private RabbitMQ as `redis_server` does (skipped without the binary,
-  failed with `QUEUEING_REQUIRE_AMQP=1`) and an `amqp_url` fixture with a virtual host or
-  name prefix of the test's own, plus an `amqp` marker in pyproject.toml; then
-  `BrokerCase("amqp", lambda request: request.getfixturevalue("amqp_url"),
-  mock_clock=False, marks=(pytest.mark.amqp,))`.
-
+The SQLite entry (`sqlite:///file.db`, no server, stdlib) uses a file of the test's own
+(`tmp_path`), so tests share nothing, in real time (it keeps due times, deadlines and
+leases on the wall clock, which all processes share).
 The Redis entry is marked `redis` like tests/redis, and uses `redis_url` from
 tests/conftest.py: a private `redis-server` per session, a key prefix per test, skipped
 without the binary unless `QUEUEING_REQUIRE_REDIS=1` (CI), which makes that a failure.
+
+The AMQP entry (`amqp://`, RabbitMQ quorum queues with a Redis results store) is marked
+`amqp` and uses `amqp_url` from tests/conftest.py: the machine's RabbitMQ with a queue
+prefix per test (its queues deleted afterwards) and the session's private Redis; skipped
+without a RabbitMQ answering at 127.0.0.1:5672 unless `QUEUEING_REQUIRE_AMQP=1` (CI).
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ BROKERS = (
         lambda request: str(request.getfixturevalue("redis_url")),
         mock_clock=False,
         marks=(pytest.mark.redis,),
+    ),
+    BrokerCase(
+        "amqp",
+        lambda request: str(request.getfixturevalue("amqp_url")),
+        mock_clock=False,
+        marks=(pytest.mark.amqp,),
     ),
 )
 

@@ -46,6 +46,23 @@ async def test_the_same_key_on_another_queue_is_another_task(
         assert (await outcome_of(a), await outcome_of(b)) == ("a", "b")
 
 
+async def test_submit_many_with_keys_again_runs_nothing_twice(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    async with serve(broker, gated(probe)) as system:
+        names = [f"n{i}" for i in range(20)]
+        first = await system.submit_many("gated", names[:10], key=str.upper)
+        # The first ten again (an unknown outcome resubmitted) and ten new ones.
+        again = await system.submit_many("gated", names, key=str.upper)
+        assert [r.id for r in again[:10]] == [r.id for r in first]
+        assert len({r.id for r in again}) == 20
+        probe.gate.set()
+        assert [await outcome_of(r) for r in again] == names
+        await system.drain()
+    assert sorted(probe.finished) == sorted(names)
+
+
 @pytest.mark.parametrize("key", ["", "x" * 201, 17])
 async def test_a_bad_key_is_refused(broker: str, clock: trio.abc.Clock | None, key: object) -> None:
     async with serve(broker, gated(Probe())) as system:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 from contract_workers import (
+    LONG,
     SETTLE,
     WAIT,
     Double,
@@ -195,9 +196,25 @@ async def test_submit_many_with_a_bad_payload_keeps_the_accepted_receipts(
     async with serve(broker, queue) as system:
         with pytest.raises(PayloadError) as info:
             await system.submit_many("gated", payloads)
-        accepted = info.value.accepted  # type: ignore[attr-defined]
+        accepted = info.value.accepted
+        assert info.value.unknown == []
+        assert info.value.rejected[0] is payloads[2]  # the bad one, and any after it
         results = [await outcome_of(r) for r in accepted]
         await system.drain(timeout=WAIT)
     assert results[:2] == [1, 2]  # those before the bad one are accepted, in order
     assert set(results) <= {1, 2, 4}  # the bad one is not (a broker may accept the rest)
     assert sorted(probe.started) == sorted(results)  # every accepted one ran, nothing else
+
+
+async def test_a_system_cancelled_from_outside_stops_and_keeps_what_it_accepted(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("gated", Gated, worker_kwargs={"probe": probe})
+    with trio.fail_after(LONG):  # a guard against a hang, not a measure
+        with trio.move_on_after(SETTLE) as scope:
+            async with serve(broker, queue) as system:
+                receipt = await system.submit("gated", 1)
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+    assert receipt.id

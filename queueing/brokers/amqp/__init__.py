@@ -4,7 +4,12 @@
 topology, publish (with publisher confirms) and consume. `connect_robust()` reconnects
 and restores the topology and consumers it was told about. See
 docs/how-to/amqp-protocol.md.
+
+The `amqp://` broker built on it, `RabbitMQBroker`, is imported only when it is used (it
+needs a Redis results store: docs/how-to/rabbitmq.md).
 """
+
+from typing import Any
 
 from ._channel import Channel as Channel
 from ._confirms import Confirmation as Confirmation
@@ -65,6 +70,7 @@ __all__ = [
     "PublishOutcomeUnknown",
     "PublishReturned",
     "QueueInfo",
+    "RabbitMQBroker",
     "ReconnectFailed",
     "ResourceLocked",
     "RobustConnection",
@@ -75,3 +81,11 @@ __all__ = [
     "connect_robust",
     "connect_stream",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RabbitMQBroker":
+        from ._broker import RabbitMQBroker
+
+        return RabbitMQBroker
+    raise AttributeError(name)

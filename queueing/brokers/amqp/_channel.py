@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -91,6 +91,74 @@ class Channel(Topology):
         )
         await self.connection._put(item)
         return confirmation
+
+    async def begin_publish_many(
+        self,
+        messages: Sequence[tuple[bytes, str, Properties | None]],
+        *,
+        exchange: str = "",
+        mandatory: bool = False,
+    ) -> list[Confirmation]:
+        """Send several messages `(body, routing_key, properties)` as one write, and return
+        their `Confirmation`s (in order) without waiting for them.
+
+        The same as a `begin_publish` per message, in one piece for the connection's
+        writer: one socket write and one wake-up of it for the lot, instead of one each.
+
+        Raises:
+            as `begin_publish`.
+        """
+        self._check_open()
+        if mandatory and self._confirms is None:
+            raise ValueError(
+                "mandatory=True needs a channel opened with publisher_confirms=True, so a "
+                "returned message can be reported to its publish"
+            )
+        await self.connection._wait_unblocked()
+        self._check_open()
+        frame_max = self.connection.frame_max
+        parts: list[bytes] = []
+        confirmations: list[tuple[Confirmation, str | None]] = []
+        for body, routing_key, properties in messages:
+            props = properties or NO_PROPERTIES
+            message_id: str | None = None
+            if mandatory:
+                if props.message_id is None:
+                    props = attrs.evolve(props, message_id=uuid.uuid4().hex)
+                message_id = props.message_id
+            method = commands.Basic.Publish(
+                exchange=exchange, routing_key=routing_key, mandatory=mandatory
+            )
+            parts.append(content_bytes(self.number, method, props.to_pamqp(), body, frame_max))
+            confirmations.append((Confirmation(exchange, routing_key), message_id))
+        confirms = self._confirms
+
+        def before() -> bool:
+            if self._error is not None:
+                for confirmation, _ in confirmations:
+                    confirmation._settle(fresh(self._error))
+                return False
+            if confirms is not None:
+                for confirmation, message_id in confirmations:
+                    confirms.register(confirmation, message_id)
+            return True
+
+        def after() -> None:
+            for confirmation, _ in confirmations:
+                confirmation._settle()
+
+        def drop(error: BaseException) -> None:
+            for confirmation, _ in confirmations:
+                confirmation._settle(fresh(error))
+
+        item = Outgoing(
+            b"".join(parts),
+            before=before,
+            after=None if confirms is not None else after,
+            drop=drop,
+        )
+        await self.connection._put(item)
+        return [confirmation for confirmation, _ in confirmations]
 
     async def publish(
         self,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
+import anyio.lowlevel
 import attrs
 from pamqp import base, commands, header
 from pamqp.body import ContentBody
@@ -403,6 +404,19 @@ class ChannelCore:
     async def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
         """Acknowledge a delivery (and every earlier one with `multiple`)."""
         await self._send(commands.Basic.Ack(delivery_tag=delivery_tag, multiple=multiple))
+
+    async def ack_many(self, delivery_tags: Sequence[int], *, upto: int = 0) -> None:
+        """Acknowledge, in one write, every delivery up to `upto` (one Basic.Ack with
+        `multiple`, if `upto` > 0) and each of `delivery_tags` (one Basic.Ack each)."""
+        acks = [commands.Basic.Ack(delivery_tag=tag) for tag in delivery_tags]
+        if upto > 0:
+            acks.insert(0, commands.Basic.Ack(delivery_tag=upto, multiple=True))
+        if not acks:
+            await anyio.lowlevel.checkpoint()
+            return
+        self._check_open()
+        data = b"".join(method_bytes(self.number, ack) for ack in acks)
+        await self.connection._put(Outgoing(data, before=lambda: self._error is None))
 
     async def nack(
         self, delivery_tag: int, *, requeue: bool = True, multiple: bool = False

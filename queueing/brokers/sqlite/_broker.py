@@ -89,23 +89,26 @@ class SqliteBroker(Broker):
         writer = Writer(self.settings, self.owner, _admin.cleanup)
         try:
             async with anyio.create_task_group() as group:
-                await writer.start(group)
-                self._writer = writer
-                self._serving = serve
-                process = None
-                if serve:
-                    process = (os.getpid(), socket.gethostname(), dumps(sorted(queues)), 0)
-                await writer.call(_admin.declare, list(queues.values()), process)
                 try:
-                    yield
+                    await writer.start(group)
+                    self._writer = writer
+                    self._serving = serve
+                    process = None
+                    if serve:
+                        process = (os.getpid(), socket.gethostname(), dumps(sorted(queues)), 0)
+                    await writer.call(_admin.declare, list(queues.values()), process)
+                    try:
+                        yield
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            if serve:
+                                try:
+                                    await writer.call(_admin.leave)
+                                except Exception:
+                                    log.debug("SQLite broker: could not sign off", exc_info=True)
+                            await writer.close()
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        if serve:
-                            try:
-                                await writer.call(_admin.leave)
-                            except Exception:
-                                log.debug("SQLite broker: could not sign off", exc_info=True)
-                        await writer.close()
+                    writer.stop_delivering()
                     group.cancel_scope.cancel()
         except BaseExceptionGroup as group_error:
             if len(group_error.exceptions) == 1:

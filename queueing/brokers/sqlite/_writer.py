@@ -115,6 +115,8 @@ class Writer:
         self._thread: threading.Thread | None = None
         #: Until when ordered batches nobody waits for wait for company (monotonic).
         self._linger_until = 0.0
+        self._delivering: anyio.CancelScope | None = None
+        self._delivered = False
         self._rsock, self._wsock = socket.socketpair()
         self._rsock.setblocking(False)
         self._wsock.setblocking(False)
@@ -204,12 +206,24 @@ class Writer:
         self._wsock.close()
 
     async def _deliver(self) -> None:
-        """Hand finished batches to their callers and give the wake-ups, for good."""
-        while True:
-            await anyio.wait_readable(self._rsock)
-            with contextlib.suppress(BlockingIOError):
-                self._rsock.recv(4096)
-            self._hand_over()
+        """Hand finished batches to their callers and give the wake-ups, until
+        `stop_delivering`. Shielded: when the broker's user is cancelled, its last calls
+        (shielded writes, `close`) still need their results handed back."""
+        with anyio.CancelScope(shield=True) as scope:
+            self._delivering = scope
+            if self._delivered:
+                return
+            while True:
+                await anyio.wait_readable(self._rsock)
+                with contextlib.suppress(BlockingIOError):
+                    self._rsock.recv(4096)
+                self._hand_over()
+
+    def stop_delivering(self) -> None:
+        """End `_deliver` (once nothing waits for a result any more)."""
+        self._delivered = True
+        if self._delivering is not None:
+            self._delivering.cancel()
 
     def _hand_over(self) -> None:
         signals = self.signals

@@ -1,0 +1,241 @@
+"""The worker side of the RabbitMQ broker: claims, the tasks this process holds, and what
+becomes of them (an outcome, a retry, a hand-back), each message acknowledged only once
+what replaces it is stored.
+
+- `claim` takes deliveries from the queue's `Feed` and checks each against its record
+  (`check.lua`): the message its record names runs; a stale copy, or the message of a task
+  that has an outcome, is acknowledged and dropped; a message that is not a task is kept
+  as a dead letter (with why) and acknowledged.
+- `finish` records an outcome (batched), then acknowledges; `retry_at` publishes a new
+  message to a delay queue, points the record at it, then acknowledges the old one;
+  `release` does the same into the ready queue (a hand-back at shutdown, no delivery
+  counted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from ..._exceptions import BrokerError
+from ..._task import ErrorInfo, Task, TaskState
+from .._contract import QueueInfo
+from ..redis import _keys as k
+from ..redis._wire import (
+    BadEntry,
+    bad_entry_letter,
+    decode_envelope,
+    encode_envelope,
+    letter_of,
+)
+from ._errors import PublishNacked
+from ._message import Delivery
+from ._rabbit import Rabbit, delay_bucket
+from ._rabbit_claims import Acks, Feed
+from ._store import Store
+from ._store_writes import Op
+
+
+def delivery_count(delivery: Delivery) -> int:
+    """How many times RabbitMQ delivered this message before (quorum queues count)."""
+    count = delivery.headers.get("x-delivery-count", 0)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
+
+
+class Holds:
+    """Claims and the tasks this process holds (see the module doc)."""
+
+    def __init__(self, rabbit: Rabbit, store: Store, acks: Acks, nonce: Callable[[], str]):
+        self.rabbit = rabbit
+        self.store = store
+        self.acks = acks
+        self.nonce = nonce
+        self.feeds: dict[str, Feed] = {}
+        #: Claimed and not yet settled, retried or handed back, by queue and id.
+        self.held: dict[str, dict[str, Task]] = {}
+        self.nursery: trio.Nursery | None = None
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Run the feeds (those made so far, and those made later) in `nursery`."""
+        self.nursery = nursery
+        for feed in self.feeds.values():
+            nursery.start_soon(feed.run, self.rabbit)
+
+    def _feed(self, queue: QueueInfo) -> Feed:
+        feed = self.feeds.get(queue.name)
+        if feed is None:
+
+            async def redeclare() -> None:
+                await self.rabbit.declare(queue, again=True)
+
+            feed = Feed(self.rabbit.main(queue.name), redeclare, self.acks)
+            self.feeds[queue.name] = feed
+            if self.nursery is not None:
+                self.nursery.start_soon(feed.run, self.rabbit)
+        return feed
+
+    # -- claims -------------------------------------------------------------------------
+
+    async def claim(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
+        if n <= 0:
+            await trio.lowlevel.checkpoint()
+            return []
+        await self.rabbit.declare(queue)
+        feed = self._feed(queue)
+        deliveries = await feed.take(n, wait, len(self.held.get(queue.name, ())))
+        if not deliveries:
+            return []
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return await self._admit(queue, deliveries)
+        except trio.Cancelled:
+            feed.give_back(deliveries)  # still ours (unacknowledged): for the next claim
+            raise
+
+    async def _admit(self, queue: QueueInfo, deliveries: list[Delivery]) -> list[Task]:
+        """Parse each message, then ask its record whether it is the task's message."""
+        name = queue.name
+        max_bytes = queue.max_payload + k.ENVELOPE_OVERHEAD
+        parsed: list[tuple[Delivery, Task, str]] = []
+        for delivery in deliveries:
+            try:
+                task = decode_envelope({"env": delivery.body.decode()}, name, max_bytes)
+            except (BadEntry, UnicodeDecodeError) as exc:
+                self.reject(name, delivery, str(exc))
+                continue
+            parsed.append((delivery, task, delivery.properties.message_id or ""))
+        if not parsed:
+            return []
+        verdicts = await self.store.check(name, [(t.id, nonce) for _, t, nonce in parsed])
+        held = self.held.setdefault(name, {})
+        tasks = []
+        for (delivery, task, nonce), verdict in zip(parsed, verdicts, strict=True):
+            if verdict.startswith("+"):
+                task.handle = (delivery, nonce, verdict[1:])
+                task.deliveries = delivery_count(delivery)
+                held[task.id] = task
+                tasks.append(task)
+            elif verdict == "?":
+                reason = (
+                    f"no task {task.id!r} was submitted (it has no record): not published by "
+                    "a queueing client, or its record was lost"
+                )
+                self.reject(name, delivery, reason)
+            else:  # "=": it has an outcome; "!": a stale copy of its message
+                self.acks.ack_soon(delivery)
+        return tasks
+
+    def reject(self, queue: str, delivery: Delivery, reason: str) -> None:
+        """Keep a dead letter of a message that is not a task of ours, then acknowledge it."""
+        fields = {
+            "message_id": delivery.properties.message_id or "",
+            "body": delivery.body.decode(errors="replace"),
+        }
+        letter = bad_entry_letter(queue, fields, reason, time.time())
+        keys = [self.store.keys.dead(queue)]
+        args = [letter, self.store.max_dead_letters]
+        self.store.push(Op("reject", keys, args, lambda _: self.acks.ack_soon(delivery)))
+
+    def let_go(self, queue: str, task: Task) -> tuple[Delivery | None, str, str]:
+        """No longer held: its delivery (None if it has none), nonce and client."""
+        self.held.get(queue, {}).pop(task.id, None)
+        if task.handle is None:
+            return None, "", ""
+        delivery, nonce, reply = task.handle
+        return delivery, nonce, reply
+
+    def done_with(self, queue: str, task_id: str) -> None:
+        """A task held here got its outcome elsewhere (a cancel): acknowledge its message."""
+        task = self.held.get(queue, {}).get(task_id)
+        if task is not None:
+            delivery, _, _ = self.let_go(queue, task)
+            if delivery is not None:
+                self.acks.ack_soon(delivery)
+
+    def _then_ack(self, delivery: Delivery | None) -> Callable[[Any], None] | None:
+        if delivery is None:
+            return None
+        return lambda _: self.acks.ack_soon(delivery)
+
+    async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
+        lost: list[Task] = []
+        mine: list[tuple[Task, str]] = []
+        for task in tasks:
+            if task.handle is None or task.state.final:
+                continue
+            delivery, nonce, _ = task.handle
+            if delivery.channel.is_closed:
+                lost.append(task)  # back in RabbitMQ: another process may take it
+            else:
+                mine.append((task, nonce))
+        for task in await self.store.renew(queue.name, mine):
+            # Settled elsewhere (cancelled), or its record names another message: this
+            # one is done with either way.
+            self.done_with(queue.name, task.id)
+            lost.append(task)
+        for task in lost:
+            self.held.get(queue.name, {}).pop(task.id, None)
+        return lost
+
+    # -- what becomes of a held task ----------------------------------------------------
+
+    async def finish(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        state: TaskState,
+        result: Any,
+        error: ErrorInfo | None,
+        *,
+        dead: bool,
+    ) -> bool:
+        if task.state.final:
+            return False
+        if not state.final:
+            raise ValueError(f"an outcome must be a final state, got {state}")
+        task.settle(state, result, error, time.time())
+        delivery, nonce, reply = self.let_go(queue.name, task)
+        letter = letter_of(task, queue.name) if dead else ""
+        self.store.finish(queue, task, nonce, reply, letter, self._then_ack(delivery))
+        if self.store.congested:
+            await self.store.relieve()
+        return True
+
+    async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
+        task.state = TaskState.SCHEDULED
+        delivery, old, _ = self.let_go(queue.name, task)
+        ms = delay_bucket(max(0.0, due - time.time()) * 1000)
+        routing = await self.rabbit.declare_delay(queue.name, ms)
+        new = self.nonce()
+        await self.rabbit.publish(queue, routing, encode_envelope(task).encode(), new)
+        self.store.move(
+            queue.name,
+            task,
+            old,
+            new,
+            due_ms=str(int(due * 1000)),
+            counter="retried",
+            then=self._then_ack(delivery),
+        )
+        if self.store.congested:
+            await self.store.relieve()
+
+    async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
+        # A new message (with a delivery count of 0) rather than a requeue: a hand-back at
+        # shutdown is not a delivery that failed.
+        for task in tasks:
+            delivery, old, _ = self.let_go(queue.name, task)
+            if delivery is None or delivery.channel.is_closed:
+                continue
+            new = self.nonce()
+            body = encode_envelope(task).encode()
+            try:
+                await self.rabbit.publish(queue, self.rabbit.main(queue.name), body, new)
+            except (PublishNacked, BrokerError):
+                continue  # closing its channel hands it back anyway
+            self.store.move(
+                queue.name, task, old, new, due_ms="", counter="", then=self._then_ack(delivery)
+            )

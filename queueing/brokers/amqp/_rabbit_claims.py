@@ -1,0 +1,216 @@
+"""Claims on RabbitMQ: one consumer per served queue, prefetch = what idle workers asked.
+
+Each queue this process claims from has a `Feed`: a channel with a consumer on the
+queue's ready queue, whose deliveries wait in a local buffer until `claim` takes them.
+The consumer's prefetch (Basic.Qos, per consumer, never global) is what this process's
+workers take at once: the tasks its busy workers hold plus what its idle workers asked
+for (the dispatcher's `claim(n)`), the most seen so far, that is its worker count once
+all were busy. A message RabbitMQ sends counts against it until it is acknowledged, so
+this process never holds more than its workers can run (running ones included). A larger
+claim adds a consumer for the difference on the same channel. A delivery is acknowledged
+only once its outcome is stored (`Acks.ack_soon`, after the store's write).
+
+A lost channel or connection hands every unacknowledged delivery back to RabbitMQ: the
+feed drops what it buffered and starts again on the next connection; the broker's
+`renew` reports the claimed tasks whose channel is gone (they may run elsewhere now).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ._channel import Channel
+from ._core import ChannelCore
+from ._errors import AMQPError, ChannelClosed, ConsumerCancelled
+from ._message import Delivery
+from ._rabbit import Rabbit
+
+log = logging.getLogger("queueing.rabbitmq")
+
+#: Seconds between attempts to start a feed that failed (its queue is missing, say).
+FEED_RETRY = 0.5
+
+
+class Feed:
+    """The deliveries of one queue's consumer(s), waiting to be claimed."""
+
+    def __init__(self, queue: str, redeclare: Callable[[], Awaitable[None]], acks: Acks) -> None:
+        self.queue = queue
+        self.redeclare = redeclare
+        self.acks = acks
+        self.buffer: deque[Delivery] = deque()
+        self.arrived = trio.lowlevel.ParkingLot()
+        #: The prefetch asked for (the largest claim), and what the consumers have.
+        self.wanted = 0
+        self.prefetch = 0
+        self.changed = trio.lowlevel.ParkingLot()
+        self.channel: Channel | None = None
+        self.starts = 0
+
+    def push(self, delivery: Delivery) -> None:
+        self.acks.delivered(delivery)
+        self.buffer.append(delivery)
+        if self.arrived:
+            self.arrived.unpark()
+
+    async def take(self, n: int, wait: float, held: int = 0) -> list[Delivery]:
+        """Up to `n` deliveries, waiting up to `wait` seconds for the first. `held`: how
+        many this process's workers hold now (their messages count against the prefetch
+        too): the prefetch grows to `held + n`, what the workers take at once."""
+        if held + n > self.wanted:
+            self.wanted = held + n
+            self.changed.unpark_all()
+        buffer = self.buffer
+        if not buffer:
+            with trio.move_on_after(wait):
+                await self.arrived.park()
+        else:
+            await trio.lowlevel.checkpoint()
+        taken: list[Delivery] = []
+        while buffer and len(taken) < n:
+            delivery = buffer.popleft()
+            if not delivery.channel.is_closed:
+                taken.append(delivery)
+        if buffer and self.arrived:
+            self.arrived.unpark()  # more left: the next claimer need not wait
+        return taken
+
+    def give_back(self, deliveries: list[Delivery]) -> None:
+        """Deliveries taken for a caller that was cancelled: first in line again."""
+        self.buffer.extendleft(reversed(deliveries))
+        if self.arrived:
+            self.arrived.unpark()
+
+    async def run(self, rabbit: Rabbit) -> None:
+        """Keep the consumers up, across reconnects, until cancelled."""
+        while True:
+            while self.wanted == 0:
+                await self.changed.park()
+            try:
+                await self._serve(rabbit)
+            except (ConsumerCancelled, ChannelClosed) as exc:
+                # The queue was deleted (or never declared here): declare it again.
+                log.warning(
+                    "consumer of %r stopped (%s); declaring the queue again", self.queue, exc
+                )
+                self._drop()
+                await trio.sleep(FEED_RETRY)
+                await self.redeclare()
+                continue
+            except AMQPError as exc:
+                log.warning("consumer of %r stopped (%s); starting it again", self.queue, exc)
+            self._drop()
+
+    def _drop(self) -> None:
+        """The channel is gone, and what it delivered is RabbitMQ's again."""
+        self.buffer = deque(d for d in self.buffer if not d.channel.is_closed)
+        self.prefetch = 0
+
+    async def _serve(self, rabbit: Rabbit) -> None:
+        connection = await rabbit.robust.wait_connected()
+        channel = await connection.open_channel()
+        self.channel = channel
+        ended = trio.Event()
+        why: list[BaseException | None] = []
+
+        def on_cancel(error: BaseException | None) -> None:
+            why.append(error)
+            ended.set()
+            self.changed.unpark_all()
+
+        try:
+            while not ended.is_set():
+                more = self.wanted - self.prefetch
+                if more > 0:
+                    await channel.qos(more)
+                    await channel.basic_consume(self.queue, self.push, on_cancel=on_cancel)
+                    self.prefetch += more
+                    self.starts += 1
+                    continue
+                await self.changed.park()
+        finally:
+            if not channel.is_closed:
+                with trio.CancelScope(shield=True), trio.move_on_after(FEED_RETRY):
+                    await channel.close()  # hands what it held back to the queue
+        error = next((e for e in why if e is not None), None)
+        if error is not None:
+            raise error
+
+
+class Acks:
+    """Acknowledgements, sent by a task of their own, so that a store callback can ask for
+    one without waiting. Those of one channel go out in one write, as one Basic.Ack with
+    `multiple` for every delivery up to the highest tag whose earlier deliveries are all
+    acknowledged, and one each for the rest."""
+
+    def __init__(self) -> None:
+        self._due: dict[ChannelCore, list[int]] = {}
+        #: Delivery tags sent to this process and not acknowledged yet, by channel.
+        self._open: dict[ChannelCore, set[int]] = {}
+        self._lot = trio.lowlevel.ParkingLot()
+        self._idle = trio.lowlevel.ParkingLot()
+        self._sending = False
+
+    def delivered(self, delivery: Delivery) -> None:
+        """A delivery arrived (so a later `multiple` ack does not cover it by mistake)."""
+        tags = self._open.get(delivery.channel)
+        if tags is None:
+            for channel in [c for c in self._open if c.is_closed]:
+                del self._open[channel]
+            tags = self._open[delivery.channel] = set()
+        tags.add(delivery.delivery_tag)
+
+    def ack_soon(self, delivery: Delivery) -> None:
+        self._due.setdefault(delivery.channel, []).append(delivery.delivery_tag)
+        if self._lot:
+            self._lot.unpark()
+
+    async def run(self) -> None:
+        while True:
+            if not self._due:
+                self._idle.unpark_all()
+                await self._lot.park()
+                continue
+            await self.send_due()
+
+    async def send_due(self) -> None:
+        """Send the acknowledgements asked for so far, now, from the caller's task."""
+        if not self._due:
+            return
+        due, self._due = self._due, {}
+        self._sending = True
+        try:
+            for channel, tags in due.items():
+                await self._send(channel, tags)
+        finally:
+            self._sending = False
+
+    async def _send(self, channel: ChannelCore, tags: list[int]) -> None:
+        open_tags = self._open.get(channel, set())
+        if channel.is_closed:
+            self._open.pop(channel, None)
+            return  # RabbitMQ has them again: delivered again (and dropped)
+        wanted = set(tags)
+        upto = 0
+        for tag in sorted(open_tags):
+            if tag not in wanted:
+                break
+            upto = tag
+        singles = sorted(tag for tag in wanted if tag > upto)
+        open_tags.difference_update(tag for tag in list(open_tags) if tag <= upto)
+        open_tags.difference_update(singles)
+        if upto and not singles and upto == min(wanted) and len(wanted) == 1:
+            singles, upto = [upto], 0  # one delivery: a plain ack
+        with contextlib.suppress(AMQPError):  # closed meanwhile: the same
+            await channel.ack_many(singles, upto=upto)
+
+    async def flush(self) -> None:
+        """Wait until every acknowledgement asked for so far was sent."""
+        while self._due or self._sending:
+            await self._idle.park()
+        await trio.lowlevel.checkpoint()

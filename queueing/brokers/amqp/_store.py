@@ -1,0 +1,340 @@
+"""The results store of the RabbitMQ broker: task records and outcomes in Redis.
+
+RabbitMQ keeps messages; the contract also needs records found by id (`lookup`, `cancel`,
+`wait_settled`), a count of outstanding tasks checked atomically with each accept
+(`maxsize`), ids seen before (`EXISTS`), and an outcome that the first writer wins. Those
+live in Redis, one record per task (`{prefix:queue}:task:<id>`, the Redis broker's key
+space and JSON formats), written by the scripts in lua/:
+
+- `reserve.lua` stores a new task's record before its message is published (so a message
+  never arrives before its record), with the message's nonce (its AMQP `message_id`);
+- `check.lua` tells, for each delivered message, whether it is the one its record names;
+  any other copy (published again after a lost confirm, a retry, a hand-back) is stale;
+- `finish.lua` records an outcome (first one wins) before the message is acknowledged;
+- `move.lua` points a record at a new message (a retry's, a hand-back's).
+
+Writes of outcomes are batched (`_store_writes.py`); concurrent reserves share a round trip.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..._task import ErrorInfo, PipelineTask, Task, TaskState
+from .._contract import Admission, QueueInfo, queue_of
+from ..redis import _keys as k
+from ..redis._calls import Calls
+from ..redis._wire import (
+    apply_outcome,
+    encode_meta,
+    encode_outcome,
+    task_from_record,
+)
+from ._store_writes import Op, Writes
+
+log = logging.getLogger("queueing.rabbitmq")
+
+#: The scripts in lua/, by name (each `name.lua`).
+SCRIPTS = (
+    "adopt",
+    "check",
+    "confirm",
+    "finish",
+    "move",
+    "outcomes",
+    "reject",
+    "renew",
+    "reserve",
+    "run",
+    "stale",
+    "take_dead",
+    "unreserve",
+)
+#: Tasks of one queue per `reserve.lua` call.
+RESERVE_CHUNK = 500
+#: The longest outcome (characters of JSON) a notice carries along; a longer one is read
+#: from the task's record.
+NOTICE_OUTCOME_MAX = 4096
+#: Tasks per `renew.lua` call.
+RENEW_CHUNK = 500
+
+#: `reserve.lua`'s answers: 1 reserved, 0 full, -1 exists, -2 exists (our own earlier send).
+_RESERVED = {1: Admission.ACCEPTED, 0: Admission.FULL, -1: Admission.EXISTS}
+_OURS_AGAIN = -2
+#: One task to reserve: (task, nonce, envelope, due ms or "", the client that waits for it).
+Entry = tuple[Task, str, str, str, str]
+#: `finish.lua` and `move.lua` answers for a message that is not the task's.
+NOT_THIS_MESSAGE = -2
+NO_RECORD = -1
+
+
+@functools.cache
+def lua_sources() -> dict[str, str]:
+    """The text of every script, read from the package (lua/*.lua)."""
+    folder = importlib.resources.files(__package__).joinpath("lua")
+    return {name: folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPTS}
+
+
+class StoreCalls(Calls):
+    """The Redis broker's resilient calls (`Calls`), with this broker's scripts."""
+
+    async def load_scripts(self) -> None:
+        for name, source in lua_sources().items():
+            self._shas[name] = await self.client.script_load(source)
+
+
+class Store(Writes):
+    """Records, outcomes and the writes that change them (see the module doc)."""
+
+    def __init__(self, calls: StoreCalls, keys: k.Keys, client_id: str) -> None:
+        super().__init__(calls)
+        self.calls: StoreCalls = calls
+        self.keys = keys
+        self.client_id = client_id
+        self.max_dead_letters = 10_000
+        #: Queues (and pipelines) this client submitted to: their replies streams are ours.
+        self.replied: set[str] = set()
+        #: Pipeline runs being started, or refused for want of room: their records may
+        #: come and go (the receipt side does not take them for lost).
+        self.starting: set[str] = set()
+        self.on_replied: Callable[[], None] = lambda: None
+
+    def note_replied(self, name: str) -> None:
+        """This client waits for tasks of `name`: its replies stream there is ours."""
+        if name not in self.replied:
+            self.replied.add(name)
+            self.on_replied()
+
+    # -- reserving new tasks ------------------------------------------------------------
+
+    async def reserve_batch(
+        self, slots: Sequence[tuple[QueueInfo, Sequence[Entry]]]
+    ) -> list[list[Admission]]:
+        """Store the records of new tasks, per slot `(queue, [(task, nonce, envelope, due
+        ms or "", waiting client or "")])`, in one round trip that also carries the writes
+        queued meanwhile; the answers, per slot and task."""
+        by_queue: dict[str, list[int]] = {}
+        for index, (queue, _) in enumerate(slots):
+            by_queue.setdefault(queue.name, []).append(index)
+        calls: list[tuple[list[int], list[str], list[Any]]] = []
+        now_ms = str(int(time.time() * 1000))
+        for name, members in by_queue.items():
+            base = [
+                self.keys.outstanding(name),
+                self.keys.stats(name),
+                self.keys.of(name, "unconfirmed"),
+                self.keys.envs(name),
+            ]
+            info = slots[members[0]][0]
+            head = [info.maxsize, self.client_id, k.ttl(info.result_ttl), now_ms]
+            keys, args, part = list(base), list(head), []
+            for index in members:
+                for task, nonce, envelope, due, reply in slots[index][1]:
+                    keys.append(self.keys.task(task.id))
+                    args += (task.id, nonce, envelope, encode_meta(task), due, reply)
+                part.append(index)
+                if len(keys) - len(base) >= RESERVE_CHUNK:
+                    calls.append((part, keys, args))
+                    keys, args, part = list(base), list(head), []
+            if part:
+                calls.append((part, keys, args))
+        ops = self.take()
+
+        def fill(pipe: Any) -> list[Any]:
+            reserves = [self.calls.script(pipe, "reserve", keys, args) for _, keys, args in calls]
+            return [*self.fill(pipe, ops), *reserves]
+
+        answers = await self.calls.pipelined("submit", fill)
+        self.answered(ops, answers[: len(ops)])
+        result: list[list[Admission]] = [[] for _ in slots]
+        for (part, _, _), codes in zip(calls, answers[len(ops) :], strict=True):
+            if isinstance(codes, Exception):
+                raise codes
+            it = iter(codes)
+            for index in part:
+                for _ in slots[index][1]:
+                    code = int(next(it))
+                    # Sent again after a lost connection: our own earlier send.
+                    result[index].append(
+                        Admission.ACCEPTED if code == _OURS_AGAIN else _RESERVED[code]
+                    )
+        return result
+
+    async def unreserve(self, task_id: str, nonce: str) -> bool:
+        """Take back a reservation whose message RabbitMQ refused."""
+        name = queue_of(task_id)
+        keys = [
+            self.keys.task(task_id),
+            self.keys.outstanding(name),
+            self.keys.of(name, "unconfirmed"),
+            self.keys.envs(name),
+            self.keys.stats(name),
+        ]
+        return bool(
+            await self.calls.eval("take back a submit", "unreserve", keys, [task_id, nonce])
+        )
+
+    def confirmed(self, queue: str, task_ids: list[str]) -> None:
+        """RabbitMQ confirmed these tasks' messages: the janitor leaves them alone."""
+        if task_ids:
+            keys = [self.keys.of(queue, "unconfirmed"), self.keys.envs(queue)]
+            self.push(Op("confirm", keys, task_ids))
+
+    # -- claimed tasks ------------------------------------------------------------------
+
+    async def check(self, queue: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
+        """`check.lua`'s verdict on delivered messages `(task id, nonce)`, sending the
+        writes queued meanwhile in the same round trip."""
+        keys = [self.keys.record(queue, task_id) for task_id, _ in pairs]
+        args = [nonce for _, nonce in pairs]
+        ops = self.take()
+
+        def fill(pipe: Any) -> list[Any]:
+            return [*self.fill(pipe, ops), self.calls.script(pipe, "check", keys, args)]
+
+        answers = await self.calls.pipelined("check claimed tasks", fill, deliver=False)
+        self.answered(ops, answers[:-1])
+        if ops:
+            await self.after_written()
+        verdicts = answers[-1]
+        if isinstance(verdicts, Exception):
+            raise verdicts
+        return [str(v) for v in verdicts]
+
+    def finish(
+        self,
+        queue: QueueInfo,
+        task: Task,
+        nonce: str,
+        reply: str,
+        letter: str,
+        then: Callable[[Any], None] | None,
+    ) -> None:
+        """Record `task`'s outcome (set on it already), batched; `then(answer)` after."""
+        keys, args = self._finish_call(
+            queue.name, task, nonce, reply, k.ttl(queue.result_ttl), letter, queue.maxsize
+        )
+        self.push(Op("finish", keys, args, then))
+
+    def _finish_call(
+        self, queue: str, task: Task, nonce: str, reply: str, ttl: int, letter: str, maxsize: int
+    ) -> tuple[list[str], list[Any]]:
+        keys = [
+            self.keys.task(task.id),
+            self.keys.outstanding(queue),
+            self.keys.stats(queue),
+            self.keys.room(queue),
+            self.keys.dead(queue),
+        ]
+        if reply:
+            keys.append(self.keys.replies(queue, reply))
+        args = [
+            nonce,
+            task.state.value,
+            encode_outcome(task),
+            ttl,
+            task.id,
+            k.COUNTERS[task.state],
+            letter,
+            self.max_dead_letters,
+            k.REPLIES_MAXLEN,
+            k.REPLIES_TTL,
+            k.ROOM_TOKENS,
+            reply,
+            NOTICE_OUTCOME_MAX,
+            maxsize,
+        ]
+        return keys, args
+
+    def move(
+        self,
+        queue: str,
+        task: Task,
+        old: str,
+        new: str,
+        *,
+        due_ms: str,
+        counter: str,
+        then: Callable[[Any], None] | None,
+    ) -> None:
+        """Point `task`'s record at its new message (batched)."""
+        state = "scheduled" if due_ms else "pending"
+        meta = encode_meta(task) if counter else ""
+        args = [old, new, state, meta, due_ms, counter]
+        self.push(Op("move", [self.keys.task(task.id), self.keys.stats(queue)], args, then))
+
+    def reject(self, queue: str, letter: str) -> None:
+        """Keep a dead letter of a message that is not a task of ours (batched)."""
+        self.push(Op("reject", [self.keys.dead(queue)], [letter, self.max_dead_letters]))
+
+    async def renew(self, queue: str, tasks: Sequence[tuple[Task, str]]) -> list[Task]:
+        """Of tasks run here `(task, nonce)`: those settled elsewhere (their outcome set on
+        them) or whose record names another message now."""
+        lost: list[Task] = []
+        for start in range(0, len(tasks), RENEW_CHUNK):
+            chunk = tasks[start : start + RENEW_CHUNK]
+            keys = [self.keys.record(queue, task.id) for task, _ in chunk]
+            verdicts = await self.calls.eval(
+                "check running tasks", "renew", keys, [nonce for _, nonce in chunk]
+            )
+            for (task, _), verdict in zip(chunk, verdicts, strict=True):
+                verdict = str(verdict)
+                if verdict == "+":
+                    continue
+                if verdict.startswith("="):
+                    if task.state.final:
+                        continue  # settled here meanwhile: nothing to tell
+                    try:
+                        apply_outcome(task, verdict[1:])
+                    except (ValueError, TypeError, KeyError) as exc:
+                        log.error("task %s: unreadable outcome (%s)", task.id, exc)
+                lost.append(task)
+        return lost
+
+    async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
+        """Settle a task CANCELLED unless it has an outcome; its record if this did it.
+        (A pipeline run's own record is the broker's to cancel: `RabbitMQRuns.cancel`.)"""
+        name = queue_of(task_id)
+        if not name:
+            return None
+        record = self.keys.task(task_id)
+        state, reply, meta, ttl = await self.calls.retrying(
+            "cancel", lambda: self.calls.client.hmget(record, ["s", "r", "m", "t"])
+        )
+        if state is None or state not in ("pending", "scheduled"):
+            return None
+        task = task_from_record(task_id, state, meta, None)
+        if isinstance(task, PipelineTask) and task.run is None:
+            return task  # a run: the caller ends it through the run store
+        task.settle(TaskState.CANCELLED, None, error, time.time())
+        reply = str(reply or "")[: k.MAX_CLIENT_LENGTH]
+        # maxsize 0: a room token whatever the count (the queue's limit is not known here).
+        keys, args = self._finish_call(name, task, "", reply, int(ttl or k.MIN_TTL), "", 0)
+        answer = await self.calls.eval("cancel", "finish", keys, args)
+        return task if answer == 1 else None
+
+    async def adopt(
+        self, queue: str, before: float, nonce_prefix: str
+    ) -> list[tuple[str, str, str, str]]:
+        """The janitor's take-over of tasks reserved before `before` (wall clock) whose
+        message was never confirmed: `(task id, new nonce, envelope, due ms or "")`."""
+        unconfirmed = self.keys.of(queue, "unconfirmed")
+        before_ms = int(before * 1000)
+        found = await self.calls.eval(
+            "find unconfirmed submits", "stale", [unconfirmed], [before_ms, RENEW_CHUNK]
+        )
+        if not found:
+            return []
+        ids = [str(i) for i in found]
+        keys = [unconfirmed, self.keys.envs(queue), *(self.keys.record(queue, i) for i in ids)]
+        now_ms = int(time.time() * 1000)
+        answer = await self.calls.eval(
+            "adopt unconfirmed submits", "adopt", keys, [now_ms, before_ms, nonce_prefix, *ids]
+        )
+        flat = [str(v) for v in answer]
+        return [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)]

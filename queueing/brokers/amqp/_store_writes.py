@@ -1,0 +1,114 @@
+"""Batched writes to the results store: outcome writes wait for the next round trip.
+
+Writes (`finish`, `move`, `confirm`, `reject` script calls) are queued as `Op`s: a claim's
+check or a batch of submits sends them in the same round trip as its own call, and the
+flush loop sends what nobody took. Each `Op`'s `then` gets its answer (the broker
+acknowledges a message there, once its outcome is stored).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from ..redis._calls import Calls
+
+log = logging.getLogger("queueing.rabbitmq")
+
+#: Writes sent in one round trip; queued beyond `WRITES_CONGESTED`, `settle` waits.
+WRITES_BATCH = 1000
+WRITES_CONGESTED = 2000
+
+
+async def _nothing() -> None:
+    pass
+
+
+class Op:
+    """One batched write: a script call, and what to do with its answer."""
+
+    __slots__ = ("args", "keys", "script", "then")
+
+    def __init__(
+        self,
+        script: str,
+        keys: list[str],
+        args: list[Any],
+        then: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.then = then
+
+
+class Writes:
+    """The queue of writes, and the loop that sends them."""
+
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+        self.ops: list[Op] = []
+        self._ops_lot = trio.lowlevel.ParkingLot()
+        self._flushed = trio.lowlevel.ParkingLot()
+        #: Awaited after writes were answered (the broker sends the acknowledgements their
+        #: callbacks asked for, in the same task: no hop to another).
+        self.after_written: Callable[[], Awaitable[None]] = _nothing
+
+    def push(self, op: Op) -> None:
+        self.ops.append(op)
+        if self._ops_lot:
+            self._ops_lot.unpark_all()
+
+    @property
+    def congested(self) -> bool:
+        return len(self.ops) > WRITES_CONGESTED
+
+    async def relieve(self) -> None:
+        """Wait while more writes are queued than Redis keeps up with."""
+        while self.congested:
+            await self._flushed.park()
+
+    def take(self) -> list[Op]:
+        batch = self.ops[:WRITES_BATCH]
+        del self.ops[:WRITES_BATCH]
+        return batch
+
+    def fill(self, pipe: Any, batch: Sequence[Op]) -> list[Any]:
+        return [self.calls.script(pipe, op.script, op.keys, op.args) for op in batch]
+
+    def answered(self, batch: Sequence[Op], answers: Sequence[Any]) -> None:
+        """After a batch was written: hand each answer on, wake whoever waits."""
+        for op, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Exception):
+                log.error("redis %s (keys %s) failed: %s", op.script, op.keys[:2], answer)
+            elif op.then is not None:
+                op.then(answer)
+        if not self.congested:
+            self._flushed.unpark_all()
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far has been sent."""
+        while self.ops:
+            with trio.move_on_after(self.calls.block):
+                await self._flushed.park()
+        await trio.lowlevel.checkpoint()
+
+    async def flush_loop(self) -> None:
+        while True:
+            if not self.ops:
+                self._flushed.unpark_all()
+                await self._ops_lot.park()
+                # Let a claim woken at the same time take these writes along with its
+                # check (one round trip instead of two).
+                await trio.lowlevel.checkpoint()
+                continue
+            batch = self.take()
+            answers = await self.calls.pipelined(
+                "write outcomes", functools.partial(self.fill, batch=batch)
+            )
+            self.answered(batch, answers)
+            await self.after_written()

@@ -1,0 +1,259 @@
+"""Submits: concurrent accepts share one Redis round trip and one RabbitMQ write.
+
+`accept` queues a `Slot` (its tasks, encoded) and waits. The submit loop takes every slot
+queued meanwhile, reserves their records in one Redis pipeline (`Store.reserve_batch`,
+which also carries the store's queued writes), then publishes the messages of the tasks
+reserved in one write to RabbitMQ (`Channel.begin_publish_many`) and wakes each caller
+with its answers and its messages' `Confirmation`s. Each caller then waits for its own
+confirmations: a message RabbitMQ refused takes its reservation back (FULL); one the loop
+could not send (no connection at the time) or whose fate a lost connection left unknown
+is published again by the caller, with retries (`Rabbit.publish`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import trio
+
+from ..._exceptions import BrokerError, SystemStopping
+from ..._task import PipelineTask, Task, TaskState
+from .._contract import Admission, QueueInfo
+from ..redis import _keys as k
+from ..redis._calls import ATTEMPT_GRACE
+from ..redis._wire import encode_envelope
+from ._confirms import Confirmation
+from ._errors import AMQPError, PublishNacked
+from ._message import Properties
+from ._rabbit import Rabbit, delay_bucket, task_properties
+from ._store import Entry, Store
+from ._store_reads import Reads
+
+log = logging.getLogger("queueing.rabbitmq")
+
+#: Slots sent in one round trip.
+SUBMIT_BATCH = 500
+#: Seconds a publish may take once its task is reserved, even if its caller is cancelled
+#: (so the record and the message agree); past it the janitor publishes it.
+PUBLISH_GRACE = 30.0
+
+
+class Slot:
+    """Tasks of one `accept` call, and what the submit loop made of them."""
+
+    __slots__ = ("answers", "confirmations", "entries", "error", "event", "queue", "routing")
+
+    def __init__(self, queue: QueueInfo, entries: list[Entry], routing: str) -> None:
+        self.queue = queue
+        self.entries = entries
+        self.routing = routing
+        self.answers: list[Admission] = []
+        #: Per entry: its message's confirmation; None if it was not sent (not reserved,
+        #: or the loop could not send it: the caller publishes it).
+        self.confirmations: list[Confirmation | None] = []
+        self.error: BaseException | None = None
+        self.event = trio.Event()
+
+
+class Submitter:
+    """Accepts: the submit loop and its queue of slots, and each caller's confirms."""
+
+    def __init__(
+        self, store: Store, rabbit: Rabbit, reads: Reads, nonce: Callable[[], str]
+    ) -> None:
+        self.store = store
+        self.rabbit = rabbit
+        self.reads = reads
+        self.nonce = nonce
+        self.client_id = store.client_id
+        #: When RabbitMQ last refused a submit to each queue (over its x-max-length).
+        self.nacked: dict[str, float] = {}
+        self._slots: list[Slot] = []
+        self._lot = trio.lowlevel.ParkingLot()
+        self._sent = trio.lowlevel.ParkingLot()
+
+    async def accept(
+        self, queue: QueueInfo, tasks: Sequence[Task], due: float | None
+    ) -> list[Admission]:
+        """Reserve the tasks' records, then publish the messages of those reserved; a
+        message RabbitMQ refuses takes its reservation back (FULL). `due`: wall clock."""
+        if not tasks:
+            await trio.lowlevel.checkpoint()
+            return []
+        for task in tasks:
+            _check_id(queue, task)
+        now = time.time()
+        delay_ms = 0.0 if due is None else (due - now) * 1000
+        due_ms = str(int(due * 1000)) if due is not None and delay_ms > 0 else ""
+        await self.rabbit.declare(queue)
+        routing = self.rabbit.main(queue.name)
+        if due_ms:
+            routing = await self.rabbit.declare_delay(queue.name, delay_bucket(delay_ms))
+        entries: list[Entry] = []
+        for task in tasks:
+            reply = "" if _staged(task) else self.client_id
+            if reply:
+                self.store.note_replied(queue.name)
+            entries.append((task, self.nonce(), encode_envelope(task), due_ms, reply))
+        slot = Slot(queue, entries, routing)
+        await self.submit(slot)
+        answers = slot.answers
+        reserved = [i for i, answer in enumerate(answers) if answer is Admission.ACCEPTED]
+        for (task, _, _, _, _), answer in zip(entries, answers, strict=True):
+            if answer is Admission.EXISTS:
+                self.reads.expect(task.id, own=False, stored=True)
+        if not reserved:
+            return answers
+        # Shielded, so that record and message agree even if the caller is cancelled.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + PUBLISH_GRACE
+            confirmed = []
+            for index in reserved:
+                task, nonce, _, _, _ = entries[index]
+                if await self._confirmed(queue, slot, index):
+                    confirmed.append(task.id)
+                    if due_ms:
+                        task.state = TaskState.SCHEDULED
+                    if entries[index][4]:
+                        self.reads.expect(task.id, own=True, stored=True)
+                elif await self.store.unreserve(task.id, nonce):
+                    answers[index] = Admission.FULL
+                    self.nacked[queue.name] = time.time()
+            self.store.confirmed(queue.name, confirmed)
+        if scope.cancelled_caught:
+            raise BrokerError(
+                f"RabbitMQ did not confirm a submit to {queue.name!r} within "
+                f"{PUBLISH_GRACE:g}s (the task may have been accepted: it then runs)"
+            )
+        return answers
+
+    async def _confirmed(self, queue: QueueInfo, slot: Slot, index: int) -> bool:
+        """Wait for the confirm of a reserved task's message (publishing it again if it was
+        not sent, or its fate is unknown); False if RabbitMQ refused it."""
+        confirmation = slot.confirmations[index]
+        if confirmation is not None:
+            try:
+                await confirmation.wait()
+                return True
+            except PublishNacked:
+                return False
+            except AMQPError:
+                pass  # lost with its connection, sent or not: publish it again
+        _, nonce, envelope, _, _ = slot.entries[index]
+        try:
+            await self.rabbit.publish(queue, slot.routing, envelope.encode(), nonce)
+        except PublishNacked:
+            return False
+        return True
+
+    async def flush(self) -> None:
+        """Wait until every slot queued so far has been sent."""
+        while self._slots:
+            await self._sent.park()
+        await trio.lowlevel.checkpoint()
+
+    async def submit(self, slot: Slot) -> None:
+        """Queue `slot` and wait until the loop reserved (and sent) its tasks."""
+        self._slots.append(slot)
+        self._lot.unpark()
+        try:
+            await slot.event.wait()
+        except trio.Cancelled:
+            if slot in self._slots:  # not sent yet: withdrawn, nothing was reserved
+                self._slots.remove(slot)
+                raise
+            # Sent: the caller must learn whether its tasks were reserved, to publish them
+            # (else the janitor does, later).
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.store.calls.block + ATTEMPT_GRACE
+                await slot.event.wait()
+            if not slot.event.is_set():
+                raise BrokerError(
+                    "Redis did not answer a submit in time (the task may have been accepted)"
+                ) from None
+        if slot.error is not None:
+            raise slot.error
+
+    async def loop(self) -> None:
+        batch: list[Slot] = []
+        try:
+            while True:
+                if not self._slots:
+                    await self._lot.park()
+                    continue
+                batch = self._slots[:SUBMIT_BATCH]
+                del self._slots[:SUBMIT_BATCH]
+                await self._send(batch)
+                batch = []
+                if not self._slots:
+                    self._sent.unpark_all()
+        finally:
+            for slot in [*batch, *self._slots]:
+                if not slot.event.is_set():
+                    slot.error = SystemStopping(
+                        "the system shut down before this submit was answered "
+                        "(the task may have been accepted)"
+                    )
+                    slot.event.set()
+            self._slots = []
+            self._sent.unpark_all()
+
+    async def _send(self, batch: list[Slot]) -> None:
+        try:
+            answers = await self.store.reserve_batch([(slot.queue, slot.entries) for slot in batch])
+        except Exception as exc:
+            for slot in batch:
+                slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
+                slot.event.set()
+            return
+        for slot, slot_answers in zip(batch, answers, strict=True):
+            slot.answers = slot_answers
+            slot.confirmations = [None] * len(slot.entries)
+        try:
+            await self._publish(batch)
+        finally:
+            for slot in batch:
+                slot.event.set()
+
+    async def _publish(self, batch: list[Slot]) -> None:
+        """Send the messages of the reserved tasks in one write, if a channel is at hand
+        now (else their callers publish them, waiting for the connection)."""
+        messages: list[tuple[bytes, str, Properties | None]] = []
+        places: list[tuple[Slot, int]] = []
+        for slot in batch:
+            for index, (entry, answer) in enumerate(zip(slot.entries, slot.answers, strict=True)):
+                if answer is Admission.ACCEPTED:
+                    _, nonce, envelope, _, _ = entry
+                    messages.append((envelope.encode(), slot.routing, task_properties(nonce)))
+                    places.append((slot, index))
+        if not messages:
+            return
+        try:
+            channel = await self.rabbit.publisher(wait=False)
+            if channel is None:
+                return
+            confirmations = await channel.begin_publish_many(messages, mandatory=True)
+        except AMQPError as exc:
+            log.debug("submit: publishing failed (%s); the callers publish again", exc)
+            return
+        for (slot, index), confirmation in zip(places, confirmations, strict=True):
+            slot.confirmations[index] = confirmation
+
+
+def _staged(task: Task) -> bool:
+    """A pipeline's stage task: no one waits for it by itself (its run is waited for)."""
+    return isinstance(task, PipelineTask) and task.run is not None
+
+
+def _check_id(queue: QueueInfo, task: Task) -> None:
+    if task.id.partition(":")[0] != queue.name:
+        raise BrokerError(
+            f"task id {task.id!r} does not name the queue {queue.name!r}: ids are <queue>:<unique>"
+        )
+    if len(task.id) > k.MAX_ID_LENGTH:
+        raise BrokerError(
+            f"task id {task.id[: k.MAX_ID_LENGTH // 4]!r}... is {len(task.id)} characters, "
+            f"over the limit of {k.MAX_ID_LENGTH}: use a shorter key"
+        )
