@@ -20,6 +20,7 @@ def observed(
     if metrics_port is not None:
         try:
             from . import metrics
+            from ._metrics import serve_listeners
         except ImportError as exc:
             raise click.ClickException(
                 f"--metrics-port needs prometheus-client ({exc.name} is missing): "
@@ -42,14 +43,15 @@ def observed(
             await trio.sleep_forever()
             return
         metrics.register(system)
-        async with trio.open_nursery() as nursery:
-            try:
-                port = await nursery.start(metrics.serve, metrics_port, metrics_host)
-            except OSError as exc:
-                raise click.ClickException(
-                    f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {exc}"
-                ) from exc
-            host = f"[{metrics_host}]" if ":" in metrics_host else metrics_host
-            click.echo(f"queueing worker: metrics on http://{host}:{port}/metrics", err=True)
+        try:  # bound here, outside any nursery: the error reaches the command as it is
+            listeners = await trio.open_tcp_listeners(metrics_port, host=metrics_host)
+        except OSError as exc:
+            raise click.ClickException(
+                f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {exc}"
+            ) from exc
+        port = listeners[0].socket.getsockname()[1]
+        host = f"[{metrics_host}]" if ":" in metrics_host else metrics_host
+        click.echo(f"queueing worker: metrics on http://{host}:{port}/metrics", err=True)
+        await serve_listeners(listeners)
 
     return main

@@ -325,6 +325,18 @@ async def serve(
     Raises:
         OSError: the address cannot be bound (in use, not local).
     """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    await serve_listeners(listeners, registry, task_status=task_status)
+
+
+async def serve_listeners(
+    listeners: list[trio.SocketListener],
+    registry: CollectorRegistry | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`serve` on listeners bound already (a caller that reports a failure to bind its
+    own way); `task_status` gets the first one's port."""
     target = REGISTRY if registry is None else registry
     slots = trio.CapacityLimiter(MAX_SCRAPES)
 
@@ -333,7 +345,6 @@ async def serve(
             with trio.move_on_after(REQUEST_TIMEOUT):
                 await _answer(stream, target)
 
-    listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, listeners)
