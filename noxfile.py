@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "not slow and not docs", *session.posargs)
+    session.run("pytest", "-m", "not slow and not docs and not browser", *session.posargs)
 
 
 @nox.session
@@ -66,9 +66,19 @@ def docs_browser(session: nox.Session) -> None:
 
 
 @nox.session
+def dashboard_browser(session: nox.Session) -> None:
+    """Drive the web dashboard in headless Chromium (the `browser` tests): the page shows
+    the queues and a failed task, a requeue from the page works. With
+    QUEUEING_SCREENSHOTS=docs/images it refreshes the docs' screenshots. Needs Chromium, as
+    `docs_browser` does."""
+    session.install("-e", ".[dashboard,test]", "playwright")
+    session.run("pytest", "-m", "browser", *session.posargs)
+
+
+@nox.session
 def examples(session: nox.Session) -> None:
     """Run every program in examples/, each in its own process; any failure fails."""
-    session.install("-e", ".[examples,redis,cli]")
+    session.install("-e", ".[examples,redis,cli,dashboard]")
     programs = sorted((ROOT / "examples").glob("*.py"))
     if not programs:
         session.error("no examples found in examples/")

@@ -1,13 +1,14 @@
-"""Observability: progress, Prometheus metrics, OpenTelemetry traces and JSON logs of a
-queue, all on this machine's loopback.
+"""Observability: progress, Prometheus metrics, OpenTelemetry traces, JSON logs and the
+web dashboard of a queue, all on this machine's loopback.
 
-    pip install -e ".[examples,metrics,otel]" opentelemetry-sdk
+    pip install -e ".[examples,metrics,otel,dashboard]" opentelemetry-sdk
     python examples/observability.py              # runs a few seconds, prints what it saw
-    python examples/observability.py --serve      # then keeps serving metrics (Ctrl-C)
+    python examples/observability.py --serve      # then keeps serving (Ctrl-C)
 
 A `resize` queue whose handler reports progress (`self.progress`) and logs a line per
 image. The program serves the system's metrics at http://127.0.0.1:PORT/metrics (as
-`queueing worker --metrics-port PORT` does), submits a batch, follows one task live with
+`queueing worker --metrics-port PORT` does) and its dashboard (as `--dashboard-port`
+does; examples/dashboard.py shows more of it), submits a batch, follows one task live with
 `receipt.watch()`, scrapes its own metrics endpoint, and prints the trace of one task
 (with the OpenTelemetry SDK installed; traces go through `opentelemetry-api` only, so
 without an SDK they cost nothing and go nowhere). Log lines go to stderr as JSON, each line
@@ -18,6 +19,7 @@ docs/concepts/observability.md.
 import json
 import logging
 import sys
+from functools import partial
 from typing import Any
 
 import trio
@@ -29,10 +31,11 @@ try:
     import prometheus_client
 
     from queueing import metrics, tracing
+    from queueing.dashboard import serve_dashboard
 except ImportError as exc:  # pragma: no cover - the message is the point
     sys.exit(
-        f"This example needs the metrics and otel extras and httpx ({exc.name} is missing):\n"
-        '  pip install -e ".[examples,metrics,otel]"'
+        f"This example needs the metrics, otel and dashboard extras ({exc.name} is missing):\n"
+        '  pip install -e ".[examples,metrics,otel,dashboard]"'
     )
 
 log = logging.getLogger("resizer")
@@ -91,6 +94,8 @@ async def main(serve_forever: bool) -> None:
         metrics.register(system, registry)
         port = await nursery.start(metrics.serve, 0, "127.0.0.1", registry)
         print(f"Metrics:  http://127.0.0.1:{port}/metrics")
+        dashboard = await nursery.start(partial(serve_dashboard, system, port=0))
+        print(f"Dashboard: {dashboard.link}")
         if traces is not None:
             tracing.instrument(system, tracer_provider=traces[0])
         await run_batch(system)
@@ -98,7 +103,7 @@ async def main(serve_forever: bool) -> None:
         if traces is not None:
             print_trace(traces[1])
         if serve_forever:
-            print("Serving metrics until Ctrl-C")
+            print("Serving the metrics and the dashboard until Ctrl-C")
             await trio.sleep_forever()
         nursery.cancel_scope.cancel()
 

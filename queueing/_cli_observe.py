@@ -9,14 +9,17 @@ import trio
 
 from ._system import QueueSystem
 
+Main = Callable[[QueueSystem], Awaitable[None]]
+
 
 def observed(
-    metrics_port: int | None, metrics_host: str, otel: bool
-) -> Callable[[QueueSystem], Awaitable[None]] | None:
-    """The worker's `main`: metrics served and traces on as asked, until a signal stops it
-    (None when nothing is asked). The extras are checked before the system starts."""
+    metrics_port: int | None, metrics_host: str, otel: bool, then: Main | None = None
+) -> Main | None:
+    """The worker's `main`: metrics served and traces on as asked, and `then` (the
+    dashboard's) run beside them, until a signal stops it (`then` alone when nothing is
+    asked here). The extras are checked before the system starts."""
     if metrics_port is None and not otel:
-        return None
+        return then
     if metrics_port is not None:
         try:
             from . import metrics
@@ -40,7 +43,10 @@ def observed(
             tracing.instrument(system)
             click.echo("queueing worker: tracing with OpenTelemetry's global provider", err=True)
         if metrics_port is None:
-            await trio.sleep_forever()
+            if then is None:
+                await trio.sleep_forever()
+            else:
+                await then(system)
             return
         metrics.register(system)
         try:  # bound here, outside any nursery: the error reaches the command as it is
@@ -52,6 +58,11 @@ def observed(
         port = listeners[0].socket.getsockname()[1]
         host = f"[{metrics_host}]" if ":" in metrics_host else metrics_host
         click.echo(f"queueing worker: metrics on http://{host}:{port}/metrics", err=True)
-        await serve_listeners(listeners)
+        if then is None:
+            await serve_listeners(listeners)
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_listeners, listeners)
+            await then(system)
 
     return main

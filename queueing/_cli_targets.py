@@ -1,5 +1,5 @@
-"""What `queueing worker TARGET` serves: the queues a module defines, and the number of
-workers per queue the command line sets (`--concurrency`)."""
+"""What `queueing worker TARGET` serves: the queues, pipelines and schedules a module
+defines, and the number of workers per queue the command line sets (`--concurrency`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import attrs
 import click
 
 from ._queue import Pipeline, Queue
+from ._schedule import Schedule
 from ._worker import Worker
 
-Spec = Queue[Any] | Pipeline
+Spec = Queue[Any] | Pipeline | Schedule
+_SPECS = (Queue, Pipeline, Schedule)
 
 
 def _import(module_name: str) -> Any:
@@ -39,7 +41,7 @@ def _import(module_name: str) -> Any:
 
 
 def _defined(module: Any) -> list[Spec]:
-    return [v for v in vars(module).values() if isinstance(v, Queue | Pipeline)]
+    return [v for v in vars(module).values() if isinstance(v, _SPECS)]
 
 
 def _what_it_defines(module: Any, module_name: str) -> str:
@@ -50,8 +52,9 @@ def _what_it_defines(module: Any, module_name: str) -> str:
 
 
 def load(target: str) -> list[Spec]:
-    """Import MODULE[:ATTR]; ATTR is a Queue, a Pipeline, an iterable of them, or a
-    function returning one of those (default: every Queue and Pipeline the module defines).
+    """Import MODULE[:ATTR]; ATTR is a Queue, a Pipeline, a Schedule, an iterable of them,
+    or a function returning one of those (default: every Queue, Pipeline and Schedule the
+    module defines).
 
     Raises:
         click.BadParameter: the module does not import, or ATTR is none of those.
@@ -60,7 +63,7 @@ def load(target: str) -> list[Spec]:
     module = _import(module_name)
     if not attr:
         specs = _defined(module)
-        if not specs:
+        if not any(isinstance(spec, Queue | Pipeline) for spec in specs):
             raise click.BadParameter(
                 f"{module_name!r} defines no Queue or Pipeline at module level: define one "
                 "(`resize = Queue('resize', Resize)`), or name it as MODULE:ATTR"
@@ -80,12 +83,12 @@ def load(target: str) -> list[Spec]:
             f"{module_name}.py, then `queueing worker {module_name}:{attr.lower()}`); "
             + _what_it_defines(module, module_name)
         )
-    if callable(value) and not isinstance(value, Queue | Pipeline | type):
+    if callable(value) and not isinstance(value, (*_SPECS, type)):
         value = value()
-    if isinstance(value, Queue | Pipeline):
+    if isinstance(value, _SPECS):
         return [value]
     values = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else []
-    if not values or not all(isinstance(v, Queue | Pipeline) for v in values):
+    if not values or not all(isinstance(v, _SPECS) for v in values):
         raise click.BadParameter(
             f"{target!r} is {type(value).__name__} {value!r:.60}, not a Queue, a Pipeline, "
             "or a list of them; " + _what_it_defines(module, module_name)
@@ -146,7 +149,7 @@ class Concurrency:
             if isinstance(spec, Pipeline):
                 pipelines[spec.name] = spec
                 queues.update((stage.name, stage) for stage in spec.stages)
-            else:
+            elif isinstance(spec, Queue):
                 queues[spec.name] = spec
         for name in self.per_queue:
             if name in queues:
@@ -179,8 +182,10 @@ class Concurrency:
         for spec in specs:
             if isinstance(spec, Pipeline):
                 result.append(attrs.evolve(spec, stages=[set_workers(s) for s in spec.stages]))
-            else:
+            elif isinstance(spec, Queue):
                 result.append(set_workers(spec))
+            else:
+                result.append(spec)
         return result
 
 
@@ -202,16 +207,21 @@ def describe(specs: list[Spec]) -> str:
     """What a worker process serves, for its banner: each queue with its workers."""
     queues: dict[str, Queue[Any]] = {}
     pipelines = []
+    schedules = []
     for spec in specs:
         if isinstance(spec, Pipeline):
             pipelines.append(spec.name)
             queues.update((stage.name, stage) for stage in spec.stages)
-        else:
+        elif isinstance(spec, Queue):
             queues[spec.name] = spec
+        else:
+            schedules.append(spec.name)
     parts = [
         f"{name} ({q.workers} worker{'s' if q.workers != 1 else ''})" for name, q in queues.items()
     ]
     text = ", ".join(parts)
     if pipelines:
         text += f"; pipeline{'s' if len(pipelines) > 1 else ''} " + ", ".join(pipelines)
+    if schedules:
+        text += f"; schedule{'s' if len(schedules) > 1 else ''} " + ", ".join(schedules)
     return text

@@ -6,6 +6,8 @@ import attrs
 
 _RING = 4096  # a power of two
 _MASK = _RING - 1
+#: How many latencies a `Latency` keeps (the newest).
+RING = _RING
 
 
 class Latency:
@@ -21,6 +23,17 @@ class Latency:
         count = self._count
         self._ring[count & _MASK] = seconds
         self._count = count + 1
+
+    @property
+    def count(self) -> int:
+        """Latencies added so far (the ring keeps the newest `RING` of them)."""
+        return self._count
+
+    def newest(self, n: int) -> list[float]:
+        """The newest `n` latencies, oldest first (at most the ring's `RING`)."""
+        count = self._count
+        n = min(n, count, _RING)
+        return [self._ring[i & _MASK] for i in range(count - n, count)]
 
     def percentile(self, p: float) -> float | None:
         if not self._count:

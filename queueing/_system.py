@@ -28,6 +28,7 @@ from ._observe import send_ended, send_started
 from ._pools import Actors
 from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
+from ._report import ProcessReport
 from ._results import Results, copy_outcome
 from ._runtime import QueueRuntime
 from ._schedule import Schedule
@@ -93,6 +94,8 @@ class QueueSystem:
         #: Per queue, its recent drain rate (for `QueueFull.retry_after`).
         self._meters = {name: DrainMeter() for name in queues}
         self._accept_nowait = broker.accept_nowait
+        #: What this process serves, for the dashboards (None in a client).
+        self._report: ProcessReport | None = None
 
     @property
     def names(self) -> list[str]:
@@ -101,6 +104,10 @@ class QueueSystem:
 
     async def _start(self, *, serve: bool, schedules: tuple[Schedule, ...] = ()) -> None:
         self._serving = serve
+        if serve:
+            self._report = ProcessReport(self, schedules)
+            if hasattr(self._broker, "report"):  # a broker that publishes it with heartbeats
+                self._broker.report = self._report.report
         self._engine.start()
         await self._actors.start(self, serve=serve, schedules=schedules)
 
@@ -254,9 +261,10 @@ class QueueSystem:
             PayloadError, PayloadTooLarge, UnknownQueue: checked for each task before it is
                 sent.
             BrokerError: the broker failed; some tasks' acceptance may be unknown.
-            Every error carries `.accepted` (receipts: those run), `.unknown` (receipts of
-            tasks the broker may or may not have accepted) and `.rejected` (payloads
-            certainly not accepted), which together account for every payload.
+
+        Every error it raises carries `.accepted` (receipts: those run), `.unknown`
+        (receipts of tasks the broker may or may not have accepted) and `.rejected`
+        (payloads certainly not accepted), which together account for every payload.
         """
         if type(name) is not str:
             name = name.name  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 import trio
 
+from . import _cli_dashboards as dashboards
 from . import _cli_render as show
 from ._cli_observe import observed
 from ._cli_targets import Concurrency, describe, load
@@ -116,6 +117,15 @@ def main() -> None:
     is_flag=True,
     help="Trace tasks with OpenTelemetry's global tracer provider (the otel extra).",
 )
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve the web dashboard of this process's system on this port (the way to see "
+    "a memory:// system; `queueing top --url` reads it too).",
+)
+@dashboards.HOST
+@dashboards.TOKEN
 def worker(
     target: str,
     broker: str | None,
@@ -124,6 +134,9 @@ def worker(
     metrics_port: int | None,
     metrics_host: str,
     otel: bool,
+    dashboard_port: int | None,
+    host: str,
+    token: str | None,
 ) -> None:
     """Run the workers of the queues TARGET (MODULE[:ATTR]) defines, until SIGINT/SIGTERM.
 
@@ -131,10 +144,11 @@ def worker(
     broker = _broker_url(broker)
     settings = Concurrency.parse(concurrency)
     specs = settings.apply(load(target))
-    main = observed(metrics_port, metrics_host, otel)
+    then = None if dashboard_port is None else dashboards.worker_main(host, dashboard_port, token)
+    main_fn = observed(metrics_port, metrics_host, otel, then)
     click.echo(f"queueing worker: serving {describe(specs)} on {broker.split('@')[-1]}", err=True)
     try:
-        run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout, main=main)
+        run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout, main=main_fn)
     except QueueingError as exc:  # no broker, a bad URL...: the message, not a traceback
         raise click.ClickException(str(exc)) from exc
 
@@ -326,3 +340,51 @@ def dl_purge(queue: str, broker: str | None) -> None:
         click.echo(f"purged {await system.purge_dead_letters(queue)} dead letter(s)")
 
     _client(broker, go)
+
+
+@main.command()
+@_BROKER
+@click.option(
+    "--url",
+    default=None,
+    help="Read a web dashboard instead of a broker: its address, http://127.0.0.1:8000 "
+    "(the way to watch a memory:// system that serves one).",
+)
+@click.option("--token", envvar="QUEUEING_DASHBOARD_TOKEN", default=None, help="With --url.")
+@dashboards.EVERY
+@dashboards.WINDOW
+@click.option("--once", is_flag=True, help="Print one screen (after two readings) and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON and exit.")
+def top(
+    broker: str | None,
+    url: str | None,
+    token: str | None,
+    every: float,
+    window: float,
+    once: bool,
+    as_json: bool,
+) -> None:
+    """A live view of every queue (depth, in flight, rates in and out, p50/p99 latency,
+    failures, dead letters), worker process (busy/slots) and schedule. q quits."""
+    from ._top import print_once
+
+    once = once or as_json
+    source = broker if url is not None else _broker_url(broker)
+    snapshot = dashboards.top(source or "", url, token, every, window, once)
+    if snapshot is not None:
+        print_once(snapshot, as_json)
+
+
+@main.command()
+@_BROKER
+@dashboards.HOST
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@dashboards.TOKEN
+@dashboards.EVERY
+@dashboards.WINDOW
+def dashboard(
+    broker: str | None, host: str, port: int, token: str | None, every: float, window: float
+) -> None:
+    """Serve the web dashboard of the broker's queues: queues, workers, throughput and
+    latency charts, recent failures, dead letters (requeue, purge), task lookup."""
+    dashboards.dashboard(_broker_url(broker), host, port, token, every, window)

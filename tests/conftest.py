@@ -140,6 +140,74 @@ def make_redis_server() -> Iterator[Callable[..., RedisServer]]:
         shutil.rmtree(server.dir, ignore_errors=True)
 
 
+class Terminal:
+    """A real terminal: one command in a tmux pane of a fixed size, on a tmux server of
+    this test's own (`-L`), so that it shares nothing with anyone's tmux."""
+
+    def __init__(self, socket_name: str) -> None:
+        self.socket = socket_name
+        self.started = False
+
+    def _tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=False
+        )
+
+    def run(
+        self,
+        command: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        width: int = 120,
+        height: int = 40,
+    ) -> None:
+        """Start `command` in the pane; once it exits the pane says `exited N`."""
+        import shlex
+
+        assignments = [f"{k}={v}" for k, v in (env or {}).items()]
+        # The pane's size, not the one a test runner may have exported, is the screen's.
+        line = shlex.join(["env", "-u", "COLUMNS", "-u", "LINES", *assignments, *command])
+        script = f"cd {shlex.quote(str(cwd or os.getcwd()))} && {line}; echo exited $?; sleep 600"
+        done = self._tmux(
+            "new-session", "-d", "-s", "main", "-x", str(width), "-y", str(height), script
+        )
+        assert done.returncode == 0, done.stderr
+        self.started = True
+
+    def screen(self) -> str:
+        """What the pane shows now, as text."""
+        return self._tmux("capture-pane", "-p", "-t", "main").stdout
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", "main", *keys)
+
+    def wait_for(self, check: Callable[[str], bool], timeout: float = 30.0) -> str:
+        """The screen, once `check(screen)` is true; fails with the screen after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if check(screen):
+                return screen
+            if time.monotonic() > deadline:
+                pytest.fail(f"the terminal never showed what was expected:\n{screen}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        if self.started:
+            self._tmux("kill-server")
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
+    """A private tmux server for one test (skipped without tmux)."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (the terminal tests drive a real terminal)")
+    term = Terminal(f"queueing-test-{secrets.token_hex(4)}")
+    yield term
+    term.close()
+
+
 AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672
 
 

@@ -130,7 +130,7 @@ def test_crawler_rides_out_the_outage_and_stores_every_page(tmp_path: Path) -> N
     check_crawl(out, tmp_path / "pages.sqlite3")
 
 
-def test_observability_shows_progress_metrics_traces_and_json_logs() -> None:
+def test_observability_shows_progress_metrics_traces_logs_and_the_dashboard() -> None:
     proc = subprocess.run(
         [sys.executable, "-W", "error::DeprecationWarning:__main__", "examples/observability.py"],
         cwd=ROOT,
@@ -142,6 +142,7 @@ def test_observability_shows_progress_metrics_traces_and_json_logs() -> None:
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     out = proc.stdout
     assert re.search(r"^Metrics:  http://127\.0\.0\.1:\d+/metrics$", out, re.MULTILINE)
+    assert re.search(r"^Dashboard: http://127\.0\.0\.1:\d+/", out, re.MULTILINE)
     watched = re.findall(r"^Watching: \S+ running\s+(\d+)/10 ", out, re.MULTILINE)
     assert len(watched) >= 2, out  # progress seen on the way, not only at the end
     assert re.search(r"^Watching: \S+ succeeded 10/10 pass 10$", out, re.MULTILINE)
@@ -191,6 +192,7 @@ DOC_PAGES = [
     "docs/concepts/receipts.md",
     "docs/concepts/retries.md",
     "docs/concepts/pipelines.md",
+    "docs/how-to/dashboards.md",
     "docs/concepts/observability.md",
 ]
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)

@@ -16,7 +16,7 @@ from queueing._cli_targets import Concurrency, load
 from queueing.cli import main
 
 MODULE = """
-from queueing import Pipeline, Queue, Worker
+from queueing import Pipeline, Queue, Schedule, Worker
 
 
 class Fetch(Worker):
@@ -32,6 +32,7 @@ class Store(Worker):
 fetch = Queue("fetch", Fetch, workers=4)
 store = Queue("store", Store, workers=2)
 crawl = Pipeline("crawl", [fetch, store])
+nightly = Schedule("nightly", queue="fetch", cron="0 3 * * *", payload="https://example.org")
 greeting = "hello"
 
 
@@ -79,6 +80,15 @@ def test_a_queue_shared_by_the_module_and_its_pipeline_stays_one_queue(module: s
     store = next(q for q in queues if q.name == "store")
     assert pipeline.stages[1] is store
     assert store.workers == 1
+
+
+def test_a_module_brings_its_schedules(module: str) -> None:
+    from queueing import Schedule
+
+    (schedule,) = [s for s in load(module) if isinstance(s, Schedule)]
+    assert schedule.name == "nightly"
+    done = worker(module)
+    assert "pipeline crawl; schedule nightly" in done.output
 
 
 def test_the_banner_names_each_queue_with_its_workers(module: str) -> None:

@@ -117,3 +117,41 @@ def test_a_broker_option_overrides_the_default(tmp_path: Path) -> None:
     assert not result.output.startswith("queueing: using")
     assert json.loads(result.output) == {"queues": {}, "workers": {}}
     assert (tmp_path / "other.db").exists()
+
+
+TICKING = """
+from pathlib import Path
+
+from queueing import Queue, Schedule, Worker
+
+
+class Tick(Worker):
+    def handle(self, note: str) -> None:
+        with Path("ticks.log").open("a") as log:
+            log.write(note + "\\n")
+
+
+tick = Queue("tick", Tick)
+every_fifth = Schedule("every-fifth", queue="tick", every=0.2, payload="tick")
+"""
+
+
+def test_the_worker_fires_the_schedules_its_module_defines(tmp_path: Path) -> None:
+    (tmp_path / "ticking.py").write_text(TICKING)
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "queueing", "worker", "ticking", "--broker", url],
+            cwd=tmp_path,
+            env=env_with(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    ticks = tmp_path / "ticks.log"
+    try:
+        wait_until(lambda: ticks.exists() and len(ticks.read_text().split()) >= 3, 60)
+    finally:
+        stop_processes([worker])
+    assert worker.returncode == 0, log.read_text()
+    assert "serving tick (1 worker); schedule every-fifth" in log.read_text()

@@ -27,7 +27,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -104,6 +104,9 @@ class RabbitMQBroker(Broker):
         self._nonces = itertools.count(1)
         #: Workers this process runs, for the heartbeat (`queueing status`).
         self.workers = 0
+        #: More for the heartbeat: what this process serves, per queue, for the dashboards
+        #: (`queueing top`); the system sets it, the broker does not know.
+        self.report: Callable[[], dict[str, Any]] | None = None
         keys = k.Keys(self.prefix)
         self._calls = StoreCalls(
             parsed.results, connect_timeout=self.connect_timeout, block=seconds("block", block)
@@ -164,12 +167,15 @@ class RabbitMQBroker(Broker):
 
     def _heartbeat(self) -> dict[str, Any]:
         held = {name: len(ids) for name, ids in self._holds.held.items() if ids}
-        return {
+        info: dict[str, Any] = {
             "queues": sorted(self._queues),
             "workers": self.workers,
             "in_flight": sum(held.values()),
             "held": held,
         }
+        if self.report is not None:
+            info["report"] = self.report()
+        return info
 
     async def flush(self) -> None:
         await self._submitter.flush()

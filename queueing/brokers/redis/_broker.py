@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -86,6 +86,9 @@ class RedisBroker(Broker):
         #: Workers this process runs, for the heartbeat (`queueing status`); the engine
         #: may set it, the broker does not know.
         self.workers = 0
+        #: More for the heartbeat: what this process serves, per queue, for the dashboards
+        #: (`queueing top`); the system sets it, the broker does not know.
+        self.report: Callable[[], dict[str, Any]] | None = None
         self._queues: dict[str, QueueInfo] = {}
         #: The queues whose consumer groups this process made (and makes again if Redis
         #: lost them): all of them in a serving process, and any it claims from.
@@ -153,11 +156,14 @@ class RedisBroker(Broker):
                 nursery.start_soon(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
 
     def _heartbeat(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "queues": sorted(self._queues),
             "workers": self.workers,
             "in_flight": sum(len(held) for held in self._consumer.held.values()),
         }
+        if self.report is not None:
+            info["report"] = self.report()
+        return info
 
     async def flush(self) -> None:
         await self._batch.flush()
