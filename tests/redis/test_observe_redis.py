@@ -220,3 +220,26 @@ async def test_process_spans_are_children_of_a_clients_send_spans(
         ["process store", "send store", "process fetch", "send fetch", "request"],
         ["process store", "send store", "request"],
     ]
+
+
+async def test_a_worker_serves_its_metrics_and_its_dashboard_together(
+    redis_url: str, tmp_path: Path
+) -> None:
+    process = start_worker(
+        redis_url, "observe_tasks", tmp_path, "--metrics-port", "0", "--dashboard-port", "0"
+    )
+    try:
+        port = metrics_port(tmp_path, process)
+        deadline = time.monotonic() + START
+        while not (found := re.search(r"queueing dashboard: (http://\S+)/", logs_of(tmp_path))):
+            assert time.monotonic() < deadline, logs_of(tmp_path)
+            await trio.sleep(0.05)
+        async with httpx.AsyncClient() as client:
+            scrape = await client.get(f"http://127.0.0.1:{port}/metrics")
+            page = await client.get(found.group(1) + "/")
+    finally:
+        stop_workers([process])
+    assert scrape.status_code == 200
+    assert "queueing_workers" in scrape.text
+    assert page.status_code == 200
+    assert process.returncode == 0, logs_of(tmp_path)
