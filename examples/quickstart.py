@@ -10,7 +10,9 @@ Three queues chained into one pipeline, each with its own pool of supervised wor
     record     write one row per thumbnail into a SQLite table         (1 worker: one writer)
 
 The program submits every page to the pipeline, gets a receipt back at once for each one,
-shows a progress bar while the receipts resolve, and ends with what the queues report.
+shows a progress bar that follows the pages through the stages (each handler reports its
+progress with `self.progress(...)`; each receipt is followed with `receipt.watch()`), and
+ends with what the queues report.
 One thumbnail attempt in ten fails with `Transient` (a storage hiccup we inject); the
 thumbnail queue's `RetryPolicy` tries it again after a short jittered backoff, so every
 page still ends up in the database. Files go to examples/out/quickstart/ (git-ignored), or
@@ -46,7 +48,7 @@ try:
     from PIL import Image, ImageDraw, ImageFont
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
     from rich.table import Table
 except ImportError as exc:  # pragma: no cover - the message is the point
     sys.exit(
@@ -124,6 +126,7 @@ class Render(Worker):
         while y < 1000:
             draw.rectangle((50, y, 50 + rng.randrange(300, 750), y + 14), fill="#bbbbbb")
             y += 32 if rng.random() > 0.15 else 72
+            self.progress(min(y, 1000) - 180, 1000 - 180, note="drawing")  # cheap: coalesced
         draw.text((400, 1040), str(page.number), fill="#444444", font=FONT)
         path = OUT / "pages" / f"{page.document}-{page.number:02d}.png"
         image.save(path, compress_level=1)
@@ -138,6 +141,7 @@ class Thumbnail(Worker):
             raise Transient(f"thumbnail store busy for {page.document} p{page.number}")
         with Image.open(page.path) as image:
             image.thumbnail((160, 160))
+            self.progress(1, 2, note="resized")
             path = OUT / "thumbs" / Path(page.path).with_suffix(".jpg").name
             image.save(path, quality=85)
             width, height = image.size
@@ -203,14 +207,28 @@ async def main(system: QueueSystem) -> bool:
     started = time.perf_counter()
     failures: list[TaskFailed] = []
 
+    stages = [stage.name for stage in thumbnails.stages]
+    done: dict[str, float] = {}  # per page: how far through the pipeline (0 to 1)
+    updates = 0  # statuses with progress that the receipts saw on the way
+
     async def wait_for(receipt: Receipt) -> None:
+        # Each status says where the page is: the stage that reported last, and how far
+        # that stage got. The last status carries the outcome.
+        nonlocal updates
+        async for status in receipt.watch():
+            report = status.progress
+            if report is not None and report.stage is not None and report.fraction is not None:
+                done[receipt.id] = (stages.index(report.stage) + report.fraction) / len(stages)
+                updates += 1
+            if status.state.final:
+                done[receipt.id] = 1.0
+            progress.update(bar, completed=sum(done.values()))
         try:
             await receipt.result(timeout=30)  # the record stage's result: the row id
         except TaskFailed as exc:
             failures.append(exc)
-        progress.advance(bar)
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("thumbnails", total=len(pages))
         async with trio.open_nursery() as nursery:
@@ -257,6 +275,7 @@ async def main(system: QueueSystem) -> bool:
         f"Thumbnails:          {(thumb_bytes or 0) / 1024:.0f} KiB, "
         f"from {page_bytes / 1024:.0f} KiB of pages"
     )
+    console.print(f"Progress updates:    {updates}  (from the handlers' self.progress())")
     console.print(f"Time:                {elapsed:.2f} s")
     for failure in failures:
         console.print("[red]failed:[/red]", escape(str(failure)), soft_wrap=True)

@@ -23,6 +23,7 @@ from ._exceptions import Transient as Transient
 from ._exceptions import UnknownQueue as UnknownQueue
 from ._exceptions import UnknownTask as UnknownTask
 from ._exceptions import WorkersCrashed as WorkersCrashed
+from ._logs import TaskFields as TaskFields
 from ._open import open_system as open_system
 from ._open import run_system as run_system
 from ._queue import FanOut as FanOut
@@ -40,6 +41,7 @@ from ._sync_client import connect_sync as connect_sync
 from ._system import QueueSystem as QueueSystem
 from ._task import DeadLetter as DeadLetter
 from ._task import ErrorInfo as ErrorInfo
+from ._task import Progress as Progress
 from ._task import TaskState as TaskState
 from ._task import TaskStatus as TaskStatus
 from ._worker import Worker as Worker
@@ -57,6 +59,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLarge",
     "Pipeline",
+    "Progress",
     "Queue",
     "QueueFull",
     "QueueStats",
@@ -72,6 +75,7 @@ __all__ = [
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
+    "TaskFields",
     "TaskLost",
     "TaskState",
     "TaskStatus",

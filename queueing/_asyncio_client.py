@@ -8,7 +8,7 @@ it is an `AsyncioClient`: the same trio client running in a thread of its own
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from contextlib import suppress
 from functools import partial
 from types import TracebackType
@@ -20,7 +20,7 @@ from ._exceptions import QueueingError
 from ._libraries import current_library
 from ._open import BROKER_TIMEOUT, connect_trio
 from ._queue import Pipeline, Queue
-from ._receipt import Receipt
+from ._receipt import WATCH_EVERY, Receipt
 from ._stats import QueueStats
 from ._system import QueueSystem
 from ._task import DeadLetter, TaskStatus
@@ -78,6 +78,25 @@ class _AsyncioReceipt(Receipt[R]):
 
     async def cancel(self) -> bool:
         return await _call(self._thread, self._inner.cancel)
+
+    def watch(self, interval: float = WATCH_EVERY) -> AsyncIterator[TaskStatus]:
+        return _AsyncioWatch(self._inner.watch(interval), self._thread)
+
+
+class _AsyncioWatch:
+    """`Receipt.watch` for asyncio code: each step runs on the client's thread."""
+
+    __slots__ = ("_inner", "_thread")
+
+    def __init__(self, inner: AsyncIterator[TaskStatus], thread: ClientThread) -> None:
+        self._inner = inner
+        self._thread = thread
+
+    def __aiter__(self) -> _AsyncioWatch:
+        return self
+
+    async def __anext__(self) -> TaskStatus:
+        return await _call(self._thread, self._inner.__anext__)
 
 
 def _rewrap(exc: QueueingError, thread: ClientThread) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ._task import DeadLetter, ErrorInfo, TaskStatus
+from ._task import DeadLetter, ErrorInfo, Progress, TaskStatus, progress_doc
 
 #: The outcome counters of a queue, in the order `queueing status` shows them; a counter a
 #: broker has not written yet is 0.
@@ -62,7 +62,22 @@ def status_doc(status: TaskStatus) -> dict[str, Any]:
         "finished_at": status.finished_at,
         "stage": status.stage,
         "error": error_doc(status.error),
+        "progress": progress_doc(status.progress) if status.progress is not None else None,
     }
+
+
+def progress_text(progress: Progress) -> str:
+    """A progress as one line: `5/10 (50%) resizing, 3 s ago`."""
+    done = f"{progress.done:g}"
+    if progress.total is not None:
+        done += f"/{progress.total:g}"
+    if progress.fraction is not None:
+        done += f" ({progress.fraction:.0%})"
+    if progress.note:
+        done += f" {progress.note}"
+    if progress.at:
+        done += f", {ago(time.time() - progress.at)}"
+    return done
 
 
 def letter_doc(letter: DeadLetter) -> dict[str, Any]:
@@ -222,6 +237,8 @@ def print_inspect(status: TaskStatus, result: Any, has_result: bool) -> None:
         rows.append(("finished", finished + (f", {span(took)} after submit" if took else "")))
     if status.stage:
         rows.append(("stage", status.stage))
+    if status.progress is not None:
+        rows.append(("progress", progress_text(status.progress)))
     if status.error is not None:
         rows.append(("error", f"{status.error.type}: {status.error.message}"))
     if has_result:

@@ -10,6 +10,7 @@ import trio
 
 from actors import Actor, Mailbox, Overflow
 
+from ._logs import task_fields
 from ._task import TaskState
 
 if TYPE_CHECKING:
@@ -72,12 +73,27 @@ class Dispatcher(Actor):
                 wanted = await buffer.wait_for_demand()
                 for task in await broker.claim(info, wanted, wait=CLAIM_WAIT):
                     rt.held[task.id] = task
+                    if task.deliveries:
+                        self._reclaimed(rt, task)
                     await buffer.put(task)  # a worker waits for each one: room at once
         else:
             while True:
                 for task in await broker.claim(info, LOCAL_CLAIM, wait=math.inf):
                     rt.scheduled -= 1
                     await buffer.put(task)
+
+    def _reclaimed(self, rt: QueueRuntime, task: Task) -> None:
+        """A task delivered before and left without an outcome (its lease ran out: the
+        process that held it died or stalled) is delivered again: counted."""
+        rt.reclaimed += 1
+        log.info(
+            "queue %r: task %s is delivered again (delivery %d): its lease ran out before "
+            "it had an outcome",
+            rt.name,
+            task.id,
+            task.deliveries + 1,
+            extra=task_fields(task),
+        )
 
     async def _keep_leases(self) -> None:
         broker = self.engine.broker
@@ -112,6 +128,7 @@ class Dispatcher(Actor):
             rt.name,
             task.id,
             self.engine.broker.lease,
+            extra=task_fields(task),
         )
         if task.state is TaskState.PENDING:
             task.state = TaskState.CANCELLED  # here only: the worker that finds it skips it

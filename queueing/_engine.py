@@ -32,6 +32,9 @@ from ._exceptions import (
     SystemStopping,
     TaskTimeout,
 )
+from ._logs import task_fields
+from ._observe import sending
+from ._progress import ProgressBoard
 from ._queue import FanOut, Pipeline
 from ._task import ErrorInfo, PipelineTask, Task, TaskState
 from .brokers._contract import Admission
@@ -99,6 +102,8 @@ class Engine:
         #: Pipeline stage tasks running in this process, by run id: stopped when their
         #: run ends (a failure at another stage, a cancel).
         self.running_stages: dict[str, set[Task]] = {}
+        #: Progress reported by handlers, published by its actor (`_progress.py`).
+        self.progress = ProgressBoard(broker)
 
     def start(self) -> None:
         """The broker is connected: read its clock (an in-process one follows trio's)."""
@@ -289,14 +294,15 @@ class Engine:
         due = None if not delay else self.clock() + delay
         if self.shared:
             self.results.watch(run)  # before: its outcome may arrive before this resumes
-        admission = await self.runs.start(run, rt.info, stage, due=due)
-        if admission is _FULL:
-            admission = await self._wait_for_room(
-                rt,
-                rt.spec.when_full,
-                rt.spec.full_timeout if timeout is None else timeout,
-                lambda: self.runs.start(run, rt.info, stage, due=due),
-            )
+        with sending(rt, stage):
+            admission = await self.runs.start(run, rt.info, stage, due=due)
+            if admission is _FULL:
+                admission = await self._wait_for_room(
+                    rt,
+                    rt.spec.when_full,
+                    rt.spec.full_timeout if timeout is None else timeout,
+                    lambda: self.runs.start(run, rt.info, stage, due=due),
+                )
         if admission is _ACCEPTED and not self.accepted(rt, stage, due is not None):
             await self.deliver_later(rt, stage)
         if admission is Admission.EXISTS:
@@ -322,6 +328,8 @@ class Engine:
 
     async def succeeded(self, rt: QueueRuntime, task: Task, result: Any) -> None:
         """The handler returned `result`."""
+        if self.progress.waiting:
+            await self.progress.settling(task)
         if task.run is not None:
             await self._advance(rt, task, result)
             return
@@ -341,6 +349,8 @@ class Engine:
 
     async def failed(self, rt: QueueRuntime, task: Task, exc: Exception) -> None:
         """The handler raised `exc`: retry later or end, as the queue's policy decides."""
+        if self.progress.waiting:
+            await self.progress.settling(task)
         error = ErrorInfo.from_exception(exc)
         decision = rt.spec.retry.decide(exc, task.attempts, task.first_started or 0.0, self.clock())
         if decision is False or decision is None:
@@ -355,6 +365,17 @@ class Engine:
         rt.scheduled += 1
         if self.shared:
             rt.held.pop(task.id, None)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "task %s of %r failed on attempt %d (%s: %s); retrying in %.3gs",
+                task.id,
+                rt.name,
+                task.attempts,
+                error.type,
+                error.message,
+                float(decision),
+                extra=task_fields(task),
+            )
         await self.broker.retry_at(rt.info, task, self.clock() + float(decision))
 
     async def hand_back(self, rt: QueueRuntime, task: Task) -> None:
@@ -382,7 +403,18 @@ class Engine:
         self, rt: QueueRuntime, task: Task, state: TaskState, error: ErrorInfo | None
     ) -> None:
         """End a task without a result, keeping it among the dead letters."""
+        if self.progress.waiting:
+            await self.progress.settling(task)
         if await self.broker.dead_letter(rt.info, task, state, error):
+            log.warning(
+                "task %s of %r ended %s after %d attempt(s)%s",
+                task.id,
+                rt.name,
+                state.value,
+                task.attempts,
+                f": {error.type}: {error.message}" if error is not None else "",
+                extra=task_fields(task),
+            )
             self.settled(rt, task)
             if task.run is not None:
                 await self.end_run(task, state, error)
@@ -503,9 +535,10 @@ class Engine:
                 return Admission.EXISTS  # not needed: nothing to accept
             return await self.broker.accept(rt.info, task)
 
-        admission = await attempt()
-        if admission is _FULL:
-            admission = await self._wait_for_room(rt, Overflow.WAIT, None, attempt)
+        with sending(rt, task):
+            admission = await attempt()
+            if admission is _FULL:
+                admission = await self._wait_for_room(rt, Overflow.WAIT, None, attempt)
         if admission is _ACCEPTED and not self.accepted(rt, task, False):
             await self.deliver_later(rt, task)
 

@@ -4,6 +4,7 @@ root (actors.Supervisor)
 ├── queueing.broker       runs the broker's background work (`Broker.run`)
 ├── queueing.receipts     shared brokers: outcomes stored elsewhere reach receipts
 ├── queueing.dispatcher   owns the queues' buffers and fills them
+├── queueing.progress     publishes the progress handlers report (`Worker.progress`)
 └── <queue>.pool          a Supervisor per served queue
     └── <queue>.worker-N  Workers: pull a task from the buffer when idle, run it
 """
@@ -19,6 +20,7 @@ import trio
 from actors import Actor, ChildSpec, Supervisor
 
 from ._dispatcher import Dispatcher, release
+from ._progress import ProgressActor
 from ._results import ReceiptsActor
 from ._schedule import Schedule, Scheduler
 
@@ -102,6 +104,9 @@ class Actors:
                 rt.buffer = Dispatcher.buffer_for(rt, broker.shared)
             services.append(
                 ChildSpec(Dispatcher, args=(engine, runtimes), name="queueing.dispatcher")
+            )
+            services.append(
+                ChildSpec(ProgressActor, args=(engine.progress,), name="queueing.progress")
             )
             if schedules:
                 services.append(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
@@ -11,11 +11,14 @@ from . import _fastpath
 from ._convert import AS_ANY
 from ._exceptions import ResultTimeout, TaskCancelled, TaskExpired, TaskFailed, TaskLost
 from ._task import Task, TaskState, TaskStatus
+from ._validate import seconds
 
 if TYPE_CHECKING:
     from ._system import QueueSystem
 
 R = TypeVar("R")
+#: Seconds between two looks of `Receipt.watch` at a task run by another process.
+WATCH_EVERY = 0.25
 _SUCCEEDED = TaskState.SUCCEEDED
 _FAILURES: dict[TaskState, type[TaskFailed]] = {
     TaskState.CANCELLED: TaskCancelled,
@@ -124,6 +127,22 @@ class Receipt(Generic[R]):
         """
         return await self._system._status(self)
 
+    def watch(self, interval: float = WATCH_EVERY) -> AsyncIterator[TaskStatus]:
+        """Follow the task live: a new `TaskStatus` each time its state, attempts or
+        progress change, ending with the one that carries its outcome.
+
+        `async for status in receipt.watch(): print(status.progress)`. In the process that
+        runs the task it wakes at each publish of its progress; elsewhere it looks again
+        every `interval` seconds (and at once when the outcome comes). Leaving the loop
+        early (`break`) leaves nothing behind.
+
+        Raises:
+            UnknownTask: no task has this id (a receipt found by id; at the first step).
+            InvalidQueue: `interval` is not a number of seconds > 0.
+        """
+        seconds("interval", interval)
+        return _Watch(self, interval)
+
     async def cancel(self) -> bool:
         """Cancel the task: a pending one is never run, a running one is cancelled.
 
@@ -131,6 +150,35 @@ class Receipt(Generic[R]):
             True if this call cancelled it, False if it already had an outcome.
         """
         return await self._system._cancel(self)
+
+
+class _Watch:
+    """`Receipt.watch`'s iterator: a plain object, not an async generator, so that a loop
+    left early leaves no suspended frame for the garbage collector to finalize."""
+
+    __slots__ = ("_done", "_interval", "_receipt", "_seen")
+
+    def __init__(self, receipt: Receipt[Any], interval: float) -> None:
+        self._receipt = receipt
+        self._interval = interval
+        self._seen: tuple[Any, ...] | None = None
+        self._done = False
+
+    def __aiter__(self) -> _Watch:
+        return self
+
+    async def __anext__(self) -> TaskStatus:
+        receipt = self._receipt
+        while not self._done:
+            if self._seen is not None:
+                await receipt._system._wait_change(receipt, self._interval)
+            status = await receipt.status()
+            now = (status.state, status.attempts, status.progress)
+            self._done = status.state.final
+            if now != self._seen:
+                self._seen = now
+                return status
+        raise StopAsyncIteration
 
 
 def failure(task: Task, stage: str | None) -> TaskFailed:

@@ -15,6 +15,7 @@ from .brokers._contract import QueueInfo
 if TYPE_CHECKING:
     from actors import ActorRef, Mailbox
 
+    from ._observe import EndHook, SendHook, StartHook
     from ._queue import Queue
     from ._task import Task
 
@@ -60,7 +61,15 @@ class QueueRuntime:
         self.dead_lettered = 0
         self.cancelled = 0
         self.expired = 0
+        #: Tasks this process claimed again after an earlier delivery ended without an
+        #: outcome (a lease ran out: its process died or stalled).
+        self.reclaimed = 0
         self.latency = Latency()
+        # Observers' hooks (metrics, traces; see `_observe.py`). Empty unless one is
+        # registered: where they are called, an empty list costs one truthiness check.
+        self.sending: list[SendHook] = []
+        self.starting: list[StartHook] = []
+        self.ended: list[EndHook] = []
 
     def restarts(self) -> int:
         """Worker restarts so far (the pool's children's)."""

@@ -8,7 +8,7 @@ client serves every thread of a process (a threaded WSGI server's request thread
 from __future__ import annotations
 
 import atexit
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from functools import partial
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
@@ -19,7 +19,7 @@ from ._exceptions import QueueingError
 from ._libraries import current_library, not_in_asyncio
 from ._open import BROKER_TIMEOUT, connect_trio
 from ._queue import Pipeline, Queue
-from ._receipt import Receipt
+from ._receipt import WATCH_EVERY, Receipt
 from ._stats import QueueStats
 from ._system import QueueSystem
 from ._task import DeadLetter, TaskStatus
@@ -33,7 +33,8 @@ class SyncReceipt(Generic[R]):
     """A `Receipt` for synchronous code: the same members, each one blocking.
 
     `receipt.id`, `receipt.queue`, `receipt.done()`, `receipt.result(timeout=None)` (the
-    result, or `TaskFailed`, `ResultTimeout`...), `receipt.status()`, `receipt.cancel()`.
+    result, or `TaskFailed`, `ResultTimeout`...), `receipt.status()`, `receipt.watch()`,
+    `receipt.cancel()`.
     `SyncClient.submit()` and `SyncClient.receipt(id)` hand them out.
     """
 
@@ -83,6 +84,16 @@ class SyncReceipt(Generic[R]):
     def cancel(self) -> bool:
         """Cancel the task; True if this call cancelled it, False if it had an outcome."""
         return self._thread.call(self._inner.cancel)
+
+    def watch(self, interval: float = WATCH_EVERY) -> Iterator[TaskStatus]:
+        """Follow the task (`Receipt.watch`): a new `TaskStatus` at each change of its
+        state, attempts or progress, blocking in between; the last carries the outcome."""
+        steps = self._inner.watch(interval)
+        while True:
+            try:
+                yield self._thread.call(steps.__anext__)
+            except StopAsyncIteration:
+                return
 
 
 class SyncClient:

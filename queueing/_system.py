@@ -24,6 +24,7 @@ from ._exceptions import (
     UnknownTask,
 )
 from ._hints import DrainMeter, retry_after
+from ._observe import send_ended, send_started
 from ._pools import Actors
 from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
@@ -196,27 +197,36 @@ class QueueSystem:
                 raise
             return Receipt(run, self)
         task = engine.task(rt, payload, expires, key)
-        # In process, a ready task is accepted without a coroutine per call (the common
-        # case: there is room); anything else takes the general path, `Engine.accept`.
-        admission = self._accept_nowait(rt.info, task) if engine.nowait and not delay else _FULL
-        if admission is _ACCEPTED:
-            if not engine.accepted(rt, task, False):
-                await engine.deliver_later(rt, task)
-        elif admission is _FULL:
-            spec = rt.spec
-            try:
-                admission = await engine.accept(
-                    rt,
-                    task,
-                    spec.when_full,
-                    spec.full_timeout if timeout is None else timeout,
-                    delay,
-                )
-            except QueueFull as exc:
-                raise self._hint(exc) from None
-            except BrokerError as exc:
-                exc.unknown = [self._unknown_receipt(task.id)]
-                raise
+        observed = rt.sending  # observers' hooks (traces): an empty list by default
+        ends = send_started(rt, task) if observed else None
+        try:
+            # In process, a ready task is accepted without a coroutine per call (the common
+            # case: there is room); anything else takes the general path, `Engine.accept`.
+            admission = self._accept_nowait(rt.info, task) if engine.nowait and not delay else _FULL
+            if admission is _ACCEPTED:
+                if not engine.accepted(rt, task, False):
+                    await engine.deliver_later(rt, task)
+            elif admission is _FULL:
+                spec = rt.spec
+                try:
+                    admission = await engine.accept(
+                        rt,
+                        task,
+                        spec.when_full,
+                        spec.full_timeout if timeout is None else timeout,
+                        delay,
+                    )
+                except QueueFull as exc:
+                    raise self._hint(exc) from None
+                except BrokerError as exc:
+                    exc.unknown = [self._unknown_receipt(task.id)]
+                    raise
+        except BaseException as exc:
+            if observed:
+                send_ended(ends, exc)
+            raise
+        if observed:
+            send_ended(ends, None)
         if admission is _EXISTS:
             task = engine.existing(task)
         if _fastpath.due():
@@ -322,7 +332,10 @@ class QueueSystem:
                 if engine.stopping:
                     raise SystemStopping("the system is shutting down and accepts no new tasks")
                 sent = tasks
-                taken = await broker.accept_many(rt.info, tasks)
+                if rt.sending:
+                    taken = await self._accept_many_observed(rt, tasks)
+                else:
+                    taken = await broker.accept_many(rt.info, tasks)
                 for task in tasks[:taken]:
                     if not engine.accepted(rt, task, False):
                         await engine.deliver_later(rt, task)
@@ -349,6 +362,20 @@ class QueueSystem:
                 raise
         await _cancel_shielded_checkpoint()
         return accepted
+
+    async def _accept_many_observed(self, rt: QueueRuntime, tasks: list[Task]) -> int:
+        """`Broker.accept_many` with the observers' `sending` hooks around it, per task."""
+        ends = [send_started(rt, task) for task in tasks]
+        try:
+            taken = await self._broker.accept_many(rt.info, tasks)
+        except BaseException as exc:
+            for one in ends:
+                send_ended(one, exc)
+            raise
+        # Those not taken at once wait for room one by one (`Engine.accept`), outside.
+        for one in ends:
+            send_ended(one, None)
+        return taken
 
     def _unknown_receipt(self, task_id: str) -> Receipt[Any]:
         """The receipt of a task the broker may or may not have accepted: its first await
@@ -452,6 +479,7 @@ class QueueSystem:
                 task.error = record.error
                 if record.state.final:
                     self._results.deliver(record)
+        progress = await self._engine.progress.read(task)
         await _fastpath.checkpoint()
         return TaskStatus(
             id=task.id,
@@ -465,7 +493,28 @@ class QueueSystem:
             stage=self._stage_name(task)
             if task.state.final and task.state is not TaskState.SUCCEEDED
             else None,
+            progress=progress,
         )
+
+    async def _wait_change(self, receipt: Receipt[Any], timeout: float) -> None:
+        """Wait until the receipt's task may have changed (its outcome came, or progress
+        was published in this process), or `timeout` seconds."""
+        task = receipt._task
+        waiter = task._waiter
+        if waiter is None:
+            waiter = task._waiter = trio.Event()
+        if task.state.final:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+
+                async def first(wait: Any) -> None:
+                    await wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(first, waiter.wait)
+                nursery.start_soon(first, self._engine.progress.published.park)
 
     async def _cancel(self, receipt: Receipt[Any]) -> bool:
         if not receipt._checked:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import traceback
 from typing import Any
 
@@ -63,6 +64,30 @@ class ErrorInfo:
 
 
 @attrs.frozen
+class Progress:
+    """How far a task's handler says it got (`Worker.progress`), as last published.
+
+    `done` and `total` are the handler's own units (pages, bytes, rows); `total` is None
+    when the handler does not know it. `at` is the wall-clock time of the report. A
+    pipeline run's status carries the latest progress of its stage tasks, and `stage`
+    names the stage (queue) that reported it (None for a task of a queue).
+    """
+
+    done: float
+    total: float | None = None
+    note: str | None = None
+    at: float = 0.0
+    stage: str | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """`done / total`, within [0, 1]; None without a total."""
+        if not self.total:
+            return None
+        return min(1.0, max(0.0, self.done / self.total))
+
+
+@attrs.frozen
 class TaskStatus:
     """A snapshot of one task, as `receipt.status()` reports it."""
 
@@ -75,6 +100,8 @@ class TaskStatus:
     finished_at: float | None
     error: ErrorInfo | None
     stage: str | None = None
+    progress: Progress | None = None
+    """The last progress its handler reported and this process has seen (None: none)."""
 
 
 @attrs.frozen
@@ -106,7 +133,11 @@ class Task:
     - `state`, `result` (plain data), `error` (`ErrorInfo`), `finished_at` (wall clock):
       its outcome, once `state.final`;
     - `handle`: the broker's own, whatever it needs per task (a stream entry id, a row id,
-      a delivery tag); the engine never reads it.
+      a delivery tag); the engine never reads it;
+    - `trace`: the submitter's trace context (W3C `traceparent`/`tracestate` as a dict of
+      strings) when tracing is on, for a broker to carry with the task; `progress`: the
+      handler's last `Progress`. Both are set only when used (read them with `trace_of`
+      and `progress_of`): a task that uses neither costs nothing more.
 
     Tasks of a pipeline are `PipelineTask`s. Attributes starting with `_` belong to the
     engine (who waits for the outcome, the cancel scope of the run): brokers leave them
@@ -128,11 +159,17 @@ class Task:
         "handle",
         "id",
         "payload",
+        "progress",
         "queue",
         "result",
         "state",
         "submitted_at",
+        "trace",
     )
+
+    # Slots set only when used (never in __init__): see `trace_of`, `progress_of`.
+    trace: dict[str, str] | None
+    progress: Progress | None
 
     # The pipeline fields, with their values for a task outside any pipeline (see
     # PipelineTask, which has slots for them).
@@ -186,6 +223,72 @@ class Task:
         self.result = result
         self.error = error
         self.finished_at = now
+
+
+def trace_of(task: Task) -> dict[str, str] | None:
+    """The trace context a task carries, if any (see `Task`)."""
+    return getattr(task, "trace", None)
+
+
+#: Entries, and characters of one key or value, a carried trace context may have (W3C
+#: `traceparent` is 55 characters; `tracestate` at most 512).
+MAX_TRACE_ENTRIES = 4
+MAX_TRACE_CHARS = 512
+
+
+def parse_trace(value: Any) -> dict[str, str] | None:
+    """A trace context read back from storage, if it is one (a dict of a few short
+    strings); anything else is dropped, never an error: tracing is advisory."""
+    if not isinstance(value, dict) or not value or len(value) > MAX_TRACE_ENTRIES:
+        return None
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            return None
+        if len(key) > MAX_TRACE_CHARS or len(item) > MAX_TRACE_CHARS:
+            return None
+    return value
+
+
+#: Characters of a stored progress note read back (`Worker.progress` writes fewer).
+MAX_NOTE_READ = 4096
+
+
+def progress_doc(progress: Progress) -> dict[str, Any]:
+    """A progress as plain data, for a broker to store."""
+    doc = {"done": progress.done, "total": progress.total, "note": progress.note, "at": progress.at}
+    if progress.stage is not None:
+        doc["stage"] = progress.stage
+    return doc
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def progress_from_doc(doc: Any) -> Progress | None:
+    """A progress read back from storage, if it is one (leniently: anyone could have
+    written there); None if it is not."""
+    if not isinstance(doc, dict):
+        return None
+    done = _finite(doc.get("done"))
+    if done is None:
+        return None
+    note = doc.get("note")
+    stage = doc.get("stage")
+    return Progress(
+        done,
+        _finite(doc.get("total")),
+        note[:MAX_NOTE_READ] if isinstance(note, str) else None,
+        _finite(doc.get("at")) or 0.0,
+        stage[:MAX_NOTE_READ] if isinstance(stage, str) else None,
+    )
+
+
+def progress_of(task: Task) -> Progress | None:
+    """The last progress recorded on a task's record, if any (see `Task`)."""
+    return getattr(task, "progress", None)
 
 
 class PipelineTask(Task):

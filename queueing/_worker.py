@@ -16,6 +16,8 @@ from ._asyncio import ASYNCIO_METHODS, bridge, explain
 from ._convert import AS_ANY
 from ._engine import PLAIN_RESULTS
 from ._exceptions import InvalidQueue, PayloadError, QueueingError
+from ._logs import current_worker
+from ._progress import checked
 from ._task import ErrorInfo, Task, TaskState
 
 if TYPE_CHECKING:
@@ -92,6 +94,31 @@ class Worker(Actor, Generic[P, R]):
         """Which attempt of the current task this is (1 for the first)."""
         return self._task.attempts if self._task is not None else 0
 
+    def progress(self, done: float, total: float | None = None, note: str | None = None) -> None:
+        """Report how far the current task got: its receipt's `status().progress` and
+        `watch()` see it, in this process and in any other.
+
+        Cheap and safe in a tight loop: only the latest report is kept, and published at
+        most every few tenths of a second (from a sync handler's thread too).
+
+        Args:
+            done: how much is done, in the handler's own units (pages, bytes, rows).
+            total: how much there is in all, if known.
+            note: a short word on where it stands ("resizing", a file name).
+
+        Raises:
+            QueueingError: called while no task is being handled (outside `handle`).
+            TypeError, ValueError: an argument a report cannot carry (the message says).
+        """
+        task = self._task
+        if task is None:
+            raise QueueingError(
+                f"{type(self).__name__}.progress() reports on the task being handled: call "
+                "it from handle()"
+            )
+        checked(done, total, note)
+        self._engine.progress.report(self._queue.info, task, done, total, note)
+
     async def receive(self, message: Any) -> Any:
         log.warning("worker %r ignored a %s message", self.name, type(message).__name__)
 
@@ -110,6 +137,7 @@ class Worker(Actor, Generic[P, R]):
         """
         rt = self._queue
         engine = self._engine
+        current_worker.set(self)  # for TaskFields, in this trio task (set once per worker)
         try:
             while not self.stopping:
                 with trio.CancelScope() as scope:
@@ -157,6 +185,8 @@ class Worker(Actor, Generic[P, R]):
         settle_nowait = engine.broker.settle_nowait
         settled = engine.settled
         info = rt.info
+        starting = rt.starting  # observers' hooks (see _observe.py): empty lists by default
+        ended = rt.ended
         since = 0
         while not self._stop:
             try:
@@ -193,6 +223,9 @@ class Worker(Actor, Generic[P, R]):
             rt.in_flight += 1
             if task.run is not None:
                 engine.stage_started(task)
+            if starting:
+                for begin in starting:
+                    begin(task)
             failure: Exception | None = None
             result: Any = None
             try:
@@ -205,7 +238,10 @@ class Worker(Actor, Generic[P, R]):
                     result = await trio.to_thread.run_sync(
                         handle, payload, limiter=limiter, abandon_on_cancel=True
                     )
-            except fatal:
+            except fatal as exc:
+                if ended:
+                    for hook in ended:
+                        hook(task, now, exc)
                 if task.run is not None:
                     engine.stage_stopped(task)
                 rt.in_flight -= 1
@@ -216,7 +252,10 @@ class Worker(Actor, Generic[P, R]):
                 raise
             except Exception as exc:  # a PayloadError too: told apart below
                 failure = explain(exc)
-            except BaseException:
+            except BaseException as exc:
+                if ended:
+                    for hook in ended:
+                        hook(task, now, exc)
                 if task.run is not None:
                     engine.stage_stopped(task)
                 rt.in_flight -= 1
@@ -228,27 +267,32 @@ class Worker(Actor, Generic[P, R]):
             task._scope = None
             if timeout is not None:
                 scope.deadline = math.inf
-            if task.state is not _RUNNING:
-                pass  # cancelled through its receipt: the outcome is recorded already
-            elif failure is None:
-                if (
-                    nowait
-                    and task.run is None
-                    and type(result) in PLAIN_RESULTS
-                    and (result_as_is is AS_ANY or type(result) is result_as_is)
-                ):
-                    # Engine.succeeded's common case, without a coroutine per call (in
-                    # process; a test runs both ways on the same results).
-                    if settle_nowait(info, task, _SUCCEEDED, result):
-                        settled(rt, task)
+            try:
+                if task.state is not _RUNNING:
+                    pass  # cancelled through its receipt: the outcome is recorded already
+                elif failure is None:
+                    if (
+                        nowait
+                        and task.run is None
+                        and type(result) in PLAIN_RESULTS
+                        and (result_as_is is AS_ANY or type(result) is result_as_is)
+                    ):
+                        # Engine.succeeded's common case, without a coroutine per call (in
+                        # process; a test runs both ways on the same results).
+                        if settle_nowait(info, task, _SUCCEEDED, result):
+                            settled(rt, task)
+                    else:
+                        await engine.succeeded(rt, task, result)
+                elif type(failure) is PayloadError:
+                    # The payload does not structure as the handler's type: no retry helps.
+                    error = ErrorInfo.from_exception(failure)
+                    await engine.dead_letter(rt, task, TaskState.DEAD_LETTERED, error)
                 else:
-                    await engine.succeeded(rt, task, result)
-            elif type(failure) is PayloadError:
-                # The payload does not structure as the handler's type: no retry can help.
-                error = ErrorInfo.from_exception(failure)
-                await engine.dead_letter(rt, task, TaskState.DEAD_LETTERED, error)
-            else:
-                await engine.failed(rt, task, failure)
+                    await engine.failed(rt, task, failure)
+            finally:
+                if ended:  # after the outcome: a pipeline's next stage was sent within it
+                    for hook in ended:
+                        hook(task, now, failure)
             since += 1
             if since >= BATCH:
                 since = 0

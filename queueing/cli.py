@@ -19,6 +19,7 @@ import trio
 
 from . import _cli_dashboards as dashboards
 from . import _cli_render as show
+from ._cli_observe import observed
 from ._cli_targets import Concurrency, describe, load
 from ._exceptions import QueueingError, ResultTimeout, TaskFailed
 from ._open import connect_trio as connect
@@ -100,6 +101,23 @@ def main() -> None:
 )
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True)
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (the metrics extra).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address the metrics are served on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Trace tasks with OpenTelemetry's global tracer provider (the otel extra).",
+)
+@click.option(
     "--dashboard-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -113,6 +131,9 @@ def worker(
     broker: str | None,
     concurrency: tuple[str, ...],
     shutdown_timeout: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    otel: bool,
     dashboard_port: int | None,
     host: str,
     token: str | None,
@@ -123,9 +144,8 @@ def worker(
     broker = _broker_url(broker)
     settings = Concurrency.parse(concurrency)
     specs = settings.apply(load(target))
-    main_fn = (
-        None if dashboard_port is None else dashboards.worker_main(host, dashboard_port, token)
-    )
+    then = None if dashboard_port is None else dashboards.worker_main(host, dashboard_port, token)
+    main_fn = observed(metrics_port, metrics_host, otel, then)
     click.echo(f"queueing worker: serving {describe(specs)} on {broker.split('@')[-1]}", err=True)
     try:
         run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout, main=main_fn)

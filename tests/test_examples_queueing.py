@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import sqlite3
@@ -55,6 +56,8 @@ def test_quickstart_thumbnails_every_page_and_retries_the_injected_faults(
     assert faults > 0
     assert number(out, "Retries") == faults
     assert "Accepted at once; first receipt id:" in out
+    # The bar followed the handlers' progress reports, not only the outcomes.
+    assert number(out, "Progress updates") >= pages
 
     # The stats table: every stage saw every page, and only the thumbnail stage retried.
     for stage, retried in (("render", 0), ("thumbnail", faults), ("record", 0)):
@@ -127,6 +130,31 @@ def test_crawler_rides_out_the_outage_and_stores_every_page(tmp_path: Path) -> N
     check_crawl(out, tmp_path / "pages.sqlite3")
 
 
+def test_observability_shows_progress_metrics_traces_logs_and_the_dashboard() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning:__main__", "examples/observability.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    out = proc.stdout
+    assert re.search(r"^Metrics:  http://127\.0\.0\.1:\d+/metrics$", out, re.MULTILINE)
+    assert re.search(r"^Dashboard: http://127\.0\.0\.1:\d+/", out, re.MULTILINE)
+    watched = re.findall(r"^Watching: \S+ running\s+(\d+)/10 ", out, re.MULTILINE)
+    assert len(watched) >= 2, out  # progress seen on the way, not only at the end
+    assert re.search(r"^Watching: \S+ succeeded 10/10 pass 10$", out, re.MULTILINE)
+    assert 'Scraped:  queueing_tasks_total{outcome="succeeded",queue="resize"} 8.0' in out
+    assert "Trace:    send resize (producer)\nTrace:      process resize (consumer)" in out
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line["logger"] == "resizer"]
+    assert len(mine) == 8
+    assert all(line["queue"] == "resize" and line["attempt"] == 1 for line in mine)
+    assert len({line["task_id"] for line in mine}) == 8
+
+
 def test_the_example_tests_of_the_crawlers_queues_pass() -> None:
     # As a user runs them; the plugin comes with the installed package (its entry point),
     # named here only for an install made before the entry point existed.
@@ -165,6 +193,7 @@ DOC_PAGES = [
     "docs/concepts/retries.md",
     "docs/concepts/pipelines.md",
     "docs/how-to/dashboards.md",
+    "docs/concepts/observability.md",
 ]
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 

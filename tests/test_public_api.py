@@ -98,6 +98,7 @@ QUEUEING_DOCUMENTED = [
     "PayloadError",
     "PayloadTooLarge",
     "Pipeline",
+    "Progress",
     "Queue",
     "QueueFull",
     "QueueStats",
@@ -113,6 +114,7 @@ QUEUEING_DOCUMENTED = [
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
+    "TaskFields",
     "TaskLost",
     "TaskState",
     "TaskStatus",
@@ -155,4 +157,4 @@ def test_a_receipt_shows_no_internal_attributes() -> None:
     import queueing
 
     public = {name for name in dir(queueing.Receipt) if not name.startswith("_")}
-    assert public == {"id", "queue", "done", "result", "status", "cancel"}
+    assert public == {"id", "queue", "done", "result", "status", "watch", "cancel"}

@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState
+from .._task import DeadLetter, ErrorInfo, PipelineTask, Progress, Task, TaskState
 
 
 def queue_of(task_id: str) -> str:
@@ -276,6 +276,37 @@ class Broker(abc.ABC):
         `failed`, `retried`, `dead_lettered`, `cancelled`, `expired` it keeps (those it
         does not keep are left out). None: figures are only this process's (the default)."""
         return None
+
+    def figures_nowait(self, queue: str) -> dict[str, int] | None:
+        """By in-process brokers: the figures of `queue` that only the broker knows
+        (`dead_letters`: how many it keeps), without waiting, for metrics read at any
+        moment. None (the default): a shared broker's come from `figures`."""
+        return None
+
+    # -- progress (optional) ----------------------------------------------------------------
+
+    async def store_progress(
+        self, queue: QueueInfo, updates: Sequence[tuple[Task, Progress]]
+    ) -> None:
+        """Keep the latest progress of tasks of `queue` this process runs (a batch: the
+        engine coalesces a handler's reports), replacing what was kept for each; kept as
+        long as the task's outcome is (the queue's `result_ttl`) or longer, and bounded.
+        Best effort: a `BrokerError` loses this batch only (the next report goes again).
+
+        The default does not store progress: `Worker.progress` then reaches only the
+        receipts of this process."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not store task progress (Broker.store_progress): "
+            "receipts in other processes do not see it; use a broker that does (memory://, "
+            "sqlite://, redis://)"
+        )
+
+    async def read_progress(self, task_ids: Collection[str]) -> dict[str, Progress]:
+        """The latest stored progress of those of `task_ids` that have any (a task that
+        never reported, or whose progress is no longer kept, is left out)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not store task progress (Broker.read_progress)"
+        )
 
     async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:  # noqa: B027
         """Publish the pipelines a serving process runs (name: its stage queues, in order),

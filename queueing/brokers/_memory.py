@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from .._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState
+from .._task import DeadLetter, ErrorInfo, PipelineTask, Progress, Task, TaskState, progress_of
 from ._contract import Admission, Broker, QueueInfo, RunStore
 
 _wall = time.time
@@ -337,6 +337,32 @@ class MemoryBroker(Broker):
 
     async def outstanding(self, queue: str) -> int:
         return self._queues[queue].outstanding
+
+    # -- progress --------------------------------------------------------------------------
+
+    async def store_progress(
+        self, queue: QueueInfo, updates: Sequence[tuple[Task, Progress]]
+    ) -> None:
+        # On the record itself (the one the engine holds, in process): it goes with it.
+        for task, progress in updates:
+            record = self._tasks.get(task.id, task)
+            record.progress = progress
+            task.progress = progress
+        await trio.lowlevel.checkpoint()
+
+    async def read_progress(self, task_ids: Collection[str]) -> dict[str, Progress]:
+        found = {}
+        for task_id in task_ids:
+            record = self.lookup_nowait(task_id)
+            progress = progress_of(record) if record is not None else None
+            if progress is not None:
+                found[task_id] = progress
+        await trio.lowlevel.checkpoint()
+        return found
+
+    def figures_nowait(self, queue: str) -> dict[str, int]:
+        """The queue's figures that only the broker knows: `dead_letters` kept."""
+        return {"dead_letters": len(self._queues[queue].dead)}
 
     async def abandon(self, reason: str) -> list[Task]:
         error = ErrorInfo("SystemStopping", reason)

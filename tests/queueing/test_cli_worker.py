@@ -5,6 +5,7 @@ private Redis in tests/redis/test_cli_tasks.py.)"""
 from __future__ import annotations
 
 import secrets
+import socket
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,16 @@ def test_a_target_that_is_no_queue_is_a_clear_error(module: str, attr: str, mess
     done = worker(f"{module}:{attr}")
     assert done.exit_code == 2, done.output
     assert message in " ".join(done.output.split())
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(module: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = f"sqlite:///{tmp_path}/q.db"
+        arguments = ["worker", module, "--broker", broker, "--metrics-port", str(port)]
+        result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 1, result.output
+    assert f"Error: --metrics-port {port}: cannot listen on 127.0.0.1: " in result.output
+    assert "Address already in use" in result.output

@@ -137,3 +137,19 @@ async def test_an_unknown_scheme_lists_sqlite_among_the_brokers() -> None:
     with pytest.raises(InvalidQueue, match="sqlite:///"):
         async with open_system(echo, broker="mysql://x"):
             pass
+
+
+async def test_a_version_1_file_is_migrated_and_its_tasks_still_run(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    async with connect(f"sqlite:///{path}", echo) as client:
+        waiting = (await client.submit("echo", 41)).id
+    # Back to what version 1 made: no progress nor trace columns.
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE tasks DROP COLUMN progress")
+        conn.execute("ALTER TABLE tasks DROP COLUMN trace")
+        conn.execute("PRAGMA user_version=1")
+    conn.close()
+    async with open_system(echo, broker=f"sqlite:///{path}") as system:
+        assert await system.receipt(waiting).result(timeout=10) == 41
+    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+    assert {"progress", "trace"} <= {row[1] for row in query(path, "PRAGMA table_info(tasks)")}

@@ -34,9 +34,10 @@ from typing import Any
 import trio
 
 from ..._exceptions import BrokerError
-from ..._task import DeadLetter, ErrorInfo, Task, TaskState
+from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState
 from .._contract import Admission, Broker, QueueInfo
 from ..redis import _keys as k
+from ..redis._progress import ProgressStore
 from ._broker_url import BrokerURL, parse, safe, seconds
 from ._holds import Holds
 from ._rabbit import Rabbit
@@ -122,6 +123,7 @@ class RabbitMQBroker(Broker):
         self._upkeep = Upkeep(self)
         self.runs = RabbitMQRuns(self._calls, keys, self._store, self._reads, self._accept_at)
         self._holds = Holds(self._rabbit, self._store, self._acks, self.nonce)
+        self._progress = ProgressStore(self._calls, keys)  # in the results store
         self._queues: dict[str, QueueInfo] = {}
         self._serve = False
 
@@ -271,3 +273,13 @@ class RabbitMQBroker(Broker):
         ready = {queue: await self._rabbit.ready_count(queue)}
         found: dict[str, int] | None = (await self._admin.status_with(ready))["queues"].get(queue)
         return found
+
+    # -- progress (in the results store, as the Redis broker keeps it) ----------------------
+
+    async def store_progress(
+        self, queue: QueueInfo, updates: Sequence[tuple[Task, Progress]]
+    ) -> None:
+        await self._progress.store(queue, updates)
+
+    async def read_progress(self, task_ids: Collection[str]) -> dict[str, Progress]:
+        return await self._progress.read(task_ids)

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from ..._exceptions import BrokerError
-from ..._task import DeadLetter, ErrorInfo, Task, TaskState
+from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState
 from .._contract import Admission, Broker, QueueInfo
 from . import _keys as k
 from ._admin import Admin
@@ -28,6 +28,7 @@ from ._consumer import Consumer
 from ._leases import Leases
 from ._losses import Losses
 from ._outcomes import Outcomes
+from ._progress import ProgressStore
 from ._receipts import Receipts
 from ._room import Room
 from ._runs import RedisRuns
@@ -134,6 +135,7 @@ class RedisBroker(Broker):
             self._calls, keys, self._batch, self._accept_at, self._receipts.starting
         )
         self._outcomes.runs = self.runs
+        self._progress = ProgressStore(self._calls, keys)
 
     def __repr__(self) -> str:
         return f"<RedisBroker {safe_url(self.url)} prefix={self.prefix!r}>"
@@ -281,6 +283,16 @@ class RedisBroker(Broker):
 
     async def figures(self, queue: str) -> dict[str, int] | None:
         return await self._calls.retrying("figures", lambda: self._admin.figures(queue))
+
+    # -- progress (_progress.py) -------------------------------------------------------------
+
+    async def store_progress(
+        self, queue: QueueInfo, updates: Sequence[tuple[Task, Progress]]
+    ) -> None:
+        await self._progress.store(queue, updates)
+
+    async def read_progress(self, task_ids: Collection[str]) -> dict[str, Progress]:
+        return await self._progress.read(task_ids)
 
     async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:
         await self._admin.declare_pipelines(pipelines)

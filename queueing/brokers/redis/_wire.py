@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState
+from ..._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState, parse_trace, trace_of
 from .._contract import queue_of
 from . import _keys as k
 
@@ -46,6 +46,9 @@ def encode_envelope(task: Task) -> str:
     }
     if isinstance(task, PipelineTask) and task.run is not None:
         doc.update(run=task.run, route=task.route, stage=task.stage, path=list(task.path))
+    trace = trace_of(task)
+    if trace:
+        doc["trace"] = trace  # the submitter's trace context (tracing on)
     return dumps(doc)
 
 
@@ -132,6 +135,8 @@ def decode_envelope(fields: Mapping[str, Any], queue: str, max_bytes: int) -> Ta
         task = Task(task_id, queue, doc["payload"], submitted_at, expires_at)
     task.attempts = attempts
     task.first_started = _number(doc, "first_started", optional=True)
+    if "trace" in doc:
+        task.trace = parse_trace(doc["trace"])
     if queue_of(task_id) != queue:  # its record would be under another queue's keys
         raise BadEntry(f"task id {task_id!r} does not name the queue {queue!r} (<queue>:<unique>)")
     return task

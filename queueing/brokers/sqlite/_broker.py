@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 
 from ..._exceptions import BrokerError
-from ..._task import DeadLetter, ErrorInfo, Task, TaskState
+from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, progress_doc
 from .._contract import Admission, Broker, QueueInfo, queue_of
-from . import _admin, _ops, _runs
+from . import _admin, _ops, _progress, _runs
 from ._records import STATES, dumps, error_of, error_text, letter_of, letter_text, loads, task_row
 from ._settings import parse_url
 from ._writer import Writer
@@ -353,6 +353,20 @@ class SqliteBroker(Broker):
 
     async def outstanding(self, queue: str) -> int:
         return int(await self.writer.call(_ops.outstanding, queue, write=False))
+
+    # -- progress (_progress.py) -------------------------------------------------------------
+
+    async def store_progress(
+        self, queue: QueueInfo, updates: Sequence[tuple[Task, Progress]]
+    ) -> None:
+        items = [(task.id, dumps(progress_doc(progress))) for task, progress in updates]
+        await self.writer.send(_progress.store, items)
+
+    async def read_progress(self, task_ids: Collection[str]) -> dict[str, Progress]:
+        found: dict[str, Progress] = await self.writer.call(
+            _progress.read, list(task_ids), write=False
+        )
+        return found
 
     async def status(self) -> dict[str, Any]:
         """Every queue in the file (counts by state, outcome counters, dead letters) and

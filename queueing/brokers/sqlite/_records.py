@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from ..._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState
+from ..._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState, parse_trace, trace_of
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
@@ -22,7 +22,7 @@ STATES = {state.value: state for state in TaskState}
 #: The columns a record is made from, in `record()`'s order.
 COLUMNS = (
     "id, queue, state, payload, submitted_at, expires_at, attempts, deliveries, "
-    "first_started, result, error, finished_at, run, route, stage, path, fanned"
+    "first_started, result, error, finished_at, run, route, stage, path, fanned, trace"
 )
 
 
@@ -93,13 +93,19 @@ def task_row(task: Task) -> tuple[Any, ...]:
         task.route,
         task.stage,
         path_text(task.path),
+        _trace_text(task),
     )
+
+
+def _trace_text(task: Task) -> str | None:
+    trace = trace_of(task)
+    return _dumps(trace) if trace else None
 
 
 INSERT_TASK = (
     "INSERT OR IGNORE INTO tasks (id, queue, state, avail_at, payload, submitted_at, "
-    "expires_at, attempts, first_started, run, route, stage, path) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "expires_at, attempts, first_started, run, route, stage, path, trace) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -123,6 +129,7 @@ def record(row: Any, payload: bool = True) -> Task:
         stage,
         path,
         fanned,
+        trace,
     ) = row
     data = loads(payload_text) if payload else None
     task: Task
@@ -149,6 +156,8 @@ def record(row: Any, payload: bool = True) -> Task:
         task.result = loads(result)
     task.error = error_of(error)
     task.finished_at = finished_at
+    if trace is not None:
+        task.trace = parse_trace(loads(trace))
     return task
 
 

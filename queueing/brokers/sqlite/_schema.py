@@ -19,6 +19,9 @@ Tables:
   a stage task run twice repeats them harmlessly);
 - `processes`: the processes using the file, with a heartbeat (for `status`);
 - `meta`: counters: `settled` orders outcomes for `wait_settled`.
+
+A task's row also keeps its latest progress (JSON, replaced at each publish) and the trace
+context it carries (JSON, written once at accept), since version 2.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ..._exceptions import BrokerError
 from ._settings import Settings
 
 #: The schema this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE queues (
@@ -111,9 +114,16 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES ('settled', 0);
 """
 
+# Version 2: a task's latest progress (`Worker.progress`) and the trace context it carries.
+_V2 = """
+ALTER TABLE tasks ADD COLUMN progress TEXT;
+ALTER TABLE tasks ADD COLUMN trace TEXT;
+"""
+
 #: MIGRATIONS[n] takes a file from version n to n + 1 (0: a new, empty file).
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _script(conn, _V1),
+    lambda conn: _script(conn, _V2),
 ]
 
 

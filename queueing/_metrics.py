@@ -1,0 +1,391 @@
+"""Prometheus metrics of a queue system, with prometheus-client (the `metrics` extra).
+
+Counters and gauges are read from the system's own figures when Prometheus scrapes (the
+engine counts them anyway: nothing more per task). The two histograms are observed per
+attempt through an `ended` hook (`_observe.py`) into plain lists of bucket counts, and
+exposed as Prometheus histograms at scrape time: cheaper per task than a
+`prometheus_client.Histogram` (a lock per observation); bench/observe_bench.py measures
+the cost.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from ._exceptions import QueueingError
+from ._observe import Hooks, add_hooks
+from ._task import Task
+
+if TYPE_CHECKING:
+    from ._runtime import QueueRuntime
+    from ._system import QueueSystem
+
+#: Upper bounds (seconds) of the histograms' buckets, unless `register(buckets=...)`.
+BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+#: The outcomes of `queueing_tasks_total`, and the `QueueStats` field each is read from.
+OUTCOMES = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "dead_lettered": "dead_lettered",
+    "cancelled": "cancelled",
+    "expired": "expired",
+}
+
+
+class Histogram:
+    """Bucket counts and a sum, observed from the event loop (no lock: one thread writes;
+    a scrape from another thread copies the counts first)."""
+
+    __slots__ = ("bounds", "counts", "sums")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = list(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sums = [0.0]  # a list: the meter's hook adds to it without an attribute
+
+    @property
+    def sum(self) -> float:
+        return self.sums[0]
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sums[0] += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts by upper bound, as Prometheus exposes them."""
+        counts = list(self.counts)
+        total = 0
+        result = []
+        for bound, count in zip([*self.bounds, math.inf], counts, strict=True):
+            total += count
+            result.append(("+Inf" if math.isinf(bound) else repr(float(bound)), float(total)))
+        return result
+
+
+def meter(
+    clock: Callable[[], float], duration: Histogram, wait: Histogram
+) -> Callable[[Task, float, BaseException | None], None]:
+    """One queue's `ended` hook, feeding its two histograms. `Histogram.observe` inlined,
+    with everything it reads in closure cells: this runs once per task. A value within
+    the first bucket takes one comparison instead of a search: the tasks for which the
+    search would weigh (the shortest) are the ones that land there."""
+    bounds = duration.bounds
+    first = bounds[0]
+    durations, duration_sum = duration.counts, duration.sums
+    waits, wait_sum = wait.counts, wait.sums
+    where = bisect.bisect_left
+
+    def ended(task: Task, started: float, error: BaseException | None) -> None:
+        value = clock() - started
+        if value <= first:
+            durations[0] += 1
+        else:
+            durations[where(bounds, value)] += 1
+        duration_sum[0] += value
+        if task.attempts == 1:
+            # From the submit (or a pipeline's hand-over) to the first start; the clocks
+            # of two machines may disagree a little: never below zero.
+            value = started - task._born
+            if value <= first:
+                if value < 0.0:
+                    value = 0.0
+                waits[0] += 1
+            else:
+                waits[where(bounds, value)] += 1
+            wait_sum[0] += value
+
+    return ended
+
+
+class QueueMetrics(Collector):
+    """The Prometheus collector of one `QueueSystem` (see `register`).
+
+    Metrics, each labelled with `queue`:
+
+    - `queueing_tasks_total{queue,outcome}` (counter): tasks that reached an outcome
+      (`succeeded`, `failed`, `dead_lettered`, `cancelled`, `expired`);
+    - `queueing_tasks_submitted_total` (counter): tasks accepted;
+    - `queueing_task_duration_seconds` (histogram): each attempt, from its start to its
+      outcome handed to the broker (a retry's attempts count one each);
+    - `queueing_queue_wait_seconds` (histogram): from the submit (or a pipeline's hand-over
+      from the previous stage) to the first attempt's start;
+    - `queueing_tasks_in_progress` (gauge): attempts running in this process now;
+    - `queueing_queue_depth` (gauge): tasks waiting (ready, or scheduled for a retry or a
+      delay), over every process of a shared broker;
+    - `queueing_retries_total` (counter): failed attempts scheduled to run again;
+    - `queueing_dead_letters` (gauge): dead letters kept now;
+    - `queueing_worker_restarts_total` (counter): workers restarted by their supervisor;
+    - `queueing_lease_reclaims_total` (counter): tasks this process took over after the
+      lease of an earlier delivery ran out (its process died or stalled);
+    - `queueing_workers` (gauge): workers this process runs.
+
+    Counts are this process's in a system that serves queues (each worker process exposes
+    its own: sum them); in a `connect()` client they are every process's, as the broker
+    keeps them. `queueing_queue_depth` and `queueing_dead_letters` are the queue's own,
+    the same from every process (take the max, not the sum).
+    """
+
+    def __init__(
+        self, system: QueueSystem, buckets: Sequence[float] = BUCKETS, histograms: bool = True
+    ) -> None:
+        bounds = sorted(float(b) for b in buckets if not math.isinf(b))
+        if not bounds or any(b <= 0 for b in bounds) or len(set(bounds)) != len(bounds):
+            raise QueueingError(
+                f"buckets must be distinct positive numbers of seconds, got {list(buckets)!r}"
+            )
+        self.system = system
+        clock = system._engine.clock
+        #: Per queue: the histograms of durations and of waits.
+        self._histograms: dict[str, tuple[Histogram, Histogram]] = {}
+
+        def hooks(rt: QueueRuntime) -> Hooks:
+            duration, wait = self._histograms[rt.name] = (Histogram(bounds), Histogram(bounds))
+            return Hooks(ended=meter(clock, duration, wait))
+
+        self._unhook: Callable[[], None] | None = (
+            add_hooks(system._runtimes, hooks) if histograms else None
+        )
+        self._registries: list[CollectorRegistry] = []
+
+    def close(self) -> None:
+        """Stop observing, and leave every registry it was registered in."""
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
+        for registry in self._registries:
+            registry.unregister(self)
+        self._registries.clear()
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self.system.stats())
+
+    def _families(self, stats: dict[str, Any]) -> Iterator[Metric]:
+        system = self.system
+        runtimes = system._runtimes
+        tasks = CounterMetricFamily(
+            "queueing_tasks", "Tasks that reached an outcome.", labels=["queue", "outcome"]
+        )
+        submitted = CounterMetricFamily(
+            "queueing_tasks_submitted", "Tasks accepted.", labels=["queue"]
+        )
+        duration = HistogramMetricFamily(
+            "queueing_task_duration_seconds",
+            "Attempts, from their start to their outcome.",
+            labels=["queue"],
+        )
+        wait = HistogramMetricFamily(
+            "queueing_queue_wait_seconds",
+            "Time from the submit to the first attempt's start.",
+            labels=["queue"],
+        )
+        in_progress = GaugeMetricFamily(
+            "queueing_tasks_in_progress", "Attempts running in this process.", labels=["queue"]
+        )
+        depth = GaugeMetricFamily(
+            "queueing_queue_depth",
+            "Tasks waiting: ready, or scheduled for a retry or a delay.",
+            labels=["queue"],
+        )
+        retries = CounterMetricFamily(
+            "queueing_retries", "Failed attempts scheduled to run again.", labels=["queue"]
+        )
+        dead = GaugeMetricFamily("queueing_dead_letters", "Dead letters kept.", labels=["queue"])
+        restarts = CounterMetricFamily(
+            "queueing_worker_restarts", "Workers restarted by their supervisor.", labels=["queue"]
+        )
+        reclaims = CounterMetricFamily(
+            "queueing_lease_reclaims",
+            "Tasks taken over after the lease of an earlier delivery ran out.",
+            labels=["queue"],
+        )
+        workers = GaugeMetricFamily(
+            "queueing_workers", "Workers this process runs.", labels=["queue"]
+        )
+        for name, figures in stats.items():
+            rt = runtimes[name]
+            for outcome, field in OUTCOMES.items():
+                tasks.add_metric([name, outcome], getattr(figures, field))
+            submitted.add_metric([name], figures.submitted)
+            histograms = self._histograms.get(name)
+            if histograms is not None:
+                duration.add_metric([name], histograms[0].buckets(), histograms[0].sum)
+                wait.add_metric([name], histograms[1].buckets(), histograms[1].sum)
+            in_progress.add_metric([name], rt.in_flight)
+            depth.add_metric([name], figures.depth)
+            retries.add_metric([name], figures.retried)
+            letters = self._dead_letters(name)
+            if letters is not None:
+                dead.add_metric([name], letters)
+            restarts.add_metric([name], figures.restarts)
+            reclaims.add_metric([name], rt.reclaimed)
+            workers.add_metric([name], rt.spec.workers if system._serving else 0)
+        yield from (tasks, submitted, duration, wait, in_progress, depth, retries, dead)
+        yield from (restarts, reclaims, workers)
+
+    def _dead_letters(self, queue: str) -> int | None:
+        system = self.system
+        figures = system._broker.figures_nowait(queue) or system._remote.get(queue) or {}
+        letters = figures.get("dead_letters")
+        return None if letters is None else int(letters)
+
+
+def register(
+    system: QueueSystem,
+    registry: CollectorRegistry | None = None,
+    *,
+    buckets: Sequence[float] = BUCKETS,
+    histograms: bool = True,
+) -> QueueMetrics:
+    """Collect the system's metrics into `registry` (default: prometheus-client's global
+    `REGISTRY`); returns the collector (`close()` takes it out again).
+
+    Args:
+        system: a running system (`open_system`, `run_system`'s `main`, `connect`).
+        registry: where to register; a user's own registry embeds the metrics in an app
+            that serves them itself (`prometheus_client.generate_latest(registry)`).
+        buckets: upper bounds in seconds of the two histograms' buckets.
+        histograms: False leaves out the two histograms: every other metric is read from
+            the system's own figures at scrape time, so nothing is done per task (the
+            histograms cost a little per task: see bench/observe_bench.py).
+
+    Raises:
+        QueueingError: the buckets are not distinct positive numbers.
+        ValueError: the registry has metrics of these names already (prometheus-client's
+            refusal: register a system once per registry).
+    """
+    collector = QueueMetrics(system, buckets, histograms)
+    target = REGISTRY if registry is None else registry
+    try:
+        target.register(collector)
+    except BaseException:
+        collector.close()
+        raise
+    collector._registries.append(target)
+    return collector
+
+
+# -- serving over HTTP -----------------------------------------------------------------------
+
+#: The longest request head read (bytes), and the seconds a client gets to send it.
+MAX_REQUEST = 8192
+REQUEST_TIMEOUT = 10.0
+#: Scrapes served at once (more wait for a slot).
+MAX_SCRAPES = 8
+
+
+async def serve(
+    port: int,
+    host: str = "127.0.0.1",
+    registry: CollectorRegistry | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `registry` (default: prometheus-client's `REGISTRY`) over HTTP at
+    `http://host:port/metrics` until cancelled, in the caller's nursery: `port =
+    await nursery.start(serve, 9464)` (port 0: any free port; the bound one is returned;
+    `nursery.start(serve, 9464, "0.0.0.0", registry)` for another address or registry).
+
+    Read-only (GET or HEAD of `/metrics` or `/`; anything else is a 404), one response per
+    connection, in the format the scraper asks for (`Accept`: OpenMetrics or text).
+
+    Raises:
+        OSError: the address cannot be bound (in use, not local).
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    await serve_listeners(listeners, registry, task_status=task_status)
+
+
+async def serve_listeners(
+    listeners: list[trio.SocketListener],
+    registry: CollectorRegistry | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`serve` on listeners bound already (a caller that reports a failure to bind its
+    own way); `task_status` gets the first one's port."""
+    target = REGISTRY if registry is None else registry
+    slots = trio.CapacityLimiter(MAX_SCRAPES)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        async with slots, stream:
+            with trio.move_on_after(REQUEST_TIMEOUT):
+                await _answer(stream, target)
+
+    bound = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, listeners)
+        task_status.started(int(bound))
+
+
+async def _answer(stream: trio.SocketStream, registry: CollectorRegistry) -> None:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        if len(head) > MAX_REQUEST:
+            await stream.send_all(_response(431, b"request head too large\n", "text/plain"))
+            return
+        chunk = await stream.receive_some(MAX_REQUEST)
+        if not chunk:
+            return
+        head += chunk
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
+        await stream.send_all(_response(405, b"only GET and HEAD\n", "text/plain"))
+        return
+    path = parts[1].split("?", 1)[0]
+    if path not in ("/metrics", "/"):
+        await stream.send_all(_response(404, b"not found: try /metrics\n", "text/plain"))
+        return
+    accept = ""
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "accept":
+            accept = value.strip()
+    encoder, content_type = choose_encoder(accept)
+    body = encoder(registry)
+    await stream.send_all(_response(200, body, content_type, head_only=parts[0] == "HEAD"))
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}
+
+
+def _response(status: int, body: bytes, content_type: str, head_only: bool = False) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
+    return head if head_only else head + body

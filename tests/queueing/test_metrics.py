@@ -1,0 +1,227 @@
+"""Prometheus metrics (`queueing.metrics`) of an in-process system: names, types, labels,
+values, and the HTTP endpoint that serves them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from queueing_helpers import outcome_of
+from tenacity import stop_after_attempt, wait_fixed
+
+from queueing import (
+    Queue,
+    QueueingError,
+    RetryPolicy,
+    TaskFailed,
+    Transient,
+    Worker,
+    metrics,
+    open_system,
+)
+
+#: Every metric family, with its type (the documented list: docs/concepts/observability.md).
+FAMILIES = {
+    "queueing_tasks": "counter",
+    "queueing_tasks_submitted": "counter",
+    "queueing_task_duration_seconds": "histogram",
+    "queueing_queue_wait_seconds": "histogram",
+    "queueing_tasks_in_progress": "gauge",
+    "queueing_queue_depth": "gauge",
+    "queueing_retries": "counter",
+    "queueing_dead_letters": "gauge",
+    "queueing_worker_restarts": "counter",
+    "queueing_lease_reclaims": "counter",
+    "queueing_workers": "gauge",
+}
+
+
+class Job(Worker):
+    """`{"sleep": s}` sleeps; `{"fail": "transient"}` fails with Transient (retried);
+    `{"fail": "value"}` with ValueError (not retried)."""
+
+    async def handle(self, job: dict[str, Any]) -> str:
+        await trio.sleep(job.get("sleep", 0))
+        if job.get("fail") == "transient":
+            raise Transient("try again")
+        if job.get("fail") == "value":
+            raise ValueError("bad job")
+        return "ok"
+
+
+def jobs(workers: int = 1) -> Queue:
+    retry = RetryPolicy(stop=stop_after_attempt(3), wait=wait_fixed(1))
+    return Queue("jobs", Job, workers=workers, retry=retry)
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape: (name, sorted labels) -> value."""
+    text = generate_latest(registry).decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(scraped: dict[Any, float], name: str, **labels: str) -> float:
+    return scraped[(name, tuple(sorted({"queue": "jobs", **labels}.items())))]
+
+
+async def test_every_family_is_exposed_with_its_type(autojump_clock: Any) -> None:
+    registry = CollectorRegistry()
+    async with open_system(jobs()) as system:
+        metrics.register(system, registry)
+        await (await system.submit("jobs", {}))
+        text = generate_latest(registry).decode()
+    types = {family.name: family.type for family in text_string_to_metric_families(text)}
+    assert types == FAMILIES
+
+
+async def test_outcomes_retries_and_dead_letters_are_counted(autojump_clock: Any) -> None:
+    registry = CollectorRegistry()
+    async with open_system(jobs(workers=2)) as system:
+        metrics.register(system, registry)
+        receipts = [
+            await system.submit("jobs", job)
+            for job in ({}, {}, {"fail": "transient"}, {"fail": "value"})
+        ]
+        outcomes = [await outcome_of(receipt) for receipt in receipts]
+        scraped = samples(registry)
+    assert [type(outcome) for outcome in outcomes] == [str, str, TaskFailed, TaskFailed]
+    assert value(scraped, "queueing_tasks_total", outcome="succeeded") == 2
+    assert value(scraped, "queueing_tasks_total", outcome="failed") == 1  # ValueError
+    assert value(scraped, "queueing_tasks_total", outcome="dead_lettered") == 1  # 3 attempts
+    assert value(scraped, "queueing_tasks_total", outcome="cancelled") == 0
+    assert value(scraped, "queueing_tasks_submitted_total") == 4
+    assert value(scraped, "queueing_retries_total") == 2
+    assert value(scraped, "queueing_dead_letters") == 2  # FAILED and DEAD_LETTERED are kept
+    assert value(scraped, "queueing_workers") == 2
+    # 2 + 3 + 1 attempts; 4 first attempts waited in the queue.
+    assert value(scraped, "queueing_task_duration_seconds_count") == 6
+    assert value(scraped, "queueing_queue_wait_seconds_count") == 4
+
+
+async def test_histograms_measure_attempts_and_waits(autojump_clock: Any) -> None:
+    registry = CollectorRegistry()
+    async with open_system(jobs(workers=1)) as system:
+        metrics.register(system, registry)
+        # One worker: the second task waits 0.3 s for the first, then runs 0.02 s.
+        first = await system.submit("jobs", {"sleep": 0.3})
+        second = await system.submit("jobs", {"sleep": 0.02})
+        await first
+        await second
+        scraped = samples(registry)
+
+    def bucket(name: str, le: str) -> float:
+        return value(scraped, f"{name}_bucket", le=le)
+
+    assert bucket("queueing_task_duration_seconds", "0.01") == 0
+    assert bucket("queueing_task_duration_seconds", "0.025") == 1
+    assert bucket("queueing_task_duration_seconds", "0.25") == 1
+    assert bucket("queueing_task_duration_seconds", "0.5") == 2
+    assert bucket("queueing_task_duration_seconds", "+Inf") == 2
+    assert value(scraped, "queueing_task_duration_seconds_sum") == pytest.approx(0.32)
+    assert bucket("queueing_queue_wait_seconds", "0.001") == 1  # the first: at once
+    assert bucket("queueing_queue_wait_seconds", "0.25") == 1
+    assert bucket("queueing_queue_wait_seconds", "0.5") == 2
+    assert value(scraped, "queueing_queue_wait_seconds_sum") == pytest.approx(0.3)
+
+
+async def test_gauges_show_the_queue_as_it_is_now(autojump_clock: Any) -> None:
+    registry = CollectorRegistry()
+    async with open_system(jobs(workers=2)) as system:
+        metrics.register(system, registry)
+        receipts = [await system.submit("jobs", {"sleep": 10}) for _ in range(5)]
+        await trio.sleep(1)
+        busy = samples(registry)
+        for receipt in receipts:
+            await receipt
+        idle = samples(registry)
+    assert (value(busy, "queueing_tasks_in_progress"), value(busy, "queueing_queue_depth")) == (
+        2,
+        3,
+    )
+    assert (value(idle, "queueing_tasks_in_progress"), value(idle, "queueing_queue_depth")) == (
+        0,
+        0,
+    )
+
+
+class Crashy(Worker):
+    fatal = (ConnectionResetError,)
+
+    async def handle(self, crashes: int) -> str:
+        if self.attempt == 1 and crashes:
+            raise ConnectionResetError("the worker's connection broke")
+        return "ok"
+
+
+async def test_worker_restarts_are_counted(autojump_clock: Any) -> None:
+    registry = CollectorRegistry()
+    async with open_system(Queue("crashy", Crashy)) as system:
+        metrics.register(system, registry)
+        assert await (await system.submit("crashy", 1)) == "ok"
+        scraped = samples(registry)
+    assert scraped[("queueing_worker_restarts_total", (("queue", "crashy"),))] == 1
+    assert scraped[("queueing_lease_reclaims_total", (("queue", "crashy"),))] == 0
+
+
+async def test_close_leaves_the_registry_and_stops_observing(autojump_clock: Any) -> None:
+    registry = CollectorRegistry()
+    async with open_system(jobs()) as system:
+        collector = metrics.register(system, registry)
+        collector.close()
+        await (await system.submit("jobs", {}))
+        assert b"queueing_" not in generate_latest(registry)
+        again = metrics.register(system, registry)  # a fresh start: observes from now on
+        await (await system.submit("jobs", {}))
+        scraped = samples(registry)
+        again.close()
+    assert value(scraped, "queueing_task_duration_seconds_count") == 1
+    assert value(scraped, "queueing_tasks_total", outcome="succeeded") == 2  # the system's
+
+
+async def test_one_registry_takes_a_system_once(autojump_clock: Any) -> None:
+    registry = CollectorRegistry()
+    async with open_system(jobs()) as system:
+        metrics.register(system, registry)
+        with pytest.raises(ValueError, match="Duplicated timeseries"):
+            metrics.register(system, registry)
+
+
+async def test_buckets_must_be_positive_and_distinct(autojump_clock: Any) -> None:
+    async with open_system(jobs()) as system:
+        for buckets in ((), (0.0, 1.0), (1.0, 1.0)):
+            with pytest.raises(QueueingError, match="buckets must be distinct positive"):
+                metrics.register(system, CollectorRegistry(), buckets=buckets)
+
+
+async def test_the_http_endpoint_serves_the_registry() -> None:
+    # Real time: a real socket.
+    registry = CollectorRegistry()
+    async with open_system(jobs()) as system, trio.open_nursery() as nursery:
+        metrics.register(system, registry)
+        await (await system.submit("jobs", {}))
+        port = await nursery.start(metrics.serve, 0, "127.0.0.1", registry)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            scrape = await client.get("/metrics")
+            openmetrics = await client.get(
+                "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+            )
+            head = await client.head("/metrics")
+            missing = await client.get("/nothing")
+            posted = await client.post("/metrics")
+        nursery.cancel_scope.cancel()
+    assert scrape.status_code == 200
+    assert scrape.headers["content-type"].startswith("text/plain")
+    assert 'queueing_tasks_total{outcome="succeeded",queue="jobs"} 1.0' in scrape.text
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.rstrip().endswith("# EOF")
+    assert (head.status_code, head.content) == (200, b"")
+    assert int(head.headers["content-length"]) > 0
+    assert (missing.status_code, posted.status_code) == (404, 405)
