@@ -59,6 +59,8 @@ class Receipt(Generic[R]):
         return self._task.queue
 
     def __repr__(self) -> str:
+        if not self._checked:  # found by id: its state is the broker's, read at first await
+            return f"<Receipt {self._task.id} (not looked up yet)>"
         return f"<Receipt {self._task.id} {self._task.state.value}>"
 
     def __eq__(self, other: object) -> bool:

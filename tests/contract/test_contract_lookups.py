@@ -108,3 +108,34 @@ async def test_stats_count_the_outcomes_after_drain(
     assert stats.finished == 5
     # Not asserted: the gauges (outstanding, depth, in_flight). The docs do not promise
     # they are fresh the moment drain() returns, and a broker may read them from a cache.
+
+
+async def test_a_connected_client_sees_the_figures_of_every_process(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    from contract_workers import SETTLE
+
+    from queueing import InvalidQueue, connect
+
+    if broker == "memory://":  # nothing to connect to: the queues live in one process
+        with pytest.raises(InvalidQueue, match="needs a shared broker"):
+            async with connect(broker):
+                pass
+        return
+    async with serve(broker, Queue("double", Double, workers=2)) as system:
+        receipts = await system.submit_many("double", range(5))
+        for receipt in receipts:
+            await outcome_of(receipt)
+        async with connect(broker) as client:
+            found = client.receipt(receipts[0].id)
+            assert repr(found) == f"<Receipt {receipts[0].id} (not looked up yet)>"
+            assert await outcome_of(found) == 0
+            assert repr(found) == f"<Receipt {receipts[0].id} succeeded>"
+            assert found.queue == "double"
+            # It submitted nothing: what it shows comes from the broker (refreshed now
+            # and then, as `queueing status` reads it).
+            with trio.fail_after(WAIT):
+                while client.stats()["double"].succeeded < 5:  # noqa: ASYNC110 (a poll)
+                    await trio.sleep(SETTLE)
+            stats = client.stats()["double"]
+    assert (stats.submitted, stats.succeeded, stats.failed, stats.outstanding) == (5, 5, 0, 0)

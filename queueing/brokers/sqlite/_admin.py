@@ -81,6 +81,32 @@ def cleanup(tx: Tx, rows: int) -> int:
     return int(deleted)
 
 
+#: The outcome counters a queue's row keeps (`figures`, `status`).
+COUNTERS = ("submitted", "succeeded", "failed", "retried", "dead_lettered", "cancelled", "expired")
+
+
+def figures(tx: Tx, name: str) -> dict[str, int] | None:
+    """One queue's figures over every process (see `Broker.figures`); None: not declared."""
+    row = tx.execute(
+        f"SELECT outstanding, {', '.join(COUNTERS)} FROM queues WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        return None
+    found = dict(zip(("outstanding", *COUNTERS), row, strict=True))
+    (found["scheduled"],) = tx.execute(
+        "SELECT count(*) FROM tasks WHERE queue = ? AND avail_at IS NOT NULL "
+        "AND state = 'scheduled'",
+        (name,),
+    ).fetchone()
+    (found["in_flight"],) = tx.execute(
+        "SELECT count(*) FROM tasks WHERE queue = ? AND lease_until IS NOT NULL", (name,)
+    ).fetchone()
+    (found["dead_letters"],) = tx.execute(
+        "SELECT count(*) FROM dead_letters WHERE queue = ?", (name,)
+    ).fetchone()
+    return found
+
+
 def status(tx: Tx) -> dict[str, Any]:
     """Queues (counts by state, outcome counters) and the live processes, for `status`."""
     queues: dict[str, dict[str, Any]] = {}

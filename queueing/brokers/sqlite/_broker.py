@@ -368,6 +368,10 @@ class SqliteBroker(Broker):
         )
         return found
 
+    async def figures(self, queue: str) -> dict[str, int] | None:
+        found: dict[str, int] | None = await self.writer.call(_admin.figures, queue, write=False)
+        return found
+
     async def status(self) -> dict[str, Any]:
         """Every queue in the file (counts by state, outcome counters, dead letters) and
         the serving processes seen lately, as plain data (`queueing status`)."""
