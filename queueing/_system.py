@@ -388,18 +388,16 @@ class QueueSystem:
     def receipt(self, task_id: str) -> Receipt[Any]:
         """The receipt of a task submitted earlier (by anyone), while its result is kept.
 
-        With an in-process broker an unknown id raises at once; with a shared broker the
-        lookup is made at the receipt's first await (`result()`, `status()`).
-
-        Raises:
-            UnknownTask: no such task, or its result's TTL ran out.
+        The same on every broker: this never raises; an id no task has (or whose outcome
+        is no longer kept) raises `UnknownTask` at the receipt's first await (`result()`,
+        `status()`, `cancel()`, `await`), where a shared broker is asked.
         """
         broker = self._broker
         if not broker.shared:
             task = broker.lookup_nowait(task_id)
-            if task is None:
-                raise self._unknown(task_id)
-            return Receipt(task, self)
+            if task is not None:
+                return Receipt(task, self)
+            return Receipt(Task(task_id, queue_of(task_id), None, 0.0), self, checked=False)
         mine = self._results.watched(task_id)
         if mine is not None:
             return Receipt(mine, self)

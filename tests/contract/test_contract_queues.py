@@ -153,5 +153,5 @@ async def test_an_outcome_is_forgotten_after_its_result_ttl(
         receipt = await system.submit("gated", "brief")
         assert await outcome_of(receipt) == "brief"
         await trio.sleep(RESULT_TTL + SETTLE)
-        with pytest.raises(UnknownTask):  # at system.receipt(), or at its first await
+        with pytest.raises(UnknownTask):  # at the receipt's first await
             await _status_by_id(system, receipt.id)

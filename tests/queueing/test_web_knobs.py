@@ -88,13 +88,13 @@ async def test_an_expired_id_is_told_apart_from_a_wrong_one(autojump_clock: Any)
         await receipt
         await trio.sleep(11)
         with pytest.raises(UnknownTask, match="no longer kept") as gone:
-            system.receipt(receipt.id)
+            await system.receipt(receipt.id)
         assert gone.value.expired is True
         with pytest.raises(UnknownTask, match="never gave it out") as wrong:
-            system.receipt("quick:0123456789-1")
+            await system.receipt("quick:0123456789-1").status()
         assert wrong.value.expired is False
         with pytest.raises(UnknownTask, match="names queue 'nope'") as other:
-            system.receipt("nope:0123456789-1")
+            await system.receipt("nope:0123456789-1").result()
         assert other.value.expired is False
 
 
@@ -104,7 +104,7 @@ async def test_an_id_pushed_out_by_max_results_reads_as_expired(autojump_clock: 
         for receipt in receipts:
             await receipt
         with pytest.raises(UnknownTask) as gone:
-            system.receipt(receipts[0].id)
+            await system.receipt(receipts[0].id)
         assert gone.value.expired is True
 
 
@@ -114,5 +114,5 @@ async def test_a_keys_task_cannot_be_told_apart(autojump_clock: Any) -> None:
         await receipt
         await trio.sleep(11)
         with pytest.raises(UnknownTask, match="wrong or its result expired") as unknown:
-            system.receipt(receipt.id)
+            await system.receipt(receipt.id).cancel()
         assert unknown.value.expired is None
