@@ -80,8 +80,7 @@ class Schedule:
                 "name such as 'UTC' or 'Europe/Paris')"
             ) from exc
         if self.cron is not None:
-            from croniter import croniter  # type: ignore[import-untyped]
-
+            croniter = _croniter(self.name)
             if not isinstance(self.cron, str) or not croniter.is_valid(self.cron):
                 raise InvalidQueue(
                     f"Schedule({self.name!r}): {self.cron!r} is not a cron expression "
@@ -93,8 +92,7 @@ class Schedule:
         """The first tick strictly after `after` (wall-clock seconds)."""
         if self.every is not None:
             return (math.floor(after / self.every) + 1) * self.every
-        from croniter import croniter
-
+        croniter = _croniter(self.name)
         assert self.cron is not None
         start = datetime.fromtimestamp(after, self._zone)
         return float(croniter(self.cron, start).get_next(float))
@@ -161,3 +159,15 @@ class _WallClock:
             self._anchor()
             elapsed = 0.0
         return self.wall + elapsed
+
+
+def _croniter(name: str) -> Any:
+    """The cron expression parser (the `cron` extra), or a clear error without it."""
+    try:
+        from croniter import croniter  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise InvalidQueue(
+            f"Schedule({name!r}, cron=...) needs the croniter package: "
+            "pip install 'trio-queueing[cron]' (or use every= seconds)"
+        ) from exc
+    return croniter
