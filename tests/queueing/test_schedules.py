@@ -95,3 +95,14 @@ async def test_a_schedule_for_an_unknown_queue_is_refused() -> None:
     with pytest.raises(InvalidQueue, match="not a queue or pipeline of this system"):
         async with open_system(log_queue(seen), Schedule("s", queue="nope", every=1)):
             pass
+
+
+def test_a_cron_schedule_without_croniter_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "croniter", None)  # as if not installed
+    with pytest.raises(InvalidQueue, match=r"pip install 'trio-queueing\[cron\]'"):
+        Schedule("nightly", queue="reports", cron="0 3 * * *", payload="x")
+    Schedule("often", queue="reports", every=60, payload="x")  # every= needs nothing
