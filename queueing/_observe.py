@@ -21,6 +21,10 @@ observes nothing pays nothing more per task (bench/observe_bench.py measures it)
   started at.
 
 Hooks must be quick and must not raise: they run on the per-task path.
+
+Timings (the metrics' two histograms) skip the hook call: a queue's runtime may hold one
+`Timings`, whose lists the worker loop appends each attempt's duration and each first
+wait to itself, and whose owner folds them (`Timings.fold`) when they grow long.
 """
 
 from __future__ import annotations
@@ -37,6 +41,36 @@ if TYPE_CHECKING:
     from ._runtime import QueueRuntime
 
 SentHook = Callable[[BaseException | None], None]
+
+#: Observations a `Timings` list holds before the worker loop asks its owner to fold them.
+PENDING = 4096
+
+
+class Timings:
+    """Where the worker loop records, per attempt, its duration (broker-clock seconds from
+    its start to its outcome handed to the broker, as the `ended` hooks see it) and, for a
+    first attempt, its wait (from the submit to the start; never below zero). `fold()`
+    (the owner's) empties the lists; the loop calls it once a list holds `PENDING`."""
+
+    __slots__ = ("durations", "fold", "waits")
+
+    def __init__(
+        self, durations: list[float], waits: list[float], fold: Callable[[], None]
+    ) -> None:
+        self.durations = durations
+        self.waits = waits
+        self.fold = fold
+
+    def record(self, task: Task, started: float, now: float) -> None:
+        """One attempt (the worker loop inlines this on its common path)."""
+        self.durations.append(now - started)
+        if task.attempts == 1:
+            waited = started - task._born
+            self.waits.append(waited if waited > 0.0 else 0.0)
+        if len(self.durations) >= PENDING or len(self.waits) >= PENDING:
+            self.fold()
+
+
 SendHook = Callable[[Task], SentHook | None]
 StartHook = Callable[[Task], None]
 EndHook = Callable[[Task, float, BaseException | None], None]

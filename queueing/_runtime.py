@@ -15,7 +15,7 @@ from .brokers._contract import QueueInfo
 if TYPE_CHECKING:
     from actors import ActorRef, Mailbox
 
-    from ._observe import EndHook, SendHook, StartHook
+    from ._observe import EndHook, SendHook, StartHook, Timings
     from ._queue import Queue
     from ._task import Task
 
@@ -70,6 +70,8 @@ class QueueRuntime:
         self.sending: list[SendHook] = []
         self.starting: list[StartHook] = []
         self.ended: list[EndHook] = []
+        #: The metrics' histograms' observations, recorded by the worker loop itself.
+        self.timings: Timings | None = None
 
     def restarts(self) -> int:
         """Worker restarts so far (the pool's children's)."""

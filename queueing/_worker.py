@@ -17,6 +17,7 @@ from ._convert import AS_ANY
 from ._engine import PLAIN_RESULTS
 from ._exceptions import InvalidQueue, PayloadError, QueueingError
 from ._logs import current_worker
+from ._observe import PENDING
 from ._progress import checked
 from ._task import ErrorInfo, Task, TaskState
 
@@ -192,6 +193,11 @@ class Worker(Actor, Generic[P, R]):
             try:
                 task = get_nowait()
             except trio.WouldBlock:
+                timings = rt.timings
+                if timings is not None and (
+                    len(timings.durations) >= PENDING or len(timings.waits) >= PENDING
+                ):
+                    timings.fold()
                 task = await buffer.get()  # idle: this is the worker's pull
                 since = 0
             if task.state is not _PENDING:
@@ -242,6 +248,8 @@ class Worker(Actor, Generic[P, R]):
                 if ended:
                     for hook in ended:
                         hook(task, now, exc)
+                if rt.timings is not None:
+                    rt.timings.record(task, now, clock())
                 if task.run is not None:
                     engine.stage_stopped(task)
                 rt.in_flight -= 1
@@ -256,6 +264,8 @@ class Worker(Actor, Generic[P, R]):
                 if ended:
                     for hook in ended:
                         hook(task, now, exc)
+                if rt.timings is not None:
+                    rt.timings.record(task, now, clock())
                 if task.run is not None:
                     engine.stage_stopped(task)
                 rt.in_flight -= 1
@@ -293,7 +303,18 @@ class Worker(Actor, Generic[P, R]):
                 if ended:  # after the outcome: a pipeline's next stage was sent within it
                     for hook in ended:
                         hook(task, now, failure)
+                timings = rt.timings
+                if timings is not None:  # Timings.record, inlined: once per task
+                    timings.durations.append(clock() - now)
+                    if task.attempts == 1:
+                        waited = now - task._born
+                        timings.waits.append(waited if waited > 0.0 else 0.0)
             since += 1
             if since >= BATCH:
                 since = 0
+                timings = rt.timings
+                if timings is not None and (
+                    len(timings.durations) >= PENDING or len(timings.waits) >= PENDING
+                ):
+                    timings.fold()
                 await trio.lowlevel.checkpoint()

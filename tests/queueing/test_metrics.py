@@ -132,6 +132,32 @@ async def test_histograms_measure_attempts_and_waits(autojump_clock: Any) -> Non
     assert value(scraped, "queueing_queue_wait_seconds_sum") == pytest.approx(0.3)
 
 
+async def test_histograms_keep_every_observation_across_scrapes_and_folds(
+    autojump_clock: Any,
+) -> None:
+    # More attempts than a histogram keeps unfolded (metrics.PENDING-ish), scraped midway
+    # and at the end: every attempt is counted once, in its bucket, and in the sum.
+    registry = CollectorRegistry()
+    n = 5_000
+    async with open_system(jobs(workers=8)) as system:
+        metrics.register(system, registry)
+        receipts = await system.submit_many("jobs", [{"sleep": 0.02}] * 2_000)
+        for receipt in receipts:
+            await receipt
+        midway = samples(registry)
+        receipts = await system.submit_many("jobs", [{"sleep": 0.02}] * (n - 2_000))
+        for receipt in receipts:
+            await receipt
+        scraped = samples(registry)
+
+    assert value(midway, "queueing_task_duration_seconds_count") == 2_000
+    assert value(scraped, "queueing_task_duration_seconds_count") == n
+    assert value(scraped, "queueing_task_duration_seconds_bucket", le="0.01") == 0
+    assert value(scraped, "queueing_task_duration_seconds_bucket", le="0.025") == n
+    assert value(scraped, "queueing_task_duration_seconds_sum") == pytest.approx(0.02 * n)
+    assert value(scraped, "queueing_queue_wait_seconds_count") == n
+
+
 async def test_gauges_show_the_queue_as_it_is_now(autojump_clock: Any) -> None:
     registry = CollectorRegistry()
     async with open_system(jobs(workers=2)) as system:
@@ -184,6 +210,20 @@ async def test_close_leaves_the_registry_and_stops_observing(autojump_clock: Any
         again.close()
     assert value(scraped, "queueing_task_duration_seconds_count") == 1
     assert value(scraped, "queueing_tasks_total", outcome="succeeded") == 2  # the system's
+
+
+async def test_two_registries_of_one_system_both_see_every_attempt(autojump_clock: Any) -> None:
+    first, second = CollectorRegistry(), CollectorRegistry()
+    async with open_system(jobs()) as system:
+        one = metrics.register(system, first)
+        metrics.register(system, second)
+        await (await system.submit("jobs", {"sleep": 0.02}))
+        one.close()  # the other goes on observing
+        await (await system.submit("jobs", {"sleep": 0.02}))
+        scraped = samples(second)
+    assert value(scraped, "queueing_task_duration_seconds_count") == 2
+    assert value(scraped, "queueing_task_duration_seconds_bucket", le="0.025") == 2
+    assert value(scraped, "queueing_queue_wait_seconds_count") == 2
 
 
 async def test_one_registry_takes_a_system_once(autojump_clock: Any) -> None:
