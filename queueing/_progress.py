@@ -73,6 +73,9 @@ class ProgressBoard:
         #: Unparked at each publish (watchers of this process).
         self.published = trio.lowlevel.ParkingLot()
         self._unsupported = False
+        # One publish at a time, in order (trio's Lock is fair): a task's earlier report,
+        # taken by the publisher and still on its way, never lands after its last one.
+        self._publishing = trio.Lock()
 
     def report(
         self, queue: QueueInfo, task: Task, done: float, total: float | None, note: str | None
@@ -108,6 +111,12 @@ class ProgressBoard:
             await trio.sleep(PUBLISH_EVERY)
 
     async def publish(
+        self, batch: dict[str, tuple[QueueInfo, Task, float, float | None, str | None, float]]
+    ) -> None:
+        async with self._publishing:
+            await self._publish(batch)
+
+    async def _publish(
         self, batch: dict[str, tuple[QueueInfo, Task, float, float | None, str | None, float]]
     ) -> None:
         by_queue: dict[str, tuple[QueueInfo, list[tuple[Task, Progress]]]] = {}
@@ -152,6 +161,11 @@ class ProgressBoard:
             entry = self._pending.pop(task.id, None)
         if entry is not None:
             await self.publish({task.id: entry})
+        elif self._publishing.locked():
+            # A publish under way may carry this task's last report: the outcome waits
+            # until it has landed.
+            async with self._publishing:
+                pass
 
     async def read(self, task: Task) -> Progress | None:
         """The latest progress of `task` this process knows (a receipt's status): a report

@@ -243,3 +243,42 @@ async def test_a_worker_serves_its_metrics_and_its_dashboard_together(
     assert "queueing_workers" in scrape.text
     assert page.status_code == 200
     assert process.returncode == 0, logs_of(tmp_path)
+
+
+async def test_a_slow_earlier_progress_write_never_lands_after_the_last(redis_url: str) -> None:
+    # The first progress write to Redis is slowed down (0.5 s) while the handler reports
+    # again and returns: the outcome waits for that write, then the last report is
+    # written, so the stored progress is the last report (it was "half" now and then).
+    from queueing.brokers.redis import RedisBroker
+
+    broker = RedisBroker(redis_url)
+    store = broker.store_progress
+    writes = 0
+
+    async def slow_first(queue: Any, updates: Any) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 1:
+            await trio.sleep(0.5)
+        await store(queue, updates)
+
+    broker.store_progress = slow_first  # type: ignore[method-assign]
+
+    class TwoReports(Worker):
+        async def handle(self, steps: int) -> int:
+            self.progress(2, steps, note="half")
+            await trio.sleep(0.05)  # the publisher takes "half" and starts writing it
+            self.progress(steps, steps, note="all")
+            return steps
+
+    async with open_system(Queue("two-reports", TwoReports), broker=broker) as system:
+        receipt = await system.submit("two-reports", 4)
+        assert await receipt == 4
+        at_outcome = (await receipt.status()).progress
+        await trio.sleep(1.0)
+        later = (await system.receipt(receipt.id).status()).progress
+    assert writes >= 2
+    assert at_outcome is not None
+    assert at_outcome.note == "all"
+    assert later is not None
+    assert later.note == "all"
