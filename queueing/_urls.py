@@ -9,7 +9,15 @@ from .brokers._contract import Broker
 from .brokers._memory import MemoryBroker
 
 #: The schemes of the Redis broker.
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
 #: The scheme of the SQLite broker (a file shared by the processes of one machine).
 SQLITE_SCHEME = "sqlite"
 #: The schemes of the RabbitMQ broker.
