@@ -179,6 +179,28 @@ class Cluster:
                 found.append((fields[0], port, slots))
         return found
 
+    def owner(self, slot: int) -> tuple[str, int]:
+        """(node id, port) of the master that serves `slot`."""
+        for line in cli(self.live().port, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for span in fields[8:]:
+                if span.startswith("["):
+                    continue
+                low, _, high = span.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return fields[0], int(fields[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def replica_of(self, master_id: str) -> int:
+        """The port of a replica of the master `master_id`."""
+        for line in cli(self.live().port, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if fields[3] == master_id and "fail" not in fields[2]:
+                return int(fields[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"master {master_id} has no replica")
+
     def node(self, port: int) -> Node:
         return next(node for node in self.nodes if node.port == port)
 
@@ -248,3 +270,22 @@ class Sentinels:
         for node in [*self.sentinels, self.replica, self.master]:
             node.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _crc16(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def slot_of(key: str) -> int:
+    """The Redis Cluster slot of a key (its hash tag's, if it has one)."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start >= 0 and end > start + 1:
+        key = key[start + 1 : end]
+    return _crc16(key.encode()) % 16384

@@ -73,6 +73,15 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ce.ConnectionError,
+        # A Redis Cluster or a Sentinel set-up in the middle of a failover or a slot
+        # migration: the same call goes through once the new master answers.
+        ce.ClusterDownError,
+        ce.ClusterError,
+        ce.TryAgainError,
+        ce.AskError,
+        ce.UnblockedError,
+        ce.ReadOnlyError,
+        ce.SentinelError,
         OSError,
         TimeoutError,
         trio.BrokenResourceError,

@@ -7,6 +7,7 @@ to the node that owns that slot and follows its MOVED and ASK redirections.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,7 +72,20 @@ async def _cluster(servers: Servers, connect_timeout: float) -> AsyncIterator[An
         max_connections_per_node=True,
         **_auth(servers),
     )
-    async with client:
+    async with contextlib.AsyncExitStack() as stack:
+        # The cluster client discovers the nodes as it opens: errors here are errors of
+        # the URL or of the network.
+        nodes = ", ".join(f"{host}:{port}" for host, port in servers.nodes)
+        # (Each node's connection has `connect_timeout`; a deadline around this would
+        # interleave with the client's own task group.)
+        try:
+            await stack.enter_async_context(client)
+        except Exception as exc:
+            raise BrokerError(
+                f"cannot use the Redis Cluster at {nodes}: {type(exc).__name__}: {exc} "
+                "(check the seed nodes, the password or ACL user, and rediss+cluster:// for "
+                "TLS)"
+            ) from exc
         yield client
 
 

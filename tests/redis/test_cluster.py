@@ -1,0 +1,175 @@
+"""Redis Cluster (`redis+cluster://`): the URL, and a queue that goes on through a slot
+migration and a master failover mid-run (no task lost, duplicates only of tasks in flight).
+
+The broker contract runs on the cluster too (tests/contract, id `cluster`)."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+from redis_topologies import cli, slot_of
+
+from queueing import BrokerError, Queue, Receipt, Worker, open_system
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
+
+TASKS = 600
+WORKERS = 4
+RUNS: collections.Counter[int] = collections.Counter()
+#: Set once a third of the tasks ran (the moment to disturb the cluster).
+THIRD: list[trio.Event] = []
+
+
+class Record(Worker):
+    async def handle(self, number: int) -> int:
+        RUNS[number] += 1
+        if THIRD and len(RUNS) >= TASKS // 3:
+            THIRD[-1].set()
+        await trio.sleep(0.002)
+        return 2 * number
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+cluster://127.0.0.1:notaport", "not a number"),
+        ("redis+cluster://127.0.0.1:70000", "out of range"),
+        ("redis+cluster://:7000", "no host"),
+        ("redis+cluster://127.0.0.1:7000/3", "only database 0"),
+        ("redis+sentinel://127.0.0.1:26379", "names the service"),
+        ("redis+sentinel://127.0.0.1:26379/", "names the service"),
+    ],
+)
+async def test_a_malformed_cluster_or_sentinel_url_says_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(BrokerError, match=says):
+        async with open_system(Queue("q", Record), broker=url):
+            pass
+
+
+async def test_an_unreachable_cluster_is_a_clear_broker_error() -> None:
+    from redis_topologies import _free_port
+
+    from queueing.brokers.redis import RedisBroker
+
+    broker = RedisBroker(f"redis+cluster://127.0.0.1:{_free_port()}", connect_timeout=1)
+    with pytest.raises(BrokerError, match=r"127\.0\.0\.1"):
+        async with open_system(Queue("q", Record), broker=broker):
+            pass
+
+
+async def test_queues_on_every_master_share_one_client(redis_cluster: Any) -> None:
+    """Queues whose slots live on different masters: one client submits to all of them and
+    waits for all their receipts (one notice reader per queue)."""
+    prefix = "spread"
+    names: dict[int, str] = {}
+    masters = {port for _, port, _ in redis_cluster.masters()}
+    for n in range(1000):  # a queue name on each master
+        name = f"q{n}"
+        _, port = redis_cluster.owner(slot_of(f"{{{prefix}:{name}}}"))
+        names.setdefault(port, name)
+        if set(names) == masters:
+            break
+    assert set(names) == masters
+    queues = [Queue(name, Record, workers=2) for name in names.values()]
+    async with open_system(*queues, broker=redis_cluster.url(prefix=prefix)) as system:
+        receipts = [await system.submit(q.name, n) for q in queues for n in range(20)]
+        results = [await receipt.result(timeout=20) for receipt in receipts]
+    assert sorted(results) == sorted(2 * n for _ in queues for n in range(20))
+
+
+def queue_near_slot_start(prefix: str, cluster: Any) -> tuple[str, int]:
+    """A queue name whose slot is among the first few of its master's range (so that a
+    `--cluster reshard` of a few slots moves it), and how many slots to move."""
+    starts = {}
+    for line in cli(cluster.live().port, "CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if "master" in fields[2] and len(fields) > 8:
+            starts[fields[0]] = int(fields[8].partition("-")[0])
+    for n in range(100_000):
+        name = f"work{n}"
+        slot = slot_of(f"{{{prefix}:{name}}}")
+        owner, _ = cluster.owner(slot)
+        if 0 <= slot - starts[owner] < 20:
+            return name, slot - starts[owner] + 1
+    raise AssertionError("no queue name found")
+
+
+async def run_through(url: str, queue: str, disturb: Callable[[], None]) -> None:
+    """TASKS tasks on `queue`; `disturb()` (in a thread) once a third of them ran."""
+    RUNS.clear()
+    THIRD.append(trio.Event())
+    async with open_system(Queue(queue, Record, workers=WORKERS), broker=url) as system:
+        receipts: list[Receipt] = []
+
+        async def submit(numbers: range) -> None:
+            for number in numbers:
+                receipts.append(await system.submit(queue, number))
+
+        async def midway() -> None:
+            with trio.fail_after(60):
+                await THIRD[-1].wait()
+            assert len(RUNS) < TASKS  # mid-run
+            await trio.to_thread.run_sync(disturb)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(midway)
+            for start in range(0, TASKS, 100):
+                nursery.start_soon(submit, range(start, start + 100))
+        results = [await receipt.result(timeout=60) for receipt in receipts]
+        await system.drain(timeout=30)  # `outstanding` is back to 0
+        figures = system.stats()[queue]
+    assert sorted(results) == [2 * n for n in range(TASKS)]
+    assert set(RUNS) == set(range(TASKS))  # none lost
+    duplicates = sum(RUNS.values()) - TASKS
+    assert duplicates <= WORKERS, f"{duplicates} tasks ran twice; only those in flight may"
+    assert figures.succeeded == TASKS
+    print(f"\n{TASKS} tasks, {duplicates} ran twice, p99 {figures.p99:.2f}s")
+
+
+async def test_a_slot_migration_mid_run_loses_no_task(
+    make_redis_cluster: Callable[[], Any],
+) -> None:
+    cluster = make_redis_cluster()
+    prefix = "moving"
+    queue, count = queue_near_slot_start(prefix, cluster)
+    source, _ = cluster.owner(slot_of(f"{{{prefix}:{queue}}}"))
+    target = next(node for node, _, _ in cluster.masters() if node != source)
+
+    def reshard() -> None:
+        cli(
+            cluster.live().port,
+            "--cluster",
+            "reshard",
+            f"127.0.0.1:{cluster.live().port}",
+            "--cluster-from",
+            source,
+            "--cluster-to",
+            target,
+            "--cluster-slots",
+            str(count),
+            "--cluster-pipeline",
+            "5",
+            "--cluster-yes",
+        )
+
+    await run_through(cluster.url(prefix=prefix, lease=2), queue, reshard)
+    assert cluster.owner(slot_of(f"{{{prefix}:{queue}}}"))[0] == target  # it did move
+
+
+async def test_a_master_failover_mid_run_loses_no_task(
+    make_redis_cluster: Callable[[], Any],
+) -> None:
+    cluster = make_redis_cluster()
+    prefix, queue = "failing", "work"
+    master, _ = cluster.owner(slot_of(f"{{{prefix}:{queue}}}"))
+    replica = cluster.replica_of(master)
+
+    def failover() -> None:
+        cli(replica, "CLUSTER", "FAILOVER")  # a coordinated failover: nothing acknowledged is lost
+
+    await run_through(cluster.url(prefix=prefix, lease=2), queue, failover)
+    assert cluster.owner(slot_of(f"{{{prefix}:{queue}}}"))[1] == replica  # it did fail over
