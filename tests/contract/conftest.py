@@ -90,7 +90,12 @@ BROKERS = (
 #: slots (replies and done streams of several queues, pipelines over queues, lookups by id,
 #: unique keys); the whole suite runs on the cluster under `slow` (it costs as much again
 #: as on one Redis).
-CLUSTER_CORE = ("test_contract_submit", "test_contract_pipelines", "test_contract_lookups")
+CLUSTER_CORE = (
+    "test_contract_submit",
+    "test_contract_pipelines",
+    "test_contract_lookups",
+    "test_contract_shards",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

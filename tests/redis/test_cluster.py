@@ -173,3 +173,36 @@ async def test_a_master_failover_mid_run_loses_no_task(
 
     await run_through(cluster.url(prefix=prefix, lease=2), queue, failover)
     assert cluster.owner(slot_of(f"{{{prefix}:{queue}}}"))[1] == replica  # it did fail over
+
+
+async def test_a_sharded_queue_spreads_over_slots_and_sums_its_figures(
+    redis_cluster: Any,
+) -> None:
+    import coredis
+    from coredis.connection import TCPLocation
+
+    from queueing.brokers.redis import RedisBroker
+
+    shards, tasks = 4, 200
+    url = redis_cluster.url(prefix="sharded")
+    async with open_system(Queue("hot", Record, workers=4, shards=shards), broker=url) as system:
+        receipts = await system.submit_many("hot", list(range(tasks)))
+        assert sorted([await r.result(timeout=20) for r in receipts]) == [
+            2 * n for n in range(tasks)
+        ]
+        await system.drain(timeout=20)
+    tags = [f"{{sharded:hot:{i}}}" for i in range(shards)]
+    assert len({slot_of(tag) for tag in tags}) == shards  # each shard in a slot of its own
+    client: Any = coredis.RedisCluster(
+        startup_nodes=[TCPLocation("127.0.0.1", redis_cluster.nodes[0].port)],
+        decode_responses=True,
+    )
+    async with client:
+        done = [int(await client.hget(f"{tag}:stats", "succeeded") or 0) for tag in tags]
+    assert sum(done) == tasks
+    assert all(count > 0 for count in done)  # submits spread over every shard
+    broker = RedisBroker(url)
+    async with broker.connect({}, serve=False):
+        figures = await broker.figures("hot")
+    assert figures is not None
+    assert (figures["succeeded"], figures["outstanding"]) == (tasks, 0)

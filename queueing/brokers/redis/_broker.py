@@ -32,6 +32,7 @@ from ._progress import ProgressStore
 from ._receipts import Receipts
 from ._room import Room
 from ._runs import RedisRuns
+from ._shards import SHARD_BLOCK, Shards
 from ._url import finite_positive, parse_url, safe_url
 
 #: Seconds a closing client tries to delete its replies streams (Redis may be gone).
@@ -99,6 +100,7 @@ class RedisBroker(Broker):
         self._serve = False
         keys = k.Keys(prefix)
         self._keys = keys
+        self._shards = Shards(keys)
         self._calls = Calls(url, connect_timeout=self.connect_timeout, block=self.block)
         self._batch = Batcher(self._calls, keys, self.consumer)
         self._losses = Losses(self._calls, keys)
@@ -153,6 +155,12 @@ class RedisBroker(Broker):
 
         async def ready() -> None:
             await redeclare()
+            # Sharded queues others declared: their ids' keys depend on it (lookups).
+            for info in (await self._admin.declared()).values():
+                if info.name not in self._queues:
+                    self._shards.learn(info)
+            for info in self._queues.values():
+                self._shards.learn(info)
             await self._losses.start()
 
         self._calls.redeclare = redeclare
@@ -176,8 +184,9 @@ class RedisBroker(Broker):
             nursery.start_soon(self._calls.probe)
             nursery.start_soon(self._losses.probe_loop)
             if self._serve:
-                for name in self._queues:
-                    nursery.start_soon(self._consumer.promote_loop, name)
+                for name, info in self._queues.items():
+                    for part in k.shard_names(name, info.shards):
+                        nursery.start_soon(self._consumer.promote_loop, part)
                 nursery.start_soon(self._leases.renew_loop)
                 nursery.start_soon(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
 
@@ -200,7 +209,11 @@ class RedisBroker(Broker):
         when = ""
         if due is not None and due > self.clock():
             when = str(int(due * 1000))
+        if queue.shards > 1:
+            queue = self._shards.of(queue, task.id)
         (answer,) = await self._batch.submit(queue, [(task, when)])
+        if answer is Admission.FULL and queue.name != k.base(queue.name):
+            self._shards.full[k.base(queue.name)] = queue
         if when and answer is Admission.ACCEPTED:
             task.state = TaskState.SCHEDULED
             self._consumer.wake_promoter(queue.name)
@@ -210,6 +223,8 @@ class RedisBroker(Broker):
         return await self.accept(queue, task, due=due)
 
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
+        if queue.shards > 1:
+            return await self._accept_sharded(queue, tasks)
         answers = await self._batch.submit(queue, [(task, "") for task in tasks])
         taken = 0
         for answer in answers:
@@ -218,7 +233,30 @@ class RedisBroker(Broker):
             taken += 1
         return taken
 
+    async def _accept_sharded(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
+        """Each shard's tasks in one submit, all at once (they share round trips)."""
+        answers: dict[str, tuple[Admission, QueueInfo]] = {}
+
+        async def submit(part: QueueInfo, group: list[Task]) -> None:
+            got = await self._batch.submit(part, [(task, "") for task in group])
+            for task, answer in zip(group, got, strict=True):
+                answers[task.id] = (answer, part)
+
+        async with trio.open_nursery() as nursery:
+            for part, group in self._shards.group(queue, tasks):
+                nursery.start_soon(submit, part, group)
+        taken = 0
+        for task in tasks:
+            answer, part = answers[task.id]
+            if answer is Admission.FULL:
+                self._shards.full[queue.name] = part
+                break
+            taken += 1
+        return taken
+
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
+        if queue.shards > 1:
+            queue = self._shards.full.get(queue.name) or self._shards.parts(queue)[0]
         await self._room.wait(queue, timeout)
 
     async def lookup(self, task_id: str) -> Task | None:
@@ -241,12 +279,45 @@ class RedisBroker(Broker):
             await self._calls.retrying(
                 "declare a queue", functools.partial(self._admin.declare, {queue.name: queue})
             )
+        if queue.shards > 1:
+            return await self._claim_sharded(queue, n, wait)
         return await self._consumer.claim(queue, n, wait)
 
+    async def _claim_sharded(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
+        """From every shard in turn, starting one further each time (fair); all empty: a
+        short blocking read on the first (a read blocks on one slot only)."""
+        parts = self._shards.rotation(queue)
+        got: list[tuple[QueueInfo, list[Task]]] = []
+        try:
+            for part in parts:
+                tasks = await self._consumer.claim(part, n, 0)
+                if tasks:
+                    got.append((part, tasks))
+                    n -= len(tasks)
+                    if n <= 0:
+                        break
+            if not got and wait > 0:
+                return await self._consumer.claim(parts[0], n, min(wait, SHARD_BLOCK))
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):  # what this call took goes back
+                for part, tasks in got:
+                    await self._leases.release(part, tasks)
+            raise
+        return [task for _, tasks in got for task in tasks]
+
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
+        if queue.shards > 1:
+            lost: list[Task] = []
+            for part, group in self._shards.group(queue, tasks):
+                lost += await self._leases.renew(part, group)
+            return lost
         return await self._leases.renew(queue, tasks)
 
     async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
+        if queue.shards > 1:
+            for part, group in self._shards.group(queue, tasks):
+                await self._leases.release(part, group)
+            return
         await self._leases.release(queue, tasks)
 
     async def settle(
@@ -257,14 +328,20 @@ class RedisBroker(Broker):
         result: Any = None,
         error: ErrorInfo | None = None,
     ) -> bool:
+        if queue.shards > 1:
+            queue = self._shards.of(queue, task.id)
         return await self._outcomes.settle(queue, task, state, result, error)
 
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
+        if queue.shards > 1:
+            queue = self._shards.of(queue, task.id)
         await self._outcomes.retry_at(queue, task, due)
 
     async def dead_letter(
         self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
     ) -> bool:
+        if queue.shards > 1:
+            queue = self._shards.of(queue, task.id)
         return await self._outcomes.settle(queue, task, state, None, error, dead=True)
 
     # -- dead letters and figures ----------------------------------------------------------

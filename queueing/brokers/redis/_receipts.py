@@ -137,7 +137,7 @@ class Receipts:
     async def lookup(self, task_id: str) -> Task | None:
         if not queue_of(task_id):
             return None
-        keys = [self.keys.task(task_id), self.keys.ready(queue_of(task_id))]
+        keys = [self.keys.task(task_id), self.keys.ready(self.keys.home(task_id))]
         state, meta, outcome, working = await self.calls.eval("lookup", "lookup", keys, [])
         if state is None:
             return None
@@ -243,7 +243,7 @@ class Receipts:
             self._known.discard(task_id)
             self._unseen.discard(task_id)
             self._missing.pop(task_id, None)
-            self._foreign.get(queue_of(task_id), set()).discard(task_id)
+            self._foreign.get(self.keys.home(task_id), set()).discard(task_id)
 
     async def _check(self, known: list[str], fresh: list[str], now: float) -> list[Task]:
         """Read the records of some ids; returns those with an outcome (or LOST). Of `fresh`
@@ -251,7 +251,7 @@ class Receipts:
         on."""
         # The `done` streams of fresh ids' queues not read yet: where they stand now, read
         # in the same round trip and before the records (a notice after it is not missed).
-        names = {queue_of(task_id) for task_id in fresh}
+        names = {self.keys.home(task_id) for task_id in fresh}
         positions = sorted(names - self._foreign_read())
         settled: list[Task] = []
         gone: list[str] = []

@@ -95,13 +95,18 @@ async def _sentinel(servers: Servers, connect_timeout: float) -> AsyncIterator[A
     from coredis.connection import TCPLocation
 
     # The sentinels take the same credentials as the master (one ACL for the set-up).
+    tls: dict[str, Any] = {}
+    if servers.tls:
+        import ssl
+
+        tls["ssl_context"] = ssl.create_default_context()
     sentinel: Any = coredis.Sentinel(
         [TCPLocation(host, port) for host, port in servers.nodes],
-        sentinel_kwargs={"connect_timeout": connect_timeout, **_auth(servers)},
+        sentinel_kwargs={"connect_timeout": connect_timeout, **_auth(servers), **tls},
         decode_responses=True,
         connect_timeout=connect_timeout,
-        ssl=servers.tls,
         **_auth(servers),
+        **tls,
     )
     async with sentinel:
         primary = sentinel.primary_for(servers.service)
