@@ -282,7 +282,11 @@ async def connect_trio(
         for name, info in (await broker.declared()).items():
             if name not in queues:
                 queues[name] = Queue(
-                    name, _Remote, maxsize=info.maxsize, max_payload=info.max_payload
+                    name,
+                    _Remote,
+                    maxsize=info.maxsize,
+                    max_payload=info.max_payload,
+                    shards=info.shards,
                 )
         for name, stages in (await broker.declared_pipelines()).items():
             if name not in pipelines and name not in queues and all(s in queues for s in stages):
