@@ -604,11 +604,14 @@ class Runner:
     def _cpu(self, workers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
         """CPU seconds so far: every Redis server's (INFO cpu), the worker processes'
         (/proc), and the finished clients' (this process's waited-for children)."""
-        redis = 0.0
+        redis = net = 0.0
         for port in self.ports:
             for line in str(redis_call(port, "INFO", "cpu")).splitlines():
                 if line.startswith(("used_cpu_sys:", "used_cpu_user:")):
                     redis += float(line.split(":", 1)[1])
+            for line in str(redis_call(port, "INFO", "stats")).splitlines():
+                if line.startswith(("total_net_input_bytes:", "total_net_output_bytes:")):
+                    net += float(line.split(":", 1)[1])
         tick = os.sysconf("SC_CLK_TCK")
         worker = 0.0
         for proc in workers:
@@ -620,6 +623,7 @@ class Runner:
             "redis": redis,
             "workers": worker,
             "client": children.ru_utime + children.ru_stime,
+            "redis_bytes": net,  # not CPU: bytes in and out of Redis
         }
 
     def _why(self, error: str, workers: list[subprocess.Popen[bytes]], tag: str) -> str:
@@ -1013,7 +1017,12 @@ def run_round(
             f"{fmt_rate(rate):>9} (enqueue {fmt_rate(enq)}; {time.monotonic() - t0:.0f} s)"
             + (
                 "; CPU us/task: "
-                + ", ".join(f"{key} {1e6 * value:.0f}" for key, value in costs.items())
+                + ", ".join(
+                    f"{key} {1e6 * value:.0f}"
+                    for key, value in costs.items()
+                    if key != "redis_bytes"
+                )
+                + f"; {costs.get('redis_bytes', 0):.0f} bytes/task in and out of Redis"
                 if costs
                 else ""
             )

@@ -208,3 +208,29 @@ async def test_a_sharded_queue_spreads_over_slots_and_sums_its_figures(
         figures = await broker.figures("hot")
     assert figures is not None
     assert (figures["succeeded"], figures["outstanding"]) == (tasks, 0)
+
+
+def test_the_how_to_snippet_runs_on_a_cluster(redis_cluster: Any) -> None:
+    """The Redis Cluster snippet of docs/how-to/redis-cluster-sentinel.md, its URL pointed
+    at the test's cluster."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    page = (root / "docs" / "how-to" / "redis-cluster-sentinel.md").read_text()
+    section = page.split("## Redis Cluster", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert snippet is not None
+    code = snippet.group(1)
+    url = redis_cluster.url(prefix="howto")
+    code, count = re.subn(r'URL = "redis\+cluster://[^"]*"', f'URL = "{url}"', code)
+    assert count == 1
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["thumbs/cat.png", "100"]

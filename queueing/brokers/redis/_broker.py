@@ -284,26 +284,16 @@ class RedisBroker(Broker):
         return await self._consumer.claim(queue, n, wait)
 
     async def _claim_sharded(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
-        """From every shard in turn, starting one further each time (fair); all empty: a
-        short blocking read on the first (a read blocks on one slot only)."""
+        """From the first shard that has tasks, starting one further each time (fair);
+        all empty: a short blocking read on the first (a read blocks on one slot only)."""
         parts = self._shards.rotation(queue)
-        got: list[tuple[QueueInfo, list[Task]]] = []
-        try:
-            for part in parts:
-                tasks = await self._consumer.claim(part, n, 0)
-                if tasks:
-                    got.append((part, tasks))
-                    n -= len(tasks)
-                    if n <= 0:
-                        break
-            if not got and wait > 0:
-                return await self._consumer.claim(parts[0], n, min(wait, SHARD_BLOCK))
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):  # what this call took goes back
-                for part, tasks in got:
-                    await self._leases.release(part, tasks)
-            raise
-        return [task for _, tasks in got for task in tasks]
+        for part in parts:
+            tasks = await self._consumer.claim(part, n, 0)
+            if tasks:
+                return tasks
+        if wait <= 0:
+            return []
+        return await self._consumer.claim(parts[0], n, min(wait, SHARD_BLOCK))
 
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
         if queue.shards > 1:
