@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import trio
 from redis_topologies import cli, slot_of
+from redis_topologies import wait_until as _wait_until
 
-from queueing import BrokerError, Queue, Receipt, Worker, connect, open_system
+from queueing import BrokerError, Queue, Receipt, TaskFailed, Worker, connect, open_system
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
@@ -79,6 +80,11 @@ async def test_queues_on_every_master_share_one_client(redis_cluster: Any) -> No
         receipts = [await system.submit(q.name, n) for q in queues for n in range(20)]
         results = [await receipt.result(timeout=20) for receipt in receipts]
     assert sorted(results) == sorted(2 * n for _ in queues for n in range(20))
+
+
+async def wait_for(check: Callable[[], bool], what: str) -> None:
+    """`check()` (a blocking call) until it is true, in a thread."""
+    await trio.to_thread.run_sync(_wait_until, check, what, 10.0)
 
 
 def queue_near_slot_start(prefix: str, cluster: Any) -> tuple[str, int]:
@@ -234,3 +240,35 @@ def test_the_how_to_snippet_runs_on_a_cluster(redis_cluster: Any) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["thumbs/cat.png", "100"]
+
+
+async def test_a_node_that_loses_its_data_ends_the_receipts_it_held_with_task_lost(
+    redis_cluster: Any,
+) -> None:
+    """A master flushed alone (the system-wide keys live on another one): the queue's own
+    epoch key tells, and the receipts of its tasks end with TaskLost at once (not at the
+    next sweep, 15 s later)."""
+    prefix = "amnesia"
+    global_master = redis_cluster.owner(slot_of(f"{{{prefix}}}"))[1]
+    queue = next(
+        f"q{n}"
+        for n in range(1000)
+        if redis_cluster.owner(slot_of(f"{{{prefix}:q{n}}}"))[1] != global_master
+    )
+    port = redis_cluster.owner(slot_of(f"{{{prefix}:{queue}}}"))[1]
+    url = redis_cluster.url(prefix=prefix)
+    async with connect(url, Queue(queue, Record)) as client:  # nothing serves it: tasks wait
+        receipts = await client.submit_many(queue, [1, 2, 3])
+        # The client watches the queue's node from its first submit (its epoch key).
+        await wait_for(
+            lambda: cli(port, "EXISTS", f"{{{prefix}:{queue}}}:epoch").strip() == "1",
+            "the queue's epoch key",
+        )
+        await trio.to_thread.run_sync(cli, port, "FLUSHALL")
+        errors = []
+        with trio.fail_after(10):
+            for receipt in receipts:
+                with pytest.raises(TaskFailed) as info:
+                    await receipt.result(timeout=10)
+                errors.append(info.value.error_type)
+    assert errors == ["TaskLost"] * 3

@@ -71,7 +71,7 @@ async def test_a_sentinel_failover_mid_run_resolves_every_receipt(redis_sentinel
                 assert await receipt.result(timeout=60) % 2 == 0
                 done += 1
             except TaskFailed as exc:
-                errors.append(exc.error.type)
+                errors.append(exc.error_type)
                 lost += 1
     assert set(errors) <= {"TaskLost"}
     assert redis_sentinels.master_port() != old  # it did fail over

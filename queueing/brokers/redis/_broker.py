@@ -161,6 +161,15 @@ class RedisBroker(Broker):
                     self._shards.learn(info)
             for info in self._queues.values():
                 self._shards.learn(info)
+            if self._calls.cluster:
+                self._losses.names = self._watched
+                replied = self._batch.on_replied
+
+                def on_replied() -> None:  # a queue to watch: its epoch is read now
+                    replied()
+                    self._losses.probe_now()
+
+                self._batch.on_replied = on_replied
             await self._losses.start()
 
         self._calls.redeclare = redeclare
@@ -189,6 +198,14 @@ class RedisBroker(Broker):
                         nursery.start_soon(self._consumer.promote_loop, part)
                 nursery.start_soon(self._leases.renew_loop)
                 nursery.start_soon(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
+
+    def _watched(self) -> set[str]:
+        """The queues (shards) whose nodes' losses this process watches on a cluster: those
+        it serves and those it waits on."""
+        names = set(self._batch.replied)
+        for name, info in self._queues.items():
+            names.update(k.shard_names(name, info.shards))
+        return names
 
     def _heartbeat(self) -> dict[str, Any]:
         info: dict[str, Any] = {
