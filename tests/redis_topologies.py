@@ -126,6 +126,9 @@ class Cluster:
         self.root = Path(tempfile.mkdtemp(prefix="queueing-cluster-"))
         options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
         options += ("--cluster-node-timeout", str(NODE_TIMEOUT_MS))
+        # Replicas sync at once (not after diskless sync's 5 s delay), and may always take
+        # over (the default refuses a replica that lost its master "too long" ago).
+        options += ("--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0")
         self.nodes = [Node(self.root, *options, bus=True) for _ in range(2 * masters)]
 
     def start(self) -> None:
@@ -155,6 +158,9 @@ class Cluster:
                     continue
                 if "cluster_state:ok" not in cli(node.port, "CLUSTER", "INFO", timeout=2):
                     return False
+                replication = cli(node.port, "INFO", "replication", timeout=2)
+                if "role:slave" in replication and "master_link_status:up" not in replication:
+                    return False  # a replica still syncing could not take over
             cli(self.live().port, "--cluster", "check", f"127.0.0.1:{self.live().port}")
             return True
 
@@ -221,8 +227,15 @@ class Sentinels:
     def __init__(self, name: str = "queueing") -> None:
         self.name = name
         self.root = Path(tempfile.mkdtemp(prefix="queueing-sentinel-"))
-        self.master = Node(self.root)
-        self.replica = Node(self.root, "--replicaof", "127.0.0.1", str(self.master.port))
+        self.master = Node(self.root, "--repl-diskless-sync-delay", "0")
+        self.replica = Node(
+            self.root,
+            "--replicaof",
+            "127.0.0.1",
+            str(self.master.port),
+            "--repl-diskless-sync-delay",
+            "0",
+        )
         self.sentinels: list[Node] = []
         for _ in range(3):
             port = _free_port()

@@ -104,8 +104,12 @@ def queue_near_slot_start(prefix: str, cluster: Any) -> tuple[str, int]:
     raise AssertionError("no queue name found")
 
 
-async def run_through(url: str, queue: str, disturb: Callable[[], None]) -> None:
-    """TASKS tasks on `queue`; `disturb()` (in a thread) once a third of them ran."""
+async def run_through(
+    url: str, queue: str, disturb: Callable[[], None], *, lossy: bool = False
+) -> None:
+    """TASKS tasks on `queue`; `disturb()` (in a thread) once a third of them ran. Every
+    receipt resolves with its result; `lossy`: or with TaskLost (a crash may lose the
+    writes its replica had not received yet)."""
     RUNS.clear()
     THIRD.append(trio.Event())
     async with open_system(Queue(queue, Record, workers=WORKERS), broker=url) as system:
@@ -125,9 +129,19 @@ async def run_through(url: str, queue: str, disturb: Callable[[], None]) -> None
             nursery.start_soon(midway)
             for start in range(0, TASKS, 100):
                 nursery.start_soon(submit, range(start, start + 100))
-        results = [await receipt.result(timeout=60) for receipt in receipts]
+        results, lost = [], []
+        for receipt in receipts:
+            try:
+                results.append(await receipt.result(timeout=60))
+            except TaskFailed as exc:
+                lost.append(exc.error_type)
+        if lossy:
+            assert set(lost) <= {"TaskLost"}
+            print(f"\n{len(lost)} of {TASKS} tasks lost in the crash")
+            return
         await system.drain(timeout=30)  # `outstanding` is back to 0
         figures = system.stats()[queue]
+    assert lost == []
     assert sorted(results) == [2 * n for n in range(TASKS)]
     assert set(RUNS) == set(range(TASKS))  # none lost
     duplicates = sum(RUNS.values()) - TASKS
@@ -272,3 +286,18 @@ async def test_a_node_that_loses_its_data_ends_the_receipts_it_held_with_task_lo
                     await receipt.result(timeout=10)
                 errors.append(info.value.error_type)
     assert errors == ["TaskLost"] * 3
+
+
+async def test_a_killed_master_mid_run_resolves_every_receipt(
+    make_redis_cluster: Callable[[], Any],
+) -> None:
+    cluster = make_redis_cluster()
+    prefix, queue = "crashing", "work"
+    master, port = cluster.owner(slot_of(f"{{{prefix}:{queue}}}"))
+    replica = cluster.replica_of(master)
+
+    def crash() -> None:
+        cluster.node(port).kill()  # its replica takes over after cluster-node-timeout
+
+    await run_through(cluster.url(prefix=prefix, lease=2), queue, crash, lossy=True)
+    assert cluster.owner(slot_of(f"{{{prefix}:{queue}}}"))[1] == replica

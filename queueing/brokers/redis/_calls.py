@@ -77,6 +77,7 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
         # migration: the same call goes through once the new master answers.
         ce.ClusterDownError,
         ce.ClusterError,
+        ce.ClusterResponseError,  # a command sent to every node, one of them down
         ce.TryAgainError,
         ce.AskError,
         ce.UnblockedError,
