@@ -9,7 +9,9 @@ runs and predicts, for any set-up, the rate the first saturated resource allows:
 - the worker processes: P of them, one core each at most: P / workers;
 - Redis: each master is one core at most, and takes the share of the tasks whose shards
   hash to its slots: 1 / (redis x the busiest master's share);
-- the machine: all of them share its cores: cores / (client + workers + redis);
+- the machine: all of them share its cores: cores / (client + workers + redis), where
+  `cores` is what the bench's processes got: on a machine shared with other work, the CPU
+  they used per second of the one-Redis, one-process run (rate x CPU per task);
 - beyond one machine, the network: bytes per task x rate, per Redis node.
 
 It prints the prediction next to what the bench measured (one Redis with 1, 2 and 4
@@ -86,18 +88,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("single", type=Path, help="redis_bench.py --json of one Redis")
     parser.add_argument("--cluster", type=Path, help="redis_bench.py --json of --cluster")
+    parser.add_argument(
+        "--cores", type=float, help="cores to model (default: what the one-Redis run got)"
+    )
     args = parser.parse_args()
     single = json.loads(args.single.read_text())
-    cores = float(single["machine"]["cpus"])
     costs = costs_of(single)
+    cpu = costs["client"] + costs["workers"] + costs["redis"]
+    one, _ = measured(single, 1)
+    cores = args.cores or (one or 0) * cpu
     print(
         f"costs per task (one Redis, 1 worker process, median): redis "
         f"{1e6 * costs['redis']:.0f} us, workers {1e6 * costs['workers']:.0f} us, client "
         f"{1e6 * costs['client']:.0f} us of CPU; {costs.get('redis_bytes', 0):.0f} bytes in "
-        f"and out of Redis; {cores:g} cores"
+        f"and out of Redis"
+    )
+    print(
+        f"cores the bench's processes got: {cores:.2f} of {single['machine']['cpus']} "
+        f"(load average before/after: {single['machine']['load_before']} / "
+        f"{single['machine']['load_after']})"
     )
     print()
-    print(f"{'set-up':36} {'model':>10} {'limit':>8} {'measured':>10} {'best':>10}")
+    print(f"{'set-up':52} {'model':>10} {'limit':>8} {'measured':>10} {'best':>10}")
     rows = [("one Redis", single, 1, 1)]
     cluster = json.loads(args.cluster.read_text()) if args.cluster else None
     if cluster is not None:
@@ -111,7 +123,7 @@ def main() -> None:
             model, limit = predict(costs, procs, cores, masters, share)
             median, best = measured(summary, procs)
             print(
-                f"{label + f', {procs} worker process(es)':36} {rate(model):>10} {limit:>8} "
+                f"{label + f', {procs} worker process(es)':52} {rate(model):>10} {limit:>8} "
                 f"{rate(median):>10} {rate(best):>10}"
             )
     if cluster is not None:
@@ -121,6 +133,13 @@ def main() -> None:
             f"{1e6 * own['redis']:.0f} us (all masters), workers {1e6 * own['workers']:.0f} "
             f"us, client {1e6 * own['client']:.0f} us"
         )
+        for procs in (1, 2, 4):
+            model, limit = predict(own, procs, cores, masters, share)
+            median, best = measured(cluster, procs)
+            print(
+                f"{f'  the cluster at its own costs, {procs} process(es)':52} {rate(model):>10} "
+                f"{limit:>8} {rate(median):>10} {rate(best):>10}"
+            )
 
     print("\nInternet scale: what a rate needs, at these costs (one core per process,")
     print(f"Redis masters at {UTILIZATION:.0%} of a core, tasks spread evenly over shards):")
