@@ -99,6 +99,8 @@ async def open_system(
             the `Schedule`s whose tasks this process submits.
         broker: "memory://" (in process), "sqlite:///path.db" (a file that the processes
             of one machine share), "redis://host:port/db" or "rediss://..." (TLS),
+            "redis+cluster://host:port,host:port" (Redis Cluster),
+            "redis+sentinel://host:26379,host:26380/service" (Redis Sentinel),
             "amqp://user:password@host:5672/vhost?results=redis://host:6379/0" (RabbitMQ),
             or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".

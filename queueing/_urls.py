@@ -64,7 +64,8 @@ def broker_from_url(
         )
     raise InvalidQueue(
         f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
-        "'sqlite:///path/to/file.db', 'redis://host:port/db', 'rediss://...' (TLS) or "
+        "'sqlite:///path/to/file.db', 'redis://host:port/db', 'rediss://...' (TLS), "
+        "'redis+cluster://host:port,host:port', 'redis+sentinel://host:26379/service' or "
         "'amqp://user:password@host:5672/vhost?results=redis://host:6379/0' (RabbitMQ)"
     )
 

@@ -43,9 +43,11 @@ class RedisBroker(Broker):
     """Tasks in Redis Streams: consumer groups, leases, reclaim, delayed retries, results.
 
     Args:
-        url: `redis://[user:password@]host:port/db`, `rediss://…` for TLS, or
-            `unix:///path/to/socket`; query options `prefix` and `lease` override the
-            arguments of the same name.
+        url: `redis://[user:password@]host:port/db`, `rediss://…` for TLS,
+            `unix:///path/to/socket`, `redis+cluster://host:port,host:port` (a Redis
+            Cluster: seed nodes), or `redis+sentinel://host:26379,host:port/service` (the
+            master Sentinel names; `rediss+…` for TLS); query options `prefix` and `lease`
+            override the arguments of the same name.
         prefix: every key starts with `{prefix:…}`; one prefix per system.
         lease: seconds a claimed task stays ours without `renew`; a stopped process's
             tasks are claimed by others after this long.
@@ -131,6 +133,15 @@ class RedisBroker(Broker):
             max_dead_letters=max_dead_letters,
         )
         self._receipts = Receipts(self._calls, keys, self._batch, self.consumer, self._losses)
+        if self._calls.cluster:  # each queue's node is watched for lost data (`_losses`)
+            self._losses.names = self._watched
+            replied = self._batch.on_replied
+
+            def on_replied() -> None:  # a queue to watch: its epoch is read now
+                replied()
+                self._losses.probe_now()
+
+            self._batch.on_replied = on_replied
         self._room = Room(self._calls, keys)
         self._admin = Admin(self._calls, keys)
         self.runs = RedisRuns(
@@ -161,15 +172,6 @@ class RedisBroker(Broker):
                     self._shards.learn(info)
             for info in self._queues.values():
                 self._shards.learn(info)
-            if self._calls.cluster:
-                self._losses.names = self._watched
-                replied = self._batch.on_replied
-
-                def on_replied() -> None:  # a queue to watch: its epoch is read now
-                    replied()
-                    self._losses.probe_now()
-
-                self._batch.on_replied = on_replied
             await self._losses.start()
 
         self._calls.redeclare = redeclare
