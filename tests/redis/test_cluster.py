@@ -51,6 +51,18 @@ async def test_a_malformed_cluster_or_sentinel_url_says_what_is_wrong(url: str, 
             pass
 
 
+def test_a_cluster_or_sentinel_password_is_never_shown() -> None:
+    from queueing.brokers.redis import RedisBroker
+
+    for url in (
+        "redis+cluster://user:s3cret@10.0.0.1:6379,10.0.0.2:6379?prefix=app",
+        "rediss+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2/queues",
+    ):
+        broker = RedisBroker(url)
+        assert "s3cret" not in repr(broker)
+        assert broker.prefix == ("app" if "prefix" in url else "queueing")
+
+
 async def test_an_unreachable_cluster_is_a_clear_broker_error() -> None:
     from redis_topologies import _free_port
 
