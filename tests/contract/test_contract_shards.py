@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import pytest
 import trio
-from contract_workers import WAIT, Double, Gated, Probe, Troubled, failure_of, outcome_of, serve
+from contract_workers import (
+    WAIT,
+    Double,
+    Gated,
+    Parse,
+    Probe,
+    Render,
+    Troubled,
+    failure_of,
+    outcome_of,
+    pipeline,
+    serve,
+)
 from tenacity import stop_after_attempt
 
 from queueing import InvalidQueue, Queue, RetryPolicy
@@ -77,6 +89,21 @@ async def test_a_receipt_of_a_sharded_queue_is_found_by_id(
         receipts = [await system.submit("hot", n) for n in range(8)]
         found = [system.receipt(r.id) for r in receipts]
         assert [await outcome_of(r) for r in found] == [2 * n for n in range(8)]
+
+
+async def test_a_pipeline_runs_through_sharded_stages(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    steps = pipeline(
+        "steps",
+        Queue("parse", Parse, shards=3),
+        Queue("double", Double, workers=2, shards=SHARDS),
+        Queue("render", Render),
+    )
+    async with serve(broker, steps) as system:
+        receipts = [await system.submit("steps", str(n)) for n in range(12)]
+        assert [await outcome_of(r) for r in receipts] == [f"#{2 * n}" for n in range(12)]
+        await system.drain(timeout=WAIT)
 
 
 @pytest.mark.parametrize("shards", [0, -1, 1025, 2.0, True])
