@@ -10,6 +10,11 @@ The RabbitMQ broker's tests use the RabbitMQ at 127.0.0.1:5672 (guest/guest, vho
 the session's private Redis as their results store: `amqp_url` gives each test a prefix
 of its own (its queues `PREFIX:...`), and deletes the queues it declared afterwards.
 Without a reachable RabbitMQ they are skipped, unless `QUEUEING_REQUIRE_AMQP=1` (CI).
+
+Redis Cluster and Sentinel (tests/redis_topologies.py): `redis_cluster` is a session's
+private cluster (3 masters, 3 replicas) and `redis_cluster_url` a URL with a prefix of the
+test's own; `make_redis_cluster` starts one of the test's own (for tests that move slots
+or fail nodes over); `redis_sentinels` a master, a replica and 3 sentinels for one test.
 """
 
 from __future__ import annotations
