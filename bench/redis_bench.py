@@ -71,6 +71,7 @@ import collections
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -369,6 +370,52 @@ def private_redis(workdir: Path) -> Iterator[int]:
         stop(proc)
 
 
+@contextmanager
+def private_cluster(workdir: Path, masters: int) -> Iterator[list[int]]:
+    """A Redis Cluster of `masters` masters without replicas (none: yields [])."""
+    if not masters:
+        yield []
+        return
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    ports: list[int] = []
+    while len(ports) < masters:
+        port = free_port()
+        if port + 10000 < 65536 and port not in ports:
+            ports.append(port)
+    procs = []
+    for port in ports:
+        folder = workdir / f"cluster-{port}"
+        folder.mkdir()
+        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--cluster-enabled", "yes", "--dir", str(folder)]
+        argv += ["--logfile", str(folder / "redis.log")]
+        procs.append(spawn(argv, folder / "redis.out", dict(os.environ)))
+    try:
+        deadline = time.monotonic() + 10
+        for port in ports:
+            while True:
+                try:
+                    redis_call(port, "PING", timeout=1)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("a cluster node did not start") from None
+                    time.sleep(0.05)
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        while any("cluster_state:ok" not in redis_call(p, "CLUSTER", "INFO") for p in ports):
+            time.sleep(0.05)
+        yield ports
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
 # -- environments --------------------------------------------------------------------------
 
 
@@ -429,6 +476,8 @@ class Outcome:
     enqueue: dict[int, list[float]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)  # a failed run ends its series
     latency: dict[str, Any] = field(default_factory=dict)
+    # worker processes -> CPU seconds per task (redis, workers, client) of each run
+    costs: dict[int, list[dict[str, float]]] = field(default_factory=dict)
 
     def best(self, procs: int) -> float | None:
         runs = self.runs.get(procs)
@@ -440,11 +489,19 @@ class Outcome:
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, port: int, workdir: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, port: int, workdir: Path, cluster: list[int] | None = None
+    ) -> None:
         self.args = args
         self.port = port
+        #: Every Redis server of the run (the masters of a cluster), for FLUSHALL and costs.
+        self.ports = cluster or [port]
         self.url = f"redis://127.0.0.1:{port}/0"
+        if cluster:
+            self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster)
         self.workdir = workdir
+        #: CPU seconds per task of the last run of ours (redis, workers, client).
+        self.last_costs: dict[str, float] = {}
 
     def env(self, fw: Framework) -> dict[str, str]:
         env = dict(os.environ)
@@ -457,6 +514,7 @@ class Runner:
             BENCH_CONCURRENCY=str(CONCURRENCY),
             BENCH_DEADLINE=str(self.args.run_timeout),
             BENCH_BODY=self.args.body,
+            BENCH_SHARDS=str(self.args.shards),
             PYTHONPATH=os.pathsep.join(path),
             PYTHONUNBUFFERED="1",
         )
@@ -493,7 +551,8 @@ class Runner:
         """Returns (tasks/s, enqueues/s, error, latency figures) of one configuration."""
         tag = f"{fw.name}-{procs}p"
         log = self.workdir / f"{tag}.log"
-        redis_call(self.port, "FLUSHALL")
+        for port in self.ports:
+            redis_call(port, "FLUSHALL")
         env = self.env(fw)
         workers = []
         for index in range(1, procs + 1):
@@ -504,14 +563,23 @@ class Runner:
             ready = self.drive(fw, log, "ready", str(procs), "60", timeout=90)
             if "error" in ready:
                 return 0, 0, self._why(ready["error"], workers, tag), lat
+            warm_before = self._cpu([])["client"]
             warm = self.drive(fw, log, "throughput", str(self.args.warmup), timeout=120)
+            warm_client = self._cpu([])["client"] - warm_before
             if "error" in warm:
                 return 0, 0, self._why(f"warm-up: {warm['error']}", workers, tag), lat
             profiler = self._profile_worker(fw, workers[0], tag) if profile else None
             wrap = self._profile_client(fw, tag) if profile else None
+            before = self._cpu(workers)
             result = self.drive(
                 fw, log, "throughput", str(n), timeout=self.args.run_timeout + 60, wrap=wrap
             )
+            after = self._cpu(workers)
+            self.last_costs = {key: (after[key] - before[key]) / n for key in before}
+            # A client is a process of its own: its start-up (the same for the warm-up's)
+            # is taken out by the difference.
+            client = after["client"] - before["client"] - warm_client
+            self.last_costs["client"] = client / max(1, n - self.args.warmup)
             if profiler is not None:
                 with suppress(ProcessLookupError):
                     profiler.send_signal(signal.SIGINT)
@@ -532,6 +600,31 @@ class Runner:
         finally:
             for proc in workers:
                 stop(proc)
+
+    def _cpu(self, workers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+        """CPU seconds so far: every Redis server's (INFO cpu), the worker processes'
+        (/proc), and the finished clients' (this process's waited-for children)."""
+        redis = net = 0.0
+        for port in self.ports:
+            for line in str(redis_call(port, "INFO", "cpu")).splitlines():
+                if line.startswith(("used_cpu_sys:", "used_cpu_user:")):
+                    redis += float(line.split(":", 1)[1])
+            for line in str(redis_call(port, "INFO", "stats")).splitlines():
+                if line.startswith(("total_net_input_bytes:", "total_net_output_bytes:")):
+                    net += float(line.split(":", 1)[1])
+        tick = os.sysconf("SC_CLK_TCK")
+        worker = 0.0
+        for proc in workers:
+            with suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                worker += (int(fields[11]) + int(fields[12])) / tick
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "redis": redis,
+            "workers": worker,
+            "client": children.ru_utime + children.ru_stime,
+            "redis_bytes": net,  # not CPU: bytes in and out of Redis
+        }
 
     def _why(self, error: str, workers: list[subprocess.Popen[bytes]], tag: str) -> str:
         dead = [i + 1 for i, p in enumerate(workers) if p.poll() is not None]
@@ -678,19 +771,21 @@ def report(
     )
     table.add_column("framework")
     table.add_column("versions")
-    table.add_column("1 process", justify="right")
-    table.add_column("2 processes", justify="right")
-    table.add_column("ours/peer (1p)", justify="right")
-    table.add_column("ours/peer (2p)", justify="right")
+    shown = args.procs_list
+    for procs in shown:
+        table.add_column(f"{procs} process{'es' if procs > 1 else ''}", justify="right")
+    for procs in shown[:2]:
+        table.add_column(f"ours/peer ({procs}p)", justify="right")
     table.add_column("enqueue (1p)", justify="right")
     for fw in fws:
         out = outcomes.get(fw.name, Outcome())
         vers = ", ".join(f"{k} {v}" for k, v in fw.versions.items())
         if fw.skipped:
-            table.add_row(fw.label, vers, f"[yellow]skipped[/]: {fw.skipped}"[:60], "", "", "", "")
+            blanks = [""] * (len(shown) + len(shown[:2]))
+            table.add_row(fw.label, vers, f"[yellow]skipped[/]: {fw.skipped}"[:60], *blanks[1:], "")
             continue
         cells = []
-        for procs in (1, 2):
+        for procs in shown:
             cell = fmt_rate(out.median(procs))
             if args.repeat > 1 and out.runs.get(procs):
                 cell += f" ({fmt_rate(out.best(procs))})"
@@ -698,7 +793,7 @@ def report(
                 cell = "[red]failed[/]" if cell == "-" else f"{cell} [red]+failed[/]"
             cells.append(cell)
         ratios = []
-        for procs in (1, 2):
+        for procs in shown[:2]:
             mine, theirs = ours.median(procs), out.median(procs)
             ratios.append(
                 "" if fw.name == "ours" or not (mine and theirs) else f"{mine / theirs:.2f}x"
@@ -739,6 +834,7 @@ def report(
                 "enqueue_rate": {p: statistics.median(e) for p, e in out.enqueue.items()},
                 "errors": out.errors,
                 "latency": out.latency,
+                "cpu_per_task": out.costs,
             }
             for fw in fws
             for out in [outcomes.get(fw.name, Outcome())]
@@ -911,11 +1007,25 @@ def run_round(
         else:
             out.runs.setdefault(procs, []).append(rate)
             out.enqueue.setdefault(procs, []).append(enq)
+            if fw.name == "ours":
+                out.costs.setdefault(procs, []).append(dict(runner.last_costs))
         if lat:
             out.latency = lat
+        costs = runner.last_costs if fw.name == "ours" and not error else {}
         console.print(
             f"  {fw.label:16} {procs} process(es), run {round_}/{args.repeat}: "
             f"{fmt_rate(rate):>9} (enqueue {fmt_rate(enq)}; {time.monotonic() - t0:.0f} s)"
+            + (
+                "; CPU us/task: "
+                + ", ".join(
+                    f"{key} {1e6 * value:.0f}"
+                    for key, value in costs.items()
+                    if key != "redis_bytes"
+                )
+                + f"; {costs.get('redis_bytes', 0):.0f} bytes/task in and out of Redis"
+                if costs
+                else ""
+            )
             + (
                 f"; latency p50 {fmt_ms(lat.get('p50'))} p99 {fmt_ms(lat.get('p99'))}"
                 if lat and "p50" in lat
@@ -953,6 +1063,20 @@ def main() -> int:
     parser.add_argument("--procs", default="1,2", help="worker process counts (default 1,2)")
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="MASTERS",
+        help="ours alone on a private Redis Cluster of MASTERS masters (no replicas), its "
+        "queue in --shards shards",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="Queue(shards=) of ours (default 1; with --cluster, 2 per master)",
+    )
+    parser.add_argument(
         "--run-timeout",
         type=float,
         default=150.0,
@@ -978,6 +1102,12 @@ def main() -> int:
         parser.error(f"--repeat {args.repeat}: at least 1 run is needed")
     args.repeat = args.repeat or (1 if args.quick else 3)
     procs_list = [int(p) for p in args.procs.split(",") if p]
+    args.procs_list = procs_list
+    args.shards = args.shards or (2 * args.cluster if args.cluster else 1)
+    if args.cluster and args.body != "noop":
+        parser.error("--cluster measures the noop body only (the incr body's client is plain)")
+    if args.cluster:
+        args.only = "ours"
 
     missing = [m for m in ("coredis", "click") if not _importable(m)]
     if missing:
@@ -1010,11 +1140,15 @@ def main() -> int:
     outcomes: dict[str, Outcome] = {}
     started = time.monotonic()
     try:
-        with private_redis(workdir) as port:
+        with private_redis(workdir) as port, private_cluster(workdir, args.cluster) as cluster:
             machine = machine_info(port)
-            runner = Runner(args, port, workdir)
+            runner = Runner(args, port, workdir, cluster)
+            where = f"a private cluster of {args.cluster} masters" if cluster else "private redis"
+            machine["topology"] = (
+                f"cluster of {args.cluster} masters, {args.shards} shards" if cluster else "one"
+            )
             console.print(
-                f"[dim]{machine['line']}; private redis on port {port}; logs in {workdir}[/]"
+                f"[dim]{machine['line']}; {where} (port {runner.ports[0]}); logs in {workdir}[/]"
             )
             for fw in fws:
                 if fw.skipped:

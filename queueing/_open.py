@@ -99,6 +99,8 @@ async def open_system(
             the `Schedule`s whose tasks this process submits.
         broker: "memory://" (in process), "sqlite:///path.db" (a file that the processes
             of one machine share), "redis://host:port/db" or "rediss://..." (TLS),
+            "redis+cluster://host:port,host:port" (Redis Cluster),
+            "redis+sentinel://host:26379,host:26380/service" (Redis Sentinel),
             "amqp://user:password@host:5672/vhost?results=redis://host:6379/0" (RabbitMQ),
             or a `Broker`. Default: the `QUEUEING_BROKER` environment variable, else
             "memory://".
@@ -282,7 +284,11 @@ async def connect_trio(
         for name, info in (await broker.declared()).items():
             if name not in queues:
                 queues[name] = Queue(
-                    name, _Remote, maxsize=info.maxsize, max_payload=info.max_payload
+                    name,
+                    _Remote,
+                    maxsize=info.maxsize,
+                    max_payload=info.max_payload,
+                    shards=info.shards,
                 )
         for name, stages in (await broker.declared_pipelines()).items():
             if name not in pipelines and name not in queues and all(s in queues for s in stages):

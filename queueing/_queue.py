@@ -29,6 +29,8 @@ Full = Overflow
 _QUEUE_POLICIES = (Overflow.WAIT, Overflow.REJECT)
 #: A pool's default restart intensity, per worker (within the queue's `within` seconds).
 RESTARTS_PER_WORKER = 10
+#: The most shards a queue may have (`Queue(shards=)`).
+MAX_SHARDS = 1024
 #: The longest a worker that keeps crashing waits before its next restart (by default).
 MAX_RESTART_BACKOFF = 0.5
 
@@ -88,6 +90,10 @@ class Queue(Generic[R]):
             `WorkersCrashed`).
         reset_after: seconds a restarted worker must run before its next crash counts as a
             first one again (its backoff starts over).
+        shards: over how many parts a broker spreads a hot queue (Redis: that many hash
+            tags, so a Redis Cluster spreads it over that many slots, and nodes); 1 keeps
+            it whole. Brokers without parts (memory, SQLite, RabbitMQ) ignore it. See
+            docs/how-to/redis-cluster-sentinel.md.
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
@@ -112,6 +118,7 @@ class Queue(Generic[R]):
     within: float = 10.0
     restart_backoff: Any = attrs.field(factory=lambda: _default_restart_backoff())
     reset_after: float = 1.0
+    shards: int = 1
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -148,6 +155,12 @@ class Queue(Generic[R]):
                 f"tenacity.wait_exponential(...)), got {self.restart_backoff!r}"
             )
         seconds("reset_after", self.reset_after)
+        positive_int("shards", self.shards)
+        if self.shards > MAX_SHARDS:
+            raise InvalidQueue(
+                f"shards must be at most {MAX_SHARDS}, got {self.shards!r}: a few per "
+                "Redis Cluster node spread a queue enough"
+            )
 
     @property
     def restart_limit(self) -> int:

@@ -9,7 +9,15 @@ from .brokers._contract import Broker
 from .brokers._memory import MemoryBroker
 
 #: The schemes of the Redis broker.
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
 #: The scheme of the SQLite broker (a file shared by the processes of one machine).
 SQLITE_SCHEME = "sqlite"
 #: The schemes of the RabbitMQ broker.
@@ -56,7 +64,8 @@ def broker_from_url(
         )
     raise InvalidQueue(
         f"unsupported broker URL {broker!r} (scheme {scheme!r}); use 'memory://', "
-        "'sqlite:///path/to/file.db', 'redis://host:port/db', 'rediss://...' (TLS) or "
+        "'sqlite:///path/to/file.db', 'redis://host:port/db', 'rediss://...' (TLS), "
+        "'redis+cluster://host:port,host:port', 'redis+sentinel://host:26379/service' or "
         "'amqp://user:password@host:5672/vhost?results=redis://host:6379/0' (RabbitMQ)"
     )
 

@@ -10,6 +10,11 @@ The RabbitMQ broker's tests use the RabbitMQ at 127.0.0.1:5672 (guest/guest, vho
 the session's private Redis as their results store: `amqp_url` gives each test a prefix
 of its own (its queues `PREFIX:...`), and deletes the queues it declared afterwards.
 Without a reachable RabbitMQ they are skipped, unless `QUEUEING_REQUIRE_AMQP=1` (CI).
+
+Redis Cluster and Sentinel (tests/redis_topologies.py): `redis_cluster` is a session's
+private cluster (3 masters, 3 replicas) and `redis_cluster_url` a URL with a prefix of the
+test's own; `make_redis_cluster` starts one of the test's own (for tests that move slots
+or fail nodes over); `redis_sentinels` a master, a replica and 3 sentinels for one test.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -272,3 +278,50 @@ def make_amqp_url(rabbitmq_server: str, redis_server: RedisServer) -> Iterator[C
     yield make
     for prefix in prefixes:
         trio.run(delete_rabbitmq_queues, rabbitmq_server, redis_server.url, prefix)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """One private Redis Cluster for the session (3 masters, 3 replicas, no persistence);
+    tests that move slots or fail nodes over make their own (`make_redis_cluster`)."""
+    from redis_topologies import Cluster
+
+    cluster = Cluster()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: Any) -> str:
+    """The session's Redis Cluster (`redis+cluster://…`) with a key prefix of this test's."""
+    return str(redis_cluster.url(prefix=f"t{secrets.token_hex(4)}"))
+
+
+@pytest.fixture
+def make_redis_cluster() -> Iterator[Callable[[], Any]]:
+    """Start a Redis Cluster of this test's own (`make_redis_cluster()`), closed after it."""
+    from redis_topologies import Cluster
+
+    made: list[Any] = []
+
+    def make() -> Any:
+        cluster = Cluster()
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+@pytest.fixture
+def redis_sentinels() -> Iterator[Any]:
+    """A master, a replica and 3 sentinels of this test's own (`.url(prefix=...)`)."""
+    from redis_topologies import Sentinels
+
+    sentinels = Sentinels()
+    sentinels.start()
+    yield sentinels
+    sentinels.close()

@@ -4,6 +4,7 @@ one task at a time, so one connection each) and closes it in `on_stop`."""
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import AsyncExitStack
 
@@ -23,6 +24,10 @@ from _common import (
 )
 
 from queueing import Queue, Receipt, Worker, connect
+
+#: `Queue(shards=)` of the bench's queue (`redis_bench.py --shards`, or 2 per master with
+#: `--cluster`).
+SHARDS = int(os.environ.get("BENCH_SHARDS", "1"))
 
 
 class Job(Worker):
@@ -44,7 +49,7 @@ class Job(Worker):
 
 # maxsize above the bench's task count: the peers have no such limit, and waiting for
 # room (our backpressure) is not what is measured here.
-job = Queue("job", Job, workers=CONCURRENCY, maxsize=1_000_000)
+job = Queue("job", Job, workers=CONCURRENCY, maxsize=1_000_000, shards=SHARDS)
 
 
 async def _counter() -> bytes | None:

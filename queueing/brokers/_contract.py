@@ -80,6 +80,9 @@ class QueueInfo:
     """How many times a task may be handed to a worker that then crashed, for one attempt
     (the engine dead-letters it as poison past that; a broker with a delivery limit of its
     own, such as RabbitMQ's `x-delivery-limit`, sets it from this)."""
+    shards: int = 1
+    """How many parts a broker may spread the queue's storage over (Redis: hash tags, so
+    Cluster slots); a broker that has no use for it keeps the queue whole."""
 
 
 class Admission(enum.Enum):

@@ -25,6 +25,10 @@ The Redis entry is marked `redis` like tests/redis, and uses `redis_url` from
 tests/conftest.py: a private `redis-server` per session, a key prefix per test, skipped
 without the binary unless `QUEUEING_REQUIRE_REDIS=1` (CI), which makes that a failure.
 
+The cluster entry (`redis+cluster://`) is marked `redis` too and uses `redis_cluster_url`:
+a private Redis Cluster per session (3 masters, 3 replicas), a key prefix per test. In the
+default run only the files in `CLUSTER_CORE` run on it; all of them under `slow`.
+
 The AMQP entry (`amqp://`, RabbitMQ quorum queues with a Redis results store) is marked
 `amqp` and uses `amqp_url` from tests/conftest.py: the machine's RabbitMQ with a queue
 prefix per test (its queues deleted afterwards) and the session's private Redis; skipped
@@ -68,12 +72,38 @@ BROKERS = (
         marks=(pytest.mark.redis,),
     ),
     BrokerCase(
+        "cluster",
+        lambda request: str(request.getfixturevalue("redis_cluster_url")),
+        mock_clock=False,
+        marks=(pytest.mark.redis,),
+    ),
+    BrokerCase(
         "amqp",
         lambda request: str(request.getfixturevalue("amqp_url")),
         mock_clock=False,
         marks=(pytest.mark.amqp,),
     ),
 )
+
+
+#: The contract files that run on the Redis Cluster in the default run: what crosses
+#: slots (replies and done streams of several queues, pipelines over queues, lookups by id,
+#: unique keys); the whole suite runs on the cluster under `slow` (it costs as much again
+#: as on one Redis).
+CLUSTER_CORE = (
+    "test_contract_submit",
+    "test_contract_pipelines",
+    "test_contract_lookups",
+    "test_contract_shards",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "contract/" not in item.nodeid or "[cluster" not in item.nodeid:
+            continue
+        if not any(name in item.nodeid for name in CLUSTER_CORE):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(params=[pytest.param(case, id=case.name, marks=case.marks) for case in BROKERS])

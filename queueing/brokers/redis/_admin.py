@@ -41,18 +41,21 @@ class Admin:
 
         client = self.calls.client
         for name, info in queues.items():
-            try:
-                await client.xgroup_create(self.keys.ready(name), k.GROUP, "0", mkstream=True)
-            except ce.StreamDuplicateConsumerGroupError:
-                pass  # declared already (another process, or an earlier run)
-            except ce.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            config = {
+            for part in k.shard_names(name, info.shards):
+                try:
+                    await client.xgroup_create(self.keys.ready(part), k.GROUP, "0", mkstream=True)
+                except ce.StreamDuplicateConsumerGroupError:
+                    pass  # declared already (another process, or an earlier run)
+                except ce.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+            config: dict[str, Any] = {
                 "maxsize": info.maxsize,
                 "max_payload": info.max_payload,
                 "result_ttl": info.result_ttl,
             }
+            if info.shards > 1:
+                config["shards"] = info.shards
             await client.hset(self.keys.queues(), {name: dumps(config)})
 
     async def declared(self) -> dict[str, QueueInfo]:
@@ -68,6 +71,7 @@ class Admin:
                     int(doc["maxsize"]),
                     int(doc["max_payload"]),
                     float(doc["result_ttl"]),
+                    shards=int(doc.get("shards", 1)),
                 )
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("queue %r: unreadable declaration %r (%s)", name, value, exc)
@@ -98,32 +102,49 @@ class Admin:
         return pipelines
 
     async def outstanding(self, queue: str) -> int:
-        key = self.keys.outstanding(queue)
-        value = await self.calls.retrying("outstanding", lambda: self.calls.client.get(key))
-        return max(0, int(value or 0))
+        total = 0
+        for part in self.keys.names(queue):
+            get = functools.partial(self.calls.client.get, self.keys.outstanding(part))
+            value = await self.calls.retrying("outstanding", get)
+            total += max(0, int(value or 0))
+        return total
 
     async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
         if limit <= 0:
             return []
-        key = self.keys.dead(queue)
-        entries = await self.calls.retrying(
-            "dead letters", lambda: self.calls.client.xrevrange(key, count=limit)
-        )
-        return [
-            decode_dead_letter(str(entry.field_values.get("d", ""))) for entry in reversed(entries)
-        ]
+        letters: list[DeadLetter] = []
+        for part in self.keys.names(queue):
+            read = functools.partial(self.calls.client.xrevrange, self.keys.dead(part), count=limit)
+            entries = await self.calls.retrying("dead letters", read)
+            letters += [
+                decode_dead_letter(str(entry.field_values.get("d", "")))
+                for entry in reversed(entries)
+            ]
+        if len(self.keys.names(queue)) > 1:  # the newest `limit` of all shards, oldest first
+            letters.sort(key=lambda letter: letter.failed_at)
+        return letters[-limit:]
 
     async def take_dead_letters(self, queue: str, ids: Collection[str] | None) -> list[DeadLetter]:
         wanted = [] if ids is None else list(ids)
         if ids is not None and not wanted:
             return []
-        taken = await self.calls.eval(
-            "take dead letters", "take_dead", [self.keys.dead(queue)], wanted
-        )
-        return [decode_dead_letter(str(raw)) for raw in taken]
+        letters: list[DeadLetter] = []
+        for part in self.keys.names(queue):
+            taken = await self.calls.eval(
+                "take dead letters", "take_dead", [self.keys.dead(part)], wanted
+            )
+            letters += [decode_dead_letter(str(raw)) for raw in taken]
+        return letters
 
-    async def figures(self, name: str) -> dict[str, int]:
-        """One queue's figures, read from Redis (all processes)."""
+    async def figures(self, queue: str) -> dict[str, int]:
+        """One queue's figures, read from Redis (all processes), summed over its shards."""
+        total: dict[str, int] = {}
+        for part in self.keys.names(queue):
+            for key, value in (await self._figures(part)).items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    async def _figures(self, name: str) -> dict[str, int]:
         client = self.calls.client
         ready = self.keys.ready(name)
         try:

@@ -153,7 +153,7 @@ class Batcher:
             await trio.lowlevel.checkpoint()
             return []
         for task, _ in tasks:
-            if queue_of(task.id) != queue.name:
+            if queue_of(task.id) != k.base(queue.name):
                 raise BrokerError(
                     f"task id {task.id!r} does not name the queue {queue.name!r}: ids are "
                     "<queue>:<unique>"

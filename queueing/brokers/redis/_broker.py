@@ -32,6 +32,7 @@ from ._progress import ProgressStore
 from ._receipts import Receipts
 from ._room import Room
 from ._runs import RedisRuns
+from ._shards import SHARD_BLOCK, Shards
 from ._url import finite_positive, parse_url, safe_url
 
 #: Seconds a closing client tries to delete its replies streams (Redis may be gone).
@@ -42,9 +43,11 @@ class RedisBroker(Broker):
     """Tasks in Redis Streams: consumer groups, leases, reclaim, delayed retries, results.
 
     Args:
-        url: `redis://[user:password@]host:port/db`, `rediss://…` for TLS, or
-            `unix:///path/to/socket`; query options `prefix` and `lease` override the
-            arguments of the same name.
+        url: `redis://[user:password@]host:port/db`, `rediss://…` for TLS,
+            `unix:///path/to/socket`, `redis+cluster://host:port,host:port` (a Redis
+            Cluster: seed nodes), or `redis+sentinel://host:26379,host:port/service` (the
+            master Sentinel names; `rediss+…` for TLS); query options `prefix` and `lease`
+            override the arguments of the same name.
         prefix: every key starts with `{prefix:…}`; one prefix per system.
         lease: seconds a claimed task stays ours without `renew`; a stopped process's
             tasks are claimed by others after this long.
@@ -99,6 +102,7 @@ class RedisBroker(Broker):
         self._serve = False
         keys = k.Keys(prefix)
         self._keys = keys
+        self._shards = Shards(keys)
         self._calls = Calls(url, connect_timeout=self.connect_timeout, block=self.block)
         self._batch = Batcher(self._calls, keys, self.consumer)
         self._losses = Losses(self._calls, keys)
@@ -129,6 +133,15 @@ class RedisBroker(Broker):
             max_dead_letters=max_dead_letters,
         )
         self._receipts = Receipts(self._calls, keys, self._batch, self.consumer, self._losses)
+        if self._calls.cluster:  # each queue's node is watched for lost data (`_losses`)
+            self._losses.names = self._watched
+            replied = self._batch.on_replied
+
+            def on_replied() -> None:  # a queue to watch: its epoch is read now
+                replied()
+                self._losses.probe_now()
+
+            self._batch.on_replied = on_replied
         self._room = Room(self._calls, keys)
         self._admin = Admin(self._calls, keys)
         self.runs = RedisRuns(
@@ -153,6 +166,12 @@ class RedisBroker(Broker):
 
         async def ready() -> None:
             await redeclare()
+            # Sharded queues others declared: their ids' keys depend on it (lookups).
+            for info in (await self._admin.declared()).values():
+                if info.name not in self._queues:
+                    self._shards.learn(info)
+            for info in self._queues.values():
+                self._shards.learn(info)
             await self._losses.start()
 
         self._calls.redeclare = redeclare
@@ -176,10 +195,19 @@ class RedisBroker(Broker):
             nursery.start_soon(self._calls.probe)
             nursery.start_soon(self._losses.probe_loop)
             if self._serve:
-                for name in self._queues:
-                    nursery.start_soon(self._consumer.promote_loop, name)
+                for name, info in self._queues.items():
+                    for part in k.shard_names(name, info.shards):
+                        nursery.start_soon(self._consumer.promote_loop, part)
                 nursery.start_soon(self._leases.renew_loop)
                 nursery.start_soon(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
+
+    def _watched(self) -> set[str]:
+        """The queues (shards) whose nodes' losses this process watches on a cluster: those
+        it serves and those it waits on."""
+        names = set(self._batch.replied)
+        for name, info in self._queues.items():
+            names.update(k.shard_names(name, info.shards))
+        return names
 
     def _heartbeat(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -200,7 +228,11 @@ class RedisBroker(Broker):
         when = ""
         if due is not None and due > self.clock():
             when = str(int(due * 1000))
+        if queue.shards > 1:
+            queue = self._shards.of(queue, task.id)
         (answer,) = await self._batch.submit(queue, [(task, when)])
+        if answer is Admission.FULL and queue.name != k.base(queue.name):
+            self._shards.full[k.base(queue.name)] = queue
         if when and answer is Admission.ACCEPTED:
             task.state = TaskState.SCHEDULED
             self._consumer.wake_promoter(queue.name)
@@ -210,6 +242,8 @@ class RedisBroker(Broker):
         return await self.accept(queue, task, due=due)
 
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
+        if queue.shards > 1:
+            return await self._accept_sharded(queue, tasks)
         answers = await self._batch.submit(queue, [(task, "") for task in tasks])
         taken = 0
         for answer in answers:
@@ -218,7 +252,30 @@ class RedisBroker(Broker):
             taken += 1
         return taken
 
+    async def _accept_sharded(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
+        """Each shard's tasks in one submit, all at once (they share round trips)."""
+        answers: dict[str, tuple[Admission, QueueInfo]] = {}
+
+        async def submit(part: QueueInfo, group: list[Task]) -> None:
+            got = await self._batch.submit(part, [(task, "") for task in group])
+            for task, answer in zip(group, got, strict=True):
+                answers[task.id] = (answer, part)
+
+        async with trio.open_nursery() as nursery:
+            for part, group in self._shards.group(queue, tasks):
+                nursery.start_soon(submit, part, group)
+        taken = 0
+        for task in tasks:
+            answer, part = answers[task.id]
+            if answer is Admission.FULL:
+                self._shards.full[queue.name] = part
+                break
+            taken += 1
+        return taken
+
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
+        if queue.shards > 1:
+            queue = self._shards.full.get(queue.name) or self._shards.parts(queue)[0]
         await self._room.wait(queue, timeout)
 
     async def lookup(self, task_id: str) -> Task | None:
@@ -241,12 +298,35 @@ class RedisBroker(Broker):
             await self._calls.retrying(
                 "declare a queue", functools.partial(self._admin.declare, {queue.name: queue})
             )
+        if queue.shards > 1:
+            return await self._claim_sharded(queue, n, wait)
         return await self._consumer.claim(queue, n, wait)
 
+    async def _claim_sharded(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
+        """From the first shard that has tasks, starting one further each time (fair);
+        all empty: a short blocking read on the first (a read blocks on one slot only)."""
+        parts = self._shards.rotation(queue)
+        for part in parts:
+            tasks = await self._consumer.claim(part, n, 0)
+            if tasks:
+                return tasks
+        if wait <= 0:
+            return []
+        return await self._consumer.claim(parts[0], n, min(wait, SHARD_BLOCK))
+
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
+        if queue.shards > 1:
+            lost: list[Task] = []
+            for part, group in self._shards.group(queue, tasks):
+                lost += await self._leases.renew(part, group)
+            return lost
         return await self._leases.renew(queue, tasks)
 
     async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
+        if queue.shards > 1:
+            for part, group in self._shards.group(queue, tasks):
+                await self._leases.release(part, group)
+            return
         await self._leases.release(queue, tasks)
 
     async def settle(
@@ -257,14 +337,20 @@ class RedisBroker(Broker):
         result: Any = None,
         error: ErrorInfo | None = None,
     ) -> bool:
+        if queue.shards > 1:
+            queue = self._shards.of(queue, task.id)
         return await self._outcomes.settle(queue, task, state, result, error)
 
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
+        if queue.shards > 1:
+            queue = self._shards.of(queue, task.id)
         await self._outcomes.retry_at(queue, task, due)
 
     async def dead_letter(
         self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
     ) -> bool:
+        if queue.shards > 1:
+            queue = self._shards.of(queue, task.id)
         return await self._outcomes.settle(queue, task, state, None, error, dead=True)
 
     # -- dead letters and figures ----------------------------------------------------------

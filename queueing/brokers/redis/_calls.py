@@ -17,6 +17,7 @@ import tenacity
 import trio
 
 from ..._exceptions import BrokerError
+from ._servers import kind_of, open_client
 from ._url import safe_url
 
 if TYPE_CHECKING:
@@ -72,6 +73,16 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ce.ConnectionError,
+        # A Redis Cluster or a Sentinel set-up in the middle of a failover or a slot
+        # migration: the same call goes through once the new master answers.
+        ce.ClusterDownError,
+        ce.ClusterError,
+        ce.ClusterResponseError,  # a command sent to every node, one of them down
+        ce.TryAgainError,
+        ce.AskError,
+        ce.UnblockedError,
+        ce.ReadOnlyError,
+        ce.SentinelError,
         OSError,
         TimeoutError,
         trio.BrokenResourceError,
@@ -103,6 +114,8 @@ class Calls:
         self.url = url
         self.connect_timeout = connect_timeout
         self.block = block
+        #: A Redis Cluster: a command or a script takes keys of one slot only.
+        self.cluster = kind_of(url) == "cluster"
         self._client: coredis.Redis[str] | None = None
         self._shas: dict[str, str] = {}
         #: Called (awaited) after Redis lost our consumer groups: declares them again.
@@ -131,21 +144,15 @@ class Calls:
         """Open the client, check it with a PING, load the scripts and run `ready` (declare
         queues); errors become `BrokerError`s that say what to check."""
         try:
-            import coredis
+            import coredis  # noqa: F401  (the client is made in _servers)
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise BrokerError(
                 "the Redis broker needs coredis: pip install 'trio-queueing[redis]'"
             ) from exc
-        try:
-            client: coredis.Redis[str] = coredis.Redis.from_url(
-                self.url, decode_responses=True, connect_timeout=self.connect_timeout
-            )
-        except Exception as exc:
-            raise BrokerError(f"bad Redis URL {safe_url(self.url)!r}: {exc}") from exc
         # Errors are raised after the client's task group has closed, so that the caller
         # gets them as they are, not wrapped in an ExceptionGroup.
         error: BaseException | None = None
-        async with client:
+        async with open_client(self.url, connect_timeout=self.connect_timeout) as client:
             self._client = client
             try:
                 with trio.fail_after(self.connect_timeout):

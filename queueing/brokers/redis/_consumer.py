@@ -262,7 +262,9 @@ class Consumer:
         unnamed: list[tuple[str, Task, dict[Any, Any]]] = []
         for (ident, fields), owner in zip(entries, owners, strict=True):
             try:
-                task = decode_envelope(fields, name, max_bytes)
+                task = decode_envelope(fields, k.base(name), max_bytes)
+                if name != k.base(name) and self.keys.home(task.id) != name:
+                    raise BadEntry(f"task id {task.id!r} belongs to another shard than {name!r}")
             except BadEntry as exc:
                 self.reject(name, ident, fields, str(exc), now)
                 continue
@@ -323,7 +325,7 @@ class Consumer:
     ) -> None:
         """Dead-letter an entry that is not a task of ours (with the next write)."""
         log.warning("queue %r: entry %s is not a task (%s); dead-lettered", queue, entry, reason)
-        letter = bad_entry_letter(queue, fields, reason, now)
+        letter = bad_entry_letter(k.base(queue), fields, reason, now)
         keys = [self.keys.ready(queue), self.keys.dead(queue)]
         self.batcher.push(Op("reject", keys, [entry, letter, self.max_dead_letters]))
 

@@ -12,6 +12,8 @@ docs/concepts/delivery-guarantees.md lists the keys and which script touches whi
 
 from __future__ import annotations
 
+import zlib
+
 from ..._task import TaskState
 from .._contract import queue_of
 
@@ -67,6 +69,22 @@ COUNTERS = {
 }
 
 
+def shard_of(task_id: str, shards: int) -> int:
+    """The shard of a task of a queue in `shards` parts: a stable hash of its id (a keyed
+    task's id is made of its key, so a key always lands on the same shard)."""
+    return zlib.crc32(task_id.encode()) % shards
+
+
+def shard_names(name: str, shards: int) -> list[str]:
+    """The names whose hash tags hold a queue's keys: the queue's own, or one per shard."""
+    return [name] if shards <= 1 else [f"{name}:{i}" for i in range(shards)]
+
+
+def base(name: str) -> str:
+    """The queue a shard's name belongs to (a queue's name has no `:`)."""
+    return name.partition(":")[0]
+
+
 def ttl(seconds: float) -> int:
     """A queue's `result_ttl` as the scripts take it: milliseconds, within the caps."""
     return int(max(MIN_TTL, min(round(seconds * 1000), MAX_TTL)))
@@ -75,10 +93,22 @@ def ttl(seconds: float) -> int:
 class Keys:
     """Key names under one prefix."""
 
-    __slots__ = ("prefix",)
+    __slots__ = ("prefix", "shards")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
+        #: The queues in more than one shard (`Queue(shards=)`), by name.
+        self.shards: dict[str, int] = {}
+
+    def home(self, task_id: str) -> str:
+        """The name whose tag holds a task's keys: its queue's, or its shard's."""
+        queue = queue_of(task_id)
+        shards = self.shards.get(queue, 1)
+        return queue if shards == 1 else f"{queue}:{shard_of(task_id, shards)}"
+
+    def names(self, queue: str) -> list[str]:
+        """The names whose tags hold a queue's keys (see `shard_names`)."""
+        return shard_names(queue, self.shards.get(queue, 1))
 
     def of(self, name: str, what: str) -> str:
         """A key of a queue or a pipeline: `{prefix:name}:what`."""
@@ -127,7 +157,7 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         """The record of a task (or of a pipeline run), under its queue's (pipeline's) tag."""
-        return self.of(queue_of(task_id), f"task:{task_id}")
+        return self.of(self.home(task_id), f"task:{task_id}")
 
     def record(self, queue: str, task_id: str) -> str:
         """The record a task id names within `queue` (the same key as `task` for an id of

@@ -22,7 +22,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -59,15 +59,21 @@ class Losses:
 
     def __init__(self, calls: Calls, keys: k.Keys) -> None:
         self.calls = calls
+        self.keys = keys
         self.key = keys.epoch()
         self.epoch: str | None = None
+        #: On a Redis Cluster, the queues (shards) whose nodes are watched too: each has an
+        #: epoch key under its own tag, since one node can lose its data alone.
+        self.names: Callable[[], Iterable[str]] | None = None
+        self._epochs: dict[str, str] = {}
         #: Called when the epoch changed (the receipt side sweeps at once).
         self.on_loss: list[Callable[[], None]] = []
         self._last = -math.inf
         self._lot = trio.lowlevel.ParkingLot()
-        calls.on_reconnect.append(self._probe_now)
+        calls.on_reconnect.append(self.probe_now)
 
-    def _probe_now(self) -> None:
+    def probe_now(self) -> None:
+        """Read the epoch(s) now (after a reconnect, or a new queue to watch)."""
         self._lot.unpark_all()
 
     async def start(self) -> None:
@@ -78,12 +84,26 @@ class Losses:
         from coredis.tokens import PureToken
 
         token = secrets.token_hex(8)
+        keys = [self.key]
+        if self.names is not None:
+            keys += [self.keys.of(name, "epoch") for name in self.names()]
 
         def fill(pipe: Any) -> list[Any]:
-            return [pipe.set(self.key, token, condition=PureToken.NX), pipe.get(self.key)]
+            calls = []
+            for key in keys:
+                calls += [pipe.set(key, token, condition=PureToken.NX), pipe.get(key)]
+            return calls
 
-        _, current = await self.calls.pipelined("read the epoch", fill)
-        return str(current) if current is not None else token
+        answers = await self.calls.pipelined("read the epoch", fill)
+        tokens = [token if value is None else str(value) for value in answers[1::2]]
+        for key, current in zip(keys[1:], tokens[1:], strict=True):
+            before = self._epochs.get(key)
+            self._epochs[key] = current
+            if before is not None and before != current:
+                self.note(f"the node that holds {key} lost its data (restarted empty, or flushed)")
+                for callback in self.on_loss:
+                    callback()
+        return tokens[0]
 
     async def probe_loop(self) -> None:
         """Background: read the epoch every `PROBE_EVERY` seconds (at once after a

@@ -118,7 +118,7 @@ class Outcomes:
         task.settle(state, result, error, time.time())
         self.consumer.forget(queue.name, task)
         entry, reply = task.handle if task.handle is not None else ("", "")
-        letter = letter_of(task, queue.name) if dead else ""
+        letter = letter_of(task, k.base(queue.name)) if dead else ""
         name = queue.name
         keys, args = self._finish_part(name, task, entry, reply, k.ttl(queue.result_ttl), letter)
         then = functools.partial(self._finished, task)
@@ -165,9 +165,9 @@ class Outcomes:
 
     async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
         """Settle a task CANCELLED unless it has an outcome; its record if this did it."""
-        name = queue_of(task_id)
-        if not name:
+        if not queue_of(task_id):
             return None
+        name = self.keys.home(task_id)
         record = self.keys.task(task_id)
         state, reply, meta, ttl = await self.calls.retrying(
             "cancel", lambda: self.calls.client.hmget(record, ["s", "r", "m", "t"])

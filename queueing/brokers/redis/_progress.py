@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from ..._task import Progress, Task, progress_doc, progress_from_doc
-from .._contract import QueueInfo, queue_of
+from .._contract import QueueInfo
 from . import _keys as k
 from ._calls import Calls
 from ._wire import dumps
@@ -25,7 +25,7 @@ PROGRESS_TTL = 86_400.0
 
 
 def progress_key(keys: k.Keys, task_id: str) -> str:
-    return keys.of(queue_of(task_id), f"progress:{task_id}")
+    return keys.of(keys.home(task_id), f"progress:{task_id}")
 
 
 def decode(raw: Any) -> Progress | None:

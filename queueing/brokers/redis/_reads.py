@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._contract import queue_of
 from . import _keys as k
 from ._calls import Calls
 
@@ -35,7 +34,7 @@ async def read_outcomes(
     for ids, is_fresh in ((list(dict.fromkeys(known)), False), (fresh, True)):
         by_name: dict[str, list[str]] = {}
         for task_id in ids:
-            by_name.setdefault(queue_of(task_id), []).append(task_id)
+            by_name.setdefault(keys.home(task_id), []).append(task_id)
         for name, members in by_name.items():
             for i in range(0, len(members), CHECK_CHUNK):
                 parts.append((name, members[i : i + CHECK_CHUNK], is_fresh))

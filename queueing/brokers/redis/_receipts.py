@@ -137,7 +137,7 @@ class Receipts:
     async def lookup(self, task_id: str) -> Task | None:
         if not queue_of(task_id):
             return None
-        keys = [self.keys.task(task_id), self.keys.ready(queue_of(task_id))]
+        keys = [self.keys.task(task_id), self.keys.ready(self.keys.home(task_id))]
         state, meta, outcome, working = await self.calls.eval("lookup", "lookup", keys, [])
         if state is None:
             return None
@@ -243,7 +243,7 @@ class Receipts:
             self._known.discard(task_id)
             self._unseen.discard(task_id)
             self._missing.pop(task_id, None)
-            self._foreign.get(queue_of(task_id), set()).discard(task_id)
+            self._foreign.get(self.keys.home(task_id), set()).discard(task_id)
 
     async def _check(self, known: list[str], fresh: list[str], now: float) -> list[Task]:
         """Read the records of some ids; returns those with an outcome (or LOST). Of `fresh`
@@ -251,7 +251,7 @@ class Receipts:
         on."""
         # The `done` streams of fresh ids' queues not read yet: where they stand now, read
         # in the same round trip and before the records (a notice after it is not missed).
-        names = {queue_of(task_id) for task_id in fresh}
+        names = {self.keys.home(task_id) for task_id in fresh}
         positions = sorted(names - self._foreign_read())
         settled: list[Task] = []
         gone: list[str] = []
@@ -327,29 +327,47 @@ class Receipts:
 
     # -- the reader of notices --------------------------------------------------------------
 
-    def _streams(self) -> dict[str, str]:
+    def _streams(self, only: str | None = None) -> dict[str, str]:
         """What to read: nothing while no one waits (a process that only submits follow-up
-        work does not read notices it would drop)."""
+        work does not read notices it would drop). `only`: the streams of that queue
+        (pipeline) alone, one hash tag (a Redis Cluster reads each tag on its own)."""
         streams: dict[str, str] = {}
         if not self._known and not self._waiting:
             return streams
         for name in self.batcher.replied:
+            if only is not None and name != only:
+                continue
             key = self.keys.replies(name, self.client_id)
             # From the start, never "$": the stream is ours alone, and "$" would miss a
             # notice written before the first read.
             streams[key] = self._cursors.setdefault(key, "0-0")
         for name in self._foreign_read():
+            if only is not None and name != only:
+                continue
             key = self.keys.done(name)
             streams[key] = self._cursors.setdefault(key, "0-0")
         return streams
 
     async def reader_loop(self) -> None:
         """Background: read notices from our replies streams and from the done streams of
-        queues with ids another client submitted; wake `wait_settled`."""
+        queues with ids another client submitted; wake `wait_settled`. On a Redis Cluster,
+        one reader per queue (pipeline), since one read takes keys of one slot only."""
         self._request_sweep()  # (re)started: what was written while no one read is checked
+        if not self.calls.cluster:
+            await self._read_loop(None)
+            return
+        async with trio.open_nursery() as nursery:
+            reading: set[str] = set()
+            while True:
+                for name in (set(self.batcher.replied) | self._foreign_read()) - reading:
+                    reading.add(name)
+                    nursery.start_soon(self._read_loop, name)
+                await self._reader_lot.park()
+
+    async def _read_loop(self, only: str | None) -> None:
         block_ms = int(self.calls.block * 1000)
         while True:
-            streams = self._streams()
+            streams = self._streams(only)
             if not streams:
                 await self._reader_lot.park()
                 continue

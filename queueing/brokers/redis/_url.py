@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import math
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import attrs
 
 from ..._exceptions import BrokerError
 
 #: URL schemes we take, and our own query options.
 SCHEMES = ("redis", "rediss", "unix")
+#: Redis Cluster: seed nodes `host:port[,host:port...]`, the rest discovered.
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+#: Redis Sentinel: sentinels `host:port[,host:port...]`, then `/service-name`.
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+ALL_SCHEMES = SCHEMES + CLUSTER_SCHEMES + SENTINEL_SCHEMES
 OPTIONS = ("prefix", "lease")
+#: The port of a cluster node or a sentinel the URL names without one.
+CLUSTER_PORT = 6379
+SENTINEL_PORT = 26379
+
+
+@attrs.frozen
+class Servers:
+    """What a `redis+cluster://` or `redis+sentinel://` URL names."""
+
+    #: "cluster" or "sentinel".
+    kind: str
+    #: Seed nodes (cluster) or sentinels, as (host, port).
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    tls: bool
+    #: The service (master) name of a sentinel URL; "" for a cluster.
+    service: str = ""
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
     """Check the URL and take our own options (`prefix`, `lease`) out of its query."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme in CLUSTER_SCHEMES or scheme in SENTINEL_SCHEMES:
+        parts = urlsplit(url)
+        servers_of(url)  # checks it
+        return _split_options(url, parts.query)
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a port that is not a number
@@ -22,7 +52,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     if parts.scheme not in SCHEMES:
         raise BrokerError(
             f"bad Redis URL {safe_url(url)!r}: the scheme must be one of "
-            f"{', '.join(s + '://' for s in SCHEMES)}, got {parts.scheme!r}"
+            f"{', '.join(s + '://' for s in ALL_SCHEMES)}, got {parts.scheme!r}"
         )
     if parts.scheme == "unix":
         if not parts.path:
@@ -36,14 +66,67 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
         )
     if port is not None and not 0 < port < 65536:
         raise BrokerError(f"bad Redis URL {safe_url(url)!r}: port {port} is out of range")
+    return _split_options(url, parts.query)
+
+
+def _split_options(url: str, query: str) -> tuple[str, dict[str, str]]:
     ours: dict[str, str] = {}
     theirs = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in parse_qsl(query, keep_blank_values=True):
         if key in OPTIONS:
             ours[key] = value
         else:
             theirs.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+    base = url.split("?", 1)[0]
+    return (f"{base}?{urlencode(theirs)}" if theirs else base), ours
+
+
+def servers_of(url: str) -> Servers | None:
+    """The nodes of a `redis+cluster://` URL or the sentinels and service of a
+    `redis+sentinel://` URL; None for a plain Redis URL. `BrokerError` says what is wrong."""
+    scheme, _, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        kind, default_port = "cluster", CLUSTER_PORT
+    elif scheme in SENTINEL_SCHEMES:
+        kind, default_port = "sentinel", SENTINEL_PORT
+    else:
+        return None
+    bad = f"bad Redis URL {safe_url(url)!r}"
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    netloc, _, path = rest.partition("/")
+    username = password = None
+    if "@" in netloc:
+        auth, netloc = netloc.rsplit("@", 1)
+        user, has_password, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    nodes = []
+    for item in netloc.split(","):
+        host, has_port, port_text = item.strip().rpartition(":")
+        if not has_port:
+            host, port_text = port_text, str(default_port)
+        host = host.strip("[]")
+        if not host:
+            raise BrokerError(f"{bad}: no host in {item!r} (write {scheme}://host:port,host:port)")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise BrokerError(f"{bad}: port {port_text!r} is not a number") from None
+        if not 0 < port < 65536:
+            raise BrokerError(f"{bad}: port {port} is out of range")
+        nodes.append((host, port))
+    service = unquote(path.strip("/"))
+    if kind == "sentinel" and (not service or "/" in service):
+        raise BrokerError(
+            f"{bad}: a sentinel URL names the service after the sentinels: "
+            f"{scheme}://host:26379,host:26380/mymaster"
+        )
+    if kind == "cluster" and path.strip("/") not in ("", "0"):
+        raise BrokerError(
+            f"{bad}: Redis Cluster has only database 0; leave the path out "
+            f"({scheme}://host:port,host:port)"
+        )
+    return Servers(kind, tuple(nodes), username, password, scheme.startswith("rediss"), service)
 
 
 def safe_url(url: str) -> str:
