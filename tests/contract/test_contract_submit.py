@@ -212,9 +212,11 @@ async def test_a_system_cancelled_from_outside_stops_and_keeps_what_it_accepted(
     probe = Probe()
     queue = Queue("gated", Gated, worker_kwargs={"probe": probe})
     with trio.fail_after(LONG):  # a guard against a hang, not a measure
-        with trio.move_on_after(SETTLE) as scope:
+        with trio.CancelScope() as scope:
             async with serve(broker, queue) as system:
                 receipt = await system.submit("gated", 1)
+                # Cancelled a moment after the submit (however long the start took).
+                scope.deadline = trio.current_time() + SETTLE
                 await trio.sleep_forever()
         assert scope.cancelled_caught
     assert receipt.id
