@@ -140,3 +140,4 @@ async def test_a_connected_client_sees_the_figures_of_every_process(
                     await trio.sleep(SETTLE)
             stats = client.stats()["double"]
     assert (stats.submitted, stats.succeeded, stats.failed, stats.outstanding) == (5, 5, 0, 0)
+    assert stats.workers == 0  # the client runs none (the serving process runs two)
