@@ -312,6 +312,9 @@ async def connect_trio(
             )
             system.broker_timeout = broker_timeout
             await system._start(serve=False)
+            # The first figures before the caller's first stats() (then every few seconds).
+            with trio.move_on_after(connect_timeout):
+                await system._refresh_figures()
             try:
                 async with trio.open_nursery() as system._attempts:
                     try:
