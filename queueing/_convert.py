@@ -11,6 +11,15 @@ from typing import Any
 
 import cattrs
 import cattrs.v
+from cattrs.cols import (
+    homogenous_tuple_structure_factory,
+    is_abstract_set,
+    is_any_set,
+    is_frozenset,
+    is_mutable_sequence,
+    is_sequence,
+    list_structure_factory,
+)
 from cattrs.preconf.json import make_converter as _make_json_converter
 
 from ._exceptions import PayloadError
@@ -65,20 +74,62 @@ def _strict_bool(value: Any, _: Any) -> bool:
     raise StrictTypeError("bool", value)
 
 
+#: What a list, tuple or set field takes: a JSON array, or a Python collection a caller
+#: passes (cattrs would iterate anything: a string into its characters, a dict into its keys).
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
+def _is_collection(type_: Any) -> bool:
+    if hasattr(type_, "_fields"):  # a NamedTuple: cattrs' own hook
+        return False
+    return bool(
+        is_sequence(type_) or is_any_set(type_) or (typing.get_origin(type_) or type_) is tuple
+    )
+
+
+def _collection_hook(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """cattrs' own hook for a list, tuple or set type, behind a check that the value is a
+    collection at all."""
+    inner: Callable[[Any, Any], Any]
+    args = typing.get_args(type_)
+    if (typing.get_origin(type_) or type_) is tuple:
+        if args and not (len(args) == 2 and args[1] is Ellipsis):
+            inner = converter.gen_structure_hetero_tuple(type_)
+        else:
+            inner = converter._structure_tuple
+    elif is_mutable_sequence(type_):
+        inner = list_structure_factory(type_, converter)
+    elif is_sequence(type_):
+        inner = homogenous_tuple_structure_factory(type_, converter)
+    elif is_abstract_set(type_) or is_frozenset(type_):
+        inner = converter._structure_frozenset
+    else:
+        inner = converter._structure_set
+
+    def structure(value: Any, target: Any) -> Any:
+        if not isinstance(value, _COLLECTIONS):
+            raise StrictTypeError("a list (a JSON array)", value)
+        return inner(value, target)
+
+    return structure
+
+
 def make_converter() -> cattrs.Converter:
     """A strict converter for JSON-compatible data (the default of every system).
 
     Nothing is coerced: an `int` field takes ints only (not `3.7`, `True` or `"12"`), a
     `float` field ints or floats (not bools, strings, NaN or infinity), a `str` field
-    strings only, a `bool` field bools only; extra keys are refused. Bytes travel as base85
-    strings and datetimes as ISO 8601 strings (as cattrs' JSON preset does). Register your
-    own hooks on it and pass it as `open_system(converter=...)`.
+    strings only, a `bool` field bools only, a list, tuple or set field lists (not a
+    string, whose characters cattrs would take, nor a dict); extra keys are refused. Bytes
+    travel as base85 strings and datetimes as ISO 8601 strings (as cattrs' JSON preset
+    does). Register your own hooks on it and pass it as `open_system(converter=...)`.
     """
     converter = _make_json_converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(float, _strict_float)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(bool, _strict_bool)
+    converter.register_structure_hook_factory(_is_collection, _collection_hook)
     return converter
 
 
@@ -111,6 +162,13 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, StrictTypeError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def type_name(type_: Any) -> str:
+    """A declared type as written: `int`, `list[int]`, `dict[str, Page]`, `int | None`."""
+    if isinstance(type_, type) and typing.get_origin(type_) is None:
+        return type_.__name__
+    return str(type_).replace("typing.", "").replace("__main__.", "")
 
 
 def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
@@ -190,7 +248,7 @@ class Codec:
         try:
             return self._structure(data, target)
         except Exception as exc:
-            name = getattr(target, "__name__", repr(target))
+            name = type_name(target)
             raise PayloadError(
                 self.queue, f"{self.role} does not structure as {name}: {describe_error(exc)}"
             ) from exc

@@ -65,7 +65,7 @@ def _collect(
                 raise InvalidQueue(f"two schedules are named {spec.name!r}; rename one")
             schedules[spec.name] = spec
         else:
-            raise InvalidQueue(f"expected Queue, Pipeline or Schedule objects, got {spec!r}")
+            raise InvalidQueue(_not_a_spec(spec))
     for name in pipelines:
         if name in queues:
             raise InvalidQueue(f"a queue and a pipeline are both named {name!r}; rename one")
@@ -144,6 +144,25 @@ async def open_system(
         if crashed is None:
             raise
         raise crashed from crashed.cause
+
+
+def _not_a_spec(spec: Any) -> str:
+    """What is wrong with an argument that is no Queue, Pipeline or Schedule."""
+    if isinstance(spec, list | tuple | set | frozenset):
+        return (
+            f"queues, pipelines and schedules are passed one by one, got a "
+            f"{type(spec).__name__} of {len(spec)}: unpack it (open_system(*specs), "
+            "run_system(*specs), connect(url, *specs))"
+        )
+    shown = repr(spec)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    if isinstance(spec, type) and issubclass(spec, Worker):
+        return (
+            f"{shown} is a Worker class, not a Queue: a worker runs the tasks of a queue, so "
+            f"pass the queue (Queue('name', {spec.__name__}))"
+        )
+    return f"expected Queue, Pipeline or Schedule objects, got {shown}"
 
 
 def _crashed_pool(
@@ -299,6 +318,9 @@ async def connect_trio(
             )
             system.broker_timeout = broker_timeout
             await system._start(serve=False)
+            # The first figures before the caller's first stats() (then every few seconds).
+            with trio.move_on_after(connect_timeout):
+                await system._refresh_figures()
             try:
                 async with trio.open_nursery() as system._attempts:
                     try:

@@ -82,7 +82,24 @@ def is_transient(exc: BaseException) -> bool:
     """Whether the default policy retries `exc`: `Transient`, timeouts, connection errors
     (the standard library's and those of common clients: httpx, aiohttp, requests, coredis,
     redis-py, asyncpg, trio and anyio streams), OS errors of an unreachable network, and
-    HTTP errors with a "try later" status (429, 502, 503, 504...)."""
+    HTTP errors with a "try later" status (429, 502, 503, 504...).
+
+    Also an exception group whose every exception is transient (a nursery in a trio
+    handler wraps what its tasks raised), and an `OSError` without an errno raised from a
+    transient one (`trio.open_tcp_stream` and `anyio.connect_tcp` raise "all attempts to
+    connect failed" from the connection errors of each address)."""
+    return _transient(exc, 0)
+
+
+#: How deep `is_transient` looks into groups and causes.
+_DEPTH = 4
+
+
+def _transient(exc: BaseException, depth: int) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return depth < _DEPTH and all(_transient(e, depth + 1) for e in exc.exceptions)
+    if type(exc) is OSError and exc.errno is None and exc.__cause__ is not None:
+        return depth < _DEPTH and _transient(exc.__cause__, depth + 1)
     if isinstance(exc, DEFAULT_TRANSIENT):
         return True
     if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:

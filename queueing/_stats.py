@@ -50,6 +50,8 @@ class QueueStats:
     `depth` is tasks waiting (ready or scheduled for a retry), `in_flight` tasks running;
     `outstanding` = depth + in_flight (bounded by `maxsize`). Latencies are submit to
     success, in seconds, over the last few thousand tasks (None before the first).
+    `workers` is how many workers this process runs for the queue (0 in a `connect()`
+    client, which runs none: `queueing status` lists every process's).
     """
 
     name: str

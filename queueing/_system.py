@@ -593,7 +593,7 @@ class QueueSystem:
                 cancelled=figures["cancelled"],
                 expired=figures["expired"],
                 restarts=rt.restarts(),
-                workers=rt.spec.workers,
+                workers=rt.spec.workers if self._serving else 0,  # a client runs none
                 p50=rt.latency.percentile(50),
                 p99=rt.latency.percentile(99),
             )

@@ -69,6 +69,8 @@ async def test_cancelling_a_running_task_cancels_its_handler(
         with pytest.raises(TaskCancelled) as info:
             await running.result(timeout=WAIT)
         assert info.value.outcome is TaskState.CANCELLED
+        assert info.value.attempts == 1  # the attempt it was cancelled in counts
+        assert (await system.receipt(running.id).status()).attempts == 1
         await probe.wait_for(probe.cancelled)
     assert probe.cancelled == ["running"]
     assert probe.finished == []

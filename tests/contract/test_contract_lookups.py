@@ -140,3 +140,20 @@ async def test_a_connected_client_sees_the_figures_of_every_process(
                     await trio.sleep(SETTLE)
             stats = client.stats()["double"]
     assert (stats.submitted, stats.succeeded, stats.failed, stats.outstanding) == (5, 5, 0, 0)
+    assert stats.workers == 0  # the client runs none (the serving process runs two)
+
+
+async def test_a_clients_first_stats_already_show_the_brokers_figures(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    from queueing import connect
+
+    async with serve(broker, Queue("double", Double)) as system:
+        for receipt in await system.submit_many("double", range(3)):
+            await outcome_of(receipt)
+        if broker == "memory://":  # no client of an in-process system: its own figures
+            stats = system.stats()["double"]
+        else:
+            async with connect(broker) as client:
+                stats = client.stats()["double"]  # at once: no wait for a refresh
+    assert (stats.submitted, stats.succeeded, stats.outstanding) == (3, 3, 0)

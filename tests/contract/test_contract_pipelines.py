@@ -165,3 +165,21 @@ async def test_a_requeued_stage_dead_letter_goes_on_down_its_pipeline(
         assert await system.dead_letters("picky") == []
         # The first run keeps its outcome: exactly one per run.
         assert (await failed.status()).state is TaskState.FAILED
+
+
+async def test_a_client_that_knows_no_pipeline_submits_to_one_by_name(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # What `queueing submit PIPELINE` does: a connect() client given no Pipeline object
+    # learns of the pipelines from what the serving processes declared.
+    from queueing import InvalidQueue, connect
+
+    if broker == "memory://":  # nothing to connect to: the queues live in one process
+        with pytest.raises(InvalidQueue, match="needs a shared broker"):
+            async with connect(broker):
+                pass
+        return
+    async with serve(broker, steps()), connect(broker) as client:
+        receipt = await client.submit("steps", "21")
+        assert await outcome_of(receipt) == "#42"
+        assert (await receipt.status()).state is TaskState.SUCCEEDED

@@ -10,6 +10,7 @@ import trio
 
 from queueing import (
     Full,
+    InvalidQueue,
     PayloadError,
     PayloadTooLarge,
     Queue,
@@ -300,3 +301,18 @@ async def test_a_submit_that_may_not_wait_says_it_waited_no_time(autojump_clock:
             await system.submit("q", 1.0, timeout=0)
     assert "after waiting 0s" in str(info.value)
     assert "policy is to reject" not in str(info.value)
+
+
+async def test_a_list_of_queues_is_refused_with_how_to_pass_them() -> None:
+    queues = [Queue("echo", Echo), Queue("sleep", Sleep)]
+    with pytest.raises(InvalidQueue, match=r"got a list of 2: unpack it \(open_system\(\*specs\)"):
+        async with open_system(queues):  # type: ignore[arg-type]
+            pass
+
+
+async def test_a_worker_class_is_refused_with_how_to_wrap_it() -> None:
+    with pytest.raises(
+        InvalidQueue, match=r"is a Worker class, not a Queue.*Queue\('name', Echo\)"
+    ):
+        async with open_system(Echo):  # type: ignore[arg-type]
+            pass

@@ -100,3 +100,51 @@ async def test_dataclass_payloads_are_as_strict() -> None:
         assert await (await system.submit("plot", {"x": 2, "y": 4})) == 8
         with pytest.raises(PayloadError, match=r"expected int, got 2\.5 \(float\) @ \$\.y"):
             await system.submit("plot", {"x": 2, "y": 2.5})
+
+
+@attrs.frozen
+class Batch:
+    keys: list[str]
+    sizes: tuple[int, int]
+    tags: frozenset[str]
+
+
+class Batcher(Worker):
+    async def handle(self, batch: Batch) -> list[str]:
+        return [*batch.keys, *sorted(batch.tags)]
+
+
+class Lister(Worker):
+    async def handle(self, keys: list[list[str]]) -> int:
+        return sum(map(len, keys))
+
+
+BATCH = {"keys": ["a", "b"], "sizes": [1, 2], "tags": ["t"]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("keys", "ab", "expected a list (a JSON array), got 'ab' (str) @ $.keys"),
+        ("keys", {"a": 1}, "expected a list (a JSON array), got {'a': 1} (dict) @ $.keys"),
+        ("sizes", "12", "expected a list (a JSON array), got '12' (str) @ $.sizes"),
+        ("tags", "tt", "expected a list (a JSON array), got 'tt' (str) @ $.tags"),
+    ],
+)
+async def test_a_string_or_a_dict_is_no_list(field: str, value: Any, expected: str) -> None:
+    # cattrs iterates whatever it is given: a string became its characters, a dict its keys.
+    async with open_system(Queue("batch", Batcher)) as system:
+        with pytest.raises(PayloadError, match="does not structure as Batch") as info:
+            await system.submit("batch", {**BATCH, field: value})
+        assert expected in str(info.value)
+        assert await (await system.submit("batch", BATCH)) == ["a", "b", "t"]
+        assert await (await system.submit("batch", Batch(["c"], (3, 4), frozenset()))) == ["c"]
+
+
+async def test_a_list_in_a_list_is_checked_too_and_the_type_is_named_in_full() -> None:
+    async with open_system(Queue("lists", Lister)) as system:
+        with pytest.raises(
+            PayloadError, match=r"as list\[list\[str\]\]: expected a list .*@ \$\[1\]"
+        ):
+            await system.submit("lists", [["a"], "bc"])
+        assert await (await system.submit("lists", [["a"], ("b", "c")])) == 3

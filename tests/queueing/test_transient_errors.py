@@ -83,3 +83,52 @@ def test_an_imported_librarys_errors_are_found_by_name(monkeypatch: pytest.Monke
     fake.ClientConnectionError = ClientConnectionError
     monkeypatch.setitem(sys.modules, "aiohttp", fake)
     assert is_transient(ClientConnectionError("server disconnected"))
+
+
+async def _refused(connect: Any) -> BaseException:
+    """What `connect` raises for a port nobody listens on."""
+    with trio.socket.socket() as sock:  # a free port, closed again: connections are refused
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        await connect("127.0.0.1", port)
+    except BaseException as exc:
+        return exc
+    raise AssertionError("the connection was accepted")
+
+
+async def test_a_refused_trio_or_anyio_connection_is_transient() -> None:
+    # Both raise a plain OSError (no errno) "from" the connection errors of each address.
+    import anyio
+
+    for connect in (trio.open_tcp_stream, anyio.connect_tcp):
+        exc = await _refused(connect)
+        assert type(exc) is OSError, repr(exc)
+        assert exc.errno is None, repr(exc)
+        assert is_transient(exc), repr(exc)
+
+
+def test_an_errno_less_os_error_from_a_permanent_one_is_not() -> None:
+    exc = OSError("all attempts failed")
+    exc.__cause__ = PermissionError("denied")
+    assert not is_transient(exc)
+    exc.__cause__ = ConnectionRefusedError("refused")
+    assert is_transient(exc)
+
+
+@pytest.mark.parametrize(
+    ("members", "retried"),
+    [
+        ([httpx.ConnectError("refused")], True),
+        ([ConnectionResetError("reset"), TimeoutError("slow")], True),
+        ([httpx.ConnectError("refused"), ValueError("bad input")], False),
+        ([ValueError("bad input")], False),
+    ],
+)
+def test_an_exception_group_is_transient_if_all_it_holds_is(
+    members: list[Exception], retried: bool
+) -> None:
+    # A nursery in a trio handler wraps what its tasks raised in an ExceptionGroup.
+    assert is_transient(ExceptionGroup("a nursery", members)) is retried
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", members)])
+    assert is_transient(nested) is retried

@@ -155,3 +155,54 @@ def test_the_worker_fires_the_schedules_its_module_defines(tmp_path: Path) -> No
         stop_processes([worker])
     assert worker.returncode == 0, log.read_text()
     assert "serving tick (1 worker); schedule every-fifth" in log.read_text()
+
+
+STAGES = """
+from queueing import Pipeline, Queue, Worker
+
+
+class Double(Worker):
+    async def handle(self, n: int) -> int:
+        return 2 * n
+
+
+class Show(Worker):
+    async def handle(self, n: int) -> str:
+        return f"#{n}"
+
+
+double = Queue("double", Double)
+show = Queue("show", Show)
+shown = Pipeline("shown", [double, show])
+"""
+
+
+def test_submit_to_a_pipeline_the_worker_serves_by_name(tmp_path: Path) -> None:
+    (tmp_path / "stages.py").write_text(STAGES)
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "queueing", "worker", "stages", "--broker", url],
+            cwd=tmp_path,
+            env=env_with(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    results: list[Result] = []
+
+    def submitted() -> bool:
+        # The banner comes before the process has declared its queues and pipelines.
+        results.append(invoke("submit", "shown", "21", "--wait", "--broker", url))
+        return "no queue or pipeline named" not in results[-1].output
+
+    try:
+        wait_until(submitted, 30)
+        result = results[-1]
+    finally:
+        stop_processes([worker])
+    assert worker.returncode == 0, log.read_text()
+    assert result.exit_code == 0, result.output
+    task_id, answer = result.output.splitlines()
+    assert task_id.startswith("shown:")
+    assert json.loads(answer) == "#42"

@@ -57,6 +57,7 @@ def test_url_options_set_durability_lease_and_waits() -> None:
         ("sqlite:///q.db?lease=0", "lease must be a number of seconds > 0"),
         ("sqlite:///q.db?lease=soon", "lease must be a number of seconds > 0"),
         ("sqlite:///q.db?prefix=x", "unknown option 'prefix'"),
+        ("sqlite:///q.db?synchronous=normal&synchronous=full", "'synchronous' is given twice"),
     ],
 )
 def test_a_bad_url_is_refused_with_the_reason(url: str, says: str) -> None:

@@ -264,6 +264,13 @@ class RabbitMQBroker(Broker):
     async def declared(self) -> dict[str, QueueInfo]:
         return await self._admin.declared()
 
+    async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:
+        """Publish the pipelines (in the results store, as the Redis broker does)."""
+        await self._admin.declare_pipelines(pipelines)
+
+    async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
+        return await self._admin.declared_pipelines()
+
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers (for `queueing status`)."""
         ready = {name: await self._rabbit.ready_count(name) for name in await self.declared()}

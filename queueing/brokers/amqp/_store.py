@@ -303,12 +303,13 @@ class Store(Writes):
         if not name:
             return None
         record = self.keys.task(task_id)
-        state, reply, meta, ttl = await self.calls.retrying(
-            "cancel", lambda: self.calls.client.hmget(record, ["s", "r", "m", "t"])
+        state, reply, meta, ttl, working = await self.calls.retrying(
+            "cancel", lambda: self.calls.client.hmget(record, ["s", "r", "m", "t", "w"])
         )
         if state is None or state not in ("pending", "scheduled"):
             return None
-        task = task_from_record(task_id, state, meta, None)
+        # `working`: a worker runs it now, and that attempt counts, as on every broker.
+        task = task_from_record(task_id, state, meta, None, working)
         if isinstance(task, PipelineTask) and task.run is None:
             return task  # a run: the caller ends it through the run store
         task.settle(TaskState.CANCELLED, None, error, time.time())

@@ -174,7 +174,11 @@ class Outcomes:
         )
         if state is None or state not in ("pending", "scheduled"):
             return None
-        task = task_from_record(task_id, state, meta, None)
+        working = None
+        if state == "pending":  # a worker may run it now: that attempt counts, as elsewhere
+            lookup = [record, self.keys.ready(name)]
+            working = (await self.calls.eval("lookup", "lookup", lookup, []))[3]
+        task = task_from_record(task_id, state, meta, None, working)
         if task.route is not None and task.run is None:  # a pipeline run's own record
             assert self.runs is not None
             return await self.runs.cancel(task_id, error)

@@ -62,6 +62,28 @@ def declared(tx: Tx) -> list[tuple[str, int, int, float]]:
     ).fetchall()
 
 
+#: The `meta` rows of declared pipelines: `pipeline:NAME`, its stages as JSON text (SQLite
+#: keeps text as text in an INTEGER column), so that no schema version is needed for them.
+PIPELINE_KEY = "pipeline:"
+
+
+def declare_pipelines(tx: Tx, pipelines: Sequence[tuple[str, str]]) -> None:
+    """Publish pipelines (name, its stage queues as a JSON list) for clients that know none."""
+    for name, stages in pipelines:
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (PIPELINE_KEY + name, stages)
+        )
+
+
+def declared_pipelines(tx: Tx) -> list[tuple[str, Any]]:
+    size = len(PIPELINE_KEY)
+    rows = tx.execute(
+        "SELECT substr(key, ?), value FROM meta WHERE substr(key, 1, ?) = ?",
+        (size + 1, size, PIPELINE_KEY),
+    ).fetchall()
+    return [(str(name), value) for name, value in rows]
+
+
 def heartbeat(tx: Tx) -> None:
     tx.execute("UPDATE processes SET seen_at = ? WHERE owner = ?", (tx.now, tx.owner))
 

@@ -384,3 +384,21 @@ class SqliteBroker(Broker):
             name: QueueInfo(name, maxsize, max_payload, math.inf if ttl >= 1e18 else ttl)
             for name, maxsize, max_payload, ttl in rows
         }
+
+    async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:
+        items = [(name, dumps(list(stages))) for name, stages in pipelines.items()]
+        if items:
+            await self.writer.call(_admin.declare_pipelines, items)
+
+    async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
+        rows = await self.writer.call(_admin.declared_pipelines, write=False)
+        pipelines = {}
+        for name, value in rows:
+            try:
+                stages = loads(value)
+                if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+                    raise ValueError("not a list of queue names")
+                pipelines[name] = tuple(stages)
+            except (ValueError, TypeError) as exc:
+                log.warning("pipeline %r: unreadable declaration %r (%s)", name, value, exc)
+        return pipelines

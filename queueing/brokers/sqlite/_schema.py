@@ -18,7 +18,9 @@ Tables:
 - `runs` and `run_steps`: pipeline runs in flight, and the steps already counted (so that
   a stage task run twice repeats them harmlessly);
 - `processes`: the processes using the file, with a heartbeat (for `status`);
-- `meta`: counters: `settled` orders outcomes for `wait_settled`.
+- `meta`: counters: `settled` orders outcomes for `wait_settled`; and one row per pipeline
+  a serving process declared (`pipeline:NAME`, its stage queues as JSON text), for
+  clients that know no pipeline (`queueing submit PIPELINE`).
 
 A task's row also keeps its latest progress (JSON, replaced at each publish) and the trace
 context it carries (JSON, written once at accept), since version 2.

@@ -80,6 +80,8 @@ def parse_url(url: str) -> Settings:
             raise BrokerError(
                 f"{url!r}: unknown option {name!r}; the options are {', '.join(_OPTIONS)}"
             )
+        if name in options:
+            raise BrokerError(f"{url!r}: option {name!r} is given twice; give it once")
         if name == "synchronous":
             if value.lower() not in SYNCHRONOUS:
                 raise BrokerError(
