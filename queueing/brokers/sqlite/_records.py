@@ -11,7 +11,17 @@ import json
 import math
 from typing import Any
 
-from ..._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState, parse_trace, trace_of
+from ..._task import (
+    DeadLetter,
+    ErrorInfo,
+    PipelineTask,
+    Task,
+    TaskState,
+    parse_priority,
+    parse_trace,
+    priority_of,
+    trace_of,
+)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
@@ -22,7 +32,8 @@ STATES = {state.value: state for state in TaskState}
 #: The columns a record is made from, in `record()`'s order.
 COLUMNS = (
     "id, queue, state, payload, submitted_at, expires_at, attempts, deliveries, "
-    "first_started, result, error, finished_at, run, route, stage, path, fanned, trace"
+    "first_started, result, error, finished_at, run, route, stage, path, fanned, trace, "
+    "priority"
 )
 
 
@@ -94,6 +105,7 @@ def task_row(task: Task) -> tuple[Any, ...]:
         task.stage,
         path_text(task.path),
         _trace_text(task),
+        priority_of(task),
     )
 
 
@@ -104,8 +116,8 @@ def _trace_text(task: Task) -> str | None:
 
 INSERT_TASK = (
     "INSERT OR IGNORE INTO tasks (id, queue, state, avail_at, payload, submitted_at, "
-    "expires_at, attempts, first_started, run, route, stage, path, trace) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "expires_at, attempts, first_started, run, route, stage, path, trace, priority) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -130,6 +142,7 @@ def record(row: Any, payload: bool = True) -> Task:
         path,
         fanned,
         trace,
+        priority,
     ) = row
     data = loads(payload_text) if payload else None
     task: Task
@@ -158,6 +171,8 @@ def record(row: Any, payload: bool = True) -> Task:
     task.finished_at = finished_at
     if trace is not None:
         task.trace = parse_trace(loads(trace))
+    if priority:
+        task.priority = parse_priority(priority)
     return task
 
 
