@@ -2,14 +2,21 @@
 -- waiting, and say of each whether it is the live entry of a task (the one its record
 -- names: `live` holds exactly those, written and removed by the scripts that write the
 -- records' `e`).
--- KEYS: 1 ready, 2 live
+-- KEYS: 1 ready, 2 live, 3 ranked, 4 waiting
 -- ARGV: 1 consumer, 2 count
 -- Returns per entry read: {entry id, its fields (flat), the submitting client of its task
--- ('' for none), or nil if `live` does not name the entry (checked again by check.lua)}
+-- ('' for none), or nil if `live` does not name the entry (checked again by check.lua)}.
+-- With no entry to read on a ranked queue (see submit.lua): {'ranked', the ids of the
+-- next tasks to run, up to the count} (take.lua moves them into the stream).
 local GROUP = 'workers'
 local got = redis.call('XREADGROUP', 'GROUP', GROUP, ARGV[1], 'COUNT', ARGV[2], 'STREAMS',
   KEYS[1], '>')
-if not got then return {} end
+if not got then
+  if redis.call('EXISTS', KEYS[3]) == 0 then return {} end
+  local ids = redis.call('ZRANGE', KEYS[4], 0, tonumber(ARGV[2]) - 1)
+  table.insert(ids, 1, 'ranked')
+  return ids
+end
 local out = {}
 for _, e in ipairs(got[1][2]) do
   out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
