@@ -194,6 +194,7 @@ DOC_PAGES = [
     "docs/concepts/pipelines.md",
     "docs/how-to/dashboards.md",
     "docs/concepts/observability.md",
+    "docs/concepts/priorities.md",
 ]
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
