@@ -144,6 +144,23 @@ async def test_a_task_keeps_its_priority_when_it_becomes_due(
     assert probe.started == expected
 
 
+async def test_a_waiting_task_with_a_priority_can_be_cancelled(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    async with serve(broker, one_worker(probe)) as system:
+        await system.submit("ranked", "hold")
+        await probe.wait_for(probe.started)
+        doomed = await system.submit("ranked", "doomed", priority=9)
+        kept = await system.submit("ranked", "kept", priority=3)
+        assert await doomed.cancel()
+        probe.gate.set()
+        assert await outcome_of(kept) == "kept"
+        assert isinstance(await outcome_of(doomed), queueing.TaskCancelled)
+        await system.drain()
+    assert names(probe) == ["hold", "kept"]
+
+
 async def test_the_status_of_a_task_shows_its_priority(
     broker: str, clock: trio.abc.Clock | None
 ) -> None:
