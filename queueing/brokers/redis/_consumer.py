@@ -56,8 +56,7 @@ def _fields(flat: Sequence[Any]) -> dict[Any, Any]:
 
 def _is_ranked(answer: Any) -> bool:
     """Whether claim.lua's answer is a ranked queue's (`'ranked', ids...`)."""
-    first = answer[0]
-    return isinstance(first, str | bytes) and str(first) in ("ranked", "b'ranked'")
+    return bool(answer[0] == "ranked")  # an entry read is a list (responses are str)
 
 
 def _read_entries(answer: Any) -> tuple[Entries, Counts, Owners]:
