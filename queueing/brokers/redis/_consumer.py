@@ -145,7 +145,7 @@ class Consumer:
                 deliver=False,
             )
         if answer and _is_ranked(answer):
-            return await self._take_ranked(queue, [str(i) for i in answer[1:]], wait)
+            return await self._take_ranked(queue, n, [str(i) for i in answer[1:]], wait)
         if answer:
             return _read_entries(answer)
         if wait <= 0:
@@ -163,7 +163,7 @@ class Consumer:
         return _entries((read or {}).get(ready, ())), None, None
 
     async def _take_ranked(
-        self, queue: QueueInfo, ids: list[str], wait: float
+        self, queue: QueueInfo, n: int, ids: list[str], wait: float
     ) -> tuple[Entries, Counts, Owners]:
         """A claim on a ranked queue (see submit.lua): the tasks claim.lua named, highest
         priority first, moved into the stream for this consumer; with none waiting, wait
@@ -187,13 +187,18 @@ class Consumer:
         if wait > 0:
             nudge = self.keys.nudge(name)
             block = min(wait, self.calls.block)
+            started = trio.current_time()
             with self.batcher.claim_waiting():
-                await self.calls.retrying(
+                woken = await self.calls.retrying(
                     "claim",
                     lambda: self.calls.client.blpop([nudge], timeout=block),
                     wait=block,
                     deliver=False,
                 )
+            if woken:
+                # A task came (or a token left by a submit someone else's claim served):
+                # look again, waiting out what is left of this claim's wait.
+                return await self._take(queue, n, wait - (trio.current_time() - started))
         return [], None, None
 
     async def _give_back(self, queue: str, entries: Entries, counts: dict[str, int]) -> None:
