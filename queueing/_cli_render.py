@@ -92,6 +92,7 @@ def letter_doc(letter: DeadLetter) -> dict[str, Any]:
         "failed_at": letter.failed_at or None,
         "payload": letter.payload,
         "error": error_doc(letter.error),
+        "priority": letter.priority,
     }
 
 

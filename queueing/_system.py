@@ -735,7 +735,7 @@ class QueueSystem:
         pipeline = self._pipelines.get(queue_of(run)) if run is not None else None
         stages = [stage.name for stage in pipeline.stages] if pipeline is not None else []
         if pipeline is None or queue not in stages:
-            return await self.submit(queue, letter.payload)
+            return await self.submit(queue, letter.payload, priority=letter.priority)
         await _checkpoint_if_cancelled()
         record = await self._engine.start_run(
             pipeline,
@@ -744,6 +744,7 @@ class QueueSystem:
             expires=None,
             timeout=None,
             stage=stages.index(queue),
+            priority=letter.priority,
         )
         return Receipt(record, self)
 

@@ -119,6 +119,8 @@ class DeadLetter:
     deliveries: int
     submitted_at: float
     failed_at: float
+    priority: int = 0
+    """Its `submit(priority=)`: a requeue submits it again with it."""
 
 
 class Task:

@@ -161,6 +161,22 @@ async def test_a_waiting_task_with_a_priority_can_be_cancelled(
     assert names(probe) == ["hold", "kept"]
 
 
+async def test_a_requeued_dead_letter_keeps_its_priority(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    probe.gate.set()
+    async with serve(broker, one_worker(probe)) as system:
+        # Three attempts, three failures: a dead letter.
+        doomed = await system.submit("ranked", {"name": "doomed", "fail": 3}, priority=7)
+        assert isinstance(await outcome_of(doomed), queueing.TaskFailed)
+        (letter,) = await system.dead_letters("ranked")
+        assert (letter.id, letter.priority) == (doomed.id, 7)
+        (again,) = await system.requeue("ranked")
+        assert (await again.status()).priority == 7
+        assert isinstance(await outcome_of(again), queueing.TaskFailed)
+
+
 async def test_the_status_of_a_task_shows_its_priority(
     broker: str, clock: trio.abc.Clock | None
 ) -> None:

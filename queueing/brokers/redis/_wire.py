@@ -300,19 +300,20 @@ def path_key(path: tuple[int, ...]) -> str:
 
 
 def encode_dead_letter(letter: DeadLetter) -> str:
-    return dumps(
-        {
-            "id": letter.id,
-            "queue": letter.queue,
-            "payload": letter.payload,
-            "state": letter.state.value,
-            "error": error_doc(letter.error),
-            "attempts": letter.attempts,
-            "deliveries": letter.deliveries,
-            "submitted_at": letter.submitted_at,
-            "failed_at": letter.failed_at,
-        }
-    )
+    doc = {
+        "id": letter.id,
+        "queue": letter.queue,
+        "payload": letter.payload,
+        "state": letter.state.value,
+        "error": error_doc(letter.error),
+        "attempts": letter.attempts,
+        "deliveries": letter.deliveries,
+        "submitted_at": letter.submitted_at,
+        "failed_at": letter.failed_at,
+    }
+    if letter.priority:
+        doc["priority"] = letter.priority
+    return dumps(doc)
 
 
 def letter_of(task: Task, queue: str) -> str:
@@ -328,6 +329,7 @@ def letter_of(task: Task, queue: str) -> str:
             deliveries=task.deliveries,
             submitted_at=task.submitted_at,
             failed_at=task.finished_at or 0.0,
+            priority=priority_of(task),
         )
     )
 
@@ -369,6 +371,7 @@ def decode_dead_letter(raw: str) -> DeadLetter:
             deliveries=int(doc.get("deliveries") or 0),
             submitted_at=float(doc.get("submitted_at") or 0),
             failed_at=float(doc.get("failed_at") or 0),
+            priority=parse_priority(doc.get("priority")),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return DeadLetter(

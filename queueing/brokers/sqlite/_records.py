@@ -179,19 +179,21 @@ def record(row: Any, payload: bool = True) -> Task:
 def letter_text(
     task: Task, queue: str, state: TaskState, error: ErrorInfo | None, failed_at: float
 ) -> str:
-    return _dumps(
-        {
-            "id": task.id,
-            "queue": queue,
-            "payload": task.payload,
-            "state": state.value,
-            "error": None if error is None else loads(error_text(error)),
-            "attempts": task.attempts,
-            "deliveries": task.deliveries,
-            "submitted_at": task.submitted_at,
-            "failed_at": failed_at,
-        }
-    )
+    doc = {
+        "id": task.id,
+        "queue": queue,
+        "payload": task.payload,
+        "state": state.value,
+        "error": None if error is None else loads(error_text(error)),
+        "attempts": task.attempts,
+        "deliveries": task.deliveries,
+        "submitted_at": task.submitted_at,
+        "failed_at": failed_at,
+    }
+    priority = priority_of(task)
+    if priority:
+        doc["priority"] = priority
+    return _dumps(doc)
 
 
 def letter_of(text: str) -> DeadLetter:
@@ -210,6 +212,7 @@ def letter_of(text: str) -> DeadLetter:
             deliveries=int(doc.get("deliveries") or 0),
             submitted_at=float(doc.get("submitted_at") or 0.0),
             failed_at=float(doc.get("failed_at") or 0.0),
+            priority=parse_priority(doc.get("priority")),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return DeadLetter(
