@@ -83,3 +83,43 @@ async def test_an_idle_consumer_of_a_ranked_queue_is_woken_by_a_submit(redis_url
         # Woken by the submit, not by the end of a blocking wait (`block`).
         assert trio.current_time() - started < broker.block
         assert first.payload == "first"
+
+
+async def test_a_consumer_waiting_on_the_stream_is_woken_when_the_queue_is_ranked(
+    redis_url: str,
+) -> None:
+    async with (
+        opened(redis_url, JOBS) as broker,
+        opened(redis_url, serve=False) as client,
+        raw_client(redis_url) as raw,
+    ):
+        got: list[Task] = []
+
+        async def idle_claim() -> None:
+            got.extend(await broker.claim(JOBS, 1, wait=broker.block * 5))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(idle_claim)
+            await trio.sleep(0.2)  # blocked reading the stream: the queue is not ranked yet
+            started = trio.current_time()
+            await client.accept(JOBS, task(5, "first"))
+        assert [t.payload for t in got] == ["first"]
+        assert trio.current_time() - started < broker.block  # woken, not timed out
+        # The wake-up entry is gone; the claimed task's entry stays until it is settled.
+        assert await raw.xlen(key(redis_url, "jobs", "ready")) == 1
+        await broker.settle(JOBS, got[0], TaskState.SUCCEEDED, None)
+        await broker.flush()
+        assert await raw.xlen(key(redis_url, "jobs", "ready")) == 0
+
+
+async def test_a_wake_up_entry_nobody_waited_for_is_dropped_by_the_next_claim(
+    redis_url: str,
+) -> None:
+    async with opened(redis_url, JOBS) as broker, raw_client(redis_url) as raw:
+        ready = key(redis_url, "jobs", "ready")
+        await broker.accept(JOBS, task(2, "first"))  # ranks the queue: nothing was waiting
+        assert await raw.xlen(ready) == 1  # the wake-up entry, for consumers blocked on it
+        (claimed,) = await claim_until(broker)
+        assert claimed.payload == "first"
+        assert await raw.xlen(ready) == 1  # the claimed task's entry only
+        assert (await broker.figures("jobs"))["in_flight"] == 1

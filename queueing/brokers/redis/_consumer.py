@@ -153,6 +153,7 @@ class Consumer:
         # Nothing ready: wait for entries in a blocking read (what `live` says of them is
         # read next, in `_admit`).
         block = min(wait, self.calls.block)
+        started = trio.current_time()
         with self.batcher.claim_waiting():
             read = await self.calls.retrying(
                 "claim",
@@ -160,7 +161,25 @@ class Consumer:
                 wait=block,
                 deliver=False,
             )
-        return _entries((read or {}).get(ready, ())), None, None
+        entries = await self._drop_wakes(name, _entries((read or {}).get(ready, ())))
+        if entries is None:  # woken as the queue was ranked: claim from it now
+            return await self._take(queue, n, wait - (trio.current_time() - started))
+        return entries, None, None
+
+    async def _drop_wakes(self, queue: str, entries: Entries) -> Entries | None:
+        """`entries` without the wake-up entries a queue's ranking writes (acknowledged and
+        removed here); None if there were only those."""
+        wakes = [ident for ident, fields in entries if "wake" in fields and "env" not in fields]
+        if not wakes:
+            return entries
+        ready = self.keys.ready(queue)
+
+        def fill(pipe: Any) -> list[Any]:
+            return [pipe.xack(ready, k.GROUP, wakes), pipe.xdel(ready, wakes)]
+
+        await self.calls.pipelined("drop wake-ups", fill, deliver=False)
+        rest = [(ident, fields) for ident, fields in entries if ident not in wakes]
+        return rest or None
 
     async def _take_ranked(
         self, queue: QueueInfo, n: int, ids: list[str], wait: float
@@ -267,6 +286,7 @@ class Consumer:
             for ident, fields in _entries(answer[1] if answer else ())
             if fields and ident not in held
         ]
+        entries = await self._drop_wakes(name, entries) or []
         if not entries:
             return [], None
         if self._reclaim_from[name] != "0-0":

@@ -32,11 +32,14 @@ end
 local function switch()
   -- The entries no consumer has read yet (past the group's last delivered id) wait by
   -- priority from now on, ahead of what comes next (they came first).
-  local last = '0-0'
+  local last, grouped = '0-0', false
   local groups = redis.pcall('XINFO', 'GROUPS', KEYS[2])
   if type(groups) == 'table' and not groups.err then
     for _, g in ipairs(groups) do
-      if field(g, 'name') == GROUP then last = field(g, 'last-delivered-id') or last end
+      if field(g, 'name') == GROUP then
+        last = field(g, 'last-delivered-id') or last
+        grouped = true
+      end
     end
   end
   local backlog = redis.call('XRANGE', KEYS[2], '(' .. last, '+')
@@ -50,6 +53,12 @@ local function switch()
     end
   end
   redis.call('INCRBY', KEYS[8], 0) -- ranked from now on, even with nothing moved
+  if #backlog == 0 and grouped then
+    -- Consumers may be blocked reading the stream (with entries unread, none is): a
+    -- wake-up entry, no task, makes them look again and find the queue ranked (the claim
+    -- that reads it acknowledges and removes it; until then `ready` counts it).
+    redis.call('XADD', KEYS[2], '*', 'wake', '1')
+  end
   ranked = true
 end
 

@@ -28,6 +28,11 @@ local got = redis.call('XREADGROUP', 'GROUP', GROUP, ARGV[1], 'COUNT', moved, 'S
 if not got then return {} end
 local out = {}
 for _, e in ipairs(got[1][2]) do
-  out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
+  if e[2][1] == 'wake' then -- a wake-up entry (see claim.lua)
+    redis.call('XACK', KEYS[1], GROUP, e[1])
+    redis.call('XDEL', KEYS[1], e[1])
+  else
+    out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
+  end
 end
 return out
