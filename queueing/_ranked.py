@@ -76,4 +76,4 @@ class Ranked:
                 await self._arrived.park()
             for _ in range(min(buffer.demand, self.count)):
                 buffer.put_nowait(self.pop())
-            await trio.lowlevel.checkpoint()
+            # (`wait_for_demand` checkpoints: this loop yields once per round.)
