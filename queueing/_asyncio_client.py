@@ -140,6 +140,7 @@ class AsyncioClient:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> Receipt[R]: ...
 
     @overload
@@ -152,6 +153,7 @@ class AsyncioClient:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> Receipt[Any]: ...
 
     async def submit(
@@ -163,6 +165,7 @@ class AsyncioClient:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> Receipt[Any]:
         """As `QueueSystem.submit`."""
         fn = partial(
@@ -173,6 +176,7 @@ class AsyncioClient:
             expires=expires,
             timeout=timeout,
             key=key,
+            priority=priority,
         )
         try:
             receipt = await _call(self._thread, fn)
@@ -190,6 +194,7 @@ class AsyncioClient:
         expires: float | None = None,
         timeout: float | None = None,
         key: Callable[[Any], str] | None = None,
+        priority: int = 0,
     ) -> list[Receipt[Any]]:
         """As `QueueSystem.submit_many`."""
         fn = partial(
@@ -200,6 +205,7 @@ class AsyncioClient:
             expires=expires,
             timeout=timeout,
             key=key,
+            priority=priority,
         )
         try:
             receipts = await _call(self._thread, fn)

@@ -63,6 +63,7 @@ def status_doc(status: TaskStatus) -> dict[str, Any]:
         "stage": status.stage,
         "error": error_doc(status.error),
         "progress": progress_doc(status.progress) if status.progress is not None else None,
+        "priority": status.priority,
     }
 
 
@@ -91,6 +92,7 @@ def letter_doc(letter: DeadLetter) -> dict[str, Any]:
         "failed_at": letter.failed_at or None,
         "payload": letter.payload,
         "error": error_doc(letter.error),
+        "priority": letter.priority,
     }
 
 
@@ -231,6 +233,8 @@ def print_inspect(status: TaskStatus, result: Any, has_result: bool) -> None:
         ("deliveries", str(status.deliveries)),
         ("submitted", when(status.submitted_at)),
     ]
+    if status.priority:
+        rows.append(("priority", str(status.priority)))
     if status.finished_at:
         took = status.finished_at - status.submitted_at if status.submitted_at else None
         finished = when(status.finished_at)

@@ -77,10 +77,22 @@ class Dispatcher(Actor):
                         self._reclaimed(rt, task)
                     await buffer.put(task)  # a worker waits for each one: room at once
         else:
-            while True:
-                for task in await broker.claim(info, LOCAL_CLAIM, wait=math.inf):
-                    rt.scheduled -= 1
-                    await buffer.put(task)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._rank, rt)
+                while True:
+                    for task in await broker.claim(info, LOCAL_CLAIM, wait=math.inf):
+                        rt.scheduled -= 1
+                        if rt.ranked is not None:
+                            rt.ranked.push(task)  # by priority, with the ones waiting
+                        else:
+                            await buffer.put(task)
+
+    async def _rank(self, rt: QueueRuntime) -> None:
+        """In process, once the queue uses priorities: feed its workers by priority."""
+        await rt.ranking.wait()
+        assert rt.ranked is not None
+        assert rt.buffer is not None
+        await rt.ranked.feed(rt.buffer)
 
     def _reclaimed(self, rt: QueueRuntime, task: Task) -> None:
         """A task delivered before and left without an outcome (its lease ran out: the

@@ -36,7 +36,8 @@ from ._logs import task_fields
 from ._observe import sending
 from ._progress import ProgressBoard
 from ._queue import FanOut, Pipeline
-from ._task import ErrorInfo, PipelineTask, Task, TaskState
+from ._ranked import Ranked
+from ._task import ErrorInfo, PipelineTask, Task, TaskState, priority_of
 from .brokers._contract import Admission
 
 if TYPE_CHECKING:
@@ -129,7 +130,12 @@ class Engine:
         return data
 
     def task(
-        self, rt: QueueRuntime, payload: Any, expires: float | None, key: str | None = None
+        self,
+        rt: QueueRuntime,
+        payload: Any,
+        expires: float | None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> Task:
         """A new task for queue `rt`, validated; with `key`, its id is the key's own."""
         data = self.validate(rt, payload)
@@ -142,17 +148,32 @@ class Engine:
             None if expires is None else now + expires,
         )
         task._born = now
+        if priority:
+            self.prioritize(rt, task, priority)
         return task
 
+    def prioritize(self, rt: QueueRuntime, task: Task, priority: int) -> None:
+        """Give a new task its priority; in process, the first one switches its queue to
+        handing out waiting tasks by priority (`_ranked.py`)."""
+        task.priority = priority
+        if rt.ranked is None and not self.shared and rt.buffer is not None:
+            ranked = rt.ranked = Ranked()
+            ranked.take_from(rt.buffer)
+            rt.ranking.set()
+
     def tasks(
-        self, rt: QueueRuntime, payloads: Sequence[Any], expires: float | None
+        self,
+        rt: QueueRuntime,
+        payloads: Sequence[Any],
+        expires: float | None,
+        priority: int = 0,
     ) -> tuple[list[Task], QueueingError | None]:
         """New tasks for queue `rt` (see `task`), up to the first payload that fails
         validation; that one's error comes second."""
         tasks: list[Task] = []
         try:
             for payload in payloads:
-                tasks.append(self.task(rt, payload, expires))
+                tasks.append(self.task(rt, payload, expires, None, priority))
         except QueueingError as exc:
             return tasks, exc
         return tasks, None
@@ -164,6 +185,7 @@ class Engine:
         expires: float | None,
         key: str | None = None,
         stage: int = 0,
+        priority: int = 0,
     ) -> tuple[PipelineTask, PipelineTask]:
         """A pipeline submission: the run's record and its first stage task (the pipeline's
         first stage, or `stage`: a run that starts half-way, for a requeued dead letter)."""
@@ -189,6 +211,9 @@ class Engine:
             stage=stage,
         )
         run._born = task._born = now
+        if priority:
+            run.priority = priority
+            self.prioritize(first, task, priority)
         return run, task
 
     # -- accepting -------------------------------------------------------------------------
@@ -228,6 +253,10 @@ class Engine:
         self.total += 1
         if scheduled:
             return True
+        ranked = rt.ranked
+        if ranked is not None:
+            ranked.push(task)
+            return True
         buffer = rt.buffer
         assert buffer is not None
         try:
@@ -240,6 +269,9 @@ class Engine:
         """Tasks cancelled while queued sit in the buffer until a worker skips them, so it
         can be full: wait for room there (the task is accepted either way)."""
         assert rt.buffer is not None
+        if rt.ranked is not None:
+            rt.ranked.push(task)  # no wait: a store without a bound (maxsize bounds it)
+            return
         with trio.CancelScope(shield=True):
             await rt.buffer.put(task)
 
@@ -275,11 +307,12 @@ class Engine:
         timeout: float | None,
         key: str | None = None,
         stage: int = 0,
+        priority: int = 0,
     ) -> PipelineTask:
         """Accept a pipeline submission; returns the run's record (with `key`, the record
         of the run submitted with that key before, if there is one). `stage`: start the run
         at that stage (a requeued dead letter of it)."""
-        run, stage_task = self.run_task(pipeline, payload, expires, key, stage)
+        run, stage_task = self.run_task(pipeline, payload, expires, key, stage, priority)
         return await self.launch(run, stage_task, delay, timeout)
 
     async def launch(
@@ -384,6 +417,9 @@ class Engine:
         cancelled while queued sit there until skipped), the broker makes it ready again."""
         task.state = _PENDING
         assert rt.buffer is not None
+        if rt.ranked is not None:
+            rt.ranked.push_first(task)
+            return
         try:
             rt.buffer.put_first_nowait(task)
         except trio.WouldBlock:
@@ -507,6 +543,7 @@ class Engine:
             self.results.deliver(run)  # a fan-out to nothing: the run is complete
         now = self.clock()
         rest = task.id.partition(":")[2]
+        priority = priority_of(task)  # the run's: each stage's tasks keep it
         for index, data in enumerate(datas):
             child = PipelineTask(
                 f"{nxt.name}:{rest}.{index}",  # the same ids if a crash makes this run again
@@ -520,6 +557,8 @@ class Engine:
                 path=(*task.path, index) if fanned else task.path,
             )
             child._born = now
+            if priority:
+                self.prioritize(nxt, child, priority)
             await self._accept_stage_task(nxt, child)
         if await self.broker.settle(rt.info, task, _SUCCEEDED, None):
             self.settled(rt, task)

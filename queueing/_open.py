@@ -227,11 +227,19 @@ class ClientSystem(QueueSystem):
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> Receipt[Any]:
         """As `QueueSystem.submit`; also raises `BrokerError` when the broker did not answer
         within `broker_timeout` seconds (plus the wait for room the queue allows)."""
         fn = partial(
-            super().submit, name, payload, delay=delay, expires=expires, timeout=timeout, key=key
+            super().submit,
+            name,
+            payload,
+            delay=delay,
+            expires=expires,
+            timeout=timeout,
+            key=key,
+            priority=priority,
         )
         bound = self._bound(name, timeout)
         if bound is None or self._attempts is None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from ._observe import EndHook, SendHook, StartHook, Timings
     from ._queue import Queue
+    from ._ranked import Ranked
     from ._task import Task
 
 
@@ -51,6 +52,10 @@ class QueueRuntime:
         self.sync = not inspect.iscoroutinefunction(spec.worker.handle)
         self.limiter = trio.CapacityLimiter(spec.threads or spec.workers) if self.sync else None
         self.buffer: Mailbox | None = None
+        #: In process, once a task with a priority was submitted: the waiting tasks by
+        #: priority, which the dispatcher feeds to the buffer on demand (`_ranked.py`).
+        self.ranked: Ranked | None = None
+        self.ranking = trio.Event()  # set when `ranked` is made
         #: Tasks this process claimed from a shared broker and has not settled (leases).
         self.held: dict[str, Task] = {}
         self.pool: ActorRef | None = None

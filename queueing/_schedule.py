@@ -17,6 +17,7 @@ import trio
 from actors import Actor
 
 from ._exceptions import InvalidQueue, QueueingError
+from ._validate import priority as check_priority
 from ._validate import seconds
 
 log = logging.getLogger("queueing")
@@ -49,6 +50,7 @@ class Schedule:
             the ticks): `every=60` ticks at each whole minute.
         payload: the payload of every task (validated as any submit's).
         timezone: an IANA time zone name for `cron` ("Europe/Paris"); default UTC.
+        priority: the priority of every task (`submit(priority=)`: 0, the default, to 9).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Schedule:
     every: float | None = None
     payload: Any = None
     timezone: str = "UTC"
+    priority: int = 0
     _zone: ZoneInfo = attrs.field(init=False, repr=False, eq=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -72,6 +75,7 @@ class Schedule:
             )
         if self.every is not None:
             seconds("every", self.every)
+        check_priority(self.priority)
         try:
             zone = ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
@@ -130,7 +134,12 @@ class Scheduler(Actor):
         while True:
             await trio.sleep(max(0.0, tick - clock.now()))
             try:
-                await self.submit(schedule.queue, schedule.payload, key=schedule.key(tick))
+                await self.submit(
+                    schedule.queue,
+                    schedule.payload,
+                    key=schedule.key(tick),
+                    priority=schedule.priority,
+                )
             except QueueingError as exc:
                 log.warning(
                     "schedule %r: the task of %s was not submitted: %s",

@@ -137,6 +137,7 @@ class SyncClient:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> SyncReceipt[R]: ...
 
     @overload
@@ -149,6 +150,7 @@ class SyncClient:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> SyncReceipt[Any]: ...
 
     def submit(
@@ -160,6 +162,7 @@ class SyncClient:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> SyncReceipt[Any]:
         """As `QueueSystem.submit`, blocking until the task is accepted (or refused)."""
         fn = partial(
@@ -170,6 +173,7 @@ class SyncClient:
             expires=expires,
             timeout=timeout,
             key=key,
+            priority=priority,
         )
         try:
             receipt = self._call(fn)
@@ -187,6 +191,7 @@ class SyncClient:
         expires: float | None = None,
         timeout: float | None = None,
         key: Callable[[Any], str] | None = None,
+        priority: int = 0,
     ) -> list[SyncReceipt[Any]]:
         """As `QueueSystem.submit_many`; a refusal's `.accepted` holds `SyncReceipt`s."""
         fn = partial(
@@ -197,6 +202,7 @@ class SyncClient:
             expires=expires,
             timeout=timeout,
             key=key,
+            priority=priority,
         )
         try:
             receipts = self._call(fn)

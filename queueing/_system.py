@@ -33,7 +33,8 @@ from ._results import Results, copy_outcome
 from ._runtime import QueueRuntime
 from ._schedule import Schedule
 from ._stats import QueueStats
-from ._task import DeadLetter, PipelineTask, Task, TaskState, TaskStatus
+from ._task import DeadLetter, PipelineTask, Task, TaskState, TaskStatus, priority_of
+from ._validate import priority as check_priority
 from ._validate import seconds
 from .brokers._contract import Admission, queue_of, run_of
 
@@ -126,6 +127,7 @@ class QueueSystem:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> Receipt[R]: ...
 
     @overload
@@ -138,6 +140,7 @@ class QueueSystem:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> Receipt[Any]: ...
 
     async def submit(
@@ -149,6 +152,7 @@ class QueueSystem:
         expires: float | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        priority: int = 0,
     ) -> Receipt[Any]:
         """Hand a task to a queue or pipeline; returns its receipt once it is accepted.
 
@@ -164,6 +168,11 @@ class QueueSystem:
                 key is known (waiting, running, or its outcome kept for `result_ttl`), a
                 submit with that key returns that task's receipt and submits nothing. A
                 retried submit (after a lost connection, an unknown outcome) is then safe.
+            priority: from 0 (the default, lowest) to 9 (highest): while tasks wait for a
+                worker, those of higher priority start first, in submission order within
+                one priority (docs/concepts/priorities.md). It counts toward `maxsize` as
+                any task, and never interrupts a running one. A pipeline run's stage tasks
+                all have it.
 
         Raises:
             UnknownQueue: no such queue or pipeline.
@@ -171,11 +180,14 @@ class QueueSystem:
             PayloadError: the converter cannot handle the payload (names field and type).
             QueueFull: `maxsize` reached and the queue would not wait (longer).
             SystemStopping: the system is shutting down.
+            InvalidQueue: a bad option (`priority` not an int from 0 to 9, say).
         """
         if type(name) is not str:
             name = name.name  # type: ignore[union-attr]
         if delay is not None or expires is not None or timeout is not None:
             _check_seconds(delay=delay, expires=expires, timeout=timeout)
+        if priority or type(priority) is not int:
+            check_priority(priority)
         engine = self._engine
         if engine.stopping:
             raise SystemStopping("the system is shutting down and accepts no new tasks")
@@ -187,7 +199,7 @@ class QueueSystem:
             pipeline = self._pipelines.get(name)
             if pipeline is None:
                 raise UnknownQueue(name, self.names)
-            run, first = engine.run_task(pipeline, payload, expires, key)
+            run, first = engine.run_task(pipeline, payload, expires, key, 0, priority)
             try:
                 run = await engine.launch(run, first, delay, timeout)
             except QueueFull as exc:
@@ -196,7 +208,7 @@ class QueueSystem:
                 exc.unknown = [self._unknown_receipt(run.id)]
                 raise
             return Receipt(run, self)
-        task = engine.task(rt, payload, expires, key)
+        task = engine.task(rt, payload, expires, key, priority)
         observed = rt.sending  # observers' hooks (traces): an empty list by default
         ends = send_started(rt, task) if observed else None
         try:
@@ -242,6 +254,7 @@ class QueueSystem:
         expires: float | None = None,
         timeout: float | None = None,
         key: Callable[[Any], str] | None = None,
+        priority: int = 0,
     ) -> list[Receipt[Any]]:
         """Submit many tasks to one queue or pipeline; returns their receipts, in order.
 
@@ -270,10 +283,11 @@ class QueueSystem:
             name = name.name  # type: ignore[union-attr]
         items = list(payloads)
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
+        check_priority(priority)
         rt = self._runtimes.get(name)
         engine = self._engine
         if rt is not None and not delay and key is None and not engine.stopping:
-            return await self._submit_chunks(rt, items, expires, timeout)
+            return await self._submit_chunks(rt, items, expires, timeout, priority)
         receipts: list[Receipt[Any] | None] = [None] * len(items)
         errors: dict[int, QueueingError] = {}
         limiter = trio.CapacityLimiter(1 if not engine.shared else CONCURRENT_SUBMITS)
@@ -290,6 +304,7 @@ class QueueSystem:
                         expires=expires,
                         timeout=timeout,
                         key=None if key is None else key(payload),
+                        priority=priority,
                     )
                 except QueueingError as exc:
                     errors[index] = exc
@@ -314,7 +329,12 @@ class QueueSystem:
         return [r for r in receipts if r is not None]
 
     async def _submit_chunks(
-        self, rt: QueueRuntime, items: list[Any], expires: float | None, timeout: float | None
+        self,
+        rt: QueueRuntime,
+        items: list[Any],
+        expires: float | None,
+        timeout: float | None,
+        priority: int = 0,
     ) -> list[Receipt[Any]]:
         """submit_many to a queue, without delay: validated, then accepted in chunks
         (whatever fits at once; the rest waits for room one by one)."""
@@ -326,7 +346,7 @@ class QueueSystem:
         for start in range(0, len(items), CHUNK):
             if start:
                 await _cancel_shielded_checkpoint()  # let workers start
-            tasks, problem = engine.tasks(rt, items[start : start + CHUNK], expires)
+            tasks, problem = engine.tasks(rt, items[start : start + CHUNK], expires, priority)
             sent: list[Task] = []  # sent to the broker, no answer yet
             try:
                 if engine.stopping:
@@ -422,6 +442,8 @@ class QueueSystem:
         receipt._checked = True
         task.submitted_at = record.submitted_at
         task.queue = record.queue
+        if priority_of(record):
+            task.priority = record.priority
         if isinstance(task, PipelineTask) and isinstance(record, PipelineTask):
             task.route = record.route
             task.run = record.run
@@ -492,6 +514,7 @@ class QueueSystem:
             if task.state.final and task.state is not TaskState.SUCCEEDED
             else None,
             progress=progress,
+            priority=priority_of(task),
         )
 
     async def _wait_change(self, receipt: Receipt[Any], timeout: float) -> None:
@@ -712,7 +735,7 @@ class QueueSystem:
         pipeline = self._pipelines.get(queue_of(run)) if run is not None else None
         stages = [stage.name for stage in pipeline.stages] if pipeline is not None else []
         if pipeline is None or queue not in stages:
-            return await self.submit(queue, letter.payload)
+            return await self.submit(queue, letter.payload, priority=letter.priority)
         await _checkpoint_if_cancelled()
         record = await self._engine.start_run(
             pipeline,
@@ -721,6 +744,7 @@ class QueueSystem:
             expires=None,
             timeout=None,
             stage=stages.index(queue),
+            priority=letter.priority,
         )
         return Receipt(record, self)
 

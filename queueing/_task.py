@@ -102,6 +102,8 @@ class TaskStatus:
     stage: str | None = None
     progress: Progress | None = None
     """The last progress its handler reported and this process has seen (None: none)."""
+    priority: int = 0
+    """Its `submit(priority=)`: among waiting tasks of its queue, higher starts first."""
 
 
 @attrs.frozen
@@ -117,6 +119,8 @@ class DeadLetter:
     deliveries: int
     submitted_at: float
     failed_at: float
+    priority: int = 0
+    """Its `submit(priority=)`: a requeue submits it again with it."""
 
 
 class Task:
@@ -136,8 +140,10 @@ class Task:
       a delivery tag); the engine never reads it;
     - `trace`: the submitter's trace context (W3C `traceparent`/`tracestate` as a dict of
       strings) when tracing is on, for a broker to carry with the task; `progress`: the
-      handler's last `Progress`. Both are set only when used (read them with `trace_of`
-      and `progress_of`): a task that uses neither costs nothing more.
+      handler's last `Progress`; `priority`: its `submit(priority=)` when not 0 (a broker
+      stores it and hands out waiting tasks of higher priority first). Each is set only
+      when used (read them with `trace_of`, `progress_of` and `priority_of`): a task that
+      uses none costs nothing more.
 
     Tasks of a pipeline are `PipelineTask`s. Attributes starting with `_` belong to the
     engine (who waits for the outcome, the cancel scope of the run): brokers leave them
@@ -159,6 +165,7 @@ class Task:
         "handle",
         "id",
         "payload",
+        "priority",
         "progress",
         "queue",
         "result",
@@ -167,9 +174,11 @@ class Task:
         "trace",
     )
 
-    # Slots set only when used (never in __init__): see `trace_of`, `progress_of`.
+    # Slots set only when used (never in __init__): see `trace_of`, `progress_of`,
+    # `priority_of`.
     trace: dict[str, str] | None
     progress: Progress | None
+    priority: int
 
     # The pipeline fields, with their values for a task outside any pipeline (see
     # PipelineTask, which has slots for them).
@@ -289,6 +298,29 @@ def progress_from_doc(doc: Any) -> Progress | None:
 def progress_of(task: Task) -> Progress | None:
     """The last progress recorded on a task's record, if any (see `Task`)."""
     return getattr(task, "progress", None)
+
+
+#: The lowest and highest `submit(priority=)`; the lowest is the default. Ten levels: every
+#: broker keeps one ordered store per level in use (docs/concepts/priorities.md).
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+
+
+def priority_of(task: Task) -> int:
+    """A task's priority (`MIN_PRIORITY` unless it was submitted with one; see `Task`)."""
+    return getattr(task, "priority", MIN_PRIORITY)
+
+
+def parse_priority(value: Any) -> int:
+    """A priority read back from storage: an int within the range, else the default
+    (anyone could have written there; an out-of-range level is never made up)."""
+    if type(value) is int and MIN_PRIORITY <= value <= MAX_PRIORITY:
+        return value
+    if isinstance(value, str | bytes) and value.isdigit():
+        number = int(value)
+        if MIN_PRIORITY <= number <= MAX_PRIORITY:
+            return number
+    return MIN_PRIORITY
 
 
 class PipelineTask(Task):

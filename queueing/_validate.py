@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ._exceptions import InvalidQueue
+from ._task import MAX_PRIORITY, MIN_PRIORITY
 
 
 def positive_int(what: str, value: object, minimum: int = 1) -> None:
@@ -26,3 +27,17 @@ def seconds(what: str, value: object, *, optional: bool = False, zero: bool = Fa
     ):
         bound = ">= 0" if zero else "> 0"
         raise InvalidQueue(f"{what} must be a number of seconds {bound}, got {value!r}")
+
+
+def priority(value: object) -> None:
+    """A task priority: an int (not a bool) within `MIN_PRIORITY`..`MAX_PRIORITY`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidQueue(
+            f"priority must be an int from {MIN_PRIORITY} (the default, lowest) to "
+            f"{MAX_PRIORITY} (highest), got {value!r} ({type(value).__name__})"
+        )
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidQueue(
+            f"priority must be from {MIN_PRIORITY} (the default, lowest) to {MAX_PRIORITY} "
+            f"(highest), got {value!r}; waiting tasks of higher priority start first"
+        )

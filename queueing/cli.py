@@ -159,7 +159,16 @@ def worker(
 @_BROKER
 @click.option("--wait/--no-wait", default=False, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, default=60.0, show_default=True)
-def submit(queue: str, payload: str, broker: str | None, wait: bool, timeout: float) -> None:
+@click.option(
+    "--priority",
+    type=int,
+    default=0,
+    show_default=True,
+    help="0 (lowest) to 9 (highest): waiting tasks of higher priority start first.",
+)
+def submit(
+    queue: str, payload: str, broker: str | None, wait: bool, timeout: float, priority: int
+) -> None:
     """Submit one task: PAYLOAD is JSON. Prints the task id (and the result with --wait)."""
     try:
         data = json.loads(payload)
@@ -167,7 +176,7 @@ def submit(queue: str, payload: str, broker: str | None, wait: bool, timeout: fl
         raise click.BadParameter(f"PAYLOAD must be JSON: {exc}") from exc
 
     async def go(system: QueueSystem) -> None:
-        receipt = await system.submit(queue, data)
+        receipt = await system.submit(queue, data, priority=priority)
         click.echo(receipt.id)
         if wait:
             try:

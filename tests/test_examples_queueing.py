@@ -194,6 +194,7 @@ DOC_PAGES = [
     "docs/concepts/pipelines.md",
     "docs/how-to/dashboards.md",
     "docs/concepts/observability.md",
+    "docs/concepts/priorities.md",
 ]
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -245,3 +246,25 @@ def test_doc_program_runs(where: str, info: str, code: str, tmp_path: Path) -> N
     )
     assert proc.returncode == 0, f"{where} failed:\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, f"{where}:\n{proc.stderr}"
+
+
+def test_priorities_start_urgent_then_paying_then_the_routine_backlog() -> None:
+    out = run_example("priorities.py")
+    assert "An urgent ticket's status: priority 9" in out
+    spans = {
+        kind: tuple(map(int, found.groups()))
+        for kind in ("urgent", "paying")
+        if (found := re.search(rf"^{kind}: 20 started, from start #(\d+) to #(\d+)$", out, re.M))
+    }
+    assert set(spans) == {"urgent", "paying"}, out
+    routine = re.search(
+        r"^routine: (\d+) started .*; the other (\d+) from start #(\d+) to", out, re.M
+    )
+    assert routine, out
+    early, rest, first_rest = map(int, routine.groups())
+    assert early <= 2  # what the two workers took before the urgent tickets came
+    assert early + rest == 200
+    # Urgent ones back to back, then the paying ones, then the rest of the backlog.
+    assert spans["urgent"] == (early + 1, early + 20)
+    assert spans["paying"][1] <= early + 40
+    assert first_rest > spans["urgent"][1]

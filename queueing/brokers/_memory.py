@@ -12,7 +12,16 @@ from typing import Any
 
 import trio
 
-from .._task import DeadLetter, ErrorInfo, PipelineTask, Progress, Task, TaskState, progress_of
+from .._task import (
+    DeadLetter,
+    ErrorInfo,
+    PipelineTask,
+    Progress,
+    Task,
+    TaskState,
+    priority_of,
+    progress_of,
+)
 from ._contract import Admission, Broker, QueueInfo, RunStore
 
 _wall = time.time
@@ -274,6 +283,7 @@ class MemoryBroker(Broker):
                 deliveries=task.deliveries,
                 submitted_at=task.submitted_at,
                 failed_at=task.finished_at or _wall(),
+                priority=priority_of(task),
             )
         )
         return True

@@ -80,6 +80,19 @@ def test_submit_many_gives_asyncio_receipts_in_order(redis_url: str) -> None:
         assert run(main, redis_url) == [2 * n for n in range(50)]
 
 
+def test_submit_and_submit_many_take_a_priority(redis_url: str) -> None:
+    async def main(client: Any) -> list[int]:
+        one = await client.submit("double", 1, priority=9)
+        many = await client.submit_many("double", [2, 3], priority=4)
+        assert [(await r.status()).priority for r in (one, *many)] == [9, 4, 4]
+        with pytest.raises(queueing.InvalidQueue, match="priority must be"):
+            await client.submit("double", 4, priority=10)
+        return [await r for r in (one, *many)]
+
+    with serving(redis_url):
+        assert run(main, redis_url) == [2, 4, 6]
+
+
 def test_refusals_are_the_trio_clients_errors(redis_url: str) -> None:
     async def main(client: Any) -> None:
         with pytest.raises(UnknownQueue, match="no queue or pipeline named 'nope'"):

@@ -53,6 +53,14 @@ def test_one_client_serves_many_threads(redis_url: str) -> None:
     assert results == [2 * n for n in range(200)]
 
 
+def test_submit_and_submit_many_take_a_priority(redis_url: str) -> None:
+    with serving(redis_url), connect_sync(redis_url, *SPECS) as client:
+        one = client.submit("double", 1, priority=9)
+        many = client.submit_many("double", [2, 3], priority=4)
+        assert [r.status().priority for r in (one, *many)] == [9, 4, 4]
+        assert [r.result(timeout=10) for r in (one, *many)] == [2, 4, 6]
+
+
 def test_submit_many_and_requeue_give_sync_receipts(redis_url: str) -> None:
     with serving(redis_url), connect_sync(redis_url, *SPECS) as client:
         receipts = client.submit_many("double", range(20))

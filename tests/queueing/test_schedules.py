@@ -83,11 +83,41 @@ async def test_a_tick_refused_by_a_full_queue_is_logged_and_the_schedule_goes_on
         ({"cron": "not a cron"}, "is not a cron expression"),
         ({"every": 0}, "every must be a number of seconds > 0"),
         ({"every": 5, "timezone": "Mars/Olympus"}, "unknown timezone"),
+        ({"every": 5, "priority": 10}, "priority must be from 0"),
+        ({"every": 5, "priority": True}, "priority must be an int"),
     ],
 )
 def test_a_bad_schedule_is_refused_with_the_reason(options: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidQueue, match=match):
         Schedule("bad", queue="log", **options)
+
+
+class Slow(Worker):
+    """Takes a second per task, logging each start."""
+
+    def __init__(self, seen: list[tuple[float, Any]]) -> None:
+        self.seen = seen
+
+    async def handle(self, payload: Any) -> None:
+        self.seen.append((trio.current_time(), payload))
+        await trio.sleep(1)
+
+
+async def test_a_schedule_with_a_priority_overtakes_the_waiting_tasks(autojump_clock: Any) -> None:
+    seen: list[tuple[float, Any]] = []
+    queue = Queue("log", Slow, worker_kwargs={"seen": seen}, workers=1)
+    urgent = Schedule("urgent", queue="log", every=10, payload="tick", priority=9)
+    async with open_system(queue, urgent) as system:
+        await system.submit_many("log", [f"low-{i}" for i in range(30)])
+        await trio.sleep(12)  # the first tick comes within 10 s, while 20 or more wait
+        started = [payload for _, payload in seen]
+        assert "tick" in started
+        # It started as soon as the worker was free after the tick, ahead of the backlog.
+        tick_at, _ = seen[started.index("tick")]
+        previous_at, _ = seen[started.index("tick") - 1]
+        assert tick_at - previous_at == pytest.approx(1, abs=0.01)
+        assert started.index("tick") <= 11
+        assert len(started) < 30
 
 
 async def test_a_schedule_for_an_unknown_queue_is_refused() -> None:

@@ -44,6 +44,8 @@ def test_no_script_builds_a_key() -> None:
                 key = re.search(r"'STREAMS'\s*,\s*([^,)]+)", rest)
                 assert key is not None, (name, command, rest)
                 first = key.group(1)
+            elif command == "XINFO":  # its key follows the subcommand
+                first = rest.split(",")[1]
             else:
                 first = rest.split(",")[0]
             assert re.fullmatch(r"KEYS\[[^\]]+\]", first.strip()), (name, command, first)
@@ -108,6 +110,14 @@ async def test_every_script_call_touches_one_hash_tag(
         await rescuer.flush()
         await worker.take_dead_letters("jobs", [third.id])
         await worker.take_dead_letters("jobs", None)
+        # A task with a priority: its queue ranks its waiting tasks from then on.
+        urgent = new_task("other")
+        urgent.priority = 5
+        await client.accept(other, urgent)
+        (taken,) = await claim_until(worker, other)
+        assert taken.id == urgent.id
+        await worker.settle(other, taken, TaskState.SUCCEEDED, None)
+        await worker.flush()
         # A pipeline run: its own keys, then its stage tasks' queue.
         run, stage = new_run("ingest", "jobs")
         await client.runs.start(run, JOBS, stage, due=None)

@@ -197,6 +197,18 @@ def test_inspect_of_a_succeeded_task_has_its_result(served: str) -> None:
     assert re.search(r"^result +0\.0$", invoke(served, "inspect", task_id).output, re.M)
 
 
+def test_submit_with_a_priority_and_inspect_shows_it(served: str) -> None:
+    done = invoke(served, "submit", "nap", "0", "--priority", "7")
+    assert done.exit_code == 0, done.output
+    task_id = done.output.strip()
+    doc = wait_state(served, task_id, "succeeded")
+    assert doc["priority"] == 7
+    assert re.search(r"^priority +7$", invoke(served, "inspect", task_id).output, re.M)
+    refused = invoke(served, "submit", "nap", "0", "--priority", "10")
+    assert refused.exit_code != 0
+    assert "priority must be from 0" in refused.output
+
+
 # -- dead letters ---------------------------------------------------------------------------
 
 

@@ -144,13 +144,38 @@ async def test_a_version_1_file_is_migrated_and_its_tasks_still_run(tmp_path: Pa
     path = tmp_path / "v1.db"
     async with connect(f"sqlite:///{path}", echo) as client:
         waiting = (await client.submit("echo", 41)).id
-    # Back to what version 1 made: no progress nor trace columns.
+    # Back to what version 1 made: no progress, trace nor priority columns.
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX tasks_ranked")
+        conn.execute("ALTER TABLE tasks DROP COLUMN priority")
         conn.execute("ALTER TABLE tasks DROP COLUMN progress")
         conn.execute("ALTER TABLE tasks DROP COLUMN trace")
         conn.execute("PRAGMA user_version=1")
     conn.close()
     async with open_system(echo, broker=f"sqlite:///{path}") as system:
         assert await system.receipt(waiting).result(timeout=10) == 41
-    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
-    assert {"progress", "trace"} <= {row[1] for row in query(path, "PRAGMA table_info(tasks)")}
+    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(3,)]
+    columns = {row[1] for row in query(path, "PRAGMA table_info(tasks)")}
+    assert {"progress", "trace", "priority"} <= columns
+
+
+async def test_a_version_2_file_is_migrated_and_its_tasks_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v2.db"
+    async with connect(f"sqlite:///{path}", echo) as client:
+        waiting = [(await client.submit("echo", n)).id for n in (1, 2)]
+    # Back to what version 2 made: no priority column, no index of priorities.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX tasks_ranked")
+        conn.execute("ALTER TABLE tasks DROP COLUMN priority")
+        conn.execute("PRAGMA user_version=2")
+    conn.close()
+    async with open_system(echo, broker=f"sqlite:///{path}") as system:
+        assert [await system.receipt(i).result(timeout=10) for i in waiting] == [1, 2]
+        urgent = await system.submit("echo", 3, priority=9)
+        assert (await urgent.status()).priority == 9
+        assert await urgent.result(timeout=10) == 3
+    assert query(path, "PRAGMA user_version") == [(3,)]
+    indexes = {row[1] for row in query(path, "PRAGMA index_list(tasks)")}
+    assert "tasks_ranked" in indexes

@@ -34,7 +34,7 @@ from typing import Any
 import trio
 
 from ..._exceptions import BrokerError
-from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState
+from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, parse_priority
 from .._contract import Admission, Broker, QueueInfo
 from ..redis import _keys as k
 from ..redis._progress import ProgressStore
@@ -123,6 +123,7 @@ class RabbitMQBroker(Broker):
         self._upkeep = Upkeep(self)
         self.runs = RabbitMQRuns(self._calls, keys, self._store, self._reads, self._accept_at)
         self._holds = Holds(self._rabbit, self._store, self._acks, self.nonce)
+        self._submitter.on_level = self._register_level
         self._progress = ProgressStore(self._calls, keys)  # in the results store
         self._queues: dict[str, QueueInfo] = {}
         self._serve = False
@@ -199,6 +200,14 @@ class RabbitMQBroker(Broker):
             taken += 1
         return taken
 
+    async def _register_level(self, queue: QueueInfo, priority: int) -> None:
+        """A priority level above 0 is used: registered, for every claiming process."""
+        key = self._store.keys.levels(queue.name)
+        await self._calls.retrying(
+            "register a priority level", lambda: self._calls.client.sadd(key, [str(priority)])
+        )
+        self._holds.note_level(queue.name, priority)
+
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
         if self.clock() - self._submitter.nacked.get(queue.name, -math.inf) < NACKED_RECENTLY:
             # Full by RabbitMQ's count, not the store's: no outcome may come to say there
@@ -273,11 +282,19 @@ class RabbitMQBroker(Broker):
 
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers (for `queueing status`)."""
-        ready = {name: await self._rabbit.ready_count(name) for name in await self.declared()}
+        ready = {name: await self._ready(name) for name in await self.declared()}
         return await self._admin.status_with(ready)
 
+    async def _ready(self, queue: str) -> int:
+        """Messages ready in RabbitMQ for `queue`, over every priority level in use."""
+        levels = await self._calls.retrying(
+            "read the priority levels",
+            lambda: self._calls.client.smembers(self._store.keys.levels(queue)),
+        )
+        return await self._rabbit.ready_count(queue, sorted(parse_priority(p) for p in levels))
+
     async def figures(self, queue: str) -> dict[str, int] | None:
-        ready = {queue: await self._rabbit.ready_count(queue)}
+        ready = {queue: await self._ready(queue)}
         found: dict[str, int] | None = (await self._admin.status_with(ready))["queues"].get(queue)
         return found
 

@@ -2,7 +2,11 @@
 becomes of them (an outcome, a retry, a hand-back), each message acknowledged only once
 what replaces it is stored.
 
-- `claim` takes deliveries from the queue's `Feed` and checks each against its record
+- `claim` takes deliveries, highest priority first: with `Basic.Get` from the ready queue
+  of each priority level above 0 in use (one quorum queue per level: quorum queues have no
+  priorities; the levels are registered in the results store at the first submit of each
+  and read again every `LEVELS_REFRESH` seconds), then from the queue's `Feed` (the
+  default level's consumer); and checks each against its record
   (`check.lua`): the message its record names runs; a stale copy, or the message of a task
   that has an outcome, is acknowledged and dropped; a message that is not a task is kept
   as a dead letter (with why) and acknowledged.
@@ -14,6 +18,8 @@ what replaces it is stored.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +27,7 @@ from typing import Any
 import trio
 
 from ..._exceptions import BrokerError
-from ..._task import ErrorInfo, Task, TaskState
+from ..._task import ErrorInfo, Task, TaskState, parse_priority, priority_of
 from .._contract import QueueInfo
 from ..redis import _keys as k
 from ..redis._wire import (
@@ -31,12 +37,18 @@ from ..redis._wire import (
     encode_envelope,
     letter_of,
 )
-from ._errors import PublishNacked
+from ._channel import Channel
+from ._errors import AMQPError, PublishNacked
 from ._message import Delivery
 from ._rabbit import Rabbit, delay_bucket
 from ._rabbit_claims import Acks, Feed
 from ._store import Store
 from ._store_writes import Op
+
+log = logging.getLogger("queueing.rabbitmq")
+#: Seconds between two reads of a queue's priority levels in use by a claiming process
+#: (a level another process starts using is claimed from within this much).
+LEVELS_REFRESH = 1.0
 
 
 def delivery_count(delivery: Delivery) -> int:
@@ -57,6 +69,51 @@ class Holds:
         #: Claimed and not yet settled, retried or handed back, by queue and id.
         self.held: dict[str, dict[str, Task]] = {}
         self.nursery: trio.Nursery | None = None
+        #: Priority levels above 0 known in use, by queue, and when to read them again.
+        self.levels: dict[str, set[int]] = {}
+        self._levels_due: dict[str, float] = {}
+        self._getter: Channel | None = None
+
+    def note_level(self, queue: str, priority: int) -> None:
+        """Tasks of `priority` (above 0) were submitted to `queue` (by this process)."""
+        self.levels.setdefault(queue, set()).add(priority)
+
+    async def _levels_of(self, queue: str) -> list[int]:
+        """The priority levels above 0 in use, highest first (read again when due)."""
+        now = trio.current_time()
+        if now >= self._levels_due.get(queue, -math.inf):
+            self._levels_due[queue] = now + LEVELS_REFRESH
+            key = self.store.keys.levels(queue)
+            found = await self.store.calls.retrying(
+                "read the priority levels", lambda: self.store.calls.client.smembers(key)
+            )
+            known = self.levels.setdefault(queue, set())
+            known.update(p for p in map(parse_priority, found) if p)
+        return sorted(self.levels.get(queue, ()), reverse=True)
+
+    async def _get_ranked(self, queue: QueueInfo, levels: list[int], n: int) -> list[Delivery]:
+        """Up to `n` messages from the ready queues of `levels`, highest first."""
+        taken: list[Delivery] = []
+        try:
+            channel = self._getter
+            if channel is None or channel.is_closed:
+                connection = await self.rabbit.robust.wait_connected()
+                channel = self._getter = await connection.open_channel()
+            for priority in levels:
+                await self.rabbit.declare(queue, priority=priority)
+                name = self.rabbit.main(queue.name, priority)
+                while len(taken) < n:
+                    delivery = await channel.get(name)
+                    if delivery is None:
+                        break
+                    self.acks.delivered(delivery)
+                    taken.append(delivery)
+                if len(taken) >= n:
+                    break
+        except AMQPError as exc:
+            # A closed channel hands its messages back to RabbitMQ: claimed again later.
+            log.warning("queue %r: taking tasks by priority failed (%s)", queue.name, exc)
+        return [delivery for delivery in taken if not delivery.channel.is_closed]
 
     def start(self, nursery: trio.Nursery) -> None:
         """Run the feeds (those made so far, and those made later) in `nursery`."""
@@ -85,7 +142,11 @@ class Holds:
             return []
         await self.rabbit.declare(queue)
         feed = self._feed(queue)
-        deliveries = await feed.take(n, wait, len(self.held.get(queue.name, ())))
+        levels = await self._levels_of(queue.name)
+        deliveries = await self._get_ranked(queue, levels, n) if levels else []
+        if len(deliveries) < n:
+            held = len(self.held.get(queue.name, ())) + len(deliveries)
+            deliveries += await feed.take(n - len(deliveries), 0 if deliveries else wait, held)
         if not deliveries:
             return []
         try:
@@ -208,7 +269,7 @@ class Holds:
         task.state = TaskState.SCHEDULED
         delivery, old, _ = self.let_go(queue.name, task)
         ms = delay_bucket(max(0.0, due - time.time()) * 1000)
-        routing = await self.rabbit.declare_delay(queue.name, ms)
+        routing = await self.rabbit.declare_delay(queue.name, ms, priority_of(task))
         new = self.nonce()
         await self.rabbit.publish(queue, routing, encode_envelope(task).encode(), new)
         self.store.move(
@@ -233,7 +294,8 @@ class Holds:
             new = self.nonce()
             body = encode_envelope(task).encode()
             try:
-                await self.rabbit.publish(queue, self.rabbit.main(queue.name), body, new)
+                routing = self.rabbit.main(queue.name, priority_of(task))
+                await self.rabbit.publish(queue, routing, body, new)
             except (PublishNacked, BrokerError):
                 continue  # closing its channel hands it back anyway
             self.store.move(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +32,7 @@ import tenacity
 import trio
 
 from ..._exceptions import BrokerError
+from ..._task import MAX_PRIORITY, MIN_PRIORITY
 from .._contract import QueueInfo
 from ._channel import Channel
 from ._errors import (
@@ -122,14 +123,19 @@ class Rabbit:
 
     # -- names ------------------------------------------------------------------------
 
-    def main(self, queue: str) -> str:
+    def main(self, queue: str, priority: int = 0) -> str:
+        """A queue's ready queue; with a priority above 0, that priority's own (quorum
+        queues have no priorities: one ready queue per level in use, claimed highest
+        first)."""
+        if priority:
+            return f"{self.prefix}:{queue}:p{priority}"
         return f"{self.prefix}:{queue}"
 
     def dead(self, queue: str) -> str:
         return f"{self.prefix}:{queue}:dead"
 
-    def delay(self, queue: str, ms: int) -> str:
-        return f"{self.prefix}:{queue}:delay:{ms}"
+    def delay(self, queue: str, ms: int, priority: int = 0) -> str:
+        return f"{self.main(queue, priority)}:delay:{ms}"
 
     @property
     def exchange(self) -> str:
@@ -198,10 +204,10 @@ class Rabbit:
                     continue  # lost meanwhile: again on the next connection
                 raise
 
-    async def declare(self, queue: QueueInfo, *, again: bool = False) -> None:
-        """Declare a queue's ready queue and its dead-letter route (once per process,
-        unless `again`)."""
-        name = self.main(queue.name)
+    async def declare(self, queue: QueueInfo, *, again: bool = False, priority: int = 0) -> None:
+        """Declare a queue's ready queue (that of `priority`) and its dead-letter route
+        (once per process, unless `again`)."""
+        name = self.main(queue.name, priority)
         if name in self._declared and not again:
             return
         lock = self._declaring.setdefault(name, trio.Lock())
@@ -240,9 +246,10 @@ class Rabbit:
                 await self._on_channel("declare", existing)
             self._declared.add(name)
 
-    async def declare_delay(self, queue: str, ms: int) -> str:
-        """The delay queue of `ms` for `queue`, declared (again) when due; its name."""
-        name = self.delay(queue, ms)
+    async def declare_delay(self, queue: str, ms: int, priority: int = 0) -> str:
+        """The delay queue of `ms` for `queue` (into the ready queue of `priority`),
+        declared (again) when due; its name."""
+        name = self.delay(queue, ms, priority)
         now = trio.current_time()
         if now - self._delays.get(name, -math.inf) < DELAY_REDECLARE:
             return name
@@ -252,7 +259,7 @@ class Rabbit:
             "x-expires": ms + DELAY_QUEUE_KEEP * 1000,
             "x-overflow": "reject-publish",
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.main(queue),
+            "x-dead-letter-routing-key": self.main(queue, priority),
             "x-dead-letter-strategy": "at-least-once",
         }
 
@@ -265,17 +272,22 @@ class Rabbit:
         self._delays[name] = now
         return name
 
-    async def ready_count(self, queue: str) -> int:
-        """Messages ready in a queue's ready queue (0 if it does not exist)."""
+    async def ready_count(self, queue: str, levels: Iterable[int] = ()) -> int:
+        """Messages ready in a queue's ready queue, and in those of the priority `levels`
+        (0 for one that does not exist)."""
+        total = 0
+        for priority in (0, *levels):
 
-        async def step(channel: Channel) -> int:
-            return (await channel.declare_queue(self.main(queue), passive=True)).message_count
+            async def step(channel: Channel, priority: int = priority) -> int:
+                name = self.main(queue, priority)
+                return (await channel.declare_queue(name, passive=True)).message_count
 
-        try:
-            count: int = await self._on_channel("count", step)
-        except ChannelClosed:
-            return 0
-        return count
+            try:
+                count: int = await self._on_channel("count", step)
+            except ChannelClosed:
+                count = 0
+            total += count
+        return total
 
     async def delete(self, names: list[str]) -> None:
         """Delete queues (tests and tools)."""
@@ -350,8 +362,11 @@ class Rabbit:
 
     async def redeclare(self, queue: QueueInfo, routing_key: str) -> None:
         """Declare again the queue a message to `routing_key` goes to (it was deleted)."""
-        if routing_key == self.main(queue.name):
-            await self.declare(queue, again=True)
-        else:
-            self._delays.pop(routing_key, None)
-            await self.declare_delay(queue.name, int(routing_key.rsplit(":", 1)[1]))
+        for priority in range(MIN_PRIORITY, MAX_PRIORITY + 1):
+            if routing_key == self.main(queue.name, priority):
+                await self.declare(queue, again=True, priority=priority)
+                return
+        self._delays.pop(routing_key, None)
+        head, _, ms = routing_key.rpartition(":delay:")
+        priority = next((p for p in range(MAX_PRIORITY + 1) if head == self.main(queue.name, p)), 0)
+        await self.declare_delay(queue.name, int(ms), priority)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
 from ..._exceptions import BrokerError, SystemStopping
-from ..._task import PipelineTask, Task, TaskState
+from ..._task import PipelineTask, Task, TaskState, priority_of
 from .._contract import Admission, QueueInfo
 from ..redis import _keys as k
 from ..redis._calls import ATTEMPT_GRACE
@@ -73,6 +73,10 @@ class Submitter:
         self._slots: list[Slot] = []
         self._lot = trio.lowlevel.ParkingLot()
         self._sent = trio.lowlevel.ParkingLot()
+        #: Called once per queue and priority level (above 0) this process submits to,
+        #: before the first task of it is published (the broker registers the level).
+        self.on_level: Callable[[QueueInfo, int], Awaitable[None]] | None = None
+        self._levels: set[tuple[str, int]] = set()
 
     async def accept(
         self, queue: QueueInfo, tasks: Sequence[Task], due: float | None
@@ -82,15 +86,23 @@ class Submitter:
         if not tasks:
             await trio.lowlevel.checkpoint()
             return []
+        priority = priority_of(tasks[0])
+        if any(priority_of(task) != priority for task in tasks):
+            # One ready queue per priority: tasks of several go one priority at a time.
+            return [(await self.accept(queue, [task], due))[0] for task in tasks]
         for task in tasks:
             _check_id(queue, task)
         now = time.time()
         delay_ms = 0.0 if due is None else (due - now) * 1000
         due_ms = str(int(due * 1000)) if due is not None and delay_ms > 0 else ""
-        await self.rabbit.declare(queue)
-        routing = self.rabbit.main(queue.name)
+        await self.rabbit.declare(queue, priority=priority)
+        if priority and (queue.name, priority) not in self._levels:
+            if self.on_level is not None:
+                await self.on_level(queue, priority)
+            self._levels.add((queue.name, priority))
+        routing = self.rabbit.main(queue.name, priority)
         if due_ms:
-            routing = await self.rabbit.declare_delay(queue.name, delay_bucket(delay_ms))
+            routing = await self.rabbit.declare_delay(queue.name, delay_bucket(delay_ms), priority)
         entries: list[Entry] = []
         for task in tasks:
             reply = "" if _staged(task) else self.client_id

@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..._task import ErrorInfo, TaskState
+from ..._task import ErrorInfo, TaskState, parse_priority
 from .._contract import QueueInfo
 from ..redis import _keys as k
 from ..redis._wire import BadEntry, decode_envelope, letter_of
@@ -136,9 +137,12 @@ class Upkeep:
         adopted = await broker._store.adopt(queue.name, time.time() - UNCONFIRMED_GRACE, prefix)
         for task_id, nonce, envelope, due in adopted:
             delay = int(due) - time.time() * 1000 if due else 0.0
-            routing = broker._rabbit.main(queue.name)
+            priority = _priority(envelope)
+            routing = broker._rabbit.main(queue.name, priority)
             if delay > 0:
-                routing = await broker._rabbit.declare_delay(queue.name, delay_bucket(delay))
+                routing = await broker._rabbit.declare_delay(
+                    queue.name, delay_bucket(delay), priority
+                )
             log.warning(
                 "task %s: its client stopped before RabbitMQ confirmed it; publishing it", task_id
             )
@@ -148,3 +152,13 @@ class Upkeep:
                 log.warning("task %s: publish refused (%s); trying again later", task_id, exc)
                 continue
             broker._store.confirmed(queue.name, [task_id])
+
+
+def _priority(envelope: str) -> int:
+    """The priority an envelope carries (the default if it names none, or does not parse:
+    the worker that takes it dead-letters what does not parse)."""
+    try:
+        doc = json.loads(envelope)
+    except ValueError:
+        return 0
+    return parse_priority(doc.get("priority")) if isinstance(doc, dict) else 0

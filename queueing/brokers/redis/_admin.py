@@ -156,7 +156,8 @@ class Admin:
         return {
             "outstanding": max(0, int(await client.get(self.keys.outstanding(name)) or 0)),
             "in_flight": in_flight,
-            "ready": max(0, await client.xlen(ready) - in_flight),
+            "ready": max(0, await client.xlen(ready) - in_flight)
+            + await client.zcard(self.keys.waiting(name)),
             "scheduled": await client.zcard(self.keys.delayed(name)),
             "dead_letters": await client.xlen(self.keys.dead(name)),
             **{str(key): int(value) for key, value in stats.items()},

@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from ..._exceptions import BrokerError, SystemStopping
-from ..._task import PipelineTask, Task
+from ..._task import PipelineTask, Task, priority_of
 from .._contract import Admission, QueueInfo, queue_of
 from . import _keys as k
 from ._calls import ATTEMPT_GRACE, Calls
@@ -58,7 +58,7 @@ def _staged(task: Task) -> bool:
 class _Slot:
     __slots__ = ("answers", "error", "event", "queue", "tasks")
 
-    def __init__(self, queue: QueueInfo, tasks: list[tuple[str, str, str, str, str]]) -> None:
+    def __init__(self, queue: QueueInfo, tasks: list[tuple[str, str, str, str, str, int]]) -> None:
         self.queue = queue
         self.tasks = tasks  # `submit.lua` arguments: id, envelope, meta, due (ms), reply
         self.answers: list[Admission] = []
@@ -172,6 +172,7 @@ class Batcher:
                 encode_meta(task),
                 due,
                 "" if _staged(task) else self.client_id,
+                priority_of(task),
             )
             for task, due in tasks
         ]
@@ -300,9 +301,12 @@ class Batcher:
                 self.keys.envs(name),
                 self.keys.stats(name),
                 self.keys.live(name),
+                self.keys.waiting(name),
+                self.keys.ranked(name),
+                self.keys.nudge(name),
             ]
             info = slots[0].queue
-            head = [info.maxsize, self.client_id, k.ttl(info.result_ttl)]
+            head = [info.maxsize, self.client_id, k.ttl(info.result_ttl), k.NUDGE_TOKENS]
             keys, args, members = list(base), list(head), []
             for slot in slots:
                 for call in slot.tasks:

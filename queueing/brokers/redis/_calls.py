@@ -40,6 +40,7 @@ SCRIPTS = (
     "retry",
     "run",
     "submit",
+    "take",
     "take_dead",
 )
 #: How much longer than its own wait one shielded call may take before it is given up.

@@ -54,6 +54,17 @@ def _fields(flat: Sequence[Any]) -> dict[Any, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
+def _is_ranked(answer: Any) -> bool:
+    """Whether claim.lua's answer is a ranked queue's (`'ranked', ids...`)."""
+    return bool(answer[0] == "ranked")  # an entry read is a list (responses are str)
+
+
+def _read_entries(answer: Any) -> tuple[Entries, Counts, Owners]:
+    """Entries claim.lua or take.lua read, with what `live` says of each."""
+    entries = [(str(ident), _fields(flat)) for ident, flat, _ in answer]
+    return entries, None, [None if owner is None else str(owner) for _, _, owner in answer]
+
+
 def _entries(read: Any) -> Entries:
     """Entries as coredis returns them (`StreamEntry`s), as (id, fields)."""
     return [(str(entry.identifier), dict(entry.field_values or {})) for entry in read]
@@ -113,7 +124,8 @@ class Consumer:
             reclaimed, counts = await self._reclaim(queue, n)
             if reclaimed:
                 return reclaimed, counts, None
-        keys, args = [ready, self.keys.live(name)], [self.consumer, n]
+        keys = [ready, self.keys.live(name), self.keys.ranked(name), self.keys.waiting(name)]
+        args = [self.consumer, n]
         ops = self.batcher.take()
         if ops:
             # Outcomes are waiting to be written: sent in the same round trip.
@@ -132,14 +144,16 @@ class Consumer:
                 lambda: self.calls.script(self.calls.client, "claim", keys, args),
                 deliver=False,
             )
+        if answer and _is_ranked(answer):
+            return await self._take_ranked(queue, n, [str(i) for i in answer[1:]], wait)
         if answer:
-            entries = [(str(ident), _fields(flat)) for ident, flat, _ in answer]
-            return entries, None, [None if owner is None else str(owner) for _, _, owner in answer]
+            return _read_entries(answer)
         if wait <= 0:
             return [], None, None
         # Nothing ready: wait for entries in a blocking read (what `live` says of them is
         # read next, in `_admit`).
         block = min(wait, self.calls.block)
+        started = trio.current_time()
         with self.batcher.claim_waiting():
             read = await self.calls.retrying(
                 "claim",
@@ -147,7 +161,64 @@ class Consumer:
                 wait=block,
                 deliver=False,
             )
-        return _entries((read or {}).get(ready, ())), None, None
+        entries = await self._drop_wakes(name, _entries((read or {}).get(ready, ())))
+        if entries is None:  # woken as the queue was ranked: claim from it now
+            return await self._take(queue, n, wait - (trio.current_time() - started))
+        return entries, None, None
+
+    async def _drop_wakes(self, queue: str, entries: Entries) -> Entries | None:
+        """`entries` without the wake-up entries a queue's ranking writes (acknowledged and
+        removed here); None if there were only those."""
+        wakes = [ident for ident, fields in entries if "wake" in fields and "env" not in fields]
+        if not wakes:
+            return entries
+        ready = self.keys.ready(queue)
+
+        def fill(pipe: Any) -> list[Any]:
+            return [pipe.xack(ready, k.GROUP, wakes), pipe.xdel(ready, wakes)]
+
+        await self.calls.pipelined("drop wake-ups", fill, deliver=False)
+        rest = [(ident, fields) for ident, fields in entries if ident not in wakes]
+        return rest or None
+
+    async def _take_ranked(
+        self, queue: QueueInfo, n: int, ids: list[str], wait: float
+    ) -> tuple[Entries, Counts, Owners]:
+        """A claim on a ranked queue (see submit.lua): the tasks claim.lua named, highest
+        priority first, moved into the stream for this consumer; with none waiting, wait
+        for a nudge (a ranked queue's submits do not write the stream)."""
+        name = queue.name
+        if ids:
+            keys = [
+                self.keys.ready(name),
+                self.keys.live(name),
+                self.keys.waiting(name),
+                self.keys.envs(name),
+                *(self.keys.record(name, i) for i in ids),
+            ]
+            answer = await self.calls.retrying(
+                "claim",
+                lambda: self.calls.script(self.calls.client, "take", keys, [self.consumer, *ids]),
+                deliver=False,
+            )
+            # None left (other processes took them): the caller claims again.
+            return _read_entries(answer) if answer else ([], None, None)
+        if wait > 0:
+            nudge = self.keys.nudge(name)
+            block = min(wait, self.calls.block)
+            started = trio.current_time()
+            with self.batcher.claim_waiting():
+                woken = await self.calls.retrying(
+                    "claim",
+                    lambda: self.calls.client.blpop([nudge], timeout=block),
+                    wait=block,
+                    deliver=False,
+                )
+            if woken:
+                # A task came (or a token left by a submit someone else's claim served):
+                # look again, waiting out what is left of this claim's wait.
+                return await self._take(queue, n, wait - (trio.current_time() - started))
+        return [], None, None
 
     async def _give_back(self, queue: str, entries: Entries, counts: dict[str, int]) -> None:
         """Entries claimed for a caller that was cancelled before it got them: leave them
@@ -215,6 +286,7 @@ class Consumer:
             for ident, fields in _entries(answer[1] if answer else ())
             if fields and ident not in held
         ]
+        entries = await self._drop_wakes(name, entries) or []
         if not entries:
             return [], None
         if self._reclaim_from[name] != "0-0":
@@ -346,11 +418,13 @@ class Consumer:
         """Background: move due tasks of `queue` from its delayed set to its ready stream;
         sleep until the earliest due time (at most `PROMOTE_IDLE`), or until woken."""
         lot = self._promoters.setdefault(queue, trio.lowlevel.ParkingLot())
-        delayed, envs, ready = (
+        delayed, envs, ready, ranked = (
             self.keys.delayed(queue),
             self.keys.envs(queue),
             self.keys.ready(queue),
+            self.keys.ranked(queue),
         )
+        waiting, nudge = self.keys.waiting(queue), self.keys.nudge(queue)
         while True:
             now_ms = int(self.clock() * 1000)
 
@@ -366,8 +440,9 @@ class Consumer:
             if due:
                 ids = [str(i) for i in due]
                 live = self.keys.live(queue)
-                keys = [delayed, envs, ready, live, *(self.keys.record(queue, i) for i in ids)]
-                await self.calls.eval("promote", "promote", keys, [now_ms, *ids])
+                records = [self.keys.record(queue, i) for i in ids]
+                keys = [delayed, envs, ready, live, waiting, ranked, nudge, *records]
+                await self.calls.eval("promote", "promote", keys, [now_ms, k.NUDGE_TOKENS, *ids])
                 continue
             wait = PROMOTE_IDLE
             if first:

@@ -35,6 +35,8 @@ REPLIES_TTL = 86_400
 NOTICE_OUTCOME_MAX = 4096
 #: Tokens a queue's `room` list keeps for submitters waiting on a full queue.
 ROOM_TOKENS = 64
+#: Tokens a ranked queue's `nudge` list keeps for consumers waiting for tasks.
+NUDGE_TOKENS = 64
 #: Seconds a pipeline run's state outlives its start (a run abandoned half-way).
 RUN_TTL = 7 * 86_400
 #: The shortest and longest TTL of a stored outcome, in milliseconds (PEXPIRE).
@@ -142,6 +144,23 @@ class Keys:
 
     def room(self, queue: str) -> str:
         return self.of(queue, "room")
+
+    def waiting(self, queue: str) -> str:
+        """A ranked queue's ready tasks by priority (a sorted set: see submit.lua)."""
+        return self.of(queue, "waiting")
+
+    def ranked(self, queue: str) -> str:
+        """Exists once the queue has had a task with a priority: its waiting sequence."""
+        return self.of(queue, "ranked")
+
+    def levels(self, queue: str) -> str:
+        """The priority levels above 0 a queue's tasks were submitted with (RabbitMQ: a
+        ready queue each; a set)."""
+        return self.of(queue, "levels")
+
+    def nudge(self, queue: str) -> str:
+        """Wake-ups for consumers idle on a ranked queue (a list of tokens)."""
+        return self.of(queue, "nudge")
 
     def live(self, queue: str) -> str:
         """Entry id -> submitting client, for every entry a task's record names."""

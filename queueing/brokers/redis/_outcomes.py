@@ -68,6 +68,7 @@ class Outcomes:
                 self.keys.delayed(queue),
                 self.keys.envs(queue),
                 self.keys.live(queue),
+                self.keys.waiting(queue),
             ]
             args = [
                 self.max_dead_letters,

@@ -13,7 +13,17 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState, parse_trace, trace_of
+from ..._task import (
+    DeadLetter,
+    ErrorInfo,
+    PipelineTask,
+    Task,
+    TaskState,
+    parse_priority,
+    parse_trace,
+    priority_of,
+    trace_of,
+)
 from .._contract import queue_of
 from . import _keys as k
 
@@ -49,6 +59,9 @@ def encode_envelope(task: Task) -> str:
     trace = trace_of(task)
     if trace:
         doc["trace"] = trace  # the submitter's trace context (tracing on)
+    priority = priority_of(task)
+    if priority:
+        doc["priority"] = priority
     return dumps(doc)
 
 
@@ -137,6 +150,8 @@ def decode_envelope(fields: Mapping[str, Any], queue: str, max_bytes: int) -> Ta
     task.first_started = _number(doc, "first_started", optional=True)
     if "trace" in doc:
         task.trace = parse_trace(doc["trace"])
+    if "priority" in doc:
+        task.priority = parse_priority(doc["priority"])
     if queue_of(task_id) != queue:  # its record would be under another queue's keys
         raise BadEntry(f"task id {task_id!r} does not name the queue {queue!r} (<queue>:<unique>)")
     return task
@@ -152,6 +167,9 @@ def encode_meta(task: Task) -> str:
         "expires_at": task.expires_at,
         "attempts": task.attempts,
     }
+    priority = priority_of(task)
+    if priority:
+        doc["priority"] = priority
     if isinstance(task, PipelineTask):
         if task.run is None:
             doc.update(kind="run", route=task.route)
@@ -252,6 +270,8 @@ def task_from_record(
     else:
         task = Task(task_id, queue_of(task_id), None, submitted_at, expires_at)
     task.attempts = int(doc.get("attempts") or 0)
+    if "priority" in doc:
+        task.priority = parse_priority(doc["priority"])
     task.state = TaskState(state)
     if task.state is TaskState.PENDING and working:
         task.state = TaskState.RUNNING
@@ -280,19 +300,20 @@ def path_key(path: tuple[int, ...]) -> str:
 
 
 def encode_dead_letter(letter: DeadLetter) -> str:
-    return dumps(
-        {
-            "id": letter.id,
-            "queue": letter.queue,
-            "payload": letter.payload,
-            "state": letter.state.value,
-            "error": error_doc(letter.error),
-            "attempts": letter.attempts,
-            "deliveries": letter.deliveries,
-            "submitted_at": letter.submitted_at,
-            "failed_at": letter.failed_at,
-        }
-    )
+    doc = {
+        "id": letter.id,
+        "queue": letter.queue,
+        "payload": letter.payload,
+        "state": letter.state.value,
+        "error": error_doc(letter.error),
+        "attempts": letter.attempts,
+        "deliveries": letter.deliveries,
+        "submitted_at": letter.submitted_at,
+        "failed_at": letter.failed_at,
+    }
+    if letter.priority:
+        doc["priority"] = letter.priority
+    return dumps(doc)
 
 
 def letter_of(task: Task, queue: str) -> str:
@@ -308,6 +329,7 @@ def letter_of(task: Task, queue: str) -> str:
             deliveries=task.deliveries,
             submitted_at=task.submitted_at,
             failed_at=task.finished_at or 0.0,
+            priority=priority_of(task),
         )
     )
 
@@ -349,6 +371,7 @@ def decode_dead_letter(raw: str) -> DeadLetter:
             deliveries=int(doc.get("deliveries") or 0),
             submitted_at=float(doc.get("submitted_at") or 0),
             failed_at=float(doc.get("failed_at") or 0),
+            priority=parse_priority(doc.get("priority")),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return DeadLetter(

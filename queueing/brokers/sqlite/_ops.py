@@ -53,7 +53,8 @@ def accept_many(tx: Tx, info: QueueInfo, rows: Sequence[tuple[str, tuple[Any, ..
 
 def claim(tx: Tx, queue: str, n: int, lease: float) -> tuple[list[Task], float | None]:
     """Lease up to `n` tasks: first those whose lease ran out (a dead process's, delivered
-    again ahead of the queue), then the oldest available (ready, or due). With none, also
+    again ahead of the queue), then the available ones (ready, or due) by priority, the
+    oldest first within one. With none, also
     says when one may be (None: nothing waits)."""
     now = tx.now
     rows = tx.execute(
@@ -62,8 +63,16 @@ def claim(tx: Tx, queue: str, n: int, lease: float) -> tuple[list[Task], float |
         (queue, now, n),
     ).fetchall()
     if len(rows) < n:
+        # Tasks of a priority above the default first (the partial index `tasks_ranked`,
+        # empty for a queue that uses none), then the default's, oldest first.
         rows += tx.execute(
-            f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND avail_at <= ? "
+            f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND priority > 0 AND avail_at <= ? "
+            "ORDER BY priority DESC, avail_at, rowid LIMIT ?",
+            (queue, now, n - len(rows)),
+        ).fetchall()
+    if len(rows) < n:
+        rows += tx.execute(
+            f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND avail_at <= ? AND priority = 0 "
             "ORDER BY avail_at, rowid LIMIT ?",
             (queue, now, n - len(rows)),
         ).fetchall()

@@ -11,7 +11,17 @@ import json
 import math
 from typing import Any
 
-from ..._task import DeadLetter, ErrorInfo, PipelineTask, Task, TaskState, parse_trace, trace_of
+from ..._task import (
+    DeadLetter,
+    ErrorInfo,
+    PipelineTask,
+    Task,
+    TaskState,
+    parse_priority,
+    parse_trace,
+    priority_of,
+    trace_of,
+)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
@@ -22,7 +32,8 @@ STATES = {state.value: state for state in TaskState}
 #: The columns a record is made from, in `record()`'s order.
 COLUMNS = (
     "id, queue, state, payload, submitted_at, expires_at, attempts, deliveries, "
-    "first_started, result, error, finished_at, run, route, stage, path, fanned, trace"
+    "first_started, result, error, finished_at, run, route, stage, path, fanned, trace, "
+    "priority"
 )
 
 
@@ -94,6 +105,7 @@ def task_row(task: Task) -> tuple[Any, ...]:
         task.stage,
         path_text(task.path),
         _trace_text(task),
+        priority_of(task),
     )
 
 
@@ -104,8 +116,8 @@ def _trace_text(task: Task) -> str | None:
 
 INSERT_TASK = (
     "INSERT OR IGNORE INTO tasks (id, queue, state, avail_at, payload, submitted_at, "
-    "expires_at, attempts, first_started, run, route, stage, path, trace) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "expires_at, attempts, first_started, run, route, stage, path, trace, priority) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -130,6 +142,7 @@ def record(row: Any, payload: bool = True) -> Task:
         path,
         fanned,
         trace,
+        priority,
     ) = row
     data = loads(payload_text) if payload else None
     task: Task
@@ -158,25 +171,29 @@ def record(row: Any, payload: bool = True) -> Task:
     task.finished_at = finished_at
     if trace is not None:
         task.trace = parse_trace(loads(trace))
+    if priority:
+        task.priority = parse_priority(priority)
     return task
 
 
 def letter_text(
     task: Task, queue: str, state: TaskState, error: ErrorInfo | None, failed_at: float
 ) -> str:
-    return _dumps(
-        {
-            "id": task.id,
-            "queue": queue,
-            "payload": task.payload,
-            "state": state.value,
-            "error": None if error is None else loads(error_text(error)),
-            "attempts": task.attempts,
-            "deliveries": task.deliveries,
-            "submitted_at": task.submitted_at,
-            "failed_at": failed_at,
-        }
-    )
+    doc = {
+        "id": task.id,
+        "queue": queue,
+        "payload": task.payload,
+        "state": state.value,
+        "error": None if error is None else loads(error_text(error)),
+        "attempts": task.attempts,
+        "deliveries": task.deliveries,
+        "submitted_at": task.submitted_at,
+        "failed_at": failed_at,
+    }
+    priority = priority_of(task)
+    if priority:
+        doc["priority"] = priority
+    return _dumps(doc)
 
 
 def letter_of(text: str) -> DeadLetter:
@@ -195,6 +212,7 @@ def letter_of(text: str) -> DeadLetter:
             deliveries=int(doc.get("deliveries") or 0),
             submitted_at=float(doc.get("submitted_at") or 0.0),
             failed_at=float(doc.get("failed_at") or 0.0),
+            priority=parse_priority(doc.get("priority")),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return DeadLetter(

@@ -23,7 +23,10 @@ Tables:
   clients that know no pipeline (`queueing submit PIPELINE`).
 
 A task's row also keeps its latest progress (JSON, replaced at each publish) and the trace
-context it carries (JSON, written once at accept), since version 2.
+context it carries (JSON, written once at accept), since version 2; and its priority
+(`submit(priority=)`), since version 3: a claim takes available tasks of higher priority
+first (the partial index `tasks_ranked` holds only rows of a priority above the default, so
+a queue that uses none writes no more index entries than before).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from ..._exceptions import BrokerError
 from ._settings import Settings
 
 #: The schema this code reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE queues (
@@ -122,10 +125,18 @@ ALTER TABLE tasks ADD COLUMN progress TEXT;
 ALTER TABLE tasks ADD COLUMN trace TEXT;
 """
 
+# Version 3: task priorities; the index a claim reads tasks of a priority above 0 from.
+_V3 = """
+ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tasks_ranked ON tasks (queue, priority DESC, avail_at)
+    WHERE avail_at IS NOT NULL AND priority > 0;
+"""
+
 #: MIGRATIONS[n] takes a file from version n to n + 1 (0: a new, empty file).
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _script(conn, _V1),
     lambda conn: _script(conn, _V2),
+    lambda conn: _script(conn, _V3),
 ]
 
 

@@ -2,16 +2,28 @@
 -- waiting, and say of each whether it is the live entry of a task (the one its record
 -- names: `live` holds exactly those, written and removed by the scripts that write the
 -- records' `e`).
--- KEYS: 1 ready, 2 live
+-- KEYS: 1 ready, 2 live, 3 ranked, 4 waiting
 -- ARGV: 1 consumer, 2 count
 -- Returns per entry read: {entry id, its fields (flat), the submitting client of its task
--- ('' for none), or nil if `live` does not name the entry (checked again by check.lua)}
+-- ('' for none), or nil if `live` does not name the entry (checked again by check.lua)}.
+-- With no entry to read on a ranked queue (see submit.lua): {'ranked', the ids of the
+-- next tasks to run, up to the count} (take.lua moves them into the stream). A wake-up
+-- entry (`wake`, no task: written when the queue was ranked) is acknowledged and removed.
 local GROUP = 'workers'
 local got = redis.call('XREADGROUP', 'GROUP', GROUP, ARGV[1], 'COUNT', ARGV[2], 'STREAMS',
   KEYS[1], '>')
-if not got then return {} end
 local out = {}
-for _, e in ipairs(got[1][2]) do
-  out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
+if got then
+  for _, e in ipairs(got[1][2]) do
+    if e[2][1] == 'wake' then
+      redis.call('XACK', KEYS[1], GROUP, e[1])
+      redis.call('XDEL', KEYS[1], e[1])
+    else
+      out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
+    end
+  end
 end
-return out
+if #out > 0 or redis.call('EXISTS', KEYS[3]) == 0 then return out end
+local ids = redis.call('ZRANGE', KEYS[4], 0, tonumber(ARGV[2]) - 1)
+table.insert(ids, 1, 'ranked')
+return ids

@@ -1,6 +1,6 @@
 -- Record the outcomes of tasks of one queue and release them: the first outcome wins.
 -- KEYS: 1 ready, 2 outstanding, 3 stats, 4 room, 5 done, 6 dead, 7 delayed, 8 envs,
---       9 live, then per task: its record [, the replies stream of its client]
+--       9 live, 10 waiting, then per task: its record [, the replies stream of its client]
 -- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens,
 --       6 the longest outcome a notice carries, then 8 per task: the entry it was
 --       claimed from ('' for a cancel: whatever entry or delay the record names), state,
@@ -12,7 +12,7 @@
 local GROUP = 'workers'
 local gone, codes, counters, streams = {}, {}, {}, {}
 local recorded = 0
-local k = 10
+local k = 11
 for a = 7, #ARGV, 8 do
   local entry, id, client = ARGV[a], ARGV[a + 4], ARGV[a + 7]
   local f = redis.call('HMGET', KEYS[k], 's', 'e', 'r')
@@ -31,6 +31,8 @@ for a = 7, #ARGV, 8 do
     if f[1] == 'scheduled' then
       redis.call('ZREM', KEYS[7], id)
       redis.call('HDEL', KEYS[8], id)
+    elseif entry == '' and redis.call('ZREM', KEYS[10], id) == 1 then
+      redis.call('HDEL', KEYS[8], id) -- cancelled while it waited on a ranked queue
     end
     local outcome = ARGV[a + 2]
     redis.call('HSET', KEYS[k], 's', ARGV[a + 1], 'e', '', 'o', outcome)

@@ -1,26 +1,45 @@
 -- Move due tasks from the delayed set to the ready stream (concurrent movers are safe:
--- a task is moved by whoever removes it from the set).
--- KEYS: 1 delayed, 2 envs, 3 ready, 4 live, 5.. the record of each id
--- ARGV: 1 now (ms), 2.. the ids, one per record
+-- a task is moved by whoever removes it from the set); on a ranked queue (see submit.lua)
+-- to the `waiting` set instead, by the priority its record keeps.
+-- KEYS: 1 delayed, 2 envs, 3 ready, 4 live, 5 waiting, 6 ranked, 7 nudge, 8.. the record of
+--       each id
+-- ARGV: 1 now (ms), 2 nudge tokens cap, 3.. the ids, one per record
 -- Returns how many were moved.
+local LEVEL = 1099511627776 -- as in submit.lua
+local ranked = redis.call('EXISTS', KEYS[6]) == 1
 local moved = 0
-for i = 5, #KEYS do
-  local id = ARGV[i - 3]
+local woken = 0
+for i = 8, #KEYS do
+  local id = ARGV[i - 5]
   local due = redis.call('ZSCORE', KEYS[1], id)
   if due and tonumber(due) <= tonumber(ARGV[1]) then
     redis.call('ZREM', KEYS[1], id)
-    local env = redis.call('HGET', KEYS[2], id)
-    redis.call('HDEL', KEYS[2], id)
-    if env then
-      -- Moved even without a record: the reader dead-letters it with the reason.
-      local entry = redis.call('XADD', KEYS[3], '*', 'id', id, 'env', env)
-      local f = redis.call('HMGET', KEYS[i], 's', 'r')
-      if f[1] == 'scheduled' then
-        redis.call('HSET', KEYS[i], 's', 'pending', 'e', entry)
-        redis.call('HSET', KEYS[4], entry, f[2] or '')
-      end
+    local f = redis.call('HMGET', KEYS[i], 's', 'r', 'p')
+    if ranked and f[1] == 'scheduled' and redis.call('HEXISTS', KEYS[2], id) == 1 then
+      local priority = tonumber(f[3]) or 0
+      redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]) - priority * LEVEL, id)
+      redis.call('HSET', KEYS[i], 's', 'pending', 'e', '')
       moved = moved + 1
+      woken = woken + 1
+    else
+      local env = redis.call('HGET', KEYS[2], id)
+      redis.call('HDEL', KEYS[2], id)
+      if env then
+        -- Moved even without a record: the reader dead-letters it with the reason.
+        local entry = redis.call('XADD', KEYS[3], '*', 'id', id, 'env', env)
+        if f[1] == 'scheduled' then
+          redis.call('HSET', KEYS[i], 's', 'pending', 'e', entry)
+          redis.call('HSET', KEYS[4], entry, f[2] or '')
+        end
+        moved = moved + 1
+      end
     end
   end
+end
+if woken > 0 then
+  local tokens = {}
+  for t = 1, math.min(woken, tonumber(ARGV[2])) do tokens[t] = 1 end
+  redis.call('LPUSH', KEYS[7], unpack(tokens))
+  redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[2]) - 1)
 end
 return moved

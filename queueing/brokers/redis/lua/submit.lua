@@ -1,17 +1,71 @@
 -- Accept tasks into one queue, atomically with its maxsize.
--- KEYS: 1 outstanding, 2 ready, 3 delayed, 4 envs, 5 stats, 6 live, 7.. the record of each
---       task
--- ARGV: 1 maxsize, 2 this client, 3 result ttl (ms), then per task: id, envelope, meta,
---       due (ms; '' for ready now), the client that waits for it ('' for none)
+-- KEYS: 1 outstanding, 2 ready, 3 delayed, 4 envs, 5 stats, 6 live, 7 waiting, 8 ranked,
+--       9 nudge, 10.. the record of each task
+-- ARGV: 1 maxsize, 2 this client, 3 result ttl (ms), 4 nudge tokens cap, then per task:
+--       id, envelope, meta, due (ms; '' for ready now), the client that waits for it ('' for
+--       none), priority (0 the default)
 -- Returns one code per task: 1 accepted; 0 full; -1 exists (another client's);
 -- -2 exists (this client's: our own earlier send, when a lost connection made us resend)
+--
+-- Priorities: a queue's first task of a priority above 0 switches it to ranked mode for
+-- good (`ranked` exists: the sequence of its waiting tasks). Then its ready tasks wait in
+-- the `waiting` sorted set (score: -priority * LEVEL + sequence, so the lowest score is the
+-- next to run) with their envelopes in `envs`, and a claim moves the first ones into the
+-- ready stream (take.lua). At the switch, the entries nobody read yet move to `waiting`,
+-- in their order. A queue that never sees a priority keeps the stream alone.
+local GROUP = 'workers'
+local LEVEL = 1099511627776 -- 2^40 sequence numbers per priority level
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 local maxsize = tonumber(ARGV[1])
 local codes = {}
 local added = 0
-for i = 7, #KEYS do
-  local a = 4 + (i - 7) * 5
+local woken = 0
+local ranked = redis.call('EXISTS', KEYS[8]) == 1
+
+local function field(flat, name)
+  for j = 1, #flat - 1, 2 do
+    if flat[j] == name then return flat[j + 1] end
+  end
+  return nil
+end
+
+local function switch()
+  -- The entries no consumer has read yet (past the group's last delivered id) wait by
+  -- priority from now on, ahead of what comes next (they came first).
+  local last, grouped = '0-0', false
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[2])
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      if field(g, 'name') == GROUP then
+        last = field(g, 'last-delivered-id') or last
+        grouped = true
+      end
+    end
+  end
+  local backlog = redis.call('XRANGE', KEYS[2], '(' .. last, '+')
+  for _, e in ipairs(backlog) do
+    local id, env = field(e[2], 'id'), field(e[2], 'env')
+    if id and env then -- anything else stays for a reader to dead-letter
+      redis.call('XDEL', KEYS[2], e[1])
+      redis.call('HDEL', KEYS[6], e[1])
+      redis.call('HSET', KEYS[4], id, env)
+      redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[8]), id)
+    end
+  end
+  redis.call('INCRBY', KEYS[8], 0) -- ranked from now on, even with nothing moved
+  if #backlog == 0 and grouped then
+    -- Consumers may be blocked reading the stream (with entries unread, none is): a
+    -- wake-up entry, no task, makes them look again and find the queue ranked (the claim
+    -- that reads it acknowledges and removes it; until then `ready` counts it).
+    redis.call('XADD', KEYS[2], '*', 'wake', '1')
+  end
+  ranked = true
+end
+
+for i = 10, #KEYS do
+  local a = 5 + (i - 10) * 6
   local id, env, meta, due, reply = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local priority = tonumber(ARGV[a + 5]) or 0
   if redis.call('EXISTS', KEYS[i]) == 1 then
     codes[#codes + 1] = (redis.call('HGET', KEYS[i], 'r') == ARGV[2]) and -2 or -1
   elseif n >= maxsize then
@@ -19,20 +73,34 @@ for i = 7, #KEYS do
   else
     n = n + 1
     added = added + 1
+    if priority > 0 and not ranked then switch() end
     if due ~= '' then
       redis.call('HSET', KEYS[4], id, env)
       redis.call('ZADD', KEYS[3], due, id)
       redis.call('HSET', KEYS[i], 's', 'scheduled', 'e', '', 'r', reply, 'm', meta, 't', ARGV[3])
+    elseif ranked then
+      redis.call('HSET', KEYS[4], id, env)
+      redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[8]) - priority * LEVEL, id)
+      redis.call('HSET', KEYS[i], 's', 'pending', 'e', '', 'r', reply, 'm', meta, 't', ARGV[3])
+      woken = woken + 1
     else
       local entry = redis.call('XADD', KEYS[2], '*', 'id', id, 'env', env)
       redis.call('HSET', KEYS[i], 's', 'pending', 'e', entry, 'r', reply, 'm', meta, 't', ARGV[3])
       redis.call('HSET', KEYS[6], entry, reply)
     end
+    if priority > 0 then redis.call('HSET', KEYS[i], 'p', priority) end
     codes[#codes + 1] = 1
   end
 end
 if added > 0 then
   redis.call('INCRBY', KEYS[1], added)
   redis.call('HINCRBY', KEYS[5], 'submitted', added)
+end
+if woken > 0 then
+  -- Wake-ups for consumers idle on a ranked queue (they wait on this list, not the stream).
+  local tokens = {}
+  for t = 1, math.min(woken, tonumber(ARGV[4])) do tokens[t] = 1 end
+  redis.call('LPUSH', KEYS[9], unpack(tokens))
+  redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[4]) - 1)
 end
 return codes
