@@ -12,6 +12,7 @@ import tenacity
 from actors import Overflow
 
 from ._exceptions import InvalidQueue
+from ._ratelimit import RateLimit, rate_key, rate_limit
 from ._retry import RetryPolicy
 from ._validate import positive_int, seconds
 
@@ -88,6 +89,12 @@ class Queue(Generic[R]):
             `WorkersCrashed`).
         reset_after: seconds a restarted worker must run before its next crash counts as a
             first one again (its backoff starts over).
+        rate_limit: at most this many task starts (retries included) per period, over every
+            process: `"100/s"`, `"/m"`, `"/h"`, `RateLimit(100, per=1.0)` or
+            `(100, timedelta(seconds=1))`. Starts are spread evenly. None: no limit.
+        rate_key: with `rate_limit`, a function of the (structured) payload whose result
+            (a str, or anything `str()` makes one) names the budget a task draws on: each
+            key gets the whole `rate_limit` (per customer, per remote host).
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
@@ -112,6 +119,8 @@ class Queue(Generic[R]):
     within: float = 10.0
     restart_backoff: Any = attrs.field(factory=lambda: _default_restart_backoff())
     reset_after: float = 1.0
+    rate_limit: RateLimit | None = attrs.field(default=None, converter=rate_limit)
+    rate_key: Any = attrs.field(default=None, converter=rate_key)
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -148,6 +157,11 @@ class Queue(Generic[R]):
                 f"tenacity.wait_exponential(...)), got {self.restart_backoff!r}"
             )
         seconds("reset_after", self.reset_after)
+        if self.rate_key is not None and self.rate_limit is None:
+            raise InvalidQueue(
+                f"Queue({self.name!r}) has a rate_key but no rate_limit: give the limit "
+                'each key gets, e.g. rate_limit="10/s"'
+            )
 
     @property
     def restart_limit(self) -> int:

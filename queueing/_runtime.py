@@ -33,7 +33,12 @@ class QueueRuntime:
         self.spec = spec
         self.name = spec.name
         self.info = QueueInfo(
-            spec.name, spec.maxsize, spec.max_payload, spec.result_ttl, spec.max_deliveries
+            spec.name,
+            spec.maxsize,
+            spec.max_payload,
+            spec.result_ttl,
+            spec.max_deliveries,
+            spec.rate_limit,
         )
         payload_type, result_type = handler_types(spec.worker.handle)
         self.payload_codec = Codec(converter, payload_type, spec.name, "payload")

@@ -187,6 +187,7 @@ class Worker(Actor, Generic[P, R]):
         info = rt.info
         starting = rt.starting  # observers' hooks (see _observe.py): empty lists by default
         ended = rt.ended
+        rated = info.rate_limit is not None
         since = 0
         while not self._stop:
             try:
@@ -197,6 +198,8 @@ class Worker(Actor, Generic[P, R]):
             if task.state is not _PENDING:
                 continue  # cancelled while it waited
             if task.run is not None and await engine.skip_ended_run(rt, task):
+                continue
+            if rated and not await engine.may_start(rt, task):
                 continue
             now = clock()
             if task.expires_at is not None and now > task.expires_at:

@@ -47,6 +47,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._ratelimit import LocalRates, RateLimit
 from .._task import DeadLetter, ErrorInfo, PipelineTask, Progress, Task, TaskState
 
 
@@ -80,6 +81,9 @@ class QueueInfo:
     """How many times a task may be handed to a worker that then crashed, for one attempt
     (the engine dead-letters it as poison past that; a broker with a delivery limit of its
     own, such as RabbitMQ's `x-delivery-limit`, sets it from this)."""
+    rate_limit: RateLimit | None = None
+    """The most task starts per period (`take_start`), per key if the queue has a
+    `rate_key`; None: no limit (the engine then never calls `take_start`)."""
 
 
 class Admission(enum.Enum):
@@ -114,6 +118,8 @@ class Broker(abc.ABC):
     clock: Callable[[], float] = staticmethod(trio.current_time)
     #: Pipeline runs (see `RunStore`).
     runs: RunStore
+    #: `take_start`'s default: rate limits kept in this process (made at the first call).
+    _local_rates: LocalRates | None = None
 
     # -- life ------------------------------------------------------------------------------
 
@@ -251,6 +257,25 @@ class Broker(abc.ABC):
     ) -> bool:
         """`settle` with `state` (FAILED or DEAD_LETTERED) and keep the task among the
         queue's dead letters (bounded: the oldest go first)."""
+
+    async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
+        """Book a start on `queue.rate_limit` (for `key`: "" for the queue as a whole):
+        returns the seconds until the next free start of that key. When that is at most
+        `within`, the start is booked for the caller (who starts a task then); else nothing
+        is taken (the caller asks again later). Atomic across every process that shares the
+        storage. The default keeps the limit in this process (exact in process; a shared
+        broker without its own would limit each process on its own)."""
+        assert queue.rate_limit is not None
+        rates = self._local_rates
+        if rates is None:
+            rates = self._local_rates = LocalRates(self.clock)
+        return float(rates.take(queue.name, queue.rate_limit, key, within))
+
+    def starts_taken(self, queue: str) -> int | None:
+        """Starts booked on `queue`'s rate limit by this process so far (the default's);
+        None if the broker counts them in its storage (in `figures`)."""
+        rates = self._local_rates
+        return None if rates is None else int(rates.started.get(queue, 0))
 
     # -- dead letters and figures ----------------------------------------------------------
 

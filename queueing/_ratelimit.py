@@ -1,0 +1,134 @@
+"""`RateLimit`: at most `count` task starts per `per` seconds, and its parser.
+
+The algorithm is GCRA (the generic cell rate algorithm) with bookings: a queue's (or a
+key's) limit keeps one time, the next free start (its "theoretical arrival time"). Starts
+are spread evenly, one every `per / count` seconds, as Celery's `rate_limit` spreads them;
+a worker that asks books the next free start if it is due soon enough and waits for it.
+`LocalRates` is the in-process form (the memory broker's, and the contract's default);
+shared brokers keep the same time in their storage and book in one atomic step (a Lua
+script on Redis, a transaction on SQLite).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from ._exceptions import InvalidQueue
+
+#: The units a rate limit string takes, in seconds.
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_FORMS = (
+    '"<count>/s", "<count>/m" or "<count>/h" (e.g. "100/s"), RateLimit(100, per=1.0), or '
+    "a (count, timedelta) pair"
+)
+_TEXT = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
+#: Per-key times kept in process before the stale ones (start due in the past) are dropped.
+LOCAL_KEYS = 10_000
+
+
+@attrs.frozen
+class RateLimit:
+    """At most `count` task starts per `per` seconds, spread evenly (one every
+    `per / count` seconds). `Queue(rate_limit=)` takes one, or `"100/s"` (`/m`, `/h`),
+    or a `(count, timedelta)` pair.
+
+    Args:
+        count: starts per period, an int >= 1.
+        per: the period in seconds (> 0).
+    """
+
+    count: int
+    per: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise InvalidQueue(
+                f"rate_limit: the count must be an int >= 1, got {self.count!r}; "
+                f"rate_limit takes {_FORMS}"
+            )
+        per = self.per
+        if (
+            isinstance(per, bool)
+            or not isinstance(per, int | float)
+            or not math.isfinite(per)
+            or per <= 0
+        ):
+            raise InvalidQueue(
+                f"rate_limit: per must be a number of seconds > 0, got {per!r}; "
+                f"rate_limit takes {_FORMS}"
+            )
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two starts."""
+        return self.per / self.count
+
+    def __str__(self) -> str:
+        for unit, seconds in UNITS.items():
+            if self.per == seconds:
+                return f"{self.count}/{unit}"
+        return f"{self.count}/{self.per:g}s"
+
+
+def rate_limit(value: Any) -> RateLimit | None:
+    """`Queue(rate_limit=)` as a `RateLimit` (None stays None); raises `InvalidQueue` naming
+    the field and the accepted forms."""
+    if value is None or isinstance(value, RateLimit):
+        return value
+    if isinstance(value, str):
+        match = _TEXT.match(value)
+        if match is None or int(match.group(1)) < 1:
+            raise InvalidQueue(f"rate_limit {value!r} is not a rate: it takes {_FORMS}")
+        return RateLimit(int(match.group(1)), UNITS[match.group(2)])
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], timedelta):
+        return RateLimit(value[0], value[1].total_seconds())
+    raise InvalidQueue(f"rate_limit {value!r} is not a rate: it takes {_FORMS}")
+
+
+def rate_key(value: Any) -> Callable[[Any], Any] | None:
+    """`Queue(rate_key=)`: None or a function of the payload."""
+    if value is not None and not callable(value):
+        raise InvalidQueue(
+            f"rate_key must be a function of the payload (e.g. lambda job: job.customer), "
+            f"got {value!r}"
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def book(tat: float | None, now: float, interval: float, within: float) -> tuple[float, float]:
+    """One GCRA step: `(wait, new_tat)`. The next free start is at `max(tat, now)`; it is
+    booked (`new_tat` moves one interval on) when `wait` (seconds until it) is at most
+    `within`; else nothing changes (`new_tat` is `tat`)."""
+    start = now if tat is None or tat < now else tat
+    wait = start - now
+    if wait <= within:
+        return wait, start + interval
+    return wait, start if tat is None else tat
+
+
+class LocalRates:
+    """Rate limits kept in this process (`Broker.take_start`'s default): exact for an
+    in-process broker, per process for a shared one that keeps none of its own."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._next: dict[tuple[str, str], float] = {}
+        #: Starts taken, per queue (for the figures: a rate is read as their difference).
+        self.started: dict[str, int] = {}
+
+    def take(self, queue: str, limit: RateLimit, key: str, within: float) -> float:
+        now = self.clock()
+        slot = (queue, key)
+        wait, tat = book(self._next.get(slot), now, limit.interval, within)
+        if wait <= within:
+            self._next[slot] = tat
+            self.started[queue] = self.started.get(queue, 0) + 1
+            if len(self._next) > LOCAL_KEYS:
+                self._next = {s: t for s, t in self._next.items() if t > now}
+        return wait
