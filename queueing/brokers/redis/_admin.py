@@ -16,6 +16,7 @@ from ..._task import DeadLetter
 from .._contract import QueueInfo
 from . import _keys as k
 from ._calls import Calls
+from ._rates import rate_figures
 from ._wire import decode_dead_letter, dumps
 
 log = logging.getLogger("queueing.redis")
@@ -148,6 +149,7 @@ class Admin:
         result: dict[str, Any] = {"queues": {}, "workers": {}}
         for name in sorted(queues):
             result["queues"][name] = await self.figures(name)
+        result["rates"] = await rate_figures(self.calls, self.keys, sorted(queues))
         now = time.time()
         for worker, raw in (await client.hgetall(self.keys.workers())).items():
             with suppress(ValueError, TypeError, AttributeError):

@@ -29,6 +29,7 @@ from ._leases import Leases
 from ._losses import Losses
 from ._outcomes import Outcomes
 from ._progress import ProgressStore
+from ._rates import take_start
 from ._receipts import Receipts
 from ._room import Room
 from ._runs import RedisRuns
@@ -266,6 +267,12 @@ class RedisBroker(Broker):
         self, queue: QueueInfo, task: Task, state: TaskState, error: ErrorInfo | None
     ) -> bool:
         return await self._outcomes.settle(queue, task, state, None, error, dead=True)
+
+    async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
+        return await take_start(self._calls, self._keys, queue, key, within)
+
+    def starts_taken(self, queue: str) -> int | None:
+        return None  # counted in Redis: `status()` shows them
 
     # -- dead letters and figures ----------------------------------------------------------
 

@@ -33,6 +33,7 @@ SCRIPTS = (
     "lookup",
     "outcomes",
     "promote",
+    "rate",
     "reject",
     "release",
     "renew",

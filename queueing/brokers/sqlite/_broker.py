@@ -17,7 +17,7 @@ import anyio
 from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, progress_doc
 from .._contract import Admission, Broker, QueueInfo, queue_of
-from . import _admin, _ops, _progress, _runs
+from . import _admin, _ops, _progress, _rates, _runs
 from ._records import STATES, dumps, error_of, error_text, letter_of, letter_text, loads, task_row
 from ._settings import parse_url
 from ._writer import Writer
@@ -340,6 +340,12 @@ class SqliteBroker(Broker):
             task.settle(state, None, error, now)
         return settled
 
+    async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
+        return float(await self.writer.call(_rates.take_start, queue, key, within))
+
+    def starts_taken(self, queue: str) -> int | None:
+        return None  # counted in the file: `status()` shows them
+
     # -- dead letters and figures ----------------------------------------------------------
 
     async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
@@ -376,6 +382,7 @@ class SqliteBroker(Broker):
         """Every queue in the file (counts by state, outcome counters, dead letters) and
         the serving processes seen lately, as plain data (`queueing status`)."""
         info: dict[str, Any] = await self.writer.call(_admin.status, write=False)
+        info["rates"] = await self.writer.call(_rates.rate_figures, write=False)
         return info
 
     async def declared(self) -> dict[str, QueueInfo]:

@@ -1,0 +1,78 @@
+"""Rate limits in Redis: `Broker.take_start` as one script call (`rate.lua`), and the
+figures `queueing status` shows. The RabbitMQ broker keeps its records in Redis and uses
+this module, with the same script, keys and figures.
+
+Keys, under the queue's hash tag: `{P:Q}:next-start:<key>` (the key's next free start, in
+microseconds of Redis's clock, expiring once it is past) and `{P:Q}:rates` (a hash: the
+limit, starts in the current and the previous period, all starts).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .._contract import QueueInfo
+from . import _keys as k
+from ._calls import Calls
+
+_US = 1_000_000
+
+
+def next_start_key(keys: k.Keys, queue: str, key: str) -> str:
+    return keys.of(queue, f"next-start:{key}")
+
+
+def rates_key(keys: k.Keys, queue: str) -> str:
+    return keys.of(queue, "rates")
+
+
+async def take_start(
+    calls: Calls, keys: k.Keys, queue: QueueInfo, key: str, within: float
+) -> float:
+    """`Broker.take_start` (see the contract): one atomic script call."""
+    limit = queue.rate_limit
+    assert limit is not None
+    args = [
+        max(1, round(limit.interval * _US)),
+        max(0, round(within * _US)) if math.isfinite(within) else 2**52,
+        max(1, round(limit.per * _US)),
+        str(limit),
+    ]
+    script_keys = [next_start_key(keys, queue.name, key), rates_key(keys, queue.name)]
+    wait = await calls.eval("take a start", "rate", script_keys, args)
+    return int(wait) / _US
+
+
+def last_period(doc: dict[str, Any], now: float) -> int:
+    """Starts in the last complete period, from a rates hash (or a row of the same fields)
+    read at `now` (seconds)."""
+    try:
+        per = int(doc["per"]) / _US
+        window = int(doc["w"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+    current = math.floor(now / per)
+    if window == current:
+        return int(doc.get("prev") or 0)
+    if window == current - 1:
+        return int(doc.get("cur") or 0)
+    return 0
+
+
+async def rate_figures(calls: Calls, keys: k.Keys, queues: Iterable[str]) -> dict[str, Any]:
+    """For `queueing status`: each rate-limited queue's limit, its starts in the last
+    complete period (over every process) and all its starts."""
+    found: dict[str, Any] = {}
+    for name in queues:
+        doc = await calls.client.hgetall(rates_key(keys, name))
+        if doc:
+            doc = {str(a): str(b) for a, b in doc.items()}
+            found[name] = {
+                "limit": doc.get("limit", "?"),
+                "last_period": last_period(doc, time.time()),
+                "started": int(doc.get("started") or 0),
+            }
+    return found

@@ -1,0 +1,36 @@
+-- Book a start on a rate limit (GCRA with bookings; queueing/_ratelimit.py is the same
+-- algorithm in Python). Redis's own clock (TIME) is the one every process shares.
+-- KEYS: 1 the key's next free start (string, microseconds), 2 the queue's rate figures
+-- (hash: limit, w the current window, cur and prev its and the previous window's starts,
+-- started all starts)
+-- ARGV: 1 interval between starts (us), 2 within (us), 3 the limit's period (us), 4 the
+-- limit as text ("100/s")
+-- Returns the microseconds until the key's next free start: booked (and counted) when
+-- that is at most `within`; else nothing changed.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tat < now then
+  tat = now
+end
+local wait = tat - now
+if wait > tonumber(ARGV[2]) then
+  return wait
+end
+local nxt = tat + interval
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.floor((nxt - now) / 1000) + 1000)
+local window = math.floor(now / tonumber(ARGV[3]))
+local f = redis.call('HMGET', KEYS[2], 'w', 'cur')
+local w = tonumber(f[1] or '-1') or -1
+local cur = tonumber(f[2] or '0') or 0
+if w == window then
+  redis.call('HSET', KEYS[2], 'cur', cur + 1)
+elseif w == window - 1 then
+  redis.call('HSET', KEYS[2], 'w', window, 'prev', cur, 'cur', 1)
+else
+  redis.call('HSET', KEYS[2], 'w', window, 'prev', 0, 'cur', 1)
+end
+redis.call('HSET', KEYS[2], 'limit', ARGV[4], 'per', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'started', 1)
+return wait
