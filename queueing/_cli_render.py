@@ -101,7 +101,10 @@ def status_figures(info: dict[str, Any]) -> dict[str, Any]:
         queues[name] = {key: int(figures.get(key, 0)) for key, _ in NOW}
         queues[name].update({key: int(figures.get(key, 0)) for key in COUNTERS})
         queues[name].update({k: v for k, v in figures.items() if k not in queues[name]})
-    return {"queues": queues, "workers": info.get("workers", {})}
+    found = {"queues": queues, "workers": info.get("workers", {})}
+    if info.get("rates"):
+        found["rates"] = info["rates"]
+    return found
 
 
 # -- times ----------------------------------------------------------------------------------
@@ -176,6 +179,13 @@ def print_status(info: dict[str, Any]) -> None:
     if figures["queues"]:
         console.print(now)
         console.print(outcomes)
+    if figures.get("rates"):
+        rates = Table(title="rate-limited queues (starts, retries included, over every process)")
+        for column in ("queue", "limit", "starts in the last period", "starts in all"):
+            rates.add_column(column, justify="left" if column == "queue" else "right")
+        for name, r in figures["rates"].items():
+            rates.add_row(name, str(r["limit"]), str(r["last_period"]), str(r["started"]))
+        console.print(rates)
     workers = Table(title="live workers (a heartbeat within the last 10 s)")
     for column in ("worker process", "queues", "workers", "running"):
         workers.add_column(column)
