@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from test_examples_queueing import number, run_example
+from test_examples_queueing import FENCE, ROOT, excerpt_source, number, run_example
 
 
 def rates(output: str) -> dict[str, tuple[int, float]]:
@@ -30,3 +30,16 @@ def test_rate_limit_keeps_each_host_and_the_report_queue_to_its_limit() -> None:
     count, rate = found["report"]
     assert count == 4
     assert rate <= 2.0 * 1.02
+
+
+def test_the_rate_limits_page_quotes_the_example_verbatim() -> None:
+    page = (ROOT / "docs/concepts/rate-limits.md").read_text()
+    quoted = [
+        (excerpt_source(info), code)
+        for info, code in FENCE.findall(page)
+        if excerpt_source(info) is not None
+    ]
+    assert quoted
+    for source, code in quoted:
+        assert source == "examples/rate_limit.py"
+        assert code in (ROOT / source).read_text()
