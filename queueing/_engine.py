@@ -414,6 +414,7 @@ class Engine:
                 if self.shared:
                     rt.held.pop(task.id, None)
                 await self.broker.retry_at(rt.info, task, self.clock() + wait)
+                await trio.lowlevel.checkpoint()  # a run of deferrals lets others run
                 return False
             await self._wait_holding(rt, task, min(wait - within, MAX_RATE_SLEEP))
             if task.state is not _PENDING:

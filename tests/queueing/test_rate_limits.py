@@ -202,3 +202,19 @@ async def test_a_queue_without_a_rate_limit_starts_at_once(autojump_clock: Any) 
         for receipt in await system.submit_many("q", list(range(100))):
             await receipt
     assert {at for at, _ in starts} == {t0}
+
+
+async def test_a_task_waiting_for_its_start_at_shutdown_ends_cancelled(
+    autojump_clock: Any,
+) -> None:
+    from queueing import TaskCancelled
+
+    starts: list[tuple[float, Any]] = []
+    queue = Queue("q", Stamp, rate_limit="1/h", worker_kwargs={"starts": starts})
+    async with open_system(queue) as system:
+        first, second = await system.submit_many("q", [1, 2])
+        await first
+        await trio.sleep(5)  # the second waits for its start, an hour after the first
+    with pytest.raises(TaskCancelled):
+        await second
+    assert [payload for _, payload in starts] == [1]
