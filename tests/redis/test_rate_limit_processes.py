@@ -1,6 +1,7 @@
-"""A rate limit holds across three `queueing worker` processes on one Redis: over the
-steady part of the run the queue starts tasks at its limit within 5 %, and no one-second
-window holds more than the limit allows (plus 5 % for clocks and scheduling)."""
+"""A rate limit holds across three `queueing worker` processes sharing one broker (Redis;
+also a SQLite file, and RabbitMQ with its results in Redis): over the steady part of the
+run the queue starts tasks at its limit within 5 %, and no one-second window holds more
+than the limit allows (plus 5 % for clocks and scheduling)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ def starts(directory: Path) -> list[float]:
     )
 
 
-async def test_three_processes_hold_the_limit(redis_server: Any, tmp_path: Path) -> None:
-    prefix = f"rate{os.getpid()}{time.monotonic_ns() % 10**6}"
-    url = redis_server.url_with(prefix=prefix)
+@pytest.fixture(params=["redis", "sqlite", pytest.param("amqp", marks=pytest.mark.amqp)])
+def url(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -> str:
+    if request.param == "redis":
+        return str(redis_server.url_with(prefix=f"rate{os.getpid()}{time.monotonic_ns()}"))
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/rates.db"
+    return str(request.getfixturevalue("amqp_url"))
+
+
+async def test_three_processes_hold_the_limit(url: str, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
     env = {"QUEUEING_TEST_RUNS": str(runs), "QUEUEING_TEST_RATE": f"{RATE}/s"}
@@ -63,7 +71,8 @@ async def test_three_processes_hold_the_limit(redis_server: Any, tmp_path: Path)
         for start in (begin + i * 0.25 for i in range(int((end - begin - 1.0) / 0.25) + 1))
     ]
     print(
-        f"\nrate limit {RATE}/s, 3 processes, {end - times[0]:.1f} s: {len(times)} starts, "
+        f"\n{url.partition(':')[0]}: rate limit {RATE}/s, 3 processes, "
+        f"{end - times[0]:.1f} s: {len(times)} starts, "
         f"{achieved:.1f}/s over the steady {steady[-1] - steady[0]:.1f} s "
         f"({achieved / RATE - 1:+.2%}); busiest 1 s window {max(windows)}, "
         f"quietest {min(windows)}"
