@@ -119,8 +119,9 @@ class LocalRates:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self._next: dict[tuple[str, str], float] = {}
-        #: Starts taken, per queue (for the figures: a rate is read as their difference).
-        self.started: dict[str, int] = {}
+        #: Per queue: [limit, its period, window number, starts in it, in the one before,
+        #: all starts] (see `figures`).
+        self._figures: dict[str, list[Any]] = {}
 
     def take(self, queue: str, limit: RateLimit, key: str, within: float) -> float:
         now = self.clock()
@@ -128,7 +129,28 @@ class LocalRates:
         wait, tat = book(self._next.get(slot), now, limit.interval, within)
         if wait <= within:
             self._next[slot] = tat
-            self.started[queue] = self.started.get(queue, 0) + 1
+            self._count(queue, limit, now)
             if len(self._next) > LOCAL_KEYS:
                 self._next = {s: t for s, t in self._next.items() if t > now}
         return wait
+
+    def _count(self, queue: str, limit: RateLimit, now: float) -> None:
+        window = math.floor(now / limit.per)
+        found = self._figures.get(queue)
+        if found is None:
+            found = self._figures[queue] = [str(limit), limit.per, window, 0, 0, 0]
+        if found[2] != window:
+            found[4] = found[3] if found[2] == window - 1 else 0
+            found[2], found[3] = window, 0
+        found[3] += 1
+        found[5] += 1
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """`Broker.rate_figures` of the limits kept here."""
+        now = self.clock()
+        found = {}
+        for queue, (limit, per, window, cur, prev, started) in self._figures.items():
+            current = math.floor(now / per)
+            last = prev if window == current else cur if window == current - 1 else 0
+            found[queue] = {"limit": limit, "last_period": last, "started": started}
+        return found

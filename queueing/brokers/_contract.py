@@ -271,11 +271,13 @@ class Broker(abc.ABC):
             rates = self._local_rates = LocalRates(self.clock)
         return float(rates.take(queue.name, queue.rate_limit, key, within))
 
-    def starts_taken(self, queue: str) -> int | None:
-        """Starts booked on `queue`'s rate limit by this process so far (the default's);
-        None if the broker counts them in its storage (in `figures`)."""
+    async def rate_figures(self) -> dict[str, dict[str, Any]]:
+        """Each rate-limited queue's figures, over every process sharing the storage (for
+        `queueing status`): `limit` (its text, "100/s"), `last_period` (starts in the last
+        complete period of the limit) and `started` (all starts so far). The default:
+        those of the limits `take_start`'s default keeps in this process."""
         rates = self._local_rates
-        return None if rates is None else int(rates.started.get(queue, 0))
+        return {} if rates is None else rates.figures()
 
     # -- dead letters and figures ----------------------------------------------------------
 

@@ -258,8 +258,8 @@ class RabbitMQBroker(Broker):
         # In the results store, as the Redis broker does (redis/_rates.py).
         return await take_start(self._calls, self._keys, queue, key, within)
 
-    def starts_taken(self, queue: str) -> int | None:
-        return None  # counted in the results store: `status()` shows them
+    async def rate_figures(self) -> dict[str, dict[str, Any]]:
+        return await self._calls.retrying("rate figures", self._admin.rates)
 
     async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
         return await self._admin.dead_letters(queue, limit)

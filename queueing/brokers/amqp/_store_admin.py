@@ -16,7 +16,6 @@ from typing import Any
 
 from .._contract import QueueInfo
 from ..redis._admin import HEARTBEAT_LIVE, Admin
-from ..redis._rates import rate_figures
 from ..redis._wire import dumps
 
 log = logging.getLogger("queueing.rabbitmq")
@@ -89,7 +88,7 @@ class StoreAdmin(Admin):
                 "dead_letters": await client.xlen(self.keys.dead(name)),
                 **{key: int(value) for key, value in stats.items()},
             }
-        result["rates"] = await rate_figures(self.calls, self.keys, sorted(queues))
+        result["rates"] = await self.rates(sorted(queues))
         now = time.time()
         for worker, raw in (await client.hgetall(self.keys.workers())).items():
             with suppress(ValueError, TypeError, AttributeError):

@@ -271,8 +271,8 @@ class RedisBroker(Broker):
     async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
         return await take_start(self._calls, self._keys, queue, key, within)
 
-    def starts_taken(self, queue: str) -> int | None:
-        return None  # counted in Redis: `status()` shows them
+    async def rate_figures(self) -> dict[str, dict[str, Any]]:
+        return await self._calls.retrying("rate figures", self._admin.rates)
 
     # -- dead letters and figures ----------------------------------------------------------
 

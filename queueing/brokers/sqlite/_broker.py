@@ -343,8 +343,9 @@ class SqliteBroker(Broker):
     async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
         return float(await self.writer.call(_rates.take_start, queue, key, within))
 
-    def starts_taken(self, queue: str) -> int | None:
-        return None  # counted in the file: `status()` shows them
+    async def rate_figures(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = await self.writer.call(_rates.rate_figures, write=False)
+        return found
 
     # -- dead letters and figures ----------------------------------------------------------
 
@@ -382,7 +383,7 @@ class SqliteBroker(Broker):
         """Every queue in the file (counts by state, outcome counters, dead letters) and
         the serving processes seen lately, as plain data (`queueing status`)."""
         info: dict[str, Any] = await self.writer.call(_admin.status, write=False)
-        info["rates"] = await self.writer.call(_rates.rate_figures, write=False)
+        info["rates"] = await self.rate_figures()
         return info
 
     async def declared(self) -> dict[str, QueueInfo]:
