@@ -388,35 +388,37 @@ class Engine:
     # -- rate limits (only for a queue with `rate_limit`) ---------------------------------
 
     async def may_start(self, rt: QueueRuntime, task: Task) -> bool:
-        """Before a task of a rate-limited queue starts: book its start. True: start it
-        now (after waiting for the booked start, if it was not due at once). False: it does
-        not start here now: its key is over its limit (it waits, SCHEDULED, for the key's
-        next free start, while this worker takes the next task), or it ended meanwhile.
+        """Before a task of a rate-limited queue starts: take its start. True: start it
+        now (after waiting for its start, if it was not due at once). False: it does not
+        start here now: its key has no free start now (it is booked the key's next one and
+        waits for it, SCHEDULED, while this worker takes the next task), or it ended
+        meanwhile.
 
         Without `rate_key` every task waits for the same limit, so the worker waits with
         its task (sleeping, never polling) rather than handing it back: nothing behind it
         could start sooner."""
-        key = ""
-        within = BOOK_AHEAD
         if rt.spec.rate_key is not None:
-            found = await self._rate_key(rt, task)
-            if found is None:
+            key = await self._rate_key(rt, task)
+            if key is None:
                 return False
-            key, within = found, 0.0
+            # Booked for this task if not free now: deferred to it, the task finds its
+            # booking when it comes back (one call per start, whatever the backlog).
+            wait = await self.broker.take_start(rt.info, key, 0.0, task.id)
+            if wait <= 0:
+                return task.state is _PENDING
+            rt.scheduled += 1
+            if self.shared:
+                rt.held.pop(task.id, None)
+            await self.broker.retry_at(rt.info, task, self.clock() + wait)
+            await trio.lowlevel.checkpoint()  # a run of deferrals lets others run
+            return False
         while True:
-            wait = await self.broker.take_start(rt.info, key, within)
-            if wait <= within:
+            wait = await self.broker.take_start(rt.info, "", BOOK_AHEAD)
+            if wait <= BOOK_AHEAD:
                 if wait > 0:
                     await self._wait_holding(rt, task, wait)
                 return task.state is _PENDING
-            if key:
-                rt.scheduled += 1
-                if self.shared:
-                    rt.held.pop(task.id, None)
-                await self.broker.retry_at(rt.info, task, self.clock() + wait)
-                await trio.lowlevel.checkpoint()  # a run of deferrals lets others run
-                return False
-            await self._wait_holding(rt, task, min(wait - within, MAX_RATE_SLEEP))
+            await self._wait_holding(rt, task, min(wait - BOOK_AHEAD, MAX_RATE_SLEEP))
             if task.state is not _PENDING:
                 return False  # cancelled while it waited
 

@@ -101,15 +101,9 @@ def rate_key(value: Any) -> Callable[[Any], Any] | None:
     return value  # type: ignore[no-any-return]
 
 
-def book(tat: float | None, now: float, interval: float, within: float) -> tuple[float, float]:
-    """One GCRA step: `(wait, new_tat)`. The next free start is at `max(tat, now)`; it is
-    booked (`new_tat` moves one interval on) when `wait` (seconds until it) is at most
-    `within`; else nothing changes (`new_tat` is `tat`)."""
-    start = now if tat is None or tat < now else tat
-    wait = start - now
-    if wait <= within:
-        return wait, start + interval
-    return wait, start if tat is None else tat
+#: Seconds a start booked for a deferred task is kept past its time, waiting for the task
+#: to come back for it (one that comes later books anew: the booked start is lost).
+BOOKING_GRACE = 3600.0
 
 
 class LocalRates:
@@ -119,19 +113,40 @@ class LocalRates:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self._next: dict[tuple[str, str], float] = {}
+        #: Starts booked for deferred tasks, by (queue, task id).
+        self._booked: dict[tuple[str, str], float] = {}
         #: Per queue: [limit, its period, window number, starts in it, in the one before,
         #: all starts] (see `figures`).
         self._figures: dict[str, list[Any]] = {}
 
-    def take(self, queue: str, limit: RateLimit, key: str, within: float) -> float:
+    def take(
+        self, queue: str, limit: RateLimit, key: str, within: float, task_id: str | None
+    ) -> float:
+        """`Broker.take_start`: see there."""
         now = self.clock()
+        if task_id is not None:
+            booked = self._booked.get((queue, task_id))
+            if booked is not None:
+                wait = booked - now
+                if wait <= within:
+                    del self._booked[(queue, task_id)]
+                    self._count(queue, limit, now)
+                    return max(wait, 0.0)
+                return wait
         slot = (queue, key)
-        wait, tat = book(self._next.get(slot), now, limit.interval, within)
-        if wait <= within:
-            self._next[slot] = tat
-            self._count(queue, limit, now)
+        start = max(self._next.get(slot, now), now)
+        wait = start - now
+        if wait <= within or task_id is not None:
+            self._next[slot] = start + limit.interval
+            if wait <= within:
+                self._count(queue, limit, now)
+            else:
+                assert task_id is not None
+                self._booked[(queue, task_id)] = start
             if len(self._next) > LOCAL_KEYS:
                 self._next = {s: t for s, t in self._next.items() if t > now}
+            if len(self._booked) > LOCAL_KEYS:
+                self._booked = {s: t for s, t in self._booked.items() if t > now - BOOKING_GRACE}
         return wait
 
     def _count(self, queue: str, limit: RateLimit, now: float) -> None:

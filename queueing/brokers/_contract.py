@@ -258,18 +258,24 @@ class Broker(abc.ABC):
         """`settle` with `state` (FAILED or DEAD_LETTERED) and keep the task among the
         queue's dead letters (bounded: the oldest go first)."""
 
-    async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
+    async def take_start(
+        self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
+    ) -> float:
         """Book a start on `queue.rate_limit` (for `key`: "" for the queue as a whole):
         returns the seconds until the next free start of that key. When that is at most
         `within`, the start is booked for the caller (who starts a task then); else nothing
-        is taken (the caller asks again later). Atomic across every process that shares the
-        storage. The default keeps the limit in this process (exact in process; a shared
-        broker without its own would limit each process on its own)."""
+        is taken (the caller asks again later), unless `task_id` is given: then the start
+        is booked for that task, which the caller defers to it, and the task's next call
+        (with its id) finds its booking (the seconds until it; the booking is used once
+        that is at most `within`) instead of booking another. Atomic across every process
+        that shares the storage; a booking not used within an hour of its time is dropped.
+        The default keeps the limits in this process (exact in process; a shared broker
+        without its own would limit each process on its own)."""
         assert queue.rate_limit is not None
         rates = self._local_rates
         if rates is None:
             rates = self._local_rates = LocalRates(self.clock)
-        return float(rates.take(queue.name, queue.rate_limit, key, within))
+        return float(rates.take(queue.name, queue.rate_limit, key, within, task_id))
 
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         """Each rate-limited queue's figures, over every process sharing the storage (for

@@ -218,3 +218,37 @@ async def test_a_task_waiting_for_its_start_at_shutdown_ends_cancelled(
     with pytest.raises(TaskCancelled):
         await second
     assert [payload for _, payload in starts] == [1]
+
+
+async def test_a_backlog_of_one_key_runs_in_order_at_its_limit_with_one_booking_each(
+    autojump_clock: Any,
+) -> None:
+    starts: list[tuple[float, Any]] = []
+    queue = Queue(
+        "q",
+        Stamp,
+        workers=4,
+        rate_limit="8/s",  # an interval a float holds exactly: exact counts
+        rate_key=lambda job: job.split("-")[0],
+        worker_kwargs={"starts": starts},
+    )
+    async with open_system(queue) as system:
+        broker = system._broker
+        calls = 0
+        take = broker.take_start
+
+        async def counted(*args: Any, **kwargs: Any) -> float:
+            nonlocal calls
+            calls += 1
+            return await take(*args, **kwargs)
+
+        broker.take_start = counted  # type: ignore[method-assign]
+        t0 = trio.current_time()
+        jobs = [f"hot-{n}" for n in range(40)]
+        for receipt in await system.submit_many("q", jobs):
+            await receipt
+    assert [job for _, job in starts] == jobs  # in order
+    assert per_second(starts, t0) == {0: 8, 1: 8, 2: 8, 3: 8, 4: 8}
+    # A task deferred to the start booked for it finds that booking when it comes back:
+    # at most two calls per task, never one per waiting task per start.
+    assert calls <= 2 * len(jobs)

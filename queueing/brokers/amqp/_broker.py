@@ -254,9 +254,11 @@ class RabbitMQBroker(Broker):
 
     # -- dead letters and figures ----------------------------------------------------------
 
-    async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
+    async def take_start(
+        self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
+    ) -> float:
         # In the results store, as the Redis broker does (redis/_rates.py).
-        return await take_start(self._calls, self._keys, queue, key, within)
+        return await take_start(self._calls, self._keys, queue, key, within, task_id)
 
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         return await self._calls.retrying("rate figures", self._admin.rates)

@@ -268,8 +268,10 @@ class RedisBroker(Broker):
     ) -> bool:
         return await self._outcomes.settle(queue, task, state, None, error, dead=True)
 
-    async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
-        return await take_start(self._calls, self._keys, queue, key, within)
+    async def take_start(
+        self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
+    ) -> float:
+        return await take_start(self._calls, self._keys, queue, key, within, task_id)
 
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         return await self._calls.retrying("rate figures", self._admin.rates)

@@ -3,8 +3,9 @@ figures `queueing status` shows. The RabbitMQ broker keeps its records in Redis 
 this module, with the same script, keys and figures.
 
 Keys, under the queue's hash tag: `{P:Q}:next-start:<key>` (the key's next free start, in
-microseconds of Redis's clock, expiring once it is past) and `{P:Q}:rates` (a hash: the
-limit, starts in the current and the previous period, all starts).
+microseconds of Redis's clock, expiring once it is past), `{P:Q}:booked:<task id>` (the
+start booked for a deferred task, expiring an hour past it) and `{P:Q}:rates` (a hash:
+the limit, starts in the current and the previous period, all starts).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..._ratelimit import BOOKING_GRACE
 from .._contract import QueueInfo
 from . import _keys as k
 from ._calls import Calls
@@ -29,8 +31,12 @@ def rates_key(keys: k.Keys, queue: str) -> str:
     return keys.of(queue, "rates")
 
 
+def booked_key(keys: k.Keys, queue: str, task_id: str) -> str:
+    return keys.of(queue, f"booked:{task_id}")
+
+
 async def take_start(
-    calls: Calls, keys: k.Keys, queue: QueueInfo, key: str, within: float
+    calls: Calls, keys: k.Keys, queue: QueueInfo, key: str, within: float, task_id: str | None
 ) -> float:
     """`Broker.take_start` (see the contract): one atomic script call."""
     limit = queue.rate_limit
@@ -40,8 +46,14 @@ async def take_start(
         max(0, round(within * _US)) if math.isfinite(within) else 2**52,
         max(1, round(limit.per * _US)),
         str(limit),
+        "0" if task_id is None else "1",
+        round(BOOKING_GRACE * 1000),
     ]
-    script_keys = [next_start_key(keys, queue.name, key), rates_key(keys, queue.name)]
+    script_keys = [
+        next_start_key(keys, queue.name, key),
+        rates_key(keys, queue.name),
+        booked_key(keys, queue.name, task_id or ""),
+    ]
     wait = await calls.eval("take a start", "rate", script_keys, args)
     return int(wait) / _US
 

@@ -340,8 +340,10 @@ class SqliteBroker(Broker):
             task.settle(state, None, error, now)
         return settled
 
-    async def take_start(self, queue: QueueInfo, key: str, within: float) -> float:
-        return float(await self.writer.call(_rates.take_start, queue, key, within))
+    async def take_start(
+        self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
+    ) -> float:
+        return float(await self.writer.call(_rates.take_start, queue, key, within, task_id))
 
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = await self.writer.call(_rates.rate_figures, write=False)

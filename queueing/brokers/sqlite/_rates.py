@@ -7,6 +7,7 @@ migration of the versioned schema (`_schema.py`): a file without them is read th
 every version, and a version that does not know them ignores them.
 
 - `rate_starts`: per queue and key, the next free start (`time.time()` seconds);
+- `rate_bookings`: per queue and task id, the start booked for a deferred task;
 - `rate_figures`: per queue, the limit, starts in the current and the previous period (the
   window `w` is the period's number since the epoch), and all starts.
 """
@@ -17,13 +18,15 @@ import math
 import sqlite3
 from typing import Any
 
-from ..._ratelimit import book
+from ..._ratelimit import BOOKING_GRACE
 from .._contract import QueueInfo
 from ._tx import Tx
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS rate_starts (queue TEXT NOT NULL, key TEXT NOT NULL, "
     "next_start REAL NOT NULL, PRIMARY KEY (queue, key)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS rate_bookings (queue TEXT NOT NULL, task_id TEXT NOT NULL, "
+    "start REAL NOT NULL, PRIMARY KEY (queue, task_id)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rate_figures (queue TEXT PRIMARY KEY, rate_limit TEXT NOT NULL, "
     "per REAL NOT NULL, w INTEGER NOT NULL, cur INTEGER NOT NULL, prev INTEGER NOT NULL, "
     "started INTEGER NOT NULL)",
@@ -37,33 +40,63 @@ def _missing(exc: sqlite3.OperationalError) -> bool:
     return "no such table" in str(exc)
 
 
-def take_start(tx: Tx, queue: QueueInfo, key: str, within: float) -> float:
+def take_start(tx: Tx, queue: QueueInfo, key: str, within: float, task_id: str | None) -> float:
     """`Broker.take_start` (see the contract), in the writer thread's transaction."""
     try:
-        return _take(tx, queue, key, within)
+        return _take(tx, queue, key, within, task_id)
     except sqlite3.OperationalError as exc:
         if not _missing(exc):
             raise
         for statement in _TABLES:
             tx.execute(statement)
-        return _take(tx, queue, key, within)
+        return _take(tx, queue, key, within, task_id)
 
 
-def _take(tx: Tx, queue: QueueInfo, key: str, within: float) -> float:
+def _take(tx: Tx, queue: QueueInfo, key: str, within: float, task_id: str | None) -> float:
     limit = queue.rate_limit
     assert limit is not None
     now = tx.now
+    name = queue.name
+    if task_id is not None:
+        row = tx.execute(
+            "SELECT start FROM rate_bookings WHERE queue = ? AND task_id = ?", (name, task_id)
+        ).fetchone()
+        if row is not None:
+            wait = float(row[0]) - now
+            if wait <= within:
+                tx.execute(
+                    "DELETE FROM rate_bookings WHERE queue = ? AND task_id = ?", (name, task_id)
+                )
+                _count(tx, queue, now)
+                return max(wait, 0.0)
+            return wait
     row = tx.execute(
-        "SELECT next_start FROM rate_starts WHERE queue = ? AND key = ?", (queue.name, key)
+        "SELECT next_start FROM rate_starts WHERE queue = ? AND key = ?", (name, key)
     ).fetchone()
-    wait, tat = book(None if row is None else row[0], now, limit.interval, within)
-    if wait > within:
+    start = now if row is None else max(float(row[0]), now)
+    wait = start - now
+    if wait > within and task_id is None:
         return wait
     tx.execute(
         "INSERT INTO rate_starts (queue, key, next_start) VALUES (?, ?, ?) "
         "ON CONFLICT (queue, key) DO UPDATE SET next_start = excluded.next_start",
-        (queue.name, key, tat),
+        (name, key, start + limit.interval),
     )
+    if wait <= within:
+        _count(tx, queue, now)
+    else:
+        tx.execute(
+            "INSERT INTO rate_bookings (queue, task_id, start) VALUES (?, ?, ?) "
+            "ON CONFLICT (queue, task_id) DO UPDATE SET start = excluded.start",
+            (name, task_id, start),
+        )
+    return wait
+
+
+def _count(tx: Tx, queue: QueueInfo, now: float) -> None:
+    """One start more in the queue's figures (and, now and then, a sweep of stale rows)."""
+    limit = queue.rate_limit
+    assert limit is not None
     window = math.floor(now / limit.per)
     found = tx.execute(
         "SELECT w, cur, started FROM rate_figures WHERE queue = ?", (queue.name,)
@@ -82,7 +115,10 @@ def _take(tx: Tx, queue: QueueInfo, key: str, within: float) -> float:
     )
     if (started + 1) % SWEEP_EVERY == 0:
         tx.execute("DELETE FROM rate_starts WHERE queue = ? AND next_start < ?", (queue.name, now))
-    return wait
+        tx.execute(
+            "DELETE FROM rate_bookings WHERE queue = ? AND start < ?",
+            (queue.name, now - BOOKING_GRACE),
+        )
 
 
 def rate_figures(tx: Tx) -> dict[str, Any]:
