@@ -3,8 +3,9 @@
 The algorithm is GCRA (the generic cell rate algorithm) with bookings: a queue's (or a
 key's) limit keeps one time, the next free start (its "theoretical arrival time"). Starts
 are spread evenly, one every `per / count` seconds, as Celery's `rate_limit` spreads them;
-a worker that asks books the next free start if it is due soon enough and waits for it.
-`LocalRates` is the in-process form (the memory broker's, and the contract's default);
+a worker that asks books the next free start if it is due soon enough and waits for it;
+a task of a `rate_key` is booked its key's next start however far off, and deferred to it
+(the booking is kept under its id until it comes back). `LocalRates` is the in-process form (the memory broker's, and the contract's default);
 shared brokers keep the same time in their storage and book in one atomic step (a Lua
 script on Redis, a transaction on SQLite).
 """
