@@ -5,9 +5,10 @@ key's) limit keeps one time, the next free start (its "theoretical arrival time"
 are spread evenly, one every `per / count` seconds, as Celery's `rate_limit` spreads them;
 a worker that asks books the next free start if it is due soon enough and waits for it;
 a task of a `rate_key` is booked its key's next start however far off, and deferred to it
-(the booking is kept under its id until it comes back). `LocalRates` is the in-process form (the memory broker's, and the contract's default);
-shared brokers keep the same time in their storage and book in one atomic step (a Lua
-script on Redis, a transaction on SQLite).
+(the booking is kept under its id until it comes back). `LocalRates` is the in-process
+form (the memory broker's, and the contract's default); shared brokers keep the same
+times in their storage and book in one atomic step (a Lua script on Redis, a transaction
+on SQLite).
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class RateLimit:
         """Seconds between two starts."""
         return self.per / self.count
 
+    @property
+    def late(self) -> float:
+        """Seconds a task may come back after its booked start and still use it."""
+        return max(self.interval, self.per * LATE_SHARE)
+
     def __str__(self) -> str:
         for unit, seconds in UNITS.items():
             if self.per == seconds:
@@ -102,9 +108,13 @@ def rate_key(value: Any) -> Callable[[Any], Any] | None:
     return value  # type: ignore[no-any-return]
 
 
-#: Seconds a start booked for a deferred task is kept past its time, waiting for the task
-#: to come back for it (one that comes later books anew: the booked start is lost).
-BOOKING_GRACE = 3600.0
+#: A task that comes back for its booked start later than this share of the limit's
+#: period (or one interval, if longer) books anew: started that late, it could bunch up
+#: with the starts booked after it. So any period holds at most 5 % more starts than the
+#: limit (one more, for a limit under 20 a period), however late tasks come back.
+LATE_SHARE = 0.05
+#: Seconds a booking is kept past the latest it may be used (then it is dropped).
+BOOKING_MARGIN = 1.0
 
 
 class LocalRates:
@@ -126,14 +136,16 @@ class LocalRates:
         """`Broker.take_start`: see there."""
         now = self.clock()
         if task_id is not None:
-            booked = self._booked.get((queue, task_id))
+            booked = self._booked.pop((queue, task_id), None)
             if booked is not None:
                 wait = booked - now
-                if wait <= within:
-                    del self._booked[(queue, task_id)]
+                if wait > within:
+                    self._booked[(queue, task_id)] = booked  # not yet: kept
+                    return wait
+                if -wait <= limit.late:
                     self._count(queue, limit, now)
                     return max(wait, 0.0)
-                return wait
+                # Too late to use: it books anew, below.
         slot = (queue, key)
         start = max(self._next.get(slot, now), now)
         wait = start - now
@@ -147,7 +159,8 @@ class LocalRates:
             if len(self._next) > LOCAL_KEYS:
                 self._next = {s: t for s, t in self._next.items() if t > now}
             if len(self._booked) > LOCAL_KEYS:
-                self._booked = {s: t for s, t in self._booked.items() if t > now - BOOKING_GRACE}
+                stale = now - limit.late - BOOKING_MARGIN
+                self._booked = {s: t for s, t in self._booked.items() if t > stale}
         return wait
 
     def _count(self, queue: str, limit: RateLimit, now: float) -> None:

@@ -4,7 +4,7 @@ this module, with the same script, keys and figures.
 
 Keys, under the queue's hash tag: `{P:Q}:next-start:<key>` (the key's next free start, in
 microseconds of Redis's clock, expiring once it is past), `{P:Q}:booked:<task id>` (the
-start booked for a deferred task, expiring an hour past it) and `{P:Q}:rates` (a hash:
+start booked for a deferred task, expiring once it is too late to use) and `{P:Q}:rates` (a hash:
 the limit, starts in the current and the previous period, all starts).
 """
 
@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..._ratelimit import BOOKING_GRACE
+from ..._ratelimit import BOOKING_MARGIN
 from .._contract import QueueInfo
 from . import _keys as k
 from ._calls import Calls
@@ -47,7 +47,8 @@ async def take_start(
         max(1, round(limit.per * _US)),
         str(limit),
         "0" if task_id is None else "1",
-        round(BOOKING_GRACE * 1000),
+        round(limit.late * _US),
+        round(BOOKING_MARGIN * 1000),
     ]
     script_keys = [
         next_start_key(keys, queue.name, key),

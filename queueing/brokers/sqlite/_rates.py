@@ -18,7 +18,7 @@ import math
 import sqlite3
 from typing import Any
 
-from ..._ratelimit import BOOKING_GRACE
+from ..._ratelimit import BOOKING_MARGIN
 from .._contract import QueueInfo
 from ._tx import Tx
 
@@ -63,13 +63,13 @@ def _take(tx: Tx, queue: QueueInfo, key: str, within: float, task_id: str | None
         ).fetchone()
         if row is not None:
             wait = float(row[0]) - now
-            if wait <= within:
-                tx.execute(
-                    "DELETE FROM rate_bookings WHERE queue = ? AND task_id = ?", (name, task_id)
-                )
+            if wait > within:
+                return wait
+            tx.execute("DELETE FROM rate_bookings WHERE queue = ? AND task_id = ?", (name, task_id))
+            if -wait <= limit.late:
                 _count(tx, queue, now)
                 return max(wait, 0.0)
-            return wait
+            # Too late to use (it could bunch up with the starts booked after it): anew.
     row = tx.execute(
         "SELECT next_start FROM rate_starts WHERE queue = ? AND key = ?", (name, key)
     ).fetchone()
@@ -117,7 +117,7 @@ def _count(tx: Tx, queue: QueueInfo, now: float) -> None:
         tx.execute("DELETE FROM rate_starts WHERE queue = ? AND next_start < ?", (queue.name, now))
         tx.execute(
             "DELETE FROM rate_bookings WHERE queue = ? AND start < ?",
-            (queue.name, now - BOOKING_GRACE),
+            (queue.name, now - limit.late - BOOKING_MARGIN),
         )
 
 

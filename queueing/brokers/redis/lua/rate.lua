@@ -6,7 +6,8 @@
 -- starts, started all starts), 3 the start booked for the task (string, microseconds)
 -- ARGV: 1 interval between starts (us), 2 within (us), 3 the limit's period (us), 4 the
 -- limit as text ("100/s"), 5 '1' if KEYS[3] names a task (book for it), else '0',
--- 6 how long a booking is kept past its time (ms)
+-- 6 how late (us) a task may come back for its booking and still use it, 7 how long (ms) a
+-- booking is kept past that
 -- Returns the microseconds until the start: taken (and counted) when that is at most
 -- `within`; further off, booked for the task with ARGV[5] = '1', else nothing changed.
 local t = redis.call('TIME')
@@ -34,14 +35,18 @@ if for_task then
   local booked = tonumber(redis.call('GET', KEYS[3]) or '')
   if booked then
     local wait = booked - now
-    if wait <= within then
-      redis.call('DEL', KEYS[3])
+    if wait > within then
+      return wait
+    end
+    redis.call('DEL', KEYS[3])
+    if -wait <= tonumber(ARGV[6]) then
       count()
       if wait < 0 then
         return 0
       end
+      return wait
     end
-    return wait
+    -- Too late to use (it could bunch up with the starts booked after it): books anew.
   end
 end
 
@@ -59,6 +64,6 @@ if wait <= within then
   count()
 else
   redis.call('SET', KEYS[3], string.format('%d', tat), 'PX',
-    math.floor(wait / 1000) + tonumber(ARGV[6]))
+    math.floor((wait + tonumber(ARGV[6])) / 1000) + tonumber(ARGV[7]))
 end
 return wait
