@@ -252,3 +252,30 @@ async def test_a_backlog_of_one_key_runs_in_order_at_its_limit_with_one_booking_
     # A task deferred to the start booked for it finds that booking when it comes back:
     # at most two calls per task, never one per waiting task per start.
     assert calls <= 2 * len(jobs)
+
+
+async def test_tasks_of_a_key_that_come_back_late_do_not_bunch_up(autojump_clock: Any) -> None:
+    starts: list[tuple[float, Any]] = []
+
+    class Slow(Stamp):
+        async def handle(self, payload: Any) -> None:
+            await super().handle(payload)
+            if payload.startswith("b"):
+                await trio.sleep(3)  # the only worker is busy while "a" tasks come due
+
+    queue = Queue(
+        "q",
+        Slow,
+        rate_limit="1/s",
+        rate_key=lambda job: job[0],
+        worker_kwargs={"starts": starts},
+    )
+    async with open_system(queue) as system:
+        t0 = trio.current_time()
+        for receipt in await system.submit_many("q", ["a1", "a2", "a3", "a4", "b1"]):
+            await receipt
+    mine = sorted(at - t0 for at, job in starts if job.startswith("a"))
+    # a2, a3 and a4 (booked for 1, 2 and 3 s) all come back at 3 s, when b1 ends: a2, too
+    # late for its start, books anew (4 s), so no 1 s window holds more than one start more
+    # than the limit.
+    assert mine == [0, 3, 3, 4]
