@@ -180,11 +180,12 @@ def print_status(info: dict[str, Any]) -> None:
         console.print(now)
         console.print(outcomes)
     if figures.get("rates"):
-        rates = Table(title="rate-limited queues (starts, retries included, over every process)")
-        for column in ("queue", "limit", "starts in the last period", "starts in all"):
+        rates = Table(title="rate-limited queues (all processes)")
+        for column in ("queue", "limit", "last period", "starts"):
             rates.add_column(column, justify="left" if column == "queue" else "right")
         for name, r in figures["rates"].items():
-            rates.add_row(name, str(r["limit"]), str(r["last_period"]), str(r["started"]))
+            per = str(r["limit"]).partition("/")[2]  # the limit's period: "s" in "100/s"
+            rates.add_row(name, str(r["limit"]), f"{r['last_period']}/{per}", str(r["started"]))
         console.print(rates)
     workers = Table(title="live workers (a heartbeat within the last 10 s)")
     for column in ("worker process", "queues", "workers", "running"):
