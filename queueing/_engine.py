@@ -72,13 +72,6 @@ def key_id(queue: str, key: str) -> str:
 
 #: Bytes of a key's digest in its task id.
 KEY_DIGEST = 16
-#: Seconds ahead a worker of a rate-limited queue (without `rate_key`) books its next
-#: start and waits for it holding its task; a start due later is asked for again then.
-BOOK_AHEAD = 1.0
-#: The longest a worker sleeps before it asks a rate limit again (a slow limit, "2/h").
-MAX_RATE_SLEEP = 30.0
-#: The longest `rate_key` (characters); a longer one is replaced by its digest.
-MAX_RATE_KEY = 200
 _RUN_ENDED = ErrorInfo("Cancelled", "its pipeline run ended at another stage, or was cancelled")
 
 
@@ -384,77 +377,6 @@ class Engine:
                 extra=task_fields(task),
             )
         await self.broker.retry_at(rt.info, task, self.clock() + float(decision))
-
-    # -- rate limits (only for a queue with `rate_limit`) ---------------------------------
-
-    async def may_start(self, rt: QueueRuntime, task: Task) -> bool:
-        """Before a task of a rate-limited queue starts: take its start. True: start it
-        now (after waiting for its start, if it was not due at once). False: it does not
-        start here now: its key has no free start now (it is booked the key's next one and
-        waits for it, SCHEDULED, while this worker takes the next task), or it ended
-        meanwhile.
-
-        Without `rate_key` every task waits for the same limit, so the worker waits with
-        its task (sleeping, never polling) rather than handing it back: nothing behind it
-        could start sooner."""
-        if rt.spec.rate_key is not None:
-            key = await self._rate_key(rt, task)
-            if key is None:
-                return False
-            # Booked for this task if not free now: deferred to it, the task finds its
-            # booking when it comes back (one call per start, whatever the backlog).
-            wait = await self.broker.take_start(rt.info, key, 0.0, task.id)
-            if wait <= 0:
-                return task.state is _PENDING
-            rt.scheduled += 1
-            if self.shared:
-                rt.held.pop(task.id, None)
-            await self.broker.retry_at(rt.info, task, self.clock() + wait)
-            await trio.lowlevel.checkpoint()  # a run of deferrals lets others run
-            return False
-        while True:
-            wait = await self.broker.take_start(rt.info, "", BOOK_AHEAD)
-            if wait <= BOOK_AHEAD:
-                if wait > 0:
-                    await self._wait_holding(rt, task, wait)
-                return task.state is _PENDING
-            await self._wait_holding(rt, task, min(wait - BOOK_AHEAD, MAX_RATE_SLEEP))
-            if task.state is not _PENDING:
-                return False  # cancelled while it waited
-
-    async def _wait_holding(self, rt: QueueRuntime, task: Task, seconds: float) -> None:
-        """Sleep before a task starts; stopped meanwhile (shutdown), the task goes back
-        first in the queue's buffer (it never started)."""
-        try:
-            await trio.sleep(seconds)
-        except BaseException:
-            if rt.buffer is not None and task.state is _PENDING:
-                try:
-                    rt.buffer.put_first_nowait(task)
-                except Exception:  # closed or full: the broker still has it
-                    log.debug("task %s could not go back to its buffer", task.id)
-            raise
-
-    async def _rate_key(self, rt: QueueRuntime, task: Task) -> str | None:
-        """The task's `rate_key` as a str; None if it raised (the task is dead-lettered:
-        a function of its payload fails again on every try)."""
-        payload = task.payload
-        codec = rt.payload_codec
-        try:
-            if codec.as_is is not AS_ANY and type(payload) is not codec.as_is:
-                payload = codec.structure(payload)
-            key = rt.spec.rate_key(payload)
-        except Exception as exc:  # the user's function: any error
-            error = ErrorInfo(
-                "RateKeyError",
-                f"rate_key of queue {rt.name!r} raised {type(exc).__name__}: {exc}",
-            )
-            await self.dead_letter(rt, task, TaskState.DEAD_LETTERED, error)
-            return None
-        key = key if type(key) is str else str(key)
-        if len(key) > MAX_RATE_KEY:
-            key = "~" + hashlib.blake2b(key.encode(), digest_size=KEY_DIGEST).hexdigest()
-        return key
 
     async def hand_back(self, rt: QueueRuntime, task: Task) -> None:
         """A worker crashed while running `task`: it goes back first in the queue, for the

@@ -18,6 +18,7 @@ from ._engine import PLAIN_RESULTS
 from ._exceptions import InvalidQueue, PayloadError, QueueingError
 from ._logs import current_worker
 from ._progress import checked
+from ._rate_gate import may_start
 from ._task import ErrorInfo, Task, TaskState
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ class Worker(Actor, Generic[P, R]):
                 continue  # cancelled while it waited
             if task.run is not None and await engine.skip_ended_run(rt, task):
                 continue
-            if rated and not await engine.may_start(rt, task):
+            if rated and not await may_start(engine, rt, task):
                 continue
             now = clock()
             if task.expires_at is not None and now > task.expires_at:

@@ -279,3 +279,20 @@ async def test_tasks_of_a_key_that_come_back_late_do_not_bunch_up(autojump_clock
     # late for its start, books anew (4 s), so no 1 s window holds more than one start more
     # than the limit.
     assert mine == [0, 3, 3, 4]
+
+
+async def test_a_task_past_its_deadline_takes_no_start(autojump_clock: Any) -> None:
+    from queueing import TaskExpired
+
+    starts: list[tuple[float, Any]] = []
+    queue = Queue("q", Stamp, rate_limit="1/m", worker_kwargs={"starts": starts})
+    async with open_system(queue) as system:
+        t0 = trio.current_time()
+        first = await system.submit("q", "first")
+        late = await system.submit("q", "late", expires=10)  # waits for 60 s: expires
+        last = await system.submit("q", "last")
+        await first
+        with pytest.raises(TaskExpired):
+            await late
+        await last
+    assert [(round(at - t0), job) for at, job in starts] == [(0, "first"), (60, "last")]
