@@ -23,6 +23,10 @@ _PENDING = TaskState.PENDING
 #: Seconds ahead a worker of a rate-limited queue (without `rate_key`) books its next
 #: start and waits for it holding its task; a start due later is asked for again then.
 BOOK_AHEAD = 1.0
+#: A task of a `rate_key` whose booked start is at most this many seconds away (or twice
+#: its broker's `delay_latency`) waits for it in its worker (which then serves no other
+#: key for that long) rather than going back.
+KEY_HOLD = 0.02
 #: The longest a worker sleeps before it asks a rate limit again (a slow limit, "2/h").
 MAX_RATE_SLEEP = 30.0
 #: The longest `rate_key` (characters); a longer one is replaced by its digest.
@@ -48,15 +52,24 @@ async def may_start(engine: Engine, rt: QueueRuntime, task: Task) -> bool:
         key = await _rate_key(engine, rt, task)
         if key is None:
             return False
-        # Booked for this task if not free now: deferred to it, the task finds its booking
-        # when it comes back (one call per start, whatever the key's backlog).
-        wait = await broker.take_start(rt.info, key, 0.0, task.id)
-        if wait <= 0:
-            return task.state is _PENDING
+        while True:
+            # Booked for this task if not free now: deferred to it, the task finds its
+            # booking when it comes back (one call per start, whatever the key's backlog).
+            wait = await broker.take_start(rt.info, key, 0.0, task.id)
+            if wait <= 0:
+                return task.state is _PENDING
+            if wait > max(KEY_HOLD, 2 * broker.delay_latency):
+                break
+            await _wait_holding(rt, task, wait)  # its start is close: cheaper than a deferral
+            if task.state is not _PENDING:
+                return False
         rt.scheduled += 1
         if engine.shared:
             rt.held.pop(task.id, None)
-        await broker.retry_at(rt.info, task, engine.clock() + wait)
+        # Early by what the broker may add to a delay: it must not come back too late (back
+        # early, it waits out the rest in its worker, or goes back once more).
+        early = wait * broker.delay_precision + broker.delay_latency
+        await broker.retry_at(rt.info, task, engine.clock() + wait - early)
         await trio.lowlevel.checkpoint()  # a run of deferrals lets others run
         return False
     while True:
