@@ -72,9 +72,10 @@ class RateLimit:
         return self.per / self.count
 
     @property
-    def late(self) -> float:
-        """Seconds a task may come back after its booked start and still use it."""
-        return max(self.interval, self.per * LATE_SHARE)
+    def slack(self) -> float:
+        """Seconds a start of a key with bookings may come early after late ones (see
+        `SLACK_SHARE`)."""
+        return max(self.interval, self.per * SLACK_SHARE)
 
     def __str__(self) -> str:
         for unit, seconds in UNITS.items():
@@ -108,13 +109,39 @@ def rate_key(value: Any) -> Callable[[Any], Any] | None:
     return value  # type: ignore[no-any-return]
 
 
-#: A task that comes back for its booked start later than this share of the limit's
-#: period (or one interval, if longer) books anew: started that late, it could bunch up
-#: with the starts booked after it. So any period holds at most 5 % more starts than the
-#: limit (one more, for a limit under 20 a period), however late tasks come back.
-LATE_SHARE = 0.05
-#: Seconds a booking is kept past the latest it may be used (then it is dropped).
-BOOKING_MARGIN = 1.0
+#: Starts of a key with bookings (`rate_key`) also pass a strict limiter of the starts
+#: actually made, which lets a start come this share of the limit's period (or one
+#: interval, if longer) early: a task that came back late for its booked start then starts
+#: at once rather than losing it, without bunching up with the starts booked after it. So
+#: a period holds at most 5 % more starts than the limit (one more, under 20 a period).
+SLACK_SHARE = 0.05
+#: Seconds a booking is kept past its time for its task to come back (later, it books anew).
+BOOKING_KEEP = 3600.0
+
+
+def take_for_task(
+    booked: float | None,
+    booked_at: float | None,
+    started_at: float | None,
+    now: float,
+    limit: RateLimit,
+    within: float,
+) -> tuple[float, float | None, float | None, float | None]:
+    """The booking step of `take_start` with a task id (one key), on plain numbers:
+    `booked` is the task's booking (None: none yet), `booked_at` the key's next free
+    booking, `started_at` the key's next free start by the starts actually made. Returns
+    `(wait, booked, booked_at, started_at)`, the three as they are to be stored: the task's
+    booking None once it is used (`wait` at most `within`: the start is taken then)."""
+    if booked is None:
+        booked = now if booked_at is None or booked_at < now else booked_at
+        booked_at = booked + limit.interval
+    due = booked if started_at is None else max(booked, started_at - limit.slack)
+    wait = due - now
+    if wait > within:
+        return wait, booked, booked_at, started_at
+    at = max(due, now)
+    started_at = at + limit.interval if started_at is None else max(started_at, at) + limit.interval
+    return max(wait, 0.0), None, booked_at, started_at
 
 
 class LocalRates:
@@ -123,7 +150,10 @@ class LocalRates:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
+        #: Per (queue, key): the next free booking (or start, without bookings).
         self._next: dict[tuple[str, str], float] = {}
+        #: Per (queue, key) with bookings: the next free start by the starts made.
+        self._started: dict[tuple[str, str], float] = {}
         #: Starts booked for deferred tasks, by (queue, task id).
         self._booked: dict[tuple[str, str], float] = {}
         #: Per queue: [limit, its period, window number, starts in it, in the one before,
@@ -135,33 +165,40 @@ class LocalRates:
     ) -> float:
         """`Broker.take_start`: see there."""
         now = self.clock()
-        if task_id is not None:
-            booked = self._booked.pop((queue, task_id), None)
-            if booked is not None:
-                wait = booked - now
-                if wait > within:
-                    self._booked[(queue, task_id)] = booked  # not yet: kept
-                    return wait
-                if -wait <= limit.late:
-                    self._count(queue, limit, now)
-                    return max(wait, 0.0)
-                # Too late to use: it books anew, below.
         slot = (queue, key)
-        start = max(self._next.get(slot, now), now)
-        wait = start - now
-        if wait <= within or task_id is not None:
-            self._next[slot] = start + limit.interval
-            if wait <= within:
+        if task_id is not None:
+            wait, booked, next_booking, started_at = take_for_task(
+                self._booked.pop((queue, task_id), None),
+                self._next.get(slot),
+                self._started.get(slot),
+                now,
+                limit,
+                within,
+            )
+            if next_booking is not None:
+                self._next[slot] = next_booking
+            if started_at is not None:
+                self._started[slot] = started_at
+            if booked is None:
                 self._count(queue, limit, now)
             else:
-                assert task_id is not None
-                self._booked[(queue, task_id)] = start
-            if len(self._next) > LOCAL_KEYS:
-                self._next = {s: t for s, t in self._next.items() if t > now}
-            if len(self._booked) > LOCAL_KEYS:
-                stale = now - limit.late - BOOKING_MARGIN
-                self._booked = {s: t for s, t in self._booked.items() if t > stale}
+                self._booked[(queue, task_id)] = booked
+            self._prune(now)
+            return wait
+        start = max(self._next.get(slot, now), now)
+        wait = start - now
+        if wait <= within:
+            self._next[slot] = start + limit.interval
+            self._count(queue, limit, now)
+            self._prune(now)
         return wait
+
+    def _prune(self, now: float) -> None:
+        if len(self._next) > LOCAL_KEYS:
+            self._next = {s: t for s, t in self._next.items() if t > now}
+            self._started = {s: t for s, t in self._started.items() if t > now}
+        if len(self._booked) > LOCAL_KEYS:
+            self._booked = {s: t for s, t in self._booked.items() if t > now - BOOKING_KEEP}
 
     def _count(self, queue: str, limit: RateLimit, now: float) -> None:
         window = math.floor(now / limit.per)

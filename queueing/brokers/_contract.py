@@ -273,12 +273,13 @@ class Broker(abc.ABC):
         is taken (the caller asks again later), unless `task_id` is given: then the start
         is booked for that task, which the caller defers to it, and the task's next call
         (with its id) finds its booking (the seconds until it; the booking is used once
-        that is at most `within`) instead of booking another. A task that comes back later
-        than `queue.rate_limit.late` after its booked start books anew (started that late,
-        it could bunch up with the starts booked after it). Atomic across every process
-        that shares the storage.
-        The default keeps the limits in this process (exact in process; a shared broker
-        without its own would limit each process on its own)."""
+        that is at most `within`) instead of booking another. The starts of a key with
+        bookings also pass a limiter of the starts actually made (with
+        `queue.rate_limit.slack`), so tasks that come back late for their bookings start
+        late rather than lose them, and never bunch up. Atomic across every process that
+        shares the storage; a booking is kept an hour past its time. The default keeps the
+        limits in this process (exact in process; a shared broker without its own would
+        limit each process on its own)."""
         assert queue.rate_limit is not None
         rates = self._local_rates
         if rates is None:

@@ -2,10 +2,11 @@
 figures `queueing status` shows. The RabbitMQ broker keeps its records in Redis and uses
 this module, with the same script, keys and figures.
 
-Keys, under the queue's hash tag: `{P:Q}:next-start:<key>` (the key's next free start, in
-microseconds of Redis's clock, expiring once it is past), `{P:Q}:booked:<task id>` (the
-start booked for a deferred task, expiring once it is too late to use) and `{P:Q}:rates` (a hash:
-the limit, starts in the current and the previous period, all starts).
+Keys, under the queue's hash tag: `{P:Q}:rate:<key>` (a hash: the key's next free booking,
+or start without bookings, and its next free start by the starts made; microseconds of
+Redis's clock; expiring once they are past), `{P:Q}:booked:<task id>` (the start booked for
+a deferred task, kept an hour past it) and `{P:Q}:rates` (a hash: the limit, starts in the
+current and the previous period, all starts).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..._ratelimit import BOOKING_MARGIN
+from ..._ratelimit import BOOKING_KEEP
 from .._contract import QueueInfo
 from . import _keys as k
 from ._calls import Calls
@@ -23,8 +24,8 @@ from ._calls import Calls
 _US = 1_000_000
 
 
-def next_start_key(keys: k.Keys, queue: str, key: str) -> str:
-    return keys.of(queue, f"next-start:{key}")
+def times_key(keys: k.Keys, queue: str, key: str) -> str:
+    return keys.of(queue, f"rate:{key}")
 
 
 def rates_key(keys: k.Keys, queue: str) -> str:
@@ -47,11 +48,11 @@ async def take_start(
         max(1, round(limit.per * _US)),
         str(limit),
         "0" if task_id is None else "1",
-        round(limit.late * _US),
-        round(BOOKING_MARGIN * 1000),
+        round(limit.slack * _US),
+        round(BOOKING_KEEP * 1000),
     ]
     script_keys = [
-        next_start_key(keys, queue.name, key),
+        times_key(keys, queue.name, key),
         rates_key(keys, queue.name),
         booked_key(keys, queue.name, task_id or ""),
     ]

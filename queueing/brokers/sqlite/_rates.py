@@ -6,7 +6,8 @@ Two tables, made at their first use with `CREATE TABLE IF NOT EXISTS` rather tha
 migration of the versioned schema (`_schema.py`): a file without them is read the same by
 every version, and a version that does not know them ignores them.
 
-- `rate_starts`: per queue and key, the next free start (`time.time()` seconds);
+- `rate_starts`: per queue and key, the next free booking (or start, without bookings)
+  and the next free start by the starts made (`time.time()` seconds);
 - `rate_bookings`: per queue and task id, the start booked for a deferred task;
 - `rate_figures`: per queue, the limit, starts in the current and the previous period (the
   window `w` is the period's number since the epoch), and all starts.
@@ -18,13 +19,13 @@ import math
 import sqlite3
 from typing import Any
 
-from ..._ratelimit import BOOKING_MARGIN
+from ..._ratelimit import BOOKING_KEEP, take_for_task
 from .._contract import QueueInfo
 from ._tx import Tx
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS rate_starts (queue TEXT NOT NULL, key TEXT NOT NULL, "
-    "next_start REAL NOT NULL, PRIMARY KEY (queue, key)) WITHOUT ROWID",
+    "next_start REAL NOT NULL, started_at REAL, PRIMARY KEY (queue, key)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rate_bookings (queue TEXT NOT NULL, task_id TEXT NOT NULL, "
     "start REAL NOT NULL, PRIMARY KEY (queue, task_id)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rate_figures (queue TEXT PRIMARY KEY, rate_limit TEXT NOT NULL, "
@@ -57,40 +58,44 @@ def _take(tx: Tx, queue: QueueInfo, key: str, within: float, task_id: str | None
     assert limit is not None
     now = tx.now
     name = queue.name
-    if task_id is not None:
-        row = tx.execute(
-            "SELECT start FROM rate_bookings WHERE queue = ? AND task_id = ?", (name, task_id)
-        ).fetchone()
-        if row is not None:
-            wait = float(row[0]) - now
-            if wait > within:
-                return wait
-            tx.execute("DELETE FROM rate_bookings WHERE queue = ? AND task_id = ?", (name, task_id))
-            if -wait <= limit.late:
-                _count(tx, queue, now)
-                return max(wait, 0.0)
-            # Too late to use (it could bunch up with the starts booked after it): anew.
     row = tx.execute(
-        "SELECT next_start FROM rate_starts WHERE queue = ? AND key = ?", (name, key)
+        "SELECT next_start, started_at FROM rate_starts WHERE queue = ? AND key = ?", (name, key)
     ).fetchone()
-    start = now if row is None else max(float(row[0]), now)
-    wait = start - now
-    if wait > within and task_id is None:
+    next_start, started_at = (None, None) if row is None else row
+    if task_id is None:
+        start = now if next_start is None else max(float(next_start), now)
+        wait = start - now
+        if wait <= within:
+            _store(tx, name, key, start + limit.interval, None)
+            _count(tx, queue, now)
         return wait
-    tx.execute(
-        "INSERT INTO rate_starts (queue, key, next_start) VALUES (?, ?, ?) "
-        "ON CONFLICT (queue, key) DO UPDATE SET next_start = excluded.next_start",
-        (name, key, start + limit.interval),
+    found = tx.execute(
+        "SELECT start FROM rate_bookings WHERE queue = ? AND task_id = ?", (name, task_id)
+    ).fetchone()
+    wait, booked, next_start, started_at = take_for_task(
+        None if found is None else float(found[0]), next_start, started_at, now, limit, within
     )
-    if wait <= within:
+    assert next_start is not None
+    _store(tx, name, key, next_start, started_at)
+    if booked is None:
+        tx.execute("DELETE FROM rate_bookings WHERE queue = ? AND task_id = ?", (name, task_id))
         _count(tx, queue, now)
     else:
         tx.execute(
             "INSERT INTO rate_bookings (queue, task_id, start) VALUES (?, ?, ?) "
             "ON CONFLICT (queue, task_id) DO UPDATE SET start = excluded.start",
-            (name, task_id, start),
+            (name, task_id, booked),
         )
     return wait
+
+
+def _store(tx: Tx, queue: str, key: str, next_start: float, started_at: float | None) -> None:
+    tx.execute(
+        "INSERT INTO rate_starts (queue, key, next_start, started_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (queue, key) DO UPDATE SET next_start = excluded.next_start, "
+        "started_at = excluded.started_at",
+        (queue, key, next_start, started_at),
+    )
 
 
 def _count(tx: Tx, queue: QueueInfo, now: float) -> None:
@@ -114,10 +119,14 @@ def _count(tx: Tx, queue: QueueInfo, now: float) -> None:
         (queue.name, str(limit), limit.per, w, cur, prev or 0, started + 1, prev),
     )
     if (started + 1) % SWEEP_EVERY == 0:
-        tx.execute("DELETE FROM rate_starts WHERE queue = ? AND next_start < ?", (queue.name, now))
+        tx.execute(
+            "DELETE FROM rate_starts WHERE queue = ? AND next_start < ? "
+            "AND coalesce(started_at, 0) < ?",
+            (queue.name, now, now),
+        )
         tx.execute(
             "DELETE FROM rate_bookings WHERE queue = ? AND start < ?",
-            (queue.name, now - limit.late - BOOKING_MARGIN),
+            (queue.name, now - BOOKING_KEEP),
         )
 
 
