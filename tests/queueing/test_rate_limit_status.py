@@ -39,3 +39,16 @@ def test_status_shows_the_limit_and_the_starts_of_a_rate_limited_queue(tmp_path:
     assert info["rates"]["rated"]["limit"] == "50/s"
     assert info["rates"]["rated"]["started"] == 5
     assert "free" not in info["rates"]
+
+
+def test_a_worker_banner_names_a_queues_rate_limit() -> None:
+    from queueing._cli_targets import describe
+
+    queues: list[Any] = [
+        Queue("fetch", Echo, workers=8, rate_limit="5/s", rate_key=str),
+        Queue("report", Echo, rate_limit="30/m"),
+        Queue("free", Echo),
+    ]
+    assert describe(queues) == (
+        "fetch (8 workers, at most 5/s per key), report (1 worker, at most 30/m), free (1 worker)"
+    )
