@@ -142,4 +142,6 @@ async def test_three_processes_hold_a_limit_per_key(redis_server: Any, logs: Pat
         what = f"redis, 3 processes, key {key}"
         achieved, windows = measure(mine, per_key, what, warm_up=2 * WARM_UP)
         assert math.isclose(achieved, per_key, rel_tol=TOLERANCE)
-        assert max(windows) <= per_key * (1 + TOLERANCE)
+        # A key's starts may come 5 % of a period early after late ones (its slack), plus
+        # one at a window's edge.
+        assert max(windows) <= per_key * (1 + TOLERANCE) + 1
