@@ -23,9 +23,8 @@ _PENDING = TaskState.PENDING
 #: Seconds ahead a worker of a rate-limited queue (without `rate_key`) books its next
 #: start and waits for it holding its task; a start due later is asked for again then.
 BOOK_AHEAD = 1.0
-#: A task of a `rate_key` whose booked start is at most this many seconds away (or twice
-#: its broker's `delay_latency`) waits for it in its worker (which then serves no other
-#: key for that long) rather than going back.
+#: A task of a `rate_key` whose booked start is at most this many seconds away waits for
+#: it in its worker (which then serves no other key for that long) rather than going back.
 KEY_HOLD = 0.02
 #: The longest a worker sleeps before it asks a rate limit again (a slow limit, "2/h").
 MAX_RATE_SLEEP = 30.0
@@ -58,7 +57,7 @@ async def may_start(engine: Engine, rt: QueueRuntime, task: Task) -> bool:
             wait = await broker.take_start(rt.info, key, 0.0, task.id)
             if wait <= 0:
                 return task.state is _PENDING
-            if wait > max(KEY_HOLD, 2 * broker.delay_latency):
+            if wait > KEY_HOLD:
                 break
             await _wait_holding(rt, task, wait)  # its start is close: cheaper than a deferral
             if task.state is not _PENDING:
@@ -66,10 +65,9 @@ async def may_start(engine: Engine, rt: QueueRuntime, task: Task) -> bool:
         rt.scheduled += 1
         if engine.shared:
             rt.held.pop(task.id, None)
-        # Early by what the broker may add to a delay: it must not come back too late (back
-        # early, it waits out the rest in its worker, or goes back once more).
-        early = wait * broker.delay_precision + broker.delay_latency
-        await broker.retry_at(rt.info, task, engine.clock() + wait - early)
+        # Back late (a broker that rounds delays up, busy workers), it starts late, without
+        # bunching up with the starts booked after it (see `take_for_task`).
+        await broker.retry_at(rt.info, task, engine.clock() + wait)
         await trio.lowlevel.checkpoint()  # a run of deferrals lets others run
         return False
     while True:

@@ -114,12 +114,6 @@ class Broker(abc.ABC):
     nowait: bool = False
     #: Seconds a claimed task stays leased without `renew` (shared brokers).
     lease: float = math.inf
-    #: How late a task made ready later (`retry_at`, `accept(due=)`) may become ready: a
-    #: share of its delay (RabbitMQ's delay queues round delays up), plus seconds (their
-    #: expiry and dead-lettering take time). The engine defers a task waiting for a
-    #: rate-limited start that much earlier, and waits out the rest when it is back.
-    delay_precision: float = 0.0
-    delay_latency: float = 0.0
     #: The clock of due times, deadlines and leases (seconds).
     clock: Callable[[], float] = staticmethod(trio.current_time)
     #: Pipeline runs (see `RunStore`).

@@ -41,7 +41,7 @@ from ..redis._progress import ProgressStore
 from ..redis._rates import take_start
 from ._broker_url import BrokerURL, parse, safe, seconds
 from ._holds import Holds
-from ._rabbit import DELAY_BITS, Rabbit
+from ._rabbit import Rabbit
 from ._rabbit_claims import Acks
 from ._store import Store, StoreCalls
 from ._store_admin import StoreAdmin
@@ -54,12 +54,6 @@ from ._upkeep import Upkeep
 #: room there tries again every NACKED_RETRY seconds.
 NACKED_RECENTLY = 10.0
 NACKED_RETRY = 0.5
-
-
-#: Seconds a delayed message may come back late beyond its rounding: its delay queue's
-#: expiry and dead-lettering, the first declaration of a delay queue (measured: 10 to 60 ms
-#: on one machine).
-DELAY_LATENCY = 0.1
 
 
 class RabbitMQBroker(Broker):
@@ -86,8 +80,6 @@ class RabbitMQBroker(Broker):
     durable = True
     shared = True
     clock = staticmethod(time.time)
-    delay_precision = 1 / 2**DELAY_BITS  # delay queues round a delay up (`delay_bucket`)
-    delay_latency = DELAY_LATENCY
     runs: RabbitMQRuns
 
     def __init__(
