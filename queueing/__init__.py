@@ -30,6 +30,7 @@ from ._queue import FanOut as FanOut
 from ._queue import Full as Full
 from ._queue import Pipeline as Pipeline
 from ._queue import Queue as Queue
+from ._ratelimit import RateLimit as RateLimit
 from ._receipt import Receipt as Receipt
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import is_transient as is_transient
@@ -65,6 +66,7 @@ __all__ = [
     "QueueStats",
     "QueueSystem",
     "QueueingError",
+    "RateLimit",
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",

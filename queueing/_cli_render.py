@@ -103,7 +103,10 @@ def status_figures(info: dict[str, Any]) -> dict[str, Any]:
         queues[name] = {key: int(figures.get(key, 0)) for key, _ in NOW}
         queues[name].update({key: int(figures.get(key, 0)) for key in COUNTERS})
         queues[name].update({k: v for k, v in figures.items() if k not in queues[name]})
-    return {"queues": queues, "workers": info.get("workers", {})}
+    found = {"queues": queues, "workers": info.get("workers", {})}
+    if info.get("rates"):
+        found["rates"] = info["rates"]
+    return found
 
 
 # -- times ----------------------------------------------------------------------------------
@@ -178,6 +181,14 @@ def print_status(info: dict[str, Any]) -> None:
     if figures["queues"]:
         console.print(now)
         console.print(outcomes)
+    if figures.get("rates"):
+        rates = Table(title="rate-limited queues (all processes)")
+        for column in ("queue", "limit", "last period", "starts"):
+            rates.add_column(column, justify="left" if column == "queue" else "right")
+        for name, r in figures["rates"].items():
+            per = str(r["limit"]).partition("/")[2]  # the limit's period: "s" in "100/s"
+            rates.add_row(name, str(r["limit"]), f"{r['last_period']}/{per}", str(r["started"]))
+        console.print(rates)
     workers = Table(title="live workers (a heartbeat within the last 10 s)")
     for column in ("worker process", "queues", "workers", "running"):
         workers.add_column(column)

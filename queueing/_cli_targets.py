@@ -203,6 +203,13 @@ def _workers(value: str, number: str) -> int:
     return workers
 
 
+def _rate(queue: Queue[Any]) -> str:
+    """A queue's rate limit in its banner: ", at most 100/s" (per key: "per key")."""
+    if queue.rate_limit is None:
+        return ""
+    return f", at most {queue.rate_limit}{' per key' if queue.rate_key is not None else ''}"
+
+
 def describe(specs: list[Spec]) -> str:
     """What a worker process serves, for its banner: each queue with its workers."""
     queues: dict[str, Queue[Any]] = {}
@@ -217,7 +224,8 @@ def describe(specs: list[Spec]) -> str:
         else:
             schedules.append(spec.name)
     parts = [
-        f"{name} ({q.workers} worker{'s' if q.workers != 1 else ''})" for name, q in queues.items()
+        f"{name} ({q.workers} worker{'s' if q.workers != 1 else ''}{_rate(q)})"
+        for name, q in queues.items()
     ]
     text = ", ".join(parts)
     if pipelines:

@@ -12,6 +12,7 @@ import tenacity
 from actors import Overflow
 
 from ._exceptions import InvalidQueue
+from ._ratelimit import RateLimit, rate_key, rate_limit
 from ._retry import RetryPolicy
 from ._validate import positive_int, seconds
 
@@ -94,6 +95,12 @@ class Queue(Generic[R]):
             tags, so a Redis Cluster spreads it over that many slots, and nodes); 1 keeps
             it whole. Brokers without parts (memory, SQLite, RabbitMQ) ignore it. See
             docs/how-to/redis-cluster-sentinel.md.
+        rate_limit: at most this many task starts (retries included) per period, over every
+            process: `"100/s"`, `"/m"`, `"/h"`, `RateLimit(100, per=1.0)` or
+            `(100, timedelta(seconds=1))`. Starts are spread evenly. None: no limit.
+        rate_key: with `rate_limit`, a function of the (structured) payload whose result
+            (a str, or anything `str()` makes one) names the budget a task draws on: each
+            key gets the whole `rate_limit` (per customer, per remote host).
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
@@ -119,6 +126,8 @@ class Queue(Generic[R]):
     restart_backoff: Any = attrs.field(factory=lambda: _default_restart_backoff())
     reset_after: float = 1.0
     shards: int = 1
+    rate_limit: RateLimit | None = attrs.field(default=None, converter=rate_limit)
+    rate_key: Any = attrs.field(default=None, converter=rate_key)
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -160,6 +169,11 @@ class Queue(Generic[R]):
             raise InvalidQueue(
                 f"shards must be at most {MAX_SHARDS}, got {self.shards!r}: a few per "
                 "Redis Cluster node spread a queue enough"
+            )
+        if self.rate_key is not None and self.rate_limit is None:
+            raise InvalidQueue(
+                f"Queue({self.name!r}) has a rate_key but no rate_limit: give the limit "
+                'each key gets, e.g. rate_limit="10/s"'
             )
 
     @property

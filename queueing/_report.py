@@ -164,6 +164,8 @@ class ProcessReport:
                 "busy": rt.in_flight,
                 "latency": self.latency(name).to_doc(),
             }
+            if rt.spec.rate_limit is not None:
+                queues[name]["rate_limit"] = str(rt.spec.rate_limit)
         now = time.time()
         return {
             "host": self.host,

@@ -40,6 +40,7 @@ class QueueRuntime:
             spec.result_ttl,
             spec.max_deliveries,
             spec.shards,
+            spec.rate_limit,
         )
         payload_type, result_type = handler_types(spec.worker.handle)
         self.payload_codec = Codec(converter, payload_type, spec.name, "payload")

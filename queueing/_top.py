@@ -77,7 +77,7 @@ def render(snapshot: Snapshot) -> Any:
     for q in snapshot.queues:
         failed = q.failed + q.dead_lettered
         queues.add_row(
-            escape(q.name),
+            escape(q.name) + (f" [dim]≤{escape(q.rate_limit)}[/dim]" if q.rate_limit else ""),
             str(q.depth),
             str(q.in_flight),
             str(q.scheduled),

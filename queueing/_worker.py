@@ -19,6 +19,7 @@ from ._exceptions import InvalidQueue, PayloadError, QueueingError
 from ._logs import current_worker
 from ._observe import PENDING
 from ._progress import checked
+from ._rate_gate import may_start
 from ._task import ErrorInfo, Task, TaskState
 
 if TYPE_CHECKING:
@@ -188,6 +189,7 @@ class Worker(Actor, Generic[P, R]):
         info = rt.info
         starting = rt.starting  # observers' hooks (see _observe.py): empty lists by default
         ended = rt.ended
+        rated = info.rate_limit is not None
         since = 0
         while not self._stop:
             try:
@@ -203,6 +205,8 @@ class Worker(Actor, Generic[P, R]):
             if task.state is not _PENDING:
                 continue  # cancelled while it waited
             if task.run is not None and await engine.skip_ended_run(rt, task):
+                continue
+            if rated and not await may_start(engine, rt, task):
                 continue
             now = clock()
             if task.expires_at is not None and now > task.expires_at:

@@ -104,6 +104,7 @@ QUEUEING_DOCUMENTED = [
     "QueueStats",
     "QueueSystem",
     "QueueingError",
+    "RateLimit",
     "Receipt",
     "ResultTimeout",
     "RetryPolicy",

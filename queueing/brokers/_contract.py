@@ -47,6 +47,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._ratelimit import LocalRates, RateLimit
 from .._task import DeadLetter, ErrorInfo, PipelineTask, Progress, Task, TaskState
 
 
@@ -83,6 +84,9 @@ class QueueInfo:
     shards: int = 1
     """How many parts a broker may spread the queue's storage over (Redis: hash tags, so
     Cluster slots); a broker that has no use for it keeps the queue whole."""
+    rate_limit: RateLimit | None = None
+    """The most task starts per period (`take_start`), per key if the queue has a
+    `rate_key`; None: no limit (the engine then never calls `take_start`)."""
 
 
 class Admission(enum.Enum):
@@ -117,6 +121,8 @@ class Broker(abc.ABC):
     clock: Callable[[], float] = staticmethod(trio.current_time)
     #: Pipeline runs (see `RunStore`).
     runs: RunStore
+    #: `take_start`'s default: rate limits kept in this process (made at the first call).
+    _local_rates: LocalRates | None = None
 
     # -- life ------------------------------------------------------------------------------
 
@@ -254,6 +260,36 @@ class Broker(abc.ABC):
     ) -> bool:
         """`settle` with `state` (FAILED or DEAD_LETTERED) and keep the task among the
         queue's dead letters (bounded: the oldest go first)."""
+
+    async def take_start(
+        self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
+    ) -> float:
+        """Book a start on `queue.rate_limit` (for `key`: "" for the queue as a whole):
+        returns the seconds until the next free start of that key. When that is at most
+        `within`, the start is booked for the caller (who starts a task then); else nothing
+        is taken (the caller asks again later), unless `task_id` is given: then the start
+        is booked for that task, which the caller defers to it, and the task's next call
+        (with its id) finds its booking (the seconds until it; the booking is used once
+        that is at most `within`) instead of booking another. The starts of a key with
+        bookings also pass a limiter of the starts actually made (with
+        `queue.rate_limit.slack`), so tasks that come back late for their bookings start
+        late rather than lose them, and never bunch up. Atomic across every process that
+        shares the storage; a booking is kept an hour past its time. The default keeps the
+        limits in this process (exact in process; a shared broker without its own would
+        limit each process on its own)."""
+        assert queue.rate_limit is not None
+        rates = self._local_rates
+        if rates is None:
+            rates = self._local_rates = LocalRates(self.clock)
+        return float(rates.take(queue.name, queue.rate_limit, key, within, task_id))
+
+    async def rate_figures(self) -> dict[str, dict[str, Any]]:
+        """Each rate-limited queue's figures, over every process sharing the storage (for
+        `queueing status`): `limit` (its text, "100/s"), `last_period` (starts in the last
+        complete period of the limit) and `started` (all starts so far). The default:
+        those of the limits `take_start`'s default keeps in this process."""
+        rates = self._local_rates
+        return {} if rates is None else rates.figures()
 
     # -- dead letters and figures ----------------------------------------------------------
 

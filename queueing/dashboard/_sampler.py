@@ -148,6 +148,7 @@ class Sampler:
                 rate_out = max(0, out) / since
             latency = self._latency(name)
             served = [p.slots[name] for p in now.processes.values() if name in p.slots]
+            limits = [p.limits[name] for p in now.processes.values() if name in p.limits]
             queues.append(
                 QueueView(
                     name=name,
@@ -163,6 +164,7 @@ class Sampler:
                     dead_letters=q.dead_letters,
                     workers=sum(s[0] for s in served) if served else None,
                     busy=sum(s[1] for s in served) if served else None,
+                    rate_limit=limits[0] if limits else None,
                     **q.totals,
                 )
             )

@@ -57,6 +57,8 @@ class ProcessReading:
     slots: dict[str, list[int]] = attrs.field(factory=dict)
     latency: dict[str, Histogram] = attrs.field(factory=dict)
     schedules: list[ScheduleView] = attrs.field(factory=list)
+    #: The rate limit of each rate-limited queue it serves ("100/s").
+    limits: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -107,11 +109,14 @@ def process_reading(name: str, doc: Mapping[str, Any], seen_at: float | None) ->
     report = report if isinstance(report, Mapping) else {}
     slots: dict[str, list[int]] = {}
     latency: dict[str, Histogram] = {}
+    limits: dict[str, str] = {}
     served = report.get("queues")
     for queue, figures in (served if isinstance(served, Mapping) else {}).items():
         if isinstance(figures, Mapping):
             slots[str(queue)] = [_int(figures.get("workers")), _int(figures.get("busy"))]
             latency[str(queue)] = Histogram.from_doc(figures.get("latency"))
+            if figures.get("rate_limit"):
+                limits[str(queue)] = str(figures["rate_limit"])
     schedules = []
     for item in report.get("schedules") or ():
         try:
@@ -141,6 +146,7 @@ def process_reading(name: str, doc: Mapping[str, Any], seen_at: float | None) ->
         slots=slots,
         latency=latency,
         schedules=schedules,
+        limits=limits,
     )
 
 

@@ -46,6 +46,9 @@ class QueueView:
     dead_lettered: int = 0
     cancelled: int = 0
     expired: int = 0
+    rate_limit: str | None = None
+    """The queue's `rate_limit` ("100/s"), as the processes serving it publish it (None:
+    no limit, or not known); its `rate_out` is then close to its rate of starts."""
 
 
 @attrs.frozen(kw_only=True)

@@ -8,11 +8,13 @@ import importlib.resources
 import re
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from broker_helpers import JOBS, claim_until, new_run, new_task, opened
 from redis_helpers import envelope, key, raw_client
 
+from queueing import RateLimit
 from queueing._exceptions import BrokerError
 from queueing._task import ErrorInfo, TaskState
 from queueing.brokers._contract import QueueInfo
@@ -118,6 +120,7 @@ async def test_every_script_call_touches_one_hash_tag(
         assert taken.id == urgent.id
         await worker.settle(other, taken, TaskState.SUCCEEDED, None)
         await worker.flush()
+        await worker.take_start(attrs.evolve(JOBS, rate_limit=RateLimit(10)), "a key", 1.0)
         # A pipeline run: its own keys, then its stage tasks' queue.
         run, stage = new_run("ingest", "jobs")
         await client.runs.start(run, JOBS, stage, due=None)

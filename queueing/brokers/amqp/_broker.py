@@ -38,6 +38,7 @@ from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, parse_pri
 from .._contract import Admission, Broker, QueueInfo
 from ..redis import _keys as k
 from ..redis._progress import ProgressStore
+from ..redis._rates import take_start
 from ._broker_url import BrokerURL, parse, safe, seconds
 from ._holds import Holds
 from ._rabbit import Rabbit
@@ -108,6 +109,7 @@ class RabbitMQBroker(Broker):
         #: (`queueing top`); the system sets it, the broker does not know.
         self.report: Callable[[], dict[str, Any]] | None = None
         keys = k.Keys(self.prefix)
+        self._keys = keys
         self._calls = StoreCalls(
             parsed.results, connect_timeout=self.connect_timeout, block=seconds("block", block)
         )
@@ -260,6 +262,15 @@ class RabbitMQBroker(Broker):
         await self._holds.retry_at(queue, task, due)
 
     # -- dead letters and figures ----------------------------------------------------------
+
+    async def take_start(
+        self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
+    ) -> float:
+        # In the results store, as the Redis broker does (redis/_rates.py).
+        return await take_start(self._calls, self._keys, queue, key, within, task_id)
+
+    async def rate_figures(self) -> dict[str, dict[str, Any]]:
+        return await self._calls.retrying("rate figures", self._admin.rates)
 
     async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
         return await self._admin.dead_letters(queue, limit)

@@ -29,6 +29,7 @@ from ..._task import ErrorInfo, PipelineTask, Task, TaskState
 from .._contract import Admission, QueueInfo, queue_of
 from ..redis import _keys as k
 from ..redis._calls import Calls
+from ..redis._calls import lua_sources as redis_lua_sources
 from ..redis._wire import (
     apply_outcome,
     encode_meta,
@@ -86,6 +87,8 @@ class StoreCalls(Calls):
     async def load_scripts(self) -> None:
         for name, source in lua_sources().items():
             self._shas[name] = await self.client.script_load(source)
+        # The Redis broker's rate limit script (`redis/_rates.py`): the same limits here.
+        self._shas["rate"] = await self.client.script_load(redis_lua_sources()["rate"])
 
 
 class Store(Writes):

@@ -88,6 +88,7 @@ class StoreAdmin(Admin):
                 "dead_letters": await client.xlen(self.keys.dead(name)),
                 **{key: int(value) for key, value in stats.items()},
             }
+        result["rates"] = await self.rates(sorted(queues))
         now = time.time()
         for worker, raw in (await client.hgetall(self.keys.workers())).items():
             with suppress(ValueError, TypeError, AttributeError):

@@ -16,6 +16,7 @@ from ..._task import DeadLetter
 from .._contract import QueueInfo
 from . import _keys as k
 from ._calls import Calls
+from ._rates import rate_figures
 from ._wire import decode_dead_letter, dumps
 
 log = logging.getLogger("queueing.redis")
@@ -170,6 +171,7 @@ class Admin:
         result: dict[str, Any] = {"queues": {}, "workers": {}}
         for name in sorted(queues):
             result["queues"][name] = await self.figures(name)
+        result["rates"] = await self.rates(sorted(queues))
         now = time.time()
         for worker, raw in (await client.hgetall(self.keys.workers())).items():
             with suppress(ValueError, TypeError, AttributeError):
@@ -177,6 +179,12 @@ class Admin:
                 if now - float(info.get("ts", 0)) < HEARTBEAT_LIVE:
                     result["workers"][worker] = info
         return result
+
+    async def rates(self, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """`Broker.rate_figures` of the queues `names` (default: every declared one)."""
+        if names is None:
+            names = sorted(await self.calls.client.hkeys(self.keys.queues()))
+        return await rate_figures(self.calls, self.keys, names)
 
     async def heartbeat_loop(self, consumer: str, info: Callable[[], dict[str, Any]]) -> None:
         """Background, in a serving process: publish `info()` every `HEARTBEAT_EVERY`."""

@@ -29,6 +29,7 @@ from ._leases import Leases
 from ._losses import Losses
 from ._outcomes import Outcomes
 from ._progress import ProgressStore
+from ._rates import take_start
 from ._receipts import Receipts
 from ._room import Room
 from ._runs import RedisRuns
@@ -352,6 +353,14 @@ class RedisBroker(Broker):
         if queue.shards > 1:
             queue = self._shards.of(queue, task.id)
         return await self._outcomes.settle(queue, task, state, None, error, dead=True)
+
+    async def take_start(
+        self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
+    ) -> float:
+        return await take_start(self._calls, self._keys, queue, key, within, task_id)
+
+    async def rate_figures(self) -> dict[str, dict[str, Any]]:
+        return await self._calls.retrying("rate figures", self._admin.rates)
 
     # -- dead letters and figures ----------------------------------------------------------
 

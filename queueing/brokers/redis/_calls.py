@@ -34,6 +34,7 @@ SCRIPTS = (
     "lookup",
     "outcomes",
     "promote",
+    "rate",
     "reject",
     "release",
     "renew",

@@ -17,7 +17,7 @@ import anyio
 from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, progress_doc
 from .._contract import Admission, Broker, QueueInfo, queue_of
-from . import _admin, _ops, _progress, _runs
+from . import _admin, _ops, _progress, _rates, _runs
 from ._records import STATES, dumps, error_of, error_text, letter_of, letter_text, loads, task_row
 from ._settings import parse_url
 from ._writer import Writer
@@ -340,6 +340,15 @@ class SqliteBroker(Broker):
             task.settle(state, None, error, now)
         return settled
 
+    async def take_start(
+        self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
+    ) -> float:
+        return float(await self.writer.call(_rates.take_start, queue, key, within, task_id))
+
+    async def rate_figures(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = await self.writer.call(_rates.rate_figures, write=False)
+        return found
+
     # -- dead letters and figures ----------------------------------------------------------
 
     async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
@@ -376,6 +385,7 @@ class SqliteBroker(Broker):
         """Every queue in the file (counts by state, outcome counters, dead letters) and
         the serving processes seen lately, as plain data (`queueing status`)."""
         info: dict[str, Any] = await self.writer.call(_admin.status, write=False)
+        info["rates"] = await self.rate_figures()
         return info
 
     async def declared(self) -> dict[str, QueueInfo]:
