@@ -29,12 +29,14 @@ from queueing import (
     QueueFull,
     TaskFailed,
     TaskState,
+    Transient,
     Worker,
     connect,
     open_system,
 )
 from queueing.brokers import amqp
 from queueing.brokers.amqp import _store_reads, _upkeep
+from queueing.brokers.amqp._errors import PublishNacked
 from queueing.brokers.amqp._rabbit import delay_bucket
 
 pytestmark = pytest.mark.amqp
@@ -383,3 +385,36 @@ async def test_a_task_cancelled_by_another_client_stops_where_it_runs(amqp_url: 
     assert isinstance(failure, TaskFailed)
     assert failure.outcome is TaskState.CANCELLED
     assert stopped == ["run"]
+
+
+async def test_a_retry_refused_by_its_new_delay_queue_is_published_again(amqp_url: str) -> None:
+    # A delay queue declared a moment ago may refuse its first messages (Basic.Nack): the
+    # retry is declared and published again instead of crashing the worker.
+    attempts: list[int] = []
+    refused: list[str] = []
+
+    class Flaky(Worker):
+        async def handle(self, name: str) -> str:
+            attempts.append(self.attempt)
+            if self.attempt == 1:
+                raise Transient("not yet")
+            return name
+
+    queue = Queue("refused", Flaky)
+    async with open_system(queue, broker=amqp_url, shutdown_timeout=1.0) as system:
+        rabbit = system._broker._rabbit  # type: ignore[attr-defined]
+        publish = rabbit.publish
+
+        async def refuse_first_delay(info: object, routing: str, *args: object) -> object:
+            if ":delay:" in routing and not refused:
+                refused.append(routing)
+                raise PublishNacked("refused", routing_key=routing)
+            return await publish(info, routing, *args)
+
+        rabbit.publish = refuse_first_delay
+        receipt = await system.submit("refused", "x")
+        with trio.fail_after(30):
+            assert await receipt.result(timeout=30) == "x"
+        assert system.stats()["refused"].restarts == 0
+    assert len(refused) == 1
+    assert attempts == [1, 2]

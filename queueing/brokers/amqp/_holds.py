@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import tenacity
 import trio
 
 from ..._exceptions import BrokerError
@@ -38,7 +39,7 @@ from ..redis._wire import (
     letter_of,
 )
 from ._channel import Channel
-from ._errors import AMQPError, PublishNacked
+from ._errors import AMQPError, PublishNacked, PublishReturned
 from ._message import Delivery
 from ._rabbit import Rabbit, delay_bucket
 from ._rabbit_claims import Acks, Feed
@@ -49,6 +50,10 @@ log = logging.getLogger("queueing.rabbitmq")
 #: Seconds between two reads of a queue's priority levels in use by a claiming process
 #: (a level another process starts using is claimed from within this much).
 LEVELS_REFRESH = 1.0
+#: Publishes of a retry to its delay queue before the refusal stands, and the first pause
+#: between two (seconds, doubling up to one).
+DELAY_PUBLISH_ATTEMPTS = 5
+DELAY_PUBLISH_BACKOFF = 0.05
 
 
 def delivery_count(delivery: Delivery) -> int:
@@ -269,9 +274,25 @@ class Holds:
         task.state = TaskState.SCHEDULED
         delivery, old, _ = self.let_go(queue.name, task)
         ms = delay_bucket(max(0.0, due - time.time()) * 1000)
-        routing = await self.rabbit.declare_delay(queue.name, ms, priority_of(task))
         new = self.nonce()
-        await self.rabbit.publish(queue, routing, encode_envelope(task).encode(), new)
+        body = encode_envelope(task).encode()
+        # A delay queue declared a moment ago may refuse its first messages (a quorum
+        # queue still electing its leader; one that expired unused since it was declared):
+        # declared again and published again, a few times, briefly apart.
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type((PublishNacked, PublishReturned)),
+            stop=tenacity.stop_after_attempt(DELAY_PUBLISH_ATTEMPTS),
+            wait=tenacity.wait_exponential(multiplier=DELAY_PUBLISH_BACKOFF, max=1.0),
+            sleep=trio.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                again = attempt.retry_state.attempt_number > 1
+                routing = await self.rabbit.declare_delay(
+                    queue.name, ms, priority_of(task), again=again
+                )
+                await self.rabbit.publish(queue, routing, body, new)
         self.store.move(
             queue.name,
             task,

@@ -246,12 +246,14 @@ class Rabbit:
                 await self._on_channel("declare", existing)
             self._declared.add(name)
 
-    async def declare_delay(self, queue: str, ms: int, priority: int = 0) -> str:
+    async def declare_delay(
+        self, queue: str, ms: int, priority: int = 0, *, again: bool = False
+    ) -> str:
         """The delay queue of `ms` for `queue` (into the ready queue of `priority`),
-        declared (again) when due; its name."""
+        declared (again) when due, or now with `again`; its name."""
         name = self.delay(queue, ms, priority)
         now = trio.current_time()
-        if now - self._delays.get(name, -math.inf) < DELAY_REDECLARE:
+        if not again and now - self._delays.get(name, -math.inf) < DELAY_REDECLARE:
             return name
         arguments = {
             "x-queue-type": "quorum",
