@@ -244,3 +244,35 @@ async def submit_numbers(
         numbers = range(start, min(start + chunk, first + count))
         pairs += zip(numbers, await system.submit_many(queue, numbers), strict=True)
     return pairs
+
+
+class Submitter:
+    """Submits numbers in small chunks with a key each (`n<number>`), and on a
+    `BrokerError` checks that it accounts for every payload of the chunk (accepted, unknown
+    or rejected) and submits the chunk again: the keys make that safe."""
+
+    def __init__(self, system: Any, queue: str = "chaos") -> None:
+        self.system = system
+        self.queue = queue
+        self.pairs: list[tuple[int, Receipt[Any]]] = []
+        self.errors = 0
+        self.unaccounted: list[str] = []
+
+    async def run(self, numbers: range, chunk: int = 50, pause: float = 0.01) -> None:
+        from queueing import BrokerError
+
+        for start in range(numbers.start, numbers.stop, chunk):
+            part = list(range(start, min(start + chunk, numbers.stop)))
+            while True:
+                try:
+                    got = await self.system.submit_many(self.queue, part, key=lambda n: f"n{n}")
+                except BrokerError as exc:
+                    self.errors += 1
+                    told = len(exc.accepted) + len(exc.unknown) + len(exc.rejected)
+                    if told != len(part):
+                        self.unaccounted.append(f"{told} of {len(part)} accounted for: {exc}")
+                    await trio.sleep(0.5)
+                    continue
+                self.pairs += zip(part, got, strict=True)
+                break
+            await trio.sleep(pause)
