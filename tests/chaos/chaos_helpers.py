@@ -236,13 +236,19 @@ async def serving(client: Any, url: str) -> int:
 
 
 async def submit_numbers(
-    system: Any, count: int, first: int = 0, chunk: int = 250, queue: str = "chaos"
+    system: Any,
+    count: int,
+    first: int = 0,
+    chunk: int = 250,
+    queue: str = "chaos",
+    delay: float | None = None,
 ) -> list[tuple[int, Receipt[Any]]]:
     """`submit_many` of the numbers first..first+count-1, `chunk` at a time."""
     pairs: list[tuple[int, Receipt[Any]]] = []
     for start in range(first, first + count, chunk):
         numbers = range(start, min(start + chunk, first + count))
-        pairs += zip(numbers, await system.submit_many(queue, numbers), strict=True)
+        got = await system.submit_many(queue, numbers, delay=delay)
+        pairs += zip(numbers, got, strict=True)
     return pairs
 
 
@@ -276,3 +282,23 @@ class Submitter:
                 self.pairs += zip(part, got, strict=True)
                 break
             await trio.sleep(pause)
+
+
+def envelope(queue: str, task_id: Any, payload: Any, **fields: Any) -> str:
+    """An envelope as the Redis broker writes one; `fields` override or add."""
+    doc: dict[str, Any] = {
+        "v": 1,
+        "id": task_id,
+        "queue": queue,
+        "payload": payload,
+        "submitted_at": time.time(),
+        "expires_at": None,
+        "attempts": 0,
+        "first_started": None,
+    }
+    doc.update(fields)
+    return json.dumps({k: v for k, v in doc.items() if v is not REMOVE})
+
+
+#: An `envelope()` field given as REMOVE is left out.
+REMOVE: Any = object()
