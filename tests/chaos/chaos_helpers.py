@@ -27,8 +27,13 @@ def start_process(
 ) -> subprocess.Popen[bytes]:
     """A Python process run from this directory (its modules importable); output to a file
     in `logs`."""
+    import queueing
+
     environ = {**os.environ, **(env or {})}
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), environ.get("PYTHONPATH")]))
+    # The queueing this test imported (a worktree on PYTHONPATH, say), whatever the cwd.
+    package_root = str(Path(queueing.__file__).resolve().parent.parent)
+    inherited = [os.path.abspath(p) for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    environ["PYTHONPATH"] = os.pathsep.join([str(HERE), package_root, *inherited])
     output = (logs / f"process-{secrets.token_hex(3)}.log").open("wb")
     with output:
         return subprocess.Popen(
@@ -70,10 +75,25 @@ def stop(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 20.0) ->
 def runs(directory: Path) -> dict[int, Counter[str]]:
     """What each process ran (pid: task id -> runs)."""
     return {
-        int(path.stem): Counter(path.read_text().split())
+        int(path.stem): Counter(line.split()[0] for line in path.read_text().splitlines())
         for path in directory.glob("*.log")
         if path.stat().st_size
     }
+
+
+def first_started(directory: Path) -> dict[str, float]:
+    """When each task first started (wall-clock time), in any process."""
+    first: dict[str, float] = {}
+    for path in directory.glob("*.log"):
+        for line in path.read_text().splitlines():
+            task_id, at = line.split()
+            first[task_id] = min(first.get(task_id, float(at)), float(at))
+    return first
+
+
+def ran(directory: Path) -> int:
+    """Runs so far, in every process."""
+    return sum(path.read_text().count("\n") for path in directory.glob("*.log"))
 
 
 def duplicated(directory: Path) -> tuple[set[str], dict[int, set[str]]]:

@@ -1,13 +1,14 @@
 """Queues of the chaos scenarios, run by `queueing worker chaos_tasks:queue` (or `:small`).
 
-Each run of a task is written to a file of its process in `$QUEUEING_CHAOS_RUNS` (one
-`write(2)` per run, before the handler answers, so it survives a SIGKILL): a scenario
-counts what ran twice, and where.
+Each run of a task is written (its id and the wall-clock time it started) to a file of its
+process in `$QUEUEING_CHAOS_RUNS` (one `write(2)` per run, before the handler answers, so
+it survives a SIGKILL): a scenario counts what ran twice, where, and since when.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import trio
 
@@ -24,7 +25,7 @@ def _record(task_id: str) -> None:
     if _log is None:
         path = os.path.join(directory, f"{os.getpid()}.log")
         _log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.write(_log, f"{task_id}\n".encode())
+    os.write(_log, f"{task_id} {time.time():.3f}\n".encode())
 
 
 class Record(Worker):
