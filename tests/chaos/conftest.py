@@ -5,6 +5,9 @@ prints them as one table at the end, and writes it (Markdown) to the file named 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,16 +84,39 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
         row.result = "BROKEN"
 
 
+#: The table's order: brokers as the docs list them, scenarios in the order they ran.
+BROKERS = ("memory", "sqlite", "redis", "amqp")
+
+
 def table() -> str:
+    rows = sorted(ROWS, key=lambda row: BROKERS.index(row.broker) if row.broker in BROKERS else 9)
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in ROWS]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def caption() -> str:
+    """When and where the table was measured."""
+    try:
+        version = (
+            subprocess.run(
+                ["redis-server", "--version"], capture_output=True, text=True, check=False
+            )
+            .stdout.split("v=")[1]
+            .split()[0]
+        )
+    except (OSError, IndexError):
+        version = "not installed"
+    return (
+        f"_`nox -s chaos`, {time.strftime('%Y-%m-%d')}: {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, redis-server {version}._\n\n"
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not ROWS:
         return
-    text = table()
+    text = caption() + table()
     terminalreporter.write_sep("=", "chaos scenarios")
     terminalreporter.write(text)
     path = os.environ.get("QUEUEING_CHAOS_TABLE")
