@@ -21,7 +21,8 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those)."""
+    """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those) and
+    the chaos scenarios (`nox -s chaos`)."""
     session.install("-e", ".[test]")
     session.run(
         "pytest", "-m", "not slow and not docs and not browser and not chaos", *session.posargs
@@ -30,7 +31,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def slow(session: nox.Session) -> None:
-    """Run only the tests marked `slow` (soak, stress, chaos)."""
+    """Run only the tests marked `slow` (soak, stress; the chaos scenarios: `nox -s chaos`)."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "slow", *session.posargs)
 

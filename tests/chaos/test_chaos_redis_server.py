@@ -116,7 +116,7 @@ PERSISTENCE = {
     "none": (),
 }
 PROMISES = {
-    "aof-always": "0 lost; duplicates only among tasks in flight at the kill",
+    "aof-always": f"0 lost; duplicated at most the {IN_FLIGHT} tasks in flight at the kill",
     "aof-everysec": (
         "every receipt resolves: a task whose last second of writes was lost ends TaskLost"
     ),
