@@ -28,13 +28,21 @@ def _record(task_id: str) -> None:
     os.write(_log, f"{task_id} {time.time():.3f}\n".encode())
 
 
+#: A payload from LONG up takes (payload - LONG) milliseconds: a long task.
+LONG = 1_000_000
+
+
 class Record(Worker):
-    """Records that it ran, takes `$QUEUEING_CHAOS_TASK_SECONDS`, returns its payload x 2."""
+    """Records that it ran, takes `$QUEUEING_CHAOS_TASK_SECONDS` (a long task: see LONG),
+    returns its payload x 2."""
 
     async def handle(self, number: int) -> int:
         assert self.task_id is not None
         _record(self.task_id)
-        await trio.sleep(float(os.environ.get("QUEUEING_CHAOS_TASK_SECONDS", "0.005")))
+        if number >= LONG:
+            await trio.sleep((number - LONG) / 1000)
+        else:
+            await trio.sleep(float(os.environ.get("QUEUEING_CHAOS_TASK_SECONDS", "0.005")))
         return 2 * number
 
 

@@ -24,7 +24,7 @@ from chaos_helpers import (
     succeeded,
     wait_for,
 )
-from chaos_tasks import queue
+from chaos_tasks import LONG, queue
 
 from queueing import connect
 
@@ -34,6 +34,9 @@ TASKS = 3000
 #: Longer than the per-call limit (a claim's 2 s block + 10 s of grace), shorter than the
 #: default lease (30 s), as in issue 9.
 STALL = 15.0
+#: Tasks that run 25 s each, started before the stall and running across it (their leases
+#: must be renewed as soon as Redis answers again: idle 15 s and more, of a 30 s lease).
+LONG_TASKS = range(LONG + 25_000, LONG + 25_004)
 #: Workers x slots: the most tasks in flight at one moment.
 IN_FLIGHT = 2 * 8
 #: Every receipt resolves within this after a fault (a lost record: a sweep after the
@@ -57,8 +60,9 @@ async def test_sigstop_of_redis_past_the_per_call_limit(
     scenario.broker = "redis"
     scenario.promise = (
         "0 lost; every failed submit_many accounts for each payload (accepted, unknown, "
-        "rejected) and a retry with key= runs nothing twice; no task of a healthy worker "
-        "reclaimed (0 duplicated, lease 30 s); recovery: SIGCONT to the next outcome"
+        f"rejected) and a retry with key= runs nothing twice; no task of a healthy worker "
+        f"reclaimed, not even {len(LONG_TASKS)} running across the stall (0 duplicated, "
+        "lease 30 s); recovery: SIGCONT to the next outcome"
     )
     server = make_redis_server()
     url = server.url_with(prefix="chaos")  # the default lease, 30 s
@@ -74,6 +78,8 @@ async def test_sigstop_of_redis_past_the_per_call_limit(
             nursery.start_soon(memory.sample_loop)
             await wait_for(lambda: serving_all(client, url, workers), 60, 0.1)
             async with connect(url, queue) as system:
+                long = Submitter(system)
+                await long.run(LONG_TASKS)  # they run across the stall: leases renewed
                 submitter = Submitter(system)
                 async with trio.open_nursery() as inner:
                     inner.start_soon(submitter.run, range(TASKS))
@@ -84,19 +90,20 @@ async def test_sigstop_of_redis_past_the_per_call_limit(
                     resumed_at = time.monotonic()
                     await wait_for(lambda: at_least(client, url, done_before + 1), 60)
                     scenario.recovery = time.monotonic() - resumed_at
-                outcomes = await Outcomes().gather(submitter.pairs, timeout=120)
+                outcomes = await Outcomes().gather(submitter.pairs + long.pairs, timeout=120)
             nursery.cancel_scope.cancel()
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
         stop(workers)
     twice, _ = duplicated(runs)
-    scenario.tasks = TASKS
+    scenario.tasks = TASKS + len(LONG_TASKS)
     scenario.lost, scenario.unresolved = outcomes.lost, outcomes.unresolved
     scenario.duplicated = len(twice)
     scenario.memory = memory.peaks()
     assert submitter.errors > 0, "no submit failed: the stall was not seen"
     assert submitter.unaccounted == []
-    assert (outcomes.ok, outcomes.lost, outcomes.unresolved) == (TASKS, 0, 0), outcomes.failed
+    expected = TASKS + len(LONG_TASKS)
+    assert (outcomes.ok, outcomes.lost, outcomes.unresolved) == (expected, 0, 0), outcomes.failed
     assert twice == set()
     assert [w.returncode for w in workers] == [0, 0]
 
