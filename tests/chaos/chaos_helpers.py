@@ -91,6 +91,16 @@ def first_started(directory: Path) -> dict[str, float]:
     return first
 
 
+def second_runs(directory: Path) -> dict[str, float]:
+    """When each task that ran again started its second run (wall-clock time)."""
+    starts: dict[str, list[float]] = {}
+    for path in directory.glob("*.log"):
+        for line in path.read_text().splitlines():
+            task_id, at = line.split()
+            starts.setdefault(task_id, []).append(float(at))
+    return {task_id: sorted(at)[1] for task_id, at in starts.items() if len(at) > 1}
+
+
 def ran(directory: Path) -> int:
     """Runs so far, in every process."""
     return sum(path.read_text().count("\n") for path in directory.glob("*.log"))

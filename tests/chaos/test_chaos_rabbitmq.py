@@ -1,11 +1,12 @@
-"""Chaos on RabbitMQ without touching the machine's RabbitMQ: every connection of the
-workers and the client goes through a loopback TCP proxy of the test's own, which cuts
-them all mid-run and refuses new ones for a few seconds (an outage, as the processes see
-it). The results store is a private redis-server."""
+"""Chaos on RabbitMQ without touching the machine's RabbitMQ: a worker process SIGKILLed
+mid-run; and every connection of the workers and the client through a loopback TCP proxy
+of the test's own, which cuts them all mid-run and refuses new ones for a few seconds (an
+outage, as the processes see it). The results store is a private redis-server."""
 
 from __future__ import annotations
 
 import secrets
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from chaos_helpers import (
     duplicated,
     first_started,
     ran,
+    second_runs,
     start_worker,
     stop,
     submit_numbers,
@@ -158,3 +160,54 @@ async def test_every_rabbitmq_connection_cut_mid_run(
     assert (outcomes.ok, outcomes.lost, outcomes.unresolved) == (TASKS, 0, 0), outcomes.failed
     assert all(first[task_id] <= cut_at for task_id in twice)
     assert [w.returncode for w in workers] == [0, 0]
+
+
+async def test_sigkill_of_a_worker_mid_run(
+    rabbitmq_server: str, make_redis_server: Any, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.scenario = "SIGKILL a worker mid-run"
+    scenario.broker = "amqp"
+    scenario.promise = (
+        "0 lost; duplicates only among the killed worker's tasks (RabbitMQ hands them back "
+        "when its connection closes: no lease); recovery: kill to the first of its tasks "
+        "running again ('-': it held none)"
+    )
+    results = make_redis_server()
+    prefix = f"chaos{secrets.token_hex(3)}"
+    url = f"{rabbitmq_server}?results={results.url}&prefix={prefix}"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    workers = [start_worker(url, tmp_path, runs, seconds=0.01) for _ in range(2)]
+    victim = workers[0]
+    memory = Memory()
+    memory.watch("worker", workers[1].pid)
+    memory.watch("redis", results.process.pid)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(memory.sample_loop)
+            async with connect(url, queue) as system:
+                pairs = await submit_numbers(system, TASKS)
+
+                async def a_third() -> bool:
+                    assert all(w.poll() is None for w in workers), "a worker died"
+                    return ran(runs) >= TASKS // 3
+
+                await wait_for(a_third, 120)
+                victim.send_signal(signal.SIGKILL)
+                killed_at = time.time()
+                victim.wait()
+                outcomes = await Outcomes().gather(pairs, timeout=180)
+            nursery.cancel_scope.cancel()
+    finally:
+        stop(workers)
+        await delete_queues(rabbitmq_server, results.url, prefix)
+    twice, by_process = duplicated(runs)
+    again = second_runs(runs)
+    scenario.tasks = TASKS
+    scenario.lost, scenario.unresolved = outcomes.lost, outcomes.unresolved
+    scenario.duplicated = len(twice)
+    scenario.recovery = min(again.values()) - killed_at if again else None
+    scenario.memory = memory.peaks()
+    assert (outcomes.ok, outcomes.lost, outcomes.unresolved) == (TASKS, 0, 0), outcomes.failed
+    assert twice <= by_process.get(victim.pid, set())
+    assert workers[1].returncode == 0
