@@ -177,7 +177,8 @@ async def test_sigkill_of_a_worker_mid_run(
     url = f"{rabbitmq_server}?results={results.url}&prefix={prefix}"
     runs = tmp_path / "runs"
     runs.mkdir()
-    workers = [start_worker(url, tmp_path, runs, seconds=0.01) for _ in range(2)]
+    # Tasks of 50 ms: the victim is all but sure to be running some when it is killed.
+    workers = [start_worker(url, tmp_path, runs, seconds=0.05) for _ in range(2)]
     victim = workers[0]
     memory = Memory()
     memory.watch("worker", workers[1].pid)
