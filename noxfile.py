@@ -21,16 +21,37 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those)."""
+    """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those) and
+    the chaos scenarios (`nox -s chaos`)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "not slow and not docs and not browser", *session.posargs)
+    session.run(
+        "pytest", "-m", "not slow and not docs and not browser and not chaos", *session.posargs
+    )
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
-    """Run only the tests marked `slow` (soak, stress, chaos)."""
+    """Run only the tests marked `slow` (soak, stress; the chaos scenarios: `nox -s chaos`)."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Run the chaos scenarios (tests/chaos: worker and client processes killed or stopped,
+    private redis-servers killed, stopped or flushed, foreign entries, SQLite files, a cut
+    RabbitMQ connection) and print one table of what each kept; the table is also written
+    to bench/results/chaos.md (docs/reliability.md quotes it)."""
+    session.install("-e", ".[test,redis,amqp,cli]")
+    table = ROOT / "bench" / "results" / "chaos.md"
+    session.run(
+        "pytest",
+        "-m",
+        "chaos",
+        "tests/chaos",
+        *session.posargs,
+        env={"QUEUEING_CHAOS_TABLE": str(table)},
+    )
 
 
 @nox.session

@@ -151,3 +151,37 @@ async def test_a_publish_written_before_a_drop_is_reported_as_outcome_unknown() 
                 await robust.publish(b"next", routing_key="q")
             assert robust.reconnects == 1
             assert [m.body for m in brokers[1].published] == [b"next"]
+
+
+async def test_connections_reset_by_the_peer_are_retried() -> None:
+    """A proxy or a load balancer in front of a broker that is down accepts connections and
+    resets them: that is a broker not reachable yet, retried, not a failure for good."""
+    import socket
+    import struct
+
+    resets = {"left": 3}
+    brokers: list[FakeBroker] = []
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        if resets["left"] > 0:
+            resets["left"] -= 1
+            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()  # an RST, not a FIN
+            return
+        fake = FakeBroker(stream)
+        brokers.append(fake)
+        async with stream:
+            await fake.serve()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, handle)
+        url = f"amqp://guest:guest@127.0.0.1:{port}/"
+        with trio.fail_after(20):
+            async with amqp.connect_robust(url, reconnect_wait=FAST, heartbeat=0) as robust:
+                assert robust.connection is not None
+        assert resets["left"] == 0
+        assert len(brokers) == 1
+        tasks.cancel_scope.cancel()

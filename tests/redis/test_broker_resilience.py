@@ -1,9 +1,12 @@
 """`RedisBroker` under attack and under failure, driven directly: entries that are not
 tasks are dead-lettered and never run, leases are renewed as soon as a lost Redis is back,
-a cancelled claim gives back what it took."""
+a stall past the per-call limit stops no background work, a cancelled claim gives back
+what it took."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -12,12 +15,14 @@ from urllib.parse import urlsplit
 import coredis
 import pytest
 import trio
-from broker_helpers import JOBS, new_task, opened
+from broker_helpers import JOBS, new_task, opened, running
 from redis_helpers import key, raw_client
 from test_untrusted import BAD_ENTRIES
 
+from queueing import BrokerError
 from queueing._task import DeadLetter, Task
-from queueing.brokers._contract import QueueInfo
+from queueing.brokers._contract import Admission, QueueInfo
+from queueing.brokers.redis import _calls
 
 if TYPE_CHECKING:
     from conftest import RedisServer
@@ -92,6 +97,35 @@ async def test_leases_are_renewed_as_soon_as_redis_is_back(
             while await idle_ms() > (trio.current_time() - claimed_at - 0.8) * 1000:  # noqa: ASYNC110
                 await trio.sleep(0.1)
         assert await broker.renew(JOBS, [held]) == []
+
+
+async def test_a_stall_past_the_per_call_limit_stops_no_background_work(
+    make_redis_server: Callable[..., RedisServer],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A per-call limit of 0.4 s (a blocking read's 0.2 s, and 0.2 s of grace), so that a
+    # stall of a second is past it. Before, the first background call Redis did not answer
+    # in time (the epoch probe's, every second) ended `run()`, and with it every loop of
+    # the process: the submits waiting for Redis failed as if the system had stopped.
+    monkeypatch.setattr(_calls, "ATTEMPT_GRACE", 0.2)
+    server = make_redis_server()
+    url = server.url_with(prefix="stall")
+    async with running(url, block=0.2) as handle:  # serving: every background loop runs
+        broker = handle.broker
+        assert await broker.accept(JOBS, new_task()) is Admission.ACCEPTED
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(BrokerError, match="no answer within"):
+                await broker.accept(JOBS, new_task())
+            await trio.sleep(1.0)  # every loop's calls give up meanwhile, some twice
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert await broker.accept(JOBS, new_task()) is Admission.ACCEPTED
+        (task, *_) = await broker.claim(JOBS, 10, wait=1.0)  # the background work goes on
+        assert task.id
+    assert any("starting it again" in record.getMessage() for record in caplog.records)
 
 
 async def test_a_claim_cancelled_while_it_reads_hands_its_tasks_back(redis_url: str) -> None:

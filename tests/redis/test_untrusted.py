@@ -110,6 +110,24 @@ async def test_bad_entry_is_dead_lettered_with_the_reason(
         await assert_still_working(system, client, redis_url)
 
 
+async def test_a_huge_task_id_is_cut_short_in_the_dead_letter_and_the_log(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    huge = "orders:" + "x" * 4000  # within the envelope size limit: the id is what is wrong
+    async with open_system(orders(), broker=redis_url) as system, raw_client(redis_url) as client:
+        entry = {"env": envelope("orders", huge, GOOD)}
+        await client.xadd(key(redis_url, "orders", "ready"), entry)
+        letter = await dead_letter_of(system)
+        assert letter.error is not None
+        assert "field 'id'" in letter.error.message
+        assert len(letter.error.message) < 500, letter.error.message
+        assert len(json.dumps(letter.payload)) < 5000  # the entry's fields, capped
+        logged = [r.getMessage() for r in caplog.records if "not a task" in r.getMessage()]
+        assert logged
+        assert all(len(line) < 1000 for line in logged)
+        await assert_still_working(system, client, redis_url)
+
+
 async def test_non_utf8_entry_is_dead_lettered(redis_url: str) -> None:
     parts = urlsplit(redis_url)
     binary: coredis.Redis[bytes] = coredis.Redis(parts.hostname, parts.port)

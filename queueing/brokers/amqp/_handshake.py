@@ -132,14 +132,20 @@ async def handshake(
     stream: anyio.abc.ByteStream, reader: FrameReader, params: ConnectionParameters
 ) -> Tuned:
     """Run the opening handshake on a fresh stream; raise a clear error if refused."""
-    await stream.send(PROTOCOL_HEADER)
     try:
+        await stream.send(PROTOCOL_HEADER)
         start = await _next_method(reader, "Connection.Start")
     except anyio.EndOfStream:
         raise ConnectionLost(
             f"{params.host}:{params.port} closed the connection before Connection.Start; "
             "is it an AMQP 0-9-1 broker (and does it expect TLS, amqps://)?"
         ) from None
+    except anyio.BrokenResourceError as exc:
+        # A proxy or load balancer whose broker is down accepts, then resets: not there yet.
+        raise ConnectionLost(
+            f"{params.host}:{params.port} reset the connection before Connection.Start "
+            f"({exc.__cause__ or exc!r})"
+        ) from exc
     if not isinstance(start, commands.Connection.Start):
         raise ProtocolError(f"expected Connection.Start, the broker sent {start.name}")
     mechanisms = str(start.mechanisms).split()

@@ -56,7 +56,8 @@ def _retryable(exc: BaseException) -> bool:
     """Worth another connection attempt: the network or the broker, not the settings."""
     if isinstance(exc, AuthenticationFailed | VirtualHostNotAllowed):
         return False
-    return isinstance(exc, OSError | TimeoutError)
+    # anyio.BrokenResourceError: a socket reset by the peer midway through connecting.
+    return isinstance(exc, OSError | TimeoutError | anyio.BrokenResourceError)
 
 
 class RobustConnection:

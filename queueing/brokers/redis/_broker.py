@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import secrets
 import socket
@@ -23,7 +24,7 @@ from .._contract import Admission, Broker, QueueInfo
 from . import _keys as k
 from ._admin import Admin
 from ._batch import Batcher
-from ._calls import Calls
+from ._calls import Calls, NoAnswer
 from ._consumer import Consumer
 from ._leases import Leases
 from ._losses import Losses
@@ -36,6 +37,11 @@ from ._runs import RedisRuns
 from ._shards import SHARD_BLOCK, Shards
 from ._url import finite_positive, parse_url, safe_url
 
+log = logging.getLogger("queueing.redis")
+
+#: Seconds a background loop waits before it starts again after a call Redis did not
+#: answer within its limit.
+STALL_PAUSE = 0.1
 #: Seconds a closing client tries to delete its replies streams (Redis may be gone).
 REPLIES_GOODBYE = 1.0
 
@@ -190,17 +196,23 @@ class RedisBroker(Broker):
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._batch.submit_loop)
-            nursery.start_soon(self._batch.flush_loop)
-            nursery.start_soon(self._receipts.reader_loop)
-            nursery.start_soon(self._calls.probe)
-            nursery.start_soon(self._losses.probe_loop)
+            nursery.start_soon(self._batch.submit_loop)  # its callers get its errors
+            loops: list[tuple[str, Callable[[], Any]]] = [
+                ("writing outcomes", self._batch.flush_loop),
+                ("reading notices", self._receipts.reader_loop),
+                ("the connection probe", self._calls.probe),
+                ("the epoch probe", self._losses.probe_loop),
+            ]
             if self._serve:
                 for name, info in self._queues.items():
                     for part in k.shard_names(name, info.shards):
-                        nursery.start_soon(self._consumer.promote_loop, part)
-                nursery.start_soon(self._leases.renew_loop)
-                nursery.start_soon(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
+                        promote = functools.partial(self._consumer.promote_loop, part)
+                        loops.append((f"promoting due tasks of {part!r}", promote))
+                loops.append(("renewing leases", self._leases.renew_loop))
+                beat = functools.partial(self._admin.heartbeat_loop, self.consumer, self._heartbeat)
+                loops.append(("the heartbeat", beat))
+            for what, loop in loops:
+                nursery.start_soon(_riding_out_stalls, what, loop)
 
     def _watched(self) -> set[str]:
         """The queues (shards) whose nodes' losses this process watches on a cluster: those
@@ -398,3 +410,17 @@ class RedisBroker(Broker):
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers, read from Redis (for `queueing status`)."""
         return await self._admin.status()
+
+
+async def _riding_out_stalls(what: str, loop: Callable[[], Any]) -> None:
+    """Run a background loop; when Redis does not answer one of its calls within the
+    call's limit (a stall: `redis-server` stopped, or busy for longer), start the loop
+    again, instead of stopping every other loop of the process with it (the submits
+    waiting for Redis among them, which then failed as if the system had stopped)."""
+    while True:
+        try:
+            await loop()
+            return
+        except* NoAnswer as group:
+            log.warning("redis %s: %s; starting it again", what, group.exceptions[0])
+        await trio.sleep(STALL_PAUSE)

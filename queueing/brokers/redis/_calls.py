@@ -54,6 +54,10 @@ BACKOFF_JITTER = 0.05
 PROBE_EVERY = 0.1
 
 
+class NoAnswer(BrokerError):
+    """Redis took a call and did not answer within its limit (stopped, or overloaded)."""
+
+
 @functools.cache
 def lua_sources() -> dict[str, str]:
     """The text of every script, read from the package (lua/*.lua)."""
@@ -381,7 +385,7 @@ class Calls:
             result = await fn()
             answered = True
         if not answered:
-            raise BrokerError(
+            raise NoAnswer(
                 f"redis {what} got no answer within {limit:g}s; "
                 "is the server overloaded or stopped?"
             )
