@@ -107,10 +107,21 @@ def _schema_of(type_: Any, seen: tuple[Any, ...]) -> dict[str, Any]:
     simple = _SIMPLE.get(type_)
     if simple is not None:
         return {"type": simple}
-    if isinstance(type_, type) and issubclass(type_, _AS_STRINGS):
-        return {"type": "string"}
+    if isinstance(type_, type):
+        if issubclass(type_, _AS_STRINGS):
+            return {"type": "string"}
+        # A subclass of int or str (an IntEnum, a StrEnum) meets the converter's int or str
+        # hook first: it takes what that hook takes.
+        for base in (bool, int, float, str):
+            if issubclass(type_, base) and not hasattr(type_, "_fields"):
+                return {"type": _SIMPLE[base]}
+    supertype = getattr(type_, "__supertype__", None)  # a NewType: as the converter does
+    if supertype is not None:
+        return _schema(supertype, seen)
     origin = typing.get_origin(type_)
     args = typing.get_args(type_)
+    if origin is typing.Annotated:
+        return _schema(args[0], seen)
     if origin is typing.Literal:
         if all(type(value) in _JSON_SCALARS for value in args):
             return {"enum": list(args), "title": type_name(type_)}
