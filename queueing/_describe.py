@@ -22,19 +22,25 @@ import dataclasses
 import datetime
 import enum
 import json
+import logging
 import math
 import typing
 from collections import abc
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
+import trio
 
 from ._convert import AS_ANY, Codec, dumps, type_name
-from ._exceptions import PayloadError
+from ._exceptions import BrokerError, PayloadError
 
 if TYPE_CHECKING:
     from ._runtime import QueueRuntime
+    from .brokers._contract import Broker
+
+log = logging.getLogger("queueing")
 
 #: The version of the descriptions this process writes and reads.
 VERSION = 1
@@ -361,15 +367,48 @@ def takes_as_is(schema: dict[str, Any], kind: str) -> bool:
     return not schema or (schema.get("type") == kind and schema.keys() <= {"type", "title"})
 
 
-def apply(rt: QueueRuntime, text: str | None, converter: cattrs.Converter) -> None:
-    """Check the payloads a client submits to `rt` (a queue it knows from the broker only)
-    against the published description `text`; nothing if there is none it understands."""
-    found = read(text)
-    if found is None:
-        return
-    title, schema = found
-    rt.payload_codec = DescribedCodec(converter, rt.name, title, schema)
-    if not takes_as_is(schema, "integer"):
-        rt.direct_int = False
-    if not takes_as_is(schema, "string"):
-        rt.direct_str = -1
+#: Seconds between a client's readings of the published payload types (a worker of a new
+#: version, started since, replaces them).
+FOLLOW_EVERY = 10.0
+
+
+class Published:
+    """The payload types a client applies to the queues it knows by name only, as the
+    broker has them: read at connect, then every `FOLLOW_EVERY` seconds (`follow`)."""
+
+    def __init__(self, runtimes: Mapping[str, QueueRuntime], converter: cattrs.Converter) -> None:
+        self._runtimes = dict(runtimes)
+        self._converter = converter
+        # Each queue's own codec and fast paths, for a type that is no longer described.
+        self._base = {
+            name: (rt.payload_codec, rt.direct_int, rt.direct_str) for name, rt in runtimes.items()
+        }
+        self._texts: dict[str, str | None] = {}
+
+    def apply(self, published: Mapping[str, str]) -> None:
+        """Check each queue's payloads against its description in `published` (none, or one
+        this version does not understand: no check)."""
+        for name, rt in self._runtimes.items():
+            text = published.get(name)
+            if name in self._texts and self._texts[name] == text:
+                continue
+            self._texts[name] = text
+            rt.payload_codec, rt.direct_int, rt.direct_str = self._base[name]
+            found = read(text)
+            if found is None:
+                continue
+            title, schema = found
+            rt.payload_codec = DescribedCodec(self._converter, name, title, schema)
+            if not takes_as_is(schema, "integer"):
+                rt.direct_int = False
+            if not takes_as_is(schema, "string"):
+                rt.direct_str = -1
+
+    async def follow(self, broker: Broker) -> None:
+        """Read the published types again every `FOLLOW_EVERY` seconds, until cancelled."""
+        while True:
+            await trio.sleep(FOLLOW_EVERY)
+            try:
+                self.apply(await broker.declared_payload_types())
+            except BrokerError as exc:  # the ones read last apply until the next reading
+                log.debug("payload types not read again: %s", exc)

@@ -18,8 +18,7 @@ from actors import Overflow
 
 from ._asyncio import asyncio_loop, needs_loop
 from ._convert import make_converter
-from ._describe import apply as apply_payload_type
-from ._describe import describe
+from ._describe import Published, describe
 from ._exceptions import BrokerError, InvalidQueue, QueueingError, WorkersCrashed
 from ._libraries import not_in_asyncio, trio_only
 from ._pools import POOL_SUFFIX
@@ -337,18 +336,20 @@ async def connect_trio(
                 asys, broker, queues, pipelines, converter or make_converter(), CLIENT_CLOSE
             )
             system.broker_timeout = broker_timeout
+            published: Published | None = None
             if remote:  # queues known by name only: check payloads as their workers publish
-                published = await broker.declared_payload_types()
-                for name in remote:
-                    apply_payload_type(
-                        system._runtimes[name], published.get(name), system.converter
-                    )
+                published = Published(
+                    {name: system._runtimes[name] for name in remote}, system.converter
+                )
+                published.apply(await broker.declared_payload_types())
             await system._start(serve=False)
             # The first figures before the caller's first stats() (then every few seconds).
             with trio.move_on_after(connect_timeout):
                 await system._refresh_figures()
             try:
                 async with trio.open_nursery() as system._attempts:
+                    if published is not None:
+                        system._attempts.start_soon(published.follow, broker)
                     try:
                         yield system
                     finally:

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from contract_workers import Parse, Render, outcome_of, pipeline, serve
+from contract_workers import WAIT, Parse, Render, outcome_of, pipeline, serve
 
 from queueing import InvalidQueue, PayloadError, Queue, QueueSystem, Worker, connect
 
@@ -132,3 +132,33 @@ async def test_the_client_checks_against_the_latest_published_type(
     async with serve(broker, Queue("shift", TakesStr)), connect(broker) as client:
         assert "expected str, got 7 (int)" in await _refusal(client, "shift", 7)
         assert await outcome_of(await client.submit("shift", "a")) == "A"
+
+
+async def test_a_connected_client_follows_a_newer_workers_type(
+    broker: str, clock: trio.abc.Clock | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import queueing._describe
+
+    monkeypatch.setattr(queueing._describe, "FOLLOW_EVERY", 0.05)
+    if not await _shared(broker):
+        return
+    async with serve(broker, Queue("shift", TakesInt)):
+        pass
+    async with connect(broker) as client:
+        assert "expected int" in await _refusal(client, "shift", "a")
+        # A worker of a newer version starts while the client is connected: the client
+        # checks against its type from its next reading on.
+        async with serve(broker, Queue("shift", TakesStr)):
+            with trio.fail_after(WAIT):
+                while "expected str" not in await _refusal_or_none(client, "shift", 7):
+                    await trio.sleep(0.05)
+            assert await outcome_of(await client.submit("shift", "a")) == "A"
+
+
+async def _refusal_or_none(system: QueueSystem, name: str, payload: Any) -> str:
+    """The message of the PayloadError that submitting `payload` raises; "" if accepted."""
+    try:
+        await system.submit(name, payload)
+    except PayloadError as exc:
+        return str(exc)
+    return ""
