@@ -150,8 +150,10 @@ async def test_a_connected_client_follows_a_newer_workers_type(
         # checks against its type from its next reading on.
         async with serve(broker, Queue("shift", TakesStr)):
             with trio.fail_after(WAIT):
-                while "expected str" not in await _refusal_or_none(client, "shift", 7):
+                refused = ""
+                while "expected str" not in refused:  # a poll: the client reads every 0.05 s
                     await trio.sleep(0.05)
+                    refused = await _refusal_or_none(client, "shift", 7)
             assert await outcome_of(await client.submit("shift", "a")) == "A"
 
 
