@@ -298,9 +298,11 @@ def connect(
     methods, semantics and errors, its trio client in a thread of its own). From
     synchronous code, use `connect_sync()`.
 
-    Queues are known from what workers declared in the broker; pass the same `Queue`
-    objects as `specs` to validate payloads against their handlers' types before sending
-    (`PayloadError` at the caller) and to use their `when_full` and `full_timeout`.
+    Queues and pipelines are known from what workers declared in the broker, with the
+    payload type each queue's `handle` takes: a payload that does not match it raises
+    `PayloadError` at the caller, as with the `Queue` objects (docs/concepts/queues.md,
+    "Submitting by name"). Pass the same `Queue` objects as `specs` for the full check of
+    your own converter and to use their `when_full` and `full_timeout`.
 
     Args:
         url: a shared broker's URL; default: the `QUEUEING_BROKER` environment variable.

@@ -18,6 +18,7 @@ from actors import Overflow
 
 from ._asyncio import asyncio_loop, needs_loop
 from ._convert import make_converter
+from ._describe import Published, describe
 from ._exceptions import BrokerError, InvalidQueue, QueueingError, WorkersCrashed
 from ._libraries import not_in_asyncio, trio_only
 from ._pools import POOL_SUFFIX
@@ -133,6 +134,14 @@ async def open_system(
                 if pipelines:
                     await the_broker.declare_pipelines(
                         {name: [stage.name for stage in p.stages] for name, p in pipelines.items()}
+                    )
+                if the_broker.shared:  # for clients without the Queue objects (_describe.py)
+                    await the_broker.declare_payload_types(
+                        {
+                            # A converter of the caller's may have hooks of its own: no check.
+                            name: describe(rt.payload_codec.type if converter is None else Any)
+                            for name, rt in system._runtimes.items()
+                        }
                     )
                 await system._start(serve=True, schedules=schedules)
                 try:
@@ -307,6 +316,7 @@ async def connect_trio(
             "with memory:// use open_system(), which runs the workers in this process"
         )
     queues, pipelines, _ = _collect(specs)
+    remote: list[str] = []
     async with broker.connect({}, serve=False):
         for name, info in (await broker.declared()).items():
             if name not in queues:
@@ -317,6 +327,7 @@ async def connect_trio(
                     max_payload=info.max_payload,
                     shards=info.shards,
                 )
+                remote.append(name)
         for name, stages in (await broker.declared_pipelines()).items():
             if name not in pipelines and name not in queues and all(s in queues for s in stages):
                 pipelines[name] = Pipeline(name, [queues[stage] for stage in stages])
@@ -325,12 +336,20 @@ async def connect_trio(
                 asys, broker, queues, pipelines, converter or make_converter(), CLIENT_CLOSE
             )
             system.broker_timeout = broker_timeout
+            published: Published | None = None
+            if remote:  # queues known by name only: check payloads as their workers publish
+                published = Published(
+                    {name: system._runtimes[name] for name in remote}, system.converter
+                )
+                published.apply(await broker.declared_payload_types())
             await system._start(serve=False)
             # The first figures before the caller's first stats() (then every few seconds).
             with trio.move_on_after(connect_timeout):
                 await system._refresh_figures()
             try:
                 async with trio.open_nursery() as system._attempts:
+                    if published is not None:
+                        system._attempts.start_soon(published.follow, broker)
                     try:
                         yield system
                     finally:

@@ -21,7 +21,7 @@ from . import _cli_dashboards as dashboards
 from . import _cli_render as show
 from ._cli_observe import observed
 from ._cli_targets import Concurrency, describe, load
-from ._exceptions import QueueingError, ResultTimeout, TaskFailed
+from ._exceptions import PayloadError, QueueingError, ResultTimeout, TaskFailed
 from ._open import connect_trio as connect
 from ._open import run_system
 from ._system import QueueSystem
@@ -169,14 +169,20 @@ def worker(
 def submit(
     queue: str, payload: str, broker: str | None, wait: bool, timeout: float, priority: int
 ) -> None:
-    """Submit one task: PAYLOAD is JSON. Prints the task id (and the result with --wait)."""
+    """Submit one task: PAYLOAD is JSON. Prints the task id (and the result with --wait).
+
+    PAYLOAD is checked against the payload type the queue's workers published when they
+    started: one that does not match exits 2 and says which field is wrong."""
     try:
         data = json.loads(payload)
     except ValueError as exc:
         raise click.BadParameter(f"PAYLOAD must be JSON: {exc}") from exc
 
     async def go(system: QueueSystem) -> None:
-        receipt = await system.submit(queue, data, priority=priority)
+        try:
+            receipt = await system.submit(queue, data, priority=priority)
+        except PayloadError as exc:  # checked against the type the workers published
+            raise click.BadParameter(str(exc), param_hint="PAYLOAD") from exc
         click.echo(receipt.id)
         if wait:
             try:

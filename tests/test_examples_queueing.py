@@ -268,3 +268,14 @@ def test_priorities_start_urgent_then_paying_then_the_routine_backlog() -> None:
     assert spans["urgent"] == (early + 1, early + 20)
     assert spans["paying"][1] <= early + 40
     assert first_rest > spans["urgent"][1]
+
+
+def test_submit_by_name_checks_payloads_without_the_queue_objects() -> None:
+    out = run_example("submit_by_name.py")
+    assert "items ordered: 5" in out
+    assert (
+        "refused: queue 'orders': the payload does not structure as Order: "
+        "expected int, got '4' (str) @ $.lines[0].qty; extra fields found (coupon) @ $"
+    ) in out
+    assert "queueing submit exited 2: Error: Invalid value for PAYLOAD: queue 'orders'" in out
+    assert "expected str, got 7 (int) @ $.customer" in out

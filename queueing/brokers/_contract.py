@@ -356,6 +356,16 @@ class Broker(abc.ABC):
         """The pipelines serving processes published (`declare_pipelines`)."""
         return {}
 
+    async def declare_payload_types(self, types: Mapping[str, str]) -> None:  # noqa: B027
+        """Publish the payload type of each queue a serving process runs (queue name: a
+        description as JSON text, opaque to the broker), replacing what was published for
+        that queue, so that a client that knows none checks payloads before it submits.
+        Optional: a broker without it leaves such clients to check nothing."""
+
+    async def declared_payload_types(self) -> dict[str, str]:
+        """The latest description published for each queue (`declare_payload_types`)."""
+        return {}
+
 
 class RunStore(abc.ABC):
     """Pipeline runs: a run is a task of its own (its record is a `PipelineTask` named by the

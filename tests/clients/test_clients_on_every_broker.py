@@ -47,6 +47,11 @@ def test_the_sync_client(shared_url: str) -> None:
                 client.receipt("double:nothing-1").result(timeout=5)
         with connect_sync(shared_url) as client:  # no specs: what the workers declared
             assert client.submit("quadruple", 5).result(timeout=20) == 20
+            # ...with the payload types the workers published.
+            with pytest.raises(PayloadError, match=r"expected int, got '21' \(str\)"):
+                client.submit("double", "21")
+            with pytest.raises(PayloadError, match=r"expected int, got '5' \(str\)"):
+                client.submit("quadruple", "5")
 
 
 def test_the_asyncio_client(shared_url: str) -> None:
@@ -57,6 +62,8 @@ def test_the_asyncio_client(shared_url: str) -> None:
                 await client.submit("double", "21")
         async with connect(shared_url) as client:  # no specs: what the workers declared
             second = await (await client.submit("quadruple", 5)).result(timeout=20)
+            with pytest.raises(PayloadError, match=r"expected int, got '21' \(str\)"):
+                await client.submit("double", "21")
         return [first, second]
 
     with served(shared_url):

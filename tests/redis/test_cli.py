@@ -143,3 +143,15 @@ def test_a_worker_module_that_fails_to_import_is_a_short_error(
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert "Traceback" not in result.output
+
+
+def test_submit_checks_the_payload_type_the_worker_published(served: str) -> None:
+    result = invoke(served, "submit", "mp", '{"n": 21}')
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for PAYLOAD" in result.output
+    assert "queue 'mp': the payload does not structure as int" in result.output
+    assert "expected int, got {'n': 21} (dict)" in result.output
+    assert "Traceback" not in result.output
+    refused = invoke(served, "submit", "picky", "[1, 2]")
+    assert refused.exit_code == 2, refused.output
+    assert "expected str, got [1, 2] (list)" in refused.output

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -206,3 +207,36 @@ def test_submit_to_a_pipeline_the_worker_serves_by_name(tmp_path: Path) -> None:
     task_id, answer = result.output.splitlines()
     assert task_id.startswith("shown:")
     assert json.loads(answer) == "#42"
+
+
+def test_submit_checks_the_payload_type_the_worker_published(served: Path) -> None:
+    # `mp` takes an int, `picky` a str: a wrong payload is a usage error naming what is
+    # wrong, and is not submitted (the worker would dead-letter it).
+    for queue, payload, problem in [
+        ("mp", '"21"', "expected int, got '21' (str)"),
+        ("picky", '{"key": 1}', "expected str, got {'key': 1} (dict)"),
+    ]:
+        result = invoke("submit", queue, payload)
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for PAYLOAD" in result.output
+        assert f"queue {queue!r}: the payload does not structure as" in result.output
+        assert problem in result.output
+        assert "Traceback" not in result.output
+    info = json.loads(invoke("status", "--json").output.split("\n", 1)[1])
+    assert info["queues"]["mp"]["submitted"] == 0
+    assert info["queues"]["picky"]["submitted"] == 0
+    assert invoke("submit", "mp", "21", "--wait").output.splitlines()[-1] == "42"
+
+
+def test_a_description_the_client_does_not_understand_checks_nothing(served: Path) -> None:
+    # As if a newer worker had published its type in a format of a later version: the
+    # client does not refuse what it cannot read (the worker checks the payload itself).
+    with sqlite3.connect(served.parent / "queueing.db") as db:
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'payload:mp'",
+            ('{"version": 2, "title": "int", "schema": {"kind": "int"}}',),
+        )
+    assert query(served.parent / "queueing.db", "SELECT value FROM meta WHERE key = 'payload:mp'")
+    result = invoke("submit", "mp", '"21"')
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith("mp:")

@@ -291,6 +291,13 @@ class RabbitMQBroker(Broker):
     async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
         return await self._admin.declared_pipelines()
 
+    async def declare_payload_types(self, types: Mapping[str, str]) -> None:
+        """Publish the payload types (in the results store, as the Redis broker does)."""
+        await self._admin.declare_payload_types(types)
+
+    async def declared_payload_types(self) -> dict[str, str]:
+        return await self._admin.declared_payload_types()
+
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers (for `queueing status`)."""
         ready = {name: await self._ready(name) for name in await self.declared()}

@@ -87,6 +87,22 @@ class Admin:
                 "declare pipelines", lambda: self.calls.client.hset(key, docs)
             )
 
+    async def declare_payload_types(self, types: Mapping[str, str]) -> None:
+        """Publish the queues' payload types (name: description) for clients that know none."""
+        docs = dict(types)
+        if docs:
+            key = self.keys.payload_types()
+            await self.calls.retrying(
+                "declare payload types", lambda: self.calls.client.hset(key, docs)
+            )
+
+    async def declared_payload_types(self) -> dict[str, str]:
+        raw = await self.calls.retrying(
+            "declared payload types",
+            lambda: self.calls.client.hgetall(self.keys.payload_types()),
+        )
+        return {str(name): str(value) for name, value in raw.items()}
+
     async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
         raw = await self.calls.retrying(
             "declared pipelines", lambda: self.calls.client.hgetall(self.keys.pipelines())

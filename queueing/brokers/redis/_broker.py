@@ -407,6 +407,12 @@ class RedisBroker(Broker):
     async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
         return await self._admin.declared_pipelines()
 
+    async def declare_payload_types(self, types: Mapping[str, str]) -> None:
+        await self._admin.declare_payload_types(types)
+
+    async def declared_payload_types(self) -> dict[str, str]:
+        return await self._admin.declared_payload_types()
+
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers, read from Redis (for `queueing status`)."""
         return await self._admin.status()

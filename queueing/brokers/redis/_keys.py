@@ -3,9 +3,9 @@
 Every key of one queue sits under one hash tag, `{prefix:queue}:…`, so that each script
 call touches a single Redis Cluster slot. A task's record lives under its queue's tag (the
 queue is the part of the id before the first `:`); a pipeline run's record and state live
-under the pipeline's own tag (a run id starts with the pipeline's name). Only four keys are
-global: the declared queues and pipelines, the heartbeats of serving processes, and the
-epoch.
+under the pipeline's own tag (a run id starts with the pipeline's name). Only five keys are
+global: the declared queues, their payload types and the pipelines, the heartbeats of
+serving processes, and the epoch.
 
 docs/concepts/delivery-guarantees.md lists the keys and which script touches which.
 """
@@ -194,6 +194,9 @@ class Keys:
 
     def pipelines(self) -> str:
         return f"{{{self.prefix}}}:pipelines"
+
+    def payload_types(self) -> str:
+        return f"{{{self.prefix}}}:payload-types"
 
     def workers(self) -> str:
         return f"{{{self.prefix}}}:workers"

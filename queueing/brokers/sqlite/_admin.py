@@ -84,6 +84,27 @@ def declared_pipelines(tx: Tx) -> list[tuple[str, Any]]:
     return [(str(name), value) for name, value in rows]
 
 
+#: The `meta` rows of published payload types: `payload:NAME`, a description as JSON text.
+PAYLOAD_KEY = "payload:"
+
+
+def declare_payload_types(tx: Tx, types: Sequence[tuple[str, str]]) -> None:
+    """Publish the queues' payload types (name, description) for clients that know none."""
+    for name, text in types:
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (PAYLOAD_KEY + name, text)
+        )
+
+
+def declared_payload_types(tx: Tx) -> list[tuple[str, Any]]:
+    size = len(PAYLOAD_KEY)
+    rows = tx.execute(
+        "SELECT substr(key, ?), value FROM meta WHERE substr(key, 1, ?) = ?",
+        (size + 1, size, PAYLOAD_KEY),
+    ).fetchall()
+    return [(str(name), value) for name, value in rows]
+
+
 def heartbeat(tx: Tx) -> None:
     tx.execute("UPDATE processes SET seen_at = ? WHERE owner = ?", (tx.now, tx.owner))
 

@@ -400,6 +400,14 @@ class SqliteBroker(Broker):
         if items:
             await self.writer.call(_admin.declare_pipelines, items)
 
+    async def declare_payload_types(self, types: Mapping[str, str]) -> None:
+        if types:
+            await self.writer.call(_admin.declare_payload_types, list(types.items()))
+
+    async def declared_payload_types(self) -> dict[str, str]:
+        rows = await self.writer.call(_admin.declared_payload_types, write=False)
+        return {name: value for name, value in rows if isinstance(value, str)}
+
     async def declared_pipelines(self) -> dict[str, tuple[str, ...]]:
         rows = await self.writer.call(_admin.declared_pipelines, write=False)
         pipelines = {}

@@ -20,7 +20,9 @@ Tables:
 - `processes`: the processes using the file, with a heartbeat (for `status`);
 - `meta`: counters: `settled` orders outcomes for `wait_settled`; and one row per pipeline
   a serving process declared (`pipeline:NAME`, its stage queues as JSON text), for
-  clients that know no pipeline (`queueing submit PIPELINE`).
+  clients that know no pipeline (`queueing submit PIPELINE`); and one row per queue's
+  payload type (`payload:NAME`, its description as JSON text, `queueing/_describe.py`),
+  the latest a serving process published.
 
 A task's row also keeps its latest progress (JSON, replaced at each publish) and the trace
 context it carries (JSON, written once at accept), since version 2; and its priority
