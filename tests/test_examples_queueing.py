@@ -268,3 +268,17 @@ def test_priorities_start_urgent_then_paying_then_the_routine_backlog() -> None:
     assert spans["urgent"] == (early + 1, early + 20)
     assert spans["paying"][1] <= early + 40
     assert first_rest > spans["urgent"][1]
+
+
+def test_retry_ahead_starts_the_retry_before_the_backlog_and_the_default_after_it() -> None:
+    out = run_example("retry_ahead.py")
+    starts = {
+        name: int(found.group(1))
+        for name in ("behind", "ahead")
+        if (found := re.search(rf"^ *{name} .*its retry was start #(\d+) of 101;", out, re.M))
+    }
+    assert set(starts) == {"behind", "ahead"}, out
+    # Two workers: the default's retry waits for the whole backlog; the other starts once
+    # its 20 ms backoff is over (a few 5 ms reports later), far ahead of the rest.
+    assert starts["behind"] == 101
+    assert starts["ahead"] < 50
