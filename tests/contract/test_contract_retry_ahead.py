@@ -18,10 +18,18 @@ BACKOFF = 0.05
 BACKLOG = 5
 
 
+class Broken(Exception):
+    """The worker's state is lost: a fatal error (its worker is rebuilt, the task handed
+    back)."""
+
+
 class Flaky(Worker):
     """Logs (name, attempt) at each start. A name starting with "hold" waits at the
     probe's gate, one starting with "wait" at `probe.later`; a name starting with "flaky"
-    raises `Transient` on its first attempt."""
+    raises `Transient` on its first attempt; "crash" waits at `probe.later`, then crashes
+    its worker the first time."""
+
+    fatal = (Broken,)
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
@@ -30,8 +38,10 @@ class Flaky(Worker):
         self.probe.note(self.probe.started, (name, self.attempt))
         if name.startswith("hold"):
             await self.probe.gate.wait()
-        elif name.startswith("wait"):
+        elif name.startswith("wait") or name == "crash":
             await later(self.probe).wait()
+        if name == "crash" and [n for n, _ in self.probe.started].count("crash") == 1:
+            raise Broken("worker state lost")
         if name.startswith("flaky") and self.attempt == 1:
             raise queueing.Transient(f"{name}: first attempt fails")
         self.probe.note(self.probe.finished, name)
@@ -107,6 +117,25 @@ async def test_a_due_retry_never_starts_ahead_of_a_higher_priority(
     head = [("hold", 1), ("flaky", 1), ("wait-mid-1", 1), ("urgent", 1)]
     mid = [("flaky", 2), ("mid-2", 1)] if ahead else [("mid-2", 1), ("flaky", 2)]
     assert probe.started == [*head, *mid, ("low-1", 1)]
+
+
+async def test_a_task_handed_back_by_a_crashed_worker_goes_before_due_retries(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    async with serve(broker, one_worker(probe, ahead=True)) as system:
+        await system.submit("tail", "hold")
+        await probe.wait_for(probe.started)
+        await system.submit_many("tail", ["flaky", "crash", "new"])
+        probe.gate.set()
+        # flaky fails once and is due again while "crash" runs; then its worker crashes.
+        await probe.wait_for(probe.started, 3)
+        await trio.sleep(SETTLE)
+        later(probe).set()
+        await probe.wait_for(probe.finished, 4)
+        await system.drain()
+    names = [name for name, _ in probe.started]
+    assert names == ["hold", "flaky", "crash", "crash", "flaky", "new"]
 
 
 def test_retry_ahead_must_be_a_bool() -> None:
