@@ -11,6 +11,7 @@ import trio
 from actors import Actor, Mailbox, Overflow
 
 from ._logs import task_fields
+from ._ranked import RetriesAhead
 from ._task import TaskState
 
 if TYPE_CHECKING:
@@ -79,10 +80,16 @@ class Dispatcher(Actor):
         else:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._rank, rt)
+                ahead = info.retry_ahead
                 while True:
                     for task in await broker.claim(info, LOCAL_CLAIM, wait=math.inf):
                         rt.scheduled -= 1
-                        if rt.ranked is not None:
+                        if ahead and task.attempts:
+                            # A due retry: ahead of the new tasks of its priority.
+                            ranked = self.engine.rank(rt)
+                            assert isinstance(ranked, RetriesAhead)
+                            ranked.push_retry(task)
+                        elif rt.ranked is not None:
                             rt.ranked.push(task)  # by priority, with the ones waiting
                         else:
                             await buffer.put(task)

@@ -36,7 +36,7 @@ from ._logs import task_fields
 from ._observe import sending
 from ._progress import ProgressBoard
 from ._queue import FanOut, Pipeline
-from ._ranked import Ranked
+from ._ranked import Ranked, RetriesAhead
 from ._task import ErrorInfo, PipelineTask, Task, TaskState, priority_of
 from .brokers._contract import Admission
 
@@ -157,9 +157,18 @@ class Engine:
         handing out waiting tasks by priority (`_ranked.py`)."""
         task.priority = priority
         if rt.ranked is None and not self.shared and rt.buffer is not None:
-            ranked = rt.ranked = Ranked()
+            self.rank(rt)
+
+    def rank(self, rt: QueueRuntime) -> Ranked:
+        """In process: switch a queue to handing out its waiting tasks by priority (and,
+        with `retry_ahead`, due retries first within one), once; its store."""
+        ranked = rt.ranked
+        if ranked is None:
+            assert rt.buffer is not None
+            ranked = rt.ranked = RetriesAhead() if rt.info.retry_ahead else Ranked()
             ranked.take_from(rt.buffer)
             rt.ranking.set()
+        return ranked
 
     def tasks(
         self,

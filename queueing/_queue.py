@@ -101,6 +101,12 @@ class Queue(Generic[R]):
         rate_key: with `rate_limit`, a function of the (structured) payload whose result
             (a str, or anything `str()` makes one) names the budget a task draws on: each
             key gets the whole `rate_limit` (per customer, per remote host).
+        retry_ahead: a retry whose backoff has run out starts ahead of the new tasks
+            waiting at its priority (retries among themselves in the order they became
+            due), never ahead of a higher priority: keeps the time-to-result of retried
+            tasks short when the queue has a backlog. False (the default): a retry joins
+            the back of its priority, behind the tasks already waiting, so new work is
+            never held back by retries. See docs/concepts/retries.md.
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
@@ -128,6 +134,7 @@ class Queue(Generic[R]):
     shards: int = 1
     rate_limit: RateLimit | None = attrs.field(default=None, converter=rate_limit)
     rate_key: Any = attrs.field(default=None, converter=rate_key)
+    retry_ahead: bool = False
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -169,6 +176,10 @@ class Queue(Generic[R]):
             raise InvalidQueue(
                 f"shards must be at most {MAX_SHARDS}, got {self.shards!r}: a few per "
                 "Redis Cluster node spread a queue enough"
+            )
+        if not isinstance(self.retry_ahead, bool):
+            raise InvalidQueue(
+                f"Queue({self.name!r}) retry_ahead must be True or False, got {self.retry_ahead!r}"
             )
         if self.rate_key is not None and self.rate_limit is None:
             raise InvalidQueue(

@@ -6,6 +6,10 @@ switches the queue over for the rest of the system's life: its waiting tasks (th
 buffer too, in order) move to a `Ranked` store, one FIFO per priority level, and the
 dispatcher hands its workers the highest-priority task each time one asks for work
 (`Mailbox.wait_for_demand`: the pull model is unchanged, no busy worker holds a task).
+
+A queue with `retry_ahead` switches the same way at its first due retry, to a
+`RetriesAhead` store: one more FIFO per level, of due retries, read before the level's
+new tasks.
 """
 
 from __future__ import annotations
@@ -77,3 +81,40 @@ class Ranked:
             for _ in range(min(buffer.demand, self.count)):
                 buffer.put_nowait(self.pop())
             # (`wait_for_demand` checkpoints: this loop yields once per round.)
+
+
+class RetriesAhead(Ranked):
+    """`Ranked`, with due retries ahead of the new tasks of their level (`retry_ahead`):
+    per level, a task handed back by a crashed worker first, then retries in the order
+    they became due, then the tasks never tried, in their order."""
+
+    __slots__ = ("retries",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retries: list[deque[Task]] = [deque() for _ in range(_LEVELS)]
+
+    def push_retry(self, task: Task) -> None:
+        """Queue a due retry behind the retries of its priority, ahead of its new tasks."""
+        self.retries[priority_of(task) - MIN_PRIORITY].append(task)
+        self.count += 1
+        if self._arrived:
+            self._arrived.unpark_all()
+
+    def push_first(self, task: Task) -> None:
+        self.retries[priority_of(task) - MIN_PRIORITY].appendleft(task)
+        self.count += 1
+        if self._arrived:
+            self._arrived.unpark_all()
+
+    def pop(self) -> Task:
+        for level in range(_LEVELS - 1, -1, -1):
+            retries = self.retries[level]
+            if retries:
+                self.count -= 1
+                return retries.popleft()
+            waiting = self.levels[level]
+            if waiting:
+                self.count -= 1
+                return waiting.popleft()
+        raise IndexError("no task waits")

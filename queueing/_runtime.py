@@ -41,6 +41,7 @@ class QueueRuntime:
             spec.max_deliveries,
             spec.shards,
             spec.rate_limit,
+            spec.retry_ahead,
         )
         payload_type, result_type = handler_types(spec.worker.handle)
         self.payload_codec = Codec(converter, payload_type, spec.name, "payload")

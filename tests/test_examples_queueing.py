@@ -279,3 +279,17 @@ def test_submit_by_name_checks_payloads_without_the_queue_objects() -> None:
     ) in out
     assert "queueing submit exited 2: Error: Invalid value for PAYLOAD: queue 'orders'" in out
     assert "expected str, got 7 (int) @ $.customer" in out
+
+
+def test_retry_ahead_starts_the_retry_before_the_backlog_and_the_default_after_it() -> None:
+    out = run_example("retry_ahead.py")
+    starts = {
+        name: int(found.group(1))
+        for name in ("behind", "ahead")
+        if (found := re.search(rf"^ *{name} .*its retry was start #(\d+) of 101;", out, re.M))
+    }
+    assert set(starts) == {"behind", "ahead"}, out
+    # Two workers: the default's retry waits for the whole backlog; the other starts once
+    # its 20 ms backoff is over (a few 5 ms reports later), far ahead of the rest.
+    assert starts["behind"] == 101
+    assert starts["ahead"] < 50

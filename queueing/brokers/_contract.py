@@ -87,6 +87,13 @@ class QueueInfo:
     rate_limit: RateLimit | None = None
     """The most task starts per period (`take_start`), per key if the queue has a
     `rate_key`; None: no limit (the engine then never calls `take_start`)."""
+    retry_ahead: bool = False
+    """Whether a task made ready again by `retry_at` (attempts > 0) starts, once due, ahead
+    of the tasks waiting at its priority that were never tried (retries among themselves
+    by due time), and never ahead of a higher priority. False: it joins the back of its
+    priority like a new task. A task handed back by a crashed worker goes first either
+    way (the engine does that, in process; a shared broker delivers an expired lease
+    first)."""
 
 
 class Admission(enum.Enum):

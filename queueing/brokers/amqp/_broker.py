@@ -309,7 +309,12 @@ class RabbitMQBroker(Broker):
             "read the priority levels",
             lambda: self._calls.client.smembers(self._store.keys.levels(queue)),
         )
-        return await self._rabbit.ready_count(queue, sorted(parse_priority(p) for p in levels))
+        info = self._queues.get(queue)
+        return await self._rabbit.ready_count(
+            queue,
+            sorted(parse_priority(p) for p in levels),
+            retries=info is not None and info.retry_ahead,
+        )
 
     async def figures(self, queue: str) -> dict[str, int] | None:
         ready = {queue: await self._ready(queue)}

@@ -97,16 +97,25 @@ class Holds:
         return sorted(self.levels.get(queue, ()), reverse=True)
 
     async def _get_ranked(self, queue: QueueInfo, levels: list[int], n: int) -> list[Delivery]:
-        """Up to `n` messages from the ready queues of `levels`, highest first."""
+        """Up to `n` messages from the ready queues of `levels`, highest first; with
+        `retry_ahead`, each level's due retries first, and those of the default level
+        (whose new tasks come from the feed) last."""
         taken: list[Delivery] = []
         try:
             channel = self._getter
             if channel is None or channel.is_closed:
                 connection = await self.rabbit.robust.wait_connected()
                 channel = self._getter = await connection.open_channel()
-            for priority in levels:
-                await self.rabbit.declare(queue, priority=priority)
-                name = self.rabbit.main(queue.name, priority)
+            sources = [(priority, False) for priority in levels]
+            if queue.retry_ahead:
+                sources = [s for p in levels for s in ((p, True), (p, False))]
+                sources.append((0, True))
+            for priority, retries in sources:
+                await self.rabbit.declare(queue, priority=priority, retries=retries)
+                if retries:
+                    name = self.rabbit.retries(queue.name, priority)
+                else:
+                    name = self.rabbit.main(queue.name, priority)
                 while len(taken) < n:
                     delivery = await channel.get(name)
                     if delivery is None:
@@ -148,7 +157,8 @@ class Holds:
         await self.rabbit.declare(queue)
         feed = self._feed(queue)
         levels = await self._levels_of(queue.name)
-        deliveries = await self._get_ranked(queue, levels, n) if levels else []
+        ranked = levels or queue.retry_ahead
+        deliveries = await self._get_ranked(queue, levels, n) if ranked else []
         if len(deliveries) < n:
             held = len(self.held.get(queue.name, ())) + len(deliveries)
             deliveries += await feed.take(n - len(deliveries), 0 if deliveries else wait, held)
@@ -274,6 +284,9 @@ class Holds:
         task.state = TaskState.SCHEDULED
         delivery, old, _ = self.let_go(queue.name, task)
         ms = delay_bucket(max(0.0, due - time.time()) * 1000)
+        priority, ahead = priority_of(task), queue.retry_ahead
+        if ahead:  # its queue of due retries, before its delay queue dead-letters into it
+            await self.rabbit.declare(queue, priority=priority, retries=True)
         new = self.nonce()
         body = encode_envelope(task).encode()
         # A delay queue declared a moment ago may refuse its first messages (a quorum
@@ -290,7 +303,7 @@ class Holds:
             with attempt:
                 again = attempt.retry_state.attempt_number > 1
                 routing = await self.rabbit.declare_delay(
-                    queue.name, ms, priority_of(task), again=again
+                    queue.name, ms, priority, retries=ahead, again=again
                 )
                 await self.rabbit.publish(queue, routing, body, new)
         self.store.move(

@@ -131,11 +131,17 @@ class Rabbit:
             return f"{self.prefix}:{queue}:p{priority}"
         return f"{self.prefix}:{queue}"
 
+    def retries(self, queue: str, priority: int = 0) -> str:
+        """The ready queue of due retries of `priority` for a queue with `retry_ahead`:
+        claimed after every higher priority and before the new tasks of `priority`."""
+        return f"{self.main(queue, priority)}:retry"
+
     def dead(self, queue: str) -> str:
         return f"{self.prefix}:{queue}:dead"
 
-    def delay(self, queue: str, ms: int, priority: int = 0) -> str:
-        return f"{self.main(queue, priority)}:delay:{ms}"
+    def delay(self, queue: str, ms: int, priority: int = 0, *, retries: bool = False) -> str:
+        target = self.retries(queue, priority) if retries else self.main(queue, priority)
+        return f"{target}:delay:{ms}"
 
     @property
     def exchange(self) -> str:
@@ -204,10 +210,12 @@ class Rabbit:
                     continue  # lost meanwhile: again on the next connection
                 raise
 
-    async def declare(self, queue: QueueInfo, *, again: bool = False, priority: int = 0) -> None:
-        """Declare a queue's ready queue (that of `priority`) and its dead-letter route
-        (once per process, unless `again`)."""
-        name = self.main(queue.name, priority)
+    async def declare(
+        self, queue: QueueInfo, *, again: bool = False, priority: int = 0, retries: bool = False
+    ) -> None:
+        """Declare a queue's ready queue (that of `priority`; with `retries`, that of its
+        due retries) and its dead-letter route (once per process, unless `again`)."""
+        name = self.retries(queue.name, priority) if retries else self.main(queue.name, priority)
         if name in self._declared and not again:
             return
         lock = self._declaring.setdefault(name, trio.Lock())
@@ -247,11 +255,19 @@ class Rabbit:
             self._declared.add(name)
 
     async def declare_delay(
-        self, queue: str, ms: int, priority: int = 0, *, again: bool = False
+        self,
+        queue: str,
+        ms: int,
+        priority: int = 0,
+        *,
+        retries: bool = False,
+        again: bool = False,
     ) -> str:
-        """The delay queue of `ms` for `queue` (into the ready queue of `priority`),
-        declared (again) when due, or now with `again`; its name."""
-        name = self.delay(queue, ms, priority)
+        """The delay queue of `ms` for `queue` (into the ready queue of `priority`; with
+        `retries`, into that of its due retries), declared (again) when due, or now with
+        `again`; its name."""
+        name = self.delay(queue, ms, priority, retries=retries)
+        target = self.retries(queue, priority) if retries else self.main(queue, priority)
         now = trio.current_time()
         if not again and now - self._delays.get(name, -math.inf) < DELAY_REDECLARE:
             return name
@@ -261,7 +277,7 @@ class Rabbit:
             "x-expires": ms + DELAY_QUEUE_KEEP * 1000,
             "x-overflow": "reject-publish",
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.main(queue, priority),
+            "x-dead-letter-routing-key": target,
             "x-dead-letter-strategy": "at-least-once",
         }
 
@@ -274,14 +290,21 @@ class Rabbit:
         self._delays[name] = now
         return name
 
-    async def ready_count(self, queue: str, levels: Iterable[int] = ()) -> int:
+    async def ready_count(
+        self, queue: str, levels: Iterable[int] = (), *, retries: bool = False
+    ) -> int:
         """Messages ready in a queue's ready queue, and in those of the priority `levels`
-        (0 for one that does not exist)."""
+        (0 for one that does not exist); with `retries`, in their queues of due retries
+        too (`retry_ahead`)."""
         total = 0
+        names = []
         for priority in (0, *levels):
+            names.append(self.main(queue, priority))
+            if retries:
+                names.append(self.retries(queue, priority))
+        for name in names:
 
-            async def step(channel: Channel, priority: int = priority) -> int:
-                name = self.main(queue, priority)
+            async def step(channel: Channel, name: str = name) -> int:
                 return (await channel.declare_queue(name, passive=True)).message_count
 
             try:

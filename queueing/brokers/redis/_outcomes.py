@@ -153,7 +153,14 @@ class Outcomes:
             self.keys.stats(name),
             self.keys.live(name),
         ]
-        args = [entry, task.id, encode_envelope(task), encode_meta(task), int(due * 1000)]
+        args = [
+            entry,
+            task.id,
+            encode_envelope(task),
+            encode_meta(task),
+            int(due * 1000),
+            "1" if queue.retry_ahead else "",
+        ]
 
         def then(answer: Any) -> None:
             if answer == _NOT_THIS_ENTRY:

@@ -313,7 +313,13 @@ class SqliteBroker(Broker):
         task.state = TaskState.SCHEDULED
         counts = (task.attempts, task.deliveries, task.first_started)
         await self.writer.call(
-            _ops.retry_at, queue.name, task.id, due, error_text(task.error), counts
+            _ops.retry_at,
+            queue.name,
+            task.id,
+            due,
+            error_text(task.error),
+            counts,
+            queue.retry_ahead,
         )
 
     async def dead_letter(

@@ -189,14 +189,19 @@ def retry_at(
     due: float,
     error: str | None,
     counts: tuple[int, int, float | None],
+    ahead: bool = False,
 ) -> None:
-    """Make a task this process holds ready again at `due`, with its record as it stands."""
+    """Make a task this process holds ready again at `due`, with its record as it stands.
+    `ahead` (`retry_ahead`): it waits half a priority level above its own (the record
+    reads its priority back as the level below), so that once due a claim takes it after
+    higher priorities and ahead of the new tasks of its own, retries by due time."""
     attempts, deliveries, first_started = counts
     cursor = tx.execute(
         "UPDATE tasks SET state = 'scheduled', avail_at = ?, lease_until = NULL, owner = NULL, "
         "error = ?, "
         "attempts = ?, deliveries = ?, first_started = ? "
-        "WHERE id = ? AND owner = ? AND state = 'running'",
+        + (", priority = CAST(priority AS INTEGER) + 0.5 " if ahead else "")
+        + "WHERE id = ? AND owner = ? AND state = 'running'",
         (due, error, attempts, deliveries, first_started, task_id, tx.owner),
     )
     if cursor.rowcount:

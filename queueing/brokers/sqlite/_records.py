@@ -172,7 +172,8 @@ def record(row: Any, payload: bool = True) -> Task:
     if trace is not None:
         task.trace = parse_trace(loads(trace))
     if priority:
-        task.priority = parse_priority(priority)
+        # A due retry of a `retry_ahead` queue waits half a level up (`_ops.retry_at`).
+        task.priority = parse_priority(int(priority) if type(priority) is float else priority)
     return task
 
 

@@ -5,8 +5,51 @@
 --       each id
 -- ARGV: 1 now (ms), 2 nudge tokens cap, 3.. the ids, one per record
 -- Returns how many were moved.
+--
+-- A retry of a `retry_ahead` queue (its record has `a`, written by retry.lua) waits half a
+-- level above its priority: after every higher priority, ahead of the new tasks of its
+-- own, retries by the order they became due. Its first one ranks a queue that was not
+-- (as a first priority does in submit.lua: a stream cannot be read out of order).
+local GROUP = 'workers'
 local LEVEL = 1099511627776 -- as in submit.lua
 local ranked = redis.call('EXISTS', KEYS[6]) == 1
+
+local function field(flat, name)
+  for j = 1, #flat - 1, 2 do
+    if flat[j] == name then return flat[j + 1] end
+  end
+  return nil
+end
+
+local function switch()
+  -- As submit.lua's switch (KEYS 3 ready, 4 live, 2 envs, 5 waiting, 6 ranked here).
+  local last, grouped = '0-0', false
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[3])
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      if field(g, 'name') == GROUP then
+        last = field(g, 'last-delivered-id') or last
+        grouped = true
+      end
+    end
+  end
+  local backlog = redis.call('XRANGE', KEYS[3], '(' .. last, '+')
+  for _, e in ipairs(backlog) do
+    local id, env = field(e[2], 'id'), field(e[2], 'env')
+    if id and env then
+      redis.call('XDEL', KEYS[3], e[1])
+      redis.call('HDEL', KEYS[4], e[1])
+      redis.call('HSET', KEYS[2], id, env)
+      redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), id)
+    end
+  end
+  redis.call('INCRBY', KEYS[6], 0)
+  if #backlog == 0 and grouped then
+    redis.call('XADD', KEYS[3], '*', 'wake', '1')
+  end
+  ranked = true
+end
+
 local moved = 0
 local woken = 0
 for i = 8, #KEYS do
@@ -14,11 +57,15 @@ for i = 8, #KEYS do
   local due = redis.call('ZSCORE', KEYS[1], id)
   if due and tonumber(due) <= tonumber(ARGV[1]) then
     redis.call('ZREM', KEYS[1], id)
-    local f = redis.call('HMGET', KEYS[i], 's', 'r', 'p')
+    local f = redis.call('HMGET', KEYS[i], 's', 'r', 'p', 'a')
+    local ahead = f[4] == '1' and f[1] == 'scheduled'
+    if ahead and not ranked and redis.call('HEXISTS', KEYS[2], id) == 1 then switch() end
     if ranked and f[1] == 'scheduled' and redis.call('HEXISTS', KEYS[2], id) == 1 then
       local priority = tonumber(f[3]) or 0
+      if ahead then priority = priority + 0.5 end
       redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]) - priority * LEVEL, id)
       redis.call('HSET', KEYS[i], 's', 'pending', 'e', '')
+      if f[4] then redis.call('HDEL', KEYS[i], 'a') end
       moved = moved + 1
       woken = woken + 1
     else

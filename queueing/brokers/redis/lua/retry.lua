@@ -1,6 +1,8 @@
 -- Release a task that failed an attempt and schedule it again: it stays outstanding.
 -- KEYS: 1 record, 2 ready, 3 delayed, 4 envs, 5 stats, 6 live
--- ARGV: 1 the entry it was claimed from, 2 task id, 3 envelope, 4 meta, 5 due (ms)
+-- ARGV: 1 the entry it was claimed from, 2 task id, 3 envelope, 4 meta, 5 due (ms),
+--       6 '1' if its queue has `retry_ahead` (promote.lua then puts it ahead of the new
+--       tasks of its priority), else ''
 -- Returns 1 scheduled; 0 it had an outcome (or no such task); -2 the record names
 -- another entry (the one given is acknowledged and removed; the task is left alone)
 local GROUP = 'workers'
@@ -25,5 +27,6 @@ redis.call('HDEL', KEYS[6], entry)
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
 redis.call('HSET', KEYS[1], 's', 'scheduled', 'e', '', 'm', ARGV[4])
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'a', '1') end
 redis.call('HINCRBY', KEYS[5], 'retried', 1)
 return 1
