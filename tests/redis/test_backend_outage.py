@@ -2,8 +2,9 @@
 keep coming at a steady rate while the backend the handlers call is down for 5 s, and with
 the default retry policy not one accepted job is lost (none dead-lettered or failed).
 
-Slow (about 20 s of real time): `pytest -m slow tests/redis/test_backend_outage.py`. The
-same run in virtual time, in memory, is tests/queueing/test_retries.py's minute outage."""
+Part of the chaos suite (about 20 s of real time): `nox -s chaos`, or `pytest -m chaos
+tests/redis/test_backend_outage.py`. The same run in virtual time, in memory, is
+tests/queueing/test_retries.py's minute outage."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from redis_helpers import global_key, raw_client, start_worker, stop_workers, wa
 
 from queueing import Receipt, connect
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.redis, pytest.mark.chaos, pytest.mark.timeout(180)]
 
 RATE = 25  # jobs per second, submitted on a schedule whatever happens (open loop)
 SECONDS = 12
