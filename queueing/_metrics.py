@@ -105,7 +105,10 @@ class Histogram:
             counts[i] += at - below
             below = at
         counts[-1] += n - below
-        self.total += math.fsum(values)
+        # A wait below zero (two machines' clocks a little apart) counts as zero: it is in
+        # the first bucket already, and adds nothing to the sum.
+        first = bisect.bisect_left(values, 0.0)
+        self.total += sum(values[first:] if first else values)
 
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative counts by upper bound, as Prometheus exposes them."""

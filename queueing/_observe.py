@@ -49,7 +49,8 @@ PENDING = 4096
 class Timings:
     """Where the worker loop records, per attempt, its duration (broker-clock seconds from
     its start to its outcome handed to the broker, as the `ended` hooks see it) and, for a
-    first attempt, its wait (from the submit to the start; never below zero). `fold()`
+    first attempt, its wait (from the submit to the start; the owner's fold counts one
+    below zero, the clocks of two machines a little apart, as zero). `fold()`
     (the owner's) empties the lists; the loop calls it once a list holds `PENDING`."""
 
     __slots__ = ("durations", "fold", "waits")
@@ -65,8 +66,7 @@ class Timings:
         """One attempt (the worker loop inlines this on its common path)."""
         self.durations.append(now - started)
         if task.attempts == 1:
-            waited = started - task._born
-            self.waits.append(waited if waited > 0.0 else 0.0)
+            self.waits.append(started - task._born)
         if len(self.durations) >= PENDING or len(self.waits) >= PENDING:
             self.fold()
 

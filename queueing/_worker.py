@@ -190,18 +190,19 @@ class Worker(Actor, Generic[P, R]):
         starting = rt.starting  # observers' hooks (see _observe.py): empty lists by default
         ended = rt.ended
         rated = info.rate_limit is not None
+        timings = rt.timings  # the metrics' lists (see _observe.Timings), or None
         since = 0
         while not self._stop:
             try:
                 task = get_nowait()
             except trio.WouldBlock:
-                timings = rt.timings
                 if timings is not None and (
                     len(timings.durations) >= PENDING or len(timings.waits) >= PENDING
                 ):
                     timings.fold()
                 task = await buffer.get()  # idle: this is the worker's pull
                 since = 0
+                timings = rt.timings  # read again after each wait and each batch
             if task.state is not _PENDING:
                 continue  # cancelled while it waited
             if task.run is not None and await engine.skip_ended_run(rt, task):
@@ -307,12 +308,10 @@ class Worker(Actor, Generic[P, R]):
                 if ended:  # after the outcome: a pipeline's next stage was sent within it
                     for hook in ended:
                         hook(task, now, failure)
-                timings = rt.timings
                 if timings is not None:  # Timings.record, inlined: once per task
                     timings.durations.append(clock() - now)
                     if task.attempts == 1:
-                        waited = now - task._born
-                        timings.waits.append(waited if waited > 0.0 else 0.0)
+                        timings.waits.append(now - task._born)  # a fold clamps at zero
             since += 1
             if since >= BATCH:
                 since = 0

@@ -3,11 +3,15 @@ values, and the HTTP endpoint that serves them."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from queueing_helpers import outcome_of
@@ -265,3 +269,49 @@ async def test_the_http_endpoint_serves_the_registry() -> None:
     assert (head.status_code, head.content) == (200, b"")
     assert int(head.headers["content-length"]) > 0
     assert (missing.status_code, posted.status_code) == (404, 405)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=-0.01, max_value=400.0, allow_nan=False),
+            st.sampled_from(metrics.BUCKETS),  # exactly on a bound: `le` counts it there
+        ),
+        max_size=300,
+    )
+)
+def test_a_histogram_folded_in_bulk_counts_as_one_observation_at_a_time(
+    values: list[float],
+) -> None:
+    # The bulk fold (one pass for the first bucket, a sort for the rest) against the plain
+    # rule: each value in the first bucket whose bound is >= it; below zero counts as zero.
+    from queueing._metrics import Histogram
+
+    histogram = Histogram(metrics.BUCKETS)
+    for value in values:
+        histogram.observe(value)
+    expected = [0] * (len(metrics.BUCKETS) + 1)
+    for value in values:
+        expected[bisect.bisect_left(metrics.BUCKETS, value)] += 1
+    cumulative = list(itertools.accumulate(expected))
+    assert [count for _, count in histogram.buckets()] == cumulative
+    assert histogram.sum == pytest.approx(sum(max(value, 0.0) for value in values))
+
+
+async def test_a_duration_counts_the_attempt_only(autojump_clock: Any) -> None:
+    # Neither the waits of a rate limit before the next start nor a worker's idle time
+    # between two tasks count in the attempt before them.
+    registry = CollectorRegistry()
+    limited = Queue("jobs", Job, workers=1, rate_limit="2/s")
+    async with open_system(limited) as system:
+        metrics.register(system, registry)
+        receipts = await system.submit_many("jobs", [{"sleep": 0.02}] * 5)
+        for receipt in receipts:
+            await receipt
+        await trio.sleep(10)  # idle
+        await (await system.submit("jobs", {"sleep": 0.02}))
+        await trio.sleep(1)
+        scraped = samples(registry)
+    assert value(scraped, "queueing_task_duration_seconds_count") == 6
+    assert value(scraped, "queueing_task_duration_seconds_bucket", le="0.025") == 6
+    assert value(scraped, "queueing_task_duration_seconds_sum") == pytest.approx(0.12)
