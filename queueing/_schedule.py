@@ -109,8 +109,11 @@ class Schedule:
             return (math.floor(after / self.every) + 1) * self.every
         croniter = _croniter(self.name)
         assert self.cron is not None
-        start = datetime.fromtimestamp(after, self._zone)
-        return float(croniter(self.cron, start).get_next(float))
+        ticks = croniter(self.cron, datetime.fromtimestamp(after, self._zone))
+        tick = float(ticks.get_next(float))
+        while self._repeated(tick):
+            tick = float(ticks.get_next(float))
+        return tick
 
     def last_tick(self, at: float) -> float:
         """The latest tick at or before `at` (wall-clock seconds)."""
@@ -119,9 +122,30 @@ class Schedule:
         croniter = _croniter(self.name)
         assert self.cron is not None
         start = datetime.fromtimestamp(at, self._zone)
-        if croniter.match(self.cron, start) and start.second == 0 and not start.microsecond:
+        if (
+            croniter.match(self.cron, start)
+            and start.second == 0
+            and not start.microsecond
+            and not self._repeated(at)
+        ):
             return at
-        return float(croniter(self.cron, start).get_prev(float))
+        ticks = croniter(self.cron, start)
+        tick = float(ticks.get_prev(float))
+        while self._repeated(tick):
+            tick = float(ticks.get_prev(float))
+        return tick
+
+    def _repeated(self, tick: float) -> bool:
+        """Whether `tick` is the second pass of a wall-clock time that repeats when the
+        clocks go back (02:30 on a fall-back day), for an expression with fixed hours: that
+        time's job ran at its first pass (as cron does: a job whose hour field is `*`, or
+        `*/n`, runs at both)."""
+        assert self.cron is not None
+        fields = self.cron.split()
+        hours = fields[1] if len(fields) >= 5 else "*" if fields == ["@hourly"] else "0"
+        if hours.startswith("*"):
+            return False
+        return datetime.fromtimestamp(tick, self._zone).fold == 1
 
     def key(self, tick: float) -> str:
         """The submit key of one tick (the same in every process)."""

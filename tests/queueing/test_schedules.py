@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import trio
@@ -207,3 +209,55 @@ def test_last_tick_is_the_latest_at_or_before() -> None:
     assert cron.last_tick(HALF_PAST) == ten_past
     assert cron.last_tick(ten_past) == ten_past
     assert cron.last_tick(ten_past - 1) == ten_past - 300
+
+
+# -- time zones and DST ---------------------------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+async def test_a_0230_job_on_the_spring_forward_day_runs_once_at_0300(
+    autojump_clock: Any, wall_at: Any
+) -> None:
+    # 2024-03-31 in Berlin: at 02:00 the clocks jump to 03:00, so 02:30 does not exist.
+    start = datetime(2024, 3, 31, 1, 0, tzinfo=BERLIN)
+    wall_at(start.timestamp())
+    seen: list[tuple[float, Any]] = []
+    nightly = Schedule("n", queue="log", cron="30 2 * * *", timezone="Europe/Berlin")
+    async with open_system(log_queue(seen), nightly):
+        await trio.sleep(4 * 3600)
+    ran = [datetime.fromtimestamp(start.timestamp() + at, BERLIN) for at, _ in seen]
+    assert [f"{t:%H:%M %Z}" for t in ran] == ["03:00 CEST"]  # an hour of real time later
+
+
+async def test_a_0230_job_on_the_fall_back_day_runs_once(autojump_clock: Any, wall_at: Any) -> None:
+    # 2024-10-27 in Berlin: at 03:00 CEST the clocks go back to 02:00 CET: 02:30 happens
+    # twice; the job runs at the first.
+    start = datetime(2024, 10, 27, 1, 0, tzinfo=BERLIN)
+    wall_at(start.timestamp())
+    seen: list[tuple[float, Any]] = []
+    nightly = Schedule("n", queue="log", cron="30 2 * * *", timezone="Europe/Berlin")
+    async with open_system(log_queue(seen), nightly):
+        await trio.sleep(5 * 3600)
+    ran = [datetime.fromtimestamp(start.timestamp() + at, BERLIN) for at, _ in seen]
+    assert [f"{t:%H:%M %Z}" for t in ran] == ["02:30 CEST"]
+
+
+def test_on_the_fall_back_day_a_job_of_every_hour_runs_in_both_passes() -> None:
+    # An hour field of `*` is elapsed time, as cron has it: 02:00 and 02:30 run twice.
+    half_hourly = Schedule("h", queue="log", cron="*/30 * * * *", timezone="Europe/Berlin")
+    tick = datetime(2024, 10, 27, 1, 50, tzinfo=BERLIN).timestamp()
+    ticks = []
+    for _ in range(6):
+        tick = half_hourly.next_tick(tick)
+        ticks.append(f"{datetime.fromtimestamp(tick, BERLIN):%H:%M %Z}")
+    assert ticks == [
+        "02:00 CEST", "02:30 CEST", "02:00 CET", "02:30 CET", "03:00 CET", "03:30 CET"
+    ]  # fmt: skip
+
+
+def test_the_last_tick_of_a_fall_back_night_is_the_first_pass() -> None:
+    nightly = Schedule("n", queue="log", cron="30 2 * * *", timezone="Europe/Berlin")
+    second_pass = datetime(2024, 10, 27, 2, 40, fold=1, tzinfo=BERLIN).timestamp()
+    last = datetime.fromtimestamp(nightly.last_tick(second_pass), BERLIN)
+    assert f"{last:%H:%M %Z}" == "02:30 CEST"
