@@ -111,20 +111,26 @@ class Histogram:
         return cls(counts)
 
 
-def schedule_doc(schedule: Schedule, now: float, last: Task | None = None) -> dict[str, Any]:
+def schedule_doc(
+    schedule: Schedule,
+    now: float,
+    last: Task | None = None,
+    ticks: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     """A schedule as the dashboards and `queueing status` list it: its next tick after
     `now` (wall clock), its last tick at or before `now`, and `last`, the task of that
     tick (found by the tick's key), when known: its id and state ("succeeded", "failed",
     "running"...; None: no task for that tick is known, because it was missed, its record
-    expired, or nobody looked)."""
+    expired, or nobody looked). `ticks`: (last, next) around `now`, if known already."""
+    last_at, next_at = ticks or (schedule.last_tick(now), schedule.next_tick(now))
     return {
         "name": schedule.name,
         "queue": schedule.queue,
         "cron": schedule.cron,
         "every": schedule.every,
         "timezone": schedule.timezone,
-        "next_at": schedule.next_tick(now),
-        "last_at": schedule.last_tick(now),
+        "next_at": next_at,
+        "last_at": last_at,
         "last_task": None if last is None else last.id,
         "last_outcome": None if last is None or last.state is None else last.state.value,
     }
@@ -189,6 +195,7 @@ class ProcessReport:
 
         #: The schedules' wall clock (it follows trio's, as the scheduler's does).
         self._wall = _WallClock() if self.schedules else None
+        self._ticks: dict[str, tuple[float, float]] = {}
         self._seen: dict[str, int] = {}
         self._latency: dict[str, Histogram] = {}
 
@@ -210,13 +217,22 @@ class ProcessReport:
                 histogram.add(value, weight)
         return histogram
 
-    def _last(self, schedule: Schedule, now: float) -> Task | None:
+    def _ticks_around(self, schedule: Schedule, now: float) -> tuple[float, float]:
+        """The schedule's (last, next) ticks around `now`, computed again only once the
+        next has come (a heartbeat then costs no cron parsing)."""
+        ticks = self._ticks.get(schedule.name)
+        if ticks is None or not ticks[0] <= now < ticks[1]:
+            ticks = (schedule.last_tick(now), schedule.next_tick(now))
+            self._ticks[schedule.name] = ticks
+        return ticks
+
+    def _last(self, schedule: Schedule, ticks: tuple[float, float]) -> Task | None:
         """The task of the schedule's last tick, if an in-process broker has it (a shared
         broker's is looked up by its reader: `queueing status`)."""
         broker = self.system._broker
         if broker.shared:
             return None
-        return broker.lookup_nowait(tick_task_id(schedule, schedule.last_tick(now)))
+        return broker.lookup_nowait(tick_task_id(schedule, ticks[0]))
 
     def report(self) -> dict[str, Any]:
         """This process now, as plain data (JSON)."""
@@ -237,5 +253,9 @@ class ProcessReport:
             "pid": self.pid,
             "started": self.started,
             "queues": queues,
-            "schedules": [schedule_doc(s, now, self._last(s, now)) for s in self.schedules],
+            "schedules": [
+                schedule_doc(s, now, self._last(s, ticks), ticks)
+                for s in self.schedules
+                for ticks in [self._ticks_around(s, now)]
+            ],
         }

@@ -93,6 +93,10 @@ async def test_a_serving_process_reports_its_schedules_last_outcome(autojump_clo
         await trio.sleep(15)  # one tick ran (within the first 10 s)
         assert system._report is not None
         [doc] = system._report.report()["schedules"]
+        await trio.sleep(10)
+        [later] = system._report.report()["schedules"]
     assert doc["name"] == "tick"
     assert doc["last_outcome"] == "succeeded"
     assert doc["next_at"] - doc["last_at"] == 10
+    assert later["last_at"] == doc["next_at"]  # the next tick came, and ran
+    assert later["last_outcome"] == "succeeded"
