@@ -106,6 +106,8 @@ def status_figures(info: dict[str, Any]) -> dict[str, Any]:
     found = {"queues": queues, "workers": info.get("workers", {})}
     if info.get("rates"):
         found["rates"] = info["rates"]
+    if info.get("schedules"):
+        found["schedules"] = info["schedules"]
     return found
 
 
@@ -189,6 +191,25 @@ def print_status(info: dict[str, Any]) -> None:
             per = str(r["limit"]).partition("/")[2]  # the limit's period: "s" in "100/s"
             rates.add_row(name, str(r["limit"]), f"{r['last_period']}/{per}", str(r["started"]))
         console.print(rates)
+    if figures.get("schedules"):
+        schedules = Table(title="schedules")
+        for column in ("schedule", "queue", "when", "next run", "last run", "last outcome"):
+            schedules.add_column(column)
+        for s in figures["schedules"]:
+            every = s.get("every")
+            when = s.get("cron") or f"every {every:g} s"
+            if s.get("cron") and s.get("timezone") not in (None, "UTC"):
+                when += f" ({s['timezone']})"
+            outcome = s.get("last_outcome") or "none found"
+            schedules.add_row(
+                s["name"],
+                s["queue"],
+                when,
+                clock_time(s.get("next_at")),
+                clock_time(s.get("last_at")),
+                outcome,
+            )
+        console.print(schedules)
     workers = Table(title="live workers (a heartbeat within the last 10 s)")
     for column in ("worker process", "queues", "workers", "running"):
         workers.add_column(column)

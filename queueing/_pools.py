@@ -110,7 +110,11 @@ class Actors:
             )
             if schedules:
                 services.append(
-                    ChildSpec(Scheduler, args=(schedules, system.submit), name="queueing.scheduler")
+                    ChildSpec(
+                        Scheduler,
+                        args=(schedules, system.submit, system._kept_for),
+                        name="queueing.scheduler",
+                    )
                 )
         await asys.spawn(
             Supervisor.spec(

@@ -23,6 +23,8 @@ from ._stats import RING
 if TYPE_CHECKING:
     from ._schedule import Schedule
     from ._system import QueueSystem
+    from ._task import Task
+    from .brokers._contract import Broker
 
 #: The upper bound of the first latency bucket (seconds); shorter latencies count in it.
 BUCKET_BASE = 1e-4
@@ -109,16 +111,73 @@ class Histogram:
         return cls(counts)
 
 
-def schedule_doc(schedule: Schedule, now: float) -> dict[str, Any]:
-    """A schedule as the dashboards list it, with its next tick after `now` (wall clock)."""
+def schedule_doc(
+    schedule: Schedule,
+    now: float,
+    last: Task | None = None,
+    ticks: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """A schedule as the dashboards and `queueing status` list it: its next tick after
+    `now` (wall clock), its last tick at or before `now`, and `last`, the task of that
+    tick (found by the tick's key), when known: its id and state ("succeeded", "failed",
+    "running"...; None: no task for that tick is known, because it was missed, its record
+    expired, or nobody looked). `ticks`: (last, next) around `now`, if known already."""
+    last_at, next_at = ticks or (schedule.last_tick(now), schedule.next_tick(now))
     return {
         "name": schedule.name,
         "queue": schedule.queue,
         "cron": schedule.cron,
         "every": schedule.every,
         "timezone": schedule.timezone,
-        "next_at": schedule.next_tick(now),
+        "next_at": next_at,
+        "last_at": last_at,
+        "last_task": None if last is None else last.id,
+        "last_outcome": None if last is None or last.state is None else last.state.value,
     }
+
+
+def tick_task_id(schedule: Schedule, tick: float) -> str:
+    """The id of the task of one tick of `schedule` (every process submits it by that)."""
+    from ._engine import key_id
+
+    return key_id(schedule.queue, schedule.key(tick))
+
+
+async def looked_up(broker: Broker, schedules: Iterable[Schedule]) -> list[dict[str, Any]]:
+    """`schedule_doc` of each schedule, its last tick's task looked up in the broker."""
+    docs = []
+    for schedule in schedules:
+        now = time.time()
+        last = await broker.lookup(tick_task_id(schedule, schedule.last_tick(now)))
+        docs.append(schedule_doc(schedule, now, last))
+    return docs
+
+
+def schedules_of(reports: Iterable[Any]) -> list[Schedule]:
+    """The schedules that live processes' reports list (`ProcessReport.report`), once per
+    name; an entry that does not make a `Schedule` is left out."""
+    from ._exceptions import QueueingError
+    from ._schedule import Schedule
+
+    found: dict[str, Schedule] = {}
+    for report in reports:
+        if not isinstance(report, Mapping):
+            continue
+        for item in report.get("schedules") or ():
+            if not isinstance(item, Mapping) or item.get("name") in found:
+                continue
+            try:
+                schedule = Schedule(
+                    item["name"],
+                    queue=item["queue"],
+                    cron=item.get("cron"),
+                    every=item.get("every"),
+                    timezone=item.get("timezone") or "UTC",
+                )
+            except (KeyError, TypeError, QueueingError):
+                continue
+            found[schedule.name] = schedule
+    return list(found.values())
 
 
 class ProcessReport:
@@ -132,6 +191,11 @@ class ProcessReport:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.started = time.time()
+        from ._schedule import _WallClock
+
+        #: The schedules' wall clock (it follows trio's, as the scheduler's does).
+        self._wall = _WallClock() if self.schedules else None
+        self._ticks: dict[str, tuple[float, float]] = {}
         self._seen: dict[str, int] = {}
         self._latency: dict[str, Histogram] = {}
 
@@ -153,6 +217,23 @@ class ProcessReport:
                 histogram.add(value, weight)
         return histogram
 
+    def _ticks_around(self, schedule: Schedule, now: float) -> tuple[float, float]:
+        """The schedule's (last, next) ticks around `now`, computed again only once the
+        next has come (a heartbeat then costs no cron parsing)."""
+        ticks = self._ticks.get(schedule.name)
+        if ticks is None or not ticks[0] <= now < ticks[1]:
+            ticks = (schedule.last_tick(now), schedule.next_tick(now))
+            self._ticks[schedule.name] = ticks
+        return ticks
+
+    def _last(self, schedule: Schedule, ticks: tuple[float, float]) -> Task | None:
+        """The task of the schedule's last tick, if an in-process broker has it (a shared
+        broker's is looked up by its reader: `queueing status`)."""
+        broker = self.system._broker
+        if broker.shared:
+            return None
+        return broker.lookup_nowait(tick_task_id(schedule, ticks[0]))
+
     def report(self) -> dict[str, Any]:
         """This process now, as plain data (JSON)."""
         queues = {}
@@ -166,11 +247,15 @@ class ProcessReport:
             }
             if rt.spec.rate_limit is not None:
                 queues[name]["rate_limit"] = str(rt.spec.rate_limit)
-        now = time.time()
+        now = time.time() if self._wall is None else self._wall.now()
         return {
             "host": self.host,
             "pid": self.pid,
             "started": self.started,
             "queues": queues,
-            "schedules": [schedule_doc(s, now) for s in self.schedules],
+            "schedules": [
+                schedule_doc(s, now, self._last(s, ticks), ticks)
+                for s in self.schedules
+                for ticks in [self._ticks_around(s, now)]
+            ],
         }

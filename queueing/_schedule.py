@@ -40,7 +40,8 @@ class Schedule:
     Pass it to `run_system()` / `open_system()` with the queues. Every process that serves
     the queues runs the schedule; each tick is submitted once all the same (its task's
     `key=` is the schedule's name and the tick's time), as long as the queue keeps the
-    outcome (`result_ttl`). A tick missed while no process ran is not made up for.
+    outcome (`result_ttl`). A tick missed while no process ran is skipped, unless
+    `catch_up=True`.
 
     Args:
         name: the schedule's name (letters, digits, `_`, `.`, `-`).
@@ -51,6 +52,11 @@ class Schedule:
         payload: the payload of every task (validated as any submit's).
         timezone: an IANA time zone name for `cron` ("Europe/Paris"); default UTC.
         priority: the priority of every task (`submit(priority=)`: 0, the default, to 9).
+        catch_up: when a process starts, submit the most recent tick that is due (only
+            that one, however many were missed while no process ran). It is submitted with
+            that tick's key, so it runs once whether it ran already or N processes start
+            together; a tick older than the queue's `result_ttl` is skipped (logged), as
+            its task's record, which tells whether it ran, may be gone.
     """
 
     name: str
@@ -60,6 +66,7 @@ class Schedule:
     payload: Any = None
     timezone: str = "UTC"
     priority: int = 0
+    catch_up: bool = False
     _zone: ZoneInfo = attrs.field(init=False, repr=False, eq=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -76,6 +83,10 @@ class Schedule:
         if self.every is not None:
             seconds("every", self.every)
         check_priority(self.priority)
+        if not isinstance(self.catch_up, bool):
+            raise InvalidQueue(
+                f"Schedule({self.name!r}): catch_up must be True or False, got {self.catch_up!r}"
+            )
         try:
             zone = ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
@@ -98,8 +109,43 @@ class Schedule:
             return (math.floor(after / self.every) + 1) * self.every
         croniter = _croniter(self.name)
         assert self.cron is not None
-        start = datetime.fromtimestamp(after, self._zone)
-        return float(croniter(self.cron, start).get_next(float))
+        ticks = croniter(self.cron, datetime.fromtimestamp(after, self._zone))
+        tick = float(ticks.get_next(float))
+        while self._repeated(tick):
+            tick = float(ticks.get_next(float))
+        return tick
+
+    def last_tick(self, at: float) -> float:
+        """The latest tick at or before `at` (wall-clock seconds)."""
+        if self.every is not None:
+            return math.floor(at / self.every) * self.every
+        croniter = _croniter(self.name)
+        assert self.cron is not None
+        start = datetime.fromtimestamp(at, self._zone)
+        if (
+            croniter.match(self.cron, start)
+            and start.second == 0
+            and not start.microsecond
+            and not self._repeated(at)
+        ):
+            return at
+        ticks = croniter(self.cron, start)
+        tick = float(ticks.get_prev(float))
+        while self._repeated(tick):
+            tick = float(ticks.get_prev(float))
+        return tick
+
+    def _repeated(self, tick: float) -> bool:
+        """Whether `tick` is the second pass of a wall-clock time that repeats when the
+        clocks go back (02:30 on a fall-back day), for an expression with fixed hours: that
+        time's job ran at its first pass (as cron does: a job whose hour field is `*`, or
+        `*/n`, runs at both)."""
+        assert self.cron is not None
+        fields = self.cron.split()
+        hours = fields[1] if len(fields) >= 5 else "*" if fields == ["@hourly"] else "0"
+        if hours.startswith("*"):
+            return False
+        return datetime.fromtimestamp(tick, self._zone).fold == 1
 
     def key(self, tick: float) -> str:
         """The submit key of one tick (the same in every process)."""
@@ -113,9 +159,13 @@ class Scheduler(Actor):
         self,
         schedules: tuple[Schedule, ...],
         submit: Callable[..., Awaitable[Any]],
+        kept_for: Callable[[str], float] | None = None,
     ) -> None:
         self.schedules = schedules
         self.submit = submit
+        #: Seconds a queue (or pipeline) keeps a task's record: how far back `catch_up`
+        #: can tell whether a tick ran.
+        self.kept_for = kept_for
         self._scope: trio.CancelScope | None = None
 
     async def run(self) -> None:
@@ -130,24 +180,45 @@ class Scheduler(Actor):
 
     async def _keep(self, schedule: Schedule) -> None:
         clock = _WallClock()
-        tick = schedule.next_tick(clock.now())
+        now = clock.now()
+        tick = schedule.next_tick(now)
+        if schedule.catch_up:
+            await self._catch_up(schedule, schedule.last_tick(now), now)
         while True:
             await trio.sleep(max(0.0, tick - clock.now()))
-            try:
-                await self.submit(
-                    schedule.queue,
-                    schedule.payload,
-                    key=schedule.key(tick),
-                    priority=schedule.priority,
-                )
-            except QueueingError as exc:
-                log.warning(
-                    "schedule %r: the task of %s was not submitted: %s",
-                    schedule.name,
-                    datetime.fromtimestamp(tick).isoformat(),
-                    exc,
-                )
+            await self._fire(schedule, tick)
             tick = schedule.next_tick(max(tick, clock.now()))
+
+    async def _catch_up(self, schedule: Schedule, missed: float, now: float) -> None:
+        """Submit the latest tick due (its key makes it once, if it ran or another process
+        submits it too), unless it is too old for its record to tell."""
+        kept = self.kept_for(schedule.queue) if self.kept_for is not None else math.inf
+        if now - missed > kept:
+            log.warning(
+                "schedule %r: the tick of %s is not caught up: it is older than the "
+                "queue's result_ttl (%g s), so whether it ran cannot be told",
+                schedule.name,
+                datetime.fromtimestamp(missed).isoformat(),
+                kept,
+            )
+            return
+        await self._fire(schedule, missed)
+
+    async def _fire(self, schedule: Schedule, tick: float) -> None:
+        try:
+            await self.submit(
+                schedule.queue,
+                schedule.payload,
+                key=schedule.key(tick),
+                priority=schedule.priority,
+            )
+        except QueueingError as exc:
+            log.warning(
+                "schedule %r: the task of %s was not submitted: %s",
+                schedule.name,
+                datetime.fromtimestamp(tick).isoformat(),
+                exc,
+            )
 
 
 class _WallClock:

@@ -98,6 +98,14 @@ class QueueSystem:
         #: What this process serves, for the dashboards (None in a client).
         self._report: ProcessReport | None = None
 
+    def _kept_for(self, name: str) -> float:
+        """Seconds a finished task of queue or pipeline `name` stays known (a pipeline's:
+        its shortest stage's `result_ttl`)."""
+        rt = self._runtimes.get(name)
+        if rt is not None:
+            return rt.spec.result_ttl
+        return min(stage.result_ttl for stage in self._pipelines[name].stages)
+
     @property
     def names(self) -> list[str]:
         """The queues and pipelines this system knows."""

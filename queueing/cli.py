@@ -277,14 +277,30 @@ def inspect(task_id: str, broker: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("target", required=False)
 @_BROKER
 @_JSON
-def status(broker: str | None, as_json: bool) -> None:
-    """Queues (ready, scheduled, running, dead letters kept; outcome counts) and live
-    worker processes."""
+def status(target: str | None, broker: str | None, as_json: bool) -> None:
+    """Queues (ready, scheduled, running, dead letters kept; outcome counts), live worker
+    processes, and schedules: next run, last run and its outcome.
+
+    The schedules are those TARGET (MODULE[:ATTR], as `queueing worker` takes) defines,
+    and those the live workers report running (over Redis and AMQP)."""
+    from ._report import looked_up, schedules_of
+    from ._schedule import Schedule
+
+    defined = [s for s in load(target) if isinstance(s, Schedule)] if target else []
 
     async def go(system: QueueSystem) -> dict[str, Any]:
-        return await system._broker.status()  # type: ignore[attr-defined,no-any-return]
+        broker = system._broker
+        info: dict[str, Any] = await broker.status()  # type: ignore[attr-defined]
+        reports = [w.get("report") for w in info.get("workers", {}).values()]
+        names = {s.name for s in defined}
+        reported = [s for s in schedules_of(reports) if s.name not in names]
+        schedules = [*defined, *reported]
+        if schedules:
+            info["schedules"] = await looked_up(broker, schedules)
+        return info
 
     info = _client(broker, go)
     if as_json:

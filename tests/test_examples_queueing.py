@@ -293,3 +293,21 @@ def test_retry_ahead_starts_the_retry_before_the_backlog_and_the_default_after_i
     # its 20 ms backoff is over (a few 5 ms reports later), far ahead of the rest.
     assert starts["behind"] == 101
     assert starts["ahead"] < 50
+
+
+def test_schedules_tick_show_the_next_night_and_a_key_gives_one_receipt() -> None:
+    out = run_example("schedules.py")
+    assert re.search(r"^nightly: next run \d{4}-\d\d-\d\d 03:00 CES?T$", out, re.MULTILINE)
+    assert number(out, "pulse ticks run in 2.2 s") >= 2  # every 0.5 s, on a loaded machine too
+    [first, again] = re.findall(r"receipts (\S+) and (\S+)$", out, re.MULTILINE)[0]
+    assert first == again
+    assert "invoice-42: invoice-42 sent, 1 time(s) in this run" in out
+
+
+def test_the_scheduling_page_quotes_its_example_verbatim() -> None:
+    # (Its first program runs until a signal, so the page is not among DOC_PAGES.)
+    text = (ROOT / "docs/concepts/scheduling.md").read_text()
+    quoted = [m.group(2) for m in FENCE.finditer(text) if excerpt_source(m.group(1)) is not None]
+    assert quoted
+    source = (ROOT / "examples/schedules.py").read_text()
+    assert all(code in source for code in quoted)
