@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+from typing import Any
+
 import pytest
 import trio
 from contract_workers import Gated, Probe, outcome_of, serve
 
-from queueing import InvalidQueue, Queue
+from queueing import InvalidQueue, Queue, connect
 
 
 def gated(probe: Probe, name: str = "gated") -> Queue:
@@ -68,3 +71,32 @@ async def test_a_bad_key_is_refused(broker: str, clock: trio.abc.Clock | None, k
     async with serve(broker, gated(Probe())) as system:
         with pytest.raises(InvalidQueue, match="key must be"):
             await system.submit("gated", "x", key=key)  # type: ignore[arg-type]
+
+
+async def test_clients_racing_with_one_key_get_one_task(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Several clients of their own (a connection each) submit one key at the same moment:
+    # the broker accepts it once, and every client gets that task's receipt.
+    probe = Probe()
+    clients = 4
+    async with serve(broker, gated(probe)) as system:
+        async with AsyncExitStack() as stack:
+            if broker == "memory://":  # no other clients: tasks of the one process race
+                remotes: list[Any] = [system] * clients
+            else:
+                remotes = [await stack.enter_async_context(connect(broker)) for _ in range(clients)]
+            ids: list[str] = []
+
+            async def submit(client: Any, n: int) -> None:
+                receipt = await client.submit("gated", f"from-{n}", key="invoice-42")
+                ids.append(receipt.id)
+
+            async with trio.open_nursery() as nursery:
+                for n, remote in enumerate(remotes):
+                    nursery.start_soon(submit, remote, n)
+            assert len(set(ids)) == 1
+            probe.gate.set()
+            winner = await outcome_of(system.receipt(ids[0]))
+        await system.drain()
+    assert probe.finished == [winner]
