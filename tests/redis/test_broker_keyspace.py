@@ -33,7 +33,8 @@ def lua_files() -> dict[str, str]:
 
 
 def test_the_scripts_ship_inside_the_package() -> None:
-    assert sorted(lua_files()) == sorted(f"{name}.lua" for name in _calls.SCRIPTS)
+    shared = {part for parts in _calls.PRELUDES.values() for part in parts}
+    assert sorted(lua_files()) == sorted(f"{name}.lua" for name in [*_calls.SCRIPTS, *shared])
 
 
 def test_no_script_builds_a_key() -> None:

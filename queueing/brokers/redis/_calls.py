@@ -44,6 +44,8 @@ SCRIPTS = (
     "take",
     "take_dead",
 )
+#: Shared pieces of Lua (lua/_NAME.lua), loaded in front of the scripts that use them.
+PRELUDES = {"submit": ("_ranking",), "promote": ("_ranking",)}
 #: How much longer than its own wait one shielded call may take before it is given up.
 ATTEMPT_GRACE = 10.0
 #: Backoff between retries of a lost connection (seconds): exponential, capped, jittered.
@@ -60,9 +62,17 @@ class NoAnswer(BrokerError):
 
 @functools.cache
 def lua_sources() -> dict[str, str]:
-    """The text of every script, read from the package (lua/*.lua)."""
+    """The text of every script, read from the package (lua/*.lua), each after the shared
+    pieces it uses (`PRELUDES`)."""
     folder = importlib.resources.files(__package__).joinpath("lua")
-    return {name: folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPTS}
+
+    def read(name: str) -> str:
+        return folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+    return {
+        name: "".join(read(part) + "\n" for part in PRELUDES.get(name, ())) + read(name)
+        for name in SCRIPTS
+    }
 
 
 def _retryable(exc: BaseException) -> bool:

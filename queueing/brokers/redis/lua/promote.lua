@@ -10,43 +10,10 @@
 -- level above its priority: after every higher priority, ahead of the new tasks of its
 -- own, retries by the order they became due. Its first one ranks a queue that was not
 -- (as a first priority does in submit.lua: a stream cannot be read out of order).
-local GROUP = 'workers'
-local LEVEL = 1099511627776 -- as in submit.lua
 local ranked = redis.call('EXISTS', KEYS[6]) == 1
 
-local function field(flat, name)
-  for j = 1, #flat - 1, 2 do
-    if flat[j] == name then return flat[j + 1] end
-  end
-  return nil
-end
-
-local function switch()
-  -- As submit.lua's switch (KEYS 3 ready, 4 live, 2 envs, 5 waiting, 6 ranked here).
-  local last, grouped = '0-0', false
-  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[3])
-  if type(groups) == 'table' and not groups.err then
-    for _, g in ipairs(groups) do
-      if field(g, 'name') == GROUP then
-        last = field(g, 'last-delivered-id') or last
-        grouped = true
-      end
-    end
-  end
-  local backlog = redis.call('XRANGE', KEYS[3], '(' .. last, '+')
-  for _, e in ipairs(backlog) do
-    local id, env = field(e[2], 'id'), field(e[2], 'env')
-    if id and env then
-      redis.call('XDEL', KEYS[3], e[1])
-      redis.call('HDEL', KEYS[4], e[1])
-      redis.call('HSET', KEYS[2], id, env)
-      redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), id)
-    end
-  end
-  redis.call('INCRBY', KEYS[6], 0)
-  if #backlog == 0 and grouped then
-    redis.call('XADD', KEYS[3], '*', 'wake', '1')
-  end
+local function switch() -- as submit.lua's (see _ranking.lua)
+  rank(3, 4, 2, 5, 6)
   ranked = true
 end
 

@@ -13,8 +13,6 @@
 -- next to run) with their envelopes in `envs`, and a claim moves the first ones into the
 -- ready stream (take.lua). At the switch, the entries nobody read yet move to `waiting`,
 -- in their order. A queue that never sees a priority keeps the stream alone.
-local GROUP = 'workers'
-local LEVEL = 1099511627776 -- 2^40 sequence numbers per priority level
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 local maxsize = tonumber(ARGV[1])
 local codes = {}
@@ -22,43 +20,8 @@ local added = 0
 local woken = 0
 local ranked = redis.call('EXISTS', KEYS[8]) == 1
 
-local function field(flat, name)
-  for j = 1, #flat - 1, 2 do
-    if flat[j] == name then return flat[j + 1] end
-  end
-  return nil
-end
-
-local function switch()
-  -- The entries no consumer has read yet (past the group's last delivered id) wait by
-  -- priority from now on, ahead of what comes next (they came first).
-  local last, grouped = '0-0', false
-  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[2])
-  if type(groups) == 'table' and not groups.err then
-    for _, g in ipairs(groups) do
-      if field(g, 'name') == GROUP then
-        last = field(g, 'last-delivered-id') or last
-        grouped = true
-      end
-    end
-  end
-  local backlog = redis.call('XRANGE', KEYS[2], '(' .. last, '+')
-  for _, e in ipairs(backlog) do
-    local id, env = field(e[2], 'id'), field(e[2], 'env')
-    if id and env then -- anything else stays for a reader to dead-letter
-      redis.call('XDEL', KEYS[2], e[1])
-      redis.call('HDEL', KEYS[6], e[1])
-      redis.call('HSET', KEYS[4], id, env)
-      redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[8]), id)
-    end
-  end
-  redis.call('INCRBY', KEYS[8], 0) -- ranked from now on, even with nothing moved
-  if #backlog == 0 and grouped then
-    -- Consumers may be blocked reading the stream (with entries unread, none is): a
-    -- wake-up entry, no task, makes them look again and find the queue ranked (the claim
-    -- that reads it acknowledges and removes it; until then `ready` counts it).
-    redis.call('XADD', KEYS[2], '*', 'wake', '1')
-  end
+local function switch() -- see _ranking.lua
+  rank(2, 6, 4, 7, 8)
   ranked = true
 end
 
