@@ -6,11 +6,14 @@ A benchmark imports it as `import _common` (bench/ is on `sys.path` when a bench
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import trio
 
@@ -60,3 +63,42 @@ def fmt_ms(seconds: float) -> str:
 def verdict(ok: bool) -> str:
     """PASS/MISS with rich markup."""
     return "[green]PASS[/]" if ok else "[red]MISS[/]"
+
+
+def peer_env(
+    target: Path,
+    requirements: Path,
+    install: bool,
+    say: Callable[[str], None],
+    timeout: float = 900,
+) -> tuple[str, str]:
+    """The python of a peers' environment at `target`, made and filled from `requirements`
+    on first use (and again when they change: a stamp keeps their hash), or ("", why)."""
+    python = target / "bin" / "python"
+    stamp = target / ".requirements.sha256"
+    wanted = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+        return str(python), ""
+    if not install:
+        return "", f"environment {target} missing or outdated (--no-install)"
+    say(f"installing {requirements.name} into {target} ...")
+    try:
+        if not python.exists():
+            # The base interpreter, not this (maybe virtual) environment's.
+            base = getattr(sys, "_base_executable", sys.executable)
+            subprocess.run(
+                [base, "-m", "venv", str(target)], check=True, timeout=120, capture_output=True
+            )
+        done = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        return "", f"could not make {target}: {exc}"
+    if done.returncode != 0:
+        lines = [ln for ln in done.stderr.splitlines() if "WARNING: Location" not in ln]
+        return "", "pip install failed: " + " | ".join(lines[-3:])
+    stamp.write_text(wanted)
+    return str(python), ""

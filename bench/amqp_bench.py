@@ -39,7 +39,6 @@ miss never fails the run (exit status 0).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import secrets
@@ -57,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _common
 import trio
 from rich.console import Console
 from rich.table import Table
@@ -269,31 +269,9 @@ def delete_queues(amqp: str, names: list[str]) -> None:
 
 def ensure_env(root: Path, install: bool) -> tuple[str, str]:
     """The python of the peers' environment (made and filled on first use), or ("", why)."""
-    target = root / "amqp-peers"
-    python = target / "bin" / "python"
-    stamp = target / ".requirements.sha256"
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
-        return str(python), ""
-    if not install:
-        return "", f"environment {target} missing or outdated (--no-install)"
-    console.print(f"[dim]installing {REQUIREMENTS.relative_to(ROOT)} into {target} ...[/]")
-    try:
-        if not python.exists():
-            base = getattr(sys, "_base_executable", sys.executable)
-            subprocess.run([base, "-m", "venv", str(target)], check=True, timeout=120)
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        return "", f"could not make {target}: {exc}"
-    if done.returncode != 0:
-        return "", "pip install failed: " + " | ".join(done.stderr.splitlines()[-3:])
-    stamp.write_text(wanted)
-    return str(python), ""
+    return _common.peer_env(
+        root / "amqp-peers", REQUIREMENTS, install, lambda text: console.print(f"[dim]{text}[/]")
+    )
 
 
 def versions_of(python: str, dists: tuple[str, ...]) -> dict[str, str]:

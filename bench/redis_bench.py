@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import resource
@@ -86,6 +85,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _common
 from rich.console import Console
 from rich.table import Table
 
@@ -421,36 +421,9 @@ def private_cluster(workdir: Path, masters: int) -> Iterator[list[int]]:
 
 def ensure_env(name: str, root: Path, install: bool) -> tuple[str, str]:
     """The python of bench environment `name` (made and filled on first use), or ("", why)."""
-    requirements = ENVS[name]
-    target = root / name
-    python = target / "bin" / "python"
-    stamp = target / ".requirements.sha256"
-    wanted = hashlib.sha256(requirements.read_bytes()).hexdigest()
-    if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
-        return str(python), ""
-    if not install:
-        return "", f"environment {target} missing or outdated (--no-install)"
-    console.print(f"[dim]installing {requirements.relative_to(ROOT)} into {target} ...[/]")
-    try:
-        if not python.exists():
-            # The base interpreter, not this (maybe virtual) environment's.
-            base = getattr(sys, "_base_executable", sys.executable)
-            subprocess.run(
-                [base, "-m", "venv", str(target)], check=True, timeout=120, capture_output=True
-            )
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        return "", f"could not make {target}: {exc}"
-    if done.returncode != 0:
-        lines = [ln for ln in done.stderr.splitlines() if "WARNING: Location" not in ln]
-        return "", "pip install failed: " + " | ".join(lines[-3:])
-    stamp.write_text(wanted)
-    return str(python), ""
+    return _common.peer_env(
+        root / name, ENVS[name], install, lambda text: console.print(f"[dim]{text}[/]")
+    )
 
 
 def versions_of(python: str, dists: tuple[str, ...]) -> dict[str, str]:

@@ -41,7 +41,6 @@ and a miss never fails the run (exit status 0).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -56,6 +55,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import _common
 from rich.console import Console
 from rich.table import Table
 
@@ -74,31 +74,13 @@ console = Console(width=120)
 
 def huey_python(root: Path, install: bool) -> tuple[str, str]:
     """The python of `.bench-venv/huey` (made and filled on first use), or ("", why)."""
-    target = root / "huey"
-    python = target / "bin" / "python"
-    stamp = target / ".requirements.sha256"
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
-        return str(python), ""
-    if not install:
-        return "", f"{target} is missing or outdated (--no-install)"
-    console.print(f"[dim]installing {REQUIREMENTS.relative_to(ROOT)} into {target} ...[/]")
-    try:
-        if not python.exists():
-            base = getattr(sys, "_base_executable", sys.executable)
-            subprocess.run([base, "-m", "venv", str(target)], check=True, timeout=120)
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        return "", f"could not make {target}: {exc}"
-    if done.returncode != 0:
-        return "", "pip install failed: " + done.stderr.strip().splitlines()[-1]
-    stamp.write_text(wanted)
-    return str(python), ""
+    return _common.peer_env(
+        root / "huey",
+        REQUIREMENTS,
+        install,
+        lambda text: console.print(f"[dim]{text}[/]"),
+        timeout=600,
+    )
 
 
 class Bench:
