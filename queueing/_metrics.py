@@ -122,26 +122,25 @@ class Histogram:
         return result
 
 
+def timings_of(duration: Histogram, wait: Histogram) -> Timings:
+    """Where a queue's attempts are recorded for its two histograms (see `_observe.Timings`)."""
+
+    def fold() -> None:
+        duration.fold()
+        wait.fold()
+
+    return Timings(duration.pending, wait.pending, fold)
+
+
 def meter(
     clock: Callable[[], float], duration: Histogram, wait: Histogram
 ) -> Callable[[Task, float, BaseException | None], None]:
-    """One queue's `ended` hook, feeding its two histograms: `Histogram.observe` inlined,
-    with everything it reads in closure cells (this runs once per task)."""
-    durations, waits = duration.pending, wait.pending
-    add_duration, add_wait = durations.append, waits.append
-    fold_durations, fold_waits = duration.fold, wait.fold
+    """One queue's `ended` hook, feeding its two histograms (a second collector of a
+    system: the first one's are fed by the worker loop itself)."""
+    record = timings_of(duration, wait).record
 
     def ended(task: Task, started: float, error: BaseException | None) -> None:
-        add_duration(clock() - started)
-        if len(durations) >= PENDING:
-            fold_durations()
-        if task.attempts == 1:
-            # From the submit (or a pipeline's hand-over) to the first start; the clocks
-            # of two machines may disagree a little: never below zero.
-            value = started - task._born
-            add_wait(value if value > 0.0 else 0.0)
-            if len(waits) >= PENDING:
-                fold_waits()
+        record(task, started, clock())
 
     return ended
 
@@ -195,11 +194,7 @@ class QueueMetrics(Collector):
             if rt.timings is None:
                 # The worker loop records into the histograms' lists itself: no call per
                 # task. A second collector of the same system uses a hook instead.
-                def fold() -> None:
-                    duration.fold()
-                    wait.fold()
-
-                rt.timings = Timings(duration.pending, wait.pending, fold)
+                rt.timings = timings_of(duration, wait)
                 self._timed.append((rt, rt.timings))
                 return Hooks()
             return Hooks(ended=meter(clock, duration, wait))
