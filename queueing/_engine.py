@@ -37,7 +37,8 @@ from ._observe import sending
 from ._progress import ProgressBoard
 from ._queue import FanOut, Pipeline
 from ._ranked import Ranked, RetriesAhead
-from ._task import ErrorInfo, PipelineTask, Task, TaskState, priority_of
+from ._task import ErrorInfo, PipelineTask, Task, TaskState, priority_of, tenant_of
+from ._validate import tenant as check_tenant
 from .brokers._contract import Admission
 
 if TYPE_CHECKING:
@@ -136,8 +137,10 @@ class Engine:
         expires: float | None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Task:
-        """A new task for queue `rt`, validated; with `key`, its id is the key's own."""
+        """A new task for queue `rt`, validated; with `key`, its id is the key's own. Its
+        tenant: `tenant`, else the queue's `tenant` function's (of `payload`), if any."""
         data = self.validate(rt, payload)
         now = self.clock()
         task = Task(
@@ -150,7 +153,24 @@ class Engine:
         task._born = now
         if priority:
             self.prioritize(rt, task, priority)
+        if tenant is not None or rt.spec.tenant is not None:
+            self.assign_tenant(rt, task, payload, tenant)
         return task
+
+    def assign_tenant(self, rt: QueueRuntime, task: Task, payload: Any, tenant: str | None) -> None:
+        """Give a new task its tenant: `tenant` (checked by the caller), else the one the
+        queue's `tenant` function names for `payload` (checked here)."""
+        if tenant is None:
+            try:
+                tenant = rt.spec.tenant(payload)
+            except Exception as exc:
+                raise InvalidQueue(
+                    f"Queue({rt.name!r}) tenant function raised {type(exc).__name__}: {exc}"
+                ) from exc
+            if tenant is None:
+                return
+            check_tenant(tenant)
+        task.tenant = tenant
 
     def prioritize(self, rt: QueueRuntime, task: Task, priority: int) -> None:
         """Give a new task its priority; in process, the first one switches its queue to
@@ -176,13 +196,14 @@ class Engine:
         payloads: Sequence[Any],
         expires: float | None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> tuple[list[Task], QueueingError | None]:
         """New tasks for queue `rt` (see `task`), up to the first payload that fails
         validation; that one's error comes second."""
         tasks: list[Task] = []
         try:
             for payload in payloads:
-                tasks.append(self.task(rt, payload, expires, None, priority))
+                tasks.append(self.task(rt, payload, expires, None, priority, tenant))
         except QueueingError as exc:
             return tasks, exc
         return tasks, None
@@ -195,6 +216,7 @@ class Engine:
         key: str | None = None,
         stage: int = 0,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> tuple[PipelineTask, PipelineTask]:
         """A pipeline submission: the run's record and its first stage task (the pipeline's
         first stage, or `stage`: a run that starts half-way, for a requeued dead letter)."""
@@ -223,6 +245,10 @@ class Engine:
         if priority:
             run.priority = priority
             self.prioritize(first, task, priority)
+        if tenant is not None or first.spec.tenant is not None:
+            self.assign_tenant(first, task, payload, tenant)
+            if hasattr(task, "tenant"):
+                run.tenant = task.tenant
         return run, task
 
     # -- accepting -------------------------------------------------------------------------
@@ -317,11 +343,12 @@ class Engine:
         key: str | None = None,
         stage: int = 0,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> PipelineTask:
         """Accept a pipeline submission; returns the run's record (with `key`, the record
         of the run submitted with that key before, if there is one). `stage`: start the run
         at that stage (a requeued dead letter of it)."""
-        run, stage_task = self.run_task(pipeline, payload, expires, key, stage, priority)
+        run, stage_task = self.run_task(pipeline, payload, expires, key, stage, priority, tenant)
         return await self.launch(run, stage_task, delay, timeout)
 
     async def launch(
@@ -553,6 +580,7 @@ class Engine:
         now = self.clock()
         rest = task.id.partition(":")[2]
         priority = priority_of(task)  # the run's: each stage's tasks keep it
+        tenant = tenant_of(task)  # the run's too
         for index, data in enumerate(datas):
             child = PipelineTask(
                 f"{nxt.name}:{rest}.{index}",  # the same ids if a crash makes this run again
@@ -568,6 +596,8 @@ class Engine:
             child._born = now
             if priority:
                 self.prioritize(nxt, child, priority)
+            if tenant is not None:
+                child.tenant = tenant
             await self._accept_stage_task(nxt, child)
         if await self.broker.settle(rt.info, task, _SUCCEEDED, None):
             self.settled(rt, task)

@@ -237,6 +237,7 @@ class ClientSystem(QueueSystem):
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[Any]:
         """As `QueueSystem.submit`; also raises `BrokerError` when the broker did not answer
         within `broker_timeout` seconds (plus the wait for room the queue allows)."""
@@ -249,6 +250,7 @@ class ClientSystem(QueueSystem):
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         bound = self._bound(name, timeout)
         if bound is None or self._attempts is None:

@@ -14,7 +14,7 @@ from actors import Overflow
 from ._exceptions import InvalidQueue
 from ._ratelimit import RateLimit, rate_key, rate_limit
 from ._retry import RetryPolicy
-from ._validate import positive_int, seconds
+from ._validate import positive_int, seconds, tenant_limit
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -48,6 +48,26 @@ def _check_name(kind: str, name: object) -> None:
         raise InvalidQueue(
             f"{kind} name must be 1-100 characters of letters, digits, '_', '.', '-' "
             f"(starting with a letter or digit), got {name!r}"
+        )
+
+
+#: The largest tenant weight (`Queue(tenant_weights=)`): its ratio to the smallest bounds
+#: how far the virtual times of fair queuing move per start.
+MAX_WEIGHT = 1000.0
+MIN_WEIGHT = 0.001
+
+
+def check_weight(queue: str, tenant: object, weight: object) -> None:
+    """A tenant's weight: a number from `MIN_WEIGHT` to `MAX_WEIGHT`."""
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not MIN_WEIGHT <= weight <= MAX_WEIGHT
+    ):
+        raise InvalidQueue(
+            f"Queue({queue!r}) tenant_weights: the weight of tenant {tenant!r:.80} must be a "
+            f"number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g} (1 is the default share), "
+            f"got {weight!r:.80}"
         )
 
 
@@ -107,6 +127,21 @@ class Queue(Generic[R]):
             tasks short when the queue has a backlog. False (the default): a retry joins
             the back of its priority, behind the tasks already waiting, so new work is
             never held back by retries. See docs/concepts/retries.md.
+        tenant: a function of the payload (as given to `submit`) naming the task's tenant,
+            for submits that give no `tenant=` (e.g. `lambda job: job.customer`). Waiting
+            tasks are shared out fairly between tenants: see docs/concepts/fair-share.md.
+            It runs in the submitting process, so a client without this `Queue` object
+            (`queueing.connect(url)`) passes `tenant=` itself.
+        tenant_weights: each tenant's share of the starts, relative to the default of 1:
+            a mapping from tenant to a number > 0, or a function of the tenant's name
+            returning one. A tenant of weight 2 gets twice the starts of one of weight 1
+            while both have tasks waiting.
+        tenant_concurrency: the most tasks of one tenant running at once, over every
+            process serving the queue (its other tasks wait while others' run). None: no
+            limit.
+        tenant_maxsize: the most outstanding tasks of one tenant (a submit past it waits
+            or is refused as at `maxsize`, naming the tenant), so that one tenant's backlog
+            cannot fill the queue for everyone. None: only `maxsize` applies.
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
@@ -135,6 +170,10 @@ class Queue(Generic[R]):
     rate_limit: RateLimit | None = attrs.field(default=None, converter=rate_limit)
     rate_key: Any = attrs.field(default=None, converter=rate_key)
     retry_ahead: bool = False
+    tenant: Any = None
+    tenant_weights: Any = None
+    tenant_concurrency: int | None = None
+    tenant_maxsize: int | None = None
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -186,6 +225,36 @@ class Queue(Generic[R]):
                 f"Queue({self.name!r}) has a rate_key but no rate_limit: give the limit "
                 'each key gets, e.g. rate_limit="10/s"'
             )
+        if self.tenant is not None and not callable(self.tenant):
+            raise InvalidQueue(
+                f"Queue({self.name!r}) tenant must be a function of the payload naming its "
+                f"tenant (e.g. lambda job: job.customer), got {self.tenant!r:.80}"
+            )
+        weights = self.tenant_weights
+        if weights is not None and not callable(weights):
+            if not isinstance(weights, Mapping):
+                raise InvalidQueue(
+                    f"Queue({self.name!r}) tenant_weights must be a mapping of tenant to "
+                    f"weight, or a function of the tenant's name, got {weights!r:.80}"
+                )
+            for tenant, weight in weights.items():
+                check_weight(self.name, tenant, weight)
+        tenant_limit("tenant_concurrency", self.tenant_concurrency)
+        tenant_limit("tenant_maxsize", self.tenant_maxsize)
+        if self.tenant_maxsize is not None and self.tenant_maxsize > self.maxsize:
+            raise InvalidQueue(
+                f"Queue({self.name!r}) tenant_maxsize ({self.tenant_maxsize}) must be at most "
+                f"maxsize ({self.maxsize})"
+            )
+
+    def weight_of(self, tenant: str) -> float:
+        """`tenant_weights`' weight of a tenant (1 by default), checked."""
+        weights = self.tenant_weights
+        if weights is None:
+            return 1.0
+        weight = weights(tenant) if callable(weights) else weights.get(tenant, 1.0)
+        check_weight(self.name, tenant, weight)
+        return float(weight)
 
     @property
     def restart_limit(self) -> int:

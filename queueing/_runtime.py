@@ -42,6 +42,9 @@ class QueueRuntime:
             spec.shards,
             spec.rate_limit,
             spec.retry_ahead,
+            spec.tenant_concurrency,
+            spec.tenant_maxsize,
+            None if spec.tenant_weights is None else spec.weight_of,
         )
         payload_type, result_type = handler_types(spec.worker.handle)
         self.payload_codec = Codec(converter, payload_type, spec.name, "payload")

@@ -33,9 +33,18 @@ from ._results import Results, copy_outcome
 from ._runtime import QueueRuntime
 from ._schedule import Schedule
 from ._stats import QueueStats
-from ._task import DeadLetter, PipelineTask, Task, TaskState, TaskStatus, priority_of
+from ._task import (
+    DeadLetter,
+    PipelineTask,
+    Task,
+    TaskState,
+    TaskStatus,
+    priority_of,
+    tenant_of,
+)
 from ._validate import priority as check_priority
 from ._validate import seconds
+from ._validate import tenant as check_tenant
 from .brokers._contract import Admission, queue_of, run_of
 
 if TYPE_CHECKING:
@@ -136,6 +145,7 @@ class QueueSystem:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[R]: ...
 
     @overload
@@ -149,6 +159,7 @@ class QueueSystem:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[Any]: ...
 
     async def submit(
@@ -161,6 +172,7 @@ class QueueSystem:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[Any]:
         """Hand a task to a queue or pipeline; returns its receipt once it is accepted.
 
@@ -181,6 +193,13 @@ class QueueSystem:
                 one priority (docs/concepts/priorities.md). It counts toward `maxsize` as
                 any task, and never interrupts a running one. A pipeline run's stage tasks
                 all have it.
+            tenant: the client (customer, account) the task is for: waiting tasks of a
+                priority are shared out fairly between tenants, round-robin (weighted by
+                `Queue(tenant_weights=)`), FIFO within one; `Queue(tenant_concurrency=)`
+                and `Queue(tenant_maxsize=)` bound one tenant's running and outstanding
+                tasks (docs/concepts/fair-share.md). None: the queue's `tenant` function's
+                answer, if it has one; else the default tenant. A pipeline run's stage
+                tasks all have it.
 
         Raises:
             UnknownQueue: no such queue or pipeline.
@@ -196,6 +215,8 @@ class QueueSystem:
             _check_seconds(delay=delay, expires=expires, timeout=timeout)
         if priority or type(priority) is not int:
             check_priority(priority)
+        if tenant is not None:
+            check_tenant(tenant)
         engine = self._engine
         if engine.stopping:
             raise SystemStopping("the system is shutting down and accepts no new tasks")
@@ -207,7 +228,7 @@ class QueueSystem:
             pipeline = self._pipelines.get(name)
             if pipeline is None:
                 raise UnknownQueue(name, self.names)
-            run, first = engine.run_task(pipeline, payload, expires, key, 0, priority)
+            run, first = engine.run_task(pipeline, payload, expires, key, 0, priority, tenant)
             try:
                 run = await engine.launch(run, first, delay, timeout)
             except QueueFull as exc:
@@ -216,7 +237,7 @@ class QueueSystem:
                 exc.unknown = [self._unknown_receipt(run.id)]
                 raise
             return Receipt(run, self)
-        task = engine.task(rt, payload, expires, key, priority)
+        task = engine.task(rt, payload, expires, key, priority, tenant)
         observed = rt.sending  # observers' hooks (traces): an empty list by default
         ends = send_started(rt, task) if observed else None
         try:
@@ -263,6 +284,7 @@ class QueueSystem:
         timeout: float | None = None,
         key: Callable[[Any], str] | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> list[Receipt[Any]]:
         """Submit many tasks to one queue or pipeline; returns their receipts, in order.
 
@@ -292,10 +314,12 @@ class QueueSystem:
         items = list(payloads)
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
         check_priority(priority)
+        if tenant is not None:
+            check_tenant(tenant)
         rt = self._runtimes.get(name)
         engine = self._engine
         if rt is not None and not delay and key is None and not engine.stopping:
-            return await self._submit_chunks(rt, items, expires, timeout, priority)
+            return await self._submit_chunks(rt, items, expires, timeout, priority, tenant)
         receipts: list[Receipt[Any] | None] = [None] * len(items)
         errors: dict[int, QueueingError] = {}
         limiter = trio.CapacityLimiter(1 if not engine.shared else CONCURRENT_SUBMITS)
@@ -313,6 +337,7 @@ class QueueSystem:
                         timeout=timeout,
                         key=None if key is None else key(payload),
                         priority=priority,
+                        tenant=tenant,
                     )
                 except QueueingError as exc:
                     errors[index] = exc
@@ -343,6 +368,7 @@ class QueueSystem:
         expires: float | None,
         timeout: float | None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> list[Receipt[Any]]:
         """submit_many to a queue, without delay: validated, then accepted in chunks
         (whatever fits at once; the rest waits for room one by one)."""
@@ -354,7 +380,9 @@ class QueueSystem:
         for start in range(0, len(items), CHUNK):
             if start:
                 await _cancel_shielded_checkpoint()  # let workers start
-            tasks, problem = engine.tasks(rt, items[start : start + CHUNK], expires, priority)
+            tasks, problem = engine.tasks(
+                rt, items[start : start + CHUNK], expires, priority, tenant
+            )
             sent: list[Task] = []  # sent to the broker, no answer yet
             try:
                 if engine.stopping:
@@ -523,6 +551,7 @@ class QueueSystem:
             else None,
             progress=progress,
             priority=priority_of(task),
+            tenant=tenant_of(task),
         )
 
     async def _wait_change(self, receipt: Receipt[Any], timeout: float) -> None:

@@ -104,6 +104,9 @@ class TaskStatus:
     """The last progress its handler reported and this process has seen (None: none)."""
     priority: int = 0
     """Its `submit(priority=)`: among waiting tasks of its queue, higher starts first."""
+    tenant: str | None = None
+    """Its `submit(tenant=)` (or `Queue(tenant=)`'s): waiting tasks are shared out fairly
+    between tenants (docs/concepts/fair-share.md). None: the queue's default tenant."""
 
 
 @attrs.frozen
@@ -121,6 +124,8 @@ class DeadLetter:
     failed_at: float
     priority: int = 0
     """Its `submit(priority=)`: a requeue submits it again with it."""
+    tenant: str | None = None
+    """Its tenant (`submit(tenant=)`): a requeue submits it again with it."""
 
 
 class Task:
@@ -141,9 +146,11 @@ class Task:
     - `trace`: the submitter's trace context (W3C `traceparent`/`tracestate` as a dict of
       strings) when tracing is on, for a broker to carry with the task; `progress`: the
       handler's last `Progress`; `priority`: its `submit(priority=)` when not 0 (a broker
-      stores it and hands out waiting tasks of higher priority first). Each is set only
-      when used (read them with `trace_of`, `progress_of` and `priority_of`): a task that
-      uses none costs nothing more.
+      stores it and hands out waiting tasks of higher priority first); `tenant`: its
+      `submit(tenant=)` (a broker stores it and shares waiting tasks out fairly between
+      tenants: `Broker.claim`). Each is set only when used (read them with `trace_of`,
+      `progress_of`, `priority_of` and `tenant_of`): a task that uses none costs nothing
+      more.
 
     Tasks of a pipeline are `PipelineTask`s. Attributes starting with `_` belong to the
     engine (who waits for the outcome, the cancel scope of the run): brokers leave them
@@ -171,14 +178,16 @@ class Task:
         "result",
         "state",
         "submitted_at",
+        "tenant",
         "trace",
     )
 
     # Slots set only when used (never in __init__): see `trace_of`, `progress_of`,
-    # `priority_of`.
+    # `priority_of`, `tenant_of`.
     trace: dict[str, str] | None
     progress: Progress | None
     priority: int
+    tenant: str
 
     # The pipeline fields, with their values for a task outside any pipeline (see
     # PipelineTask, which has slots for them).
@@ -321,6 +330,28 @@ def parse_priority(value: Any) -> int:
         if MIN_PRIORITY <= number <= MAX_PRIORITY:
             return number
     return MIN_PRIORITY
+
+
+#: The most characters of a tenant name (`submit(tenant=)`).
+MAX_TENANT = 128
+
+
+def tenant_of(task: Task) -> str | None:
+    """A task's tenant (None unless it was submitted with one; see `Task`)."""
+    return getattr(task, "tenant", None)
+
+
+def parse_tenant(value: Any) -> str | None:
+    """A tenant read back from storage: a valid name, else None (anyone could have written
+    there; a malformed one is dropped, never an error)."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, str) and 0 < len(value) <= MAX_TENANT and value.isprintable():
+        return value
+    return None
 
 
 class PipelineTask(Task):

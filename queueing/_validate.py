@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ._exceptions import InvalidQueue
-from ._task import MAX_PRIORITY, MIN_PRIORITY
+from ._task import MAX_PRIORITY, MAX_TENANT, MIN_PRIORITY
 
 
 def positive_int(what: str, value: object, minimum: int = 1) -> None:
@@ -41,3 +41,23 @@ def priority(value: object) -> None:
             f"priority must be from {MIN_PRIORITY} (the default, lowest) to {MAX_PRIORITY} "
             f"(highest), got {value!r}; waiting tasks of higher priority start first"
         )
+
+
+def tenant(value: object) -> None:
+    """A tenant name: a str of 1 to `MAX_TENANT` printable characters."""
+    if not isinstance(value, str):
+        raise InvalidQueue(
+            f"tenant must be a str naming the client the task is for (e.g. a customer id), "
+            f"got {value!r:.80} ({type(value).__name__}); None leaves it out"
+        )
+    if not value or len(value) > MAX_TENANT or not value.isprintable():
+        raise InvalidQueue(
+            f"tenant must be 1 to {MAX_TENANT} printable characters (no control characters), "
+            f"got {value!r:.80}"
+        )
+
+
+def tenant_limit(what: str, value: object) -> None:
+    """`Queue(tenant_concurrency=)` / `Queue(tenant_maxsize=)`: None or an int >= 1."""
+    if value is not None:
+        positive_int(what, value)

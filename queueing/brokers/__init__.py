@@ -14,12 +14,14 @@ from ._contract import Admission as Admission
 from ._contract import Broker as Broker
 from ._contract import QueueInfo as QueueInfo
 from ._contract import RunStore as RunStore
+from ._contract import TenantFigures as TenantFigures
 from ._contract import queue_of as queue_of
 from ._contract import run_of as run_of
 from ._memory import MemoryBroker as MemoryBroker
 
 __all__ = [
     "Admission",
+    "TenantFigures",
     "Broker",
     "MemoryBroker",
     "PipelineTask",

@@ -20,6 +20,29 @@ Two kinds of broker, by `shared`:
   it is settled, retried or its lease runs out (`lease` seconds without `renew`): then it
   is claimable again, by any process, with its `deliveries` count kept.
 
+Fair share. A task may have a tenant (`tenant_of`: `submit(tenant=)`); one without is of
+the queue's default tenant. Among the ready tasks of one priority, every broker hands them
+out in the same order, start-time fair queuing over flows (a flow: the ready tasks of one
+tenant at one priority, FIFO; it exists while it has some):
+
+- each priority of a queue has a virtual time `V` (0 at first), each flow a start tag `S`;
+- a flow that gets its first ready task starts at `S = V`;
+- the next task is the head of the flow with the highest priority, then the lowest `S`,
+  then the one whose `S` was set first (in the order flows got their tags);
+- taking a flow's task sets `V = S` (of its priority), then `S += 1 / weight` for the
+  flow's next task (`QueueInfo.weight_of`, 1 by default).
+
+So tenants with tasks waiting take turns, one task each (with weights, in proportion), in
+the order they arrived; a tenant that submits 10,000 tasks first delays a tenant that
+submits after it by at most one task per other tenant; a queue without tenants is FIFO.
+A retried task (`retry_at`) joins the back of its flow once due (with `retry_ahead`, the
+front, behind the flow's earlier due retries); a task handed back (released, its lease
+ran out, its worker crashed) goes first, as without tenants. With `tenant_concurrency`,
+a tenant with that many tasks claimed and not yet settled, retried or released is
+skipped: its flows are set aside, and come back with `S = max(S, V)` once it is below the
+limit. Taking a task costs the same with 10 or 10,000 tenants waiting (at most
+logarithmic in the number of flows).
+
 Task ids are `<queue>:<unique>` (queue names never contain `:`), so a broker finds a
 task's queue from its id alone (`lookup`, `cancel`). A pipeline run's id is
 `<pipeline>:<unique>`; its stage tasks' ids are `<stage queue>:<run id>.<suffix>`, so a
@@ -94,6 +117,25 @@ class QueueInfo:
     priority like a new task. A task handed back by a crashed worker goes first either
     way (the engine does that, in process; a shared broker delivers an expired lease
     first)."""
+    tenant_concurrency: int | None = None
+    """The most tasks of one tenant (`tenant_of`) claimed and without an outcome or a
+    retry at once, over every process (see `Broker.claim`); None: no limit."""
+    tenant_maxsize: int | None = None
+    """The most outstanding tasks of one tenant (`accept` answers TENANT_FULL past it)."""
+    weight_of: Callable[[str], float] | None = None
+    """A tenant's share of the starts (`Queue(tenant_weights=)`; None: 1 for every
+    tenant). Used by the process that claims (a client that submits may not know it)."""
+
+
+@attrs.frozen
+class TenantFigures:
+    """One tenant's tasks in one queue, now."""
+
+    tenant: str
+    waiting: int
+    """Ready (or due) and not claimed."""
+    running: int
+    """Claimed and without an outcome or a retry (what `tenant_concurrency` caps)."""
 
 
 class Admission(enum.Enum):
@@ -103,6 +145,9 @@ class Admission(enum.Enum):
     """Stored: it counts toward `maxsize` until it has an outcome."""
     FULL = "full"
     """Not stored: the queue holds `maxsize` outstanding tasks."""
+    TENANT_FULL = "tenant full"
+    """Not stored: the task's tenant holds `tenant_maxsize` outstanding tasks (the queue
+    itself has room)."""
     EXISTS = "exists"
     """Not stored again: a task with that id was accepted before (a repeated submit,
     a pipeline stage run twice). Ids are unique, so this is the same task."""
@@ -218,7 +263,9 @@ class Broker(abc.ABC):
     async def claim(self, queue: QueueInfo, n: int, *, wait: float) -> list[Task]:
         """Up to `n` ready tasks of `queue`, leased to this process; wait up to `wait`
         seconds when there is none. Includes tasks whose lease ran out (a dead process's),
-        with their `deliveries` count."""
+        with their `deliveries` count. Ready tasks are taken by priority first, then by
+        fair share between tenants (the module doc's "Fair share"); a queue whose tasks
+        never had a tenant is plain FIFO within a priority."""
 
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
         """Extend the leases of tasks this process holds; returns those it no longer does
@@ -289,6 +336,12 @@ class Broker(abc.ABC):
         if rates is None:
             rates = self._local_rates = LocalRates(self.clock)
         return float(rates.take(queue.name, queue.rate_limit, key, within, task_id))
+
+    async def tenant_figures(self, queue: str, limit: int) -> list[TenantFigures] | None:
+        """The tenants of `queue` with the most tasks waiting (then running), at most
+        `limit`, over every process (for `queueing status` and `inspect`). None (the
+        default, in-process brokers): the engine counts them itself."""
+        return None
 
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         """Each rate-limited queue's figures, over every process sharing the storage (for
