@@ -104,11 +104,18 @@ def render(snapshot: Snapshot) -> Any:
     parts.append(processes if snapshot.processes else Text("live worker processes: none"))
     if snapshot.schedules:
         schedules = _table(box.SIMPLE_HEAD)
-        for column in ("schedule", "queue", "when", "next"):
+        for column in ("schedule", "queue", "when", "next", "last", "last outcome"):
             schedules.add_column(column, no_wrap=True)
         for s in snapshot.schedules:
             when = f"cron {s.cron} ({s.timezone})" if s.cron else f"every {s.every:g} s"
-            schedules.add_row(escape(s.name), escape(s.queue), escape(when), _clock(s.next_at))
+            schedules.add_row(
+                escape(s.name),
+                escape(s.queue),
+                escape(when),
+                _clock(s.next_at),
+                _clock(s.last_at),
+                escape(s.last_outcome or "none found"),
+            )
         parts.append(schedules)
     if snapshot.failures:
         parts.append(Text("recent failures", style="bold"))

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from .._report import Histogram
+from .._report import Histogram, looked_up, schedules_of
 from .._task import DeadLetter
 from ._views import TOTALS, ScheduleView
 
@@ -85,6 +85,10 @@ def _float(value: Any) -> float | None:
         return None
 
 
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def describe(system: QueueSystem) -> str:
     """What a system's figures are read from, for a person (no password)."""
     broker = system._broker
@@ -128,6 +132,8 @@ def process_reading(name: str, doc: Mapping[str, Any], seen_at: float | None) ->
                     every=_float(item.get("every")),
                     timezone=str(item.get("timezone", "UTC")),
                     next_at=float(item["next_at"]),
+                    last_at=_float(item.get("last_at")),
+                    last_outcome=_str(item.get("last_outcome")),
                 )
             )
         except (KeyError, TypeError, ValueError):
@@ -231,6 +237,7 @@ async def _read_shared(system: QueueSystem) -> Reading:
         if isinstance(doc, Mapping):
             seen = _float(doc.get("ts", doc.get("seen_at")))
             processes[str(name)] = process_reading(str(name), doc, seen)
+    processes = await _with_last_outcomes(system, processes)
     failures = await _newest_letters(system, [n for n, q in queues.items() if q.dead_letters])
     return Reading(
         at=trio.current_time(),
@@ -239,3 +246,45 @@ async def _read_shared(system: QueueSystem) -> Reading:
         processes=processes,
         failures=failures,
     )
+
+
+async def _with_last_outcomes(
+    system: QueueSystem, processes: dict[str, ProcessReading]
+) -> dict[str, ProcessReading]:
+    """The processes, their schedules with the outcome of each one's last tick looked up
+    in the shared broker (a serving process's heartbeat does not carry it): one lookup
+    per schedule, by the tick's task id, as `queueing status` does."""
+    names = {s.name for p in processes.values() for s in p.schedules}
+    if not names:
+        return processes
+    reports = [_report_schedules(p) for p in processes.values()]
+    docs = {doc["name"]: doc for doc in await looked_up(system._broker, schedules_of(reports))}
+
+    def updated(view: ScheduleView) -> ScheduleView:
+        doc = docs.get(view.name)
+        if doc is None:
+            return view
+        return attrs.evolve(
+            view, last_at=_float(doc.get("last_at")), last_outcome=_str(doc.get("last_outcome"))
+        )
+
+    return {
+        name: attrs.evolve(p, schedules=[updated(view) for view in p.schedules])
+        for name, p in processes.items()
+    }
+
+
+def _report_schedules(process: ProcessReading) -> dict[str, Any]:
+    """A process's schedules as `schedules_of` reads them from a report."""
+    return {
+        "schedules": [
+            {
+                "name": s.name,
+                "queue": s.queue,
+                "cron": s.cron,
+                "every": s.every,
+                "timezone": s.timezone,
+            }
+            for s in process.schedules
+        ]
+    }

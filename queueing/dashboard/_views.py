@@ -70,7 +70,9 @@ class ProcessView:
 
 @attrs.frozen(kw_only=True)
 class ScheduleView:
-    """A schedule some process runs, with its next tick (wall clock)."""
+    """A schedule some process runs, with its next tick and its last one (wall clock),
+    and the outcome of the last tick's task ("succeeded", "failed", "running"...; None:
+    no task of that tick is known: missed, expired, or not looked up)."""
 
     name: str
     queue: str
@@ -78,6 +80,8 @@ class ScheduleView:
     every: float | None
     timezone: str
     next_at: float
+    last_at: float | None = None
+    last_outcome: str | None = None
 
 
 @attrs.frozen(kw_only=True)

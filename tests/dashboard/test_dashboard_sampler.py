@@ -11,7 +11,7 @@ import pytest
 import trio
 from dash_helpers import naps, refusals
 
-from queueing import QueueingError, Schedule, open_system
+from queueing import QueueingError, Schedule, connect, open_system
 from queueing._report import BUCKET_GROWTH
 from queueing.dashboard import Sampler, Snapshot
 
@@ -168,3 +168,36 @@ async def test_over_sqlite_the_figures_are_the_files_without_latencies(tmp_path:
     assert process.slots == {}
     assert (view.workers, view.p50) == (None, None)
     assert snapshot.source == url
+
+
+async def test_a_schedule_shows_its_last_tick_and_outcome(autojump_clock: Any) -> None:
+    tick = Schedule("tick", queue="naps", every=60, payload=0.0)
+    async with open_system(naps(), tick) as system:
+        before = await Sampler(system).sample()
+        await trio.sleep(61)  # one tick has come, and its task ran
+        after = await Sampler(system).sample()
+    (first,) = before.schedules
+    assert first.last_outcome is None  # no tick yet since the system started
+    (schedule,) = after.schedules
+    assert schedule.last_outcome == "succeeded"
+    assert schedule.last_at == schedule.next_at - 60
+
+
+@pytest.mark.redis
+async def test_over_redis_a_client_sees_a_schedules_last_outcome(redis_url: str) -> None:
+    # The serving process's heartbeat carries no outcome: the reader looks the tick's task
+    # up, as `queueing status` does.
+    tick = Schedule("tick", queue="naps", every=1, payload=0.0)
+    async with open_system(naps(), tick, broker=redis_url) as system:
+        async with connect(redis_url) as client:
+            with trio.fail_after(30):
+                while True:
+                    snapshot = await Sampler(client).sample()
+                    views = snapshot.schedules
+                    if views and views[0].last_outcome == "succeeded":
+                        break
+                    await trio.sleep(0.2)
+        await system.drain()
+    (schedule,) = views
+    assert schedule.name == "tick"
+    assert schedule.last_at is not None

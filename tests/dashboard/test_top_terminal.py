@@ -10,7 +10,7 @@ from typing import Any
 from dash_helpers import ROOT, example_serving
 
 from queueing._top import render
-from queueing.dashboard import QueueView, Snapshot
+from queueing.dashboard import QueueView, ScheduleView, Snapshot
 
 
 def row(screen: str, queue: str) -> list[str]:
@@ -92,3 +92,36 @@ def test_render_shows_every_figure_of_a_queue() -> None:
     assert row(screen, "resize")[-5:] == ["950", "3", "5", "2", "4/8"]
     assert "cannot read the figures: ConnectionError" in screen
     assert "live worker processes: none" in screen
+
+
+def test_top_lists_each_schedules_last_tick_and_outcome() -> None:
+    from rich.console import Console
+
+    tick = ScheduleView(
+        name="nightly",
+        queue="reports",
+        cron="0 3 * * *",
+        every=None,
+        timezone="UTC",
+        next_at=90_000.0,
+        last_at=3_600.0,
+        last_outcome="failed",
+    )
+    fresh = ScheduleView(
+        name="fresh", queue="reports", cron=None, every=60, timezone="UTC", next_at=60.0
+    )
+    snapshot = Snapshot(
+        taken_at=0.0,
+        source="memory://",
+        window=10.0,
+        queues=[],
+        processes=[],
+        schedules=[tick, fresh],
+        failures=[],
+    )
+    console = Console(width=160, record=True, color_system=None)
+    console.print(render(snapshot))
+    screen = console.export_text()
+    assert "last outcome" in screen
+    assert row(screen, "nightly")[-1] == "failed"
+    assert row(screen, "fresh")[-3:] == ["-", "none", "found"]

@@ -130,7 +130,9 @@ function renderSchedules(snapshot) {
   fill($("schedules").tBodies[0], snapshot.schedules.map(s => el("tr", {},
     el("td", {}, s.name), el("td", {}, s.queue),
     el("td", {}, s.cron ? `cron ${s.cron} (${s.timezone})` : `every ${s.every} s`),
-    el("td", {}, clock(s.next_at)))));
+    el("td", {}, clock(s.next_at)),
+    el("td", {}, clock(s.last_at)),
+    el("td", {}, s.last_outcome || "none found"))));
 }
 
 function renderFailures(snapshot) {
