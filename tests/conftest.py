@@ -51,28 +51,45 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ping(port: int, password: str | None) -> bool:
+def _serves(port: int, password: str | None, pid: int) -> bool:
+    """Whether the Redis answering on `port` is the process `pid`: a port picked free may
+    be taken by another process (another pytest-xdist worker's server, another run's)
+    before our server binds it, and then a PING would get that server's answer."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             if password is not None:
                 sock.sendall(f"AUTH {password}\r\n".encode())
-                sock.recv(64)
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+                if not sock.recv(64).startswith(b"+OK"):
+                    return False
+            sock.sendall(b"INFO server\r\n")
+            answer = b""
+            while b"process_id:" not in answer or not answer.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                answer += chunk
+                if not chunk or answer.startswith(b"-"):
+                    return False
     except OSError:
         return False
+    line = answer.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0]
+    return line.strip() == str(pid).encode()
 
 
 class RedisServer:
     """A private `redis-server` on 127.0.0.1: `.url`, `.port`, `.dir`; `start()`, `stop()`."""
 
     def __init__(self, *args: str, port: int | None = None, password: str | None = None):
-        self.port = port or _free_port()
         self.password = password
         self.args = args
         self.dir = Path(tempfile.mkdtemp(prefix="queueing-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
-        auth = f":{password}@" if password is not None else ""
+        # A port of our choosing may move to another free one until the server has started
+        # once (another process took it first); after that it stays (restart tests).
+        self._movable = port is None
+        self._use_port(port or _free_port())
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        auth = f":{self.password}@" if self.password is not None else ""
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
@@ -82,6 +99,18 @@ class RedisServer:
             if os.environ.get("QUEUEING_REQUIRE_REDIS") == "1":
                 pytest.fail(f"{message}; QUEUEING_REQUIRE_REDIS=1 requires it", pytrace=False)
             pytest.skip(message)
+        for _attempt in range(5):
+            if self._launch(binary, timeout):
+                self._movable = False
+                return
+            if not self._movable:
+                break
+            self._use_port(_free_port())
+        pytest.fail(f"redis-server did not start (last port tried: {self.port})")
+
+    def _launch(self, binary: str, timeout: float) -> bool:
+        """Start the server; whether it answers as itself (False: it exited, e.g. its port
+        was taken, or it did not answer in `timeout`)."""
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--daemonize", "no", *self.args]
         if self.password is not None:
@@ -90,11 +119,12 @@ class RedisServer:
             command, cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
-        while not _ping(self.port, self.password):
+        while not _serves(self.port, self.password, self.process.pid):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                pytest.fail(f"redis-server did not answer PING on port {self.port}")
+                return False
             time.sleep(0.02)
+        return True
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -4,6 +4,7 @@ persistence. Used by the fixtures in tests/conftest.py."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -81,14 +82,35 @@ class Node:
         bus: bool = False,
         config: Path | None = None,
     ) -> None:
-        self.port = port or _free_port(also=10000 if bus else 0)
+        self.root = root
+        self.bus = bus
+        # A cluster node's port may move to another free one until it has started once
+        # (another process took it first: another pytest-xdist worker's server, another
+        # run's); a sentinel set-up's ports are written into the others' settings, so stay.
+        self.movable = port is None and bus and config is None
         self.config = config
-        self.dir = root / str(self.port)
-        self.dir.mkdir()
         self.args = args
         self.process: subprocess.Popen[bytes] | None = None
+        self._use_port(port or _free_port(also=10000 if bus else 0))
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.dir = self.root / str(self.port)
+        self.dir.mkdir()
 
     def start(self) -> None:
+        for _attempt in range(5):
+            if self._launch():
+                self.movable = False
+                return
+            if not self.movable:
+                break
+            self._use_port(_free_port(also=10000 if self.bus else 0))
+        raise RuntimeError(f"redis-server did not start on port {self.port} (see {self.dir})")
+
+    def _launch(self) -> bool:
+        """Start the server; whether it answers as itself on its port (False: it exited,
+        e.g. its port was taken, or it did not answer in 10 s)."""
         command = [binary("redis-server")]
         if self.config is not None:  # a sentinel: its config file first, then --sentinel
             command += [str(self.config), *self.args]
@@ -96,10 +118,23 @@ class Node:
             command += ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
             command += ["--appendonly", "no", "--daemonize", "no", *self.args]
         command += ["--logfile", str(self.dir / "log")]
-        self.process = subprocess.Popen(
+        process = self.process = subprocess.Popen(
             command, cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: cli(self.port, "PING", timeout=2).strip() == "PONG", "PONG", 10)
+        # INFO's process_id, not a PONG: another process's server on a port taken under
+        # our feet would answer PING too.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                info = cli(self.port, "INFO", "server", timeout=2)
+                if re.search(rf"^process_id:{process.pid}\s*$", info, re.MULTILINE):
+                    return True
+            except (RuntimeError, OSError, subprocess.TimeoutExpired):
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                return False
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """Stop at once (SIGKILL): a crashed server."""

@@ -35,7 +35,13 @@ def echo_function(message: Any) -> Any:
 # -- not an actor ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("thing", [int, echo_function, "Echo", None], ids=repr)
+# Explicit ids: repr(echo_function) holds its address, which differs between processes
+# (pytest-xdist's workers must collect the same ids).
+@pytest.mark.parametrize(
+    "thing",
+    [int, echo_function, "Echo", None],
+    ids=["int-class", "a-function", "a-string", "None"],
+)
 async def test_spawning_something_that_is_not_an_actor_class_raises_invalid_actor(
     actor_system: ActorSystem, thing: Any
 ) -> None:

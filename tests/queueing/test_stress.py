@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 import trio
 from queueing_helpers import outcome_of
 from tenacity import stop_after_attempt, wait_exponential
@@ -125,7 +126,13 @@ async def stress(count: int) -> None:
     assert trio.lowlevel.current_statistics().tasks_living == living_before
 
 
-async def test_a_hundred_thousand_tasks_with_failures_and_crashes_all_resolve(
-    autojump_clock: Any,
+# The default run stresses 10,000 tasks (every kind of outcome, ten times over); the
+# hundred thousand run with the slow tests (`nox -s slow`), as the other soaks do.
+@pytest.mark.parametrize(
+    "count",
+    [pytest.param(10_000, id="10k"), pytest.param(100_000, id="100k", marks=pytest.mark.slow)],
+)
+async def test_many_tasks_with_failures_and_crashes_all_resolve(
+    autojump_clock: Any, count: int
 ) -> None:
-    await stress(100_000)
+    await stress(count)

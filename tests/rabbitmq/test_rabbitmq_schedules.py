@@ -31,6 +31,7 @@ async def test_ticks_run_once_and_status_shows_the_last_outcome(amqp_url: str) -
     tick = Schedule("tick", queue="log", every=0.5)
     ran = {"tick": trio.Event()}
     queue = Queue("log", Log, worker_kwargs={"seen": seen, "ran": ran})
+    started = trio.current_time()
     async with (
         open_system(queue, tick, broker=amqp_url),
         open_system(queue, tick, broker=amqp_url),
@@ -41,7 +42,10 @@ async def test_ticks_run_once_and_status_shows_the_last_outcome(amqp_url: str) -
         shown = await trio.to_thread.run_sync(
             lambda: CliRunner().invoke(main, ["status", "--broker", amqp_url, "--json"])
         )
-    assert 4 <= len(seen) <= 6
+    # No more runs than ticks fell due while the two systems ran (each submitting every
+    # tick would about double that); measured, not a fixed 6, so a slow start on a loaded
+    # machine (more ticks due) is no failure.
+    assert 4 <= len(seen) <= int((trio.current_time() - started) / 0.5) + 1
     assert len(set(seen)) == len(seen)  # no tick ran twice
     assert shown.exit_code == 0, shown.output
     [listed] = json.loads(shown.output)["schedules"]

@@ -28,7 +28,6 @@ from queueing import Receipt, connect
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
 
-TASKS = int(os.environ.get("QUEUEING_TEST_MP_TASKS", "20000"))
 LEASE = 2.0
 #: The others reclaim a dead worker's tasks when they have been idle a lease; leases are
 #: checked every lease/3; the rest is scheduling on a loaded 2-core machine.
@@ -43,7 +42,14 @@ def runs_by_process(directory: Path) -> dict[int, list[str]]:
     }
 
 
-async def test_sigkill_of_a_worker_loses_nothing(redis_server: Any, tmp_path: Path) -> None:
+# 3,000 tasks in the default run; 20,000 with the slow tests (`nox -s slow`), as the
+# SQLite broker's test of the same (tests/sqlite/test_sqlite_processes.py).
+@pytest.mark.parametrize(
+    "tasks", [pytest.param(3000, id="3k"), pytest.param(20000, id="20k", marks=pytest.mark.slow)]
+)
+async def test_sigkill_of_a_worker_loses_nothing(
+    redis_server: Any, tmp_path: Path, tasks: int
+) -> None:
     prefix = f"mp{os.getpid()}{time.monotonic_ns() % 10**6}"
     url = redis_server.url_with(prefix=prefix, lease=LEASE)
     runs = tmp_path / "runs"
@@ -54,7 +60,7 @@ async def test_sigkill_of_a_worker_loses_nothing(redis_server: Any, tmp_path: Pa
         for _ in range(3)
     ]
     victim = workers[0]
-    report: dict[str, Any] = {"tasks": TASKS}
+    report: dict[str, Any] = {"tasks": tasks}
     try:
         async with raw_client(url) as client:
 
@@ -75,7 +81,7 @@ async def test_sigkill_of_a_worker_loses_nothing(redis_server: Any, tmp_path: Pa
                     stats = key(url, "mp", "stats")
 
                     async def a_third_done() -> bool:
-                        return int(await client.hget(stats, "succeeded") or 0) >= TASKS // 3
+                        return int(await client.hget(stats, "succeeded") or 0) >= tasks // 3
 
                     await wait_for(a_third_done, timeout=120, every=0.02)
                     victim.send_signal(signal.SIGKILL)
@@ -97,16 +103,16 @@ async def test_sigkill_of_a_worker_loses_nothing(redis_server: Any, tmp_path: Pa
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(kill_midway)
-                    batch = TASKS // 100
-                    for start in range(0, TASKS, batch):
-                        nursery.start_soon(submit, range(start, min(start + batch, TASKS)))
+                    batch = tasks // 100
+                    for start in range(0, tasks, batch):
+                        nursery.start_soon(submit, range(start, min(start + batch, tasks)))
                 report["submitted_in"] = time.monotonic() - started
                 results = {}
                 for receipt in receipts:
                     results[receipt.id] = await receipt.result(timeout=60)
                 report["all_done_in"] = time.monotonic() - started
-            assert len(receipts) == TASKS
-            assert sorted(results.values()) == [2 * n for n in range(TASKS)]
+            assert len(receipts) == tasks
+            assert sorted(results.values()) == [2 * n for n in range(tasks)]
             assert await outstanding(client, url, "mp") == 0
             assert await client.xlen(key(url, "mp", "dead")) == 0
     finally:

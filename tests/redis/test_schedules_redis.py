@@ -31,12 +31,16 @@ async def test_two_processes_submit_each_tick_once(redis_url: str) -> None:
     seen: list[str] = []
     tick = Schedule("tick", queue="log", every=0.5)
     queue = Queue("log", Log, worker_kwargs={"seen": seen})
+    started = trio.current_time()
     async with (
         open_system(queue, tick, broker=redis_url),
         open_system(queue, tick, broker=redis_url),
     ):
         await trio.sleep(2.2)
-    assert 3 <= len(seen) <= 5
+    # No more runs than ticks fell due while the two systems ran (each submitting every
+    # tick would about double that); measured, not a fixed 5, so a slow start on a loaded
+    # machine (more ticks due) is no failure.
+    assert 3 <= len(seen) <= int((trio.current_time() - started) / 0.5) + 1
     assert len(set(seen)) == len(seen)  # no tick ran twice
 
 
