@@ -36,7 +36,7 @@ from ._logs import task_fields
 from ._observe import sending
 from ._progress import ProgressBoard
 from ._queue import FanOut, Pipeline
-from ._ranked import Ranked, RetriesAhead
+from ._ranked import Fair, Ranked, RetriesAhead
 from ._task import ErrorInfo, PipelineTask, Task, TaskState, priority_of, tenant_of
 from ._validate import tenant as check_tenant
 from .brokers._contract import Admission
@@ -171,6 +171,8 @@ class Engine:
                 return
             check_tenant(tenant)
         task.tenant = tenant
+        if rt.fair is None and not self.shared and rt.buffer is not None:
+            self.share(rt)
 
     def prioritize(self, rt: QueueRuntime, task: Task, priority: int) -> None:
         """Give a new task its priority; in process, the first one switches its queue to
@@ -189,6 +191,24 @@ class Engine:
             ranked.take_from(rt.buffer)
             rt.ranking.set()
         return ranked
+
+    def share(self, rt: QueueRuntime) -> Fair:
+        """In process: switch a queue to sharing its waiting tasks out between tenants
+        (priorities first; `_ranked.Fair`), once, at its first task with a tenant; its
+        store. The tasks waiting so far (in the buffer, or in its `Ranked` store) move
+        there in their order, as the default tenant's."""
+        fair = rt.fair
+        if fair is None:
+            assert rt.buffer is not None
+            old = rt.ranked
+            fair = Fair(rt.info, None if old is None else old._arrived)
+            if old is None:
+                fair.take_from(rt.buffer)
+            else:
+                fair.take_store(old)
+            rt.ranked = rt.fair = fair
+            rt.ranking.set()
+        return fair
 
     def tasks(
         self,
@@ -434,6 +454,8 @@ class Engine:
         rt.scheduled += 1
         if self.shared:
             rt.held.pop(task.id, None)
+        elif rt.fair is not None:
+            rt.fair.done(task)  # its tenant runs one task fewer while it waits
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "task %s of %r failed on attempt %d (%s: %s); retrying in %.3gs",
@@ -534,6 +556,9 @@ class Engine:
             return
         rt.outstanding -= 1
         self.total -= 1
+        fair = rt.fair
+        if fair is not None:
+            fair.done(task)  # its tenant runs one task fewer
         if self.total == 0 and self.drained:
             self.drained.unpark_all()
         waiter = task._waiter  # Results.deliver, in process (the receipt's own record)
@@ -598,6 +623,8 @@ class Engine:
                 self.prioritize(nxt, child, priority)
             if tenant is not None:
                 child.tenant = tenant
+                if nxt.fair is None and not self.shared and nxt.buffer is not None:
+                    self.share(nxt)
             await self._accept_stage_task(nxt, child)
         if await self.broker.settle(rt.info, task, _SUCCEEDED, None):
             self.settled(rt, task)
