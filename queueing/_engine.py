@@ -50,6 +50,7 @@ log = logging.getLogger("queueing")
 _wall = time.time
 _ACCEPTED = Admission.ACCEPTED
 _FULL = Admission.FULL
+_TENANT_FULL = Admission.TENANT_FULL
 _SUCCEEDED = TaskState.SUCCEEDED
 _PENDING = TaskState.PENDING
 BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
@@ -286,9 +287,14 @@ class Engine:
         EXISTS: a task with that id (its key) was accepted before; nothing was done."""
         due = None if not delay else self.clock() + delay
         admission = await self.broker.accept(rt.info, task, due=due)
-        if admission is _FULL:
+        if admission is _FULL or admission is _TENANT_FULL:
             admission = await self._wait_for_room(
-                rt, when_full, timeout, lambda: self.broker.accept(rt.info, task, due=due)
+                rt,
+                task,
+                admission,
+                when_full,
+                timeout,
+                lambda: self.broker.accept(rt.info, task, due=due),
             )
         if admission is _ACCEPTED and not self.accepted(rt, task, due is not None):
             await self.deliver_later(rt, task)
@@ -331,16 +337,24 @@ class Engine:
             await rt.buffer.put(task)
 
     async def _wait_for_room(
-        self, rt: QueueRuntime, when_full: Overflow, timeout: float | None, retry: Any
+        self,
+        rt: QueueRuntime,
+        task: Task,
+        admission: Admission,
+        when_full: Overflow,
+        timeout: float | None,
+        retry: Any,
     ) -> Admission:
-        maxsize = rt.spec.maxsize
+        """A task refused FULL (or TENANT_FULL: its tenant holds `tenant_maxsize`): wait
+        for room and try again (`retry`) as `when_full` and `timeout` say, or raise
+        `QueueFull` naming the limit (and the tenant)."""
         if when_full is Overflow.REJECT:
-            raise QueueFull(rt.name, maxsize)
+            raise self._full(rt, task, admission, None)
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
             left = deadline - trio.current_time()
             if left <= 0:
-                raise QueueFull(rt.name, maxsize, timeout)
+                raise self._full(rt, task, admission, timeout)
             rt.room_waiters += 1
             try:
                 await self.broker.wait_room(rt.info, left)
@@ -348,9 +362,19 @@ class Engine:
                 rt.room_waiters -= 1
             if self.stopping:
                 raise SystemStopping("the system shut down while this submit waited for room")
-            admission: Admission = await retry()
-            if admission is not _FULL:
+            admission = await retry()
+            if admission is not _FULL and admission is not _TENANT_FULL:
                 return admission
+
+    @staticmethod
+    def _full(
+        rt: QueueRuntime, task: Task, admission: Admission, waited: float | None
+    ) -> QueueFull:
+        if admission is _TENANT_FULL:
+            limit = rt.spec.tenant_maxsize
+            assert limit is not None
+            return QueueFull(rt.name, limit, waited, tenant=tenant_of(task) or "")
+        return QueueFull(rt.name, rt.spec.maxsize, waited)
 
     async def start_run(
         self,
@@ -385,9 +409,11 @@ class Engine:
             self.results.watch(run)  # before: its outcome may arrive before this resumes
         with sending(rt, stage):
             admission = await self.runs.start(run, rt.info, stage, due=due)
-            if admission is _FULL:
+            if admission is _FULL or admission is _TENANT_FULL:
                 admission = await self._wait_for_room(
                     rt,
+                    stage,
+                    admission,
                     rt.spec.when_full,
                     rt.spec.full_timeout if timeout is None else timeout,
                     lambda: self.runs.start(run, rt.info, stage, due=due),
@@ -642,8 +668,10 @@ class Engine:
 
         with sending(rt, task):
             admission = await attempt()
-            if admission is _FULL:
-                admission = await self._wait_for_room(rt, Overflow.WAIT, None, attempt)
+            if admission is _FULL or admission is _TENANT_FULL:
+                admission = await self._wait_for_room(
+                    rt, task, admission, Overflow.WAIT, None, attempt
+                )
         if admission is _ACCEPTED and not self.accepted(rt, task, False):
             await self.deliver_later(rt, task)
 

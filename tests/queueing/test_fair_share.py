@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from typing import Any
 
+import pytest
 import tenacity
 import trio
 import trio.testing
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import queueing
-from queueing import Queue, RetryPolicy, Worker, open_system
+from queueing import Overflow, Queue, QueueFull, RetryPolicy, Worker, open_system
 
 SETTINGS = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 TENANTS = [None, "a", "b", "c", "d"]
@@ -334,3 +335,64 @@ async def test_a_tenant_at_its_limit_resumes_at_the_current_virtual_time(
             "tick-a5",
         ]
     )
+
+
+# -- tenant_maxsize ----------------------------------------------------------------------
+
+
+def held_queue(started: list[str], gate: trio.Event, **options: Any) -> Queue:
+    return Queue("q", Held, worker_kwargs={"started": started, "gate": gate}, **options)
+
+
+async def test_a_full_tenant_waits_its_timeout_then_is_refused_by_name(
+    autojump_clock: Any,
+) -> None:
+    started: list[str] = []
+    gate = trio.Event()
+    spec = held_queue(started, gate, workers=3, tenant_maxsize=2, full_timeout=5)
+    async with open_system(spec) as system:
+        await system.submit_many("q", ["hold-a1", "hold-a2"], tenant="A")
+        before = trio.current_time()
+        with pytest.raises(QueueFull) as caught:
+            await system.submit("q", "a3", tenant="A")
+        assert trio.current_time() - before == pytest.approx(5)
+        assert (caught.value.queue, caught.value.tenant, caught.value.maxsize) == ("q", "A", 2)
+        assert str(caught.value).startswith(
+            "tenant 'A' of queue 'q' has 2 outstanding tasks (Queue(tenant_maxsize=2)) after "
+            "waiting 5s"
+        )
+        # Another tenant's outcome does not let A in: it goes on waiting.
+        async with trio.open_nursery() as nursery:
+            waiting = trio.Event()
+
+            async def submit_a3() -> None:
+                waiting.set()
+                await system.submit("q", "a3", tenant="A", timeout=100)
+
+            nursery.start_soon(submit_a3)
+            await waiting.wait()
+            assert await (await system.submit("q", "b1", tenant="B")) == "b1"
+            await trio.sleep(10)
+            assert "a3" not in started
+            gate.set()  # A's tasks end: a3 gets in
+        await system.drain()
+    assert started[-1] == "a3"
+
+
+async def test_submit_many_of_a_full_tenant_says_what_was_accepted(autojump_clock: Any) -> None:
+    started: list[str] = []
+    gate = trio.Event()
+    spec = held_queue(started, gate, workers=1, tenant_maxsize=3, when_full=Overflow.REJECT)
+    async with open_system(spec) as system:
+        with pytest.raises(QueueFull, match="tenant 'A'") as caught:
+            await system.submit_many("q", ["hold", "a2", "a3", "a4", "a5"], tenant="A")
+        assert len(caught.value.accepted) == 3
+        assert caught.value.rejected == ["a4", "a5"]
+        # The default tenant is a tenant too, with a limit of its own.
+        await system.submit_many("q", ["n1", "n2", "n3"])
+        with pytest.raises(QueueFull, match=r"the default tenant \(tasks without one\)") as plain:
+            await system.submit("q", "n4")
+        assert plain.value.tenant == ""
+        gate.set()
+        await system.drain()
+    assert sorted(started) == ["a2", "a3", "hold", "n1", "n2", "n3"]
