@@ -18,6 +18,7 @@ dead-lettered with the reason and never run.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -57,6 +58,32 @@ def _fields(flat: Sequence[Any]) -> dict[Any, Any]:
 def _is_ranked(answer: Any) -> bool:
     """Whether claim.lua's answer is a ranked queue's (`'ranked', ids...`)."""
     return bool(answer[0] == "ranked")  # an entry read is a list (responses are str)
+
+
+def _is_fair(answer: Any) -> bool:
+    """Whether claim.lua's answer is a fair queue's (`'fair', heads...`)."""
+    return bool(answer[0] == "fair")
+
+
+def next_of_flows(heads: Sequence[Any], n: int, weight_of: Callable[[str], float]) -> list[str]:
+    """The next `n` task ids of a fair queue (at most), from claim.lua's first heads: the
+    contract's order (highest priority, lowest S, the flow tagged first), S += 1 / weight
+    for a flow's next task, as take.lua takes them."""
+    order: list[tuple[int, float, int, str, str, list[str]]] = []
+    for member, score, priority, tenant, ids in heads:
+        if ids:
+            order.append((-int(priority), float(score), 0, str(member), str(tenant), list(ids)))
+    heapq.heapify(order)
+    picks: list[str] = []
+    tagged = 0
+    while order and len(picks) < n:
+        level, start, _, member, tenant, ids = heapq.heappop(order)
+        picks.append(str(ids.pop(0)))
+        if ids:  # a new tag: after every tag set so far
+            tagged += 1
+            start += 1 / weight_of(tenant)
+            heapq.heappush(order, (level, start, tagged, member, tenant, ids))
+    return picks
 
 
 def _read_entries(answer: Any) -> tuple[Entries, Counts, Owners]:
@@ -124,7 +151,13 @@ class Consumer:
             reclaimed, counts = await self._reclaim(queue, n)
             if reclaimed:
                 return reclaimed, counts, None
-        keys = [ready, self.keys.live(name), self.keys.ranked(name), self.keys.waiting(name)]
+        keys = [
+            ready,
+            self.keys.live(name),
+            self.keys.ranked(name),
+            self.keys.waiting(name),
+            *self.keys.fair(name),
+        ]
         args = [self.consumer, n]
         ops = self.batcher.take()
         if ops:
@@ -144,6 +177,8 @@ class Consumer:
                 lambda: self.calls.script(self.calls.client, "claim", keys, args),
                 deliver=False,
             )
+        if answer and _is_fair(answer):
+            return await self._take_fair(queue, n, answer[1:], wait)
         if answer and _is_ranked(answer):
             return await self._take_ranked(queue, n, [str(i) for i in answer[1:]], wait)
         if answer:
@@ -219,6 +254,40 @@ class Consumer:
                 # look again, waiting out what is left of this claim's wait.
                 return await self._take(queue, n, wait - (trio.current_time() - started))
         return [], None, None
+
+    async def _take_fair(
+        self, queue: QueueInfo, n: int, heads: list[Any], wait: float
+    ) -> tuple[Entries, Counts, Owners]:
+        """A claim on a fair queue (see lua/_fair.lua): the tasks that come next by the
+        heads claim.lua read (worked out with the tenants' weights), taken by take_fair.lua
+        in the contract's order; with none waiting, wait for a nudge as a ranked queue."""
+        if not heads:
+            return await self._take_ranked(queue, n, [], wait)
+        name = queue.name
+        weighs = queue.weight_of
+        weights = {
+            tenant: float(weighs(tenant)) if weighs is not None and tenant else 1.0
+            for tenant in {str(head[3]) for head in heads}
+        }
+        ids = next_of_flows(heads, n, weights.__getitem__)
+        keys = [
+            self.keys.ready(name),
+            self.keys.live(name),
+            self.keys.envs(name),
+            *self.keys.fair(name),
+            *(self.keys.record(name, i) for i in ids),
+        ]
+        pairs = [x for tenant, weight in weights.items() for x in (tenant, repr(weight))]
+        args = [self.consumer, queue.tenant_concurrency or 0, len(weights), *pairs, *ids]
+        answer = await self.calls.retrying(
+            "claim",
+            lambda: self.calls.script(self.calls.client, "take_fair", keys, args),
+            deliver=False,
+        )
+        if answer:
+            return _read_entries(answer)
+        # None taken (other processes took them first): look again.
+        return await self._take(queue, n, wait)
 
     async def _give_back(self, queue: str, entries: Entries, counts: dict[str, int]) -> None:
         """Entries claimed for a caller that was cancelled before it got them: leave them
@@ -441,7 +510,8 @@ class Consumer:
                 ids = [str(i) for i in due]
                 live = self.keys.live(queue)
                 records = [self.keys.record(queue, i) for i in ids]
-                keys = [delayed, envs, ready, live, waiting, ranked, nudge, *records]
+                fair = self.keys.fair(queue)
+                keys = [delayed, envs, ready, live, waiting, ranked, nudge, *fair, *records]
                 await self.calls.eval("promote", "promote", keys, [now_ms, k.NUDGE_TOKENS, *ids])
                 continue
             wait = PROMOTE_IDLE
