@@ -39,7 +39,7 @@ class Overlapping(Worker):
     async def handle(self, name: str) -> str:
         tenant = name.partition("-")[0]
         record(f"start {tenant}")
-        await trio.sleep(0.02)
+        await trio.sleep(0.1)  # long enough that a tenant has CAP at once
         record(f"end {tenant}")
         return name
 

@@ -170,3 +170,16 @@ async def test_declared_queues_carry_the_tenant_limits(redis_url: str) -> None:
     async with opened(redis_url, limited), opened(redis_url, serve=False) as client:
         info = (await client.declared())["jobs"]
         assert (info.tenant_concurrency, info.tenant_maxsize) == (3, 50)
+
+
+async def test_tenant_concurrency_lets_a_tenant_run_up_to_its_cap(redis_url: str) -> None:
+    capped = attrs.evolve(JOBS, tenant_concurrency=2)
+    async with opened(redis_url, capped) as broker:
+        for i in range(4):
+            await broker.accept(capped, task(f"a{i}", "A"))
+        first = await broker.claim(capped, 10, wait=0)
+        assert [t.payload for t in first] == ["a0", "a1"]
+        assert await broker.claim(capped, 10, wait=0) == []
+        await broker.settle(capped, first[0], TaskState.SUCCEEDED, None)
+        await broker.flush()
+        assert [t.payload for t in await claim_until(broker, capped)] == ["a2"]

@@ -4,7 +4,8 @@
 --
 -- A queue turns fair at its first task with a tenant (submit.lua), for good; it is ranked
 -- too then (_ranking.lua), and from then on every ready task waits in a flow (one per
--- tenant and priority; tasks without a tenant are the default tenant's, ''). Its keys,
+-- tenant and priority; tasks without a tenant are the default tenant's, '', limited as
+-- any other). Its keys,
 -- passed in KEYS[] from index F on (`Keys.fair`, always in this order):
 --   F     `fair`    hash: 'seq' the sequence of FIFO positions and tags; 'v<p>' the
 --                   virtual time V of priority p; 'f<flow>' a flow's tag "S seq" (the
@@ -67,7 +68,7 @@ local function tag_of(F, flow)
 end
 
 local function aside(F, tenant)
-  return tenant ~= '' and redis.call('HEXISTS', KEYS[F + 2], 'a:' .. tenant) == 1
+  return redis.call('HEXISTS', KEYS[F + 2], 'a:' .. tenant) == 1
 end
 
 -- Give a flow the start tag S (a new sequence: ties go in the order tags were set), and
@@ -156,7 +157,7 @@ local function unrun(F, tenant, tokens)
   nudge(F, back, tokens)
 end
 
--- A task with a tenant got its outcome: one less outstanding of that tenant.
+-- A task counted among its tenant's outstanding ones got its outcome.
 local function unhold(F, tenant)
   if redis.call('HINCRBY', KEYS[F + 2], 'o:' .. tenant, -1) <= 0 then
     redis.call('HDEL', KEYS[F + 2], 'o:' .. tenant)

@@ -11,9 +11,9 @@
 -- Returns one code per task: 1 recorded; 0 it had an outcome; -1 no such task; -2 the
 -- record names another entry (the one given is acknowledged and removed; the task is
 -- left alone)
--- A task with a tenant ('n' in its record) counts no more among its tenant's outstanding
--- ones, nor among its running ones if it was ('c'); one cancelled while it waited in a
--- fair queue's flow leaves it.
+-- A task counts no more among its tenant's ('n' in its record; none: the default one)
+-- outstanding ones if it did ('q'), nor among its running ones ('c'); one cancelled while
+-- it waited in a fair queue's flow leaves it.
 local GROUP = 'workers'
 local F = 11
 local gone, codes, counters, streams = {}, {}, {}, {}
@@ -21,7 +21,7 @@ local recorded = 0
 local k = 26
 for a = 7, #ARGV, 8 do
   local entry, id, client = ARGV[a], ARGV[a + 4], ARGV[a + 7]
-  local f = redis.call('HMGET', KEYS[k], 's', 'e', 'r', 'n', 'c')
+  local f = redis.call('HMGET', KEYS[k], 's', 'e', 'r', 'n', 'c', 'q')
   local code = 1
   if not f[1] then
     code = -1
@@ -42,10 +42,8 @@ for a = 7, #ARGV, 8 do
     elseif entry == '' and (f[2] or '') == '' and leave(F, id) then
       redis.call('HDEL', KEYS[8], id) -- cancelled while it waited in a fair queue's flow
     end
-    if f[4] then
-      if f[5] then unrun(F, f[4], tonumber(ARGV[5])) end
-      unhold(F, f[4])
-    end
+    if f[5] then unrun(F, f[4] or '', tonumber(ARGV[5])) end
+    if f[6] then unhold(F, f[4] or '') end
     local outcome = ARGV[a + 2]
     redis.call('HSET', KEYS[k], 's', ARGV[a + 1], 'e', '', 'o', outcome)
     if f[5] then redis.call('HDEL', KEYS[k], 'c') end

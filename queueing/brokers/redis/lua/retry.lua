@@ -29,9 +29,9 @@ redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2])
 redis.call('HSET', KEYS[1], 's', 'scheduled', 'e', '', 'm', ARGV[4])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'a', '1') end
-if f[3] and f[4] then
+if f[4] then
   redis.call('HDEL', KEYS[1], 'c')
-  unrun(7, f[3], tonumber(ARGV[7]))
+  unrun(7, f[3] or '', tonumber(ARGV[7]))
 end
 redis.call('HINCRBY', KEYS[5], 'retried', 1)
 return 1

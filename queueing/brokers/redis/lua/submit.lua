@@ -17,8 +17,9 @@
 --
 -- Tenants: a queue's first task with a tenant switches it to fair mode for good (ranked
 -- too, see _fair.lua): its ready tasks wait in flows from then on, those waiting by
--- priority moved into the default tenant's. A task with a tenant has it in its record
--- ('n'), and counts among its tenant's outstanding ones until its outcome.
+-- priority moved into the default tenant's ('': the tasks without one). A task with a
+-- tenant has it in its record ('n'). With `tenant_maxsize`, every task counts among its
+-- tenant's outstanding ones until its outcome ('q' in its record), the default one too.
 local F = 10
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 local maxsize = tonumber(ARGV[1])
@@ -49,7 +50,7 @@ local function make_fair() -- see _fair.lua
 end
 
 local function full(tenant)
-  return tenant ~= '' and tenant_max > 0
+  return tenant_max > 0
     and tonumber(redis.call('HGET', KEYS[F + 2], 'o:' .. tenant) or '0') >= tenant_max
 end
 
@@ -89,8 +90,9 @@ for i = 25, #KEYS do
       redis.call('HSET', KEYS[6], entry, reply)
     end
     if priority > 0 then redis.call('HSET', KEYS[i], 'p', priority) end
-    if tenant ~= '' then
-      redis.call('HSET', KEYS[i], 'n', tenant)
+    if tenant ~= '' then redis.call('HSET', KEYS[i], 'n', tenant) end
+    if tenant_max > 0 then -- counted among its tenant's outstanding tasks till its outcome
+      redis.call('HSET', KEYS[i], 'q', '1')
       redis.call('HINCRBY', KEYS[F + 2], 'o:' .. tenant, 1)
     end
     codes[#codes + 1] = 1

@@ -5,7 +5,7 @@
 -- new entries for the consumer. Concurrent claims are safe: a task is taken by whoever
 -- removes it from its flow; a claim whose guess went wrong takes fewer.
 -- Taking a flow's head sets V = S (of its priority), then S += 1 / weight for the flow's
--- next head. A task with a tenant counts as running ('c' in its record); a tenant at its
+-- next head. A task counts as running of its tenant ('c' in its record); a tenant at its
 -- `tenant_concurrency` has its flows set aside (see unrun in _fair.lua).
 -- KEYS: 1 ready, 2 live, 3 envs, 4..18 the fair keys, 19.. the record of each id
 -- ARGV: 1 consumer, 2 tenant_concurrency (0: none), 3 W, then W pairs (tenant, weight),
@@ -48,14 +48,14 @@ local function take(head, flow, member, id, i, S, p)
   redis.call('HDEL', KEYS[3], id)
   if not env then return false end
   local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'env', env)
-  local f = redis.call('HMGET', KEYS[i], 's', 'r', 'n', 'c')
+  local f = redis.call('HMGET', KEYS[i], 's', 'r', 'c')
   if f[1] == 'pending' then
     redis.call('HSET', KEYS[i], 'e', entry)
     redis.call('HSET', KEYS[2], entry, f[2] or '')
-    if f[3] and not f[4] then
+    if not f[3] then
       redis.call('HSET', KEYS[i], 'c', '1')
-      local running = redis.call('HINCRBY', KEYS[F + 2], 'r:' .. f[3], 1)
-      if cap > 0 and running >= cap then set_aside(F, f[3], cap) end
+      local running = redis.call('HINCRBY', KEYS[F + 2], 'r:' .. tenant, 1)
+      if cap > 0 and running >= cap then set_aside(F, tenant, cap) end
     end
   end
   return true
