@@ -481,6 +481,9 @@ class QueueSystem:
         task.queue = record.queue
         if priority_of(record):
             task.priority = record.priority
+        tenant = tenant_of(record)
+        if tenant is not None:
+            task.tenant = tenant
         if isinstance(task, PipelineTask) and isinstance(record, PipelineTask):
             task.route = record.route
             task.run = record.run

@@ -21,12 +21,18 @@ local wanted = {}
 local first = 4 + 2 * W
 for i = 19, #KEYS do wanted[ARGV[first + i - 19]] = i end
 
--- The head to take next: its heads member, S and priority (nil: none).
+-- The head to take next: its heads member, S and priority (nil: none). Within one call
+-- no level above the last one found gets a head (a take tags its flow at its own level).
+local top = MAX_LEVEL
 local function best()
-  for p = MAX_LEVEL, 0, -1 do
+  for p = top, 0, -1 do
     local h = redis.call('ZRANGE', KEYS[F + 5 + p], 0, 0, 'WITHSCORES')
-    if h[1] then return h[1], tonumber(h[2]), p end
+    if h[1] then
+      top = p
+      return h[1], tonumber(h[2]), p
+    end
   end
+  top = -1
   return nil
 end
 
