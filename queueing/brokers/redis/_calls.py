@@ -47,6 +47,7 @@ SCRIPTS = (
 )
 #: Shared pieces of Lua (lua/_NAME.lua), loaded in front of the scripts that use them.
 PRELUDES = {
+    "claim": ("_fair",),
     "submit": ("_ranking", "_fair"),
     "promote": ("_ranking", "_fair"),
     "take_fair": ("_fair",),

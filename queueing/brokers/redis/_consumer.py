@@ -124,6 +124,8 @@ class Consumer:
         self._reclaim_at: dict[str, float] = {}
         self._reclaim_from: dict[str, str] = {}
         self._promoters: dict[str, trio.lowlevel.ParkingLot] = {}
+        #: Per fair queue, the first heads the last claim left (see `_take_fair`).
+        self._fair_heads: dict[str, list[Any]] = {}
 
     # -- claim ------------------------------------------------------------------------------
 
@@ -151,6 +153,11 @@ class Consumer:
             reclaimed, counts = await self._reclaim(queue, n)
             if reclaimed:
                 return reclaimed, counts, None
+        heads = self._fair_heads.pop(name, None)
+        if heads:  # a fair queue: the next tasks guessed from what the last claim saw
+            taken = await self._take_fair(queue, n, heads)
+            if taken is not None:
+                return taken
         keys = [
             ready,
             self.keys.live(name),
@@ -158,27 +165,13 @@ class Consumer:
             self.keys.waiting(name),
             *self.keys.fair(name),
         ]
-        args = [self.consumer, n]
-        ops = self.batcher.take()
-        if ops:
-            # Outcomes are waiting to be written: sent in the same round trip.
-
-            def fill(pipe: Any) -> list[Any]:
-                return [*self.batcher.fill(pipe, ops), self.calls.script(pipe, "claim", keys, args)]
-
-            answers = await self.calls.pipelined("write outcomes and claim", fill, deliver=False)
-            self.batcher.answered(ops, answers[:-1])
-            answer = answers[-1]
-            if isinstance(answer, Exception):
-                raise answer
-        else:
-            answer = await self.calls.retrying(
-                "claim",
-                lambda: self.calls.script(self.calls.client, "claim", keys, args),
-                deliver=False,
-            )
+        answer = await self._with_outcomes("claim", keys, [self.consumer, n])
         if answer and _is_fair(answer):
-            return await self._take_fair(queue, n, answer[1:], wait)
+            if len(answer) == 1:  # no task may be taken: wait as on a ranked queue
+                return await self._take_ranked(queue, n, [], wait)
+            taken = await self._take_fair(queue, n, answer[1:])
+            # None taken (another process took them first): look again.
+            return taken if taken is not None else await self._take(queue, n, wait)
         if answer and _is_ranked(answer):
             return await self._take_ranked(queue, n, [str(i) for i in answer[1:]], wait)
         if answer:
@@ -255,14 +248,36 @@ class Consumer:
                 return await self._take(queue, n, wait - (trio.current_time() - started))
         return [], None, None
 
+    async def _with_outcomes(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """A claim's script call, with the outcomes waiting to be written (if any) in the
+        same round trip. Calls here leave a cancellation to `claim`."""
+        ops = self.batcher.take()
+        if not ops:
+            return await self.calls.retrying(
+                "claim",
+                lambda: self.calls.script(self.calls.client, script, keys, args),
+                deliver=False,
+            )
+
+        def fill(pipe: Any) -> list[Any]:
+            return [*self.batcher.fill(pipe, ops), self.calls.script(pipe, script, keys, args)]
+
+        answers = await self.calls.pipelined("write outcomes and claim", fill, deliver=False)
+        self.batcher.answered(ops, answers[:-1])
+        answer = answers[-1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
     async def _take_fair(
-        self, queue: QueueInfo, n: int, heads: list[Any], wait: float
-    ) -> tuple[Entries, Counts, Owners]:
+        self, queue: QueueInfo, n: int, heads: list[Any]
+    ) -> tuple[Entries, Counts, Owners] | None:
         """A claim on a fair queue (see lua/_fair.lua): the tasks that come next by the
-        heads claim.lua read (worked out with the tenants' weights), taken by take_fair.lua
-        in the contract's order; with none waiting, wait for a nudge as a ranked queue."""
-        if not heads:
-            return await self._take_ranked(queue, n, [], wait)
+        `heads` claim.lua (or the last take_fair.lua) read, worked out with the tenants'
+        weights, taken by take_fair.lua in the contract's order (entries in the stream
+        come first, as claim.lua's). take_fair.lua answers with the heads it leaves, which
+        the next claim guesses from: one round trip per claim while no other process takes
+        the tasks guessed. None: nothing taken or read (the caller looks again)."""
         name = queue.name
         weighs = queue.weight_of
         weights = {
@@ -278,16 +293,11 @@ class Consumer:
             *(self.keys.record(name, i) for i in ids),
         ]
         pairs = [x for tenant, weight in weights.items() for x in (tenant, repr(weight))]
-        args = [self.consumer, queue.tenant_concurrency or 0, len(weights), *pairs, *ids]
-        answer = await self.calls.retrying(
-            "claim",
-            lambda: self.calls.script(self.calls.client, "take_fair", keys, args),
-            deliver=False,
-        )
-        if answer:
-            return _read_entries(answer)
-        # None taken (other processes took them first): look again.
-        return await self._take(queue, n, wait)
+        args = [self.consumer, queue.tenant_concurrency or 0, n, len(weights), *pairs, *ids]
+        read, left = await self._with_outcomes("take_fair", keys, args)
+        if left:
+            self._fair_heads[name] = list(left)
+        return _read_entries(read) if read else None
 
     async def _give_back(self, queue: str, entries: Entries, counts: dict[str, int]) -> None:
         """Entries claimed for a caller that was cancelled before it got them: leave them

@@ -163,3 +163,24 @@ local function unhold(F, tenant)
     redis.call('HDEL', KEYS[F + 2], 'o:' .. tenant)
   end
 end
+
+-- The first `count` heads that may be taken (highest priority first, then lowest S, then
+-- the flow tagged first), each {its heads member, S, priority, tenant, the ids of its
+-- first `count` tasks}: what a claimer works out the next tasks from (see take_fair.lua).
+local function first_heads(F, count)
+  local heads = {}
+  for p = MAX_LEVEL, 0, -1 do
+    local room = count - #heads
+    if room <= 0 then break end
+    local got = redis.call('ZRANGE', KEYS[F + 5 + p], 0, room - 1, 'WITHSCORES')
+    for j = 1, #got, 2 do
+      local flow = got[j]:sub(17)
+      local members = redis.call('ZRANGE', KEYS[F + 1], '[' .. flow, '(' .. flow .. '\255',
+        'BYLEX', 'LIMIT', 0, count)
+      local ids = {}
+      for m = 1, #members do ids[m] = id_of(members[m], flow) end
+      heads[#heads + 1] = {got[j], got[j + 1], p, (parse_flow(flow)), ids}
+    end
+  end
+  return heads
+end

@@ -29,23 +29,8 @@ if got then
 end
 if #out > 0 or redis.call('EXISTS', KEYS[3]) == 0 then return out end
 if redis.call('EXISTS', KEYS[5]) == 1 then
-  local count = tonumber(ARGV[2])
-  local heads = {'fair'}
-  for p = 9, 0, -1 do -- queueing._task.MAX_PRIORITY down
-    local room = count - #heads + 1
-    if room <= 0 then break end
-    local got = redis.call('ZRANGE', KEYS[10 + p], 0, room - 1, 'WITHSCORES')
-    for j = 1, #got, 2 do
-      local flow = got[j]:sub(17)
-      local colon = flow:find(':', 3, true)
-      local tenant = flow:sub(colon + 1, colon + tonumber(flow:sub(3, colon - 1)))
-      local members = redis.call('ZRANGE', KEYS[6], '[' .. flow, '(' .. flow .. '\255', 'BYLEX',
-        'LIMIT', 0, count)
-      local ids = {}
-      for m = 1, #members do ids[m] = members[m]:sub(#flow + 19) end
-      heads[#heads + 1] = {got[j], got[j + 1], p, tenant, ids}
-    end
-  end
+  local heads = first_heads(5, tonumber(ARGV[2]))
+  table.insert(heads, 1, 'fair')
   return heads
 end
 local ids = redis.call('ZRANGE', KEYS[4], 0, tonumber(ARGV[2]) - 1)

@@ -1,24 +1,28 @@
--- Claim the next tasks of a fair queue (see _fair.lua): take heads in the contract's
--- order (highest priority, lowest S, the flow tagged first) while each is one of the ids
--- the claimer expects (claim.lua's answer, worked out with the weights; it has their
--- records' keys), at most one per id; move them into the ready stream, then read as many
--- new entries for the consumer. Concurrent claims are safe: a task is taken by whoever
--- removes it from its flow; a claim whose guess went wrong takes fewer.
+-- Claim the next tasks of a fair queue (see _fair.lua). Entries the ready stream has for
+-- a reader come first, as in claim.lua (then nothing else is taken). Else take heads in
+-- the contract's order (highest priority, lowest S, the flow tagged first) while each is
+-- one of the ids the claimer expects (worked out with the weights from claim.lua's answer
+-- or this script's last one; it has their records' keys), at most one per id; move them
+-- into the ready stream, then read as many new entries for the consumer. Concurrent
+-- claims are safe: a task is taken by whoever removes it from its flow; a claim whose
+-- guess went wrong takes fewer.
 -- Taking a flow's head sets V = S (of its priority), then S += 1 / weight for the flow's
 -- next head. A task counts as running of its tenant ('c' in its record); a tenant at its
 -- `tenant_concurrency` has its flows set aside (see unrun in _fair.lua).
 -- KEYS: 1 ready, 2 live, 3 envs, 4..18 the fair keys, 19.. the record of each id
--- ARGV: 1 consumer, 2 tenant_concurrency (0: none), 3 W, then W pairs (tenant, weight),
---       then the ids, one per record
--- Returns what claim.lua returns for entries read.
+-- ARGV: 1 consumer, 2 tenant_concurrency (0: none), 3 count, 4 W, then W pairs (tenant,
+--       weight), then the ids, one per record
+-- Returns {what claim.lua returns for entries read, the first `count` heads left
+-- (first_heads: the claimer's next guess; none when stream entries were read)}.
 local GROUP = 'workers'
 local F = 4
 local cap = tonumber(ARGV[2])
-local W = tonumber(ARGV[3])
+local count = tonumber(ARGV[3])
+local W = tonumber(ARGV[4])
 local weights = {}
-for j = 4, 3 + 2 * W, 2 do weights[ARGV[j]] = tonumber(ARGV[j + 1]) end
+for j = 5, 4 + 2 * W, 2 do weights[ARGV[j]] = tonumber(ARGV[j + 1]) end
 local wanted = {}
-local first = 4 + 2 * W
+local first = 5 + 2 * W
 for i = 19, #KEYS do wanted[ARGV[first + i - 19]] = i end
 
 -- The head to take next: its heads member, S and priority (nil: none). Within one call
@@ -67,6 +71,27 @@ local function take(head, flow, member, id, i, S, p)
   return true
 end
 
+-- Entries a reader has not had: read first, as claim.lua does (a wake-up entry, no task,
+-- is acknowledged and removed).
+local function read(n)
+  local got = redis.call('XREADGROUP', 'GROUP', GROUP, ARGV[1], 'COUNT', n, 'STREAMS',
+    KEYS[1], '>')
+  local out = {}
+  if not got then return out end
+  for _, e in ipairs(got[1][2]) do
+    if e[2][1] == 'wake' then
+      redis.call('XACK', KEYS[1], GROUP, e[1])
+      redis.call('XDEL', KEYS[1], e[1])
+    else
+      out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
+    end
+  end
+  return out
+end
+
+local unread = read(count)
+if #unread > 0 then return {unread, {}} end
+
 local moved, taken = 0, 0
 while taken < #KEYS - 18 do
   local head, S, p = best()
@@ -85,17 +110,5 @@ while taken < #KEYS - 18 do
     redis.call('HDEL', KEYS[F], 'f' .. flow)
   end
 end
-if moved == 0 then return {} end
-local got = redis.call('XREADGROUP', 'GROUP', GROUP, ARGV[1], 'COUNT', moved, 'STREAMS',
-  KEYS[1], '>')
-if not got then return {} end
-local out = {}
-for _, e in ipairs(got[1][2]) do
-  if e[2][1] == 'wake' then -- a wake-up entry (see claim.lua)
-    redis.call('XACK', KEYS[1], GROUP, e[1])
-    redis.call('XDEL', KEYS[1], e[1])
-  else
-    out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
-  end
-end
-return out
+if moved == 0 then return {{}, first_heads(F, count)} end
+return {read(moved), first_heads(F, count)}
