@@ -261,3 +261,18 @@ async def test_tenant_figures_name_the_busiest_tenants(path: Path) -> None:
         figures = await broker.tenant_figures("fair", 10)
         assert figures == [TenantFigures("big", 3, 2), TenantFigures("small", 1, 1)]
         assert await broker.tenant_figures("fair", 1) == [TenantFigures("big", 3, 2)]
+
+
+async def test_a_task_handed_back_goes_first_within_its_priority(path: Path) -> None:
+    url = f"sqlite:///{path}"
+    queue = info()
+    broker = SqliteBroker(url)
+    async with broker.connect({"fair": queue}, serve=True):
+        for name, tenant in (("a1", "A"), ("a2", "A"), ("b1", "B")):
+            await broker.accept(queue, task(name, tenant))
+        held = await broker.claim(queue, 2, wait=0)
+        assert [t.id for t in held] == ["fair:a1", "fair:b1"]
+        await broker.accept(queue, task("urgent", "C", priority=5))
+        await broker.release(queue, held)
+        taken = await broker.claim(queue, 5, wait=0)
+    assert [t.id for t in taken] == ["fair:urgent", "fair:a1", "fair:b1", "fair:a2"]

@@ -42,7 +42,8 @@ log = logging.getLogger("queueing")
 #: Taken off the `fseq` of a due retry of a `retry_ahead` queue: ahead of the tasks of
 #: its flow that were never tried, in the order the retries became due.
 AHEAD = 1 << 62
-#: Where `tenant` is among `COLUMNS` (the last one).
+#: Where `priority` and `tenant` are among `COLUMNS` (the last two).
+PRIORITY_COLUMN = -2
 TENANT_COLUMN = -1
 
 
@@ -164,8 +165,9 @@ def freed(tx: Tx, q: QueueRow, queue: str, tenant: str, running: int, outstandin
 
 def claim(tx: Tx, info: QueueInfo, q: QueueRow, n: int) -> list[Any]:
     """The rows of up to `n` tasks to lease, in the contract's order (after the expired
-    leases, which the caller took): tasks handed back first, then the heads of the
-    flows. Counts them as running for their tenants; the caller leases them."""
+    leases, which the caller took): the heads of the flows, a task handed back first
+    within its priority. Counts them as running for their tenants (the caller leases
+    them); a tenant at `tenant_concurrency` is skipped, its flows set aside."""
     queue = info.name
     promote(tx, q, queue)
     cap = info.tenant_concurrency
@@ -193,23 +195,25 @@ def claim(tx: Tx, info: QueueInfo, q: QueueRow, n: int) -> list[Any]:
                 running[tenant] += 1
 
     rows: list[Any] = []
-    handed_back = tx.execute(
-        f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND avail_at = 0 ORDER BY rowid",
-        (queue,),
+    # Tasks handed back go first within their priority (as in a plain queue).
+    handed = tx.execute(
+        f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND avail_at = 0 ORDER BY rowid", (queue,)
     ).fetchall()
-    for row in handed_back:
-        if len(rows) >= n:
-            break
-        tenant = row[TENANT_COLUMN]
-        if not at_cap(tenant):
-            rows.append(row)
-            count(tenant)
+    handed.reverse()  # taken from the end: the highest priority, then the oldest
+    handed.sort(key=lambda row: int(row[PRIORITY_COLUMN]))
     while len(rows) < n:
+        while handed and at_cap(handed[-1][TENANT_COLUMN]):
+            handed.pop()  # its tenant is at its limit: it stays, first in line
         flow = tx.execute(
             "SELECT tenant, priority, s, ready FROM flows WHERE queue = ? AND aside = 0 "
             "ORDER BY priority DESC, s, seq LIMIT 1",
             (queue,),
         ).fetchone()
+        if handed and (flow is None or int(handed[-1][PRIORITY_COLUMN]) >= flow[1]):
+            row = handed.pop()
+            rows.append(row)
+            count(row[TENANT_COLUMN])
+            continue
         if flow is None:
             break
         tenant, level, start, ready = flow
