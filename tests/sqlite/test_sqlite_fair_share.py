@@ -259,7 +259,11 @@ async def test_tenant_figures_name_the_busiest_tenants(path: Path) -> None:
         # big (weight 2) twice for small's once; the default tenant in its turn.
         assert [t.id for t in taken] == ["fair:big0", "fair:small0", "fair:plain", "fair:big1"]
         figures = await broker.tenant_figures("fair", 10)
-        assert figures == [TenantFigures("big", 3, 2), TenantFigures("small", 1, 1)]
+        assert figures == [
+            TenantFigures("big", 3, 2),
+            TenantFigures("small", 1, 1),
+            TenantFigures("", 0, 1),  # the default tenant
+        ]
         assert await broker.tenant_figures("fair", 1) == [TenantFigures("big", 3, 2)]
 
 

@@ -262,26 +262,28 @@ def weight(info: QueueInfo, tenant: str) -> float:
 
 
 def figures(tx: Tx, queue: str, limit: int) -> list[TenantFigures]:
-    """The named tenants of `queue` with the most tasks waiting, then running."""
+    """The tenants of `queue` with the most tasks waiting, then running ("" names the
+    default tenant); [] for a queue that never had a task with a tenant. Reads the flows
+    (not their tasks), and the tasks handed back, due or running."""
     q = tx.queue(queue)
     if q is None or not q.fair:
         return []
     waiting: dict[str, int] = {}
     for tenant, count in tx.execute(
-        "SELECT tenant, sum(ready) FROM flows WHERE queue = ? AND tenant != '' GROUP BY tenant",
-        (queue,),
+        "SELECT tenant, sum(ready) FROM flows WHERE queue = ? GROUP BY tenant", (queue,)
     ):
         waiting[tenant] = int(count)
     # Tasks handed back, and due ones that no claim has put in their flows yet.
     for tenant, count in tx.execute(
-        "SELECT tenant, count(*) FROM tasks WHERE queue = ? AND avail_at <= ? "
-        "AND tenant != '' GROUP BY tenant",
+        "SELECT tenant, count(*) FROM tasks WHERE queue = ? AND avail_at <= ? GROUP BY tenant",
         (queue, tx.now),
     ):
         waiting[tenant] = waiting.get(tenant, 0) + int(count)
     running: dict[str, int] = dict(
         tx.execute(
-            "SELECT tenant, running FROM tenants WHERE queue = ? AND running > 0", (queue,)
+            "SELECT tenant, count(*) FROM tasks WHERE queue = ? AND lease_until IS NOT NULL "
+            "GROUP BY tenant",
+            (queue,),
         ).fetchall()
     )
     found = [
