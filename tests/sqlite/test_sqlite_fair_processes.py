@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from sq_tasks import TENANT_CAP, capped
+from sq_fair_tasks import TENANT_CAP, capped
 from sqlite_helpers import query, start_worker, stop_processes, wait_until
 
 from queueing import connect
@@ -18,8 +18,8 @@ from queueing import connect
 pytestmark = pytest.mark.timeout(180)
 
 STARTUP = 30.0
-TENANTS = 6
-EACH = 25
+TENANTS = 3
+EACH = 40
 
 
 def _spans(runs: Path) -> tuple[dict[str, list[tuple[int, int]]], dict[str, set[str]]]:
@@ -52,7 +52,7 @@ async def test_tenant_concurrency_holds_across_three_processes(tmp_path: Path) -
     async with connect(url, capped):  # the file and its queue exist
         pass
     env = {"QUEUEING_TEST_RUNS": str(runs), "QUEUEING_TEST_TASK_SECONDS": "0.03"}
-    workers = [start_worker(url, "sq_tasks:capped", tmp_path, env=env) for _ in range(3)]
+    workers = [start_worker(url, "sq_fair_tasks:capped", tmp_path, env=env) for _ in range(3)]
     try:
         wait_until(lambda: query(path, "SELECT count(*) FROM processes") == [(3,)], STARTUP)
         async with connect(url, capped) as system:
