@@ -118,6 +118,7 @@ def downgrade_to_v3(conn: sqlite3.Connection) -> None:
     for table, column in (
         ("tasks", "tenant"),
         ("tasks", "fseq"),
+        ("tasks", "counted"),
         ("queues", "fair"),
         ("queues", "seq"),
     ):

@@ -204,7 +204,8 @@ async def test_every_way_out_frees_the_tenants_slot(path: Path) -> None:
         assert await broker.settle(capped, a4, TaskState.FAILED, None, ErrorInfo("E", "e"))
         await broker.flush()
         await take("fair:a5")
-    assert query(path, "SELECT outstanding, running FROM tenants WHERE tenant = 'A'") == [(3, 1)]
+    # Outstanding tasks are counted per tenant only with tenant_maxsize.
+    assert query(path, "SELECT outstanding, running FROM tenants WHERE tenant = 'A'") == [(0, 1)]
 
 
 async def test_a_cancelled_waiting_task_leaves_its_flow(path: Path) -> None:
@@ -232,15 +233,16 @@ async def test_tenant_maxsize_is_checked_at_accept_per_tenant(path: Path) -> Non
         assert await broker.accept(limited, task("a3", "A")) is Admission.TENANT_FULL
         assert await broker.accept(limited, task("a2", "A")) is Admission.EXISTS
         assert await broker.accept(limited, task("b1", "B")) is Admission.ACCEPTED
-        for name in ("n1", "n2", "n3"):  # the default tenant has no limit
+        for name in ("n1", "n2"):  # the default tenant has the same limit
             assert await broker.accept(limited, task(name)) is Admission.ACCEPTED
+        assert await broker.accept(limited, task("n3")) is Admission.TENANT_FULL
         assert await broker.accept_many(limited, [task("b2", "B"), task("b3", "B")]) == 1
         [a1, *_] = await broker.claim(limited, 1, wait=0)
         assert a1.id == "fair:a1"
         assert await broker.settle(limited, a1, TaskState.SUCCEEDED, None)
         await broker.flush()
         assert await broker.accept(limited, task("a3", "A")) is Admission.ACCEPTED
-        assert await broker.outstanding("fair") == 7
+        assert await broker.outstanding("fair") == 6
 
 
 async def test_tenant_figures_name_the_busiest_tenants(path: Path) -> None:
@@ -280,3 +282,24 @@ async def test_a_task_handed_back_goes_first_within_its_priority(path: Path) -> 
         await broker.release(queue, held)
         taken = await broker.claim(queue, 5, wait=0)
     assert [t.id for t in taken] == ["fair:urgent", "fair:a1", "fair:b1", "fair:a2"]
+
+
+async def test_the_default_tenant_has_the_limits_too(path: Path) -> None:
+    url = f"sqlite:///{path}"
+    capped = info(tenant_concurrency=1)
+    broker = SqliteBroker(url)
+    async with broker.connect({"fair": capped}, serve=True):
+        # Claimed before the queue's switch: it holds no slot of the default tenant.
+        await broker.accept(capped, task("early"))
+        [early] = await broker.claim(capped, 1, wait=0)
+        for name, tenant in (("n1", None), ("n2", None), ("a1", "A")):
+            await broker.accept(capped, task(name, tenant))
+        taken = await broker.claim(capped, 5, wait=0)
+        assert [t.id for t in taken] == ["fair:n1", "fair:a1"]  # n2: the default is at 1
+        assert await broker.settle(capped, early, TaskState.SUCCEEDED, None)
+        await broker.flush()
+        assert await broker.claim(capped, 5, wait=0) == []  # `early` freed no slot
+        assert await broker.settle(capped, taken[0], TaskState.SUCCEEDED, None)
+        await broker.flush()
+        [n2] = await broker.claim(capped, 5, wait=0)
+    assert n2.id == "fair:n2"

@@ -16,16 +16,18 @@ tasks are claimed by `_ops.claim`'s plain queries, at their old cost. In fair mo
   `flows_next` (priority DESC, s, seq): two index probes, whatever the number of tenants;
 - due tasks join their flows (`promote`) at the start of each claim and accept, in the
   order they became due (a scheduled task's `avail_at`), before anything is taken;
-- `tenants` keeps, per named tenant, its outstanding tasks (checked against
-  `tenant_maxsize` at accept) and its running ones: one more at a claim (not for an
-  expired lease claimed again: its task held the slot already), one less at an outcome,
-  a retry or a release. A claim that meets a flow whose tenant is at `tenant_concurrency`
-  sets that tenant's flows aside (out of `flows_next`, so they cost nothing to the next
-  claims); the first slot it frees brings them back with `s = max(s, v)`.
+- `tenants` keeps, per tenant, its outstanding tasks (with `tenant_maxsize`, checked at
+  accept; in any mode) and its running ones (in fair mode): one more at a claim (not for
+  an expired lease claimed again: its task held the slot already), one less at an
+  outcome, a retry or a release. A task's `counted` says which it counts in (`OUTSTANDING`,
+  `RUNNING`), so that only what was counted is taken back (a task accepted without
+  `tenant_maxsize`, or claimed before its queue's switch, counts in neither). A claim that
+  meets a flow whose tenant is at `tenant_concurrency` sets that tenant's flows aside (out
+  of `flows_next`, so they cost nothing to the next claims); the first slot it frees
+  brings them back with `s = max(s, v)`.
 
-The default tenant (tasks without one, `tenant` '') is one more flow; the tenant limits
-name tenants, so they do not apply to it (a queue keeps the same limits before and after
-its switch).
+The default tenant (tasks without one, `tenant` '') is one more flow, with the same
+limits as any other, as in process.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ log = logging.getLogger("queueing")
 #: Taken off the `fseq` of a due retry of a `retry_ahead` queue: ahead of the tasks of
 #: its flow that were never tried, in the order the retries became due.
 AHEAD = 1 << 62
+#: The bits of a task's `counted`: it counts among its tenant's outstanding tasks, and
+#: among its running ones.
+OUTSTANDING = 1
+RUNNING = 2
 #: Where `priority` and `tenant` are among `COLUMNS` (the last two).
 PRIORITY_COLUMN = -2
 TENANT_COLUMN = -1
@@ -83,12 +89,10 @@ def join(tx: Tx, q: QueueRow, queue: str, tenant: str, level: int) -> None:
     )
     if cursor.rowcount:
         return
-    aside = 0
-    if tenant:
-        found = tx.execute(
-            "SELECT aside FROM tenants WHERE queue = ? AND tenant = ?", (queue, tenant)
-        ).fetchone()
-        aside = found[0] if found else 0
+    found = tx.execute(
+        "SELECT aside FROM tenants WHERE queue = ? AND tenant = ?", (queue, tenant)
+    ).fetchone()
+    aside = found[0] if found else 0
     tx.execute(
         "INSERT INTO flows (queue, tenant, priority, s, seq, ready, aside) "
         "VALUES (?, ?, ?, ?, ?, 1, ?)",
@@ -120,7 +124,7 @@ def virtual_time(tx: Tx, queue: str, level: int) -> float:
 def admit(tx: Tx, info: QueueInfo, tenant: str) -> bool:
     """Whether a new task of `tenant` fits in `tenant_maxsize`."""
     limit = info.tenant_maxsize
-    if not tenant or limit is None:
+    if limit is None:
         return True
     found = tx.execute(
         "SELECT outstanding FROM tenants WHERE queue = ? AND tenant = ?", (info.name, tenant)
@@ -128,19 +132,21 @@ def admit(tx: Tx, info: QueueInfo, tenant: str) -> bool:
     return found is None or found[0] < limit
 
 
-def accepted(tx: Tx, queue: str, tenant: str) -> None:
-    """A task of a named tenant was stored: one more outstanding."""
+def accepted(tx: Tx, queue: str, tenant: str, rowid: int) -> None:
+    """A task was stored with `tenant_maxsize`: one more outstanding for its tenant."""
     tx.execute(
         "INSERT INTO tenants (queue, tenant, outstanding) VALUES (?, ?, 1) "
         "ON CONFLICT DO UPDATE SET outstanding = outstanding + 1",
         (queue, tenant),
     )
+    tx.execute("UPDATE tasks SET counted = ? WHERE rowid = ?", (OUTSTANDING, rowid))
 
 
 def freed(tx: Tx, q: QueueRow, queue: str, tenant: str, running: int, outstanding: int) -> None:
-    """A named tenant's task stopped running (`running` 1: an outcome, a retry, a release)
-    and/or stopped being outstanding (`outstanding` 1: an outcome). A tenant whose flows
-    were set aside gets them back at its first freed slot, with `s = max(s, v)`."""
+    """A tenant's task stopped running (`running` 1: an outcome, a retry, a release)
+    and/or stopped being outstanding (`outstanding` 1: an outcome), as far as it counted
+    (`counted`). A tenant whose flows were set aside gets them back at its first freed
+    slot, with `s = max(s, v)`."""
     found = tx.execute(
         "UPDATE tenants SET running = max(running - ?, 0), "
         "outstanding = max(outstanding - ?, 0) WHERE queue = ? AND tenant = ? "
@@ -174,7 +180,7 @@ def claim(tx: Tx, info: QueueInfo, q: QueueRow, n: int) -> list[Any]:
     running: dict[str, int] = {}
 
     def at_cap(tenant: str) -> bool:
-        if not tenant or cap is None:
+        if cap is None:
             return False
         count = running.get(tenant)
         if count is None:
@@ -184,15 +190,19 @@ def claim(tx: Tx, info: QueueInfo, q: QueueRow, n: int) -> list[Any]:
             count = running[tenant] = 0 if found is None else found[0]
         return count >= cap
 
-    def count(tenant: str) -> None:
-        if tenant:
-            tx.execute(
-                "INSERT INTO tenants (queue, tenant, running) VALUES (?, ?, 1) "
-                "ON CONFLICT DO UPDATE SET running = running + 1",
-                (queue, tenant),
-            )
-            if tenant in running:
-                running[tenant] += 1
+    def count(row: Any) -> None:
+        """The task of `row` is taken: out of its flow, in its tenant's running count."""
+        tenant = row[TENANT_COLUMN]
+        tx.execute(
+            "UPDATE tasks SET fseq = NULL, counted = counted | ? WHERE id = ?", (RUNNING, row[0])
+        )
+        tx.execute(
+            "INSERT INTO tenants (queue, tenant, running) VALUES (?, ?, 1) "
+            "ON CONFLICT DO UPDATE SET running = running + 1",
+            (queue, tenant),
+        )
+        if tenant in running:
+            running[tenant] += 1
 
     rows: list[Any] = []
     # Tasks handed back go first within their priority (as in a plain queue).
@@ -212,7 +222,7 @@ def claim(tx: Tx, info: QueueInfo, q: QueueRow, n: int) -> list[Any]:
         if handed and (flow is None or int(handed[-1][PRIORITY_COLUMN]) >= flow[1]):
             row = handed.pop()
             rows.append(row)
-            count(row[TENANT_COLUMN])
+            count(row)
             continue
         if flow is None:
             break
@@ -237,14 +247,13 @@ def claim(tx: Tx, info: QueueInfo, q: QueueRow, n: int) -> list[Any]:
             )
         if head is None:  # its count was out of step with its tasks: the flow is gone
             continue
-        tx.execute("UPDATE tasks SET fseq = NULL WHERE id = ?", (head[0],))  # out of its flow
         tx.execute(
             "INSERT INTO levels (queue, priority, v) VALUES (?, ?, ?) "
             "ON CONFLICT DO UPDATE SET v = excluded.v",
             (queue, level, start),
         )
         rows.append(head)
-        count(tenant)
+        count(head)
     return rows
 
 

@@ -59,8 +59,9 @@ def accept(
         cursor = tx.execute(INSERT_TASK, (task_id, info.name, "pending", tx.now, *row))
     if cursor.rowcount == 0:
         return Admission.EXISTS
-    if tenant:
-        _fair.accepted(tx, info.name, tenant)
+    if info.tenant_maxsize is not None:
+        assert cursor.lastrowid is not None
+        _fair.accepted(tx, info.name, tenant, cursor.lastrowid)
     q.add("outstanding")
     q.add("submitted")
     tx.effects.add(f"ready:{info.name}")
@@ -176,10 +177,10 @@ def release(tx: Tx, queue: str, items: Sequence[tuple[str, int, int, float | Non
         found = tx.execute(
             "UPDATE tasks SET state = 'pending', owner = NULL, avail_at = 0, lease_until = NULL, "
             "attempts = ?, deliveries = ?, first_started = ? "
-            "WHERE id = ? AND owner = ? AND state = 'running' RETURNING tenant",
+            "WHERE id = ? AND owner = ? AND state = 'running' RETURNING tenant, counted",
             (attempts, deliveries, first_started, task_id, tx.owner),
         ).fetchone()
-        if found is not None and found[0]:
+        if found is not None and found[1] & _fair.RUNNING:
             q = q or tx.queue(queue)
             if q is not None:
                 _fair.freed(tx, q, queue, found[0], running=1, outstanding=0)
@@ -197,21 +198,20 @@ def settle(
     finished_at: float,
 ) -> bool:
     """Record an outcome unless the task has one (first outcome wins). In fair mode, the
-    task leaves its flow (if it waited in one) and frees its tenant's counts."""
+    task leaves its flow (if it waited in one); what it counted in for its tenant (its
+    running slot, its place under `tenant_maxsize`) is freed."""
     attempts, deliveries, first_started = counts
     q = tx.queue(info.name, info)
     assert q is not None
     before = None
     if q.fair:
-        before = tx.execute(
-            "SELECT state, tenant, priority, fseq FROM tasks WHERE id = ?", (task_id,)
-        ).fetchone()
-    cursor = tx.execute(
+        before = tx.execute("SELECT state, fseq FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    found = tx.execute(
         "UPDATE tasks SET state = ?, avail_at = NULL, lease_until = NULL, owner = NULL, "
         + ("fseq = NULL, " if q.fair else "")
         + "result = ?, error = ?, "
         "finished_at = ?, attempts = ?, deliveries = ?, first_started = ?, keep_until = ?, "
-        f"settled = ? WHERE id = ? AND {_OPEN}",
+        f"settled = ? WHERE id = ? AND {_OPEN} RETURNING tenant, priority, counted",
         (
             state.value,
             result,
@@ -224,16 +224,20 @@ def settle(
             tx.settle_seq(),
             task_id,
         ),
-    )
-    if cursor.rowcount == 0:
+    ).fetchone()
+    if found is None:
         return False
+    tenant, level, counted = found
+    running = 0
     if before is not None:
-        state_before, tenant, level, place = before
+        state_before, place = before
         if place is not None:
             _fair.leave(tx, info.name, tenant, int(level))
-        if tenant:
-            running = int(state_before == "running")
-            _fair.freed(tx, q, info.name, tenant, running=running, outstanding=1)
+        # A slot is held while running (the bit stays set through a retry or a release).
+        running = int(state_before == "running" and counted & _fair.RUNNING != 0)
+    outstanding = counted & _fair.OUTSTANDING
+    if running or outstanding:
+        _fair.freed(tx, q, info.name, tenant, running=running, outstanding=outstanding)
     q.add("outstanding", -1)
     q.add(COUNTERS[state])
     tx.effects.update(("settled", f"room:{info.name}"))
@@ -260,14 +264,14 @@ def retry_at(
         "error = ?, "
         "attempts = ?, deliveries = ?, first_started = ? "
         + (", priority = CAST(priority AS INTEGER) + 0.5 " if ahead else "")
-        + "WHERE id = ? AND owner = ? AND state = 'running' RETURNING tenant",
+        + "WHERE id = ? AND owner = ? AND state = 'running' RETURNING tenant, counted",
         (due, error, attempts, deliveries, first_started, task_id, tx.owner),
     ).fetchone()
     if found is not None:
         q = tx.queue(queue)
         if q is not None:
             q.add("retried")
-            if found[0]:  # its tenant's running slot is free while it waits
+            if found[1] & _fair.RUNNING:  # its tenant's running slot is free while it waits
                 _fair.freed(tx, q, queue, found[0], running=1, outstanding=0)
         tx.effects.add(f"ready:{queue}")
 

@@ -41,8 +41,9 @@ ready task waits in its flow (`fseq`, its place there; `avail_at` NULL), and:
   set aside (its tenant at `tenant_concurrency`); the index `flows_next` gives the next
   flow to take from at once, whatever the number of tenants;
 - `levels`: the virtual time `v` of each (queue, priority);
-- `tenants`: per named tenant of a queue, its outstanding tasks (`tenant_maxsize`), its
-  running ones (`tenant_concurrency`) and whether its flows are set aside;
+- `tenants`: per tenant of a queue, its outstanding tasks (`tenant_maxsize`), its
+  running ones (`tenant_concurrency`) and whether its flows are set aside; a task's
+  `counted` says in which of the two it counts;
 - the index `tasks_flow` holds only tasks waiting in a flow, by (queue, tenant, priority,
   fseq): the head of a flow is one probe away.
 """
@@ -154,6 +155,7 @@ CREATE INDEX tasks_ranked ON tasks (queue, priority DESC, avail_at)
 _V4 = """
 ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN fseq INTEGER;
+ALTER TABLE tasks ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE queues ADD COLUMN fair INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE queues ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX tasks_flow ON tasks (queue, tenant, priority, fseq) WHERE fseq IS NOT NULL;
