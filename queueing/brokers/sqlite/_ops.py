@@ -170,8 +170,9 @@ def renew(
 
 
 def release(tx: Tx, queue: str, items: Sequence[tuple[str, int, int, float | None]]) -> None:
-    """Hand back claimed tasks never started: first in line again, as before the claim
-    (in fair mode too: ahead of the flows; the slot it held for its tenant is freed)."""
+    """Hand back claimed tasks never started: first in line again within their priority,
+    as before the claim (in fair mode too, ahead of the flows of their priority; the slot
+    each held for its tenant is freed)."""
     q = None
     for task_id, attempts, deliveries, first_started in items:
         found = tx.execute(
