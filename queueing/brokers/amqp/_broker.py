@@ -35,7 +35,7 @@ import trio
 
 from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, parse_priority
-from .._contract import Admission, Broker, QueueInfo
+from .._contract import Admission, Broker, QueueInfo, TenantFigures
 from ..redis import _keys as k
 from ..redis._progress import ProgressStore
 from ..redis._rates import take_start
@@ -125,7 +125,9 @@ class RabbitMQBroker(Broker):
         self._upkeep = Upkeep(self)
         self.runs = RabbitMQRuns(self._calls, keys, self._store, self._reads, self._accept_at)
         self._holds = Holds(self._rabbit, self._store, self._acks, self.nonce)
+        self._holds.fair.lease = self.lease
         self._submitter.on_level = self._register_level
+        self._submitter.on_fair = self._turned_fair
         self._progress = ProgressStore(self._calls, keys)  # in the results store
         self._queues: dict[str, QueueInfo] = {}
         self._serve = False
@@ -210,6 +212,12 @@ class RabbitMQBroker(Broker):
         )
         self._holds.note_level(queue.name, priority)
 
+    async def _turned_fair(self, queue: QueueInfo) -> None:
+        """A submit of this process turned `queue` fair: what waits in RabbitMQ moves to
+        the results store (`_fair.py`)."""
+        levels = await self._holds._levels_of(queue.name)
+        await self._holds.fair.turned(queue, levels)
+
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
         if self.clock() - self._submitter.nacked.get(queue.name, -math.inf) < NACKED_RECENTLY:
             # Full by RabbitMQ's count, not the store's: no outcome may come to say there
@@ -268,6 +276,9 @@ class RabbitMQBroker(Broker):
     ) -> float:
         # In the results store, as the Redis broker does (redis/_rates.py).
         return await take_start(self._calls, self._keys, queue, key, within, task_id)
+
+    async def tenant_figures(self, queue: str, limit: int) -> list[TenantFigures] | None:
+        return await self._holds.fair.figures(queue, limit)
 
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         return await self._calls.retrying("rate figures", self._admin.rates)
