@@ -205,7 +205,8 @@ class QueueSystem:
             UnknownQueue: no such queue or pipeline.
             PayloadTooLarge: over the queue's `max_payload`.
             PayloadError: the converter cannot handle the payload (names field and type).
-            QueueFull: `maxsize` reached and the queue would not wait (longer).
+            QueueFull: `maxsize` reached (or the task's tenant's `tenant_maxsize`: the
+                error's `tenant` says so) and the queue would not wait (longer).
             SystemStopping: the system is shutting down.
             InvalidQueue: a bad option (`priority` not an int from 0 to 9, say).
         """
@@ -247,7 +248,7 @@ class QueueSystem:
             if admission is _ACCEPTED:
                 if not engine.accepted(rt, task, False):
                     await engine.deliver_later(rt, task)
-            elif admission is _FULL:
+            elif admission is not _EXISTS:  # FULL, TENANT_FULL, or not tried yet
                 spec = rt.spec
                 try:
                     admission = await engine.accept(
@@ -772,7 +773,9 @@ class QueueSystem:
         pipeline = self._pipelines.get(queue_of(run)) if run is not None else None
         stages = [stage.name for stage in pipeline.stages] if pipeline is not None else []
         if pipeline is None or queue not in stages:
-            return await self.submit(queue, letter.payload, priority=letter.priority)
+            return await self.submit(
+                queue, letter.payload, priority=letter.priority, tenant=letter.tenant
+            )
         await _checkpoint_if_cancelled()
         record = await self._engine.start_run(
             pipeline,
@@ -782,6 +785,7 @@ class QueueSystem:
             timeout=None,
             stage=stages.index(queue),
             priority=letter.priority,
+            tenant=letter.tenant,
         )
         return Receipt(record, self)
 

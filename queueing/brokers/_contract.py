@@ -215,10 +215,12 @@ class Broker(abc.ABC):
 
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
         """Store new ready tasks in order, as many as fit: returns how many of the first
-        were ACCEPTED (or EXISTS). The default accepts one at a time."""
+        were ACCEPTED (or EXISTS): it stops at the first FULL or TENANT_FULL. The default
+        accepts one at a time."""
         taken = 0
         for task in tasks:
-            if await self.accept(queue, task) is Admission.FULL:
+            admission = await self.accept(queue, task)
+            if admission is Admission.FULL or admission is Admission.TENANT_FULL:
                 break
             taken += 1
         return taken
