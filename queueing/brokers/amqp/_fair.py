@@ -172,8 +172,7 @@ class Fair:
             await self.store.calls.retrying(
                 "reset tenant weights", lambda: self.store.calls.client.delete([key])
             )
-        picked = await self._pick(queue, n)
-        tasks = await self._hand_out(queue, picked) if picked else []
+        tasks = self._hand_out(queue, await self._pick(queue, n))
         if tasks:
             self._poll.pop(queue.name, None)
             return tasks
@@ -182,27 +181,29 @@ class Fair:
         await trio.sleep(min(pause, max(wait, 0.0)))
         return []
 
-    async def _pick(self, queue: QueueInfo, n: int) -> list[tuple[str, str, str]]:
-        """`pick.lua`: up to `n` tasks `(id, tenant, envelope)` in fair order (asking the
-        queue's weight function for tenants the store has no weight of yet)."""
+    async def _pick(self, queue: QueueInfo, n: int) -> list[list[str]]:
+        """`pick.lua`: up to `n` tasks `[id, tenant, priority, client \\n envelope,
+        deliveries]` in fair order (asking the queue's weight function for tenants the
+        store has no weight of yet)."""
         keys = self.store.fair_keys(queue.name)
         weighs = queue.weight_of
-        taken: list[tuple[str, str, str]] = []
+        taken: list[list[str]] = []
         while len(taken) < n:
             args = [
                 n - len(taken),
                 int(time.time() * 1000),
                 queue.tenant_concurrency or 0,
                 "1" if weighs is not None else "0",
+                int((time.time() + self.lease) * 1000),
             ]
             answer = [
                 str(v) for v in await self.store.script_with_writes("pick", "pick", keys, args)
             ]
             wanted = None
-            if len(answer) % 3 == 2 and answer[-2] == "?":
+            if len(answer) % 5 == 2 and answer[-2] == "?":
                 wanted = answer[-1]
                 answer = answer[:-2]
-            taken += [(answer[i], answer[i + 1], answer[i + 2]) for i in range(0, len(answer), 3)]
+            taken += [answer[i : i + 5] for i in range(0, len(answer), 5)]
             if wanted is None or weighs is None:
                 break
             weight = float(weighs(wanted))
@@ -219,32 +220,30 @@ class Fair:
             )
         return taken
 
-    async def _hand_out(self, queue: QueueInfo, picked: list[tuple[str, str, str]]) -> list[Task]:
-        """`hand.lua`: the picked tasks, leased to this process (`task.handle` is (None,
-        its claim's nonce, its submitting client))."""
+    def _hand_out(self, queue: QueueInfo, picked: list[list[str]]) -> list[Task]:
+        """The picked tasks, leased to this process (`task.handle` is (None, its claim's
+        nonce, its submitting client)); their records are pointed at the claim by
+        `hand.lua`, sent with this process's next writes (before its outcomes)."""
+        if not picked:
+            return []
         keys = list(self.store.fair_keys(queue.name))
-        args: list[Any] = [int((time.time() + self.lease) * 1000)]
-        nonces = []
-        for task_id, tenant, envelope in picked:
-            keys.append(self.store.keys.record(queue.name, task_id))
-            nonce = self.nonce()
-            nonces.append(nonce)
-            args += (task_id, nonce, tenant, _priority(envelope))
-        answers = await self.store.calls.eval("hand out tasks", "hand", keys, args)
+        args: list[Any] = []
         max_bytes = queue.max_payload + k.ENVELOPE_OVERHEAD
         tasks = []
-        for (task_id, _, _), nonce, answer in zip(picked, nonces, answers, strict=True):
-            verdict, deliveries, envelope = str(answer[0]), int(answer[1]), str(answer[2])
-            if not verdict.startswith("+"):
-                continue  # it got an outcome meanwhile (cancelled)
+        for task_id, tenant, priority, stored, deliveries in picked:
+            nonce = self.nonce()
+            keys.append(self.store.keys.record(queue.name, task_id))
+            args += (task_id, nonce, tenant, priority)
+            reply, _, envelope = stored.partition("\n")
             try:
                 task = decode_envelope({"env": envelope}, queue.name, max_bytes)
             except BadEntry as exc:  # written by a submit of ours: not expected
                 log.error("task %s: unreadable envelope in the store (%s)", task_id, exc)
                 continue
-            task.handle = (None, nonce, verdict[1:])
-            task.deliveries = deliveries
+            task.handle = (None, nonce, reply)
+            task.deliveries = int(deliveries)
             tasks.append(task)
+        self.store.push(Op("hand", keys, args))
         return tasks
 
     async def adopt(self, queue: QueueInfo, deliveries: Sequence[Delivery], *, front: bool) -> None:
@@ -303,6 +302,7 @@ class Fair:
         queue: QueueInfo,
         task: Task,
         old: str,
+        reply: str,
         *,
         due_ms: str,
         how: str,
@@ -323,7 +323,7 @@ class Fair:
             tenant_of(task) or "",
             priority_of(task),
             how,
-            encode_envelope(task),
+            f"{reply}\n{encode_envelope(task)}",
         ]
         self.store.push(Op("back", keys, args, then))
 

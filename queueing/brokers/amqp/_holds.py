@@ -337,12 +337,13 @@ class Holds:
 
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
         task.state = TaskState.SCHEDULED
-        delivery, old, _ = self.let_go(queue.name, task)
+        delivery, old, reply = self.let_go(queue.name, task)
         if self._fair_task(queue, task):
             self.fair.back(
                 queue,
                 task,
                 old,
+                reply,
                 due_ms=str(int(due * 1000)),
                 how="B" if queue.retry_ahead else "C",
                 counter="retried",
@@ -390,13 +391,12 @@ class Holds:
         # A new message (with a delivery count of 0) rather than a requeue: a hand-back at
         # shutdown is not a delivery that failed.
         for task in tasks:
-            delivery, old, _ = self.let_go(queue.name, task)
-            if delivery is None or delivery.channel.is_closed:
+            delivery, old, reply = self.let_go(queue.name, task)
+            if self._fair_task(queue, task) and task.handle is not None:
+                then = self._then_ack(delivery)
+                self.fair.back(queue, task, old, reply, due_ms="", how="A", counter="", then=then)
                 continue
-            if self._fair_task(queue, task):
-                self.fair.back(
-                    queue, task, old, due_ms="", how="A", counter="", then=self._then_ack(delivery)
-                )
+            if delivery is None or delivery.channel.is_closed:
                 continue
             new = self.nonce()
             body = encode_envelope(task).encode()

@@ -124,6 +124,7 @@ FAIR_NAMES = (
     "weight",
     "out",
     "leased",
+    "again",
 )
 
 
@@ -372,12 +373,13 @@ class Store(Writes):
             chunk = tasks[start : start + RENEW_CHUNK]
             keys = [self.keys.record(queue, task.id) for task, _ in chunk]
             args: list[Any] = [nonce for _, nonce in chunk]
-            script = "renew"
-            if lease is not None:
-                script = "lease"
+            if lease is None:
+                verdicts = await self.calls.eval("check running tasks", "renew", keys, args)
+            else:
                 keys = [*self.fair_keys(queue), *keys]
                 args = [int((time.time() + lease) * 1000), *args]
-            verdicts = await self.calls.eval("check running tasks", script, keys, args)
+                # Writes first: the claims' `hand.lua` calls go with them.
+                verdicts = await self.script_with_writes("renew leases", "lease", keys, args)
             for (task, _), verdict in zip(chunk, verdicts, strict=True):
                 verdict = str(verdict)
                 if verdict == "+":

@@ -13,17 +13,19 @@
 --   wait     hash tenant -> tasks waiting in flows
 --   delayed  zset by due (ms): p \0 tenant \0 how \0 id (how: 'A' front, 'B' retry ahead,
 --            'C' back of the flow), made ready by the next pick once due
---   env      hash id -> the envelope of a task waiting here
+--   env      hash id -> the submitting client \n the envelope, of a task waiting here (or
+--            handed out)
 --   weight   hash tenant -> 1 / weight (written by claiming processes, see _fair.py)
 --   out      hash tenant -> outstanding tasks (accepted, no outcome: tenant_maxsize)
 --   leased   zset by lease deadline (ms): p \0 tenant \0 'A' \0 id of each task handed
 --            out (its envelope stays in `env`); one whose lease ran out goes back to the
 --            front of its flow at the next pick
+--   again    hash id -> how many times the task's lease ran out (its deliveries before)
 --   flows:p  zset per priority 0..9: score S, member seq \0 tenant (a tie goes to the
 --            tag set first: the lower seq)
 local F = {}
 local FAIR_NAMES = {'fair', 'tasks', 'tags', 'aside', 'freed', 'run', 'wait', 'delayed', 'env',
-  'weight', 'out', 'leased'}
+  'weight', 'out', 'leased', 'again'}
 local function fair_keys(base)
   for i, name in ipairs(FAIR_NAMES) do F[name] = KEYS[base + i - 1] end
   F.flows = {}

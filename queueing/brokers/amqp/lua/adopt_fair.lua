@@ -12,7 +12,7 @@ local out = {}
 for i = first, #KEYS do
   local a = 2 + (i - first) * 5
   local id, nonce, t, p, env = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local f = redis.call('HMGET', KEYS[i], 's', 'e', 'u', 'l')
+  local f = redis.call('HMGET', KEYS[i], 's', 'e', 'u', 'l', 'r')
   if not f[1] then
     out[#out + 1] = -1
   elseif (f[1] ~= 'pending' and f[1] ~= 'scheduled') or f[2] ~= nonce then
@@ -24,7 +24,8 @@ for i = first, #KEYS do
     redis.call('HDEL', KEYS[i], 'w', 'u', 'l')
     redis.call('ZREM', KEYS[at], id)
     redis.call('HDEL', KEYS[at + 1], id)
-    redis.call('HSET', F.env, id, env)
+    redis.call('HSET', F.env, id, (f[5] or '') .. '\n' .. env)
+    redis.call('HDEL', F.again, id)
     enqueue(p, t, ARGV[1] == 'A' and front() or back(), id)
     out[#out + 1] = 1
   end

@@ -5,7 +5,7 @@
 -- KEYS: 1 record, 2 stats, 3.. the fair block
 -- ARGV: 1 the nonce of the message it ran from, 2 state, 3 meta ('' to keep it), 4 due
 --       (ms), 5 stats counter ('' for none), 6 id, 7 tenant, 8 priority, 9 how ('A' front,
---       'B' retry ahead, 'C' back), 10 envelope
+--       'B' retry ahead, 'C' back), 10 the submitting client \n the envelope
 -- Returns 1 done; 0 it had an outcome (or no such task); -2 the record names another
 -- message (left alone)
 fair_keys(3)
@@ -17,6 +17,7 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'm', ARGV[3]) end
 redis.call('HDEL', KEYS[1], 'w', 'u', 'l')
 if f[3] then release_slot(f[3]) end
 if f[4] then redis.call('ZREM', F.leased, f[4]) end
+redis.call('HDEL', F.again, ARGV[6])
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[5], 1) end
 redis.call('HSET', F.env, ARGV[6], ARGV[10])
 redis.call('ZADD', F.delayed, ARGV[4] == '' and 0 or ARGV[4],

@@ -20,7 +20,10 @@ redis.call('HDEL', KEYS[1], 'w', 'd', 'u', 'q', 'l', 'k')
 if f[5] then release_slot(f[5]) end
 if f[6] then less_out(f[6]) end
 if f[7] then redis.call('ZREM', F.leased, f[7]) end
-if f[6] or f[5] or f[7] then redis.call('HDEL', F.env, ARGV[5]) end
+if f[6] or f[5] or f[7] then
+  redis.call('HDEL', F.env, ARGV[5])
+  redis.call('HDEL', F.again, ARGV[5])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
 -- A room token only when the queue was full: someone may wait for room then.

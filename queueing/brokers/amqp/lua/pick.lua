@@ -3,13 +3,14 @@
 -- sets V = S, then S += 1 / weight. A tenant at `cap` running tasks is skipped: its flows
 -- are set aside, and come back with S = max(S, V) once it is below the cap. Due delayed
 -- tasks join their flows first, and tasks whose lease ran out (their process stopped) go
--- back to the front of theirs. Taken tasks count as running for their tenant; hand.lua
--- then hands them out (their records, their leases).
+-- back to the front of theirs. Taken tasks count as running for their tenant and are
+-- leased (until ARGV[5]); hand.lua then points their records at the claim.
 -- KEYS: the fair block
 -- ARGV: 1 how many, 2 now (ms), 3 cap (tenant_concurrency, 0 for none), 4 '1' if tenants
---       have weights (then a tenant without one in `weight` stops the pick: asked for)
--- Returns {id, tenant, envelope, ...} per task taken, then, if a weight is wanted, '?' and
--- the tenant.
+--       have weights (then a tenant without one in `weight` stops the pick: asked for),
+--       5 the lease deadline (ms)
+-- Returns {id, tenant, priority, client \n envelope, deliveries before, ...} per task
+-- taken, then, if a weight is wanted, '?' and the tenant.
 fair_keys(1)
 local n, now, cap, weighted = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local expired = redis.call('ZRANGEBYSCORE', F.leased, '-inf', now, 'LIMIT', 0, 100)
@@ -17,6 +18,7 @@ for _, m in ipairs(expired) do
   redis.call('ZREM', F.leased, m)
   local parts = split(m)
   release_slot(parts[2])
+  redis.call('HINCRBY', F.again, parts[4], 1)
   enqueue(parts[1], parts[2], front(), parts[4])
 end
 local freed = redis.call('SMEMBERS', F.freed)
@@ -48,7 +50,7 @@ for i = 1, #due, 2 do
   enqueue(p, t, place, id)
 end
 local out = {}
-while #out < 3 * n do
+while #out < 5 * n do
   local top, level
   for p = 9, 0, -1 do
     top = redis.call('ZRANGE', F.flows[p], 0, 0, 'WITHSCORES')
@@ -79,9 +81,12 @@ while #out < 3 * n do
     redis.call('HSET', F.fair, 'V' .. level, num(S))
     if head(level, t) then set_tag(level, t, S + inverse) else drop_flow(level, t) end
     local id = split(h)[4]
+    redis.call('ZADD', F.leased, ARGV[5], level .. '\0' .. t .. '\0A\0' .. id)
     out[#out + 1] = id
     out[#out + 1] = t
+    out[#out + 1] = level
     out[#out + 1] = redis.call('HGET', F.env, id) or ''
+    out[#out + 1] = redis.call('HGET', F.again, id) or '0'
   end
 end
 return out

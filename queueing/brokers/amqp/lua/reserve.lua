@@ -60,7 +60,7 @@ for i = first, #KEYS do
     end
     if fair then
       redis.call('HSET', KEYS[i], 'q', '1')
-      redis.call('HSET', F.env, id, env)
+      redis.call('HSET', F.env, id, reply .. '\n' .. env)
       if due ~= '' then
         redis.call('ZADD', F.delayed, due, p .. '\0' .. tenant .. '\0C\0' .. id)
       else
