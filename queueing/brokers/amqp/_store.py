@@ -125,6 +125,7 @@ FAIR_NAMES = (
     "out",
     "leased",
     "again",
+    "where",
 )
 
 

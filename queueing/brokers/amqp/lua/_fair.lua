@@ -21,11 +21,13 @@
 --            out (its envelope stays in `env`); one whose lease ran out goes back to the
 --            front of its flow at the next pick
 --   again    hash id -> how many times the task's lease ran out (its deliveries before)
+--   where    hash id -> 'T' .. its member of `tasks`, or 'D' .. its member of `delayed`,
+--            for each task waiting here (so that a cancel takes it out)
 --   flows:p  zset per priority 0..9: score S, member seq \0 tenant (a tie goes to the
 --            tag set first: the lower seq)
 local F = {}
 local FAIR_NAMES = {'fair', 'tasks', 'tags', 'aside', 'freed', 'run', 'wait', 'delayed', 'env',
-  'weight', 'out', 'leased', 'again'}
+  'weight', 'out', 'leased', 'again', 'where'}
 local function fair_keys(base)
   for i, name in ipairs(FAIR_NAMES) do F[name] = KEYS[base + i - 1] end
   F.flows = {}
@@ -72,7 +74,9 @@ local function back() return 'C' .. pad(counter('ord')) end
 local function front() return 'A' .. pad(1e15 - counter('ord')) end
 -- A task joins flow (p, t) at `place`; a flow that gets its first task starts at S = V.
 local function enqueue(p, t, place, id)
-  redis.call('ZADD', F.tasks, 0, p .. '\0' .. t .. '\0' .. place .. '\0' .. id)
+  local member = p .. '\0' .. t .. '\0' .. place .. '\0' .. id
+  redis.call('ZADD', F.tasks, 0, member)
+  redis.call('HSET', F.where, id, 'T' .. member)
   redis.call('HINCRBY', F.wait, t, 1)
   if not redis.call('HGET', F.tags, p .. '\0' .. t) then set_tag(p, t, vtime(p)) end
 end
@@ -87,4 +91,24 @@ local function release_slot(t)
 end
 local function less_out(t)
   if redis.call('HINCRBY', F.out, t, -1) <= 0 then redis.call('HDEL', F.out, t) end
+end
+-- A task waits here until `due` (ms), then joins flow (p, t) (`how`: 'A' the front, 'B'
+-- the front behind earlier due retries, 'C' the back).
+local function delay(p, t, how, due, id)
+  local member = p .. '\0' .. t .. '\0' .. how .. '\0' .. id
+  redis.call('ZADD', F.delayed, due, member)
+  redis.call('HSET', F.where, id, 'D' .. member)
+end
+-- A task waiting here leaves (it got an outcome: cancelled).
+local function forget(id)
+  local where = redis.call('HGET', F.where, id)
+  if not where then return end
+  redis.call('HDEL', F.where, id)
+  local member = string.sub(where, 2)
+  if string.sub(where, 1, 1) == 'D' then
+    redis.call('ZREM', F.delayed, member)
+  elseif redis.call('ZREM', F.tasks, member) == 1 then
+    local t = split(member)[2]
+    if redis.call('HINCRBY', F.wait, t, -1) <= 0 then redis.call('HDEL', F.wait, t) end
+  end
 end

@@ -20,6 +20,5 @@ if f[4] then redis.call('ZREM', F.leased, f[4]) end
 redis.call('HDEL', F.again, ARGV[6])
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[5], 1) end
 redis.call('HSET', F.env, ARGV[6], ARGV[10])
-redis.call('ZADD', F.delayed, ARGV[4] == '' and 0 or ARGV[4],
-  ARGV[8] .. '\0' .. ARGV[7] .. '\0' .. ARGV[9] .. '\0' .. ARGV[6])
+delay(ARGV[8], ARGV[7], ARGV[9], ARGV[4] == '' and 0 or ARGV[4], ARGV[6])
 return 1

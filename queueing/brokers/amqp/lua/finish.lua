@@ -11,7 +11,7 @@
 -- Returns 1 recorded; 0 it had an outcome; -1 no such task; -2 the record names another
 -- message (this one was a stale copy: the task is left alone)
 local replies = KEYS[fair_keys(6)]
-local f = redis.call('HMGET', KEYS[1], 's', 'e', 'r', 'm', 'u', 'n', 'l')
+local f = redis.call('HMGET', KEYS[1], 's', 'e', 'r', 'm', 'u', 'n', 'l', 'q')
 if not f[1] then return -1 end
 if f[1] ~= 'pending' and f[1] ~= 'scheduled' then return 0 end
 if ARGV[1] ~= '' and f[2] ~= ARGV[1] then return -2 end
@@ -20,7 +20,8 @@ redis.call('HDEL', KEYS[1], 'w', 'd', 'u', 'q', 'l', 'k')
 if f[5] then release_slot(f[5]) end
 if f[6] then less_out(f[6]) end
 if f[7] then redis.call('ZREM', F.leased, f[7]) end
-if f[6] or f[5] or f[7] then
+if f[8] then forget(ARGV[5]) end -- waiting in its flow (cancelled): out of it
+if f[6] or f[5] or f[7] or f[8] then
   redis.call('HDEL', F.env, ARGV[5])
   redis.call('HDEL', F.again, ARGV[5])
 end

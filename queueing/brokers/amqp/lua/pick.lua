@@ -81,6 +81,7 @@ while #out < 5 * n do
     redis.call('HSET', F.fair, 'V' .. level, num(S))
     if head(level, t) then set_tag(level, t, S + inverse) else drop_flow(level, t) end
     local id = split(h)[4]
+    redis.call('HDEL', F.where, id)
     redis.call('ZADD', F.leased, ARGV[5], level .. '\0' .. t .. '\0A\0' .. id)
     out[#out + 1] = id
     out[#out + 1] = t

@@ -62,7 +62,7 @@ for i = first, #KEYS do
       redis.call('HSET', KEYS[i], 'q', '1')
       redis.call('HSET', F.env, id, reply .. '\n' .. env)
       if due ~= '' then
-        redis.call('ZADD', F.delayed, due, p .. '\0' .. tenant .. '\0C\0' .. id)
+        delay(p, tenant, 'C', due, id)
       else
         enqueue(p, tenant, back(), id)
       end
