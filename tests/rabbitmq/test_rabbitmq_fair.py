@@ -46,8 +46,10 @@ class Log(Worker):
 
 
 async def fair_keys(url: str) -> list[str]:
+    """The system's keys of fair share in the results store."""
+    prefix = parts(url)[2]
     async with redis_of(url) as redis:
-        return [key async for key in redis.scan_iter(match="*:fair*")]
+        return [key async for key in redis.scan_iter(match=f"{{{prefix}:*}}:fair*")]
 
 
 async def test_a_queue_without_tenants_keeps_its_rabbitmq_path(amqp_url: str) -> None:

@@ -199,7 +199,7 @@ class RabbitMQBroker(Broker):
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
         taken = 0
         for admission in await self._submitter.accept(queue, tasks, None):
-            if admission is Admission.FULL:
+            if admission is Admission.FULL or admission is Admission.TENANT_FULL:
                 break
             taken += 1
         return taken
@@ -315,17 +315,20 @@ class RabbitMQBroker(Broker):
         return await self._admin.status_with(ready)
 
     async def _ready(self, queue: str) -> int:
-        """Messages ready in RabbitMQ for `queue`, over every priority level in use."""
+        """Tasks ready for `queue`: messages in RabbitMQ over every priority level in use,
+        and those waiting in the results store (a fair queue's)."""
         levels = await self._calls.retrying(
             "read the priority levels",
             lambda: self._calls.client.smembers(self._store.keys.levels(queue)),
         )
         info = self._queues.get(queue)
-        return await self._rabbit.ready_count(
+        ready = await self._rabbit.ready_count(
             queue,
             sorted(parse_priority(p) for p in levels),
             retries=info is not None and info.retry_ahead,
         )
+        # A fair queue's waiting tasks are in the results store (`_fair.py`).
+        return ready + await self._holds.fair.waiting(queue)
 
     async def figures(self, queue: str) -> dict[str, int] | None:
         ready = {queue: await self._ready(queue)}

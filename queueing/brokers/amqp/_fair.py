@@ -329,6 +329,15 @@ class Fair:
 
     # -- figures ------------------------------------------------------------------------
 
+    async def waiting(self, queue: str) -> int:
+        """Tasks waiting in the store, ready (in their flows), of a fair queue (0 for
+        another)."""
+        key = self.store.fair_key(queue, "wait")
+        counts = await self.store.calls.retrying(
+            "count waiting tasks", lambda: self.store.calls.client.hvals(key)
+        )
+        return sum(max(0, int(count)) for count in counts)
+
     async def figures(self, queue: str, limit: int) -> list[TenantFigures]:
         """The tenants with the most tasks waiting (then running), at most `limit`."""
         run_key = self.store.fair_key(queue, "run")

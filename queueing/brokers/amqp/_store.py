@@ -211,7 +211,7 @@ class Store(Writes):
                 for task, nonce, envelope, due, reply in slots[index][1]:
                     keys.append(self.keys.task(task.id))
                     args += (task.id, nonce, envelope, encode_meta(task), due, reply)
-                    args += (tenant_of(task) or "", priority_of(task))
+                    args += (tenant_of(task) or "", priority_of(task), index)
                 part.append(index)
                 if len(keys) - len(base) >= RESERVE_CHUNK:
                     calls.append((part, keys, args))

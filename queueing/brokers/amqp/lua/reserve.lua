@@ -7,7 +7,9 @@
 --       26.. the record of each task
 -- ARGV: 1 maxsize, 2 this client, 3 result ttl (ms), 4 now (ms), 5 tenant_maxsize (0 for
 --       none: then nothing is counted per tenant), then per task: id, nonce, envelope, meta, due (ms; '' for ready now), the
---       client that waits for it, tenant ('' for none), priority
+--       client that waits for it, tenant ('' for none), priority, group (the tasks of one
+--       accept: past one refused, the rest of its group is refused too, as a prefix is
+--       what an accept_many takes)
 -- Returns one code per task: 1 reserved (publish it); 0 full; 2 its tenant is full; -1
 -- exists; -2 exists with this nonce (our own earlier send, when a lost connection made us
 -- send again); 3 kept waiting here (not to publish); 4 the same, and the queue turned fair
@@ -19,12 +21,15 @@ local tenant_max = tonumber(ARGV[5])
 local fair = redis.call('HGET', F.fair, 'on')
 local codes = {}
 local added = 0
+local refused = {}
 for i = first, #KEYS do
-  local a = 6 + (i - first) * 8
-  local id, nonce, env, meta, due, reply, tenant, p =
+  local a = 6 + (i - first) * 9
+  local id, nonce, env, meta, due, reply, tenant, p, group =
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6],
-    ARGV[a + 7]
-  if redis.call('EXISTS', KEYS[i]) == 1 then
+    ARGV[a + 7], ARGV[a + 8]
+  if refused[group] then
+    codes[#codes + 1] = refused[group]
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then
     local f = redis.call('HMGET', KEYS[i], 'e', 'q')
     if f[1] == nonce then
       codes[#codes + 1] = f[2] and 3 or -2
@@ -33,8 +38,10 @@ for i = first, #KEYS do
     end
   elseif n >= maxsize then
     codes[#codes + 1] = 0
+    refused[group] = 0
   elseif tenant_max > 0 and tonumber(redis.call('HGET', F.out, tenant) or '0') >= tenant_max then
     codes[#codes + 1] = 2
+    refused[group] = 2
   else
     local code = 1
     if tenant ~= '' and not fair then
