@@ -1,32 +1,33 @@
 """Fair share between tenants on RabbitMQ: the contract's order, kept in the results store.
 
-RabbitMQ has no fair queuing (a quorum queue is one FIFO), so a queue in fair mode keeps
-its waiting tasks in Redis (`lua/_fair.lua`: flows and their start tags as sorted sets,
-every key in KEYS[]) and RabbitMQ carries the tasks handed out:
+RabbitMQ has no fair queuing (a quorum queue is one FIFO, taken from its head), so a queue
+in fair mode keeps its waiting tasks in Redis (`lua/_fair.lua`: flows and their start tags
+as sorted sets, every key in KEYS[]) and hands them out from there, leased:
 
 - A queue turns fair at its first task with a tenant (`reserve.lua` answers `TURNED_FAIR`):
-  from then on `reserve.lua` keeps every new task of it in its flow (delayed ones until
-  due) instead of having it published; the submitter that turned it moves what waited in
-  RabbitMQ's ready queues into the default tenant's flows (`drain`: their start tags were
-  set first), and leaves a wake-up message in the ready queue, so that a claiming
-  process waiting on it learns at once (the others within `LEVELS_REFRESH`). A queue that
-  never saw a tenant keeps its path: published at submit, consumed from its ready queue.
-- `claim` on a fair queue: `pick.lua` takes the next `n` tasks in fair order (due delayed
-  ones join their flows first; a tenant at `tenant_concurrency` is set aside), counting
-  each as running for its tenant; `hand.lua` points each record at a new message, which
-  is published to the queue's `:fair` queue and taken back at once with `Basic.Get`.
-  Only what idle workers asked for is taken, so the order is the contract's exactly;
-  a task redelivered by RabbitMQ (its process died) is taken first, as without tenants.
+  from then on `reserve.lua` keeps every new task of it in its flow (a delayed one until
+  due) instead of having it published. The submitter that turned it moves what waited in
+  RabbitMQ's ready queues into the default tenant's flows (`turned`: their tags were set
+  first, so they stay first in line) and leaves a wake-up message in the ready queue, so
+  that a claiming process waiting on it learns at once (the others within
+  `LEVELS_REFRESH`). A queue that never saw a tenant keeps its path: published at submit,
+  consumed from its ready queue.
+- `claim` on a fair queue is one round trip: `pick.lua` makes due tasks ready, puts the
+  tasks of expired leases back at the front of their flows, then takes the next `n` in
+  fair order (a tenant at `tenant_concurrency` is set aside), each counted as running for
+  its tenant and leased to the claiming process; `hand.lua` points their records at the
+  claim with that process's next writes (before any outcome of theirs). Only what idle
+  workers asked for is taken, so the order is the contract's exactly, over every process.
+- `renew` extends the leases (`lease.lua`); a process that stops leaves its tasks to come
+  back once their leases run out, one more delivery counted.
 - A retry (`back.lua`) waits in the store until due, then joins its flow (the back, or
   with `retry_ahead` the front behind earlier due retries); a hand-back joins the front.
   Settling (`finish.lua`, cancels too), a retry and a hand-back give back the tenant's
-  running slot; a tenant set aside comes back at the next pick once below its cap.
+  running slot; a tenant set aside comes back at the next pick once below its cap. A
+  cancel takes a waiting task out of its flow.
 - Messages that still reach the ready queues (published before the switch: a delay
   queue's, the janitor's) are moved into their flows by whichever claiming process
   receives them (`adopt_fair.lua`).
-
-Between `pick.lua` and `hand.lua` (one round trip) a claiming process that dies loses the
-tasks it took (their records stay pending: a cancel ends them).
 """
 
 from __future__ import annotations
@@ -339,7 +340,8 @@ class Fair:
         return sum(max(0, int(count)) for count in counts)
 
     async def figures(self, queue: str, limit: int) -> list[TenantFigures]:
-        """The tenants with the most tasks waiting (then running), at most `limit`."""
+        """The tenants with the most tasks waiting (then running), at most `limit` (""
+        for the default tenant)."""
         run_key = self.store.fair_key(queue, "run")
         wait_key = self.store.fair_key(queue, "wait")
         client = self.store.calls.client
@@ -351,9 +353,9 @@ class Fair:
         counts: dict[str, list[int]] = {}
         for which, found in enumerate((waiting, running)):
             for raw, value in found.items():
-                tenant = parse_tenant(raw)
+                tenant = "" if raw in ("", b"") else parse_tenant(raw)
                 if tenant is None:
-                    continue  # the default tenant's, or not ours
+                    continue  # not ours
                 counts.setdefault(tenant, [0, 0])[which] = max(0, int(value))
         ranked = sorted(counts.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
         return [TenantFigures(t, w, r) for t, (w, r) in ranked[:limit] if w or r]
