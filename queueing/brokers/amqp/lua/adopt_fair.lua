@@ -18,8 +18,7 @@ for i = first, #KEYS do
   elseif (f[1] ~= 'pending' and f[1] ~= 'scheduled') or f[2] ~= nonce then
     out[#out + 1] = 0
   else
-    if f[3] then release_slot(f[3]) end
-    if f[4] then redis.call('ZREM', F.leased, f[4]) end
+    if f[4] and redis.call('ZREM', F.leased, f[4]) == 1 then release_slot(f[3] or '') end
     redis.call('HSET', KEYS[i], 's', 'pending', 'e', '', 'd', '', 'q', '1')
     redis.call('HDEL', KEYS[i], 'w', 'u', 'l')
     redis.call('ZREM', KEYS[at], id)

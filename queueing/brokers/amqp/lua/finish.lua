@@ -14,12 +14,15 @@ local replies = KEYS[fair_keys(6)]
 local f = redis.call('HMGET', KEYS[1], 's', 'e', 'r', 'm', 'u', 'n', 'l', 'q')
 if not f[1] then return -1 end
 if f[1] ~= 'pending' and f[1] ~= 'scheduled' then return 0 end
-if ARGV[1] ~= '' and f[2] ~= ARGV[1] then return -2 end
+-- ('q': a fair queue's task whose claim's hand.lua is not written yet, a round trip behind
+-- this one: the claim is this one's.)
+if ARGV[1] ~= '' and f[2] ~= ARGV[1] and not f[8] then return -2 end
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'o', ARGV[3])
 redis.call('HDEL', KEYS[1], 'w', 'd', 'u', 'q', 'l', 'k')
-if f[5] then release_slot(f[5]) end
+-- The running slot goes with the lease: whoever ends the lease gives the slot back (a
+-- lease that ran out gave it back already).
+if f[7] and redis.call('ZREM', F.leased, f[7]) == 1 then release_slot(f[5] or '') end
 if f[6] then less_out(f[6]) end
-if f[7] then redis.call('ZREM', F.leased, f[7]) end
 if f[8] then forget(ARGV[5]) end -- waiting in its flow (cancelled): out of it
 if f[6] or f[5] or f[7] or f[8] then
   redis.call('HDEL', F.env, ARGV[5])
