@@ -201,9 +201,12 @@ class Holds:
                 name = self.rabbit.main(queue.name, priority)
                 await self.rabbit.declare(queue, priority=priority)
                 await self.fair.adopt(queue, await self.fair._get(name, n), front=False)
-        tasks = self._spare.pop(queue.name, [])
+        spare = self._spare.pop(queue.name, [])
+        tasks, rest = spare[:n], spare[n:]
+        if rest:
+            self._spare[queue.name] = rest
         if len(tasks) < n:
-            tasks += await self.fair.claim(queue, n - len(tasks), wait)
+            tasks += await self.fair.claim(queue, n - len(tasks), 0.0 if tasks else wait)
         if not tasks:
             return []
         try:
