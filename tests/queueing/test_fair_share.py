@@ -30,10 +30,14 @@ SETTINGS = settings(deadline=None, max_examples=60, suppress_health_check=[Healt
 TENANTS = [None, "a", "b", "c", "d"]
 WEIGHTS = {"b": 2, "c": 0.5}
 
-# One wave of submits: (tenant index, priority) per task.
+# One wave of submits: (tenant index, priority) per task. Each wave has one at least, so
+# the worker is never idle when the next wave comes (the model's timeline: wave k arrives
+# while the worker runs the k-th task).
 waves = st.lists(
     st.lists(
-        st.tuples(st.integers(0, len(TENANTS) - 1), st.sampled_from([0, 0, 0, 5])), max_size=8
+        st.tuples(st.integers(0, len(TENANTS) - 1), st.sampled_from([0, 0, 0, 5])),
+        min_size=1,
+        max_size=8,
     ),
     min_size=1,
     max_size=6,
