@@ -25,6 +25,7 @@ from ._stats import QueueStats
 from ._system import QueueSystem
 from ._task import DeadLetter, TaskStatus
 from ._thread import ClientThread
+from .brokers._contract import TenantFigures
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -236,6 +237,10 @@ class AsyncioClient:
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """As `QueueSystem.dead_letters`."""
         return await _call(self._thread, partial(self._system.dead_letters, queue, limit))
+
+    async def tenants(self, queue: str, limit: int = 10) -> list[TenantFigures]:
+        """As `QueueSystem.tenants`."""
+        return await _call(self._thread, partial(self._system.tenants, queue, limit))
 
     async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt[Any]]:
         """As `QueueSystem.requeue`."""

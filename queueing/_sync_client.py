@@ -24,6 +24,7 @@ from ._stats import QueueStats
 from ._system import QueueSystem
 from ._task import DeadLetter, TaskStatus
 from ._thread import ClientThread
+from .brokers._contract import TenantFigures
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -240,6 +241,10 @@ class SyncClient:
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """As `QueueSystem.dead_letters`."""
         return self._call(partial(self._system.dead_letters, queue, limit))
+
+    def tenants(self, queue: str, limit: int = 10) -> list[TenantFigures]:
+        """As `QueueSystem.tenants`."""
+        return self._call(partial(self._system.tenants, queue, limit))
 
     def requeue(self, queue: str, ids: list[str] | None = None) -> list[SyncReceipt[Any]]:
         """As `QueueSystem.requeue`."""

@@ -100,7 +100,9 @@ def test_submit_and_submit_many_take_a_tenant(redis_url: str) -> None:
         assert [(await r.status()).tenant for r in (one, *many)] == ["acme", "globex", "globex"]
         with pytest.raises(queueing.InvalidQueue, match="tenant must be"):
             await client.submit("double", 4, tenant="")
-        return [await r for r in (one, *many)]
+        results = [await r for r in (one, *many)]
+        assert await client.tenants("double") == []  # every task of theirs is done
+        return results
 
     with serving(redis_url):
         assert run(main, redis_url) == [2, 4, 6]

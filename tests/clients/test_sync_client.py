@@ -68,6 +68,7 @@ def test_submit_and_submit_many_take_a_tenant(redis_url: str) -> None:
         many = client.submit_many("double", [2, 3], tenant="globex")
         assert [r.status().tenant for r in (one, *many)] == ["acme", "globex", "globex"]
         assert [r.result(timeout=10) for r in (one, *many)] == [2, 4, 6]
+        assert client.tenants("double") == []  # every task of theirs is done
         with pytest.raises(InvalidQueue, match="tenant must be"):
             client.submit("double", 4, tenant="a\nb")
 
