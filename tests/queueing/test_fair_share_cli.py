@@ -72,3 +72,21 @@ def test_status_lists_the_busiest_tenants_of_queues_that_have_some(
         ]
     }
     assert sorted(asked) == [("plain", 10), ("plain", 10), ("q", 10), ("q", 10)]
+
+
+def test_submit_with_a_tenant_then_inspect_and_status_show_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/queueing.db"
+    declare(url)  # no process serves the queues now: what is submitted waits
+    for _ in range(2):
+        done = CliRunner().invoke(main, ["submit", "q", "7", "--tenant", "acme", "--broker", url])
+        assert done.exit_code == 0, done.output
+    task_id = done.output.strip()
+    doc = json.loads(
+        CliRunner().invoke(main, ["inspect", task_id, "--json", "--broker", url]).output
+    )
+    assert (doc["state"], doc["tenant"]) == ("pending", "acme")
+    shown = CliRunner().invoke(main, ["inspect", task_id, "--broker", url])
+    assert any(line.split() == ["tenant", "acme"] for line in shown.output.splitlines())
+    info = json.loads(CliRunner().invoke(main, ["status", "--json", "--broker", url]).output)
+    assert info["tenants"]["q"] == [{"tenant": "acme", "waiting": 2, "running": 0}]
+    assert "plain" not in info["tenants"]
