@@ -25,6 +25,7 @@ from ._stats import QueueStats
 from ._system import QueueSystem
 from ._task import DeadLetter, TaskStatus
 from ._thread import ClientThread
+from .brokers._contract import TenantFigures
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -141,6 +142,7 @@ class AsyncioClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[R]: ...
 
     @overload
@@ -154,6 +156,7 @@ class AsyncioClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[Any]: ...
 
     async def submit(
@@ -166,6 +169,7 @@ class AsyncioClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[Any]:
         """As `QueueSystem.submit`."""
         fn = partial(
@@ -177,6 +181,7 @@ class AsyncioClient:
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         try:
             receipt = await _call(self._thread, fn)
@@ -195,6 +200,7 @@ class AsyncioClient:
         timeout: float | None = None,
         key: Callable[[Any], str] | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> list[Receipt[Any]]:
         """As `QueueSystem.submit_many`."""
         fn = partial(
@@ -206,6 +212,7 @@ class AsyncioClient:
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         try:
             receipts = await _call(self._thread, fn)
@@ -230,6 +237,10 @@ class AsyncioClient:
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """As `QueueSystem.dead_letters`."""
         return await _call(self._thread, partial(self._system.dead_letters, queue, limit))
+
+    async def tenants(self, queue: str, limit: int = 10) -> list[TenantFigures]:
+        """As `QueueSystem.tenants`."""
+        return await _call(self._thread, partial(self._system.tenants, queue, limit))
 
     async def requeue(self, queue: str, ids: list[str] | None = None) -> list[Receipt[Any]]:
         """As `QueueSystem.requeue`."""

@@ -11,7 +11,7 @@ import trio
 from actors import Actor, Mailbox, Overflow
 
 from ._logs import task_fields
-from ._ranked import RetriesAhead
+from ._ranked import Fair, RetriesAhead, feed
 from ._task import TaskState
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class Dispatcher(Actor):
                         if ahead and task.attempts:
                             # A due retry: ahead of the new tasks of its priority.
                             ranked = self.engine.rank(rt)
-                            assert isinstance(ranked, RetriesAhead)
+                            assert isinstance(ranked, RetriesAhead | Fair)
                             ranked.push_retry(task)
                         elif rt.ranked is not None:
                             rt.ranked.push(task)  # by priority, with the ones waiting
@@ -95,11 +95,10 @@ class Dispatcher(Actor):
                             await buffer.put(task)
 
     async def _rank(self, rt: QueueRuntime) -> None:
-        """In process, once the queue uses priorities: feed its workers by priority."""
+        """In process, once the queue uses priorities or tenants: feed its workers from its
+        store (`_ranked.py`)."""
         await rt.ranking.wait()
-        assert rt.ranked is not None
-        assert rt.buffer is not None
-        await rt.ranked.feed(rt.buffer)
+        await feed(rt)
 
     def _reclaimed(self, rt: QueueRuntime, task: Task) -> None:
         """A task delivered before and left without an outcome (its lease ran out: the

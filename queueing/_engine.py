@@ -36,7 +36,7 @@ from ._logs import task_fields
 from ._observe import sending
 from ._progress import ProgressBoard
 from ._queue import FanOut, Pipeline
-from ._ranked import Ranked, RetriesAhead
+from ._ranked import Fair, Ranked, RetriesAhead
 from ._task import ErrorInfo, PipelineTask, Task, TaskState, priority_of, tenant_of
 from ._validate import tenant as check_tenant
 from .brokers._contract import Admission
@@ -50,6 +50,7 @@ log = logging.getLogger("queueing")
 _wall = time.time
 _ACCEPTED = Admission.ACCEPTED
 _FULL = Admission.FULL
+_TENANT_FULL = Admission.TENANT_FULL
 _SUCCEEDED = TaskState.SUCCEEDED
 _PENDING = TaskState.PENDING
 BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
@@ -171,6 +172,8 @@ class Engine:
                 return
             check_tenant(tenant)
         task.tenant = tenant
+        if rt.fair is None and not self.shared and rt.buffer is not None:
+            self.share(rt)
 
     def prioritize(self, rt: QueueRuntime, task: Task, priority: int) -> None:
         """Give a new task its priority; in process, the first one switches its queue to
@@ -189,6 +192,24 @@ class Engine:
             ranked.take_from(rt.buffer)
             rt.ranking.set()
         return ranked
+
+    def share(self, rt: QueueRuntime) -> Fair:
+        """In process: switch a queue to sharing its waiting tasks out between tenants
+        (priorities first; `_ranked.Fair`), once, at its first task with a tenant; its
+        store. The tasks waiting so far (in the buffer, or in its `Ranked` store) move
+        there in their order, as the default tenant's."""
+        fair = rt.fair
+        if fair is None:
+            assert rt.buffer is not None
+            old = rt.ranked
+            fair = Fair(rt.info, None if old is None else old._arrived)
+            if old is None:
+                fair.take_from(rt.buffer)
+            else:
+                fair.take_store(old)
+            rt.ranked = rt.fair = fair
+            rt.ranking.set()
+        return fair
 
     def tasks(
         self,
@@ -266,9 +287,14 @@ class Engine:
         EXISTS: a task with that id (its key) was accepted before; nothing was done."""
         due = None if not delay else self.clock() + delay
         admission = await self.broker.accept(rt.info, task, due=due)
-        if admission is _FULL:
+        if admission is _FULL or admission is _TENANT_FULL:
             admission = await self._wait_for_room(
-                rt, when_full, timeout, lambda: self.broker.accept(rt.info, task, due=due)
+                rt,
+                task,
+                admission,
+                when_full,
+                timeout,
+                lambda: self.broker.accept(rt.info, task, due=due),
             )
         if admission is _ACCEPTED and not self.accepted(rt, task, due is not None):
             await self.deliver_later(rt, task)
@@ -311,16 +337,24 @@ class Engine:
             await rt.buffer.put(task)
 
     async def _wait_for_room(
-        self, rt: QueueRuntime, when_full: Overflow, timeout: float | None, retry: Any
+        self,
+        rt: QueueRuntime,
+        task: Task,
+        admission: Admission,
+        when_full: Overflow,
+        timeout: float | None,
+        retry: Any,
     ) -> Admission:
-        maxsize = rt.spec.maxsize
+        """A task refused FULL (or TENANT_FULL: its tenant holds `tenant_maxsize`): wait
+        for room and try again (`retry`) as `when_full` and `timeout` say, or raise
+        `QueueFull` naming the limit (and the tenant)."""
         if when_full is Overflow.REJECT:
-            raise QueueFull(rt.name, maxsize)
+            raise self._full(rt, task, admission, None)
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
             left = deadline - trio.current_time()
             if left <= 0:
-                raise QueueFull(rt.name, maxsize, timeout)
+                raise self._full(rt, task, admission, timeout)
             rt.room_waiters += 1
             try:
                 await self.broker.wait_room(rt.info, left)
@@ -328,9 +362,19 @@ class Engine:
                 rt.room_waiters -= 1
             if self.stopping:
                 raise SystemStopping("the system shut down while this submit waited for room")
-            admission: Admission = await retry()
-            if admission is not _FULL:
+            admission = await retry()
+            if admission is not _FULL and admission is not _TENANT_FULL:
                 return admission
+
+    @staticmethod
+    def _full(
+        rt: QueueRuntime, task: Task, admission: Admission, waited: float | None
+    ) -> QueueFull:
+        if admission is _TENANT_FULL:
+            limit = rt.spec.tenant_maxsize
+            assert limit is not None
+            return QueueFull(rt.name, limit, waited, tenant=tenant_of(task) or "")
+        return QueueFull(rt.name, rt.spec.maxsize, waited)
 
     async def start_run(
         self,
@@ -365,9 +409,11 @@ class Engine:
             self.results.watch(run)  # before: its outcome may arrive before this resumes
         with sending(rt, stage):
             admission = await self.runs.start(run, rt.info, stage, due=due)
-            if admission is _FULL:
+            if admission is _FULL or admission is _TENANT_FULL:
                 admission = await self._wait_for_room(
                     rt,
+                    stage,
+                    admission,
                     rt.spec.when_full,
                     rt.spec.full_timeout if timeout is None else timeout,
                     lambda: self.runs.start(run, rt.info, stage, due=due),
@@ -434,6 +480,8 @@ class Engine:
         rt.scheduled += 1
         if self.shared:
             rt.held.pop(task.id, None)
+        elif rt.fair is not None:
+            rt.fair.done(task)  # its tenant runs one task fewer while it waits
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "task %s of %r failed on attempt %d (%s: %s); retrying in %.3gs",
@@ -534,6 +582,9 @@ class Engine:
             return
         rt.outstanding -= 1
         self.total -= 1
+        fair = rt.fair
+        if fair is not None:
+            fair.done(task)  # its tenant runs one task fewer
         if self.total == 0 and self.drained:
             self.drained.unpark_all()
         waiter = task._waiter  # Results.deliver, in process (the receipt's own record)
@@ -598,6 +649,8 @@ class Engine:
                 self.prioritize(nxt, child, priority)
             if tenant is not None:
                 child.tenant = tenant
+                if nxt.fair is None and not self.shared and nxt.buffer is not None:
+                    self.share(nxt)
             await self._accept_stage_task(nxt, child)
         if await self.broker.settle(rt.info, task, _SUCCEEDED, None):
             self.settled(rt, task)
@@ -615,8 +668,10 @@ class Engine:
 
         with sending(rt, task):
             admission = await attempt()
-            if admission is _FULL:
-                admission = await self._wait_for_room(rt, Overflow.WAIT, None, attempt)
+            if admission is _FULL or admission is _TENANT_FULL:
+                admission = await self._wait_for_room(
+                    rt, task, admission, Overflow.WAIT, None, attempt
+                )
         if admission is _ACCEPTED and not self.accepted(rt, task, False):
             await self.deliver_later(rt, task)
 

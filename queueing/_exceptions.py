@@ -52,10 +52,15 @@ class QueueingError(Exception):
 
 
 class QueueFull(QueueingError):
-    """The queue holds `maxsize` outstanding tasks and would not wait (longer).
+    """The queue holds `maxsize` outstanding tasks (or the task's tenant holds the queue's
+    `tenant_maxsize`) and would not wait (longer).
 
     Attributes:
-        queue, maxsize: the queue and its limit.
+        queue: the queue.
+        maxsize: the limit that refused the task: the queue's `maxsize`, or its
+            `tenant_maxsize` when `tenant` is set.
+        tenant: the tenant whose outstanding tasks reached `tenant_maxsize` ("" for the
+            default tenant, the tasks without one); None: the queue itself is full.
         retry_after: seconds after which a new submit has a fair chance: the time the
             queue needs to drain a tenth of `maxsize` at its recent drain rate, between 1
             and 60 (1 while no rate is known). An HTTP handler's `Retry-After`.
@@ -65,18 +70,30 @@ class QueueFull(QueueingError):
     retry_after: float = 1.0
     drain_rate: float | None = None
 
-    def __init__(self, queue: str, maxsize: int, waited: float | None = None) -> None:
+    def __init__(
+        self, queue: str, maxsize: int, waited: float | None = None, *, tenant: str | None = None
+    ) -> None:
         self.queue = queue
         self.maxsize = maxsize
+        self.tenant = tenant
+        limit = "tenant_maxsize" if tenant is not None else "maxsize"
         if waited is not None:
             advice = "wait longer (Queue(full_timeout=...) or submit(timeout=...)), raise "
-            advice += "Queue(maxsize=...), or add workers"
+            advice += f"Queue({limit}=...), or add workers"
             how = f"after waiting {waited:g}s"
         else:
-            advice = "raise Queue(maxsize=...), add workers, or use when_full=Overflow.WAIT "
+            advice = f"raise Queue({limit}=...), add workers, or use when_full=Overflow.WAIT "
             advice += "for backpressure"
             how = "and its policy is to reject"
-        super().__init__(f"queue {queue!r} is full ({maxsize} outstanding tasks) {how}; {advice}")
+        if tenant is None:
+            message = f"queue {queue!r} is full ({maxsize} outstanding tasks) {how}; {advice}"
+        else:
+            who = f"tenant {tenant!r}" if tenant else "the default tenant (tasks without one)"
+            message = (
+                f"{who} of queue {queue!r} has {maxsize} outstanding tasks "
+                f"(Queue(tenant_maxsize={maxsize})) {how}; {advice}"
+            )
+        super().__init__(message)
 
 
 class PayloadTooLarge(QueueingError, ValueError):

@@ -10,19 +10,32 @@ dispatcher hands its workers the highest-priority task each time one asks for wo
 A queue with `retry_ahead` switches the same way at its first due retry, to a
 `RetriesAhead` store: one more FIFO per level, of due retries, read before the level's
 new tasks.
+
+The first task submitted with a tenant (`submit(tenant=)`) switches the queue, the same
+way, to a `Fair` store (from the buffer or from its `Ranked` store, in order), which
+shares the waiting tasks of each priority out between tenants (and caps each tenant's
+running tasks with `tenant_concurrency`).
 """
 
 from __future__ import annotations
 
+import heapq
+import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._task import MAX_PRIORITY, MIN_PRIORITY, Task, priority_of
+from ._task import MAX_PRIORITY, MIN_PRIORITY, Task, TaskState, priority_of
 
 if TYPE_CHECKING:
     from actors import Mailbox
+
+    from ._runtime import QueueRuntime
+    from .brokers._contract import QueueInfo
+
+log = logging.getLogger("queueing")
+_PENDING = TaskState.PENDING
 
 _LEVELS = MAX_PRIORITY - MIN_PRIORITY + 1
 
@@ -71,17 +84,6 @@ class Ranked:
                 return
             self.push(task)
 
-    async def feed(self, buffer: Mailbox) -> None:
-        """Hand the highest-priority waiting tasks to the workers that ask for work, until
-        cancelled (the dispatcher runs this for a queue once it uses priorities)."""
-        while True:
-            await buffer.wait_for_demand()
-            while not self.count:
-                await self._arrived.park()
-            for _ in range(min(buffer.demand, self.count)):
-                buffer.put_nowait(self.pop())
-            # (`wait_for_demand` checkpoints: this loop yields once per round.)
-
 
 class RetriesAhead(Ranked):
     """`Ranked`, with due retries ahead of the new tasks of their level (`retry_ahead`):
@@ -118,3 +120,301 @@ class RetriesAhead(Ranked):
                 self.count -= 1
                 return waiting.popleft()
         raise IndexError("no task waits")
+
+
+class _Tenant:
+    """One tenant of a fair queue: its flows (by priority), its running tasks, its step."""
+
+    __slots__ = ("flows", "full", "name", "running", "step")
+
+    def __init__(self, name: str | None, step: float) -> None:
+        self.name = name
+        self.step = step  # 1 / weight: how far its start tag moves per task taken
+        self.flows: dict[int, _Flow] = {}
+        self.running = 0  # taken (handed to a worker) and without an outcome or a retry
+        self.full = False  # at `tenant_concurrency`: its flows are set aside
+
+
+class _Flow:
+    """The waiting tasks of one tenant at one priority, FIFO (due retries with
+    `retry_ahead` in `ahead`, read first), with the flow's start tag `start`. `seq` names
+    its entry in the heap (the order its tag was set); -1 while it has none (set aside)."""
+
+    __slots__ = ("ahead", "level", "seq", "start", "tasks", "tenant")
+
+    def __init__(self, tenant: _Tenant, level: int, start: float) -> None:
+        self.tenant = tenant
+        self.level = level
+        self.start = start
+        self.seq = -1
+        self.tasks: deque[Task] = deque()
+        self.ahead: deque[Task] | None = None
+
+    def __len__(self) -> int:
+        ahead = self.ahead
+        return len(self.tasks) + (len(ahead) if ahead else 0)
+
+
+class Fair(Ranked):
+    """Waiting tasks shared out fairly between tenants (`submit(tenant=)`): start-time fair
+    queuing over flows, exactly as `brokers/_contract.py`'s "Fair share" says. A flow is
+    the waiting tasks of one tenant at one priority; the next task is the head of the flow
+    with the highest priority, then the lowest start tag, then the one whose tag was set
+    first: a heap of flows keyed so. Taking a task costs a few heap steps, logarithmic in
+    the number of flows waiting, whatever the number of tenants.
+
+    It also counts each tenant's tasks taken and not yet settled, retried or handed back
+    (`done`), and sets a tenant at `tenant_concurrency` aside until one of them is.
+    """
+
+    __slots__ = (
+        "cap",
+        "first",
+        "firsts",
+        "heap",
+        "out",
+        "retry_ahead",
+        "seq",
+        "tenants",
+        "vtime",
+        "waiting",
+        "weight_of",
+    )
+
+    def __init__(self, info: QueueInfo, arrived: trio.lowlevel.ParkingLot | None = None) -> None:
+        super().__init__()
+        if arrived is not None:
+            self._arrived = arrived  # the feed of the store it replaces parks there
+        self.cap = info.tenant_concurrency
+        self.weight_of = info.weight_of
+        self.retry_ahead = info.retry_ahead
+        #: Flows that have a task to take: (-priority, start tag, seq, flow).
+        self.heap: list[tuple[int, float, int, _Flow]] = []
+        self.vtime = [0.0] * _LEVELS  # V, per priority
+        self.tenants: dict[str | None, _Tenant] = {}
+        #: Per priority, tasks handed back by a crashed worker: they go first.
+        self.first: list[deque[Task]] = [deque() for _ in range(_LEVELS)]
+        self.firsts = 0
+        self.out: dict[Task, _Tenant] = {}  # taken and not yet done
+        self.seq = 0
+        #: Every task waiting here (`count`: those that may be taken now).
+        self.waiting = 0
+
+    def __len__(self) -> int:
+        return self.waiting
+
+    # -- in ----------------------------------------------------------------------------------
+
+    def _tenant(self, name: str | None) -> _Tenant:
+        tenant = self.tenants.get(name)
+        if tenant is None:
+            step = 1.0
+            if self.weight_of is not None and name is not None:
+                try:
+                    step = 1.0 / self.weight_of(name)
+                except Exception as exc:  # the user's function: log, and weigh it 1
+                    log.warning("tenant %r: its weight is taken as 1: %s", name, exc)
+            tenant = self.tenants[name] = _Tenant(name, step)
+        return tenant
+
+    def _flow(self, task: Task) -> _Flow:
+        tenant = self._tenant(getattr(task, "tenant", None))
+        level = getattr(task, "priority", MIN_PRIORITY) - MIN_PRIORITY
+        flow = tenant.flows.get(level)
+        if flow is None:
+            flow = tenant.flows[level] = _Flow(tenant, level, self.vtime[level])
+            if not tenant.full:
+                self._schedule(flow)
+        return flow
+
+    def _schedule(self, flow: _Flow) -> None:
+        """Give a flow its place in the heap, after every tag set before."""
+        self.seq += 1
+        flow.seq = self.seq
+        heapq.heappush(self.heap, (-flow.level, flow.start, self.seq, flow))
+
+    def _added(self, flow: _Flow) -> None:
+        self.waiting += 1
+        if flow.seq >= 0:
+            self.count += 1
+            if self._arrived:
+                self._arrived.unpark_all()
+
+    def push(self, task: Task) -> None:
+        """Queue a task at the back of its flow."""
+        flow = self._flow(task)
+        flow.tasks.append(task)
+        self._added(flow)
+
+    def push_retry(self, task: Task) -> None:
+        """Queue a due retry (`retry_ahead`) at the front of its flow, behind the flow's
+        earlier due retries."""
+        flow = self._flow(task)
+        if flow.ahead is None:
+            flow.ahead = deque()
+        flow.ahead.append(task)
+        self._added(flow)
+
+    def push_first(self, task: Task) -> None:
+        """Queue a task handed back by a crashed worker: it goes first in its priority."""
+        self.done(task)
+        self.first[priority_of(task) - MIN_PRIORITY].append(task)
+        self.firsts += 1
+        self.waiting += 1
+        self.count += 1
+        if self._arrived:
+            self._arrived.unpark_all()
+
+    # -- out ---------------------------------------------------------------------------------
+
+    def pop(self) -> Task:
+        """The next task to run (see the class doc); tasks cancelled while they waited
+        are dropped on the way."""
+        if self.firsts:
+            handed = self._pop_first()
+            if handed is not None:
+                return handed
+        heap = self.heap
+        while heap:
+            _, start, seq, flow = heap[0]
+            if flow.seq != seq:
+                heapq.heappop(heap)  # set aside since (its tenant reached its limit)
+                continue
+            ahead = flow.ahead
+            task = ahead.popleft() if ahead else flow.tasks.popleft()
+            self.waiting -= 1
+            self.count -= 1
+            tenant = flow.tenant
+            level = flow.level
+            if task.state is _PENDING:
+                self.vtime[level] = start
+                flow.start = start + tenant.step
+                self._taken(task, tenant)  # which may set the flow aside
+            if not flow.tasks and not flow.ahead:
+                # An empty flow ends (a task later starts a new one, at S = V).
+                heapq.heappop(heap)
+                flow.seq = -1
+                del tenant.flows[level]
+                if not tenant.flows and not tenant.running:
+                    del self.tenants[tenant.name]
+            elif task.state is not _PENDING:
+                continue  # cancelled while it waited: not a turn; the flow stays
+            elif flow.seq == seq:
+                self.seq += 1
+                flow.seq = self.seq
+                heapq.heapreplace(heap, (-level, flow.start, self.seq, flow))
+            else:
+                heapq.heappop(heap)  # set aside
+            if task.state is _PENDING:
+                return task
+        raise IndexError("no task may be taken")
+
+    def _pop_first(self) -> Task | None:
+        """A task handed back, of the highest priority that has one, if that is at least
+        the priority of the next flow's task."""
+        heap = self.heap
+        while heap and heap[0][3].seq != heap[0][2]:
+            heapq.heappop(heap)
+        floor = -heap[0][0] if heap else 0
+        for level in range(_LEVELS - 1, floor - 1, -1):
+            handed = self.first[level]
+            while handed:
+                task = handed.popleft()
+                self.firsts -= 1
+                self.waiting -= 1
+                self.count -= 1
+                if task.state is not _PENDING:
+                    continue
+                tenant = self._tenant(getattr(task, "tenant", None))
+                if tenant.full:  # at its limit: first in its flow, which is set aside
+                    flow = self._flow(task)
+                    if flow.ahead is None:
+                        flow.ahead = deque()
+                    flow.ahead.appendleft(task)
+                    self.waiting += 1
+                    continue
+                self._taken(task, tenant)
+                return task
+        return None
+
+    def _taken(self, task: Task, tenant: _Tenant) -> None:
+        tenant.running += 1
+        self.out[task] = tenant
+        cap = self.cap
+        if cap is not None and tenant.running >= cap and not tenant.full:
+            tenant.full = True  # set its flows aside (their heap entries go stale)
+            for flow in tenant.flows.values():
+                if flow.seq >= 0:
+                    flow.seq = -1
+                    self.count -= len(flow)
+
+    def done(self, task: Task) -> None:
+        """A task taken from here was settled, retried or handed back: its tenant's
+        running count goes down, and a tenant set aside comes back, with S = max(S, V)."""
+        tenant = self.out.pop(task, None)
+        if tenant is None:
+            return
+        tenant.running -= 1
+        if tenant.full and tenant.running < (self.cap or 0):
+            tenant.full = False
+            vtime = self.vtime
+            for flow in tenant.flows.values():
+                flow.start = max(flow.start, vtime[flow.level])
+                self._schedule(flow)
+                self.count += len(flow)
+            if self.count and self._arrived:
+                self._arrived.unpark_all()
+        if not tenant.running and not tenant.flows:
+            del self.tenants[tenant.name]
+
+    def figures(self, limit: int) -> list[tuple[str | None, int, int]]:
+        """The tenants with the most tasks waiting (then running): (tenant, waiting,
+        running), at most `limit` (for `queueing status`; costs a pass over the tenants)."""
+        rows = [
+            (tenant.name, sum(len(flow) for flow in tenant.flows.values()), tenant.running)
+            for tenant in self.tenants.values()
+        ]
+        for task in (task for handed in self.first for task in handed):
+            if task.state is _PENDING:
+                rows.append((getattr(task, "tenant", None), 1, 0))
+        merged: dict[str | None, list[int]] = {}
+        for name, waiting, running in rows:
+            row = merged.setdefault(name, [0, 0])
+            row[0] += waiting
+            row[1] += running
+        ranked = sorted(merged.items(), key=lambda item: (-item[1][0], -item[1][1], item[0] or ""))
+        return [(name, waiting, running) for name, (waiting, running) in ranked[:limit]]
+
+    def take_store(self, store: Ranked) -> None:
+        """Move the tasks waiting in a `Ranked` store here, in their order (at the switch):
+        they are all of the default tenant."""
+        retries = store.retries if isinstance(store, RetriesAhead) else None
+        for level in range(_LEVELS):
+            if retries is not None:
+                for task in retries[level]:
+                    self.push_retry(task)
+            for task in store.levels[level]:
+                self.push(task)
+
+
+async def feed(rt: QueueRuntime) -> None:
+    """Hand the waiting tasks of a queue's store (`rt.ranked`, read again each round: a
+    switch to `Fair` replaces it) to the workers that ask for work, until cancelled (the
+    dispatcher runs this for a queue once it has a store)."""
+    buffer = rt.buffer
+    assert buffer is not None
+    while True:
+        await buffer.wait_for_demand()
+        store = rt.ranked
+        assert store is not None
+        while not store.count:
+            await store._arrived.park()
+            store = rt.ranked
+            assert store is not None
+        for _ in range(min(buffer.demand, store.count)):
+            try:
+                task = store.pop()
+            except IndexError:  # the rest was cancelled while it waited
+                break
+            buffer.put_nowait(task)
+        # (`wait_for_demand` checkpoints: this loop yields once per round.)

@@ -65,6 +65,8 @@ async def may_start(engine: Engine, rt: QueueRuntime, task: Task) -> bool:
         rt.scheduled += 1
         if engine.shared:
             rt.held.pop(task.id, None)
+        elif rt.fair is not None:
+            rt.fair.done(task)  # its tenant runs one task fewer while it waits
         # Back late (a broker that rounds delays up, busy workers), it starts late, without
         # bunching up with the starts booked after it (see `take_for_task`).
         await broker.retry_at(rt.info, task, engine.clock() + wait)

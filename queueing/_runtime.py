@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from ._observe import EndHook, SendHook, StartHook, Timings
     from ._queue import Queue
-    from ._ranked import Ranked
+    from ._ranked import Fair, Ranked
     from ._task import Task
 
 
@@ -61,6 +61,9 @@ class QueueRuntime:
         #: priority, which the dispatcher feeds to the buffer on demand (`_ranked.py`).
         self.ranked: Ranked | None = None
         self.ranking = trio.Event()  # set when `ranked` is made
+        #: In process, once a task with a tenant was submitted: `ranked` is this store,
+        #: which shares waiting tasks out between tenants (`_ranked.Fair`).
+        self.fair: Fair | None = None
         #: Tasks this process claimed from a shared broker and has not settled (leases).
         self.held: dict[str, Task] = {}
         self.pool: ActorRef | None = None

@@ -24,6 +24,7 @@ from ._stats import QueueStats
 from ._system import QueueSystem
 from ._task import DeadLetter, TaskStatus
 from ._thread import ClientThread
+from .brokers._contract import TenantFigures
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -138,6 +139,7 @@ class SyncClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> SyncReceipt[R]: ...
 
     @overload
@@ -151,6 +153,7 @@ class SyncClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> SyncReceipt[Any]: ...
 
     def submit(
@@ -163,6 +166,7 @@ class SyncClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> SyncReceipt[Any]:
         """As `QueueSystem.submit`, blocking until the task is accepted (or refused)."""
         fn = partial(
@@ -174,6 +178,7 @@ class SyncClient:
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         try:
             receipt = self._call(fn)
@@ -192,6 +197,7 @@ class SyncClient:
         timeout: float | None = None,
         key: Callable[[Any], str] | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> list[SyncReceipt[Any]]:
         """As `QueueSystem.submit_many`; a refusal's `.accepted` holds `SyncReceipt`s."""
         fn = partial(
@@ -203,6 +209,7 @@ class SyncClient:
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         try:
             receipts = self._call(fn)
@@ -234,6 +241,10 @@ class SyncClient:
     def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """As `QueueSystem.dead_letters`."""
         return self._call(partial(self._system.dead_letters, queue, limit))
+
+    def tenants(self, queue: str, limit: int = 10) -> list[TenantFigures]:
+        """As `QueueSystem.tenants`."""
+        return self._call(partial(self._system.tenants, queue, limit))
 
     def requeue(self, queue: str, ids: list[str] | None = None) -> list[SyncReceipt[Any]]:
         """As `QueueSystem.requeue`."""

@@ -42,10 +42,10 @@ from ._task import (
     priority_of,
     tenant_of,
 )
+from ._validate import positive_int, seconds
 from ._validate import priority as check_priority
-from ._validate import seconds
 from ._validate import tenant as check_tenant
-from .brokers._contract import Admission, queue_of, run_of
+from .brokers._contract import Admission, TenantFigures, queue_of, run_of
 
 if TYPE_CHECKING:
     from .brokers._contract import Broker
@@ -205,7 +205,8 @@ class QueueSystem:
             UnknownQueue: no such queue or pipeline.
             PayloadTooLarge: over the queue's `max_payload`.
             PayloadError: the converter cannot handle the payload (names field and type).
-            QueueFull: `maxsize` reached and the queue would not wait (longer).
+            QueueFull: `maxsize` reached (or the task's tenant's `tenant_maxsize`: the
+                error's `tenant` says so) and the queue would not wait (longer).
             SystemStopping: the system is shutting down.
             InvalidQueue: a bad option (`priority` not an int from 0 to 9, say).
         """
@@ -247,7 +248,7 @@ class QueueSystem:
             if admission is _ACCEPTED:
                 if not engine.accepted(rt, task, False):
                     await engine.deliver_later(rt, task)
-            elif admission is _FULL:
+            elif admission is not _EXISTS:  # FULL, TENANT_FULL, or not tried yet
                 spec = rt.spec
                 try:
                     admission = await engine.accept(
@@ -480,6 +481,9 @@ class QueueSystem:
         task.queue = record.queue
         if priority_of(record):
             task.priority = record.priority
+        tenant = tenant_of(record)
+        if tenant is not None:
+            task.tenant = tenant
         if isinstance(task, PipelineTask) and isinstance(record, PipelineTask):
             task.route = record.route
             task.run = record.run
@@ -659,6 +663,20 @@ class QueueSystem:
             )
         return result
 
+    async def tenants(self, queue: str, limit: int = 10) -> list[TenantFigures]:
+        """The busiest tenants of `queue` (`submit(tenant=)`): those with the most tasks
+        waiting, then running, at most `limit`, each with its counts now ("" names the
+        default tenant, the tasks without one). Over every process with a shared broker;
+        [] for a queue that never had a task with a tenant (in process).
+        See docs/concepts/fair-share.md."""
+        rt = self._runtime(queue)
+        positive_int("limit", limit)
+        await _checkpoint_if_cancelled()
+        found = await self._broker.tenant_figures(queue, limit)
+        if found is not None:
+            return found
+        return tenant_counts(rt, limit)
+
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every queue is empty and idle (no task outstanding).
 
@@ -772,7 +790,9 @@ class QueueSystem:
         pipeline = self._pipelines.get(queue_of(run)) if run is not None else None
         stages = [stage.name for stage in pipeline.stages] if pipeline is not None else []
         if pipeline is None or queue not in stages:
-            return await self.submit(queue, letter.payload, priority=letter.priority)
+            return await self.submit(
+                queue, letter.payload, priority=letter.priority, tenant=letter.tenant
+            )
         await _checkpoint_if_cancelled()
         record = await self._engine.start_run(
             pipeline,
@@ -782,6 +802,7 @@ class QueueSystem:
             timeout=None,
             stage=stages.index(queue),
             priority=letter.priority,
+            tenant=letter.tenant,
         )
         return Receipt(record, self)
 
@@ -790,6 +811,23 @@ class QueueSystem:
         self._runtime(queue)
         await _checkpoint_if_cancelled()
         return len(await self._broker.take_dead_letters(queue, None))
+
+
+def tenant_counts(rt: QueueRuntime, limit: int) -> list[TenantFigures]:
+    """The busiest tenants of a queue as this process counts them: in process, all of
+    them (its fair store's); with a shared broker that does not count them, only the
+    tasks this process runs."""
+    fair = rt.fair
+    if fair is not None:
+        return [TenantFigures(name or "", w, r) for name, w, r in fair.figures(limit)]
+    running: dict[str, int] = {}
+    for task in rt.held.values():
+        name = tenant_of(task) or ""
+        running[name] = running.get(name, 0) + 1
+    if set(running) == {""}:
+        return []  # no task with a tenant here
+    busiest = sorted(running.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return [TenantFigures(name, 0, count) for name, count in busiest]
 
 
 def _check_seconds(**options: float | None) -> None:

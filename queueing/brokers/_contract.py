@@ -129,9 +129,10 @@ class QueueInfo:
 
 @attrs.frozen
 class TenantFigures:
-    """One tenant's tasks in one queue, now."""
+    """One tenant's tasks in one queue, now (`QueueSystem.tenants`, `queueing status`)."""
 
     tenant: str
+    """Its name; "" for the default tenant (the tasks without one)."""
     waiting: int
     """Ready (or due) and not claimed."""
     running: int
@@ -215,10 +216,12 @@ class Broker(abc.ABC):
 
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
         """Store new ready tasks in order, as many as fit: returns how many of the first
-        were ACCEPTED (or EXISTS). The default accepts one at a time."""
+        were ACCEPTED (or EXISTS): it stops at the first FULL or TENANT_FULL. The default
+        accepts one at a time."""
         taken = 0
         for task in tasks:
-            if await self.accept(queue, task) is Admission.FULL:
+            admission = await self.accept(queue, task)
+            if admission is Admission.FULL or admission is Admission.TENANT_FULL:
                 break
             taken += 1
         return taken

@@ -21,6 +21,7 @@ from .._task import (
     TaskState,
     priority_of,
     progress_of,
+    tenant_of,
 )
 from ._contract import Admission, Broker, QueueInfo, RunStore
 
@@ -29,6 +30,7 @@ _SCHEDULED = TaskState.SCHEDULED
 _PENDING = TaskState.PENDING
 _ACCEPTED = Admission.ACCEPTED
 _FULL = Admission.FULL
+_TENANT_FULL = Admission.TENANT_FULL
 #: Seconds a pipeline run's outcome stays retrievable by id.
 RUN_TTL = 3600.0
 
@@ -36,12 +38,27 @@ RUN_TTL = 3600.0
 class _Queue:
     """One queue's storage."""
 
-    __slots__ = ("dead", "delayed", "due", "info", "maxsize", "outstanding", "room", "room_waiters")
+    __slots__ = (
+        "dead",
+        "delayed",
+        "due",
+        "info",
+        "maxsize",
+        "outstanding",
+        "room",
+        "room_waiters",
+        "tenant_maxsize",
+        "tenants",
+    )
 
     def __init__(self, info: QueueInfo) -> None:
         self.info = info
         self.maxsize = info.maxsize
         self.outstanding = 0
+        # With `tenant_maxsize`: the outstanding tasks of each tenant that has some (None:
+        # the default tenant); else None, and nothing is counted per tenant.
+        self.tenant_maxsize = info.tenant_maxsize or 0
+        self.tenants: dict[str | None, int] | None = {} if info.tenant_maxsize else None
         self.room = trio.lowlevel.ParkingLot()
         self.room_waiters = 0
         # Delayed and retried tasks by due time, and the dispatcher's claim waiting for one.
@@ -120,11 +137,27 @@ class MemoryBroker(Broker):
         if q.outstanding >= q.maxsize:
             del tasks[task_id]
             return _FULL
+        counts = q.tenants
+        if counts is not None:
+            tenant = tenant_of(task)
+            count = counts.get(tenant, 0)
+            if count >= q.tenant_maxsize:
+                del tasks[task_id]
+                return _TENANT_FULL
+            counts[tenant] = count + 1
         q.outstanding += 1
         return _ACCEPTED
 
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
         q = self._queues[queue.name]
+        if q.tenants is not None:
+            taken = 0  # counted per tenant: one at a time
+            for task in tasks:
+                admission = self.accept_nowait(queue, task)
+                if admission is _FULL or admission is _TENANT_FULL:
+                    break
+                taken += 1
+            return taken
         room = q.maxsize - q.outstanding
         taken = 0
         known = self._tasks
@@ -140,7 +173,10 @@ class MemoryBroker(Broker):
 
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
         q = self._queues[queue.name]
-        if q.outstanding < q.maxsize:
+        per_tenant = q.tenants is not None
+        if q.outstanding < q.maxsize and not per_tenant:
+            # (With `tenant_maxsize` the caller may wait for its tenant's room, which only
+            # an outcome makes: it waits for the next one.)
             await trio.lowlevel.checkpoint()
             return
         q.room_waiters += 1
@@ -152,7 +188,7 @@ class MemoryBroker(Broker):
                     await q.room.park()
         finally:
             q.room_waiters -= 1
-        if q.room_waiters and q.outstanding < q.maxsize:
+        if q.room_waiters and q.outstanding < q.maxsize and not per_tenant:
             # Woken for room: pass a wake-up on, in case this caller does not take it (a
             # pipeline stage's task no longer needed); the next one retries and waits again
             # if there is none left.
@@ -243,7 +279,17 @@ class MemoryBroker(Broker):
         task.finished_at = _wall()
         q = self._queues[task.queue]
         q.outstanding -= 1
-        if q.room_waiters:
+        counts = q.tenants
+        if counts is not None:
+            tenant = tenant_of(task)
+            count = counts.get(tenant, 0) - 1
+            if count > 0:
+                counts[tenant] = count
+            else:
+                counts.pop(tenant, None)
+            if q.room_waiters:
+                q.room.unpark_all()  # each retries: the room may be any tenant's
+        elif q.room_waiters:
             q.room.unpark()
         # _keep(task, queue.result_ttl), inlined: this runs once per task.
         ttl = queue.result_ttl
@@ -284,6 +330,7 @@ class MemoryBroker(Broker):
                 submitted_at=task.submitted_at,
                 failed_at=task.finished_at or _wall(),
                 priority=priority_of(task),
+                tenant=tenant_of(task),
             )
         )
         return True

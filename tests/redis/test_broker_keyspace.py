@@ -121,6 +121,14 @@ async def test_every_script_call_touches_one_hash_tag(
         assert taken.id == urgent.id
         await worker.settle(other, taken, TaskState.SUCCEEDED, None)
         await worker.flush()
+        # A task with a tenant: its queue shares its waiting tasks out between tenants.
+        tenanted = new_task("other")
+        tenanted.tenant = "acme"
+        await client.accept(other, tenanted)
+        (taken,) = await claim_until(worker, other)
+        assert taken.id == tenanted.id
+        await worker.settle(other, taken, TaskState.SUCCEEDED, None)
+        await worker.flush()
         await worker.take_start(attrs.evolve(JOBS, rate_limit=RateLimit(10)), "a key", 1.0)
         # A pipeline run: its own keys, then its stage tasks' queue.
         run, stage = new_run("ingest", "jobs")

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from ..._task import DeadLetter
-from .._contract import QueueInfo
+from .._contract import QueueInfo, TenantFigures
 from . import _keys as k
 from ._calls import Calls
 from ._rates import rate_figures
@@ -27,6 +27,13 @@ HEARTBEAT_EVERY = 2.0
 HEARTBEAT_LIVE = 10.0
 #: How long a stopping process tries to remove its heartbeat.
 HEARTBEAT_GOODBYE = 1.0
+
+
+def _limit(value: Any) -> int | None:
+    """A declared tenant limit: an int >= 1, else None (anyone could have written there)."""
+    if type(value) is int and value >= 1:
+        return value
+    return None
 
 
 class Admin:
@@ -57,6 +64,11 @@ class Admin:
             }
             if info.shards > 1:
                 config["shards"] = info.shards
+            # Clients that know no Queue object hold tenant_maxsize too (submit.lua).
+            if info.tenant_concurrency is not None:
+                config["tenant_concurrency"] = info.tenant_concurrency
+            if info.tenant_maxsize is not None:
+                config["tenant_maxsize"] = info.tenant_maxsize
             await client.hset(self.keys.queues(), {name: dumps(config)})
 
     async def declared(self) -> dict[str, QueueInfo]:
@@ -73,6 +85,8 @@ class Admin:
                     int(doc["max_payload"]),
                     float(doc["result_ttl"]),
                     shards=int(doc.get("shards", 1)),
+                    tenant_concurrency=_limit(doc.get("tenant_concurrency")),
+                    tenant_maxsize=_limit(doc.get("tenant_maxsize")),
                 )
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("queue %r: unreadable declaration %r (%s)", name, value, exc)
@@ -174,11 +188,39 @@ class Admin:
             "outstanding": max(0, int(await client.get(self.keys.outstanding(name)) or 0)),
             "in_flight": in_flight,
             "ready": max(0, await client.xlen(ready) - in_flight)
-            + await client.zcard(self.keys.waiting(name)),
+            + await client.zcard(self.keys.waiting(name))
+            + await client.zcard(self.keys.fair(name)[1]),
             "scheduled": await client.zcard(self.keys.delayed(name)),
             "dead_letters": await client.xlen(self.keys.dead(name)),
             **{str(key): int(value) for key, value in stats.items()},
         }
+
+    async def tenant_figures(self, queue: str, limit: int) -> list[TenantFigures]:
+        """The tenants of a queue (summed over its shards) with the most tasks waiting,
+        then running (lua/_fair.lua's `backlog` and `tenants`); [] for a queue that never
+        had a task with a tenant. The tasks without a tenant are not listed."""
+        if limit <= 0:
+            return []
+        waiting: dict[str, int] = {}
+        running: dict[str, int] = {}
+        client = self.calls.client
+        for part in self.keys.names(queue):
+            _, _, tenants, backlog, *_ = self.keys.fair(part)
+            busiest = await client.zrange(backlog, 0, limit, rev=True, withscores=True)
+            for item in busiest:
+                name, score = str(item[0]), int(float(item[1]))
+                if name:
+                    waiting[name] = waiting.get(name, 0) + score
+            for field, value in (await client.hgetall(tenants)).items():
+                if str(field).startswith("r:"):
+                    name = str(field)[2:]
+                    running[name] = running.get(name, 0) + max(0, int(value))
+        figures = [
+            TenantFigures(name, waiting.get(name, 0), running.get(name, 0))
+            for name in {*waiting, *running}
+        ]
+        figures.sort(key=lambda f: (-f.waiting, -f.running, f.tenant))
+        return figures[:limit]
 
     async def status(self) -> dict[str, Any]:
         """Queue figures and live workers, read from Redis (for `queueing status`)."""

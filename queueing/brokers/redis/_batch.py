@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from ..._exceptions import BrokerError, SystemStopping
-from ..._task import PipelineTask, Task, priority_of
+from ..._task import PipelineTask, Task, priority_of, tenant_of
 from .._contract import Admission, QueueInfo, queue_of
 from . import _keys as k
 from ._calls import ATTEMPT_GRACE, Calls
@@ -44,9 +44,16 @@ FLUSH_AFTER = 0.002
 #: makes it again if Redis lost it (a FLUSHALL) and pushes its TTL back.
 REOPEN_EVERY = 60.0
 
-#: `submit.lua`'s answers: 1 accepted, 0 full, -1 exists, -2 exists (this client's).
+#: `submit.lua`'s answers: 1 accepted, 0 full, 2 tenant full, -1 exists, -2 exists (this
+#: client's).
 _ACCEPTED, _EXISTS_OURS = 1, -2
-_ANSWERS = {1: Admission.ACCEPTED, 0: Admission.FULL, -1: Admission.EXISTS, -2: Admission.EXISTS}
+_ANSWERS = {
+    1: Admission.ACCEPTED,
+    0: Admission.FULL,
+    2: Admission.TENANT_FULL,
+    -1: Admission.EXISTS,
+    -2: Admission.EXISTS,
+}
 
 
 def _staged(task: Task) -> bool:
@@ -58,9 +65,12 @@ def _staged(task: Task) -> bool:
 class _Slot:
     __slots__ = ("answers", "error", "event", "queue", "tasks")
 
-    def __init__(self, queue: QueueInfo, tasks: list[tuple[str, str, str, str, str, int]]) -> None:
+    def __init__(
+        self, queue: QueueInfo, tasks: list[tuple[str, str, str, str, str, int, str]]
+    ) -> None:
         self.queue = queue
-        self.tasks = tasks  # `submit.lua` arguments: id, envelope, meta, due (ms), reply
+        # `submit.lua` arguments: id, envelope, meta, due (ms), reply, priority, tenant
+        self.tasks = tasks
         self.answers: list[Admission] = []
         self.error: BaseException | None = None
         self.event = trio.Event()
@@ -173,6 +183,7 @@ class Batcher:
                 due,
                 "" if _staged(task) else self.client_id,
                 priority_of(task),
+                tenant_of(task) or "",
             )
             for task, due in tasks
         ]
@@ -304,9 +315,16 @@ class Batcher:
                 self.keys.waiting(name),
                 self.keys.ranked(name),
                 self.keys.nudge(name),
+                *self.keys.fair(name),
             ]
             info = slots[0].queue
-            head = [info.maxsize, self.client_id, k.ttl(info.result_ttl), k.NUDGE_TOKENS]
+            head = [
+                info.maxsize,
+                self.client_id,
+                k.ttl(info.result_ttl),
+                k.NUDGE_TOKENS,
+                info.tenant_maxsize or 0,
+            ]
             keys, args, members = list(base), list(head), []
             for slot in slots:
                 for call in slot.tasks:

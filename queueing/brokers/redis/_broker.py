@@ -20,7 +20,7 @@ import trio
 
 from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState
-from .._contract import Admission, Broker, QueueInfo
+from .._contract import Admission, Broker, QueueInfo, TenantFigures
 from . import _keys as k
 from ._admin import Admin
 from ._batch import Batcher
@@ -42,6 +42,8 @@ log = logging.getLogger("queueing.redis")
 #: Seconds a background loop waits before it starts again after a call Redis did not
 #: answer within its limit.
 STALL_PAUSE = 0.1
+#: What stops a submit of many at the task it answers (the caller waits for room).
+_NO_ROOM = (Admission.FULL, Admission.TENANT_FULL)
 #: Seconds a closing client tries to delete its replies streams (Redis may be gone).
 REPLIES_GOODBYE = 1.0
 
@@ -244,7 +246,7 @@ class RedisBroker(Broker):
         if queue.shards > 1:
             queue = self._shards.of(queue, task.id)
         (answer,) = await self._batch.submit(queue, [(task, when)])
-        if answer is Admission.FULL and queue.name != k.base(queue.name):
+        if answer in _NO_ROOM and queue.name != k.base(queue.name):
             self._shards.full[k.base(queue.name)] = queue
         if when and answer is Admission.ACCEPTED:
             task.state = TaskState.SCHEDULED
@@ -260,7 +262,7 @@ class RedisBroker(Broker):
         answers = await self._batch.submit(queue, [(task, "") for task in tasks])
         taken = 0
         for answer in answers:
-            if answer is Admission.FULL:
+            if answer in _NO_ROOM:
                 break
             taken += 1
         return taken
@@ -280,7 +282,7 @@ class RedisBroker(Broker):
         taken = 0
         for task in tasks:
             answer, part = answers[task.id]
-            if answer is Admission.FULL:
+            if answer in _NO_ROOM:
                 self._shards.full[queue.name] = part
                 break
             taken += 1
@@ -370,6 +372,11 @@ class RedisBroker(Broker):
         self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
     ) -> float:
         return await take_start(self._calls, self._keys, queue, key, within, task_id)
+
+    async def tenant_figures(self, queue: str, limit: int) -> list[TenantFigures] | None:
+        return await self._calls.retrying(
+            "tenant figures", lambda: self._admin.tenant_figures(queue, limit)
+        )
 
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         return await self._calls.retrying("rate figures", self._admin.rates)

@@ -43,9 +43,17 @@ SCRIPTS = (
     "submit",
     "take",
     "take_dead",
+    "take_fair",
 )
 #: Shared pieces of Lua (lua/_NAME.lua), loaded in front of the scripts that use them.
-PRELUDES = {"submit": ("_ranking",), "promote": ("_ranking",)}
+PRELUDES = {
+    "claim": ("_fair",),
+    "submit": ("_ranking", "_fair"),
+    "promote": ("_ranking", "_fair"),
+    "take_fair": ("_fair",),
+    "finish": ("_fair",),
+    "retry": ("_fair",),
+}
 #: How much longer than its own wait one shielded call may take before it is given up.
 ATTEMPT_GRACE = 10.0
 #: Backoff between retries of a lost connection (seconds): exponential, capped, jittered.

@@ -18,6 +18,7 @@ dead-lettered with the reason and never run.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -59,6 +60,32 @@ def _is_ranked(answer: Any) -> bool:
     return bool(answer[0] == "ranked")  # an entry read is a list (responses are str)
 
 
+def _is_fair(answer: Any) -> bool:
+    """Whether claim.lua's answer is a fair queue's (`'fair', heads...`)."""
+    return bool(answer[0] == "fair")
+
+
+def next_of_flows(heads: Sequence[Any], n: int, weight_of: Callable[[str], float]) -> list[str]:
+    """The next `n` task ids of a fair queue (at most), from claim.lua's first heads: the
+    contract's order (highest priority, lowest S, the flow tagged first), S += 1 / weight
+    for a flow's next task, as take.lua takes them."""
+    order: list[tuple[int, float, int, str, str, list[str]]] = []
+    for member, score, priority, tenant, ids in heads:
+        if ids:
+            order.append((-int(priority), float(score), 0, str(member), str(tenant), list(ids)))
+    heapq.heapify(order)
+    picks: list[str] = []
+    tagged = 0
+    while order and len(picks) < n:
+        level, start, _, member, tenant, ids = heapq.heappop(order)
+        picks.append(str(ids.pop(0)))
+        if ids:  # a new tag: after every tag set so far
+            tagged += 1
+            start += 1 / weight_of(tenant)
+            heapq.heappush(order, (level, start, tagged, member, tenant, ids))
+    return picks
+
+
 def _read_entries(answer: Any) -> tuple[Entries, Counts, Owners]:
     """Entries claim.lua or take.lua read, with what `live` says of each."""
     entries = [(str(ident), _fields(flat)) for ident, flat, _ in answer]
@@ -97,6 +124,8 @@ class Consumer:
         self._reclaim_at: dict[str, float] = {}
         self._reclaim_from: dict[str, str] = {}
         self._promoters: dict[str, trio.lowlevel.ParkingLot] = {}
+        #: Per fair queue, the first heads the last claim left (see `_take_fair`).
+        self._fair_heads: dict[str, list[Any]] = {}
 
     # -- claim ------------------------------------------------------------------------------
 
@@ -124,26 +153,25 @@ class Consumer:
             reclaimed, counts = await self._reclaim(queue, n)
             if reclaimed:
                 return reclaimed, counts, None
-        keys = [ready, self.keys.live(name), self.keys.ranked(name), self.keys.waiting(name)]
-        args = [self.consumer, n]
-        ops = self.batcher.take()
-        if ops:
-            # Outcomes are waiting to be written: sent in the same round trip.
-
-            def fill(pipe: Any) -> list[Any]:
-                return [*self.batcher.fill(pipe, ops), self.calls.script(pipe, "claim", keys, args)]
-
-            answers = await self.calls.pipelined("write outcomes and claim", fill, deliver=False)
-            self.batcher.answered(ops, answers[:-1])
-            answer = answers[-1]
-            if isinstance(answer, Exception):
-                raise answer
-        else:
-            answer = await self.calls.retrying(
-                "claim",
-                lambda: self.calls.script(self.calls.client, "claim", keys, args),
-                deliver=False,
-            )
+        heads = self._fair_heads.pop(name, None)
+        if heads:  # a fair queue: the next tasks guessed from what the last claim saw
+            taken = await self._take_fair(queue, n, heads)
+            if taken is not None:
+                return taken
+        keys = [
+            ready,
+            self.keys.live(name),
+            self.keys.ranked(name),
+            self.keys.waiting(name),
+            *self.keys.fair(name),
+        ]
+        answer = await self._with_outcomes("claim", keys, [self.consumer, n])
+        if answer and _is_fair(answer):
+            if len(answer) == 1:  # no task may be taken: wait as on a ranked queue
+                return await self._take_ranked(queue, n, [], wait)
+            taken = await self._take_fair(queue, n, answer[1:])
+            # None taken (another process took them first): look again.
+            return taken if taken is not None else await self._take(queue, n, wait)
         if answer and _is_ranked(answer):
             return await self._take_ranked(queue, n, [str(i) for i in answer[1:]], wait)
         if answer:
@@ -219,6 +247,57 @@ class Consumer:
                 # look again, waiting out what is left of this claim's wait.
                 return await self._take(queue, n, wait - (trio.current_time() - started))
         return [], None, None
+
+    async def _with_outcomes(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """A claim's script call, with the outcomes waiting to be written (if any) in the
+        same round trip. Calls here leave a cancellation to `claim`."""
+        ops = self.batcher.take()
+        if not ops:
+            return await self.calls.retrying(
+                "claim",
+                lambda: self.calls.script(self.calls.client, script, keys, args),
+                deliver=False,
+            )
+
+        def fill(pipe: Any) -> list[Any]:
+            return [*self.batcher.fill(pipe, ops), self.calls.script(pipe, script, keys, args)]
+
+        answers = await self.calls.pipelined("write outcomes and claim", fill, deliver=False)
+        self.batcher.answered(ops, answers[:-1])
+        answer = answers[-1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def _take_fair(
+        self, queue: QueueInfo, n: int, heads: list[Any]
+    ) -> tuple[Entries, Counts, Owners] | None:
+        """A claim on a fair queue (see lua/_fair.lua): the tasks that come next by the
+        `heads` claim.lua (or the last take_fair.lua) read, worked out with the tenants'
+        weights, taken by take_fair.lua in the contract's order (entries in the stream
+        come first, as claim.lua's). take_fair.lua answers with the heads it leaves, which
+        the next claim guesses from: one round trip per claim while no other process takes
+        the tasks guessed. None: nothing taken or read (the caller looks again)."""
+        name = queue.name
+        weighs = queue.weight_of
+        weights = {
+            tenant: float(weighs(tenant)) if weighs is not None and tenant else 1.0
+            for tenant in {str(head[3]) for head in heads}
+        }
+        ids = next_of_flows(heads, n, weights.__getitem__)
+        keys = [
+            self.keys.ready(name),
+            self.keys.live(name),
+            self.keys.envs(name),
+            *self.keys.fair(name),
+            *(self.keys.record(name, i) for i in ids),
+        ]
+        pairs = [x for tenant, weight in weights.items() for x in (tenant, repr(weight))]
+        args = [self.consumer, queue.tenant_concurrency or 0, n, len(weights), *pairs, *ids]
+        read, left = await self._with_outcomes("take_fair", keys, args)
+        if left:
+            self._fair_heads[name] = list(left)
+        return _read_entries(read) if read else None
 
     async def _give_back(self, queue: str, entries: Entries, counts: dict[str, int]) -> None:
         """Entries claimed for a caller that was cancelled before it got them: leave them
@@ -441,7 +520,8 @@ class Consumer:
                 ids = [str(i) for i in due]
                 live = self.keys.live(queue)
                 records = [self.keys.record(queue, i) for i in ids]
-                keys = [delayed, envs, ready, live, waiting, ranked, nudge, *records]
+                fair = self.keys.fair(queue)
+                keys = [delayed, envs, ready, live, waiting, ranked, nudge, *fair, *records]
                 await self.calls.eval("promote", "promote", keys, [now_ms, k.NUDGE_TOKENS, *ids])
                 continue
             wait = PROMOTE_IDLE

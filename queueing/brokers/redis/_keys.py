@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import zlib
 
-from ..._task import TaskState
+from ..._task import MAX_PRIORITY, TaskState
 from .._contract import queue_of
 
 #: The consumer group of every ready stream (the Lua files name it too: tests check).
@@ -37,6 +37,8 @@ NOTICE_OUTCOME_MAX = 4096
 ROOM_TOKENS = 64
 #: Tokens a ranked queue's `nudge` list keeps for consumers waiting for tasks.
 NUDGE_TOKENS = 64
+#: Priority levels of a fair queue's `heads` sets (one each: lua/_fair.lua).
+FAIR_LEVELS = MAX_PRIORITY + 1
 #: Seconds a pipeline run's state outlives its start (a run abandoned half-way).
 RUN_TTL = 7 * 86_400
 #: The shortest and longest TTL of a stored outcome, in milliseconds (PEXPIRE).
@@ -95,12 +97,13 @@ def ttl(seconds: float) -> int:
 class Keys:
     """Key names under one prefix."""
 
-    __slots__ = ("prefix", "shards")
+    __slots__ = ("_fair", "prefix", "shards")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         #: The queues in more than one shard (`Queue(shards=)`), by name.
         self.shards: dict[str, int] = {}
+        self._fair: dict[str, list[str]] = {}
 
     def home(self, task_id: str) -> str:
         """The name whose tag holds a task's keys: its queue's, or its shard's."""
@@ -161,6 +164,18 @@ class Keys:
     def nudge(self, queue: str) -> str:
         """Wake-ups for consumers idle on a ranked queue (a list of tokens)."""
         return self.of(queue, "nudge")
+
+    def fair(self, queue: str) -> list[str]:
+        """A queue's keys of fair share between tenants, in the order lua/_fair.lua takes
+        them: `fair` (exists once the queue had a task with a tenant), `fifo`, `tenants`,
+        `backlog`, `nudge`, then `heads:<p>` for each priority (`FAIR_LEVELS`)."""
+        keys = self._fair.get(queue)
+        if keys is None:
+            keys = [self.of(queue, what) for what in ("fair", "fifo", "tenants", "backlog")]
+            keys.append(self.nudge(queue))
+            keys += [self.of(queue, f"heads:{p}") for p in range(FAIR_LEVELS)]
+            self._fair[queue] = keys
+        return keys
 
     def live(self, queue: str) -> str:
         """Entry id -> submitting client, for every entry a task's record names."""

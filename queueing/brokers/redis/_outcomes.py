@@ -69,6 +69,7 @@ class Outcomes:
                 self.keys.envs(queue),
                 self.keys.live(queue),
                 self.keys.waiting(queue),
+                *self.keys.fair(queue),
             ]
             args = [
                 self.max_dead_letters,
@@ -152,6 +153,7 @@ class Outcomes:
             self.keys.envs(name),
             self.keys.stats(name),
             self.keys.live(name),
+            *self.keys.fair(name),
         ]
         args = [
             entry,
@@ -160,6 +162,7 @@ class Outcomes:
             encode_meta(task),
             int(due * 1000),
             "1" if queue.retry_ahead else "",
+            k.NUDGE_TOKENS,
         ]
 
         def then(answer: Any) -> None:

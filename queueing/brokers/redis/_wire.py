@@ -20,8 +20,10 @@ from ..._task import (
     Task,
     TaskState,
     parse_priority,
+    parse_tenant,
     parse_trace,
     priority_of,
+    tenant_of,
     trace_of,
 )
 from .._contract import queue_of
@@ -62,6 +64,9 @@ def encode_envelope(task: Task) -> str:
     priority = priority_of(task)
     if priority:
         doc["priority"] = priority
+    tenant = tenant_of(task)
+    if tenant is not None:
+        doc["tenant"] = tenant
     return dumps(doc)
 
 
@@ -152,6 +157,11 @@ def decode_envelope(fields: Mapping[str, Any], queue: str, max_bytes: int) -> Ta
         task.trace = parse_trace(doc["trace"])
     if "priority" in doc:
         task.priority = parse_priority(doc["priority"])
+    if "tenant" in doc:
+        tenant = parse_tenant(doc["tenant"])
+        if tenant is None:
+            raise BadEntry(f"field 'tenant' must be a printable name, got {doc['tenant']!r}")
+        task.tenant = tenant
     if queue_of(task_id) != queue:  # its record would be under another queue's keys
         raise BadEntry(f"task id {task_id!r} does not name the queue {queue!r} (<queue>:<unique>)")
     return task
@@ -170,6 +180,9 @@ def encode_meta(task: Task) -> str:
     priority = priority_of(task)
     if priority:
         doc["priority"] = priority
+    tenant = tenant_of(task)
+    if tenant is not None:
+        doc["tenant"] = tenant
     if isinstance(task, PipelineTask):
         if task.run is None:
             doc.update(kind="run", route=task.route)
@@ -272,6 +285,9 @@ def task_from_record(
     task.attempts = int(doc.get("attempts") or 0)
     if "priority" in doc:
         task.priority = parse_priority(doc["priority"])
+    tenant = parse_tenant(doc.get("tenant"))
+    if tenant is not None:
+        task.tenant = tenant
     task.state = TaskState(state)
     if task.state is TaskState.PENDING and working:
         task.state = TaskState.RUNNING
@@ -313,6 +329,8 @@ def encode_dead_letter(letter: DeadLetter) -> str:
     }
     if letter.priority:
         doc["priority"] = letter.priority
+    if letter.tenant is not None:
+        doc["tenant"] = letter.tenant
     return dumps(doc)
 
 
@@ -330,6 +348,7 @@ def letter_of(task: Task, queue: str) -> str:
             submitted_at=task.submitted_at,
             failed_at=task.finished_at or 0.0,
             priority=priority_of(task),
+            tenant=tenant_of(task),
         )
     )
 
@@ -372,6 +391,7 @@ def decode_dead_letter(raw: str) -> DeadLetter:
             submitted_at=float(doc.get("submitted_at") or 0),
             failed_at=float(doc.get("failed_at") or 0),
             priority=parse_priority(doc.get("priority")),
+            tenant=parse_tenant(doc.get("tenant")),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return DeadLetter(

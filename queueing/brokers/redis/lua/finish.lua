@@ -1,21 +1,27 @@
 -- Record the outcomes of tasks of one queue and release them: the first outcome wins.
 -- KEYS: 1 ready, 2 outstanding, 3 stats, 4 room, 5 done, 6 dead, 7 delayed, 8 envs,
---       9 live, 10 waiting, then per task: its record [, the replies stream of its client]
--- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens,
---       6 the longest outcome a notice carries, then 8 per task: the entry it was
+--       9 live, 10 waiting, 11..25 the fair keys (_fair.lua), then per task: its record
+--       [, the replies stream of its client]
+-- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens
+--       (and nudge tokens), 6 the longest outcome a notice carries, then 8 per task: the
+--       entry it was
 --       claimed from ('' for a cancel: whatever entry or delay the record names), state,
 --       outcome, ttl (ms), task id, stats counter, dead letter or '', the submitting
 --       client (its replies stream follows the record in KEYS; '' for none)
 -- Returns one code per task: 1 recorded; 0 it had an outcome; -1 no such task; -2 the
 -- record names another entry (the one given is acknowledged and removed; the task is
 -- left alone)
+-- A task counts no more among its tenant's ('n' in its record; none: the default one)
+-- outstanding ones if it did ('q'), nor among its running ones ('c'); one cancelled while
+-- it waited in a fair queue's flow leaves it.
 local GROUP = 'workers'
+local F = 11
 local gone, codes, counters, streams = {}, {}, {}, {}
 local recorded = 0
-local k = 11
+local k = 26
 for a = 7, #ARGV, 8 do
   local entry, id, client = ARGV[a], ARGV[a + 4], ARGV[a + 7]
-  local f = redis.call('HMGET', KEYS[k], 's', 'e', 'r')
+  local f = redis.call('HMGET', KEYS[k], 's', 'e', 'r', 'n', 'c', 'q')
   local code = 1
   if not f[1] then
     code = -1
@@ -33,9 +39,14 @@ for a = 7, #ARGV, 8 do
       redis.call('HDEL', KEYS[8], id)
     elseif entry == '' and redis.call('ZREM', KEYS[10], id) == 1 then
       redis.call('HDEL', KEYS[8], id) -- cancelled while it waited on a ranked queue
+    elseif entry == '' and (f[2] or '') == '' and leave(F, id) then
+      redis.call('HDEL', KEYS[8], id) -- cancelled while it waited in a fair queue's flow
     end
+    if f[5] then unrun(F, f[4] or '', tonumber(ARGV[5])) end
+    if f[6] then unhold(F, f[4] or '') end
     local outcome = ARGV[a + 2]
     redis.call('HSET', KEYS[k], 's', ARGV[a + 1], 'e', '', 'o', outcome)
+    if f[5] then redis.call('HDEL', KEYS[k], 'c') end
     redis.call('PEXPIRE', KEYS[k], ARGV[a + 3])
     counters[ARGV[a + 5]] = (counters[ARGV[a + 5]] or 0) + 1
     recorded = recorded + 1

@@ -1,11 +1,12 @@
 -- Accept tasks into one queue, atomically with its maxsize.
 -- KEYS: 1 outstanding, 2 ready, 3 delayed, 4 envs, 5 stats, 6 live, 7 waiting, 8 ranked,
---       9 nudge, 10.. the record of each task
--- ARGV: 1 maxsize, 2 this client, 3 result ttl (ms), 4 nudge tokens cap, then per task:
---       id, envelope, meta, due (ms; '' for ready now), the client that waits for it ('' for
---       none), priority (0 the default)
--- Returns one code per task: 1 accepted; 0 full; -1 exists (another client's);
--- -2 exists (this client's: our own earlier send, when a lost connection made us resend)
+--       9 nudge, 10..24 the fair keys (_fair.lua), 25.. the record of each task
+-- ARGV: 1 maxsize, 2 this client, 3 result ttl (ms), 4 nudge tokens cap, 5 tenant_maxsize
+--       (0: none), then per task: id, envelope, meta, due (ms; '' for ready now), the
+--       client that waits for it ('' for none), priority (0 the default), tenant ('' none)
+-- Returns one code per task: 1 accepted; 0 full; 2 its tenant is full (tenant_maxsize);
+-- -1 exists (another client's); -2 exists (this client's: our own earlier send, when a
+-- lost connection made us resend)
 --
 -- Priorities: a queue's first task of a priority above 0 switches it to ranked mode for
 -- good (`ranked` exists: the sequence of its waiting tasks). Then its ready tasks wait in
@@ -13,34 +14,71 @@
 -- next to run) with their envelopes in `envs`, and a claim moves the first ones into the
 -- ready stream (take.lua). At the switch, the entries nobody read yet move to `waiting`,
 -- in their order. A queue that never sees a priority keeps the stream alone.
+--
+-- Tenants: a queue's first task with a tenant switches it to fair mode for good (ranked
+-- too, see _fair.lua): its ready tasks wait in flows from then on, those waiting by
+-- priority moved into the default tenant's ('': the tasks without one). A task with a
+-- tenant has it in its record ('n'). With `tenant_maxsize`, every task counts among its
+-- tenant's outstanding ones until its outcome ('q' in its record), the default one too.
+local F = 10
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 local maxsize = tonumber(ARGV[1])
 local codes = {}
 local added = 0
 local woken = 0
+local tenant_max = tonumber(ARGV[5]) or 0
 local ranked = redis.call('EXISTS', KEYS[8]) == 1
+local fair = ranked and redis.call('EXISTS', KEYS[F]) == 1
 
 local function switch() -- see _ranking.lua
   rank(2, 6, 4, 7, 8)
   ranked = true
 end
 
-for i = 10, #KEYS do
-  local a = 5 + (i - 10) * 6
+local function make_fair() -- see _fair.lua
+  if not ranked then switch() end
+  redis.call('HINCRBY', KEYS[F], 'seq', 0)
+  local waiting = redis.call('ZRANGE', KEYS[7], 0, -1, 'WITHSCORES')
+  for j = 1, #waiting, 2 do
+    -- score: sequence - priority * LEVEL, half a level more for a retry ahead
+    local level = -tonumber(waiting[j + 1]) / LEVEL
+    local priority = math.floor(level + 0.5)
+    join(F, waiting[j], '', priority, level > priority)
+  end
+  redis.call('DEL', KEYS[7])
+  fair = true
+end
+
+local function full(tenant)
+  return tenant_max > 0
+    and tonumber(redis.call('HGET', KEYS[F + 2], 'o:' .. tenant) or '0') >= tenant_max
+end
+
+for i = 25, #KEYS do
+  local a = 6 + (i - 25) * 7
   local id, env, meta, due, reply = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local priority = tonumber(ARGV[a + 5]) or 0
+  local tenant = ARGV[a + 6]
   if redis.call('EXISTS', KEYS[i]) == 1 then
     codes[#codes + 1] = (redis.call('HGET', KEYS[i], 'r') == ARGV[2]) and -2 or -1
   elseif n >= maxsize then
     codes[#codes + 1] = 0
+  elseif full(tenant) then
+    codes[#codes + 1] = 2
   else
     n = n + 1
     added = added + 1
+    if tenant ~= '' and not fair then make_fair() end
     if priority > 0 and not ranked then switch() end
     if due ~= '' then
       redis.call('HSET', KEYS[4], id, env)
       redis.call('ZADD', KEYS[3], due, id)
       redis.call('HSET', KEYS[i], 's', 'scheduled', 'e', '', 'r', reply, 'm', meta, 't', ARGV[3])
+    elseif fair then
+      redis.call('HSET', KEYS[4], id, env)
+      join(F, id, tenant, priority, false)
+      redis.call('HSET', KEYS[i], 's', 'pending', 'e', '', 'r', reply, 'm', meta, 't', ARGV[3])
+      woken = woken + 1
     elseif ranked then
       redis.call('HSET', KEYS[4], id, env)
       redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[8]) - priority * LEVEL, id)
@@ -52,6 +90,11 @@ for i = 10, #KEYS do
       redis.call('HSET', KEYS[6], entry, reply)
     end
     if priority > 0 then redis.call('HSET', KEYS[i], 'p', priority) end
+    if tenant ~= '' then redis.call('HSET', KEYS[i], 'n', tenant) end
+    if tenant_max > 0 then -- counted among its tenant's outstanding tasks till its outcome
+      redis.call('HSET', KEYS[i], 'q', '1')
+      redis.call('HINCRBY', KEYS[F + 2], 'o:' .. tenant, 1)
+    end
     codes[#codes + 1] = 1
   end
 end
