@@ -14,12 +14,11 @@ clock on a machine shared with other work).
 
     python bench/fair_bench.py                    # memory://, N=50k, 5 rounds
     python bench/fair_bench.py --quick            # N=10k, 3 rounds
-    python bench/fair_bench.py --broker redis://localhost:6379/15 --n 5000
     python bench/fair_bench.py --only none        # the queue without tenants alone
 
-With a shared broker (`--broker redis://...`) the same runs go through its claims; the
-broker must implement the contract's fair share (a broker that does not is measured all
-the same, as plain FIFO).
+In process only: over Redis, `bench/redis_fair_bench.py` measures the same settings
+(submitted first by a client, then one serving process; the server's own time in the
+scripts too).
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ def spread(tenants: int) -> Any:
     return tenant_of
 
 
-async def one_run(broker: str, n: int, tenants: int | None) -> tuple[Timing, Timing, Timing]:
+async def one_run(n: int, tenants: int | None) -> tuple[Timing, Timing, Timing]:
     """(submit, drain, drain's CPU time) timings of one run."""
     go = trio.Event()
     spec = Queue(
@@ -82,7 +81,7 @@ async def one_run(broker: str, n: int, tenants: int | None) -> tuple[Timing, Tim
         maxsize=max(n, 10_000),
         tenant=None if tenants is None else spread(tenants),
     )
-    async with open_system(spec, broker=broker) as system:
+    async with open_system(spec) as system:
         await trio.testing.wait_all_tasks_blocked()
         start = time.perf_counter()
         receipts = await system.submit_many("fair_bench", range(n))
@@ -114,7 +113,6 @@ async def _wait_started(system: QueueSystem) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--broker", default="memory://")
     parser.add_argument("--n", type=int, default=50_000, help="tasks per run")
     parser.add_argument("--repeat", type=int, default=5, help="rounds (best and median)")
     parser.add_argument("--quick", action="store_true", help="N=10k, 3 rounds")
@@ -127,16 +125,16 @@ def main() -> int:
     names = args.only or list(SCENARIOS)
     console.print(_common.machine())
     console.print(
-        f"broker {args.broker.split('@')[-1]}, {args.n:,} no-op tasks per run, "
+        f"memory://, {args.n:,} no-op tasks per run, "
         f"{WORKERS} workers, best and median of {args.repeat} rounds"
     )
-    trio.run(one_run, args.broker, min(args.n, 2_000), SCENARIOS[names[-1]])  # warm-up
+    trio.run(one_run, min(args.n, 2_000), SCENARIOS[names[-1]])  # warm-up
     submits: dict[str, list[Timing]] = {name: [] for name in names}
     drains: dict[str, list[Timing]] = {name: [] for name in names}
     cpus: dict[str, list[Timing]] = {name: [] for name in names}
     for _ in range(args.repeat):
         for name in names:
-            submit, drain, cpu = trio.run(one_run, args.broker, args.n, SCENARIOS[name])
+            submit, drain, cpu = trio.run(one_run, args.n, SCENARIOS[name])
             submits[name].append(submit)
             drains[name].append(drain)
             cpus[name].append(cpu)
