@@ -194,3 +194,20 @@ async def test_tenant_concurrency_holds_across_worker_processes(
         now[tenant] = now.get(tenant, 0) + step
         most = max(most, now[tenant])
     assert most == 2
+
+
+async def test_the_tenant_limits_are_declared_for_clients(amqp_url: str) -> None:
+    # A serving process publishes its queues' limits: a client that knows a queue by name
+    # only reads them (connect()).
+    spec = Queue("limited", Log, worker_kwargs={"started": []}, tenant_maxsize=3)
+    capped_spec = Queue("capped", Log, worker_kwargs={"started": []}, tenant_concurrency=2)
+    async with (
+        open_system(spec, capped_spec, broker=amqp_url, shutdown_timeout=1.0),
+        connect(amqp_url) as client,
+    ):
+        declared = await client._broker.declared()
+        assert (declared["limited"].tenant_maxsize, declared["limited"].tenant_concurrency) == (
+            3,
+            None,
+        )
+        assert declared["capped"].tenant_concurrency == 2

@@ -15,10 +15,26 @@ from contextlib import suppress
 from typing import Any
 
 from .._contract import QueueInfo
-from ..redis._admin import HEARTBEAT_LIVE, Admin
+from ..redis._admin import HEARTBEAT_LIVE, Admin, _limit
 from ..redis._wire import dumps
 
 log = logging.getLogger("queueing.rabbitmq")
+
+
+def _declaration(info: QueueInfo) -> dict[str, Any]:
+    """What `declare` publishes of a queue; clients that know no Queue object hold its
+    tenant limits too (`tenant_maxsize` is checked at submit, `reserve.lua`)."""
+    doc: dict[str, Any] = {
+        "maxsize": info.maxsize,
+        "max_payload": info.max_payload,
+        "result_ttl": info.result_ttl,
+        "max_deliveries": info.max_deliveries,
+    }
+    if info.tenant_concurrency is not None:
+        doc["tenant_concurrency"] = info.tenant_concurrency
+    if info.tenant_maxsize is not None:
+        doc["tenant_maxsize"] = info.tenant_maxsize
+    return doc
 
 
 class StoreAdmin(Admin):
@@ -29,17 +45,7 @@ class StoreAdmin(Admin):
         """Publish the queues' limits (for clients that know none: `declared`)."""
         if not queues:
             return
-        config = {
-            name: dumps(
-                {
-                    "maxsize": info.maxsize,
-                    "max_payload": info.max_payload,
-                    "result_ttl": info.result_ttl,
-                    "max_deliveries": info.max_deliveries,
-                }
-            )
-            for name, info in queues.items()
-        }
+        config = {name: dumps(_declaration(info)) for name, info in queues.items()}
         await self.calls.retrying(
             "declare queues", lambda: self.calls.client.hset(self.keys.queues(), config)
         )
@@ -68,6 +74,8 @@ class StoreAdmin(Admin):
                     int(doc["max_payload"]),
                     float(doc["result_ttl"]),
                     int(doc.get("max_deliveries", 3)),
+                    tenant_concurrency=_limit(doc.get("tenant_concurrency")),
+                    tenant_maxsize=_limit(doc.get("tenant_maxsize")),
                 )
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("queue %r: unreadable declaration %r (%s)", name, value, exc)
