@@ -41,6 +41,14 @@ and worker count once per round, so a change of the machine's load reaches all a
 tables show the median and the best of the runs; the last one names the fastest peer
 set-up with one worker process, by best and by median, and ours / it.
 
+Ours also gets, in each round before its throughput runs, one `submit_many` of N tasks
+with no worker running (the rate Redis accepts them at, and Redis's CPU per task for it).
+For every run of ours the bench reads Redis's own account (`CONFIG RESETSTAT` before,
+`INFO commandstats` after): `--commands` prints the commands per task, with their calls and
+microseconds (`evalsha`: the scripts, whose time includes the commands they run, which are
+counted under their own names too; on a loaded machine the times are wall clock, so they
+grow with the load).
+
 Then latency with one worker process (first round only): 200 tasks/s for 10 s, each one
 submit + wait for its result, measured from the moment the submit was due (a client that
 falls behind shows it) to the result in hand: p50 and p99. arq and taskiq results are
@@ -57,6 +65,8 @@ installed or started is skipped with the reason; a failure of ours is reported a
     python bench/redis_bench.py --body incr     # each task also INCRs a key
     python bench/redis_bench.py --only ours,dramatiq,dramatiq-gevent --procs 1
     python bench/redis_bench.py --only ours,arq --profile
+    python bench/redis_bench.py --only ours --procs 1 --commands   # Redis commands per task
+    python bench/redis_bench.py --only ours --procs 1 --rate 5000  # latency at 5,000/s
     nox -s bench_redis                          # the same, in its own session
 
 Target (from the benchmark issue): ours >= 2x the fastest peer set-up with one worker
@@ -451,6 +461,11 @@ class Outcome:
     latency: dict[str, Any] = field(default_factory=dict)
     # worker processes -> CPU seconds per task (redis, workers, client) of each run
     costs: dict[int, list[dict[str, float]]] = field(default_factory=dict)
+    # worker processes -> Redis command -> (calls, CPU us) per task, of each run (ours)
+    commands: dict[int, list[dict[str, tuple[float, float]]]] = field(default_factory=dict)
+    # ours: one submit_many with no worker running, tasks/s and Redis CPU s per task
+    submit_many: list[float] = field(default_factory=list)
+    submit_many_redis: list[float] = field(default_factory=list)
 
     def best(self, procs: int) -> float | None:
         runs = self.runs.get(procs)
@@ -475,6 +490,9 @@ class Runner:
         self.workdir = workdir
         #: CPU seconds per task of the last run of ours (redis, workers, client).
         self.last_costs: dict[str, float] = {}
+        #: Redis commands of the last timed run, per task: name -> (calls, CPU us), every
+        #: server's summed; scripts' own commands are counted as well as the script call.
+        self.last_commands: dict[str, tuple[float, float]] = {}
 
     def env(self, fw: Framework) -> dict[str, str]:
         env = dict(os.environ)
@@ -543,6 +561,8 @@ class Runner:
                 return 0, 0, self._why(f"warm-up: {warm['error']}", workers, tag), lat
             profiler = self._profile_worker(fw, workers[0], tag) if profile else None
             wrap = self._profile_client(fw, tag) if profile else None
+            for port in self.ports:
+                redis_call(port, "CONFIG", "RESETSTAT")  # command stats of this run only
             before = self._cpu(workers)
             result = self.drive(
                 fw, log, "throughput", str(n), timeout=self.args.run_timeout + 60, wrap=wrap
@@ -553,6 +573,7 @@ class Runner:
             # is taken out by the difference.
             client = after["client"] - before["client"] - warm_client
             self.last_costs["client"] = client / max(1, n - self.args.warmup)
+            self.last_commands = self._commands(n)
             if profiler is not None:
                 with suppress(ProcessLookupError):
                     profiler.send_signal(signal.SIGINT)
@@ -573,6 +594,23 @@ class Runner:
         finally:
             for proc in workers:
                 stop(proc)
+
+    def enqueue(self, fw: Framework, n: int) -> tuple[float, str]:
+        """Ours: one `submit_many` of `n` tasks, no worker running; (tasks/s, error). Sets
+        `last_costs` (Redis CPU per task) and `last_commands`."""
+        for port in self.ports:
+            redis_call(port, "FLUSHALL")
+            redis_call(port, "CONFIG", "RESETSTAT")
+        before = self._cpu([])
+        result = self.drive(fw, self.workdir / "ours-enqueue.log", "enqueue", str(n), timeout=120)
+        after = self._cpu([])
+        if "error" in result:
+            return 0.0, str(result["error"])
+        self.last_costs = {key: (after[key] - before[key]) / n for key in ("redis", "redis_bytes")}
+        self.last_commands = self._commands(n)
+        for port in self.ports:
+            redis_call(port, "FLUSHALL")
+        return float(result["rate"]), ""
 
     def _cpu(self, workers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
         """CPU seconds so far: every Redis server's (INFO cpu), the worker processes'
@@ -598,6 +636,20 @@ class Runner:
             "client": children.ru_utime + children.ru_stime,
             "redis_bytes": net,  # not CPU: bytes in and out of Redis
         }
+
+    def _commands(self, n: int) -> dict[str, tuple[float, float]]:
+        """INFO commandstats of every server since the last RESETSTAT, per task."""
+        totals: dict[str, list[float]] = {}
+        for port in self.ports:
+            for line in str(redis_call(port, "INFO", "commandstats")).splitlines():
+                if not line.startswith("cmdstat_"):
+                    continue
+                name, _, rest = line[len("cmdstat_") :].partition(":")
+                figures = dict(part.split("=", 1) for part in rest.split(","))
+                total = totals.setdefault(name, [0.0, 0.0])
+                total[0] += int(figures["calls"])
+                total[1] += float(figures["usec"])
+        return {name: (calls / n, usec / n) for name, (calls, usec) in totals.items()}
 
     def _why(self, error: str, workers: list[subprocess.Popen[bytes]], tag: str) -> str:
         dead = [i + 1 for i, p in enumerate(workers) if p.poll() is not None]
@@ -722,6 +774,19 @@ def summarize_profile(path: Path, what: str, top: int = 18) -> None:
 # -- report --------------------------------------------------------------------------------
 
 
+def print_commands(commands: dict[str, tuple[float, float]], what: str) -> None:
+    """Redis's own account of a run (`INFO commandstats`), per task: the script calls
+    (evalsha: their time includes their commands') and the commands they ran inside."""
+    table = Table(title=f"Redis commands per task: {what}")
+    for column in ("command", "calls/task", "us/task", "us/call"):
+        table.add_column(column, justify="left" if column == "command" else "right")
+    for name, (calls, usec) in sorted(commands.items(), key=lambda item: -item[1][1]):
+        if calls < 0.001:
+            continue
+        table.add_row(name, f"{calls:.3f}", f"{usec:.2f}", f"{usec / calls:.2f}")
+    console.print(table)
+
+
 def fmt_rate(value: float | None) -> str:
     return f"{value:,.0f}/s" if value else "-"
 
@@ -781,6 +846,14 @@ def report(
             colour = "red" if fw.name == "ours" else "yellow"
             console.print(f"[{colour}]{fw.label}, {procs} process(es): {error}[/]")
 
+    many = ours.submit_many
+    if many:
+        cpu = statistics.median(ours.submit_many_redis) * 1e6
+        console.print(
+            f"ours, one submit_many of {args.n:,} tasks, no worker running: "
+            f"{fmt_rate(statistics.median(many))} median, {fmt_rate(max(many))} best "
+            f"({len(many)} run(s)); Redis CPU {cpu:.1f} us/task (median)"
+        )
     report_latency(fws, outcomes, args)
     target = report_target(fws, outcomes, args)
     console.print(
@@ -808,6 +881,9 @@ def report(
                 "errors": out.errors,
                 "latency": out.latency,
                 "cpu_per_task": out.costs,
+                "commands_per_task": out.commands,
+                "submit_many": out.submit_many,
+                "submit_many_redis_cpu": out.submit_many_redis,
             }
             for fw in fws
             for out in [outcomes.get(fw.name, Outcome())]
@@ -959,8 +1035,23 @@ def machine_info(port: int) -> dict[str, Any]:
 def run_round(
     runner: Runner, fw: Framework, out: Outcome, procs_list: list[int], round_: int
 ) -> None:
-    """One throughput run of `fw` per worker process count (latency in the first round)."""
+    """One throughput run of `fw` per worker process count (latency in the first round);
+    for ours, first one `submit_many` with no worker running."""
     args = runner.args
+    if fw.name == "ours" and args.enqueue:
+        rate, error = runner.enqueue(fw, args.n)
+        if error:
+            console.print(f"[red]{fw.label}, submit_many: {error}[/]")
+        else:
+            out.submit_many.append(rate)
+            out.submit_many_redis.append(runner.last_costs["redis"])
+            console.print(
+                f"  {fw.label:16} submit_many of {args.n:,}, no worker, run {round_}/"
+                f"{args.repeat}: {fmt_rate(rate):>9}; Redis CPU "
+                f"{1e6 * runner.last_costs['redis']:.1f} us/task"
+            )
+            if args.commands:
+                print_commands(runner.last_commands, f"{fw.label}, submit_many, run {round_}")
     for procs in procs_list:
         if procs in out.errors:
             continue  # a failed set-up is not tried again
@@ -982,6 +1073,7 @@ def run_round(
             out.enqueue.setdefault(procs, []).append(enq)
             if fw.name == "ours":
                 out.costs.setdefault(procs, []).append(dict(runner.last_costs))
+                out.commands.setdefault(procs, []).append(dict(runner.last_commands))
         if lat:
             out.latency = lat
         costs = runner.last_costs if fw.name == "ours" and not error else {}
@@ -1005,6 +1097,8 @@ def run_round(
                 else ""
             )
         )
+        if args.commands and fw.name == "ours" and not error:
+            print_commands(runner.last_commands, f"{fw.label}, {procs} process(es), run {round_}")
 
 
 def main() -> int:
@@ -1036,6 +1130,12 @@ def main() -> int:
     parser.add_argument("--procs", default="1,2", help="worker process counts (default 1,2)")
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument(
+        "--no-enqueue",
+        dest="enqueue",
+        action="store_false",
+        help="skip ours' submit_many run (one submit_many of N tasks, no worker running)",
+    )
+    parser.add_argument(
         "--cluster",
         type=int,
         default=0,
@@ -1065,6 +1165,11 @@ def main() -> int:
         "--profile",
         action="store_true",
         help="py-spy our worker and client during the first 1-process run",
+    )
+    parser.add_argument(
+        "--commands",
+        action="store_true",
+        help="print Redis's INFO commandstats per task after each run of ours",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs' directory")

@@ -3,6 +3,7 @@
     python drive.py FRAMEWORK ready PROCS TIMEOUT     # until PROCS worker processes are up
     python drive.py FRAMEWORK throughput N            # enqueue N tasks, wait for all
     python drive.py FRAMEWORK latency RATE SECONDS    # paced submit -> result latencies
+    python drive.py ours enqueue N                    # one submit_many of N, no worker
 
 FRAMEWORK names a module `FRAMEWORK_tasks` next to this file, or is a worker set-up of
 one (`MODULES`): such a set-up is driven by the very same client code as its module's own,
@@ -51,6 +52,8 @@ def main(argv: list[str]) -> dict:
         result = module.run_throughput(int(args[0]))
         result["rate"] = result["n"] / result["total_s"]
         return result
+    if mode == "enqueue":
+        return module.run_enqueue(int(args[0]))
     if mode == "latency":
         rate, seconds = float(args[0]), float(args[1])
         result = module.run_latency(rate, seconds)

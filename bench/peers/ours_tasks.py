@@ -102,6 +102,22 @@ def run_throughput(n: int) -> dict:
         raise Incomplete(f"{n} tasks not done within {DEADLINE:g}s") from None
 
 
+def run_enqueue(n: int) -> dict:
+    """One `submit_many` of `n` tasks with no worker running (a warm-up one of `WARMUP`
+    tasks first, untimed): the rate at which Redis accepts them."""
+
+    async def go() -> dict:
+        async with connect(URL, job) as system:
+            assert len(await system.submit_many("job", range(WARMUP))) == WARMUP
+            t0 = time.perf_counter()
+            receipts = await system.submit_many("job", range(n))
+            t1 = time.perf_counter()
+            assert len(receipts) == n
+            return {"n": n, "enqueue_s": t1 - t0, "rate": n / (t1 - t0)}
+
+    return trio.run(go)
+
+
 def run_latency(rate: float, seconds: float) -> dict:
     """As `_common.paced_async`, on trio: latency from the moment a submit was due to the
     moment its result arrived."""

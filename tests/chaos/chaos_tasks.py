@@ -16,6 +16,12 @@ from queueing import Queue, Worker
 
 _log: int | None = None
 
+# A scenario may lower the cap of the replies streams (entries) in every process it starts.
+if os.environ.get("QUEUEING_CHAOS_REPLIES_MAXLEN"):
+    from queueing.brokers.redis import _keys
+
+    _keys.REPLIES_MAXLEN = int(os.environ["QUEUEING_CHAOS_REPLIES_MAXLEN"])
+
 
 def _record(task_id: str) -> None:
     global _log

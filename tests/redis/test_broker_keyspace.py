@@ -144,6 +144,9 @@ async def test_every_script_call_touches_one_hash_tag(
         await client.cancel(cancelled.id, ERROR)
         found = await client.wait_settled([*ids, run.id, ended.id, cancelled.id], 5.0)
         assert found
+        # A sharded queue: the shard whose turn it is, then the others at once (probes).
+        hot = attrs.evolve(JOBS, name="hot", shards=3)
+        assert await worker.claim(hot, 1, wait=0) == []
     assert {name for name, _ in calls} == set(_calls.SCRIPTS)
     keys_ = _keys.Keys("p")
     for name, keys in calls:

@@ -14,8 +14,9 @@ import pytest
 import trio
 from broker_helpers import JOBS, new_task, opened, settled_all
 
-from queueing._task import TaskState
-from queueing.brokers.redis import _calls
+from queueing._task import Task, TaskState
+from queueing.brokers._contract import QueueInfo
+from queueing.brokers.redis import _calls, _keys
 
 pytestmark = pytest.mark.redis
 
@@ -90,3 +91,31 @@ async def test_a_long_outcome_is_read_from_its_record(
             (done,) = await client.wait_settled([task.id], 5.0)
         assert done.result == long
         assert calls["read outcomes"] == 1
+
+
+async def test_a_claim_of_a_sharded_queue_asks_the_other_shards_at_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shards = 8
+    hot = QueueInfo("hot", maxsize=1000, max_payload=4096, result_ttl=60.0, shards=shards)
+    async with opened(redis_url, hot) as broker:
+        for _ in range(shards):  # every shard's first claim (and reclaim): done
+            assert await broker.claim(hot, 1, wait=0) == []
+        with counted(monkeypatch) as calls:
+            assert await broker.claim(hot, 1, wait=0) == []
+        # The shard whose turn it was, then every other one at once.
+        assert dict(calls) == {"claim": 1, "probe shards": 1}
+        # Tasks in one shard only: each claim finds one, whichever shard's turn it is.
+        tasks: list[Task] = []
+        while len(tasks) < shards:
+            task = new_task("hot")
+            if _keys.shard_of(task.id, shards) == shards - 1:
+                tasks.append(task)
+        assert await broker.accept_many(hot, tasks) == shards
+        claimed = []
+        for _ in range(shards):
+            with counted(monkeypatch) as calls:
+                claimed += await broker.claim(hot, 1, wait=0)
+            # One round trip if it was that shard's turn, else three.
+            assert dict(calls) in ({"claim": 1}, {"claim": 2, "probe shards": 1}), calls
+        assert sorted(task.id for task in claimed) == sorted(task.id for task in tasks)

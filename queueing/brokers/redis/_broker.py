@@ -318,10 +318,15 @@ class RedisBroker(Broker):
         return await self._consumer.claim(queue, n, wait)
 
     async def _claim_sharded(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
-        """From the first shard that has tasks, starting one further each time (fair);
-        all empty: a short blocking read on the first (a read blocks on one slot only)."""
+        """From the shard whose turn it is (one further each time: fair); if it has none,
+        every other shard is asked at once, in one round trip, whether it has tasks, and
+        the first that has is claimed from; all empty: a short blocking read on the first
+        (a read blocks on one slot only). A few round trips, however many shards."""
         parts = self._shards.rotation(queue)
-        for part in parts:
+        tasks = await self._consumer.claim(parts[0], n, 0)
+        if tasks:
+            return tasks
+        for part in await self._consumer.probe(parts[1:]):
             tasks = await self._consumer.claim(part, n, 0)
             if tasks:
                 return tasks

@@ -33,6 +33,7 @@ SCRIPTS = (
     "finish",
     "lookup",
     "outcomes",
+    "probe",
     "promote",
     "rate",
     "reject",

@@ -141,6 +141,35 @@ class Consumer:
                     await self._give_back(queue.name, entries, counts or {})
             raise
 
+    async def probe(self, queues: Sequence[QueueInfo]) -> list[QueueInfo]:
+        """Of these queues (a sharded queue's shards), those that may have tasks to claim
+        now, in their order; all asked in one round trip (`probe.lua`, read-only)."""
+        if not queues:
+            return []
+
+        def fill(pipe: Any) -> list[Any]:
+            return [
+                self.calls.script(
+                    pipe,
+                    "probe",
+                    [
+                        self.keys.ready(queue.name),
+                        self.keys.ranked(queue.name),
+                        self.keys.waiting(queue.name),
+                    ],
+                    [],
+                )
+                for queue in queues
+            ]
+
+        answers = await self.calls.pipelined("probe shards", fill)
+        # A probe that failed says nothing: the claim finds out.
+        return [
+            queue
+            for queue, answer in zip(queues, answers, strict=True)
+            if isinstance(answer, Exception) or answer == 1
+        ]
+
     async def _take(self, queue: QueueInfo, n: int, wait: float) -> tuple[Entries, Counts, Owners]:
         """Entries for a claim: reclaimed ones (with their delivery counts) when a reclaim
         is due and finds some, else new ones (with what `live` says of each, when known).

@@ -65,6 +65,18 @@ def _stream_id(ident: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _notes(fields: dict[Any, Any] | None) -> list[tuple[str, str]]:
+    """The notices of one stream entry, as (task id, outcome or ''): `finish.lua` writes
+    one entry per call whose fields are the task ids, each with its outcome ('' when it is
+    read from the record); a pipeline run's notice (and a replies stream's opening, whose
+    id is '') is one `id` field, with its outcome in `o` if any."""
+    if not fields:
+        return []
+    if "id" in fields:
+        return [(str(fields["id"]), str(fields.get("o") or ""))]
+    return [(str(task_id), str(outcome or "")) for task_id, outcome in fields.items()]
+
+
 def _trim(kept: dict[str, Any], cap: int) -> None:
     """Drop the oldest of `kept` beyond `cap`."""
     over = len(kept) - cap
@@ -390,17 +402,15 @@ class Receipts:
     def _notices(self, entries: Any) -> None:
         arrived, woken, expected = self._arrived, self._woken, self._expected
         for entry in entries:
-            fields = entry.field_values
-            task_id = str(fields.get("id", ""))
-            outcome = fields.get("o")
-            expected.pop(task_id, None)
-            if outcome is None:
-                woken.add(task_id)
-                continue
-            try:
-                arrived[task_id] = task_from_outcome(task_id, str(outcome))
-            except (ValueError, TypeError, KeyError):
-                woken.add(task_id)  # unreadable here: the record is read instead
+            for task_id, outcome in _notes(entry.field_values):
+                expected.pop(task_id, None)
+                if not outcome:
+                    woken.add(task_id)
+                    continue
+                try:
+                    arrived[task_id] = task_from_outcome(task_id, outcome)
+                except (ValueError, TypeError, KeyError):
+                    woken.add(task_id)  # unreadable here: the record is read instead
         if len(woken) + len(arrived) > WOKEN_CAP:  # no one looked for long: sweep instead
             woken.clear()
             arrived.clear()

@@ -16,16 +16,21 @@
 local GROUP = 'workers'
 local got = redis.call('XREADGROUP', 'GROUP', GROUP, ARGV[1], 'COUNT', ARGV[2], 'STREAMS',
   KEYS[1], '>')
-local out = {}
+local out, ids = {}, {}
 if got then
   for _, e in ipairs(got[1][2]) do
     if e[2][1] == 'wake' then
       redis.call('XACK', KEYS[1], GROUP, e[1])
       redis.call('XDEL', KEYS[1], e[1])
     else
-      out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
+      out[#out + 1] = {e[1], e[2]}
+      ids[#ids + 1] = e[1]
     end
   end
+end
+if #ids > 0 then -- what `live` says of them, in one read
+  local owners = redis.call('HMGET', KEYS[2], unpack(ids))
+  for i, e in ipairs(out) do e[3] = owners[i] end
 end
 if #out > 0 or redis.call('EXISTS', KEYS[3]) == 0 then return out end
 if redis.call('EXISTS', KEYS[5]) == 1 then

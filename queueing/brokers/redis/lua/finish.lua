@@ -14,9 +14,11 @@
 -- A task counts no more among its tenant's ('n' in its record; none: the default one)
 -- outstanding ones if it did ('q'), nor among its running ones ('c'); one cancelled while
 -- it waited in a fair queue's flow leaves it.
+-- Notices: one entry per call in `done`, and one per replies stream, whose fields are the
+-- task ids, each with its outcome ('' when it is long: read from the record).
 local GROUP = 'workers'
 local F = 11
-local gone, codes, counters, streams = {}, {}, {}, {}
+local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
 local k = 26
 for a = 7, #ARGV, 8 do
@@ -50,18 +52,19 @@ for a = 7, #ARGV, 8 do
     redis.call('PEXPIRE', KEYS[k], ARGV[a + 3])
     counters[ARGV[a + 5]] = (counters[ARGV[a + 5]] or 0) + 1
     recorded = recorded + 1
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'id', id)
+    done[#done + 1] = id
+    done[#done + 1] = ''
     if client ~= '' and f[3] == client then
       -- The outcome rides along (a copy: the record keeps it), unless it is long.
-      -- NOMKSTREAM: the client opened its stream before it submitted, and deletes it when
-      -- it closes; a client gone is sent nothing (the outcome is in the record all the same).
-      if #outcome <= tonumber(ARGV[6]) then
-        redis.call('XADD', KEYS[k + 1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', 'id', id,
-          'o', outcome)
-      else
-        redis.call('XADD', KEYS[k + 1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', 'id', id)
+      local first = streams[KEYS[k + 1]] -- the first index in KEYS of this stream
+      if not first then
+        first = k + 1
+        streams[KEYS[first]] = first
+        notices[first] = {}
       end
-      streams[k + 1] = true
+      local carried = notices[first]
+      carried[#carried + 1] = id
+      carried[#carried + 1] = (#outcome <= tonumber(ARGV[6])) and outcome or ''
     end
     if ARGV[a + 6] ~= '' then
       redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[1], '*', 'id', id, 'd', ARGV[a + 6])
@@ -75,7 +78,13 @@ if #gone > 0 then
   redis.call('XDEL', KEYS[1], unpack(gone))
   redis.call('HDEL', KEYS[9], unpack(gone))
 end
-for i in pairs(streams) do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+if #done > 0 then redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', unpack(done)) end
+for i, carried in pairs(notices) do
+  -- NOMKSTREAM: the client opened its stream before it submitted, and deletes it when it
+  -- closes; a client gone is sent nothing (the outcomes are in the records all the same).
+  redis.call('XADD', KEYS[i], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', unpack(carried))
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
 if recorded > 0 then
   if redis.call('DECRBY', KEYS[2], recorded) < 0 then redis.call('SET', KEYS[2], 0) end
   for counter, n in pairs(counters) do redis.call('HINCRBY', KEYS[3], counter, n) end
