@@ -68,8 +68,12 @@ async def test_the_sampler_sees_every_process_its_slots_and_latencies(
             receipts = [await client.submit("nap", 0.3) for _ in range(8)]
             for receipt in receipts:
                 await receipt.result(timeout=30)
-            # Each process publishes its latencies with its next heartbeat.
-            snapshot = await sample_until(sampler, lambda s: s.queue("nap").p50 is not None)
+            # Each process publishes its slots and latencies with its next heartbeat: wait
+            # for both processes' (one may have published before the other).
+            snapshot = await sample_until(
+                sampler,
+                lambda s: s.queue("nap").p50 is not None and s.queue("nap").workers == 4,
+            )
     finally:
         stop_workers(workers)
     nap = snapshot.queue("nap")
