@@ -142,7 +142,8 @@ class Mailbox:
             if self._closed:
                 raise ActorStopped(self.owner)
             items = self._items = deque()  # the first message since the reader drained it
-        if len(items) < self.capacity and not self._closed:
+        # A closed mailbox holds the empty tuple (close() drops its deque): refused above.
+        if len(items) < self.capacity:
             items.append(message)
             self.received += 1
             if self._reader is not None:

@@ -54,6 +54,7 @@ _TENANT_FULL = Admission.TENANT_FULL
 _SUCCEEDED = TaskState.SUCCEEDED
 _PENDING = TaskState.PENDING
 BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
+_LEAST_INT = -BIG_INT  # a constant: `-BIG_INT` would make a new long per call
 #: Results that are their own JSON (no converter call).
 PLAIN_RESULTS = frozenset((int, str, bool, type(None)))
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")
@@ -99,14 +100,21 @@ class Engine:
         self.stopping = False
         self.prefix = secrets.token_hex(5) + "-"  # ids: queue, ":", prefix, a count
         self.ids = itertools.count(1)
-        # In process: tasks outstanding over every queue, and `drain()` callers waiting.
-        self.total = 0
+        for rt in runtimes.values():
+            rt.id_prefix = f"{rt.name}:{self.prefix}"
+        # In process: `drain()` callers waiting (for `total` to reach 0).
         self.drained = trio.lowlevel.ParkingLot()
         #: Pipeline stage tasks running in this process, by run id: stopped when their
         #: run ends (a failure at another stage, a cancel).
         self.running_stages: dict[str, set[Task]] = {}
         #: Progress reported by handlers, published by its actor (`_progress.py`).
         self.progress = ProgressBoard(broker)
+
+    @property
+    def total(self) -> int:
+        """In process: tasks outstanding over every queue (each queue counts its own: one
+        counter per task accepted and settled, not two)."""
+        return sum(rt.outstanding for rt in self.runtimes.values())
 
     def start(self) -> None:
         """The broker is connected: read its clock (an in-process one follows trio's)."""
@@ -117,7 +125,7 @@ class Engine:
     def validate(self, rt: QueueRuntime, payload: Any) -> Any:
         """The payload as plain data, checked against the queue's type and `max_payload`."""
         kind = type(payload)
-        if (kind is int and rt.direct_int and -BIG_INT < payload < BIG_INT) or (
+        if (kind is int and rt.direct_int and _LEAST_INT < payload < BIG_INT) or (
             kind is str and len(payload) <= rt.direct_str
         ):
             return payload  # plain data the queue takes as it is, well within max_payload
@@ -145,7 +153,7 @@ class Engine:
         data = self.validate(rt, payload)
         now = self.clock()
         task = Task(
-            f"{rt.name}:{self.prefix}{next(self.ids)}" if key is None else key_id(rt.name, key),
+            f"{rt.id_prefix}{next(self.ids)}" if key is None else key_id(rt.name, key),
             rt.name,
             data,
             _wall(),
@@ -311,7 +319,6 @@ class Engine:
             self.results.watch(task)
             return True
         rt.outstanding += 1
-        self.total += 1
         if scheduled:
             return True
         ranked = rt.ranked
@@ -558,7 +565,7 @@ class Engine:
 
     def unwound(self) -> None:
         """A cancelled handler has unwound (no longer in flight): wake `drain()`."""
-        if self.total == 0 and self.drained:
+        if self.drained and self.total == 0:
             self.drained.unpark_all()
 
     def settled(self, rt: QueueRuntime, task: Task) -> None:
@@ -581,11 +588,10 @@ class Engine:
             rt.held.pop(task.id, None)
             return
         rt.outstanding -= 1
-        self.total -= 1
         fair = rt.fair
         if fair is not None:
             fair.done(task)  # its tenant runs one task fewer
-        if self.total == 0 and self.drained:
+        if not rt.outstanding and self.drained and self.total == 0:
             self.drained.unpark_all()
         waiter = task._waiter  # Results.deliver, in process (the receipt's own record)
         if waiter is not None:

@@ -7,27 +7,23 @@ other tasks without paying a context switch per call (see docs/performance.md).
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections.abc import Callable
+
 import trio
 
 EVERY = 64
-_count = 0
+
+#: Count one fast call; True when this one should yield to the scheduler (every
+#: `EVERY`-th call). For hot paths that inline `checkpoint()`: `await
+#: checkpoint_if_cancelled()` on every call, and `await cancel_shielded_checkpoint()` when
+#: this returns True. `next` over a cycle: a call into C, no Python frame (it runs twice
+#: per task: at submit and at `await receipt`).
+due: Callable[[], bool] = functools.partial(next, itertools.cycle((False,) * (EVERY - 1) + (True,)))
 
 
 async def checkpoint() -> None:
     await trio.lowlevel.checkpoint_if_cancelled()
     if due():
         await trio.lowlevel.cancel_shielded_checkpoint()
-
-
-def due() -> bool:
-    """Count one fast call; True when this one should yield to the scheduler.
-
-    For hot paths that inline `checkpoint()`: `await checkpoint_if_cancelled()` on every
-    call, and `await cancel_shielded_checkpoint()` when this returns True.
-    """
-    global _count
-    _count += 1
-    if _count >= EVERY:
-        _count = 0
-        return True
-    return False

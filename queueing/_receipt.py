@@ -20,6 +20,9 @@ R = TypeVar("R")
 #: Seconds between two looks of `Receipt.watch` at a task run by another process.
 WATCH_EVERY = 0.25
 _SUCCEEDED = TaskState.SUCCEEDED
+_due = _fastpath.due
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 _FAILURES: dict[TaskState, type[TaskFailed]] = {
     TaskState.CANCELLED: TaskCancelled,
     TaskState.EXPIRED: TaskExpired,
@@ -74,9 +77,9 @@ class Receipt(Generic[R]):
         if task.state.final and self._checked:
             # The outcome is here: skip result()'s coroutine (one per receipt awaited).
             # `yield from` a coroutine's __await__ is awaiting it (this is __await__ itself).
-            yield from trio.lowlevel.checkpoint_if_cancelled().__await__()  # noqa: ASYNC105
-            if _fastpath.due():
-                yield from trio.lowlevel.cancel_shielded_checkpoint().__await__()  # noqa: ASYNC105
+            yield from _checkpoint_if_cancelled().__await__()
+            if _due():
+                yield from _cancel_shielded_checkpoint().__await__()
             if task.state is _SUCCEEDED:
                 value = task.result
                 as_is = self._system._as_is.get(task.queue)

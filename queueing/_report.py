@@ -207,7 +207,7 @@ class ProcessReport:
         if rt is None:
             return histogram
         ring = rt.latency
-        count = ring.count
+        count = rt.succeeded  # one latency added per success
         new = count - self._seen.get(queue, 0)
         self._seen[queue] = count
         if new > 0:

@@ -83,6 +83,9 @@ class QueueRuntime:
         #: outcome (a lease ran out: its process died or stalled).
         self.reclaimed = 0
         self.latency = Latency()
+        #: What the ids of its tasks start with ("<queue>:<the engine's prefix>"): set by
+        #: the engine.
+        self.id_prefix = ""
         # Observers' hooks (metrics, traces; see `_observe.py`). Empty unless one is
         # registered: where they are called, an empty list costs one truthiness check.
         self.sending: list[SendHook] = []

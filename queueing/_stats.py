@@ -2,43 +2,39 @@
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
+
 import attrs
 
-_RING = 4096  # a power of two
-_MASK = _RING - 1
 #: How many latencies a `Latency` keeps (the newest).
-RING = _RING
+RING = 4096
 
 
-class Latency:
-    """The last few thousand latencies in a ring: flat memory, percentiles on demand."""
+class Latency(deque[float]):
+    """The last few thousand latencies, oldest first: bounded memory, percentiles on demand.
 
-    __slots__ = ("_count", "_ring")
+    `add(seconds)` is `deque.append` itself (the oldest drops out past `RING`): a call into
+    C with no Python frame, for what runs once per task. How many were added in all is the
+    queue's `succeeded` count (the engine adds one latency per success).
+    """
+
+    __slots__ = ()
+
+    add = deque.append
 
     def __init__(self) -> None:
-        self._ring: list[float] = [0.0] * _RING
-        self._count = 0
-
-    def add(self, seconds: float) -> None:
-        count = self._count
-        self._ring[count & _MASK] = seconds
-        self._count = count + 1
-
-    @property
-    def count(self) -> int:
-        """Latencies added so far (the ring keeps the newest `RING` of them)."""
-        return self._count
+        super().__init__((), RING)
 
     def newest(self, n: int) -> list[float]:
         """The newest `n` latencies, oldest first (at most the ring's `RING`)."""
-        count = self._count
-        n = min(n, count, _RING)
-        return [self._ring[i & _MASK] for i in range(count - n, count)]
+        n = min(n, len(self))
+        return list(itertools.islice(self, len(self) - n, None))
 
     def percentile(self, p: float) -> float | None:
-        if not self._count:
+        if not self:
             return None
-        ordered = sorted(self._ring[: min(self._count, _RING)])
+        ordered = sorted(self)
         index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
         return ordered[index]
 

@@ -54,6 +54,7 @@ log = logging.getLogger("queueing")
 R = TypeVar("R")
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+_due = _fastpath.due
 #: submit_many accepts this many tasks between two yields to the scheduler (in process).
 CHUNK = 1024
 #: Figures that describe a queue's state now (not totals of what happened).
@@ -240,7 +241,8 @@ class QueueSystem:
             return Receipt(run, self)
         task = engine.task(rt, payload, expires, key, priority, tenant)
         observed = rt.sending  # observers' hooks (traces): an empty list by default
-        ends = send_started(rt, task) if observed else None
+        if observed:
+            ends = send_started(rt, task)
         try:
             # In process, a ready task is accepted without a coroutine per call (the common
             # case: there is room); anything else takes the general path, `Engine.accept`.
@@ -271,7 +273,7 @@ class QueueSystem:
             send_ended(ends, None)
         if admission is _EXISTS:
             task = engine.existing(task)
-        if _fastpath.due():
+        if _due():
             await _cancel_shielded_checkpoint()
         return Receipt(task, self)
 

@@ -178,12 +178,14 @@ class Worker(Actor, Generic[P, R]):
         timeout = spec.timeout
         max_deliveries = spec.max_deliveries
         structure = rt.payload_codec.structure
-        as_is = rt.payload_codec.as_is  # payloads that need no structuring
+        as_is = rt.payload_codec.as_is  # payloads of this type need no structuring
+        structured = as_is is not AS_ANY  # False: no payload does
         handle = self.handle
         fatal = type(self).fatal
         limiter = rt.limiter
         nowait = engine.nowait
         result_as_is = rt.result_codec.as_is  # results that are their declared type as is
+        any_result = result_as_is is AS_ANY  # every plain result is
         settle_nowait = engine.broker.settle_nowait
         settled = engine.settled
         info = rt.info
@@ -215,7 +217,8 @@ class Worker(Actor, Generic[P, R]):
                     timings = rt.timings  # read again after each wait and each batch
             if task.state is not _PENDING:
                 continue  # cancelled while it waited
-            if task.run is not None and await engine.skip_ended_run(rt, task):
+            run = task.run  # a pipeline run's stage task: read once (a class attribute)
+            if run is not None and await engine.skip_ended_run(rt, task):
                 continue
             if rated and not await may_start(engine, rt, task):
                 continue
@@ -242,7 +245,7 @@ class Worker(Actor, Generic[P, R]):
             task._scope = scope
             self._task = task
             rt.in_flight += 1
-            if task.run is not None:
+            if run is not None:
                 engine.stage_started(task)
             if starting:
                 for begin in starting:
@@ -251,7 +254,7 @@ class Worker(Actor, Generic[P, R]):
             result: Any = None
             try:
                 payload = task.payload
-                if as_is is not AS_ANY and type(payload) is not as_is:
+                if structured and type(payload) is not as_is:
                     payload = structure(payload)
                 if limiter is None:
                     result = await handle(payload)
@@ -265,7 +268,7 @@ class Worker(Actor, Generic[P, R]):
                         hook(task, now, exc)
                 if rt.timings is not None:
                     rt.timings.record(task, now, clock())
-                if task.run is not None:
+                if run is not None:
                     engine.stage_stopped(task)
                 rt.in_flight -= 1
                 self._task = None
@@ -281,11 +284,11 @@ class Worker(Actor, Generic[P, R]):
                         hook(task, now, exc)
                 if rt.timings is not None:
                     rt.timings.record(task, now, clock())
-                if task.run is not None:
+                if run is not None:
                     engine.stage_stopped(task)
                 rt.in_flight -= 1
                 raise  # our scope's (timeout, cancel) or from outside: see run()
-            if task.run is not None:
+            if run is not None:
                 engine.stage_stopped(task)
             rt.in_flight -= 1
             self._task = None
@@ -298,9 +301,9 @@ class Worker(Actor, Generic[P, R]):
                 elif failure is None:
                     if (
                         nowait
-                        and task.run is None
+                        and run is None
                         and type(result) in PLAIN_RESULTS
-                        and (result_as_is is AS_ANY or type(result) is result_as_is)
+                        and (any_result or type(result) is result_as_is)
                     ):
                         # Engine.succeeded's common case, without a coroutine per call (in
                         # process; a test runs both ways on the same results).

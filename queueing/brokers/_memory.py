@@ -42,6 +42,7 @@ class _Queue:
         "dead",
         "delayed",
         "due",
+        "finished",
         "info",
         "maxsize",
         "outstanding",
@@ -51,8 +52,10 @@ class _Queue:
         "tenants",
     )
 
-    def __init__(self, info: QueueInfo) -> None:
+    def __init__(self, info: QueueInfo, finished: deque[Task]) -> None:
         self.info = info
+        #: The broker's FIFO of kept outcomes for this queue's `result_ttl` (one per TTL).
+        self.finished = finished
         self.maxsize = info.maxsize
         self.outstanding = 0
         # With `tenant_maxsize`: the outstanding tasks of each tenant that has some (None:
@@ -117,7 +120,7 @@ class MemoryBroker(Broker):
             else:
                 self.clock = clock.current_time
         for name, info in queues.items():
-            self._queues[name] = _Queue(info)
+            self._queues[name] = _Queue(info, self._finished.setdefault(info.result_ttl, deque()))
         yield
 
     # -- the client side -------------------------------------------------------------------
@@ -291,11 +294,10 @@ class MemoryBroker(Broker):
                 q.room.unpark_all()  # each retries: the room may be any tenant's
         elif q.room_waiters:
             q.room.unpark()
-        # _keep(task, queue.result_ttl), inlined: this runs once per task.
-        ttl = queue.result_ttl
-        fifo = self._finished.get(ttl)
-        if fifo is None:
-            fifo = self._finished[ttl] = deque()
+        # _keep(task, queue.result_ttl), inlined: this runs once per task. The queue's FIFO
+        # is the one _keep would find for its TTL.
+        ttl = q.info.result_ttl
+        fifo = q.finished
         now = self.clock()
         task.handle = now + ttl
         fifo.append(task)
