@@ -46,6 +46,7 @@ from ._task import Progress as Progress
 from ._task import TaskState as TaskState
 from ._task import TaskStatus as TaskStatus
 from ._worker import Worker as Worker
+from .brokers._contract import TenantFigures as TenantFigures
 
 __all__ = [
     "AsyncioClient",
@@ -82,6 +83,7 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "TaskTimeout",
+    "TenantFigures",
     "Transient",
     "UnknownQueue",
     "UnknownTask",

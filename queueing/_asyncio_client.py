@@ -141,6 +141,7 @@ class AsyncioClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[R]: ...
 
     @overload
@@ -154,6 +155,7 @@ class AsyncioClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[Any]: ...
 
     async def submit(
@@ -166,6 +168,7 @@ class AsyncioClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> Receipt[Any]:
         """As `QueueSystem.submit`."""
         fn = partial(
@@ -177,6 +180,7 @@ class AsyncioClient:
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         try:
             receipt = await _call(self._thread, fn)
@@ -195,6 +199,7 @@ class AsyncioClient:
         timeout: float | None = None,
         key: Callable[[Any], str] | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> list[Receipt[Any]]:
         """As `QueueSystem.submit_many`."""
         fn = partial(
@@ -206,6 +211,7 @@ class AsyncioClient:
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         try:
             receipts = await _call(self._thread, fn)

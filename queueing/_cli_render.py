@@ -64,6 +64,7 @@ def status_doc(status: TaskStatus) -> dict[str, Any]:
         "error": error_doc(status.error),
         "progress": progress_doc(status.progress) if status.progress is not None else None,
         "priority": status.priority,
+        "tenant": status.tenant,
     }
 
 
@@ -93,6 +94,7 @@ def letter_doc(letter: DeadLetter) -> dict[str, Any]:
         "payload": letter.payload,
         "error": error_doc(letter.error),
         "priority": letter.priority,
+        "tenant": letter.tenant,
     }
 
 
@@ -108,6 +110,8 @@ def status_figures(info: dict[str, Any]) -> dict[str, Any]:
         found["rates"] = info["rates"]
     if info.get("schedules"):
         found["schedules"] = info["schedules"]
+    if info.get("tenants"):
+        found["tenants"] = info["tenants"]
     return found
 
 
@@ -191,6 +195,17 @@ def print_status(info: dict[str, Any]) -> None:
             per = str(r["limit"]).partition("/")[2]  # the limit's period: "s" in "100/s"
             rates.add_row(name, str(r["limit"]), f"{r['last_period']}/{per}", str(r["started"]))
         console.print(rates)
+    if figures.get("tenants"):
+        tenants = Table(title="busiest tenants (all processes)")
+        for column in ("queue", "tenant", "waiting", "running"):
+            tenants.add_column(
+                column, justify="right" if column in ("waiting", "running") else "left"
+            )
+        for name, rows in figures["tenants"].items():
+            for row in rows:
+                tenant = row["tenant"] or "(default)"
+                tenants.add_row(name, tenant, str(row["waiting"]), str(row["running"]))
+        console.print(tenants)
     if figures.get("schedules"):
         schedules = Table(title="schedules")
         for column in ("schedule", "queue", "when", "next run", "last run", "last outcome"):
@@ -267,6 +282,8 @@ def print_inspect(status: TaskStatus, result: Any, has_result: bool) -> None:
     ]
     if status.priority:
         rows.append(("priority", str(status.priority)))
+    if status.tenant is not None:
+        rows.append(("tenant", status.tenant))
     if status.finished_at:
         took = status.finished_at - status.submitted_at if status.submitted_at else None
         finished = when(status.finished_at)

@@ -19,6 +19,7 @@ from actors import Actor
 from ._exceptions import InvalidQueue, QueueingError
 from ._validate import priority as check_priority
 from ._validate import seconds
+from ._validate import tenant as check_tenant
 
 log = logging.getLogger("queueing")
 
@@ -52,6 +53,8 @@ class Schedule:
         payload: the payload of every task (validated as any submit's).
         timezone: an IANA time zone name for `cron` ("Europe/Paris"); default UTC.
         priority: the priority of every task (`submit(priority=)`: 0, the default, to 9).
+        tenant: the tenant of every task (`submit(tenant=)`; None: the queue's default
+            one, or its `tenant` function's), for fair share (docs/concepts/fair-share.md).
         catch_up: when a process starts, submit the most recent tick that is due (only
             that one, however many were missed while no process ran). It is submitted with
             that tick's key, so it runs once whether it ran already or N processes start
@@ -67,6 +70,7 @@ class Schedule:
     timezone: str = "UTC"
     priority: int = 0
     catch_up: bool = False
+    tenant: str | None = None
     _zone: ZoneInfo = attrs.field(init=False, repr=False, eq=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -83,6 +87,8 @@ class Schedule:
         if self.every is not None:
             seconds("every", self.every)
         check_priority(self.priority)
+        if self.tenant is not None:
+            check_tenant(self.tenant)
         if not isinstance(self.catch_up, bool):
             raise InvalidQueue(
                 f"Schedule({self.name!r}): catch_up must be True or False, got {self.catch_up!r}"
@@ -211,6 +217,7 @@ class Scheduler(Actor):
                 schedule.payload,
                 key=schedule.key(tick),
                 priority=schedule.priority,
+                tenant=schedule.tenant,
             )
         except QueueingError as exc:
             log.warning(

@@ -138,6 +138,7 @@ class SyncClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> SyncReceipt[R]: ...
 
     @overload
@@ -151,6 +152,7 @@ class SyncClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> SyncReceipt[Any]: ...
 
     def submit(
@@ -163,6 +165,7 @@ class SyncClient:
         timeout: float | None = None,
         key: str | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> SyncReceipt[Any]:
         """As `QueueSystem.submit`, blocking until the task is accepted (or refused)."""
         fn = partial(
@@ -174,6 +177,7 @@ class SyncClient:
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         try:
             receipt = self._call(fn)
@@ -192,6 +196,7 @@ class SyncClient:
         timeout: float | None = None,
         key: Callable[[Any], str] | None = None,
         priority: int = 0,
+        tenant: str | None = None,
     ) -> list[SyncReceipt[Any]]:
         """As `QueueSystem.submit_many`; a refusal's `.accepted` holds `SyncReceipt`s."""
         fn = partial(
@@ -203,6 +208,7 @@ class SyncClient:
             timeout=timeout,
             key=key,
             priority=priority,
+            tenant=tenant,
         )
         try:
             receipts = self._call(fn)

@@ -42,10 +42,10 @@ from ._task import (
     priority_of,
     tenant_of,
 )
+from ._validate import positive_int, seconds
 from ._validate import priority as check_priority
-from ._validate import seconds
 from ._validate import tenant as check_tenant
-from .brokers._contract import Admission, queue_of, run_of
+from .brokers._contract import Admission, TenantFigures, queue_of, run_of
 
 if TYPE_CHECKING:
     from .brokers._contract import Broker
@@ -663,6 +663,20 @@ class QueueSystem:
             )
         return result
 
+    async def tenants(self, queue: str, limit: int = 10) -> list[TenantFigures]:
+        """The busiest tenants of `queue` (`submit(tenant=)`): those with the most tasks
+        waiting, then running, at most `limit`, each with its counts now ("" names the
+        default tenant, the tasks without one). Over every process with a shared broker;
+        [] for a queue that never had a task with a tenant (in process).
+        See docs/concepts/fair-share.md."""
+        rt = self._runtime(queue)
+        positive_int("limit", limit)
+        await _checkpoint_if_cancelled()
+        found = await self._broker.tenant_figures(queue, limit)
+        if found is not None:
+            return found
+        return tenant_counts(rt, limit)
+
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every queue is empty and idle (no task outstanding).
 
@@ -797,6 +811,23 @@ class QueueSystem:
         self._runtime(queue)
         await _checkpoint_if_cancelled()
         return len(await self._broker.take_dead_letters(queue, None))
+
+
+def tenant_counts(rt: QueueRuntime, limit: int) -> list[TenantFigures]:
+    """The busiest tenants of a queue as this process counts them: in process, all of
+    them (its fair store's); with a shared broker that does not count them, only the
+    tasks this process runs."""
+    fair = rt.fair
+    if fair is not None:
+        return [TenantFigures(name or "", w, r) for name, w, r in fair.figures(limit)]
+    running: dict[str, int] = {}
+    for task in rt.held.values():
+        name = tenant_of(task) or ""
+        running[name] = running.get(name, 0) + 1
+    if set(running) == {""}:
+        return []  # no task with a tenant here
+    busiest = sorted(running.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return [TenantFigures(name, 0, count) for name, count in busiest]
 
 
 def _check_seconds(**options: float | None) -> None:

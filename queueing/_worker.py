@@ -196,13 +196,23 @@ class Worker(Actor, Generic[P, R]):
             try:
                 task = get_nowait()
             except trio.WouldBlock:
-                if timings is not None and (
-                    len(timings.durations) >= PENDING or len(timings.waits) >= PENDING
-                ):
-                    timings.fold()
-                task = await buffer.get()  # idle: this is the worker's pull
-                since = 0
-                timings = rt.timings  # read again after each wait and each batch
+                store = rt.ranked
+                if store is not None and store.count:
+                    # A queue by priority or tenant (`_ranked.py`): take its next task
+                    # here and now, as the dispatcher's feed would hand it over.
+                    # (No checkpoint: `since` counts on to the next batch's.)
+                    try:
+                        task = store.pop()
+                    except IndexError:  # only cancelled ones were left
+                        continue
+                else:
+                    if timings is not None and (
+                        len(timings.durations) >= PENDING or len(timings.waits) >= PENDING
+                    ):
+                        timings.fold()
+                    task = await buffer.get()  # idle: this is the worker's pull
+                    since = 0
+                    timings = rt.timings  # read again after each wait and each batch
             if task.state is not _PENDING:
                 continue  # cancelled while it waited
             if task.run is not None and await engine.skip_ended_run(rt, task):

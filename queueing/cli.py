@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
 import click
 import trio
 
@@ -37,6 +38,8 @@ ALL_LETTERS = 1 << 30
 
 #: The broker of a command given no `--broker` and no `QUEUEING_BROKER`: a file here.
 DEFAULT_BROKER = "sqlite:///queueing.db"
+#: Tenants `queueing status` shows per queue (the busiest).
+BUSIEST_TENANTS = 10
 _BROKER = click.option(
     "--broker",
     envvar="QUEUEING_BROKER",
@@ -166,8 +169,20 @@ def worker(
     show_default=True,
     help="0 (lowest) to 9 (highest): waiting tasks of higher priority start first.",
 )
+@click.option(
+    "--tenant",
+    default=None,
+    help="The client (customer, account) the task is for: waiting tasks are shared out "
+    "fairly between tenants (docs: fair share).",
+)
 def submit(
-    queue: str, payload: str, broker: str | None, wait: bool, timeout: float, priority: int
+    queue: str,
+    payload: str,
+    broker: str | None,
+    wait: bool,
+    timeout: float,
+    priority: int,
+    tenant: str | None,
 ) -> None:
     """Submit one task: PAYLOAD is JSON. Prints the task id (and the result with --wait).
 
@@ -180,7 +195,7 @@ def submit(
 
     async def go(system: QueueSystem) -> None:
         try:
-            receipt = await system.submit(queue, data, priority=priority)
+            receipt = await system.submit(queue, data, priority=priority, tenant=tenant)
         except PayloadError as exc:  # checked against the type the workers published
             raise click.BadParameter(str(exc), param_hint="PAYLOAD") from exc
         click.echo(receipt.id)
@@ -281,8 +296,9 @@ def inspect(task_id: str, broker: str | None, as_json: bool) -> None:
 @_BROKER
 @_JSON
 def status(target: str | None, broker: str | None, as_json: bool) -> None:
-    """Queues (ready, scheduled, running, dead letters kept; outcome counts), live worker
-    processes, and schedules: next run, last run and its outcome.
+    """Queues (ready, scheduled, running, dead letters kept; outcome counts), the busiest
+    tenants of queues that have some (waiting and running tasks), live worker processes,
+    and schedules: next run, last run and its outcome.
 
     The schedules are those TARGET (MODULE[:ATTR], as `queueing worker` takes) defines,
     and those the live workers report running (over Redis and AMQP)."""
@@ -300,6 +316,13 @@ def status(target: str | None, broker: str | None, as_json: bool) -> None:
         schedules = [*defined, *reported]
         if schedules:
             info["schedules"] = await looked_up(broker, schedules)
+        tenants = {}
+        for name in info.get("queues", {}):
+            rows = await broker.tenant_figures(name, BUSIEST_TENANTS)
+            if rows:  # None: the broker does not count them (nor can a client)
+                tenants[name] = [attrs.asdict(row) for row in rows]
+        if tenants:
+            info["tenants"] = tenants
         return info
 
     info = _client(broker, go)

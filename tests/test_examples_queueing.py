@@ -195,6 +195,7 @@ DOC_PAGES = [
     "docs/how-to/dashboards.md",
     "docs/concepts/observability.md",
     "docs/concepts/priorities.md",
+    "docs/concepts/fair-share.md",
 ]
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -268,6 +269,25 @@ def test_priorities_start_urgent_then_paying_then_the_routine_backlog() -> None:
     assert spans["urgent"] == (early + 1, early + 20)
     assert spans["paying"][1] <= early + 40
     assert first_rest > spans["urgent"][1]
+
+
+def test_fair_share_serves_the_small_customers_within_the_big_ones_burst() -> None:
+    out = run_example("fair_share.py")
+    assert (
+        "megacorp's upload #2001: refused: tenant 'megacorp' of queue 'thumbs' has 2000 "
+        "outstanding tasks (Queue(tenant_maxsize=2000))"
+    ) in out
+    assert "Busiest tenant of 'thumbs': megacorp, 2000 jobs" in out
+    done = {
+        kind: int(found.group(1))
+        for kind in ("With tenants", "Without tenants")
+        if (found := re.search(rf"^{kind}: +every shop's .* by job #(\d+) of 2050$", out, re.M))
+    }
+    assert set(done) == {"With tenants", "Without tenants"}, out
+    # Six tenants take turns: the shops' 50 jobs are done within about 60 (4 workers took
+    # megacorp's first jobs before the shops came); without tenants, behind all 2,000.
+    assert done["With tenants"] <= 70
+    assert done["Without tenants"] >= 2046
 
 
 def test_submit_by_name_checks_payloads_without_the_queue_objects() -> None:

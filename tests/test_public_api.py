@@ -120,6 +120,7 @@ QUEUEING_DOCUMENTED = [
     "TaskState",
     "TaskStatus",
     "TaskTimeout",
+    "TenantFigures",
     "Transient",
     "UnknownQueue",
     "UnknownTask",

@@ -129,9 +129,10 @@ class QueueInfo:
 
 @attrs.frozen
 class TenantFigures:
-    """One tenant's tasks in one queue, now."""
+    """One tenant's tasks in one queue, now (`QueueSystem.tenants`, `queueing status`)."""
 
     tenant: str
+    """Its name; "" for the default tenant (the tasks without one)."""
     waiting: int
     """Ready (or due) and not claimed."""
     running: int

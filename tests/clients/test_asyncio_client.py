@@ -93,6 +93,19 @@ def test_submit_and_submit_many_take_a_priority(redis_url: str) -> None:
         assert run(main, redis_url) == [2, 4, 6]
 
 
+def test_submit_and_submit_many_take_a_tenant(redis_url: str) -> None:
+    async def main(client: Any) -> list[int]:
+        one = await client.submit("double", 1, tenant="acme")
+        many = await client.submit_many("double", [2, 3], tenant="globex")
+        assert [(await r.status()).tenant for r in (one, *many)] == ["acme", "globex", "globex"]
+        with pytest.raises(queueing.InvalidQueue, match="tenant must be"):
+            await client.submit("double", 4, tenant="")
+        return [await r for r in (one, *many)]
+
+    with serving(redis_url):
+        assert run(main, redis_url) == [2, 4, 6]
+
+
 def test_refusals_are_the_trio_clients_errors(redis_url: str) -> None:
     async def main(client: Any) -> None:
         with pytest.raises(UnknownQueue, match="no queue or pipeline named 'nope'"):

@@ -12,6 +12,7 @@ from client_helpers import SPECS, Resize, serving
 
 from queueing import (
     AsyncioClient,
+    InvalidQueue,
     PayloadError,
     QueueFull,
     QueueSystem,
@@ -59,6 +60,16 @@ def test_submit_and_submit_many_take_a_priority(redis_url: str) -> None:
         many = client.submit_many("double", [2, 3], priority=4)
         assert [r.status().priority for r in (one, *many)] == [9, 4, 4]
         assert [r.result(timeout=10) for r in (one, *many)] == [2, 4, 6]
+
+
+def test_submit_and_submit_many_take_a_tenant(redis_url: str) -> None:
+    with serving(redis_url), connect_sync(redis_url, *SPECS) as client:
+        one = client.submit("double", 1, tenant="acme")
+        many = client.submit_many("double", [2, 3], tenant="globex")
+        assert [r.status().tenant for r in (one, *many)] == ["acme", "globex", "globex"]
+        assert [r.result(timeout=10) for r in (one, *many)] == [2, 4, 6]
+        with pytest.raises(InvalidQueue, match="tenant must be"):
+            client.submit("double", 4, tenant="a\nb")
 
 
 def test_submit_many_and_requeue_give_sync_receipts(redis_url: str) -> None:

@@ -107,3 +107,20 @@ def runs_by_process(directory: Path) -> dict[int, list[str]]:
         for path in directory.glob("*.log")
         if path.stat().st_size
     }
+
+
+def downgrade_to_v3(conn: sqlite3.Connection) -> None:
+    """Make a file of this version what version 3 made (before tenants): its tasks stay."""
+    conn.execute("DROP INDEX tasks_flow")
+    conn.execute("DROP INDEX flows_next")
+    for table in ("flows", "levels", "tenants"):
+        conn.execute(f"DROP TABLE {table}")
+    for table, column in (
+        ("tasks", "tenant"),
+        ("tasks", "fseq"),
+        ("tasks", "counted"),
+        ("queues", "fair"),
+        ("queues", "seq"),
+    ):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.execute("PRAGMA user_version=3")

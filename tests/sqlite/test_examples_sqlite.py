@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlite_helpers import query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,3 +53,30 @@ def test_the_flaky_service_example_runs_unchanged_on_a_file(tmp_path: Path) -> N
     out = run_example("flaky_service.py", f"sqlite:///{tmp_path}/queues.db")
     assert "0 dead letters left" in out
     assert re.search(r"requeued: (\d+), succeeded: \1", out)
+
+
+@pytest.mark.slow  # 2,050 + 2,050 jobs through one file: about 30 s on a loaded machine
+def test_the_fair_share_example_runs_on_a_file(tmp_path: Path) -> None:
+    db = tmp_path / "thumbs.db"
+    proc = subprocess.run(
+        [sys.executable, "examples/fair_share.py", f"sqlite:///{db}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"fair_share.py failed:\n{out}\n{proc.stderr}"
+    assert "megacorp's upload #2001: refused: tenant 'megacorp'" in out
+    done = {
+        kind: int(found.group(1))
+        for kind in ("With tenants", "Without tenants")
+        if (found := re.search(rf"^{kind}: +every shop's .* by job #(\d+) of 2050$", out, re.M))
+    }
+    assert set(done) == {"With tenants", "Without tenants"}, out
+    # As in process: the shops' 50 jobs within about 60; without tenants, behind the 2,000.
+    assert done["With tenants"] <= 70
+    assert done["Without tenants"] >= 2046
+    assert query(db, "SELECT fair FROM queues WHERE name = 'thumbs'") == [(1,)]
+    assert query(db, "SELECT fair FROM queues WHERE name = 'thumbs_fifo'") == [(0,)]

@@ -35,7 +35,7 @@ import trio
 
 from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, parse_priority
-from .._contract import Admission, Broker, QueueInfo
+from .._contract import Admission, Broker, QueueInfo, TenantFigures
 from ..redis import _keys as k
 from ..redis._progress import ProgressStore
 from ..redis._rates import take_start
@@ -125,7 +125,9 @@ class RabbitMQBroker(Broker):
         self._upkeep = Upkeep(self)
         self.runs = RabbitMQRuns(self._calls, keys, self._store, self._reads, self._accept_at)
         self._holds = Holds(self._rabbit, self._store, self._acks, self.nonce)
+        self._holds.fair.lease = self.lease
         self._submitter.on_level = self._register_level
+        self._submitter.on_fair = self._turned_fair
         self._progress = ProgressStore(self._calls, keys)  # in the results store
         self._queues: dict[str, QueueInfo] = {}
         self._serve = False
@@ -197,7 +199,7 @@ class RabbitMQBroker(Broker):
     async def accept_many(self, queue: QueueInfo, tasks: Sequence[Task]) -> int:
         taken = 0
         for admission in await self._submitter.accept(queue, tasks, None):
-            if admission is Admission.FULL:
+            if admission is Admission.FULL or admission is Admission.TENANT_FULL:
                 break
             taken += 1
         return taken
@@ -209,6 +211,12 @@ class RabbitMQBroker(Broker):
             "register a priority level", lambda: self._calls.client.sadd(key, [str(priority)])
         )
         self._holds.note_level(queue.name, priority)
+
+    async def _turned_fair(self, queue: QueueInfo) -> None:
+        """A submit of this process turned `queue` fair: what waits in RabbitMQ moves to
+        the results store (`_fair.py`)."""
+        levels = await self._holds._levels_of(queue.name)
+        await self._holds.fair.turned(queue, levels)
 
     async def wait_room(self, queue: QueueInfo, timeout: float) -> None:
         if self.clock() - self._submitter.nacked.get(queue.name, -math.inf) < NACKED_RECENTLY:
@@ -269,6 +277,9 @@ class RabbitMQBroker(Broker):
         # In the results store, as the Redis broker does (redis/_rates.py).
         return await take_start(self._calls, self._keys, queue, key, within, task_id)
 
+    async def tenant_figures(self, queue: str, limit: int) -> list[TenantFigures] | None:
+        return await self._holds.fair.figures(queue, limit)
+
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         return await self._calls.retrying("rate figures", self._admin.rates)
 
@@ -304,17 +315,20 @@ class RabbitMQBroker(Broker):
         return await self._admin.status_with(ready)
 
     async def _ready(self, queue: str) -> int:
-        """Messages ready in RabbitMQ for `queue`, over every priority level in use."""
+        """Tasks ready for `queue`: messages in RabbitMQ over every priority level in use,
+        and those waiting in the results store (a fair queue's)."""
         levels = await self._calls.retrying(
             "read the priority levels",
             lambda: self._calls.client.smembers(self._store.keys.levels(queue)),
         )
         info = self._queues.get(queue)
-        return await self._rabbit.ready_count(
+        ready = await self._rabbit.ready_count(
             queue,
             sorted(parse_priority(p) for p in levels),
             retries=info is not None and info.retry_ahead,
         )
+        # A fair queue's waiting tasks are in the results store (`_fair.py`).
+        return ready + await self._holds.fair.waiting(queue)
 
     async def figures(self, queue: str) -> dict[str, int] | None:
         ready = {queue: await self._ready(queue)}

@@ -28,7 +28,7 @@ import tenacity
 import trio
 
 from ..._exceptions import BrokerError
-from ..._task import ErrorInfo, Task, TaskState, parse_priority, priority_of
+from ..._task import ErrorInfo, Task, TaskState, parse_priority, priority_of, tenant_of
 from .._contract import QueueInfo
 from ..redis import _keys as k
 from ..redis._wire import (
@@ -40,6 +40,7 @@ from ..redis._wire import (
 )
 from ._channel import Channel
 from ._errors import AMQPError, PublishNacked, PublishReturned
+from ._fair import Fair, is_wake
 from ._message import Delivery
 from ._rabbit import Rabbit, delay_bucket
 from ._rabbit_claims import Acks, Feed
@@ -78,6 +79,12 @@ class Holds:
         self.levels: dict[str, set[int]] = {}
         self._levels_due: dict[str, float] = {}
         self._getter: Channel | None = None
+        #: Fair share (`_fair.py`): the queues in fair mode, their claims.
+        self.fair = Fair(rabbit, store, acks, nonce)
+        #: Per fair queue: deliveries taken for a claim that was cancelled (first next
+        #: time), and when its other ready queues were last looked at for stragglers.
+        self._spare: dict[str, list[Task]] = {}
+        self._stragglers_due: dict[str, float] = {}
 
     def note_level(self, queue: str, priority: int) -> None:
         """Tasks of `priority` (above 0) were submitted to `queue` (by this process)."""
@@ -94,6 +101,7 @@ class Holds:
             )
             known = self.levels.setdefault(queue, set())
             known.update(p for p in map(parse_priority, found) if p)
+            await self.fair.read_mode(queue)
         return sorted(self.levels.get(queue, ()), reverse=True)
 
     async def _get_ranked(self, queue: QueueInfo, levels: list[int], n: int) -> list[Delivery]:
@@ -157,6 +165,8 @@ class Holds:
         await self.rabbit.declare(queue)
         feed = self._feed(queue)
         levels = await self._levels_of(queue.name)
+        if queue.name in self.fair.queues:
+            return await self._claim_fair(queue, feed, levels, n, wait)
         ranked = levels or queue.retry_ahead
         deliveries = await self._get_ranked(queue, levels, n) if ranked else []
         if len(deliveries) < n:
@@ -164,12 +174,54 @@ class Holds:
             deliveries += await feed.take(n - len(deliveries), 0 if deliveries else wait, held)
         if not deliveries:
             return []
+        if any(is_wake(delivery) for delivery in deliveries):
+            # The queue turned fair (a submit left this): what came with it waits in its
+            # flows from now on, ahead of what came after it.
+            self.fair.queues.add(queue.name)
+            await self.fair.adopt(queue, deliveries, front=True)
+            return await self._claim_fair(queue, feed, levels, n, wait)
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             return await self._admit(queue, deliveries)
         except trio.Cancelled:
             feed.give_back(deliveries)  # still ours (unacknowledged): for the next claim
             raise
+
+    async def _claim_fair(
+        self, queue: QueueInfo, feed: Feed, levels: list[int], n: int, wait: float
+    ) -> list[Task]:
+        """`claim` on a queue in fair mode (`_fair.py`)."""
+        buffered = feed.take_all()
+        if buffered:  # delivered before the switch, or published to it since: older
+            await self.fair.adopt(queue, buffered, front=True)
+        now = trio.current_time()
+        if levels and now >= self._stragglers_due.get(queue.name, -math.inf):
+            self._stragglers_due[queue.name] = now + LEVELS_REFRESH
+            for priority in levels:
+                name = self.rabbit.main(queue.name, priority)
+                await self.rabbit.declare(queue, priority=priority)
+                await self.fair.adopt(queue, await self.fair._get(name, n), front=False)
+        spare = self._spare.pop(queue.name, [])
+        tasks, rest = spare[:n], spare[n:]
+        if rest:
+            self._spare[queue.name] = rest
+        if len(tasks) < n:
+            tasks += await self.fair.claim(queue, n - len(tasks), 0.0 if tasks else wait)
+        if not tasks:
+            return []
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            self._spare.setdefault(queue.name, []).extend(tasks)  # still leased to us
+            raise
+        held = self.held.setdefault(queue.name, {})
+        for task in tasks:
+            held[task.id] = task
+        return tasks
+
+    def _fair_task(self, queue: QueueInfo, task: Task) -> bool:
+        """Whether a held task goes back to its flow (a fair queue's) when it leaves."""
+        return queue.name in self.fair.queues or tenant_of(task) is not None
 
     async def _admit(self, queue: QueueInfo, deliveries: list[Delivery]) -> list[Task]:
         """Parse each message, then ask its record whether it is the task's message."""
@@ -239,15 +291,21 @@ class Holds:
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
         lost: list[Task] = []
         mine: list[tuple[Task, str]] = []
+        leased: list[tuple[Task, str]] = []
         for task in tasks:
             if task.handle is None or task.state.final:
                 continue
             delivery, nonce, _ = task.handle
-            if delivery.channel.is_closed:
+            if delivery is None:
+                leased.append((task, nonce))  # handed out by a fair queue (`_fair.py`)
+            elif delivery.channel.is_closed:
                 lost.append(task)  # back in RabbitMQ: another process may take it
             else:
                 mine.append((task, nonce))
-        for task in await self.store.renew(queue.name, mine):
+        gone = await self.store.renew(queue.name, mine) if mine else []
+        if leased:
+            gone += await self.store.renew(queue.name, leased, lease=self.fair.lease)
+        for task in gone:
             # Settled elsewhere (cancelled), or its record names another message: this
             # one is done with either way.
             self.done_with(queue.name, task.id)
@@ -282,7 +340,21 @@ class Holds:
 
     async def retry_at(self, queue: QueueInfo, task: Task, due: float) -> None:
         task.state = TaskState.SCHEDULED
-        delivery, old, _ = self.let_go(queue.name, task)
+        delivery, old, reply = self.let_go(queue.name, task)
+        if self._fair_task(queue, task):
+            self.fair.back(
+                queue,
+                task,
+                old,
+                reply,
+                due_ms=str(int(due * 1000)),
+                how="B" if queue.retry_ahead else "C",
+                counter="retried",
+                then=self._then_ack(delivery),
+            )
+            if self.store.congested:
+                await self.store.relieve()
+            return
         ms = delay_bucket(max(0.0, due - time.time()) * 1000)
         priority, ahead = priority_of(task), queue.retry_ahead
         if ahead:  # its queue of due retries, before its delay queue dead-letters into it
@@ -322,7 +394,11 @@ class Holds:
         # A new message (with a delivery count of 0) rather than a requeue: a hand-back at
         # shutdown is not a delivery that failed.
         for task in tasks:
-            delivery, old, _ = self.let_go(queue.name, task)
+            delivery, old, reply = self.let_go(queue.name, task)
+            if self._fair_task(queue, task) and task.handle is not None:
+                then = self._then_ack(delivery)
+                self.fair.back(queue, task, old, reply, due_ms="", how="A", counter="", then=then)
+                continue
             if delivery is None or delivery.channel.is_closed:
                 continue
             new = self.nonce()

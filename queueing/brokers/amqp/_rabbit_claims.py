@@ -80,6 +80,16 @@ class Feed:
             self.arrived.unpark()  # more left: the next claimer need not wait
         return taken
 
+    def take_all(self) -> list[Delivery]:
+        """Every delivery buffered now (their channel still open), without waiting; the
+        consumer stays on (prefetch at least 1), for what still arrives."""
+        if self.wanted < 1:
+            self.wanted = 1
+            self.changed.unpark_all()
+        taken = [d for d in self.buffer if not d.channel.is_closed]
+        self.buffer.clear()
+        return taken
+
     def give_back(self, deliveries: list[Delivery]) -> None:
         """Deliveries taken for a caller that was cancelled: first in line again."""
         self.buffer.extendleft(reversed(deliveries))

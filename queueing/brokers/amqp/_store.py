@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..._task import ErrorInfo, PipelineTask, Task, TaskState
+from ..._task import MAX_PRIORITY, ErrorInfo, PipelineTask, Task, TaskState, priority_of, tenant_of
 from .._contract import Admission, QueueInfo, queue_of
 from ..redis import _keys as k
 from ..redis._calls import Calls
@@ -43,11 +43,16 @@ log = logging.getLogger("queueing.rabbitmq")
 #: The scripts in lua/, by name (each `name.lua`).
 SCRIPTS = (
     "adopt",
+    "adopt_fair",
+    "back",
     "check",
     "confirm",
     "finish",
+    "hand",
+    "lease",
     "move",
     "outcomes",
+    "pick",
     "reject",
     "renew",
     "reserve",
@@ -56,6 +61,8 @@ SCRIPTS = (
     "take_dead",
     "unreserve",
 )
+#: The scripts that work on a queue's fair share (`lua/_fair.lua` is loaded in front).
+FAIR_SCRIPTS = frozenset({"adopt_fair", "back", "finish", "hand", "lease", "pick", "reserve"})
 #: Tasks of one queue per `reserve.lua` call.
 RESERVE_CHUNK = 500
 #: The longest outcome (characters of JSON) a notice carries along; a longer one is read
@@ -64,9 +71,19 @@ NOTICE_OUTCOME_MAX = 4096
 #: Tasks per `renew.lua` call.
 RENEW_CHUNK = 500
 
-#: `reserve.lua`'s answers: 1 reserved, 0 full, -1 exists, -2 exists (our own earlier send).
-_RESERVED = {1: Admission.ACCEPTED, 0: Admission.FULL, -1: Admission.EXISTS}
-_OURS_AGAIN = -2
+#: `reserve.lua`'s answers: 1 reserved, 0 full, 2 tenant full, -1 exists, -2 exists (our
+#: own earlier send), 3 kept waiting in the store (a fair queue's), 4 the same, and the
+#: queue turned fair with it.
+RESERVED, FULL, TENANT_FULL, EXISTS, OURS_AGAIN, KEPT, TURNED_FAIR = 1, 0, 2, -1, -2, 3, 4
+ADMISSIONS = {
+    RESERVED: Admission.ACCEPTED,
+    OURS_AGAIN: Admission.ACCEPTED,
+    KEPT: Admission.ACCEPTED,
+    TURNED_FAIR: Admission.ACCEPTED,
+    FULL: Admission.FULL,
+    TENANT_FULL: Admission.TENANT_FULL,
+    EXISTS: Admission.EXISTS,
+}
 #: One task to reserve: (task, nonce, envelope, due ms or "", the client that waits for it).
 Entry = tuple[Task, str, str, str, str]
 #: `finish.lua` and `move.lua` answers for a message that is not the task's.
@@ -78,7 +95,38 @@ NO_RECORD = -1
 def lua_sources() -> dict[str, str]:
     """The text of every script, read from the package (lua/*.lua)."""
     folder = importlib.resources.files(__package__).joinpath("lua")
-    return {name: folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPTS}
+
+    def read(name: str) -> str:
+        return folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+    prelude = read("_fair") + "\n"
+    return {name: (prelude if name in FAIR_SCRIPTS else "") + read(name) for name in SCRIPTS}
+
+
+def fair_keys(keys: k.Keys, queue: str) -> list[str]:
+    """A queue's keys of fair share, in the order `lua/_fair.lua` takes them."""
+    names = ["fair", *(f"fair:{what}" for what in FAIR_NAMES)]
+    return [keys.of(queue, name) for name in names] + [
+        keys.of(queue, f"fair:flows:{p}") for p in range(MAX_PRIORITY + 1)
+    ]
+
+
+#: The keys of `lua/_fair.lua`'s block after `fair`, in its order.
+FAIR_NAMES = (
+    "tasks",
+    "tags",
+    "aside",
+    "freed",
+    "run",
+    "wait",
+    "delayed",
+    "env",
+    "weight",
+    "out",
+    "leased",
+    "again",
+    "where",
+)
 
 
 class StoreCalls(Calls):
@@ -106,6 +154,18 @@ class Store(Writes):
         #: come and go (the receipt side does not take them for lost).
         self.starting: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
+        self._fair_keys: dict[str, list[str]] = {}
+
+    def fair_key(self, queue: str, name: str) -> str:
+        """One key of the queue's fair share block ("fair", or one of `FAIR_NAMES`)."""
+        return self.keys.of(queue, name if name == "fair" else f"fair:{name}")
+
+    def fair_keys(self, queue: str) -> list[str]:
+        """The queue's block of fair share keys (`lua/_fair.lua`)."""
+        found = self._fair_keys.get(queue)
+        if found is None:
+            found = self._fair_keys[queue] = fair_keys(self.keys, queue)
+        return found
 
     def note_replied(self, name: str) -> None:
         """This client waits for tasks of `name`: its replies stream there is ours."""
@@ -121,6 +181,10 @@ class Store(Writes):
         """Store the records of new tasks, per slot `(queue, [(task, nonce, envelope, due
         ms or "", waiting client or "")])`, in one round trip that also carries the writes
         queued meanwhile; the answers, per slot and task."""
+        return [[ADMISSIONS[code] for code in codes] for codes in await self.reserve(slots)]
+
+    async def reserve(self, slots: Sequence[tuple[QueueInfo, Sequence[Entry]]]) -> list[list[int]]:
+        """`reserve_batch`, with `reserve.lua`'s codes (`RESERVED`, `KEPT`...)."""
         by_queue: dict[str, list[int]] = {}
         for index, (queue, _) in enumerate(slots):
             by_queue.setdefault(queue.name, []).append(index)
@@ -132,14 +196,22 @@ class Store(Writes):
                 self.keys.stats(name),
                 self.keys.of(name, "unconfirmed"),
                 self.keys.envs(name),
+                *self.fair_keys(name),
             ]
             info = slots[members[0]][0]
-            head = [info.maxsize, self.client_id, k.ttl(info.result_ttl), now_ms]
+            head = [
+                info.maxsize,
+                self.client_id,
+                k.ttl(info.result_ttl),
+                now_ms,
+                info.tenant_maxsize or 0,
+            ]
             keys, args, part = list(base), list(head), []
             for index in members:
                 for task, nonce, envelope, due, reply in slots[index][1]:
                     keys.append(self.keys.task(task.id))
                     args += (task.id, nonce, envelope, encode_meta(task), due, reply)
+                    args += (tenant_of(task) or "", priority_of(task), index)
                 part.append(index)
                 if len(keys) - len(base) >= RESERVE_CHUNK:
                     calls.append((part, keys, args))
@@ -154,18 +226,13 @@ class Store(Writes):
 
         answers = await self.calls.pipelined("submit", fill)
         self.answered(ops, answers[: len(ops)])
-        result: list[list[Admission]] = [[] for _ in slots]
+        result: list[list[int]] = [[] for _ in slots]
         for (part, _, _), codes in zip(calls, answers[len(ops) :], strict=True):
             if isinstance(codes, Exception):
                 raise codes
             it = iter(codes)
             for index in part:
-                for _ in slots[index][1]:
-                    code = int(next(it))
-                    # Sent again after a lost connection: our own earlier send.
-                    result[index].append(
-                        Admission.ACCEPTED if code == _OURS_AGAIN else _RESERVED[code]
-                    )
+                result[index] = [int(next(it)) for _ in slots[index][1]]
         return result
 
     async def unreserve(self, task_id: str, nonce: str) -> bool:
@@ -177,6 +244,7 @@ class Store(Writes):
             self.keys.of(name, "unconfirmed"),
             self.keys.envs(name),
             self.keys.stats(name),
+            self.keys.of(name, "fair:out"),
         ]
         return bool(
             await self.calls.eval("take back a submit", "unreserve", keys, [task_id, nonce])
@@ -209,6 +277,25 @@ class Store(Writes):
             raise verdicts
         return [str(v) for v in verdicts]
 
+    async def script_with_writes(
+        self, what: str, name: str, keys: list[str], args: list[Any]
+    ) -> Any:
+        """One script call that first sends the writes queued so far, in the same round
+        trip (a pick then sees the running slots that settled tasks gave back)."""
+        ops = self.take()
+
+        def fill(pipe: Any) -> list[Any]:
+            return [*self.fill(pipe, ops), self.calls.script(pipe, name, keys, args)]
+
+        answers = await self.calls.pipelined(what, fill, deliver=False)
+        self.answered(ops, answers[:-1])
+        if ops:
+            await self.after_written()
+        answer = answers[-1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
     def finish(
         self,
         queue: QueueInfo,
@@ -233,6 +320,7 @@ class Store(Writes):
             self.keys.stats(queue),
             self.keys.room(queue),
             self.keys.dead(queue),
+            *self.fair_keys(queue),
         ]
         if reply:
             keys.append(self.keys.replies(queue, reply))
@@ -275,16 +363,24 @@ class Store(Writes):
         """Keep a dead letter of a message that is not a task of ours (batched)."""
         self.push(Op("reject", [self.keys.dead(queue)], [letter, self.max_dead_letters]))
 
-    async def renew(self, queue: str, tasks: Sequence[tuple[Task, str]]) -> list[Task]:
+    async def renew(
+        self, queue: str, tasks: Sequence[tuple[Task, str]], *, lease: float | None = None
+    ) -> list[Task]:
         """Of tasks run here `(task, nonce)`: those settled elsewhere (their outcome set on
-        them) or whose record names another message now."""
+        them) or whose record names another message now. With `lease` (seconds), tasks a
+        fair queue handed out (`_fair.py`): the leases of the others are extended."""
         lost: list[Task] = []
         for start in range(0, len(tasks), RENEW_CHUNK):
             chunk = tasks[start : start + RENEW_CHUNK]
             keys = [self.keys.record(queue, task.id) for task, _ in chunk]
-            verdicts = await self.calls.eval(
-                "check running tasks", "renew", keys, [nonce for _, nonce in chunk]
-            )
+            args: list[Any] = [nonce for _, nonce in chunk]
+            if lease is None:
+                verdicts = await self.calls.eval("check running tasks", "renew", keys, args)
+            else:
+                keys = [*self.fair_keys(queue), *keys]
+                args = [int((time.time() + lease) * 1000), *args]
+                # Writes first: the claims' `hand.lua` calls go with them.
+                verdicts = await self.script_with_writes("renew leases", "lease", keys, args)
             for (task, _), verdict in zip(chunk, verdicts, strict=True):
                 verdict = str(verdict)
                 if verdict == "+":

@@ -28,7 +28,7 @@ from ._confirms import Confirmation
 from ._errors import AMQPError, PublishNacked
 from ._message import Properties
 from ._rabbit import Rabbit, delay_bucket, task_properties
-from ._store import Entry, Store
+from ._store import ADMISSIONS, KEPT, TURNED_FAIR, Entry, Store
 from ._store_reads import Reads
 
 log = logging.getLogger("queueing.rabbitmq")
@@ -43,13 +43,27 @@ PUBLISH_GRACE = 30.0
 class Slot:
     """Tasks of one `accept` call, and what the submit loop made of them."""
 
-    __slots__ = ("answers", "confirmations", "entries", "error", "event", "queue", "routing")
+    __slots__ = (
+        "answers",
+        "confirmations",
+        "entries",
+        "error",
+        "event",
+        "kept",
+        "queue",
+        "routing",
+        "turned",
+    )
 
     def __init__(self, queue: QueueInfo, entries: list[Entry], routing: str) -> None:
         self.queue = queue
         self.entries = entries
         self.routing = routing
         self.answers: list[Admission] = []
+        #: Per entry: kept waiting in the results store (a fair queue's: not published).
+        self.kept: list[bool] = []
+        #: Whether one of them turned the queue fair (see `_fair.py`).
+        self.turned = False
         #: Per entry: its message's confirmation; None if it was not sent (not reserved,
         #: or the loop could not send it: the caller publishes it).
         self.confirmations: list[Confirmation | None] = []
@@ -76,6 +90,8 @@ class Submitter:
         #: Called once per queue and priority level (above 0) this process submits to,
         #: before the first task of it is published (the broker registers the level).
         self.on_level: Callable[[QueueInfo, int], Awaitable[None]] | None = None
+        #: Called when a submit of this process turned a queue fair (`_fair.py`).
+        self.on_fair: Callable[[QueueInfo], Awaitable[None]] | None = None
         self._levels: set[tuple[str, int]] = set()
 
     async def accept(
@@ -112,10 +128,21 @@ class Submitter:
         slot = Slot(queue, entries, routing)
         await self.submit(slot)
         answers = slot.answers
-        reserved = [i for i, answer in enumerate(answers) if answer is Admission.ACCEPTED]
-        for (task, _, _, _, _), answer in zip(entries, answers, strict=True):
+        reserved = [
+            i
+            for i, answer in enumerate(answers)
+            if answer is Admission.ACCEPTED and not slot.kept[i]
+        ]
+        for (task, _, _, _, reply), answer, kept in zip(entries, answers, slot.kept, strict=True):
             if answer is Admission.EXISTS:
                 self.reads.expect(task.id, own=False, stored=True)
+            elif kept:  # waits in the store (a fair queue's): nothing to publish
+                if due_ms:
+                    task.state = TaskState.SCHEDULED
+                if reply:
+                    self.reads.expect(task.id, own=True, stored=True)
+        if slot.turned and self.on_fair is not None:
+            await self.on_fair(queue)
         if not reserved:
             return answers
         # Shielded, so that record and message agree even if the caller is cancelled.
@@ -214,14 +241,16 @@ class Submitter:
 
     async def _send(self, batch: list[Slot]) -> None:
         try:
-            answers = await self.store.reserve_batch([(slot.queue, slot.entries) for slot in batch])
+            answers = await self.store.reserve([(slot.queue, slot.entries) for slot in batch])
         except Exception as exc:
             for slot in batch:
                 slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
                 slot.event.set()
             return
-        for slot, slot_answers in zip(batch, answers, strict=True):
-            slot.answers = slot_answers
+        for slot, codes in zip(batch, answers, strict=True):
+            slot.answers = [ADMISSIONS[code] for code in codes]
+            slot.kept = [code in (KEPT, TURNED_FAIR) for code in codes]
+            slot.turned = TURNED_FAIR in codes
             slot.confirmations = [None] * len(slot.entries)
         try:
             await self._publish(batch)
@@ -236,7 +265,7 @@ class Submitter:
         places: list[tuple[Slot, int]] = []
         for slot in batch:
             for index, (entry, answer) in enumerate(zip(slot.entries, slot.answers, strict=True)):
-                if answer is Admission.ACCEPTED:
+                if answer is Admission.ACCEPTED and not slot.kept[index]:
                     _, nonce, envelope, _, _ = entry
                     messages.append((envelope.encode(), slot.routing, task_properties(nonce)))
                     places.append((slot, index))

@@ -179,7 +179,8 @@ def status(tx: Tx) -> dict[str, Any]:
     names = {"pending": "ready", "scheduled": "scheduled", "running": "in_flight"}
     for queue, state, count in tx.execute(
         "SELECT queue, state, count(*) FROM tasks "
-        "WHERE avail_at IS NOT NULL OR lease_until IS NOT NULL GROUP BY queue, state"
+        "WHERE avail_at IS NOT NULL OR lease_until IS NOT NULL OR fseq IS NOT NULL "
+        "GROUP BY queue, state"
     ):
         if queue in queues and state in names:
             queues[queue][names[state]] = count

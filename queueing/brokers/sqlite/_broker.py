@@ -16,8 +16,8 @@ import anyio
 
 from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, progress_doc
-from .._contract import Admission, Broker, QueueInfo, queue_of
-from . import _admin, _ops, _progress, _rates, _runs
+from .._contract import Admission, Broker, QueueInfo, TenantFigures, queue_of
+from . import _admin, _fair, _ops, _progress, _rates, _runs
 from ._records import STATES, dumps, error_of, error_text, letter_of, letter_text, loads, task_row
 from ._settings import parse_url
 from ._writer import Writer
@@ -238,7 +238,7 @@ class SqliteBroker(Broker):
         while True:
             ready = writer.signals.event(f"ready:{queue.name}")
             try:
-                tasks, nxt = await writer.call(_ops.claim, queue.name, n, self.lease, lease=True)
+                tasks, nxt = await writer.call(_ops.claim, queue, n, self.lease, lease=True)
             except BrokerError as exc:
                 # The dispatcher's loop has nothing better to do than to try again later:
                 # a file locked for long (or a full disk) must not stop this process.
@@ -350,6 +350,12 @@ class SqliteBroker(Broker):
         self, queue: QueueInfo, key: str, within: float, task_id: str | None = None
     ) -> float:
         return float(await self.writer.call(_rates.take_start, queue, key, within, task_id))
+
+    async def tenant_figures(self, queue: str, limit: int) -> list[TenantFigures] | None:
+        found: list[TenantFigures] = await self.writer.call(
+            _fair.figures, queue, limit, write=False
+        )
+        return found
 
     async def rate_figures(self) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = await self.writer.call(_rates.rate_figures, write=False)

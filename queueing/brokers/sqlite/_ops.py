@@ -12,7 +12,16 @@ from typing import Any
 
 from ..._task import Task, TaskState
 from .._contract import Admission, QueueInfo
-from ._records import COLUMNS, INSERT_TASK, OPEN_STATES, record, ttl_end
+from . import _fair
+from ._records import (
+    COLUMNS,
+    INSERT_FAIR,
+    INSERT_TASK,
+    OPEN_STATES,
+    TENANT_INDEX,
+    record,
+    ttl_end,
+)
 from ._tx import COUNTERS, Tx
 
 _OPEN = "state IN ('pending', 'scheduled', 'running')"
@@ -24,16 +33,35 @@ IN_CHUNK = 500
 def accept(
     tx: Tx, info: QueueInfo, row: tuple[Any, ...], task_id: str, due: float | None
 ) -> Admission:
-    """Store one new task atomically with the queue's maxsize."""
+    """Store one new task atomically with the queue's maxsize (and its tenant's
+    `tenant_maxsize`); the first task with a tenant switches the queue to fair mode."""
     q = tx.queue(info.name, info)
     assert q is not None
     if q.outstanding >= info.maxsize:
         found = tx.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return Admission.EXISTS if found else Admission.FULL
-    state, avail = ("pending", tx.now) if due is None else ("scheduled", due)
-    cursor = tx.execute(INSERT_TASK, (task_id, info.name, state, avail, *row))
+    tenant = row[TENANT_INDEX]
+    if q.fair:
+        _fair.promote(tx, q, info.name)  # what became due meanwhile joins its flow first
+    elif tenant:
+        _fair.switch(tx, q, info.name)
+    if not _fair.admit(tx, info, tenant):
+        found = tx.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return Admission.EXISTS if found else Admission.TENANT_FULL
+    if due is not None:
+        cursor = tx.execute(INSERT_TASK, (task_id, info.name, "scheduled", due, *row))
+    elif q.fair:  # into its flow (`_fair.py`)
+        cursor = tx.execute(INSERT_FAIR, (task_id, info.name, *row, q.seq + 1))
+        if cursor.rowcount:
+            q.next_seq()
+            _fair.join(tx, q, info.name, tenant, row[TENANT_INDEX - 1])
+    else:
+        cursor = tx.execute(INSERT_TASK, (task_id, info.name, "pending", tx.now, *row))
     if cursor.rowcount == 0:
         return Admission.EXISTS
+    if info.tenant_maxsize is not None:
+        assert cursor.lastrowid is not None
+        _fair.accepted(tx, info.name, tenant, cursor.lastrowid)
     q.add("outstanding")
     q.add("submitted")
     tx.effects.add(f"ready:{info.name}")
@@ -45,24 +73,30 @@ def accept_many(tx: Tx, info: QueueInfo, rows: Sequence[tuple[str, tuple[Any, ..
     accepted (or existed)."""
     taken = 0
     for task_id, row in rows:
-        if accept(tx, info, row, task_id, None) is Admission.FULL:
+        if accept(tx, info, row, task_id, None) in (Admission.FULL, Admission.TENANT_FULL):
             break
         taken += 1
     return taken
 
 
-def claim(tx: Tx, queue: str, n: int, lease: float) -> tuple[list[Task], float | None]:
+def claim(tx: Tx, info: QueueInfo, n: int, lease: float) -> tuple[list[Task], float | None]:
     """Lease up to `n` tasks: first those whose lease ran out (a dead process's, delivered
     again ahead of the queue), then the available ones (ready, or due) by priority, the
-    oldest first within one. With none, also
-    says when one may be (None: nothing waits)."""
+    oldest first within one (in fair mode, fair share within one: `_fair.claim`). With
+    none, also says when one may be (None: nothing waits)."""
     now = tx.now
+    queue = info.name
     rows = tx.execute(
         f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND lease_until <= ? "
         "ORDER BY lease_until LIMIT ?",
         (queue, now, n),
     ).fetchall()
-    if len(rows) < n:
+    q = tx.queue(queue)
+    fair = q is not None and q.fair
+    if fair and len(rows) < n:
+        assert q is not None
+        rows += _fair.claim(tx, info, q, n - len(rows))
+    elif len(rows) < n:
         # Tasks of a priority above the default first (the partial index `tasks_ranked`,
         # empty for a queue that uses none), then the default's, oldest first.
         rows += tx.execute(
@@ -70,22 +104,27 @@ def claim(tx: Tx, queue: str, n: int, lease: float) -> tuple[list[Task], float |
             "ORDER BY priority DESC, avail_at, rowid LIMIT ?",
             (queue, now, n - len(rows)),
         ).fetchall()
-    if len(rows) < n:
-        rows += tx.execute(
-            f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND avail_at <= ? AND priority = 0 "
-            "ORDER BY avail_at, rowid LIMIT ?",
-            (queue, now, n - len(rows)),
-        ).fetchall()
+        if len(rows) < n:
+            rows += tx.execute(
+                f"SELECT {COLUMNS} FROM tasks WHERE queue = ? AND avail_at <= ? AND priority = 0 "
+                "ORDER BY avail_at, rowid LIMIT ?",
+                (queue, now, n - len(rows)),
+            ).fetchall()
     if not rows:
+        # In fair mode, tasks handed back (`avail_at` 0) of a tenant at its limit wait for
+        # a slot (a wake-up), not for a time.
         times = [
             row[0]
             for row in (
                 tx.execute(
-                    f"SELECT {column} FROM tasks WHERE queue = ? AND {column} IS NOT NULL "
+                    f"SELECT {column} FROM tasks WHERE queue = ? AND {condition} "
                     f"ORDER BY {column} LIMIT 1",
                     (queue,),
                 ).fetchone()
-                for column in ("avail_at", "lease_until")
+                for column, condition in (
+                    ("avail_at", "avail_at > 0" if fair else "avail_at IS NOT NULL"),
+                    ("lease_until", "lease_until IS NOT NULL"),
+                )
             )
             if row is not None
         ]
@@ -131,14 +170,21 @@ def renew(
 
 
 def release(tx: Tx, queue: str, items: Sequence[tuple[str, int, int, float | None]]) -> None:
-    """Hand back claimed tasks never started: first in line again, as before the claim."""
+    """Hand back claimed tasks never started: first in line again within their priority,
+    as before the claim (in fair mode too, ahead of the flows of their priority; the slot
+    each held for its tenant is freed)."""
+    q = None
     for task_id, attempts, deliveries, first_started in items:
-        tx.execute(
+        found = tx.execute(
             "UPDATE tasks SET state = 'pending', owner = NULL, avail_at = 0, lease_until = NULL, "
-            "attempts = ?, "
-            "deliveries = ?, first_started = ? WHERE id = ? AND owner = ? AND state = 'running'",
+            "attempts = ?, deliveries = ?, first_started = ? "
+            "WHERE id = ? AND owner = ? AND state = 'running' RETURNING tenant, counted",
             (attempts, deliveries, first_started, task_id, tx.owner),
-        )
+        ).fetchone()
+        if found is not None and found[1] & _fair.RUNNING:
+            q = q or tx.queue(queue)
+            if q is not None:
+                _fair.freed(tx, q, queue, found[0], running=1, outstanding=0)
     tx.effects.add(f"ready:{queue}")
 
 
@@ -152,13 +198,21 @@ def settle(
     counts: tuple[int, int, float | None],
     finished_at: float,
 ) -> bool:
-    """Record an outcome unless the task has one (first outcome wins)."""
+    """Record an outcome unless the task has one (first outcome wins). In fair mode, the
+    task leaves its flow (if it waited in one); what it counted in for its tenant (its
+    running slot, its place under `tenant_maxsize`) is freed."""
     attempts, deliveries, first_started = counts
-    cursor = tx.execute(
+    q = tx.queue(info.name, info)
+    assert q is not None
+    before = None
+    if q.fair:
+        before = tx.execute("SELECT state, fseq FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    found = tx.execute(
         "UPDATE tasks SET state = ?, avail_at = NULL, lease_until = NULL, owner = NULL, "
-        "result = ?, error = ?, "
+        + ("fseq = NULL, " if q.fair else "")
+        + "result = ?, error = ?, "
         "finished_at = ?, attempts = ?, deliveries = ?, first_started = ?, keep_until = ?, "
-        f"settled = ? WHERE id = ? AND {_OPEN}",
+        f"settled = ? WHERE id = ? AND {_OPEN} RETURNING tenant, priority, counted",
         (
             state.value,
             result,
@@ -171,11 +225,20 @@ def settle(
             tx.settle_seq(),
             task_id,
         ),
-    )
-    if cursor.rowcount == 0:
+    ).fetchone()
+    if found is None:
         return False
-    q = tx.queue(info.name, info)
-    assert q is not None
+    tenant, level, counted = found
+    running = 0
+    if before is not None:
+        state_before, place = before
+        if place is not None:
+            _fair.leave(tx, info.name, tenant, int(level))
+        # A slot is held while running (the bit stays set through a retry or a release).
+        running = int(state_before == "running" and counted & _fair.RUNNING != 0)
+    outstanding = counted & _fair.OUTSTANDING
+    if running or outstanding:
+        _fair.freed(tx, q, info.name, tenant, running=running, outstanding=outstanding)
     q.add("outstanding", -1)
     q.add(COUNTERS[state])
     tx.effects.update(("settled", f"room:{info.name}"))
@@ -194,20 +257,23 @@ def retry_at(
     """Make a task this process holds ready again at `due`, with its record as it stands.
     `ahead` (`retry_ahead`): it waits half a priority level above its own (the record
     reads its priority back as the level below), so that once due a claim takes it after
-    higher priorities and ahead of the new tasks of its own, retries by due time."""
+    higher priorities and ahead of the new tasks of its own, retries by due time (in
+    fair mode, once due it joins the front of its flow instead: `_fair.promote`)."""
     attempts, deliveries, first_started = counts
-    cursor = tx.execute(
+    found = tx.execute(
         "UPDATE tasks SET state = 'scheduled', avail_at = ?, lease_until = NULL, owner = NULL, "
         "error = ?, "
         "attempts = ?, deliveries = ?, first_started = ? "
         + (", priority = CAST(priority AS INTEGER) + 0.5 " if ahead else "")
-        + "WHERE id = ? AND owner = ? AND state = 'running'",
+        + "WHERE id = ? AND owner = ? AND state = 'running' RETURNING tenant, counted",
         (due, error, attempts, deliveries, first_started, task_id, tx.owner),
-    )
-    if cursor.rowcount:
+    ).fetchone()
+    if found is not None:
         q = tx.queue(queue)
         if q is not None:
             q.add("retried")
+            if found[1] & _fair.RUNNING:  # its tenant's running slot is free while it waits
+                _fair.freed(tx, q, queue, found[0], running=1, outstanding=0)
         tx.effects.add(f"ready:{queue}")
 
 

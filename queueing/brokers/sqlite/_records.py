@@ -18,8 +18,10 @@ from ..._task import (
     Task,
     TaskState,
     parse_priority,
+    parse_tenant,
     parse_trace,
     priority_of,
+    tenant_of,
     trace_of,
 )
 
@@ -33,7 +35,7 @@ STATES = {state.value: state for state in TaskState}
 COLUMNS = (
     "id, queue, state, payload, submitted_at, expires_at, attempts, deliveries, "
     "first_started, result, error, finished_at, run, route, stage, path, fanned, trace, "
-    "priority"
+    "priority, tenant"
 )
 
 
@@ -106,6 +108,7 @@ def task_row(task: Task) -> tuple[Any, ...]:
         path_text(task.path),
         _trace_text(task),
         priority_of(task),
+        tenant_of(task) or DEFAULT_TENANT,
     )
 
 
@@ -114,10 +117,22 @@ def _trace_text(task: Task) -> str | None:
     return _dumps(trace) if trace else None
 
 
+#: The `tenant` column of a task without one (the queue's default tenant): tenant names
+#: are never empty.
+DEFAULT_TENANT = ""
+#: Where `task_row` puts the tenant.
+TENANT_INDEX = 11
+
 INSERT_TASK = (
     "INSERT OR IGNORE INTO tasks (id, queue, state, avail_at, payload, submitted_at, "
-    "expires_at, attempts, first_started, run, route, stage, path, trace, priority) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "expires_at, attempts, first_started, run, route, stage, path, trace, priority, tenant) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: A new ready task of a queue in fair mode: in its flow at `fseq` (the last value).
+INSERT_FAIR = (
+    "INSERT OR IGNORE INTO tasks (id, queue, state, payload, submitted_at, "
+    "expires_at, attempts, first_started, run, route, stage, path, trace, priority, tenant, "
+    "fseq) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -143,6 +158,7 @@ def record(row: Any, payload: bool = True) -> Task:
         fanned,
         trace,
         priority,
+        tenant,
     ) = row
     data = loads(payload_text) if payload else None
     task: Task
@@ -174,6 +190,10 @@ def record(row: Any, payload: bool = True) -> Task:
     if priority:
         # A due retry of a `retry_ahead` queue waits half a level up (`_ops.retry_at`).
         task.priority = parse_priority(int(priority) if type(priority) is float else priority)
+    if tenant:
+        named = parse_tenant(tenant)
+        if named is not None:
+            task.tenant = named
     return task
 
 
@@ -194,6 +214,9 @@ def letter_text(
     priority = priority_of(task)
     if priority:
         doc["priority"] = priority
+    tenant = tenant_of(task)
+    if tenant is not None:
+        doc["tenant"] = tenant
     return _dumps(doc)
 
 
@@ -214,6 +237,7 @@ def letter_of(text: str) -> DeadLetter:
             submitted_at=float(doc.get("submitted_at") or 0.0),
             failed_at=float(doc.get("failed_at") or 0.0),
             priority=parse_priority(doc.get("priority")),
+            tenant=parse_tenant(doc.get("tenant")),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return DeadLetter(

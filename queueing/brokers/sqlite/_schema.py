@@ -29,6 +29,23 @@ context it carries (JSON, written once at accept), since version 2; and its prio
 (`submit(priority=)`), since version 3: a claim takes available tasks of higher priority
 first (the partial index `tasks_ranked` holds only rows of a priority above the default, so
 a queue that uses none writes no more index entries than before).
+
+Since version 4, fair share between tenants (`submit(tenant=)`, see `_fair.py`): a task's
+row keeps its `tenant` ('' for the queue's default one), and a queue switches to fair
+mode (`queues.fair`) at its first task with a tenant; a queue that never had one is read
+and written as before (its rows only have the new columns' defaults). In fair mode a
+ready task waits in its flow (`fseq`, its place there; `avail_at` NULL), and:
+
+- `flows`: one row per flow with ready tasks (queue, tenant, priority): its start tag `s`,
+  `seq` (the order tags were set, for ties), its number of ready tasks, and whether it is
+  set aside (its tenant at `tenant_concurrency`); the index `flows_next` gives the next
+  flow to take from at once, whatever the number of tenants;
+- `levels`: the virtual time `v` of each (queue, priority);
+- `tenants`: per tenant of a queue, its outstanding tasks (`tenant_maxsize`), its
+  running ones (`tenant_concurrency`) and whether its flows are set aside; a task's
+  `counted` says in which of the two it counts;
+- the index `tasks_flow` holds only tasks waiting in a flow, by (queue, tenant, priority,
+  fseq): the head of a flow is one probe away.
 """
 
 from __future__ import annotations
@@ -41,7 +58,7 @@ from ..._exceptions import BrokerError
 from ._settings import Settings
 
 #: The schema this code reads and writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = """
 CREATE TABLE queues (
@@ -134,11 +151,47 @@ CREATE INDEX tasks_ranked ON tasks (queue, priority DESC, avail_at)
     WHERE avail_at IS NOT NULL AND priority > 0;
 """
 
+# Version 4: tenants and fair share (see the module doc).
+_V4 = """
+ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN fseq INTEGER;
+ALTER TABLE tasks ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN fair INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tasks_flow ON tasks (queue, tenant, priority, fseq) WHERE fseq IS NOT NULL;
+CREATE TABLE flows (
+    queue TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    s REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    ready INTEGER NOT NULL,
+    aside INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, tenant, priority)
+) WITHOUT ROWID;
+CREATE INDEX flows_next ON flows (queue, priority DESC, s, seq) WHERE aside = 0;
+CREATE TABLE levels (
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    v REAL NOT NULL,
+    PRIMARY KEY (queue, priority)
+) WITHOUT ROWID;
+CREATE TABLE tenants (
+    queue TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    outstanding INTEGER NOT NULL DEFAULT 0,
+    running INTEGER NOT NULL DEFAULT 0,
+    aside INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, tenant)
+) WITHOUT ROWID;
+"""
+
 #: MIGRATIONS[n] takes a file from version n to n + 1 (0: a new, empty file).
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _script(conn, _V1),
     lambda conn: _script(conn, _V2),
     lambda conn: _script(conn, _V3),
+    lambda conn: _script(conn, _V4),
 ]
 
 

@@ -27,18 +27,30 @@ COUNTERS = {
 class QueueRow:
     """A queue's row as this transaction changes it."""
 
-    __slots__ = ("changes", "maxsize", "outstanding", "result_ttl")
+    __slots__ = ("changes", "fair", "maxsize", "outstanding", "result_ttl", "seq")
 
-    def __init__(self, maxsize: int, result_ttl: float, outstanding: int) -> None:
+    def __init__(
+        self, maxsize: int, result_ttl: float, outstanding: int, fair: bool, seq: int
+    ) -> None:
         self.maxsize = maxsize
         self.result_ttl = result_ttl
         self.outstanding = outstanding
+        #: Whether the queue is in fair mode (it had a task with a tenant: `_fair.py`).
+        self.fair = fair
+        #: The last number handed out in the queue's fair-mode order (`next_seq`).
+        self.seq = seq
         self.changes: dict[str, int] = {}
 
     def add(self, column: str, amount: int = 1) -> None:
         self.changes[column] = self.changes.get(column, 0) + amount
         if column == "outstanding":
             self.outstanding += amount
+
+    def next_seq(self) -> int:
+        """A number above every one the queue's `seq` handed out before."""
+        self.add("seq")
+        self.seq += 1
+        return self.seq
 
 
 class Tx:
@@ -60,7 +72,8 @@ class Tx:
         row = self._queues.get(name)
         if row is None:
             found = self.execute(
-                "SELECT maxsize, result_ttl, outstanding FROM queues WHERE name = ?", (name,)
+                "SELECT maxsize, result_ttl, outstanding, fair, seq FROM queues WHERE name = ?",
+                (name,),
             ).fetchone()
             if found is None and info is not None:
                 self.execute(
@@ -68,10 +81,11 @@ class Tx:
                     "VALUES (?, ?, ?, ?)",
                     (name, info.maxsize, info.max_payload, _ttl(info.result_ttl)),
                 )
-                found = (info.maxsize, info.result_ttl, 0)
+                found = (info.maxsize, info.result_ttl, 0, 0, 0)
             if found is None:
                 return None
-            row = self._queues[name] = QueueRow(found[0], _ttl_of(found[1]), found[2])
+            maxsize, ttl, outstanding, fair, seq = found
+            row = self._queues[name] = QueueRow(maxsize, _ttl_of(ttl), outstanding, bool(fair), seq)
         return row
 
     def settle_seq(self) -> int:
