@@ -50,7 +50,6 @@ def url_of(redis_server: Any, name: str) -> str:
     return str(redis_server.url_with(prefix=f"{name}{os.getpid()}{time.monotonic_ns() % 10**6}"))
 
 
-@pytest.mark.slow  # 10,000 tasks through three worker processes
 async def test_light_tenants_finish_early_behind_a_heavy_one(
     redis_server: Any, tmp_path: Path
 ) -> None:
