@@ -328,6 +328,14 @@ async def connect_trio(
                     maxsize=info.maxsize,
                     max_payload=info.max_payload,
                     shards=info.shards,
+                    # The declared tenant limits: a client's submit is refused or waits
+                    # past tenant_maxsize as the serving processes' own would.
+                    tenant_concurrency=info.tenant_concurrency,
+                    tenant_maxsize=(
+                        info.tenant_maxsize
+                        if info.tenant_maxsize is None or info.tenant_maxsize <= info.maxsize
+                        else None
+                    ),
                 )
                 remote.append(name)
         for name, stages in (await broker.declared_pipelines()).items():

@@ -9,9 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from client_helpers import SERVED, SPECS, Double, Resize, double, serving
+from client_helpers import SERVED, SPECS, Double, Resize, Sleep, double, serving
 
-from queueing import PayloadError, Pipeline, Queue, UnknownTask, connect, connect_sync
+from queueing import (
+    PayloadError,
+    Pipeline,
+    Queue,
+    QueueFull,
+    UnknownTask,
+    connect,
+    connect_sync,
+)
 
 twice = Queue("twice", Double)
 #: Served with the client tests' queues; a client that passes no specs finds it by name.
@@ -68,3 +76,19 @@ def test_the_asyncio_client(shared_url: str) -> None:
 
     with served(shared_url):
         assert asyncio.run(main()) == [42, 20]
+
+
+#: Served with tenant limits; a client that knows it only by name is held to them.
+naps = Queue("naps", Sleep, workers=1, tenant_maxsize=1, tenant_concurrency=1)
+
+
+def test_a_client_that_knows_a_queue_by_name_keeps_its_tenant_limits(shared_url: str) -> None:
+    with serving(shared_url, naps), connect_sync(shared_url) as client:  # no specs
+        first = client.submit("naps", 2.0, tenant="acme")
+        # The queue waits for room (its default): a client's own timeout ends the wait.
+        with pytest.raises(QueueFull, match="tenant 'acme'"):
+            client.submit("naps", 0.01, tenant="acme", timeout=0.2)
+        other = client.submit("naps", 0.01, tenant="globex")  # another tenant has room
+        first.result(timeout=20)
+        other.result(timeout=20)
+        client.submit("naps", 0.01, tenant="acme").result(timeout=20)  # room again

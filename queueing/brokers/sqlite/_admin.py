@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,17 @@ def declare(tx: Tx, infos: Sequence[QueueInfo], process: tuple[Any, ...] | None)
                 "served_at = ? WHERE name = ?",
                 (info.maxsize, info.max_payload, min(info.result_ttl, 1e18), tx.now, info.name),
             )
+            limits = {
+                "tenant_concurrency": info.tenant_concurrency,
+                "tenant_maxsize": info.tenant_maxsize,
+            }
+            if any(limit is not None for limit in limits.values()):
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (TENANTS_KEY + info.name, json.dumps(limits)),
+                )
+            else:
+                tx.execute("DELETE FROM meta WHERE key = ?", (TENANTS_KEY + info.name,))
     if process is not None:
         tx.execute(
             "INSERT OR REPLACE INTO processes (owner, pid, host, queues, workers, "
@@ -56,9 +68,17 @@ def declare(tx: Tx, infos: Sequence[QueueInfo], process: tuple[Any, ...] | None)
         )
 
 
-def declared(tx: Tx) -> list[tuple[str, int, int, float]]:
+#: The `meta` rows of a served queue's tenant limits: `tenants:NAME`, a JSON object of
+#: `tenant_concurrency` and `tenant_maxsize` (no schema version needed for them), so that a
+#: client that knows the queue only by name holds its submits to `tenant_maxsize`.
+TENANTS_KEY = "tenants:"
+
+
+def declared(tx: Tx) -> list[tuple[str, int, int, float, Any]]:
     return tx.execute(
-        "SELECT name, maxsize, max_payload, result_ttl FROM queues WHERE served_at IS NOT NULL"
+        "SELECT name, maxsize, max_payload, result_ttl, meta.value FROM queues "
+        "LEFT JOIN meta ON meta.key = ? || name WHERE served_at IS NOT NULL",
+        (TENANTS_KEY,),
     ).fetchall()
 
 

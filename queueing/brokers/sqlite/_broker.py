@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -402,10 +403,18 @@ class SqliteBroker(Broker):
 
     async def declared(self) -> dict[str, QueueInfo]:
         rows = await self.writer.call(_admin.declared, write=False)
-        return {
-            name: QueueInfo(name, maxsize, max_payload, math.inf if ttl >= 1e18 else ttl)
-            for name, maxsize, max_payload, ttl in rows
-        }
+        found = {}
+        for name, maxsize, max_payload, ttl, tenants in rows:
+            limits = _tenant_limits(tenants)
+            found[name] = QueueInfo(
+                name,
+                maxsize,
+                max_payload,
+                math.inf if ttl >= 1e18 else ttl,
+                tenant_concurrency=limits.get("tenant_concurrency"),
+                tenant_maxsize=limits.get("tenant_maxsize"),
+            )
+        return found
 
     async def declare_pipelines(self, pipelines: Mapping[str, Sequence[str]]) -> None:
         items = [(name, dumps(list(stages))) for name, stages in pipelines.items()]
@@ -432,3 +441,19 @@ class SqliteBroker(Broker):
             except (ValueError, TypeError) as exc:
                 log.warning("pipeline %r: unreadable declaration %r (%s)", name, value, exc)
         return pipelines
+
+
+def _tenant_limits(text: Any) -> dict[str, int]:
+    """The tenant limits a serving process declared (`_admin.TENANTS_KEY`), leniently:
+    a value that is not a positive int is left out."""
+    try:
+        doc = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {
+        key: value
+        for key, value in doc.items()
+        if key in ("tenant_concurrency", "tenant_maxsize") and type(value) is int and value > 0
+    }
