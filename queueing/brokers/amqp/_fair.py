@@ -86,6 +86,18 @@ def is_wake(delivery: Delivery) -> bool:
     return delivery.properties.type == WAKE_TYPE
 
 
+def reject_message(store: Store, acks: Acks, queue: str, delivery: Delivery, reason: str) -> None:
+    """Keep a dead letter of a message that is not a task of ours, then acknowledge it."""
+    fields = {
+        "message_id": delivery.properties.message_id or "",
+        "body": delivery.body.decode(errors="replace"),
+    }
+    letter = bad_entry_letter(queue, fields, reason, time.time())
+    keys = [store.keys.dead(queue)]
+    args = [letter, store.max_dead_letters]
+    store.push(Op("reject", keys, args, lambda _: acks.ack_soon(delivery)))
+
+
 class Fair:
     """Fair queues: which queues are, their claims, retries, hand-backs and figures."""
 
@@ -261,7 +273,7 @@ class Fair:
                 body = delivery.body.decode()
                 task = decode_envelope({"env": body}, queue.name, max_bytes)
             except (BadEntry, UnicodeDecodeError) as exc:
-                self._reject(queue.name, delivery, str(exc))
+                reject_message(self.store, self.acks, queue.name, delivery, str(exc))
                 continue
             parsed.append((delivery, task, body))
         if front:
@@ -282,19 +294,9 @@ class Fair:
             for (delivery, task, _), answer in zip(chunk, answers, strict=True):
                 if int(answer) == -1:
                     reason = f"no task {task.id!r} was submitted (it has no record)"
-                    self._reject(queue.name, delivery, reason)
+                    reject_message(self.store, self.acks, queue.name, delivery, reason)
                 else:
                     self.acks.ack_soon(delivery)
-
-    def _reject(self, queue: str, delivery: Delivery, reason: str) -> None:
-        fields = {
-            "message_id": delivery.properties.message_id or "",
-            "body": delivery.body.decode(errors="replace"),
-        }
-        letter = bad_entry_letter(queue, fields, reason, time.time())
-        keys = [self.store.keys.dead(queue)]
-        args = [letter, self.store.max_dead_letters]
-        self.store.push(Op("reject", keys, args, lambda _: self.acks.ack_soon(delivery)))
 
     # -- what becomes of a held task ----------------------------------------------------
 

@@ -33,19 +33,17 @@ from .._contract import QueueInfo
 from ..redis import _keys as k
 from ..redis._wire import (
     BadEntry,
-    bad_entry_letter,
     decode_envelope,
     encode_envelope,
     letter_of,
 )
 from ._channel import Channel
 from ._errors import AMQPError, PublishNacked, PublishReturned
-from ._fair import Fair, is_wake
+from ._fair import Fair, is_wake, reject_message
 from ._message import Delivery
 from ._rabbit import Rabbit, delay_bucket
 from ._rabbit_claims import Acks, Feed
 from ._store import Store
-from ._store_writes import Op
 
 log = logging.getLogger("queueing.rabbitmq")
 #: Seconds between two reads of a queue's priority levels in use by a claiming process
@@ -258,14 +256,7 @@ class Holds:
 
     def reject(self, queue: str, delivery: Delivery, reason: str) -> None:
         """Keep a dead letter of a message that is not a task of ours, then acknowledge it."""
-        fields = {
-            "message_id": delivery.properties.message_id or "",
-            "body": delivery.body.decode(errors="replace"),
-        }
-        letter = bad_entry_letter(queue, fields, reason, time.time())
-        keys = [self.store.keys.dead(queue)]
-        args = [letter, self.store.max_dead_letters]
-        self.store.push(Op("reject", keys, args, lambda _: self.acks.ack_soon(delivery)))
+        reject_message(self.store, self.acks, queue, delivery, reason)
 
     def let_go(self, queue: str, task: Task) -> tuple[Delivery | None, str, str]:
         """No longer held: its delivery (None if it has none), nonce and client."""

@@ -54,10 +54,7 @@ def declare(tx: Tx, infos: Sequence[QueueInfo], process: tuple[Any, ...] | None)
                 "tenant_maxsize": info.tenant_maxsize,
             }
             if any(limit is not None for limit in limits.values()):
-                tx.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    (TENANTS_KEY + info.name, json.dumps(limits)),
-                )
+                _publish(tx, TENANTS_KEY, [(info.name, json.dumps(limits))])
             else:
                 tx.execute("DELETE FROM meta WHERE key = ?", (TENANTS_KEY + info.name,))
     if process is not None:
@@ -87,21 +84,29 @@ def declared(tx: Tx) -> list[tuple[str, int, int, float, Any]]:
 PIPELINE_KEY = "pipeline:"
 
 
+def _publish(tx: Tx, prefix: str, items: Sequence[tuple[str, str]]) -> None:
+    """Keep a `meta` row `prefix + name` of each (name, text), replacing the one before."""
+    for name, text in items:
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (prefix + name, text))
+
+
+def _published(tx: Tx, prefix: str) -> list[tuple[str, Any]]:
+    """The (name, text) of every `meta` row `prefix + name`."""
+    size = len(prefix)
+    rows = tx.execute(
+        "SELECT substr(key, ?), value FROM meta WHERE substr(key, 1, ?) = ?",
+        (size + 1, size, prefix),
+    ).fetchall()
+    return [(str(name), value) for name, value in rows]
+
+
 def declare_pipelines(tx: Tx, pipelines: Sequence[tuple[str, str]]) -> None:
     """Publish pipelines (name, its stage queues as a JSON list) for clients that know none."""
-    for name, stages in pipelines:
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (PIPELINE_KEY + name, stages)
-        )
+    _publish(tx, PIPELINE_KEY, pipelines)
 
 
 def declared_pipelines(tx: Tx) -> list[tuple[str, Any]]:
-    size = len(PIPELINE_KEY)
-    rows = tx.execute(
-        "SELECT substr(key, ?), value FROM meta WHERE substr(key, 1, ?) = ?",
-        (size + 1, size, PIPELINE_KEY),
-    ).fetchall()
-    return [(str(name), value) for name, value in rows]
+    return _published(tx, PIPELINE_KEY)
 
 
 #: The `meta` rows of published payload types: `payload:NAME`, a description as JSON text.
@@ -110,19 +115,11 @@ PAYLOAD_KEY = "payload:"
 
 def declare_payload_types(tx: Tx, types: Sequence[tuple[str, str]]) -> None:
     """Publish the queues' payload types (name, description) for clients that know none."""
-    for name, text in types:
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (PAYLOAD_KEY + name, text)
-        )
+    _publish(tx, PAYLOAD_KEY, types)
 
 
 def declared_payload_types(tx: Tx) -> list[tuple[str, Any]]:
-    size = len(PAYLOAD_KEY)
-    rows = tx.execute(
-        "SELECT substr(key, ?), value FROM meta WHERE substr(key, 1, ?) = ?",
-        (size + 1, size, PAYLOAD_KEY),
-    ).fetchall()
-    return [(str(name), value) for name, value in rows]
+    return _published(tx, PAYLOAD_KEY)
 
 
 def heartbeat(tx: Tx) -> None:
