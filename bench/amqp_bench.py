@@ -82,6 +82,8 @@ class Framework:
     runs: list[float] = field(default_factory=list)
     enqueues: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: Per run: CPU seconds per task of the client, the worker, RabbitMQ and Redis.
+    cpu: list[dict[str, float]] = field(default_factory=list)
 
     def worker_argv(self, url: str) -> list[str]:
         py = self.python
@@ -198,6 +200,43 @@ def tail(path: Path, lines: int = 6) -> str:
         return ""
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pids: list[int]) -> float:
+    """Seconds of CPU (user + system, all threads) used so far by `pids` (gone ones: 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def group_of(pgid: int) -> list[int]:
+    """The processes of process group `pgid` (a worker and the children it forked)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                pids.append(int(entry))
+    return pids
+
+
+def beam_pids() -> list[int]:
+    """RabbitMQ's Erlang VM (the whole server's CPU: other users of it count too)."""
+    out = subprocess.run(["pgrep", "beam.smp"], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,7 +252,7 @@ def redis_command(port: int, *args: str) -> bytes:
 
 
 @contextmanager
-def private_redis(workdir: Path) -> Iterator[int]:
+def private_redis(workdir: Path) -> Iterator[tuple[int, int]]:
     server = shutil.which("redis-server")
     if server is None:
         raise SystemExit("redis-server not found: install Redis (apt-get install redis-server)")
@@ -246,7 +285,7 @@ def private_redis(workdir: Path) -> Iterator[int]:
             raise SystemExit(f"redis-server did not start:\n{tail(workdir / 'redis.log')}")
         time.sleep(0.05)
     try:
-        yield port
+        yield port, proc.pid
     finally:
         stop(proc)
 
@@ -288,9 +327,10 @@ def versions_of(python: str, dists: tuple[str, ...]) -> dict[str, str]:
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, port: int, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, port: int, redis_pid: int, workdir: Path) -> None:
         self.args = args
         self.port = port
+        self.redis_pid = redis_pid
         self.redis = f"redis://127.0.0.1:{port}/0"
         self.workdir = workdir
 
@@ -331,8 +371,8 @@ class Runner:
         except (IndexError, ValueError):
             return {"error": f"client exited with {done.returncode} and no figures"}
 
-    def run(self, fw: Framework, n: int, round_: int) -> tuple[float, float, str]:
-        """(tasks/s, enqueues/s, error) of one run of `fw`."""
+    def run(self, fw: Framework, n: int, round_: int) -> tuple[float, float, dict[str, float], str]:
+        """(tasks/s, enqueues/s, CPU seconds per task by process, error) of one run."""
         queue = f"bench-{fw.name}-{round_}-{secrets.token_hex(3)}"
         tag = f"{fw.name}-{round_}"
         log = self.workdir / f"{tag}.log"
@@ -345,11 +385,18 @@ class Runner:
             for step in steps:
                 answer = self.drive(fw, env, log, *step)
                 if "error" in answer:
-                    return 0, 0, self._why(f"{step[0]}: {answer['error']}", worker, tag)
+                    return 0, 0, {}, self._why(f"{step[0]}: {answer['error']}", worker, tag)
+            workers, beam = group_of(worker.pid), beam_pids()
+            before = [cpu_of(workers), cpu_of(beam), cpu_of([self.redis_pid])]
             result = self.drive(fw, env, log, "throughput", str(n))
+            after = [cpu_of(workers), cpu_of(beam), cpu_of([self.redis_pid])]
             if "error" in result:
-                return 0, 0, self._why(result["error"], worker, tag)
-            return result["rate"], result["n"] / result["enqueue_s"], ""
+                return 0, 0, {}, self._why(result["error"], worker, tag)
+            names = ("worker", "rabbitmq", "redis")
+            cpu = {name: a - b for name, a, b in zip(names, after, before, strict=True)}
+            cpu["client"] = result.get("cpu_s", 0.0)
+            per_task = {name: seconds / n for name, seconds in cpu.items()}
+            return result["rate"], result["n"] / result["enqueue_s"], per_task, ""
         finally:
             stop(worker)
             delete_queues(self.args.amqp, fw.queues(queue))
@@ -365,6 +412,30 @@ class Runner:
 
 def fmt(value: float | None) -> str:
     return f"{value:,.0f}/s" if value else "-"
+
+
+CPU_COLUMNS = ("client", "worker", "redis", "rabbitmq")
+
+
+def cpu_table(fws: list[Framework]) -> None:
+    """CPU per task of each process (utime + stime over the timed run; the client's from
+    its own process_time), median of the runs (lowest in brackets). RabbitMQ's is its
+    whole server's: others using it meanwhile count too."""
+    table = Table(title="CPU per task (us), median of the runs (lowest)")
+    table.add_column("framework")
+    for column in (*CPU_COLUMNS, "total"):
+        table.add_column(column, justify="right")
+    for fw in fws:
+        if not fw.cpu:
+            continue
+        cells = []
+        for column in (*CPU_COLUMNS, "total"):
+            values = [
+                (sum(run.values()) if column == "total" else run[column]) * 1e6 for run in fw.cpu
+            ]
+            cells.append(f"{statistics.median(values):,.0f} ({min(values):,.0f})")
+        table.add_row(fw.label, *cells)
+    console.print(table)
 
 
 def report(fws: list[Framework], args: argparse.Namespace) -> dict[str, Any]:
@@ -397,8 +468,10 @@ def report(fws: list[Framework], args: argparse.Namespace) -> dict[str, Any]:
             "best": best,
             "enqueue": fw.enqueues,
             "errors": fw.errors,
+            "cpu_per_task": fw.cpu,
         }
     console.print(table)
+    cpu_table(fws)
     peers = [fw for fw in fws if fw is not ours and fw.runs]
     for fw in fws:
         for error in fw.errors:
@@ -443,19 +516,23 @@ def main() -> None:
         if fw.python:
             fw.versions = versions_of(fw.python, fw.dists)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="amqp-bench-") as tmp, private_redis(Path(tmp)) as port:
-        runner = Runner(args, port, Path(tmp))
+    with (
+        tempfile.TemporaryDirectory(prefix="amqp-bench-") as tmp,
+        private_redis(Path(tmp)) as (port, redis_pid),
+    ):
+        runner = Runner(args, port, redis_pid, Path(tmp))
         for round_ in range(args.repeat):
             for fw in fws:
                 if fw.skipped:
                     continue
                 console.print(f"[dim]round {round_ + 1}/{args.repeat}: {fw.label} ...[/]")
-                rate, enqueue, error = runner.run(fw, args.n, round_)
+                rate, enqueue, cpu, error = runner.run(fw, args.n, round_)
                 if error:
                     fw.errors.append(error)
                 else:
                     fw.runs.append(rate)
                     fw.enqueues.append(enqueue)
+                    fw.cpu.append(cpu)
         console.print(f"[dim]{time.monotonic() - started:.0f}s; load average {os.getloadavg()}[/]")
         summary = report(fws, args)
     if args.json:

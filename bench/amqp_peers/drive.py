@@ -35,7 +35,9 @@ def main(argv: list[str]) -> dict:
                 return {"error": f"workers not ready after {timeout:g}s ({last})"}
             time.sleep(0.2)
     if mode == "throughput":
+        cpu = time.process_time()
         result = module.run_throughput(int(args[0]))
+        result["cpu_s"] = time.process_time() - cpu  # this client's CPU, all its threads
         result["rate"] = result["n"] / result["total_s"]
         return result
     raise SystemExit(f"unknown mode {mode!r}")

@@ -4,10 +4,13 @@ Each queue this process claims from has a `Feed`: a channel with a consumer on t
 queue's ready queue, whose deliveries wait in a local buffer until `claim` takes them.
 The consumer's prefetch (Basic.Qos, per consumer, never global) is what this process's
 workers take at once: the tasks its busy workers hold plus what its idle workers asked
-for (the dispatcher's `claim(n)`), the most seen so far, that is its worker count once
-all were busy. A message RabbitMQ sends counts against it until it is acknowledged, so
-this process never holds more than its workers can run (running ones included). A larger
-claim adds a consumer for the difference on the same channel. A delivery is acknowledged
+for (the dispatcher's `claim(n)`), that is its worker count once all were busy, plus the
+deliveries whose outcome is being stored (their workers are idle again, but RabbitMQ
+counts a message against the prefetch until it is acknowledged, after the outcome's
+write), at most as many again: the most seen so far. So a worker whose last task's
+outcome is on its way to the store is not left without a next one, and this process never
+holds more than its workers can run plus what they just ran. A larger claim adds a
+consumer for the difference on the same channel. A delivery is acknowledged
 only once its outcome is stored (`Acks.ack_soon`, after the store's write).
 
 A lost channel or connection hands every unacknowledged delivery back to RabbitMQ: the
@@ -45,8 +48,10 @@ class Feed:
         self.acks = acks
         self.buffer: deque[Delivery] = deque()
         self.arrived = trio.lowlevel.ParkingLot()
-        #: The prefetch asked for (the largest claim), and what the consumers have.
+        #: The prefetch asked for, and what the consumers have; the most tasks the
+        #: workers held and asked for at once.
         self.wanted = 0
+        self.workers = 0
         self.prefetch = 0
         self.changed = trio.lowlevel.ParkingLot()
         self.channel: Channel | None = None
@@ -61,9 +66,18 @@ class Feed:
     async def take(self, n: int, wait: float, held: int = 0) -> list[Delivery]:
         """Up to `n` deliveries, waiting up to `wait` seconds for the first. `held`: how
         many this process's workers hold now (their messages count against the prefetch
-        too): the prefetch grows to `held + n`, what the workers take at once."""
-        if held + n > self.wanted:
-            self.wanted = held + n
+        too): the prefetch grows to `held + n`, what the workers take at once, plus the
+        deliveries settling now (outcome stored or being stored, not acknowledged yet),
+        at most `held + n` of those."""
+        busy = held + n
+        if busy > self.workers:
+            self.workers = busy
+        settling = 0
+        if self.channel is not None:
+            settling = self.acks.unacknowledged(self.channel) - len(self.buffer) - held
+        wanted = busy + min(max(settling, 0), self.workers)
+        if wanted > self.wanted:
+            self.wanted = wanted
             self.changed.unpark_all()
         buffer = self.buffer
         if not buffer:
@@ -174,6 +188,10 @@ class Acks:
                 del self._open[channel]
             tags = self._open[delivery.channel] = set()
         tags.add(delivery.delivery_tag)
+
+    def unacknowledged(self, channel: ChannelCore) -> int:
+        """Deliveries of `channel` not acknowledged yet (or their ack not sent yet)."""
+        return len(self._open.get(channel, ()))
 
     def ack_soon(self, delivery: Delivery) -> None:
         self._due.setdefault(delivery.channel, []).append(delivery.delivery_tag)

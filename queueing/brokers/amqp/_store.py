@@ -70,6 +70,8 @@ RESERVE_CHUNK = 500
 NOTICE_OUTCOME_MAX = 4096
 #: Tasks per `renew.lua` call.
 RENEW_CHUNK = 500
+#: Task ids per `confirm.lua` call (confirms of submits made meanwhile go in one).
+CONFIRM_CHUNK = 1000
 
 #: `reserve.lua`'s answers: 1 reserved, 0 full, 2 tenant full, -1 exists, -2 exists (our
 #: own earlier send), 3 kept waiting in the store (a fair queue's), 4 the same, and the
@@ -254,7 +256,17 @@ class Store(Writes):
         """RabbitMQ confirmed these tasks' messages: the janitor leaves them alone."""
         if task_ids:
             keys = [self.keys.of(queue, "unconfirmed"), self.keys.envs(queue)]
-            self.push(Op("confirm", keys, task_ids))
+            last = self.ops[-1] if self.ops else None
+            if (
+                last is not None
+                and last.script == "confirm"
+                and last.keys == keys
+                and len(last.args) + len(task_ids) <= CONFIRM_CHUNK
+            ):
+                # Not sent yet: one script call for the confirms of many submits.
+                last.args.extend(task_ids)
+                return
+            self.push(Op("confirm", keys, list(task_ids)))
 
     # -- claimed tasks ------------------------------------------------------------------
 

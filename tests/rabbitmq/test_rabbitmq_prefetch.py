@@ -1,0 +1,93 @@
+"""The prefetch of a serving process's consumer (`_rabbit_claims.Feed`): what its workers
+take at once, plus the deliveries whose outcome is on its way to the store (RabbitMQ
+counts those until they are acknowledged), at most as many again. No server needed: the
+feed's channel is a stand-in that records the acknowledgements sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from queueing.brokers.amqp._message import NO_PROPERTIES, Delivery
+from queueing.brokers.amqp._rabbit_claims import Acks, Feed
+
+
+class StandInChannel:
+    """Enough of a channel for a feed and its acknowledgements."""
+
+    is_closed = False
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    async def ack_many(self, tags: list[int], *, upto: int = 0) -> None:
+        self.acked += [*range(1, upto + 1), *tags]
+
+
+def deliveries(channel: Any, first: int, count: int) -> list[Delivery]:
+    return [
+        Delivery(
+            body=b"{}",
+            properties=NO_PROPERTIES,
+            delivery_tag=tag,
+            redelivered=False,
+            exchange="",
+            routing_key="q",
+            channel=channel,
+        )
+        for tag in range(first, first + count)
+    ]
+
+
+async def redeclare() -> None:
+    pass
+
+
+def feed_on(channel: StandInChannel) -> tuple[Feed, Acks]:
+    acks = Acks()
+    feed = Feed("q", redeclare, acks)
+    feed.channel = channel  # type: ignore[assignment]
+    return feed, acks
+
+
+async def test_the_prefetch_is_what_the_workers_take_at_once_when_outcomes_are_stored() -> None:
+    channel = StandInChannel()
+    feed, acks = feed_on(channel)
+    for delivery in deliveries(channel, 1, 8):
+        feed.push(delivery)
+    taken = await feed.take(8, wait=0)
+    assert len(taken) == 8
+    assert feed.wanted == 8
+    for delivery in taken:  # each outcome stored and acknowledged at once
+        acks.ack_soon(delivery)
+    await acks.send_due()
+    assert channel.acked == list(range(1, 9))
+    assert await feed.take(8, wait=0) == []
+    assert feed.wanted == 8
+
+
+async def test_deliveries_whose_outcome_is_being_stored_count_on_top_of_the_workers() -> None:
+    channel = StandInChannel()
+    feed, _ = feed_on(channel)
+    for delivery in deliveries(channel, 1, 8):
+        feed.push(delivery)
+    assert len(await feed.take(8, wait=0)) == 8
+    # All 8 ran; their outcomes are on their way to the store (not acknowledged yet), and
+    # the 8 idle workers ask again: their next tasks must not wait for those writes.
+    assert await feed.take(8, wait=0) == []
+    assert feed.wanted == 16
+
+
+async def test_the_deliveries_settling_add_at_most_as_many_again_as_the_workers_take() -> None:
+    channel = StandInChannel()
+    feed, _ = feed_on(channel)
+    for delivery in deliveries(channel, 1, 4):
+        feed.push(delivery)
+    assert len(await feed.take(4, wait=0)) == 4
+    # 30 more delivered (from an earlier, larger consumer) and settled, none acknowledged.
+    for delivery in deliveries(channel, 5, 30):
+        feed.push(delivery)
+    assert len(await feed.take(30, wait=0)) == 30
+    assert feed.wanted == 34  # 4 + 30: the workers took that many at once
+    assert await feed.take(2, wait=0, held=2) == []
+    # 2 held + 2 asked + 32 settling, of which count at most 30 (the most taken at once).
+    assert feed.wanted == 34
