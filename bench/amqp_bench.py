@@ -201,6 +201,8 @@ def tail(path: Path, lines: int = 6) -> str:
 
 
 TICK = os.sysconf("SC_CLK_TCK")
+#: Seconds RabbitMQ's CPU is sampled before a timed run, to take its idle rate off.
+IDLE_SAMPLE = 2.0
 
 
 def cpu_of(pids: list[int]) -> float:
@@ -387,13 +389,20 @@ class Runner:
                 if "error" in answer:
                     return 0, 0, {}, self._why(f"{step[0]}: {answer['error']}", worker, tag)
             workers, beam = group_of(worker.pid), beam_pids()
+            # RabbitMQ's CPU while this run is idle (others using it, its own timers):
+            # taken off its figure, for the run's duration.
+            idle = cpu_of(beam)
+            time.sleep(IDLE_SAMPLE)
+            idle_rate = (cpu_of(beam) - idle) / IDLE_SAMPLE
             before = [cpu_of(workers), cpu_of(beam), cpu_of([self.redis_pid])]
+            started = time.perf_counter()
             result = self.drive(fw, env, log, "throughput", str(n))
             after = [cpu_of(workers), cpu_of(beam), cpu_of([self.redis_pid])]
             if "error" in result:
                 return 0, 0, {}, self._why(result["error"], worker, tag)
             names = ("worker", "rabbitmq", "redis")
             cpu = {name: a - b for name, a, b in zip(names, after, before, strict=True)}
+            cpu["rabbitmq"] -= idle_rate * (time.perf_counter() - started)
             cpu["client"] = result.get("cpu_s", 0.0)
             per_task = {name: seconds / n for name, seconds in cpu.items()}
             return result["rate"], result["n"] / result["enqueue_s"], per_task, ""
@@ -420,7 +429,8 @@ CPU_COLUMNS = ("client", "worker", "redis", "rabbitmq")
 def cpu_table(fws: list[Framework]) -> None:
     """CPU per task of each process (utime + stime over the timed run; the client's from
     its own process_time), median of the runs (lowest in brackets). RabbitMQ's is its
-    whole server's: others using it meanwhile count too."""
+    whole server's less its idle rate sampled just before (others using it meanwhile
+    still blur it)."""
     table = Table(title="CPU per task (us), median of the runs (lowest)")
     table.add_column("framework")
     for column in (*CPU_COLUMNS, "total"):
