@@ -23,7 +23,10 @@ of its own (deleted afterwards).
 
 Throughput is measured `--repeat` times (3; 1 with `--quick`) in rounds: every framework
 once per round, so a change of the machine's load reaches all alike. The table shows the
-median and the best of the runs, and ours / the faster peer by both.
+median and the best of the runs, and ours / the faster peer by both. A second table shows
+the CPU per task of each process over the timed runs (`/proc`: the worker's process group,
+the client, the private Redis, and RabbitMQ's server less its idle rate sampled for 2 s
+before the run): figures that depend much less on the machine's load than tasks/s do.
 
 The peers live in their own environment, `.bench-venv/amqp-peers` from
 bench/requirements-amqp-peers.txt (never in ours), made on first use.

@@ -70,6 +70,27 @@ RESERVE_CHUNK = 500
 NOTICE_OUTCOME_MAX = 4096
 #: Tasks per `renew.lua` call.
 RENEW_CHUNK = 500
+#: Outcomes of one queue per `finish_many` call (queued `finish.lua` calls, joined).
+FINISH_CHUNK = 200
+#: `finish.lua`'s arguments per task.
+FINISH_ARGS = 14
+#: The body of `finish_many`: KEYS are `finish.lua`'s for the first task (the replies
+#: stream left out), then each task's record and replies stream (its record again if it
+#: has none); ARGV each task's `finish.lua` arguments. One answer per task.
+FINISH_MANY_LOOP = """
+local base = fair_keys(6)
+local out = {}
+for i = 0, (#KEYS - base + 1) / 2 - 1 do
+  local k = {}
+  for j = 2, base - 1 do k[j] = KEYS[j] end
+  k[1] = KEYS[base + 2 * i]
+  local a = {}
+  for j = 1, 14 do a[j] = ARGV[14 * i + j] end
+  if a[12] ~= '' then k[base] = KEYS[base + 2 * i + 1] end
+  out[i + 1] = finish_one(k, a)
+end
+return out
+"""
 #: Task ids per `confirm.lua` call (confirms of submits made meanwhile go in one).
 CONFIRM_CHUNK = 1000
 
@@ -102,7 +123,14 @@ def lua_sources() -> dict[str, str]:
         return folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
     prelude = read("_fair") + "\n"
-    return {name: (prelude if name in FAIR_SCRIPTS else "") + read(name) for name in SCRIPTS}
+    sources = {name: (prelude if name in FAIR_SCRIPTS else "") + read(name) for name in SCRIPTS}
+    # `finish.lua` for many tasks of one queue: its text as a function of its own KEYS and
+    # ARGV (the fair block stays where `fair_keys(6)` reads it, in the call's KEYS).
+    sources["finish_many"] = (
+        f"{prelude}local function finish_one(KEYS, ARGV)\n{read('finish')}\nend\n"
+        + FINISH_MANY_LOOP
+    )
+    return sources
 
 
 def fair_keys(keys: k.Keys, queue: str) -> list[str]:
@@ -131,6 +159,60 @@ FAIR_NAMES = (
 )
 
 
+def _finish_parts(op: Op) -> tuple[list[str], str]:
+    """A queued `finish.lua` call's shared keys (all but the record and the replies
+    stream), and its replies stream (its record if it has none)."""
+    replied = bool(op.args[11])
+    end = len(op.keys) - 1 if replied else len(op.keys)
+    return op.keys[1:end], op.keys[-1] if replied else op.keys[0]
+
+
+def join_finishes(ops: list[Op]) -> list[Op]:
+    """`ops` with each run of `finish.lua` calls of one queue (next to each other, so the
+    order of writes stays as it was) joined into one `finish_many` call."""
+    joined: list[Op] = []
+    run: list[Op] = []
+    shared: list[str] = []
+
+    def close() -> None:
+        if len(run) == 1:
+            joined.append(run[0])
+        elif run:
+            joined.append(_finish_many(list(run)))
+        run.clear()
+
+    for op in ops:
+        if op.script != "finish" or len(op.args) != FINISH_ARGS:
+            close()
+            joined.append(op)
+            continue
+        keys, _ = _finish_parts(op)
+        if run and (keys != shared or len(run) >= FINISH_CHUNK):
+            close()
+        if not run:
+            shared = keys
+        run.append(op)
+    close()
+    return joined
+
+
+def _finish_many(run: list[Op]) -> Op:
+    first = run[0]
+    keys = [first.keys[0], *_finish_parts(first)[0]]
+    args: list[Any] = []
+    for op in run:
+        _, replies = _finish_parts(op)
+        keys += (op.keys[0], replies)
+        args += op.args
+
+    def then(answers: Any) -> None:
+        for op, answer in zip(run, answers, strict=True):
+            if op.then is not None:
+                op.then(answer)
+
+    return Op("finish_many", keys, args, then)
+
+
 class StoreCalls(Calls):
     """The Redis broker's resilient calls (`Calls`), with this broker's scripts."""
 
@@ -157,6 +239,11 @@ class Store(Writes):
         self.starting: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
         self._fair_keys: dict[str, list[str]] = {}
+
+    def take(self) -> list[Op]:
+        """The writes to send next, the outcomes of one queue joined into `finish_many`
+        calls (one script call, and one set of shared keys, for many)."""
+        return join_finishes(super().take())
 
     def fair_key(self, queue: str, name: str) -> str:
         """One key of the queue's fair share block ("fair", or one of `FAIR_NAMES`)."""
