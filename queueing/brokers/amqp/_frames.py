@@ -6,6 +6,7 @@ checks their size and end marker, and splits a message body into body frames.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import deque
 from collections.abc import Sequence
@@ -38,17 +39,26 @@ def method_bytes(channel: int, method: base.Frame) -> bytes:
     return frame.marshal(method, channel)
 
 
+@functools.lru_cache(maxsize=1024)
+def publish_method_bytes(channel: int, exchange: str, routing_key: str, mandatory: bool) -> bytes:
+    """The Basic.Publish method frame, encoded once per channel, exchange, routing key and
+    `mandatory` (the same for every message sent that way)."""
+    method = commands.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+    return frame.marshal(method, channel)
+
+
 def content_bytes(
     channel: int,
-    method: base.Frame,
+    method: base.Frame | bytes,
     properties: commands.Basic.Properties,
     body: bytes,
     frame_max: int,
 ) -> bytes:
-    """A method with content (Basic.Publish): the method, a content header, and the body
-    split into frames no larger than `frame_max`, joined so they go out as one piece."""
+    """A method with content (Basic.Publish): the method (or its frame, encoded), a
+    content header, and the body split into frames no larger than `frame_max`, joined so
+    they go out as one piece."""
     parts: list[bytes | memoryview] = [
-        frame.marshal(method, channel),
+        method if isinstance(method, bytes) else frame.marshal(method, channel),
         frame.marshal(header.ContentHeader(body_size=len(body), properties=properties), channel),
     ]
     step = frame_max - FRAME_OVERHEAD
