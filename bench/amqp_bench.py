@@ -221,6 +221,24 @@ def cpu_of(pids: list[int]) -> float:
     return total / TICK
 
 
+def waited_of(pids: list[int]) -> float:
+    """Seconds the threads of `pids` spent runnable but waiting for a core so far
+    (`/proc/<pid>/task/<tid>/schedstat`, second field; threads gone meanwhile: lost)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
 def group_of(pgid: int) -> list[int]:
     """The processes of process group `pgid` (a worker and the children it forked)."""
     pids = []
@@ -398,9 +416,11 @@ class Runner:
             time.sleep(IDLE_SAMPLE)
             idle_rate = (cpu_of(beam) - idle) / IDLE_SAMPLE
             before = [cpu_of(workers), cpu_of(beam), cpu_of([self.redis_pid])]
+            waited = waited_of(workers)
             started = time.perf_counter()
             result = self.drive(fw, env, log, "throughput", str(n))
             after = [cpu_of(workers), cpu_of(beam), cpu_of([self.redis_pid])]
+            waited = waited_of(workers) - waited
             if "error" in result:
                 return 0, 0, {}, self._why(result["error"], worker, tag)
             names = ("worker", "rabbitmq", "redis")
@@ -408,6 +428,8 @@ class Runner:
             cpu["rabbitmq"] -= idle_rate * (time.perf_counter() - started)
             cpu["client"] = result.get("cpu_s", 0.0)
             per_task = {name: seconds / n for name, seconds in cpu.items()}
+            # Not CPU: how long the worker's threads waited for a core, per task.
+            per_task["worker_waited"] = waited / n
             return result["rate"], result["n"] / result["enqueue_s"], per_task, ""
         finally:
             stop(worker)
@@ -427,24 +449,28 @@ def fmt(value: float | None) -> str:
 
 
 CPU_COLUMNS = ("client", "worker", "redis", "rabbitmq")
+#: Run-queue wait of the worker's threads per task (not part of the total).
+WAIT_COLUMN = "worker_waited"
 
 
 def cpu_table(fws: list[Framework]) -> None:
     """CPU per task of each process (utime + stime over the timed run; the client's from
     its own process_time), median of the runs (lowest in brackets). RabbitMQ's is its
     whole server's less its idle rate sampled just before (others using it meanwhile
-    still blur it)."""
+    still blur it). Last, not CPU: how long the worker's threads were runnable but
+    waited for a core (the machine's other load), per task."""
     table = Table(title="CPU per task (us), median of the runs (lowest)")
     table.add_column("framework")
-    for column in (*CPU_COLUMNS, "total"):
+    for column in (*CPU_COLUMNS, "total", "worker waited for a core"):
         table.add_column(column, justify="right")
     for fw in fws:
         if not fw.cpu:
             continue
         cells = []
-        for column in (*CPU_COLUMNS, "total"):
+        for column in (*CPU_COLUMNS, "total", WAIT_COLUMN):
             values = [
-                (sum(run.values()) if column == "total" else run[column]) * 1e6 for run in fw.cpu
+                (sum(run[c] for c in CPU_COLUMNS) if column == "total" else run[column]) * 1e6
+                for run in fw.cpu
             ]
             cells.append(f"{statistics.median(values):,.0f} ({min(values):,.0f})")
         table.add_row(fw.label, *cells)
