@@ -13,7 +13,10 @@ space and JSON formats), written by the scripts in lua/:
 - `finish.lua` records an outcome (first one wins) before the message is acknowledged;
 - `move.lua` points a record at a new message (a retry's, a hand-back's).
 
-Writes of outcomes are batched (`_store_writes.py`); concurrent reserves share a round trip.
+Writes of outcomes are batched (`_store_writes.py`): the outcomes queued for a queue go in
+one `finish_many` call (`finish.lua` run per task, its shared keys sent once), and the
+confirms of concurrent submits in one `confirm.lua` call; concurrent reserves share a
+round trip.
 """
 
 from __future__ import annotations
