@@ -1,62 +1,105 @@
-"""Fair share's cost per task: a queue without tenants, and with 1, 100 and 10,000 active
-tenants (issue #18: the cost of taking the next task must not grow with the tenants).
+"""Fair share's cost per task in process (memory://): a queue without tenants, and with
+1, 10, 100 and 10,000 active tenants (issue #18: the cost of taking the next task must
+not grow with the number of tenants).
 
-Each run: a queue of 8 no-op workers; N tasks submitted with one `submit_many` (the
-queue's `tenant` function spreads them round-robin over the tenants: task i is tenant
-i mod T's), while the workers hold back (each worker's first task waits for a start
-signal); then the signal, and the time until every task has finished. So during the
-drain all T tenants have tasks waiting (N/T each), and what is timed is taking, running
-and settling each task. Also timed: the submit (validation, the tenant function, the
-fair store's bookkeeping). Figures are tasks/s (wall clock), best and median of
-`--repeat` runs, in rounds (each scenario once per round) after an untimed warm-up, and
-the drain's CPU time per task (this process's, best and median: steadier than the wall
-clock on a machine shared with other work).
+What is measured, like with like: a steady state with the same backlog whatever the
+number of tenants. `--backlog` tasks (50,000) are submitted first, task i of tenant
+i mod T; then each task's handler submits the next task of its tenant (task i + backlog,
+the same tenant) until `--n` tasks have run. So while it is timed the queue always holds
+the same number of tasks (waiting, or running in one of the 8 no-op workers), every one
+of the T tenants has a flow of backlog / T of them, and each task is one submit (from
+the handler), one take from the fair store, one run and one settle. With a backlog of
+one task per tenant (`--backlog 10000 --only 10000`), a flow ends at each take and
+starts again at the handler's submit: the churn of tenants with one task waiting each.
 
-    python bench/fair_bench.py                    # memory://, N=50k, 5 rounds
-    python bench/fair_bench.py --quick            # N=10k, 3 rounds
-    python bench/fair_bench.py --only none        # the queue without tenants alone
+- default: CPU time (this process's) per task over the steady part (from task
+  2 x backlog to task n - backlog), best and median of `--repeat` rounds (each scenario
+  once per round, after an untimed warm-up), and the wall-clock rate over the same part;
+- `--callgrind`: instructions per task under `valgrind --tool=callgrind` (load-independent):
+  two whole runs that differ only by the length of the steady part (the same backlog
+  first, the same tail after), their difference over the tasks between; `--cache` adds
+  callgrind's cache simulation (first-level and last-level data misses per task).
 
-In process only: over Redis, `bench/redis_fair_bench.py` measures the same settings
-(submitted first by a client, then one serving process; the server's own time in the
-scripts too).
+    python bench/fair_bench.py                       # CPU per task, 5 rounds
+    python bench/fair_bench.py --callgrind --cache   # instructions and misses per task
+                                                     # (backlog 20,000: 50 times slower)
+    python bench/fair_bench.py --backlog 10000 --only 10 --only 10000
+
+Over Redis, `bench/redis_fair_bench.py` measures its own settings (submitted first by a
+client, then one serving process; the server's own time in the scripts too).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import _common
 import trio
 import trio.testing
-from _common import Timing, best, fmt_rate, median
 from rich.console import Console
 from rich.table import Table
 
 from queueing import Queue, QueueSystem, Worker, open_system
 
 WORKERS = 8
+BACKLOG = 50_000
+#: Under callgrind (some 50 times slower): the backlog, and the lengths of the two runs
+#: past it.
+CALLGRIND_BACKLOG = 20_000
+CALLGRIND_RUNS = (1_000, 5_000)
 #: Scenario name: the number of tenants (None: no tenant at all).
 SCENARIOS: dict[str, int | None] = {
     "none": None,
     "1": 1,
+    "10": 10,
     "100": 100,
     "10000": 10_000,
 }
 console = Console(width=120)
 
 
-class Noop(Worker):
-    """Returns its payload; a worker's first task waits for the start signal."""
+class Run:
+    """What the handlers share: the system, the run's sizes, the CPU and wall marks."""
 
-    def __init__(self, go: trio.Event) -> None:
-        self.go = go
+    def __init__(self, n: int, backlog: int) -> None:
+        self.n = n
+        self.backlog = backlog
+        self.system: QueueSystem | None = None
+        self.go = trio.Event()
+        self.marks = (2 * backlog, n - backlog)  # the steady part: tasks [first, last)
+        self.cpu = [0.0, 0.0]
+        self.wall = [0.0, 0.0]
+
+
+class Refill(Worker):
+    """A no-op that submits the next task of its tenant (task i + backlog) while there is
+    one to run; a worker's first task waits for the start signal."""
+
+    def __init__(self, shared: Run) -> None:
+        self.shared = shared
 
     async def handle(self, payload: int) -> int:
-        if not self.go.is_set():
-            await self.go.wait()
+        run = self.shared
+        if not run.go.is_set():
+            await run.go.wait()
+        if payload in run.marks:
+            at = run.marks.index(payload)
+            run.cpu[at] = time.process_time()
+            run.wall[at] = time.perf_counter()
+        following = payload + run.backlog
+        if following < run.n:
+            assert run.system is not None
+            await run.system.submit("fair_bench", following)
         return payload
 
 
@@ -70,85 +113,148 @@ def spread(tenants: int) -> Any:
     return tenant_of
 
 
-async def one_run(n: int, tenants: int | None) -> tuple[Timing, Timing, Timing]:
-    """(submit, drain, drain's CPU time) timings of one run."""
-    go = trio.Event()
+async def one_run(n: int, tenants: int | None, backlog: int) -> tuple[float, float, float]:
+    """(CPU seconds per task and tasks/s wall over the steady part, submit_many of the
+    backlog in tasks/s) of one run of n tasks."""
+    run = Run(n, backlog)
     spec = Queue(
         "fair_bench",
-        Noop,
-        worker_kwargs={"go": go},
+        Refill,
+        worker_kwargs={"shared": run},
         workers=WORKERS,
-        maxsize=max(n, 10_000),
+        maxsize=backlog + 10_000,
         tenant=None if tenants is None else spread(tenants),
     )
     async with open_system(spec) as system:
+        run.system = system
         await trio.testing.wait_all_tasks_blocked()
         start = time.perf_counter()
-        receipts = await system.submit_many("fair_bench", range(n))
+        await system.submit_many("fair_bench", range(backlog))
         submitted = time.perf_counter() - start
-        if system.stats()["fair_bench"].submitted != n:
-            raise AssertionError("not every task was accepted")
-        await _wait_started(system)
-        start = time.perf_counter()
-        cpu = time.process_time()
-        go.set()
+        run.go.set()
         await system.drain()
-        drained = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-        total = 0
-        for receipt in receipts:
-            total += await receipt
-        if total != n * (n - 1) // 2:
-            raise AssertionError(f"wrong results: sum {total} for {n} tasks")
-    return (n, submitted), (n, drained), (n, cpu)
+        if system.stats()["fair_bench"].succeeded != max(n, backlog):
+            raise AssertionError(f"not every task ran: {system.stats()['fair_bench']}")
+    tasks = run.marks[1] - run.marks[0]
+    if tasks <= 0:
+        return (0.0, 0.0, backlog / submitted)  # too short for a steady part (--run)
+    return (
+        (run.cpu[1] - run.cpu[0]) / tasks,
+        tasks / (run.wall[1] - run.wall[0]),
+        backlog / submitted,
+    )
 
 
-async def _wait_started(system: QueueSystem) -> None:
-    """Until every worker holds its first task (in process: at once)."""
-    for _ in range(1000):
-        if system.stats()["fair_bench"].in_flight >= WORKERS:
-            return
-        await trio.sleep(0.01)
+def instructions(n: int, tenants: str, backlog: int, cache: bool) -> dict[str, int]:
+    """callgrind's totals of one whole run (a fixed hash seed): Ir, and with `cache` the
+    data misses D1mr+D1mw and DLmr+DLmw."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        if cache:
+            command.append("--cache-sim=yes")
+        command += [sys.executable, __file__, "--run", str(n), "--only", tenants]
+        command += ["--backlog", str(backlog)]
+        subprocess.run(command, check=True, env=env, capture_output=True)
+        text = out.read_text()
+    events = re.search(r"^events: (.*)$", text, re.MULTILINE)
+    totals = re.search(r"^(?:summary|totals): (.*)$", text, re.MULTILINE)
+    if events is None or totals is None:
+        raise RuntimeError("no totals in callgrind's output")
+    counts = dict(zip(events.group(1).split(), map(int, totals.group(1).split()), strict=False))
+    figures = {"Ir": counts["Ir"]}
+    if cache:
+        figures["D1"] = counts["D1mr"] + counts["D1mw"]
+        figures["LL"] = counts["DLmr"] + counts["DLmw"]
+    return figures
+
+
+def callgrind(names: list[str], backlog: int, cache: bool) -> None:
+    title = f"fair share: per task in the steady state, {backlog:,} tasks queued (callgrind)"
+    table = Table(title=title)
+    for column in ("active tenants", "tasks per tenant", "instructions"):
+        table.add_column(column, justify="right")
+    if cache:
+        table.add_column("D1 misses", justify="right")
+        table.add_column("LL misses", justify="right")
+    for name in names:
+        tenants = SCENARIOS[name]
+        small, large = (backlog + extra for extra in CALLGRIND_RUNS)
+        with ThreadPoolExecutor(2) as pool:  # two processes: one per core
+            low, high = pool.map(
+                instructions, (small, large), [name] * 2, [backlog] * 2, [cache] * 2
+            )
+        per = {key: (high[key] - low[key]) / (large - small) for key in low}
+        row = [
+            "no tenant" if tenants is None else f"{tenants:,}",
+            "-" if tenants is None else f"{backlog // tenants:,}",
+            f"{per['Ir']:,.0f}",
+        ]
+        if cache:
+            row += [f"{per['D1']:,.1f}", f"{per['LL']:,.1f}"]
+        table.add_row(*row)
+    console.print(table)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=50_000, help="tasks per run")
+    parser.add_argument("--n", type=int, default=4 * BACKLOG, help="tasks per run")
     parser.add_argument("--repeat", type=int, default=5, help="rounds (best and median)")
-    parser.add_argument("--quick", action="store_true", help="N=10k, 3 rounds")
+    parser.add_argument("--backlog", type=int, default=BACKLOG, help="tasks queued throughout")
     parser.add_argument(
         "--only", action="append", choices=list(SCENARIOS), help="these scenarios only"
     )
+    parser.add_argument("--callgrind", action="store_true", help="instructions per task")
+    parser.add_argument("--cache", action="store_true", help="--callgrind: cache misses too")
+    parser.add_argument("--run", type=int, metavar="N", help="one run of N tasks, nothing else")
     args = parser.parse_args()
-    if args.quick:
-        args.n, args.repeat = 10_000, 3
     names = args.only or list(SCENARIOS)
+    if args.backlog is None:
+        args.backlog = CALLGRIND_BACKLOG if args.callgrind else BACKLOG
+    for name in names:
+        tenants = SCENARIOS[name]
+        if tenants is not None and args.backlog % tenants:
+            parser.error(f"--backlog {args.backlog} is not a multiple of {tenants} tenants")
+    if args.run is not None:
+        trio.run(one_run, args.run, SCENARIOS[names[0]], args.backlog)
+        return 0
     console.print(_common.machine())
+    if args.callgrind:
+        callgrind(names, args.backlog, args.cache)
+        return 0
     console.print(
-        f"memory://, {args.n:,} no-op tasks per run, "
-        f"{WORKERS} workers, best and median of {args.repeat} rounds"
+        f"memory://, {args.n:,} no-op tasks per run, {WORKERS} workers, "
+        f"{args.backlog:,} tasks queued, best and median of {args.repeat} rounds"
     )
-    trio.run(one_run, min(args.n, 2_000), SCENARIOS[names[-1]])  # warm-up
-    submits: dict[str, list[Timing]] = {name: [] for name in names}
-    drains: dict[str, list[Timing]] = {name: [] for name in names}
-    cpus: dict[str, list[Timing]] = {name: [] for name in names}
+    if args.n < 3 * args.backlog + 1000:
+        parser.error(f"--n {args.n} is too short for a steady part: 3 x backlog + 1000 at least")
+    trio.run(one_run, 4000, 10, 1000)  # warm-up
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     for _ in range(args.repeat):
         for name in names:
-            submit, drain, cpu = trio.run(one_run, args.n, SCENARIOS[name])
-            submits[name].append(submit)
-            drains[name].append(drain)
-            cpus[name].append(cpu)
-    table = Table(title="fair share: tasks/s (best / median)")
-    columns = ("active tenants", "drain (take, run, settle)", "CPU µs/task", "submit_many")
+            runs[name].append(trio.run(one_run, args.n, SCENARIOS[name], args.backlog))
+    table = Table(title="fair share: the steady state, per task (best / median)")
+    columns = (
+        "active tenants",
+        "tasks per tenant",
+        "CPU µs/task",
+        "tasks/s (wall)",
+        "submit_many",
+    )
     for column in columns:
         table.add_column(column, justify="right")
     for name in names:
         tenants = SCENARIOS[name]
+        cpus = [run[0] * 1e6 for run in runs[name]]
+        walls = [run[1] for run in runs[name]]
+        submits = [run[2] for run in runs[name]]
         table.add_row(
             "no tenant" if tenants is None else f"{tenants:,}",
-            f"{fmt_rate(best(drains[name]))} / {fmt_rate(median(drains[name]))}",
-            f"{1e6 / best(cpus[name]):.1f} / {1e6 / median(cpus[name]):.1f}",
-            f"{fmt_rate(best(submits[name]))} / {fmt_rate(median(submits[name]))}",
+            "-" if tenants is None else f"{args.backlog // tenants:,}",
+            f"{min(cpus):.2f} / {statistics.median(cpus):.2f}",
+            f"{max(walls):,.0f} / {statistics.median(walls):,.0f}",
+            f"{max(submits):,.0f} / {statistics.median(submits):,.0f}",
         )
     console.print(table)
     return 0

@@ -130,6 +130,8 @@ class _Tenant:
     def __init__(self, name: str | None, step: float) -> None:
         self.name = name
         self.step = step  # 1 / weight: how far its start tag moves per task taken
+        #: Its flows, by level; one that ran dry stays while the tenant has tasks running
+        #: (its next task starts it again, without a new record).
         self.flows: dict[int, _Flow] = {}
         self.running = 0  # taken (handed to a worker) and without an outcome or a retry
         self.full = False  # at `tenant_concurrency`: its flows are set aside
@@ -137,16 +139,19 @@ class _Tenant:
 
 class _Flow:
     """The waiting tasks of one tenant at one priority, FIFO (due retries with
-    `retry_ahead` in `ahead`, read first), with the flow's start tag `start`. `seq` names
-    its entry in the heap (the order its tag was set); -1 while it has none (set aside)."""
+    `retry_ahead` in `ahead`, read first), with the flow's start tag `start`. `seq` is -1
+    while it has no place in the order (set aside, or dry); else, with the heap, it names
+    its entry there (the order its tag was set). `entries`: its entries in the buckets
+    (the last is its place; earlier ones are stale)."""
 
-    __slots__ = ("ahead", "level", "seq", "start", "tasks", "tenant")
+    __slots__ = ("ahead", "entries", "level", "seq", "start", "tasks", "tenant")
 
     def __init__(self, tenant: _Tenant, level: int, start: float) -> None:
         self.tenant = tenant
         self.level = level
         self.start = start
         self.seq = -1
+        self.entries = 0
         self.tasks: deque[Task] = deque()
         self.ahead: deque[Task] | None = None
 
@@ -160,8 +165,14 @@ class Fair(Ranked):
     queuing over flows, exactly as `brokers/_contract.py`'s "Fair share" says. A flow is
     the waiting tasks of one tenant at one priority; the next task is the head of the flow
     with the highest priority, then the lowest start tag, then the one whose tag was set
-    first: a heap of flows keyed so. Taking a task costs a few heap steps, logarithmic in
-    the number of flows waiting, whatever the number of tenants.
+    first.
+
+    While every tenant weighs 1 (no `tenant_weights`, or only weights of 1 so far), every
+    tag of a priority is V or V + 1 (a flow starts at V, and the one taken, at V, moves
+    to V + 1): two FIFOs of flows per priority, `now` (tag V) and `later` (V + 1), each in
+    the order the tags were set, and taking a task costs the same with 10 or 10,000
+    tenants waiting. The first tenant of another weight turns them into a heap of flows
+    keyed (-priority, tag, order the tag was set), for good: logarithmic in the flows.
 
     It also counts each tenant's tasks taken and not yet settled, retried or handed back
     (`done`), and sets a tenant at `tenant_concurrency` aside until one of them is.
@@ -169,9 +180,13 @@ class Fair(Ranked):
 
     __slots__ = (
         "cap",
+        "even",
         "first",
         "firsts",
         "heap",
+        "high",
+        "later",
+        "now",
         "out",
         "retry_ahead",
         "seq",
@@ -188,7 +203,13 @@ class Fair(Ranked):
         self.cap = info.tenant_concurrency
         self.weight_of = info.weight_of
         self.retry_ahead = info.retry_ahead
-        #: Flows that have a task to take: (-priority, start tag, seq, flow).
+        #: Every step so far is 1: the flows wait in `now` and `later`, else in `heap`.
+        self.even = True
+        #: Per priority, the flows with tag V, then those with tag V + 1, in tag order.
+        self.now: list[deque[_Flow]] = [deque() for _ in range(_LEVELS)]
+        self.later: list[deque[_Flow]] = [deque() for _ in range(_LEVELS)]
+        self.high = -1  # no level above it has a flow in `now` or `later`
+        #: Without `even`: flows that have a task to take: (-priority, start tag, seq, flow).
         self.heap: list[tuple[int, float, int, _Flow]] = []
         self.vtime = [0.0] * _LEVELS  # V, per priority
         self.tenants: dict[str | None, _Tenant] = {}
@@ -214,6 +235,8 @@ class Fair(Ranked):
                     step = 1.0 / self.weight_of(name)
                 except Exception as exc:  # the user's function: log, and weigh it 1
                     log.warning("tenant %r: its weight is taken as 1: %s", name, exc)
+            if step != 1.0 and self.even:
+                self._to_heap()
             tenant = self.tenants[name] = _Tenant(name, step)
         return tenant
 
@@ -225,13 +248,44 @@ class Fair(Ranked):
             flow = tenant.flows[level] = _Flow(tenant, level, self.vtime[level])
             if not tenant.full:
                 self._schedule(flow)
+        elif flow.seq < 0 and not flow.tasks and not flow.ahead:
+            flow.start = self.vtime[level]  # dry: it starts again, as a new flow would
+            if not tenant.full:
+                self._schedule(flow)
         return flow
 
     def _schedule(self, flow: _Flow) -> None:
-        """Give a flow its place in the heap, after every tag set before."""
+        """Give a flow its place in the order, after every tag set before."""
+        level = flow.level
+        if self.even:
+            flow.seq = 0
+            flow.entries += 1
+            if flow.start <= self.vtime[level]:
+                self.now[level].append(flow)
+            else:
+                self.later[level].append(flow)
+            if level > self.high:
+                self.high = level
+            return
         self.seq += 1
         flow.seq = self.seq
-        heapq.heappush(self.heap, (-flow.level, flow.start, self.seq, flow))
+        heapq.heappush(self.heap, (-level, flow.start, self.seq, flow))
+
+    def _to_heap(self) -> None:
+        """From `now` and `later` to the heap, in the same order (a tenant of another
+        weight came: tags leave the grid)."""
+        self.even = False
+        for level in range(_LEVELS):
+            for bucket in (self.now[level], self.later[level]):
+                for flow in bucket:
+                    flow.entries -= 1
+                    if not flow.entries and flow.seq >= 0:  # its last entry: its place
+                        self.seq += 1
+                        flow.seq = self.seq
+                        self.heap.append((-level, flow.start, self.seq, flow))
+                bucket.clear()
+        heapq.heapify(self.heap)
+        self.high = -1
 
     def _added(self, flow: _Flow) -> None:
         self.waiting += 1
@@ -274,6 +328,8 @@ class Fair(Ranked):
             handed = self._pop_first()
             if handed is not None:
                 return handed
+        if self.even:
+            return self._pop_even()
         heap = self.heap
         while heap:
             _, start, seq, flow = heap[0]
@@ -291,12 +347,8 @@ class Fair(Ranked):
                 flow.start = start + tenant.step
                 self._taken(task, tenant)  # which may set the flow aside
             if not flow.tasks and not flow.ahead:
-                # An empty flow ends (a task later starts a new one, at S = V).
                 heapq.heappop(heap)
-                flow.seq = -1
-                del tenant.flows[level]
-                if not tenant.flows and not tenant.running:
-                    del self.tenants[tenant.name]
+                self._dry(flow)
             elif task.state is not _PENDING:
                 continue  # cancelled while it waited: not a turn; the flow stays
             elif flow.seq == seq:
@@ -309,13 +361,78 @@ class Fair(Ranked):
                 return task
         raise IndexError("no task may be taken")
 
+    def _pop_even(self) -> Task:
+        """`pop` from `now` and `later`."""
+        while True:
+            level = self._level()
+            if level < 0:
+                raise IndexError("no task may be taken")
+            bucket = self.now[level]
+            if not bucket:  # every flow's tag is V + 1: the one taken makes it V
+                bucket = self.now[level] = self.later[level]
+                self.later[level] = deque()
+            flow = bucket[0]
+            ahead = flow.ahead
+            task = ahead.popleft() if ahead else flow.tasks.popleft()
+            self.waiting -= 1
+            self.count -= 1
+            pending = task.state is _PENDING
+            if pending:
+                start = flow.start
+                self.vtime[level] = start
+                flow.start = start + 1.0
+                self._taken(task, flow.tenant)  # which may set the flow aside
+            if not flow.tasks and not flow.ahead:
+                bucket.popleft()
+                flow.entries -= 1
+                self._dry(flow)
+            elif not pending:
+                continue  # cancelled while it waited: not a turn; the flow stays
+            elif flow.seq >= 0:
+                bucket.popleft()
+                self.later[level].append(flow)  # tag V + 1, set last
+            else:
+                bucket.popleft()  # set aside
+                flow.entries -= 1
+            if pending:
+                return task
+
+    def _level(self) -> int:
+        """The highest level that has a flow in the order, with its first entry its
+        place (stale entries in front are dropped); -1 if there is none."""
+        level = self.high
+        while level >= 0:
+            for bucket in (self.now[level], self.later[level]):
+                while bucket:
+                    flow = bucket[0]
+                    if flow.entries == 1 and flow.seq >= 0:
+                        return level
+                    bucket.popleft()  # stale: set aside, or placed again further back
+                    flow.entries -= 1
+            level -= 1
+            self.high = level
+        return -1
+
+    def _dry(self, flow: _Flow) -> None:
+        """A flow ran out of tasks: it leaves the order (a task later starts it again, at
+        S = V); its record stays while its tenant has tasks running."""
+        flow.seq = -1
+        tenant = flow.tenant
+        if not tenant.running:
+            del tenant.flows[flow.level]
+            if not tenant.flows:
+                del self.tenants[tenant.name]
+
     def _pop_first(self) -> Task | None:
         """A task handed back, of the highest priority that has one, if that is at least
         the priority of the next flow's task."""
-        heap = self.heap
-        while heap and heap[0][3].seq != heap[0][2]:
-            heapq.heappop(heap)
-        floor = -heap[0][0] if heap else 0
+        if self.even:
+            floor = max(self._level(), 0)
+        else:
+            heap = self.heap
+            while heap and heap[0][3].seq != heap[0][2]:
+                heapq.heappop(heap)
+            floor = -heap[0][0] if heap else 0
         for level in range(_LEVELS - 1, floor - 1, -1):
             handed = self.first[level]
             while handed:
@@ -342,7 +459,7 @@ class Fair(Ranked):
         self.out[task] = tenant
         cap = self.cap
         if cap is not None and tenant.running >= cap and not tenant.full:
-            tenant.full = True  # set its flows aside (their heap entries go stale)
+            tenant.full = True  # set its flows aside (their places go stale)
             for flow in tenant.flows.values():
                 if flow.seq >= 0:
                     flow.seq = -1
@@ -359,13 +476,18 @@ class Fair(Ranked):
             tenant.full = False
             vtime = self.vtime
             for flow in tenant.flows.values():
-                flow.start = max(flow.start, vtime[flow.level])
-                self._schedule(flow)
-                self.count += len(flow)
+                if flow.tasks or flow.ahead:
+                    flow.start = max(flow.start, vtime[flow.level])
+                    self._schedule(flow)
+                    self.count += len(flow)
             if self.count and self._arrived:
                 self._arrived.unpark_all()
-        if not tenant.running and not tenant.flows:
-            del self.tenants[tenant.name]
+        if not tenant.running:
+            flows = tenant.flows
+            for level in [level for level, flow in flows.items() if not len(flow)]:
+                del flows[level]  # dry: its record goes with the tenant's last task
+            if not flows:
+                del self.tenants[tenant.name]
 
     def figures(self, limit: int) -> list[tuple[str | None, int, int]]:
         """The tenants with the most tasks waiting (then running): (tenant, waiting,
