@@ -5,8 +5,9 @@ one round trip, one `submit.lua` call per queue (up to `SUBMIT_CHUNK` tasks each
 hands each caller its answer. Outcomes (`finish`, `retry`, `reject` calls) are queued as
 `Op`s; the outcomes of one queue in a batch go as one `finish.lua` call (`Batch`). A
 worker that finished a task is idle, so a claim follows: it sends them in the same round
-trip as its read. The flush loop sends what no claim took within `FLUSH_AFTER` seconds,
-and at once while the claims wait in a blocking read (they take nothing along then).
+trip as its read. The flush loop sends what no claim took within `FLUSH_TURNS` turns of
+the scheduler (no timer: a claim in flight, or waiting in a blocking read, takes nothing
+along, and is not waited for).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ OPS_BATCH = 1000
 OPS_CONGESTED = 2000
 #: Tasks of one queue in one `finish.lua` call.
 MERGE_CHUNK = 200
-#: Seconds an outcome write waits for a claim to take it along before it is sent alone.
-FLUSH_AFTER = 0.002
+#: The scheduler's turns an outcome write waits for a claim to take it along before it is
+#: sent alone (the claim a finished worker asks for starts within a couple).
+FLUSH_TURNS = 3
 #: Seconds between two openings of a replies stream by a client that submits: each one
 #: makes it again if Redis lost it (a FLUSHALL) and pushes its TTL back.
 REOPEN_EVERY = 60.0
@@ -145,7 +147,6 @@ class Batcher:
         self._flushed = trio.lowlevel.ParkingLot()
         #: Claims waiting in a blocking read (they take no outcome writes along for now).
         self.waiting_claims = 0
-        self._claim_waits = trio.lowlevel.ParkingLot()
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
@@ -465,7 +466,6 @@ class Batcher:
     def claim_waiting(self) -> Iterator[None]:
         """Around a claim's blocking read: outcome writes go without waiting for it."""
         self.waiting_claims += 1
-        self._claim_waits.unpark_all()
         try:
             yield
         finally:
@@ -522,15 +522,15 @@ class Batcher:
             if not self.ops:
                 self._flushed.unpark_all()
                 await self._ops_lot.park()
-                if len(self.ops) < OPS_BATCH and not self.waiting_claims:
-                    # A worker that finished is idle: the claim it asks for takes these
-                    # writes along with its read (one round trip instead of two). This
-                    # loop sends what no claim took meanwhile, at once when a claim
-                    # starts to wait for new entries (it takes none until one comes).
-                    with trio.move_on_after(FLUSH_AFTER):
-                        await self._claim_waits.park()
-                else:
+                # A worker that finished is idle: the claim it asks for takes these writes
+                # along with its read (one round trip instead of two), within a few of
+                # the scheduler's turns. This loop sends what no claim took by then: a
+                # claim already in flight took its writes before these came, and one that
+                # waits for new entries takes none until one comes; neither is waited for.
+                for _ in range(FLUSH_TURNS):
                     await trio.lowlevel.checkpoint()
+                    if not self.ops or self.waiting_claims or len(self.ops) >= OPS_BATCH:
+                        break
                 continue
             batch = self.take()
             calls = [(name, keys, args) for name, keys, args, _ in batch.calls]
