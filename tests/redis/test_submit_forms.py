@@ -12,8 +12,8 @@ import pytest
 import trio
 from broker_helpers import JOBS, claim_until, new_run, new_task, opened
 
-from queueing._task import Task, TaskState
-from queueing.brokers._contract import QueueInfo
+from queueing._task import ErrorInfo, Task, TaskState
+from queueing.brokers._contract import Admission, QueueInfo
 from queueing.brokers.redis._wire import encode_envelope, encode_meta, encode_plain
 
 pytestmark = pytest.mark.redis
@@ -101,3 +101,27 @@ async def test_the_answers_name_each_task_not_accepted(redis_url: str) -> None:
         assert await broker.lookup(fresh[1].id) is not None
         assert await broker.lookup(fresh[2].id) is None
         assert await broker.outstanding("small") == 5
+
+
+async def test_ids_and_prefixes_beyond_ascii_keep_their_tasks(redis_url: str) -> None:
+    async with opened(redis_url, prefix="prëfix") as broker:
+        # A ranked queue (one task with a priority first): its tasks wait by their ids, and
+        # a cancel takes a waiting one out by its id.
+        first = Task("jobs:ключ-first", "jobs", -1, time.time())
+        first.priority = 1
+        assert await broker.accept(JOBS, first) is Admission.ACCEPTED
+        tasks = [Task(f"jobs:ключ-{i}", "jobs", i, time.time()) for i in range(3)]
+        assert await broker.accept_many(JOBS, tasks) == 3
+        for task in tasks:
+            record = await broker.lookup(task.id)
+            assert record is not None
+            assert record.state is TaskState.PENDING
+        cancelled = await broker.cancel(tasks[1].id, ErrorInfo("Cancelled", "by the test"))
+        assert cancelled is not None
+        claimed: list[Task] = []
+        while len(claimed) < 3:
+            claimed += await claim_until(broker, n=4)
+        assert await broker.claim(JOBS, 4, wait=0) == []
+        assert [(task.id, task.payload) for task in claimed] == [
+            (t.id, t.payload) for t in [first, tasks[0], tasks[2]]
+        ]

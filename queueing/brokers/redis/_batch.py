@@ -362,7 +362,7 @@ class Batcher:
             k.ttl(info.result_ttl),
             k.NUDGE_TOKENS,
             info.tenant_maxsize or 0,
-            len(start) if compact else 0,
+            len(start.encode()) if compact else 0,  # bytes, as Lua counts
         ]
         calls = []
         keys, args, members = list(base), list(head), []
