@@ -31,6 +31,8 @@ log = logging.getLogger("queueing.redis")
 
 #: Slots sent in one pipeline by the submit loop.
 SUBMIT_BATCH = 500
+#: Submit round trips under way at once.
+SUBMITS_IN_FLIGHT = 2
 #: Tasks of one queue in one `submit.lua` call.
 SUBMIT_CHUNK = 500
 #: Outcome writes sent in one pipeline.
@@ -293,21 +295,32 @@ class Batcher:
             self.on_replied()
 
     async def submit_loop(self) -> None:
-        batch: list[_Slot] = []
+        """Send the submits queued, all those queued meanwhile in one round trip; a second
+        round trip may start while one is under way (a submit that comes then does not
+        wait for the other's answer). A caller's next submit comes after its answer, so
+        each caller's tasks keep their order."""
+        sending: list[list[_Slot]] = []
+
+        async def send(batch: list[_Slot]) -> None:
+            await self._send_submits(batch)
+            sending.remove(batch)
+            self._submit_lot.unpark()
+            if not self._submits and not sending:
+                self._flushed.unpark_all()
+
         try:
-            while True:
-                if not self._submits:
-                    await self._submit_lot.park()
-                    continue
-                batch = self._submits[:SUBMIT_BATCH]
-                del self._submits[:SUBMIT_BATCH]
-                await self._send_submits(batch)
-                batch = []
-                if not self._submits:
-                    self._flushed.unpark_all()
+            async with trio.open_nursery() as nursery:
+                while True:
+                    if not self._submits or len(sending) >= SUBMITS_IN_FLIGHT:
+                        await self._submit_lot.park()
+                        continue
+                    batch = self._submits[:SUBMIT_BATCH]
+                    del self._submits[:SUBMIT_BATCH]
+                    sending.append(batch)
+                    nursery.start_soon(send, batch)
         finally:
             # Stopped (the system shuts down): nobody is left to answer these.
-            for slot in [*batch, *self._submits]:
+            for slot in [*(slot for batch in sending for slot in batch), *self._submits]:
                 if not slot.event.is_set():
                     slot.error = SystemStopping(
                         "the system shut down before Redis answered this submit "
