@@ -70,6 +70,7 @@ installed or started is skipped with the reason; a failure of ours is reported a
     python bench/redis_bench.py --only ours,arq --profile
     python bench/redis_bench.py --only ours --procs 1 --commands   # Redis commands per task
     python bench/redis_bench.py --only ours --procs 1 --rate 5000  # latency at 5,000/s
+    python bench/redis_bench.py --only ours --procs 1 --rate half  # at half the max rate
     nox -s bench_redis                          # the same, in its own session
 
 Target (from the benchmark issue): ours >= 2x the fastest peer set-up with one worker
@@ -592,14 +593,17 @@ class Runner:
             if "error" in result:
                 return 0, 0, self._why(result["error"], workers, tag), lat
             if latency:
+                # `--rate half`: half the rate this set-up just reached.
+                rate = result["rate"] / 2 if self.args.rate == "half" else float(self.args.rate)
                 lat = self.drive(
                     fw,
                     log,
                     "latency",
-                    str(self.args.rate),
+                    f"{rate:.0f}",
                     str(self.args.seconds),
                     timeout=self.args.seconds + 120,
                 )
+                lat["rate"] = rate
             return result["rate"], result["n"] / result["enqueue_s"], "", lat
         finally:
             for proc in workers:
@@ -964,11 +968,13 @@ def report_latency(
 ) -> None:
     if not any(out.latency for out in outcomes.values()):
         return
+    rate = "half its rate" if args.rate == "half" else f"{args.rate:g} tasks/s"
     lat = Table(
-        title=f"Latency, 1 worker process: {args.rate:g} tasks/s for {args.seconds:g} s, "
+        title=f"Latency, 1 worker process: {rate} for {args.seconds:g} s, "
         "from when a submit was due to its result in hand"
     )
-    for column in ("framework", "p50", "p99", "max", "done", "errors", "how results arrive"):
+    columns = ("framework", "tasks/s", "p50", "p99", "max", "done", "errors", "how results arrive")
+    for column in columns:
         lat.add_column(
             column, justify="left" if column in ("framework", "how results arrive") else "right"
         )
@@ -986,10 +992,11 @@ def report_latency(
         if not figures:
             continue
         if "error" in figures:
-            lat.add_row(fw.label, "[red]failed[/]", "", "", "", figures["error"][:40], "")
+            lat.add_row(fw.label, "", "[red]failed[/]", "", "", "", figures["error"][:40], "")
             continue
         lat.add_row(
             fw.label,
+            f"{figures.get('rate', 0):,.0f}",
             fmt_ms(figures.get("p50")),
             fmt_ms(figures.get("p99")),
             fmt_ms(figures.get("max")),
@@ -1201,7 +1208,12 @@ def main() -> int:
         "--quick); the table shows the median and the best",
     )
     parser.add_argument("--warmup", type=int, default=500, help="untimed tasks first")
-    parser.add_argument("--rate", type=float, default=200.0, help="latency: tasks/s")
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=200.0,
+        help="latency: tasks/s, or 'half': half the rate each set-up reached in that round",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="latency: duration")
     parser.add_argument("--only", default="", help="comma-separated frameworks (ours always)")
     parser.add_argument("--procs", default="1,2", help="worker process counts (default 1,2)")
@@ -1332,6 +1344,15 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _rate(text: str) -> float | str:
+    if text == "half":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of tasks/s or 'half', got {text!r}") from None
 
 
 def _importable(module: str) -> bool:
