@@ -51,9 +51,12 @@ grow with the load).
 
 Then latency with one worker process (first round only): 200 tasks/s for 10 s, each one
 submit + wait for its result, measured from the moment the submit was due (a client that
-falls behind shows it) to the result in hand: p50 and p99. arq and taskiq results are
-polled (every 2 ms here); streaq and Celery use pub/sub, dramatiq a blocking pop, ours a
-reply stream.
+falls behind shows it) to the result in hand: p50 and p99. Ours also gets a first-result
+run: a client submits without a pause (64 enqueuers), a worker process starts a second
+later, and the time from the worker's start (its first worker's `on_start`) to the client's
+first result is printed (target <= 50 ms: replies reach a client busy submitting). arq
+and taskiq results are polled (every 2 ms here); streaq and Celery use pub/sub, dramatiq a
+blocking pop, ours a reply stream.
 
 The peers live in separate environments (never in ours): `.bench-venv/peers` from
 bench/requirements-peers.txt and `.bench-venv/arq` from bench/peers/requirements-arq.txt
@@ -67,6 +70,7 @@ installed or started is skipped with the reason; a failure of ours is reported a
     python bench/redis_bench.py --only ours,arq --profile
     python bench/redis_bench.py --only ours --procs 1 --commands   # Redis commands per task
     python bench/redis_bench.py --only ours --procs 1 --rate 5000  # latency at 5,000/s
+    python bench/redis_bench.py --only ours --procs 1 --rate half  # at half the max rate
     nox -s bench_redis                          # the same, in its own session
 
 Target (from the benchmark issue): ours >= 2x the fastest peer set-up with one worker
@@ -104,6 +108,11 @@ BENCH = ROOT / "bench"
 PEERS = BENCH / "peers"
 CONCURRENCY = 8
 TARGET = 2.0  # ours / fastest peer, one worker process
+#: First result: the client submits this long before the worker starts; the target (ms
+#: from the worker's start to the client's first result) and how long the client tries.
+FIRST_LEAD = 1.0
+FIRST_TARGET_MS = 50.0
+FIRST_WITHIN = 30.0
 BODIES = {
     "noop": "no-op tasks",
     "incr": "tasks of one Redis INCR each",
@@ -466,6 +475,8 @@ class Outcome:
     # ours: one submit_many with no worker running, tasks/s and Redis CPU s per task
     submit_many: list[float] = field(default_factory=list)
     submit_many_redis: list[float] = field(default_factory=list)
+    # ours: first result while the client submits (`Runner.first_result`), per run
+    first: list[dict[str, Any]] = field(default_factory=list)
 
     def best(self, procs: int) -> float | None:
         runs = self.runs.get(procs)
@@ -582,14 +593,17 @@ class Runner:
             if "error" in result:
                 return 0, 0, self._why(result["error"], workers, tag), lat
             if latency:
+                # `--rate half`: half the rate this set-up just reached.
+                rate = result["rate"] / 2 if self.args.rate == "half" else float(self.args.rate)
                 lat = self.drive(
                     fw,
                     log,
                     "latency",
-                    str(self.args.rate),
+                    f"{rate:.0f}",
                     str(self.args.seconds),
                     timeout=self.args.seconds + 120,
                 )
+                lat["rate"] = rate
             return result["rate"], result["n"] / result["enqueue_s"], "", lat
         finally:
             for proc in workers:
@@ -611,6 +625,52 @@ class Runner:
         for port in self.ports:
             redis_call(port, "FLUSHALL")
         return float(result["rate"]), ""
+
+    def first_result(self, fw: Framework) -> dict[str, Any]:
+        """Ours: a client submits without a pause; `FIRST_LEAD` seconds after it started
+        submitting, one worker process starts. How long after it started (its first
+        worker's `on_start`) did the client get its first result? (Replies must reach a
+        client busy submitting.)"""
+        for port in self.ports:
+            redis_call(port, "FLUSHALL")
+        mark = self.workdir / "ours-first.started"
+        mark.unlink(missing_ok=True)
+        env = self.env(fw)
+        argv = [fw.python, str(PEERS / "drive.py"), fw.name, "first", str(FIRST_WITHIN)]
+        with open(self.workdir / "ours-first.log", "ab") as err:
+            client = subprocess.Popen(argv, cwd=PEERS, env=env, stdout=subprocess.PIPE, stderr=err)
+        worker = None
+        try:
+            assert client.stdout is not None
+            line = client.stdout.readline()  # "submitting", or the figures of a failure
+            if not line.startswith(b"submitting"):
+                out = line + client.communicate(timeout=60)[0]
+            else:
+                time.sleep(FIRST_LEAD)
+                argv = [a.replace("{url}", self.url) for a in fw.worker_argv(1)]
+                worker_env = {**env, "BENCH_MARK_START": str(mark)}
+                worker = spawn(argv, self.workdir / "ours-first-worker.log", worker_env)
+                out = client.communicate(timeout=FIRST_WITHIN + 60)[0]
+        except subprocess.TimeoutExpired:
+            return {"error": "client timed out"}
+        finally:
+            if worker is not None:
+                stop(worker)
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")]
+        try:
+            figures = dict(json.loads(lines[-1]))
+        except (IndexError, ValueError):
+            return {"error": f"client exited with {client.returncode} and no figures"}
+        if "error" not in figures:
+            try:
+                started = float(mark.read_text())
+            except (OSError, ValueError):
+                return {"error": "the worker did not mark its start"}
+            figures["first_ms"] = 1000 * (float(figures["first_at"]) - started)
+        return figures
 
     def _cpu(self, workers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
         """CPU seconds so far: every Redis server's (INFO cpu), the worker processes'
@@ -791,6 +851,17 @@ def fmt_rate(value: float | None) -> str:
     return f"{value:,.0f}/s" if value else "-"
 
 
+def fmt_first(figures: dict[str, Any]) -> str:
+    if "error" in figures:
+        return f"[red]{figures['error']}[/]"
+    ms = float(figures["first_ms"])
+    verdict = "PASS" if ms <= FIRST_TARGET_MS else "MISS"
+    return (
+        f"{ms:.1f} ms after the worker started ({figures.get('submitted', 0):,} submitted "
+        f"meanwhile; target <= {FIRST_TARGET_MS:g} ms: {verdict})"
+    )
+
+
 def fmt_ms(seconds: float | None) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds is not None and seconds == seconds else "-"
 
@@ -880,6 +951,7 @@ def report(
                 "enqueue_rate": {p: statistics.median(e) for p, e in out.enqueue.items()},
                 "errors": out.errors,
                 "latency": out.latency,
+                "first_result": out.first,
                 "cpu_per_task": out.costs,
                 "commands_per_task": out.commands,
                 "submit_many": out.submit_many,
@@ -896,11 +968,13 @@ def report_latency(
 ) -> None:
     if not any(out.latency for out in outcomes.values()):
         return
+    rate = "half its rate" if args.rate == "half" else f"{args.rate:g} tasks/s"
     lat = Table(
-        title=f"Latency, 1 worker process: {args.rate:g} tasks/s for {args.seconds:g} s, "
+        title=f"Latency, 1 worker process: {rate} for {args.seconds:g} s, "
         "from when a submit was due to its result in hand"
     )
-    for column in ("framework", "p50", "p99", "max", "done", "errors", "how results arrive"):
+    columns = ("framework", "tasks/s", "p50", "p99", "max", "done", "errors", "how results arrive")
+    for column in columns:
         lat.add_column(
             column, justify="left" if column in ("framework", "how results arrive") else "right"
         )
@@ -918,10 +992,11 @@ def report_latency(
         if not figures:
             continue
         if "error" in figures:
-            lat.add_row(fw.label, "[red]failed[/]", "", "", "", figures["error"][:40], "")
+            lat.add_row(fw.label, "", "[red]failed[/]", "", "", "", figures["error"][:40], "")
             continue
         lat.add_row(
             fw.label,
+            f"{figures.get('rate', 0):,.0f}",
             fmt_ms(figures.get("p50")),
             fmt_ms(figures.get("p99")),
             fmt_ms(figures.get("max")),
@@ -930,6 +1005,11 @@ def report_latency(
             how.get(fw.name, ""),
         )
     console.print(lat)
+    for fw in fws:
+        for figures in outcomes.get(fw.name, Outcome()).first:
+            console.print(
+                f"{fw.label}: first result while the client keeps submitting: {fmt_first(figures)}"
+            )
     if "streaq" in {fw.name for fw in fws}:
         console.print(
             "[dim](a) streaq stores a result within a few ms, but Task.result() returns ~100 ms "
@@ -1076,6 +1156,10 @@ def run_round(
                 out.commands.setdefault(procs, []).append(dict(runner.last_commands))
         if lat:
             out.latency = lat
+        if first and fw.name == "ours" and not args.no_latency and not error:
+            figures = runner.first_result(fw)
+            out.first.append(figures)
+            console.print(f"  {fw.label:16} first result while submitting: {fmt_first(figures)}")
         costs = runner.last_costs if fw.name == "ours" and not error else {}
         console.print(
             f"  {fw.label:16} {procs} process(es), run {round_}/{args.repeat}: "
@@ -1124,7 +1208,12 @@ def main() -> int:
         "--quick); the table shows the median and the best",
     )
     parser.add_argument("--warmup", type=int, default=500, help="untimed tasks first")
-    parser.add_argument("--rate", type=float, default=200.0, help="latency: tasks/s")
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=200.0,
+        help="latency: tasks/s, or 'half': half the rate each set-up reached in that round",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="latency: duration")
     parser.add_argument("--only", default="", help="comma-separated frameworks (ours always)")
     parser.add_argument("--procs", default="1,2", help="worker process counts (default 1,2)")
@@ -1255,6 +1344,15 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _rate(text: str) -> float | str:
+    if text == "half":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of tasks/s or 'half', got {text!r}") from None
 
 
 def _importable(module: str) -> bool:

@@ -308,6 +308,11 @@ class Engine:
             await self.deliver_later(rt, task)
         return admission
 
+    def accepted_ready(self, rt: QueueRuntime, tasks: list[Task]) -> None:
+        """With a shared broker: `accepted` for these ready tasks, all at once."""
+        rt.submitted += len(tasks)
+        self.results.watch_many(tasks)
+
     def accepted(self, rt: QueueRuntime, task: Task, scheduled: bool) -> bool:
         """Count a task the broker accepted; in process, a ready one goes to the workers.
         False if its queue's buffer had no room for it (then `deliver_later`)."""

@@ -61,6 +61,14 @@ class Results:
         if self._lot:
             self._lot.unpark_all()
 
+    def watch_many(self, tasks: list[Task]) -> None:
+        """`watch` each of these tasks."""
+        refs, gone = self._refs, self._gone
+        for task in tasks:
+            refs[task.id] = _Ref(task, gone, task.id)
+        if self._lot:
+            self._lot.unpark_all()
+
     def watched(self, task_id: str) -> Task | None:
         """The local record of a watched task."""
         ref = self._refs.get(task_id)

@@ -395,10 +395,14 @@ class QueueSystem:
                     taken = await self._accept_many_observed(rt, tasks)
                 else:
                     taken = await broker.accept_many(rt.info, tasks)
-                for task in tasks[:taken]:
-                    if not engine.accepted(rt, task, False):
-                        await engine.deliver_later(rt, task)
-                    accepted.append(Receipt(task, self))
+                if engine.shared:
+                    engine.accepted_ready(rt, tasks[:taken])
+                    accepted += [Receipt(task, self) for task in tasks[:taken]]
+                else:
+                    for task in tasks[:taken]:
+                        if not engine.accepted(rt, task, False):
+                            await engine.deliver_later(rt, task)
+                        accepted.append(Receipt(task, self))
                 for task in tasks[taken:]:
                     sent = [task]
                     await engine.accept(

@@ -4,6 +4,7 @@
     python drive.py FRAMEWORK throughput N            # enqueue N tasks, wait for all
     python drive.py FRAMEWORK latency RATE SECONDS    # paced submit -> result latencies
     python drive.py ours enqueue N                    # one submit_many of N, no worker
+    python drive.py ours first SECONDS                # submit until the first result
 
 FRAMEWORK names a module `FRAMEWORK_tasks` next to this file, or is a worker set-up of
 one (`MODULES`): such a set-up is driven by the very same client code as its module's own,
@@ -54,6 +55,8 @@ def main(argv: list[str]) -> dict:
         return result
     if mode == "enqueue":
         return module.run_enqueue(int(args[0]))
+    if mode == "first":
+        return module.run_first(float(args[0]))
     if mode == "latency":
         rate, seconds = float(args[0]), float(args[1])
         result = module.run_latency(rate, seconds)

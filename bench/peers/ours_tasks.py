@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 
 import coredis
 import trio
@@ -25,9 +25,22 @@ from _common import (
 
 from queueing import Queue, Receipt, Worker, connect
 
+#: Set by the bench for `run_first`'s worker: a file its first worker writes when it
+#: started (wall clock; a file, not Redis: no round trip on the worker's way).
+MARK_START = os.environ.get("BENCH_MARK_START", "")
+#: Receipts `run_first` watches: the first each enqueuer got.
+FIRST_WATCHED = 64
+
 #: `Queue(shards=)` of the bench's queue (`redis_bench.py --shards`, or 2 per master with
 #: `--cluster`).
 SHARDS = int(os.environ.get("BENCH_SHARDS", "1"))
+
+
+def _mark_start() -> None:
+    """The first worker's start, for `run_first` (wall clock): a few microseconds of file
+    writing, where a write to Redis would add a round trip on the worker's way."""
+    with suppress(FileExistsError), open(MARK_START, "x") as mark:
+        mark.write(repr(time.time()))
 
 
 class Job(Worker):
@@ -37,6 +50,8 @@ class Job(Worker):
         self._resources = AsyncExitStack()
         if INCR:
             self._redis = await self._resources.enter_async_context(coredis.Redis.from_url(URL))
+        if MARK_START:
+            _mark_start()
 
     async def on_stop(self) -> None:
         await self._resources.aclose()
@@ -156,5 +171,49 @@ def run_latency(rate: float, seconds: float) -> dict:
                 "errors": errors[:5],
                 "error_count": len(errors),
             }
+
+    return trio.run(go)
+
+
+def run_first(seconds: float) -> dict:
+    """Submit without a pause (as `run_throughput`'s enqueuers) while the bench starts a
+    worker process: when (wall clock) the first result arrived here. Prints "submitting"
+    once the enqueuers run (the bench starts the worker then). Stops at the first result
+    (or after `seconds`)."""
+
+    async def go() -> dict:
+        async with connect(URL, job) as system:
+            first: list[float] = []
+            got = trio.Event()
+            submitted = 0
+            enqueuers = ENQUEUERS
+
+            async def watch(receipt: Receipt) -> None:
+                await receipt
+                if not first:
+                    first.append(time.time())
+                    got.set()
+
+            async def submit_every(index: int, nursery: trio.Nursery) -> None:
+                nonlocal submitted
+                i = index
+                while not got.is_set():
+                    receipt = await system.submit("job", i)
+                    submitted += 1
+                    if submitted == enqueuers:
+                        print("submitting", flush=True)
+                    if i < FIRST_WATCHED:
+                        nursery.start_soon(watch, receipt)
+                    i += enqueuers
+
+            with trio.move_on_after(seconds):
+                async with trio.open_nursery() as nursery:
+                    for index in range(enqueuers):
+                        nursery.start_soon(submit_every, index, nursery)
+                    await got.wait()
+                    nursery.cancel_scope.cancel()
+            if not first:
+                return {"error": f"no result within {seconds:g}s", "submitted": submitted}
+            return {"first_at": first[0], "submitted": submitted}
 
     return trio.run(go)

@@ -5,8 +5,9 @@ one round trip, one `submit.lua` call per queue (up to `SUBMIT_CHUNK` tasks each
 hands each caller its answer. Outcomes (`finish`, `retry`, `reject` calls) are queued as
 `Op`s; the outcomes of one queue in a batch go as one `finish.lua` call (`Batch`). A
 worker that finished a task is idle, so a claim follows: it sends them in the same round
-trip as its read. The flush loop sends what no claim took within `FLUSH_AFTER` seconds,
-and at once while the claims wait in a blocking read (they take nothing along then).
+trip as its read. The flush loop sends what no claim took within `FLUSH_TURNS` turns of
+the scheduler (no timer: a claim in flight, or waiting in a blocking read, takes nothing
+along, and is not waited for).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from ..._task import PipelineTask, Task, priority_of, tenant_of
 from .._contract import Admission, QueueInfo, queue_of
 from . import _keys as k
 from ._calls import ATTEMPT_GRACE, Calls
-from ._wire import encode_envelope, encode_meta
+from ._wire import encode_envelope, encode_meta, encode_plain
 
 log = logging.getLogger("queueing.redis")
 
 #: Slots sent in one pipeline by the submit loop.
 SUBMIT_BATCH = 500
+#: Submit round trips under way at once.
+SUBMITS_IN_FLIGHT = 2
 #: Tasks of one queue in one `submit.lua` call.
 SUBMIT_CHUNK = 500
 #: Outcome writes sent in one pipeline.
@@ -38,8 +41,9 @@ OPS_BATCH = 1000
 OPS_CONGESTED = 2000
 #: Tasks of one queue in one `finish.lua` call.
 MERGE_CHUNK = 200
-#: Seconds an outcome write waits for a claim to take it along before it is sent alone.
-FLUSH_AFTER = 0.002
+#: The scheduler's turns an outcome write waits for a claim to take it along before it is
+#: sent alone (the claim a finished worker asks for starts within a couple).
+FLUSH_TURNS = 3
 #: Seconds between two openings of a replies stream by a client that submits: each one
 #: makes it again if Redis lost it (a FLUSHALL) and pushes its TTL back.
 REOPEN_EVERY = 60.0
@@ -63,14 +67,17 @@ def _staged(task: Task) -> bool:
 
 
 class _Slot:
-    __slots__ = ("answers", "error", "event", "queue", "tasks")
+    __slots__ = ("answers", "compact", "error", "event", "queue", "tasks")
 
     def __init__(
-        self, queue: QueueInfo, tasks: list[tuple[str, str, str, str, str, int, str]]
+        self, queue: QueueInfo, tasks: list[tuple[Any, ...]], compact: bool = False
     ) -> None:
         self.queue = queue
-        # `submit.lua` arguments: id, envelope, meta, due (ms), reply, priority, tenant
+        # `submit.lua` arguments: id, envelope, meta, due (ms), reply, priority, tenant;
+        # `compact`: plain tasks, ready now, waited for here: id, envelope, meta only
+        # (sent in the script's compact form).
         self.tasks = tasks
+        self.compact = compact
         self.answers: list[Admission] = []
         self.error: BaseException | None = None
         self.event = trio.Event()
@@ -142,7 +149,6 @@ class Batcher:
         self._flushed = trio.lowlevel.ParkingLot()
         #: Claims waiting in a blocking read (they take no outcome writes along for now).
         self.waiting_claims = 0
-        self._claim_waits = trio.lowlevel.ParkingLot()
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
@@ -162,8 +168,9 @@ class Batcher:
         if not tasks:
             await trio.lowlevel.checkpoint()
             return []
+        home = k.base(queue.name)
         for task, _ in tasks:
-            if queue_of(task.id) != k.base(queue.name):
+            if queue_of(task.id) != home:
                 raise BrokerError(
                     f"task id {task.id!r} does not name the queue {queue.name!r}: ids are "
                     "<queue>:<unique>"
@@ -175,21 +182,9 @@ class Batcher:
                     f"{k.MAX_ID_LENGTH}: use a shorter key"
                 )
         # Encoded here, so that a payload that is not plain data fails its caller only.
-        encoded = [
-            (
-                task.id,
-                encode_envelope(task),
-                encode_meta(task),
-                due,
-                "" if _staged(task) else self.client_id,
-                priority_of(task),
-                tenant_of(task) or "",
-            )
-            for task, due in tasks
-        ]
-        if not all(_staged(task) for task, _ in tasks):
+        slot = self._encoded(queue, tasks)
+        if slot.compact or not all(_staged(task) for task, _ in tasks):
             self.note_replied(queue.name)
-        slot = _Slot(queue, encoded)
         self._submits.append(slot)
         self._submit_lot.unpark()
         try:
@@ -212,6 +207,31 @@ class Batcher:
         if slot.error is not None:
             raise slot.error
         return slot.answers
+
+    def _encoded(self, queue: QueueInfo, tasks: list[tuple[Task, str]]) -> _Slot:
+        """The slot of these tasks: in the compact form when all are plain tasks, ready
+        now (the bulk of a `submit_many`), each encoded without building its documents."""
+        compact: list[tuple[Any, ...]] = []
+        for task, due in tasks:
+            plain = None if due else encode_plain(task)
+            if plain is None:
+                break
+            compact.append((task.id, *plain))
+        else:
+            return _Slot(queue, compact, compact=True)
+        encoded: list[tuple[Any, ...]] = [
+            (
+                task.id,
+                encode_envelope(task),
+                encode_meta(task),
+                due,
+                "" if _staged(task) else self.client_id,
+                priority_of(task),
+                tenant_of(task) or "",
+            )
+            for task, due in tasks
+        ]
+        return _Slot(queue, encoded)
 
     async def open_replies(self, name: str) -> None:
         """Make sure this client's replies stream of `name` exists before it starts a
@@ -275,21 +295,32 @@ class Batcher:
             self.on_replied()
 
     async def submit_loop(self) -> None:
-        batch: list[_Slot] = []
+        """Send the submits queued, all those queued meanwhile in one round trip; a second
+        round trip may start while one is under way (a submit that comes then does not
+        wait for the other's answer). A caller's next submit comes after its answer, so
+        each caller's tasks keep their order."""
+        sending: list[list[_Slot]] = []
+
+        async def send(batch: list[_Slot]) -> None:
+            await self._send_submits(batch)
+            sending.remove(batch)
+            self._submit_lot.unpark()
+            if not self._submits and not sending:
+                self._flushed.unpark_all()
+
         try:
-            while True:
-                if not self._submits:
-                    await self._submit_lot.park()
-                    continue
-                batch = self._submits[:SUBMIT_BATCH]
-                del self._submits[:SUBMIT_BATCH]
-                await self._send_submits(batch)
-                batch = []
-                if not self._submits:
-                    self._flushed.unpark_all()
+            async with trio.open_nursery() as nursery:
+                while True:
+                    if not self._submits or len(sending) >= SUBMITS_IN_FLIGHT:
+                        await self._submit_lot.park()
+                        continue
+                    batch = self._submits[:SUBMIT_BATCH]
+                    del self._submits[:SUBMIT_BATCH]
+                    sending.append(batch)
+                    nursery.start_soon(send, batch)
         finally:
             # Stopped (the system shuts down): nobody is left to answer these.
-            for slot in [*batch, *self._submits]:
+            for slot in [*(slot for batch in sending for slot in batch), *self._submits]:
                 if not slot.event.is_set():
                     slot.error = SystemStopping(
                         "the system shut down before Redis answered this submit "
@@ -299,43 +330,70 @@ class Batcher:
             self._submits = []
 
     def _calls_of(self, batch: list[_Slot]) -> list[tuple[list[_Slot], list[str], list[Any]]]:
-        """One `submit.lua` call per queue and chunk: (slots, keys, args)."""
-        by_queue: dict[str, list[_Slot]] = {}
+        """One `submit.lua` call per queue, form and chunk: (slots, keys, args). The slots
+        of one queue keep their order (a change of form starts a new call)."""
+        by_queue: dict[str, list[list[_Slot]]] = {}
         for slot in batch:
-            by_queue.setdefault(slot.queue.name, []).append(slot)
+            runs = by_queue.setdefault(slot.queue.name, [])
+            if runs and runs[-1][0].compact == slot.compact:
+                runs[-1].append(slot)
+            else:
+                runs.append([slot])
         calls = []
-        for name, slots in by_queue.items():
-            base = [
-                self.keys.outstanding(name),
-                self.keys.ready(name),
-                self.keys.delayed(name),
-                self.keys.envs(name),
-                self.keys.stats(name),
-                self.keys.live(name),
-                self.keys.waiting(name),
-                self.keys.ranked(name),
-                self.keys.nudge(name),
-                *self.keys.fair(name),
-            ]
-            info = slots[0].queue
-            head = [
-                info.maxsize,
-                self.client_id,
-                k.ttl(info.result_ttl),
-                k.NUDGE_TOKENS,
-                info.tenant_maxsize or 0,
-            ]
-            keys, args, members = list(base), list(head), []
-            for slot in slots:
+        for name, runs in by_queue.items():
+            for slots in runs:
+                calls += self._calls_of_run(name, slots)
+        return calls
+
+    def _calls_of_run(
+        self, name: str, slots: list[_Slot]
+    ) -> list[tuple[list[_Slot], list[str], list[Any]]]:
+        """The calls of one queue's slots of one form (see `_calls_of`)."""
+        base = [
+            self.keys.outstanding(name),
+            self.keys.ready(name),
+            self.keys.delayed(name),
+            self.keys.envs(name),
+            self.keys.stats(name),
+            self.keys.live(name),
+            self.keys.waiting(name),
+            self.keys.ranked(name),
+            self.keys.nudge(name),
+            *self.keys.fair(name),
+        ]
+        info = slots[0].queue
+        # Compact: the records' keys start alike (the queue's tag), the id after that. A
+        # shard's tasks are checked: each id names its own shard.
+        start = self.keys.of(name, "task:")
+        compact = slots[0].compact and (
+            k.base(name) == name
+            or all(self.keys.task(t[0]).startswith(start) for slot in slots for t in slot.tasks)
+        )
+        head = [
+            info.maxsize,
+            self.client_id,
+            k.ttl(info.result_ttl),
+            k.NUDGE_TOKENS,
+            info.tenant_maxsize or 0,
+            len(start.encode()) if compact else 0,  # bytes, as Lua counts
+        ]
+        calls = []
+        keys, args, members = list(base), list(head), []
+        for slot in slots:
+            if compact:
+                for call in slot.tasks:
+                    keys.append(start + call[0])
+                    args += call[1:]
+            else:
                 for call in slot.tasks:
                     keys.append(self.keys.task(call[0]))
-                    args += call
-                members.append(slot)
-                if len(keys) - len(base) >= SUBMIT_CHUNK:
-                    calls.append((members, keys, args))
-                    keys, args, members = list(base), list(head), []
-            if members:
+                    args += call if len(call) == 7 else (*call, "", self.client_id, 0, "")
+            members.append(slot)
+            if len(keys) - len(base) >= SUBMIT_CHUNK:
                 calls.append((members, keys, args))
+                keys, args, members = list(base), list(head), []
+        if members:
+            calls.append((members, keys, args))
         return calls
 
     async def _send_submits(self, batch: list[_Slot]) -> None:
@@ -345,7 +403,9 @@ class Batcher:
         # are accepted (notices go only into a stream that exists): opened in the same
         # round trip, ahead of the submits, every `REOPEN_EVERY` seconds, and on a resend
         # (the connection broke: Redis may have restarted empty).
-        replied = {slot.queue.name for slot in batch if any(t[4] for t in slot.tasks)}
+        replied = {
+            slot.queue.name for slot in batch if slot.compact or any(t[4] for t in slot.tasks)
+        }
         opened: list[str] = []
 
         def fill(pipe: Any) -> list[Any]:
@@ -372,12 +432,29 @@ class Batcher:
                     slot.error = BrokerError(f"submit failed: {type(codes).__name__}: {codes}")
                     slot.event.set()
                 continue
-            codes = iter(codes)
             ours: list[str] = []
+            try:
+                # The tasks not accepted, by position in the call: (index, code) pairs.
+                refused = {int(codes[j]) - 1: int(codes[j + 1]) for j in range(1, len(codes), 2)}
+                if int(codes[0]) != sum(len(slot.tasks) for slot in members):
+                    raise ValueError(f"{codes[0]} answers")
+            except (TypeError, ValueError, IndexError) as exc:
+                for slot in members:
+                    slot.error = BrokerError(f"submit failed: unexpected answer ({exc})")
+                    slot.event.set()
+                continue
+            position = 0
             for slot in members:
-                for call in slot.tasks:
-                    code = int(next(codes))
-                    if code == _ACCEPTED and call[4]:
+                tasks = slot.tasks
+                if not refused:  # the common case: all accepted
+                    slot.answers = [Admission.ACCEPTED] * len(tasks)
+                    ours += (t[0] for t in tasks if slot.compact or t[4])
+                    position += len(tasks)
+                    slot.event.set()
+                    continue
+                for index, call in enumerate(tasks, position):
+                    code = refused.get(index, _ACCEPTED)
+                    if code == _ACCEPTED and (slot.compact or call[4]):
                         # Stored now, naming this client: its notice comes here. (One that
                         # existed may have its outcome already: it is read when waited for.)
                         ours.append(call[0])
@@ -386,6 +463,7 @@ class Batcher:
                     if code == _EXISTS_OURS and sends > 1:
                         code = _ACCEPTED
                     slot.answers.append(_ANSWERS[code])
+                position += len(tasks)
                 slot.event.set()
             if ours:
                 self.on_accepted(ours)
@@ -401,7 +479,6 @@ class Batcher:
     def claim_waiting(self) -> Iterator[None]:
         """Around a claim's blocking read: outcome writes go without waiting for it."""
         self.waiting_claims += 1
-        self._claim_waits.unpark_all()
         try:
             yield
         finally:
@@ -458,15 +535,15 @@ class Batcher:
             if not self.ops:
                 self._flushed.unpark_all()
                 await self._ops_lot.park()
-                if len(self.ops) < OPS_BATCH and not self.waiting_claims:
-                    # A worker that finished is idle: the claim it asks for takes these
-                    # writes along with its read (one round trip instead of two). This
-                    # loop sends what no claim took meanwhile, at once when a claim
-                    # starts to wait for new entries (it takes none until one comes).
-                    with trio.move_on_after(FLUSH_AFTER):
-                        await self._claim_waits.park()
-                else:
+                # A worker that finished is idle: the claim it asks for takes these writes
+                # along with its read (one round trip instead of two), within a few of
+                # the scheduler's turns. This loop sends what no claim took by then: a
+                # claim already in flight took its writes before these came, and one that
+                # waits for new entries takes none until one comes; neither is waited for.
+                for _ in range(FLUSH_TURNS):
                     await trio.lowlevel.checkpoint()
+                    if not self.ops or self.waiting_claims or len(self.ops) >= OPS_BATCH:
+                        break
                 continue
             batch = self.take()
             calls = [(name, keys, args) for name, keys, args, _ in batch.calls]

@@ -36,6 +36,8 @@ MAX_STAGES = 1000
 PATH_DIGITS = 9
 
 dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+#: A JSON string literal of a str, as `dumps` writes it (ensure_ascii=False).
+_string: Any = json.encoder.encode_basestring
 
 
 class BadEntry(ValueError):
@@ -165,6 +167,56 @@ def decode_envelope(fields: Mapping[str, Any], queue: str, max_bytes: int) -> Ta
     if queue_of(task_id) != queue:  # its record would be under another queue's keys
         raise BadEntry(f"task id {task_id!r} does not name the queue {queue!r} (<queue>:<unique>)")
     return task
+
+
+def _float(value: float) -> str:
+    """A finite float as `dumps` writes it (its repr)."""
+    text = float.__repr__(value)
+    if text in ("nan", "inf", "-inf"):
+        raise ValueError(f"Out of range float values are not JSON compliant: {text}")
+    return text
+
+
+def _plain_payload(payload: Any) -> str:
+    kind = type(payload)
+    if kind is int:
+        return int.__repr__(payload)
+    if kind is str:
+        return str(_string(payload))
+    return dumps(payload)
+
+
+def encode_plain(task: Task) -> tuple[str, str] | None:
+    """A task's envelope and record meta, as `encode_envelope` and `encode_meta` write
+    them, without building either document: for a task that is no pipeline stage and has
+    no trace, priority or tenant (the bulk of a `submit_many`). None for any other task
+    (use those two functions)."""
+    if (
+        type(task) is not Task
+        or getattr(task, "trace", None)
+        or getattr(task, "priority", 0)
+        or getattr(task, "tenant", None) is not None
+        or type(task.submitted_at) is not float
+        or task.first_started is not None
+        or type(task.attempts) is not int
+        or type(task.id) is not str
+        or type(task.queue) is not str
+    ):
+        return None
+    expires = task.expires_at
+    if expires is None:
+        expires_text = "null"
+    elif type(expires) is float:
+        expires_text = _float(expires)
+    else:
+        return None
+    times = f'"submitted_at":{_float(task.submitted_at)},"expires_at":{expires_text}'
+    attempts = f'"attempts":{task.attempts}'
+    envelope = (
+        f'{{"v":{VERSION},"id":{_string(task.id)},"queue":{_string(task.queue)},'
+        f'"payload":{_plain_payload(task.payload)},{times},{attempts},"first_started":null}}'
+    )
+    return envelope, f"{{{times},{attempts}}}"
 
 
 # -- records: what Redis keeps of a task for lookups and outcomes ---------------------------

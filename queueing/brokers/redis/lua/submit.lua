@@ -2,11 +2,16 @@
 -- KEYS: 1 outstanding, 2 ready, 3 delayed, 4 envs, 5 stats, 6 live, 7 waiting, 8 ranked,
 --       9 nudge, 10..24 the fair keys (_fair.lua), 25.. the record of each task
 -- ARGV: 1 maxsize, 2 this client, 3 result ttl (ms), 4 nudge tokens cap, 5 tenant_maxsize
---       (0: none), then per task: id, envelope, meta, due (ms; '' for ready now), the
---       client that waits for it ('' for none), priority (0 the default), tenant ('' none)
--- Returns one code per task: 1 accepted; 0 full; 2 its tenant is full (tenant_maxsize);
--- -1 exists (another client's); -2 exists (this client's: our own earlier send, when a
--- lost connection made us resend)
+--       (0: none), 6 the form of the tasks' arguments, then per task:
+--       - form 0: id, envelope, meta, due (ms; '' for ready now), the client that waits
+--         for it ('' for none), priority (0 the default), tenant ('' none);
+--       - form N > 0 (compact: plain tasks, ready now, waited for by this client, no
+--         priority or tenant): envelope, meta; the id is its record's key after the key's
+--         first N characters (the same for every task of the call).
+-- Returns the number of tasks, then, for each task not accepted, its position (from 1)
+-- and its code: 0 full; 2 its tenant is full (tenant_maxsize); -1 exists (another
+-- client's); -2 exists (this client's: our own earlier send, when a lost connection made us
+-- resend). Every task not named was accepted: a call whose tasks all got in answers {n}.
 --
 -- Priorities: a queue's first task of a priority above 0 switches it to ranked mode for
 -- good (`ranked` exists: the sequence of its waiting tasks). Then its ready tasks wait in
@@ -23,7 +28,7 @@
 local F = 10
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 local maxsize = tonumber(ARGV[1])
-local codes = {}
+local codes = {#KEYS - 24}
 local added = 0
 local woken = 0
 local tenant_max = tonumber(ARGV[5]) or 0
@@ -54,16 +59,27 @@ local function full(tenant)
     and tonumber(redis.call('HGET', KEYS[F + 2], 'o:' .. tenant) or '0') >= tenant_max
 end
 
+local form = tonumber(ARGV[6])
 for i = 25, #KEYS do
-  local a = 6 + (i - 25) * 7
-  local id, env, meta, due, reply = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local priority = tonumber(ARGV[a + 5]) or 0
-  local tenant = ARGV[a + 6]
+  local id, env, meta, due, reply, priority, tenant
+  if form > 0 then
+    local a = 7 + (i - 25) * 2
+    id, env, meta = string.sub(KEYS[i], form + 1), ARGV[a], ARGV[a + 1]
+    due, reply, priority, tenant = '', ARGV[2], 0, ''
+  else
+    local a = 7 + (i - 25) * 7
+    id, env, meta, due, reply = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+    priority = tonumber(ARGV[a + 5]) or 0
+    tenant = ARGV[a + 6]
+  end
   if redis.call('EXISTS', KEYS[i]) == 1 then
+    codes[#codes + 1] = i - 24
     codes[#codes + 1] = (redis.call('HGET', KEYS[i], 'r') == ARGV[2]) and -2 or -1
   elseif n >= maxsize then
+    codes[#codes + 1] = i - 24
     codes[#codes + 1] = 0
   elseif full(tenant) then
+    codes[#codes + 1] = i - 24
     codes[#codes + 1] = 2
   else
     n = n + 1
@@ -95,7 +111,6 @@ for i = 25, #KEYS do
       redis.call('HSET', KEYS[i], 'q', '1')
       redis.call('HINCRBY', KEYS[F + 2], 'o:' .. tenant, 1)
     end
-    codes[#codes + 1] = 1
   end
 end
 if added > 0 then
