@@ -1,8 +1,8 @@
 """The seam that metrics and traces plug into: hooks the engine calls around each task.
 
 Every queue's runtime holds four lists of hooks, empty by default; where the engine and
-the workers call them, an empty list costs one truthiness check, so a system that
-observes nothing pays nothing more per task (bench/observe_bench.py measures it).
+the workers call them, an empty list costs one truthiness check: all a system that
+observes nothing pays per task (bench/observe_bench.py measures it).
 
 - `sending(task)`: a new task (or the next stage's task of a pipeline run) is about to be
   handed to the broker, in the submitter's trio task (traces start their `send` span

@@ -142,6 +142,36 @@ class Hang(Worker):
         return seconds
 
 
+async def test_histograms_of_an_in_process_system_over_redis_are_per_queue(
+    redis_url: str,
+) -> None:
+    # Over a shared broker, the same per-task recording as in memory: each queue's counts,
+    # buckets and sum under its own label (real time: lower bounds only).
+    registry = CollectorRegistry()
+    queues = [Queue("short", Hang, workers=4), Queue("long", Hang, workers=2)]
+    async with open_system(*queues, broker=redis_url) as system:
+        metrics.register(system, registry)
+        receipts = await system.submit_many("short", [0.0] * 150)
+        receipts += await system.submit_many("long", [0.06] * 6)
+        for receipt in receipts:
+            await receipt.result(timeout=WAIT)
+        found = samples(generate_latest(registry).decode())
+
+    def of(name: str, queue: str, **labels: str) -> float:
+        return found[(name, tuple(sorted({"queue": queue, **labels}.items())))]
+
+    duration = "queueing_task_duration_seconds"
+    assert of(f"{duration}_count", "short") == 150
+    assert of(f"{duration}_bucket", "short", le="+Inf") == 150
+    assert of("queueing_queue_wait_seconds_count", "short") == 150
+    assert of(f"{duration}_count", "long") == 6
+    assert of(f"{duration}_bucket", "long", le="0.05") == 0  # each slept 0.06 s
+    assert of(f"{duration}_bucket", "long", le="+Inf") == 6
+    assert of(f"{duration}_sum", "long") >= 6 * 0.06
+    assert of("queueing_queue_wait_seconds_count", "long") == 6
+    assert of("queueing_tasks_total", "long", outcome="succeeded") == 6
+
+
 async def test_a_task_reclaimed_after_its_process_died_is_counted(
     redis_server: Any, tmp_path: Path
 ) -> None:
