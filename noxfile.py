@@ -22,12 +22,15 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite, without the slow soak/stress tests (`nox -s slow` runs those) and
-    the chaos scenarios (`nox -s chaos`). In parallel: `nox -s tests -- -n 2 --dist loadfile`
-    (pytest-xdist; each worker starts its own private redis-servers, each test has its own
-    Redis key prefix and RabbitMQ queue prefix)."""
+    the chaos scenarios (`nox -s chaos`), on two pytest-xdist workers (`--dist loadfile`:
+    each worker starts its own private redis-servers, each test has its own Redis key
+    prefix and RabbitMQ queue prefix). Serially: `nox -s tests -- -n 0`."""
     session.install("-e", ".[test]")
     session.run(
-        "pytest", "-m", "not slow and not docs and not browser and not chaos", *session.posargs
+        "pytest",
+        *("-n", "2", "--dist", "loadfile"),
+        *("-m", "not slow and not docs and not browser and not chaos"),
+        *session.posargs,
     )
 
 

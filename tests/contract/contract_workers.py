@@ -45,6 +45,36 @@ async def serve(
         yield system
 
 
+async def until_ready(
+    broker: str, system: queueing.QueueSystem, queue: str, count: int, *, due_in: float = 0.0
+) -> None:
+    """Wait until `count` tasks of `queue` wait for a claim, `due_in` seconds at least (the
+    longest any of them still waits out a delay or a retry's backoff): what became due is
+    where the next claim takes it from. Under load that takes a broker a while: Redis's
+    promoter and RabbitMQ's delay queues move due tasks in the background, a pipeline's
+    next stage is written after its first returned; so the broker's figures say when, not
+    a fixed pause. In memory (MockClock) a pause of SETTLE (no real time) lets it act."""
+    await trio.sleep(due_in)
+    with trio.fail_after(WAIT):
+        while True:
+            figures = await system._broker.figures(queue)
+            if figures is None:  # in process: nothing moves in the background
+                await trio.sleep(SETTLE)
+                return
+            if "ready" in figures:  # Redis, RabbitMQ: what is in the queue
+                ready = figures["ready"]
+            else:  # SQLite: a claim takes what is due (`due_in` is over)
+                ready = figures["outstanding"] - figures["in_flight"]
+            if broker.startswith("amqp"):
+                # What RabbitMQ delivered to this process's consumer ahead of a claim (its
+                # prefetch) is no longer ready there: it waits in the consumer's buffer.
+                feed = system._broker._holds.feeds.get(queue)  # type: ignore[attr-defined]
+                ready += len(feed.buffer) if feed is not None else 0
+            if ready >= count:
+                return
+            await trio.sleep(0.02)
+
+
 def pipeline(name: str, *stages: Queue) -> queueing.Pipeline:
     """`Pipeline(name, stages)`, typed: mypy reads the parameter of `Pipeline` (and of
     `FanOut`) from its attrs `converter=tuple` as `Iterable[_T_co]` and refuses every
@@ -86,9 +116,9 @@ class Probe:
         self._moved.set()
         self._moved = trio.Event()
 
-    async def wait_for(self, log: list[Any], count: int = 1) -> None:
+    async def wait_for(self, log: list[Any], count: int = 1, *, timeout: float = WAIT) -> None:
         """Wait until `log` (one of this probe's lists) holds at least `count` items."""
-        with trio.fail_after(WAIT):
+        with trio.fail_after(timeout):
             while len(log) < count:
                 await self._moved.wait()
 

@@ -8,13 +8,17 @@ from typing import Any
 import pytest
 import tenacity
 import trio
-from contract_workers import SETTLE, Probe, outcome_of, pipeline, serve
+from contract_workers import Probe, outcome_of, pipeline, serve, until_ready
 
 import queueing
 from queueing import InvalidQueue, Overflow, Queue, QueueFull, RetryPolicy, Worker
 
-#: The retry backoff (and the delay) of the tests below: short, and well under SETTLE.
+#: The retry backoff of the tests below: short.
 BACKOFF = 0.05
+#: The backoff (and the delay) of a task that must become due only after the worker took
+#: the next task (the order asserted depends on it): long enough for a loaded machine,
+#: short enough to wait out (in memory it costs no real time).
+DUE = 0.5
 
 
 class Ordered(Worker):
@@ -48,8 +52,10 @@ def later(probe: Probe) -> trio.Event:
     return gate
 
 
-def one_worker(probe: Probe, name: str = "ranked", **options: Any) -> Queue:
-    retry = RetryPolicy(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_fixed(BACKOFF))
+def one_worker(
+    probe: Probe, name: str = "ranked", backoff: float = BACKOFF, **options: Any
+) -> Queue:
+    retry = RetryPolicy(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_fixed(backoff))
     return Queue(name, Ordered, worker_kwargs={"probe": probe}, workers=1, retry=retry, **options)
 
 
@@ -96,7 +102,9 @@ async def test_under_backlog_every_high_priority_task_starts_before_the_low_ones
         for i in range(high):
             await system.submit("ranked", f"high-{i}", priority=1)
         probe.gate.set()
-        await probe.wait_for(probe.finished, 1 + low + high)
+        # Real time over a shared broker: 221 tasks one after the other take a while under
+        # load (what is asserted is their order).
+        await probe.wait_for(probe.finished, 1 + low + high, timeout=60)
     started = names(probe)[1:]
     assert started[:high] == [f"high-{i}" for i in range(high)]
     assert started[high:] == [f"low-{i}" for i in range(low)]
@@ -123,18 +131,19 @@ async def test_a_task_keeps_its_priority_when_it_becomes_due(
     broker: str, clock: trio.abc.Clock | None, how: str
 ) -> None:
     probe = Probe()
-    async with serve(broker, one_worker(probe)) as system:
+    async with serve(broker, one_worker(probe, backoff=DUE)) as system:
         await system.submit("ranked", "hold")
         await probe.wait_for(probe.started)
         if how == "retry":
             # Its first attempt fails: it waits out its backoff, holding no worker.
             await system.submit("ranked", {"name": "high", "fail": 1}, priority=7)
         else:
-            await system.submit("ranked", "high", priority=7, delay=BACKOFF)
+            await system.submit("ranked", "high", priority=7, delay=DUE)
         await system.submit_many("ranked", ["wait-1", "wait-2", "wait-3"])
         probe.gate.set()
         await probe.wait_for(probe.started, 3 if how == "retry" else 2)
-        await trio.sleep(SETTLE)  # "high" is due by now, behind "wait-1"'s worker
+        # "high" becomes due behind "wait-1"'s worker; wait-2 and wait-3 wait too.
+        await until_ready(broker, system, "ranked", 3, due_in=DUE)
         later(probe).set()
         await system.drain()
     expected = [("hold", 1), ("wait-1", 1), ("high", 1), ("wait-2", 1), ("wait-3", 1)]
@@ -209,7 +218,7 @@ async def test_a_pipeline_runs_every_stage_at_its_priority(
         run = await system.submit("flow", "urgent", priority=8)
         # Its first stage runs at once (an idle worker); its second waits behind "hold".
         await before.wait_for(before.finished)
-        await trio.sleep(SETTLE)
+        await until_ready(broker, system, "second", 3)  # low-1, low-2 and urgent
         probe.gate.set()
         assert await outcome_of(run) == "urgent"
         await system.drain()

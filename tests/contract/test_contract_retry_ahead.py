@@ -7,13 +7,15 @@ from __future__ import annotations
 import pytest
 import tenacity
 import trio
-from contract_workers import SETTLE, Probe, serve
+from contract_workers import Probe, serve, until_ready
 
 import queueing
 from queueing import InvalidQueue, Queue, RetryPolicy, Worker
 
-#: The retry backoff of the tests below: short, and well under SETTLE.
-BACKOFF = 0.05
+#: The retry backoff of the tests below: long enough that a loaded machine does not let a
+#: failed task become due before the worker has taken the next one (the order asserted
+#: depends on it), short enough to wait out (in memory it costs no real time).
+BACKOFF = 0.5
 #: The backlog of new tasks behind the failing ones.
 BACKLOG = 5
 
@@ -80,7 +82,7 @@ async def test_a_due_retry_starts_before_the_backlog_only_with_retry_ahead(
         probe.gate.set()
         # flaky-a and flaky-b fail once; wait-0 starts and waits while both become due.
         await probe.wait_for(probe.started, 4)
-        await trio.sleep(SETTLE)
+        await until_ready(broker, system, "tail", 2 + BACKLOG - 1, due_in=BACKOFF)
         later(probe).set()
         await probe.wait_for(probe.finished, 3 + BACKLOG)
         await system.drain()
@@ -102,7 +104,7 @@ async def test_a_due_retry_never_starts_ahead_of_a_higher_priority(
         await system.submit_many("tail", ["low-1"])
         probe.gate.set()
         await probe.wait_for(probe.started, 3)
-        await trio.sleep(SETTLE)
+        await until_ready(broker, system, "tail", 3, due_in=BACKOFF)  # flaky, mid-2, low-1
         # While wait-mid-1 runs, flaky is due again and a task of a higher priority comes.
         await system.submit("tail", "urgent", priority=9)
         later(probe).set()
@@ -130,7 +132,7 @@ async def test_a_task_handed_back_by_a_crashed_worker_goes_before_due_retries(
         probe.gate.set()
         # flaky fails once and is due again while "crash" runs; then its worker crashes.
         await probe.wait_for(probe.started, 3)
-        await trio.sleep(SETTLE)
+        await until_ready(broker, system, "tail", 2, due_in=BACKOFF)  # flaky and new
         later(probe).set()
         await probe.wait_for(probe.finished, 4)
         await system.drain()
