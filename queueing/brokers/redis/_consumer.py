@@ -126,6 +126,8 @@ class Consumer:
         self._promoters: dict[str, trio.lowlevel.ParkingLot] = {}
         #: Per fair queue, the first heads the last claim left (see `_take_fair`).
         self._fair_heads: dict[str, list[Any]] = {}
+        #: The queues seen ranked (or fair): claimed through claim.lua (see `_take`).
+        self._ranked: set[str] = set()
 
     # -- claim ------------------------------------------------------------------------------
 
@@ -187,14 +189,27 @@ class Consumer:
             taken = await self._take_fair(queue, n, heads)
             if taken is not None:
                 return taken
-        keys = [
-            ready,
-            self.keys.live(name),
-            self.keys.ranked(name),
-            self.keys.waiting(name),
-            *self.keys.fair(name),
-        ]
-        answer = await self._with_outcomes("claim", keys, [self.consumer, n])
+        if name not in self._ranked:
+            # A plain read first (the common case: entries in the stream). What `live`
+            # says of the entries is read next, in `_admit`.
+            read, ranked = await self._read_new(ready, self.keys.ranked(name), n)
+            if read:
+                entries = await self._drop_wakes(name, read)
+                if entries is None:  # only wake-ups (the queue was ranked): look again
+                    return await self._take(queue, n, wait)
+                return entries, None, None
+            if ranked:
+                self._ranked.add(name)  # for good (see submit.lua)
+        answer = None
+        if name in self._ranked:
+            keys = [
+                ready,
+                self.keys.live(name),
+                self.keys.ranked(name),
+                self.keys.waiting(name),
+                *self.keys.fair(name),
+            ]
+            answer = await self._with_outcomes("claim", keys, [self.consumer, n])
         if answer and _is_fair(answer):
             if len(answer) == 1:  # no task may be taken: wait as on a ranked queue
                 return await self._take_ranked(queue, n, [], wait)
@@ -276,6 +291,28 @@ class Consumer:
                 # look again, waiting out what is left of this claim's wait.
                 return await self._take(queue, n, wait - (trio.current_time() - started))
         return [], None, None
+
+    async def _read_new(self, ready: str, ranked: str, n: int) -> tuple[Entries, bool]:
+        """New entries for a claim, without waiting: a plain `XREADGROUP`, with the outcomes
+        waiting to be written (if any) in the same round trip, and whether the queue is
+        ranked (then its tasks are claimed through claim.lua). Read inside a script, an
+        entry is converted into Lua values and back, which costs Redis more than all the
+        rest of a claim. Calls here leave a cancellation to `claim`."""
+        ops = self.batcher.take()
+
+        def fill(pipe: Any) -> list[Any]:
+            read = pipe.xreadgroup(k.GROUP, self.consumer, count=n, streams={ready: ">"})
+            return [*self.batcher.fill(pipe, ops), read, pipe.exists([ranked])]
+
+        what = "write outcomes and claim" if ops else "claim"
+        answers = await self.calls.pipelined(what, fill, deliver=False)
+        if ops:
+            self.batcher.answered(ops, answers[:-2])
+        read, ranked_now = answers[-2:]
+        for answer in (read, ranked_now):
+            if isinstance(answer, Exception):
+                raise answer
+        return _entries((read or {}).get(ready, ())), bool(ranked_now)
 
     async def _with_outcomes(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """A claim's script call, with the outcomes waiting to be written (if any) in the
