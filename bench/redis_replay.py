@@ -11,8 +11,10 @@ time:
   before the next claim, which takes those outcomes along (as a worker's does);
 - every outcome of the block waited for with `wait_settled` (the client's notices).
 
-It reports per task: Redis's commands (`INFO commandstats`: calls and microseconds),
-Redis's CPU (`INFO cpu`, user + sys) and, with `--callgrind`, the instructions redis-server
+It reports per task: Redis's commands (`INFO commandstats`: calls and microseconds), the
+reads of client input (`INFO stats`: about one per round trip), Redis's CPU (`INFO cpu`,
+user + sys), this process's CPU (the broker's client and worker side) and, with
+`--callgrind`, the instructions redis-server
 ran (`valgrind --tool=callgrind`, two runs of N and 3N tasks: the difference over 2N, so
 start-up and shutdown cancel out; `serverCron`'s share, which grows with wall time, shown
 apart). Instruction counts do not depend on the machine's load; CPU times do.
@@ -155,9 +157,11 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> dict[s
         user0, sys0 = cpu(port)
         reads0 = int(info(port, "stats")["total_reads_processed"])
         started = time.monotonic()
+        mine0 = time.process_time()
         trio.run(replay, url, n, args.block, args.claim)
         wall = time.monotonic() - started
         user1, sys1 = cpu(port)
+        mine = time.process_time() - mine0
         reads = int(info(port, "stats")["total_reads_processed"]) - reads0
         stats = commandstats(port)
         cli(port, "SHUTDOWN", "NOSAVE")
@@ -174,6 +178,7 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> dict[s
         "user": (user1 - user0) / n,
         "sys": (sys1 - sys0) / n,
         "reads": reads / n,
+        "python": mine / n,
         "commands": {name: (calls / n, usec / n) for name, (calls, usec) in stats.items()},
     }
 
@@ -218,6 +223,11 @@ def main() -> int:
         print(f"{name:14} {calls:10.3f} {usec:8.2f}")
     print(f"{'(all)':14} {total_calls:10.3f}")
     print(f"reads of client input (round trips) per task: {last['reads']:.3f}")
+    ours = sorted(1e6 * run["python"] for run in runs)
+    print(
+        f"this process's CPU per task (the broker's client and worker side): best "
+        f"{ours[0]:.1f} us, median {ours[len(ours) // 2]:.1f} us"
+    )
     totals = sorted(1e6 * (run["user"] + run["sys"]) for run in runs)
     print(
         "Redis CPU per task (INFO cpu, user+sys): best "
