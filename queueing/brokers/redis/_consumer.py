@@ -6,7 +6,7 @@ whether the queue's `live` hash names it, that is whether it is the entry its ta
 names (every script that writes a record's entry writes `live` with it). The entries are
 not read inside a script: there each one is converted into Lua values and back, which
 costs Redis more than the rest of the claim. The outcomes waiting to be written go in the
-same round trip, with an `EXISTS` of the queue's `ranked` key: a queue seen ranked (or
+same round trip; `owners.lua` says too whether the queue is ranked: a queue seen ranked (or
 fair) is claimed through `claim.lua` from then on (its tasks wait outside the stream).
 When nothing is ready, a blocking `XREADGROUP` waits, and `live` is read for what it
 brings (a second round trip, on an idle queue only).
@@ -316,43 +316,45 @@ class Consumer:
         return [], None, None
 
     async def _read_new(self, name: str, n: int) -> tuple[Entries, dict[str, str | None], bool]:
-        """New entries for a claim, without waiting: a plain `XREADGROUP`, what `live` says
-        of the entries it gave (owners.lua: by entry id), and whether the queue is ranked
-        (its tasks are then claimed through claim.lua), in one round trip with the outcomes
+        """New entries for a claim, without waiting: a plain `XREADGROUP`, then owners.lua:
+        what `live` says of the entries it gave (by entry id) and whether the queue is
+        ranked (its tasks are then claimed through claim.lua), in one round trip with the outcomes
         waiting to be written (if any). Read inside a script, an entry is converted into
         Lua values and back, which costs Redis more than the rest of a claim. Calls here
         leave a cancellation to `claim`."""
         ready = self.keys.ready(name)
         ops = self.batcher.take()
-        owners_keys = [ready, self.keys.live(name)]
-        owners_args = [self.consumer, n, self._newest.get(name, "")]
+        keys = [ready, self.keys.live(name), self.keys.ranked(name)]
+        args = [self.consumer, n, self._newest.get(name, "")]
 
         def fill(pipe: Any) -> list[Any]:
             return [
                 *self.batcher.fill(pipe, ops),
                 pipe.xreadgroup(k.GROUP, self.consumer, count=n, streams={ready: ">"}),
-                self.calls.script(pipe, "owners", owners_keys, owners_args),
-                pipe.exists([self.keys.ranked(name)]),
+                self.calls.script(pipe, "owners", keys, args),
             ]
 
         what = "write outcomes and claim" if ops else "claim"
         answers = await self.calls.pipelined(what, fill, deliver=False)
         if ops:
-            self.batcher.answered(ops, answers[:-3])
-        read, named, ranked = answers[-3:]
-        for answer in (read, named, ranked):
+            self.batcher.answered(ops, answers[:-2])
+        read, named = answers[-2:]
+        for answer in (read, named):
             if isinstance(answer, Exception):
                 raise answer
-        owners = {str(ident): None if owner is None else str(owner) for ident, owner in named}
-        return _entries((read or {}).get(ready, ())), owners, bool(ranked)
+        owners = {
+            str(ident): None if owner is None else str(owner)
+            for ident, owner in zip(named[1::2], named[2::2], strict=True)
+        }
+        return _entries((read or {}).get(ready, ())), owners, bool(named[0])
 
     def _note_newest(self, name: str, entries: Entries) -> None:
-        """Keep the newest entry this consumer got from `name`'s stream (see owners.lua)."""
-        newest = self._newest.get(name, "")
-        for ident, _ in entries:
-            if not newest or _stream_id(ident) > _stream_id(newest):
-                newest = ident
-        self._newest[name] = newest
+        """Keep the newest entry this consumer got from `name`'s stream (see owners.lua).
+        Reads and reclaims answer in the order of the stream: the last is the newest."""
+        last = entries[-1][0]
+        newest = self._newest.get(name)
+        if newest is None or _stream_id(last) > _stream_id(newest):
+            self._newest[name] = last
 
     async def _with_outcomes(
         self, script: str, keys: list[str], args: list[Any], wakes: Sequence[str] = ()
