@@ -47,7 +47,10 @@ For every run of ours the bench reads Redis's own account (`CONFIG RESETSTAT` be
 `INFO commandstats` after): `--commands` prints the commands per task, with their calls and
 microseconds (`evalsha`: the scripts, whose time includes the commands they run, which are
 counted under their own names too; on a loaded machine the times are wall clock, so they
-grow with the load).
+grow with the load). After the table, ours's Redis CPU per task (`INFO cpu`, user + sys, of
+every server, over each timed run) is printed as best and median, with the commands and the
+reads of client input (`INFO stats`: about one per round trip) per task. For a figure that
+does not move with the machine's load, see bench/redis_replay.py (instructions).
 
 Then latency with one worker process (first round only): 200 tasks/s for 10 s, each one
 submit + wait for its result, measured from the moment the submit was due (a client that
@@ -620,7 +623,9 @@ class Runner:
         after = self._cpu([])
         if "error" in result:
             return 0.0, str(result["error"])
-        self.last_costs = {key: (after[key] - before[key]) / n for key in ("redis", "redis_bytes")}
+        self.last_costs = {
+            key: (after[key] - before[key]) / n for key in ("redis", "redis_bytes", "redis_reads")
+        }
         self.last_commands = self._commands(n)
         for port in self.ports:
             redis_call(port, "FLUSHALL")
@@ -675,7 +680,7 @@ class Runner:
     def _cpu(self, workers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
         """CPU seconds so far: every Redis server's (INFO cpu), the worker processes'
         (/proc), and the finished clients' (this process's waited-for children)."""
-        redis = net = 0.0
+        redis = net = reads = 0.0
         for port in self.ports:
             for line in str(redis_call(port, "INFO", "cpu")).splitlines():
                 if line.startswith(("used_cpu_sys:", "used_cpu_user:")):
@@ -683,6 +688,8 @@ class Runner:
             for line in str(redis_call(port, "INFO", "stats")).splitlines():
                 if line.startswith(("total_net_input_bytes:", "total_net_output_bytes:")):
                     net += float(line.split(":", 1)[1])
+                elif line.startswith("total_reads_processed:"):
+                    reads += float(line.split(":", 1)[1])
         tick = os.sysconf("SC_CLK_TCK")
         worker = 0.0
         for proc in workers:
@@ -695,6 +702,9 @@ class Runner:
             "workers": worker,
             "client": children.ru_utime + children.ru_stime,
             "redis_bytes": net,  # not CPU: bytes in and out of Redis
+            # not CPU: reads of client input (each round trip is one, or more when a
+            # pipeline is long): each costs Redis system calls besides its commands
+            "redis_reads": reads,
         }
 
     def _commands(self, n: int) -> dict[str, tuple[float, float]]:
@@ -924,6 +934,17 @@ def report(
             f"ours, one submit_many of {args.n:,} tasks, no worker running: "
             f"{fmt_rate(statistics.median(many))} median, {fmt_rate(max(many))} best "
             f"({len(many)} run(s)); Redis CPU {cpu:.1f} us/task (median)"
+        )
+    for procs, costs in sorted(ours.costs.items()):
+        # Redis's CPU per task (INFO cpu: user + sys) over each timed run of ours.
+        cpu = sorted(1e6 * cost["redis"] for cost in costs)
+        reads = statistics.median(cost.get("redis_reads", 0.0) for cost in costs)
+        calls = [sum(c for c, _ in run.values()) for run in ours.commands.get(procs, [])]
+        console.print(
+            f"ours, {procs} process(es): Redis CPU {cpu[0]:.1f} us/task best, "
+            f"{statistics.median(cpu):.1f} median ({len(cpu)} run(s)); "
+            f"{statistics.median(calls) if calls else 0:.2f} commands/task (scripts and the "
+            f"commands they run, each counted); {reads:.2f} reads of input/task (median)"
         )
     report_latency(fws, outcomes, args)
     target = report_target(fws, outcomes, args)
@@ -1169,9 +1190,10 @@ def run_round(
                 + ", ".join(
                     f"{key} {1e6 * value:.0f}"
                     for key, value in costs.items()
-                    if key != "redis_bytes"
+                    if key not in ("redis_bytes", "redis_reads")
                 )
                 + f"; {costs.get('redis_bytes', 0):.0f} bytes/task in and out of Redis"
+                + f", {costs.get('redis_reads', 0):.2f} reads of input/task"
                 if costs
                 else ""
             )

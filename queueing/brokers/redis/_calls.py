@@ -33,6 +33,7 @@ SCRIPTS = (
     "finish",
     "lookup",
     "outcomes",
+    "owners",
     "probe",
     "promote",
     "rate",

@@ -1,11 +1,15 @@
 """The consumer side: claim, reclaim, and promoting due tasks (leases: `_leases`).
 
-A claim is one round trip when entries are ready: `claim.lua` reads them for this
-process's consumer (`XREADGROUP` without waiting) and says of each whether the queue's
-`live` hash names it, that is whether it is the entry its task's record names (every
-script that writes a record's entry writes `live` with it). The outcomes waiting to be
-written go in the same round trip. When nothing is ready, a blocking `XREADGROUP` waits,
-and `live` is read for what it brings (a second round trip, on an idle queue only).
+A claim is one round trip when entries are ready: a plain `XREADGROUP` (without waiting)
+reads them for this process's consumer, and `owners.lua`, right after it, says of each
+whether the queue's `live` hash names it, that is whether it is the entry its task's record
+names (every script that writes a record's entry writes `live` with it). The entries are
+not read inside a script: there each one is converted into Lua values and back, which
+costs Redis more than the rest of the claim. The outcomes waiting to be written go in the
+same round trip; `owners.lua` says too whether the queue is ranked: a queue seen ranked (or
+fair) is claimed through `claim.lua` from then on (its tasks wait outside the stream).
+When nothing is ready, a blocking `XREADGROUP` waits, and `live` is read for what it
+brings (a second round trip, on an idle queue only).
 
 A claimed entry sits in the ready stream's group pending list (PEL) under this process's
 consumer name; it stays ours while `renew` resets its idle time. Entries idle longer than
@@ -92,6 +96,17 @@ def _read_entries(answer: Any) -> tuple[Entries, Counts, Owners]:
     return entries, None, [None if owner is None else str(owner) for _, _, owner in answer]
 
 
+def _is_wake(fields: dict[Any, Any]) -> bool:
+    """Whether an entry is a wake-up a queue's ranking wrote (no task: see claim.lua)."""
+    return "wake" in fields and "env" not in fields
+
+
+def _stream_id(ident: str) -> tuple[int, int]:
+    """A stream entry id as a pair of numbers, to compare ids."""
+    ms, _, seq = ident.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _entries(read: Any) -> Entries:
     """Entries as coredis returns them (`StreamEntry`s), as (id, fields)."""
     return [(str(entry.identifier), dict(entry.field_values or {})) for entry in read]
@@ -126,11 +141,17 @@ class Consumer:
         self._promoters: dict[str, trio.lowlevel.ParkingLot] = {}
         #: Per fair queue, the first heads the last claim left (see `_take_fair`).
         self._fair_heads: dict[str, list[Any]] = {}
+        #: The queues seen ranked (or fair): claimed through claim.lua (see `_take`).
+        self._ranked: set[str] = set()
+        #: Per queue, the newest entry this consumer got from its stream (see owners.lua).
+        self._newest: dict[str, str] = {}
 
     # -- claim ------------------------------------------------------------------------------
 
     async def claim(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
         entries, counts, owners = await self._take(queue, n, wait)
+        if entries:
+            self._note_newest(queue.name, entries)
         try:
             # The caller's cancellation, if it came while Redis handed us entries.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -187,14 +208,31 @@ class Consumer:
             taken = await self._take_fair(queue, n, heads)
             if taken is not None:
                 return taken
-        keys = [
-            ready,
-            self.keys.live(name),
-            self.keys.ranked(name),
-            self.keys.waiting(name),
-            *self.keys.fair(name),
-        ]
-        answer = await self._with_outcomes("claim", keys, [self.consumer, n])
+        wakes: list[str] = []
+        if name not in self._ranked:
+            # A plain read (the common case: entries in the stream), with what `live` says
+            # of the entries it gave (owners.lua), in one round trip.
+            got, owners, ranked = await self._read_new(name, n)
+            if ranked:
+                self._ranked.add(name)  # for good (see submit.lua)
+            if got and not (ranked and all(_is_wake(fields) for _, fields in got)):
+                entries = await self._drop_wakes(name, got)
+                if entries is None:  # only wake-ups (the queue was ranked): look again
+                    return await self._take(queue, n, wait)
+                named = [owners.get(ident) for ident, _ in entries]
+                return entries, None, named
+            # Only wake-ups (the queue was ranked just now): removed with the claim below.
+            wakes = [ident for ident, _ in got]
+        answer = None
+        if name in self._ranked:
+            keys = [
+                ready,
+                self.keys.live(name),
+                self.keys.ranked(name),
+                self.keys.waiting(name),
+                *self.keys.fair(name),
+            ]
+            answer = await self._with_outcomes("claim", keys, [self.consumer, n], wakes)
         if answer and _is_fair(answer):
             if len(answer) == 1:  # no task may be taken: wait as on a ranked queue
                 return await self._take_ranked(queue, n, [], wait)
@@ -226,7 +264,7 @@ class Consumer:
     async def _drop_wakes(self, queue: str, entries: Entries) -> Entries | None:
         """`entries` without the wake-up entries a queue's ranking writes (acknowledged and
         removed here); None if there were only those."""
-        wakes = [ident for ident, fields in entries if "wake" in fields and "env" not in fields]
+        wakes = [ident for ident, fields in entries if _is_wake(fields)]
         if not wakes:
             return entries
         ready = self.keys.ready(queue)
@@ -277,22 +315,73 @@ class Consumer:
                 return await self._take(queue, n, wait - (trio.current_time() - started))
         return [], None, None
 
-    async def _with_outcomes(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """A claim's script call, with the outcomes waiting to be written (if any) in the
-        same round trip. Calls here leave a cancellation to `claim`."""
+    async def _read_new(self, name: str, n: int) -> tuple[Entries, dict[str, str | None], bool]:
+        """New entries for a claim, without waiting: a plain `XREADGROUP`, then owners.lua:
+        what `live` says of the entries it gave (by entry id) and whether the queue is
+        ranked (its tasks are then claimed through claim.lua), in one round trip with the outcomes
+        waiting to be written (if any). Read inside a script, an entry is converted into
+        Lua values and back, which costs Redis more than the rest of a claim. Calls here
+        leave a cancellation to `claim`."""
+        ready = self.keys.ready(name)
         ops = self.batcher.take()
-        if not ops:
+        keys = [ready, self.keys.live(name), self.keys.ranked(name)]
+        args = [self.consumer, n, self._newest.get(name, "")]
+
+        def fill(pipe: Any) -> list[Any]:
+            return [
+                *self.batcher.fill(pipe, ops),
+                pipe.xreadgroup(k.GROUP, self.consumer, count=n, streams={ready: ">"}),
+                self.calls.script(pipe, "owners", keys, args),
+            ]
+
+        what = "write outcomes and claim" if ops else "claim"
+        answers = await self.calls.pipelined(what, fill, deliver=False)
+        if ops:
+            self.batcher.answered(ops, answers[:-2])
+        read, named = answers[-2:]
+        for answer in (read, named):
+            if isinstance(answer, Exception):
+                raise answer
+        owners = {
+            str(ident): None if owner is None else str(owner)
+            for ident, owner in zip(named[1::2], named[2::2], strict=True)
+        }
+        return _entries((read or {}).get(ready, ())), owners, bool(named[0])
+
+    def _note_newest(self, name: str, entries: Entries) -> None:
+        """Keep the newest entry this consumer got from `name`'s stream (see owners.lua).
+        Reads and reclaims answer in the order of the stream: the last is the newest."""
+        last = entries[-1][0]
+        newest = self._newest.get(name)
+        if newest is None or _stream_id(last) > _stream_id(newest):
+            self._newest[name] = last
+
+    async def _with_outcomes(
+        self, script: str, keys: list[str], args: list[Any], wakes: Sequence[str] = ()
+    ) -> Any:
+        """A claim's script call, with the outcomes waiting to be written (if any) in the
+        same round trip, and the acknowledgment and removal of `wakes` (wake-up entries a
+        read gave this consumer) before it. Calls here leave a cancellation to `claim`."""
+        ops = self.batcher.take()
+        if not ops and not wakes:
             return await self.calls.retrying(
                 "claim",
                 lambda: self.calls.script(self.calls.client, script, keys, args),
                 deliver=False,
             )
+        ready = keys[0]
 
         def fill(pipe: Any) -> list[Any]:
-            return [*self.batcher.fill(pipe, ops), self.calls.script(pipe, script, keys, args)]
+            dropped = [pipe.xack(ready, k.GROUP, wakes), pipe.xdel(ready, wakes)] if wakes else []
+            return [
+                *dropped,
+                *self.batcher.fill(pipe, ops),
+                self.calls.script(pipe, script, keys, args),
+            ]
 
-        answers = await self.calls.pipelined("write outcomes and claim", fill, deliver=False)
-        self.batcher.answered(ops, answers[:-1])
+        what = "write outcomes and claim" if ops else "claim"
+        answers = await self.calls.pipelined(what, fill, deliver=False)
+        self.batcher.answered(ops, answers[2 if wakes else 0 : -1])
         answer = answers[-1]
         if isinstance(answer, Exception):
             raise answer

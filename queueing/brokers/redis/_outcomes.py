@@ -52,11 +52,12 @@ class Outcomes:
         self.losses = losses
         self.max_dead_letters = max_dead_letters
         self.runs: RedisRuns | None = None
-        self._heads: dict[str, tuple[list[str], list[Any]]] = {}
+        self._heads: dict[tuple[str, int], tuple[list[str], list[Any]]] = {}
 
-    def _head(self, queue: str) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of a `finish.lua` call common to a queue's tasks."""
-        head = self._heads.get(queue)
+    def _head(self, queue: str, ttl: int) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of a `finish.lua` call common to a queue's tasks (whose
+        outcomes are kept `ttl` ms)."""
+        head = self._heads.get((queue, ttl))
         if head is None:
             keys = [
                 self.keys.ready(queue),
@@ -78,30 +79,22 @@ class Outcomes:
                 k.REPLIES_TTL,
                 k.ROOM_TOKENS,
                 k.NOTICE_OUTCOME_MAX,
+                ttl,
+                # Where a task id starts in its record's key (1-based, as Lua counts).
+                len(self.keys.record(queue, "")) + 1,
             ]
-            head = self._heads[queue] = (keys, args)
+            head = self._heads[(queue, ttl)] = (keys, args)
         return head
 
     def _finish_part(
-        self, queue: str, task: Task, entry: str, reply: str, ttl: int, letter: str
+        self, queue: str, task: Task, entry: str, reply: str, letter: str
     ) -> tuple[list[str], list[Any]]:
-        """One task's keys and arguments in a `finish.lua` call."""
-        task_id = task.id
-        state = task.state
-        keys = [self.keys.task(task_id)]
+        """One task's keys and arguments in a `finish.lua` call (its record's key is
+        `Keys.record(queue, id)`: the script reads the id from it)."""
+        keys = [self.keys.record(queue, task.id)]
         if reply:
             keys.append(self.keys.replies(queue, reply))
-        args = [
-            entry,
-            state.value,
-            encode_outcome(task),
-            ttl,
-            task_id,
-            k.COUNTERS[state],
-            letter,
-            reply,
-        ]
-        return keys, args
+        return keys, [entry, task.state.value, encode_outcome(task), letter, reply]
 
     async def settle(
         self,
@@ -122,9 +115,9 @@ class Outcomes:
         entry, reply = task.handle if task.handle is not None else ("", "")
         letter = letter_of(task, k.base(queue.name)) if dead else ""
         name = queue.name
-        keys, args = self._finish_part(name, task, entry, reply, k.ttl(queue.result_ttl), letter)
+        keys, args = self._finish_part(name, task, entry, reply, letter)
         then = functools.partial(self._finished, task)
-        self.batcher.push(Op("finish", keys, args, then, self._head(name)))
+        self.batcher.push(Op("finish", keys, args, then, self._head(name, k.ttl(queue.result_ttl))))
         if self.batcher.congested:
             await self.batcher.relieve()
         return True
@@ -195,8 +188,8 @@ class Outcomes:
             return await self.runs.cancel(task_id, error)
         task.settle(TaskState.CANCELLED, None, error, time.time())
         reply = str(reply or "")[: k.MAX_CLIENT_LENGTH]
-        keys, args = self._finish_part(name, task, "", reply, int(ttl or k.MIN_TTL), "")
-        head_keys, head_args = self._head(name)
+        keys, args = self._finish_part(name, task, "", reply, "")
+        head_keys, head_args = self._head(name, int(ttl or k.MIN_TTL))
         (answer,) = await self.calls.eval(
             "cancel", "finish", [*head_keys, *keys], [*head_args, *args]
         )

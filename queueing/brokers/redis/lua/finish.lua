@@ -3,27 +3,65 @@
 --       9 live, 10 waiting, 11..25 the fair keys (_fair.lua), then per task: its record
 --       [, the replies stream of its client]
 -- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens
---       (and nudge tokens), 6 the longest outcome a notice carries, then 8 per task: the
---       entry it was
---       claimed from ('' for a cancel: whatever entry or delay the record names), state,
---       outcome, ttl (ms), task id, stats counter, dead letter or '', the submitting
---       client (its replies stream follows the record in KEYS; '' for none)
+--       (and nudge tokens), 6 the longest outcome a notice carries, 7 the outcomes' ttl
+--       (ms), 8 where the task id starts in its record's key (the records' keys are
+--       `<prefix>task:<task id>`), then 5 per task: the entry it was claimed from ('' for
+--       a cancel: whatever entry or delay the record names), state, outcome, dead letter
+--       or '', the submitting client (its replies stream follows the record in KEYS; ''
+--       for none)
 -- Returns one code per task: 1 recorded; 0 it had an outcome; -1 no such task; -2 the
 -- record names another entry (the one given is acknowledged and removed; the task is
 -- left alone)
 -- A task counts no more among its tenant's ('n' in its record; none: the default one)
 -- outstanding ones if it did ('q'), nor among its running ones ('c'); one cancelled while
--- it waited in a fair queue's flow leaves it.
+-- it waited in a fair queue's flow leaves it. Those fields are read only on a queue that
+-- has tenants' counts (`fair` or `tenants` exists): every argument and every value read
+-- costs Redis about as much as a command.
 -- Notices: one entry per call in `done`, and one per replies stream, whose fields are the
 -- task ids, each with its outcome ('' when it is long: read from the record).
+-- Stats: each outcome counts under its state's name ('dead_lettered' for 'dead-lettered').
 local GROUP = 'workers'
 local F = 11
+local COUNTERS = {['dead-lettered'] = 'dead_lettered'}
+-- How much older (ms, by entry id) than the newest entry finished here the oldest pending
+-- entry may be before the entries finished here are deleted one by one (see the end).
+local LINGER = 1000
+
+local function parse(entry)
+  local dash = string.find(entry, '-', 1, true)
+  return tonumber(string.sub(entry, 1, dash - 1)), tonumber(string.sub(entry, dash + 1))
+end
+
+local function before(a, b) -- whether entry id a comes before b
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+
+-- The later of two entry ids (a may be nil), cheaply: by length, then as text. Exact for
+-- ids whose times have as many digits (every id Redis makes until the year 2286); for
+-- others it may answer the earlier one, which makes the trim below stop short, never go
+-- too far.
+local function later(a, b)
+  if not a or #b > #a or (#b == #a and b > a) then return b end
+  return a
+end
+
+local newest, dropped = nil, {}
 local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
+local ttl, from = ARGV[7], tonumber(ARGV[8])
+local tenanted = redis.call('EXISTS', KEYS[F]) == 1 or redis.call('EXISTS', KEYS[F + 2]) == 1
 local k = 26
-for a = 7, #ARGV, 8 do
-  local entry, id, client = ARGV[a], ARGV[a + 4], ARGV[a + 7]
-  local f = redis.call('HMGET', KEYS[k], 's', 'e', 'r', 'n', 'c', 'q')
+for a = 9, #ARGV, 5 do
+  local entry, state, client = ARGV[a], ARGV[a + 1], ARGV[a + 4]
+  local id = string.sub(KEYS[k], from)
+  local f
+  if tenanted then
+    f = redis.call('HMGET', KEYS[k], 's', 'e', 'r', 'n', 'c', 'q')
+  else
+    f = redis.call('HMGET', KEYS[k], 's', 'e', 'r')
+  end
   local code = 1
   if not f[1] then
     code = -1
@@ -32,10 +70,15 @@ for a = 7, #ARGV, 8 do
   elseif entry ~= '' and f[2] ~= entry then
     code = -2
   end
-  if code ~= 1 then
-    if entry ~= '' then gone[#gone + 1] = entry end
-  else
-    if f[2] and f[2] ~= '' then gone[#gone + 1] = f[2] end
+  if entry ~= '' then
+    gone[#gone + 1] = entry
+    newest = later(newest, entry)
+  end
+  if code == 1 then
+    if entry == '' and f[2] and f[2] ~= '' then
+      gone[#gone + 1] = f[2]
+      dropped[#dropped + 1] = f[2] -- a cancel's: maybe never read by a consumer
+    end
     if f[1] == 'scheduled' then
       redis.call('ZREM', KEYS[7], id)
       redis.call('HDEL', KEYS[8], id)
@@ -47,10 +90,12 @@ for a = 7, #ARGV, 8 do
     if f[5] then unrun(F, f[4] or '', tonumber(ARGV[5])) end
     if f[6] then unhold(F, f[4] or '') end
     local outcome = ARGV[a + 2]
-    redis.call('HSET', KEYS[k], 's', ARGV[a + 1], 'e', '', 'o', outcome)
+    -- (Its `e` stays: read only while a record is pending or scheduled.)
+    redis.call('HSET', KEYS[k], 's', state, 'o', outcome)
     if f[5] then redis.call('HDEL', KEYS[k], 'c') end
-    redis.call('PEXPIRE', KEYS[k], ARGV[a + 3])
-    counters[ARGV[a + 5]] = (counters[ARGV[a + 5]] or 0) + 1
+    redis.call('PEXPIRE', KEYS[k], ttl)
+    local counter = COUNTERS[state] or state
+    counters[counter] = (counters[counter] or 0) + 1
     recorded = recorded + 1
     done[#done + 1] = id
     done[#done + 1] = ''
@@ -66,8 +111,8 @@ for a = 7, #ARGV, 8 do
       carried[#carried + 1] = id
       carried[#carried + 1] = (#outcome <= tonumber(ARGV[6])) and outcome or ''
     end
-    if ARGV[a + 6] ~= '' then
-      redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[1], '*', 'id', id, 'd', ARGV[a + 6])
+    if ARGV[a + 3] ~= '' then
+      redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[1], '*', 'id', id, 'd', ARGV[a + 3])
     end
   end
   codes[#codes + 1] = code
@@ -75,8 +120,28 @@ for a = 7, #ARGV, 8 do
 end
 if #gone > 0 then
   redis.call('XACK', KEYS[1], GROUP, unpack(gone))
-  redis.call('XDEL', KEYS[1], unpack(gone))
   redis.call('HDEL', KEYS[9], unpack(gone))
+end
+if #dropped > 0 then redis.call('XDEL', KEYS[1], unpack(dropped)) end
+if newest then
+  -- The entries finished here go with every acknowledged one before them, in one trim:
+  -- up to the oldest pending entry (a task running, or a lease to reclaim), or past the
+  -- newest entry finished here (every entry up to it was read by a consumer: entries are
+  -- read in order, and added after all others). XDEL of each entry costs Redis more
+  -- (it looks each one up in its node).
+  local ms, seq = parse(newest)
+  local bound = ms .. '-' .. (seq + 1)
+  local first = redis.call('XPENDING', KEYS[1], GROUP, '-', '+', 1)[1]
+  if first and before(first[1], bound) then
+    bound = first[1]
+    if parse(first[1]) < ms - LINGER then
+      -- A task long running (or a lease to reclaim) holds the trim back: the entries
+      -- finished here are deleted one by one, so that no more than LINGER's worth of
+      -- finished entries wait behind it.
+      redis.call('XDEL', KEYS[1], unpack(gone))
+    end
+  end
+  redis.call('XTRIM', KEYS[1], 'MINID', bound)
 end
 if #done > 0 then redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', unpack(done)) end
 for i, carried in pairs(notices) do
