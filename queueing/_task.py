@@ -128,6 +128,9 @@ class DeadLetter:
     """Its tenant (`submit(tenant=)`): a requeue submits it again with it."""
 
 
+_PENDING = TaskState.PENDING
+
+
 class Task:
     """One task's record: what a broker stores, and what the engine works on.
 
@@ -215,7 +218,7 @@ class Task:
         self.payload = payload
         self.submitted_at = submitted_at
         self.expires_at = expires_at
-        self.state = TaskState.PENDING
+        self.state = _PENDING
         self.attempts = 0
         self.deliveries = 0
         self.first_started: float | None = None

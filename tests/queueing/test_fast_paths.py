@@ -22,6 +22,7 @@ from queueing import (
     Overflow,
     Queue,
     QueueFull,
+    Receipt,
     TaskFailed,
     Transient,
     Worker,
@@ -125,3 +126,15 @@ def test_fast_and_general_paths_give_the_same_outcomes(
     general = _run(items, maxsize, policy, fast=False)
     assert len(fast) == len(general)
     assert all(_same(a, b) for a, b in zip(fast, general, strict=True)), (fast, general)
+
+
+async def test_a_submitted_receipt_is_made_as_receipt_init_makes_one() -> None:
+    """`submit` makes its receipt without calling the class (a fast path): every slot is
+    set as `Receipt.__init__` sets it for the same task (here, found again by id)."""
+    async with open_system(Queue("echo", Echo)) as system:
+        receipt = await system.submit("echo", ("value", 1))
+        again = system.receipt(receipt.id)
+        assert again == receipt
+        for name in Receipt.__slots__:
+            assert getattr(receipt, name) is getattr(again, name), name
+        assert await receipt == 1
