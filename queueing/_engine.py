@@ -37,7 +37,15 @@ from ._observe import sending
 from ._progress import ProgressBoard
 from ._queue import FanOut, Pipeline
 from ._ranked import Fair, Ranked, RetriesAhead
-from ._task import ErrorInfo, PipelineTask, Task, TaskState, priority_of, tenant_of
+from ._task import (
+    ErrorInfo,
+    PipelineTask,
+    Task,
+    TaskState,
+    new_task,
+    priority_of,
+    tenant_of,
+)
 from ._validate import tenant as check_tenant
 from .brokers._contract import Admission
 
@@ -53,8 +61,12 @@ _FULL = Admission.FULL
 _TENANT_FULL = Admission.TENANT_FULL
 _SUCCEEDED = TaskState.SUCCEEDED
 _PENDING = TaskState.PENDING
-BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
-_LEAST_INT = -BIG_INT  # a constant: `-BIG_INT` would make a new long per call
+#: Ints submit takes as they are (no converter, no size count): within +-(2**30 - 1), which
+#: print in fewer bytes of JSON than any `max_payload` that admits ints directly (24), and
+#: which CPython compares without a generic call (one-digit ints). Larger ints take the
+#: general path.
+DIRECT_INT = 2**30 - 1
+_LEAST_INT = -DIRECT_INT  # a constant: `-DIRECT_INT` would make a new long per call
 #: Results that are their own JSON (no converter call).
 PLAIN_RESULTS = frozenset((int, str, bool, type(None)))
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")
@@ -127,7 +139,7 @@ class Engine:
     def validate(self, rt: QueueRuntime, payload: Any) -> Any:
         """The payload as plain data, checked against the queue's type and `max_payload`."""
         kind = type(payload)
-        if (kind is int and rt.direct_int and _LEAST_INT < payload < BIG_INT) or (
+        if (kind is int and rt.direct_int and _LEAST_INT <= payload <= DIRECT_INT) or (
             kind is str and len(payload) <= rt.direct_str
         ):
             return payload  # plain data the queue takes as it is, well within max_payload
@@ -155,14 +167,14 @@ class Engine:
         data = self.validate(rt, payload)
         clock = self.clock  # an attribute, not a method: `self.clock()` is a slow lookup
         now = clock()
-        task = Task(
+        task = new_task(
             f"{rt.id_prefix}{next(self.ids)}" if key is None else key_id(rt.name, key),
             rt.name,
             data,
             _wall(),
             None if expires is None else now + expires,
+            now,
         )
-        task._born = now
         if priority:
             self.prioritize(rt, task, priority)
         if tenant is not None or rt.spec.tenant is not None:

@@ -28,6 +28,7 @@ from queueing import (
     Worker,
     open_system,
 )
+from queueing._task import Task, new_task
 from queueing.brokers import MemoryBroker
 
 
@@ -138,3 +139,17 @@ async def test_a_submitted_receipt_is_made_as_receipt_init_makes_one() -> None:
         for name in Receipt.__slots__:
             assert getattr(receipt, name) is getattr(again, name), name
         assert await receipt == 1
+
+
+def test_the_engine_makes_a_task_record_as_task_init_does() -> None:
+    """`new_task` (the engine's submit, without a class call) sets every field
+    `Task.__init__` sets, to the same values, and no other."""
+    made = new_task("q:1", "q", {"x": 1}, 100.0, 5.0, 7.0)
+    reference = Task("q:1", "q", made.payload, 100.0, 5.0)
+    reference._born = 7.0
+    for name in Task.__slots__:
+        if name == "__weakref__":
+            continue
+        assert hasattr(made, name) == hasattr(reference, name), name
+        if hasattr(reference, name):
+            assert getattr(made, name) == getattr(reference, name), name
