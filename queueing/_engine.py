@@ -37,7 +37,15 @@ from ._observe import sending
 from ._progress import ProgressBoard
 from ._queue import FanOut, Pipeline
 from ._ranked import Fair, Ranked, RetriesAhead
-from ._task import ErrorInfo, PipelineTask, Task, TaskState, priority_of, tenant_of
+from ._task import (
+    ErrorInfo,
+    PipelineTask,
+    Task,
+    TaskState,
+    new_task,
+    priority_of,
+    tenant_of,
+)
 from ._validate import tenant as check_tenant
 from .brokers._contract import Admission
 
@@ -53,8 +61,12 @@ _FULL = Admission.FULL
 _TENANT_FULL = Admission.TENANT_FULL
 _SUCCEEDED = TaskState.SUCCEEDED
 _PENDING = TaskState.PENDING
-BIG_INT = 10**22  # ints within this print in at most 24 bytes of JSON
-_LEAST_INT = -BIG_INT  # a constant: `-BIG_INT` would make a new long per call
+#: Ints submit takes as they are (no converter, no size count): within +-(2**30 - 1), which
+#: print in fewer bytes of JSON than any `max_payload` that admits ints directly (24), and
+#: which CPython compares without a generic call (one-digit ints). Larger ints take the
+#: general path.
+DIRECT_INT = 2**30 - 1
+_LEAST_INT = -DIRECT_INT  # a constant: `-DIRECT_INT` would make a new long per call
 #: Results that are their own JSON (no converter call).
 PLAIN_RESULTS = frozenset((int, str, bool, type(None)))
 _PIPELINE_ENDED = ErrorInfo("Cancelled", "its pipeline run had already ended")
@@ -93,6 +105,8 @@ class Engine:
         self.runs = broker.runs
         self.shared = broker.shared
         self.nowait = broker.nowait and not broker.shared
+        # In process: the broker's `accept_nowait` (a bound method kept, for `admit_nowait`).
+        self.accept_nowait = broker.accept_nowait
         self.runtimes = runtimes
         self.pipelines = pipelines
         self.results = results
@@ -125,7 +139,7 @@ class Engine:
     def validate(self, rt: QueueRuntime, payload: Any) -> Any:
         """The payload as plain data, checked against the queue's type and `max_payload`."""
         kind = type(payload)
-        if (kind is int and rt.direct_int and _LEAST_INT < payload < BIG_INT) or (
+        if (kind is int and rt.direct_int and _LEAST_INT <= payload <= DIRECT_INT) or (
             kind is str and len(payload) <= rt.direct_str
         ):
             return payload  # plain data the queue takes as it is, well within max_payload
@@ -151,15 +165,16 @@ class Engine:
         """A new task for queue `rt`, validated; with `key`, its id is the key's own. Its
         tenant: `tenant`, else the queue's `tenant` function's (of `payload`), if any."""
         data = self.validate(rt, payload)
-        now = self.clock()
-        task = Task(
+        clock = self.clock  # an attribute, not a method: `self.clock()` is a slow lookup
+        now = clock()
+        task = new_task(
             f"{rt.id_prefix}{next(self.ids)}" if key is None else key_id(rt.name, key),
             rt.name,
             data,
             _wall(),
             None if expires is None else now + expires,
+            now,
         )
-        task._born = now
         if priority:
             self.prioritize(rt, task, priority)
         if tenant is not None or rt.spec.tenant is not None:
@@ -312,6 +327,30 @@ class Engine:
         """With a shared broker: `accepted` for these ready tasks, all at once."""
         rt.submitted += len(tasks)
         self.results.watch_many(tasks)
+
+    def admit_nowait(self, rt: QueueRuntime, task: Task) -> Admission | None:
+        """In process, a ready task: `accept`'s common case without a coroutine. The broker
+        takes it or not (`accept_nowait`); taken, it is counted and handed to the workers
+        (`accepted`'s in-process case for a ready task, inlined: this runs once per submit;
+        tests/queueing/test_fast_paths.py runs both paths on the same inputs). None: taken,
+        but its buffer had no room (then `deliver_later`)."""
+        accept_nowait = self.accept_nowait  # an attribute: `self.accept_nowait()` is slower
+        admission = accept_nowait(rt.info, task)
+        if admission is not _ACCEPTED:
+            return admission
+        rt.submitted += 1
+        rt.outstanding += 1
+        ranked = rt.ranked
+        if ranked is not None:
+            ranked.push(task)
+            return admission
+        buffer = rt.buffer
+        assert buffer is not None
+        try:
+            buffer.put_nowait(task)
+        except trio.WouldBlock:
+            return None
+        return admission
 
     def accepted(self, rt: QueueRuntime, task: Task, scheduled: bool) -> bool:
         """Count a task the broker accepted; in process, a ready one goes to the workers.
@@ -578,7 +617,8 @@ class Engine:
         state = task.state
         if state is _SUCCEEDED:
             rt.succeeded += 1
-            rt.latency.add(self.clock() - task._born)
+            clock = self.clock  # an attribute, not a method: `self.clock()` is a slow lookup
+            rt.latency.add(clock() - task._born)
         elif state is TaskState.FAILED:
             rt.failed += 1
         elif state is TaskState.DEAD_LETTERED:

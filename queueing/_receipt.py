@@ -74,18 +74,22 @@ class Receipt(Generic[R]):
 
     def __await__(self) -> Generator[Any, None, R]:
         task = self._task
-        if task.state.final and self._checked:
+        state = task.state
+        # A receipt found by id is not checked yet (`_checked`) while its record is a
+        # placeholder, whose state is PENDING: a final state is a checked receipt's.
+        if state is _SUCCEEDED or state.final:
             # The outcome is here: skip result()'s coroutine (one per receipt awaited).
             # `yield from` a coroutine's __await__ is awaiting it (this is __await__ itself).
             yield from _checkpoint_if_cancelled().__await__()
             if _due():
                 yield from _cancel_shielded_checkpoint().__await__()
-            if task.state is _SUCCEEDED:
+            system = self._system
+            if state is _SUCCEEDED:
                 value = task.result
-                as_is = self._system._as_is.get(task.queue)
+                as_is = system._as_is.get(task.queue)
                 if as_is is not None and (type(value) is as_is or as_is is AS_ANY):
                     return value  # type: ignore[no-any-return]
-            return self._system._unwrap(task)  # type: ignore[no-any-return]
+            return system._unwrap(task)  # type: ignore[no-any-return]
         return (yield from self.result().__await__())
 
     def done(self) -> bool:

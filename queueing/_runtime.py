@@ -28,7 +28,47 @@ class QueueRuntime:
     never do). `buffer` is the queue's in-process buffer of ready tasks, an
     `actors.Mailbox` owned by the dispatcher and read by the pool's workers (None in a
     client that serves no queue).
+
+    Slots: the engine, the workers and the broker read and count here several times per
+    task, and an instance dict of this many attributes is a dict lookup per read (CPython
+    shares the keys of an instance dict only up to 30 attributes).
     """
+
+    __slots__ = (
+        "buffer",
+        "cancelled",
+        "dead_lettered",
+        "direct_int",
+        "direct_str",
+        "ended",
+        "expired",
+        "failed",
+        "fair",
+        "held",
+        "id_prefix",
+        "in_flight",
+        "info",
+        "latency",
+        "limiter",
+        "name",
+        "outstanding",
+        "payload_codec",
+        "pool",
+        "ranked",
+        "ranking",
+        "reclaimed",
+        "result_codec",
+        "retried",
+        "room_waiters",
+        "scheduled",
+        "sending",
+        "spec",
+        "starting",
+        "submitted",
+        "succeeded",
+        "sync",
+        "timings",
+    )
 
     def __init__(self, spec: Queue[Any], converter: cattrs.Converter) -> None:
         self.spec = spec

@@ -50,6 +50,7 @@ class _Queue:
         "room_waiters",
         "tenant_maxsize",
         "tenants",
+        "ttl",
     )
 
     def __init__(self, info: QueueInfo, finished: deque[Task]) -> None:
@@ -57,6 +58,7 @@ class _Queue:
         #: The broker's FIFO of kept outcomes for this queue's `result_ttl` (one per TTL).
         self.finished = finished
         self.maxsize = info.maxsize
+        self.ttl = info.result_ttl
         self.outstanding = 0
         # With `tenant_maxsize`: the outstanding tasks of each tenant that has some (None:
         # the default tenant); else None, and nothing is counted per tenant.
@@ -296,9 +298,10 @@ class MemoryBroker(Broker):
             q.room.unpark()
         # _keep(task, queue.result_ttl), inlined: this runs once per task. The queue's FIFO
         # is the one _keep would find for its TTL.
-        ttl = q.info.result_ttl
+        ttl = q.ttl
         fifo = q.finished
-        now = self.clock()
+        clock = self.clock  # an attribute, not a method: `self.clock()` is a slow lookup
+        now = clock()
         task.handle = now + ttl
         fifo.append(task)
         self._kept += 1
