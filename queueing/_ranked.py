@@ -363,15 +363,22 @@ class Fair(Ranked):
 
     def _pop_even(self) -> Task:
         """`pop` from `now` and `later`."""
+        nows = self.now
         while True:
-            level = self._level()
-            if level < 0:
-                raise IndexError("no task may be taken")
-            bucket = self.now[level]
-            if not bucket:  # every flow's tag is V + 1: the one taken makes it V
-                bucket = self.now[level] = self.later[level]
-                self.later[level] = deque()
-            flow = bucket[0]
+            level = self.high
+            bucket = nows[level] if level >= 0 else None
+            if bucket:
+                flow = bucket[0]
+            if not bucket or flow.entries != 1 or flow.seq < 0:
+                level = self._level()  # (drops stale entries in front)
+                if level < 0:
+                    raise IndexError("no task may be taken")
+                bucket = nows[level]
+                if not bucket:  # every flow's tag is V + 1: the one taken makes it V
+                    laters = self.later
+                    nows[level], laters[level] = laters[level], bucket
+                    bucket = nows[level]
+                flow = bucket[0]
             ahead = flow.ahead
             task = ahead.popleft() if ahead else flow.tasks.popleft()
             self.waiting -= 1
@@ -419,9 +426,14 @@ class Fair(Ranked):
         flow.seq = -1
         tenant = flow.tenant
         if not tenant.running:
-            del tenant.flows[flow.level]
-            if not tenant.flows:
-                del self.tenants[tenant.name]
+            self._idle(tenant)
+
+    def _idle(self, tenant: _Tenant) -> None:
+        """Forget a tenant without running tasks if it has none waiting either."""
+        for flow in tenant.flows.values():
+            if flow.tasks or flow.ahead:
+                return
+        del self.tenants[tenant.name]
 
     def _pop_first(self) -> Task | None:
         """A task handed back, of the highest priority that has one, if that is at least
@@ -483,11 +495,7 @@ class Fair(Ranked):
             if self.count and self._arrived:
                 self._arrived.unpark_all()
         if not tenant.running:
-            flows = tenant.flows
-            for level in [level for level, flow in flows.items() if not len(flow)]:
-                del flows[level]  # dry: its record goes with the tenant's last task
-            if not flows:
-                del self.tenants[tenant.name]
+            self._idle(tenant)
 
     def figures(self, limit: int) -> list[tuple[str | None, int, int]]:
         """The tenants with the most tasks waiting (then running): (tenant, waiting,
