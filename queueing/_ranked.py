@@ -125,14 +125,15 @@ class RetriesAhead(Ranked):
 class _Tenant:
     """One tenant of a fair queue: its flows (by priority), its running tasks, its step."""
 
-    __slots__ = ("flows", "full", "name", "running", "step")
+    __slots__ = ("flows", "full", "last", "name", "running", "step")
 
     def __init__(self, name: str | None, step: float) -> None:
         self.name = name
         self.step = step  # 1 / weight: how far its start tag moves per task taken
         #: Its flows, by level; one that ran dry stays while the tenant has tasks running
-        #: (its next task starts it again, without a new record).
+        #: or waiting (its next task starts it again, without a new record).
         self.flows: dict[int, _Flow] = {}
+        self.last: _Flow | None = None  # the flow its last task joined
         self.running = 0  # taken (handed to a worker) and without an outcome or a retry
         self.full = False  # at `tenant_concurrency`: its flows are set aside
 
@@ -243,13 +244,14 @@ class Fair(Ranked):
     def _flow(self, task: Task) -> _Flow:
         tenant = self._tenant(getattr(task, "tenant", None))
         level = getattr(task, "priority", MIN_PRIORITY) - MIN_PRIORITY
-        flow = tenant.flows.get(level)
-        if flow is None:
-            flow = tenant.flows[level] = _Flow(tenant, level, self.vtime[level])
-            if not tenant.full:
-                self._schedule(flow)
-        elif flow.seq < 0 and not flow.tasks and not flow.ahead:
-            flow.start = self.vtime[level]  # dry: it starts again, as a new flow would
+        flow = tenant.last
+        if flow is None or flow.level != level:
+            flow = tenant.flows.get(level)
+            if flow is None:
+                flow = tenant.flows[level] = _Flow(tenant, level, 0.0)
+            tenant.last = flow
+        if flow.seq < 0 and not flow.tasks and not flow.ahead:
+            flow.start = self.vtime[level]  # new, or dry: it starts at S = V
             if not tenant.full:
                 self._schedule(flow)
         return flow
