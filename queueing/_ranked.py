@@ -369,6 +369,11 @@ class Fair(Ranked):
         while True:
             level = self.high
             bucket = nows[level] if level >= 0 else None
+            if not bucket and level >= 0 and self.later[level]:
+                # Every flow's tag is V + 1: the one taken makes it V.
+                laters = self.later
+                nows[level], laters[level] = laters[level], nows[level]
+                bucket = nows[level]
             if bucket:
                 flow = bucket[0]
             if not bucket or flow.entries != 1 or flow.seq < 0:
