@@ -125,14 +125,15 @@ class RetriesAhead(Ranked):
 class _Tenant:
     """One tenant of a fair queue: its flows (by priority), its running tasks, its step."""
 
-    __slots__ = ("flows", "full", "name", "running", "step")
+    __slots__ = ("flows", "full", "last", "name", "running", "step")
 
     def __init__(self, name: str | None, step: float) -> None:
         self.name = name
         self.step = step  # 1 / weight: how far its start tag moves per task taken
         #: Its flows, by level; one that ran dry stays while the tenant has tasks running
-        #: (its next task starts it again, without a new record).
+        #: or waiting (its next task starts it again, without a new record).
         self.flows: dict[int, _Flow] = {}
+        self.last: _Flow | None = None  # the flow its last task joined
         self.running = 0  # taken (handed to a worker) and without an outcome or a retry
         self.full = False  # at `tenant_concurrency`: its flows are set aside
 
@@ -243,13 +244,14 @@ class Fair(Ranked):
     def _flow(self, task: Task) -> _Flow:
         tenant = self._tenant(getattr(task, "tenant", None))
         level = getattr(task, "priority", MIN_PRIORITY) - MIN_PRIORITY
-        flow = tenant.flows.get(level)
-        if flow is None:
-            flow = tenant.flows[level] = _Flow(tenant, level, self.vtime[level])
-            if not tenant.full:
-                self._schedule(flow)
-        elif flow.seq < 0 and not flow.tasks and not flow.ahead:
-            flow.start = self.vtime[level]  # dry: it starts again, as a new flow would
+        flow = tenant.last
+        if flow is None or flow.level != level:
+            flow = tenant.flows.get(level)
+            if flow is None:
+                flow = tenant.flows[level] = _Flow(tenant, level, 0.0)
+            tenant.last = flow
+        if flow.seq < 0 and not flow.tasks and not flow.ahead:
+            flow.start = self.vtime[level]  # new, or dry: it starts at S = V
             if not tenant.full:
                 self._schedule(flow)
         return flow
@@ -363,15 +365,27 @@ class Fair(Ranked):
 
     def _pop_even(self) -> Task:
         """`pop` from `now` and `later`."""
+        nows = self.now
         while True:
-            level = self._level()
-            if level < 0:
-                raise IndexError("no task may be taken")
-            bucket = self.now[level]
-            if not bucket:  # every flow's tag is V + 1: the one taken makes it V
-                bucket = self.now[level] = self.later[level]
-                self.later[level] = deque()
-            flow = bucket[0]
+            level = self.high
+            bucket = nows[level] if level >= 0 else None
+            if not bucket and level >= 0 and self.later[level]:
+                # Every flow's tag is V + 1: the one taken makes it V.
+                laters = self.later
+                nows[level], laters[level] = laters[level], nows[level]
+                bucket = nows[level]
+            if bucket:
+                flow = bucket[0]
+            if not bucket or flow.entries != 1 or flow.seq < 0:
+                level = self._level()  # (drops stale entries in front)
+                if level < 0:
+                    raise IndexError("no task may be taken")
+                bucket = nows[level]
+                if not bucket:  # every flow's tag is V + 1: the one taken makes it V
+                    laters = self.later
+                    nows[level], laters[level] = laters[level], bucket
+                    bucket = nows[level]
+                flow = bucket[0]
             ahead = flow.ahead
             task = ahead.popleft() if ahead else flow.tasks.popleft()
             self.waiting -= 1
@@ -419,9 +433,14 @@ class Fair(Ranked):
         flow.seq = -1
         tenant = flow.tenant
         if not tenant.running:
-            del tenant.flows[flow.level]
-            if not tenant.flows:
-                del self.tenants[tenant.name]
+            self._idle(tenant)
+
+    def _idle(self, tenant: _Tenant) -> None:
+        """Forget a tenant without running tasks if it has none waiting either."""
+        for flow in tenant.flows.values():
+            if flow.tasks or flow.ahead:
+                return
+        del self.tenants[tenant.name]
 
     def _pop_first(self) -> Task | None:
         """A task handed back, of the highest priority that has one, if that is at least
@@ -483,11 +502,7 @@ class Fair(Ranked):
             if self.count and self._arrived:
                 self._arrived.unpark_all()
         if not tenant.running:
-            flows = tenant.flows
-            for level in [level for level, flow in flows.items() if not len(flow)]:
-                del flows[level]  # dry: its record goes with the tenant's last task
-            if not flows:
-                del self.tenants[tenant.name]
+            self._idle(tenant)
 
     def figures(self, limit: int) -> list[tuple[str | None, int, int]]:
         """The tenants with the most tasks waiting (then running): (tenant, waiting,

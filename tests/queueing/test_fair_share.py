@@ -44,7 +44,9 @@ waves = st.lists(
 )
 
 
-def model(batches: list[list[tuple[int, str | None, int]]]) -> list[int]:
+def model(
+    batches: list[list[tuple[int, str | None, int]]], weights: dict[str, float] | None
+) -> list[int]:
     """The contract's order of starts (brokers/_contract.py, "Fair share"), one worker:
     wave k arrives while the worker runs the k-th task; each take picks the flow of the
     highest priority, then the lowest start tag, then the tag set first."""
@@ -69,7 +71,7 @@ def model(batches: list[list[tuple[int, str | None, int]]]) -> list[int]:
         flow = flows[key]
         order.append(flow["tasks"].popleft())
         vtime[key[1]] = flow["S"]
-        weight = WEIGHTS.get(key[0], 1) if key[0] is not None else 1
+        weight = (weights or {}).get(key[0], 1) if key[0] is not None else 1
         flow["S"] += 1 / weight
         seq += 1
         flow["seq"] = seq
@@ -89,12 +91,14 @@ class Timed(Worker):
         await trio.sleep(1)
 
 
-def start_order(batches: list[list[tuple[int, str | None, int]]]) -> list[int]:
+def start_order(
+    batches: list[list[tuple[int, str | None, int]]], weights: dict[str, float] | None
+) -> list[int]:
     started: list[int] = []
 
     async def body() -> None:
         spec = Queue(
-            "q", Timed, worker_kwargs={"started": started}, workers=1, tenant_weights=WEIGHTS
+            "q", Timed, worker_kwargs={"started": started}, workers=1, tenant_weights=weights
         )
         async with open_system(spec) as system:
             await system.submit("q", -1, tenant="h")  # runs from t=0 to t=1
@@ -109,11 +113,14 @@ def start_order(batches: list[list[tuple[int, str | None, int]]]) -> list[int]:
 
 
 @SETTINGS
-@given(waves)
-def test_starts_follow_the_contracts_fair_queuing(shape: list[list[tuple[int, int]]]) -> None:
+@given(waves, st.sampled_from([None, WEIGHTS]))
+def test_starts_follow_the_contracts_fair_queuing(
+    shape: list[list[tuple[int, int]]], weights: dict[str, float] | None
+) -> None:
+    """With weights, and without (every tag of a priority is then V or V + 1)."""
     count = iter(range(1000))
     batches = [[(next(count), TENANTS[t], p) for t, p in wave] for wave in shape]
-    assert start_order(batches) == model(batches)
+    assert start_order(batches, weights) == model(batches, weights)
 
 
 class Held(Worker):
