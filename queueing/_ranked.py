@@ -326,12 +326,19 @@ class Fair(Ranked):
     def pop(self) -> Task:
         """The next task to run (see the class doc); tasks cancelled while they waited
         are dropped on the way."""
-        if self.firsts:
-            handed = self._pop_first()
-            if handed is not None:
-                return handed
-        if self.even:
-            return self._pop_even()
+        while True:
+            if self.firsts:
+                handed = self._pop_first()
+                if handed is not None:
+                    return handed
+            task = self._pop_even() if self.even else self._pop_heap()
+            if task is not None:
+                return task
+            # A task cancelled while it waited was dropped, and tasks handed back wait: the
+            # next flow may now be of a lower priority than one of them, so look again.
+
+    def _pop_heap(self) -> Task | None:
+        """`pop` from `heap`; None: a cancelled task was dropped while `first` holds some."""
         heap = self.heap
         while heap:
             _, start, seq, flow = heap[0]
@@ -352,7 +359,7 @@ class Fair(Ranked):
                 heapq.heappop(heap)
                 self._dry(flow)
             elif task.state is not _PENDING:
-                continue  # cancelled while it waited: not a turn; the flow stays
+                pass  # cancelled while it waited: not a turn; the flow stays
             elif flow.seq == seq:
                 self.seq += 1
                 flow.seq = self.seq
@@ -361,10 +368,13 @@ class Fair(Ranked):
                 heapq.heappop(heap)  # set aside
             if task.state is _PENDING:
                 return task
+            if self.firsts:
+                return None
         raise IndexError("no task may be taken")
 
-    def _pop_even(self) -> Task:
-        """`pop` from `now` and `later`."""
+    def _pop_even(self) -> Task | None:
+        """`pop` from `now` and `later`; None: a cancelled task was dropped while `first`
+        holds some."""
         nows = self.now
         while True:
             level = self.high
@@ -401,7 +411,7 @@ class Fair(Ranked):
                 flow.entries -= 1
                 self._dry(flow)
             elif not pending:
-                continue  # cancelled while it waited: not a turn; the flow stays
+                pass  # cancelled while it waited: not a turn; the flow stays
             elif flow.seq >= 0:
                 bucket.popleft()
                 self.later[level].append(flow)  # tag V + 1, set last
@@ -410,6 +420,8 @@ class Fair(Ranked):
                 flow.entries -= 1
             if pending:
                 return task
+            if self.firsts:
+                return None
 
     def _level(self) -> int:
         """The highest level that has a flow in the order, with its first entry its
