@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,6 +30,25 @@ def machine() -> str:
         f"trio {trio.__version__}, {os.cpu_count()} CPU(s), {platform.system()} "
         f"{platform.machine()}"
     )
+
+
+def callgrind_totals(command: Sequence[str], cache: bool = False) -> dict[str, int]:
+    """callgrind's totals of one whole run of `command` (a Python command line, run with a
+    fixed hash seed so that two runs execute the same code), by event: `Ir` (instructions),
+    and with `cache` (`--cache-sim=yes`) the misses too (`D1mr`, `D1mw`, `DLmr`, ...)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        if cache:
+            valgrind.append("--cache-sim=yes")
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        subprocess.run([*valgrind, *command], check=True, env=env, capture_output=True)
+        text = out.read_text()
+    events = re.search(r"^events: (.*)$", text, re.MULTILINE)
+    totals = re.search(r"^(?:summary|totals): (.*)$", text, re.MULTILINE)
+    if events is None or totals is None:
+        raise RuntimeError("no totals in callgrind's output")
+    return dict(zip(events.group(1).split(), map(int, totals.group(1).split()), strict=False))
 
 
 def rate_of(timing: Timing) -> float:

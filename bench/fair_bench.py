@@ -32,15 +32,10 @@ client, then one serving process; the server's own time in the scripts too).
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import _common
@@ -148,21 +143,8 @@ async def one_run(n: int, tenants: int | None, backlog: int) -> tuple[float, flo
 def instructions(n: int, tenants: str, backlog: int, cache: bool) -> dict[str, int]:
     """callgrind's totals of one whole run (a fixed hash seed): Ir, and with `cache` the
     data misses D1mr+D1mw and DLmr+DLmw."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-        if cache:
-            command.append("--cache-sim=yes")
-        command += [sys.executable, __file__, "--run", str(n), "--only", tenants]
-        command += ["--backlog", str(backlog)]
-        subprocess.run(command, check=True, env=env, capture_output=True)
-        text = out.read_text()
-    events = re.search(r"^events: (.*)$", text, re.MULTILINE)
-    totals = re.search(r"^(?:summary|totals): (.*)$", text, re.MULTILINE)
-    if events is None or totals is None:
-        raise RuntimeError("no totals in callgrind's output")
-    counts = dict(zip(events.group(1).split(), map(int, totals.group(1).split()), strict=False))
+    command = [sys.executable, __file__, "--run", str(n), "--only", tenants]
+    counts = _common.callgrind_totals([*command, "--backlog", str(backlog)], cache=cache)
     figures = {"Ir": counts["Ir"]}
     if cache:
         figures["D1"] = counts["D1mr"] + counts["D1mw"]

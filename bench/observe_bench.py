@@ -39,15 +39,11 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import _common
@@ -165,19 +161,8 @@ def run(variant: str, n: int, check: bool = True) -> tuple[float, float]:
 
 def instructions(variant: str, n: int) -> int:
     """Instructions of one whole run of `variant` with n tasks under callgrind."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        command = [sys.executable, __file__, "--run", str(n), "--only", variant]
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
-        match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
-        assert match is not None, "no totals in callgrind's output"
-        return int(match.group(1))
+    command = [sys.executable, __file__, "--run", str(n), "--only", variant]
+    return _common.callgrind_totals(command)["Ir"]
 
 
 def callgrind(variants: list[str]) -> None:

@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import _common
 import trio
 import trio.testing
 
@@ -78,26 +75,7 @@ def run(n: int, profile: cProfile.Profile | None = None) -> float:
 
 def instructions(n: int) -> int:
     """Instructions of one whole run of n tasks under callgrind (a fixed hash seed)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                "--run",
-                str(n),
-            ],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
-        match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
-        assert match is not None, "no totals in callgrind's output"
-        return int(match.group(1))
+    return _common.callgrind_totals([sys.executable, __file__, "--run", str(n)])["Ir"]
 
 
 def calls(n: int) -> dict[tuple[str, int, str], tuple[int, float]]:
