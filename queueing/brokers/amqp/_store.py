@@ -80,15 +80,15 @@ FINISH_ARGS = 14
 #: The body of `finish_many`: KEYS are `finish.lua`'s for the first task (the replies
 #: stream left out), then each task's record and replies stream (its record again if it
 #: has none); ARGV each task's `finish.lua` arguments. One answer per task.
-FINISH_MANY_LOOP = """
+FINISH_MANY_LOOP = f"""
 local base = fair_keys(6)
-local out = {}
+local out = {{}}
 for i = 0, (#KEYS - base + 1) / 2 - 1 do
-  local k = {}
+  local k = {{}}
   for j = 2, base - 1 do k[j] = KEYS[j] end
   k[1] = KEYS[base + 2 * i]
-  local a = {}
-  for j = 1, 14 do a[j] = ARGV[14 * i + j] end
+  local a = {{}}
+  for j = 1, {FINISH_ARGS} do a[j] = ARGV[{FINISH_ARGS} * i + j] end
   if a[12] ~= '' then k[base] = KEYS[base + 2 * i + 1] end
   out[i + 1] = finish_one(k, a)
 end
