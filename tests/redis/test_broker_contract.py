@@ -272,6 +272,48 @@ async def test_a_forged_entry_is_dead_lettered_and_leaves_the_task_alone(redis_u
         assert stored.result == "done"
 
 
+async def test_an_exact_copy_of_a_live_entry_is_dead_lettered(redis_url: str) -> None:
+    """A task's entry says itself that it is live (its `x` field names its own id): a copy
+    of all its fields, written after it, has another id and is checked against the record."""
+    async with opened(redis_url) as broker, raw_client(redis_url) as client:
+        task = new_task(payload="real")
+        await broker.accept(JOBS, task)
+        ready = key(redis_url, "jobs", "ready")
+        ((_, fields),) = [(e.identifier, dict(e.field_values)) for e in await client.xrange(ready)]
+        assert "x" in fields
+        await client.xadd(ready, fields)
+        claimed = await broker.claim(JOBS, 10, wait=0)
+        assert [(t.id, t.payload) for t in claimed] == [(task.id, "real")]
+        await broker.flush()
+        (letter,) = await broker.dead_letters("jobs", 10)
+        assert letter.error is not None
+        assert f"not the entry task {task.id!r} was stored as" in letter.error.message
+        assert await broker.settle(JOBS, claimed[0], TaskState.SUCCEEDED, "done")
+        await broker.flush()
+        (done,) = await broker.wait_settled([task.id], 5.0)
+        assert done.result == "done"
+
+
+async def test_a_blocking_read_hands_out_a_live_entry(redis_url: str) -> None:
+    async with opened(redis_url) as broker:
+        got: list[object] = []
+
+        async def claim() -> None:
+            got.extend(await broker.claim(JOBS, 1, wait=5.0))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claim)
+            await trio.sleep(0.2)  # the claim waits in a blocking read
+            task = new_task(payload="late")
+            await broker.accept(JOBS, task)
+        (claimed,) = got
+        assert (claimed.id, claimed.payload) == (task.id, "late")
+        assert await broker.settle(JOBS, claimed, TaskState.SUCCEEDED, 1)
+        await broker.flush()
+        (done,) = await broker.wait_settled([task.id], 5.0)
+        assert done.result == 1
+
+
 async def test_retry_at_makes_the_task_ready_again_when_due(redis_url: str) -> None:
     async with opened(redis_url) as broker:
         task = new_task(payload="again")

@@ -33,7 +33,6 @@ SCRIPTS = (
     "finish",
     "lookup",
     "outcomes",
-    "owners",
     "probe",
     "promote",
     "rate",
@@ -49,10 +48,12 @@ SCRIPTS = (
 )
 #: Shared pieces of Lua (lua/_NAME.lua), loaded in front of the scripts that use them.
 PRELUDES = {
-    "claim": ("_fair",),
-    "submit": ("_ranking", "_fair"),
-    "promote": ("_ranking", "_fair"),
-    "take_fair": ("_fair",),
+    "claim": ("_entry", "_fair"),
+    "submit": ("_entry", "_ranking", "_fair"),
+    "promote": ("_entry", "_ranking", "_fair"),
+    "release": ("_entry",),
+    "take": ("_entry",),
+    "take_fair": ("_entry", "_fair"),
     "finish": ("_fair",),
     "retry": ("_fair",),
 }

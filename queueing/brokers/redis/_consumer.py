@@ -1,23 +1,22 @@
 """The consumer side: claim, reclaim, and promoting due tasks (leases: `_leases`).
 
 A claim is one round trip when entries are ready: a plain `XREADGROUP` (without waiting)
-reads them for this process's consumer, and `owners.lua`, right after it, says of each
-whether the queue's `live` hash names it, that is whether it is the entry its task's record
-names (every script that writes a record's entry writes `live` with it). The entries are
-not read inside a script: there each one is converted into Lua values and back, which
-costs Redis more than the rest of the claim. The outcomes waiting to be written go in the
-same round trip; `owners.lua` says too whether the queue is ranked: a queue seen ranked (or
-fair) is claimed through `claim.lua` from then on (its tasks wait outside the stream).
-When nothing is ready, a blocking `XREADGROUP` waits, and `live` is read for what it
-brings (a second round trip, on an idle queue only).
+reads them for this process's consumer, with an `EXISTS` of the queue's `ranked` key
+beside it: a queue seen ranked (or fair) is claimed through `claim.lua` from then on (its
+tasks wait outside the stream). The outcomes waiting to be written go in the same round
+trip. The entries are not read inside a script: there each one is converted into Lua
+values and back, which costs Redis more than the rest of the claim. When nothing is ready,
+a blocking `XREADGROUP` waits. An entry says itself that it is live, and whose task it
+is (its `x` field: lua/_entry.lua); an entry written without it (by a ranked queue's
+claim) is named by the queue's `live` hash (checked by `check.lua`, with the record).
 
 A claimed entry sits in the ready stream's group pending list (PEL) under this process's
 consumer name; it stays ours while `renew` resets its idle time. Entries idle longer than
 the lease belonged to a process that stopped renewing: `claim` takes them over with
 `XAUTOCLAIM`, their delivery count kept. Every entry read is checked before it is handed
-out: it must parse (`BadEntry`) and be named by `live`, or else be the entry its task's
-record names (`check.lua`, for entries `live` does not name); anything else is
-dead-lettered with the reason and never run.
+out: it must parse (`BadEntry`) and show itself live (`x`), or be named by `live`, or else
+be the entry its task's record names (`check.lua`); anything else is dead-lettered with
+the reason and never run.
 """
 
 from __future__ import annotations
@@ -101,10 +100,17 @@ def _is_wake(fields: dict[Any, Any]) -> bool:
     return "wake" in fields and "env" not in fields
 
 
-def _stream_id(ident: str) -> tuple[int, int]:
-    """A stream entry id as a pair of numbers, to compare ids."""
-    ms, _, seq = ident.partition("-")
-    return int(ms), int(seq or 0)
+def _owner(ident: str, fields: dict[Any, Any]) -> str | None:
+    """The submitting client of an entry whose `x` field shows it live (see
+    lua/_entry.lua: its own id, a space, the client); None for any other entry."""
+    x = fields.get("x")
+    if x is None:
+        return None
+    x = str(x)
+    n = len(ident)
+    if x[n : n + 1] == " " and x.startswith(ident):
+        return x[n + 1 :]
+    return None
 
 
 def _entries(read: Any) -> Entries:
@@ -143,15 +149,11 @@ class Consumer:
         self._fair_heads: dict[str, list[Any]] = {}
         #: The queues seen ranked (or fair): claimed through claim.lua (see `_take`).
         self._ranked: set[str] = set()
-        #: Per queue, the newest entry this consumer got from its stream (see owners.lua).
-        self._newest: dict[str, str] = {}
 
     # -- claim ------------------------------------------------------------------------------
 
     async def claim(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
         entries, counts, owners = await self._take(queue, n, wait)
-        if entries:
-            self._note_newest(queue.name, entries)
         try:
             # The caller's cancellation, if it came while Redis handed us entries.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -210,17 +212,16 @@ class Consumer:
                 return taken
         wakes: list[str] = []
         if name not in self._ranked:
-            # A plain read (the common case: entries in the stream), with what `live` says
-            # of the entries it gave (owners.lua), in one round trip.
-            got, owners, ranked = await self._read_new(name, n)
+            # A plain read (the common case: entries in the stream), and whether the queue
+            # is ranked, in one round trip.
+            got, ranked = await self._read_new(name, n)
             if ranked:
                 self._ranked.add(name)  # for good (see submit.lua)
             if got and not (ranked and all(_is_wake(fields) for _, fields in got)):
                 entries = await self._drop_wakes(name, got)
                 if entries is None:  # only wake-ups (the queue was ranked): look again
                     return await self._take(queue, n, wait)
-                named = [owners.get(ident) for ident, _ in entries]
-                return entries, None, named
+                return entries, None, None
             # Only wake-ups (the queue was ranked just now): removed with the claim below.
             wakes = [ident for ident, _ in got]
         answer = None
@@ -245,8 +246,7 @@ class Consumer:
             return _read_entries(answer)
         if wait <= 0:
             return [], None, None
-        # Nothing ready: wait for entries in a blocking read (what `live` says of them is
-        # read next, in `_admit`).
+        # Nothing ready: wait for entries in a blocking read.
         block = min(wait, self.calls.block)
         started = trio.current_time()
         with self.batcher.claim_waiting():
@@ -315,46 +315,32 @@ class Consumer:
                 return await self._take(queue, n, wait - (trio.current_time() - started))
         return [], None, None
 
-    async def _read_new(self, name: str, n: int) -> tuple[Entries, dict[str, str | None], bool]:
-        """New entries for a claim, without waiting: a plain `XREADGROUP`, then owners.lua:
-        what `live` says of the entries it gave (by entry id) and whether the queue is
-        ranked (its tasks are then claimed through claim.lua), in one round trip with the outcomes
-        waiting to be written (if any). Read inside a script, an entry is converted into
-        Lua values and back, which costs Redis more than the rest of a claim. Calls here
-        leave a cancellation to `claim`."""
+    async def _read_new(self, name: str, n: int) -> tuple[Entries, bool]:
+        """New entries for a claim, without waiting: a plain `XREADGROUP`, and whether the
+        queue is ranked (its tasks are then claimed through claim.lua), in one round trip
+        with the outcomes waiting to be written (if any). Read inside a script, an entry is
+        converted into Lua values and back, which costs Redis more than the rest of a
+        claim. Calls here leave a cancellation to `claim`."""
         ready = self.keys.ready(name)
         ops = self.batcher.take()
-        keys = [ready, self.keys.live(name), self.keys.ranked(name)]
-        args = [self.consumer, n, self._newest.get(name, "")]
+        ranked = self.keys.ranked(name)
 
         def fill(pipe: Any) -> list[Any]:
             return [
                 *self.batcher.fill(pipe, ops),
                 pipe.xreadgroup(k.GROUP, self.consumer, count=n, streams={ready: ">"}),
-                self.calls.script(pipe, "owners", keys, args),
+                pipe.exists([ranked]),
             ]
 
         what = "write outcomes and claim" if ops else "claim"
         answers = await self.calls.pipelined(what, fill, deliver=False)
         if ops:
             self.batcher.answered(ops, answers[:-2])
-        read, named = answers[-2:]
-        for answer in (read, named):
+        read, is_ranked = answers[-2:]
+        for answer in (read, is_ranked):
             if isinstance(answer, Exception):
                 raise answer
-        owners = {
-            str(ident): None if owner is None else str(owner)
-            for ident, owner in zip(named[1::2], named[2::2], strict=True)
-        }
-        return _entries((read or {}).get(ready, ())), owners, bool(named[0])
-
-    def _note_newest(self, name: str, entries: Entries) -> None:
-        """Keep the newest entry this consumer got from `name`'s stream (see owners.lua).
-        Reads and reclaims answer in the order of the stream: the last is the newest."""
-        last = entries[-1][0]
-        newest = self._newest.get(name)
-        if newest is None or _stream_id(last) > _stream_id(newest):
-            self._newest[name] = last
+        return _entries((read or {}).get(ready, ())), bool(is_ranked)
 
     async def _with_outcomes(
         self, script: str, keys: list[str], args: list[Any], wakes: Sequence[str] = ()
@@ -511,19 +497,15 @@ class Consumer:
     async def _admit(
         self, queue: QueueInfo, entries: Entries, counts: Counts, owners: Owners
     ) -> list[Task]:
-        """Check what was read: parse each entry; one that `live` names is a task of ours
-        (its value: the submitting client); any other is checked against its task's record
-        by `check.lua` (an entry written before `live` existed, a forged or stale copy)."""
+        """Check what was read: parse each entry; one that shows itself live (`x`, see
+        lua/_entry.lua) or that `live` names is a task of ours (with its submitting
+        client); any other is checked against its task's record by `check.lua` (an entry
+        written without `x` by a ranked queue's claim, a forged or stale copy)."""
         if not entries:
             return []
         name = queue.name
         if owners is None:
-            live = self.keys.live(name)
-            idents = [ident for ident, _ in entries]
-            found = await self.calls.retrying(
-                "check claimed tasks", lambda: self.calls.client.hmget(live, idents), deliver=False
-            )
-            owners = [None if owner is None else str(owner) for owner in found]
+            owners = [_owner(ident, fields) for ident, fields in entries]
         max_bytes = queue.max_payload + k.ENVELOPE_OVERHEAD
         now = self.clock()
         held = self.held.setdefault(name, {})

@@ -82,6 +82,7 @@ class Outcomes:
                 ttl,
                 # Where a task id starts in its record's key (1-based, as Lua counts).
                 len(self.keys.record(queue, "")) + 1,
+                self.keys.replies(queue, ""),
             ]
             head = self._heads[(queue, ttl)] = (keys, args)
         return head
@@ -92,9 +93,15 @@ class Outcomes:
         """One task's keys and arguments in a `finish.lua` call (its record's key is
         `Keys.record(queue, id)`: the script reads the id from it)."""
         keys = [self.keys.record(queue, task.id)]
-        if reply:
+        state = task.state.value
+        if reply:  # its notice goes to this stream if the record names this client
             keys.append(self.keys.replies(queue, reply))
-        return keys, [entry, task.state.value, encode_outcome(task), letter, reply]
+            state = ("+!" if letter else "+") + state
+        elif letter:
+            state = "!" + state
+        if letter:
+            return keys, [entry, state, encode_outcome(task), letter]
+        return keys, [entry, state, encode_outcome(task)]
 
     async def settle(
         self,

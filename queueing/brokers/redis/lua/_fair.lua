@@ -132,7 +132,7 @@ end
 local function nudge(F, woken, cap)
   if woken <= 0 then return end
   local tokens = {}
-  for t = 1, math.min(woken, cap) do tokens[t] = 1 end
+  for t = 1, math.min(woken, cap) do tokens[t] = '1' end
   redis.call('LPUSH', KEYS[F + 4], unpack(tokens))
   redis.call('LTRIM', KEYS[F + 4], 0, cap - 1)
 end

@@ -30,7 +30,7 @@ if got then
 end
 if #ids > 0 then -- what `live` says of them, in one read
   local owners = redis.call('HMGET', KEYS[2], unpack(ids))
-  for i, e in ipairs(out) do e[3] = owners[i] end
+  for i, e in ipairs(out) do e[3] = owner_of(e[1], e[2], owners[i]) end -- see _entry.lua
 end
 if #out > 0 or redis.call('EXISTS', KEYS[3]) == 0 then return out end
 if redis.call('EXISTS', KEYS[5]) == 1 then

@@ -5,10 +5,13 @@
 -- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens
 --       (and nudge tokens), 6 the longest outcome a notice carries, 7 the outcomes' ttl
 --       (ms), 8 where the task id starts in its record's key (the records' keys are
---       `<prefix>task:<task id>`), then 5 per task: the entry it was claimed from ('' for
---       a cancel: whatever entry or delay the record names), state, outcome, dead letter
---       or '', the submitting client (its replies stream follows the record in KEYS; ''
---       for none)
+--       `<prefix>task:<task id>`), 9 the replies streams' keys before the client's name,
+--       then per task: the entry it was claimed from ('' for a cancel: whatever entry or
+--       delay the record names), its state, its outcome [, its dead letter]. The state
+--       may start with '+' (the replies stream of the task's client follows its record
+--       in KEYS: the notice goes there if the record names that client) then '!' (its
+--       dead letter follows the outcome). Three arguments for a plain outcome: every one
+--       costs Redis about as much as a command.
 -- Returns one code per task: 1 recorded; 0 it had an outcome; -1 no such task; -2 the
 -- record names another entry (the one given is acknowledged and removed; the task is
 -- left alone)
@@ -38,23 +41,39 @@ local function before(a, b) -- whether entry id a comes before b
   return am < bm or (am == bm and as < bs)
 end
 
--- The later of two entry ids (a may be nil), cheaply: by length, then as text. Exact for
--- ids whose times have as many digits (every id Redis makes until the year 2286); for
--- others it may answer the earlier one, which makes the trim below stop short, never go
--- too far.
+-- The later of two entry ids (a may be nil), cheaply: ids of one length compare as text
+-- (their times have as many digits until the year 2286); otherwise by the time's digits,
+-- then the time as text, then the sequence's digits.
 local function later(a, b)
-  if not a or #b > #a or (#b == #a and b > a) then return b end
-  return a
+  if not a then return b end
+  if #a == #b then return (b > a) and b or a end
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  if da ~= db then return (db > da) and b or a end
+  local ma, mb = string.sub(a, 1, da), string.sub(b, 1, db)
+  if ma ~= mb then return (mb > ma) and b or a end
+  return (#b > #a) and b or a
 end
 
 local newest, dropped = nil, {}
 local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
-local ttl, from = ARGV[7], tonumber(ARGV[8])
-local tenanted = redis.call('EXISTS', KEYS[F]) == 1 or redis.call('EXISTS', KEYS[F + 2]) == 1
+local ttl, from, streams_at = ARGV[7], tonumber(ARGV[8]), ARGV[9]
+local tenanted = redis.call('EXISTS', KEYS[F], KEYS[F + 2]) > 0
 local k = 26
-for a = 9, #ARGV, 5 do
-  local entry, state, client = ARGV[a], ARGV[a + 1], ARGV[a + 4]
+local a = 10
+while a <= #ARGV do
+  local entry, state, outcome = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local stream, letter = nil, ''
+  a = a + 3
+  if string.byte(state) == 43 then -- '+'
+    stream = KEYS[k + 1]
+    state = string.sub(state, 2)
+  end
+  if string.byte(state) == 33 then -- '!'
+    letter = ARGV[a]
+    a = a + 1
+    state = string.sub(state, 2)
+  end
   local id = string.sub(KEYS[k], from)
   local f
   if tenanted then
@@ -89,7 +108,6 @@ for a = 9, #ARGV, 5 do
     end
     if f[5] then unrun(F, f[4] or '', tonumber(ARGV[5])) end
     if f[6] then unhold(F, f[4] or '') end
-    local outcome = ARGV[a + 2]
     -- (Its `e` stays: read only while a record is pending or scheduled.)
     redis.call('HSET', KEYS[k], 's', state, 'o', outcome)
     if f[5] then redis.call('HDEL', KEYS[k], 'c') end
@@ -99,24 +117,24 @@ for a = 9, #ARGV, 5 do
     recorded = recorded + 1
     done[#done + 1] = id
     done[#done + 1] = ''
-    if client ~= '' and f[3] == client then
+    if stream and f[3] and stream == streams_at .. f[3] then
       -- The outcome rides along (a copy: the record keeps it), unless it is long.
-      local first = streams[KEYS[k + 1]] -- the first index in KEYS of this stream
+      local first = streams[stream] -- the first index in KEYS of this stream
       if not first then
         first = k + 1
-        streams[KEYS[first]] = first
+        streams[stream] = first
         notices[first] = {}
       end
       local carried = notices[first]
       carried[#carried + 1] = id
       carried[#carried + 1] = (#outcome <= tonumber(ARGV[6])) and outcome or ''
     end
-    if ARGV[a + 3] ~= '' then
-      redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[1], '*', 'id', id, 'd', ARGV[a + 3])
+    if letter ~= '' then
+      redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[1], '*', 'id', id, 'd', letter)
     end
   end
   codes[#codes + 1] = code
-  if client ~= '' then k = k + 2 else k = k + 1 end
+  if stream then k = k + 2 else k = k + 1 end
 end
 if #gone > 0 then
   redis.call('XACK', KEYS[1], GROUP, unpack(gone))
@@ -153,9 +171,13 @@ end
 if recorded > 0 then
   if redis.call('DECRBY', KEYS[2], recorded) < 0 then redis.call('SET', KEYS[2], 0) end
   for counter, n in pairs(counters) do redis.call('HINCRBY', KEYS[3], counter, n) end
-  local tokens = {}
-  for i = 1, math.min(recorded, tonumber(ARGV[5])) do tokens[i] = 1 end
-  redis.call('LPUSH', KEYS[4], unpack(tokens))
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+  -- A token per task recorded, up to the cap: a list already full (nobody waits for
+  -- room, the common case) costs one LLEN.
+  local room = math.min(recorded, tonumber(ARGV[5]) - redis.call('LLEN', KEYS[4]))
+  if room > 0 then
+    local tokens = {}
+    for i = 1, room do tokens[i] = '1' end
+    redis.call('LPUSH', KEYS[4], unpack(tokens))
+  end
 end
 return codes

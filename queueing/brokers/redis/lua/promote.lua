@@ -50,10 +50,12 @@ for i = 23, #KEYS do
       redis.call('HDEL', KEYS[2], id)
       if env then
         -- Moved even without a record: the reader dead-letters it with the reason.
-        local entry = redis.call('XADD', KEYS[3], '*', 'id', id, 'env', env)
         if f[1] == 'scheduled' then
+          local entry, certified = add_entry(3, id, env, f[2] or '') -- see _entry.lua
           redis.call('HSET', KEYS[i], 's', 'pending', 'e', entry)
-          redis.call('HSET', KEYS[4], entry, f[2] or '')
+          if not certified then redis.call('HSET', KEYS[4], entry, f[2] or '') end
+        else
+          redis.call('XADD', KEYS[3], '*', 'id', id, 'env', env)
         end
         moved = moved + 1
       end
@@ -62,7 +64,7 @@ for i = 23, #KEYS do
 end
 if woken > 0 then
   local tokens = {}
-  for t = 1, math.min(woken, tonumber(ARGV[2])) do tokens[t] = 1 end
+  for t = 1, math.min(woken, tonumber(ARGV[2])) do tokens[t] = '1' end
   redis.call('LPUSH', KEYS[7], unpack(tokens))
   redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[2]) - 1)
 end

@@ -12,10 +12,10 @@ for i = 3, #KEYS do
   redis.call('XACK', KEYS[1], GROUP, entry)
   redis.call('XDEL', KEYS[1], entry)
   if f[1] == 'pending' and f[2] == entry then
-    local new = redis.call('XADD', KEYS[1], '*', 'id', id, 'env', env)
+    local new, certified = add_entry(1, id, env, f[3] or '') -- see _entry.lua
     redis.call('HSET', KEYS[i], 'e', new)
     redis.call('HDEL', KEYS[2], entry)
-    redis.call('HSET', KEYS[2], new, f[3] or '')
+    if not certified then redis.call('HSET', KEYS[2], new, f[3] or '') end
     back = back + 1
   end
 end

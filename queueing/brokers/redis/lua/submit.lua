@@ -101,9 +101,9 @@ for i = 25, #KEYS do
       redis.call('HSET', KEYS[i], 's', 'pending', 'e', '', 'r', reply, 'm', meta, 't', ARGV[3])
       woken = woken + 1
     else
-      local entry = redis.call('XADD', KEYS[2], '*', 'id', id, 'env', env)
+      local entry, certified = add_entry(2, id, env, reply) -- see _entry.lua
       redis.call('HSET', KEYS[i], 's', 'pending', 'e', entry, 'r', reply, 'm', meta, 't', ARGV[3])
-      redis.call('HSET', KEYS[6], entry, reply)
+      if not certified then redis.call('HSET', KEYS[6], entry, reply) end
     end
     if priority > 0 then redis.call('HSET', KEYS[i], 'p', priority) end
     if tenant ~= '' then redis.call('HSET', KEYS[i], 'n', tenant) end
@@ -120,7 +120,7 @@ end
 if woken > 0 then
   -- Wake-ups for consumers idle on a ranked queue (they wait on this list, not the stream).
   local tokens = {}
-  for t = 1, math.min(woken, tonumber(ARGV[4])) do tokens[t] = 1 end
+  for t = 1, math.min(woken, tonumber(ARGV[4])) do tokens[t] = '1' end
   redis.call('LPUSH', KEYS[9], unpack(tokens))
   redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[4]) - 1)
 end

@@ -83,7 +83,7 @@ local function read(n)
       redis.call('XACK', KEYS[1], GROUP, e[1])
       redis.call('XDEL', KEYS[1], e[1])
     else
-      out[#out + 1] = {e[1], e[2], redis.call('HGET', KEYS[2], e[1])}
+      out[#out + 1] = {e[1], e[2], owner_of(e[1], e[2], redis.call('HGET', KEYS[2], e[1]))}
     end
   end
   return out
