@@ -294,6 +294,24 @@ async def test_an_exact_copy_of_a_live_entry_is_dead_lettered(redis_url: str) ->
         assert done.result == "done"
 
 
+async def test_entries_go_on_after_a_stream_id_from_the_future(redis_url: str) -> None:
+    """A stream whose last id is later than the clock (set back, say): the entries are
+    added with ids Redis picks, checked against their records when read."""
+    async with opened(redis_url) as broker, raw_client(redis_url) as client:
+        ready = key(redis_url, "jobs", "ready")
+        await client.xadd(ready, {"env": "junk"}, identifier="9999999999999-0")
+        tasks = [new_task(payload=n) for n in range(3)]
+        for task in tasks:
+            await broker.accept(JOBS, task)
+        claimed = await broker.claim(JOBS, 10, wait=0)
+        assert sorted(t.payload for t in claimed) == [0, 1, 2]
+        for task in claimed:
+            assert await broker.settle(JOBS, task, TaskState.SUCCEEDED, task.payload)
+        await broker.flush()
+        done = await settled_all(broker, [t.id for t in tasks])
+        assert sorted(t.result for t in done.values()) == [0, 1, 2]
+
+
 async def test_a_blocking_read_hands_out_a_live_entry(redis_url: str) -> None:
     async with opened(redis_url) as broker:
         got: list[object] = []

@@ -3,7 +3,7 @@
 --
 -- An entry written here gets its id chosen by the script (XADD with an explicit id) and
 -- carries it in its field `x`: '<its own entry id> <the submitting client>' (the client
--- may be ''). A copy of the entry (XADD '*' of its fields: forged, or stale) gets another
+-- may be ''), beside `env` (no `id` field: the envelope has the task id). A copy of the entry (XADD '*' of its fields: forged, or stale) gets another
 -- id, and no XADD can give an id the stream had before (ids only grow): an entry whose
 -- `x` starts with its own id is the entry written for its task, live as long as it is
 -- in the stream (every script that makes a record name another entry, or none, deletes
@@ -14,7 +14,7 @@
 -- that it comes after the ids every earlier call gave (a call lasts more than a
 -- microsecond; fewer than 1000 entries are added per microsecond); the next ones follow
 -- it. If the stream has a later id (a clock set back), XADD '*' writes the entry without
--- `x` (checked by the reader), and the next ones follow that.
+-- `x` (named in `live` by the caller), and the next ones follow that.
 local entry_ms, entry_seq = nil, nil
 
 local function add_entry(ready, id, env, client)
@@ -27,8 +27,7 @@ local function add_entry(ready, id, env, client)
     entry_seq = entry_seq + 1
   end
   local entry = string.format('%s-%d', entry_ms, entry_seq)
-  local ok = redis.pcall('XADD', KEYS[ready], entry, 'id', id, 'env', env,
-    'x', entry .. ' ' .. client)
+  local ok = redis.pcall('XADD', KEYS[ready], entry, 'env', env, 'x', entry .. ' ' .. client)
   if type(ok) == 'table' and ok.err then
     entry = redis.call('XADD', KEYS[ready], '*', 'id', id, 'env', env)
     local dash = string.find(entry, '-', 1, true)

@@ -29,6 +29,10 @@ local function rank(ready, live, envs, waiting, sequence)
   local backlog = redis.call('XRANGE', KEYS[ready], '(' .. last, '+')
   for _, e in ipairs(backlog) do
     local id, env = field(e[2], 'id'), field(e[2], 'env')
+    if env and not id then -- an entry written by _entry.lua: the envelope has the id
+      local ok, doc = pcall(cjson.decode, env)
+      if ok and type(doc) == 'table' and type(doc.id) == 'string' then id = doc.id end
+    end
     if id and env then -- anything else stays for a reader to dead-letter
       redis.call('XDEL', KEYS[ready], e[1])
       redis.call('HDEL', KEYS[live], e[1])
