@@ -11,6 +11,10 @@ time:
   before the next claim, which takes those outcomes along (as a worker's does);
 - every outcome of the block waited for with `wait_settled` (the client's notices).
 
+`--phase submit` replays the submits alone, `--phase claim` the submits and claims (no
+outcome written: the tasks stay claimed): the differences between the three give what
+each step costs Redis.
+
 It reports per task: Redis's commands (`INFO commandstats`: calls and microseconds), the
 reads of client input (`INFO stats`: about one per round trip), Redis's CPU (`INFO cpu`,
 user + sys), this process's CPU (the broker's client and worker side) and, with
@@ -21,6 +25,7 @@ apart). Instruction counts do not depend on the machine's load; CPU times do.
 
     python bench/redis_replay.py                    # N=3072: commands and CPU per task
     python bench/redis_replay.py --callgrind        # + instructions (needs valgrind)
+    python bench/redis_replay.py --callgrind --phase submit     # the submits alone
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ def commandstats(port: int) -> dict[str, tuple[int, float]]:
     return out
 
 
-async def replay(url: str, n: int, block: int, claim: int) -> None:
+async def replay(url: str, n: int, block: int, claim: int, phase: str = "full") -> None:
     broker = RedisBroker(url, prefix="replay")
     async with broker.connect({QUEUE.name: QUEUE}, serve=True), trio.open_nursery() as nursery:
         nursery.start_soon(broker.run)
@@ -99,13 +104,18 @@ async def replay(url: str, n: int, block: int, claim: int) -> None:
                 serial += 1
                 tasks.append(Task(f"job:{run}{serial:08d}", "job", serial, time.time()))
             assert await broker.accept_many(QUEUE, tasks) == block
+            if phase == "submit":
+                continue
             done = 0
             while done < block:
                 got = await broker.claim(QUEUE, claim, wait=1.0)
                 assert got, "nothing to claim"
-                for task in got:
-                    await broker.settle(QUEUE, task, TaskState.SUCCEEDED, task.payload)
+                if phase == "full":
+                    for task in got:
+                        await broker.settle(QUEUE, task, TaskState.SUCCEEDED, task.payload)
                 done += len(got)
+            if phase != "full":
+                continue
             waiting = {t.id: t.payload for t in tasks}
             while waiting:
                 settled = await broker.wait_settled(set(waiting), 30.0)
@@ -152,13 +162,13 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> dict[s
             time.sleep(0.2)
         url = f"redis://127.0.0.1:{port}/0"
         # A warm-up block (scripts loaded, group made), then the measured replay.
-        trio.run(replay, url, args.block, args.block, args.claim)
+        trio.run(replay, url, args.block, args.block, args.claim, args.phase)
         cli(port, "CONFIG", "RESETSTAT")
         user0, sys0 = cpu(port)
         reads0 = int(info(port, "stats")["total_reads_processed"])
         started = time.monotonic()
         mine0 = time.process_time()
-        trio.run(replay, url, n, args.block, args.claim)
+        trio.run(replay, url, n, args.block, args.claim, args.phase)
         wall = time.monotonic() - started
         user1, sys1 = cpu(port)
         mine = time.process_time() - mine0
@@ -211,11 +221,17 @@ def main() -> int:
     parser.add_argument("--claim", type=int, default=8, help="tasks per claim")
     parser.add_argument("--repeat", type=int, default=3, help="runs for the CPU figures")
     parser.add_argument("--callgrind", action="store_true", help="also count instructions")
+    parser.add_argument(
+        "--phase",
+        choices=("submit", "claim", "full"),
+        default="full",
+        help="replay the submits only, the submits and claims (no outcomes), or all",
+    )
     args = parser.parse_args()
 
     runs = [run_once(args.n, args, None) for _ in range(args.repeat)]
     last = runs[-1]
-    print(f"replay: {args.n} tasks, blocks of {args.block}, claims of {args.claim}")
+    print(f"replay ({args.phase}): {args.n} tasks, blocks of {args.block}, claims of {args.claim}")
     print(f"{'command':14} {'calls/task':>10} {'us/task':>8}")
     total_calls = 0.0
     for name, (calls, usec) in sorted(last["commands"].items(), key=lambda kv: -kv[1][1]):

@@ -82,7 +82,6 @@ class Outcomes:
                 ttl,
                 # Where a task id starts in its record's key (1-based, as Lua counts).
                 len(self.keys.record(queue, "")) + 1,
-                self.keys.replies(queue, ""),
             ]
             head = self._heads[(queue, ttl)] = (keys, args)
         return head
@@ -94,7 +93,7 @@ class Outcomes:
         `Keys.record(queue, id)`: the script reads the id from it)."""
         keys = [self.keys.record(queue, task.id)]
         state = task.state.value
-        if reply:  # its notice goes to this stream if the record names this client
+        if reply:  # its notice goes to this stream (the client its entry or record names)
             keys.append(self.keys.replies(queue, reply))
             state = ("+!" if letter else "+") + state
         elif letter:

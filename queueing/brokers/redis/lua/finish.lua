@@ -5,13 +5,13 @@
 -- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens
 --       (and nudge tokens), 6 the longest outcome a notice carries, 7 the outcomes' ttl
 --       (ms), 8 where the task id starts in its record's key (the records' keys are
---       `<prefix>task:<task id>`), 9 the replies streams' keys before the client's name,
---       then per task: the entry it was claimed from ('' for a cancel: whatever entry or
---       delay the record names), its state, its outcome [, its dead letter]. The state
---       may start with '+' (the replies stream of the task's client follows its record
---       in KEYS: the notice goes there if the record names that client) then '!' (its
---       dead letter follows the outcome). Three arguments for a plain outcome: every one
---       costs Redis about as much as a command.
+--       `<prefix>task:<task id>`), then per task: the entry it was claimed from ('' for
+--       a cancel: whatever entry or delay the record names), its state, its outcome [, its
+--       dead letter]. The state may start with '+' (the replies stream of the task's
+--       client follows its record in KEYS: the client its live entry or its record
+--       names; its notice goes there if the outcome is recorded) then '!' (its dead
+--       letter follows the outcome). Three arguments for a plain outcome: every one costs
+--       Redis about as much as a command.
 -- Returns one code per task: 1 recorded; 0 it had an outcome; -1 no such task; -2 the
 -- record names another entry (the one given is acknowledged and removed; the task is
 -- left alone)
@@ -57,10 +57,10 @@ end
 local newest, dropped = nil, {}
 local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
-local ttl, from, streams_at = ARGV[7], tonumber(ARGV[8]), ARGV[9]
+local ttl, from = ARGV[7], tonumber(ARGV[8])
 local tenanted = redis.call('EXISTS', KEYS[F], KEYS[F + 2]) > 0
 local k = 26
-local a = 10
+local a = 9
 while a <= #ARGV do
   local entry, state, outcome = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local stream, letter = nil, ''
@@ -77,9 +77,9 @@ while a <= #ARGV do
   local id = string.sub(KEYS[k], from)
   local f
   if tenanted then
-    f = redis.call('HMGET', KEYS[k], 's', 'e', 'r', 'n', 'c', 'q')
+    f = redis.call('HMGET', KEYS[k], 's', 'e', 'n', 'c', 'q')
   else
-    f = redis.call('HMGET', KEYS[k], 's', 'e', 'r')
+    f = redis.call('HMGET', KEYS[k], 's', 'e')
   end
   local code = 1
   if not f[1] then
@@ -106,18 +106,18 @@ while a <= #ARGV do
     elseif entry == '' and (f[2] or '') == '' and leave(F, id) then
       redis.call('HDEL', KEYS[8], id) -- cancelled while it waited in a fair queue's flow
     end
-    if f[5] then unrun(F, f[4] or '', tonumber(ARGV[5])) end
-    if f[6] then unhold(F, f[4] or '') end
+    if f[4] then unrun(F, f[3] or '', tonumber(ARGV[5])) end
+    if f[5] then unhold(F, f[3] or '') end
     -- (Its `e` stays: read only while a record is pending or scheduled.)
     redis.call('HSET', KEYS[k], 's', state, 'o', outcome)
-    if f[5] then redis.call('HDEL', KEYS[k], 'c') end
+    if f[4] then redis.call('HDEL', KEYS[k], 'c') end
     redis.call('PEXPIRE', KEYS[k], ttl)
     local counter = COUNTERS[state] or state
     counters[counter] = (counters[counter] or 0) + 1
     recorded = recorded + 1
     done[#done + 1] = id
     done[#done + 1] = ''
-    if stream and f[3] and stream == streams_at .. f[3] then
+    if stream then
       -- The outcome rides along (a copy: the record keeps it), unless it is long.
       local first = streams[stream] -- the first index in KEYS of this stream
       if not first then
