@@ -1,5 +1,6 @@
--- Entries read from a queue's ready stream that `live` does not name (rare: see
--- claim.lua): is each the entry its task's record names?
+-- Entries read from a queue's ready stream that neither show themselves live (`x`: see
+-- _entry.lua) nor are named by `live` (rare: a copy, forged or stale, or an entry of an
+-- older version): is each the entry its task's record names?
 -- KEYS: 1 ready, 2 live, 3.. the record of the task id each entry claims
 -- ARGV: the entry ids, one per record
 -- Returns one string per entry: '+' .. the submitting client (a task of ours: run it; it
