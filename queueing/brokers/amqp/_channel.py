@@ -15,7 +15,7 @@ from ._confirms import Confirmation
 from ._consumer import Consumer
 from ._core import ConsumerEntry, Waiter
 from ._errors import fresh
-from ._frames import content_bytes, publish_method_bytes
+from ._frames import publish_bytes, publish_method_bytes
 from ._message import NO_PROPERTIES, Delivery, Properties
 from ._topology import Topology
 from ._writer import Outgoing
@@ -69,7 +69,7 @@ class Channel(Topology):
                 props = attrs.evolve(props, message_id=uuid.uuid4().hex)
             message_id = props.message_id
         method = publish_method_bytes(self.number, exchange, routing_key, mandatory)
-        data = content_bytes(self.number, method, props.to_pamqp(), body, self.connection.frame_max)
+        data = publish_bytes(self.number, method, props, body, self.connection.frame_max)
         confirmation = Confirmation(exchange, routing_key)
         confirms = self._confirms
 
@@ -125,7 +125,7 @@ class Channel(Topology):
                     props = attrs.evolve(props, message_id=uuid.uuid4().hex)
                 message_id = props.message_id
             method = publish_method_bytes(self.number, exchange, routing_key, mandatory)
-            parts.append(content_bytes(self.number, method, props.to_pamqp(), body, frame_max))
+            parts.append(publish_bytes(self.number, method, props, body, frame_max))
             confirmations.append((Confirmation(exchange, routing_key), message_id))
         confirms = self._confirms
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 import anyio
+import anyio.lowlevel
 
 from ._errors import ConnectionClosed, PublishError, PublishNacked, PublishReturned
 
@@ -21,20 +23,43 @@ class Confirmation:
             and always None without confirms).
     """
 
-    __slots__ = ("_error", "_event", "_returned", "delivery_tag", "exchange", "routing_key")
+    __slots__ = (
+        "_done",
+        "_error",
+        "_event",
+        "_on_settle",
+        "_returned",
+        "delivery_tag",
+        "exchange",
+        "routing_key",
+    )
 
     def __init__(self, exchange: str, routing_key: str) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.delivery_tag: int | None = None
-        self._event = anyio.Event()
+        self._done = False
+        # Made by the first `wait` that finds the outcome unknown (most are never waited
+        # for before they are done: a batch's publisher checks them at once).
+        self._event: anyio.Event | None = None
         self._error: BaseException | None = None
         self._returned: PublishReturned | None = None
+        self._on_settle: Callable[[], None] | None = None
 
     @property
     def done(self) -> bool:
         """True once the outcome is known."""
-        return self._event.is_set()
+        return self._done
+
+    def exception(self) -> BaseException | None:
+        """Once `done`: the error `wait` raises, or None if the publish succeeded.
+
+        Raises:
+            RuntimeError: the outcome is not known yet.
+        """
+        if not self._done:
+            raise RuntimeError("the publish's outcome is not known yet: await wait()")
+        return self._error
 
     async def wait(self) -> None:
         """Wait for the outcome.
@@ -45,14 +70,24 @@ class Confirmation:
             PublishOutcomeUnknown: the channel or connection closed first.
             ChannelClosed, ConnectionClosed: it was never sent.
         """
-        await self._event.wait()
+        if self._done:
+            await anyio.lowlevel.checkpoint()
+        else:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
         if self._error is not None:
             raise self._error
 
     def _settle(self, error: BaseException | None = None) -> None:
-        if not self._event.is_set():
+        if not self._done:
+            self._done = True
             self._error = error
-            self._event.set()
+            if self._event is not None:
+                self._event.set()
+            on_settle, self._on_settle = self._on_settle, None  # no cycle left behind
+            if on_settle is not None:
+                on_settle()
 
 
 class Confirms:

@@ -1,7 +1,10 @@
 """AMQP 0-9-1 frames on a byte stream: reading them whole, and building outgoing bytes.
 
 pamqp encodes and decodes each frame; this module only cuts the stream into frames,
-checks their size and end marker, and splits a message body into body frames.
+checks their size and end marker, and splits a message body into body frames. The one
+exception is the hot path of publishing: `publish_bytes` builds a message's content header
+itself when its properties are short strings and octets only (no headers table, no
+timestamp), which is every task message; anything else goes through pamqp.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import functools
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 import anyio
 import anyio.abc
@@ -19,13 +22,18 @@ from pamqp.exceptions import PAMQPException
 from pamqp.heartbeat import Heartbeat
 
 from ._errors import FRAME_ERROR, ProtocolError
+from ._message import Properties
 
 # type (1 byte), channel (2), payload size (4); then the payload and one end byte.
 FRAME_HEADER = struct.Struct(">BHI")
 FRAME_END = 0xCE
 FRAME_END_BYTE = b"\xce"
 FRAME_OVERHEAD = FRAME_HEADER.size + 1
+FRAME_HEADER_KIND = 2
 FRAME_BODY = 3
+# A content header's payload start: class (Basic, 60), weight (0), body size, flags.
+_HEADER_START = struct.Struct(">BHIHHQH")
+_BASIC_CLASS = 60
 # How much one read asks the socket for.
 RECEIVE_CHUNK = 64 * 1024
 
@@ -47,21 +55,70 @@ def publish_method_bytes(channel: int, exchange: str, routing_key: str, mandator
     return frame.marshal(method, channel)
 
 
-def content_bytes(
-    channel: int,
-    method: base.Frame | bytes,
-    properties: commands.Basic.Properties,
-    body: bytes,
-    frame_max: int,
+# Basic.Properties in wire order: (attribute of `Properties`, flag bit, the values of an
+# octet or None for a short string); the headers table (bit 13) and timestamp (bit 6) are
+# left to pamqp, and so is any value pamqp refuses (it raises).
+_OCTET = range(256)
+_SIMPLE_PROPERTIES: tuple[tuple[str, int, Container[int] | None], ...] = (
+    ("content_type", 1 << 15, None),
+    ("content_encoding", 1 << 14, None),
+    ("delivery_mode", 1 << 12, (1, 2)),
+    ("priority", 1 << 11, _OCTET),
+    ("correlation_id", 1 << 10, None),
+    ("reply_to", 1 << 9, None),
+    ("expiration", 1 << 8, None),
+    ("message_id", 1 << 7, None),
+    ("type", 1 << 5, None),
+    ("user_id", 1 << 4, None),
+    ("app_id", 1 << 3, None),
+)
+
+
+def _header_bytes(channel: int, body_size: int, props: Properties) -> bytes:
+    """The content header frame of a message, built here when its properties allow (as
+    pamqp would encode it, byte for byte), else by pamqp."""
+    if props.headers is None and props.timestamp is None:
+        flags = 0
+        fields: list[bytes] = []
+        for name, bit, octet in _SIMPLE_PROPERTIES:
+            value = getattr(props, name)
+            if value is None or value == "":
+                continue  # not set (pamqp leaves out an empty string too)
+            if octet is not None:
+                if value not in octet:
+                    break
+                fields.append(bytes((value,)))
+            else:
+                data = value.encode()
+                if len(data) > 255:
+                    break  # pamqp's error, not ours
+                fields += (bytes((len(data),)), data)
+            flags |= bit
+        else:
+            payload = b"".join(fields)
+            size = 14 + len(payload)  # class, weight, body size, flags: 2 + 2 + 8 + 2
+            start = _HEADER_START.pack(
+                FRAME_HEADER_KIND, channel, size, _BASIC_CLASS, 0, body_size, flags
+            )
+            return start + payload + FRAME_END_BYTE
+    content = header.ContentHeader(body_size=body_size, properties=props.to_pamqp())
+    return frame.marshal(content, channel)
+
+
+def publish_bytes(
+    channel: int, method: bytes, properties: Properties, body: bytes, frame_max: int
 ) -> bytes:
-    """A method with content (Basic.Publish): the method (or its frame, encoded), a
-    content header, and the body split into frames no larger than `frame_max`, joined so
-    they go out as one piece."""
-    parts: list[bytes | memoryview] = [
-        method if isinstance(method, bytes) else frame.marshal(method, channel),
-        frame.marshal(header.ContentHeader(body_size=len(body), properties=properties), channel),
-    ]
+    """A Basic.Publish (`method`: its frame, from `publish_method_bytes`) with its content
+    header and body frames no larger than `frame_max`, joined so they go out as one piece."""
+    head = _header_bytes(channel, len(body), properties)
     step = frame_max - FRAME_OVERHEAD
+    if not body:
+        return method + head
+    if len(body) <= step:
+        return b"".join(
+            (method, head, FRAME_HEADER.pack(FRAME_BODY, channel, len(body)), body, FRAME_END_BYTE)
+        )
+    parts: list[bytes | memoryview] = [method, head]
     view = memoryview(body)
     for start in range(0, len(body), step):
         chunk = view[start : start + step]

@@ -356,7 +356,8 @@ class Store(Writes):
                 # Not sent yet: one script call for the confirms of many submits.
                 last.args.extend(task_ids)
                 return
-            self.push(Op("confirm", keys, list(task_ids)))
+            # Lazy: the next reserve takes it along (nothing waits for it).
+            self.push(Op("confirm", keys, list(task_ids)), lazy=True)
 
     # -- claimed tasks ------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ import trio
 from ..._task import ErrorInfo, Task, TaskState
 from .._contract import QueueInfo, queue_of
 from ..redis import _keys as k
-from ..redis._wire import task_from_record
+from ..redis._wire import task_from_outcome, task_from_record
 from ._store import Store, StoreCalls
 
 log = logging.getLogger("queueing.rabbitmq")
@@ -59,6 +59,18 @@ _LOST = ErrorInfo(
 def _stream_id(ident: str) -> tuple[int, int]:
     ms, _, seq = ident.partition("-")
     return int(ms), int(seq or 0)
+
+
+_FINAL = frozenset(state.value for state in TaskState if state.final)
+
+
+def _from_notice(task_id: str, state: str, meta: str, outcome: str) -> Task:
+    """The record a notice carries. What a receipt takes from it is the outcome, so a
+    plain task's comes from the outcome alone (as the Redis broker's notices), without
+    decoding its meta; a pipeline's (its meta names a route) is read in full."""
+    if outcome and state in _FINAL and '"route":' not in meta:
+        return task_from_outcome(task_id, outcome)
+    return task_from_record(task_id, state, meta, outcome)
 
 
 class Reads:
@@ -192,7 +204,7 @@ class Reads:
                     continue
                 if record is not None:
                     try:
-                        carried.append(task_from_record(i, *record))
+                        carried.append(_from_notice(i, *record))
                     except (ValueError, TypeError, KeyError) as exc:
                         log.error("task %s: unreadable notice (%s)", i, exc)
                     else:

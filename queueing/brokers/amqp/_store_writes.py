@@ -3,7 +3,9 @@
 Writes (`finish`, `move`, `confirm`, `reject` script calls) are queued as `Op`s: a claim's
 check or a batch of submits sends them in the same round trip as its own call, and the
 flush loop sends what nobody took. Each `Op`'s `then` gets its answer (the broker
-acknowledges a message there, once its outcome is stored).
+acknowledges a message there, once its outcome is stored). A lazy write (a submit's
+confirm: nothing waits for it) waits up to `LAZY_WAIT` for such a round trip (the next
+submit's reserve, mostly) before the flush loop sends it alone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ log = logging.getLogger("queueing.rabbitmq")
 #: Writes sent in one round trip; queued beyond `WRITES_CONGESTED`, `settle` waits.
 WRITES_BATCH = 1000
 WRITES_CONGESTED = 2000
+#: Seconds lazy writes alone wait for another round trip to take them along.
+LAZY_WAIT = 0.02
 
 
 async def _nothing() -> None:
@@ -53,13 +57,20 @@ class Writes:
         self.calls = calls
         self.ops: list[Op] = []
         self._ops_lot = trio.lowlevel.ParkingLot()
+        self._eager_lot = trio.lowlevel.ParkingLot()
         self._flushed = trio.lowlevel.ParkingLot()
+        #: Whether a write that is not lazy may be queued.
+        self._eager = False
         #: Awaited after writes were answered (the broker sends the acknowledgements their
         #: callbacks asked for, in the same task: no hop to another).
         self.after_written: Callable[[], Awaitable[None]] = _nothing
 
-    def push(self, op: Op) -> None:
+    def push(self, op: Op, *, lazy: bool = False) -> None:
         self.ops.append(op)
+        if not lazy:
+            self._eager = True
+            if self._eager_lot:
+                self._eager_lot.unpark_all()
         if self._ops_lot:
             self._ops_lot.unpark_all()
 
@@ -75,6 +86,8 @@ class Writes:
     def take(self) -> list[Op]:
         batch = self.ops[:WRITES_BATCH]
         del self.ops[:WRITES_BATCH]
+        if not self.ops:
+            self._eager = False
         return batch
 
     def fill(self, pipe: Any, batch: Sequence[Op]) -> list[Any]:
@@ -106,6 +119,12 @@ class Writes:
                 # check (one round trip instead of two).
                 await trio.lowlevel.checkpoint()
                 continue
+            if not self._eager:
+                # Lazy writes only: the next submit's round trip may take them along.
+                with trio.move_on_after(LAZY_WAIT) as waited:
+                    await self._eager_lot.park()
+                if not waited.cancelled_caught or not self.ops:
+                    continue
             batch = self.take()
             answers = await self.calls.pipelined(
                 "write outcomes", functools.partial(self.fill, batch=batch)

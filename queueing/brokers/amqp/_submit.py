@@ -3,17 +3,21 @@
 `accept` queues a `Slot` (its tasks, encoded) and waits. The submit loop takes every slot
 queued meanwhile, reserves their records in one Redis pipeline (`Store.reserve_batch`,
 which also carries the store's queued writes), then publishes the messages of the tasks
-reserved in one write to RabbitMQ (`Channel.begin_publish_many`) and wakes each caller
-with its answers and its messages' `Confirmation`s. Each caller then waits for its own
-confirmations: a message RabbitMQ refused takes its reservation back (FULL); one the loop
-could not send (no connection at the time) or whose fate a lost connection left unknown
-is published again by the caller, with retries (`Rabbit.publish`).
+reserved in one write to RabbitMQ (`Channel.begin_publish_many`). Each caller is woken
+once, when its messages' `Confirmation`s are all settled (RabbitMQ's confirms arrive in
+the connection's reader task, which counts them down per slot), with its answers: one
+wake-up per submit, not one for the reserve and one per confirm. A message RabbitMQ
+refused takes its reservation back (FULL); one the loop could not send (no connection at
+the time) or whose fate a lost connection left unknown is published again by the caller,
+with retries (`Rabbit.publish`). A slot whose confirms have not all come after
+`PUBLISH_GRACE` is woken by the loop's watchdog (its caller then reports it).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
@@ -50,8 +54,11 @@ class Slot:
         "error",
         "event",
         "kept",
+        "overdue",
+        "pending",
         "queue",
         "routing",
+        "sent_at",
         "turned",
     )
 
@@ -68,7 +75,19 @@ class Slot:
         #: or the loop could not send it: the caller publishes it).
         self.confirmations: list[Confirmation | None] = []
         self.error: BaseException | None = None
+        #: When the loop reserved and sent its tasks (trio's clock); None until then.
+        self.sent_at: float | None = None
+        #: Confirmations not settled yet; `event` is set when none is left.
+        self.pending = 0
+        #: Woken by the watchdog, its confirms still pending after `PUBLISH_GRACE`.
+        self.overdue = False
+        #: Set once the caller can go on: the reserve failed, or its messages are settled.
         self.event = trio.Event()
+
+    def _one_settled(self) -> None:
+        self.pending -= 1
+        if self.pending <= 0:
+            self.event.set()
 
 
 class Submitter:
@@ -87,6 +106,9 @@ class Submitter:
         self._slots: list[Slot] = []
         self._lot = trio.lowlevel.ParkingLot()
         self._sent = trio.lowlevel.ParkingLot()
+        #: Slots sent whose confirms were pending then, oldest first (for `_watch`).
+        self._inflight: deque[Slot] = deque()
+        self._watch_lot = trio.lowlevel.ParkingLot()
         #: Called once per queue and priority level (above 0) this process submits to,
         #: before the first task of it is published (the broker registers the level).
         self.on_level: Callable[[QueueInfo, int], Awaitable[None]] | None = None
@@ -145,9 +167,26 @@ class Submitter:
             await self.on_fair(queue)
         if not reserved:
             return answers
+        confirmations = slot.confirmations
+        if all(
+            (c := confirmations[i]) is not None and c.done and c.exception() is None
+            for i in reserved
+        ):
+            # The usual case: every message was confirmed while the caller slept.
+            confirmed = []
+            for index in reserved:
+                task, _, _, _, reply = entries[index]
+                confirmed.append(task.id)
+                if due_ms:
+                    task.state = TaskState.SCHEDULED
+                if reply:
+                    self.reads.expect(task.id, own=True, stored=True)
+            self.store.confirmed(queue.name, confirmed)
+            return answers
         # Shielded, so that record and message agree even if the caller is cancelled.
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + PUBLISH_GRACE
+            # A slot the watchdog woke has had its grace already.
+            scope.deadline = trio.current_time() + (0.0 if slot.overdue else PUBLISH_GRACE)
             confirmed = []
             for index in reserved:
                 task, nonce, _, _, _ = entries[index]
@@ -204,11 +243,11 @@ class Submitter:
                 self._slots.remove(slot)
                 raise
             # Sent: the caller must learn whether its tasks were reserved, to publish them
-            # (else the janitor does, later).
+            # (else the janitor does, later); `accept` waits for their confirms.
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + self.store.calls.block + ATTEMPT_GRACE
                 await slot.event.wait()
-            if not slot.event.is_set():
+            if not slot.event.is_set() and slot.sent_at is None:
                 raise BrokerError(
                     "Redis did not answer a submit in time (the task may have been accepted)"
                 ) from None
@@ -216,6 +255,14 @@ class Submitter:
             raise slot.error
 
     async def loop(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch)
+            try:
+                await self._loop()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _loop(self) -> None:
         batch: list[Slot] = []
         try:
             while True:
@@ -238,6 +285,24 @@ class Submitter:
                     slot.event.set()
             self._slots = []
             self._sent.unpark_all()
+            # Sent, waiting for confirms: their callers wait for those themselves.
+            for slot in self._inflight:
+                slot.event.set()
+            self._inflight.clear()
+
+    async def _watch(self) -> None:
+        """Wake the caller of a slot sent `PUBLISH_GRACE` ago whose confirms are still
+        pending (RabbitMQ neither confirmed nor closed the channel): it reports it. Waits
+        on the oldest such slot (confirms come in publish order), so it wakes about once
+        per batch of confirms, and no timer runs while nothing waits for one."""
+        inflight = self._inflight
+        while True:
+            while inflight and inflight[0].event.is_set():
+                inflight.popleft()
+            if not inflight:
+                await self._watch_lot.park()
+                continue
+            await _wait_for(inflight[0])
 
     async def _send(self, batch: list[Slot]) -> None:
         try:
@@ -254,9 +319,22 @@ class Submitter:
             slot.confirmations = [None] * len(slot.entries)
         try:
             await self._publish(batch)
-        finally:
+        except BaseException:
             for slot in batch:
                 slot.event.set()
+            raise
+        now = trio.current_time()
+        for slot in batch:
+            slot.sent_at = now
+            pending = [c for c in slot.confirmations if c is not None and not c.done]
+            if not pending:
+                slot.event.set()
+                continue
+            slot.pending = len(pending)
+            for confirmation in pending:
+                confirmation._on_settle = slot._one_settled
+            self._inflight.append(slot)
+            self._watch_lot.unpark()
 
     async def _publish(self, batch: list[Slot]) -> None:
         """Send the messages of the reserved tasks in one write, if a channel is at hand
@@ -281,6 +359,18 @@ class Submitter:
             return
         for (slot, index), confirmation in zip(places, confirmations, strict=True):
             slot.confirmations[index] = confirmation
+
+
+async def _wait_for(slot: Slot) -> None:
+    """Wait until `slot` is settled, or wake its caller once its grace is over. (A
+    function of its own: a slot and its tasks must not stay referenced from the watchdog's
+    frame while it sleeps: a task nobody holds is not watched for its outcome.)"""
+    assert slot.sent_at is not None
+    with trio.move_on_at(slot.sent_at + PUBLISH_GRACE):
+        await slot.event.wait()
+    if not slot.event.is_set():
+        slot.overdue = True
+        slot.event.set()
 
 
 def _staged(task: Task) -> bool:
