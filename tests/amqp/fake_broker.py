@@ -117,6 +117,34 @@ class FakeBroker:
         ]
         await self.stream.send(b"".join(parts))
 
+    def delivery_bytes(
+        self,
+        channel: int,
+        consumer_tag: str,
+        delivery_tag: int,
+        body: bytes,
+        properties: commands.Basic.Properties,
+        *,
+        redelivered: bool = False,
+        frame_size: int | None = None,
+    ) -> bytes:
+        """A Basic.Deliver to a consumer with its content, as the wire carries it."""
+        deliver = commands.Basic.Deliver(
+            consumer_tag=consumer_tag,
+            delivery_tag=delivery_tag,
+            redelivered=redelivered,
+            exchange="",
+            routing_key="q",
+        )
+        step = (frame_size or self.frame_max) - 8
+        content = header.ContentHeader(body_size=len(body), properties=properties)
+        parts = [frame.marshal(deliver, channel), frame.marshal(content, channel)]
+        parts += [
+            frame.marshal(ContentBody(body[i : i + step]), channel)
+            for i in range(0, len(body), step)
+        ]
+        return b"".join(parts)
+
     async def _next(self) -> tuple[int, Any]:
         while True:
             if len(self._buffer) >= 8:
@@ -198,6 +226,10 @@ class FakeBroker:
                 delivery_tag=1, exchange="", routing_key=value.queue, message_count=0
             )
             await self.send_content(channel, get_ok, body, self.get_frame_size)
+        elif isinstance(value, commands.Basic.Qos):
+            await self.send(channel, commands.Basic.QosOk())
+        elif isinstance(value, commands.Basic.Consume):
+            await self.send(channel, commands.Basic.ConsumeOk(consumer_tag=value.consumer_tag))
         elif isinstance(value, commands.Basic.Publish):
             self._content[channel] = [value]
         elif isinstance(value, header.ContentHeader | ContentBody):

@@ -3,6 +3,7 @@ whatever the sizes (property tests against the fake broker's own frame parsing).
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import Any
 
@@ -12,8 +13,10 @@ import trio
 from fake_broker import FakeBroker, memory_stream_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pamqp import frame, header
 
 from queueing.brokers import amqp
+from queueing.brokers.amqp import Properties
 
 FRAME_OVERHEAD = 8  # 7-byte frame header + frame-end byte
 
@@ -90,6 +93,106 @@ def test_published_properties_arrive_as_sent(properties: amqp.Properties, body: 
         sent = getattr(properties, name)
         got = getattr(received, "message_type" if name == "type" else name)
         assert got == (None if sent == "" else sent), name
+
+
+_text = st.text(max_size=40)
+_properties = st.builds(
+    Properties,
+    content_type=st.none() | _text,
+    content_encoding=st.none() | _text,
+    headers=st.none()
+    | st.dictionaries(st.text(min_size=1, max_size=10), st.integers(0, 2**31) | _text, max_size=3),
+    delivery_mode=st.none() | st.sampled_from([1, 2]),
+    priority=st.none() | st.integers(0, 9),
+    correlation_id=st.none() | _text,
+    reply_to=st.none() | _text,
+    expiration=st.none() | st.integers(0, 10**9).map(str),
+    message_id=st.none() | _text,
+    timestamp=st.none()
+    | st.integers(0, 2**32 - 1).map(lambda s: datetime.datetime.fromtimestamp(s, datetime.UTC)),
+    type=st.none() | _text,
+    user_id=st.none() | _text,
+    app_id=st.none() | _text,
+)
+
+
+async def _consume(
+    sent: list[tuple[Properties, bytes, bool]], cuts: list[int], frame_size: int
+) -> list[amqp.Delivery]:
+    client_end, broker_end = memory_stream_pair()
+    broker = FakeBroker(broker_end, frame_max=8192)
+    params = amqp.ConnectionParameters(heartbeat=0)
+    got: list[amqp.Delivery] = []
+    with trio.fail_after(120):  # (a hang fails)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(broker.serve)
+            await _deliver_all(broker, client_end, params, sent, cuts, frame_size, got)
+            nursery.cancel_scope.cancel()
+    return got
+
+
+async def _deliver_all(
+    broker: FakeBroker,
+    client_end: Any,
+    params: amqp.ConnectionParameters,
+    sent: list[tuple[Properties, bytes, bool]],
+    cuts: list[int],
+    frame_size: int,
+    got: list[amqp.Delivery],
+) -> None:
+    async with amqp.connect_stream(client_end, params) as connection:
+        channel = await connection.open_channel()
+        async with channel.consume("q", consumer_tag="c") as deliveries:
+            wire = b"".join(
+                broker.delivery_bytes(
+                    channel.number,
+                    "c",
+                    tag,
+                    body,
+                    properties.to_pamqp(),
+                    redelivered=again,
+                    frame_size=frame_size,
+                )
+                for tag, (properties, body, again) in enumerate(sent, 1)
+            )
+            # The stream cut anywhere: frames arrive whole, split, or many at once.
+            at = 0
+            for cut in sorted(cuts):
+                await broker.stream.send(wire[at:cut])
+                at = max(at, cut)
+            await broker.stream.send(wire[at:])
+            for _ in sent:
+                got.append(await deliveries.__anext__())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sent=st.lists(
+        st.tuples(_properties, st.binary(max_size=3000), st.booleans()), min_size=1, max_size=4
+    ),
+    cuts=st.lists(st.integers(0, 15_000), max_size=6),
+    frame_size=st.integers(256, 8192),
+)
+def test_deliveries_arrive_whole_however_the_stream_is_cut(
+    sent: list[tuple[Properties, bytes, bool]], cuts: list[int], frame_size: int
+) -> None:
+    got = trio.run(_consume, sent, cuts, frame_size)
+    for tag, ((properties, body, again), delivery) in enumerate(zip(sent, got, strict=True), 1):
+        assert delivery.body == body
+        assert delivery.delivery_tag == tag
+        assert delivery.redelivered is again
+        assert delivery.consumer_tag == "c"
+        assert delivery.routing_key == "q"
+        assert delivery.exchange == ""
+        assert delivery.properties == _decoded_by_pamqp(properties)
+
+
+def _decoded_by_pamqp(properties: Properties) -> Properties:
+    """What pamqp makes of these properties on the wire (it leaves out empty ones)."""
+    content = header.ContentHeader(body_size=0, properties=properties.to_pamqp())
+    _, _, decoded = frame.unmarshal(frame.marshal(content, 1))
+    assert isinstance(decoded, header.ContentHeader)
+    return Properties.from_pamqp(decoded.properties)
 
 
 def test_url_with_everything() -> None:

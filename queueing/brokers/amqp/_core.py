@@ -33,7 +33,7 @@ from ._errors import (
     fresh,
     reply_name,
 )
-from ._frames import Frame, method_bytes
+from ._frames import Frame, WholeDelivery, method_bytes
 from ._message import Delivery, Properties
 from ._writer import Outgoing
 
@@ -256,7 +256,20 @@ class ChannelCore:
     # ---- incoming frames ----------------------------------------------------------------
 
     def _on_frame(self, frame: Frame) -> None:
-        if self._incoming is not None:
+        if type(frame) is WholeDelivery and self._incoming is None:
+            # The hot path: a consumer's delivery, decoded whole by the frame reader.
+            delivery = Delivery(
+                body=frame.body,
+                properties=frame.properties,
+                delivery_tag=frame.delivery_tag,
+                redelivered=frame.redelivered,
+                exchange=frame.exchange,
+                routing_key=frame.routing_key,
+                consumer_tag=frame.consumer_tag,
+                channel=self,
+            )
+            self._to_consumer(frame.consumer_tag, delivery)
+        elif self._incoming is not None:
             self._on_content(self._incoming, frame)
         elif isinstance(frame, _CONTENT_METHODS):
             self._incoming = _Incoming(frame)
@@ -349,15 +362,17 @@ class ChannelCore:
         )
         if isinstance(method, commands.Basic.GetOk):
             self._reply(method, delivery)
-        elif (entry := self._consumers.get(method.consumer_tag or "")) is not None:
+        else:
+            self._to_consumer(method.consumer_tag or "", delivery)
+
+    def _to_consumer(self, consumer_tag: str, delivery: Delivery) -> None:
+        if (entry := self._consumers.get(consumer_tag)) is not None:
             try:
                 entry.on_delivery(delivery)
             except Exception:
-                log.exception("the delivery callback of consumer %s failed", method.consumer_tag)
+                log.exception("the delivery callback of consumer %s failed", consumer_tag)
         elif self._error is None:
-            log.warning(
-                "channel %d: a delivery for unknown consumer %r", self.number, method.consumer_tag
-            )
+            log.warning("channel %d: a delivery for unknown consumer %r", self.number, consumer_tag)
 
     def _on_return(self, method: commands.Basic.Return, properties: Properties) -> None:
         code, text = method.reply_code or 0, method.reply_text or ""

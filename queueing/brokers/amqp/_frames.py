@@ -1,10 +1,14 @@
 """AMQP 0-9-1 frames on a byte stream: reading them whole, and building outgoing bytes.
 
-pamqp encodes and decodes each frame; this module only cuts the stream into frames,
-checks their size and end marker, and splits a message body into body frames. The one
-exception is the hot path of publishing: `publish_bytes` builds a message's content header
-itself when its properties are short strings and octets only (no headers table, no
-timestamp), which is every task message; anything else goes through pamqp.
+pamqp encodes and decodes each frame; this module cuts the stream into frames, checks
+their size and end marker, and splits a message body into body frames. Two hot cases are
+done here, for speed, and anything else (or anything unusual) goes through pamqp:
+
+- publishing: `publish_bytes` builds a message's content header itself when its
+  properties are short strings and octets only (no headers table, no timestamp), which is
+  every task message;
+- a consumer's delivery whose three frames (Basic.Deliver, its content header, one body
+  frame) have arrived whole is decoded as one `WholeDelivery` (the worker's hot path).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Container, Sequence
 
 import anyio
 import anyio.abc
-from pamqp import base, commands, frame, header
+from pamqp import base, commands, decode, frame, header
 from pamqp.body import ContentBody
 from pamqp.exceptions import PAMQPException
 from pamqp.heartbeat import Heartbeat
@@ -29,15 +33,121 @@ FRAME_HEADER = struct.Struct(">BHI")
 FRAME_END = 0xCE
 FRAME_END_BYTE = b"\xce"
 FRAME_OVERHEAD = FRAME_HEADER.size + 1
+FRAME_METHOD = 1
 FRAME_HEADER_KIND = 2
 FRAME_BODY = 3
 # A content header's payload start: class (Basic, 60), weight (0), body size, flags.
 _HEADER_START = struct.Struct(">BHIHHQH")
 _BASIC_CLASS = 60
+# Basic.Deliver's class and method ids (60, 60), the first bytes of its payload.
+DELIVER_ID = b"\x00\x3c\x00\x3c"
+# A content header's payload: class id, weight, body size, property flags.
+CONTENT_HEADER = struct.Struct(">HHQH")
+LONGLONG = struct.Struct(">Q")
 # How much one read asks the socket for.
 RECEIVE_CHUNK = 64 * 1024
 
-Frame = base.Frame | header.ContentHeader | ContentBody | Heartbeat
+
+class WholeDelivery:
+    """A Basic.Deliver with its content, decoded at once (see the module doc)."""
+
+    __slots__ = (
+        "body",
+        "consumer_tag",
+        "delivery_tag",
+        "exchange",
+        "properties",
+        "redelivered",
+        "routing_key",
+    )
+    name = "Basic.Deliver"
+
+    def __init__(
+        self,
+        consumer_tag: str,
+        delivery_tag: int,
+        redelivered: bool,
+        exchange: str,
+        routing_key: str,
+        properties: Properties,
+        body: bytes,
+    ) -> None:
+        self.consumer_tag = consumer_tag
+        self.delivery_tag = delivery_tag
+        self.redelivered = redelivered
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.properties = properties
+        self.body = body
+
+
+Frame = base.Frame | header.ContentHeader | ContentBody | Heartbeat | WholeDelivery
+
+# The properties decoded by `_properties`, by flag bit, in wire order: (name, kind) with
+# kind "s" a short string, "o" an octet, "t" a field table, "T" a timestamp.
+_PROPERTY_BITS = (
+    (1 << 15, "content_type", "s"),
+    (1 << 14, "content_encoding", "s"),
+    (1 << 13, "headers", "t"),
+    (1 << 12, "delivery_mode", "o"),
+    (1 << 11, "priority", "o"),
+    (1 << 10, "correlation_id", "s"),
+    (1 << 9, "reply_to", "s"),
+    (1 << 8, "expiration", "s"),
+    (1 << 7, "message_id", "s"),
+    (1 << 6, "timestamp", "T"),
+    (1 << 5, "type", "s"),
+    (1 << 4, "user_id", "s"),
+    (1 << 3, "app_id", "s"),
+)
+# Flags this module leaves to pamqp: cluster_id (bit 2) and the continuation bit (0).
+_PROPERTY_OTHER = (1 << 2) | 1
+# Properties of the messages this package publishes: content type, delivery mode and
+# message id (and the x-delivery-count header quorum queues add), decoded with few steps.
+_FLAGS_CT_DM_ID = (1 << 15) | (1 << 12) | (1 << 7)
+
+
+def _properties(flags: int, data: bytearray, offset: int, end: int) -> Properties | None:
+    """The properties of a content header whose property list is data[offset:end], or
+    None if they are left to pamqp (flags it does not decode here, or a malformed list)."""
+    if flags & _PROPERTY_OTHER:
+        return None
+    try:
+        if flags == _FLAGS_CT_DM_ID:
+            n = data[offset]
+            content_type = data[offset + 1 : offset + 1 + n].decode()
+            offset += 1 + n
+            mode = data[offset]
+            n = data[offset + 1]
+            message_id = data[offset + 2 : offset + 2 + n].decode()
+            if offset + 2 + n != end:
+                return None
+            return Properties(content_type=content_type, delivery_mode=mode, message_id=message_id)
+        values: dict[str, object] = {}
+        for bit, name, kind in _PROPERTY_BITS:
+            if not flags & bit:
+                continue
+            if kind == "s":
+                n = data[offset]
+                values[name] = data[offset + 1 : offset + 1 + n].decode()
+                offset += 1 + n
+            elif kind == "o":
+                values[name] = data[offset]
+                offset += 1
+            elif kind == "t":
+                used, table = decode.field_table(bytes(data[offset:end]))
+                values[name] = table
+                offset += used
+            else:
+                _, values[name] = decode.timestamp(bytes(data[offset : offset + 8]))
+                offset += 8
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+    if offset != end or values.get("delivery_mode", 1) not in (1, 2):
+        return None
+    return Properties(**values)  # type: ignore[arg-type]
+
+
 HEARTBEAT_BYTES = Heartbeat.marshal()
 PROTOCOL_HEADER = header.ProtocolHeader().marshal()
 
@@ -190,6 +300,12 @@ class FrameReader:
                     "(the stream is corrupt)",
                     reply_code=FRAME_ERROR,
                 )
+            if kind == FRAME_METHOD and buffer[offset + 7 : offset + 11] == DELIVER_ID:
+                whole = self._whole_delivery(buffer, offset, end, channel)
+                if whole is not None:
+                    frames.append((channel, whole[0]))
+                    offset = whole[1]
+                    continue
             if kind == FRAME_BODY:
                 # The hot path for large messages: no pamqp object work beyond the wrapper.
                 frames.append((channel, ContentBody(bytes(buffer[end - size : end]))))
@@ -206,3 +322,76 @@ class FrameReader:
         if offset:
             del buffer[:offset]
         return frames
+
+    def _whole_delivery(
+        self, buffer: bytearray, offset: int, end: int, channel: int
+    ) -> tuple[WholeDelivery, int] | None:
+        """The Basic.Deliver method frame at `offset` (ending at `end`) with its content
+        header and body frame, if both follow it whole on its channel: the delivery and
+        the offset after it. None leaves the frames to the general path (which reports
+        anything malformed)."""
+        try:
+            start = offset + FRAME_HEADER.size + 4
+            n = buffer[start]
+            consumer_tag = buffer[start + 1 : start + 1 + n].decode()
+            start += 1 + n
+            (delivery_tag,) = LONGLONG.unpack_from(buffer, start)
+            redelivered = bool(buffer[start + 8] & 1)
+            start += 9
+            n = buffer[start]
+            exchange = buffer[start + 1 : start + 1 + n].decode()
+            start += 1 + n
+            n = buffer[start]
+            routing_key = buffer[start + 1 : start + 1 + n].decode()
+            if start + 1 + n != end:
+                return None
+            # The content header.
+            at = end + 1
+            if len(buffer) - at < FRAME_OVERHEAD:
+                return None
+            kind, on, size = FRAME_HEADER.unpack_from(buffer, at)
+            head_end = at + FRAME_HEADER.size + size
+            if (
+                kind != FRAME_HEADER_KIND
+                or on != channel
+                or size + FRAME_OVERHEAD > self.frame_max
+                or len(buffer) <= head_end
+                or buffer[head_end] != FRAME_END
+            ):
+                return None
+            class_id, _, body_size, flags = CONTENT_HEADER.unpack_from(
+                buffer, at + FRAME_HEADER.size
+            )
+            if class_id != 60:
+                return None
+            properties = _properties(
+                flags, buffer, at + FRAME_HEADER.size + CONTENT_HEADER.size, head_end
+            )
+            if properties is None:
+                return None
+            after = head_end + 1
+            if body_size == 0:
+                body = b""
+            else:
+                # One body frame, carrying the whole body.
+                if len(buffer) - after < FRAME_OVERHEAD:
+                    return None
+                kind, on, size = FRAME_HEADER.unpack_from(buffer, after)
+                body_end = after + FRAME_HEADER.size + size
+                if (
+                    kind != FRAME_BODY
+                    or on != channel
+                    or size != body_size
+                    or size + FRAME_OVERHEAD > self.frame_max
+                    or len(buffer) <= body_end
+                    or buffer[body_end] != FRAME_END
+                ):
+                    return None
+                body = bytes(buffer[body_end - size : body_end])
+                after = body_end + 1
+        except (IndexError, UnicodeDecodeError, struct.error):
+            return None
+        delivery = WholeDelivery(
+            consumer_tag, delivery_tag, redelivered, exchange, routing_key, properties, body
+        )
+        return delivery, after

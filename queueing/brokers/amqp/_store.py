@@ -77,18 +77,29 @@ RENEW_CHUNK = 500
 FINISH_CHUNK = 200
 #: `finish.lua`'s arguments per task.
 FINISH_ARGS = 14
+#: `finish.lua`'s arguments that are the same for every task of a queue (the result ttl,
+#: the caps on dead letters and replies, the replies' ttl, the room tokens, the longest
+#: outcome a notice carries, the queue's maxsize), by position (from 1), and the others.
+FINISH_SHARED = (4, 8, 9, 10, 11, 13, 14)
+FINISH_OWN = (1, 2, 3, 5, 6, 7, 12)
 #: The body of `finish_many`: KEYS are `finish.lua`'s for the first task (the replies
 #: stream left out), then each task's record and replies stream (its record again if it
-#: has none); ARGV each task's `finish.lua` arguments. One answer per task.
+#: has none); ARGV the arguments in `FINISH_SHARED` once, then each task's in
+#: `FINISH_OWN`. One answer per task.
 FINISH_MANY_LOOP = f"""
 local base = fair_keys(6)
+local shared = {{{", ".join(map(str, FINISH_SHARED))}}}
+local own = {{{", ".join(map(str, FINISH_OWN))}}}
 local out = {{}}
 for i = 0, (#KEYS - base + 1) / 2 - 1 do
   local k = {{}}
   for j = 2, base - 1 do k[j] = KEYS[j] end
   k[1] = KEYS[base + 2 * i]
   local a = {{}}
-  for j = 1, {FINISH_ARGS} do a[j] = ARGV[{FINISH_ARGS} * i + j] end
+  for j = 1, {len(FINISH_SHARED)} do a[shared[j]] = ARGV[j] end
+  for j = 1, {len(FINISH_OWN)} do
+    a[own[j]] = ARGV[{len(FINISH_SHARED)} + {len(FINISH_OWN)} * i + j]
+  end
   if a[12] ~= '' then k[base] = KEYS[base + 2 * i + 1] end
   out[i + 1] = finish_one(k, a)
 end
@@ -176,6 +187,7 @@ def join_finishes(ops: list[Op]) -> list[Op]:
     joined: list[Op] = []
     run: list[Op] = []
     shared: list[str] = []
+    same: list[Any] = []
 
     def close() -> None:
         if len(run) == 1:
@@ -190,10 +202,11 @@ def join_finishes(ops: list[Op]) -> list[Op]:
             joined.append(op)
             continue
         keys, _ = _finish_parts(op)
-        if run and (keys != shared or len(run) >= FINISH_CHUNK):
+        args = [op.args[at - 1] for at in FINISH_SHARED]
+        if run and (keys != shared or args != same or len(run) >= FINISH_CHUNK):
             close()
         if not run:
-            shared = keys
+            shared, same = keys, args
         run.append(op)
     close()
     return joined
@@ -202,11 +215,11 @@ def join_finishes(ops: list[Op]) -> list[Op]:
 def _finish_many(run: list[Op]) -> Op:
     first = run[0]
     keys = [first.keys[0], *_finish_parts(first)[0]]
-    args: list[Any] = []
+    args: list[Any] = [first.args[at - 1] for at in FINISH_SHARED]
     for op in run:
         _, replies = _finish_parts(op)
         keys += (op.keys[0], replies)
-        args += op.args
+        args += [op.args[at - 1] for at in FINISH_OWN]
 
     def then(answers: Any) -> None:
         for op, answer in zip(run, answers, strict=True):
