@@ -230,6 +230,8 @@ class FakeBroker:
             await self.send(channel, commands.Basic.QosOk())
         elif isinstance(value, commands.Basic.Consume):
             await self.send(channel, commands.Basic.ConsumeOk(consumer_tag=value.consumer_tag))
+        elif isinstance(value, commands.Basic.Cancel):
+            await self.send(channel, commands.Basic.CancelOk(consumer_tag=value.consumer_tag))
         elif isinstance(value, commands.Basic.Publish):
             self._content[channel] = [value]
         elif isinstance(value, header.ContentHeader | ContentBody):
