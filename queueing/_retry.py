@@ -15,6 +15,7 @@ from tenacity.stop import StopBaseT
 from tenacity.wait import WaitBaseT
 
 from ._exceptions import InvalidQueue, Transient
+from ._validate import MAX_DELAY
 
 #: What the default policy retries for sure: our `Transient` (and `TaskTimeout`), and the
 #: standard library's timeouts and connection errors.
@@ -180,7 +181,8 @@ class RetryPolicy:
 
         Returns:
             False if the error is not retryable, None if the attempts are exhausted,
-            else the delay in seconds before the next attempt.
+            else the delay in seconds before the next attempt: the wait strategy's
+            answer, within 0 and `MAX_DELAY` (NaN counts as 0).
         """
         state = tenacity.RetryCallState(cast(Any, None), None, (), {})
         state.start_time = first_started
@@ -191,4 +193,7 @@ class RetryPolicy:
             return False
         if self.stop(state):
             return None
-        return max(0.0, float(self.wait(state)))
+        wait = float(self.wait(state))
+        # max(0.0, nan) is 0.0; min(inf, MAX_DELAY) is MAX_DELAY: a due time every broker
+        # can store (an infinite one crashed the worker scheduling it, over and over).
+        return min(max(0.0, wait), MAX_DELAY)

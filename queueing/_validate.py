@@ -7,6 +7,12 @@ import math
 from ._exceptions import InvalidQueue
 from ._task import MAX_PRIORITY, MAX_TENANT, MIN_PRIORITY
 
+#: The longest a task may wait to start: a submit's `delay` or `expires`, or a retry's
+#: backoff (ten years). Brokers keep due times as integer milliseconds of the wall clock
+#: (Redis's scores, RabbitMQ's delay queues), which a float past this cannot give; and a
+#: longer wait is a task that never runs.
+MAX_DELAY = 10 * 365 * 86_400.0
+
 
 def positive_int(what: str, value: object, minimum: int = 1) -> None:
     """An int (not a bool) of at least `minimum`."""

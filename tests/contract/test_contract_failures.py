@@ -3,8 +3,10 @@ dead-letter store (list, requeue, purge)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import pytest
 import trio
 from contract_workers import (
     WAIT,
@@ -81,6 +83,27 @@ async def test_a_task_whose_retries_run_out_is_dead_lettered(
     assert [(d.id, d.state, d.attempts) for d in letters] == [
         (receipt.id, TaskState.DEAD_LETTERED, ATTEMPTS)
     ]
+
+
+@pytest.mark.parametrize("backoff", [math.inf, 1e308], ids=["inf", "1e308"])
+async def test_a_backoff_past_any_clock_leaves_the_task_scheduled_and_the_worker_serving(
+    broker: str, clock: trio.abc.Clock | None, backoff: float
+) -> None:
+    # A wait strategy may answer anything a float holds; the retry is scheduled (capped)
+    # instead of crashing the worker that schedules it, over and over.
+    probe = Probe()
+    policy = RetryPolicy(stop=stop_after_attempt(ATTEMPTS), wait=wait_fixed(backoff))
+    queue = Queue("troubled", Troubled, retry=policy, worker_kwargs={"probe": probe})
+    async with serve(broker, queue) as system:
+        later = await system.submit("troubled", {"name": "later", "transient": 1})
+        await probe.wait_for(probe.started)
+        # One worker: it takes "now" once it has scheduled the retry of "later".
+        now = await system.submit("troubled", {"name": "now"})
+        assert await outcome_of(now) == "NOW"
+        status = await later.status()
+        stats = system.stats()["troubled"]
+    assert (status.state, status.attempts) == (TaskState.SCHEDULED, 1)
+    assert stats.restarts == 0
 
 
 async def test_a_poison_task_is_dead_lettered_after_max_deliveries(
