@@ -42,7 +42,7 @@ from ._task import (
     priority_of,
     tenant_of,
 )
-from ._validate import positive_int, seconds
+from ._validate import MAX_DELAY, positive_int, seconds
 from ._validate import priority as check_priority
 from ._validate import tenant as check_tenant
 from .brokers._contract import Admission, TenantFigures, queue_of, run_of
@@ -181,8 +181,9 @@ class QueueSystem:
             name: a queue's or a pipeline's name, or the `Queue`/`Pipeline` itself (a
                 `Queue[R]` gives a `Receipt[R]`).
             payload: an attrs instance, dataclass or plain data the converter handles.
-            delay: seconds before it may start.
-            expires: seconds from now by which it must have started, else it expires.
+            delay: seconds before it may start (at most `MAX_DELAY`, ten years).
+            expires: seconds from now by which it must have started, else it expires (at
+                most `MAX_DELAY`).
             timeout: with `Overflow.WAIT`, the longest to wait for room (overrides the
                 queue's `full_timeout`).
             key: makes the task unique: while a task submitted to this queue with the same
@@ -845,9 +846,12 @@ def tenant_counts(rt: QueueRuntime, limit: int) -> list[TenantFigures]:
     return [TenantFigures(name, 0, count) for name, count in busiest]
 
 
-def _check_seconds(**options: float | None) -> None:
-    for what, value in options.items():
-        seconds(what, value, optional=True, zero=True)
+def _check_seconds(delay: float | None, expires: float | None, timeout: float | None) -> None:
+    # A due time past MAX_DELAY is one no broker stores (Redis and RabbitMQ keep integer
+    # milliseconds); an infinite wait for room (`timeout`) is only a long wait.
+    seconds("delay", delay, optional=True, zero=True, most=MAX_DELAY)
+    seconds("expires", expires, optional=True, zero=True, most=MAX_DELAY)
+    seconds("timeout", timeout, optional=True, zero=True)
 
 
 def _partial(

@@ -20,8 +20,16 @@ def positive_int(what: str, value: object, minimum: int = 1) -> None:
         raise InvalidQueue(f"{what} must be an int >= {minimum}, got {value!r}")
 
 
-def seconds(what: str, value: object, *, optional: bool = False, zero: bool = False) -> None:
-    """A number of seconds: > 0 (>= 0 with `zero`); None too when `optional`."""
+def seconds(
+    what: str,
+    value: object,
+    *,
+    optional: bool = False,
+    zero: bool = False,
+    most: float | None = None,
+) -> None:
+    """A number of seconds: > 0 (>= 0 with `zero`), at most `most` if given; None too when
+    `optional`."""
     if value is None and optional:
         return
     if (
@@ -33,6 +41,12 @@ def seconds(what: str, value: object, *, optional: bool = False, zero: bool = Fa
     ):
         bound = ">= 0" if zero else "> 0"
         raise InvalidQueue(f"{what} must be a number of seconds {bound}, got {value!r}")
+    if most is not None and value > most:
+        instead = " (None: no limit)" if optional else ""
+        raise InvalidQueue(
+            f"{what} must be at most {most:g} seconds ({most / 86_400:g} days), "
+            f"got {value!r}{instead}"
+        )
 
 
 def priority(value: object) -> None:

@@ -23,14 +23,17 @@ from contract_workers import (
 
 from queueing import (
     Full,
+    InvalidQueue,
     PayloadError,
     PayloadTooLarge,
     Queue,
     QueueFull,
     QueueSystem,
     Receipt,
+    TaskState,
     UnknownQueue,
 )
+from queueing._validate import MAX_DELAY
 
 SMALL_PAYLOAD = 64  # bytes: Queue(max_payload=...) of the size tests
 
@@ -59,6 +62,26 @@ async def test_a_payload_json_cannot_hold_is_refused_at_submit(
         with pytest.raises(PayloadError, match=queue):
             await system.submit(queue, payload)
         await _nothing_accepted(system, queue)
+
+
+@pytest.mark.parametrize("option", ["delay", "expires"])
+@pytest.mark.parametrize("seconds", [math.inf, 1e308, MAX_DELAY * 2], ids=["inf", "1e308", "20y"])
+async def test_a_delay_or_deadline_past_max_delay_is_refused_naming_it(
+    broker: str, clock: trio.abc.Clock | None, option: str, seconds: float
+) -> None:
+    async with serve(broker, Queue("double", Double)) as system:
+        with pytest.raises(InvalidQueue, match=f"{option} must be at most"):
+            await system.submit("double", 1, **{option: seconds})
+        with pytest.raises(InvalidQueue, match=f"{option} must be at most"):
+            await system.submit_many("double", [1, 2], **{option: seconds})
+        ten_years = await system.submit("double", 1, **{option: MAX_DELAY})
+        if option == "delay":
+            assert (await ten_years.status()).state is TaskState.SCHEDULED
+            assert await ten_years.cancel()
+        else:
+            assert await outcome_of(ten_years) == 2
+    stats = system.stats()["double"]
+    assert stats.submitted == 1
 
 
 async def test_a_payload_of_the_wrong_type_is_refused_at_submit(
