@@ -7,6 +7,10 @@ import math
 from ._exceptions import InvalidQueue
 from ._task import MAX_PRIORITY, MAX_TENANT, MIN_PRIORITY
 
+#: The largest count a setting may hold (`maxsize`, `max_payload`...): what every broker
+#: stores exactly (SQLite's INTEGER is 64-bit, Redis's Lua numbers are doubles).
+MAX_COUNT = 2**53
+
 #: The longest a task may wait to start: a submit's `delay` or `expires`, or a retry's
 #: backoff (ten years). Brokers keep due times as integer milliseconds of the wall clock
 #: (Redis's scores, RabbitMQ's delay queues), which a float past this cannot give; and a
@@ -15,9 +19,11 @@ MAX_DELAY = 10 * 365 * 86_400.0
 
 
 def positive_int(what: str, value: object, minimum: int = 1) -> None:
-    """An int (not a bool) of at least `minimum`."""
+    """An int (not a bool) of at least `minimum`, at most `MAX_COUNT`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidQueue(f"{what} must be an int >= {minimum}, got {value!r}")
+    if value > MAX_COUNT:
+        raise InvalidQueue(f"{what} must be at most {MAX_COUNT} (2**53), got {value!r}")
 
 
 def seconds(
