@@ -109,7 +109,10 @@ class Receipt(Generic[R]):
             TaskLost: the broker lost its record (its fate is unknown).
             TaskFailed: it failed or was dead-lettered (`.error`, `.attempts`, `.stage`).
             UnknownTask: no task has this id (a receipt found by id).
+            InvalidQueue: `timeout` is not a number of seconds >= 0 (NaN, negative).
         """
+        if timeout is not None:
+            seconds("timeout", timeout, zero=True)
         task = self._task
         if not self._checked:
             await self._system._check(self)

@@ -698,7 +698,9 @@ class QueueSystem:
 
         Raises:
             DrainTimeout: still busy after `timeout` seconds (a `TimeoutError`).
+            InvalidQueue: `timeout` is not a number of seconds >= 0 (NaN, negative).
         """
+        seconds("timeout", timeout, optional=True, zero=True)
         if timeout is None:
             await self._drain()
             return
