@@ -17,6 +17,7 @@ from ._engine import Engine
 from ._exceptions import (
     BrokerError,
     DrainTimeout,
+    InvalidQueue,
     QueueFull,
     QueueingError,
     SystemStopping,
@@ -213,7 +214,7 @@ class QueueSystem:
             InvalidQueue: a bad option (`priority` not an int from 0 to 9, say).
         """
         if type(name) is not str:
-            name = name.name  # type: ignore[union-attr]
+            name = _name_of(name)
         if delay is not None or expires is not None or timeout is not None:
             _check_seconds(delay=delay, expires=expires, timeout=timeout)
         if priority or type(priority) is not int:
@@ -323,7 +324,7 @@ class QueueSystem:
         (payloads certainly not accepted), which together account for every payload.
         """
         if type(name) is not str:
-            name = name.name  # type: ignore[union-attr]
+            name = _name_of(name)
         items = list(payloads)
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
         check_priority(priority)
@@ -846,6 +847,16 @@ def tenant_counts(rt: QueueRuntime, limit: int) -> list[TenantFigures]:
         return []  # no task with a tenant here
     busiest = sorted(running.items(), key=lambda item: (-item[1], item[0]))[:limit]
     return [TenantFigures(name, 0, count) for name, count in busiest]
+
+
+def _name_of(spec: object) -> str:
+    """The name of the `Queue` or `Pipeline` given to `submit` instead of a name."""
+    if isinstance(spec, Queue | Pipeline):
+        return spec.name
+    raise InvalidQueue(
+        f"submit takes a queue's or pipeline's name (a str) or the Queue or Pipeline itself, "
+        f"got {spec!r:.80} ({type(spec).__name__})"
+    )
 
 
 def _check_seconds(delay: float | None, expires: float | None, timeout: float | None) -> None:

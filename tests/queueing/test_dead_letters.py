@@ -11,6 +11,7 @@ from tenacity import stop_after_attempt, wait_fixed
 
 from queueing import (
     Full,
+    InvalidQueue,
     Queue,
     QueueFull,
     RetryPolicy,
