@@ -462,10 +462,16 @@ class QueueSystem:
     def receipt(self, task_id: str) -> Receipt[Any]:
         """The receipt of a task submitted earlier (by anyone), while its result is kept.
 
-        The same on every broker: this never raises; an id no task has (or whose outcome
-        is no longer kept) raises `UnknownTask` at the receipt's first await (`result()`,
-        `status()`, `cancel()`, `await`), where a shared broker is asked.
+        The same on every broker: an id no task has (or whose outcome is no longer kept)
+        raises `UnknownTask` at the receipt's first await (`result()`, `status()`,
+        `cancel()`, `await`), where a shared broker is asked; only an id that is not a
+        str raises (`InvalidQueue`) at once.
         """
+        if not isinstance(task_id, str):
+            raise InvalidQueue(
+                f"a task id is a str (as receipt.id gave it), got {task_id!r:.80} "
+                f"({type(task_id).__name__})"
+            )
         broker = self._broker
         if not broker.shared:
             task = broker.lookup_nowait(task_id)

@@ -334,3 +334,11 @@ async def test_a_queue_given_as_neither_name_nor_spec_is_refused_naming_what_it_
             await system.submit_many(name, [1])
         assert system.stats()["double"].submitted == 0
         assert await (await system.submit(double, 1)) == 2
+
+
+@pytest.mark.parametrize("task_id", [5, None, b"double:x-1"], ids=repr)
+async def test_a_task_id_that_is_not_a_str_is_refused_at_once(task_id: Any) -> None:
+    # Before: AttributeError: 'int' object has no attribute 'partition'.
+    async with open_system(Queue("double", Double)) as system:
+        with pytest.raises(InvalidQueue, match="a task id is a str"):
+            system.receipt(task_id)
