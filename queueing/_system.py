@@ -785,6 +785,7 @@ class QueueSystem:
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """The newest `limit` dead letters of `queue`, oldest first."""
         self._runtime(queue)
+        positive_int("limit", limit)
         await _checkpoint_if_cancelled()
         return await self._broker.dead_letters(queue, limit)
 
