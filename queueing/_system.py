@@ -800,6 +800,10 @@ class QueueSystem:
         tasks (dead-lettered as unreadable, with an empty id) are not requeued.
         """
         self._runtime(queue)
+        if isinstance(ids, str):
+            raise InvalidQueue(
+                f"requeue takes a list of task ids, got the str {ids!r:.80}: pass [{ids!r:.80}]"
+            )
         wanted = None if ids is None else set(ids)
         receipts = []
         for letter in await self._broker.dead_letters(queue, 1 << 30):
