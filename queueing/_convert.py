@@ -144,8 +144,9 @@ def encoded_size(data: Any, limit: int) -> int:
         if limit >= 24 and (kind is not int or -(10**22) < data < 10**22):
             return 1  # at most 24 bytes (a float's repr, a 22-digit int): within the limit
         return len(_dumps(data).encode())  # exact: a small limit, or a huge int
-    if kind is str and 6 * len(data) + 2 <= limit:
+    if kind is str and 6 * len(data) + 2 <= limit and data.isascii():
         return len(data)
+    # UnicodeEncodeError (a ValueError) for a lone surrogate, which no broker can store.
     return len(_dumps(data).encode())
 
 

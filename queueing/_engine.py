@@ -140,14 +140,15 @@ class Engine:
         """The payload as plain data, checked against the queue's type and `max_payload`."""
         kind = type(payload)
         if (kind is int and rt.direct_int and _LEAST_INT <= payload <= DIRECT_INT) or (
-            kind is str and len(payload) <= rt.direct_str
+            kind is str and len(payload) <= rt.direct_str and payload.isascii()
         ):
             return payload  # plain data the queue takes as it is, well within max_payload
         data = rt.payload_codec.check(payload)
         limit = rt.spec.max_payload
         try:
             size = encoded_size(data, limit)
-        except ValueError as exc:  # an int past Python's 4300-digit str() limit, say
+        except ValueError as exc:  # an int past Python's 4300-digit str() limit, a lone
+            # surrogate ("\ud800": no UTF-8 holds it), say
             raise PayloadError(rt.name, f"the payload does not serialize to JSON: {exc}") from exc
         if size > limit:
             raise PayloadTooLarge(rt.name, size, limit)

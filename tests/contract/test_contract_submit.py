@@ -17,6 +17,7 @@ from contract_workers import (
     Gated,
     Half,
     Probe,
+    Shout,
     outcome_of,
     serve,
 )
@@ -82,6 +83,41 @@ async def test_a_delay_or_deadline_past_max_delay_is_refused_naming_it(
             assert await outcome_of(ten_years) == 2
     stats = system.stats()["double"]
     assert stats.submitted == 1
+
+
+@pytest.mark.parametrize(
+    ("queue", "payload"),
+    [
+        ("echo", "lone \ud800 surrogate"),
+        ("echo", {"text": ["\udfff"]}),
+        ("words", "\ud83d"),
+    ],
+    ids=["str-as-any", "nested-in-any", "str-as-str"],
+)
+async def test_a_payload_utf8_cannot_hold_is_refused_and_fails_no_other_submit(
+    broker: str, clock: trio.abc.Clock | None, queue: str, payload: Any
+) -> None:
+    # A lone surrogate is a Python str no UTF-8 (so no broker) holds. Before: accepted in
+    # memory, a bare UnicodeEncodeError on SQLite, and on Redis a BrokerError for every
+    # submit sent in the same round trip as it.
+    outcomes: dict[int, Any] = {}
+    async with serve(broker, Queue("echo", Echo), Queue("words", Shout)) as system:
+
+        async def submit(index: int, value: Any) -> None:
+            try:
+                outcomes[index] = await outcome_of(await system.submit(queue, value))
+            except PayloadError as exc:
+                outcomes[index] = exc
+
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                for index in range(20):
+                    nursery.start_soon(submit, index, payload if index == 10 else "fine")
+    refused = outcomes.pop(10)
+    assert isinstance(refused, PayloadError)
+    assert "surrogates not allowed" in str(refused)
+    assert set(outcomes.values()) == {"fine" if queue == "echo" else "FINE"}
+    assert system.stats()[queue].submitted == 19
 
 
 async def test_a_payload_of_the_wrong_type_is_refused_at_submit(
