@@ -231,7 +231,9 @@ class Codec:
             ) from exc
         if type(data) not in _PRIMITIVES:
             try:
-                _dumps(data)
+                text = _dumps(data)
+                if not text.isascii():
+                    text.encode()  # UnicodeEncodeError (a ValueError): a lone surrogate
             except (TypeError, ValueError) as exc:
                 raise PayloadError(
                     self.queue,
@@ -269,6 +271,16 @@ class Codec:
                     f"{self.role} is {value!r}, which is not a JSON number (JSON cannot carry "
                     "NaN or infinity); use None or a string",
                 )
+            if kind is str and not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError as exc:
+                    raise PayloadError(
+                        self.queue,
+                        f"{self.role} is a str that does not serialize to JSON ({exc}): a lone "
+                        "surrogate, which no UTF-8 text holds (decode bytes with "
+                        "errors='replace')",
+                    ) from exc
             return value
         data = self.unstructure(value)
         if target is not Any and not (

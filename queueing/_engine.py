@@ -501,7 +501,12 @@ class Engine:
             await self._advance(rt, task, result)
             return
         codec = rt.result_codec
-        if codec.as_is is not AS_ANY or type(result) not in PLAIN_RESULTS:
+        kind = type(result)
+        if (
+            codec.as_is is not AS_ANY
+            or kind not in PLAIN_RESULTS
+            or (kind is str and not result.isascii())  # a lone surrogate: no broker holds it
+        ):
             try:
                 # Checked against `handle`'s declared return type, and as JSON.
                 result = codec.check(result)
