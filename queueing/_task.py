@@ -60,7 +60,11 @@ class ErrorInfo:
             module = module.split(".", 1)[0]  # the public path: queueing.TaskTimeout
         name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
         tb = "".join(traceback.format_exception(exc, limit=8))
-        return cls(name, str(exc), tb)
+        try:
+            message = str(exc)
+        except Exception as broken:  # an exception class whose __str__ raises
+            message = f"<str() of the {name} raised {type(broken).__name__}: {broken!r:.200}>"
+        return cls(name, message, tb)
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ from contract_workers import (
 )
 from tenacity import stop_after_attempt, wait_fixed
 
-from queueing import DeadLetter, Queue, RetryPolicy, TaskState
+from queueing import DeadLetter, Queue, RetryPolicy, TaskState, Worker
 
 BACKOFF = 0.05  # seconds between attempts
 ATTEMPTS = 3  # stop_after_attempt(ATTEMPTS)
@@ -194,3 +194,35 @@ async def test_purge_removes_the_dead_letters_and_counts_them(
         assert await system.dead_letters("troubled") == []
         assert await system.purge_dead_letters("troubled") == 0
         await system.drain(timeout=WAIT)
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot be read."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+class RaisesUnprintable(Worker):
+    async def handle(self, word: str) -> str:
+        if word == "unprintable":
+            raise Unprintable
+        return word
+
+
+async def test_an_exception_whose_str_raises_fails_its_task(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: reading its message crashed the worker after the handler had returned, and
+    # the task was neither handed back nor settled: no outcome until shutdown.
+    async with serve(broker, Queue("unprintable", RaisesUnprintable)) as system:
+        bad = await system.submit("unprintable", "unprintable")
+        good = await system.submit("unprintable", "fine")
+        failure = await failure_of(bad)
+        assert await outcome_of(good) == "fine"
+        stats = system.stats()["unprintable"]
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type.endswith("Unprintable")
+    assert "str() of the" in failure.error
+    assert "RuntimeError('no message')" in failure.error
+    assert stats.restarts == 0
