@@ -44,6 +44,15 @@ for _state in TaskState:
     _state.final = _state.value not in ("pending", "scheduled", "running")
 
 
+def storable(text: str) -> str:
+    """`text` as UTF-8 can hold it: a lone surrogate ("\\ud800", from bytes decoded with
+    errors="surrogateescape", say) becomes its escape, where writing it to a broker would
+    fail."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @attrs.frozen
 class ErrorInfo:
     """A failure, as plain data (it crosses processes): type name, message, traceback."""
@@ -64,7 +73,7 @@ class ErrorInfo:
             message = str(exc)
         except Exception as broken:  # an exception class whose __str__ raises
             message = f"<str() of the {name} raised {type(broken).__name__}: {broken!r:.200}>"
-        return cls(name, message, tb)
+        return cls(name, storable(message), storable(tb))
 
 
 @attrs.frozen

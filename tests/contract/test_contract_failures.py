@@ -226,3 +226,25 @@ async def test_an_exception_whose_str_raises_fails_its_task(
     assert "str() of the" in failure.error
     assert "RuntimeError('no message')" in failure.error
     assert stats.restarts == 0
+
+
+class RaisesSurrogate(Worker):
+    async def handle(self, word: str) -> str:
+        if word == "surrogate":
+            raise ValueError("cannot read caf\udce9 (bytes decoded with surrogateescape)")
+        return word
+
+
+async def test_an_error_message_utf8_cannot_hold_fails_its_task_and_no_other(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: writing the outcome failed (SQLite: 'settle failed'; Redis: the dispatcher
+    # crashed with the outcomes batched with it): the task stayed RUNNING.
+    async with serve(broker, Queue("surrogate", RaisesSurrogate, workers=4)) as system:
+        words = ["fine"] * 5 + ["surrogate"] + ["fine"] * 5
+        receipts = [await system.submit("surrogate", word) for word in words]
+        failure = await failure_of(receipts.pop(5))
+        assert [await outcome_of(receipt) for receipt in receipts] == ["fine"] * 10
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type == "ValueError"
+    assert failure.error == "cannot read caf\\udce9 (bytes decoded with surrogateescape)"
