@@ -82,7 +82,11 @@ def key_id(queue: str, key: str) -> str:
         raise InvalidQueue(
             f"key must be a non-empty string of at most {MAX_KEY} characters, got {key!r:.80}"
         )
-    digest = hashlib.blake2b(key.encode(), digest_size=KEY_DIGEST).hexdigest()
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate: no broker stores it either
+        raise InvalidQueue(f"key must be text UTF-8 can hold, got {key!r:.80}: {exc}") from exc
+    digest = hashlib.blake2b(raw, digest_size=KEY_DIGEST).hexdigest()
     return f"{queue}:key-{digest}"
 
 
