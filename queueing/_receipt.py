@@ -122,12 +122,15 @@ class Receipt(Generic[R]):
             waiter = task._waiter
             if waiter is None:
                 waiter = task._waiter = trio.Event()
+            self._system._usable()
             if timeout is None:
                 await waiter.wait()
             else:
                 with trio.move_on_after(timeout):
                     await waiter.wait()
-                if not task.state.final:
+            if not task.state.final:
+                self._system._usable()  # woken as the system closed
+                if timeout is not None:
                     raise ResultTimeout(task.id, timeout)
         return self._system._unwrap(task)  # type: ignore[no-any-return]
 

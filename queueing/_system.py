@@ -88,6 +88,8 @@ class QueueSystem:
         self.shutdown_timeout = shutdown_timeout
         #: After shutdown: how many tasks were left unfinished.
         self.unfinished = 0
+        #: True once shut down: a shared broker is no longer connected.
+        self.closed = False
         self._broker = broker
         self._queues = queues
         self._pipelines = pipelines
@@ -132,7 +134,21 @@ class QueueSystem:
         await self._actors.start(self, serve=serve, schedules=schedules)
 
     async def _stop(self) -> None:
-        self.unfinished = await self._actors.stop(self)
+        try:
+            self.unfinished = await self._actors.stop(self)
+        finally:
+            self.closed = True
+            self._results.close()  # who still awaits a receipt hears that it is closed
+
+    def _usable(self) -> None:
+        """Refuse a call that needs the broker once the system is closed (in process the
+        records stay readable)."""
+        if self.closed and self._broker.shared:
+            raise SystemStopping(
+                "the system is closed (its open_system() or connect() block has ended), so "
+                "its broker is no longer connected: ask an open system or client "
+                "(system.receipt(id) finds a task again)"
+            )
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -495,6 +511,7 @@ class QueueSystem:
     async def _check(self, receipt: Receipt[Any]) -> None:
         """A receipt found by id with a shared broker: does the task exist? (at its first
         await). Copies what is stored onto the receipt's record."""
+        self._usable()
         task = receipt._task
         record = await self._broker.lookup(task.id)
         if record is None:
@@ -550,6 +567,7 @@ class QueueSystem:
         )
 
     async def _status(self, receipt: Receipt[Any]) -> TaskStatus:
+        self._usable()
         task = receipt._task
         if not receipt._checked:
             await self._check(receipt)
@@ -584,6 +602,7 @@ class QueueSystem:
     async def _wait_change(self, receipt: Receipt[Any], timeout: float) -> None:
         """Wait until the receipt's task may have changed (its outcome came, or progress
         was published in this process), or `timeout` seconds."""
+        self._usable()
         task = receipt._task
         waiter = task._waiter
         if waiter is None:
@@ -602,6 +621,7 @@ class QueueSystem:
                 nursery.start_soon(first, self._engine.progress.published.park)
 
     async def _cancel(self, receipt: Receipt[Any]) -> bool:
+        self._usable()
         if not receipt._checked:
             await self._check(receipt)
         return await self._engine.cancel(receipt._task.id)
@@ -692,6 +712,7 @@ class QueueSystem:
         default tenant, the tasks without one). Over every process with a shared broker;
         [] for a queue that never had a task with a tenant (in process).
         See docs/concepts/fair-share.md."""
+        self._usable()
         rt = self._runtime(queue)
         positive_int("limit", limit)
         await _checkpoint_if_cancelled()
@@ -708,6 +729,7 @@ class QueueSystem:
             InvalidQueue: `timeout` is not a number of seconds >= 0 (NaN, negative).
         """
         seconds("timeout", timeout, optional=True, zero=True)
+        self._usable()
         if timeout is None:
             await self._drain()
             return
@@ -784,6 +806,7 @@ class QueueSystem:
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """The newest `limit` dead letters of `queue`, oldest first."""
+        self._usable()
         self._runtime(queue)
         positive_int("limit", limit)
         await _checkpoint_if_cancelled()
@@ -799,6 +822,7 @@ class QueueSystem:
         refused (`QueueFull`...), that letter and the rest stay. Entries that never were
         tasks (dead-lettered as unreadable, with an empty id) are not requeued.
         """
+        self._usable()
         self._runtime(queue)
         if isinstance(ids, str):
             raise InvalidQueue(
@@ -838,6 +862,7 @@ class QueueSystem:
 
     async def purge_dead_letters(self, queue: str) -> int:
         """Delete the queue's dead letters; returns how many there were."""
+        self._usable()
         self._runtime(queue)
         await _checkpoint_if_cancelled()
         return len(await self._broker.take_dead_letters(queue, None))
