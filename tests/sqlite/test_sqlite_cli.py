@@ -274,8 +274,12 @@ def test_submit_refuses_a_bad_option_as_a_usage_error_before_submitting(
     ],
     ids=["result", "top", "worker"],
 )
-def test_a_nan_number_of_seconds_is_a_usage_error(command: list[str]) -> None:
-    # Before: exit status 1 (result, top) or a traceback (worker).
+def test_a_nan_number_of_seconds_is_a_usage_error(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: exit status 1 (result, top) or a traceback (worker), after opening the
+    # default queueing.db of the working directory.
+    monkeypatch.chdir(tmp_path)
     result = invoke(*command)
     assert result.exit_code == 2, result.output
     assert "'nan' is not a number of seconds" in result.output
