@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import click
 import trio
@@ -37,16 +39,31 @@ TOKEN = click.option(
     "QUEUEING_DASHBOARD_TOKEN); beyond loopback every read needs it too. Default: a random "
     "one, printed with the dashboard's link (loopback only).",
 )
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds within a range, NaN refused (every comparison lets it through
+    `click.FloatRange`, and `trio` then fails with a traceback)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
 EVERY = click.option(
     "--every",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     default=1.0,
     show_default=True,
     help="Seconds between two readings of the figures.",
 )
 WINDOW = click.option(
     "--window",
-    type=click.FloatRange(min=1.0),
+    type=Seconds(min=1.0),
     default=10.0,
     show_default=True,
     help="Seconds the rates and latency percentiles cover.",

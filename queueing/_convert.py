@@ -144,8 +144,9 @@ def encoded_size(data: Any, limit: int) -> int:
         if limit >= 24 and (kind is not int or -(10**22) < data < 10**22):
             return 1  # at most 24 bytes (a float's repr, a 22-digit int): within the limit
         return len(_dumps(data).encode())  # exact: a small limit, or a huge int
-    if kind is str and 6 * len(data) + 2 <= limit:
+    if kind is str and 6 * len(data) + 2 <= limit and data.isascii():
         return len(data)
+    # UnicodeEncodeError (a ValueError) for a lone surrogate, which no broker can store.
     return len(_dumps(data).encode())
 
 
@@ -230,7 +231,9 @@ class Codec:
             ) from exc
         if type(data) not in _PRIMITIVES:
             try:
-                _dumps(data)
+                text = _dumps(data)
+                if not text.isascii():
+                    text.encode()  # UnicodeEncodeError (a ValueError): a lone surrogate
             except (TypeError, ValueError) as exc:
                 raise PayloadError(
                     self.queue,
@@ -268,6 +271,16 @@ class Codec:
                     f"{self.role} is {value!r}, which is not a JSON number (JSON cannot carry "
                     "NaN or infinity); use None or a string",
                 )
+            if kind is str and not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError as exc:
+                    raise PayloadError(
+                        self.queue,
+                        f"{self.role} is a str that does not serialize to JSON ({exc}): a lone "
+                        "surrogate, which no UTF-8 text holds (decode bytes with "
+                        "errors='replace')",
+                    ) from exc
             return value
         data = self.unstructure(value)
         if target is not Any and not (

@@ -82,7 +82,11 @@ def key_id(queue: str, key: str) -> str:
         raise InvalidQueue(
             f"key must be a non-empty string of at most {MAX_KEY} characters, got {key!r:.80}"
         )
-    digest = hashlib.blake2b(key.encode(), digest_size=KEY_DIGEST).hexdigest()
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate: no broker stores it either
+        raise InvalidQueue(f"key must be text UTF-8 can hold, got {key!r:.80}: {exc}") from exc
+    digest = hashlib.blake2b(raw, digest_size=KEY_DIGEST).hexdigest()
     return f"{queue}:key-{digest}"
 
 
@@ -140,14 +144,15 @@ class Engine:
         """The payload as plain data, checked against the queue's type and `max_payload`."""
         kind = type(payload)
         if (kind is int and rt.direct_int and _LEAST_INT <= payload <= DIRECT_INT) or (
-            kind is str and len(payload) <= rt.direct_str
+            kind is str and len(payload) <= rt.direct_str and payload.isascii()
         ):
             return payload  # plain data the queue takes as it is, well within max_payload
         data = rt.payload_codec.check(payload)
         limit = rt.spec.max_payload
         try:
             size = encoded_size(data, limit)
-        except ValueError as exc:  # an int past Python's 4300-digit str() limit, say
+        except ValueError as exc:  # an int past Python's 4300-digit str() limit, a lone
+            # surrogate ("\ud800": no UTF-8 holds it), say
             raise PayloadError(rt.name, f"the payload does not serialize to JSON: {exc}") from exc
         if size > limit:
             raise PayloadTooLarge(rt.name, size, limit)
@@ -500,7 +505,12 @@ class Engine:
             await self._advance(rt, task, result)
             return
         codec = rt.result_codec
-        if codec.as_is is not AS_ANY or type(result) not in PLAIN_RESULTS:
+        kind = type(result)
+        if (
+            codec.as_is is not AS_ANY
+            or kind not in PLAIN_RESULTS
+            or (kind is str and not result.isascii())  # a lone surrogate: no broker holds it
+        ):
             try:
                 # Checked against `handle`'s declared return type, and as JSON.
                 result = codec.check(result)

@@ -109,7 +109,10 @@ class Receipt(Generic[R]):
             TaskLost: the broker lost its record (its fate is unknown).
             TaskFailed: it failed or was dead-lettered (`.error`, `.attempts`, `.stage`).
             UnknownTask: no task has this id (a receipt found by id).
+            InvalidQueue: `timeout` is not a number of seconds >= 0 (NaN, negative).
         """
+        if timeout is not None:
+            seconds("timeout", timeout, zero=True)
         task = self._task
         if not self._checked:
             await self._system._check(self)
@@ -119,12 +122,15 @@ class Receipt(Generic[R]):
             waiter = task._waiter
             if waiter is None:
                 waiter = task._waiter = trio.Event()
+            self._system._usable()
             if timeout is None:
                 await waiter.wait()
             else:
                 with trio.move_on_after(timeout):
                     await waiter.wait()
-                if not task.state.final:
+            if not task.state.final:
+                self._system._usable()  # woken as the system closed
+                if timeout is not None:
                     raise ResultTimeout(task.id, timeout)
         return self._system._unwrap(task)  # type: ignore[no-any-return]
 

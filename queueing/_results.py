@@ -101,6 +101,15 @@ class Results:
         if not self._refs and self._idle:
             self._idle.unpark_all()
 
+    def close(self) -> None:
+        """The system is closed: wake whoever awaits a watched task (its receipt then says
+        the system is closed); no outcome will come through this system any more."""
+        for ref in list(self._refs.values()):
+            task = ref()
+            if task is not None and task._waiter is not None:
+                task._waiter.set()
+        self._refs.clear()
+
     async def wait_idle(self) -> None:
         """Wait until every watched task's outcome has reached its receipt."""
         while self._refs:

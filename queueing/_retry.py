@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import logging
 import socket
 import sys
 from typing import Any, cast
@@ -15,6 +16,9 @@ from tenacity.stop import StopBaseT
 from tenacity.wait import WaitBaseT
 
 from ._exceptions import InvalidQueue, Transient
+from ._validate import MAX_DELAY
+
+log = logging.getLogger("queueing")
 
 #: What the default policy retries for sure: our `Transient` (and `TaskTimeout`), and the
 #: standard library's timeouts and connection errors.
@@ -180,15 +184,30 @@ class RetryPolicy:
 
         Returns:
             False if the error is not retryable, None if the attempts are exhausted,
-            else the delay in seconds before the next attempt.
+            else the delay in seconds before the next attempt: the wait strategy's
+            answer, within 0 and `MAX_DELAY` (NaN counts as 0).
         """
         state = tenacity.RetryCallState(cast(Any, None), None, (), {})
         state.start_time = first_started
         state.attempt_number = attempt
         state.outcome = tenacity.Future.construct(attempt, error, True)
         state.outcome_timestamp = now
-        if not self.retry(state):
+        try:
+            if not self.retry(state):
+                return False
+            if self.stop(state):
+                return None
+            wait = float(self.wait(state))
+        except Exception:
+            # A policy that raises (or waits "soon") must still end the task: the worker
+            # that asked would crash with the task neither retried nor settled.
+            log.exception(
+                "the retry policy %r raised on attempt %d's %s: the task fails without retry",
+                self,
+                attempt,
+                type(error).__name__,
+            )
             return False
-        if self.stop(state):
-            return None
-        return max(0.0, float(self.wait(state)))
+        # max(0.0, nan) is 0.0; min(inf, MAX_DELAY) is MAX_DELAY: a due time every broker
+        # can store (an infinite one crashed the worker scheduling it, over and over).
+        return min(max(0.0, wait), MAX_DELAY)

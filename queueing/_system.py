@@ -17,6 +17,7 @@ from ._engine import Engine
 from ._exceptions import (
     BrokerError,
     DrainTimeout,
+    InvalidQueue,
     QueueFull,
     QueueingError,
     SystemStopping,
@@ -42,7 +43,7 @@ from ._task import (
     priority_of,
     tenant_of,
 )
-from ._validate import positive_int, seconds
+from ._validate import MAX_DELAY, positive_int, seconds
 from ._validate import priority as check_priority
 from ._validate import tenant as check_tenant
 from .brokers._contract import Admission, TenantFigures, queue_of, run_of
@@ -87,6 +88,8 @@ class QueueSystem:
         self.shutdown_timeout = shutdown_timeout
         #: After shutdown: how many tasks were left unfinished.
         self.unfinished = 0
+        #: True once shut down: a shared broker is no longer connected.
+        self.closed = False
         self._broker = broker
         self._queues = queues
         self._pipelines = pipelines
@@ -131,7 +134,21 @@ class QueueSystem:
         await self._actors.start(self, serve=serve, schedules=schedules)
 
     async def _stop(self) -> None:
-        self.unfinished = await self._actors.stop(self)
+        try:
+            self.unfinished = await self._actors.stop(self)
+        finally:
+            self.closed = True
+            self._results.close()  # who still awaits a receipt hears that it is closed
+
+    def _usable(self) -> None:
+        """Refuse a call that needs the broker once the system is closed (in process the
+        records stay readable)."""
+        if self.closed and self._broker.shared:
+            raise SystemStopping(
+                "the system is closed (its open_system() or connect() block has ended), so "
+                "its broker is no longer connected: ask an open system or client "
+                "(system.receipt(id) finds a task again)"
+            )
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -181,8 +198,9 @@ class QueueSystem:
             name: a queue's or a pipeline's name, or the `Queue`/`Pipeline` itself (a
                 `Queue[R]` gives a `Receipt[R]`).
             payload: an attrs instance, dataclass or plain data the converter handles.
-            delay: seconds before it may start.
-            expires: seconds from now by which it must have started, else it expires.
+            delay: seconds before it may start (at most `MAX_DELAY`, ten years).
+            expires: seconds from now by which it must have started, else it expires (at
+                most `MAX_DELAY`).
             timeout: with `Overflow.WAIT`, the longest to wait for room (overrides the
                 queue's `full_timeout`).
             key: makes the task unique: while a task submitted to this queue with the same
@@ -212,7 +230,7 @@ class QueueSystem:
             InvalidQueue: a bad option (`priority` not an int from 0 to 9, say).
         """
         if type(name) is not str:
-            name = name.name  # type: ignore[union-attr]
+            name = _name_of(name)
         if delay is not None or expires is not None or timeout is not None:
             _check_seconds(delay=delay, expires=expires, timeout=timeout)
         if priority or type(priority) is not int:
@@ -322,7 +340,7 @@ class QueueSystem:
         (payloads certainly not accepted), which together account for every payload.
         """
         if type(name) is not str:
-            name = name.name  # type: ignore[union-attr]
+            name = _name_of(name)
         items = list(payloads)
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
         check_priority(priority)
@@ -460,10 +478,16 @@ class QueueSystem:
     def receipt(self, task_id: str) -> Receipt[Any]:
         """The receipt of a task submitted earlier (by anyone), while its result is kept.
 
-        The same on every broker: this never raises; an id no task has (or whose outcome
-        is no longer kept) raises `UnknownTask` at the receipt's first await (`result()`,
-        `status()`, `cancel()`, `await`), where a shared broker is asked.
+        The same on every broker: an id no task has (or whose outcome is no longer kept)
+        raises `UnknownTask` at the receipt's first await (`result()`, `status()`,
+        `cancel()`, `await`), where a shared broker is asked; only an id that is not a
+        str raises (`InvalidQueue`) at once.
         """
+        if not isinstance(task_id, str):
+            raise InvalidQueue(
+                f"a task id is a str (as receipt.id gave it), got {task_id!r:.80} "
+                f"({type(task_id).__name__})"
+            )
         broker = self._broker
         if not broker.shared:
             task = broker.lookup_nowait(task_id)
@@ -487,6 +511,7 @@ class QueueSystem:
     async def _check(self, receipt: Receipt[Any]) -> None:
         """A receipt found by id with a shared broker: does the task exist? (at its first
         await). Copies what is stored onto the receipt's record."""
+        self._usable()
         task = receipt._task
         record = await self._broker.lookup(task.id)
         if record is None:
@@ -542,6 +567,7 @@ class QueueSystem:
         )
 
     async def _status(self, receipt: Receipt[Any]) -> TaskStatus:
+        self._usable()
         task = receipt._task
         if not receipt._checked:
             await self._check(receipt)
@@ -576,6 +602,7 @@ class QueueSystem:
     async def _wait_change(self, receipt: Receipt[Any], timeout: float) -> None:
         """Wait until the receipt's task may have changed (its outcome came, or progress
         was published in this process), or `timeout` seconds."""
+        self._usable()
         task = receipt._task
         waiter = task._waiter
         if waiter is None:
@@ -594,6 +621,7 @@ class QueueSystem:
                 nursery.start_soon(first, self._engine.progress.published.park)
 
     async def _cancel(self, receipt: Receipt[Any]) -> bool:
+        self._usable()
         if not receipt._checked:
             await self._check(receipt)
         return await self._engine.cancel(receipt._task.id)
@@ -684,6 +712,7 @@ class QueueSystem:
         default tenant, the tasks without one). Over every process with a shared broker;
         [] for a queue that never had a task with a tenant (in process).
         See docs/concepts/fair-share.md."""
+        self._usable()
         rt = self._runtime(queue)
         positive_int("limit", limit)
         await _checkpoint_if_cancelled()
@@ -697,7 +726,10 @@ class QueueSystem:
 
         Raises:
             DrainTimeout: still busy after `timeout` seconds (a `TimeoutError`).
+            InvalidQueue: `timeout` is not a number of seconds >= 0 (NaN, negative).
         """
+        seconds("timeout", timeout, optional=True, zero=True)
+        self._usable()
         if timeout is None:
             await self._drain()
             return
@@ -774,7 +806,9 @@ class QueueSystem:
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """The newest `limit` dead letters of `queue`, oldest first."""
+        self._usable()
         self._runtime(queue)
+        positive_int("limit", limit)
         await _checkpoint_if_cancelled()
         return await self._broker.dead_letters(queue, limit)
 
@@ -788,7 +822,12 @@ class QueueSystem:
         refused (`QueueFull`...), that letter and the rest stay. Entries that never were
         tasks (dead-lettered as unreadable, with an empty id) are not requeued.
         """
+        self._usable()
         self._runtime(queue)
+        if isinstance(ids, str):
+            raise InvalidQueue(
+                f"requeue takes a list of task ids, got the str {ids!r:.80}: pass [{ids!r:.80}]"
+            )
         wanted = None if ids is None else set(ids)
         receipts = []
         for letter in await self._broker.dead_letters(queue, 1 << 30):
@@ -823,6 +862,7 @@ class QueueSystem:
 
     async def purge_dead_letters(self, queue: str) -> int:
         """Delete the queue's dead letters; returns how many there were."""
+        self._usable()
         self._runtime(queue)
         await _checkpoint_if_cancelled()
         return len(await self._broker.take_dead_letters(queue, None))
@@ -845,9 +885,22 @@ def tenant_counts(rt: QueueRuntime, limit: int) -> list[TenantFigures]:
     return [TenantFigures(name, 0, count) for name, count in busiest]
 
 
-def _check_seconds(**options: float | None) -> None:
-    for what, value in options.items():
-        seconds(what, value, optional=True, zero=True)
+def _name_of(spec: object) -> str:
+    """The name of the `Queue` or `Pipeline` given to `submit` instead of a name."""
+    if isinstance(spec, Queue | Pipeline):
+        return spec.name
+    raise InvalidQueue(
+        f"submit takes a queue's or pipeline's name (a str) or the Queue or Pipeline itself, "
+        f"got {spec!r:.80} ({type(spec).__name__})"
+    )
+
+
+def _check_seconds(delay: float | None, expires: float | None, timeout: float | None) -> None:
+    # A due time past MAX_DELAY is one no broker stores (Redis and RabbitMQ keep integer
+    # milliseconds); an infinite wait for room (`timeout`) is only a long wait.
+    seconds("delay", delay, optional=True, zero=True, most=MAX_DELAY)
+    seconds("expires", expires, optional=True, zero=True, most=MAX_DELAY)
+    seconds("timeout", timeout, optional=True, zero=True)
 
 
 def _partial(

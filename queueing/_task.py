@@ -44,6 +44,15 @@ for _state in TaskState:
     _state.final = _state.value not in ("pending", "scheduled", "running")
 
 
+def storable(text: str) -> str:
+    """`text` as UTF-8 can hold it: a lone surrogate ("\\ud800", from bytes decoded with
+    errors="surrogateescape", say) becomes its escape, where writing it to a broker would
+    fail."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @attrs.frozen
 class ErrorInfo:
     """A failure, as plain data (it crosses processes): type name, message, traceback."""
@@ -60,7 +69,11 @@ class ErrorInfo:
             module = module.split(".", 1)[0]  # the public path: queueing.TaskTimeout
         name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
         tb = "".join(traceback.format_exception(exc, limit=8))
-        return cls(name, str(exc), tb)
+        try:
+            message = str(exc)
+        except Exception as broken:  # an exception class whose __str__ raises
+            message = f"<str() of the {name} raised {type(broken).__name__}: {broken!r:.200}>"
+        return cls(name, storable(message), storable(tb))
 
 
 @attrs.frozen

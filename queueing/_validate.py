@@ -7,15 +7,35 @@ import math
 from ._exceptions import InvalidQueue
 from ._task import MAX_PRIORITY, MAX_TENANT, MIN_PRIORITY
 
+#: The largest count a setting may hold (`maxsize`, `max_payload`...): what every broker
+#: stores exactly (SQLite's INTEGER is 64-bit, Redis's Lua numbers are doubles).
+MAX_COUNT = 2**53
+
+#: The longest a task may wait to start: a submit's `delay` or `expires`, or a retry's
+#: backoff (ten years). Brokers keep due times as integer milliseconds of the wall clock
+#: (Redis's scores, RabbitMQ's delay queues), which a float past this cannot give; and a
+#: longer wait is a task that never runs.
+MAX_DELAY = 10 * 365 * 86_400.0
+
 
 def positive_int(what: str, value: object, minimum: int = 1) -> None:
-    """An int (not a bool) of at least `minimum`."""
+    """An int (not a bool) of at least `minimum`, at most `MAX_COUNT`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidQueue(f"{what} must be an int >= {minimum}, got {value!r}")
+    if value > MAX_COUNT:
+        raise InvalidQueue(f"{what} must be at most {MAX_COUNT} (2**53), got {value!r}")
 
 
-def seconds(what: str, value: object, *, optional: bool = False, zero: bool = False) -> None:
-    """A number of seconds: > 0 (>= 0 with `zero`); None too when `optional`."""
+def seconds(
+    what: str,
+    value: object,
+    *,
+    optional: bool = False,
+    zero: bool = False,
+    most: float | None = None,
+) -> None:
+    """A number of seconds: > 0 (>= 0 with `zero`), at most `most` if given; None too when
+    `optional`."""
     if value is None and optional:
         return
     if (
@@ -27,6 +47,12 @@ def seconds(what: str, value: object, *, optional: bool = False, zero: bool = Fa
     ):
         bound = ">= 0" if zero else "> 0"
         raise InvalidQueue(f"{what} must be a number of seconds {bound}, got {value!r}")
+    if most is not None and value > most:
+        instead = " (None: no limit)" if optional else ""
+        raise InvalidQueue(
+            f"{what} must be at most {most:g} seconds ({most / 86_400:g} days), "
+            f"got {value!r}{instead}"
+        )
 
 
 def priority(value: object) -> None:

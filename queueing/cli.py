@@ -22,11 +22,13 @@ from . import _cli_dashboards as dashboards
 from . import _cli_render as show
 from ._cli_observe import observed
 from ._cli_targets import Concurrency, describe, load
-from ._exceptions import PayloadError, QueueingError, ResultTimeout, TaskFailed
+from ._exceptions import InvalidQueue, PayloadError, QueueingError, ResultTimeout, TaskFailed
 from ._open import connect_trio as connect
 from ._open import run_system
 from ._system import QueueSystem
 from ._task import TaskState, TaskStatus
+from ._validate import priority as check_priority
+from ._validate import tenant as check_tenant
 
 T = TypeVar("T")
 #: Exit status of `result`/`submit --wait` when the task has no outcome (yet): 1 is a
@@ -73,6 +75,17 @@ def _broker_url(broker: str | None) -> str:
     return DEFAULT_BROKER
 
 
+def _checked(check: Callable[[Any], None], value: T) -> T:
+    """An option's value that `check` (a `_validate` function) accepts: else a usage error
+    (exit status 2) before anything is submitted."""
+    if value is not None:
+        try:
+            check(value)
+        except InvalidQueue as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
+
+
 def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
     url = _broker_url(broker)
 
@@ -102,7 +115,7 @@ def main() -> None:
     help="Workers in this process: N for every queue, QUEUE=N for one (repeat it: "
     "--concurrency 8 --concurrency store=1). Default: each Queue's workers=.",
 )
-@click.option("--shutdown-timeout", type=float, default=30.0, show_default=True)
+@click.option("--shutdown-timeout", type=dashboards.Seconds(min=0), default=30.0, show_default=True)
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
@@ -161,10 +174,11 @@ def worker(
 @click.argument("payload")
 @_BROKER
 @click.option("--wait/--no-wait", default=False, help="Wait for the result and print it.")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--timeout", type=dashboards.Seconds(min=0), default=60.0, show_default=True)
 @click.option(
     "--priority",
     type=int,
+    callback=lambda ctx, param, value: _checked(check_priority, value),
     default=0,
     show_default=True,
     help="0 (lowest) to 9 (highest): waiting tasks of higher priority start first.",
@@ -172,6 +186,7 @@ def worker(
 @click.option(
     "--tenant",
     default=None,
+    callback=lambda ctx, param, value: _checked(check_tenant, value),
     help="The client (customer, account) the task is for: waiting tasks are shared out "
     "fairly between tenants (docs: fair share).",
 )
@@ -225,7 +240,13 @@ async def _outcome(system: QueueSystem, task_id: str, wait: float | None) -> tup
 @click.argument("task_id", metavar="ID")
 @_BROKER
 @click.option("--wait/--no-wait", default=False, help="Wait for the outcome.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="With --wait.")
+@click.option(
+    "--timeout",
+    type=dashboards.Seconds(min=0),
+    default=60.0,
+    show_default=True,
+    help="With --wait.",
+)
 @_JSON
 def result(task_id: str, broker: str | None, wait: bool, timeout: float, as_json: bool) -> None:
     """Print a task's result as JSON.

@@ -3,8 +3,10 @@ dead-letter store (list, requeue, purge)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import pytest
 import trio
 from contract_workers import (
     WAIT,
@@ -17,7 +19,7 @@ from contract_workers import (
 )
 from tenacity import stop_after_attempt, wait_fixed
 
-from queueing import DeadLetter, Queue, RetryPolicy, TaskState
+from queueing import DeadLetter, Queue, RetryPolicy, TaskState, Worker
 
 BACKOFF = 0.05  # seconds between attempts
 ATTEMPTS = 3  # stop_after_attempt(ATTEMPTS)
@@ -81,6 +83,27 @@ async def test_a_task_whose_retries_run_out_is_dead_lettered(
     assert [(d.id, d.state, d.attempts) for d in letters] == [
         (receipt.id, TaskState.DEAD_LETTERED, ATTEMPTS)
     ]
+
+
+@pytest.mark.parametrize("backoff", [math.inf, 1e308], ids=["inf", "1e308"])
+async def test_a_backoff_past_any_clock_leaves_the_task_scheduled_and_the_worker_serving(
+    broker: str, clock: trio.abc.Clock | None, backoff: float
+) -> None:
+    # A wait strategy may answer anything a float holds; the retry is scheduled (capped)
+    # instead of crashing the worker that schedules it, over and over.
+    probe = Probe()
+    policy = RetryPolicy(stop=stop_after_attempt(ATTEMPTS), wait=wait_fixed(backoff))
+    queue = Queue("troubled", Troubled, retry=policy, worker_kwargs={"probe": probe})
+    async with serve(broker, queue) as system:
+        later = await system.submit("troubled", {"name": "later", "transient": 1})
+        await probe.wait_for(probe.started)
+        # One worker: it takes "now" once it has scheduled the retry of "later".
+        now = await system.submit("troubled", {"name": "now"})
+        assert await outcome_of(now) == "NOW"
+        status = await later.status()
+        stats = system.stats()["troubled"]
+    assert (status.state, status.attempts) == (TaskState.SCHEDULED, 1)
+    assert stats.restarts == 0
 
 
 async def test_a_poison_task_is_dead_lettered_after_max_deliveries(
@@ -171,3 +194,57 @@ async def test_purge_removes_the_dead_letters_and_counts_them(
         assert await system.dead_letters("troubled") == []
         assert await system.purge_dead_letters("troubled") == 0
         await system.drain(timeout=WAIT)
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot be read."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+class RaisesUnprintable(Worker):
+    async def handle(self, word: str) -> str:
+        if word == "unprintable":
+            raise Unprintable
+        return word
+
+
+async def test_an_exception_whose_str_raises_fails_its_task(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: reading its message crashed the worker after the handler had returned, and
+    # the task was neither handed back nor settled: no outcome until shutdown.
+    async with serve(broker, Queue("unprintable", RaisesUnprintable)) as system:
+        bad = await system.submit("unprintable", "unprintable")
+        good = await system.submit("unprintable", "fine")
+        failure = await failure_of(bad)
+        assert await outcome_of(good) == "fine"
+        stats = system.stats()["unprintable"]
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type.endswith("Unprintable")
+    assert "str() of the" in failure.error
+    assert "RuntimeError('no message')" in failure.error
+    assert stats.restarts == 0
+
+
+class RaisesSurrogate(Worker):
+    async def handle(self, word: str) -> str:
+        if word == "surrogate":
+            raise ValueError("cannot read caf\udce9 (bytes decoded with surrogateescape)")
+        return word
+
+
+async def test_an_error_message_utf8_cannot_hold_fails_its_task_and_no_other(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: writing the outcome failed (SQLite: 'settle failed'; Redis: the dispatcher
+    # crashed with the outcomes batched with it): the task stayed RUNNING.
+    async with serve(broker, Queue("surrogate", RaisesSurrogate, workers=4)) as system:
+        words = ["fine"] * 5 + ["surrogate"] + ["fine"] * 5
+        receipts = [await system.submit("surrogate", word) for word in words]
+        failure = await failure_of(receipts.pop(5))
+        assert [await outcome_of(receipt) for receipt in receipts] == ["fine"] * 10
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type == "ValueError"
+    assert failure.error == "cannot read caf\\udce9 (bytes decoded with surrogateescape)"

@@ -66,7 +66,7 @@ async def test_submit_many_with_keys_again_runs_nothing_twice(
     assert sorted(probe.finished) == sorted(names)
 
 
-@pytest.mark.parametrize("key", ["", "x" * 201, 17])
+@pytest.mark.parametrize("key", ["", "x" * 201, 17, "lone \ud800 surrogate"])
 async def test_a_bad_key_is_refused(broker: str, clock: trio.abc.Clock | None, key: object) -> None:
     async with serve(broker, gated(Probe())) as system:
         with pytest.raises(InvalidQueue, match="key must be"):

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import trio
 from contract_workers import (
+    LONG,
     WAIT,
     Double,
     Probe,
@@ -18,7 +19,15 @@ from contract_workers import (
     serve,
 )
 
-from queueing import Queue, Receipt, TaskState, UnknownTask
+from queueing import (
+    Queue,
+    QueueingError,
+    Receipt,
+    SystemStopping,
+    TaskCancelled,
+    TaskState,
+    UnknownTask,
+)
 
 
 async def test_a_receipt_found_by_id_gives_the_same_result_and_status(
@@ -157,3 +166,45 @@ async def test_a_clients_first_stats_already_show_the_brokers_figures(
             async with connect(broker) as client:
                 stats = client.stats()["double"]  # at once: no wait for a refresh
     assert (stats.submitted, stats.succeeded, stats.outstanding) == (3, 3, 0)
+
+
+async def test_a_receipt_awaited_once_its_system_closed_ends_at_once(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # In memory the unfinished task was cancelled at shutdown; over a shared broker it
+    # stays there, and the closed system says it cannot ask. Before: over SQLite and Redis,
+    # `await receipt` waited forever (and status() raised a RuntimeError on SQLite).
+    async with serve(broker, Queue("sleeper", Sleeper)) as system:
+        receipt = await system.submit("sleeper", [LONG])
+    with trio.fail_after(WAIT), pytest.raises((SystemStopping, TaskCancelled)):
+        await receipt
+    with trio.fail_after(WAIT):
+        try:
+            status = await receipt.status()
+        except SystemStopping:
+            pass
+        else:
+            assert status.state is TaskState.CANCELLED
+
+
+async def test_a_receipt_awaited_while_its_system_closes_ends_then(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    ended: list[BaseException] = []
+
+    async def wait(receipt: Receipt) -> None:
+        try:
+            await receipt
+        except QueueingError as exc:
+            ended.append(exc)
+
+    with trio.fail_after(WAIT + LONG / 2):
+        async with (
+            trio.open_nursery() as outside,
+            serve(broker, Queue("sleeper", Sleeper)) as system,
+        ):
+            receipt = await system.submit("sleeper", [LONG])
+            outside.start_soon(wait, receipt)
+            await trio.sleep(0.1)
+    [exc] = ended
+    assert isinstance(exc, SystemStopping | TaskCancelled)

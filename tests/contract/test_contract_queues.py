@@ -8,6 +8,7 @@ import trio
 from contract_workers import (
     SETTLE,
     WAIT,
+    Echo,
     Fatal,
     FlakyStart,
     Gated,
@@ -21,6 +22,7 @@ from contract_workers import (
 from tenacity import stop_after_attempt, wait_fixed
 
 from queueing import (
+    InvalidQueue,
     Queue,
     QueueSystem,
     ResultTimeout,
@@ -29,6 +31,7 @@ from queueing import (
     TaskStatus,
     UnknownTask,
 )
+from queueing._validate import MAX_COUNT
 
 RESULT_TTL = 0.2  # seconds: Queue(result_ttl=...) of the expiry test
 BACKOFF = 0.3  # seconds: long enough for other work to run meanwhile
@@ -155,3 +158,20 @@ async def test_an_outcome_is_forgotten_after_its_result_ttl(
         await trio.sleep(RESULT_TTL + SETTLE)
         with pytest.raises(UnknownTask):  # at the receipt's first await
             await _status_by_id(system, receipt.id)
+
+
+@pytest.mark.parametrize(
+    "option", ["maxsize", "max_payload", "max_deliveries", "tenant_maxsize", "tenant_concurrency"]
+)
+async def test_a_count_past_max_count_is_refused_and_max_count_serves(
+    broker: str, clock: trio.abc.Clock | None, option: str
+) -> None:
+    # SQLite's INTEGER holds 2**63 - 1 and Redis's Lua numbers are doubles: a count past
+    # MAX_COUNT failed open_system with OverflowError from the broker.
+    with pytest.raises(InvalidQueue, match=f"{option} must be at most {MAX_COUNT}"):
+        Queue("echo", Echo, **{option: 10**20})
+    limits = {option: MAX_COUNT}
+    if option == "tenant_maxsize":
+        limits["maxsize"] = MAX_COUNT
+    async with serve(broker, Queue("echo", Echo, **limits)) as system:
+        assert await outcome_of(await system.submit("echo", "fits")) == "fits"

@@ -3,6 +3,7 @@ results JSON cannot hold fail the task, the same way on every broker."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -183,3 +184,16 @@ async def test_a_result_not_of_the_declared_type_fails_the_task_naming_the_resul
     assert "the result of handle()" in failure.error
     assert "expected int" in failure.error
     assert failure.attempts == 1
+
+
+@pytest.mark.parametrize("kept", [math.inf, 1e308], ids=["inf", "1e308"])
+async def test_outcomes_kept_past_any_clock_are_kept_and_read(
+    broker: str, clock: trio.abc.Clock | None, kept: float
+) -> None:
+    # result_ttl=math.inf keeps outcomes as long as the broker can (Redis: its cap).
+    async with serve(broker, Queue("echo", Echo, result_ttl=kept)) as system:
+        receipt = await system.submit("echo", "kept")
+        assert await outcome_of(receipt) == "kept"
+        again = system.receipt(receipt.id)
+        assert await outcome_of(again) == "kept"
+        assert (await again.status()).state is TaskState.SUCCEEDED

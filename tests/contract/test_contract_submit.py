@@ -17,20 +17,24 @@ from contract_workers import (
     Gated,
     Half,
     Probe,
+    Shout,
     outcome_of,
     serve,
 )
 
 from queueing import (
     Full,
+    InvalidQueue,
     PayloadError,
     PayloadTooLarge,
     Queue,
     QueueFull,
     QueueSystem,
     Receipt,
+    TaskState,
     UnknownQueue,
 )
+from queueing._validate import MAX_DELAY
 
 SMALL_PAYLOAD = 64  # bytes: Queue(max_payload=...) of the size tests
 
@@ -59,6 +63,61 @@ async def test_a_payload_json_cannot_hold_is_refused_at_submit(
         with pytest.raises(PayloadError, match=queue):
             await system.submit(queue, payload)
         await _nothing_accepted(system, queue)
+
+
+@pytest.mark.parametrize("option", ["delay", "expires"])
+@pytest.mark.parametrize("seconds", [math.inf, 1e308, MAX_DELAY * 2], ids=["inf", "1e308", "20y"])
+async def test_a_delay_or_deadline_past_max_delay_is_refused_naming_it(
+    broker: str, clock: trio.abc.Clock | None, option: str, seconds: float
+) -> None:
+    async with serve(broker, Queue("double", Double)) as system:
+        with pytest.raises(InvalidQueue, match=f"{option} must be at most"):
+            await system.submit("double", 1, **{option: seconds})
+        with pytest.raises(InvalidQueue, match=f"{option} must be at most"):
+            await system.submit_many("double", [1, 2], **{option: seconds})
+        ten_years = await system.submit("double", 1, **{option: MAX_DELAY})
+        if option == "delay":
+            assert (await ten_years.status()).state is TaskState.SCHEDULED
+            assert await ten_years.cancel()
+        else:
+            assert await outcome_of(ten_years) == 2
+    stats = system.stats()["double"]
+    assert stats.submitted == 1
+
+
+@pytest.mark.parametrize(
+    ("queue", "payload"),
+    [
+        ("echo", "lone \ud800 surrogate"),
+        ("echo", {"text": ["\udfff"]}),
+        ("words", "\ud83d"),
+    ],
+    ids=["str-as-any", "nested-in-any", "str-as-str"],
+)
+async def test_a_payload_utf8_cannot_hold_is_refused_and_fails_no_other_submit(
+    broker: str, clock: trio.abc.Clock | None, queue: str, payload: Any
+) -> None:
+    # A lone surrogate is a Python str no UTF-8 (so no broker) holds. Before: accepted in
+    # memory, a bare UnicodeEncodeError on SQLite, and on Redis a BrokerError for every
+    # submit sent in the same round trip as it.
+    outcomes: dict[int, Any] = {}
+    async with serve(broker, Queue("echo", Echo), Queue("words", Shout)) as system:
+
+        async def submit(index: int, value: Any) -> None:
+            try:
+                outcomes[index] = await outcome_of(await system.submit(queue, value))
+            except PayloadError as exc:
+                outcomes[index] = exc
+
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                for index in range(20):
+                    nursery.start_soon(submit, index, payload if index == 10 else "fine")
+    refused = outcomes.pop(10)
+    assert isinstance(refused, PayloadError)
+    assert "surrogates not allowed" in str(refused)
+    assert set(outcomes.values()) == {"fine" if queue == "echo" else "FINE"}
+    assert system.stats()[queue].submitted == 19
 
 
 async def test_a_payload_of_the_wrong_type_is_refused_at_submit(

@@ -11,6 +11,7 @@ from tenacity import stop_after_attempt, wait_fixed
 
 from queueing import (
     Full,
+    InvalidQueue,
     Queue,
     QueueFull,
     RetryPolicy,
@@ -186,3 +187,29 @@ async def test_requeue_into_a_full_queue_keeps_the_letters_it_could_not_submit(
         assert sorted(letter.payload for letter in letters) == [4, 6]
         assert system.stats()["svc"].outstanding == 2
         gate.set()
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, True], ids=repr)
+async def test_a_dead_letters_limit_that_is_no_count_is_refused(
+    autojump_clock: Any, limit: Any
+) -> None:
+    # Before: [] (as if there were none), while tenants() refused the same limit.
+    fault = {"on": True}
+    async with open_system(service(fault)) as system:
+        await fail_all(system, [2])
+        with pytest.raises(InvalidQueue, match="limit must be an int >= 1"):
+            await system.dead_letters("svc", limit=limit)
+        assert len(await system.dead_letters("svc", limit=1)) == 1
+
+
+async def test_requeue_refuses_one_id_given_as_a_str(autojump_clock: Any) -> None:
+    # Before: the str was read as a set of characters, so nothing was requeued and [] came
+    # back as if that id had no letter.
+    fault = {"on": True}
+    async with open_system(service(fault)) as system:
+        [receipt] = await fail_all(system, [2])
+        with pytest.raises(InvalidQueue, match=r"list of task ids.*pass \["):
+            await system.requeue("svc", receipt.id)  # type: ignore[arg-type]
+        fault["on"] = False
+        [again] = await system.requeue("svc", [receipt.id])
+        assert await again == 20

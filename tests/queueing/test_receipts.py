@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import trio
 
 from queueing import (
+    InvalidQueue,
     Queue,
     ResultTimeout,
     RetryPolicy,
@@ -72,6 +74,24 @@ async def test_result_timeout_raises_when_the_result_is_not_ready(autojump_clock
         assert info.value.task_id == receipt.id
         assert "after 4s" in str(info.value)
         assert isinstance(info.value, TimeoutError)
+
+
+@pytest.mark.parametrize("timeout", [math.nan, -1.0, "1"], ids=repr)
+async def test_a_wait_of_no_number_of_seconds_is_refused_naming_it(
+    autojump_clock: Any, timeout: Any
+) -> None:
+    # Before: trio's "`seconds` must not be NaN" (not naming the argument), and nothing at
+    # all for a receipt already done.
+    async with open_system(sleepy()) as system:
+        running = await system.submit("sleep", 5.0)
+        done = await system.submit("sleep", 0.0)
+        assert await done == 0.0
+        for receipt in (running, done):
+            with pytest.raises(InvalidQueue, match="timeout must be a number of seconds >= 0"):
+                await receipt.result(timeout=timeout)
+        with pytest.raises(InvalidQueue, match="timeout must be a number of seconds >= 0"):
+            await system.drain(timeout=timeout)
+        assert await running == 5.0
 
 
 async def test_the_task_completes_after_a_result_timeout(autojump_clock: Any) -> None:

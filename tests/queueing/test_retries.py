@@ -270,3 +270,36 @@ def test_the_default_policy_builds_without_warnings() -> None:
         warnings.simplefilter("error")
         RetryPolicy()
         Queue("q", Flaky)
+
+
+def _broken(state: Any) -> Any:
+    raise ZeroDivisionError("a bug in the policy")
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RetryPolicy(retry=_broken),
+        RetryPolicy(stop=_broken),
+        RetryPolicy(wait=_broken),
+        RetryPolicy(wait=lambda state: "soon"),
+    ],
+    ids=["retry-raises", "stop-raises", "wait-raises", "wait-not-a-number"],
+)
+async def test_a_retry_policy_that_raises_fails_the_task_and_says_why(
+    autojump_clock: Any, policy: RetryPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: the worker asking the policy crashed after the handler had returned, and the
+    # task was neither retried nor settled: no outcome until shutdown.
+    log: list[tuple[str, int, float]] = []
+    async with open_system(flaky(log, retry=policy)) as system:
+        failing = await system.submit("flaky", task("a", fail=1))
+        with pytest.raises(TaskFailed) as info:
+            await failing
+        assert await (await system.submit("flaky", task("b", fail=0))) == "b"
+        stats = system.stats()["flaky"]
+    assert info.value.outcome is TaskState.FAILED
+    assert info.value.attempts == 1
+    assert stats.restarts == 0
+    assert "the retry policy" in caplog.text
+    assert "the task fails without retry" in caplog.text

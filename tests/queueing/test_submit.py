@@ -10,7 +10,7 @@ import attrs
 import pytest
 import trio
 
-from queueing import Queue, TaskFailed, TaskState, Worker, open_system
+from queueing import InvalidQueue, Pipeline, Queue, TaskFailed, TaskState, Worker, open_system
 
 
 @attrs.frozen
@@ -319,3 +319,26 @@ async def test_a_cancelled_caller_gets_cancelled_before_its_task_is_accepted() -
             assert scope.cancelled_caught
         # Nothing was accepted: a receipt the caller never got would be a lost task.
         assert system.stats()["double"].submitted == 0
+
+
+@pytest.mark.parametrize("name", [5, None, Double, b"double"], ids=repr)
+async def test_a_queue_given_as_neither_name_nor_spec_is_refused_naming_what_it_takes(
+    name: Any,
+) -> None:
+    # Before: AttributeError: 'int' object has no attribute 'name'.
+    double = Queue("double", Double)
+    async with open_system(double, Pipeline("twice", [double])) as system:
+        with pytest.raises(InvalidQueue, match=r"name \(a str\) or the Queue or Pipeline"):
+            await system.submit(name, 1)
+        with pytest.raises(InvalidQueue, match=r"name \(a str\) or the Queue or Pipeline"):
+            await system.submit_many(name, [1])
+        assert system.stats()["double"].submitted == 0
+        assert await (await system.submit(double, 1)) == 2
+
+
+@pytest.mark.parametrize("task_id", [5, None, b"double:x-1"], ids=repr)
+async def test_a_task_id_that_is_not_a_str_is_refused_at_once(task_id: Any) -> None:
+    # Before: AttributeError: 'int' object has no attribute 'partition'.
+    async with open_system(Queue("double", Double)) as system:
+        with pytest.raises(InvalidQueue, match="a task id is a str"):
+            system.receipt(task_id)

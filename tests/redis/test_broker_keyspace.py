@@ -166,6 +166,9 @@ async def test_every_script_call_touches_one_hash_tag(
         ("redis://host?lease=soon", "lease must be a number"),
         ("redis://host?lease=0", "lease must be a number"),
         ("redis://host?prefix=a:b", "prefix must be"),
+        ("redis://host:6379/abc", "the database must be a number"),
+        ("redis://host:6379/-1", "the database must be a number"),
+        ("redis://host:6379/0/1", "the database must be a number"),
     ],
 )
 def test_a_malformed_url_is_refused_with_what_is_wrong(url: str, words: str) -> None:

@@ -240,3 +240,46 @@ def test_a_description_the_client_does_not_understand_checks_nothing(served: Pat
     result = invoke("submit", "mp", '"21"')
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].startswith("mp:")
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (["--priority", "10"], "Invalid value for '--priority': priority must be from 0"),
+        (["--tenant", ""], "Invalid value for '--tenant': tenant must be 1 to 128"),
+        (["--wait", "--timeout", "nan"], "Invalid value for '--timeout': 'nan' is not a number"),
+        (["--wait", "--timeout", "-1"], "Invalid value for '--timeout': -1.0 is not in the range"),
+    ],
+    ids=["priority", "tenant", "nan-timeout", "negative-timeout"],
+)
+def test_submit_refuses_a_bad_option_as_a_usage_error_before_submitting(
+    served: Path, options: list[str], problem: str
+) -> None:
+    # Before: exit status 1 (the table says 2 for a bad option), and a bad --timeout was
+    # found only after the task had been submitted.
+    result = invoke("submit", "mp", "21", *options)
+    assert result.exit_code == 2, result.output
+    assert problem in result.output
+    assert "Traceback" not in result.output
+    info = json.loads(invoke("status", "--json").output.split("\n", 1)[1])
+    assert info["queues"]["mp"]["submitted"] == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["result", "mp:x", "--wait", "--timeout", "nan"],
+        ["top", "--once", "--every", "nan"],
+        ["worker", "sq_tasks", "--shutdown-timeout", "nan"],
+    ],
+    ids=["result", "top", "worker"],
+)
+def test_a_nan_number_of_seconds_is_a_usage_error(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: exit status 1 (result, top) or a traceback (worker), after opening the
+    # default queueing.db of the working directory.
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*command)
+    assert result.exit_code == 2, result.output
+    assert "'nan' is not a number of seconds" in result.output

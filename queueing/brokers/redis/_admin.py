@@ -60,7 +60,7 @@ class Admin:
             config: dict[str, Any] = {
                 "maxsize": info.maxsize,
                 "max_payload": info.max_payload,
-                "result_ttl": info.result_ttl,
+                "result_ttl": min(info.result_ttl, k.MAX_TTL / 1000),  # JSON holds no inf
             }
             if info.shards > 1:
                 config["shards"] = info.shards

@@ -91,7 +91,9 @@ def base(name: str) -> str:
 
 def ttl(seconds: float) -> int:
     """A queue's `result_ttl` as the scripts take it: milliseconds, within the caps."""
-    return int(max(MIN_TTL, min(round(seconds * 1000), MAX_TTL)))
+    # min() before round(): round(inf) raises (result_ttl=math.inf keeps outcomes for
+    # MAX_TTL).
+    return int(max(MIN_TTL, round(min(seconds * 1000, MAX_TTL))))
 
 
 class Keys:

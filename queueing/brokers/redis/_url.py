@@ -64,6 +64,12 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
         raise BrokerError(
             f"bad Redis URL {safe_url(url)!r}: no host (write {parts.scheme}://host:port/db)"
         )
+    elif not parts.path.strip("/").isdigit() and parts.path.strip("/"):
+        # The client would take database 0 for it, unsaid: another application's keys.
+        raise BrokerError(
+            f"bad Redis URL {safe_url(url)!r}: the database must be a number "
+            f"({parts.scheme}://host:port/0), got {parts.path.strip('/')!r}"
+        )
     if port is not None and not 0 < port < 65536:
         raise BrokerError(f"bad Redis URL {safe_url(url)!r}: port {port} is out of range")
     return _split_options(url, parts.query)
