@@ -333,7 +333,8 @@ class Consumer:
             ]
 
         what = "write outcomes and claim" if ops else "claim"
-        answers = await self.calls.pipelined(what, fill, deliver=False)
+        with self.batcher.claim_sending():
+            answers = await self.calls.pipelined(what, fill, deliver=False)
         if ops:
             self.batcher.answered(ops, answers[:-2])
         read, is_ranked = answers[-2:]

@@ -1,0 +1,402 @@
+"""The worker process's own cost per task on the Redis broker (load-free with callgrind).
+
+`bench/redis_bench.py` reads the worker process's CPU per task from a real run, where a
+client submits while the worker claims: that figure moves with the machine's load and with
+how the run happened to batch. This measures the worker process alone, at saturation:
+
+- a private redis-server; N no-op tasks submitted first (`submit_many`, this process);
+- then one `queueing worker redis_worker_cost:job --concurrency 8` process (the command
+  line the bench runs) drains them; this process awaits every receipt, then stops the
+  worker (SIGINT);
+- the worker's CPU time (its rusage) or, with `--callgrind`, its instructions
+  (`valgrind --tool=callgrind`), for N and 3N tasks: the difference over 2N is the cost per
+  task (start-up, imports and shutdown cancel out).
+
+    python bench/redis_worker_cost.py                 # CPU us per task (3 pairs of runs)
+    python bench/redis_worker_cost.py --callgrind     # + instructions per task
+    python bench/redis_worker_cost.py --profile cprofile.out --run 6000   # one run, cProfile
+
+`--body incr` makes each task do one coredis `INCR` (as redis_bench's `--body incr`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import coredis
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from queueing import Queue, Worker, connect  # noqa: E402
+
+URL = os.environ.get("BENCH_WORKER_URL", "redis://127.0.0.1:6379/0")
+INCR = os.environ.get("BENCH_WORKER_BODY", "noop") == "incr"
+
+
+class Job(Worker):
+    _redis: coredis.Redis[bytes] | None = None
+
+    async def on_start(self) -> None:
+        if INCR:
+            self._redis = coredis.Redis.from_url(URL)
+            await self._redis.__aenter__()
+
+    async def on_stop(self) -> None:
+        if self._redis is not None:
+            await self._redis.__aexit__(None, None, None)
+
+    async def handle(self, payload: int) -> int:
+        if self._redis is not None:
+            await self._redis.incr("bench:counter")
+        return payload
+
+
+#: Tasks run before the instructions are counted (scripts loaded, code paths warm).
+WARMUP = 200
+
+job = Queue("job", Job, workers=8, maxsize=1_000_000)
+
+
+#: Redis's commands per task in each run (INFO commandstats, from the worker's start).
+COMMANDS: list[dict[str, float]] = []
+#: Seconds the instrumented part of each callgrind run took.
+WALL: list[float] = []
+#: (user, sys) CPU seconds of the worker in each run.
+SPLIT: list[tuple[float, float]] = []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def submit(url: str, n: int) -> None:
+    async def go() -> None:
+        async with connect(url, job) as system:
+            await system.submit_many("job", range(n))
+
+    trio.run(go)
+
+
+def proc_cpu(pid: int) -> float:
+    """A process's CPU seconds so far (user + sys, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_drain(n: int, args: argparse.Namespace, out: Path | None) -> float:
+    """The worker's cost for n tasks that all wait before it goes on: its CPU seconds, or
+    with `out` its instructions (callgrind, with the instrumentation on only then). A
+    warm-up of `WARMUP` tasks first; the worker is stopped (SIGSTOP) while the n tasks are
+    submitted (one `submit_many`), then let go and every receipt awaited: its claims take
+    what its idle workers ask for, whatever the timing. Start-up and shutdown are left out.
+    """
+    port = free_port()
+    work = Path(tempfile.mkdtemp(prefix="redis-worker-cost-"))
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", work],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_port(port)
+        argv = worker_argv(url, args.concurrency)
+        if out is not None:
+            argv = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={out}",
+                *argv,
+            ]
+        worker = subprocess.Popen(
+            argv,
+            env=worker_env(url, args),
+            cwd=args.tree or ROOT,  # `python -m` imports from the working directory first
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+        def control(flag: str) -> None:
+            if out is not None:
+                subprocess.run(
+                    ["callgrind_control", flag, str(worker.pid)], check=True, capture_output=True
+                )
+
+        cpu = 0.0
+
+        async def go() -> None:
+            nonlocal cpu
+            async with connect(url, job) as system:
+                for block in (WARMUP, n):
+                    if block == n:
+                        control("-i=on")
+                        os.kill(worker.pid, signal.SIGSTOP)
+                        redis_cli(port, "CONFIG", "RESETSTAT")
+                    receipts = await system.submit_many("job", range(block))
+                    if block == n:
+                        cpu = -proc_cpu(worker.pid)
+                        started = time.monotonic()
+                        os.kill(worker.pid, signal.SIGCONT)
+                    total = 0
+                    with trio.fail_after(3600):
+                        for receipt in receipts:
+                            total += await receipt
+                    assert total == block * (block - 1) // 2, total
+                control("-i=off")
+                cpu += proc_cpu(worker.pid)
+                WALL.append(time.monotonic() - started)
+                COMMANDS.append(commands_per_task(port, n))
+
+        trio.run(go)
+        stop(worker)
+        return float(instructions(out)) if out is not None else cpu
+    finally:
+        subprocess.run(["redis-cli", "-p", str(port), "SHUTDOWN", "NOSAVE"], capture_output=True)
+        server.wait(60)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def redis_cli(port: int, *args: str) -> str:
+    done = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True)
+    return done.stdout
+
+
+def commands_per_task(port: int, n: int) -> dict[str, float]:
+    """Redis's commands (INFO commandstats) per task since its last RESETSTAT."""
+    stats = redis_cli(port, "INFO", "commandstats")
+    calls = re.finditer(r"cmdstat_(\w+):calls=(\d+)", stats)
+    figures = {m.group(1): int(m.group(2)) / n for m in calls}
+    reads = re.search(r"total_reads_processed:(\d+)", redis_cli(port, "INFO", "stats"))
+    figures["(reads of input)"] = int(reads.group(1)) / n if reads else 0.0
+    return figures
+
+
+def wait_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
+def worker_argv(url: str, concurrency: int) -> list[str]:
+    command = [sys.executable, "-m", "queueing", "worker", "redis_worker_cost:job"]
+    return [*command, "--broker", url, "--concurrency", str(concurrency)]
+
+
+def worker_env(url: str, args: argparse.Namespace) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'bench'}:{args.tree or ROOT}",
+        "PYTHONHASHSEED": "0",
+        "BENCH_WORKER_URL": url,
+        "BENCH_WORKER_BODY": args.body,
+    }
+
+
+def stop(worker: subprocess.Popen[bytes]) -> Any:
+    """SIGINT the worker and reap it: its rusage."""
+    worker.send_signal(signal.SIGINT)
+    _, status, usage = os.wait4(worker.pid, 0)
+    worker.returncode = os.waitstatus_to_exitcode(status)
+    err = worker.stderr.read().decode() if worker.stderr else ""
+    if worker.returncode not in (0, -signal.SIGINT, 130):
+        raise SystemExit(f"worker exited {worker.returncode}: {err[-2000:]}")
+    return usage
+
+
+def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> float:
+    """One private redis-server, one worker draining n tasks: its CPU seconds (or, with
+    `callgrind`, its instructions)."""
+    port = free_port()
+    work = Path(tempfile.mkdtemp(prefix="redis-worker-cost-"))
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", work],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_port(port)
+        submit(url, n)  # the tasks wait before the worker starts
+        subprocess.run(["redis-cli", "-p", str(port), "CONFIG", "RESETSTAT"], capture_output=True)
+        env = worker_env(url, args)
+        argv = worker_argv(url, args.concurrency)
+        if args.profile:
+            # cProfile timed by CPU time: time a loaded machine gave others is not counted.
+            code = (
+                "import cProfile, runpy, sys, time; p = cProfile.Profile(time.process_time); "
+                "sys.argv[0] = 'queueing'; p.enable()\n"
+                "try: runpy.run_module('queueing', run_name='__main__')\n"
+                f"finally: p.disable(); p.dump_stats({args.profile!r})"
+            )
+            argv = [sys.executable, "-c", code, *argv[3:]]
+        if callgrind is not None:
+            argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}", *argv]
+        worker = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=args.tree or ROOT,  # `python -m` imports from the working directory first
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        spy = None
+        if args.pyspy:
+            tool = ROOT / ".bench-venv" / "tools" / "bin" / "py-spy"
+            spy = subprocess.Popen(
+                [
+                    tool,
+                    "record",
+                    "--pid",
+                    str(worker.pid),
+                    "-r",
+                    "1000",
+                    "-f",
+                    "raw",
+                    "-o",
+                    args.pyspy,
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        async def drained() -> None:
+            async with coredis.Redis.from_url(url, decode_responses=True) as client:
+                while True:
+                    # Every task ran: the stream's group has no pending entry and none new.
+                    groups = await client.xinfo_groups(ready)
+                    if groups and all(
+                        int(g["pending"]) == 0 and int(g.get("lag") or 0) == 0 for g in groups
+                    ):
+                        return
+                    await trio.sleep(0.05)
+
+        keys = subprocess.run(
+            ["redis-cli", "-p", str(port), "--scan", "--pattern", "*ready*"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert len(keys) == 1, keys
+        ready = keys[0]
+        trio.run(drained)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        worker.send_signal(signal.SIGINT)
+        _, status, usage = os.wait4(worker.pid, 0)
+        worker.returncode = os.waitstatus_to_exitcode(status)
+        err = worker.stderr.read().decode() if worker.stderr else ""
+        stats = subprocess.run(
+            ["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True
+        ).stdout
+        calls = {
+            m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_(\w+):calls=(\d+)", stats)
+        }
+        COMMANDS.append({name: count / n for name, count in calls.items()})
+        if worker.returncode not in (0, -signal.SIGINT, 130):
+            raise SystemExit(f"worker exited {worker.returncode}: {err[-2000:]}")
+        SPLIT.append((usage.ru_utime, usage.ru_stime))
+        return usage.ru_utime + usage.ru_stime
+    finally:
+        subprocess.run(["redis-cli", "-p", str(port), "SHUTDOWN", "NOSAVE"], capture_output=True)
+        server.wait(60)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def instructions(path: Path) -> int:
+    text = path.read_text()
+    # With the instrumentation toggled, "summary" is 0: "totals" has the count.
+    totals = re.search(r"^totals: (\d+)", text, re.MULTILINE) or re.search(
+        r"^summary: (\d+)", text, re.MULTILINE
+    )
+    if totals is None:
+        raise RuntimeError("no totals in callgrind's output")
+    return int(totals.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=4000, help="tasks (the large run: 3N)")
+    parser.add_argument("--repeat", type=int, default=3, help="pairs of runs for CPU times")
+    parser.add_argument(
+        "--drain", default="", help="CPU per task of a drain, for each of these checkouts"
+    )
+    parser.add_argument("--tree", default="", help="run the worker from this checkout")
+    parser.add_argument("--concurrency", type=int, default=8, help="the worker's workers")
+    parser.add_argument("--body", choices=("noop", "incr"), default="noop")
+    parser.add_argument("--callgrind", action="store_true", help="count instructions")
+    parser.add_argument("--cg-n", type=int, default=1000, help="N under callgrind")
+    parser.add_argument("--run", type=int, default=0, help="one run of this many tasks")
+    parser.add_argument("--pyspy", default="", help="py-spy the worker (raw) into this file")
+    parser.add_argument("--profile", default="", help="cProfile the worker into this file")
+    args = parser.parse_args()
+
+    if args.drain:
+        for tree in args.drain.split(","):
+            args.tree = tree
+            cpu = run_drain(args.n, args, None)
+            print(
+                f"{tree}: worker CPU per task (drain of {args.n}): {1e6 * cpu / args.n:.1f} us "
+                f"in {WALL[-1]:.2f} s; per task: XREADGROUP "
+                f"{COMMANDS[-1].get('xreadgroup', 0):.3f}, EVALSHA "
+                f"{COMMANDS[-1].get('evalsha', 0):.3f}, reads of input "
+                f"{COMMANDS[-1]['(reads of input)']:.3f}"
+            )
+        return 0
+    if args.run:
+        cpu = run_once(args.run, args, None)
+        print(", ".join(f"{k} {v:.3f}" for k, v in sorted(COMMANDS[-1].items())))
+        print(f"user {SPLIT[-1][0]:.2f} s, sys {SPLIT[-1][1]:.2f} s")
+        print(
+            f"one run, {args.run} tasks: worker CPU {cpu:.2f} s "
+            f"({1e6 * cpu / args.run:.1f} us/task)"
+        )
+        return 0
+    per = []
+    for _ in range(args.repeat):
+        small = run_once(args.n, args, None)
+        large = run_once(3 * args.n, args, None)
+        per.append(1e6 * (large - small) / (2 * args.n))
+    per.sort()
+    if per:
+        print(
+            f"worker CPU per task ({args.body}; N={args.n} and {3 * args.n}): "
+            f"best {per[0]:.1f} us, "
+            f"median {statistics.median(per):.1f} us; runs {', '.join(f'{p:.1f}' for p in per)}"
+        )
+    if args.callgrind:
+        out = Path(tempfile.mkdtemp(prefix="redis-worker-cg-"))
+        per_task = run_drain(args.cg_n, args, out / "callgrind.out") / args.cg_n
+        print(
+            f"worker instructions per task (callgrind, N={args.cg_n}): {per_task / 1000:.1f}k "
+            f"in {WALL[-1]:.1f} s"
+        )
+        print(", ".join(f"{k} {v:.3f}" for k, v in sorted(COMMANDS[-1].items())))
+        print(f"callgrind files in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
