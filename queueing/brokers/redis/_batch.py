@@ -230,7 +230,8 @@ class Batcher:
         if slot.compact or not all(_staged(task) for task, _ in tasks):
             self.note_replied(queue.name)
         self._submits.append(slot)
-        self._submit_lot.unpark()
+        if self._submit_lot:  # a sender is idle: wake one (else a busy one comes back)
+            self._submit_lot.unpark()
         try:
             await slot.wait()
         except trio.Cancelled:
