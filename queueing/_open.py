@@ -241,6 +241,20 @@ class ClientSystem(QueueSystem):
     ) -> Receipt[Any]:
         """As `QueueSystem.submit`; also raises `BrokerError` when the broker did not answer
         within `broker_timeout` seconds (plus the wait for room the queue allows)."""
+        bound = self._bound(name, timeout)
+        if bound is None or self._attempts is None:
+            # Unbounded: the submit itself, without a partial to build and call through.
+            return await QueueSystem.submit(
+                self,
+                name,
+                payload,
+                delay=delay,
+                expires=expires,
+                timeout=timeout,
+                key=key,
+                priority=priority,
+                tenant=tenant,
+            )
         fn = partial(
             super().submit,
             name,
@@ -252,9 +266,6 @@ class ClientSystem(QueueSystem):
             priority=priority,
             tenant=tenant,
         )
-        bound = self._bound(name, timeout)
-        if bound is None or self._attempts is None:
-            return await fn()
         attempt = _Attempt(fn)
         self._attempts.start_soon(attempt.run)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -57,7 +57,7 @@ class Results:
 
     def watch(self, task: Task) -> None:
         """Get `task`'s outcome from the broker when it has one (shared brokers)."""
-        self._refs[task.id] = _Ref(task, self._gone, task.id)
+        self._refs[task.id] = _ref(task, self._gone)
         if self._lot:
             self._lot.unpark_all()
 
@@ -65,7 +65,9 @@ class Results:
         """`watch` each of these tasks."""
         refs, gone = self._refs, self._gone
         for task in tasks:
-            refs[task.id] = _Ref(task, gone, task.id)
+            ref = _Ref(task, gone)
+            ref.key = key = task.id
+            refs[key] = ref
         if self._lot:
             self._lot.unpark_all()
 
@@ -130,18 +132,18 @@ class Results:
 
 
 class _Ref(weakref.ref[Task]):
-    """A weak reference that knows its key (as the standard library's KeyedRef)."""
+    """A weak reference that knows its key (as the standard library's KeyedRef). Made
+    with `weakref.ref`'s own constructor and its key set after (`_ref`): overriding
+    `__new__` and `__init__`, as KeyedRef does, made each one several times dearer."""
 
     __slots__ = ("key",)
     key: str
 
-    def __new__(cls, task: Task, callback: Any, key: str) -> _Ref:
-        self = super().__new__(cls, task, callback)
-        self.key = key
-        return self
 
-    def __init__(self, task: Task, callback: Any, key: str) -> None:
-        super().__init__(task, callback)  # type: ignore[call-arg]
+def _ref(task: Task, callback: Callable[[_Ref], None]) -> _Ref:
+    ref = _Ref(task, callback)
+    ref.key = task.id
+    return ref
 
 
 #: Seconds between two reads of a shared broker's figures (for `stats()`).

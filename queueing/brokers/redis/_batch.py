@@ -68,8 +68,18 @@ def _staged(task: Task) -> bool:
     return isinstance(task, PipelineTask) and task.run is not None
 
 
+_current_task = trio.lowlevel.current_task
+_reschedule = trio.lowlevel.reschedule
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_ABORTED = trio.lowlevel.Abort.SUCCEEDED
+
+
 class _Slot:
-    __slots__ = ("answers", "compact", "error", "event", "queue", "tasks")
+    """One submit's tasks, waiting for their answer. Its caller sleeps until `wake` (no
+    `trio.Event` per submit: the caller's task is rescheduled directly); a caller
+    cancelled once its slot was sent waits on an event made then (`waiting`)."""
+
+    __slots__ = ("answers", "compact", "done", "error", "event", "queue", "task", "tasks")
 
     def __init__(
         self, queue: QueueInfo, tasks: list[tuple[Any, ...]], compact: bool = False
@@ -82,7 +92,41 @@ class _Slot:
         self.compact = compact
         self.answers: list[Admission] = []
         self.error: BaseException | None = None
-        self.event = trio.Event()
+        #: Answered (or failed): `answers` or `error` is final.
+        self.done = False
+        #: The caller's task while it sleeps in `wait`.
+        self.task: trio.lowlevel.Task | None = None
+        self.event: trio.Event | None = None
+
+    async def wait(self) -> None:
+        """Sleep until `wake` (returns at once if it came already). Cancellable."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self.task = _current_task()
+        await _wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self.task = None  # no longer asleep: `wake` must not reschedule it
+        return _ABORTED
+
+    async def waiting(self, deadline: float) -> None:
+        """After a cancellation: wait, shielded, until `wake` or `deadline`."""
+        if self.done:
+            return
+        event = self.event = trio.Event()
+        with trio.CancelScope(shield=True, deadline=deadline):
+            await event.wait()
+
+    def wake(self) -> None:
+        """The answer (or error) is in: wake the caller."""
+        self.done = True
+        task = self.task
+        if task is not None:
+            self.task = None
+            _reschedule(task)
+        elif self.event is not None:
+            self.event.set()
 
 
 class Op:
@@ -191,9 +235,10 @@ class Batcher:
         if slot.compact or not all(_staged(task) for task, _ in tasks):
             self.note_replied(queue.name)
         self._submits.append(slot)
-        self._submit_lot.unpark()
+        if self._submit_lot:  # a sender is idle: wake one (else a busy one comes back)
+            self._submit_lot.unpark()
         try:
-            await slot.event.wait()
+            await slot.wait()
         except trio.Cancelled:
             for index, queued in enumerate(self._submits):
                 if queued is slot:  # not sent yet: withdrawn, nothing was accepted
@@ -202,10 +247,8 @@ class Batcher:
             # Already sent: Redis may be accepting it right now. Wait for the answer, so
             # that an accepted task is reported to the caller; the caller's cancellation
             # takes effect at its next checkpoint.
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.calls.block + ATTEMPT_GRACE
-                await slot.event.wait()
-            if not slot.event.is_set():
+            await slot.waiting(trio.current_time() + self.calls.block + ATTEMPT_GRACE)
+            if not slot.done:
                 raise BrokerError(
                     "Redis did not answer a submit in time (the task may have been accepted)"
                 ) from None
@@ -303,36 +346,38 @@ class Batcher:
         """Send the submits queued, all those queued meanwhile in one round trip; a second
         round trip may start while one is under way (a submit that comes then does not
         wait for the other's answer). A caller's next submit comes after its answer, so
-        each caller's tasks keep their order."""
+        each caller's tasks keep their order. `SUBMITS_IN_FLIGHT` senders, each parked
+        until a submit comes: a submit wakes one directly (no task started per round trip,
+        no scheduler turn for a loop that would start it)."""
         sending: list[list[_Slot]] = []
-
-        async def send(batch: list[_Slot]) -> None:
-            await self._send_submits(batch)
-            sending.remove(batch)
-            self._submit_lot.unpark()
-            if not self._submits and not sending:
-                self._flushed.unpark_all()
-
         try:
             async with trio.open_nursery() as nursery:
-                while True:
-                    if not self._submits or len(sending) >= SUBMITS_IN_FLIGHT:
-                        await self._submit_lot.park()
-                        continue
-                    batch = self._submits[:SUBMIT_BATCH]
-                    del self._submits[:SUBMIT_BATCH]
-                    sending.append(batch)
-                    nursery.start_soon(send, batch)
+                for _ in range(SUBMITS_IN_FLIGHT):
+                    nursery.start_soon(self._sender, sending)
         finally:
             # Stopped (the system shuts down): nobody is left to answer these.
             for slot in [*(slot for batch in sending for slot in batch), *self._submits]:
-                if not slot.event.is_set():
+                if not slot.done:
                     slot.error = SystemStopping(
                         "the system shut down before Redis answered this submit "
                         "(the task may have been accepted)"
                     )
-                    slot.event.set()
+                    slot.wake()
             self._submits = []
+
+    async def _sender(self, sending: list[list[_Slot]]) -> None:
+        """One of `submit_loop`'s senders: takes what is queued, sends it, and again."""
+        while True:
+            if not self._submits:
+                await self._submit_lot.park()
+                continue
+            batch = self._submits[:SUBMIT_BATCH]
+            del self._submits[:SUBMIT_BATCH]
+            sending.append(batch)
+            await self._send_submits(batch)
+            sending.remove(batch)
+            if not self._submits and not sending:
+                self._flushed.unpark_all()
 
     def _calls_of(self, batch: list[_Slot]) -> list[tuple[list[_Slot], list[str], list[Any]]]:
         """One `submit.lua` call per queue, form and chunk: (slots, keys, args). The slots
@@ -426,7 +471,7 @@ class Batcher:
         except Exception as exc:
             for slot in batch:
                 slot.error = BrokerError(f"submit failed: {type(exc).__name__}: {exc}")
-                slot.event.set()
+                slot.wake()
             return
         until = trio.current_time() + REOPEN_EVERY
         self._opened.update(dict.fromkeys(opened, until))
@@ -435,7 +480,7 @@ class Batcher:
             if isinstance(codes, Exception):
                 for slot in members:
                     slot.error = BrokerError(f"submit failed: {type(codes).__name__}: {codes}")
-                    slot.event.set()
+                    slot.wake()
                 continue
             ours: list[str] = []
             try:
@@ -446,7 +491,7 @@ class Batcher:
             except (TypeError, ValueError, IndexError) as exc:
                 for slot in members:
                     slot.error = BrokerError(f"submit failed: unexpected answer ({exc})")
-                    slot.event.set()
+                    slot.wake()
                 continue
             position = 0
             for slot in members:
@@ -455,7 +500,7 @@ class Batcher:
                     slot.answers = [Admission.ACCEPTED] * len(tasks)
                     ours += (t[0] for t in tasks if slot.compact or t[4])
                     position += len(tasks)
-                    slot.event.set()
+                    slot.wake()
                     continue
                 for index, call in enumerate(tasks, position):
                     code = refused.get(index, _ACCEPTED)
@@ -469,7 +514,7 @@ class Batcher:
                         code = _ACCEPTED
                     slot.answers.append(_ANSWERS[code])
                 position += len(tasks)
-                slot.event.set()
+                slot.wake()
             if ours:
                 self.on_accepted(ours)
 
