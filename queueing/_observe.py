@@ -44,7 +44,7 @@ SentHook = Callable[[BaseException | None], None]
 
 #: Observations a `Timings` list holds before the worker loop asks its owner to fold them:
 #: few enough that the floats a fold frees are still in the CPU's caches when the next
-#: observations take their place (4,096 before: no fewer instructions, more CPU time).
+#: observations take their place (a fold's own cost is a few instructions an observation).
 PENDING = 512
 
 
