@@ -200,6 +200,7 @@ class Worker(Actor, Generic[P, R]):
         ended = rt.ended
         rated = info.rate_limit is not None
         timings = rt.timings  # the metrics' lists (see _observe.Timings), or None
+        ended_at = 0.0  # the clock read of a success in process, for `timings` (0.0: none)
         since = 0
         while not self._stop:
             try:
@@ -222,6 +223,7 @@ class Worker(Actor, Generic[P, R]):
                     task = await buffer.get()  # idle: this is the worker's pull
                     since = 0
                     timings = rt.timings  # read again after each wait and each batch
+                    ended_at = 0.0
             if task.state is not _PENDING:
                 continue  # cancelled while it waited
             # A pipeline run's stage task: read once (on a plain Task, a class attribute,
@@ -315,7 +317,8 @@ class Worker(Actor, Generic[P, R]):
                         # runs both paths on the same inputs and compares the figures.
                         if settle_nowait(info, task, _SUCCEEDED, result):
                             rt.succeeded += 1
-                            add_latency(clock() - task._born)
+                            ended_at = clock()
+                            add_latency(ended_at - task._born)
                             rt.outstanding -= 1
                             fair = rt.fair
                             if fair is not None:
@@ -338,13 +341,18 @@ class Worker(Actor, Generic[P, R]):
                     for hook in ended:
                         hook(task, now, failure)
                 if timings is not None:  # Timings.record, inlined: once per task
-                    timings.durations.append(clock() - now)
+                    if ended_at:  # this attempt's success read the clock already
+                        timings.durations.append(ended_at - now)
+                        ended_at = 0.0
+                    else:
+                        timings.durations.append(clock() - now)
                     if task.attempts == 1:
                         timings.waits.append(now - task._born)  # a fold clamps at zero
             since += 1
             if since >= BATCH:
                 since = 0
                 timings = rt.timings
+                ended_at = 0.0
                 if timings is not None and (
                     len(timings.durations) >= PENDING or len(timings.waits) >= PENDING
                 ):

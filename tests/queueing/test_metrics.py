@@ -276,18 +276,23 @@ async def test_the_http_endpoint_serves_the_registry() -> None:
         st.one_of(
             st.floats(min_value=-0.01, max_value=400.0, allow_nan=False),
             st.sampled_from(metrics.BUCKETS),  # exactly on a bound: `le` counts it there
+            st.floats(min_value=0.0, max_value=metrics.BUCKETS[0]),  # the first bucket
         ),
         max_size=300,
-    )
+    ),
+    st.booleans(),
 )
 def test_a_histogram_folded_in_bulk_counts_as_one_observation_at_a_time(
-    values: list[float],
+    values: list[float], negative: bool
 ) -> None:
-    # The bulk fold (chunks of 64, each sorted then searched) against the plain rule: each
-    # value in the first bucket whose bound is >= it; below zero counts as zero.
+    # The bulk fold (chunks of 64: one within the first bucket counted in one pass, else
+    # sorted then searched) against the plain rule: each value in the first bucket whose
+    # bound is >= it; below zero counts as zero (in a histogram that may see one).
     from queueing._metrics import Histogram
 
-    histogram = Histogram(metrics.BUCKETS)
+    if not negative:
+        values = [max(value, 0.0) for value in values]  # a duration's histogram
+    histogram = Histogram(metrics.BUCKETS, negative=negative)
     for value in values:
         histogram.observe(value)
     expected = [0] * (len(metrics.BUCKETS) + 1)
@@ -401,3 +406,50 @@ async def test_each_queue_has_its_own_histograms(autojump_clock: Any) -> None:
         pytest.approx(0.4)
     )
     assert value(scraped, "queueing_tasks_total", queue="other", outcome="succeeded") == 10
+
+
+async def test_durations_are_exact_whichever_way_an_attempt_ends(autojump_clock: Any) -> None:
+    # One worker, attempts of known lengths (a mock clock: exact), ending each way in
+    # turn: a plain success (its end read once, for the latency and the duration alike),
+    # a failure, a retried failure, a success with a result that is not plain data, and
+    # many quick successes (more than a fold takes at once, all in the first bucket).
+    class Mixed(Worker):
+        async def handle(self, job: dict[str, Any]) -> Any:
+            await trio.sleep(job["sleep"])
+            if job.get("fail") == "value" or (job.get("fail") == "once" and self.attempt == 1):
+                raise (ValueError if job["fail"] == "value" else Transient)("no")
+            return {"done": True} if job.get("dict") else "ok"
+
+    retry = RetryPolicy(stop=stop_after_attempt(3), wait=wait_fixed(1))
+    registry = CollectorRegistry()
+    quick = [{"sleep": 0.0004}] * 150
+    jobs = [
+        {"sleep": 0.0004},
+        {"sleep": 0.3, "fail": "value"},
+        {"sleep": 0.002},
+        {"sleep": 0.04, "fail": "once"},  # two attempts of 0.04
+        {"sleep": 0.7, "dict": True},
+        *quick,
+        {"sleep": 3.0},
+    ]
+    async with open_system(Queue("jobs", Mixed, workers=1, retry=retry)) as system:
+        metrics.register(system, registry)
+        receipts = [await system.submit("jobs", job) for job in jobs]
+        for receipt in receipts:
+            await outcome_of(receipt)
+        scraped = samples(registry)
+
+    durations = [job["sleep"] for job in jobs] + [0.04]  # the retry's second attempt
+    expected = [0] * (len(metrics.BUCKETS) + 1)
+    for duration in durations:
+        expected[bisect.bisect_left(metrics.BUCKETS, duration)] += 1
+    buckets = [
+        value(scraped, "queueing_task_duration_seconds_bucket", le=le)
+        for le in [repr(float(bound)) for bound in metrics.BUCKETS] + ["+Inf"]
+    ]
+    assert buckets == list(itertools.accumulate(expected))
+    assert value(scraped, "queueing_task_duration_seconds_count") == len(durations)
+    assert value(scraped, "queueing_task_duration_seconds_sum") == pytest.approx(sum(durations))
+    # One worker: each task waited for every attempt before it (and the retry's wait of 1 s
+    # does not hold up the next task: the worker takes it meanwhile).
+    assert value(scraped, "queueing_queue_wait_seconds_count") == len(jobs)
