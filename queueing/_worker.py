@@ -336,6 +336,15 @@ class Worker(Actor, Generic[P, R]):
                     await engine.dead_letter(rt, task, TaskState.DEAD_LETTERED, error)
                 else:
                     await engine.failed(rt, task, failure)
+            except Exception:
+                # Recording the outcome failed (a bug of ours or of a hook, a broker's
+                # error): the task must not stay RUNNING with nobody to end it. Handed
+                # back, it is delivered again (and counted: past max_deliveries it is
+                # dead-lettered); the worker then crashes, for its supervisor to restart.
+                if task.state is _RUNNING:
+                    with trio.CancelScope(shield=True):
+                        await engine.hand_back(rt, task)
+                raise
             finally:
                 if ended:  # after the outcome: a pipeline's next stage was sent within it
                     for hook in ended:

@@ -259,3 +259,37 @@ async def test_one_percent_of_tasks_crashing_their_worker_keeps_most_of_the_thro
     healthy = await _time_to_run(3000, every=0)
     crashing = await _time_to_run(3000, every=100)  # 1% of tasks crash their worker
     assert healthy / crashing >= 0.7, (healthy, crashing)
+
+
+async def test_a_task_whose_outcome_could_not_be_recorded_is_delivered_again(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recording a failure breaks once (a bug of ours or a broker's error, after the handler
+    # returned): the task is not left RUNNING with nobody to end it; it is handed back,
+    # the worker restarts, and the next delivery's outcome is recorded.
+    from queueing._engine import Engine
+
+    failed = Engine.failed
+    broken: list[str] = []
+
+    async def failed_once(self: Engine, rt: Any, task: Any, failure: Exception) -> None:
+        if not broken:
+            broken.append(task.id)
+            raise RuntimeError("could not record the outcome")
+        await failed(self, rt, task, failure)
+
+    monkeypatch.setattr(Engine, "failed", failed_once)
+    log: list[tuple[str, int, int]] = []
+    policy = RetryPolicy(stop=stop_after_attempt(3), wait=wait_fixed(1))
+    async with open_system(crashy(log, retry=policy)) as system:
+        receipt = await system.submit("crashy", {"name": "a", "fail": 100})
+        with pytest.raises(TaskFailed) as failure:
+            await receipt.result(timeout=60)
+        stats = system.stats()["crashy"]
+    assert failure.value.outcome is TaskState.DEAD_LETTERED  # its retries ran out
+    assert broken == [receipt.id]
+    # Run again after the restart (the first run's failure was never recorded), by a new
+    # worker instance, then retried by the queue's policy until it gave up.
+    assert len(log) == 3
+    assert log[0][1] != log[1][1]
+    assert (stats.restarts, stats.dead_lettered) == (1, 1)
