@@ -5,7 +5,9 @@ the janitor, and lookups from another client."""
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -35,9 +37,9 @@ from queueing import (
     open_system,
 )
 from queueing.brokers import amqp
-from queueing.brokers.amqp import _store_reads, _upkeep
+from queueing.brokers.amqp import _rabbit, _store, _store_reads, _upkeep
 from queueing.brokers.amqp._errors import PublishNacked
-from queueing.brokers.amqp._rabbit import delay_bucket
+from queueing.brokers.amqp._rabbit import DELAY_QUEUE_KEEP, MAX_DELAY_HOP, delay_bucket
 
 pytestmark = pytest.mark.amqp
 
@@ -111,6 +113,50 @@ def test_delays_round_up_to_a_grid_of_few_queues() -> None:
         assert ms <= bucket <= ms * (1 + 1 / 16)
     # Any backoff over 1.024 s, up to 2.048 s, lands in one of 16 queues.
     assert len({delay_bucket(ms) for ms in range(1025, 2049)}) == 16
+
+
+def test_a_delay_past_what_rabbitmq_holds_is_cut_into_hops() -> None:
+    # RabbitMQ refuses a TTL or an expiry of 2**32 ms (49.7 days) or more.
+    assert MAX_DELAY_HOP + DELAY_QUEUE_KEEP * 1000 < 2**32
+    assert delay_bucket(MAX_DELAY_HOP - 1) <= MAX_DELAY_HOP
+    for ms in (MAX_DELAY_HOP, MAX_DELAY_HOP * 3, 10 * 365 * 86_400_000.0, math.inf):
+        assert delay_bucket(ms) == MAX_DELAY_HOP
+
+
+async def test_a_delay_longer_than_one_delay_queue_holds_runs_at_its_due_time(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One delay queue holds at most MAX_DELAY_HOP (24.8 days); a longer delay comes back
+    # early and is published again for the rest, hop after hop, until due. Here with hops
+    # of 0.3 s and no slack for early messages: a 1.5 s delay takes four or five.
+    monkeypatch.setattr(_rabbit, "MAX_DELAY_HOP", 300)
+    monkeypatch.setattr(_store, "EARLY_SLACK", 0)
+    Counted.runs = []
+    started: list[float] = []
+
+    class Timed(Counted):
+        async def handle(self, payload: Any) -> Any:
+            started.append(time.time())
+            return await super().handle(payload)
+
+    async with served(amqp_url, Queue("hops", Timed)) as system:
+        rabbit = system._broker._rabbit  # type: ignore[attr-defined]
+        publish = rabbit.publish
+        delayed: list[str] = []
+
+        async def counted(info: object, routing: str, *args: object) -> object:
+            if ":delay:" in routing:
+                delayed.append(routing)
+            return await publish(info, routing, *args)
+
+        rabbit.publish = counted
+        due = time.time() + 1.5
+        receipt = await system.submit("hops", "later", delay=1.5)
+        assert await receipt.result(timeout=30) == "later"
+    assert Counted.runs == ["later"]
+    assert started[0] >= due - 0.01  # not before its due time (wall clock, as stored)
+    assert len(delayed) >= 3  # (the submit's own publish may go another way)
+    assert all(routing.endswith(":delay:300") for routing in delayed[:-1])
 
 
 # -- messages that are not the task's ------------------------------------------------

@@ -238,12 +238,15 @@ class Holds:
         verdicts = await self.store.check(name, [(t.id, nonce) for _, t, nonce in parsed])
         held = self.held.setdefault(name, {})
         tasks = []
+        hops: list[tuple[Delivery, Task, str, int]] = []
         for (delivery, task, nonce), verdict in zip(parsed, verdicts, strict=True):
             if verdict.startswith("+"):
                 task.handle = (delivery, nonce, verdict[1:])
                 task.deliveries = delivery_count(delivery)
                 held[task.id] = task
                 tasks.append(task)
+            elif verdict.startswith(">"):  # back before its due time: one more hop
+                hops.append((delivery, task, nonce, int(verdict[1:])))
             elif verdict == "?":
                 reason = (
                     f"no task {task.id!r} was submitted (it has no record): not published by "
@@ -252,6 +255,10 @@ class Holds:
                 self.reject(name, delivery, reason)
             else:  # "=": it has an outcome; "!": a stale copy of its message
                 self.acks.ack_soon(delivery)
+        if hops:  # (rare: delays past MAX_DELAY_HOP) not left half done by a cancel
+            with trio.CancelScope(shield=True):
+                for delivery, task, nonce, due_ms in hops:
+                    await self._hop(queue, delivery, task, nonce, due_ms)
         return tasks
 
     def reject(self, queue: str, delivery: Delivery, reason: str) -> None:
@@ -346,12 +353,31 @@ class Holds:
             if self.store.congested:
                 await self.store.relieve()
             return
-        ms = delay_bucket(max(0.0, due - time.time()) * 1000)
-        priority, ahead = priority_of(task), queue.retry_ahead
-        if ahead:  # its queue of due retries, before its delay queue dead-letters into it
-            await self.rabbit.declare(queue, priority=priority, retries=True)
         new = self.nonce()
         body = encode_envelope(task).encode()
+        await self._publish_delayed(queue, task, due * 1000, body, new, retries=queue.retry_ahead)
+        self.store.move(
+            queue.name,
+            task,
+            old,
+            new,
+            due_ms=str(int(due * 1000)),
+            counter="retried",
+            then=self._then_ack(delivery),
+        )
+        if self.store.congested:
+            await self.store.relieve()
+
+    async def _publish_delayed(
+        self, queue: QueueInfo, task: Task, due_ms: float, body: bytes, nonce: str, *, retries: bool
+    ) -> None:
+        """Publish `task`'s message (`body`, under `nonce`) into the delay queue that brings
+        it back at `due_ms` (wall clock), or as close as one hop goes (`MAX_DELAY_HOP`);
+        with `retries`, into its level's queue of due retries."""
+        ms = delay_bucket(max(0.0, due_ms - time.time() * 1000))
+        priority = priority_of(task)
+        if retries:  # its queue of due retries, before its delay queue dead-letters into it
+            await self.rabbit.declare(queue, priority=priority, retries=True)
         # A delay queue declared a moment ago may refuse its first messages (a quorum
         # queue still electing its leader; one that expired unused since it was declared):
         # declared again and published again, a few times, briefly apart.
@@ -366,20 +392,21 @@ class Holds:
             with attempt:
                 again = attempt.retry_state.attempt_number > 1
                 routing = await self.rabbit.declare_delay(
-                    queue.name, ms, priority, retries=ahead, again=again
+                    queue.name, ms, priority, retries=retries, again=again
                 )
-                await self.rabbit.publish(queue, routing, body, new)
-        self.store.move(
-            queue.name,
-            task,
-            old,
-            new,
-            due_ms=str(int(due * 1000)),
-            counter="retried",
-            then=self._then_ack(delivery),
-        )
-        if self.store.congested:
-            await self.store.relieve()
+                await self.rabbit.publish(queue, routing, body, nonce)
+
+    async def _hop(
+        self, queue: QueueInfo, delivery: Delivery, task: Task, old: str, due_ms: int
+    ) -> None:
+        """A task's message came back from a delay queue before its due time (its delay is
+        longer than one delay queue holds): published again, under a new nonce, for the
+        rest of its delay; the old message is acknowledged once the record names the new."""
+        new = self.nonce()
+        retries = queue.retry_ahead and task.attempts > 0
+        await self._publish_delayed(queue, task, due_ms, delivery.body, new, retries=retries)
+        then = self._then_ack(delivery)
+        self.store.move(queue.name, task, old, new, due_ms=str(due_ms), counter="", then=then)
 
     async def release(self, queue: QueueInfo, tasks: Sequence[Task]) -> None:
         # A new message (with a delivery count of 0) rather than a requeue: a hand-back at

@@ -12,7 +12,10 @@ Per queue `q` of a system with prefix `p` (names use `:`, which queue names neve
   dead-lettered (at least once) back into `p:q`. Every message of one such queue has the
   same TTL, so they leave in the order they came (RabbitMQ expires messages at the head).
   Delays are rounded up to a grid (`delay_bucket`), so a few queues serve any backoff; an
-  unused one deletes itself (`x-expires`) long after its last message left.
+  unused one deletes itself (`x-expires`) long after its last message left. RabbitMQ takes
+  TTLs below 2**32 ms (49.7 days): a longer delay goes in hops of at most `MAX_DELAY_HOP`
+  ms, its message published again into a delay queue when it comes back before its due
+  time (`_holds.py`: `check.lua` tells it by the record's due time).
 
 Every message is persistent, carries the task's envelope as its body and a nonce as its
 `message_id` (the one the task's record names: see `_store.py`), and is published with
@@ -58,6 +61,9 @@ DELAY_QUEUE_KEEP = 3600
 #: Seconds after which this process declares a delay queue again before publishing to it
 #: (a declare resets its expiry; a publish does not).
 DELAY_REDECLARE = 60.0
+#: The longest delay one delay queue holds (ms, 24.8 days): RabbitMQ refuses a TTL or an
+#: expiry of 2**32 ms or more; a longer delay goes in hops.
+MAX_DELAY_HOP = 1 << 31
 #: Publishes retried after an unknown outcome (a connection lost before the confirm), and
 #: the backoff between them (seconds).
 PUBLISH_ATTEMPTS = 20
@@ -88,10 +94,11 @@ class _Stop(tenacity.stop.stop_base):
 
 def delay_bucket(ms: float) -> int:
     """A delay in ms rounded up to the grid of delay queues: exact below 32 ms, then
-    2**DELAY_BITS steps per doubling (at most 1/16 longer than asked)."""
-    whole = max(1, math.ceil(ms))
+    2**DELAY_BITS steps per doubling (at most 1/16 longer than asked); at most
+    `MAX_DELAY_HOP` (a longer delay takes several hops)."""
+    whole = max(1, math.ceil(min(ms, MAX_DELAY_HOP)))
     step = 1 << max(0, whole.bit_length() - 1 - DELAY_BITS)
-    return -(-whole // step) * step
+    return min(-(-whole // step) * step, MAX_DELAY_HOP)
 
 
 class Rabbit:

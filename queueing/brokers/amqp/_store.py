@@ -75,6 +75,10 @@ NOTICE_OUTCOME_MAX = 4096
 RENEW_CHUNK = 500
 #: Outcomes of one queue per `finish_many` call (queued `finish.lua` calls, joined).
 FINISH_CHUNK = 200
+#: How early (ms) a message may come back from a delay queue and still run (clocks of
+#: processes differ a little); earlier, it made a hop of a delay longer than one delay
+#: queue holds and goes back to a delay queue for the rest (`_holds.py`).
+EARLY_SLACK = 60_000
 #: `finish.lua`'s arguments per task.
 FINISH_ARGS = 14
 #: `finish.lua`'s arguments that are the same for every task of a queue (the result ttl,
@@ -378,7 +382,9 @@ class Store(Writes):
         """`check.lua`'s verdict on delivered messages `(task id, nonce)`, sending the
         writes queued meanwhile in the same round trip."""
         keys = [self.keys.record(queue, task_id) for task_id, _ in pairs]
-        args = [nonce for _, nonce in pairs]
+        # A message back more than EARLY_SLACK before its task's due time made a hop of a
+        # long delay (its record says so): `check.lua` answers '>' for it.
+        args = [int(time.time() * 1000 + EARLY_SLACK), *(nonce for _, nonce in pairs)]
         ops = self.take()
 
         def fill(pipe: Any) -> list[Any]:

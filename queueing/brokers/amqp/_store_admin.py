@@ -15,6 +15,7 @@ from contextlib import suppress
 from typing import Any
 
 from .._contract import QueueInfo
+from ..redis import _keys as k
 from ..redis._admin import HEARTBEAT_LIVE, Admin, _limit
 from ..redis._wire import dumps
 
@@ -27,7 +28,7 @@ def _declaration(info: QueueInfo) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "maxsize": info.maxsize,
         "max_payload": info.max_payload,
-        "result_ttl": info.result_ttl,
+        "result_ttl": min(info.result_ttl, k.MAX_TTL / 1000),  # JSON holds no inf
         "max_deliveries": info.max_deliveries,
     }
     if info.tenant_concurrency is not None:
