@@ -235,12 +235,18 @@ class Cluster:
         raise RuntimeError(f"no master serves slot {slot}")
 
     def replica_of(self, master_id: str) -> int:
-        """The port of a replica of the master `master_id`."""
-        for line in cli(self.live().port, "CLUSTER", "NODES").splitlines():
-            fields = line.split()
-            if fields[3] == master_id and "fail" not in fields[2]:
-                return int(fields[1].split(":")[1].split("@")[0])
-        raise RuntimeError(f"master {master_id} has no replica")
+        """The port of a replica of the master `master_id` (waiting up to 30 s for the
+        cluster to show one: on a loaded machine a replica may still be attaching, or be
+        flagged failing for a moment)."""
+        deadline = time.monotonic() + 30
+        while True:
+            for line in cli(self.live().port, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if fields[3] == master_id and "fail" not in fields[2]:
+                    return int(fields[1].split(":")[1].split("@")[0])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"master {master_id} has no replica")
+            time.sleep(0.2)
 
     def node(self, port: int) -> Node:
         return next(node for node in self.nodes if node.port == port)

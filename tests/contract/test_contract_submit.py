@@ -184,7 +184,9 @@ async def test_a_full_queue_that_waits_accepts_the_submit_once_a_task_finishes(
                 probe.gate.set()
         assert await outcome_of(first) == "first"
         [(second, finished_before)] = accepted
-        assert finished_before == ["first"]  # accepted only once the first one finished
+        # Accepted only once the first one finished (on a loaded machine the second may
+        # also have run before its submit's caller resumed).
+        assert finished_before[:1] == ["first"]
         assert await outcome_of(second) == "second"
 
 
