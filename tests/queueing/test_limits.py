@@ -253,7 +253,13 @@ async def test_payload_of_the_wrong_class_is_a_payload_error() -> None:
 
 
 async def test_refused_submissions_lose_nothing_accepted(autojump_clock: Any) -> None:
-    queue = Queue("q", Echo, maxsize=3, when_full=Full.REJECT, max_payload=32)
+    # The accepted tasks wait at a gate, so the queue stays full whatever the scheduler
+    # runs first (trio shuffles the order of runnable tasks: a worker that ran one of them
+    # between two submits would make room).
+    gate = trio.Event()
+    queue = Queue(
+        "q", Gate, maxsize=3, when_full=Full.REJECT, max_payload=32, worker_kwargs={"gate": gate}
+    )
     async with open_system(queue) as system:
         accepted = [await system.submit("q", i) for i in range(3)]
         with pytest.raises(QueueFull):
@@ -262,6 +268,7 @@ async def test_refused_submissions_lose_nothing_accepted(autojump_clock: Any) ->
             await system.submit("q", "x" * 100)
         with pytest.raises(UnknownQueue):
             await system.submit("nope", 1)
+        gate.set()
         assert [await r for r in accepted] == [0, 1, 2]
         stats = system.stats()["q"]
         assert (stats.submitted, stats.succeeded, stats.outstanding) == (3, 3, 0)

@@ -93,10 +93,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, every: float = 0.0
 
 
 def logged(path: Path) -> dict[str, int]:
-    """What `sq_client.py` logged: task id -> number."""
+    """What `sq_client.py` logged: task id -> number (whole lines only: the client may be
+    writing the last one as we read, or have been killed mid-line)."""
     if not path.exists():
         return {}
-    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
+    lines = path.read_text().split("\n")[:-1]  # the part after the last newline: not whole
+    pairs = (line.split() for line in lines if line.strip())
     return {task_id: int(number) for task_id, number in pairs}
 
 
