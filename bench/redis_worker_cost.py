@@ -73,8 +73,6 @@ job = Queue("job", Job, workers=8, maxsize=1_000_000)
 
 #: Redis's commands per task in each run (INFO commandstats, from the worker's start).
 COMMANDS: list[dict[str, float]] = []
-#: Seconds the instrumented part of each callgrind run took.
-WALL: list[float] = []
 #: (user, sys) CPU seconds of the worker in each run.
 SPLIT: list[tuple[float, float]] = []
 
@@ -93,19 +91,11 @@ def submit(url: str, n: int) -> None:
     trio.run(go)
 
 
-def proc_cpu(pid: int) -> float:
-    """A process's CPU seconds so far (user + sys, from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_drain(n: int, args: argparse.Namespace, out: Path | None) -> float:
-    """The worker's cost for n tasks that all wait before it goes on: its CPU seconds, or
-    with `out` its instructions (callgrind, with the instrumentation on only then). A
-    warm-up of `WARMUP` tasks first; the worker is stopped (SIGSTOP) while the n tasks are
-    submitted (one `submit_many`), then let go and every receipt awaited: its claims take
-    what its idle workers ask for, whatever the timing. Start-up and shutdown are left out.
-    """
+def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
+    """The worker's instructions for n tasks: it starts under callgrind with the
+    instrumentation off; a warm-up of `WARMUP` tasks; then the instrumentation is turned on,
+    n tasks submitted (one `submit_many`) and every receipt awaited, and it is turned off
+    before the worker stops. Start-up and shutdown are left out."""
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="redis-worker-cost-"))
     server = subprocess.Popen(
@@ -116,43 +106,33 @@ def run_drain(n: int, args: argparse.Namespace, out: Path | None) -> float:
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_port(port)
-        argv = worker_argv(url, args.concurrency)
-        if out is not None:
-            argv = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={out}",
-                *argv,
-            ]
+        argv = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            *worker_argv(url, args.concurrency),
+        ]
         worker = subprocess.Popen(
-            argv,
-            env=worker_env(url, args),
-            cwd=args.tree or ROOT,  # `python -m` imports from the working directory first
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            argv, env=worker_env(url, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
 
         def control(flag: str) -> None:
-            if out is not None:
-                subprocess.run(
-                    ["callgrind_control", flag, str(worker.pid)], check=True, capture_output=True
-                )
-
-        cpu = 0.0
+            subprocess.run(
+                ["callgrind_control", flag, str(worker.pid)], check=True, capture_output=True
+            )
 
         async def go() -> None:
-            nonlocal cpu
             async with connect(url, job) as system:
                 for block in (WARMUP, n):
                     if block == n:
+                        # The tasks wait, all of them, before the worker goes on: its
+                        # claims take what its idle workers ask for, whatever the timing.
                         control("-i=on")
                         os.kill(worker.pid, signal.SIGSTOP)
                         redis_cli(port, "CONFIG", "RESETSTAT")
                     receipts = await system.submit_many("job", range(block))
                     if block == n:
-                        cpu = -proc_cpu(worker.pid)
-                        started = time.monotonic()
                         os.kill(worker.pid, signal.SIGCONT)
                     total = 0
                     with trio.fail_after(3600):
@@ -160,13 +140,11 @@ def run_drain(n: int, args: argparse.Namespace, out: Path | None) -> float:
                             total += await receipt
                     assert total == block * (block - 1) // 2, total
                 control("-i=off")
-                cpu += proc_cpu(worker.pid)
-                WALL.append(time.monotonic() - started)
                 COMMANDS.append(commands_per_task(port, n))
 
         trio.run(go)
         stop(worker)
-        return float(instructions(out)) if out is not None else cpu
+        return instructions(out)
     finally:
         subprocess.run(["redis-cli", "-p", str(port), "SHUTDOWN", "NOSAVE"], capture_output=True)
         server.wait(60)
@@ -182,10 +160,7 @@ def commands_per_task(port: int, n: int) -> dict[str, float]:
     """Redis's commands (INFO commandstats) per task since its last RESETSTAT."""
     stats = redis_cli(port, "INFO", "commandstats")
     calls = re.finditer(r"cmdstat_(\w+):calls=(\d+)", stats)
-    figures = {m.group(1): int(m.group(2)) / n for m in calls}
-    reads = re.search(r"total_reads_processed:(\d+)", redis_cli(port, "INFO", "stats"))
-    figures["(reads of input)"] = int(reads.group(1)) / n if reads else 0.0
-    return figures
+    return {m.group(1): int(m.group(2)) / n for m in calls}
 
 
 def wait_port(port: int) -> None:
@@ -206,7 +181,7 @@ def worker_argv(url: str, concurrency: int) -> list[str]:
 def worker_env(url: str, args: argparse.Namespace) -> dict[str, str]:
     return {
         **os.environ,
-        "PYTHONPATH": f"{ROOT / 'bench'}:{args.tree or ROOT}",
+        "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}",
         "PYTHONHASHSEED": "0",
         "BENCH_WORKER_URL": url,
         "BENCH_WORKER_BODY": args.body,
@@ -239,7 +214,13 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> float:
         wait_port(port)
         submit(url, n)  # the tasks wait before the worker starts
         subprocess.run(["redis-cli", "-p", str(port), "CONFIG", "RESETSTAT"], capture_output=True)
-        env = worker_env(url, args)
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}",
+            "PYTHONHASHSEED": "0",
+            "BENCH_WORKER_URL": url,
+            "BENCH_WORKER_BODY": args.body,
+        }
         argv = worker_argv(url, args.concurrency)
         if args.profile:
             # cProfile timed by CPU time: time a loaded machine gave others is not counted.
@@ -252,13 +233,7 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> float:
             argv = [sys.executable, "-c", code, *argv[3:]]
         if callgrind is not None:
             argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}", *argv]
-        worker = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=args.tree or ROOT,  # `python -m` imports from the working directory first
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         spy = None
         if args.pyspy:
             tool = ROOT / ".bench-venv" / "tools" / "bin" / "py-spy"
@@ -339,10 +314,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=4000, help="tasks (the large run: 3N)")
     parser.add_argument("--repeat", type=int, default=3, help="pairs of runs for CPU times")
-    parser.add_argument(
-        "--drain", default="", help="CPU per task of a drain, for each of these checkouts"
-    )
-    parser.add_argument("--tree", default="", help="run the worker from this checkout")
     parser.add_argument("--concurrency", type=int, default=8, help="the worker's workers")
     parser.add_argument("--body", choices=("noop", "incr"), default="noop")
     parser.add_argument("--callgrind", action="store_true", help="count instructions")
@@ -352,18 +323,6 @@ def main() -> int:
     parser.add_argument("--profile", default="", help="cProfile the worker into this file")
     args = parser.parse_args()
 
-    if args.drain:
-        for tree in args.drain.split(","):
-            args.tree = tree
-            cpu = run_drain(args.n, args, None)
-            print(
-                f"{tree}: worker CPU per task (drain of {args.n}): {1e6 * cpu / args.n:.1f} us "
-                f"in {WALL[-1]:.2f} s; per task: XREADGROUP "
-                f"{COMMANDS[-1].get('xreadgroup', 0):.3f}, EVALSHA "
-                f"{COMMANDS[-1].get('evalsha', 0):.3f}, reads of input "
-                f"{COMMANDS[-1]['(reads of input)']:.3f}"
-            )
-        return 0
     if args.run:
         cpu = run_once(args.run, args, None)
         print(", ".join(f"{k} {v:.3f}" for k, v in sorted(COMMANDS[-1].items())))
@@ -387,11 +346,8 @@ def main() -> int:
         )
     if args.callgrind:
         out = Path(tempfile.mkdtemp(prefix="redis-worker-cg-"))
-        per_task = run_drain(args.cg_n, args, out / "callgrind.out") / args.cg_n
-        print(
-            f"worker instructions per task (callgrind, N={args.cg_n}): {per_task / 1000:.1f}k "
-            f"in {WALL[-1]:.1f} s"
-        )
+        per_task = run_callgrind(args.cg_n, args, out / "callgrind.out") / args.cg_n
+        print(f"worker instructions per task (callgrind, N={args.cg_n}): {per_task / 1000:.1f}k")
         print(", ".join(f"{k} {v:.3f}" for k, v in sorted(COMMANDS[-1].items())))
         print(f"callgrind files in {out}")
     return 0

@@ -24,8 +24,6 @@ _RUNNING = TaskState.RUNNING
 #: Seconds one `claim` waits for ready tasks before the dispatcher asks again (and the
 #: longest a stop of the dispatcher may wait for a claim in flight).
 CLAIM_WAIT = 0.5
-#: The most scheduler turns a claim waits for more idle workers to ask (see `_fill`).
-DEMAND_TURNS = 4
 #: Ready tasks an in-process broker hands over per claim (due delays and retries).
 LOCAL_CLAIM = 1024
 
@@ -72,21 +70,8 @@ class Dispatcher(Actor):
         assert buffer is not None
         info = rt.info
         if broker.shared:
-            workers = rt.spec.workers
             while True:
                 wanted = await buffer.wait_for_demand()
-                # Workers woken by the last claim's tasks may be about to ask again (quick
-                # tasks): a few more turns while the demand grows, so that one round trip
-                # claims for them all (each round trip costs this process and Redis more
-                # than a task's own work).
-                for _ in range(DEMAND_TURNS):
-                    if wanted >= workers:
-                        break
-                    await trio.lowlevel.checkpoint()
-                    more = buffer.demand
-                    if more <= wanted:
-                        break
-                    wanted = more
                 for task in await broker.claim(info, wanted, wait=CLAIM_WAIT):
                     rt.held[task.id] = task
                     if task.deliveries:

@@ -14,7 +14,6 @@ import pytest
 import trio
 from broker_helpers import JOBS, new_task, opened, settled_all
 
-from queueing import Queue, Worker, connect, open_system
 from queueing._task import Task, TaskState
 from queueing.brokers._contract import QueueInfo
 from queueing.brokers.redis import _calls, _keys
@@ -120,29 +119,3 @@ async def test_a_claim_of_a_sharded_queue_asks_the_other_shards_at_once(
             # One round trip if it was that shard's turn, else three.
             assert dict(calls) in ({"claim": 1}, {"claim": 2, "probe shards": 1}), calls
         assert sorted(task.id for task in claimed) == sorted(task.id for task in tasks)
-
-
-class Quick(Worker):
-    async def handle(self, payload: int) -> int:
-        return payload
-
-
-async def test_a_worker_busy_with_quick_tasks_claims_for_all_its_idle_workers_at_once(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Tasks waiting, 8 workers of a handler that returns at once: each claim asks for
-    every worker the last claim's tasks left idle (not for the first to ask), and the
-    outcomes of a claim's tasks ride with the next claim (none is written alone while a
-    claim's round trip is under way): about one round trip per 8 tasks."""
-    n, workers = 400, 8
-    queue = Queue("quick", Quick, workers=workers)
-    async with connect(redis_url, queue) as client:
-        receipts = await client.submit_many("quick", range(n))
-        with counted(monkeypatch) as calls:
-            async with open_system(queue, broker=redis_url):
-                with trio.fail_after(60):
-                    for i, receipt in enumerate(receipts):
-                        assert await receipt == i
-    claims = calls["claim"] + calls["write outcomes and claim"]
-    assert claims <= n // workers + 4, calls
-    assert calls["write outcomes"] <= 2, calls

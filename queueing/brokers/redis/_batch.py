@@ -6,10 +6,8 @@ hands each caller its answer. Outcomes (`finish`, `retry`, `reject` calls) are q
 `Op`s; the outcomes of one queue in a batch go as one `finish.lua` call (`Batch`). A
 worker that finished a task is idle, so a claim follows: it sends them in the same round
 trip as its read. The flush loop sends what no claim took within `FLUSH_TURNS` turns of
-the scheduler (no timer); while a claim's round trip is under way, what no claim took
-waits for the claim after it (which the workers that finished meanwhile ask for), a few
-turns more; a claim waiting in a blocking read takes nothing along, and is not waited
-for.
+the scheduler (no timer: a claim in flight, or waiting in a blocking read, takes nothing
+along, and is not waited for).
 """
 
 from __future__ import annotations
@@ -195,9 +193,6 @@ class Batcher:
         self._flushed = trio.lowlevel.ParkingLot()
         #: Claims waiting in a blocking read (they take no outcome writes along for now).
         self.waiting_claims = 0
-        #: Claims whose round trip (a read that does not block) is under way.
-        self.claims_sending = 0
-        self._claim_sent = trio.lowlevel.ParkingLot()
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
@@ -534,17 +529,6 @@ class Batcher:
         finally:
             self.waiting_claims -= 1
 
-    @contextmanager
-    def claim_sending(self) -> Iterator[None]:
-        """Around a claim's round trip (a read that does not block): the outcome writes
-        queued meanwhile wait for the claim after it (see `flush_loop`)."""
-        self.claims_sending += 1
-        try:
-            yield
-        finally:
-            self.claims_sending -= 1
-            self._claim_sent.unpark_all()
-
     @property
     def congested(self) -> bool:
         return len(self.ops) > OPS_CONGESTED
@@ -605,16 +589,6 @@ class Batcher:
                     await trio.lowlevel.checkpoint()
                     if not self.ops or self.waiting_claims or len(self.ops) >= OPS_BATCH:
                         break
-                else:
-                    if self.ops and self.claims_sending:
-                        # A claim's round trip is under way (it took the writes queued
-                        # before it): the claim that follows it, for the workers that
-                        # finished meanwhile, takes these along (one round trip, not two).
-                        await self._claim_sent.park()
-                        for _ in range(FLUSH_TURNS):
-                            await trio.lowlevel.checkpoint()
-                            if not self.ops or self.waiting_claims:
-                                break
                 continue
             batch = self.take()
             calls = [(name, keys, args) for name, keys, args, _ in batch.calls]

@@ -333,8 +333,7 @@ class Consumer:
             ]
 
         what = "write outcomes and claim" if ops else "claim"
-        with self.batcher.claim_sending():
-            answers = await self.calls.pipelined(what, fill, deliver=False)
+        answers = await self.calls.pipelined(what, fill, deliver=False)
         if ops:
             self.batcher.answered(ops, answers[:-2])
         read, is_ranked = answers[-2:]
