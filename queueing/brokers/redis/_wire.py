@@ -19,6 +19,7 @@ from ..._task import (
     PipelineTask,
     Task,
     TaskState,
+    new_task,
     parse_priority,
     parse_tenant,
     parse_trace,
@@ -175,8 +176,6 @@ def decode_envelope(fields: Mapping[str, Any], queue: str, max_bytes: int) -> Ta
 #: The fields of an envelope `encode_plain` writes (a task with nothing optional).
 _PLAIN_FIELDS = 8
 _finite = math.isfinite
-_new = object.__new__
-_PENDING = TaskState.PENDING
 
 
 def _plain_task(doc: dict[str, Any], queue: str) -> Task | None:
@@ -207,24 +206,8 @@ def _plain_task(doc: dict[str, Any], queue: str) -> Task | None:
         or queue_of(task_id) != queue
     ):
         return None
-    # `Task(...)`'s fields, stored directly: a class call costs more (see `new_task`).
-    task: Task = _new(Task)
-    task.id = task_id
-    task.queue = queue
-    task.payload = doc["payload"]
-    task.submitted_at = submitted_at
-    task.expires_at = None
-    task.state = _PENDING
+    task = new_task(task_id, queue, doc["payload"], submitted_at, None, submitted_at)
     task.attempts = attempts
-    task.deliveries = 0
-    task.first_started = None
-    task.result = None
-    task.error = None
-    task.finished_at = None
-    task.handle = None
-    task._waiter = None
-    task._scope = None
-    task._born = submitted_at
     return task
 
 
