@@ -310,7 +310,14 @@ class Worker(Actor, Generic[P, R]):
                 if task.state is not _RUNNING:
                     pass  # cancelled through its receipt: the outcome is recorded already
                 elif failure is None:
-                    if run is None and type(result) in direct:
+                    kind = type(result)
+                    if (
+                        run is None
+                        and kind in direct
+                        # A str not all ASCII may hold a lone surrogate, which no broker
+                        # stores: Engine.succeeded checks it (and fails the task).
+                        and (kind is not str or result.isascii())
+                    ):
                         # Engine.succeeded's common case, without a coroutine per call (in
                         # process), then Engine.settled's for a success in process,
                         # inlined: this runs once per task. tests/queueing/test_fast_paths.py

@@ -26,7 +26,7 @@ from contract_workers import (
     serve,
 )
 
-from queueing import Queue, TaskState, Worker
+from queueing import Queue, TaskFailed, TaskState, Worker
 
 LARGE = 200 * 1024  # bytes: well past any inline or fast path, within max_payload
 DEPTH = 100  # levels of nesting
@@ -197,3 +197,35 @@ async def test_outcomes_kept_past_any_clock_are_kept_and_read(
         again = system.receipt(receipt.id)
         assert await outcome_of(again) == "kept"
         assert (await again.status()).state is TaskState.SUCCEEDED
+
+
+class Surrogates(Worker):
+    """Returns the payload, or, for "lone" and "nested", a result with a lone surrogate."""
+
+    async def handle(self, word: str) -> Any:
+        if word == "lone":
+            return "half a pair: \ud800"
+        if word == "nested":
+            return {"words": ["\udfff"]}
+        return word
+
+
+@pytest.mark.parametrize("word", ["lone", "nested"])
+async def test_a_result_utf8_cannot_hold_fails_its_task_and_no_other(
+    broker: str, clock: trio.abc.Clock | None, word: str
+) -> None:
+    # A lone surrogate is a Python str no UTF-8 (so no broker) holds. Before: SQLite and
+    # Redis failed the task, memory returned the str as it was (its fast path took any
+    # str); before that, SQLite's and Redis's outcome writes failed and left the task (and
+    # on Redis its neighbours) RUNNING.
+    words = ["fine"] * 9 + [word] + ["fine"] * 10
+    async with serve(broker, Queue("surrogates", Surrogates, workers=4)) as system:
+        receipts = [await system.submit("surrogates", w) for w in words]
+        outcomes = [await outcome_of(receipt) for receipt in receipts]
+    failed = outcomes.pop(9)
+    assert isinstance(failed, TaskFailed)
+    assert failed.outcome is TaskState.FAILED
+    assert failed.error_type == "queueing.PayloadError"
+    assert failed.attempts == 1
+    assert "surrogates not allowed" in failed.error
+    assert outcomes == ["fine"] * 19

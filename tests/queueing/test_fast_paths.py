@@ -58,6 +58,8 @@ class Echo(Worker):
             return Point(int(value), -int(value))
         if kind == "float":
             return float(value)
+        if kind == "surrogate":  # a str no broker holds: the task fails on either path
+            return f"{value} \ud800"
         return value
 
 
@@ -74,6 +76,7 @@ _items = st.lists(
         st.tuples(st.just("value"), _values),
         st.tuples(st.just("float"), st.sampled_from(["1.5", "nan", "inf", "-inf", "0"])),
         st.tuples(st.just("point"), st.integers(-100, 100)),
+        st.tuples(st.just("surrogate"), st.integers(0, 9)),
         st.tuples(st.sampled_from(["transient", "fail"]), st.integers(0, 9)),
     ),
     max_size=30,

@@ -23,7 +23,6 @@ from queueing import (
     Full,
     Queue,
     QueueFull,
-    TaskFailed,
     TaskLost,
     TaskState,
     Worker,
@@ -279,39 +278,3 @@ def test_the_broker_runs_under_asyncio_too(url: str) -> None:
         [7],
         [(TaskState.SUCCEEDED, 14)],
     )
-
-
-class Surrogates(Worker):
-    """Returns the payload, or, for "lone" and "nested", a result with a lone surrogate."""
-
-    async def handle(self, word: str) -> Any:
-        if word == "lone":
-            return "half a pair: \ud800"
-        if word == "nested":
-            return {"words": ["\udfff"]}
-        return word
-
-
-@pytest.mark.parametrize("word", ["lone", "nested"])
-async def test_a_result_utf8_cannot_hold_fails_its_task_and_no_other(url: str, word: str) -> None:
-    # Before: the outcome's write failed (SQLite: 'settle failed'; Redis: the dispatcher
-    # crashed, and the outcomes batched with it were lost too): the task, and on Redis its
-    # neighbours, stayed RUNNING with no outcome.
-    words = ["fine"] * 9 + [word] + ["fine"] * 10
-    async with open_system(Queue("surrogates", Surrogates, workers=4), broker=url) as system:
-        receipts = [await system.submit("surrogates", w) for w in words]
-        with trio.fail_after(WAIT):
-            outcomes = [await _outcome(receipt) for receipt in receipts]
-    failed = outcomes.pop(9)
-    assert isinstance(failed, TaskFailed)
-    assert failed.outcome is TaskState.FAILED
-    assert failed.error_type == "queueing.PayloadError"
-    assert "surrogates not allowed" in failed.error
-    assert outcomes == ["fine"] * 19
-
-
-async def _outcome(receipt: Any) -> Any:
-    try:
-        return await receipt
-    except TaskFailed as exc:
-        return exc
