@@ -133,6 +133,26 @@ def make_converter() -> cattrs.Converter:
     return converter
 
 
+_loads = json.JSONDecoder().decode
+
+
+def _non_str_key(data: Any, path: str) -> str | None:
+    """Where `data` has a dict key that is not a str (`1 (int) @ $['a']`), or None."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                return f"{key!r:.{_SHOWN}} ({type(key).__name__}) @ {path}"
+            found = _non_str_key(value, f"{path}[{key!r:.{_SHOWN}}]")
+            if found is not None:
+                return found
+    elif isinstance(data, list | tuple):
+        for index, item in enumerate(data):
+            found = _non_str_key(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 def dumps(data: Any) -> str:
     return _dumps(data)
 
@@ -241,6 +261,20 @@ class Codec:
                     "register an unstructure hook on the system's converter for the "
                     "offending type, or return plain data",
                 ) from exc
+            # JSON turns a dict's int (float, bool, None) key into a string: `{1: 2}` would
+            # come back as `{"1": 2}` from a broker that stores JSON and as it was from one
+            # that does not. Refused instead, on every broker. The data read back equals
+            # the data unless something changed (a key; a tuple, which comes back a list,
+            # is fine): only then is the data walked for the key.
+            if "{" in text and _loads(text) != data:
+                where = _non_str_key(data, "$")
+                if where is not None:
+                    raise PayloadError(
+                        self.queue,
+                        f"{self.role} has a dict key that is not a str, {where}: JSON "
+                        "object keys are strings, so it would not come back as it was; "
+                        "use str keys (str(key)), or a list of pairs",
+                    )
         return data
 
     def structure(self, data: Any) -> Any:

@@ -18,6 +18,7 @@ from contract_workers import (
     Half,
     Probe,
     Shout,
+    failure_of,
     outcome_of,
     serve,
 )
@@ -33,6 +34,7 @@ from queueing import (
     Receipt,
     TaskState,
     UnknownQueue,
+    Worker,
 )
 from queueing._validate import MAX_DELAY
 
@@ -118,6 +120,56 @@ async def test_a_payload_utf8_cannot_hold_is_refused_and_fails_no_other_submit(
     assert "surrogates not allowed" in str(refused)
     assert set(outcomes.values()) == {"fine" if queue == "echo" else "FINE"}
     assert system.stats()[queue].submitted == 19
+
+
+class Keyed(Worker):
+    """Declares a dict keyed by int (which JSON cannot carry as it is)."""
+
+    async def handle(self, counts: dict[int, str]) -> int:
+        return len(counts)
+
+
+@pytest.mark.parametrize(
+    ("queue", "payload", "where"),
+    [
+        ("echo", {1: 2}, "1 (int) @ $"),
+        ("echo", {"a": [{"b": 1}, {None: 1}]}, "None (NoneType) @ $['a'][1]"),
+        ("echo", {1.5: "x"}, "1.5 (float) @ $"),
+        ("keyed", {1: "one"}, "1 (int) @ $"),
+    ],
+    ids=["int-key", "nested-none-key", "float-key", "declared-int-key"],
+)
+async def test_a_payload_with_a_dict_key_not_a_str_is_refused_naming_where(
+    broker: str, clock: trio.abc.Clock | None, queue: str, payload: Any, where: str
+) -> None:
+    # JSON object keys are strings. Before: `{1: 2}` came back `{1: 2}` in memory and
+    # `{"1": 2}` from SQLite and Redis; a `dict[int, str]` payload reached its handler in
+    # memory and was dead-lettered elsewhere ("expected int, got '1'").
+    async with serve(broker, Queue("echo", Echo), Queue("keyed", Keyed)) as system:
+        with pytest.raises(PayloadError) as refused:
+            await system.submit(queue, payload)
+        assert await outcome_of(await system.submit("echo", {"1": "fine"})) == {"1": "fine"}
+    assert where in str(refused.value)
+    assert "use str keys" in str(refused.value)
+    assert system.stats()[queue].submitted == (1 if queue == "echo" else 0)
+
+
+class IntKeys(Worker):
+    """Returns a dict keyed by int."""
+
+    async def handle(self, size: int) -> Any:
+        return {n: n for n in range(size)}
+
+
+async def test_a_result_with_a_dict_key_not_a_str_fails_its_task(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    async with serve(broker, Queue("int-keys", IntKeys)) as system:
+        failure = await failure_of(await system.submit("int-keys", 2))
+        assert await outcome_of(await system.submit("int-keys", 0)) == {}
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type == "queueing.PayloadError"
+    assert "the result of handle() has a dict key that is not a str, 0 (int) @ $" in (failure.error)
 
 
 async def test_a_payload_of_the_wrong_type_is_refused_at_submit(
