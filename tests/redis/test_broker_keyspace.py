@@ -176,6 +176,47 @@ def test_a_malformed_url_is_refused_with_what_is_wrong(url: str, words: str) -> 
         RedisBroker(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("redis://host/0?prefx=app", "unknown option 'prefx'"),
+        ("redis://host/0?prefix=app&Lease=5", "unknown option 'Lease'"),
+        ("redis://host/0?ssl_ca_certs=/ca.pem", "'ssl_ca_certs' is a TLS option"),
+        ("redis+cluster://h1:7000,h2:7001?max_connections=9", "unknown option 'max_connections'"),
+        ("redis+sentinel://h1:26379/mymaster?db=2", "unknown option 'db'"),
+    ],
+)
+def test_an_unknown_url_option_is_refused_listing_the_known_ones(url: str, words: str) -> None:
+    # Before: passed on to coredis, which ignores names it does not know: a typo ('prefx')
+    # silently used the default prefix, that is another system's keys.
+    with pytest.raises(BrokerError, match=re.escape(words)) as refused:
+        RedisBroker(url)
+    assert "prefix" in str(refused.value)
+    assert "lease" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "client_name=billing",
+        "max_connections=50&timeout=3",
+        "stream_timeout=2.5&connect_timeout=1.5",
+        "max_idle_time=60&db=3",
+        "noevict=true&notouch=false",
+    ],
+)
+def test_the_coredis_url_options_are_passed_on(query: str) -> None:
+    broker = RedisBroker(f"redis://host:6380/0?prefix=app&{query}")
+    assert broker.prefix == "app"
+    assert broker.url.endswith(f"?{query}")
+
+
+def test_the_tls_url_options_are_passed_on_with_rediss() -> None:
+    query = "ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_check_hostname=false"
+    broker = RedisBroker(f"rediss://host:6380/0?{query}")
+    assert broker.url.endswith("?" + query.replace("/", "%2F"))
+
+
 def test_the_url_options_and_the_password_stay_out_of_sight() -> None:
     broker = RedisBroker("rediss://user:secret@host:6380/2?prefix=app&lease=7&ssl_cert_reqs=none")
     assert (broker.prefix, broker.lease) == ("app", 7.0)

@@ -17,6 +17,28 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 ALL_SCHEMES = SCHEMES + CLUSTER_SCHEMES + SENTINEL_SCHEMES
 OPTIONS = ("prefix", "lease")
+#: coredis's own options a redis://, rediss:// or unix:// URL may carry: passed on to
+#: `coredis.Redis.from_url` (which ignores any other name, so a typo would go unsaid).
+#: `noreply` is left out: the broker reads every reply.
+COREDIS_OPTIONS = (
+    "client_name",
+    "connect_timeout",
+    "db",
+    "max_connections",
+    "max_idle_time",
+    "noevict",
+    "notouch",
+    "stream_timeout",
+    "timeout",
+)
+#: coredis's TLS options: a rediss:// URL only (coredis ignores them on redis://).
+TLS_OPTIONS = (
+    "ssl_ca_certs",
+    "ssl_cert_reqs",
+    "ssl_certfile",
+    "ssl_check_hostname",
+    "ssl_keyfile",
+)
 #: The port of a cluster node or a sentinel the URL names without one.
 CLUSTER_PORT = 6379
 SENTINEL_PORT = 26379
@@ -43,7 +65,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     if scheme in CLUSTER_SCHEMES or scheme in SENTINEL_SCHEMES:
         parts = urlsplit(url)
         servers_of(url)  # checks it
-        return _split_options(url, parts.query)
+        return _split_options(url, parts.query, scheme)
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a port that is not a number
@@ -72,17 +94,33 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
         )
     if port is not None and not 0 < port < 65536:
         raise BrokerError(f"bad Redis URL {safe_url(url)!r}: port {port} is out of range")
-    return _split_options(url, parts.query)
+    return _split_options(url, parts.query, parts.scheme)
 
 
-def _split_options(url: str, query: str) -> tuple[str, dict[str, str]]:
+def _split_options(url: str, query: str, scheme: str) -> tuple[str, dict[str, str]]:
+    """Our options, and the URL with coredis's; `BrokerError` for any other option."""
+    # A cluster's or a sentinel's client is built from the URL's parts, not by coredis
+    # from the URL: only our options apply.
+    plain = scheme in SCHEMES
+    known = OPTIONS + (COREDIS_OPTIONS + TLS_OPTIONS if scheme == "rediss" else COREDIS_OPTIONS)
     ours: dict[str, str] = {}
     theirs = []
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key in OPTIONS:
             ours[key] = value
-        else:
+        elif plain and key in known:
             theirs.append((key, value))
+        elif plain and key in TLS_OPTIONS:
+            raise BrokerError(
+                f"bad Redis URL {safe_url(url)!r}: {key!r} is a TLS option, for a rediss:// "
+                f"URL (this one is {scheme}://); options here: {', '.join(known)}"
+            )
+        else:
+            shown = ", ".join(known if plain else OPTIONS)
+            raise BrokerError(
+                f"bad Redis URL {safe_url(url)!r}: unknown option {key!r}; a {scheme}:// URL "
+                f"takes {shown}"
+            )
     base = url.split("?", 1)[0]
     return (f"{base}?{urlencode(theirs)}" if theirs else base), ours
 
