@@ -223,11 +223,13 @@ class AsyncioClient:
 
     def receipt(self, task_id: str) -> Receipt[Any]:
         """As `QueueSystem.receipt`: the task is looked up at the receipt's first await."""
+        self._thread.check()
         # Safe from this thread: with a shared broker, finding a receipt by id only reads.
         return _AsyncioReceipt(self._system.receipt(task_id), self._thread)
 
     def stats(self) -> dict[str, QueueStats]:
         """As `QueueSystem.stats` (it only reads counters, so it is safe from here)."""
+        self._thread.check()
         return self._system.stats()
 
     async def drain(self, timeout: float | None = None) -> None:

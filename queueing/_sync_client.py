@@ -232,6 +232,7 @@ class SyncClient:
 
     def stats(self) -> dict[str, QueueStats]:
         """As `QueueSystem.stats` (it only reads counters, so it is safe from any thread)."""
+        self._thread.check()
         return self._system.stats()
 
     def drain(self, timeout: float | None = None) -> None:

@@ -202,6 +202,11 @@ def test_calls_after_close_raise_system_stopping(redis_url: str) -> None:
             await client.submit("held", 2)
         with pytest.raises(SystemStopping, match="closed"):
             await receipt.status()
+        # Before: stats() and receipt() read the closed client's counters unsaid.
+        with pytest.raises(SystemStopping, match="closed"):
+            client.stats()
+        with pytest.raises(SystemStopping, match="closed"):
+            client.receipt(receipt.id)
 
     asyncio.run(main())
 

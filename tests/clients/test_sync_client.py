@@ -131,6 +131,11 @@ def test_calls_after_close_raise_system_stopping(redis_url: str) -> None:
         client.submit("held", 2)
     with pytest.raises(SystemStopping, match="closed"):
         receipt.status()
+    # Before: stats() and receipt() read the closed client's counters unsaid.
+    with pytest.raises(SystemStopping, match="closed"):
+        client.stats()
+    with pytest.raises(SystemStopping, match="closed"):
+        client.receipt(receipt.id)
 
 
 # Members of the trio client that are its own run's (not calls a client makes).
