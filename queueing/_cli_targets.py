@@ -13,8 +13,10 @@ from typing import Any
 import attrs
 import click
 
+from ._exceptions import InvalidQueue
 from ._queue import Pipeline, Queue
 from ._schedule import Schedule
+from ._validate import worker_count
 from ._worker import Worker
 
 Spec = Queue[Any] | Pipeline | Schedule
@@ -200,6 +202,10 @@ def _workers(value: str, number: str) -> int:
             "(e.g. --concurrency 8 --concurrency store=1)",
             param_hint="--concurrency",
         )
+    try:
+        worker_count("workers", workers)
+    except InvalidQueue as exc:
+        raise click.BadParameter(str(exc), param_hint="--concurrency") from exc
     return workers
 
 

@@ -14,7 +14,7 @@ from actors import Overflow
 from ._exceptions import InvalidQueue
 from ._ratelimit import RateLimit, rate_key, rate_limit
 from ._retry import RetryPolicy
-from ._validate import positive_int, seconds, tenant_limit
+from ._validate import positive_int, seconds, tenant_limit, worker_count
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -83,7 +83,7 @@ class Queue(Generic[R]):
     Args:
         name: unique within a system; letters, digits, `_`, `.`, `-`.
         worker: the `Worker` subclass that handles this queue's tasks.
-        workers: how many workers run (each handles one task at a time).
+        workers: how many workers run (each handles one task at a time); at most 10,000.
         maxsize: the most outstanding tasks (queued, waiting for a retry, or running).
         when_full: what `submit` does at `maxsize`: `Overflow.WAIT` (wait for room) or
             `Overflow.REJECT` (raise `QueueFull` at once).
@@ -185,7 +185,7 @@ class Queue(Generic[R]):
                 f"{self.worker!r}: define `class MyWorker(Worker)` with "
                 "`async def handle(self, payload)` and pass the class"
             )
-        positive_int("workers", self.workers)
+        worker_count("workers", self.workers)
         positive_int("maxsize", self.maxsize)
         if self.when_full not in _QUEUE_POLICIES:
             raise InvalidQueue(
@@ -200,7 +200,7 @@ class Queue(Generic[R]):
         seconds("result_ttl", self.result_ttl)
         positive_int("max_deliveries", self.max_deliveries)
         if self.threads is not None:
-            positive_int("threads", self.threads)
+            worker_count("threads", self.threads)
         if self.max_restarts is not None:
             positive_int("max_restarts", self.max_restarts, 0)
         seconds("within", self.within)

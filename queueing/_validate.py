@@ -18,12 +18,29 @@ MAX_COUNT = 2**53
 MAX_DELAY = 10 * 365 * 86_400.0
 
 
+#: The most workers (and handler threads) one queue runs in one process: each is an actor
+#: with its own mailbox and supervision (and a thread, each, for a sync handler). More
+#: concurrency comes from more processes (`queueing worker` on other machines).
+MAX_WORKERS = 10_000
+
+
 def positive_int(what: str, value: object, minimum: int = 1) -> None:
     """An int (not a bool) of at least `minimum`, at most `MAX_COUNT`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidQueue(f"{what} must be an int >= {minimum}, got {value!r}")
     if value > MAX_COUNT:
         raise InvalidQueue(f"{what} must be at most {MAX_COUNT} (2**53), got {value!r}")
+
+
+def worker_count(what: str, value: object) -> None:
+    """A number of workers or threads: an int from 1 to `MAX_WORKERS`."""
+    positive_int(what, value)
+    assert isinstance(value, int)
+    if value > MAX_WORKERS:
+        raise InvalidQueue(
+            f"{what} must be at most {MAX_WORKERS} per queue in one process, got {value!r}: "
+            "run more processes (queueing worker) for more concurrency"
+        )
 
 
 def seconds(

@@ -22,7 +22,14 @@ from . import _cli_dashboards as dashboards
 from . import _cli_render as show
 from ._cli_observe import observed
 from ._cli_targets import Concurrency, describe, load
-from ._exceptions import InvalidQueue, PayloadError, QueueingError, ResultTimeout, TaskFailed
+from ._exceptions import (
+    InvalidQueue,
+    PayloadError,
+    QueueingError,
+    ResultTimeout,
+    TaskFailed,
+    UnknownQueue,
+)
 from ._open import connect_trio as connect
 from ._open import run_system
 from ._system import QueueSystem
@@ -95,7 +102,9 @@ def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
 
     try:
         return trio.run(run)
-    except QueueingError as exc:  # a failed task, an unknown queue, no broker...: no traceback
+    except UnknownQueue as exc:  # a QUEUE argument that names none: a bad argument
+        raise click.UsageError(str(exc)) from exc
+    except QueueingError as exc:  # a failed task, no broker...: no traceback
         raise click.ClickException(str(exc)) from exc
 
 

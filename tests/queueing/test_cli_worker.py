@@ -115,6 +115,9 @@ def test_the_banner_names_each_queue_with_its_workers(module: str) -> None:
         (["store=0"], "'store=0' is not N or QUEUE=N with N a whole number >= 1"),
         (["many"], "'many' is not N or QUEUE=N"),
         (["=3"], "'=3' names no queue: write QUEUE=N"),
+        # Before: a traceback (InvalidQueue from Queue(workers=)), exit status 1.
+        (["20000"], "workers must be at most 10000 per queue in one process, got 20000"),
+        (["store=10001"], "workers must be at most 10000 per queue in one process, got 10001"),
     ],
 )
 def test_a_concurrency_that_cannot_apply_is_refused(

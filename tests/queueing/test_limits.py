@@ -323,3 +323,11 @@ async def test_a_worker_class_is_refused_with_how_to_wrap_it() -> None:
     ):
         async with open_system(Echo):  # type: ignore[arg-type]
             pass
+
+
+@pytest.mark.parametrize("setting", ["workers", "threads"])
+def test_workers_past_the_limit_are_refused_naming_it(setting: str) -> None:
+    # Before: Queue(workers=10**6) was accepted, and open_system started a million actors.
+    with pytest.raises(InvalidQueue, match=rf"{setting} must be at most 10000 per queue"):
+        Queue("echo", Echo, **{setting: 10_001})
+    assert getattr(Queue("echo", Echo, **{setting: 10_000}), setting) == 10_000

@@ -283,3 +283,18 @@ def test_a_nan_number_of_seconds_is_a_usage_error(
     result = invoke(*command)
     assert result.exit_code == 2, result.output
     assert "'nan' is not a number of seconds" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["submit", "nosuch", "1"], ["dead-letters", "list", "nosuch"]],
+    ids=["submit", "dead-letters"],
+)
+def test_a_queue_argument_that_names_no_queue_is_a_usage_error(
+    served: Path, command: list[str]
+) -> None:
+    # Before: exit status 1, where the table of docs/cli.md says 2 for a bad argument.
+    result = invoke(*command)
+    assert result.exit_code == 2, result.output
+    assert "no queue or pipeline named 'nosuch'" in result.output
+    assert "Traceback" not in result.output
