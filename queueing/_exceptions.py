@@ -151,7 +151,11 @@ class UnknownTask(QueueingError, LookupError):
             why = why or "its result is no longer kept"
         else:
             why = why or "no task ever had this id"
-        super().__init__(f"no task {task_id!r} is known: {why}")
+        super().__init__(f"no task {task_id!r:.{_SHOWN_ID}} is known: {why}")
+
+
+#: Characters of an unknown id shown in `UnknownTask`'s message.
+_SHOWN_ID = 120
 
 
 class InvalidQueue(QueueingError, ValueError):

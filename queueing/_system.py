@@ -70,6 +70,15 @@ _FULL = Admission.FULL
 _EXISTS = Admission.EXISTS
 
 
+def _utf8(text: str) -> bool:
+    """Whether UTF-8 holds `text` (no lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class QueueSystem:
     """A running processing-queue system. Get one from `open_system()`, `run_system()`
     or (a client of worker processes elsewhere) `connect()`."""
@@ -513,6 +522,12 @@ class QueueSystem:
         await). Copies what is stored onto the receipt's record."""
         self._usable()
         task = receipt._task
+        if not task.id.isascii() and not _utf8(task.id):
+            # No task has it (every id is UTF-8 text), and no broker could be asked (over
+            # Redis, the command would not encode).
+            raise UnknownTask(
+                task.id, expired=False, why="no task ever had this id: it is not UTF-8 text"
+            )
         record = await self._broker.lookup(task.id)
         if record is None:
             raise self._unknown(task.id)

@@ -83,6 +83,28 @@ async def test_an_unknown_id_raises_unknown_task_at_the_first_await(
     assert info.value.task_id == "no-such-task"
 
 
+@pytest.mark.parametrize(
+    "task_id",
+    ["double:half \ud800", "\udcff", "double:" + "x" * 100_000],
+    ids=["lone-surrogate", "only-a-surrogate", "100k-characters"],
+)
+async def test_an_id_no_task_can_have_raises_unknown_task_and_the_system_goes_on(
+    broker: str, clock: trio.abc.Clock | None, task_id: str
+) -> None:
+    # Before, on Redis: the lookup's command could not be encoded, which killed the
+    # connection's writer, so the broker crashed and restarted, failing the submits in
+    # flight; on SQLite: a bare UnicodeEncodeError.
+    async with serve(broker, Queue("double", Double)) as system:
+        found = system.receipt(task_id)
+        with pytest.raises(UnknownTask) as info:
+            await found.status()
+        with pytest.raises(UnknownTask):
+            await found.cancel()
+        assert await outcome_of(await system.submit("double", 4)) == 8
+    assert info.value.task_id == task_id
+    assert len(str(info.value)) < 400  # the id is shortened in the message
+
+
 async def test_drain_returns_once_every_task_finished(
     broker: str, clock: trio.abc.Clock | None
 ) -> None:
