@@ -25,6 +25,7 @@ from ._stats import QueueStats
 from ._system import QueueSystem
 from ._task import DeadLetter, TaskStatus
 from ._thread import ClientThread
+from ._validate import payload_list
 from .brokers._contract import TenantFigures
 
 R = TypeVar("R")
@@ -206,7 +207,7 @@ class AsyncioClient:
         fn = partial(
             self._system.submit_many,
             name,
-            list(payloads),
+            payload_list(payloads),
             delay=delay,
             expires=expires,
             timeout=timeout,

@@ -43,7 +43,7 @@ from ._task import (
     priority_of,
     tenant_of,
 )
-from ._validate import MAX_DELAY, positive_int, seconds
+from ._validate import MAX_DELAY, payload_list, positive_int, seconds
 from ._validate import priority as check_priority
 from ._validate import tenant as check_tenant
 from .brokers._contract import Admission, TenantFigures, queue_of, run_of
@@ -350,7 +350,7 @@ class QueueSystem:
         """
         if type(name) is not str:
             name = _name_of(name)
-        items = list(payloads)
+        items = payload_list(payloads)
         _check_seconds(delay=delay, expires=expires, timeout=timeout)
         check_priority(priority)
         if tenant is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ._exceptions import InvalidQueue
 from ._task import MAX_PRIORITY, MAX_TENANT, MIN_PRIORITY
@@ -104,3 +106,17 @@ def tenant_limit(what: str, value: object) -> None:
     """`Queue(tenant_concurrency=)` / `Queue(tenant_maxsize=)`: None or an int >= 1."""
     if value is not None:
         positive_int(what, value)
+
+
+def payload_list(payloads: object) -> list[Any]:
+    """The payloads of a `submit_many`, as a list: an iterable, but not a str, bytes or a
+    mapping (whose characters, bytes or keys would each become a task)."""
+    if isinstance(payloads, str | bytes | bytearray | Mapping) or not isinstance(
+        payloads, Iterable
+    ):
+        raise InvalidQueue(
+            f"submit_many takes an iterable of payloads (a list, say), got the "
+            f"{type(payloads).__name__} {payloads!r:.80}: pass [{payloads!r:.80}] to submit "
+            "it as one task"
+        )
+    return list(payloads)

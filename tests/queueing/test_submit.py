@@ -342,3 +342,17 @@ async def test_a_task_id_that_is_not_a_str_is_refused_at_once(task_id: Any) -> N
     async with open_system(Queue("double", Double)) as system:
         with pytest.raises(InvalidQueue, match="a task id is a str"):
             system.receipt(task_id)
+
+
+@pytest.mark.parametrize(
+    "payloads",
+    ["abc", b"abc", {"a": 1}, None, 5],
+    ids=["str", "bytes", "dict", "none", "int"],
+)
+async def test_submit_many_refuses_what_is_not_a_collection_of_payloads(payloads: Any) -> None:
+    # Before: a str was submitted as one task per character ("a", "b", "c"), a dict as one
+    # per key; None and 5 raised a bare TypeError.
+    async with open_system(Queue("double", Double)) as system:
+        with pytest.raises(InvalidQueue, match="submit_many takes an iterable of payloads"):
+            await system.submit_many("double", payloads)
+        assert system.stats()["double"].submitted == 0
