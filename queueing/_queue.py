@@ -185,6 +185,12 @@ class Queue(Generic[R]):
                 f"{self.worker!r}: define `class MyWorker(Worker)` with "
                 "`async def handle(self, payload)` and pass the class"
             )
+        if self.worker.handle is Worker.handle:
+            raise InvalidQueue(
+                f"Queue({self.name!r}): {self.worker.__name__} does not implement handle(): "
+                "define `async def handle(self, payload)` (or a plain `def handle` for "
+                "blocking work) on it"
+            )
         worker_count("workers", self.workers)
         positive_int("maxsize", self.maxsize)
         if self.when_full not in _QUEUE_POLICIES:

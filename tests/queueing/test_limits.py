@@ -331,3 +331,14 @@ def test_workers_past_the_limit_are_refused_naming_it(setting: str) -> None:
     with pytest.raises(InvalidQueue, match=rf"{setting} must be at most 10000 per queue"):
         Queue("echo", Echo, **{setting: 10_001})
     assert getattr(Queue("echo", Echo, **{setting: 10_000}), setting) == 10_000
+
+
+class NoHandle(Worker):
+    """Forgot to implement handle()."""
+
+
+def test_a_worker_class_without_handle_is_refused_saying_so() -> None:
+    # Before: accepted; every submit then failed with "the payload does not structure as
+    # ~P: StructureHandlerNotFoundError".
+    with pytest.raises(InvalidQueue, match=r"NoHandle does not implement handle\(\)"):
+        Queue("nohandle", NoHandle)
