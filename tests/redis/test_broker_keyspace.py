@@ -165,6 +165,8 @@ async def test_every_script_call_touches_one_hash_tag(
         ("unix://", "socket's path"),
         ("redis://host?lease=soon", "lease must be a number"),
         ("redis://host?lease=0", "lease must be a number"),
+        # Before: accepted, and the dispatcher crashed on every renewal (OverflowError).
+        ("redis://host?lease=1e308", "lease must be at most 315360000 seconds"),
         ("redis://host?prefix=a:b", "prefix must be"),
         ("redis://host:6379/abc", "the database must be a number"),
         ("redis://host:6379/-1", "the database must be a number"),

@@ -189,4 +189,13 @@ def finite_positive(name: str, value: str | float) -> float:
         raise BrokerError(f"{name} must be a number of seconds > 0, got {value!r}") from None
     if not math.isfinite(number) or number <= 0:
         raise BrokerError(f"{name} must be a number of seconds > 0, got {value!r}")
+    if number > MAX_SECONDS:
+        # Redis takes times as integer milliseconds (a lease's expiry, say).
+        raise BrokerError(
+            f"{name} must be at most {MAX_SECONDS:.0f} seconds (ten years), got {value!r}"
+        )
     return number
+
+
+#: The longest `lease` (or other time) a Redis broker takes: ten years, as `MAX_DELAY`.
+MAX_SECONDS = 10 * 365 * 86_400.0
