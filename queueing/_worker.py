@@ -200,7 +200,13 @@ class Worker(Actor, Generic[P, R]):
         ended = rt.ended
         rated = info.rate_limit is not None
         timings = rt.timings  # the metrics' lists (see _observe.Timings), or None
-        ended_at = 0.0  # the clock read of a success in process, for `timings` (0.0: none)
+        # Its two lists, read where `timings` is (after each wait and each batch): a list's
+        # own `append` is inlined by the interpreter (a bound one would be a call).
+        durations: list[float] = _NONE
+        waits: list[float] = _NONE
+        if timings is not None:
+            durations, waits = timings.durations, timings.waits
+        ended_at: float | None = None  # the clock read of a success in process, for `timings`
         since = 0
         while not self._stop:
             try:
@@ -223,7 +229,9 @@ class Worker(Actor, Generic[P, R]):
                     task = await buffer.get()  # idle: this is the worker's pull
                     since = 0
                     timings = rt.timings  # read again after each wait and each batch
-                    ended_at = 0.0
+                    if timings is not None:
+                        durations, waits = timings.durations, timings.waits
+                    ended_at = None
             if task.state is not _PENDING:
                 continue  # cancelled while it waited
             # A pipeline run's stage task: read once (on a plain Task, a class attribute,
@@ -357,20 +365,23 @@ class Worker(Actor, Generic[P, R]):
                     for hook in ended:
                         hook(task, now, failure)
                 if timings is not None:  # Timings.record, inlined: once per task
-                    if ended_at:  # this attempt's success read the clock already
-                        timings.durations.append(ended_at - now)
-                        ended_at = 0.0
-                    else:
-                        timings.durations.append(clock() - now)
+                    # `ended_at`: this attempt's success read the clock already.
+                    durations.append((clock() if ended_at is None else ended_at) - now)
+                    ended_at = None
                     if task.attempts == 1:
-                        timings.waits.append(now - task._born)  # a fold clamps at zero
+                        waits.append(now - task._born)  # a fold clamps at zero
             since += 1
             if since >= BATCH:
                 since = 0
                 timings = rt.timings
-                ended_at = 0.0
-                if timings is not None and (
-                    len(timings.durations) >= PENDING or len(timings.waits) >= PENDING
-                ):
-                    timings.fold()
+                ended_at = None
+                if timings is not None:
+                    durations, waits = timings.durations, timings.waits
+                    if len(durations) >= PENDING or len(waits) >= PENDING:
+                        timings.fold()
                 await trio.lowlevel.checkpoint()
+
+
+#: The worker loop's `durations` and `waits` with no `Timings` (never appended to: the loop
+#: checks for one first).
+_NONE: list[float] = []

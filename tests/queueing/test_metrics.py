@@ -453,3 +453,30 @@ async def test_durations_are_exact_whichever_way_an_attempt_ends(autojump_clock:
     # One worker: each task waited for every attempt before it (and the retry's wait of 1 s
     # does not hold up the next task: the worker takes it meanwhile).
     assert value(scraped, "queueing_queue_wait_seconds_count") == len(jobs)
+
+
+def test_a_chunk_of_durations_within_the_first_bound_in_all_counts_there() -> None:
+    # A duration histogram counts a chunk whose sum is within the first bound in the first
+    # bucket without sorting it; a chunk of values each within the first bound but whose
+    # sum is not, or with one value past it, is counted value by value: the same counts.
+    from queueing._metrics import CHUNK, Histogram
+
+    first = metrics.BUCKETS[0]
+    runs = [
+        [first / CHUNK] * CHUNK,  # the sum is the bound (or a rounding off it)
+        [first / 2] * CHUNK,  # each within the bound, their sum far past it
+        [0.0] * (CHUNK - 1) + [first],  # exactly on the bound
+        [0.0] * (CHUNK - 1) + [first * 1.0001],  # one just past it
+        [first / (4 * CHUNK)] * (CHUNK - 1) + [0.2],  # one far past it
+        [0.0] * CHUNK,
+    ]
+    values = [value for run in runs for value in run]
+    histogram = Histogram(metrics.BUCKETS, negative=False)
+    for value in values:
+        histogram.observe(value)
+    expected = [0] * (len(metrics.BUCKETS) + 1)
+    for value in values:
+        expected[bisect.bisect_left(metrics.BUCKETS, value)] += 1
+    assert [count for _, count in histogram.buckets()] == list(itertools.accumulate(expected))
+    assert expected[0] == len(values) - 2
+    assert histogram.sum == pytest.approx(sum(values))
