@@ -39,7 +39,7 @@ from ..redis._wire import (
     encode_outcome,
     task_from_record,
 )
-from ._store_writes import Op, Writes
+from ._store_writes import Op, Ride, Writes
 
 log = logging.getLogger("queueing.rabbitmq")
 
@@ -378,14 +378,19 @@ class Store(Writes):
 
     # -- claimed tasks ------------------------------------------------------------------
 
-    async def check(self, queue: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    async def check(
+        self, queue: str, pairs: Sequence[tuple[str, str]], ride: Ride | None = None
+    ) -> list[str]:
         """`check.lua`'s verdict on delivered messages `(task id, nonce)`, sending the
-        writes queued meanwhile in the same round trip."""
+        writes queued meanwhile in the same round trip (`ride`: the claim's, off once
+        they are taken)."""
         keys = [self.keys.record(queue, task_id) for task_id, _ in pairs]
         # A message back more than EARLY_SLACK before its task's due time made a hop of a
         # long delay (its record says so): `check.lua` answers '>' for it.
         args = [int(time.time() * 1000 + EARLY_SLACK), *(nonce for _, nonce in pairs)]
         ops = self.take()
+        if ride is not None:
+            ride.off()
 
         def fill(pipe: Any) -> list[Any]:
             return [*self.fill(pipe, ops), self.calls.script(pipe, "check", keys, args)]
