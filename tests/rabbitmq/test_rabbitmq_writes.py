@@ -11,6 +11,8 @@ import time
 from typing import Any
 
 import attrs
+import trio
+import trio.testing
 
 from queueing._task import Task, TaskState
 from queueing.brokers._contract import QueueInfo
@@ -21,7 +23,7 @@ from queueing.brokers.amqp._store import (
     Store,
     StoreCalls,
 )
-from queueing.brokers.amqp._store_writes import Op
+from queueing.brokers.amqp._store_writes import Op, Writes
 from queueing.brokers.redis import _keys as k
 
 A = QueueInfo("a", maxsize=100, max_payload=4096, result_ttl=60.0)
@@ -121,3 +123,58 @@ def test_outcomes_with_other_shared_arguments_are_not_joined() -> None:
     assert joined[0].args[len(FINISH_SHARED) - 1] == 100
     assert joined[1].args[: len(FINISH_SHARED)][-1] == 7
     assert len(joined[1].args) == len(FINISH_SHARED) + len(FINISH_OWN)
+
+
+class Calls:
+    """Records the round trips the flush loop makes (each answered at once)."""
+
+    block = 2.0
+
+    def __init__(self) -> None:
+        self.trips: list[list[str]] = []
+
+    def script(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> str:
+        pipe.append(name)
+        return name
+
+    async def pipelined(self, what: str, fill: Any) -> list[Any]:
+        sent: list[str] = []
+        fill(sent)
+        self.trips.append(sent)
+        await trio.lowlevel.checkpoint()
+        return [1 for _ in sent]
+
+
+async def test_writes_queued_while_a_claim_holds_deliveries_go_with_its_check(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls = Calls()
+    writes = Writes(calls)  # type: ignore[arg-type]
+    answers: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writes.flush_loop)
+        ride = writes.ride()  # a claim with deliveries in hand
+        writes.push(Op("finish", ["k1"], [], answers.append))
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls.trips == []  # left for the claim's check
+        taken = writes.take()  # the check takes them along
+        ride.off()
+        assert [op.keys for op in taken] == [["k1"]]
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls.trips == []  # nothing left to send alone
+        # No claim about to check: a write goes in a round trip of its own.
+        writes.push(Op("finish", ["k2"], [], answers.append))
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls.trips == [["finish"]]
+        assert answers == [1]
+        # A claim that ends without a check (its deliveries were gone) lets them go.
+        ride = writes.ride()
+        writes.push(Op("move", ["k3"], [], answers.append))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(calls.trips) == 1
+        ride.off()
+        ride.off()  # once only
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls.trips == [["finish"], ["move"]]
+        assert writes.riders == 0
+        nursery.cancel_scope.cancel()
