@@ -44,6 +44,7 @@ from ._message import Delivery
 from ._rabbit import Rabbit, delay_bucket
 from ._rabbit_claims import Acks, Feed
 from ._store import Store
+from ._store_writes import Ride
 
 log = logging.getLogger("queueing.rabbitmq")
 #: Seconds between two reads of a queue's priority levels in use by a claiming process
@@ -167,23 +168,33 @@ class Holds:
             return await self._claim_fair(queue, feed, levels, n, wait)
         ranked = levels or queue.retry_ahead
         deliveries = await self._get_ranked(queue, levels, n) if ranked else []
-        if len(deliveries) < n:
-            held = len(self.held.get(queue.name, ())) + len(deliveries)
-            deliveries += await feed.take(n - len(deliveries), 0 if deliveries else wait, held)
-        if not deliveries:
-            return []
-        if any(is_wake(delivery) for delivery in deliveries):
-            # The queue turned fair (a submit left this): what came with it waits in its
-            # flows from now on, ahead of what came after it.
-            self.fair.queues.add(queue.name)
-            await self.fair.adopt(queue, deliveries, front=True)
-            return await self._claim_fair(queue, feed, levels, n, wait)
+        # Deliveries in hand (taken below without waiting): the outcomes queued until this
+        # claim's check is sent go with it, not in a round trip of their own.
+        ride = self.store.ride() if deliveries or feed.buffer else None
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return await self._admit(queue, deliveries)
-        except trio.Cancelled:
-            feed.give_back(deliveries)  # still ours (unacknowledged): for the next claim
-            raise
+            if len(deliveries) < n:
+                held = len(self.held.get(queue.name, ())) + len(deliveries)
+                first = 0 if deliveries else wait
+                deliveries += await feed.take(n - len(deliveries), first, held)
+            if not deliveries:
+                return []
+            if any(is_wake(delivery) for delivery in deliveries):
+                # The queue turned fair (a submit left this): what came with it waits in
+                # its flows from now on, ahead of what came after it.
+                if ride is not None:
+                    ride.off()
+                self.fair.queues.add(queue.name)
+                await self.fair.adopt(queue, deliveries, front=True)
+                return await self._claim_fair(queue, feed, levels, n, wait)
+            try:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return await self._admit(queue, deliveries, ride)
+            except trio.Cancelled:
+                feed.give_back(deliveries)  # still ours (unacknowledged): for the next claim
+                raise
+        finally:
+            if ride is not None:
+                ride.off()
 
     async def _claim_fair(
         self, queue: QueueInfo, feed: Feed, levels: list[int], n: int, wait: float
@@ -221,8 +232,11 @@ class Holds:
         """Whether a held task goes back to its flow (a fair queue's) when it leaves."""
         return queue.name in self.fair.queues or tenant_of(task) is not None
 
-    async def _admit(self, queue: QueueInfo, deliveries: list[Delivery]) -> list[Task]:
-        """Parse each message, then ask its record whether it is the task's message."""
+    async def _admit(
+        self, queue: QueueInfo, deliveries: list[Delivery], ride: Ride | None = None
+    ) -> list[Task]:
+        """Parse each message, then ask its record whether it is the task's message (the
+        check takes the queued writes along: `ride`)."""
         name = queue.name
         max_bytes = queue.max_payload + k.ENVELOPE_OVERHEAD
         parsed: list[tuple[Delivery, Task, str]] = []
@@ -235,7 +249,7 @@ class Holds:
             parsed.append((delivery, task, delivery.properties.message_id or ""))
         if not parsed:
             return []
-        verdicts = await self.store.check(name, [(t.id, nonce) for _, t, nonce in parsed])
+        verdicts = await self.store.check(name, [(t.id, nonce) for _, t, nonce in parsed], ride)
         held = self.held.setdefault(name, {})
         tasks = []
         hops: list[tuple[Delivery, Task, str, int]] = []

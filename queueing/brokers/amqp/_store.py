@@ -39,7 +39,7 @@ from ..redis._wire import (
     encode_outcome,
     task_from_record,
 )
-from ._store_writes import Op, Writes
+from ._store_writes import Op, Ride, Writes
 
 log = logging.getLogger("queueing.rabbitmq")
 
@@ -177,53 +177,69 @@ FAIR_NAMES = (
 )
 
 
-def _finish_parts(op: Op) -> tuple[list[str], str]:
-    """A queued `finish.lua` call's shared keys (all but the record and the replies
-    stream), and its replies stream (its record if it has none)."""
-    replied = bool(op.args[11])
-    end = len(op.keys) - 1 if replied else len(op.keys)
-    return op.keys[1:end], op.keys[-1] if replied else op.keys[0]
+class Finish(Op):
+    """A queued `finish.lua` call in short: KEYS the task's record and its replies stream
+    (its record if it has none), ARGV its own arguments (`FINISH_OWN`); the arguments it
+    shares with every outcome of its queue (`FINISH_SHARED`) and the queue's other keys
+    are `shared`'s, sent once per `finish_many` call (`join_finishes`)."""
+
+    __slots__ = ("shared",)
+
+    def __init__(
+        self,
+        shared: FinishShared,
+        keys: list[str],
+        args: list[Any],
+        then: Callable[[Any], None] | None,
+    ) -> None:
+        super().__init__("finish", keys, args, then)
+        self.shared = shared
+
+
+class FinishShared:
+    """What the outcomes of one queue share in a `finish_many` call: the queue's keys but
+    a task's record and replies stream (`keys`: `finish.lua`'s KEYS 2.., the replies
+    stream left out) and the arguments in `FINISH_SHARED` (`args`)."""
+
+    __slots__ = ("args", "keys")
+
+    def __init__(self, keys: list[str], args: tuple[Any, ...]) -> None:
+        self.keys = keys
+        self.args = args
 
 
 def join_finishes(ops: list[Op]) -> list[Op]:
-    """`ops` with each run of `finish.lua` calls of one queue (next to each other, so the
-    order of writes stays as it was) joined into one `finish_many` call."""
+    """`ops` with each run of `Finish` writes of one queue (next to each other, so the
+    order of writes stays as it was; with the same `FinishShared`, the store's one for
+    the queue's current settings) joined into one `finish_many` call."""
     joined: list[Op] = []
-    run: list[Op] = []
-    shared: list[str] = []
-    same: list[Any] = []
-
-    def close() -> None:
-        if len(run) == 1:
-            joined.append(run[0])
-        elif run:
-            joined.append(_finish_many(list(run)))
-        run.clear()
-
+    run: list[Finish] = []
+    shared: FinishShared | None = None
     for op in ops:
-        if op.script != "finish" or len(op.args) != FINISH_ARGS:
-            close()
+        if type(op) is not Finish:
+            if run:
+                joined.append(_finish_many(run))
+                run = []
             joined.append(op)
             continue
-        keys, _ = _finish_parts(op)
-        args = [op.args[at - 1] for at in FINISH_SHARED]
-        if run and (keys != shared or args != same or len(run) >= FINISH_CHUNK):
-            close()
+        if run and (op.shared is not shared or len(run) >= FINISH_CHUNK):
+            joined.append(_finish_many(run))
+            run = []
         if not run:
-            shared, same = keys, args
+            shared = op.shared
         run.append(op)
-    close()
+    if run:
+        joined.append(_finish_many(run))
     return joined
 
 
-def _finish_many(run: list[Op]) -> Op:
+def _finish_many(run: list[Finish]) -> Op:
     first = run[0]
-    keys = [first.keys[0], *_finish_parts(first)[0]]
-    args: list[Any] = [first.args[at - 1] for at in FINISH_SHARED]
+    keys = [first.keys[0], *first.shared.keys]
+    args: list[Any] = list(first.shared.args)
     for op in run:
-        _, replies = _finish_parts(op)
-        keys += (op.keys[0], replies)
-        args += [op.args[at - 1] for at in FINISH_OWN]
+        keys += op.keys
+        args += op.args
 
     def then(answers: Any) -> None:
         for op, answer in zip(run, answers, strict=True):
@@ -259,6 +275,10 @@ class Store(Writes):
         self.starting: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
         self._fair_keys: dict[str, list[str]] = {}
+        #: Per queue, what its outcomes share in a `finish_many` call; replies streams by
+        #: queue and client.
+        self._shared: dict[str, FinishShared] = {}
+        self._replies: dict[tuple[str, str], str] = {}
 
     def take(self) -> list[Op]:
         """The writes to send next, the outcomes of one queue joined into `finish_many`
@@ -378,14 +398,19 @@ class Store(Writes):
 
     # -- claimed tasks ------------------------------------------------------------------
 
-    async def check(self, queue: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    async def check(
+        self, queue: str, pairs: Sequence[tuple[str, str]], ride: Ride | None = None
+    ) -> list[str]:
         """`check.lua`'s verdict on delivered messages `(task id, nonce)`, sending the
-        writes queued meanwhile in the same round trip."""
+        writes queued meanwhile in the same round trip (`ride`: the claim's, off once
+        they are taken)."""
         keys = [self.keys.record(queue, task_id) for task_id, _ in pairs]
         # A message back more than EARLY_SLACK before its task's due time made a hop of a
         # long delay (its record says so): `check.lua` answers '>' for it.
         args = [int(time.time() * 1000 + EARLY_SLACK), *(nonce for _, nonce in pairs)]
         ops = self.take()
+        if ride is not None:
+            ride.off()
 
         def fill(pipe: Any) -> list[Any]:
             return [*self.fill(pipe, ops), self.calls.script(pipe, "check", keys, args)]
@@ -428,10 +453,41 @@ class Store(Writes):
         then: Callable[[Any], None] | None,
     ) -> None:
         """Record `task`'s outcome (set on it already), batched; `then(answer)` after."""
-        keys, args = self._finish_call(
-            queue.name, task, nonce, reply, k.ttl(queue.result_ttl), letter, queue.maxsize
+        name = queue.name
+        record = self.keys.task(task.id)
+        if reply:
+            replies = self._replies.get((name, reply))
+            if replies is None:
+                replies = self._replies[(name, reply)] = self.keys.replies(name, reply)
+        else:
+            replies = record
+        state = task.state
+        args = [nonce, state.value, encode_outcome(task), task.id, k.COUNTERS[state], letter, reply]
+        self.push(Finish(self._finish_shared(queue), [record, replies], args, then))
+
+    def _finish_shared(self, queue: QueueInfo) -> FinishShared:
+        """What the outcomes of `queue` share (made again when its settings change)."""
+        name = queue.name
+        shared_args = (
+            k.ttl(queue.result_ttl),
+            self.max_dead_letters,
+            k.REPLIES_MAXLEN,
+            k.REPLIES_TTL,
+            k.ROOM_TOKENS,
+            NOTICE_OUTCOME_MAX,
+            queue.maxsize,
         )
-        self.push(Op("finish", keys, args, then))
+        shared = self._shared.get(name)
+        if shared is None or shared.args != shared_args:
+            keys = [
+                self.keys.outstanding(name),
+                self.keys.stats(name),
+                self.keys.room(name),
+                self.keys.dead(name),
+                *self.fair_keys(name),
+            ]
+            shared = self._shared[name] = FinishShared(keys, shared_args)
+        return shared
 
     def _finish_call(
         self, queue: str, task: Task, nonce: str, reply: str, ttl: int, letter: str, maxsize: int

@@ -5,7 +5,10 @@ check or a batch of submits sends them in the same round trip as its own call, a
 flush loop sends what nobody took. Each `Op`'s `then` gets its answer (the broker
 acknowledges a message there, once its outcome is stored). A lazy write (a submit's
 confirm: nothing waits for it) waits up to `LAZY_WAIT` for such a round trip (the next
-submit's reserve, mostly) before the flush loop sends it alone.
+submit's reserve, mostly) before the flush loop sends it alone. And while a claim holds
+deliveries it is about to check (a `Ride`: from the claim's start to its check's send), the
+flush loop leaves the writes to that check: a worker that settles a task asks for the next
+one at once, so its outcome rides the check of that claim instead of a round trip alone.
 """
 
 from __future__ import annotations
@@ -50,6 +53,26 @@ class Op:
         self.then = then
 
 
+class Ride:
+    """A claim about to send its check, which takes the queued writes along; `off()`
+    once it did (or will not): the flush loop sends them itself again."""
+
+    __slots__ = ("on", "writes")
+
+    def __init__(self, writes: Writes) -> None:
+        self.writes = writes
+        self.on = True
+        writes.riders += 1
+
+    def off(self) -> None:
+        if self.on:
+            self.on = False
+            writes = self.writes
+            writes.riders -= 1
+            if not writes.riders and writes._riders_lot:
+                writes._riders_lot.unpark_all()
+
+
 class Writes:
     """The queue of writes, and the loop that sends them."""
 
@@ -64,6 +87,14 @@ class Writes:
         #: Awaited after writes were answered (the broker sends the acknowledgements their
         #: callbacks asked for, in the same task: no hop to another).
         self.after_written: Callable[[], Awaitable[None]] = _nothing
+        #: Claims about to send a check that takes the queued writes along (`Ride`).
+        self.riders = 0
+        self._riders_lot = trio.lowlevel.ParkingLot()
+
+    def ride(self) -> Ride:
+        """A claim with deliveries in hand: the writes queued until its check is sent
+        go with the check (`Ride.off()` when it is sent, or the claim ends without)."""
+        return Ride(self)
 
     def push(self, op: Op, *, lazy: bool = False) -> None:
         self.ops.append(op)
@@ -118,6 +149,10 @@ class Writes:
                 # Let a claim woken at the same time take these writes along with its
                 # check (one round trip instead of two).
                 await trio.lowlevel.checkpoint()
+                continue
+            if self.riders and not self.congested:
+                # A claim sends its check in a moment: these writes go with it.
+                await self._riders_lot.park()
                 continue
             if not self._eager:
                 # Lazy writes only: the next submit's round trip may take them along.
