@@ -17,7 +17,9 @@
 -- `x` (named in `live` by the caller), and the next ones follow that.
 local entry_ms, entry_seq = nil, nil
 
-local function add_entry(ready, id, env, client)
+-- `id` may be nil: then it is KEYS[key] after its first `from` characters (made only if
+-- needed).
+local function add_entry(ready, id, env, client, key, from)
   if not entry_ms then
     local t = redis.call('TIME')
     local us = tonumber(t[2])
@@ -29,6 +31,7 @@ local function add_entry(ready, id, env, client)
   local entry = string.format('%s-%d', entry_ms, entry_seq)
   local ok = redis.pcall('XADD', KEYS[ready], entry, 'env', env, 'x', entry .. ' ' .. client)
   if type(ok) == 'table' and ok.err then
+    id = id or string.sub(KEYS[key], from + 1)
     entry = redis.call('XADD', KEYS[ready], '*', 'id', id, 'env', env)
     local dash = string.find(entry, '-', 1, true)
     entry_ms = string.sub(entry, 1, dash - 1)

@@ -34,6 +34,7 @@ if #ids > 0 then -- what `live` says of them, in one read
 end
 if #out > 0 or redis.call('EXISTS', KEYS[3]) == 0 then return out end
 if redis.call('EXISTS', KEYS[5]) == 1 then
+  fair_load() -- see _fair.lua
   local heads = first_heads(5, tonumber(ARGV[2]))
   table.insert(heads, 1, 'fair')
   return heads

@@ -57,8 +57,9 @@ end
 local newest, dropped = nil, {}
 local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
-local ttl, from = ARGV[7], tonumber(ARGV[8])
+local ttl, from, carried_max = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[6])
 local tenanted = redis.call('EXISTS', KEYS[F], KEYS[F + 2]) > 0
+if tenanted then fair_load() end -- see _fair.lua
 local k = 26
 local a = 9
 while a <= #ARGV do
@@ -103,7 +104,7 @@ while a <= #ARGV do
       redis.call('HDEL', KEYS[8], id)
     elseif entry == '' and redis.call('ZREM', KEYS[10], id) == 1 then
       redis.call('HDEL', KEYS[8], id) -- cancelled while it waited on a ranked queue
-    elseif entry == '' and (f[2] or '') == '' and leave(F, id) then
+    elseif entry == '' and (f[2] or '') == '' and fair_load() and leave(F, id) then
       redis.call('HDEL', KEYS[8], id) -- cancelled while it waited in a fair queue's flow
     end
     if f[4] then unrun(F, f[3] or '', tonumber(ARGV[5])) end
@@ -127,7 +128,7 @@ while a <= #ARGV do
       end
       local carried = notices[first]
       carried[#carried + 1] = id
-      carried[#carried + 1] = (#outcome <= tonumber(ARGV[6])) and outcome or ''
+      carried[#carried + 1] = (#outcome <= carried_max) and outcome or ''
     end
     if letter ~= '' then
       redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[1], '*', 'id', id, 'd', letter)

@@ -15,6 +15,7 @@
 local F = 8
 local ranked = redis.call('EXISTS', KEYS[6]) == 1
 local fair = ranked and redis.call('EXISTS', KEYS[F]) == 1
+if fair then fair_load() end -- see _fair.lua
 
 local function switch() -- as submit.lua's (see _ranking.lua)
   rank(3, 4, 2, 5, 6)

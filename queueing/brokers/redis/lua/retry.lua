@@ -31,6 +31,7 @@ redis.call('HSET', KEYS[1], 's', 'scheduled', 'e', '', 'm', ARGV[4])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'a', '1') end
 if f[4] then
   redis.call('HDEL', KEYS[1], 'c')
+  fair_load() -- see _fair.lua
   unrun(7, f[3] or '', tonumber(ARGV[7]))
 end
 redis.call('HINCRBY', KEYS[5], 'retried', 1)

@@ -34,6 +34,7 @@ local woken = 0
 local tenant_max = tonumber(ARGV[5]) or 0
 local ranked = redis.call('EXISTS', KEYS[8]) == 1
 local fair = ranked and redis.call('EXISTS', KEYS[F]) == 1
+if fair then fair_load() end -- see _fair.lua
 
 local function switch() -- see _ranking.lua
   rank(2, 6, 4, 7, 8)
@@ -41,6 +42,7 @@ local function switch() -- see _ranking.lua
 end
 
 local function make_fair() -- see _fair.lua
+  fair_load()
   if not ranked then switch() end
   redis.call('HINCRBY', KEYS[F], 'seq', 0)
   local waiting = redis.call('ZRANGE', KEYS[7], 0, -1, 'WITHSCORES')
@@ -64,7 +66,11 @@ for i = 25, #KEYS do
   local id, env, meta, due, reply, priority, tenant
   if form > 0 then
     local a = 7 + (i - 25) * 2
-    id, env, meta = string.sub(KEYS[i], form + 1), ARGV[a], ARGV[a + 1]
+    env, meta = ARGV[a], ARGV[a + 1]
+    -- The id only where it is used (not by an entry written in the stream, the common
+    -- case): each string made costs Redis about as much as a command. A compact call's
+    -- tasks change no queue's mode: `ranked` stays as it is through the call.
+    if ranked then id = string.sub(KEYS[i], form + 1) end
     due, reply, priority, tenant = '', ARGV[2], 0, ''
   else
     local a = 7 + (i - 25) * 7
@@ -101,7 +107,7 @@ for i = 25, #KEYS do
       redis.call('HSET', KEYS[i], 's', 'pending', 'e', '', 'r', reply, 'm', meta, 't', ARGV[3])
       woken = woken + 1
     else
-      local entry, certified = add_entry(2, id, env, reply) -- see _entry.lua
+      local entry, certified = add_entry(2, id, env, reply, i, form) -- see _entry.lua
       redis.call('HSET', KEYS[i], 's', 'pending', 'e', entry, 'r', reply, 'm', meta, 't', ARGV[3])
       if not certified then redis.call('HSET', KEYS[6], entry, reply) end
     end

@@ -16,6 +16,7 @@
 -- (first_heads: the claimer's next guess; none when stream entries were read)}.
 local GROUP = 'workers'
 local F = 4
+fair_load() -- see _fair.lua
 local cap = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local W = tonumber(ARGV[4])
