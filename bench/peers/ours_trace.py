@@ -203,8 +203,17 @@ def install() -> None:
     results.deliver = _deliver  # type: ignore[method-assign]
 
 
+_dumped = False
+
+
 def dump() -> None:
-    """Write everything recorded so far to `PATH` (replacing what an earlier dump wrote)."""
+    """Write everything recorded so far to `PATH`, once (each of a worker process's
+    workers calls it as it stops; the first one's is the whole run's: a dump takes a
+    good part of a second, which showed as long scheduler batches at shutdown)."""
+    global _dumped
+    if _dumped:
+        return
+    _dumped = True
     stages: dict[str, dict[str, float]] = defaultdict(dict)
     for task_id, stage, at in marks:
         stages[task_id].setdefault(stage, at)  # the first time: a redelivery keeps it
