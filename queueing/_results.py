@@ -54,6 +54,8 @@ class Results:
         self._refs: dict[str, _Ref] = {}
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
+        if self.shared:
+            broker.on_outcome(self.deliver_watched)
 
     def watch(self, task: Task) -> None:
         """Get `task`'s outcome from the broker when it has one (shared brokers)."""
@@ -102,6 +104,13 @@ class Results:
             waiter.set()
         if not self._refs and self._idle:
             self._idle.unpark_all()
+
+    def deliver_watched(self, record: Task) -> bool:
+        """`deliver` a broker's record if its task is watched here; whether it was."""
+        if record.id not in self._refs:
+            return False
+        self.deliver(record)
+        return True
 
     def close(self) -> None:
         """The system is closed: wake whoever awaits a watched task (its receipt then says

@@ -10,6 +10,7 @@ on its first line.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -170,12 +171,34 @@ def worker(
     settings = Concurrency.parse(concurrency)
     specs = settings.apply(load(target))
     then = None if dashboard_port is None else dashboards.worker_main(host, dashboard_port, token)
-    main_fn = observed(metrics_port, metrics_host, otel, then)
+    main_fn = frozen(observed(metrics_port, metrics_host, otel, then))
     click.echo(f"queueing worker: serving {describe(specs)} on {broker.split('@')[-1]}", err=True)
     try:
         run_system(*specs, broker=broker, shutdown_timeout=shutdown_timeout, main=main_fn)
     except QueueingError as exc:  # no broker, a bad URL...: the message, not a traceback
         raise click.ClickException(str(exc)) from exc
+
+
+def frozen(
+    then: Callable[[QueueSystem], Awaitable[None]] | None,
+) -> Callable[[QueueSystem], Awaitable[None]]:
+    """The worker's `main`: once the system is up, what start-up made (modules, classes,
+    the system and its actors: tens of thousands of objects that live as long as the
+    process) is moved out of the garbage collector's sight (`gc.freeze`), then `then` runs
+    (or the process waits for a signal). Each full collection walked all of it: pauses of
+    tens of milliseconds (over 200 ms on a loaded machine) in the middle of serving tasks,
+    which every task waiting then waited out. The process is the command's own, so the
+    choice is ours to make; objects made later are collected as usual."""
+
+    async def main(system: QueueSystem) -> None:
+        gc.collect()
+        gc.freeze()
+        if then is None:
+            await trio.sleep_forever()
+        else:
+            await then(system)
+
+    return main
 
 
 @main.command()

@@ -25,6 +25,14 @@ from _common import (
 
 from queueing import Queue, Receipt, Worker, connect
 
+#: `BENCH_TRACE`: a file per-stage timestamps go to (bench/latency_trace.py; see
+#: ours_trace.py). Nothing is traced without it.
+TRACE = os.environ.get("BENCH_TRACE", "")
+if TRACE:
+    import ours_trace
+
+    ours_trace.install()
+
 #: Set by the bench for `run_first`'s worker: a file its first worker writes when it
 #: started (wall clock; a file, not Redis: no round trip on the worker's way).
 MARK_START = os.environ.get("BENCH_MARK_START", "")
@@ -52,13 +60,21 @@ class Job(Worker):
             self._redis = await self._resources.enter_async_context(coredis.Redis.from_url(URL))
         if MARK_START:
             _mark_start()
+        if TRACE:
+            ours_trace.instrument()
 
     async def on_stop(self) -> None:
         await self._resources.aclose()
+        if TRACE:
+            ours_trace.dump()
 
     async def handle(self, payload: int) -> int:
+        if TRACE:
+            ours_trace.mark(self.task_id or "", "started")
         if self._redis is not None:
             await self._redis.incr(COUNTER)
+        if TRACE:
+            ours_trace.mark(self.task_id or "", "ended")
         return payload
 
 
@@ -147,9 +163,21 @@ def run_latency(rate: float, seconds: float) -> dict:
                 receipt = await system.submit("job", i)
                 assert await receipt.result(timeout=30) == i
 
+            async def traced(i: int, due: float) -> None:
+                call = time.perf_counter()
+                receipt = await system.submit("job", i)
+                submitted = time.perf_counter()
+                assert await receipt.result(timeout=30) == i
+                mark = ours_trace.mark
+                task_id = receipt.id
+                mark(task_id, "due", due)
+                mark(task_id, "call", call)
+                mark(task_id, "submitted", submitted)
+                mark(task_id, "resolved")
+
             async def timed(i: int, due: float) -> None:
                 try:
-                    await one(i)
+                    await (traced(i, due) if TRACE else one(i))
                 except Exception as exc:
                     errors.append(repr(exc))
                     return
@@ -157,15 +185,27 @@ def run_latency(rate: float, seconds: float) -> dict:
 
             for i in range(WARMUP):
                 await one(-1 - i)
+            if TRACE:
+                ours_trace.instrument()
+            cpu = time.process_time()
             start = time.perf_counter()
             with trio.fail_after(DEADLINE):
                 async with trio.open_nursery() as nursery:
                     for i in range(count):
                         due = start + i / rate
-                        await trio.sleep(max(0.0, due - time.perf_counter()))
+                        # Late: started at once, as `_common.paced_async` does (no
+                        # checkpoint: a sleep(0) per task let one start per turn of the
+                        # scheduler, so a client behind could not catch up).
+                        delay = due - time.perf_counter()
+                        if delay > 0:
+                            await trio.sleep(delay)
                         nursery.start_soon(timed, i, due)
                     started = time.perf_counter() - start
+            cpu = time.process_time() - cpu
+            if TRACE:
+                ours_trace.dump()
             return {
+                "client_cpu_us": cpu / max(1, count) * 1e6,
                 "latencies": latencies,
                 "started_rate": count / started,
                 "errors": errors[:5],

@@ -253,6 +253,14 @@ class Broker(abc.ABC):
         flush) comes back as a record in state `LOST`, once the broker is sure (its record
         is gone, checked again after a delay): no caller waits forever for it."""
 
+    def on_outcome(self, deliver: Callable[[Task], bool]) -> None:  # noqa: B027 - optional
+        """Optional, for a broker that learns of outcomes by itself (a notice read): it may
+        call `deliver(record)` with a record that got its outcome as soon as it has it,
+        without waiting for a `wait_settled` call to hand it over (one turn of the
+        scheduler less on the way to the receipt). `deliver` returns whether the record
+        was waited for: one that was not is kept for `wait_settled` as before. The default
+        calls nothing."""
+
     @abc.abstractmethod
     async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
         """Settle a task CANCELLED with `error` unless it has an outcome; returns its record

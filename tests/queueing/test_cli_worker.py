@@ -4,16 +4,19 @@ private Redis in tests/redis/test_cli_tasks.py.)"""
 
 from __future__ import annotations
 
+import gc
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 from click.testing import CliRunner, Result
 
-from queueing import Pipeline, Queue
+from queueing import Pipeline, Queue, QueueSystem, Worker, open_system, run_system
 from queueing._cli_targets import Concurrency, load
-from queueing.cli import main
+from queueing.cli import frozen, main
 
 MODULE = """
 from queueing import Pipeline, Queue, Schedule, Worker
@@ -164,3 +167,40 @@ def test_a_metrics_port_in_use_is_a_clear_error(module: str, tmp_path: Path) -> 
     assert result.exit_code == 1, result.output
     assert f"Error: --metrics-port {port}: cannot listen on 127.0.0.1: " in result.output
     assert "Address already in use" in result.output
+
+
+class Echo(Worker):
+    async def handle(self, text: str) -> str:
+        return text
+
+
+def test_the_worker_freezes_what_start_up_made_before_it_serves() -> None:
+    """`queueing worker`'s main moves the objects start-up made out of the collector's
+    sight (a full collection walked them all: long pauses while serving), then runs the
+    observers' main."""
+    seen: dict[str, int] = {}
+
+    async def then(system: QueueSystem) -> None:
+        seen["frozen"] = gc.get_freeze_count()
+        receipt = await system.submit("echo", "hi")
+        seen["served"] = await receipt == "hi"
+
+    gc.unfreeze()
+    try:
+        run_system(Queue("echo", Echo), broker="memory://", main=frozen(then))
+        assert seen["frozen"] > 0
+        assert seen["served"]
+    finally:
+        gc.unfreeze()
+
+
+async def test_the_worker_main_without_observers_waits_until_stopped(
+    autojump_clock: Any,
+) -> None:
+    async with open_system(Queue("echo", Echo), broker="memory://") as system:
+        with trio.move_on_after(3600) as scope:
+            try:
+                await frozen(None)(system)
+            finally:
+                gc.unfreeze()
+    assert scope.cancelled_caught

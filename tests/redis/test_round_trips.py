@@ -76,6 +76,42 @@ async def test_a_clients_own_tasks_resolve_from_their_notices(
         assert calls["write outcomes"] == 1  # one call for the batch's eight outcomes
 
 
+async def test_a_notices_outcome_goes_straight_to_whoever_waits_for_it(
+    redis_url: str,
+) -> None:
+    """`on_outcome`: the reader hands each outcome a notice carries to the receipts' side
+    as it reads it, with no `wait_settled` call under way; an id nobody waits for is kept
+    for `wait_settled`."""
+    async with opened(redis_url) as worker, opened(redis_url, serve=False) as client:
+        tasks = [new_task(payload=n) for n in range(4)]
+        waited = {task.id for task in tasks[:3]}
+        got: list[Task] = []
+        all_got = trio.Event()
+
+        def deliver(record: Task) -> bool:
+            if record.id not in waited:
+                return False
+            got.append(record)
+            if len(got) == len(waited):
+                all_got.set()
+            return True
+
+        client.on_outcome(deliver)
+        assert await client.accept_many(JOBS, tasks) == 4
+        ids = [task.id for task in tasks]
+        assert await client.wait_settled(ids, 0.2) == []  # seen: the reader reads on
+        for task in await worker.claim(JOBS, 4, wait=0):
+            await worker.settle(JOBS, task, TaskState.SUCCEEDED, task.payload * 10)
+        await worker.flush()
+        with trio.fail_after(10):
+            await all_got.wait()
+        assert sorted((r.id, r.state, r.result) for r in got) == sorted(
+            (t.id, TaskState.SUCCEEDED, t.payload * 10) for t in tasks[:3]
+        )
+        found = await settled_all(client, [tasks[3].id])
+        assert found[tasks[3].id].result == 30
+
+
 async def test_a_long_outcome_is_read_from_its_record(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

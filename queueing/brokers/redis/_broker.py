@@ -299,6 +299,9 @@ class RedisBroker(Broker):
     async def wait_settled(self, task_ids: Collection[str], timeout: float) -> list[Task]:
         return await self._receipts.wait_settled(task_ids, timeout)
 
+    def on_outcome(self, deliver: Callable[[Task], bool]) -> None:
+        self._receipts.deliver = deliver
+
     async def cancel(self, task_id: str, error: ErrorInfo) -> Task | None:
         return await self._outcomes.cancel(task_id, error)
 

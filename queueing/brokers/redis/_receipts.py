@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -146,6 +146,9 @@ class Receipts:
         #: Of the known ids, those another client submitted (their wake-up is in `done`),
         #: by queue or pipeline.
         self._foreign: dict[str, set[str]] = {}
+        #: Hands a notice's outcome straight to its receipt (`Broker.on_outcome`): True if
+        #: it was waited for. None: outcomes wait for `wait_settled`.
+        self.deliver: Callable[[Task], bool] | None = None
         #: Where the reader reads each stream from.
         self._cursors: dict[str, str] = {}
         #: `wait_settled` calls in progress (the reader reads only while someone waits).
@@ -438,7 +441,11 @@ class Receipts:
                 self._wake.unpark_all()
 
     def _notices(self, entries: Any) -> None:
-        arrived, woken, expected = self._arrived, self._woken, self._expected
+        """Take in notices: an outcome goes straight to its receipt if one waits for it
+        (`deliver`), else it waits for `wait_settled`; an id without one is woken (its
+        record is read)."""
+        arrived, woken, expected, deliver = self._arrived, self._woken, self._expected, self.deliver
+        delivered: list[Task] = []
         for entry in entries:
             for task_id, outcome in _notes(entry.field_values):
                 expected.pop(task_id, None)
@@ -446,9 +453,18 @@ class Receipts:
                     woken.add(task_id)
                     continue
                 try:
-                    arrived[task_id] = notice_task(task_id, outcome)
+                    task = notice_task(task_id, outcome)
                 except (ValueError, TypeError, KeyError):
                     woken.add(task_id)  # unreadable here: the record is read instead
+                    continue
+                # Handed over here, the outcome reaches its receipt in this turn of the
+                # scheduler, not after `wait_settled`'s caller wakes and hands it over.
+                if deliver is not None and task.state.final and deliver(task):
+                    delivered.append(task)
+                else:
+                    arrived[task_id] = task
+        if delivered:
+            self._forget(delivered)
         if len(woken) + len(arrived) > WOKEN_CAP:  # no one looked for long: sweep instead
             woken.clear()
             arrived.clear()
