@@ -141,6 +141,10 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
         stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
+    # The worker's stderr to a file, not a pipe: valgrind's lines and the worker's logs (on
+    # a loaded machine, a slow worker logs its calls' timeouts) would fill a pipe nobody
+    # reads until the end, and the worker would block writing.
+    log = open(out.with_suffix(".stderr"), "wb")  # noqa: SIM115 (closed in `finally`)
     try:
         wait_port(port)
         argv = [
@@ -151,7 +155,7 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
             *worker_argv(url, args.concurrency),
         ]
         worker = subprocess.Popen(
-            argv, env=worker_env(url, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv, env=worker_env(url, args), stdout=subprocess.DEVNULL, stderr=log
         )
 
         def control(flag: str) -> None:
@@ -183,6 +187,7 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
         stop(worker)
         return instructions(out)
     finally:
+        log.close()
         subprocess.run(["redis-cli", "-p", str(port), "SHUTDOWN", "NOSAVE"], capture_output=True)
         server.wait(60)
         shutil.rmtree(work, ignore_errors=True)
