@@ -14,6 +14,7 @@ broker, 8 workers of a no-op handler; `await system.submit(...)` per task, then
   bench/queue_bench.py for the comparison with the peers).
 
     python bench/per_task_cost.py --callgrind --calls
+    python bench/per_task_cost.py --callgrind --body sleep0   # a handler that awaits once
     python bench/per_task_cost.py --run 2000      # one run (what callgrind measures)
 
 Needs valgrind for `--callgrind` (Debian: `apt-get install valgrind`).
@@ -48,6 +49,20 @@ class Noop(Worker):
         return payload
 
 
+class Sleep0(Worker):
+    """Yields once (`await trio.sleep(0)`, an awaiting handler without I/O), then returns
+    its payload: what the worker costs when its handler awaits, set against `Noop`'s."""
+
+    async def handle(self, payload: int) -> int:
+        await trio.sleep(0)  # noqa: ASYNC115 (what a handler would write)
+        return payload
+
+
+BODIES: dict[str, type[Worker]] = {"noop": Noop, "sleep0": Sleep0}
+#: The handler (`--body`): "noop" or "sleep0".
+body = "noop"
+
+
 def run(n: int, profile: cProfile.Profile | None = None) -> float:
     """Submit n tasks, then await every receipt; seconds taken (the submit-await part)."""
 
@@ -68,14 +83,15 @@ def run(n: int, profile: cProfile.Profile | None = None) -> float:
             raise AssertionError(f"wrong results: sum {total} for {n} tasks")
         return elapsed
 
-    queue = Queue("bench", Noop, workers=WORKERS, maxsize=max(n, 10_000))
+    queue = Queue("bench", BODIES[body], workers=WORKERS, maxsize=max(n, 10_000))
     seconds: float = run_system(queue, main=main)
     return seconds
 
 
 def instructions(n: int) -> int:
     """Instructions of one whole run of n tasks under callgrind (a fixed hash seed)."""
-    return _common.callgrind_totals([sys.executable, __file__, "--run", str(n)])["Ir"]
+    command = [sys.executable, __file__, "--run", str(n), "--body", body]
+    return _common.callgrind_totals(command)["Ir"]
 
 
 def calls(n: int) -> dict[tuple[str, int, str], tuple[int, float]]:
@@ -124,7 +140,12 @@ def main() -> None:
     parser.add_argument("--opcodes", action="store_true", help="bytecodes per task, by function")
     parser.add_argument("--wall", action="store_true", help="best and median of 7 runs")
     parser.add_argument("--min", type=float, default=0.5, help="--calls: smallest per task shown")
+    parser.add_argument(
+        "--body", choices=tuple(BODIES), default="noop", help="the handler: sleep0 awaits once"
+    )
     args = parser.parse_args()
+    global body
+    body = args.body
     if args.run is not None:
         run(args.run)
         return

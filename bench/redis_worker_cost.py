@@ -16,7 +16,9 @@ how the run happened to batch. This measures the worker process alone, at satura
     python bench/redis_worker_cost.py --callgrind     # + instructions per task
     python bench/redis_worker_cost.py --profile cprofile.out --run 6000   # one run, cProfile
 
-`--body incr` makes each task do one coredis `INCR` (as redis_bench's `--body incr`).
+`--body incr` makes each task do one coredis `INCR` (as redis_bench's `--body incr`);
+`--body sleep0` one `await trio.sleep(0)` (a handler that yields once, without I/O).
+`--client shared` gives the `incr` body one client per process instead of one per worker.
 """
 
 from __future__ import annotations
@@ -44,24 +46,59 @@ sys.path.insert(0, str(ROOT))
 from queueing import Queue, Worker, connect  # noqa: E402
 
 URL = os.environ.get("BENCH_WORKER_URL", "redis://127.0.0.1:6379/0")
-INCR = os.environ.get("BENCH_WORKER_BODY", "noop") == "incr"
+BODY = os.environ.get("BENCH_WORKER_BODY", "noop")
+INCR = BODY == "incr"
+#: An awaiting body without I/O (`await trio.sleep(0)`): the worker's own cost when its
+#: handler yields, set against `noop`'s.
+SLEEP0 = BODY == "sleep0"
+#: With `incr`: "own" (a client per worker, opened in `on_start`: the bench's body) or
+#: "shared" (one client for the process's workers, coredis multiplexing their commands
+#: over one connection).
+CLIENT = os.environ.get("BENCH_WORKER_CLIENT", "own")
+_shared: list[coredis.Redis[bytes]] = []
+_opened: trio.Event | None = None
+
+
+async def shared_client() -> coredis.Redis[bytes]:
+    """The process's one client. A measuring device, not a pattern to copy: a trio system
+    task owns it (open until the process's trio run ends), where an error would crash the
+    process."""
+    global _opened
+    if _opened is None:
+        opened = _opened = trio.Event()
+
+        async def own() -> None:
+            async with coredis.Redis.from_url(URL) as client:
+                _shared.append(client)
+                opened.set()
+                await trio.sleep_forever()
+
+        trio.lowlevel.spawn_system_task(own)
+    await _opened.wait()
+    return _shared[0]
 
 
 class Job(Worker):
     _redis: coredis.Redis[bytes] | None = None
+    _own = False
 
     async def on_start(self) -> None:
-        if INCR:
+        if INCR and CLIENT == "shared":
+            self._redis = await shared_client()
+        elif INCR:
             self._redis = coredis.Redis.from_url(URL)
             await self._redis.__aenter__()
+            self._own = True
 
     async def on_stop(self) -> None:
-        if self._redis is not None:
+        if self._redis is not None and self._own:
             await self._redis.__aexit__(None, None, None)
 
     async def handle(self, payload: int) -> int:
         if self._redis is not None:
             await self._redis.incr("bench:counter")
+        elif SLEEP0:
+            await trio.sleep(0)  # noqa: ASYNC115 (as per_task_cost.py)
         return payload
 
 
@@ -104,6 +141,10 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
         stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
+    # The worker's stderr to a file, not a pipe: valgrind's lines and the worker's logs (on
+    # a loaded machine, a slow worker logs its calls' timeouts) would fill a pipe nobody
+    # reads until the end, and the worker would block writing.
+    log = open(out.with_suffix(".stderr"), "wb")  # noqa: SIM115 (closed in `finally`)
     try:
         wait_port(port)
         argv = [
@@ -114,7 +155,7 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
             *worker_argv(url, args.concurrency),
         ]
         worker = subprocess.Popen(
-            argv, env=worker_env(url, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv, env=worker_env(url, args), stdout=subprocess.DEVNULL, stderr=log
         )
 
         def control(flag: str) -> None:
@@ -146,6 +187,7 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
         stop(worker)
         return instructions(out)
     finally:
+        log.close()
         subprocess.run(["redis-cli", "-p", str(port), "SHUTDOWN", "NOSAVE"], capture_output=True)
         server.wait(60)
         shutil.rmtree(work, ignore_errors=True)
@@ -185,6 +227,7 @@ def worker_env(url: str, args: argparse.Namespace) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "BENCH_WORKER_URL": url,
         "BENCH_WORKER_BODY": args.body,
+        "BENCH_WORKER_CLIENT": args.client,
     }
 
 
@@ -220,6 +263,7 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> float:
             "PYTHONHASHSEED": "0",
             "BENCH_WORKER_URL": url,
             "BENCH_WORKER_BODY": args.body,
+            "BENCH_WORKER_CLIENT": args.client,
         }
         argv = worker_argv(url, args.concurrency)
         if args.profile:
@@ -315,7 +359,13 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=4000, help="tasks (the large run: 3N)")
     parser.add_argument("--repeat", type=int, default=3, help="pairs of runs for CPU times")
     parser.add_argument("--concurrency", type=int, default=8, help="the worker's workers")
-    parser.add_argument("--body", choices=("noop", "incr"), default="noop")
+    parser.add_argument("--body", choices=("noop", "sleep0", "incr"), default="noop")
+    parser.add_argument(
+        "--client",
+        choices=("own", "shared"),
+        default="own",
+        help="incr: a coredis client per worker, or one for the process's workers",
+    )
     parser.add_argument("--callgrind", action="store_true", help="count instructions")
     parser.add_argument("--cg-n", type=int, default=1000, help="N under callgrind")
     parser.add_argument("--run", type=int, default=0, help="one run of this many tasks")
