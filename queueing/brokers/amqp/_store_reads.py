@@ -141,7 +141,7 @@ class Reads:
                 await trio.lowlevel.checkpoint()
                 return
             step = max(min(left, ROOM_BLOCK), ROOM_BLOCK_MIN)
-            pop = functools.partial(self.calls.client.blpop, [room], timeout=step)
+            pop = functools.partial(self.calls.fast.blpop, [room], timeout=step)
             if await self.calls.retrying("wait for room", pop, wait=step):
                 return
 
@@ -330,7 +330,7 @@ class Reads:
             if not streams:
                 await self._reader_lot.park()
                 continue
-            read = functools.partial(self.calls.client.xread, streams, count=count, block=block_ms)
+            read = functools.partial(self.calls.fast.xread, streams, count=count, block=block_ms)
             answer = await self.calls.retrying("read notices", read, background=True)
             for key, entries in (answer or {}).items():
                 if not entries:

@@ -2,6 +2,12 @@
 
 Every call the broker makes goes through `Calls.retrying`; every script call goes through
 `Calls.script` (which a test wraps to check that each call's keys share one hash tag).
+
+On a plain Redis (not Cluster, not Sentinel), the hot paths (script calls, `pipelined`,
+the claim's and the notices' reads, the room's pops) go through `Calls.fast`, the lean
+client of `_resp` (a fraction of coredis's CPU per round trip); the cold paths keep
+`Calls.client` (coredis). The environment variable `QUEUEING_REDIS_CLIENT=coredis` makes
+`fast` coredis too (A/B runs, debugging).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,6 +29,8 @@ from ._url import safe_url
 
 if TYPE_CHECKING:
     import coredis
+
+    from ._resp import LeanRedis
 
 log = logging.getLogger("queueing.redis")
 T = TypeVar("T")
@@ -65,6 +74,21 @@ BACKOFF_MAX = 2.0
 BACKOFF_JITTER = 0.05
 #: While Redis is unreachable, how often one PING checks whether it is back (seconds).
 PROBE_EVERY = 0.1
+#: The environment variable that chooses the hot paths' client on a plain Redis.
+CLIENT_ENV = "QUEUEING_REDIS_CLIENT"
+CLIENTS = ("lean", "coredis")
+
+
+def lean_wanted(url: str) -> bool:
+    """Whether the hot paths use the lean client (`_resp`) for `url`: a plain Redis URL,
+    unless `QUEUEING_REDIS_CLIENT=coredis`."""
+    choice = os.environ.get(CLIENT_ENV, "lean").strip().lower() or "lean"
+    if choice not in CLIENTS:
+        raise BrokerError(
+            f"{CLIENT_ENV} must be one of {', '.join(CLIENTS)}, got {choice!r} "
+            f"(unset it for the default, lean)"
+        )
+    return choice == "lean" and kind_of(url) == "redis"
 
 
 class NoAnswer(BrokerError):
@@ -144,6 +168,9 @@ class Calls:
         #: A Redis Cluster: a command or a script takes keys of one slot only.
         self.cluster = kind_of(url) == "cluster"
         self._client: coredis.Redis[str] | None = None
+        #: The lean client of the hot paths (None: coredis for everything).
+        self.use_lean = lean_wanted(url)
+        self._lean: LeanRedis | None = None
         self._shas: dict[str, str] = {}
         #: Called (awaited) after Redis lost our consumer groups: declares them again.
         self.redeclare: Callable[[], Awaitable[None]] | None = None
@@ -158,6 +185,13 @@ class Calls:
         if self._client is None:
             raise BrokerError("the Redis broker is not connected (use it inside connect())")
         return self._client
+
+    @property
+    def fast(self) -> Any:
+        """The hot paths' client: the lean one (`_resp.LeanRedis`, whose methods take
+        coredis's arguments and answer in its shapes) on a plain Redis, else coredis's."""
+        lean = self._lean
+        return lean if lean is not None else self.client
 
     @property
     def up(self) -> bool:
@@ -179,11 +213,17 @@ class Calls:
         # Errors are raised after the client's task group has closed, so that the caller
         # gets them as they are, not wrapped in an ExceptionGroup.
         error: BaseException | None = None
-        async with open_client(self.url, connect_timeout=self.connect_timeout) as client:
+        async with (
+            open_client(self.url, connect_timeout=self.connect_timeout) as client,
+            self._open_lean() as lean,
+        ):
             self._client = client
             try:
                 with trio.fail_after(self.connect_timeout):
                     await client.ping()
+                    if lean is not None:
+                        await lean.ping()
+                        self._lean = lean
                     await self.load_scripts()
                     await ready()
             except trio.TooSlowError:
@@ -206,13 +246,25 @@ class Calls:
                     error = exc
                 finally:
                     self._client = None
+                    self._lean = None
         self._client = None
+        self._lean = None
         if error is not None:
             raise error
 
+    @asynccontextmanager
+    async def _open_lean(self) -> AsyncIterator[LeanRedis | None]:
+        if not self.use_lean:
+            yield None
+            return
+        from ._resp import open_lean
+
+        async with open_lean(self.url, connect_timeout=self.connect_timeout) as lean:
+            yield lean
+
     async def load_scripts(self) -> None:
         for name, source in lua_sources().items():
-            self._shas[name] = await self.client.script_load(source)
+            self._shas[name] = await self.fast.script_load(source)
 
     # -- scripts ----------------------------------------------------------------------------
 
@@ -226,14 +278,16 @@ class Calls:
         return await self.retrying(what, functools.partial(self._eval, name, keys, args))
 
     async def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self.script(self.client, name, keys, args)
+        return await self.script(self.fast, name, keys, args)
 
     async def pipelined(
         self, what: str, fill: Callable[[Any], list[Any]], *, deliver: bool = True
     ) -> list[Any]:
         """Commands in one round trip: `fill(pipe)` queues them and returns their results
         (awaited after the pipeline ran). Retried as a whole; a command that failed for
-        another reason (a key of the wrong type, say) has its exception as its result."""
+        another reason (a key of the wrong type, say) has its exception as its result.
+        With the lean client, a `fill` that asks for a command its pipeline lacks runs on
+        coredis's."""
 
         async def send() -> list[Any]:
             async with self.client.pipeline(transaction=False, raise_on_error=False) as pipe:
@@ -248,6 +302,27 @@ class Calls:
                     results.append(exc)  # one command's error, for its caller to report
             return results
 
+        lean = self._lean
+        if lean is not None:
+
+            async def send_lean() -> list[Any]:
+                from ._resp import Unsupported
+
+                pipe = lean.pipeline()
+                try:
+                    calls = fill(pipe)
+                except Unsupported:
+                    return await send()
+                await lean.run_pipe(pipe)
+                results: list[Any] = []
+                for call in calls:
+                    value = call.value
+                    if isinstance(value, Exception) and _retryable(value):
+                        raise value  # the whole pipeline again: its scripts are idempotent
+                    results.append(value)  # (one command's error, for its caller to report)
+                return results
+
+            return await self.retrying(what, send_lean, deliver=deliver)
         return await self.retrying(what, send, deliver=deliver)
 
     async def scripts(
@@ -265,7 +340,7 @@ class Calls:
 
         async def one() -> list[Any]:
             try:
-                return [await self.script(self.client, name, keys, args)]
+                return [await self.script(self.fast, name, keys, args)]
             except Exception as exc:
                 if _retryable(exc):
                     raise
@@ -372,7 +447,7 @@ class Calls:
                 await self._down.park()
                 continue
             try:
-                await self._attempt("ping", self.client.ping, False, PROBE_EVERY)
+                await self._attempt("ping", self.fast.ping, False, PROBE_EVERY)
                 self._answered()
             except BrokerError:
                 pass  # no answer in time: still down

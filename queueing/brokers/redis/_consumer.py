@@ -252,7 +252,7 @@ class Consumer:
         with self.batcher.claim_waiting():
             read = await self.calls.retrying(
                 "claim",
-                lambda: self._read(ready, n, self.calls.client, block),
+                lambda: self._read(ready, n, self.calls.fast, block),
                 wait=block,
                 deliver=False,
             )
@@ -293,7 +293,7 @@ class Consumer:
             ]
             answer = await self.calls.retrying(
                 "claim",
-                lambda: self.calls.script(self.calls.client, "take", keys, [self.consumer, *ids]),
+                lambda: self.calls.script(self.calls.fast, "take", keys, [self.consumer, *ids]),
                 deliver=False,
             )
             # None left (other processes took them): the caller claims again.
@@ -305,7 +305,7 @@ class Consumer:
             with self.batcher.claim_waiting():
                 woken = await self.calls.retrying(
                     "claim",
-                    lambda: self.calls.client.blpop([nudge], timeout=block),
+                    lambda: self.calls.fast.blpop([nudge], timeout=block),
                     wait=block,
                     deliver=False,
                 )
@@ -352,7 +352,7 @@ class Consumer:
         if not ops and not wakes:
             return await self.calls.retrying(
                 "claim",
-                lambda: self.calls.script(self.calls.client, script, keys, args),
+                lambda: self.calls.script(self.calls.fast, script, keys, args),
                 deliver=False,
             )
         ready = keys[0]

@@ -427,7 +427,7 @@ class Receipts:
             # No more than a stream keeps: a reader that fell behind past the cap then gets
             # a full read, which makes it look for a gap (`_check_gap`).
             count = min(READ_COUNT, k.REPLIES_MAXLEN, k.DONE_MAXLEN)
-            read = functools.partial(self.calls.client.xread, streams, count=count, block=block_ms)
+            read = functools.partial(self.calls.fast.xread, streams, count=count, block=block_ms)
             answer = await self.calls.retrying("read notices", read, background=True)
             for key, entries in (answer or {}).items():
                 if not entries:

@@ -84,7 +84,7 @@ class Room:
             if left <= 0:
                 return 0
             step = max(min(left, ROOM_BLOCK), ROOM_BLOCK_MIN)
-            pop = functools.partial(self.calls.client.blpop, [room], timeout=step)
+            pop = functools.partial(self.calls.fast.blpop, [room], timeout=step)
             if await self.calls.retrying("wait for room", pop, wait=step):
                 break
         if not others:
@@ -92,7 +92,7 @@ class Room:
         count = min(others, k.ROOM_TOKENS)
 
         async def more() -> int:
-            popped: Any = await self.calls.client.lpop(room, count)
+            popped: Any = await self.calls.fast.lpop(room, count)
             return len(popped) if isinstance(popped, list) else 0
 
         return 1 + await self.calls.retrying("wait for room", more)

@@ -1,0 +1,906 @@
+"""A lean Redis client on trio sockets, for the broker's hot paths on a plain Redis.
+
+coredis (6.9) spends about 260 us of CPU per round trip on trio (some 800 Python calls and
+five scheduler turns through its reader and writer tasks). The broker's hot paths use a
+handful of commands whose replies it reads itself, so this module speaks RESP2 to Redis on
+non-blocking sockets directly:
+
+- `encode` packs a command (str, bytes, int and float arguments, as coredis does);
+  `Parser` reads replies (simple strings, errors, integers, bulk strings, arrays, nulls)
+  fed to it in any pieces, bulk strings decoded as UTF-8 (left as bytes when they are not
+  UTF-8, as coredis's `decode_responses=True` does). An error reply becomes the
+  exception coredis raises for it (`error_of`: `NoScriptError` for NOSCRIPT,
+  `ReadOnlyError`, `BusyLoadingError`, `StreamConsumerGroupError` for NOGROUP, ...).
+- `LeanRedis` holds one multiplexed connection for non-blocking commands: a caller writes
+  its command(s) whole (a plain socket is written without yielding when the kernel takes
+  the bytes, so writes never interleave; a TLS stream is written under a lock), queues a
+  waiter, and parks; one reader task parses the replies and wakes the waiters in order
+  (`trio.lowlevel.reschedule`, no Event per call). A pipeline is many commands in one
+  write, and their replies in one waiter. Blocking commands (XREAD/XREADGROUP with
+  BLOCK, BLPOP) go on dedicated connections, taken from a small free list.
+- Connections open with a timeout, AUTH with the URL's user and password, SELECT the
+  URL's database; `rediss://` speaks TLS with the `ssl_*` query options coredis takes
+  (`ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, `ssl_cert_reqs`, `ssl_check_hostname`);
+  `unix://path?db=N` URLs reach a unix socket.
+- A lost connection fails every waiting caller with `coredis.exceptions.ConnectionError`
+  (which `_calls.Calls.retrying` retries); the next call opens a new connection. A caller
+  cancelled after its command was written leaves its waiter in the queue: its reply is
+  read and dropped, so the others' replies stay in order. A write cut midway breaks the
+  connection (the next call opens another).
+
+`LeanRedis`'s command methods take coredis's arguments and return coredis's reply shapes
+(`StreamEntry`s for stream reads, say), so the call sites read either client's answers.
+`LeanRedis.pipeline` gives a `Pipe` with the commands the broker's pipelines use; one it
+does not know raises `Unsupported` (the caller then uses coredis).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+import coredis.exceptions as ce
+import outcome
+import trio
+from coredis.response.types import StreamEntry
+
+#: What `encode` takes: coredis's argument types.
+Arg = str | bytes | int | float
+#: Dedicated connections for blocking commands kept open between uses.
+FREE_BLOCKING = 8
+#: Bytes asked of the socket per read.
+READ_SIZE = 65536
+
+
+class Unsupported(AttributeError):
+    """A command `Pipe` does not have (the caller uses coredis's pipeline instead)."""
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def _arg(value: Arg) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, float):
+        return b"%.15g" % value
+    raise TypeError(
+        f"a Redis command argument must be str, bytes, int or float, got "
+        f"{type(value).__name__} ({value!r})"
+    )
+
+
+def encode(args: Sequence[Arg]) -> bytes:
+    """One command as RESP (an array of bulk strings)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for value in args:
+        data = _arg(value)
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+#: Error codes, as coredis's parser maps them (coredis 6.9, `Parser.EXCEPTION_CLASSES`).
+ERRORS: dict[str, type[ce.RedisError]] = {
+    "ASK": ce.AskError,
+    "BUSYGROUP": ce.StreamDuplicateConsumerGroupError,
+    "CLUSTERDOWN": ce.ClusterDownError,
+    "CROSSSLOT": ce.ClusterCrossSlotError,
+    "EXECABORT": ce.ExecAbortError,
+    "LOADING": ce.BusyLoadingError,
+    "NOSCRIPT": ce.NoScriptError,
+    "MOVED": ce.MovedError,
+    "NOAUTH": ce.AuthenticationRequiredError,
+    "NOGROUP": ce.StreamConsumerGroupError,
+    "NOKEY": ce.NoKeyError,
+    "NOPERM": ce.AuthorizationError,
+    "NOPROTO": ce.ProtocolError,
+    "NOTBUSY": ce.NotBusyError,
+    "READONLY": ce.ReadOnlyError,
+    "TRYAGAIN": ce.TryAgainError,
+    "UNBLOCKED": ce.UnblockedError,
+    "WRONGPASS": ce.AuthenticationFailureError,
+    "WRONGTYPE": ce.WrongTypeError,
+}
+#: "ERR ..." errors coredis tells apart by their message.
+ERR_MESSAGES: dict[str, type[ce.RedisError]] = {
+    "max number of clients reached": ce.ConnectionError,
+    "unknown command": ce.UnknownCommandError,
+    "unknown subcommand": ce.UnknownCommandError,
+    "sub command not supported": ce.UnknownCommandError,
+}
+
+
+def error_of(text: str) -> ce.RedisError:
+    """The exception coredis makes of an error reply `text`."""
+    code = text.split(" ", 1)[0]
+    if code == "ERR":
+        message = text[4:]
+        lowered = message.lower()
+        for start, kind in ERR_MESSAGES.items():
+            if lowered.startswith(start):
+                return kind(message)
+        return ce.ResponseError(message)
+    found = ERRORS.get(code)
+    if found is None:
+        return ce.ResponseError(text)
+    kind = found
+    if kind is ce.AskError or kind is ce.MovedError:
+        return ce.ResponseError(text)  # redirections: a plain Redis sends none
+    return kind(text[len(code) + 1 :])
+
+
+class _Incomplete(Exception):
+    pass
+
+
+_INCOMPLETE = _Incomplete()
+#: What `Parser.next` answers while the buffer holds no whole reply.
+NOT_READY: Any = object()
+
+
+def _text(data: bytes | bytearray) -> str | bytes:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return bytes(data)  # as coredis does with a value that is not UTF-8
+
+
+def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _INCOMPLETE
+    kind = buf[pos]
+    if kind == 36:  # $ bulk string
+        size = int(buf[pos + 1 : end])
+        if size < 0:
+            return None, end + 2
+        start = end + 2
+        stop = start + size
+        if stop + 2 > len(buf):
+            raise _INCOMPLETE
+        data = buf[start:stop]
+        try:
+            return data.decode(), stop + 2
+        except UnicodeDecodeError:
+            return bytes(data), stop + 2
+    if kind == 42:  # * array
+        size = int(buf[pos + 1 : end])
+        if size < 0:
+            return None, end + 2
+        pos = end + 2
+        items = []
+        for _ in range(size):
+            item, pos = _parse(buf, pos)
+            items.append(item)
+        return items, pos
+    if kind == 58:  # : integer
+        return int(buf[pos + 1 : end]), end + 2
+    if kind == 43:  # + simple string
+        return _text(buf[pos + 1 : end]), end + 2
+    if kind == 45:  # - error
+        return error_of(buf[pos + 1 : end].decode(errors="replace")), end + 2
+    raise ce.ProtocolError(f"unexpected RESP reply type {chr(kind)!r} from Redis")
+
+
+class Parser:
+    """RESP2 replies from bytes fed in any pieces. Error replies come out as exception
+    instances (not raised: a pipeline's caller sorts them out)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next(self) -> Any:
+        """The next whole reply, or `NOT_READY`."""
+        if self._pos >= len(self._buf):
+            return NOT_READY
+        try:
+            value, self._pos = _parse(self._buf, self._pos)
+        except _Incomplete:
+            return NOT_READY
+        return value
+
+
+# -- reply shapes (coredis's) ------------------------------------------------------------------
+
+
+def _pairs(flat: Any) -> dict[Any, Any] | None:
+    if flat is None:
+        return None
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
+
+
+def stream_entries(reply: Any) -> tuple[StreamEntry, ...]:
+    """XRANGE/XREVRANGE's reply, as coredis gives it."""
+    return tuple(StreamEntry(entry[0], _pairs(entry[1])) for entry in reply or ())  # type: ignore[arg-type]
+
+
+def multi_stream(reply: Any) -> dict[Any, tuple[StreamEntry, ...]] | None:
+    """XREAD/XREADGROUP's reply, as coredis gives it: {stream: entries}, or None."""
+    if not reply:
+        return None
+    return {name: stream_entries(entries) for name, entries in reply}
+
+
+def _as_bool(reply: Any) -> bool:
+    return reply == "OK" if isinstance(reply, str) else bool(reply)
+
+
+def _raise_error(reply: Any) -> Any:
+    if isinstance(reply, ce.RedisError):
+        raise reply
+    return reply
+
+
+# -- URLs -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Target:
+    """Where and how to connect (from a `redis://`, `rediss://` or `unix://` URL)."""
+
+    host: str = "localhost"
+    port: int = 6379
+    path: str | None = None
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    ssl_context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    connect_timeout: float = 1.0
+
+
+_CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+
+
+def target_of(url: str, *, connect_timeout: float) -> Target:
+    """The `Target` of a plain Redis URL, read as coredis reads it."""
+    parts = urlsplit(url)
+    query = {name: values[0] for name, values in parse_qs(parts.query).items() if values}
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    db = int(query["db"]) if "db" in query else 0
+    if parts.scheme == "unix":
+        return Target(
+            path=unquote(parts.path),
+            username=username,
+            password=password,
+            db=db,
+            connect_timeout=connect_timeout,
+        )
+    if "db" not in query and parts.path.strip("/"):
+        db = int(parts.path.strip("/"))
+    context = None
+    if parts.scheme == "rediss":
+        context = ssl.create_default_context()
+        certfile, keyfile = query.get("ssl_certfile"), query.get("ssl_keyfile")
+        if certfile and keyfile:
+            context.load_cert_chain(certfile=certfile, keyfile=keyfile)
+        ca_certs = query.get("ssl_ca_certs")
+        if ca_certs:
+            if os.path.isdir(ca_certs):
+                context.load_verify_locations(capath=ca_certs)
+            else:
+                context.load_verify_locations(cafile=ca_certs)
+        check = query.get("ssl_check_hostname", "").lower() in ("1", "true", "yes", "on")
+        context.check_hostname = check
+        reqs = query.get("ssl_cert_reqs")
+        context.verify_mode = _CERT_REQS[reqs.lower()] if reqs else ssl.CERT_OPTIONAL
+    host = unquote(parts.hostname) if parts.hostname else "localhost"
+    return Target(
+        host=host,
+        port=parts.port or 6379,
+        username=username,
+        password=password,
+        db=db,
+        ssl_context=context,
+        server_hostname=host,
+        connect_timeout=connect_timeout,
+    )
+
+
+# -- connections ----------------------------------------------------------------------------
+
+
+class _Waiter:
+    """A caller's place in a multiplexed connection's queue: `n` replies to collect."""
+
+    __slots__ = ("n", "parked", "replies", "result", "task")
+
+    def __init__(self, task: trio.lowlevel.Task | None, n: int) -> None:
+        self.task = task  # None: dropped (its caller was cancelled)
+        self.n = n
+        self.replies: list[Any] = []
+        self.result: outcome.Outcome[list[Any]] | None = None
+        self.parked = False
+
+    def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        self.task = None  # its replies are read and dropped
+        self.parked = False
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+def _lost(exc: BaseException | None) -> ce.ConnectionError:
+    if isinstance(exc, ce.ConnectionError):
+        return exc
+    error = ce.ConnectionError(f"lost the connection to Redis: {exc or 'closed'}")
+    error.__cause__ = exc
+    return error
+
+
+class Link:
+    """One connection to Redis: a non-blocking socket (or a TLS stream) and its parser."""
+
+    def __init__(self, sock: socket.socket | None, stream: trio.SSLStream[Any] | None) -> None:
+        self.sock = sock
+        self.stream = stream
+        self.parser = Parser()
+        self.waiters: collections.deque[_Waiter] = collections.deque()
+        #: Bytes written by callers that the kernel has not taken yet (plain sockets).
+        self.out = bytearray()
+        self.flushing = False
+        self.send_lock = trio.Lock()  # TLS only
+        self.broken: BaseException | None = None
+
+    # A plain socket is written at once when the kernel takes the bytes (no yield: the
+    # writes of concurrent callers never interleave); what is left waits in `out`.
+    def write(self, data: bytes) -> None:
+        if self.out:
+            self.out += data
+            return
+        sock = self.sock
+        assert sock is not None
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.fail(exc)
+            raise _lost(exc) from exc
+        if sent < len(data):
+            self.out += data[sent:]
+
+    async def flush(self) -> None:
+        """Wait until `out` is written (one caller writes; the others wait for it)."""
+        sock = self.sock
+        assert sock is not None
+        if self.flushing:
+            return  # another caller writes it: a failure fails every waiter
+        self.flushing = True
+        try:
+            while self.out:
+                await trio.lowlevel.wait_writable(sock)
+                try:
+                    sent = sock.send(self.out)
+                except BlockingIOError:
+                    continue
+                del self.out[:sent]
+        except BaseException as exc:
+            # Cut midway (cancelled, or the socket failed): the stream is out of step.
+            self.fail(exc)
+            if isinstance(exc, OSError):
+                raise _lost(exc) from exc
+            raise
+        finally:
+            self.flushing = False
+
+    async def send_all(self, data: bytes) -> None:
+        """Write `data` whole (a dedicated connection, or a TLS one under its lock)."""
+        try:
+            if self.stream is not None:
+                async with self.send_lock:
+                    await self.stream.send_all(data)
+            else:
+                self.write(data)
+                if self.out:
+                    await self.flush()
+        except BaseException as exc:
+            self.fail(exc)
+            if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
+                raise _lost(exc) from exc
+            raise
+
+    async def receive(self) -> bytes:
+        """Some bytes from Redis (waits for them)."""
+        if self.stream is not None:
+            try:
+                data = bytes(await self.stream.receive_some(READ_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _lost(exc) from exc
+        else:
+            sock = self.sock
+            assert sock is not None
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    data = sock.recv(READ_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise _lost(exc) from exc
+                break
+        if not data:
+            raise _lost(None)
+        return data
+
+    async def read_reply(self) -> Any:
+        """The next reply (a dedicated connection: no reader task)."""
+        while True:
+            reply = self.parser.next()
+            if reply is not NOT_READY:
+                return reply
+            self.parser.feed(await self.receive())
+
+    async def call(self, *args: Arg) -> Any:
+        """One command on a dedicated connection: its reply, an error reply raised."""
+        try:
+            await self.send_all(encode(args))
+            return _raise_error(await self.read_reply())
+        except BaseException as exc:
+            if not isinstance(exc, ce.RedisError) or isinstance(exc, ce.ConnectionError):
+                self.fail(exc)
+            raise
+
+    def fail(self, exc: BaseException | None) -> None:
+        """Close the connection; every waiting caller gets a `ConnectionError`."""
+        if self.broken is None:
+            self.broken = exc if exc is not None else _lost(None)
+        self.close()
+        error = _lost(exc)
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            waiter.result = outcome.Error(error)
+            if waiter.parked and waiter.task is not None:
+                waiter.parked = False
+                trio.lowlevel.reschedule(waiter.task, waiter.result)
+
+    def close(self) -> None:
+        if self.broken is None:
+            self.broken = _lost(None)
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            transport = stream.transport_stream
+            if isinstance(transport, trio.SocketStream):
+                trio.lowlevel.notify_closing(transport.socket)
+                transport.socket.close()
+
+
+async def open_link(target: Target) -> Link:
+    """A connection to `target`, authenticated and on its database. Errors are
+    `coredis.exceptions.ConnectionError` (or the AUTH's error)."""
+    try:
+        with trio.fail_after(target.connect_timeout):
+            if target.path is not None:
+                stream = await trio.open_unix_socket(target.path)
+            else:
+                stream = await trio.open_tcp_stream(target.host, target.port)
+            if target.ssl_context is not None:
+                tls = trio.SSLStream(
+                    stream, target.ssl_context, server_hostname=target.server_hostname
+                )
+                try:
+                    await tls.do_handshake()
+                except BaseException:
+                    stream.socket.close()
+                    raise
+                link = Link(None, tls)
+            else:
+                sock = socket.socket(fileno=stream.socket.detach())
+                sock.setblocking(False)
+                link = Link(sock, None)
+            try:
+                if target.password is not None:
+                    if target.username is not None:
+                        await link.call("AUTH", target.username, target.password)
+                    else:
+                        await link.call("AUTH", target.password)
+                if target.db:
+                    await link.call("SELECT", target.db)
+            except BaseException:
+                link.close()
+                raise
+    except trio.TooSlowError:
+        where = target.path or f"{target.host}:{target.port}"
+        raise ce.ConnectionError(
+            f"cannot connect to Redis at {where} within {target.connect_timeout:g}s"
+        ) from None
+    except (OSError, trio.BrokenResourceError) as exc:
+        where = target.path or f"{target.host}:{target.port}"
+        if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+            raise ce.ConnectionError(
+                f"TLS handshake with Redis at {where} failed: {exc.__cause__}"
+            ) from exc
+        raise ce.ConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
+    return link
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+class _Pending:
+    """A command queued in a `Pipe`: its reply once the pipeline ran (`value`), which
+    awaiting gives (an error reply raised), as coredis's pipelines do."""
+
+    __slots__ = ("shape", "value")
+
+    def __init__(self, shape: Any) -> None:
+        self.shape = shape
+        self.value: Any = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return _raise_error(self.value)
+        yield  # a generator that never yields
+
+
+class Pipe:
+    """Commands for one round trip (`LeanRedis.run`); each method returns its reply's
+    placeholder, filled in after the run, in coredis's shape."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+        self.pending: list[_Pending] = []
+
+    def __getattr__(self, name: str) -> Any:
+        raise Unsupported(f"the lean Redis pipeline has no {name!r} (coredis's has)")
+
+    def _add(self, args: Sequence[Arg], shape: Any = None) -> _Pending:
+        self.commands.append(encode(args))
+        pending = _Pending(shape)
+        self.pending.append(pending)
+        return pending
+
+    def evalsha(
+        self, sha1: str, keys: Sequence[Arg] | None = None, args: Sequence[Arg] | None = None
+    ) -> _Pending:
+        keys = keys or ()
+        return self._add(("EVALSHA", sha1, len(keys), *keys, *(args or ())))
+
+    def xack(self, key: str, group: str, identifiers: Iterable[Arg]) -> _Pending:
+        return self._add(("XACK", key, group, *identifiers))
+
+    def xdel(self, key: str, identifiers: Iterable[Arg]) -> _Pending:
+        return self._add(("XDEL", key, *identifiers))
+
+    def exists(self, keys: Iterable[str]) -> _Pending:
+        return self._add(("EXISTS", *keys))
+
+    def get(self, key: str) -> _Pending:
+        return self._add(("GET", key))
+
+    def expire(self, key: str, seconds: int) -> _Pending:
+        return self._add(("EXPIRE", key, seconds), _as_bool)
+
+    def set(
+        self,
+        key: str,
+        value: Arg,
+        *,
+        ex: int | None = None,
+        px: int | None = None,
+        condition: Any = None,
+    ) -> _Pending:
+        args: list[Arg] = ["SET", key, value]
+        if ex is not None:
+            args += ["EX", ex]
+        if px is not None:
+            args += ["PX", px]
+        if condition is not None:
+            args.append(_token(condition))
+        return self._add(args, _as_bool)
+
+    def xadd(
+        self,
+        key: str,
+        field_values: Mapping[str, Arg],
+        *,
+        identifier: Arg | None = None,
+        nomkstream: bool | None = None,
+        trim_strategy: Any = None,
+        threshold: Arg | None = None,
+        trim_operator: Any = None,
+        limit: int | None = None,
+    ) -> _Pending:
+        args: list[Arg] = ["XADD", key]
+        if nomkstream is not None:
+            args.append("NOMKSTREAM")
+        if trim_strategy is not None:
+            args.append(_token(trim_strategy))
+            if trim_operator:
+                args.append(_token(trim_operator))
+            if threshold is not None:
+                args.append(threshold)
+        if limit is not None:
+            args += ["LIMIT", limit]
+        args.append(identifier or "*")
+        for field, value in field_values.items():
+            args += [field, value]
+        return self._add(args)
+
+    def xrevrange(
+        self, key: str, end: Arg = "+", start: Arg = "-", count: int | None = None
+    ) -> _Pending:
+        args: list[Arg] = ["XREVRANGE", key, end, start]
+        if count is not None:
+            args += ["COUNT", count]
+        return self._add(args, stream_entries)
+
+    def xreadgroup(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        count: int | None = None,
+        block: int | None = None,
+        noack: bool | None = None,
+        streams: Mapping[str, Arg],
+    ) -> _Pending:
+        if block is not None:
+            raise Unsupported("a blocking XREADGROUP does not go in a pipeline")
+        return self._add(
+            _xreadgroup_args(group, consumer, count, None, noack, streams), multi_stream
+        )
+
+
+def _token(value: Any) -> Arg:
+    """A coredis token (`PureToken`, a bytes enum) or a plain str, as an argument."""
+    if isinstance(value, (str, bytes)):
+        return value
+    return str(getattr(value, "value", value))
+
+
+def _xreadgroup_args(
+    group: str,
+    consumer: str,
+    count: int | None,
+    block: int | None,
+    noack: bool | None,
+    streams: Mapping[str, Arg],
+) -> list[Arg]:
+    args: list[Arg] = ["XREADGROUP", "GROUP", group, consumer]
+    if count is not None:
+        args += ["COUNT", count]
+    if block is not None:
+        args += ["BLOCK", block]
+    if noack:
+        args.append("NOACK")
+    args.append("STREAMS")
+    args += list(streams)
+    args += list(streams.values())
+    return args
+
+
+class LeanRedis:
+    """A Redis client for the hot paths (see the module's docstring); open it with
+    `open_lean`. Its command methods mirror coredis's (arguments and reply shapes)."""
+
+    def __init__(self, target: Target, nursery: trio.Nursery) -> None:
+        self.target = target
+        self._nursery = nursery
+        self._link: Link | None = None
+        self._connecting = trio.Lock()
+        self._free: list[Link] = []
+        self._closed = False
+
+    # -- the multiplexed connection ----------------------------------------------------------
+
+    async def _ready_link(self) -> Link:
+        link = self._link
+        if link is not None and link.broken is None:
+            return link
+        async with self._connecting:
+            link = self._link
+            if link is not None and link.broken is None:
+                return link
+            if self._closed:
+                raise ce.ConnectionError("the lean Redis client is closed")
+            link = await open_link(self.target)
+            self._link = link
+            self._nursery.start_soon(self._reader, link)
+            return link
+
+    async def _reader(self, link: Link) -> None:
+        """Parse replies and hand each waiter its own, in order."""
+        parser = link.parser
+        waiters = link.waiters
+        reschedule = trio.lowlevel.reschedule
+        try:
+            while link.broken is None:
+                data = await link.receive()
+                parser.feed(data)
+                while True:
+                    reply = parser.next()
+                    if reply is NOT_READY:
+                        break
+                    if not waiters:
+                        raise ce.ProtocolError("Redis sent a reply nobody asked for")
+                    waiter = waiters[0]
+                    waiter.replies.append(reply)
+                    if len(waiter.replies) < waiter.n:
+                        continue
+                    waiters.popleft()
+                    if waiter.task is None:
+                        continue  # its caller was cancelled: dropped
+                    waiter.result = outcome.Value(waiter.replies)
+                    if waiter.parked:
+                        waiter.parked = False
+                        reschedule(waiter.task, waiter.result)
+        except trio.Cancelled:
+            link.fail(None)
+            raise
+        except BaseException as exc:
+            link.fail(exc)
+            if not isinstance(exc, (Exception,)):
+                raise
+
+    async def run(self, commands: Sequence[bytes]) -> list[Any]:
+        """Encoded commands in one write; their replies (error replies as exceptions)."""
+        link = await self._ready_link()
+        waiter = _Waiter(trio.lowlevel.current_task(), len(commands))
+        if link.stream is None:
+            link.waiters.append(waiter)
+            link.write(commands[0] if len(commands) == 1 else b"".join(commands))
+            if link.out:
+                try:
+                    await link.flush()
+                except BaseException:
+                    waiter.task = None
+                    raise
+        else:
+            try:
+                async with link.send_lock:
+                    if link.broken is not None:
+                        raise _lost(link.broken)
+                    link.waiters.append(waiter)
+                    await link.stream.send_all(b"".join(commands))
+            except BaseException as exc:
+                waiter.task = None
+                link.fail(exc)
+                if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
+                    raise _lost(exc) from exc
+                raise
+        if waiter.result is None:
+            waiter.parked = True
+            result: list[Any] = await trio.lowlevel.wait_task_rescheduled(waiter.abort)
+            return result
+        return waiter.result.unwrap()
+
+    async def execute(self, *args: Arg) -> Any:
+        """One command on the multiplexed connection: its reply, an error reply raised."""
+        (reply,) = await self.run((encode(args),))
+        return _raise_error(reply)
+
+    async def run_pipe(self, pipe: Pipe) -> list[Any]:
+        """Run a `Pipe`: its replies (error replies as exceptions), also set on each
+        placeholder."""
+        replies = await self.run(pipe.commands)
+        for pending, reply in zip(pipe.pending, replies, strict=True):
+            shape = pending.shape
+            if shape is not None and not isinstance(reply, ce.RedisError):
+                reply = shape(reply)
+            pending.value = reply
+        return [pending.value for pending in pipe.pending]
+
+    def pipeline(self) -> Pipe:
+        return Pipe()
+
+    # -- dedicated connections (blocking commands) -------------------------------------------
+
+    async def blocking(self, *args: Arg) -> Any:
+        """A blocking command on a connection of its own (from the free list); an error
+        reply raised. Cancelled midway, the connection is closed."""
+        link = self._free.pop() if self._free else await open_link(self.target)
+        done = False
+        try:
+            try:
+                reply = await link.call(*args)
+            except ce.RedisError as exc:
+                done = not isinstance(exc, ce.ConnectionError)  # an error reply: still in step
+                raise
+            done = True
+        finally:
+            if done and not self._closed and len(self._free) < FREE_BLOCKING:
+                self._free.append(link)
+            else:
+                link.close()
+        return reply
+
+    # -- coredis's commands ------------------------------------------------------------------
+
+    async def ping(self) -> str:
+        reply: str = await self.execute("PING")
+        return reply
+
+    async def script_load(self, script: str) -> str:
+        reply: str = await self.execute("SCRIPT", "LOAD", script)
+        return reply
+
+    async def evalsha(
+        self, sha1: str, keys: Sequence[Arg] | None = None, args: Sequence[Arg] | None = None
+    ) -> Any:
+        keys = keys or ()
+        return await self.execute("EVALSHA", sha1, len(keys), *keys, *(args or ()))
+
+    async def lpop(self, key: str, count: int | None = None) -> Any:
+        if count is None:
+            return await self.execute("LPOP", key)
+        return await self.execute("LPOP", key, count)
+
+    async def blpop(self, keys: Sequence[str], timeout: float) -> list[Any] | None:
+        reply: list[Any] | None = await self.blocking("BLPOP", *keys, timeout)
+        return reply
+
+    async def xreadgroup(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        count: int | None = None,
+        block: int | None = None,
+        noack: bool | None = None,
+        streams: Mapping[str, Arg],
+    ) -> dict[Any, tuple[StreamEntry, ...]] | None:
+        args = _xreadgroup_args(group, consumer, count, block, noack, streams)
+        if block is None:
+            return multi_stream(await self.execute(*args))
+        return multi_stream(await self.blocking(*args))
+
+    async def xread(
+        self, streams: Mapping[str, Arg], *, count: int | None = None, block: int | None = None
+    ) -> dict[Any, tuple[StreamEntry, ...]] | None:
+        args: list[Arg] = ["XREAD"]
+        if count is not None:
+            args += ["COUNT", count]
+        if block is not None:
+            args += ["BLOCK", block]
+        args += ["STREAMS", *streams, *streams.values()]
+        if block is None:
+            return multi_stream(await self.execute(*args))
+        return multi_stream(await self.blocking(*args))
+
+    def close(self) -> None:
+        self._closed = True
+        if self._link is not None:
+            self._link.fail(None)
+        while self._free:
+            self._free.pop().close()
+
+
+@asynccontextmanager
+async def open_lean(url: str, *, connect_timeout: float) -> AsyncIterator[LeanRedis]:
+    """A `LeanRedis` on a plain Redis URL, open for the block (it connects on first use)."""
+    target = target_of(url, connect_timeout=connect_timeout)
+    async with trio.open_nursery() as nursery:
+        client = LeanRedis(target, nursery)
+        try:
+            yield client
+        finally:
+            client.close()
+            nursery.cancel_scope.cancel()

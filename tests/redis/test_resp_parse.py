@@ -1,0 +1,211 @@
+"""The lean Redis client's wire layer (`_resp`): command encoding, reply parsing from any
+pieces, and error replies mapped to the exceptions coredis raises (no server needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import coredis.exceptions as ce
+import pytest
+from coredis.tokens import PureToken
+from hypothesis import given
+from hypothesis import strategies as st
+
+from queueing.brokers.redis import _calls
+from queueing.brokers.redis._resp import (
+    NOT_READY,
+    Parser,
+    Pipe,
+    Unsupported,
+    encode,
+    error_of,
+    multi_stream,
+    target_of,
+)
+
+# -- a test-side RESP writer, and the values it stands for ------------------------------------
+
+
+class Err:
+    """An error reply (compared by its text)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def resp(value: Any) -> bytes:
+    if value is None:
+        return b"$-1\r\n"
+    if isinstance(value, Err):
+        return b"-" + value.text.encode() + b"\r\n"
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    if isinstance(value, tuple):  # a simple string
+        return b"+" + value[0].encode() + b"\r\n"
+    if isinstance(value, (str, bytes)):
+        data = value.encode() if isinstance(value, str) else value
+        return b"$%d\r\n%s\r\n" % (len(data), data)
+    return b"*%d\r\n" % len(value) + b"".join(resp(item) for item in value)
+
+
+def expected(value: Any) -> Any:
+    """What the parser gives for `value`."""
+    if isinstance(value, Err):
+        return ("error", str(error_of(value.text)), type(error_of(value.text)))
+    if isinstance(value, tuple):
+        return value[0]
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value
+    if isinstance(value, list):
+        return [expected(item) for item in value]
+    return value
+
+
+def comparable(parsed: Any) -> Any:
+    if isinstance(parsed, ce.RedisError):
+        return ("error", str(parsed), type(parsed))
+    if isinstance(parsed, list):
+        return [comparable(item) for item in parsed]
+    return parsed
+
+
+simple_text = st.text(
+    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12
+)
+leaves = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.tuples(simple_text),
+    st.builds(
+        Err,
+        st.one_of(
+            st.sampled_from(["NOSCRIPT No matching script", "ERR unknown command 'X'"]),
+            simple_text.map(lambda t: "ERR " + t),
+        ),
+    ),
+)
+replies = st.recursive(leaves, lambda inner: st.lists(inner, max_size=5), max_leaves=20)
+
+
+def parse_all(parser: Parser) -> list[Any]:
+    out = []
+    while (reply := parser.next()) is not NOT_READY:
+        out.append(reply)
+    return out
+
+
+@given(st.lists(replies, min_size=1, max_size=4), st.data())
+def test_replies_cut_at_any_byte_boundaries_parse_the_same(values: list[Any], data: Any) -> None:
+    wire = b"".join(resp(value) for value in values)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    parser = Parser()
+    got: list[Any] = []
+    start = 0
+    for cut in [*cuts, len(wire)]:
+        parser.feed(wire[start:cut])
+        got += parse_all(parser)
+        start = cut
+    assert [comparable(g) for g in got] == [expected(v) for v in values]
+
+
+def test_every_reply_type() -> None:
+    parser = Parser()
+    parser.feed(b"+OK\r\n:-7\r\n$6\r\nh\xc3\xa9llo\r\n$-1\r\n*-1\r\n*0\r\n$2\r\n\xff\xfe\r\n")
+    parser.feed(b"*3\r\n:1\r\n*1\r\n$1\r\na\r\n-WRONGTYPE Operation against a key\r\n")
+    got = parse_all(parser)
+    assert got[:7] == ["OK", -7, "h\u00e9llo", None, None, [], b"\xff\xfe"]
+    nested = got[7]
+    assert nested[:2] == [1, ["a"]]
+    assert isinstance(nested[2], ce.WrongTypeError)
+    assert str(nested[2]) == "Operation against a key"
+
+
+def test_a_reply_of_an_unknown_type_is_a_protocol_error() -> None:
+    parser = Parser()
+    parser.feed(b"?what\r\n")
+    with pytest.raises(ce.ProtocolError, match="unexpected RESP reply type"):
+        parser.next()
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "message"),
+    [
+        ("NOSCRIPT No matching script.", ce.NoScriptError, "No matching script."),
+        ("READONLY You can't write", ce.ReadOnlyError, "You can't write"),
+        ("LOADING Redis is loading", ce.BusyLoadingError, "Redis is loading"),
+        ("NOGROUP No such key 'q'", ce.StreamConsumerGroupError, "No such key 'q'"),
+        ("BUSYGROUP Consumer Group name", ce.StreamDuplicateConsumerGroupError, None),
+        ("WRONGPASS invalid username-password pair", ce.AuthenticationFailureError, None),
+        ("NOAUTH Authentication required.", ce.AuthenticationRequiredError, None),
+        ("ERR unknown command 'FOO'", ce.UnknownCommandError, "unknown command 'FOO'"),
+        ("ERR max number of clients reached", ce.ConnectionError, None),
+        ("ERR Error running script", ce.ResponseError, "Error running script"),
+        ("OOM command not allowed", ce.ResponseError, "OOM command not allowed"),
+    ],
+)
+def test_error_replies_become_coredis_exceptions(
+    text: str, kind: type[Exception], message: str | None
+) -> None:
+    error = error_of(text)
+    assert type(error) is kind
+    if message is not None:
+        assert str(error) == message
+
+
+def test_the_calls_layer_retries_what_it_retried_under_coredis() -> None:
+    assert _calls._retryable(error_of("NOSCRIPT No matching script."))
+    assert _calls._retryable(error_of("READONLY You can't write against a read only replica."))
+    assert _calls._retryable(error_of("NOGROUP No such key 'q' or consumer group 'g'"))
+    assert not _calls._retryable(error_of("BUSYGROUP Consumer Group name already exists"))
+    assert not _calls._retryable(error_of("WRONGTYPE Operation against a key"))
+
+
+def test_encode_takes_coredis_argument_types() -> None:
+    assert encode(["SET", b"k\x00", 12, 0.5, PureToken.NX]) == (
+        b"*5\r\n$3\r\nSET\r\n$2\r\nk\x00\r\n$2\r\n12\r\n$3\r\n0.5\r\n$2\r\nNX\r\n"
+    )
+    assert encode(["X", "\u00e9"]) == b"*2\r\n$1\r\nX\r\n$2\r\n\xc3\xa9\r\n"
+
+
+def test_encode_names_an_argument_of_another_type() -> None:
+    with pytest.raises(TypeError, match=r"str, bytes, int or float, got list \(\[1\]\)"):
+        encode(["SET", "k", [1]])
+
+
+def test_stream_reads_take_coredis_shapes() -> None:
+    read = multi_stream([["s", [["1-0", ["a", "1", "b", "2"]], ["2-0", None]]]])
+    assert read is not None
+    (first, second) = read["s"]
+    assert first.identifier == "1-0"
+    assert first.field_values == {"a": "1", "b": "2"}
+    assert second.field_values is None
+    assert multi_stream(None) is None
+
+
+def test_a_pipe_without_a_command_says_so() -> None:
+    pipe = Pipe()
+    with pytest.raises(Unsupported, match="'xautoclaim'"):
+        pipe.xautoclaim("s", "g", "c", 0, "0-0")
+
+
+def test_urls_are_read_as_coredis_reads_them(tmp_path: Any) -> None:
+    target = target_of("redis://user:p%40ss@example.org:6390/4", connect_timeout=2)
+    assert (target.host, target.port, target.db) == ("example.org", 6390, 4)
+    assert (target.username, target.password) == ("user", "p@ss")
+    assert target.ssl_context is None
+    assert target_of("redis://:secret@h/0", connect_timeout=1).password == "secret"
+    unix = target_of("unix:///run/redis.sock?db=2", connect_timeout=1)
+    assert (unix.path, unix.db) == ("/run/redis.sock", 2)
+    tls = target_of("rediss://h:1/0?ssl_cert_reqs=required", connect_timeout=1)
+    assert tls.ssl_context is not None
+    import ssl
+
+    assert tls.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    assert not tls.ssl_context.check_hostname
