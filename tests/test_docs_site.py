@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browsers import chromium
 
 pytestmark = pytest.mark.docs
 
@@ -70,10 +71,8 @@ def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium(sync_api, CHROMIUM, CHROMIUM_ARGS) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -142,4 +141,6 @@ def test_the_api_reference_has_every_task_state(site: str, page: Any) -> None:
     # An attrs class shows its fields with their types and defaults (griffe-fieldz).
     row = page.locator("[id='queueing.Queue'] + div tr", has_text="how many workers run")
     cells = " ".join(row.inner_text().split())
-    assert cells == "workers int how many workers run (each handles one task at a time). 1"
+    assert cells == (
+        "workers int how many workers run (each handles one task at a time); at most 10,000. 1"
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browsers import chromium
 from dash_helpers import base_url, example_serving
 
 pytestmark = pytest.mark.browser
@@ -35,10 +36,8 @@ def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium(sync_api, CHROMIUM, CHROMIUM_ARGS) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
