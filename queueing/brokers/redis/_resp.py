@@ -181,27 +181,10 @@ def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
         if size < 0:
             return None, end + 2
         pos = end + 2
-        items: list[Any] = []
-        append = items.append
+        items = []
         for _ in range(size):
-            if buf[pos : pos + 1] == b"$":  # a bulk string (the common item), inline
-                end = buf.find(b"\r\n", pos)
-                if end < 0:
-                    raise _INCOMPLETE
-                start = end + 2
-                stop = start + int(buf[pos + 1 : end])
-                if stop >= start:
-                    if stop + 2 > len(buf):
-                        raise _INCOMPLETE
-                    data = buf[start:stop]
-                    try:
-                        append(data.decode())
-                    except UnicodeDecodeError:
-                        append(bytes(data))
-                    pos = stop + 2
-                    continue
             item, pos = _parse(buf, pos)
-            append(item)
+            items.append(item)
         return items, pos
     if kind == 58:  # : integer
         return int(buf[pos + 1 : end]), end + 2
