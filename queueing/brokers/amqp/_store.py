@@ -259,6 +259,13 @@ class StoreCalls(Calls):
         self._shas["rate"] = await self.client.script_load(redis_lua_sources()["rate"])
 
 
+def _finish_own(task: Task, nonce: str, letter: str, reply: str) -> list[Any]:
+    """`finish.lua`'s arguments in `FINISH_OWN` for `task` (its outcome set), in that
+    order."""
+    state = task.state
+    return [nonce, state.value, encode_outcome(task), task.id, k.COUNTERS[state], letter, reply]
+
+
 class Store(Writes):
     """Records, outcomes and the writes that change them (see the module doc)."""
 
@@ -461,63 +468,54 @@ class Store(Writes):
                 replies = self._replies[(name, reply)] = self.keys.replies(name, reply)
         else:
             replies = record
-        state = task.state
-        args = [nonce, state.value, encode_outcome(task), task.id, k.COUNTERS[state], letter, reply]
+        args = _finish_own(task, nonce, letter, reply)
         self.push(Finish(self._finish_shared(queue), [record, replies], args, then))
 
     def _finish_shared(self, queue: QueueInfo) -> FinishShared:
         """What the outcomes of `queue` share (made again when its settings change)."""
         name = queue.name
-        shared_args = (
-            k.ttl(queue.result_ttl),
-            self.max_dead_letters,
-            k.REPLIES_MAXLEN,
-            k.REPLIES_TTL,
-            k.ROOM_TOKENS,
-            NOTICE_OUTCOME_MAX,
-            queue.maxsize,
-        )
+        shared_args = self._finish_shared_args(k.ttl(queue.result_ttl), queue.maxsize)
         shared = self._shared.get(name)
         if shared is None or shared.args != shared_args:
-            keys = [
-                self.keys.outstanding(name),
-                self.keys.stats(name),
-                self.keys.room(name),
-                self.keys.dead(name),
-                *self.fair_keys(name),
-            ]
-            shared = self._shared[name] = FinishShared(keys, shared_args)
+            shared = self._shared[name] = FinishShared(self._finish_keys(name), shared_args)
         return shared
 
-    def _finish_call(
-        self, queue: str, task: Task, nonce: str, reply: str, ttl: int, letter: str, maxsize: int
-    ) -> tuple[list[str], list[Any]]:
-        keys = [
-            self.keys.task(task.id),
+    def _finish_keys(self, queue: str) -> list[str]:
+        """`finish.lua`'s KEYS but the task's record (first) and its replies stream (last,
+        if it has one)."""
+        return [
             self.keys.outstanding(queue),
             self.keys.stats(queue),
             self.keys.room(queue),
             self.keys.dead(queue),
             *self.fair_keys(queue),
         ]
-        if reply:
-            keys.append(self.keys.replies(queue, reply))
-        args = [
-            nonce,
-            task.state.value,
-            encode_outcome(task),
+
+    def _finish_shared_args(self, ttl: int, maxsize: int) -> tuple[Any, ...]:
+        """`finish.lua`'s arguments in `FINISH_SHARED`, in that order."""
+        return (
             ttl,
-            task.id,
-            k.COUNTERS[task.state],
-            letter,
             self.max_dead_letters,
             k.REPLIES_MAXLEN,
             k.REPLIES_TTL,
             k.ROOM_TOKENS,
-            reply,
             NOTICE_OUTCOME_MAX,
             maxsize,
-        ]
+        )
+
+    def _finish_call(
+        self, queue: str, task: Task, nonce: str, reply: str, ttl: int, letter: str, maxsize: int
+    ) -> tuple[list[str], list[Any]]:
+        """One standalone `finish.lua` call: its KEYS and its `FINISH_ARGS` arguments, the
+        shared and the task's own put in their places."""
+        keys = [self.keys.task(task.id), *self._finish_keys(queue)]
+        if reply:
+            keys.append(self.keys.replies(queue, reply))
+        args: list[Any] = [None] * FINISH_ARGS
+        for at, value in zip(FINISH_SHARED, self._finish_shared_args(ttl, maxsize), strict=True):
+            args[at - 1] = value
+        for at, value in zip(FINISH_OWN, _finish_own(task, nonce, letter, reply), strict=True):
+            args[at - 1] = value
         return keys, args
 
     def move(
