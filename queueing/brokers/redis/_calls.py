@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("queueing.redis")
 T = TypeVar("T")
 
+
+class _NeverRaised(Exception):
+    """Stands for the lean client's `Unsupported` until the lean client is opened."""
+
+
 #: The scripts in lua/, by name (each `name.lua`).
 SCRIPTS = (
     "check",
@@ -171,6 +176,9 @@ class Calls:
         #: The lean client of the hot paths (None: coredis for everything).
         self.use_lean = lean_wanted(url)
         self._lean: LeanRedis | None = None
+        #: The lean client's `Unsupported`, bound when the lean client is opened: `_resp`
+        #: imports coredis, which stays an optional import until the broker connects.
+        self._unsupported: type[Exception] = _NeverRaised
         self._shas: dict[str, str] = {}
         #: Called (awaited) after Redis lost our consumer groups: declares them again.
         self.redeclare: Callable[[], Awaitable[None]] | None = None
@@ -257,8 +265,9 @@ class Calls:
         if not self.use_lean:
             yield None
             return
-        from ._resp import open_lean
+        from ._resp import Unsupported, open_lean
 
+        self._unsupported = Unsupported
         async with open_lean(self.url, connect_timeout=self.connect_timeout) as lean:
             yield lean
 
@@ -304,14 +313,13 @@ class Calls:
 
         lean = self._lean
         if lean is not None:
+            unsupported = self._unsupported
 
             async def send_lean() -> list[Any]:
-                from ._resp import Unsupported
-
                 pipe = lean.pipeline()
                 try:
                     calls = fill(pipe)
-                except Unsupported:
+                except unsupported:
                     return await send()
                 await lean.run_pipe(pipe)
                 results: list[Any] = []
