@@ -226,3 +226,23 @@ def test_the_url_options_and_the_password_stay_out_of_sight() -> None:
     assert "prefix" not in broker.url
     assert "ssl_cert_reqs=none" in broker.url
     assert RedisBroker("unix:///run/redis.sock?prefix=u").prefix == "u"
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("ssl_cert_reqs=bogus", "ssl_cert_reqs must be one of none, optional, required"),
+        ("ssl_check_hostname=maybe", "ssl_check_hostname must be true or false"),
+        ("ssl_check_hostname=off", "ssl_check_hostname must be true or false"),
+    ],
+)
+def test_a_bad_tls_option_value_names_the_option_and_its_values(query: str, said: str) -> None:
+    with pytest.raises(BrokerError) as refused:
+        RedisBroker(f"rediss://user:secret@host:6380/0?{query}")
+    assert said in str(refused.value)
+    assert "secret" not in str(refused.value)
+
+
+def test_tls_option_values_are_spelt_the_one_way_both_clients_read() -> None:
+    broker = RedisBroker("rediss://host:6380/0?ssl_cert_reqs=REQUIRED&ssl_check_hostname=Yes")
+    assert broker.url.endswith("?ssl_cert_reqs=required&ssl_check_hostname=true")

@@ -109,7 +109,7 @@ def _split_options(url: str, query: str, scheme: str) -> tuple[str, dict[str, st
         if key in OPTIONS:
             ours[key] = value
         elif plain and key in known:
-            theirs.append((key, value))
+            theirs.append((key, _checked_option(url, key, value)))
         elif plain and key in TLS_OPTIONS:
             raise BrokerError(
                 f"bad Redis URL {safe_url(url)!r}: {key!r} is a TLS option, for a rediss:// "
@@ -123,6 +123,35 @@ def _split_options(url: str, query: str, scheme: str) -> tuple[str, dict[str, st
             )
     base = url.split("?", 1)[0]
     return (f"{base}?{urlencode(theirs)}" if theirs else base), ours
+
+
+#: The values `ssl_cert_reqs` takes: how a rediss:// client checks the server's certificate.
+CERT_REQS = ("none", "optional", "required")
+#: The values a yes/no option (`ssl_check_hostname`) takes, and what they mean; both
+#: clients (coredis and the lean one) read these the same way.
+BOOLEANS = {
+    **dict.fromkeys(("1", "true", "yes"), "true"),
+    **dict.fromkeys(("0", "false", "no"), "false"),
+}
+
+
+def _checked_option(url: str, key: str, value: str) -> str:
+    """A TLS option's value, checked and spelt the one way both clients read it."""
+    if key == "ssl_cert_reqs":
+        if value.lower() not in CERT_REQS:
+            raise BrokerError(
+                f"bad Redis URL {safe_url(url)!r}: ssl_cert_reqs must be one of "
+                f"{', '.join(CERT_REQS)}, got {value!r}"
+            )
+        return value.lower()
+    if key == "ssl_check_hostname":
+        if value.lower() not in BOOLEANS:
+            raise BrokerError(
+                f"bad Redis URL {safe_url(url)!r}: ssl_check_hostname must be true or false "
+                f"(or 1/0, yes/no), got {value!r}"
+            )
+        return BOOLEANS[value.lower()]
+    return value
 
 
 def servers_of(url: str) -> Servers | None:
