@@ -70,8 +70,26 @@ from typing import Any
 import attrs
 import trio
 
+from .._exceptions import BrokerError
 from .._ratelimit import LocalRates, RateLimit
 from .._task import DeadLetter, ErrorInfo, PipelineTask, Progress, Task, TaskState
+
+#: The shortest lease (seconds) a shared broker takes. A process renews the leases of the
+#: tasks it runs every `lease / 3`, each renewal a round trip to the broker: a lease much
+#: shorter than that round trip runs out between two renewals, and every running task
+#: would be delivered again to another process.
+MIN_LEASE = 0.1
+
+
+def check_lease(lease: float) -> float:
+    """The lease, or `BrokerError` when it is shorter than `MIN_LEASE`."""
+    if lease < MIN_LEASE:
+        raise BrokerError(
+            f"lease must be at least {MIN_LEASE:g} seconds (leases are renewed every "
+            f"lease / 3, each renewal a round trip to the broker), got {lease!r}: "
+            "use a lease longer than a network blip, e.g. ?lease=30 (the default)"
+        )
+    return lease
 
 
 def queue_of(task_id: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from queueing import (
+    BrokerError,
     Full,
     InvalidQueue,
     PayloadError,
@@ -342,3 +343,17 @@ def test_a_worker_class_without_handle_is_refused_saying_so() -> None:
     # ~P: StructureHandlerNotFoundError".
     with pytest.raises(InvalidQueue, match=r"NoHandle does not implement handle\(\)"):
         Queue("nohandle", NoHandle)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///{tmp}/q.db?lease=1e-9",
+        "redis://localhost:6399/0?lease=0.01",
+        "amqp://localhost:5699/?results=redis://localhost:6399/0&lease=0.05",
+    ],
+)
+async def test_a_lease_below_the_minimum_is_refused_naming_it(url: str, tmp_path: Any) -> None:
+    with pytest.raises(BrokerError, match=r"lease must be at least 0\.1 seconds .*\?lease=30"):
+        async with open_system(Queue("sleep", Sleep), broker=url.format(tmp=tmp_path)):
+            pass  # pragma: no cover - refused before it opens

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 
 from ..._exceptions import BrokerError
+from .._contract import check_lease
 from ._params import ConnectionParameters
 
 #: The schemes of the broker, and of the results stores it can use.
@@ -91,7 +92,8 @@ def parse(url: str, *, prefix: str, lease: float) -> BrokerURL:
         raise BrokerError(
             f"prefix must be non-empty, without any of {PREFIX_FORBIDDEN!r}: {prefix!r}"
         )
-    return BrokerURL(params, results, prefix, seconds("lease", ours.get("lease", lease)))
+    lease = check_lease(seconds("lease", ours.get("lease", lease)))
+    return BrokerURL(params, results, prefix, lease)
 
 
 def seconds(name: str, value: str | float) -> float:

@@ -20,7 +20,7 @@ import trio
 
 from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState
-from .._contract import Admission, Broker, QueueInfo, TenantFigures
+from .._contract import Admission, Broker, QueueInfo, TenantFigures, check_lease
 from . import _keys as k
 from ._admin import Admin
 from ._batch import Batcher
@@ -90,7 +90,7 @@ class RedisBroker(Broker):
             )
         self.url = url
         self.prefix = prefix
-        self.lease = finite_positive("lease", options.get("lease", lease))
+        self.lease = check_lease(finite_positive("lease", options.get("lease", lease)))
         self.block = finite_positive("block", block)
         self.connect_timeout = finite_positive("connect_timeout", connect_timeout)
         if max_dead_letters < 1:

@@ -17,7 +17,7 @@ import anyio
 
 from ..._exceptions import BrokerError
 from ..._task import DeadLetter, ErrorInfo, Progress, Task, TaskState, progress_doc
-from .._contract import Admission, Broker, QueueInfo, TenantFigures, queue_of
+from .._contract import Admission, Broker, QueueInfo, TenantFigures, check_lease, queue_of
 from . import _admin, _fair, _ops, _progress, _rates, _runs
 from ._records import STATES, dumps, error_of, error_text, letter_of, letter_text, loads, task_row
 from ._settings import parse_url
@@ -59,7 +59,7 @@ class SqliteBroker(Broker):
     def __init__(self, url: str, *, max_dead_letters: int = 10_000) -> None:
         self.settings = parse_url(url)
         self.url = url
-        self.lease = self.settings.lease
+        self.lease = check_lease(self.settings.lease)
         self.max_dead_letters = max_dead_letters
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.runs = _runs.SqliteRuns(self)
