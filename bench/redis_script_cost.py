@@ -98,7 +98,8 @@ def finish_call(done: list[tuple[str, str]]) -> tuple[list[str], list[object]]:
         KEYS.envs(QUEUE),
         KEYS.live(QUEUE),
         KEYS.waiting(QUEUE),
-        *KEYS.fair(QUEUE),
+        KEYS.fair(QUEUE)[0],
+        KEYS.fair(QUEUE)[2],
     ]
     args: list[object] = [
         10_000,
@@ -109,6 +110,7 @@ def finish_call(done: list[tuple[str, str]]) -> tuple[list[str], list[object]]:
         k.NOTICE_OUTCOME_MAX,
         3_600_000,
         len(KEYS.record(QUEUE, "")) + 1,
+        "",  # a short call: the queue has no tenants
     ]
     for task_id, entry in done:
         keys += [KEYS.record(QUEUE, task_id), KEYS.replies(QUEUE, CLIENT)]

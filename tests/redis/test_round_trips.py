@@ -155,3 +155,36 @@ async def test_a_claim_of_a_sharded_queue_asks_the_other_shards_at_once(
             # One round trip if it was that shard's turn, else three.
             assert dict(calls) in ({"claim": 1}, {"claim": 2, "probe shards": 1}), calls
         assert sorted(task.id for task in claimed) == sorted(task.id for task in tasks)
+
+
+async def test_a_fair_queues_first_outcomes_are_sent_again_with_its_fair_keys(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker's outcome writes pass only two of a queue's fair keys until it sees the
+    # queue with tenants: that first call writes nothing and goes again, in full.
+    async with opened(redis_url) as broker:
+        tasks = [new_task(payload=n) for n in range(4)]
+        for task in tasks:
+            task.tenant = "A"
+        assert await broker.accept_many(JOBS, tasks) == 4
+        claimed: list[Task] = []
+        with trio.fail_after(10):
+            while len(claimed) < 4:
+                claimed += await broker.claim(JOBS, 4 - len(claimed), wait=0.2)
+        assert (await broker.tenant_figures("jobs", 10))[0].running == 4
+        for task in claimed[:2]:
+            await broker.settle(JOBS, task, TaskState.SUCCEEDED, task.payload)
+        with counted(monkeypatch) as calls:
+            await broker.flush()
+        assert calls["write outcomes"] == 2  # the short call, then in full
+        assert (await broker.tenant_figures("jobs", 10))[0].running == 2
+        for task in claimed[2:]:
+            await broker.settle(JOBS, task, TaskState.SUCCEEDED, task.payload)
+        with counted(monkeypatch) as calls:
+            await broker.flush()
+        assert calls["write outcomes"] == 1  # in full at once from now on
+        assert await broker.tenant_figures("jobs", 10) == []  # none waiting or running
+        for task in claimed:
+            record = await broker.lookup(task.id)
+            assert record is not None
+            assert (record.state, record.result) == (TaskState.SUCCEEDED, task.payload)

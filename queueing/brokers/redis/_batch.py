@@ -48,6 +48,8 @@ FLUSH_TURNS = 3
 #: makes it again if Redis lost it (a FLUSHALL) and pushes its TTL back.
 REOPEN_EVERY = 60.0
 
+#: `finish.lua`'s answer to a short call on a queue with tenants (see `Batcher.on_fair`).
+_FAIR = "fair"
 #: `submit.lua`'s answers: 1 accepted, 0 full, 2 tenant full, -1 exists, -2 exists (this
 #: client's).
 _ACCEPTED, _EXISTS_OURS = 1, -2
@@ -198,6 +200,9 @@ class Batcher:
         self.on_replied: Callable[[], None] = lambda: None
         #: Called with the ids Redis accepted from here whose notices come here.
         self.on_accepted: Callable[[list[str]], None] = lambda ids: None
+        #: Called with the ops of a merged call answered `_FAIR` (a short `finish.lua`
+        #: call on a queue with tenants wrote nothing): they are to be pushed again.
+        self.on_fair: Callable[[list[Op]], None] = lambda ops: None
         #: When each replies stream of ours is to be opened again (trio clock), and the
         #: openings under way. A reconnect opens them again (Redis may have lost them).
         self._opened: dict[str, float] = {}
@@ -557,6 +562,9 @@ class Batcher:
                 continue
             if ops[0].head is None:
                 parts = [answer]
+            elif answer == _FAIR:
+                self.on_fair(ops)
+                continue
             elif isinstance(answer, list | tuple) and len(answer) == len(ops):
                 parts = list(answer)
             else:

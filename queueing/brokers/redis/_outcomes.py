@@ -52,13 +52,22 @@ class Outcomes:
         self.losses = losses
         self.max_dead_letters = max_dead_letters
         self.runs: RedisRuns | None = None
-        self._heads: dict[tuple[str, int], tuple[list[str], list[Any]]] = {}
+        self._heads: dict[tuple[str, int, bool], tuple[list[str], list[Any]]] = {}
+        #: The queue and ttl of each short head (see `_head`), by its id.
+        self._short: dict[int, tuple[str, int]] = {}
+        #: Queues seen with tenants: their `finish.lua` calls pass every fair key.
+        self._fair: set[str] = set()
+        batcher.on_fair = self._turned_fair
 
-    def _head(self, queue: str, ttl: int) -> tuple[list[str], list[Any]]:
+    def _head(self, queue: str, ttl: int, full: bool = False) -> tuple[list[str], list[Any]]:
         """The keys and arguments of a `finish.lua` call common to a queue's tasks (whose
-        outcomes are kept `ttl` ms)."""
-        head = self._heads.get((queue, ttl))
+        outcomes are kept `ttl` ms). Short (of the fair keys only `fair` and `tenants`,
+        which tell whether the queue has tenants) unless `full` or the queue was seen with
+        tenants: every key passed costs Redis about as much as a command's share."""
+        full = full or queue in self._fair
+        head = self._heads.get((queue, ttl, full))
         if head is None:
+            fair = self.keys.fair(queue)
             keys = [
                 self.keys.ready(queue),
                 self.keys.outstanding(queue),
@@ -70,7 +79,7 @@ class Outcomes:
                 self.keys.envs(queue),
                 self.keys.live(queue),
                 self.keys.waiting(queue),
-                *self.keys.fair(queue),
+                *(fair if full else (fair[0], fair[2])),
             ]
             args = [
                 self.max_dead_letters,
@@ -82,9 +91,22 @@ class Outcomes:
                 ttl,
                 # Where a task id starts in its record's key (1-based, as Lua counts).
                 len(self.keys.record(queue, "")) + 1,
+                "1" if full else "",
             ]
-            head = self._heads[(queue, ttl)] = (keys, args)
+            head = self._heads[(queue, ttl, full)] = (keys, args)
+            if not full:
+                self._short[id(head)] = (queue, ttl)
         return head
+
+    def _turned_fair(self, ops: list[Op]) -> None:
+        """A short `finish.lua` call found its queue with tenants (and wrote nothing): its
+        outcomes go again, with every fair key, in the next write."""
+        for op in ops:
+            assert op.head is not None
+            queue, ttl = self._short[id(op.head)]
+            self._fair.add(queue)
+            op.head = self._head(queue, ttl)
+            self.batcher.push(op)
 
     def _finish_part(
         self, queue: str, task: Task, entry: str, reply: str, letter: str
@@ -195,7 +217,7 @@ class Outcomes:
         task.settle(TaskState.CANCELLED, None, error, time.time())
         reply = str(reply or "")[: k.MAX_CLIENT_LENGTH]
         keys, args = self._finish_part(name, task, "", reply, "")
-        head_keys, head_args = self._head(name, int(ttl or k.MIN_TTL))
+        head_keys, head_args = self._head(name, int(ttl or k.MIN_TTL), full=True)
         (answer,) = await self.calls.eval(
             "cancel", "finish", [*head_keys, *keys], [*head_args, *args]
         )

@@ -1,17 +1,22 @@
 -- Record the outcomes of tasks of one queue and release them: the first outcome wins.
 -- KEYS: 1 ready, 2 outstanding, 3 stats, 4 room, 5 done, 6 dead, 7 delayed, 8 envs,
---       9 live, 10 waiting, 11..25 the fair keys (_fair.lua), then per task: its record
---       [, the replies stream of its client]
+--       9 live, 10 waiting, 11..25 the fair keys (_fair.lua; or, in a short call, 11 and
+--       12 only: `fair` and `tenants`), then per task: its record [, the replies stream
+--       of its client]
 -- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens
 --       (and nudge tokens), 6 the longest outcome a notice carries, 7 the outcomes' ttl
 --       (ms), 8 where the task id starts in its record's key (the records' keys are
---       `<prefix>task:<task id>`), then per task: the entry it was claimed from ('' for
+--       `<prefix>task:<task id>`), 9 '1' for every fair key in KEYS, '' for a short call,
+--       then per task: the entry it was claimed from ('' for
 --       a cancel: whatever entry or delay the record names), its state, its outcome [, its
 --       dead letter]. The state may start with '+' (the replies stream of the task's
 --       client follows its record in KEYS: the client its live entry or its record
 --       names; its notice goes there if the outcome is recorded) then '!' (its dead
 --       letter follows the outcome). Three arguments for a plain outcome: every one costs
 --       Redis about as much as a command.
+-- A queue without tenants reads only whether `fair` or `tenants` exists, so the caller
+-- passes the other 13 fair keys only for a queue it knows has tenants: a short call on a
+-- queue that has them returns 'fair' before it writes anything (sent again in full).
 -- Returns one code per task: 1 recorded; 0 it had an outcome; -1 no such task; -2 the
 -- record names another entry (the one given is acknowledged and removed; the task is
 -- left alone)
@@ -58,10 +63,12 @@ local newest, dropped = nil, {}
 local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
 local ttl, from, carried_max = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[6])
-local tenanted = redis.call('EXISTS', KEYS[F], KEYS[F + 2]) > 0
+local full = ARGV[9] == '1'
+local tenanted = redis.call('EXISTS', KEYS[F], KEYS[full and F + 2 or F + 1]) > 0
+if tenanted and not full then return 'fair' end
 if tenanted then fair_load() end -- see _fair.lua
-local k = 26
-local a = 9
+local k = full and 26 or 13
+local a = 10
 while a <= #ARGV do
   local entry, state, outcome = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local stream, letter = nil, ''
@@ -104,7 +111,7 @@ while a <= #ARGV do
       redis.call('HDEL', KEYS[8], id)
     elseif entry == '' and redis.call('ZREM', KEYS[10], id) == 1 then
       redis.call('HDEL', KEYS[8], id) -- cancelled while it waited on a ranked queue
-    elseif entry == '' and (f[2] or '') == '' and fair_load() and leave(F, id) then
+    elseif entry == '' and (f[2] or '') == '' and tenanted and leave(F, id) then
       redis.call('HDEL', KEYS[8], id) -- cancelled while it waited in a fair queue's flow
     end
     if f[4] then unrun(F, f[3] or '', tonumber(ARGV[5])) end
