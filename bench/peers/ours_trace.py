@@ -50,6 +50,8 @@ reads: list[tuple[float, int, int]] = []
 sends: list[tuple[float, int, int]] = []
 #: (time, outcome writes) of each flush-loop write
 flushes: list[tuple[float, int]] = []
+#: task steps (scheduler turns) by where the task was waiting, from `instrument()` on
+steps: dict[str, int] = defaultdict(int)
 
 
 def mark(task_id: str, stage: str, at: float | None = None) -> None:
@@ -80,10 +82,27 @@ class SchedulerBatches(trio.abc.Instrument):
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.steps += 1
+        steps[_waits_in(task)] += 1
 
     def before_io_wait(self, timeout: float) -> None:
         if self.steps:
             batches.append((self.start, now() - self.start, self.steps))
+
+
+_TRIO = os.path.dirname(trio.__file__)
+
+
+def _waits_in(task: trio.lowlevel.Task) -> str:
+    """Where a task is about to be resumed: the innermost two of its coroutines outside
+    trio (the wait it was woken from, and what waited there)."""
+    names: list[str] = []
+    coro: Any = task.coro
+    while coro is not None:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is not None and _TRIO not in code.co_filename:
+            names.append(code.co_qualname)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " < ".join(reversed(names[-2:]))
 
 
 _instrumented = False
@@ -227,6 +246,7 @@ def dump() -> None:
         "reads": reads,
         "sends": sends,
         "flushes": flushes,
+        "steps": steps,
     }
     tmp = f"{PATH}.tmp"
     with open(tmp, "w") as out:
