@@ -55,6 +55,10 @@ STEPS = (
 )
 
 
+#: Tasks at once in the worker process (`--concurrency`; the bench's is 8).
+CONCURRENCY = 8
+
+
 def pct(ordered: list[float], p: float) -> float:
     if not ordered:
         return float("nan")
@@ -66,7 +70,7 @@ def env_for(tree: Path, url: str, trace: str, *, freeze: bool = False) -> dict[s
     env.pop("VIRTUAL_ENV", None)
     env.update(
         BENCH_REDIS_URL=url,
-        BENCH_CONCURRENCY="8",
+        BENCH_CONCURRENCY=str(CONCURRENCY),
         BENCH_DEADLINE="120",
         BENCH_BODY="noop",
         PYTHONPATH=os.pathsep.join([str(PEERS), str(tree)]),
@@ -114,7 +118,7 @@ def one_run(
     client_trace = str(workdir / f"{tag}-client.json") if trace else ""
     argv = [sys.executable, "-m", "queueing", "worker", "ours_tasks:job", "--broker", url]
     worker = spawn(
-        [*argv, "--concurrency", "8"],
+        [*argv, "--concurrency", str(CONCURRENCY)],
         workdir / f"{tag}-worker.log",
         env_for(tree, url, worker_trace),
     )
@@ -190,6 +194,10 @@ def report_stages(run: dict[str, Any]) -> None:
     for how in worker["via"].values():
         ways[how] = ways.get(how, 0) + 1
     print(f"  outcome writes taken by: {ways}")
+    print(
+        "  outcomes handed to receipts by (deliver_watched: the notices' reader; run: the "
+        f"receipts' loop): {client.get('delivered_by', {})}"
+    )
     for side in ("client", "worker"):
         data = run[side]
         gcs = data["gcs"]
@@ -279,7 +287,16 @@ def main() -> None:
         help="the client freezes its start-up objects (BENCH_GC_FREEZE); compare: "
         "alternate off and on (with --pairs)",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="tasks at once in the worker process (the bench's 8; more: a diagnostic of the "
+        "claim loop, whose claims ask for the idle workers only)",
+    )
     args = parser.parse_args()
+    global CONCURRENCY
+    CONCURRENCY = args.concurrency
     rates = args.rate or [1000.0, 2000.0, 3000.0]
     runs = []
     with tempfile.TemporaryDirectory(prefix="latency-trace-") as tmp:
