@@ -149,6 +149,8 @@ class Receipts:
         #: handed over): the caller watches the id in its next step, and `wait_settled`
         #: looks again then, not at the next notice read (which may be a second away).
         self._lagging: set[str] = set()
+        #: Turns `wait_settled` looked again since an id was last added to `_lagging`.
+        self._lag_turns = 0
         #: Ids whose record was seen, then found gone: when it was first found gone.
         self._missing: dict[str, float] = {}
         #: Of the known ids, those another client submitted (their wake-up is in `done`),
@@ -187,6 +189,7 @@ class Receipts:
             for task_id in ids:
                 if task_id in early or task_id in arrived:  # its notice came first
                     self._lagging.add(task_id)
+                    self._lag_turns = 0
                     self._wake.unpark_all()
                 else:
                     expected[task_id] = None
@@ -213,7 +216,6 @@ class Receipts:
         self._waiting += 1
         self._reader_lot.unpark_all()
         try:
-            turns = 0
             while True:
                 found = await self._poll(task_ids)
                 lagging = self._lagging
@@ -225,14 +227,13 @@ class Receipts:
                 if lagging:
                     # Outcomes that came before their callers had their receipts: each
                     # caller, rescheduled, watches its id in its next step. Look again after
-                    # each of a few turns (a caller that never watches it, cancelled, leaves
-                    # it to the next look, as any outcome for an id not waited for).
-                    if turns < LAG_TURNS:
-                        turns += 1
+                    # each of a few turns (one whose caller never watches it, cancelled or
+                    # gone, is left to the next look, as any outcome not waited for).
+                    if self._lag_turns < LAG_TURNS:
+                        self._lag_turns += 1
                         await trio.lowlevel.checkpoint()
                         continue
                     lagging.clear()
-                turns = 0
                 with trio.move_on_at(min(deadline, self._sweep_at, self._recheck_at)):
                     await self._wake.park()
         finally:
@@ -501,6 +502,7 @@ class Receipts:
                     # its answer and watches the id in its next step (see `_lagging`).
                     if expected.pop(task_id, 0) is None:
                         self._lagging.add(task_id)
+                        self._lag_turns = 0
         if delivered:
             self._forget(delivered)
         if len(woken) + len(arrived) > WOKEN_CAP:  # no one looked for long: sweep instead
