@@ -11,11 +11,14 @@ then each process's GC pauses, trio scheduler batches, claims, notice reads and 
     python bench/latency_trace.py                        # 1,000, 2,000, 3,000 tasks/s, 5 s
     python bench/latency_trace.py --rate 3000 --seconds 5 --no-trace   # plain latency
     python bench/latency_trace.py --rate 3000 --pairs 3 --compare /work/main  # A B A B
+    python bench/latency_trace.py --rate 1500 --pairs 2 --gc-freeze compare   # client GC
 
 Tracing costs some CPU per task in both processes (a few dict writes per stage): compare
 figures with `--no-trace` when the load matters. `--compare TREE` alternates runs of this
 checkout and of TREE (another checkout's `queueing` package) without tracing, for paired
-latency figures (A B A B ...).
+latency figures (A B A B ...). `--gc-freeze compare` alternates runs whose client does
+not and does `gc.collect(); gc.freeze()` after its warm-up (BENCH_GC_FREEZE), traced
+(their GC pauses are the point).
 """
 
 from __future__ import annotations
@@ -52,24 +55,29 @@ STEPS = (
 )
 
 
+#: Tasks at once in the worker process (`--concurrency`; the bench's is 8).
+CONCURRENCY = 8
+
+
 def pct(ordered: list[float], p: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
-def env_for(tree: Path, url: str, trace: str) -> dict[str, str]:
+def env_for(tree: Path, url: str, trace: str, *, freeze: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
     env.update(
         BENCH_REDIS_URL=url,
-        BENCH_CONCURRENCY="8",
+        BENCH_CONCURRENCY=str(CONCURRENCY),
         BENCH_DEADLINE="120",
         BENCH_BODY="noop",
         PYTHONPATH=os.pathsep.join([str(PEERS), str(tree)]),
         PYTHONUNBUFFERED="1",
     )
     env.pop("BENCH_TRACE", None)
+    env["BENCH_GC_FREEZE"] = "1" if freeze else ""
     if trace:
         env["BENCH_TRACE"] = trace
     return env
@@ -102,6 +110,7 @@ def one_run(
     tag: str,
     *,
     trace: bool,
+    freeze: bool = False,
 ) -> dict[str, Any]:
     url = f"redis://127.0.0.1:{port}/0"
     redis_call(port, "FLUSHALL")
@@ -109,7 +118,7 @@ def one_run(
     client_trace = str(workdir / f"{tag}-client.json") if trace else ""
     argv = [sys.executable, "-m", "queueing", "worker", "ours_tasks:job", "--broker", url]
     worker = spawn(
-        [*argv, "--concurrency", "8"],
+        [*argv, "--concurrency", str(CONCURRENCY)],
         workdir / f"{tag}-worker.log",
         env_for(tree, url, worker_trace),
     )
@@ -123,7 +132,7 @@ def one_run(
         load = os.getloadavg()[0]
         cpu0 = proc_cpu(worker.pid)
         lat = drive(
-            env_for(tree, url, client_trace),
+            env_for(tree, url, client_trace, freeze=freeze),
             log,
             "latency",
             f"{rate:.0f}",
@@ -185,6 +194,10 @@ def report_stages(run: dict[str, Any]) -> None:
     for how in worker["via"].values():
         ways[how] = ways.get(how, 0) + 1
     print(f"  outcome writes taken by: {ways}")
+    print(
+        "  outcomes handed to receipts by (deliver_watched: the notices' reader; run: the "
+        f"receipts' loop): {client.get('delivered_by', {})}"
+    )
     for side in ("client", "worker"):
         data = run[side]
         gcs = data["gcs"]
@@ -194,6 +207,14 @@ def report_stages(run: dict[str, Any]) -> None:
             f"max {ms(pauses[-1] if pauses else 0)} ms, gen2 {sum(1 for *_, g in gcs if g == 2)}"
         )
         first = min(t["due"] for t in tasks.values())
+        last = max(t.get("resolved", t["due"]) for t in tasks.values())
+        during = [(d, g) for s, d, g in gcs if first <= s <= last]
+        by_gen = [
+            f"gen{g} {sum(1 for _, x in during if x == g)}/"
+            f"{ms(sum(d for d, x in during if x == g)).strip()} ms"
+            for g in (0, 1, 2)
+        ]
+        print(f"  {side}: GC during the run (count/total): {', '.join(by_gen)}")
         long_gcs = [f"{s - first:+.2f}s:{ms(d).strip()}" for s, d, _ in gcs if d > 0.005]
         if long_gcs:
             print(f"  {side}: GC pauses over 5 ms (time from the first due): {long_gcs[:12]}")
@@ -209,6 +230,13 @@ def report_stages(run: dict[str, Any]) -> None:
                 f"p99 {pct(steps, 99):.0f} max {steps[-1]}; duration p50 {ms(pct(spans, 50))} "
                 f"p99 {ms(pct(spans, 99))} max {ms(spans[-1])} ms"
             )
+    for side in ("client", "worker"):
+        kinds = sorted(run[side].get("steps", {}).items(), key=lambda kv: -kv[1])
+        if kinds:
+            total = sum(n for _, n in kinds) / len(tasks)
+            print(f"  {side}: task steps per task {total:.2f}; by where the task waited:")
+            for name, n in kinds[:12]:
+                print(f"    {n / len(tasks):5.2f}  {name}")
     claims = run["worker"]["claims"]
     if claims:
         got = sorted(c[3] for c in claims)
@@ -247,48 +275,60 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5000, help="tasks run before each rate")
     parser.add_argument("--no-trace", action="store_true", help="latency figures only")
     parser.add_argument("--compare", type=Path, help="another checkout: paired runs A B A B")
-    parser.add_argument("--pairs", type=int, default=1, help="with --compare: pairs of runs")
+    parser.add_argument("--pairs", type=int, default=1, help="paired runs: pairs per rate")
+    parser.add_argument(
+        "--trace", action="store_true", help="with --compare: trace the paired runs too"
+    )
     parser.add_argument("--json", type=Path, help="write the runs' figures here")
+    parser.add_argument(
+        "--gc-freeze",
+        choices=("off", "on", "compare"),
+        default="off",
+        help="the client freezes its start-up objects (BENCH_GC_FREEZE); compare: "
+        "alternate off and on (with --pairs)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="tasks at once in the worker process (the bench's 8; more: a diagnostic of the "
+        "claim loop, whose claims ask for the idle workers only)",
+    )
     args = parser.parse_args()
+    global CONCURRENCY
+    CONCURRENCY = args.concurrency
     rates = args.rate or [1000.0, 2000.0, 3000.0]
     runs = []
     with tempfile.TemporaryDirectory(prefix="latency-trace-") as tmp:
         workdir = Path(tmp)
         with private_redis(workdir) as port:
+            # (label, tree, the client freezes): one run each per rate and pair
+            variants = [("", ROOT, args.gc_freeze == "on")]
             if args.compare:
-                trees = {"A (this)": ROOT, "B": args.compare.resolve()}
-                for rate in rates:
-                    for pair in range(args.pairs):
-                        for label, tree in trees.items():
-                            run = one_run(
-                                port,
-                                workdir,
-                                tree,
-                                rate,
-                                args.seconds,
-                                args.warmup,
-                                f"{label[0]}{pair}-{rate:.0f}",
-                                trace=False,
-                            )
-                            run["tree"] = label
-                            runs.append(run)
-                            print(f"{label:9} {rate:6,.0f}/s: {line(run)}", flush=True)
-            else:
-                for rate in rates:
-                    run = one_run(
-                        port,
-                        workdir,
-                        ROOT,
-                        rate,
-                        args.seconds,
-                        args.warmup,
-                        f"r{rate:.0f}",
-                        trace=not args.no_trace,
-                    )
-                    runs.append(run)
-                    print(f"{rate:6,.0f}/s: {line(run)}", flush=True)
-                    if not args.no_trace:
-                        report_stages(run)
+                variants = [("A (this)", ROOT, False), ("B", args.compare.resolve(), False)]
+            elif args.gc_freeze == "compare":
+                variants = [("no freeze", ROOT, False), ("freeze", ROOT, True)]
+            paired = len(variants) > 1
+            trace = not args.no_trace and not (args.compare and not args.trace)
+            for rate in rates:
+                for pair in range(args.pairs if paired else 1):
+                    for index, (label, tree, freeze) in enumerate(variants):
+                        run = one_run(
+                            port,
+                            workdir,
+                            tree,
+                            rate,
+                            args.seconds,
+                            args.warmup,
+                            f"v{index}p{pair}-{rate:.0f}",
+                            trace=trace,
+                            freeze=freeze,
+                        )
+                        run["tree"] = label
+                        runs.append(run)
+                        print(f"{label:9} {rate:6,.0f}/s: {line(run)}", flush=True)
+                        if trace:
+                            report_stages(run)
     if args.json:
         args.json.write_text(json.dumps(runs))
 

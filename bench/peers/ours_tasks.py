@@ -4,6 +4,7 @@ one task at a time, so one connection each) and closes it in `on_stop`."""
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from contextlib import AsyncExitStack, suppress
@@ -32,6 +33,11 @@ if TRACE:
     import ours_trace
 
     ours_trace.install()
+
+#: `BENCH_GC_FREEZE=1`: the latency client freezes what it made up to its first submit
+#: (`gc.collect(); gc.freeze()`, as docs/how-to/latency.md advises a client that cares
+#: about its p99); off by default, as the peers' clients do nothing of the kind.
+GC_FREEZE = os.environ.get("BENCH_GC_FREEZE", "") == "1"
 
 #: Set by the bench for `run_first`'s worker: a file its first worker writes when it
 #: started (wall clock; a file, not Redis: no round trip on the worker's way).
@@ -185,6 +191,9 @@ def run_latency(rate: float, seconds: float) -> dict:
 
             for i in range(WARMUP):
                 await one(-1 - i)
+            if GC_FREEZE:
+                gc.collect()
+                gc.freeze()
             if TRACE:
                 ours_trace.instrument()
             cpu = time.process_time()

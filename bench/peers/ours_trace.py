@@ -48,8 +48,13 @@ claims: list[tuple[float, float, int, int, int]] = []
 reads: list[tuple[float, int, int]] = []
 #: (time, tasks, slots) of each submit round trip
 sends: list[tuple[float, int, int]] = []
+#: outcomes handed to receipts, by who did it (the notices' reader: `deliver_watched`;
+#: the receipts' loop: `run`)
+delivered_by: dict[str, int] = {}
 #: (time, outcome writes) of each flush-loop write
 flushes: list[tuple[float, int]] = []
+#: task steps (scheduler turns) by where the task was waiting, from `instrument()` on
+steps: dict[str, int] = defaultdict(int)
 
 
 def mark(task_id: str, stage: str, at: float | None = None) -> None:
@@ -80,10 +85,31 @@ class SchedulerBatches(trio.abc.Instrument):
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.steps += 1
+        steps[_waits_in(task)] += 1
 
     def before_io_wait(self, timeout: float) -> None:
         if self.steps:
             batches.append((self.start, now() - self.start, self.steps))
+        if timeout > 0:  # nothing to run: the process sleeps until I/O (or a deadline)
+            steps["(waits for I/O with nothing to run)"] += 1
+        else:
+            steps["(polls for I/O between two batches)"] += 1
+
+
+_TRIO = os.path.dirname(trio.__file__)
+
+
+def _waits_in(task: trio.lowlevel.Task) -> str:
+    """Where a task is about to be resumed: the innermost two of its coroutines outside
+    trio (the wait it was woken from, and what waited there)."""
+    names: list[str] = []
+    coro: Any = task.coro
+    while coro is not None:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is not None and _TRIO not in code.co_filename:
+            names.append(code.co_qualname)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " < ".join(reversed(names[-2:]))
 
 
 _instrumented = False
@@ -198,6 +224,9 @@ def install() -> None:
 
     def _deliver(self: Any, record: Any) -> None:
         mark(record.id, "delivered")
+        # by the notices' reader (deliver_watched) or by the receipts' loop (run)
+        how = sys._getframe(1).f_code.co_name
+        delivered_by[how] = delivered_by.get(how, 0) + 1
         deliver(self, record)
 
     results.deliver = _deliver  # type: ignore[method-assign]
@@ -227,6 +256,8 @@ def dump() -> None:
         "reads": reads,
         "sends": sends,
         "flushes": flushes,
+        "steps": steps,
+        "delivered_by": delivered_by,
     }
     tmp = f"{PATH}.tmp"
     with open(tmp, "w") as out:

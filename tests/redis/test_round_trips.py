@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import trio
-from broker_helpers import JOBS, new_task, opened, settled_all
+from broker_helpers import JOBS, claim_until, new_task, opened, settled_all
 
 from queueing._task import Task, TaskState
-from queueing.brokers._contract import QueueInfo
+from queueing.brokers._contract import Admission, QueueInfo
 from queueing.brokers.redis import _calls, _keys
 
 pytestmark = pytest.mark.redis
@@ -188,3 +188,65 @@ async def test_a_fair_queues_first_outcomes_are_sent_again_with_its_fair_keys(
             record = await broker.lookup(task.id)
             assert record is not None
             assert (record.state, record.result) == (TaskState.SUCCEEDED, task.payload)
+
+
+async def test_an_outcome_read_before_its_submit_returns_reaches_its_receipt_at_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notice read before the submit's caller has its answer (the caller is slow to
+    resume, or the worker quick): the caller watches the id as it resumes, and the receipts'
+    loop hands the outcome over then, not at the next notice read or sweep (with no other
+    task under way, seconds away)."""
+    async with opened(redis_url) as worker, opened(redis_url, serve=False) as client:
+        waiting = new_task(payload=0)  # waited for throughout: the loop stays in its wait
+        assert await client.accept(JOBS, waiting) == Admission.ACCEPTED
+        assert [t.id for t in await claim_until(worker, n=1)] == [waiting.id]  # runs on
+        watched: dict[str, None] = {waiting.id: None}  # the live set, as the engine's
+        found: dict[str, Task] = {}
+        arrived = trio.Event()
+
+        async def receipts_loop() -> None:  # as `Results.run`
+            while True:
+                for record in await client.wait_settled(watched.keys(), 60.0):
+                    found[record.id] = record
+                    watched.pop(record.id, None)
+                    if len(found) == 1:
+                        arrived.set()
+
+        task = new_task(payload=7)
+        notices = client._receipts._notices
+        noticed = trio.Event()
+
+        def read(entries: Any) -> None:
+            notices(entries)
+            if any(task.id in (entry.field_values or {}) for entry in entries):
+                noticed.set()
+
+        pipelined = client._calls.pipelined
+
+        async def answered_late(what: str, *args: Any, **kwargs: Any) -> Any:
+            answers = await pipelined(what, *args, **kwargs)
+            if what == "submit":
+                await noticed.wait()  # the outcome's notice is read first
+            return answers
+
+        monkeypatch.setattr(client._receipts, "_notices", read)
+        monkeypatch.setattr(client._calls, "pipelined", answered_late)
+
+        async def work() -> None:
+            (claimed,) = await claim_until(worker, n=1)
+            await worker.settle(JOBS, claimed, TaskState.SUCCEEDED, 70)
+            await worker.flush()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receipts_loop)
+            await trio.sleep(0.1)  # the loop waits (the reader's first sweep is done)
+            nursery.start_soon(work)
+            with counted(monkeypatch) as calls:
+                assert await client.accept(JOBS, task) == Admission.ACCEPTED
+                watched[task.id] = None  # the caller watches it as it resumes (the engine)
+                with trio.fail_after(5):  # a hang guard: it came a few turns later
+                    await arrived.wait()
+            nursery.cancel_scope.cancel()
+        assert (found[task.id].state, found[task.id].result) == (TaskState.SUCCEEDED, 70)
+        assert "read outcomes" not in calls  # from its notice, not a sweep of the records

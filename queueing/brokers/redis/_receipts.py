@@ -60,6 +60,9 @@ WOKEN_CAP = 100_000
 #: is waited for).
 EXPECTED_CAP = 20_000
 EARLY_CAP = 20_000
+#: Scheduler turns `wait_settled` looks again for outcomes that came before their callers
+#: had their receipts (`Receipts._lagging`), before it waits for the next notice instead.
+LAG_TURNS = 3
 
 
 def _stream_id(ident: str) -> tuple[int, int]:
@@ -141,6 +144,13 @@ class Receipts:
         self._early: dict[str, Task] = {}
         #: Ids a notice without an outcome arrived for since the last look.
         self._woken: set[str] = set()
+        #: Ids accepted from here whose outcome came before their submit's caller had its
+        #: receipt (the notice was read before, or just after, the submit's answer was
+        #: handed over): the caller watches the id in its next step, and `wait_settled`
+        #: looks again then, not at the next notice read (which may be a second away).
+        self._lagging: set[str] = set()
+        #: Turns `wait_settled` looked again since an id was last added to `_lagging`.
+        self._lag_turns = 0
         #: Ids whose record was seen, then found gone: when it was first found gone.
         self._missing: dict[str, float] = {}
         #: Of the known ids, those another client submitted (their wake-up is in `done`),
@@ -174,8 +184,18 @@ class Receipts:
         """Redis accepted these from this client: their records exist, their notices come
         here (they need no read when first waited for)."""
         expected = self._expected
-        for task_id in ids:
-            expected[task_id] = None
+        early, arrived = self._early, self._arrived
+        if early or arrived:  # (rare) outcomes not handed over yet: some may be these
+            for task_id in ids:
+                if task_id in early or task_id in arrived:  # its notice came first
+                    self._lagging.add(task_id)
+                    self._lag_turns = 0
+                    self._wake.unpark_all()
+                else:
+                    expected[task_id] = None
+        else:
+            for task_id in ids:
+                expected[task_id] = None
         _trim(expected, EXPECTED_CAP)
 
     # -- lookups ----------------------------------------------------------------------------
@@ -198,9 +218,22 @@ class Receipts:
         try:
             while True:
                 found = await self._poll(task_ids)
+                lagging = self._lagging
+                if lagging and found:
+                    lagging.difference_update([task.id for task in found])
                 if found or trio.current_time() >= deadline:
                     await trio.lowlevel.checkpoint()
                     return found
+                if lagging:
+                    # Outcomes that came before their callers had their receipts: each
+                    # caller, rescheduled, watches its id in its next step. Look again after
+                    # each of a few turns (one whose caller never watches it, cancelled or
+                    # gone, is left to the next look, as any outcome not waited for).
+                    if self._lag_turns < LAG_TURNS:
+                        self._lag_turns += 1
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    lagging.clear()
                 with trio.move_on_at(min(deadline, self._sweep_at, self._recheck_at)):
                     await self._wake.park()
         finally:
@@ -448,21 +481,28 @@ class Receipts:
         delivered: list[Task] = []
         for entry in entries:
             for task_id, outcome in _notes(entry.field_values):
-                expected.pop(task_id, None)
                 if not outcome:
+                    expected.pop(task_id, None)
                     woken.add(task_id)
                     continue
                 try:
                     task = notice_task(task_id, outcome)
                 except (ValueError, TypeError, KeyError):
+                    expected.pop(task_id, None)
                     woken.add(task_id)  # unreadable here: the record is read instead
                     continue
                 # Handed over here, the outcome reaches its receipt in this turn of the
                 # scheduler, not after `wait_settled`'s caller wakes and hands it over.
                 if deliver is not None and task.state.final and deliver(task):
+                    expected.pop(task_id, None)
                     delivered.append(task)
                 else:
                     arrived[task_id] = task
+                    # Accepted from here and not waited for yet: its submit's caller has
+                    # its answer and watches the id in its next step (see `_lagging`).
+                    if expected.pop(task_id, 0) is None:
+                        self._lagging.add(task_id)
+                        self._lag_turns = 0
         if delivered:
             self._forget(delivered)
         if len(woken) + len(arrived) > WOKEN_CAP:  # no one looked for long: sweep instead
