@@ -74,6 +74,21 @@ _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _ABORTED = trio.lowlevel.Abort.SUCCEEDED
 
 
+def _check_id(queue: QueueInfo, task: Task) -> None:
+    """A task id must name the queue (`<queue>:<unique>`) and fit `MAX_ID_LENGTH`."""
+    task_id = task.id
+    if queue_of(task_id) != k.base(queue.name):
+        raise BrokerError(
+            f"task id {task_id!r} does not name the queue {queue.name!r}: ids are <queue>:<unique>"
+        )
+    if len(task_id) > k.MAX_ID_LENGTH:
+        shown = task_id[: k.MAX_ID_LENGTH // 4]
+        raise BrokerError(
+            f"task id {shown!r}... is {len(task_id)} characters, over the limit of "
+            f"{k.MAX_ID_LENGTH}: use a shorter key"
+        )
+
+
 class _Slot:
     """One submit's tasks, waiting for their answer. Its caller sleeps until `wake` (no
     `trio.Event` per submit: the caller's task is rescheduled directly); a caller
@@ -217,44 +232,76 @@ class Batcher:
         if not tasks:
             await trio.lowlevel.checkpoint()
             return []
-        home = k.base(queue.name)
         for task, _ in tasks:
-            if queue_of(task.id) != home:
-                raise BrokerError(
-                    f"task id {task.id!r} does not name the queue {queue.name!r}: ids are "
-                    "<queue>:<unique>"
-                )
-            if len(task.id) > k.MAX_ID_LENGTH:
-                shown = task.id[: k.MAX_ID_LENGTH // 4]
-                raise BrokerError(
-                    f"task id {shown!r}... is {len(task.id)} characters, over the limit of "
-                    f"{k.MAX_ID_LENGTH}: use a shorter key"
-                )
+            _check_id(queue, task)
         # Encoded here, so that a payload that is not plain data fails its caller only.
         slot = self._encoded(queue, tasks)
         if slot.compact or not all(_staged(task) for task, _ in tasks):
             self.note_replied(queue.name)
+        return await self._answer(slot)
+
+    async def submit_one(self, queue: QueueInfo, task: Task) -> Admission:
+        """`submit` of one task, ready now, to a queue of one shard: the client's `submit`
+        (one coroutine where `submit` and `_answer` are two, and no list of one task)."""
+        _check_id(queue, task)
+        plain = encode_plain(task)
+        if plain is None:
+            slot = self._encoded(queue, [(task, "")])
+            if slot.compact or not _staged(task):
+                self.note_replied(queue.name)
+        else:
+            slot = _Slot(queue, [(task.id, *plain)], True)
+            if queue.name not in self.replied:
+                self.note_replied(queue.name)
+        self._submits.append(slot)
+        if self._submit_lot:  # a sender is idle: wake one (else a busy one comes back)
+            self._submit_lot.unpark()
+        # `slot.wait()` inlined (a coroutine less): the slot cannot be answered yet, since
+        # nothing ran since it was queued.
+        slot.task = _current_task()
+        try:
+            await _wait_task_rescheduled(slot._abort)
+        except trio.Cancelled:
+            if self._withdrawn(slot):
+                raise
+            await self._answer_after_cancel(slot)
+        if slot.error is not None:
+            raise slot.error
+        return slot.answers[0]
+
+    async def _answer(self, slot: _Slot) -> list[Admission]:
+        """Queue `slot` to be sent and wait for its answers."""
         self._submits.append(slot)
         if self._submit_lot:  # a sender is idle: wake one (else a busy one comes back)
             self._submit_lot.unpark()
         try:
             await slot.wait()
         except trio.Cancelled:
-            for index, queued in enumerate(self._submits):
-                if queued is slot:  # not sent yet: withdrawn, nothing was accepted
-                    del self._submits[index]
-                    raise
-            # Already sent: Redis may be accepting it right now. Wait for the answer, so
-            # that an accepted task is reported to the caller; the caller's cancellation
-            # takes effect at its next checkpoint.
-            await slot.waiting(trio.current_time() + self.calls.block + ATTEMPT_GRACE)
-            if not slot.done:
-                raise BrokerError(
-                    "Redis did not answer a submit in time (the task may have been accepted)"
-                ) from None
+            if self._withdrawn(slot):
+                raise
+            await self._answer_after_cancel(slot)
         if slot.error is not None:
             raise slot.error
         return slot.answers
+
+    def _withdrawn(self, slot: _Slot) -> bool:
+        """A submit's caller was cancelled: if its slot was not sent yet, withdraw it
+        (nothing was accepted; True)."""
+        for index, queued in enumerate(self._submits):
+            if queued is slot:
+                del self._submits[index]
+                return True
+        return False
+
+    async def _answer_after_cancel(self, slot: _Slot) -> None:
+        """A submit's caller was cancelled once its slot was sent: Redis may be accepting
+        it right now. Wait for the answer, so that an accepted task is reported to the
+        caller; the caller's cancellation takes effect at its next checkpoint."""
+        await slot.waiting(trio.current_time() + self.calls.block + ATTEMPT_GRACE)
+        if not slot.done:
+            raise BrokerError(
+                "Redis did not answer a submit in time (the task may have been accepted)"
+            ) from None
 
     def _encoded(self, queue: QueueInfo, tasks: list[tuple[Task, str]]) -> _Slot:
         """The slot of these tasks: in the compact form when all are plain tasks, ready

@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -239,7 +239,16 @@ class RedisBroker(Broker):
 
     # -- the client side -------------------------------------------------------------------
 
-    async def accept(self, queue: QueueInfo, task: Task, *, due: float | None = None) -> Admission:
+    def accept(
+        self, queue: QueueInfo, task: Task, *, due: float | None = None
+    ) -> Coroutine[Any, Any, Admission]:
+        # Not a coroutine itself: the common case (ready now, one shard, nothing to do with
+        # the answer) is the batcher's coroutine alone, one layer less under each submit.
+        if due is None and queue.shards < 2:
+            return self._batch.submit_one(queue, task)
+        return self._accept(queue, task, due)
+
+    async def _accept(self, queue: QueueInfo, task: Task, due: float | None) -> Admission:
         when = ""
         if due is not None and due > self.clock():
             when = str(int(due * 1000))

@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from ..._task import Task, TaskState
+from ..._task import Task, TaskState, new_task
 from .._contract import queue_of
 from . import _keys as k
 from ._batch import Batcher
@@ -84,25 +84,34 @@ def _notes(fields: dict[Any, Any] | None) -> list[tuple[str, str]]:
 
 #: The outcome of a plain success as `encode_outcome` writes it (the bulk of the notices):
 #: read without decoding the whole document. The result is what lies between the head and
-#: the tail (greedy: a result whose text ends like the tail still ends at the real one).
-_SUCCESS = re.compile(
-    r'\{"state":"succeeded","result":(.*),"error":null,"attempts":(\d+),"deliveries":(\d+),'
-    r'"finished_at":([-+.0-9eE]+),"stage":0,"fanned":false\}\Z',
-    re.DOTALL,
+#: the last `_SUCCESS_MARK` (the text after the mark holds no quote, so no later mark can
+#: fall within the tail: the last one is the only place the tail can start). Found with
+#: `str.rfind`, not a greedy `(.*)` that backtracks over the result character by character.
+_SUCCESS_HEAD = '{"state":"succeeded","result":'
+_SUCCESS_MARK = ',"error":null,"attempts":'
+_SUCCESS_TAIL = re.compile(
+    r'(\d+),"deliveries":(\d+),"finished_at":([-+.0-9eE]+),"stage":0,"fanned":false\}\Z'
 )
+_HEAD_LENGTH = len(_SUCCESS_HEAD)
+_MARK_LENGTH = len(_SUCCESS_MARK)
 _SUCCEEDED = TaskState.SUCCEEDED
-_match_success = _SUCCESS.match
+_match_tail = _SUCCESS_TAIL.match
 
 
 def notice_task(task_id: str, outcome: str) -> Task:
-    """`task_from_outcome`, with a plain success read by one match (its result alone
-    decoded, an integer without the JSON decoder); any other outcome goes the general way.
-    Raises as `task_from_outcome` does for an unreadable one."""
-    found = _match_success(outcome)
+    """`task_from_outcome`, with a plain success read by one match of its tail (its result
+    alone decoded, an integer without the JSON decoder); any other outcome goes the general
+    way. Raises as `task_from_outcome` does for an unreadable one."""
+    found = None
+    if outcome.startswith(_SUCCESS_HEAD):
+        cut = outcome.rfind(_SUCCESS_MARK)
+        if cut >= _HEAD_LENGTH:
+            found = _match_tail(outcome, cut + _MARK_LENGTH)
     if found is None:
         return task_from_outcome(task_id, outcome)
-    result, attempts, deliveries, finished = found.groups()
-    task = Task(task_id, queue_of(task_id), None, 0.0)
+    result = outcome[_HEAD_LENGTH:cut]
+    attempts, deliveries, finished = found.groups()
+    task = new_task(task_id, queue_of(task_id), None, 0.0, None, 0.0)
     task.state = _SUCCEEDED
     task.result = int(result) if result.isdigit() and result.isascii() else json.loads(result)
     task.attempts = int(attempts)
