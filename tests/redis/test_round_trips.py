@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 from broker_helpers import JOBS, claim_until, new_task, opened, settled_all
+from redis_helpers import key, raw_client
 
 from queueing._task import Task, TaskState
 from queueing.brokers._contract import Admission, QueueInfo
@@ -250,3 +251,26 @@ async def test_an_outcome_read_before_its_submit_returns_reaches_its_receipt_at_
             nursery.cancel_scope.cancel()
         assert (found[task.id].state, found[task.id].result) == (TaskState.SUCCEEDED, 70)
         assert "read outcomes" not in calls  # from its notice, not a sweep of the records
+
+
+async def test_finished_entries_leave_the_ready_stream_in_whole_nodes_and_all_at_the_end(
+    redis_url: str,
+) -> None:
+    # finish.lua trims the stream approximately: whole nodes (of up to 100 entries, the
+    # default stream-node-max-entries) below the oldest pending entry; what is left of the
+    # node the trim ended in goes at a later call, and nothing is left once all finished.
+    count = 300
+    async with opened(redis_url) as broker, raw_client(redis_url) as raw:
+        ready = key(redis_url, "jobs", "ready")
+        assert await broker.accept_many(JOBS, [new_task(payload=n) for n in range(count)]) == count
+        claimed = 0
+        while claimed < count:
+            tasks = await broker.claim(JOBS, 8, wait=0)
+            claimed += len(tasks)
+            for task in tasks:
+                await broker.settle(JOBS, task, TaskState.SUCCEEDED, None)
+            await broker.flush()
+            left = await raw.xlen(ready) - (count - claimed)  # finished, not trimmed yet
+            assert 0 <= left < 100
+        assert await raw.xlen(ready) == 0
+        assert await broker.outstanding("jobs") == 0

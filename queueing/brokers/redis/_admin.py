@@ -184,8 +184,8 @@ class Admin:
         except Exception:  # no group (yet): nothing in flight
             in_flight = 0
         # Entries not read yet: the group's lag (Redis 7); without it, the stream's length
-        # less those in flight, which counts too the finished entries that wait behind a
-        # running one to be trimmed (finish.lua).
+        # less those in flight, which counts too the finished entries not trimmed yet
+        # (finish.lua: behind a running one, or in the stream node the last trim ended in).
         unread = None
         try:
             for group in await client.xinfo_groups(ready):

@@ -146,7 +146,8 @@ while a <= #ARGV do
 end
 if #gone > 0 then
   redis.call('XACK', KEYS[1], GROUP, unpack(gone))
-  redis.call('HDEL', KEYS[9], unpack(gone))
+  -- `live` names only entries written without `x` (_entry.lua): most queues have none.
+  if redis.call('EXISTS', KEYS[9]) == 1 then redis.call('HDEL', KEYS[9], unpack(gone)) end
 end
 if #dropped > 0 then redis.call('XDEL', KEYS[1], unpack(dropped)) end
 if newest then
@@ -154,7 +155,11 @@ if newest then
   -- up to the oldest pending entry (a task running, or a lease to reclaim), or past the
   -- newest entry finished here (every entry up to it was read by a consumer: entries are
   -- read in order, and added after all others). XDEL of each entry costs Redis more
-  -- (it looks each one up in its node).
+  -- (it looks each one up in its node). The trim is approximate ('~'): it drops whole
+  -- nodes of the stream (stream-node-max-entries / -bytes) below the bound and leaves
+  -- the rest of a node the bound falls in, acknowledged entries no one reads again (a
+  -- claim reads past the group's last delivered entry), for a later call: marking
+  -- entries deleted one by one inside a node cost more than the rest of the trim.
   local ms, seq = parse(newest)
   local bound = ms .. '-' .. (seq + 1)
   local first = redis.call('XPENDING', KEYS[1], GROUP, '-', '+', 1)[1]
@@ -167,7 +172,7 @@ if newest then
       redis.call('XDEL', KEYS[1], unpack(gone))
     end
   end
-  redis.call('XTRIM', KEYS[1], 'MINID', bound)
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', bound)
 end
 if #done > 0 then redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', unpack(done)) end
 for i, carried in pairs(notices) do
