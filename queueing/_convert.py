@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import inspect
 import json
 import math
+import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import cattrs
 import cattrs.v
 from cattrs.cols import (
@@ -22,7 +26,7 @@ from cattrs.cols import (
 )
 from cattrs.preconf.json import make_converter as _make_json_converter
 
-from ._exceptions import PayloadError
+from ._exceptions import InvalidQueue, PayloadError
 
 _PRIMITIVES = (int, float, str, bool, type(None))
 PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
@@ -205,6 +209,87 @@ def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
     if result is type(None):
         result = Any
     return payload, result
+
+
+def check_handler_types(handle: Callable[..., Any], queue: str) -> None:
+    """Refuse, at the queue's definition, a `handle` whose annotations do not resolve or
+    declare a payload or result that JSON cannot carry back as it was (a dict with int
+    keys, say): otherwise every submit, or every result, would fail."""
+    unwrapped = inspect.unwrap(handle)
+    where = f"Queue({queue!r}): {getattr(unwrapped, '__qualname__', 'handle')}"
+    try:
+        hints = typing.get_type_hints(unwrapped)
+    except Exception as exc:
+        raise InvalidQueue(
+            f"{where} has annotations that do not resolve ({type(exc).__name__}: {exc}): "
+            "define or import each type it names at module level, before the Queue (under "
+            "`from __future__ import annotations` annotations are strings, resolved from "
+            "the module's globals), or annotate with Any"
+        ) from None
+    for name, type_ in hints.items():
+        role = "its result" if name == "return" else f"its payload {name!r}"
+        problem = _json_problem(type_, set())
+        if problem is not None:
+            raise InvalidQueue(
+                f"{where}: {role} is declared as {type_name(type_)}, which JSON cannot carry "
+                f"back as it was: {problem}"
+            )
+
+
+def _json_problem(type_: Any, seen: set[int]) -> str | None:
+    """What in a declared type JSON cannot round-trip (a non-str dict key), or None."""
+    if id(type_) in seen:
+        return None
+    seen.add(id(type_))
+    origin = typing.get_origin(type_)
+    args = typing.get_args(type_)
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping) and args:
+        key = _bad_key(args[0])
+        if key is not None:
+            return (
+                f"its dict keys are {key}, but JSON object keys are strings (they would come "
+                "back as str, or be refused); use str keys, or a list of pairs"
+            )
+    for arg in args:
+        if isinstance(arg, type) or typing.get_origin(arg) is not None:
+            problem = _json_problem(arg, seen)
+            if problem is not None:
+                return problem
+    if isinstance(type_, type) and (attrs.has(type_) or dataclasses.is_dataclass(type_)):
+        try:
+            fields = typing.get_type_hints(type_)
+        except Exception as exc:
+            return (
+                f"the annotations of {type_.__qualname__} do not resolve "
+                f"({type(exc).__name__}: {exc}); define or import the types its fields name "
+                "at module level"
+            )
+        for field, field_type in fields.items():
+            problem = _json_problem(field_type, seen)
+            if problem is not None:
+                return f"{type_.__qualname__}.{field}: {problem}"
+    return None
+
+
+def _bad_key(key: Any) -> str | None:
+    """How a dict key type is not a string in JSON (`int`), or None if it is (or may be)."""
+    if key in (int, float, bool, type(None), bytes) or typing.get_origin(key) is tuple:
+        return type_name(key)
+    if key is tuple or key is frozenset or typing.get_origin(key) is frozenset:
+        return type_name(key)
+    if isinstance(key, type):
+        if issubclass(key, enum.Enum) and not all(isinstance(m.value, str) for m in key):
+            return f"{key.__qualname__} (an enum of non-str values)"
+        if attrs.has(key) or dataclasses.is_dataclass(key):
+            return f"{key.__qualname__} (a class)"
+    origin = typing.get_origin(key)
+    if origin is typing.Literal and not all(isinstance(v, str) for v in typing.get_args(key)):
+        return type_name(key)
+    if origin is typing.Union or origin is types.UnionType:
+        for member in typing.get_args(key):
+            if _bad_key(member) is not None:
+                return type_name(key)
+    return None
 
 
 class Codec:

@@ -11,6 +11,7 @@ import tenacity
 
 from actors import Overflow
 
+from ._convert import check_handler_types
 from ._exceptions import InvalidQueue
 from ._ratelimit import RateLimit, rate_key, rate_limit
 from ._retry import RetryPolicy
@@ -191,6 +192,7 @@ class Queue(Generic[R]):
                 "define `async def handle(self, payload)` (or a plain `def handle` for "
                 "blocking work) on it"
             )
+        check_handler_types(self.worker.handle, self.name)
         worker_count("workers", self.workers)
         positive_int("maxsize", self.maxsize)
         if self.when_full not in _QUEUE_POLICIES:

@@ -357,3 +357,65 @@ async def test_a_lease_below_the_minimum_is_refused_naming_it(url: str, tmp_path
     with pytest.raises(BrokerError, match=r"lease must be at least 0\.1 seconds .*\?lease=30"):
         async with open_system(Queue("sleep", Sleep), broker=url.format(tmp=tmp_path)):
             pass  # pragma: no cover - refused before it opens
+
+
+@attrs.frozen
+class Counts:
+    by_page: dict[int, int]
+
+
+class IntKeys(Worker):
+    async def handle(self, scores: dict[int, str]) -> int:
+        return len(scores)  # pragma: no cover - never defined
+
+
+class IntKeysInAField(Worker):
+    async def handle(self, counts: Counts) -> int:
+        return len(counts.by_page)  # pragma: no cover - never defined
+
+
+class IntKeysInTheResult(Worker):
+    async def handle(self, n: int) -> dict[str, dict[float, str]]:
+        return {}  # pragma: no cover - never defined
+
+
+class StrKeys(Worker):
+    async def handle(self, scores: dict[str, list[Page]]) -> dict[str, int]:
+        return {key: len(pages) for key, pages in scores.items()}
+
+
+class Unresolvable(Worker):
+    async def handle(self, page: Pagee) -> int:  # type: ignore[name-defined]  # noqa: F821
+        return 1  # pragma: no cover - never defined
+
+
+@pytest.mark.parametrize(
+    ("worker", "said"),
+    [
+        (IntKeys, "its payload 'scores' is declared as dict[int, str]"),
+        (IntKeysInAField, "Counts.by_page: its dict keys are int"),
+        (IntKeysInTheResult, "its result is declared as dict[str, dict[float, str]]"),
+    ],
+)
+def test_a_type_json_cannot_carry_back_is_refused_at_definition(
+    worker: type[Worker], said: str
+) -> None:
+    with pytest.raises(InvalidQueue) as refused:
+        Queue("scores", worker)
+    assert said in str(refused.value)
+    assert "JSON object keys are strings" in str(refused.value)
+    assert "use str keys" in str(refused.value)
+
+
+async def test_str_keyed_dicts_of_classes_are_accepted_and_round_trip() -> None:
+    async with open_system(Queue("scores", StrKeys)) as system:
+        receipt = await system.submit("scores", {"a": [Page("u", 1)], "b": []})
+        assert await receipt.result(timeout=5) == {"a": 1, "b": 0}
+
+
+def test_annotations_that_do_not_resolve_are_refused_at_definition() -> None:
+    with pytest.raises(InvalidQueue) as refused:
+        Queue("pages", Unresolvable)
+    assert "Unresolvable.handle has annotations that do not resolve" in str(refused.value)
+    assert "name 'Pagee' is not defined" in str(refused.value)
+    assert "at module level" in str(refused.value)
