@@ -836,6 +836,10 @@ class QueueSystem:
         A letter leaves the store only once its new task is accepted: if a submit is
         refused (`QueueFull`...), that letter and the rest stay. Entries that never were
         tasks (dead-lettered as unreadable, with an empty id) are not requeued.
+
+        Raises:
+            UnknownTask: an id in `ids` is not among the queue's dead letters (a typo, or
+                already requeued or purged); nothing is requeued. The message names them.
         """
         self._usable()
         self._runtime(queue)
@@ -844,8 +848,22 @@ class QueueSystem:
                 f"requeue takes a list of task ids, got the str {ids!r:.80}: pass [{ids!r:.80}]"
             )
         wanted = None if ids is None else set(ids)
+        letters = await self._broker.dead_letters(queue, 1 << 30)
+        if wanted:
+            kept = {letter.id for letter in letters}
+            missing = [i for i in dict.fromkeys(ids or ()) if i not in kept]
+            if missing:
+                also = ", ".join(repr(i) for i in missing[1:MISSING_SHOWN])
+                if len(missing) > MISSING_SHOWN:
+                    also += f" and {len(missing) - MISSING_SHOWN} more"
+                raise UnknownTask(
+                    missing[0],
+                    why=f"it is not among the dead letters of {queue!r}"
+                    f"{f' (nor are {also})' if also else ''}; nothing was requeued "
+                    f"(system.dead_letters({queue!r}) lists them)",
+                )
         receipts = []
-        for letter in await self._broker.dead_letters(queue, 1 << 30):
+        for letter in letters:
             if not letter.id or (wanted is not None and letter.id not in wanted):
                 continue
             receipts.append(await self._resubmit(queue, letter))
@@ -881,6 +899,10 @@ class QueueSystem:
         self._runtime(queue)
         await _checkpoint_if_cancelled()
         return len(await self._broker.take_dead_letters(queue, None))
+
+
+#: Unknown ids a refused `requeue` names in its message.
+MISSING_SHOWN = 5
 
 
 def tenant_counts(rt: QueueRuntime, limit: int) -> list[TenantFigures]:

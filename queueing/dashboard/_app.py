@@ -155,7 +155,7 @@ def dashboard_app(
             return problem(400, f'the body must be {{"ids": [...]}} or {{}} for all: {exc}')
         try:
             receipts = await system.requeue(request.path_params["queue"], ids)
-        except UnknownQueue as exc:
+        except (UnknownQueue, UnknownTask) as exc:
             return problem(404, str(exc))
         except QueueFull as exc:
             return problem(503, f"requeued none or some, then: {exc}")

@@ -19,7 +19,7 @@ from contract_workers import (
 )
 from tenacity import stop_after_attempt, wait_fixed
 
-from queueing import DeadLetter, Queue, RetryPolicy, TaskState, Worker
+from queueing import DeadLetter, Queue, RetryPolicy, TaskState, UnknownTask, Worker
 
 BACKOFF = 0.05  # seconds between attempts
 ATTEMPTS = 3  # stop_after_attempt(ATTEMPTS)
@@ -180,6 +180,28 @@ async def test_requeue_by_id_leaves_the_other_letters(
         [again] = await system.requeue("troubled", [retry.id])
         assert await outcome_of(again) == "RETRY"
         assert [d.id for d in await system.dead_letters("troubled")] == [keep.id]
+
+
+async def test_requeue_of_an_id_that_is_no_dead_letter_raises_and_requeues_nothing(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    async with serve(broker, troubled(probe)) as system:
+        letter = await system.submit("troubled", {"name": "letter", "broken": True})
+        await failure_of(letter)
+        probe.fixed = True
+        with pytest.raises(UnknownTask) as refused:
+            await system.requeue("troubled", [letter.id, "no-such-id", "nor-this"])
+        assert refused.value.task_id == "no-such-id"
+        assert "'no-such-id' is known" in str(refused.value)
+        assert "(nor are 'nor-this')" in str(refused.value)
+        assert "nothing was requeued" in str(refused.value)
+        assert [d.id for d in await system.dead_letters("troubled")] == [letter.id]
+        [again] = await system.requeue("troubled", [letter.id])
+        assert await outcome_of(again) == "LETTER"
+        with pytest.raises(UnknownTask, match="not among the dead letters of 'troubled'"):
+            await system.requeue("troubled", [letter.id])  # requeued already
+        assert await system.requeue("troubled", []) == []
 
 
 async def test_purge_removes_the_dead_letters_and_counts_them(

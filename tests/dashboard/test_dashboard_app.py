@@ -145,6 +145,21 @@ async def test_a_malformed_requeue_body_is_refused() -> None:
     assert kept == 2
 
 
+async def test_a_requeue_of_an_id_that_is_no_dead_letter_is_not_found() -> None:
+    async with dashboard() as (client, system):
+        (first, _) = await system.dead_letters("refusals", 10)
+        answer = await client.post(
+            "/api/queues/refusals/dead-letters/requeue",
+            json={"ids": [first.id, "no-such-id"]},
+            headers=AUTH,
+        )
+        kept = len(await system.dead_letters("refusals", 10))
+    assert answer.status_code == 404
+    assert "'no-such-id'" in answer.json()["error"]
+    assert "nothing was requeued" in answer.json()["error"]
+    assert kept == 2
+
+
 async def test_on_loopback_a_request_for_another_host_name_is_refused() -> None:
     async with dashboard() as (client, _):
         rebound = await client.get("/api/snapshot", headers={"Host": "evil.example:8000"})
