@@ -150,13 +150,22 @@ class QueueSystem:
             self._results.close()  # who still awaits a receipt hears that it is closed
 
     def _usable(self) -> None:
-        """Refuse a call that needs the broker once the system is closed (in process the
-        records stay readable)."""
-        if self.closed and self._broker.shared:
+        """Refuse a call that needs the broker once the system is closed, on every broker
+        alike. What this process holds stays readable: the outcome (`result()`, `status()`)
+        of a task that ended here or whose result came here."""
+        if self.closed:
+            if not self._broker.shared:
+                raise SystemStopping(
+                    "the system is closed (its open_system() block has ended), and the "
+                    "records of an in-process broker (memory://) end with it: read dead "
+                    "letters and the like inside the block (a receipt of a task that ended "
+                    "stays readable: await receipt, receipt.status())"
+                )
             raise SystemStopping(
                 "the system is closed (its open_system() or connect() block has ended), so "
                 "its broker is no longer connected: ask an open system or client "
-                "(system.receipt(id) finds a task again)"
+                "(system.receipt(id) finds a task again); a receipt whose outcome came "
+                "here stays readable (await receipt, receipt.status())"
             )
 
     # -- submitting ------------------------------------------------------------------------
@@ -582,8 +591,12 @@ class QueueSystem:
         )
 
     async def _status(self, receipt: Receipt[Any]) -> TaskStatus:
-        self._usable()
         task = receipt._task
+        # Once closed, a receipt answers from what this process holds: the outcome of a
+        # task that ended here or whose result came here; anything else needs the broker.
+        known = receipt._checked and task.state.final
+        if not known:
+            self._usable()
         if not receipt._checked:
             await self._check(receipt)
         elif self._broker.shared and not task.state.final:
@@ -595,7 +608,10 @@ class QueueSystem:
                 task.error = record.error
                 if record.state.final:
                     self._results.deliver(record)
-        progress = await self._engine.progress.read(task)
+        if known and self.closed:
+            progress = getattr(task, "progress", None)
+        else:
+            progress = await self._engine.progress.read(task)
         await _fastpath.checkpoint()
         return TaskStatus(
             id=task.id,

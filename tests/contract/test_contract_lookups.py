@@ -209,6 +209,40 @@ async def test_a_receipt_awaited_once_its_system_closed_ends_at_once(
             assert status.state is TaskState.CANCELLED
 
 
+async def test_after_close_a_receipt_answers_what_this_process_holds(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    queue = Queue("troubled", Troubled, worker_kwargs={"probe": probe})
+    async with serve(broker, Queue("double", Double), queue) as system:
+        done = await system.submit("double", 21)
+        assert await outcome_of(done) == 42
+        failed = await system.submit("troubled", {"name": "bad", "broken": True})
+        await failure_of(failed)
+        asked = await done.status()
+        unseen = f"double:{'0' * 10}-1"
+    # What this process holds answers on every broker: the outcomes that came here.
+    assert await done == 42
+    status = await done.status()
+    assert (status.state, status.attempts, status.finished_at) == (
+        TaskState.SUCCEEDED,
+        1,
+        asked.finished_at,
+    )
+    assert (await failed.status()).state is (await failure_of(failed)).outcome
+    # Anything that would ask the broker raises, on every broker alike, saying why.
+    for call in (
+        lambda: system.receipt(unseen).status(),
+        lambda: system.dead_letters("troubled"),
+        lambda: system.requeue("troubled"),
+        lambda: system.drain(),
+    ):
+        with pytest.raises(SystemStopping, match="the system is closed"):
+            await call()
+    with pytest.raises(SystemStopping):
+        await system.submit("double", 1)
+
+
 async def test_a_receipt_awaited_while_its_system_closes_ends_then(
     broker: str, clock: trio.abc.Clock | None
 ) -> None:
