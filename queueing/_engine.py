@@ -510,6 +510,7 @@ class Engine:
             codec.as_is is not AS_ANY
             or kind not in PLAIN_RESULTS
             or (kind is str and not result.isascii())  # a lone surrogate: no broker holds it
+            or (kind is str and len(result) > rt.direct_result_str)  # maybe over max_result
         ):
             try:
                 # Checked against `handle`'s declared return type, and as JSON.

@@ -31,6 +31,10 @@ Full = Overflow
 _QUEUE_POLICIES = (Overflow.WAIT, Overflow.REJECT)
 #: A pool's default restart intensity, per worker (within the queue's `within` seconds).
 RESTARTS_PER_WORKER = 10
+#: The most bytes one result may take serialized, by default (`Queue(max_result=)`): far
+#: below what any broker holds in one value (Redis: 512 MB), so that a huge result fails
+#: its task with a clear error instead of straining the broker.
+DEFAULT_MAX_RESULT = 16 * 1024 * 1024
 #: The most shards a queue may have (`Queue(shards=)`).
 MAX_SHARDS = 1024
 #: The longest a worker that keeps crashing waits before its next restart (by default).
@@ -143,6 +147,10 @@ class Queue(Generic[R]):
         tenant_maxsize: the most outstanding tasks of one tenant (a submit past it waits
             or is refused as at `maxsize`, naming the tenant), so that one tenant's backlog
             cannot fill the queue for everyone. None: only `maxsize` applies.
+        max_result: the most bytes one result of `handle` may take serialized (16 MiB by
+            default); a larger one fails its task with a `PayloadError` naming the limit
+            (not retried by default), on every broker. Return a reference (a key, a URL)
+            to large data instead.
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
@@ -175,6 +183,7 @@ class Queue(Generic[R]):
     tenant_weights: Any = None
     tenant_concurrency: int | None = None
     tenant_maxsize: int | None = None
+    max_result: int = DEFAULT_MAX_RESULT
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -202,6 +211,7 @@ class Queue(Generic[R]):
             )
         seconds("full_timeout", self.full_timeout, optional=True)
         positive_int("max_payload", self.max_payload, 16)
+        positive_int("max_result", self.max_result, 16)
         if not isinstance(self.retry, RetryPolicy):
             raise InvalidQueue(f"retry must be a RetryPolicy, got {self.retry!r}")
         seconds("timeout", self.timeout, optional=True)

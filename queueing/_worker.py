@@ -194,6 +194,7 @@ class Worker(Actor, Generic[P, R]):
             else PLAIN_RESULTS & {result_as_is}
         )
         settle_nowait = engine.broker.settle_nowait
+        long_str = rt.direct_result_str
         add_latency = rt.latency.add
         info = rt.info
         starting = rt.starting  # observers' hooks (see _observe.py): empty lists by default
@@ -323,8 +324,9 @@ class Worker(Actor, Generic[P, R]):
                         run is None
                         and kind in direct
                         # A str not all ASCII may hold a lone surrogate, which no broker
-                        # stores: Engine.succeeded checks it (and fails the task).
-                        and (kind is not str or result.isascii())
+                        # stores, and a long one may be over max_result: Engine.succeeded
+                        # checks them (and fails the task).
+                        and (kind is not str or (result.isascii() and len(result) <= long_str))
                     ):
                         # Engine.succeeded's common case, without a coroutine per call (in
                         # process), then Engine.settled's for a success in process,
