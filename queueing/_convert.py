@@ -373,21 +373,30 @@ class Codec:
             if self.max_size is not None and size > self.max_size:
                 raise self.too_large(size)
         elif type(data) is str and self.max_size is not None:
-            self._check_str(data)
+            self._check_plain(data)
         return data
 
-    def _check_str(self, text: str) -> None:
-        """A str within `max_size` as JSON (counted exactly only when it may be over)."""
+    def _check_plain(self, value: str | int) -> None:
+        """A str or int within `max_size` as JSON (counted exactly only when it may be
+        over), and one JSON can carry (an int of at most 4300 digits, Python's limit)."""
         limit = self.max_size
-        if limit is not None and 6 * len(text) + 2 > limit:
-            try:
-                size = encoded_size(text, limit)
-            except ValueError as exc:  # a lone surrogate: no UTF-8 holds it
-                raise PayloadError(
-                    self.queue, f"{self.role} is a str that does not serialize to JSON ({exc})"
-                ) from exc
-            if size > limit:
-                raise self.too_large(size)
+        if limit is None:
+            return
+        if isinstance(value, int):
+            if -(10**22) < value < 10**22:
+                return
+        elif 6 * len(value) + 2 <= limit:
+            return
+        try:
+            size = encoded_size(value, limit)
+        except ValueError as exc:  # a lone surrogate; an int past Python's str() limit
+            raise PayloadError(
+                self.queue,
+                f"{self.role} does not serialize to JSON ({exc}); return it as a str, or a "
+                "smaller value",
+            ) from exc
+        if size > limit:
+            raise self.too_large(size)
 
     def too_large(self, size: int) -> PayloadError:
         """The error of a value `size` bytes long, over `max_size`."""
@@ -426,8 +435,8 @@ class Codec:
                     f"{self.role} is {value!r}, which is not a JSON number (JSON cannot carry "
                     "NaN or infinity); use None or a string",
                 )
-            if kind is str and self.max_size is not None:
-                self._check_str(value)
+            if self.max_size is not None and (kind is str or kind is int):
+                self._check_plain(value)
             if kind is str and not value.isascii():
                 try:
                     value.encode()

@@ -281,3 +281,23 @@ async def test_a_result_of_exactly_max_result_bytes_is_kept(
         )
     assert len(text) == MAX_RESULT - 2  # with its quotes: MAX_RESULT bytes of JSON
     assert f"is {MAX_RESULT + 1} bytes serialized" in failure.error
+
+
+class Power(Worker):
+    async def handle(self, exponent: int) -> Any:
+        return 10**exponent
+
+
+async def test_an_int_result_json_cannot_hold_fails_the_task_and_the_worker_goes_on(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: in process it was kept; over SQLite and Redis writing it raised in the
+    # broker, which crashed the worker again at each delivery.
+    async with serve(broker, Queue("power", Power, workers=1)) as system:
+        failure = await failure_of(await system.submit("power", 5000))  # 5001 digits
+        assert await outcome_of(await system.submit("power", 30)) == 10**30
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type == "queueing.PayloadError"
+    assert failure.attempts == 1
+    assert "the result of handle() does not serialize to JSON" in failure.error
+    assert "4300 digits" in failure.error
