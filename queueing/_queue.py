@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -46,6 +47,30 @@ def _default_restart_backoff() -> Any:
     return tenacity.wait_exponential(
         multiplier=0.01, max=MAX_RESTART_BACKOFF
     ) + tenacity.wait_random(0, 0.01)
+
+
+def _check_handle(queue: str, worker: type) -> None:
+    """A `handle` a worker can call with one payload, that returns its result."""
+    handle = worker.handle  # type: ignore[attr-defined]
+    where = f"Queue({queue!r}): {worker.__name__}.handle"
+    if inspect.isasyncgenfunction(inspect.unwrap(handle)):
+        raise InvalidQueue(
+            f"{where} is an async generator (it yields): a task has one result, so "
+            "return it (collect the items in a list), or report progress with "
+            "self.progress(...)"
+        )
+    try:
+        signature = inspect.signature(handle)
+    except (TypeError, ValueError):
+        return  # a callable without a readable signature: called as it is
+    try:
+        signature.bind(worker, None)  # (self, payload)
+    except TypeError:
+        raise InvalidQueue(
+            f"{where}{signature} cannot be called with one payload: define it as "
+            "`async def handle(self, payload)` (any other parameters need defaults); "
+            "pass several values as one payload (a dataclass, a dict or a list)"
+        ) from None
 
 
 def _check_name(kind: str, name: object) -> None:
@@ -201,6 +226,7 @@ class Queue(Generic[R]):
                 "define `async def handle(self, payload)` (or a plain `def handle` for "
                 "blocking work) on it"
             )
+        _check_handle(self.name, self.worker)
         check_handler_types(self.worker.handle, self.name)
         worker_count("workers", self.workers)
         positive_int("maxsize", self.maxsize)
