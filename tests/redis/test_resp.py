@@ -251,3 +251,21 @@ async def test_calls_uses_the_lean_client_unless_told(
     monkeypatch.setenv("QUEUEING_REDIS_CLIENT", "hiredis")
     with pytest.raises(BrokerError, match="QUEUEING_REDIS_CLIENT must be one of lean, coredis"):
         Calls(base(redis_url), connect_timeout=5, block=1)
+
+
+async def test_a_pipeline_the_lean_client_lacks_a_command_of_runs_on_coredis(
+    redis_url: str,
+) -> None:
+    async def ready() -> None:
+        pass
+
+    key = f"lean:fallback:{trio.current_time()}"
+    calls = Calls(base(redis_url), connect_timeout=5, block=1)
+    async with calls.connected(ready):
+        assert isinstance(calls.fast, LeanRedis)
+        for _ in range(2):  # the lean client's Unsupported is caught each time
+
+            def fill(pipe: Any) -> list[Any]:
+                return [pipe.set(key, "v"), pipe.getdel(key)]  # GETDEL: not in the lean pipe
+
+            assert await calls.pipelined("fallback", fill) == [True, "v"]
