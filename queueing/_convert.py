@@ -299,14 +299,22 @@ class Codec:
     "result" (what `handle` returns).
     """
 
-    __slots__ = ("_structure", "_unstructure", "as_is", "queue", "role", "type")
+    __slots__ = ("_structure", "_unstructure", "as_is", "max_size", "queue", "role", "type")
 
     def __init__(
-        self, converter: cattrs.Converter, type_: Any, queue: str, role: str = "payload"
+        self,
+        converter: cattrs.Converter,
+        type_: Any,
+        queue: str,
+        role: str = "payload",
+        max_size: int | None = None,
     ) -> None:
         self.type = type_
         self.queue = queue
         self.role = "the result of handle()" if role == "result" else "the payload"
+        #: The most bytes of JSON `check` lets through (a result's `max_result`); None:
+        #: no limit here (a payload's `max_payload` is checked by the engine).
+        self.max_size = max_size
         # Data that structures as itself: of this primitive type (AS_ANY: any data; None:
         # none). Hot paths read it to skip the call to `structure`.
         self.as_is: Any = AS_ANY if type_ is Any else type_ if type_ in PRIMITIVE_TYPES else None
@@ -337,8 +345,10 @@ class Codec:
         if type(data) not in _PRIMITIVES:
             try:
                 text = _dumps(data)
+                size = len(text)
                 if not text.isascii():
-                    text.encode()  # UnicodeEncodeError (a ValueError): a lone surrogate
+                    # UnicodeEncodeError (a ValueError): a lone surrogate
+                    size = len(text.encode())
             except (TypeError, ValueError) as exc:
                 raise PayloadError(
                     self.queue,
@@ -360,7 +370,42 @@ class Codec:
                         "object keys are strings, so it would not come back as it was; "
                         "use str keys (str(key)), or a list of pairs",
                     )
+            if self.max_size is not None and size > self.max_size:
+                raise self.too_large(size)
+        elif type(data) is str and self.max_size is not None:
+            self._check_plain(data)
         return data
+
+    def _check_plain(self, value: str | int) -> None:
+        """A str or int within `max_size` as JSON (counted exactly only when it may be
+        over), and one JSON can carry (an int of at most 4300 digits, Python's limit)."""
+        limit = self.max_size
+        if limit is None:
+            return
+        if isinstance(value, int):
+            if -(10**22) < value < 10**22:
+                return
+        elif 6 * len(value) + 2 <= limit:
+            return
+        try:
+            size = encoded_size(value, limit)
+        except ValueError as exc:  # a lone surrogate; an int past Python's str() limit
+            raise PayloadError(
+                self.queue,
+                f"{self.role} does not serialize to JSON ({exc}); return it as a str, or a "
+                "smaller value",
+            ) from exc
+        if size > limit:
+            raise self.too_large(size)
+
+    def too_large(self, size: int) -> PayloadError:
+        """The error of a value `size` bytes long, over `max_size`."""
+        return PayloadError(
+            self.queue,
+            f"{self.role} is {size} bytes serialized, over the queue's max_result of "
+            f"{self.max_size} bytes: store large data elsewhere (a file, an object store, "
+            "a database) and return a reference to it, or raise Queue(max_result=...)",
+        )
 
     def structure(self, data: Any) -> Any:
         as_is = self.as_is
@@ -390,6 +435,8 @@ class Codec:
                     f"{self.role} is {value!r}, which is not a JSON number (JSON cannot carry "
                     "NaN or infinity); use None or a string",
                 )
+            if self.max_size is not None and (kind is str or kind is int):
+                self._check_plain(value)
             if kind is str and not value.isascii():
                 try:
                     value.encode()

@@ -510,6 +510,9 @@ class Engine:
             codec.as_is is not AS_ANY
             or kind not in PLAIN_RESULTS
             or (kind is str and not result.isascii())  # a lone surrogate: no broker holds it
+            or (kind is str and len(result) > rt.direct_result_str)  # maybe over max_result
+            # An int past 4300 digits has no JSON (Python's int-to-str limit): checked.
+            or (kind is int and not _LEAST_INT <= result <= DIRECT_INT)
         ):
             try:
                 # Checked against `handle`'s declared return type, and as JSON.

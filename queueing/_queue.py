@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -31,6 +32,10 @@ Full = Overflow
 _QUEUE_POLICIES = (Overflow.WAIT, Overflow.REJECT)
 #: A pool's default restart intensity, per worker (within the queue's `within` seconds).
 RESTARTS_PER_WORKER = 10
+#: The most bytes one result may take serialized, by default (`Queue(max_result=)`): far
+#: below what any broker holds in one value (Redis: 512 MB), so that a huge result fails
+#: its task with a clear error instead of straining the broker.
+DEFAULT_MAX_RESULT = 16 * 1024 * 1024
 #: The most shards a queue may have (`Queue(shards=)`).
 MAX_SHARDS = 1024
 #: The longest a worker that keeps crashing waits before its next restart (by default).
@@ -42,6 +47,30 @@ def _default_restart_backoff() -> Any:
     return tenacity.wait_exponential(
         multiplier=0.01, max=MAX_RESTART_BACKOFF
     ) + tenacity.wait_random(0, 0.01)
+
+
+def _check_handle(queue: str, worker: type) -> None:
+    """A `handle` a worker can call with one payload, that returns its result."""
+    handle = worker.handle  # type: ignore[attr-defined]
+    where = f"Queue({queue!r}): {worker.__name__}.handle"
+    if inspect.isasyncgenfunction(inspect.unwrap(handle)):
+        raise InvalidQueue(
+            f"{where} is an async generator (it yields): a task has one result, so "
+            "return it (collect the items in a list), or report progress with "
+            "self.progress(...)"
+        )
+    try:
+        signature = inspect.signature(handle)
+    except (TypeError, ValueError):
+        return  # a callable without a readable signature: called as it is
+    try:
+        signature.bind(worker, None)  # (self, payload)
+    except TypeError:
+        raise InvalidQueue(
+            f"{where}{signature} cannot be called with one payload: define it as "
+            "`async def handle(self, payload)` (any other parameters need defaults); "
+            "pass several values as one payload (a dataclass, a dict or a list)"
+        ) from None
 
 
 def _check_name(kind: str, name: object) -> None:
@@ -143,6 +172,10 @@ class Queue(Generic[R]):
         tenant_maxsize: the most outstanding tasks of one tenant (a submit past it waits
             or is refused as at `maxsize`, naming the tenant), so that one tenant's backlog
             cannot fill the queue for everyone. None: only `maxsize` applies.
+        max_result: the most bytes one result of `handle` may take serialized (16 MiB by
+            default); a larger one fails its task with a `PayloadError` naming the limit
+            (not retried by default), on every broker. Return a reference (a key, a URL)
+            to large data instead.
 
     A `Queue` is generic in its worker's result type: `Queue("fetch", Fetch)` with
     `class Fetch(Worker[Page, bytes])` is a `Queue[bytes]`, and `system.submit(fetch, ...)`
@@ -175,6 +208,7 @@ class Queue(Generic[R]):
     tenant_weights: Any = None
     tenant_concurrency: int | None = None
     tenant_maxsize: int | None = None
+    max_result: int = DEFAULT_MAX_RESULT
 
     def __attrs_post_init__(self) -> None:
         from ._worker import Worker
@@ -192,6 +226,7 @@ class Queue(Generic[R]):
                 "define `async def handle(self, payload)` (or a plain `def handle` for "
                 "blocking work) on it"
             )
+        _check_handle(self.name, self.worker)
         check_handler_types(self.worker.handle, self.name)
         worker_count("workers", self.workers)
         positive_int("maxsize", self.maxsize)
@@ -202,6 +237,7 @@ class Queue(Generic[R]):
             )
         seconds("full_timeout", self.full_timeout, optional=True)
         positive_int("max_payload", self.max_payload, 16)
+        positive_int("max_result", self.max_result, 16)
         if not isinstance(self.retry, RetryPolicy):
             raise InvalidQueue(f"retry must be a RetryPolicy, got {self.retry!r}")
         seconds("timeout", self.timeout, optional=True)

@@ -39,6 +39,7 @@ class QueueRuntime:
         "cancelled",
         "dead_lettered",
         "direct_int",
+        "direct_result_str",
         "direct_str",
         "ended",
         "expired",
@@ -88,7 +89,10 @@ class QueueRuntime:
         )
         payload_type, result_type = handler_types(spec.worker.handle)
         self.payload_codec = Codec(converter, payload_type, spec.name, "payload")
-        self.result_codec = Codec(converter, result_type, spec.name, "result")
+        self.result_codec = Codec(converter, result_type, spec.name, "result", spec.max_result)
+        # The longest str result taken as it is (within `max_result` at 6 bytes a
+        # character, the longest JSON escape, plus the quotes).
+        self.direct_result_str = (spec.max_result - 2) // 6
         # Payloads submit may take as they are (no converter, no size count): an int of at
         # most 24 bytes of JSON, a str at most 6 bytes a character (escapes) plus quotes.
         limit = spec.max_payload

@@ -785,6 +785,9 @@ class QueueSystem:
                 break
             await broker.wait_room(busy[0].info, DRAIN_POLL)
         await self._results.wait_idle()  # and every outcome has reached its receipt
+        # stats() reads the queue's gauges as last read from the broker (every few
+        # seconds): read them now, so that they say what drain found, not what was.
+        await self._refresh_figures()
 
     async def _busy(self) -> dict[str, int]:
         busy = {}

@@ -14,7 +14,7 @@ from actors import Actor
 
 from ._asyncio import ASYNCIO_METHODS, bridge, explain
 from ._convert import AS_ANY
-from ._engine import PLAIN_RESULTS
+from ._engine import _LEAST_INT, DIRECT_INT, PLAIN_RESULTS
 from ._exceptions import InvalidQueue, PayloadError, QueueingError
 from ._logs import current_worker
 from ._observe import PENDING
@@ -194,6 +194,8 @@ class Worker(Actor, Generic[P, R]):
             else PLAIN_RESULTS & {result_as_is}
         )
         settle_nowait = engine.broker.settle_nowait
+        long_str = rt.direct_result_str
+        least, most = _LEAST_INT, DIRECT_INT  # an int past them is checked (4300 digits)
         add_latency = rt.latency.add
         info = rt.info
         starting = rt.starting  # observers' hooks (see _observe.py): empty lists by default
@@ -323,8 +325,10 @@ class Worker(Actor, Generic[P, R]):
                         run is None
                         and kind in direct
                         # A str not all ASCII may hold a lone surrogate, which no broker
-                        # stores: Engine.succeeded checks it (and fails the task).
-                        and (kind is not str or result.isascii())
+                        # stores, and a long one may be over max_result: Engine.succeeded
+                        # checks them (and fails the task).
+                        and (kind is not str or (result.isascii() and len(result) <= long_str))
+                        and (kind is not int or least <= result <= most)
                     ):
                         # Engine.succeeded's common case, without a coroutine per call (in
                         # process), then Engine.settled's for a success in process,

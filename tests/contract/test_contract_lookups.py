@@ -138,8 +138,23 @@ async def test_stats_count_the_outcomes_after_drain(
     assert (stats.submitted, stats.succeeded, stats.failed) == (5, 3, 2)
     assert (stats.dead_lettered, stats.cancelled, stats.expired) == (0, 0, 0)
     assert stats.finished == 5
-    # Not asserted: the gauges (outstanding, depth, in_flight). The docs do not promise
-    # they are fresh the moment drain() returns, and a broker may read them from a cache.
+    # The gauges as drain() left them, not as last read before (every few seconds).
+    assert (stats.outstanding, stats.depth, stats.in_flight, stats.scheduled) == (0, 0, 0, 0)
+
+
+async def test_the_gauges_are_zero_after_drain_even_after_cancelled_submits(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: over Redis, stats() right after drain() still showed the outstanding and
+    # in-flight tasks of the last read (tens of them), until the next refresh.
+    async with serve(broker, Queue("sleeper", Sleeper, workers=2)) as system:
+        for n in range(40):
+            with trio.move_on_after(0 if n % 3 == 0 else 1):  # every third cancelled
+                await system.submit("sleeper", [0.01])
+        await system.drain(timeout=WAIT)
+        stats = system.stats()["sleeper"]
+    assert (stats.outstanding, stats.depth, stats.in_flight, stats.scheduled) == (0, 0, 0, 0)
+    assert stats.succeeded == stats.submitted >= 26
 
 
 async def test_a_connected_client_sees_the_figures_of_every_process(

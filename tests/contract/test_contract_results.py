@@ -229,3 +229,75 @@ async def test_a_result_utf8_cannot_hold_fails_its_task_and_no_other(
     assert failed.attempts == 1
     assert "surrogates not allowed" in failed.error
     assert outcomes == ["fine"] * 19
+
+
+class Grow(Worker):
+    """Returns `n` copies of a character, as a str, a list of str, or bytes."""
+
+    async def handle(self, ask: dict[str, Any]) -> Any:
+        text = ask["char"] * ask["n"]
+        if ask["as"] == "list":
+            return [text]
+        if ask["as"] == "bytes":
+            return text.encode()
+        return text
+
+
+MAX_RESULT = 4096  # bytes
+
+
+@pytest.mark.parametrize(
+    ("char", "kind"),
+    [("a", "str"), ("é", "str"), ("\n", "str"), ("a", "list"), ("a", "bytes")],
+    ids=["ascii", "two-byte", "escaped", "list", "bytes"],
+)
+async def test_a_result_over_max_result_fails_the_task_naming_the_limit(
+    broker: str, clock: trio.abc.Clock | None, char: str, kind: str
+) -> None:
+    queue = Queue("grow", Grow, max_result=MAX_RESULT)
+    async with serve(broker, queue) as system:
+        small = await system.submit("grow", {"char": char, "n": 100, "as": kind})
+        huge = await system.submit("grow", {"char": char, "n": MAX_RESULT, "as": kind})
+        failure = await failure_of(huge)
+        assert await outcome_of(small)  # well within the limit: kept (bytes as base85 text)
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type == "queueing.PayloadError"
+    assert failure.attempts == 1  # not retried
+    assert "the result of handle() is" in failure.error
+    assert f"over the queue's max_result of {MAX_RESULT} bytes" in failure.error
+    assert "Queue(max_result=...)" in failure.error
+
+
+async def test_a_result_of_exactly_max_result_bytes_is_kept(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    queue = Queue("grow", Grow, max_result=MAX_RESULT)
+    async with serve(broker, queue) as system:
+        text = await outcome_of(
+            await system.submit("grow", {"char": "a", "n": MAX_RESULT - 2, "as": "str"})
+        )
+        failure = await failure_of(
+            await system.submit("grow", {"char": "a", "n": MAX_RESULT - 1, "as": "str"})
+        )
+    assert len(text) == MAX_RESULT - 2  # with its quotes: MAX_RESULT bytes of JSON
+    assert f"is {MAX_RESULT + 1} bytes serialized" in failure.error
+
+
+class Power(Worker):
+    async def handle(self, exponent: int) -> Any:
+        return 10**exponent
+
+
+async def test_an_int_result_json_cannot_hold_fails_the_task_and_the_worker_goes_on(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: in process it was kept; over SQLite and Redis writing it raised in the
+    # broker, which crashed the worker again at each delivery.
+    async with serve(broker, Queue("power", Power, workers=1)) as system:
+        failure = await failure_of(await system.submit("power", 5000))  # 5001 digits
+        assert await outcome_of(await system.submit("power", 30)) == 10**30
+    assert failure.outcome is TaskState.FAILED
+    assert failure.error_type == "queueing.PayloadError"
+    assert failure.attempts == 1
+    assert "the result of handle() does not serialize to JSON" in failure.error
+    assert "4300 digits" in failure.error

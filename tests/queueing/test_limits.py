@@ -419,3 +419,44 @@ def test_annotations_that_do_not_resolve_are_refused_at_definition() -> None:
     assert "Unresolvable.handle has annotations that do not resolve" in str(refused.value)
     assert "name 'Pagee' is not defined" in str(refused.value)
     assert "at module level" in str(refused.value)
+
+
+class NoPayload(Worker):
+    async def handle(self) -> int:  # type: ignore[override]
+        return 1  # pragma: no cover - never defined
+
+
+class TwoPayloads(Worker):
+    async def handle(self, a: int, b: int) -> int:  # type: ignore[override]
+        return a + b  # pragma: no cover - never defined
+
+
+class Yields(Worker):
+    async def handle(self, n: int) -> Any:  # an async generator
+        yield n  # pragma: no cover - never defined
+
+
+class WithOptions(Worker):
+    async def handle(self, n: int, scale: int = 2) -> int:  # type: ignore[override]
+        return n * scale
+
+
+@pytest.mark.parametrize("worker", [NoPayload, TwoPayloads])
+def test_a_handle_that_cannot_take_one_payload_is_refused_at_definition(
+    worker: type[Worker],
+) -> None:
+    with pytest.raises(InvalidQueue) as refused:
+        Queue("odd", worker)
+    assert f"{worker.__name__}.handle(self" in str(refused.value)
+    assert "cannot be called with one payload" in str(refused.value)
+    assert "async def handle(self, payload)" in str(refused.value)
+
+
+def test_a_handle_that_yields_is_refused_at_definition() -> None:
+    with pytest.raises(InvalidQueue, match=r"Yields\.handle is an async generator"):
+        Queue("odd", Yields)
+
+
+async def test_a_handle_with_defaulted_options_takes_one_payload() -> None:
+    async with open_system(Queue("scaled", WithOptions)) as system:
+        assert await (await system.submit("scaled", 21)) == 42

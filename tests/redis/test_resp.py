@@ -18,7 +18,7 @@ from redis_helpers import wait_for
 
 from queueing import BrokerError
 from queueing.brokers.redis._calls import Calls
-from queueing.brokers.redis._resp import LeanRedis, open_lean
+from queueing.brokers.redis._resp import HAND_BACK, LeanRedis, open_lean
 
 pytestmark = pytest.mark.redis
 
@@ -82,6 +82,38 @@ async def blocked(redis: LeanRedis, n: int) -> bool:
     """Whether `n` clients wait in a BLPOP."""
     listing: str = await redis.execute("CLIENT", "LIST")
     return sum("cmd=blpop" in line for line in listing.splitlines()) >= n
+
+
+async def test_a_blocking_read_cancelled_midway_ends_in_redis_and_hands_back_its_reply(
+    redis_url: str,
+) -> None:
+    # A stop does not wait out a claim's blocking read (up to the dispatcher's claim wait):
+    # CLIENT UNBLOCK ends it in Redis, its reply is read (the connection stays in step and
+    # is used again) and returned, and the cancellation comes at the next checkpoint.
+    key = f"lean:list:{trio.current_time()}"
+    async with open_lean(base(redis_url), connect_timeout=5) as redis:
+        got: list[Any] = []
+        cancelled_after: list[bool] = []
+
+        async def pop() -> None:
+            HAND_BACK.set(True)  # as Calls does around a claim's read
+            try:
+                got.append(await redis.blpop([key], timeout=3600))  # an hour
+                await trio.lowlevel.checkpoint()
+            except trio.Cancelled:
+                cancelled_after.append(bool(got))
+                raise
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pop)
+            await wait_for(lambda: blocked(redis, 1))
+            nursery.cancel_scope.cancel()
+        assert got == [None]  # unblocked: as if its time ran out
+        assert cancelled_after == [True]
+        listing: str = await redis.execute("CLIENT", "LIST")
+        assert " flags=b " not in listing  # no client waits in Redis any more
+        await redis.execute("RPUSH", key, "a")
+        assert await redis.blpop([key], timeout=5) == [key, "a"]
 
 
 async def test_a_caller_cancelled_after_sending_leaves_the_others_in_step(redis_url: str) -> None:
@@ -219,3 +251,21 @@ async def test_calls_uses_the_lean_client_unless_told(
     monkeypatch.setenv("QUEUEING_REDIS_CLIENT", "hiredis")
     with pytest.raises(BrokerError, match="QUEUEING_REDIS_CLIENT must be one of lean, coredis"):
         Calls(base(redis_url), connect_timeout=5, block=1)
+
+
+async def test_a_pipeline_the_lean_client_lacks_a_command_of_runs_on_coredis(
+    redis_url: str,
+) -> None:
+    async def ready() -> None:
+        pass
+
+    key = f"lean:fallback:{trio.current_time()}"
+    calls = Calls(base(redis_url), connect_timeout=5, block=1)
+    async with calls.connected(ready):
+        assert isinstance(calls.fast, LeanRedis)
+        for _ in range(2):  # the lean client's Unsupported is caught each time
+
+            def fill(pipe: Any) -> list[Any]:
+                return [pipe.set(key, "v"), pipe.getdel(key)]  # GETDEL: not in the lean pipe
+
+            assert await calls.pipelined("fallback", fill) == [True, "v"]

@@ -480,14 +480,30 @@ class Calls:
         for room, say) every later command waits forever. So a cancellation waits for the
         command to finish: one round trip, or the blocking reads' own short waits. Its own
         deadline still ends a command Redis never answers.
+
+        A blocking read (`wait`) of the lean client on a plain socket is not shielded: a
+        cancellation has Redis end it at once and the read returns what it took
+        (`LeanRedis.blocking`), so a stop does not wait out the read's `wait`.
         """
         if background:
             return await fn()
         limit = (self.block if wait is None else wait) + ATTEMPT_GRACE
         answered = False
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + limit):
-            result = await fn()
-            answered = True
+        lean = self._lean
+        if wait is not None and lean is not None and lean.interruptible:
+            from ._resp import HAND_BACK
+
+            token = HAND_BACK.set(True)
+            try:
+                with trio.CancelScope(deadline=trio.current_time() + limit):
+                    result = await fn()
+                    answered = True
+            finally:
+                HAND_BACK.reset(token)
+        else:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + limit):
+                result = await fn()
+                answered = True
         if not answered:
             raise NoAnswer(
                 f"redis {what} got no answer within {limit:g}s; "

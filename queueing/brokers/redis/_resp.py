@@ -37,6 +37,8 @@ does not know raises `Unsupported` (the caller then uses coredis).
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import os
 import socket
 import ssl
@@ -57,6 +59,13 @@ Arg = str | bytes | int | float
 FREE_BLOCKING = 8
 #: Bytes asked of the socket per read.
 READ_SIZE = 65536
+#: Set (by `Calls`) around a blocking read whose caller takes back what it read even when
+#: cancelled (a claim): `LeanRedis.blocking` then ends it early and returns its reply.
+#: Unset (a background loop's read), a cancelled read raises at once.
+HAND_BACK: contextvars.ContextVar[bool] = contextvars.ContextVar("hand_back", default=False)
+#: Seconds a blocking read cancelled midway waits for `CLIENT UNBLOCK`'s answer and then
+#: for its own (empty) reply, on top of the read's own wait when it cannot be unblocked.
+UNBLOCK_GRACE = 1.0
 
 
 class Unsupported(AttributeError):
@@ -365,6 +374,9 @@ class Link:
         self.flushing = False
         self.send_lock = trio.Lock()  # TLS only
         self.broken: BaseException | None = None
+        #: The connection's `CLIENT ID` (a dedicated one on a plain socket): what
+        #: `CLIENT UNBLOCK` names to end its blocking read early. None: not known.
+        self.client_id: int | None = None
 
     # A plain socket is written at once when the kernel takes the bytes (no yield: the
     # writes of concurrent callers never interleave); what is left waits in `out`.
@@ -813,14 +825,32 @@ class LeanRedis:
 
     # -- dedicated connections (blocking commands) -------------------------------------------
 
-    async def blocking(self, *args: Arg) -> Any:
+    @property
+    def interruptible(self) -> bool:
+        """Whether a blocking read cancelled midway ends at once and returns what it
+        read (`blocking`): on a plain socket, not TLS (a TLS stream cancelled midway
+        breaks)."""
+        return self.target.ssl_context is None
+
+    async def blocking(self, *args: Arg, wait: float = 0.0) -> Any:
         """A blocking command on a connection of its own (from the free list); an error
-        reply raised. Cancelled midway, the connection is closed."""
-        link = self._free.pop() if self._free else await open_link(self.target)
+        reply raised. `wait`: the seconds it may block in Redis.
+
+        Cancelled midway on a plain socket (`interruptible`) under `HAND_BACK` (a claim),
+        it has Redis end the read at once (`CLIENT UNBLOCK` from the multiplexed
+        connection: the read answers as if its time ran out, or with what it took just
+        before) and returns that reply, the cancellation left for the caller's next
+        checkpoint: a read that took entries always hands them to its caller, and a stop
+        does not wait out the read. Otherwise (TLS, a background loop's read), cancelled
+        midway, the connection is closed."""
+        link = self._free.pop() if self._free else await self._open_blocking()
         done = False
         try:
             try:
-                reply = await link.call(*args)
+                if link.client_id is None or not HAND_BACK.get():
+                    reply = await link.call(*args)
+                else:
+                    reply = await self._interruptible_call(link, args, wait)
             except ce.RedisError as exc:
                 done = not isinstance(exc, ce.ConnectionError)  # an error reply: still in step
                 raise
@@ -831,6 +861,35 @@ class LeanRedis:
             else:
                 link.close()
         return reply
+
+    async def _open_blocking(self) -> Link:
+        link = await open_link(self.target)
+        if self.interruptible:
+            # Not allowed (an ACL): its reads are waited out when cancelled.
+            with contextlib.suppress(ce.ResponseError):
+                link.client_id = int(await link.call("CLIENT", "ID"))
+        return link
+
+    async def _interruptible_call(self, link: Link, args: Sequence[Arg], wait: float) -> Any:
+        client_id = link.client_id
+        assert client_id is not None
+        await link.send_all(encode(args))  # cut midway: the link is failed
+        try:
+            return _raise_error(await link.read_reply())
+        except trio.Cancelled:
+            # Shielded: the reply is read whole (the link stays in step) and handed back.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + UNBLOCK_GRACE
+                try:
+                    await self.execute("CLIENT", "UNBLOCK", client_id)
+                except ce.RedisError:
+                    # Not allowed, or the multiplexed connection is down: wait out the read.
+                    scope.deadline += wait
+                reply = _raise_error(await link.read_reply())
+            if not scope.cancelled_caught:
+                return reply  # the caller's cancellation is delivered at its next checkpoint
+            link.fail(None)  # no reply in time: out of step
+            raise
 
     # -- coredis's commands ------------------------------------------------------------------
 
@@ -854,7 +913,7 @@ class LeanRedis:
         return await self.execute("LPOP", key, count)
 
     async def blpop(self, keys: Sequence[str], timeout: float) -> list[Any] | None:
-        reply: list[Any] | None = await self.blocking("BLPOP", *keys, timeout)
+        reply: list[Any] | None = await self.blocking("BLPOP", *keys, timeout, wait=timeout)
         return reply
 
     async def xreadgroup(
@@ -870,7 +929,7 @@ class LeanRedis:
         args = _xreadgroup_args(group, consumer, count, block, noack, streams)
         if block is None:
             return multi_stream(await self.execute(*args))
-        return multi_stream(await self.blocking(*args))
+        return multi_stream(await self.blocking(*args, wait=block / 1000))
 
     async def xread(
         self, streams: Mapping[str, Arg], *, count: int | None = None, block: int | None = None
@@ -883,7 +942,7 @@ class LeanRedis:
         args += ["STREAMS", *streams, *streams.values()]
         if block is None:
             return multi_stream(await self.execute(*args))
-        return multi_stream(await self.blocking(*args))
+        return multi_stream(await self.blocking(*args, wait=block / 1000))
 
     def close(self) -> None:
         self._closed = True
