@@ -106,10 +106,22 @@ class Results:
             self._idle.unpark_all()
 
     def deliver_watched(self, record: Task) -> bool:
-        """`deliver` a broker's record if its task is watched here; whether it was."""
-        if record.id not in self._refs:
+        """`deliver` a broker's record if its task is watched here; whether it was. (A
+        shared broker's hook, once per notice: `deliver`'s shared case, one lookup.)"""
+        refs = self._refs
+        ref = refs.pop(record.id, None)
+        if ref is None:
             return False
-        self.deliver(record)
+        local = ref()
+        if local is None or local is record:
+            local = record
+        else:
+            copy_outcome(record, local)
+        waiter = local._waiter
+        if waiter is not None:
+            waiter.set()
+        if not refs and self._idle:
+            self._idle.unpark_all()
         return True
 
     def close(self) -> None:

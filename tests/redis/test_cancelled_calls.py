@@ -7,6 +7,8 @@ around a `submit` that waits for room, a `drain(timeout=...)`) cannot use the po
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import trio
 
@@ -71,3 +73,39 @@ async def test_submitters_still_running_when_the_system_stops_end_with_an_error(
                 nursery.start_soon(submitter)
             await trio.sleep(0.3)
     assert len(errors) == 8
+
+
+class Recorded(Worker):
+    """Notes each payload it runs."""
+
+    ran: ClassVar[list[int]] = []
+
+    async def handle(self, x: int) -> int:
+        Recorded.ran.append(x)
+        return x
+
+
+async def test_a_submit_cancelled_midway_runs_its_task_only_if_it_returned_a_receipt(
+    redis_url: str,
+) -> None:
+    # Cancelled at various points (before its batch is sent: withdrawn; once it is sent:
+    # it waits for Redis's answer and hands the receipt over): what ran is exactly what
+    # was handed a receipt, each once.
+    Recorded.ran = []
+    queue = Queue("recorded", Recorded, workers=4)
+    got: list[int] = []
+    async with open_system(queue, broker=redis_url) as system:
+
+        async def submitter(first: int) -> None:
+            for i in range(first, 400, 40):
+                with trio.move_on_after((i % 7) * 0.0005):
+                    receipt = await system.submit("recorded", i)
+                    got.append(i)
+                    await receipt
+
+        async with trio.open_nursery() as nursery:
+            for first in range(40):
+                nursery.start_soon(submitter, first)
+        with trio.fail_after(20):
+            await system.drain()
+    assert sorted(Recorded.ran) == sorted(got)

@@ -18,6 +18,7 @@ from queueing.brokers.redis._resp import (
     Pipe,
     Unsupported,
     encode,
+    encode_each,
     error_of,
     multi_stream,
     target_of,
@@ -172,6 +173,21 @@ def test_encode_takes_coredis_argument_types() -> None:
         b"*5\r\n$3\r\nSET\r\n$2\r\nk\x00\r\n$2\r\n12\r\n$3\r\n0.5\r\n$2\r\nNX\r\n"
     )
     assert encode(["X", "\u00e9"]) == b"*2\r\n$1\r\nX\r\n$2\r\n\xc3\xa9\r\n"
+
+
+_ARGS = st.one_of(
+    st.text(),
+    st.text(alphabet=st.characters(max_codepoint=127)),
+    st.integers(),
+    st.booleans(),
+    st.binary(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@given(st.lists(_ARGS, max_size=12))
+def test_encode_writes_what_the_general_encode_writes(args: list[Any]) -> None:
+    assert encode(args) == encode_each(args)
 
 
 def test_encode_names_an_argument_of_another_type() -> None:

@@ -92,6 +92,23 @@ def _arg(value: Arg) -> bytes:
 
 def encode(args: Sequence[Arg]) -> bytes:
     """One command as RESP (an array of bulk strings)."""
+    # The common command (ASCII text and ints: keys, ids, JSON documents) as one str,
+    # encoded once: no bytes per argument, no `%`-formatting of bytes. Anything else
+    # takes the general way (`encode_each`; tests/redis/test_resp_parse.py compares them).
+    parts = [f"*{len(args)}\r\n"]
+    for value in args:
+        if type(value) is str and value.isascii():
+            parts.append(f"${len(value)}\r\n{value}\r\n")
+        elif type(value) is int:
+            text = int.__repr__(value)
+            parts.append(f"${len(text)}\r\n{text}\r\n")
+        else:
+            return encode_each(args)
+    return "".join(parts).encode()
+
+
+def encode_each(args: Sequence[Arg]) -> bytes:
+    """`encode`, each argument made bytes on its own (any argument type)."""
     parts = [b"*%d\r\n" % len(args)]
     for value in args:
         data = _arg(value)

@@ -1,0 +1,150 @@
+"""The client process's cost per task in the Redis throughput run (issue #15).
+
+Runs what `bench/redis_bench.py --only ours --procs 1` runs (`bench/peers/drive.py ours
+throughput N`: 64 concurrent `await system.submit("job", i)`, then `await receipt` for
+each), against a private redis-server and one worker process
+(`queueing worker ours_tasks:job --concurrency 8`), and measures the client process alone:
+
+- `--callgrind`: its instructions under `valgrind --tool=callgrind` for N and 3N tasks;
+  the cost per task is their difference over 2N (start-up, imports and shutdown cancel
+  out). Under callgrind the client is the slowest process, so its batches are as large as
+  its 64 submitters make them.
+- `--cpu K`: K runs of N tasks at full speed, the client's CPU (user + system, getrusage
+  of the child) per task, best and median. It includes the start-up (about 0.4 s of CPU)
+  and moves with the machine's load (a slower worker means smaller batches): compare two
+  trees in alternating runs (`--root`).
+
+    python bench/client_cost.py --callgrind -n 1000
+    python bench/client_cost.py --cpu 5 -n 20000 --root /path/to/another/checkout
+
+`--root`: the source tree whose `queueing` is imported (default: this one), to compare
+two versions with the same script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Setup:
+    """A private redis-server, and the environment of the worker and the client."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.peers = root / "bench" / "peers"
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": f"{self.peers}:{root}",
+            "BENCH_REDIS_URL": self.url,
+            "PYTHONHASHSEED": "0",
+        }
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        argv = [server, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no"]
+        self.redis = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        time.sleep(0.3)
+
+    def close(self) -> None:
+        self.redis.terminate()
+        self.redis.wait()
+
+    def run(self, wrap: list[str], n: int) -> tuple[dict[str, float], float]:
+        """One throughput run of n tasks (the client under `wrap`): its JSON line, and the
+        client's CPU seconds."""
+        subprocess.run(
+            ["redis-cli", "-p", str(self.port), "flushall"], check=True, capture_output=True
+        )
+        argv = [sys.executable, "-m", "queueing", "worker", "ours_tasks:job"]
+        worker = subprocess.Popen(
+            [*argv, "--broker", self.url, "--concurrency", "8"],
+            cwd=self.peers,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            drive = [sys.executable, str(self.peers / "drive.py"), "ours"]
+            ready = [*drive, "ready", "1", "60"]
+            subprocess.run(ready, cwd=self.peers, env=self.env, check=True, capture_output=True)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            done = subprocess.run(
+                [*wrap, *drive, "throughput", str(n)],
+                cwd=self.peers,
+                env=self.env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        finally:
+            worker.terminate()
+            worker.wait()
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        return json.loads(done.stdout.strip().splitlines()[-1]), cpu
+
+
+def instructions(setup: Setup, n: int) -> int:
+    out = Path(f"/tmp/client_cost.{os.getpid()}.{n}.callgrind")
+    try:
+        setup.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"], n)
+        found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+        if found is None:
+            raise RuntimeError("no totals in callgrind's output")
+        return int(found.group(1))
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--callgrind", action="store_true", help="instructions per task")
+    parser.add_argument("--cpu", type=int, metavar="K", help="K runs: CPU per task")
+    parser.add_argument("-n", type=int, default=1000, help="tasks per run (callgrind: N, 3N)")
+    parser.add_argument("--root", type=Path, default=HERE.parent, help="the tree to import")
+    args = parser.parse_args()
+    if not (args.callgrind or args.cpu):
+        parser.error("say what to measure: --callgrind and/or --cpu K")
+    setup = Setup(args.root.resolve())
+    try:
+        if args.callgrind:
+            small, large = instructions(setup, args.n), instructions(setup, 3 * args.n)
+            print(f"callgrind: I({args.n})={small:,}  I({3 * args.n})={large:,}")
+            print(f"client instructions per task: {(large - small) / (2 * args.n):,.0f}")
+        if args.cpu:
+            per_task = []
+            for _ in range(args.cpu):
+                result, cpu = setup.run([], args.n)
+                per_task.append(cpu / args.n * 1e6)
+                print(f"{result['rate']:,.0f} tasks/s, client CPU {per_task[-1]:.1f} us/task")
+            print(
+                f"client CPU per task: best {min(per_task):.1f} us, "
+                f"median {statistics.median(per_task):.1f} us"
+            )
+    finally:
+        setup.close()
+
+
+if __name__ == "__main__":
+    main()
