@@ -3,12 +3,13 @@ which do not move with the machine's load the way CPU seconds and tasks/s do.
 
 Two parts:
 
-- `store`: the results store's Redis work per task, for the two scripts the worker runs
-  for every task: `check.lua` (is each delivery its task's message?) and `finish_many`
-  (the outcomes of a batch, `finish.lua` per task). A private redis-server runs under
-  callgrind; N records are written (as `reserve.lua` leaves them), then checked and
-  finished in batches of `--batch` (the worker's usual claim: 6), through the broker's
-  own `Store`. Figures: redis-server instructions per task for each script.
+- `store`: the results store's Redis work per task, script by script: the client's
+  `reserve.lua` (a task's record) and `confirm.lua` (RabbitMQ confirmed its message), in
+  calls of `--submits` tasks (30, about what the bench's 64 concurrent submits share),
+  and the worker's `check.lua` (is each delivery its task's message?) and `finish_many`
+  (the outcomes of a batch, `finish.lua` per task), in calls of `--batch` (6, the
+  worker's usual claim). A private redis-server runs under callgrind; the calls go
+  through the broker's own `Store`. Figures: redis-server instructions per task.
 - `processes`: the bench's set-up (`bench/amqp_bench.py`: `queueing worker
   ours_tasks:job --concurrency 8`, the bench's client submitting and awaiting N tasks
   with 64 concurrent submits, RabbitMQ and a private Redis), with the worker and the
@@ -47,6 +48,7 @@ from queueing._task import Task, TaskState  # noqa: E402
 from queueing.brokers._contract import QueueInfo  # noqa: E402
 from queueing.brokers.amqp._store import Store, StoreCalls  # noqa: E402
 from queueing.brokers.redis import _keys as k  # noqa: E402
+from queueing.brokers.redis._wire import encode_envelope  # noqa: E402
 
 QUEUE = QueueInfo("job", maxsize=1_000_000, max_payload=4096, result_ttl=60.0)
 
@@ -118,8 +120,10 @@ def store_part(args: argparse.Namespace, work: Path) -> None:
         server.wait(120)
     n = args.n
     print(
-        f"redis-server instructions per task (batches of {args.batch}, {n} tasks): "
-        f"check.lua {counts['check'] / n:,.0f}, finish_many {counts['finish'] / n:,.0f}"
+        f"redis-server instructions per task ({n} tasks; submits in batches of "
+        f"{args.submits}, claims of {args.batch}): reserve.lua {counts['reserve'] / n:,.0f}, "
+        f"confirm.lua {counts['confirm'] / n:,.0f}, check.lua {counts['check'] / n:,.0f}, "
+        f"finish_many {counts['finish'] / n:,.0f}, all {sum(counts.values()) / n:,.0f}"
     )
 
 
@@ -133,22 +137,25 @@ async def store_run(args: argparse.Namespace, port: int, pid: int, out: Path) ->
     counts: dict[str, int] = {}
     async with calls.connected(ready):
         tasks = [Task(f"job:t{i}", "job", i, time.time()) for i in range(args.n)]
-        async with calls.client.pipeline(transaction=False) as pipe:
-            for task in tasks:
-                # A record as reserve.lua leaves it (a task waiting, its client waits).
-                fields = {"s": "pending", "e": f"n{task.id}", "r": "client-1", "m": "{}"}
-                pipe.hset(store.keys.task(task.id), {**fields, "t": "60000", "d": ""})
-            pipe.incrby(store.keys.outstanding("job"), args.n)
-        batches = [tasks[i : i + args.batch] for i in range(0, args.n, args.batch)]
 
-        async def measured(name: str, step: object) -> None:
+        async def measured(name: str, step: object, size: int) -> None:
             before = instructions(out)
             control(pid, "-i=on")
-            for batch in batches:
-                await step(batch)  # type: ignore[operator]
+            for start in range(0, args.n, size):
+                await step(tasks[start : start + size])  # type: ignore[operator]
             control(pid, "-i=off")
             control(pid, "-d")
             counts[name] = instructions(out) - before
+
+        async def reserve(batch: list[Task]) -> None:
+            entries = [(t, f"n{t.id}", encode_envelope(t), "", "client-1") for t in batch]
+            codes = await store.reserve([(QUEUE, entries)])
+            assert codes == [[1] * len(batch)], codes
+
+        async def confirm(batch: list[Task]) -> None:
+            store.confirmed("job", [t.id for t in batch])
+            ops = store.take()
+            store.answered(ops, await calls.pipelined("confirm", lambda p: store.fill(p, ops)))
 
         async def check(batch: list[Task]) -> None:
             verdicts = await store.check("job", [(t.id, f"n{t.id}") for t in batch])
@@ -163,8 +170,10 @@ async def store_run(args: argparse.Namespace, port: int, pid: int, out: Path) ->
             store.answered(ops, await calls.pipelined("finish", lambda p: store.fill(p, ops)))
             assert answers == [1] * len(batch), answers
 
-        await measured("check", check)
-        await measured("finish", finish)
+        await measured("reserve", reserve, args.submits)
+        await measured("confirm", confirm, args.submits)
+        await measured("check", check, args.batch)
+        await measured("finish", finish, args.batch)
     return counts
 
 
@@ -246,7 +255,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("store", "processes"), default="store")
     parser.add_argument("--n", type=int, default=3000, help="tasks (processes: N and 3N)")
-    parser.add_argument("--batch", type=int, default=6, help="store: tasks per script call")
+    parser.add_argument("--batch", type=int, default=6, help="store: tasks per claim")
+    parser.add_argument("--submits", type=int, default=30, help="store: tasks per reserve")
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/%2F")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="amqp-cost-") as tmp:
