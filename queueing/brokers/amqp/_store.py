@@ -89,26 +89,31 @@ FINISH_OWN = (1, 2, 3, 5, 6, 7, 12)
 #: The body of `finish_many`: KEYS are `finish.lua`'s for the first task (the replies
 #: stream left out), then each task's record and replies stream (its record again if it
 #: has none); ARGV the arguments in `FINISH_SHARED` once, then each task's in
-#: `FINISH_OWN`. One answer per task.
+#: `FINISH_OWN`. One answer per task. The fair block's keys are read once (`BASE`), the
+#: tables of one task's KEYS and ARGV filled in place, and the stats counts and the replies
+#: streams' expiries of all the call's outcomes written once at its end (`BATCH`).
 FINISH_MANY_LOOP = f"""
-local base = fair_keys(6)
 local shared = {{{", ".join(map(str, FINISH_SHARED))}}}
 local own = {{{", ".join(map(str, FINISH_OWN))}}}
+local k, a = {{}}, {{}}
+for j = 2, BASE - 1 do k[j] = KEYS[j] end
+for j = 1, {len(FINISH_SHARED)} do a[shared[j]] = ARGV[j] end
 local out = {{}}
-for i = 0, (#KEYS - base + 1) / 2 - 1 do
-  local k = {{}}
-  for j = 2, base - 1 do k[j] = KEYS[j] end
-  k[1] = KEYS[base + 2 * i]
-  local a = {{}}
-  for j = 1, {len(FINISH_SHARED)} do a[shared[j]] = ARGV[j] end
+for i = 0, (#KEYS - BASE + 1) / 2 - 1 do
+  k[1] = KEYS[BASE + 2 * i]
   for j = 1, {len(FINISH_OWN)} do
     a[own[j]] = ARGV[{len(FINISH_SHARED)} + {len(FINISH_OWN)} * i + j]
   end
-  if a[12] ~= '' then k[base] = KEYS[base + 2 * i + 1] end
+  if a[12] ~= '' then k[BASE] = KEYS[BASE + 2 * i + 1] else k[BASE] = nil end
   out[i + 1] = finish_one(k, a)
 end
+for counter, n in pairs(BATCH.counts) do redis.call('HINCRBY', KEYS[3], counter, n) end
+for stream, ttl in pairs(BATCH.expire) do redis.call('EXPIRE', stream, ttl) end
 return out
 """
+#: `finish.lua`'s first line: where it reads the fair block's keys (`finish_many` reads
+#: them once per call instead).
+FINISH_FAIR_KEYS = "local replies = KEYS[fair_keys(6)]"
 #: Task ids per `confirm.lua` call (confirms of submits made meanwhile go in one).
 CONFIRM_CHUNK = 1000
 
@@ -142,11 +147,18 @@ def lua_sources() -> dict[str, str]:
 
     prelude = read("_fair") + "\n"
     sources = {name: (prelude if name in FAIR_SCRIPTS else "") + read(name) for name in SCRIPTS}
+    # A standalone `finish.lua` writes its count and its stream's expiry itself.
+    sources["finish"] = "local BATCH = nil\n" + sources["finish"]
     # `finish.lua` for many tasks of one queue: its text as a function of its own KEYS and
-    # ARGV (the fair block stays where `fair_keys(6)` reads it, in the call's KEYS).
+    # ARGV. The fair block stays in the call's KEYS, the same for every task of the call:
+    # read once (BASE), not by each task's `fair_keys(6)`.
+    finish = read("finish")
+    if FINISH_FAIR_KEYS not in finish:
+        raise RuntimeError(f"finish.lua no longer starts with {FINISH_FAIR_KEYS!r}")
+    body = finish.replace(FINISH_FAIR_KEYS, "local replies = KEYS[BASE]", 1)
     sources["finish_many"] = (
-        f"{prelude}local function finish_one(KEYS, ARGV)\n{read('finish')}\nend\n"
-        + FINISH_MANY_LOOP
+        f"{prelude}local BASE = fair_keys(6)\nlocal BATCH = {{counts = {{}}, expire = {{}}}}\n"
+        f"local function finish_one(KEYS, ARGV)\n{body}\nend\n" + FINISH_MANY_LOOP
     )
     return sources
 

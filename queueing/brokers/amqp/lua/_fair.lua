@@ -26,13 +26,18 @@
 --   flows:p  zset per priority 0..9: score S, member seq \0 tenant (a tie goes to the
 --            tag set first: the lower seq)
 local F = {}
-local FAIR_NAMES = {'fair', 'tasks', 'tags', 'aside', 'freed', 'run', 'wait', 'delayed', 'env',
-  'weight', 'out', 'leased', 'again', 'where'}
+-- The block's keys from KEYS[base] on, in the order above (and `_store.py`'s FAIR_NAMES):
+-- one table constructor, sized at once (filling F key by key cost more than the rest of a
+-- short script). Returns the index after the block.
 local function fair_keys(base)
-  for i, name in ipairs(FAIR_NAMES) do F[name] = KEYS[base + i - 1] end
-  F.flows = {}
-  for p = 0, 9 do F.flows[p] = KEYS[base + #FAIR_NAMES + p] end
-  return base + #FAIR_NAMES + 10
+  local K = KEYS
+  F = {fair = K[base], tasks = K[base + 1], tags = K[base + 2], aside = K[base + 3],
+    freed = K[base + 4], run = K[base + 5], wait = K[base + 6], delayed = K[base + 7],
+    env = K[base + 8], weight = K[base + 9], out = K[base + 10], leased = K[base + 11],
+    again = K[base + 12], where = K[base + 13],
+    flows = {[0] = K[base + 14], K[base + 15], K[base + 16], K[base + 17], K[base + 18],
+      K[base + 19], K[base + 20], K[base + 21], K[base + 22], K[base + 23]}}
+  return base + 24
 end
 local function num(x) return string.format('%.17g', x) end
 local function pad(n) return string.format('%016d', n) end

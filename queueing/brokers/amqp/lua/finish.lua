@@ -29,7 +29,13 @@ if f[6] or f[5] or f[7] or f[8] then
   redis.call('HDEL', F.again, ARGV[5])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
+-- (Within `finish_many`, BATCH gathers the counts and the streams' expiries of all its
+-- outcomes, written once at its end.)
+if BATCH then
+  BATCH.counts[ARGV[6]] = (BATCH.counts[ARGV[6]] or 0) + 1
+else
+  redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
+end
 -- A room token only when the queue was full: someone may wait for room then.
 local left = redis.call('DECR', KEYS[2])
 if left < 0 then redis.call('SET', KEYS[2], 0) end
@@ -48,7 +54,7 @@ if replies and f[3] == ARGV[12] then
   else
     redis.call('XADD', replies, 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[5])
   end
-  redis.call('EXPIRE', replies, ARGV[10])
+  if BATCH then BATCH.expire[replies] = ARGV[10] else redis.call('EXPIRE', replies, ARGV[10]) end
 end
 if ARGV[7] ~= '' then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'id', ARGV[5], 'd', ARGV[7])
