@@ -198,15 +198,19 @@ def processes_run(args: argparse.Namespace, work: Path, n: int) -> tuple[int, in
         queue = f"cost-amqp-{secrets.token_hex(3)}"
         env = dict(os.environ)
         env.pop("VIRTUAL_ENV", None)
+        # Under callgrind (and a crowded machine) connecting takes longer than the
+        # default 5 s allows.
+        slow = f"{args.amqp}{'&' if '?' in args.amqp else '?'}connect_timeout=300"
         env.update(
-            BENCH_AMQP_URL=args.amqp,
+            BENCH_AMQP_URL=slow,
             BENCH_REDIS_URL=redis,
             BENCH_QUEUE=queue,
             BENCH_DEADLINE="3600",
+            BENCH_CONNECT_TIMEOUT="300",
             PYTHONPATH=os.pathsep.join([str(bench.PEERS), str(ROOT)]),
             PYTHONUNBUFFERED="1",
         )
-        url = f"{args.amqp}?results={redis}&prefix={queue}"
+        url = f"{slow}&results={redis}&prefix={queue}"
         worker_out, client_out = work / f"worker-{n}.cg", work / f"client-{n}.cg"
         argv = [
             "valgrind",
