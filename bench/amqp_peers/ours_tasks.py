@@ -4,6 +4,7 @@ RabbitMQ prefix is the run's `BENCH_QUEUE`."""
 
 from __future__ import annotations
 
+import os
 import time
 
 # coredis and the RabbitMQ broker are imported here, before the client's clock starts, as
@@ -25,7 +26,9 @@ from _common import (
 import queueing.brokers.amqp._broker  # noqa: F401
 from queueing import Queue, Receipt, Worker, connect
 
-URL = f"{AMQP_URL}?results={REDIS_URL}&prefix={QUEUE}"
+#: Seconds to reach Redis and RabbitMQ (more under callgrind: bench/amqp_cost.py).
+CONNECT_TIMEOUT = float(os.environ.get("BENCH_CONNECT_TIMEOUT", "5"))
+URL = f"{AMQP_URL}{'&' if '?' in AMQP_URL else '?'}results={REDIS_URL}&prefix={QUEUE}"
 
 
 class Job(Worker):
@@ -49,7 +52,7 @@ def run_ready(procs: int) -> bool:
 
 def run_throughput(n: int) -> dict:
     async def go() -> dict:
-        async with connect(URL) as system:
+        async with connect(URL, connect_timeout=CONNECT_TIMEOUT) as system:
             receipts: list[Receipt | None] = [None] * n
             enqueuers = min(ENQUEUERS, n)
 
