@@ -20,6 +20,7 @@ from queueing.brokers.redis._resp import (
     encode,
     encode_each,
     error_of,
+    group_entries,
     multi_stream,
     target_of,
 )
@@ -203,6 +204,24 @@ def test_stream_reads_take_coredis_shapes() -> None:
     assert first.field_values == {"a": "1", "b": "2"}
     assert second.field_values is None
     assert multi_stream(None) is None
+
+
+def test_encode_takes_bools_and_int_and_str_subclasses_as_coredis_does() -> None:
+    class Name(str):
+        pass
+
+    assert encode([True, Name("k"), 2**70]) == (
+        b"*3\r\n$1\r\n1\r\n$1\r\nk\r\n$22\r\n1180591620717411303424\r\n"
+    )
+
+
+def test_a_claims_read_gives_id_and_fields_pairs() -> None:
+    reply = [["s", [["1-0", ["env", "{}", "x", "1-0 c"]], ["2-0", None], ["3-0", []]]]]
+    assert group_entries(reply) == [("1-0", {"env": "{}", "x": "1-0 c"}), ("2-0", {}), ("3-0", {})]
+    assert group_entries(None) == []
+    # The same pairs as from coredis's shape (what the claim reads with coredis).
+    (entry, _, _) = (multi_stream(reply) or {})["s"]
+    assert (entry.identifier, entry.field_values) == group_entries(reply)[0]
 
 
 def test_a_pipe_without_a_command_says_so() -> None:

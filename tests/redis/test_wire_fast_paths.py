@@ -159,3 +159,19 @@ def test_outcomes_other_than_a_plain_success_are_written_in_full() -> None:
     for task in (failed, stage):
         assert encode_outcome(task) == outcome_doc(task)
     assert json.loads(encode_outcome(stage))["stage"] == 2
+
+
+@pytest.mark.parametrize("around", [(" ", ""), ("", "\n"), ("\t", " \r\n")])
+def test_an_envelope_with_whitespace_around_it_decodes_as_without(around: tuple[str, str]) -> None:
+    task = Task("jobs:ab12", "jobs", 7, time.time())
+    envelope, _ = encode_plain(task) or ("", "")
+    before, after = around
+    padded = decode_envelope({"env": before + envelope + after}, "jobs", LIMIT)
+    assert fields_of(padded) == fields_of(decode_envelope({"env": envelope}, "jobs", LIMIT))
+
+
+@pytest.mark.parametrize("tail", ["x", "{}", " 1", "]"])
+def test_an_envelope_with_more_after_its_document_is_bad(tail: str) -> None:
+    envelope, _ = encode_plain(Task("jobs:ab12", "jobs", 7, time.time())) or ("", "")
+    with pytest.raises(BadEntry, match="field 'env' is not valid JSON: Extra data"):
+        decode_envelope({"env": envelope + tail}, "jobs", LIMIT)

@@ -326,11 +326,16 @@ class Consumer:
         ranked = self.keys.ranked(name)
 
         def fill(pipe: Any) -> list[Any]:
-            return [
-                *self.batcher.fill(pipe, ops),
-                pipe.xreadgroup(k.GROUP, self.consumer, count=n, streams={ready: ">"}),
-                pipe.exists([ranked]),
-            ]
+            # The lean client's pipeline reads the entries as (id, fields) pairs at once
+            # (no `StreamEntry` per entry, converted again here): a list; coredis's
+            # answers in its own shape.
+            entries_of = getattr(pipe, "xreadgroup_entries", None)
+            read = (
+                entries_of(k.GROUP, self.consumer, n, ready)
+                if entries_of is not None
+                else pipe.xreadgroup(k.GROUP, self.consumer, count=n, streams={ready: ">"})
+            )
+            return [*self.batcher.fill(pipe, ops), read, pipe.exists([ranked])]
 
         what = "write outcomes and claim" if ops else "claim"
         answers = await self.calls.pipelined(what, fill, deliver=False)
@@ -340,6 +345,8 @@ class Consumer:
         for answer in (read, is_ranked):
             if isinstance(answer, Exception):
                 raise answer
+        if type(read) is list:
+            return read, bool(is_ranked)
         return _entries((read or {}).get(ready, ())), bool(is_ranked)
 
     async def _with_outcomes(
@@ -511,10 +518,12 @@ class Consumer:
         held = self.held.setdefault(name, {})
         tasks = []
         unnamed: list[tuple[str, Task, dict[Any, Any]]] = []
+        base = k.base(name)
+        shard = name != base
         for (ident, fields), owner in zip(entries, owners, strict=True):
             try:
-                task = decode_envelope(fields, k.base(name), max_bytes)
-                if name != k.base(name) and self.keys.home(task.id) != name:
+                task = decode_envelope(fields, base, max_bytes)
+                if shard and self.keys.home(task.id) != name:
                     raise BadEntry(f"task id {task.id!r} belongs to another shard than {name!r}")
             except BadEntry as exc:
                 self.reject(name, ident, fields, str(exc), now)

@@ -9,6 +9,7 @@ and outcomes are read leniently (a record names its task by its key, which we bu
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -82,13 +83,33 @@ def _number(doc: Mapping[str, Any], key: str, *, optional: bool) -> float | None
     return float(value)
 
 
+#: The JSON scanner `json.loads` uses (`scan_once(text, index)`: the value there and
+#: where it ends; StopIteration if none starts there).
+_scan: Any = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def _loads_or_bad(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadEntry(f"field 'env' is not valid JSON: {exc}") from None
+
+
 def _parse(raw: Any, max_bytes: int) -> dict[str, Any]:
     if not isinstance(raw, str):
         raise BadEntry(f"field 'env' must be text, got {type(raw).__name__}")
     if len(raw) > max_bytes:
         raise BadEntry(f"envelope is {len(raw)} bytes, over the limit of {max_bytes}")
     try:
-        doc = json.loads(raw)
+        # The scanner `json.loads` ends in, called directly (`loads` and the decoder's
+        # `decode` are two Python calls and two whitespace matches per task); an
+        # envelope with anything around its document (whitespace, or more) goes the
+        # long way, which takes the whitespace and names the error.
+        doc, end = _scan(raw, 0)
+        if end != len(raw):
+            doc = json.loads(raw)
+    except StopIteration:
+        doc = _loads_or_bad(raw)
     except ValueError as exc:
         raise BadEntry(f"field 'env' is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
