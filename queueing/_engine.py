@@ -296,7 +296,7 @@ class Engine:
             self.prioritize(first, task, priority)
         if tenant is not None or first.spec.tenant is not None:
             self.assign_tenant(first, task, payload, tenant)
-            if hasattr(task, "tenant"):
+            if task.tenant is not None:
                 run.tenant = task.tenant
         return run, task
 

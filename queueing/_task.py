@@ -164,9 +164,11 @@ class Task:
       handler's last `Progress`; `priority`: its `submit(priority=)` when not 0 (a broker
       stores it and hands out waiting tasks of higher priority first); `tenant`: its
       `submit(tenant=)` (a broker stores it and shares waiting tasks out fairly between
-      tenants: `Broker.claim`). Each is set only when used (read them with `trace_of`,
-      `progress_of`, `priority_of` and `tenant_of`): a task that uses none costs nothing
-      more.
+      tenants: `Broker.claim`). Each starts unset (None, or 0 for `priority`: the slots
+      are there either way, and a read of an unset slot costs CPython an `AttributeError`
+      it makes and drops, several thousand instructions per task on the hot paths); read
+      them with `trace_of`, `progress_of`, `priority_of` and `tenant_of`, which also
+      answer for a record made without them.
 
     Tasks of a pipeline are `PipelineTask`s. Attributes starting with `_` belong to the
     engine (who waits for the outcome, the cancel scope of the run): brokers leave them
@@ -198,12 +200,12 @@ class Task:
         "trace",
     )
 
-    # Slots set only when used (never in __init__): see `trace_of`, `progress_of`,
+    # Set to their defaults in __init__ and `new_task`: see `trace_of`, `progress_of`,
     # `priority_of`, `tenant_of`.
     trace: dict[str, str] | None
     progress: Progress | None
     priority: int
-    tenant: str
+    tenant: str | None
 
     # The pipeline fields, with their values for a task outside any pipeline (see
     # PipelineTask, which has slots for them).
@@ -242,6 +244,10 @@ class Task:
         self._waiter: trio.Event | None = None
         self._scope: trio.CancelScope | None = None
         self._born = submitted_at  # on the broker clock, for latency (the engine sets it)
+        self.trace = None
+        self.progress = None
+        self.priority = MIN_PRIORITY
+        self.tenant = None
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.queue} {self.state.value}>"
@@ -286,6 +292,10 @@ def new_task(
     task._waiter = None
     task._scope = None
     task._born = born
+    task.trace = None
+    task.progress = None
+    task.priority = 0  # MIN_PRIORITY
+    task.tenant = None
     return task
 
 
