@@ -601,7 +601,10 @@ class QueueSystem:
             await self._check(receipt)
         elif self._broker.shared and not task.state.final:
             record = await self._broker.lookup(task.id)  # where it stands now
-            if record is not None:
+            # The outcome may have come meanwhile (its notice read while the lookup was
+            # under way): a record read before it must not take the task back from final,
+            # or its receipt would never be woken again.
+            if record is not None and not task.state.final:
                 task.state = record.state
                 task.attempts = record.attempts
                 task.deliveries = record.deliveries

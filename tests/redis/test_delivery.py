@@ -292,3 +292,30 @@ async def test_a_stalled_worker_does_not_take_back_a_task_another_worker_reclaim
         assert after.consumer == "other"
         gate.set()
         assert await receipt.result(timeout=10) == 7  # the run here still counts (first wins)
+
+
+async def test_a_status_read_while_the_outcome_comes_does_not_take_the_receipt_back(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status()` looks the record up; if the outcome's notice is read while that lookup is
+    under way, the record it brings back (still running) must not undo the outcome: the
+    receipt would say running for ever, and `result()` would never be woken."""
+    log: list[Any] = []
+    async with open_system(slow(log), broker=redis_url), connect(redis_url) as client:
+        receipt = await client.submit("slow", 0.3)
+        broker = client._broker  # type: ignore[attr-defined]
+        lookup = broker.lookup
+
+        async def answered_after_the_outcome(task_id: str) -> Any:
+            record = await lookup(task_id)  # pending or running: the task sleeps 0.3 s
+            assert record is not None
+            assert not record.state.final
+            await receipt.result(timeout=5)  # its notice is read meanwhile
+            return record  # what the lookup read before the outcome
+
+        monkeypatch.setattr(broker, "lookup", answered_after_the_outcome)
+        status = await receipt.status()
+        monkeypatch.setattr(broker, "lookup", lookup)
+        assert status.state is TaskState.SUCCEEDED
+        assert receipt.done()
+        assert await receipt.result(timeout=5) == 0.3
