@@ -92,22 +92,17 @@ class Results:
 
     def deliver(self, record: Task) -> None:
         """`record` has its outcome: the local receipt of that task has it too, now."""
-        local = record
-        if self.shared:
-            ref = self._refs.pop(record.id, None)
-            mine = None if ref is None else ref()
-            if mine is not None and mine is not record:
-                copy_outcome(record, mine)
-                local = mine
-        waiter = local._waiter
+        if self.shared and self.deliver_watched(record):
+            return
+        waiter = record._waiter
         if waiter is not None:
             waiter.set()
         if not self._refs and self._idle:
             self._idle.unpark_all()
 
     def deliver_watched(self, record: Task) -> bool:
-        """`deliver` a broker's record if its task is watched here; whether it was. (A
-        shared broker's hook, once per notice: `deliver`'s shared case, one lookup.)"""
+        """`deliver` a broker's record if its task is watched here; whether it was (a
+        shared broker's hook, once per notice; `deliver`'s shared case)."""
         refs = self._refs
         ref = refs.pop(record.id, None)
         if ref is None:
