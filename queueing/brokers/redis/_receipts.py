@@ -490,26 +490,24 @@ class Receipts:
         delivered: list[Task] = []
         for entry in entries:
             for task_id, outcome in _notes(entry.field_values):
+                accepted_here = expected.pop(task_id, 0) is None
                 if not outcome:
-                    expected.pop(task_id, None)
                     woken.add(task_id)
                     continue
                 try:
                     task = notice_task(task_id, outcome)
                 except (ValueError, TypeError, KeyError):
-                    expected.pop(task_id, None)
                     woken.add(task_id)  # unreadable here: the record is read instead
                     continue
                 # Handed over here, the outcome reaches its receipt in this turn of the
                 # scheduler, not after `wait_settled`'s caller wakes and hands it over.
                 if deliver is not None and task.state.final and deliver(task):
-                    expected.pop(task_id, None)
                     delivered.append(task)
                 else:
                     arrived[task_id] = task
                     # Accepted from here and not waited for yet: its submit's caller has
                     # its answer and watches the id in its next step (see `_lagging`).
-                    if expected.pop(task_id, 0) is None:
+                    if accepted_here:
                         self._lagging.add(task_id)
                         self._lag_turns = 0
         if delivered:
