@@ -734,7 +734,7 @@ class Pipe:
     def xreadgroup_entries(self, group: str, consumer: str, count: int, stream: str) -> _Pending:
         """A non-blocking `XREADGROUP` of one stream's new entries (`>`), answered as a
         list of (id, fields) pairs (not coredis's shape: `group_entries`)."""
-        args = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", stream, ">")
+        args = _xreadgroup_args(group, consumer, count, None, None, {stream: ">"})
         return self._add(args, group_entries)
 
     def xreadgroup(
