@@ -88,30 +88,24 @@ def _number(doc: Mapping[str, Any], key: str, *, optional: bool) -> float | None
 _scan: Any = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
-def _loads_or_bad(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BadEntry(f"field 'env' is not valid JSON: {exc}") from None
-
-
 def _parse(raw: Any, max_bytes: int) -> dict[str, Any]:
     if not isinstance(raw, str):
         raise BadEntry(f"field 'env' must be text, got {type(raw).__name__}")
     if len(raw) > max_bytes:
         raise BadEntry(f"envelope is {len(raw)} bytes, over the limit of {max_bytes}")
+    # The scanner `json.loads` ends in, called directly (`loads` and the decoder's
+    # `decode` are two Python calls and two whitespace matches per task); an envelope
+    # with anything around its document (whitespace, or more), or none readable, goes
+    # the long way, which takes the whitespace and names the error.
     try:
-        # The scanner `json.loads` ends in, called directly (`loads` and the decoder's
-        # `decode` are two Python calls and two whitespace matches per task); an
-        # envelope with anything around its document (whitespace, or more) goes the
-        # long way, which takes the whitespace and names the error.
         doc, end = _scan(raw, 0)
-        if end != len(raw):
+    except (StopIteration, ValueError):
+        end = -1
+    if end != len(raw):
+        try:
             doc = json.loads(raw)
-    except StopIteration:
-        doc = _loads_or_bad(raw)
-    except ValueError as exc:
-        raise BadEntry(f"field 'env' is not valid JSON: {exc}") from None
+        except ValueError as exc:
+            raise BadEntry(f"field 'env' is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadEntry(f"envelope must be a JSON object, got {type(doc).__name__}")
     if doc.get("v") != VERSION:
