@@ -158,6 +158,18 @@ class Memory:
         return {label: self.peak(label) for label in self.pids}
 
 
+class Inconclusive(AssertionError):
+    """The fault did not strike as the scenario planned (a killed worker held no task, say):
+    the run proves nothing either way. The test fails, and the table says `inconclusive`,
+    not `BROKEN`."""
+
+
+def struck(fault_struck: bool, why: str) -> None:
+    """Raise `Inconclusive(why)` unless the scenario's fault struck as planned."""
+    if not fault_struck:
+        raise Inconclusive(why)
+
+
 def wait_until(check: Callable[[], bool], timeout: float, every: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not check():

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import pytest
+from chaos_helpers import Inconclusive
 
 
 @attrs.define
@@ -73,15 +74,57 @@ def scenario(request: pytest.FixtureRequest) -> Row:
     return row
 
 
+#: The longest reason a `result` cell quotes.
+WHY_CHARS = 160
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions in `error`, out of their groups (pytest-trio raises a test's own
+    failure in a trio nursery's `ExceptionGroup`)."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
+def why(error: BaseException) -> str:
+    """The first line of each failure, for a table cell: an assertion's own message (or the
+    compared values), another exception's type and message."""
+    lines = []
+    for leaf in leaves(error):
+        text = str(leaf) if isinstance(leaf, AssertionError) else f"{type(leaf).__name__}: {leaf}"
+        lines.append((text.strip().splitlines() or [type(leaf).__name__])[0].strip())
+    line = "; ".join(lines)
+    if len(line) > WHY_CHARS:
+        line = line[: WHY_CHARS - 3] + "..."
+    return line.replace("|", "\\|")
+
+
+def verdict(when: str, error: BaseException | None) -> str:
+    """A row's `result`: `kept`; `BROKEN: why` only when the scenario ran and a promise
+    failed; `inconclusive: why` when the fault did not strike as planned (the run proves
+    nothing either way); `not run: why` when the harness failed before the scenario."""
+    if error is None:
+        return "kept"
+    if when == "setup":
+        return f"not run: {why(error)}"
+    if all(isinstance(leaf, Inconclusive) for leaf in leaves(error)):
+        return f"inconclusive: {why(error)}"
+    return f"BROKEN: {why(error)}"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     row = getattr(item, "chaos_row", None)
-    if row is not None and report.when == "call":
-        row.result = "kept" if report.passed else "BROKEN"
-    elif row is not None and report.failed:
-        row.result = "BROKEN"
+    if row is None or report.skipped:
+        return
+    error = call.excinfo.value if call.excinfo is not None and report.failed else None
+    if report.when == "call" or (report.when == "setup" and error is not None):
+        row.result = verdict(report.when, error)
+    elif report.when == "teardown" and error is not None:
+        # The scenario's verdict stands; the harness failed after it (stopping a process).
+        row.result += f" (teardown error: {why(error)})"
 
 
 #: The table's order: brokers as the docs list them, scenarios in the order they ran.

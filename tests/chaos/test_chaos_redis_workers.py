@@ -20,6 +20,7 @@ from chaos_helpers import (
     serving,
     start_worker,
     stop,
+    struck,
     submit_numbers,
     succeeded,
     wait_for,
@@ -82,7 +83,7 @@ async def test_sigkill_of_a_worker_mid_run(
     scenario.lost, scenario.unresolved = outcomes.lost, outcomes.unresolved
     scenario.duplicated = len(twice)
     scenario.memory = memory.peaks()
-    assert held > 0, "the killed worker held nothing: the scenario proves nothing"
+    struck(held > 0, "the killed worker held nothing: the scenario proves nothing")
     assert (outcomes.ok, outcomes.lost, outcomes.unresolved) == (TASKS, 0, 0), outcomes.failed
     assert twice <= by_process.get(victim.pid, set())
     assert scenario.recovery < RECLAIM_BOUND
@@ -138,7 +139,7 @@ async def test_sigstop_of_a_worker_past_its_lease_then_sigcont(
     scenario.lost, scenario.unresolved = outcomes.lost, outcomes.unresolved
     scenario.duplicated = len(twice)
     scenario.memory = memory.peaks()
-    assert held > 0, "the stopped worker held nothing: the scenario proves nothing"
+    struck(held > 0, "the stopped worker held nothing: the scenario proves nothing")
     assert (outcomes.ok, outcomes.lost, outcomes.unresolved) == (TASKS, 0, 0), outcomes.failed
     assert twice <= by_process.get(victim.pid, set())
     assert scenario.recovery < RECLAIM_BOUND
