@@ -300,8 +300,10 @@ class ClientSystem(QueueSystem):
         """broker_timeout plus the longest this submit may wait for room (None: unbounded)."""
         if self.broker_timeout is None:
             return None
-        if not isinstance(name, str):
+        if isinstance(name, Queue | Pipeline):
             name = name.name
+        elif not isinstance(name, str):
+            return self.broker_timeout  # InvalidQueue, raised at once
         spec = self._queues.get(name)
         if spec is None:
             pipeline = self._pipelines.get(name)

@@ -121,3 +121,10 @@ async def test_an_error_in_a_trio_clients_block_comes_out_as_it_is(redis_url: st
     with pytest.raises(KeyError, match="mine"):
         async with connect(redis_url):
             raise KeyError("mine")
+
+
+async def test_a_clients_submit_to_no_queue_name_says_what_it_takes(tmp_path: Any) -> None:
+    async with connect(f"sqlite:///{tmp_path / 'q.db'}", double) as client:
+        for wrong in (None, 1, b"double"):
+            with pytest.raises(queueing.InvalidQueue, match=r"a queue's or pipeline's name"):
+                await client.submit(wrong, 1)  # type: ignore[arg-type]
