@@ -206,7 +206,10 @@ def handler_types(handle: Callable[..., Any]) -> tuple[Any, Any]:
     params = [name for name in hints if name != "return"]
     payload = hints[params[0]] if params else Any
     result = hints.get("return", Any)
-    if result is type(None):
+    # `object` is any value to a type checker; to cattrs, a type it has no hook for.
+    if payload is object:
+        payload = Any
+    if result is type(None) or result is object:
         result = Any
     return payload, result
 
@@ -292,6 +295,20 @@ def _bad_key(key: Any) -> str | None:
     return None
 
 
+def _uncarried(exc: ValueError) -> str:
+    """The value `exc` (from `json.dumps` or `str.encode`) refused, and what to use instead."""
+    text = str(exc)
+    if isinstance(exc, UnicodeEncodeError):
+        return "a str with a lone surrogate (decode bytes with errors='replace')"
+    if "digits" in text:
+        return "an int of more than 4300 digits (Python's int-to-str limit; use a str)"
+    if "float" in text:
+        return "a NaN or infinite float (JSON has no NaN, inf or -inf; use None or a str)"
+    if "Circular" in text:
+        return "a container that contains itself"
+    return "a value"
+
+
 class Codec:
     """Unstructures and structures one declared type with the system's converter.
 
@@ -349,12 +366,18 @@ class Codec:
                 if not text.isascii():
                     # UnicodeEncodeError (a ValueError): a lone surrogate
                     size = len(text.encode())
-            except (TypeError, ValueError) as exc:
+            except ValueError as exc:  # a value of a JSON type, that JSON cannot carry
+                raise PayloadError(
+                    self.queue,
+                    f"{self.role}, a {kind.__name__}, holds {_uncarried(exc)}, which JSON "
+                    f"cannot carry ({exc})",
+                ) from exc
+            except TypeError as exc:  # a type the converter left as it was
                 raise PayloadError(
                     self.queue,
                     f"{self.role}, a {kind.__name__}, does not serialize to JSON ({exc}); "
                     "register an unstructure hook on the system's converter for the "
-                    "offending type, or return plain data",
+                    "offending type, or use plain data",
                 ) from exc
             # JSON turns a dict's int (float, bool, None) key into a string: `{1: 2}` would
             # come back as `{"1": 2}` from a broker that stores JSON and as it was from one

@@ -148,3 +148,36 @@ async def test_a_list_in_a_list_is_checked_too_and_the_type_is_named_in_full() -
         ):
             await system.submit("lists", [["a"], "bc"])
         assert await (await system.submit("lists", [["a"], ("b", "c")])) == 3
+
+
+class Anything(Worker):
+    async def handle(self, value: object) -> object:
+        return value
+
+
+@pytest.mark.parametrize("payload", [{"a": [1, "b"]}, [1, 2], "text", None])
+async def test_a_handle_that_takes_and_returns_object_takes_any_data(payload: Any) -> None:
+    # `object` is "anything" to a type checker; to cattrs, a type without a hook.
+    async with open_system(Queue("anything", Anything)) as system:
+        receipt = await system.submit("anything", payload)
+        assert await receipt.result(timeout=5) == payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "names"),
+    [
+        ({"a": float("nan")}, "NaN"),
+        ([float("inf")], "inf"),
+        ([10**5000], "4300 digits"),
+        ({"s": "\ud800"}, "surrogate"),
+    ],
+)
+async def test_a_value_json_cannot_carry_is_named_with_what_to_send_instead(
+    payload: Any, names: str
+) -> None:
+    async with open_system(Queue("anything", Anything)) as system:
+        with pytest.raises(PayloadError, match="JSON cannot carry") as caught:
+            await system.submit("anything", payload)
+    message = str(caught.value)
+    assert names in message
+    assert "hook" not in message  # no hook makes NaN JSON: the advice is the value's
