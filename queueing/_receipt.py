@@ -10,6 +10,7 @@ import trio
 from . import _fastpath
 from ._convert import AS_ANY
 from ._exceptions import ResultTimeout, TaskCancelled, TaskExpired, TaskFailed, TaskLost
+from ._results import Waiter
 from ._task import Task, TaskState, TaskStatus
 from ._validate import seconds
 
@@ -121,7 +122,7 @@ class Receipt(Generic[R]):
         else:
             waiter = task._waiter
             if waiter is None:
-                waiter = task._waiter = trio.Event()
+                waiter = task._waiter = Waiter()
             self._system._usable()
             if timeout is None:
                 await waiter.wait()

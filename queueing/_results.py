@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -18,6 +18,79 @@ if TYPE_CHECKING:
 #: Seconds one `wait_settled` call waits before the receipts' loop asks again (with the
 #: tasks watched since).
 SETTLED_WAIT = 1.0
+_current_task = trio.lowlevel.current_task
+_reschedule = trio.lowlevel.reschedule
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_checkpoint = trio.lowlevel.checkpoint
+_ABORTED = trio.lowlevel.Abort.SUCCEEDED
+
+
+class Waiter:
+    """Who waits for one task's outcome (`Task._waiter`): `trio.Event`'s `set`, `is_set`
+    and `wait`, for the one caller a task's outcome usually has.
+
+    The first caller to wait is kept in a slot and woken directly, with a bound method as
+    its abort function: three objects for the collector while it waits (this waiter, the
+    `wait` coroutine, the bound method), where an Event's wait holds seven (the Event, its
+    set of tasks, its coroutine, a closure with its two cells and their tuple). Every
+    receipt awaited over a shared broker makes one, and keeps it until its outcome comes.
+    Others waiting at the same time go to a set, each with a closure, as with an Event.
+    """
+
+    __slots__ = ("_first", "_flag", "_others")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._first: trio.lowlevel.Task | None = None
+        self._others: set[trio.lowlevel.Task] | None = None
+
+    def is_set(self) -> bool:
+        """Whether `set` was called."""
+        return self._flag
+
+    def set(self) -> None:
+        """Wake every caller of `wait`, now and later (idempotent)."""
+        if self._flag:
+            return
+        self._flag = True
+        first = self._first
+        if first is not None:
+            self._first = None
+            _reschedule(first)
+        others = self._others
+        if others:
+            self._others = None
+            for task in others:
+                _reschedule(task)
+
+    async def wait(self) -> None:
+        """Until `set` (a checkpoint if it was set already). Cancellable."""
+        if self._flag:
+            await _checkpoint()
+        elif self._first is None:
+            self._first = _current_task()
+            await _wait_task_rescheduled(self._abort_first)
+        else:
+            # (Its own coroutine: the closure's variables would be cells, two more objects,
+            # in every call of `wait`.)
+            await self._wait_among_others()
+
+    async def _wait_among_others(self) -> None:
+        task = _current_task()
+        others = self._others
+        if others is None:
+            others = self._others = set()
+        others.add(task)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            others.discard(task)
+            return _ABORTED
+
+        await _wait_task_rescheduled(abort)
+
+    def _abort_first(self, _: Any) -> trio.lowlevel.Abort:
+        self._first = None  # cancelled: `set` must not wake it
+        return _ABORTED
 
 
 def copy_outcome(source: Task, target: Task) -> None:
@@ -54,18 +127,21 @@ class Results:
         self._refs: dict[str, _Ref] = {}
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
+        # The references' callback, bound once: `self._gone` makes a new bound method at
+        # each use, one more object for the collector per task watched.
+        self._on_gone: Callable[[_Ref], None] = self._gone
         if self.shared:
             broker.on_outcome(self.deliver_watched)
 
     def watch(self, task: Task) -> None:
         """Get `task`'s outcome from the broker when it has one (shared brokers)."""
-        self._refs[task.id] = _ref(task, self._gone)
+        self._refs[task.id] = _ref(task, self._on_gone)
         if self._lot:
             self._lot.unpark_all()
 
     def watch_many(self, tasks: list[Task]) -> None:
         """`watch` each of these tasks."""
-        refs, gone = self._refs, self._gone
+        refs, gone = self._refs, self._on_gone
         for task in tasks:
             ref = _Ref(task, gone)
             ref.key = key = task.id

@@ -30,7 +30,7 @@ from ._pools import Actors
 from ._queue import Pipeline, Queue
 from ._receipt import Receipt, failure
 from ._report import ProcessReport
-from ._results import Results, copy_outcome
+from ._results import Results, Waiter, copy_outcome
 from ._runtime import QueueRuntime
 from ._schedule import Schedule
 from ._stats import QueueStats
@@ -640,7 +640,7 @@ class QueueSystem:
         task = receipt._task
         waiter = task._waiter
         if waiter is None:
-            waiter = task._waiter = trio.Event()
+            waiter = task._waiter = Waiter()
         if task.state.final:
             await trio.lowlevel.checkpoint()
             return

@@ -5,10 +5,13 @@ from __future__ import annotations
 import enum
 import math
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+
+if TYPE_CHECKING:
+    from ._results import Waiter
 
 
 class TaskState(enum.Enum):
@@ -241,7 +244,7 @@ class Task:
         self.error: ErrorInfo | None = None
         self.finished_at: float | None = None
         self.handle: Any = None
-        self._waiter: trio.Event | None = None
+        self._waiter: Waiter | None = None
         self._scope: trio.CancelScope | None = None
         self._born = submitted_at  # on the broker clock, for latency (the engine sets it)
         self.trace = None

@@ -65,6 +65,36 @@ async def test_many_waiters_get_the_same_result(autojump_clock: Any) -> None:
     assert results == [2.0] * 5
 
 
+async def test_waiters_that_give_up_leave_the_others_waiting(autojump_clock: Any) -> None:
+    """Callers of one receipt come and go (timeouts, cancellation): whoever still waits
+    when the outcome comes gets it, whether it came first or later."""
+    got: dict[str, object] = {}
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 2.0)
+
+        async def wait(name: str, start: float, timeout: float | None) -> None:
+            await trio.sleep(start)
+            try:
+                got[name] = await receipt.result(timeout=timeout)
+            except ResultTimeout:
+                got[name] = "timed out"
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, "first, gives up", 0.0, 1.0)
+            nursery.start_soon(wait, "second, gives up", 0.1, 1.5)
+            nursery.start_soon(wait, "third", 0.2, None)
+            nursery.start_soon(wait, "after the first gave up", 1.2, None)
+            await trio.sleep(0.3)
+            with trio.move_on_after(0.3):
+                await receipt  # cancelled while it waits: no trace left
+    assert got == {
+        "first, gives up": "timed out",
+        "second, gives up": "timed out",
+        "third": 2.0,
+        "after the first gave up": 2.0,
+    }
+
+
 async def test_result_timeout_raises_when_the_result_is_not_ready(autojump_clock: Any) -> None:
     async with open_system(sleepy()) as system:
         receipt = await system.submit("sleep", 10.0)

@@ -442,6 +442,10 @@ class Batcher:
             sending.append(batch)
             await self._send_submits(batch)
             sending.remove(batch)
+            # Not kept while this sender is parked: its slots (and their tasks' encoded
+            # arguments) would stay alive until the next batch, long enough for the
+            # collector to move them to its oldest generation.
+            del batch
             if not self._submits and not sending:
                 self._flushed.unpark_all()
 
