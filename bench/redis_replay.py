@@ -93,7 +93,7 @@ def commandstats(port: int) -> dict[str, tuple[int, float]]:
 
 
 async def replay(url: str, n: int, block: int, claim: int, phase: str = "full") -> None:
-    broker = RedisBroker(url, prefix="replay")
+    broker = RedisBroker(url, prefix="replay", connect_timeout=120)  # under valgrind, loaded
     async with broker.connect({QUEUE.name: QUEUE}, serve=True), trio.open_nursery() as nursery:
         nursery.start_soon(broker.run)
         serial = 0

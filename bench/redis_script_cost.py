@@ -98,6 +98,7 @@ def finish_call(done: list[tuple[str, str]]) -> tuple[list[str], list[object]]:
         KEYS.envs(QUEUE),
         KEYS.live(QUEUE),
         KEYS.waiting(QUEUE),
+        KEYS.held(QUEUE),
         KEYS.fair(QUEUE)[0],
         KEYS.fair(QUEUE)[2],
     ]
@@ -112,9 +113,13 @@ def finish_call(done: list[tuple[str, str]]) -> tuple[list[str], list[object]]:
         len(KEYS.record(QUEUE, "")) + 1,
         "",  # a short call: the queue has no tenants
     ]
-    for task_id, entry in done:
-        keys += [KEYS.record(QUEUE, task_id), KEYS.replies(QUEUE, CLIENT)]
-        args += [entry, "+succeeded", "12345"]
+    for n, (task_id, entry) in enumerate(done):
+        if n == 0:  # the client's replies stream once per call (as `Batch` merges them)
+            keys += [KEYS.record(QUEUE, task_id), KEYS.replies(QUEUE, CLIENT)]
+            args += [entry, "+succeeded", "12345"]
+        else:
+            keys.append(KEYS.record(QUEUE, task_id))
+            args += [entry, "=succeeded", "12345"]
     return keys, args
 
 

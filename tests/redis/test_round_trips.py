@@ -77,6 +77,38 @@ async def test_a_clients_own_tasks_resolve_from_their_notices(
         assert calls["write outcomes"] == 1  # one call for the batch's eight outcomes
 
 
+async def test_the_outcomes_of_several_clients_in_one_call_each_reach_their_client(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One finish.lua call for tasks of two clients, in runs (a, a, b, b, a): a run's
+    # replies stream is passed once, each client's notice carries all of its outcomes.
+    async with (
+        opened(redis_url) as worker,
+        opened(redis_url, serve=False) as a,
+        opened(redis_url, serve=False) as b,
+    ):
+        mine = {
+            a: [new_task(payload=n) for n in (0, 1, 4)],
+            b: [new_task(payload=n) for n in (2, 3)],
+        }
+        assert await a.accept_many(JOBS, mine[a][:2]) == 2
+        assert await b.accept_many(JOBS, mine[b]) == 2
+        assert await a.accept_many(JOBS, mine[a][2:]) == 1
+        for client, tasks in mine.items():  # seen (the readers' first sweeps)
+            assert await client.wait_settled([task.id for task in tasks], 0.2) == []
+        claimed = await worker.claim(JOBS, 5, wait=0)
+        assert [task.payload for task in claimed] == [0, 1, 2, 3, 4]
+        for task in claimed:
+            await worker.settle(JOBS, task, TaskState.SUCCEEDED, {"n": task.payload})
+        with counted(monkeypatch) as calls:
+            await worker.flush()
+            for client, tasks in mine.items():
+                found = await settled_all(client, [task.id for task in tasks])
+                assert [found[t.id].result for t in tasks] == [{"n": t.payload} for t in tasks]
+        assert "read outcomes" not in calls  # no record read: the notices carried them
+        assert calls["write outcomes"] == 1
+
+
 async def test_a_notices_outcome_goes_straight_to_whoever_waits_for_it(
     redis_url: str,
 ) -> None:
@@ -256,9 +288,11 @@ async def test_an_outcome_read_before_its_submit_returns_reaches_its_receipt_at_
 async def test_finished_entries_leave_the_ready_stream_in_whole_nodes_and_all_at_the_end(
     redis_url: str,
 ) -> None:
-    # finish.lua trims the stream approximately: whole nodes (of up to 100 entries, the
-    # default stream-node-max-entries) below the oldest pending entry; what is left of the
-    # node the trim ended in goes at a later call, and nothing is left once all finished.
+    # finish.lua trims the stream approximately, every TRIM_EVERY (64) outcomes of a
+    # state and when the queue has no task left: whole nodes (of up to 100 entries, the
+    # default stream-node-max-entries, fewer of these envelopes: stream-node-max-bytes)
+    # below the oldest pending entry; what is left of the node the trim ended in goes at a
+    # later trim, and nothing is left once all finished.
     count = 300
     async with opened(redis_url) as broker, raw_client(redis_url) as raw:
         ready = key(redis_url, "jobs", "ready")
@@ -273,4 +307,31 @@ async def test_finished_entries_leave_the_ready_stream_in_whole_nodes_and_all_at
             left = await raw.xlen(ready) - (count - claimed)  # finished, not trimmed yet
             assert 0 <= left < 100
         assert await raw.xlen(ready) == 0
+        assert await broker.outstanding("jobs") == 0
+
+
+async def test_finished_entries_are_deleted_while_a_long_running_task_holds_the_trim_back(
+    redis_url: str,
+) -> None:
+    # An entry read long ago and never acknowledged (a task running for long, or a lease
+    # to reclaim) stops every trim at it: once a trim sees that, each call deletes the
+    # entries it finished, so the stream keeps no more than the finished entries of the
+    # calls before (under TRIM_EVERY), not every entry finished behind it.
+    count = 300
+    async with opened(redis_url) as broker, raw_client(redis_url) as raw:
+        ready = key(redis_url, "jobs", "ready")
+        assert await broker.claim(JOBS, 1, wait=0) == []  # the group exists
+        await raw.xadd(ready, {"held": "1"}, identifier="1-1")  # long before any task
+        held = await raw.xreadgroup(_keys.GROUP, "elsewhere", {ready: ">"}, count=1)
+        assert held is not None
+        assert await broker.accept_many(JOBS, [new_task(payload=n) for n in range(count)]) == count
+        claimed = 0
+        while claimed < count:
+            tasks = await broker.claim(JOBS, 8, wait=0)
+            claimed += len(tasks)
+            for task in tasks:
+                await broker.settle(JOBS, task, TaskState.SUCCEEDED, None)
+            await broker.flush()
+            left = await raw.xlen(ready) - 1 - (count - claimed)  # finished, still there
+            assert 0 <= left < 64
         assert await broker.outstanding("jobs") == 0

@@ -198,6 +198,8 @@ class Batch:
         #: (script, keys, args, the ops it answers; for a merged call, a list of answers)
         self.calls: list[tuple[str, list[str], list[Any], list[Op]]] = []
         merged: dict[int, tuple[list[str], list[Any], list[Op]]] = {}
+        #: Of each merged call, the replies stream its last task with one passed.
+        streams: dict[int, str] = {}
         for op in ops:
             head = op.head
             if head is None:
@@ -206,8 +208,20 @@ class Batch:
             call = merged.get(id(head))
             if call is None or len(call[2]) >= MERGE_CHUNK:
                 call = merged[id(head)] = ([*head[0]], [*head[1]], [])
+                streams.pop(id(head), None)
                 self.calls.append((op.script, *call))
-            call[0].extend(op.keys)
+            keys = op.keys
+            if len(keys) == 2:  # a record and its client's replies stream (`finish.lua`)
+                if streams.get(id(head)) == keys[1]:
+                    # The same stream as the task before: marked '=', not passed again
+                    # (every key passed costs Redis about as much as a command's share).
+                    call[0].append(keys[0])
+                    args = op.args
+                    call[1].extend((args[0], "=" + args[1][1:], *args[2:]))
+                    call[2].append(op)
+                    continue
+                streams[id(head)] = keys[1]
+            call[0].extend(keys)
             call[1].extend(op.args)
             call[2].append(op)
 

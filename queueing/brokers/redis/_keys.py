@@ -185,6 +185,11 @@ class Keys:
 
     # -- a queue's or a pipeline's keys -----------------------------------------------------
 
+    def held(self, queue: str) -> str:
+        """Exists while a task long running holds back the trims of the ready stream
+        (lua/finish.lua)."""
+        return self.of(queue, "held")
+
     def done(self, name: str) -> str:
         return self.of(name, "done")
 

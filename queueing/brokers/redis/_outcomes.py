@@ -79,6 +79,7 @@ class Outcomes:
                 self.keys.envs(queue),
                 self.keys.live(queue),
                 self.keys.waiting(queue),
+                self.keys.held(queue),
                 *(fair if full else (fair[0], fair[2])),
             ]
             args = [

@@ -1,8 +1,8 @@
 -- Record the outcomes of tasks of one queue and release them: the first outcome wins.
 -- KEYS: 1 ready, 2 outstanding, 3 stats, 4 room, 5 done, 6 dead, 7 delayed, 8 envs,
---       9 live, 10 waiting, 11..25 the fair keys (_fair.lua; or, in a short call, 11 and
---       12 only: `fair` and `tenants`), then per task: its record [, the replies stream
---       of its client]
+--       9 live, 10 waiting, 11 held, 12..26 the fair keys (_fair.lua; or, in a short
+--       call, 12 and 13 only: `fair` and `tenants`), then per task: its record [, the
+--       replies stream of its client]
 -- ARGV: 1 dead letters cap, 2 done cap, 3 replies cap, 4 replies ttl (s), 5 room tokens
 --       (and nudge tokens), 6 the longest outcome a notice carries, 7 the outcomes' ttl
 --       (ms), 8 where the task id starts in its record's key (the records' keys are
@@ -11,9 +11,10 @@
 --       a cancel: whatever entry or delay the record names), its state, its outcome [, its
 --       dead letter]. The state may start with '+' (the replies stream of the task's
 --       client follows its record in KEYS: the client its live entry or its record
---       names; its notice goes there if the outcome is recorded) then '!' (its dead
---       letter follows the outcome). Three arguments for a plain outcome: every one costs
---       Redis about as much as a command.
+--       names; its notice goes there if the outcome is recorded), or '=' (its client's
+--       stream is the one of the task before it in the call, not passed again), then '!'
+--       (its dead letter follows the outcome). Three arguments and one key for a plain
+--       outcome: every one costs Redis about as much as a command.
 -- A queue without tenants reads only whether `fair` or `tenants` exists, so the caller
 -- passes the other 13 fair keys only for a queue it knows has tenants: a short call on a
 -- queue that has them returns 'fair' before it writes anything (sent again in full).
@@ -29,21 +30,16 @@
 -- task ids, each with its outcome ('' when it is long: read from the record).
 -- Stats: each outcome counts under its state's name ('dead_lettered' for 'dead-lettered').
 local GROUP = 'workers'
-local F = 11
+local F = 12
 local COUNTERS = {['dead-lettered'] = 'dead_lettered'}
 -- How much older (ms, by entry id) than the newest entry finished here the oldest pending
 -- entry may be before the entries finished here are deleted one by one (see the end).
 local LINGER = 1000
+-- Outcomes of one state (counted in `stats`) between two trims of the ready stream.
+local TRIM_EVERY = 64
 
-local function parse(entry)
-  local dash = string.find(entry, '-', 1, true)
-  return tonumber(string.sub(entry, 1, dash - 1)), tonumber(string.sub(entry, dash + 1))
-end
-
-local function before(a, b) -- whether entry id a comes before b
-  local am, as = parse(a)
-  local bm, bs = parse(b)
-  return am < bm or (am == bm and as < bs)
+local function ms_of(entry) -- the time part of an entry id, as a number
+  return tonumber(string.sub(entry, 1, string.find(entry, '-', 1, true) - 1))
 end
 
 -- The later of two entry ids (a may be nil), cheaply: ids of one length compare as text
@@ -59,7 +55,9 @@ local function later(a, b)
   return (#b > #a) and b or a
 end
 
-local newest, dropped = nil, {}
+-- The replies stream of the last task that passed one (the stream of those after it
+-- marked '='): its key and its index in KEYS.
+local newest, dropped, stream, at = nil, {}, nil, nil
 local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
 local ttl, from, carried_max = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[6])
@@ -67,14 +65,19 @@ local full = ARGV[9] == '1'
 local tenanted = redis.call('EXISTS', KEYS[F], KEYS[full and F + 2 or F + 1]) > 0
 if tenanted and not full then return 'fair' end
 if tenanted then fair_load() end -- see _fair.lua
-local k = full and 26 or 13
+local k = full and 27 or 14
 local a = 10
 while a <= #ARGV do
   local entry, state, outcome = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local stream, letter = nil, ''
+  local letter, mark, mine = '', string.byte(state), nil
   a = a + 3
-  if string.byte(state) == 43 then -- '+'
-    stream = KEYS[k + 1]
+  if mark == 43 then -- '+': its client's replies stream follows its record in KEYS
+    at = k + 1
+    stream = KEYS[at]
+    mine = stream
+    state = string.sub(state, 2)
+  elseif mark == 61 then -- '=': its client's is the stream of the task before with one
+    mine = stream
     state = string.sub(state, 2)
   end
   if string.byte(state) == 33 then -- '!'
@@ -125,12 +128,12 @@ while a <= #ARGV do
     recorded = recorded + 1
     done[#done + 1] = id
     done[#done + 1] = ''
-    if stream then
+    if mine then
       -- The outcome rides along (a copy: the record keeps it), unless it is long.
-      local first = streams[stream] -- the first index in KEYS of this stream
+      local first = streams[mine] -- the first index in KEYS of this stream
       if not first then
-        first = k + 1
-        streams[stream] = first
+        first = at
+        streams[mine] = first
         notices[first] = {}
       end
       local carried = notices[first]
@@ -142,15 +145,44 @@ while a <= #ARGV do
     end
   end
   codes[#codes + 1] = code
-  if stream then k = k + 2 else k = k + 1 end
+  if mark == 43 then k = k + 2 else k = k + 1 end
+end
+-- Whether this call trims the ready stream (see below): not at every call (each trim left
+-- out saves Redis its two commands and XPENDING's answer in Lua, which
+-- bench/redis_script_cost.py measures), but every TRIM_EVERY outcomes of a state, when
+-- the queue has no task left, and at every call while a task holds the trim back.
+local trim, flagged = recorded == 0, false
+if recorded > 0 then
+  local left = redis.call('DECRBY', KEYS[2], recorded)
+  if left <= 0 then
+    trim = true
+    if left < 0 then redis.call('SET', KEYS[2], 0) end
+  end
+  for counter, n in pairs(counters) do
+    -- (The totals only grow: each passes every multiple of TRIM_EVERY.)
+    if redis.call('HINCRBY', KEYS[3], counter, n) % TRIM_EVERY < n then trim = true end
+  end
+  -- A token per task recorded, up to the cap: a list already full (nobody waits for
+  -- room, the common case) costs one LLEN.
+  local room = math.min(recorded, tonumber(ARGV[5]) - redis.call('LLEN', KEYS[4]))
+  if room > 0 then
+    local tokens = {}
+    for i = 1, room do tokens[i] = '1' end
+    redis.call('LPUSH', KEYS[4], unpack(tokens))
+  end
 end
 if #gone > 0 then
   redis.call('XACK', KEYS[1], GROUP, unpack(gone))
-  -- `live` names only entries written without `x` (_entry.lua): most queues have none.
-  if redis.call('EXISTS', KEYS[9]) == 1 then redis.call('HDEL', KEYS[9], unpack(gone)) end
+  -- `live` names only entries written without `x` (_entry.lua): most queues have none;
+  -- `held` exists while a task holds the trim back (below). One read for both.
+  flagged = redis.call('EXISTS', KEYS[9], KEYS[11]) > 0
+  if flagged then
+    redis.call('HDEL', KEYS[9], unpack(gone))
+    trim = true
+  end
 end
 if #dropped > 0 then redis.call('XDEL', KEYS[1], unpack(dropped)) end
-if newest then
+if newest and trim then
   -- The entries finished here go with every acknowledged one before them, in one trim:
   -- up to the oldest pending entry (a task running, or a lease to reclaim), or past the
   -- newest entry finished here (every entry up to it was read by a consumer: entries are
@@ -160,19 +192,29 @@ if newest then
   -- the rest of a node the bound falls in, acknowledged entries no one reads again (a
   -- claim reads past the group's last delivered entry), for a later call: marking
   -- entries deleted one by one inside a node cost more than the rest of the trim.
-  local ms, seq = parse(newest)
-  local bound = ms .. '-' .. (seq + 1)
+  local bound, held = nil, false
   local first = redis.call('XPENDING', KEYS[1], GROUP, '-', '+', 1)[1]
-  if first and before(first[1], bound) then
+  if first and later(first[1], newest) == newest then -- pending before it (never it: acked)
     bound = first[1]
-    if parse(first[1]) < ms - LINGER then
+    if ms_of(bound) < ms_of(newest) - LINGER then
       -- A task long running (or a lease to reclaim) holds the trim back: the entries
       -- finished here are deleted one by one, so that no more than LINGER's worth of
       -- finished entries wait behind it.
       redis.call('XDEL', KEYS[1], unpack(gone))
+      held = true
     end
+  else
+    local dash = string.find(newest, '-', 1, true)
+    bound = string.sub(newest, 1, dash) .. (tonumber(string.sub(newest, dash + 1)) + 1)
   end
   redis.call('XTRIM', KEYS[1], 'MINID', '~', bound)
+  -- While it is held, every call trims (and deletes its entries): the entries finished
+  -- by calls that did not trim before it was seen wait, at most TRIM_EVERY per state.
+  if held then
+    redis.call('SET', KEYS[11], '1')
+  elseif flagged then
+    redis.call('DEL', KEYS[11])
+  end
 end
 if #done > 0 then redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', unpack(done)) end
 for i, carried in pairs(notices) do
@@ -180,17 +222,5 @@ for i, carried in pairs(notices) do
   -- closes; a client gone is sent nothing (the outcomes are in the records all the same).
   redis.call('XADD', KEYS[i], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', unpack(carried))
   redis.call('EXPIRE', KEYS[i], ARGV[4])
-end
-if recorded > 0 then
-  if redis.call('DECRBY', KEYS[2], recorded) < 0 then redis.call('SET', KEYS[2], 0) end
-  for counter, n in pairs(counters) do redis.call('HINCRBY', KEYS[3], counter, n) end
-  -- A token per task recorded, up to the cap: a list already full (nobody waits for
-  -- room, the common case) costs one LLEN.
-  local room = math.min(recorded, tonumber(ARGV[5]) - redis.call('LLEN', KEYS[4]))
-  if room > 0 then
-    local tokens = {}
-    for i = 1, room do tokens[i] = '1' end
-    redis.call('LPUSH', KEYS[4], unpack(tokens))
-  end
 end
 return codes
