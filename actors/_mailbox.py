@@ -54,7 +54,8 @@ class Mailbox:
     (Akka's balancing pool: every message goes to exactly one reader, and a busy reader
     holds none that an idle one could take). A producer that fills a shared mailbox on
     demand waits with `wait_for_demand()` until readers wait for messages that are not
-    there.
+    there; several producers may, each fetching for the readers the others' fetches under
+    way (`fetching`) do not serve.
 
     System messages (supervision and death-watch notices) bypass the bound and are read
     first: there is at most one per child or watched actor, so they stay bounded too.
@@ -69,9 +70,9 @@ class Mailbox:
         "_closed",
         "_gets",
         "_getters",
-        "_hungry",
         "_items",
         "_owner_task",
+        "_producers",
         "_putters",
         "_reader",
         "_sends",
@@ -111,7 +112,9 @@ class Mailbox:
         self._getters: deque[trio.lowlevel.Task] | None = None
         self._waking = 0
         self._gets = 0
-        self._hungry: trio.lowlevel.ParkingLot | None = None
+        # Producers that fill the mailbox on demand: where they wait, and the messages
+        # their fetches under way bring (made on first use: most mailboxes have none).
+        self._producers: _Producers | None = None
         # The task of the actor that reads this mailbox with its message loop, while that
         # loop runs (None otherwise): what `check_cycle` follows from a mailbox to a sender.
         self._owner_task: trio.lowlevel.Task | None = None
@@ -309,8 +312,12 @@ class Mailbox:
             getters = self._getters = deque()
         task = trio.lowlevel.current_task()
         getters.append(task)
-        if self._hungry:
-            self._hungry.unpark_all()  # a producer waiting for demand: there is some now
+        producers = self._producers
+        if producers is not None and producers.lot:
+            # One producer waiting for demand: there is some now. (One, not all: the one
+            # woken fetches for every reader waiting then, and the next reader wakes the
+            # next producer.)
+            producers.lot.unpark()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             getters.remove(task)  # still parked: a woken reader is not aborted
@@ -327,31 +334,52 @@ class Mailbox:
 
     @property
     def demand(self) -> int:
-        """How many `get()` callers wait for messages that are not queued yet."""
+        """How many `get()` callers wait for messages that are neither queued nor on their
+        way (`fetching`)."""
         parked = len(self._getters) if self._getters is not None else 0
-        return max(0, parked - max(0, len(self._items) - self._waking))
+        producers = self._producers
+        coming = producers.coming if producers is not None else 0
+        return max(0, parked - max(0, len(self._items) - self._waking) - coming)
 
     async def wait_for_demand(self) -> int:
-        """Wait until `get()` callers wait for messages that are not there; return how many
-        (for a producer that fetches only what idle readers asked for).
+        """Wait until `get()` callers wait for messages that are neither queued nor on their
+        way; return how many (for a producer that fetches only what idle readers asked
+        for). A producer that fetches them says so with `fetching(n)`, so that another
+        producer waiting here fetches only for readers that ask after it.
 
         Raises:
             ActorStopped: the mailbox is closed.
         """
+        producers = self._producers
+        if producers is None:
+            producers = self._producers = _Producers()
         while True:
             if self._closed:
                 raise ActorStopped(self.owner)
             if self.demand > 0:
                 # Read after the checkpoint: readers woken with the last messages may ask
                 # again meanwhile (they finish quick work), and are counted in one answer.
-                await trio.lowlevel.checkpoint()
+                try:
+                    await trio.lowlevel.checkpoint()
+                except BaseException:
+                    if producers.lot:
+                        producers.lot.unpark()  # the demand this one was woken for
+                    raise
                 demand = self.demand
                 if demand > 0:
                     return demand
                 continue
-            if self._hungry is None:
-                self._hungry = trio.lowlevel.ParkingLot()
-            await self._hungry.park()
+            await producers.lot.park()
+
+    def fetching(self, n: int) -> _Fetching:
+        """`with mailbox.fetching(n):` around a producer's fetch of `n` messages for the
+        demand `wait_for_demand` returned (and its puts): other producers do not count
+        those readers while it runs. The producer looks at the demand again itself after
+        (a fetch that brought fewer leaves demand that wakes nobody)."""
+        producers = self._producers
+        if producers is None:
+            producers = self._producers = _Producers()
+        return _Fetching(producers, n)
 
     def _unpark_putter(self) -> None:
         """Wake one sender waiting for room (a message was just taken)."""
@@ -417,12 +445,39 @@ class Mailbox:
         self.wake_reader()
         while self._getters:
             self._wake_getter()  # each finds the mailbox closed
-        if self._hungry is not None:
-            self._hungry.unpark_all()
+        if self._producers is not None:
+            self._producers.lot.unpark_all()
         return left
 
     def reopen(self) -> None:
         self._closed = False
+
+
+class _Producers:
+    """The producers that fill a mailbox on demand (`Mailbox.wait_for_demand`)."""
+
+    __slots__ = ("coming", "lot")
+
+    def __init__(self) -> None:
+        self.lot = trio.lowlevel.ParkingLot()
+        #: Messages the fetches under way bring (`Mailbox.fetching`).
+        self.coming = 0
+
+
+class _Fetching:
+    """`Mailbox.fetching`: counts `n` messages on their way while it is entered."""
+
+    __slots__ = ("n", "producers")
+
+    def __init__(self, producers: _Producers, n: int) -> None:
+        self.producers = producers
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.producers.coming += self.n
+
+    def __exit__(self, *exc: object) -> None:
+        self.producers.coming -= self.n
 
 
 def _abort_read(_: Any) -> trio.lowlevel.Abort:

@@ -26,6 +26,11 @@ _RUNNING = TaskState.RUNNING
 CLAIM_WAIT = 0.5
 #: Ready tasks an in-process broker hands over per claim (due delays and retries).
 LOCAL_CLAIM = 1024
+#: Claims of one queue under way at once (shared brokers). A claim asks for the workers
+#: idle when it starts; workers that become idle while it is under way start the next one
+#: rather than wait for its answer. Each asks only for the idle workers no claim under way
+#: serves (`Mailbox.fetching`): no prefetch.
+CLAIMS_IN_FLIGHT = 2
 
 
 class Dispatcher(Actor):
@@ -36,7 +41,10 @@ class Dispatcher(Actor):
       broker (a delay or a retry backoff ran out).
     - With a shared broker, the dispatcher claims from the broker only what idle workers
       asked for (`Mailbox.wait_for_demand`: no prefetch), keeps the leases of what this
-      process holds, and stops the local run of a task settled elsewhere (cancelled).
+      process holds, and stops the local run of a task settled elsewhere (cancelled). Up
+      to `CLAIMS_IN_FLIGHT` claims of a queue are under way at once, each for the idle
+      workers the others do not serve (`Mailbox.fetching`): a worker that becomes idle
+      while a claim is under way does not wait for that claim's answer to be served.
     """
 
     def __init__(self, engine: Engine, runtimes: dict[str, QueueRuntime]) -> None:
@@ -70,13 +78,9 @@ class Dispatcher(Actor):
         assert buffer is not None
         info = rt.info
         if broker.shared:
-            while True:
-                wanted = await buffer.wait_for_demand()
-                for task in await broker.claim(info, wanted, wait=CLAIM_WAIT):
-                    rt.held[task.id] = task
-                    if task.deliveries:
-                        self._reclaimed(rt, task)
-                    await buffer.put(task)  # a worker waits for each one: room at once
+            async with trio.open_nursery() as nursery:
+                for i in range(CLAIMS_IN_FLIGHT):
+                    nursery.start_soon(self._claims, rt, name=f"claims {rt.name} {i}")
         else:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._rank, rt)
@@ -93,6 +97,51 @@ class Dispatcher(Actor):
                             rt.ranked.push(task)  # by priority, with the ones waiting
                         else:
                             await buffer.put(task)
+
+    async def _claims(self, rt: QueueRuntime) -> None:
+        """One of a queue's claim loops (shared brokers): claim for the idle workers no
+        other claim under way serves, and hand what came to them."""
+        broker = self.engine.broker
+        buffer = rt.buffer
+        assert buffer is not None
+        info = rt.info
+        held = rt.held
+        while True:
+            wanted = await buffer.wait_for_demand()
+            with buffer.fetching(wanted):
+                tasks = await broker.claim(info, wanted, wait=CLAIM_WAIT)
+                # No checkpoint from here on: a stop cannot come between the claim's
+                # answer and the buffer (where `release` finds what was never started).
+                for i, task in enumerate(tasks):
+                    try:
+                        buffer.put_nowait(task)  # a worker waits for each one: room
+                    except trio.WouldBlock:
+                        await self._put_rest(rt, tasks[i:])
+                        break
+                    held[task.id] = task
+                    if task.deliveries:
+                        self._reclaimed(rt, task)
+
+    async def _put_rest(self, rt: QueueRuntime, tasks: list[Task]) -> None:
+        """Claimed tasks that found the buffer full (its workers were replaced while the
+        claim was under way): wait for room; stopped meanwhile, the rest go back to the
+        broker (another process takes them at once)."""
+        buffer = rt.buffer
+        assert buffer is not None
+        for task in tasks:
+            rt.held[task.id] = task
+            if task.deliveries:
+                self._reclaimed(rt, task)
+        for i, task in enumerate(tasks):
+            try:
+                await buffer.put(task)
+            except BaseException:
+                left = tasks[i:]
+                for one in left:
+                    rt.held.pop(one.id, None)
+                with trio.CancelScope(shield=True):
+                    await self.engine.broker.release(rt.info, left)
+                raise
 
     async def _rank(self, rt: QueueRuntime) -> None:
         """In process, once the queue uses priorities or tenants: feed its workers from its

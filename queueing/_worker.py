@@ -229,6 +229,14 @@ class Worker(Actor, Generic[P, R]):
                     ):
                         timings.fold()
                     task = await buffer.get()  # idle: this is the worker's pull
+                    if self._stop:
+                        # Asked to stop while it was idle (its scope is cancelled): the
+                        # task it was woken with goes back, for the next worker or for
+                        # `release` to hand back, rather than into a handler cancelled
+                        # at its first checkpoint (which would run it twice).
+                        with contextlib.suppress(trio.WouldBlock, actors.ActorError):
+                            buffer.put_first_nowait(task)
+                            break
                     since = 0
                     timings = rt.timings  # read again after each wait and each batch
                     if timings is not None:
