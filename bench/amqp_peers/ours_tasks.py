@@ -26,6 +26,11 @@ from _common import (
 import queueing.brokers.amqp._broker  # noqa: F401
 from queueing import Queue, Receipt, Worker, connect
 
+if os.environ.get("BENCH_AMQP_TRACE"):  # round trips and turns per task: trace_stages.py
+    import trace_stages
+
+    trace_stages.install(os.environ["BENCH_AMQP_TRACE"])
+
 #: Seconds to reach Redis and RabbitMQ (more under callgrind: bench/amqp_cost.py).
 CONNECT_TIMEOUT = float(os.environ.get("BENCH_CONNECT_TIMEOUT", "5"))
 URL = f"{AMQP_URL}{'&' if '?' in AMQP_URL else '?'}results={REDIS_URL}&prefix={QUEUE}"

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+import trio.testing
+
 from queueing.brokers.amqp._message import NO_PROPERTIES, Delivery
 from queueing.brokers.amqp._rabbit_claims import Acks, Feed
 
@@ -91,3 +94,32 @@ async def test_the_deliveries_settling_add_at_most_as_many_again_as_the_workers_
     assert await feed.take(2, wait=0, held=2) == []
     # 2 held + 2 asked + 32 settling, of which count at most 30 (the most taken at once).
     assert feed.wanted == 34
+
+
+class SlowChannel(StandInChannel):
+    """A channel whose acknowledgements take a moment to write."""
+
+    async def ack_many(self, tags: list[int], *, upto: int = 0) -> None:
+        await trio.sleep(1)
+        await super().ack_many(tags, upto=upto)
+
+
+async def test_a_flush_during_a_send_returns_once_it_was_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    channel = SlowChannel()
+    feed, acks = feed_on(channel)  # type: ignore[arg-type]
+    for delivery in deliveries(channel, 1, 2):
+        feed.push(delivery)
+    taken = await feed.take(2, wait=0)
+    async with trio.open_nursery() as nursery:
+        acks.ack_soon(taken[0])
+        # Sent from a store write's task (`after_written`), before the ack task looks.
+        nursery.start_soon(acks.send_due)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(acks.run)  # finds nothing due: idle
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(60):
+            await acks.flush()
+        assert channel.acked == [1]
+        nursery.cancel_scope.cancel()

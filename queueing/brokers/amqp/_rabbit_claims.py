@@ -217,6 +217,8 @@ class Acks:
                 await self._send(channel, tags)
         finally:
             self._sending = False
+            if not self._due:
+                self._idle.unpark_all()  # a `flush` that saw this send under way
 
     async def _send(self, channel: ChannelCore, tags: list[int]) -> None:
         open_tags = self._open.get(channel, set())
