@@ -12,6 +12,7 @@ import trio.testing
 
 from queueing.brokers.amqp._message import NO_PROPERTIES, Delivery
 from queueing.brokers.amqp._rabbit_claims import Acks, Feed
+from queueing.brokers.amqp._store_writes import Op, Writes
 
 
 class StandInChannel:
@@ -123,3 +124,63 @@ async def test_a_flush_during_a_send_returns_once_it_was_sent(
             await acks.flush()
         assert channel.acked == [1]
         nursery.cancel_scope.cancel()
+
+
+class Redis:
+    """Enough of the store's calls for its flush loop: every write answered 1."""
+
+    def script(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> str:
+        pipe.append(name)
+        return name
+
+    async def pipelined(self, what: str, fill: Any) -> list[Any]:
+        sent: list[str] = []
+        fill(sent)
+        await trio.lowlevel.checkpoint()
+        return [1 for _ in sent]
+
+
+class Steps(trio.abc.Instrument):
+    """Counts the steps of tasks whose name ends with `name`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.name):
+            self.steps += 1
+
+
+async def test_acks_asked_for_by_a_write_are_sent_by_its_task_without_waking_the_ack_task() -> None:
+    channel = StandInChannel()
+    feed, acks = feed_on(channel)
+    for delivery in deliveries(channel, 1, 2):
+        feed.push(delivery)
+    taken = await feed.take(2, wait=0)
+    writes = Writes(Redis())  # type: ignore[arg-type]
+    writes.after_written = acks.send_due
+    writes.hush = acks.hush
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(acks.run)
+        nursery.start_soon(writes.flush_loop)
+        await trio.testing.wait_all_tasks_blocked()
+        steps = Steps("Acks.run")
+        trio.lowlevel.add_instrument(steps)
+        for delivery in taken:  # each outcome's answer asks for its acknowledgement
+            writes.push(Op("finish", [str(delivery.delivery_tag)], [], then_ack(acks, delivery)))
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(steps)
+        assert channel.acked == [1, 2]  # sent after the write, by the flush loop
+        assert steps.steps == 0
+        # Asked for outside a write's answers: the ack task sends it.
+        for delivery in deliveries(channel, 3, 1):
+            feed.push(delivery)
+            acks.ack_soon(delivery)
+        await trio.testing.wait_all_tasks_blocked()
+        assert channel.acked == [1, 2, 3]
+        nursery.cancel_scope.cancel()
+
+
+def then_ack(acks: Acks, delivery: Delivery) -> Any:
+    return lambda _: acks.ack_soon(delivery)

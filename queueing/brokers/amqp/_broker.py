@@ -121,6 +121,7 @@ class RabbitMQBroker(Broker):
         self._rabbit.on_declare = self._admin.note_rabbitmq_queues
         self._acks = Acks()
         self._store.after_written = self._acks.send_due
+        self._store.hush = self._acks.hush
         self._submitter = Submitter(self._store, self._rabbit, self._reads, self.nonce)
         self._upkeep = Upkeep(self)
         self.runs = RabbitMQRuns(self._calls, keys, self._store, self._reads, self._accept_at)

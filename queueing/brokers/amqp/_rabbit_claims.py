@@ -179,6 +179,8 @@ class Acks:
         self._lot = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
         self._sending = False
+        #: While on, `ack_soon` leaves the ack task asleep: the caller sends them next.
+        self._hushed = False
 
     def delivered(self, delivery: Delivery) -> None:
         """A delivery arrived (so a later `multiple` ack does not cover it by mistake)."""
@@ -195,8 +197,13 @@ class Acks:
 
     def ack_soon(self, delivery: Delivery) -> None:
         self._due.setdefault(delivery.channel, []).append(delivery.delivery_tag)
-        if self._lot:
+        if self._lot and not self._hushed:
             self._lot.unpark()
+
+    def hush(self, on: bool) -> None:
+        """While on, acknowledgements asked for do not wake the ack task: the caller
+        sends them itself right after (`send_due`, a store write's `after_written`)."""
+        self._hushed = on
 
     async def run(self) -> None:
         while True:

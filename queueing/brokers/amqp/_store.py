@@ -435,7 +435,7 @@ class Store(Writes):
             return [*self.fill(pipe, ops), self.calls.script(pipe, "check", keys, args)]
 
         answers = await self.calls.pipelined("check claimed tasks", fill, deliver=False)
-        self.answered(ops, answers[:-1])
+        self.answered(ops, answers[:-1], written=True)
         if ops:
             await self.after_written()
         verdicts = answers[-1]
@@ -454,7 +454,7 @@ class Store(Writes):
             return [*self.fill(pipe, ops), self.calls.script(pipe, name, keys, args)]
 
         answers = await self.calls.pipelined(what, fill, deliver=False)
-        self.answered(ops, answers[:-1])
+        self.answered(ops, answers[:-1], written=True)
         if ops:
             await self.after_written()
         answer = answers[-1]

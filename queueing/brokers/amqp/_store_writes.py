@@ -87,6 +87,9 @@ class Writes:
         #: Awaited after writes were answered (the broker sends the acknowledgements their
         #: callbacks asked for, in the same task: no hop to another).
         self.after_written: Callable[[], Awaitable[None]] = _nothing
+        #: Called with True before the callbacks of writes whose `after_written` follows,
+        #: and False after them (the broker's ack task need not wake for those acks).
+        self.hush: Callable[[bool], None] = lambda on: None
         #: Claims about to send a check that takes the queued writes along (`Ride`).
         self.riders = 0
         self._riders_lot = trio.lowlevel.ParkingLot()
@@ -124,13 +127,22 @@ class Writes:
     def fill(self, pipe: Any, batch: Sequence[Op]) -> list[Any]:
         return [self.calls.script(pipe, op.script, op.keys, op.args) for op in batch]
 
-    def answered(self, batch: Sequence[Op], answers: Sequence[Any]) -> None:
-        """After a batch was written: hand each answer on, wake whoever waits."""
-        for op, answer in zip(batch, answers, strict=True):
-            if isinstance(answer, Exception):
-                log.error("redis %s (keys %s) failed: %s", op.script, op.keys[:2], answer)
-            elif op.then is not None:
-                op.then(answer)
+    def answered(
+        self, batch: Sequence[Op], answers: Sequence[Any], *, written: bool = False
+    ) -> None:
+        """After a batch was written: hand each answer on, wake whoever waits. `written`:
+        the caller awaits `after_written` next (`hush` is on meanwhile)."""
+        if written:
+            self.hush(True)
+        try:
+            for op, answer in zip(batch, answers, strict=True):
+                if isinstance(answer, Exception):
+                    log.error("redis %s (keys %s) failed: %s", op.script, op.keys[:2], answer)
+                elif op.then is not None:
+                    op.then(answer)
+        finally:
+            if written:
+                self.hush(False)
         if not self.congested:
             self._flushed.unpark_all()
 
@@ -164,5 +176,5 @@ class Writes:
             answers = await self.calls.pipelined(
                 "write outcomes", functools.partial(self.fill, batch=batch)
             )
-            self.answered(batch, answers)
+            self.answered(batch, answers, written=True)
             await self.after_written()
