@@ -109,7 +109,10 @@ class Setup:
             worker.terminate()
             worker.wait()
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-        return json.loads(done.stdout.strip().splitlines()[-1]), cpu
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        if "error" in figures:  # (drive.py exits 0 either way: its last line says)
+            raise RuntimeError(f"the client failed: {figures['error']}")
+        return figures, cpu
 
 
 #: CPython's functions whose calls `--callgrind` counts: a tracked object allocated (not
