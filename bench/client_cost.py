@@ -8,7 +8,10 @@ each), against a private redis-server and one worker process
 - `--callgrind`: its instructions under `valgrind --tool=callgrind` for N and 3N tasks;
   the cost per task is their difference over 2N (start-up, imports and shutdown cancel
   out). Under callgrind the client is the slowest process, so its batches are as large as
-  its 64 submitters make them.
+  its 64 submitters make them. Also, the same way, its allocations of objects the garbage
+  collector tracks (calls of CPython's `_PyObject_GC_Link`: an object taken from a free
+  list, as many tuples, lists and dicts are, is not counted, nor does it count toward a
+  collection) and its collections (calls of `gc_collect_main`, any generation).
 - `--cpu K`: K runs of N tasks at full speed, the client's CPU (user + system, getrusage
   of the child) per task, best and median. It includes the start-up (about 0.4 s of CPU)
   and moves with the machine's load (a slower worker means smaller batches): compare two
@@ -34,7 +37,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,9 +75,11 @@ class Setup:
         self.redis.terminate()
         self.redis.wait()
 
-    def run(self, wrap: list[str], n: int) -> tuple[dict[str, float], float]:
+    def run(
+        self, wrap: list[str], n: int, client: list[str] | None = None
+    ) -> tuple[dict[str, Any], float]:
         """One throughput run of n tasks (the client under `wrap`): its JSON line, and the
-        client's CPU seconds."""
+        client's CPU seconds. `client`: another client's command (bench/client_gc.py)."""
         subprocess.run(
             ["redis-cli", "-p", str(self.port), "flushall"], check=True, capture_output=True
         )
@@ -90,7 +97,7 @@ class Setup:
             subprocess.run(ready, cwd=self.peers, env=self.env, check=True, capture_output=True)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             done = subprocess.run(
-                [*wrap, *drive, "throughput", str(n)],
+                [*wrap, *(client or [*drive, "throughput", str(n)])],
                 cwd=self.peers,
                 env=self.env,
                 check=True,
@@ -102,17 +109,44 @@ class Setup:
             worker.terminate()
             worker.wait()
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-        return json.loads(done.stdout.strip().splitlines()[-1]), cpu
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        if "error" in figures:  # (drive.py exits 0 either way: its last line says)
+            raise RuntimeError(f"the client failed: {figures['error']}")
+        return figures, cpu
 
 
-def instructions(setup: Setup, n: int) -> int:
+#: CPython's functions whose calls `--callgrind` counts: a tracked object allocated (not
+#: from a free list), and a collection of any generation.
+COUNTED = {"_PyObject_GC_Link": "tracked allocations", "gc_collect_main": "collections"}
+
+
+def calls_to(text: str, names: Iterable[str]) -> dict[str, int]:
+    """The calls of these functions in a callgrind output (any caller): each `calls=` line
+    follows the `cfn=` line that names the function called (by its number once named)."""
+    wanted, named, counts = set(names), {}, dict.fromkeys(names, 0)
+    callee = ""
+    for line in text.splitlines():
+        if line.startswith(("fn=(", "cfn=(")):
+            number, _, name = line.partition("=")[2].partition(" ")
+            if name:
+                named[number] = name
+            if line.startswith("cfn="):
+                callee = named.get(number, "")
+        elif line.startswith("calls=") and callee in wanted:
+            counts[callee] += int(line[6:].split()[0])
+    return counts
+
+
+def instructions(setup: Setup, n: int) -> tuple[int, dict[str, int]]:
+    """The client's instructions in a run of n tasks, and its calls of `COUNTED`."""
     out = Path(f"/tmp/client_cost.{os.getpid()}.{n}.callgrind")
     try:
         setup.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"], n)
-        found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+        text = out.read_text()
+        found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
         if found is None:
             raise RuntimeError("no totals in callgrind's output")
-        return int(found.group(1))
+        return int(found.group(1)), calls_to(text, COUNTED)
     finally:
         out.unlink(missing_ok=True)
 
@@ -129,9 +163,16 @@ def main() -> None:
     setup = Setup(args.root.resolve())
     try:
         if args.callgrind:
-            small, large = instructions(setup, args.n), instructions(setup, 3 * args.n)
+            (small, few), (large, many) = (
+                instructions(setup, args.n),
+                instructions(setup, 3 * args.n),
+            )
             print(f"callgrind: I({args.n})={small:,}  I({3 * args.n})={large:,}")
             print(f"client instructions per task: {(large - small) / (2 * args.n):,.0f}")
+            for name, what in COUNTED.items():
+                per_task = (many[name] - few[name]) / (2 * args.n)
+                counted = f"{name}: {few[name]:,}, {many[name]:,}"
+                print(f"client {what} per task: {per_task:.2f} ({counted})")
         if args.cpu:
             per_task = []
             for _ in range(args.cpu):

@@ -33,8 +33,9 @@ class Waiter:
     its abort function: three objects for the collector while it waits (this waiter, the
     `wait` coroutine, the bound method), where an Event's wait holds seven (the Event, its
     set of tasks, its coroutine, a closure with its two cells and their tuple). Every
-    receipt awaited over a shared broker makes one, and keeps it until its outcome comes.
-    Others waiting at the same time go to a set, each with a closure, as with an Event.
+    receipt awaited before its outcome came makes one (tests/redis/test_client_objects.py
+    counts what a waiting caller holds). Others waiting at the same time go to a set, each
+    with a closure, as with an Event's callers.
     """
 
     __slots__ = ("_first", "_flag", "_others")
