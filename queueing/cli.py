@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -238,7 +239,10 @@ def submit(
     try:
         data = json.loads(payload)
     except ValueError as exc:
-        raise click.BadParameter(f"PAYLOAD must be JSON: {exc}") from exc
+        raise click.BadParameter(
+            f"PAYLOAD must be JSON: {exc}; a string takes JSON's quotes inside the shell's: "
+            f"queueing submit {queue} {shlex.quote(json.dumps(payload))}"
+        ) from exc
 
     async def go(system: QueueSystem) -> None:
         try:

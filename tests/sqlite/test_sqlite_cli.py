@@ -298,3 +298,13 @@ def test_a_queue_argument_that_names_no_queue_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert "no queue or pipeline named 'nosuch'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_payload_that_is_no_json_shows_the_quotes_a_string_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("submit", "mp", "hello world")
+    assert result.exit_code == 2
+    assert "PAYLOAD must be JSON" in result.output
+    assert """'"hello world"'""" in result.output  # the shell quotes around JSON's quotes
