@@ -97,6 +97,13 @@ def _checked(check: Callable[[Any], None], value: T) -> T:
 
 def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
     url = _broker_url(broker)
+    if url.partition(":")[0].lower() == "memory":
+        raise click.BadParameter(
+            "memory:// lives inside the one process that opened it, where no other command "
+            "can reach it: give the broker its workers share (sqlite:///path.db, "
+            "redis://host:port/db, amqp://...)",
+            param_hint="'--broker'",
+        )
 
     async def run() -> T:
         async with connect(url) as system:

@@ -308,3 +308,12 @@ def test_a_payload_that_is_no_json_shows_the_quotes_a_string_needs(
     assert result.exit_code == 2
     assert "PAYLOAD must be JSON" in result.output
     assert """'"hello world"'""" in result.output  # the shell quotes around JSON's quotes
+
+
+@pytest.mark.parametrize("command", [["status"], ["submit", "mp", "1"], ["result", "mp:1"]])
+def test_a_command_given_memory_says_it_needs_the_workers_broker(command: list[str]) -> None:
+    result = invoke(*command, "--broker", "memory://")
+    assert result.exit_code == 2
+    assert "'--broker'" in result.output
+    assert "sqlite:///path.db" in result.output
+    assert "connect()" not in result.output  # the library's words, not the command's
