@@ -51,6 +51,47 @@ def callgrind_totals(command: Sequence[str], cache: bool = False) -> dict[str, i
     return dict(zip(events.group(1).split(), map(int, totals.group(1).split()), strict=False))
 
 
+def redis_server_argv(
+    port: int,
+    directory: str | Path | None = None,
+    *,
+    callgrind: str | Path | None = None,
+    instr_atstart: bool = True,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of a private `redis-server` on `port` that keeps nothing on disk
+    (`--save "" --appendonly no`), its working directory `directory` (if given), `extra`
+    options after those; with `callgrind`, run under `valgrind --tool=callgrind` writing
+    its counts to that file (`instr_atstart=False`: counting off until
+    `callgrind_control -i=on`)."""
+    argv = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    if directory is not None:
+        argv += ["--dir", str(directory)]
+    argv += extra
+    if callgrind is None:
+        return argv
+    valgrind = ["valgrind", "--tool=callgrind"]
+    if not instr_atstart:
+        valgrind.append("--instr-atstart=no")
+    return [*valgrind, f"--callgrind-out-file={callgrind}", *argv]
+
+
+def start_redis_server(
+    port: int,
+    directory: str | Path | None = None,
+    *,
+    callgrind: str | Path | None = None,
+    instr_atstart: bool = True,
+    extra: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """Start `redis_server_argv(...)`, its output discarded (the caller waits for it to
+    answer, and stops it)."""
+    argv = redis_server_argv(
+        port, directory, callgrind=callgrind, instr_atstart=instr_atstart, extra=extra
+    )
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def rate_of(timing: Timing) -> float:
     count, seconds = timing
     return count / seconds if seconds > 0 else float("inf")

@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,25 +86,7 @@ def control(pid: int, flag: str) -> None:
 def store_part(args: argparse.Namespace, work: Path) -> None:
     port = free_port()
     out = work / "redis.cg"
-    server = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={out}",
-            "redis-server",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = _common.start_redis_server(port, work, callgrind=out, instr_atstart=False)
     counts: dict[str, int] = {}
     try:
         deadline = time.monotonic() + 60

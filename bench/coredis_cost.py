@@ -43,6 +43,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import _common
 import trio
 
 KEY = "cost:incr"
@@ -306,13 +307,8 @@ def main() -> int:
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="coredis-cost-"))
     sock = str(work / "redis.sock")
-    server = subprocess.Popen(
-        [
-            *("redis-server", "--port", str(port), "--save", "", "--appendonly", "no"),
-            *("--dir", str(work), "--unixsocket", sock, "--unixsocketperm", "700"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = _common.start_redis_server(
+        port, work, extra=("--unixsocket", sock, "--unixsocketperm", "700")
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:

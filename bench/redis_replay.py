@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,25 +130,7 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> dict[s
     """One private redis-server, one replay of n tasks; figures per task."""
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="redis-replay-"))
-    argv = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(work),
-    ]
-    if callgrind is not None:
-        argv = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={callgrind}",
-            *argv,
-        ]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = _common.start_redis_server(port, work, callgrind=callgrind)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,10 +126,7 @@ def finish_call(done: list[tuple[str, str]]) -> tuple[list[str], list[object]]:
 
 def run(blocks: int, per: int, out: Path | None) -> None:
     port = free_port()
-    argv = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
-    if out is not None:
-        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = _common.start_redis_server(port, callgrind=out)
     try:
         r = redis.Redis(port=port, decode_responses=True, socket_timeout=300)
         deadline = time.monotonic() + 300

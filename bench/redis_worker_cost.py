@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
 import coredis
 import trio
 
@@ -135,11 +136,7 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
     before the worker stops. Start-up and shutdown are left out."""
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="redis-worker-cost-"))
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", work],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = _common.start_redis_server(port, work)
     url = f"redis://127.0.0.1:{port}/0"
     # The worker's stderr to a file, not a pipe: valgrind's lines and the worker's logs (on
     # a loaded machine, a slow worker logs its calls' timeouts) would fill a pipe nobody
@@ -247,11 +244,7 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> float:
     `callgrind`, its instructions)."""
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="redis-worker-cost-"))
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", work],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = _common.start_redis_server(port, work)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_port(port)

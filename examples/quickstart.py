@@ -100,8 +100,11 @@ class Thumb:
 
 
 def shown(path: Path) -> Path:
-    """A path as the summary prints it: relative to the repository when inside it."""
-    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    """A path as the summary prints it: relative to the working directory when inside it
+    (run from the repository: examples/out/...), else in full."""
+    here = Path.cwd().resolve()
+    path = path.resolve()
+    return path.relative_to(here) if path.is_relative_to(here) else path
 
 
 def injects_fault(document: str, number: int) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -96,6 +97,13 @@ def _checked(check: Callable[[Any], None], value: T) -> T:
 
 def _client(broker: str | None, fn: Callable[[QueueSystem], Awaitable[T]]) -> T:
     url = _broker_url(broker)
+    if url.partition(":")[0].lower() == "memory":
+        raise click.BadParameter(
+            "memory:// lives inside the one process that opened it, where no other command "
+            "can reach it: give the broker its workers share (sqlite:///path.db, "
+            "redis://host:port/db, amqp://...)",
+            param_hint="'--broker'",
+        )
 
     async def run() -> T:
         async with connect(url) as system:
@@ -238,7 +246,10 @@ def submit(
     try:
         data = json.loads(payload)
     except ValueError as exc:
-        raise click.BadParameter(f"PAYLOAD must be JSON: {exc}") from exc
+        raise click.BadParameter(
+            f"PAYLOAD must be JSON: {exc}; a string takes JSON's quotes inside the shell's: "
+            f"queueing submit {queue} {shlex.quote(json.dumps(payload))}"
+        ) from exc
 
     async def go(system: QueueSystem) -> None:
         try:

@@ -16,12 +16,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_example(name: str, env: dict[str, str] | None = None) -> str:
-    """Run examples/NAME in its own interpreter from the repo root; return its stdout."""
+def run_example(name: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> str:
+    """Run examples/NAME in its own interpreter from the repo root (or `cwd`); return its
+    stdout."""
     proc = subprocess.run(
         # Deprecated calls made by the example itself fail it (not those inside libraries).
-        [sys.executable, "-W", "error::DeprecationWarning:__main__", f"examples/{name}"],
-        cwd=ROOT,
+        [sys.executable, "-W", "error::DeprecationWarning:__main__", str(ROOT / "examples" / name)],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -39,6 +40,14 @@ def number(output: str, label: str) -> int:
     match = re.search(rf"^{re.escape(label)}:\s+(\d+)", output, re.MULTILINE)
     assert match, f"no {label!r} line in:\n{output}"
     return int(match.group(1))
+
+
+def test_quickstart_run_from_elsewhere_prints_where_its_thumbnails_are(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "QUICKSTART_OUT"}
+    out = run_example("quickstart.py", environ, cwd=tmp_path)
+    match = re.search(r"^Thumbnails are in (\S+)/;", out, re.MULTILINE)
+    assert match, out
+    assert (tmp_path / match.group(1)).is_dir()  # an absolute path, or one from the cwd
 
 
 def test_quickstart_thumbnails_every_page_and_retries_the_injected_faults(

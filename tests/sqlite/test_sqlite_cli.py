@@ -298,3 +298,22 @@ def test_a_queue_argument_that_names_no_queue_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert "no queue or pipeline named 'nosuch'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_payload_that_is_no_json_shows_the_quotes_a_string_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("submit", "mp", "hello world")
+    assert result.exit_code == 2
+    assert "PAYLOAD must be JSON" in result.output
+    assert """'"hello world"'""" in result.output  # the shell quotes around JSON's quotes
+
+
+@pytest.mark.parametrize("command", [["status"], ["submit", "mp", "1"], ["result", "mp:1"]])
+def test_a_command_given_memory_says_it_needs_the_workers_broker(command: list[str]) -> None:
+    result = invoke(*command, "--broker", "memory://")
+    assert result.exit_code == 2
+    assert "'--broker'" in result.output
+    assert "sqlite:///path.db" in result.output
+    assert "connect()" not in result.output  # the library's words, not the command's

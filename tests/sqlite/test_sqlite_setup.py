@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlite_helpers import downgrade_to_v3, query
+from sqlite_helpers import downgrade_to_v3, query, read_only
 
 from queueing import BrokerError, InvalidQueue, Queue, Worker, connect, open_system
 from queueing.brokers import SqliteBroker
@@ -181,3 +181,50 @@ async def test_a_version_2_file_is_migrated_and_its_tasks_keep_their_order(
     assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     indexes = {row[1] for row in query(path, "PRAGMA index_list(tasks)")}
     assert "tasks_ranked" in indexes
+
+
+async def test_a_directory_it_cannot_write_is_named_not_called_a_bad_file(
+    tmp_path: Path,
+) -> None:
+    # WAL mode keeps two files next to the database (-wal, -shm): the directory must be
+    # writable too, even for a file that is.
+    directory = tmp_path / "locked"
+    directory.mkdir()
+    url = f"sqlite:///{directory / 'q.db'}"
+    async with open_system(echo, broker=url):
+        pass
+    with read_only(directory), pytest.raises(BrokerError) as caught:
+        async with open_system(echo, broker=url):
+            pass
+    message = str(caught.value)
+    assert "not a SQLite database" not in message
+    assert f"{directory}" in message
+    assert "writable" in message
+
+
+async def test_a_file_it_cannot_write_is_named_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    url = f"sqlite:///{path}"
+    async with open_system(echo, broker=url):
+        pass
+    with read_only(path), pytest.raises(BrokerError) as caught:
+        async with connect(url) as client:
+            await client.submit("echo", 1)
+    message = str(caught.value)
+    assert f"{path}" in message
+    assert "writable" in message
+
+
+async def test_a_file_locked_past_busy_timeout_at_open_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    url = f"sqlite:///{path}"
+    async with open_system(echo, broker=url):
+        pass
+    other = sqlite3.connect(path, isolation_level=None)  # another program's transaction
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(BrokerError, match=r"stayed locked by another process for 0\.2s"):
+            async with open_system(echo, broker=f"{url}?busy_timeout=0.2"):
+                pass
+    finally:
+        other.close()

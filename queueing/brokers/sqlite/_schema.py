@@ -216,6 +216,8 @@ def open_database(settings: Settings) -> sqlite3.Connection:
             path, timeout=settings.busy_timeout, isolation_level=None, check_same_thread=True
         )
     except sqlite3.Error as exc:
+        if cannot_write(exc):
+            raise not_writable(settings, exc) from exc
         raise BrokerError(f"{settings.url!r}: cannot open {path!r}: {exc}") from exc
     try:
         _configure(conn, settings)
@@ -229,10 +231,32 @@ def open_database(settings: Settings) -> sqlite3.Connection:
     return conn
 
 
+#: SQLite's error names (and their extended forms) for a file or directory this process
+#: may not write.
+CANNOT_WRITE = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")
+
+
+def cannot_write(exc: sqlite3.Error) -> bool:
+    """Whether `exc` says the file, or its directory, is not writable here."""
+    return (getattr(exc, "sqlite_errorname", None) or "").startswith(CANNOT_WRITE)
+
+
+def not_writable(settings: Settings, exc: sqlite3.Error) -> BrokerError:
+    """The error of a file, or of its directory, that this process may not write."""
+    path = os.path.abspath(settings.path)
+    return BrokerError(
+        f"{settings.url!r}: cannot write {path!r} ({exc}): make the file and its directory "
+        f"{os.path.dirname(path)!r} writable by this user (SQLite keeps two more files next "
+        "to it, -wal and -shm), or point the URL at a file in a directory it can write"
+    )
+
+
 def _configure(conn: sqlite3.Connection, settings: Settings) -> None:
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     except sqlite3.DatabaseError as exc:
+        if cannot_write(exc):
+            raise not_writable(settings, exc) from exc
         raise BrokerError(
             f"{settings.url!r}: {settings.path!r} is not a SQLite database ({exc}); point the "
             "URL at a new file or at one this broker made"

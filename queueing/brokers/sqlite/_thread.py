@@ -24,6 +24,7 @@ import anyio
 import tenacity
 
 from ..._exceptions import BrokerError
+from ._schema import cannot_write, not_writable
 from ._settings import Settings
 from ._tx import Tx
 
@@ -82,6 +83,15 @@ def is_busy(exc: BaseException) -> bool:
     if code is not None:
         return code & 0xFF in _BUSY_CODES
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def locked(settings: Settings) -> BrokerError:
+    """The error of a file another process kept locked for longer than `busy_timeout`."""
+    return BrokerError(
+        f"{settings.url!r}: the database stayed locked by another process for "
+        f"{settings.busy_timeout:g}s (busy_timeout); a program holds a long write "
+        "transaction on the file (stop it, or give it its own file), or raise ?busy_timeout="
+    )
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -183,13 +193,10 @@ class Executor:
     def _broker_error(self, exc: sqlite3.OperationalError) -> BrokerError:
         url = self.settings.url
         if is_busy(exc):
-            return BrokerError(
-                f"{url!r}: the database stayed locked by another process for "
-                f"{self.settings.busy_timeout:g}s (busy_timeout); a program holds a long "
-                "write transaction on the file (stop it, or give it its own file), or raise "
-                "?busy_timeout="
-            )
+            return locked(self.settings)
         text = str(exc)
         if "full" in text:
             return BrokerError(f"{url!r}: the disk is full ({text}); free some space")
+        if cannot_write(exc):
+            return not_writable(self.settings, exc)
         return BrokerError(f"{url!r}: SQLite failed: {text}")

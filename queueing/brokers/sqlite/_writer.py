@@ -40,7 +40,7 @@ import anyio.abc
 from ..._exceptions import BrokerError
 from ._schema import open_database
 from ._settings import Settings
-from ._thread import Batch, Executor, Failure, Op, data_version
+from ._thread import Batch, Executor, Failure, Op, data_version, is_busy, locked
 from ._tx import Tx
 
 log = logging.getLogger("queueing")
@@ -254,7 +254,10 @@ class Writer:
             self._fail(exc)
             return
         except Exception as exc:
-            self._fail(BrokerError(f"{self.settings.url!r}: cannot open the database: {exc}"))
+            if is_busy(exc):  # another process's write transaction outlasted busy_timeout
+                self._fail(locked(self.settings))
+            else:
+                self._fail(BrokerError(f"{self.settings.url!r}: cannot open the database: {exc}"))
             return
         try:
             self._serve(Executor(conn, self.settings, self.owner))
