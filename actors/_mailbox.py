@@ -313,11 +313,8 @@ class Mailbox:
         task = trio.lowlevel.current_task()
         getters.append(task)
         producers = self._producers
-        if producers is not None and producers.lot:
-            # One producer waiting for demand: there is some now. (One, not all: the one
-            # woken fetches for every reader waiting then, and the next reader wakes the
-            # next producer.)
-            producers.lot.unpark()
+        if producers is not None and not producers.woken and producers.lot and self.demand > 0:
+            producers.wake()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             getters.remove(task)  # still parked: a woken reader is not aborted
@@ -353,8 +350,11 @@ class Mailbox:
         producers = self._producers
         if producers is None:
             producers = self._producers = _Producers()
+        woken = False  # by a reader (`_Producers.wake`): the one producer on its way
         while True:
             if self._closed:
+                if woken:
+                    producers.woken = False
                 raise ActorStopped(self.owner)
             if self.demand > 0:
                 # Read after the checkpoint: readers woken with the last messages may ask
@@ -362,14 +362,21 @@ class Mailbox:
                 try:
                     await trio.lowlevel.checkpoint()
                 except BaseException:
-                    if producers.lot:
-                        producers.lot.unpark()  # the demand this one was woken for
+                    if woken:
+                        producers.woken = False
+                    if producers.lot and self.demand > 0:
+                        producers.wake()  # the demand this one was woken for
                     raise
+                if woken:
+                    producers.woken = woken = False
                 demand = self.demand
                 if demand > 0:
                     return demand
                 continue
+            if woken:
+                producers.woken = woken = False
             await producers.lot.park()
+            woken = True
 
     def fetching(self, n: int) -> _Fetching:
         """`with mailbox.fetching(n):` around a producer's fetch of `n` messages for the
@@ -454,14 +461,26 @@ class Mailbox:
 
 
 class _Producers:
-    """The producers that fill a mailbox on demand (`Mailbox.wait_for_demand`)."""
+    """The producers that fill a mailbox on demand (`Mailbox.wait_for_demand`).
 
-    __slots__ = ("coming", "lot")
+    A reader that parks while there is demand wakes one of them, unless one is on its way
+    already: that one reads the demand after a checkpoint, so it counts the readers that
+    park meanwhile too. A reader that parks while its wait is served (by messages queued
+    or on their way) wakes nobody.
+    """
+
+    __slots__ = ("coming", "lot", "woken")
 
     def __init__(self) -> None:
         self.lot = trio.lowlevel.ParkingLot()
         #: Messages the fetches under way bring (`Mailbox.fetching`).
         self.coming = 0
+        #: Whether a producer was woken and has not read the demand yet.
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
+        self.lot.unpark()
 
 
 class _Fetching:

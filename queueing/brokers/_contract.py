@@ -294,7 +294,10 @@ class Broker(abc.ABC):
         seconds when there is none. Includes tasks whose lease ran out (a dead process's),
         with their `deliveries` count. Ready tasks are taken by priority first, then by
         fair share between tenants (the module doc's "Fair share"); a queue whose tasks
-        never had a tenant is plain FIFO within a priority."""
+        never had a tenant is plain FIFO within a priority. One process may have several
+        claims of one queue under way at once (its dispatcher runs up to two, each for
+        other idle workers): each hands out tasks no other claim does, and a claim
+        cancelled before it returned hands back what it took."""
 
     async def renew(self, queue: QueueInfo, tasks: Sequence[Task]) -> list[Task]:
         """Extend the leases of tasks this process holds; returns those it no longer does

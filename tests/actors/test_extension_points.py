@@ -280,6 +280,44 @@ async def test_wait_for_demand_counts_the_readers_that_ask_during_its_checkpoint
     assert demands == [2, 2, 2]
 
 
+async def test_a_fetch_under_way_serves_its_readers_and_another_producer_the_rest() -> None:
+    # Two producers: the second fetches only for readers that asked after the first's
+    # fetch began (`fetching`), never for the same reader twice (no prefetch).
+    box: Mailbox = Mailbox(10)
+    got: list[int] = []
+    asked: list[int] = []
+    first_fetch = trio.Event()
+
+    async def reader() -> None:
+        got.append(await box.get())
+
+    async def producer(gate: trio.Event | None) -> None:
+        wanted = await box.wait_for_demand()
+        asked.append(wanted)
+        with box.fetching(wanted):
+            if gate is not None:
+                first_fetch.set()
+                await gate.wait()  # a fetch under way
+            for n in range(wanted):
+                box.put_nowait(n)
+
+    gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(producer, gate)
+        await first_fetch.wait()
+        assert box.demand == 0  # both readers are served by the fetch under way
+        nursery.start_soon(producer, None)
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert asked == [2, 1]  # the second producer: the third reader only
+        gate.set()
+    assert sorted(got) == [0, 0, 1]
+    assert box.demand == 0
+
+
 async def test_put_first_nowait_jumps_the_queue_but_not_the_bound() -> None:
     box = Mailbox(2)
     box.put_nowait("b")
