@@ -12,8 +12,19 @@ how the run happened to batch. This measures the worker process alone, at satura
   (`valgrind --tool=callgrind`), for N and 3N tasks: the difference over 2N is the cost per
   task (start-up, imports and shutdown cancel out).
 
+Under callgrind the worker runs some fifty times slower, so its timed background loops
+(heartbeat, promoter, probes) run that much more often per task than in a real run, and
+more so on a loaded machine (a run that takes longer counts more). `--idle S` counts the
+idle worker for S seconds after the tasks and takes its rate, times the tasks' duration,
+off the count (an estimate: the idle worker's blocking claims are counted in its rate).
+`--quiet` has those loops wait an hour between rounds instead (the worker's own loops
+that remain: lease renewals every lease/3, the receipts' sweep), for a count of the
+tasks' own instructions that a profile can be read from.
+
     python bench/redis_worker_cost.py                 # CPU us per task (3 pairs of runs)
     python bench/redis_worker_cost.py --callgrind     # + instructions per task
+    python bench/redis_worker_cost.py --repeat 0 --callgrind --idle 20   # timed loops taken off
+    python bench/redis_worker_cost.py --repeat 0 --callgrind --quiet     # timed loops paused
     python bench/redis_worker_cost.py --profile cprofile.out --run 6000   # one run, cProfile
 
 `--body incr` makes each task do one coredis `INCR` (as redis_bench's `--body incr`);
@@ -52,6 +63,21 @@ INCR = BODY == "incr"
 #: An awaiting body without I/O (`await trio.sleep(0)`): the worker's own cost when its
 #: handler yields, set against `noop`'s.
 SLEEP0 = BODY == "sleep0"
+#: "1": the worker's timed background loops (figures, heartbeat, epoch probe, promoter)
+#: wait an hour between rounds, so that an instruction count is the tasks' own (`--quiet`).
+QUIET = os.environ.get("BENCH_WORKER_QUIET") == "1"
+#: The module constants of those loops' periods (seconds), as `--quiet` sets them.
+QUIET_PERIODS = (
+    ("queueing._results", "FIGURES_EVERY"),
+    ("queueing.brokers.redis._admin", "HEARTBEAT_EVERY"),
+    ("queueing.brokers.redis._losses", "PROBE_EVERY"),
+    ("queueing.brokers.redis._consumer", "PROMOTE_IDLE"),
+)
+if QUIET:
+    import importlib
+
+    for module, name in QUIET_PERIODS:
+        setattr(importlib.import_module(module), name, 3600.0)
 #: With `incr`: "own" (a client per worker, opened in `on_start`: the bench's body) or
 #: "shared" (one client for the process's workers, coredis multiplexing their commands
 #: over one connection).
@@ -113,6 +139,9 @@ job = Queue("job", Job, workers=8, maxsize=1_000_000)
 COMMANDS: list[dict[str, float]] = []
 #: (user, sys) CPU seconds of the worker in each run.
 SPLIT: list[tuple[float, float]] = []
+#: With `--idle`: (seconds the tasks took, the idle worker's instructions per second, the
+#: tasks' part's instructions before the idle rate is taken off).
+BACKGROUND: list[tuple[float, float, int]] = []
 
 
 def free_port() -> int:
@@ -160,7 +189,11 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
                 ["callgrind_control", flag, str(worker.pid)], check=True, capture_output=True
             )
 
+        started = 0.0
+        took = 0.0
+
         async def go() -> None:
+            nonlocal started, took
             async with connect(url, job) as system:
                 for block in (WARMUP, n):
                     if block == n:
@@ -171,18 +204,30 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
                         redis_cli(port, "CONFIG", "RESETSTAT")
                     receipts = await system.submit_many("job", range(block))
                     if block == n:
+                        started = time.monotonic()
                         os.kill(worker.pid, signal.SIGCONT)
                     total = 0
                     with trio.fail_after(3600):
                         for receipt in receipts:
                             total += await receipt
                     assert total == block * (block - 1) // 2, total
-                control("-i=off")
+                took = time.monotonic() - started
                 COMMANDS.append(commands_per_task(port, n))
+                if args.idle:
+                    # The tasks' part; then the idle worker alone for `--idle` seconds.
+                    control("--dump=tasks")
+                    await trio.sleep(args.idle)
+                    control("--dump=idle")
+                control("-i=off")
 
         trio.run(go)
         stop(worker)
-        return instructions(out)
+        if not args.idle:
+            return instructions(out)
+        tasks, idle = (instructions(part) for part in sorted(out.parent.glob(out.name + ".*")))
+        rate = idle / args.idle
+        BACKGROUND.append((took, rate, tasks))
+        return round(tasks - rate * took)
     finally:
         log.close()
         subprocess.run(["redis-cli", "-p", str(port), "SHUTDOWN", "NOSAVE"], capture_output=True)
@@ -225,6 +270,7 @@ def worker_env(url: str, args: argparse.Namespace) -> dict[str, str]:
         "BENCH_WORKER_URL": url,
         "BENCH_WORKER_BODY": args.body,
         "BENCH_WORKER_CLIENT": args.client,
+        "BENCH_WORKER_QUIET": "1" if args.quiet else "",
     }
 
 
@@ -250,14 +296,7 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> float:
         wait_port(port)
         submit(url, n)  # the tasks wait before the worker starts
         subprocess.run(["redis-cli", "-p", str(port), "CONFIG", "RESETSTAT"], capture_output=True)
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}",
-            "PYTHONHASHSEED": "0",
-            "BENCH_WORKER_URL": url,
-            "BENCH_WORKER_BODY": args.body,
-            "BENCH_WORKER_CLIENT": args.client,
-        }
+        env = worker_env(url, args)
         argv = worker_argv(url, args.concurrency)
         if args.profile:
             # cProfile timed by CPU time: time a loaded machine gave others is not counted.
@@ -361,6 +400,20 @@ def main() -> int:
     )
     parser.add_argument("--callgrind", action="store_true", help="count instructions")
     parser.add_argument("--cg-n", type=int, default=1000, help="N under callgrind")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="callgrind: the worker's timed loops (figures, heartbeat, epoch probe, "
+        "promoter) wait an hour between rounds, so that the count is the tasks' own",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="callgrind: also count the idle worker this many seconds, and take its rate "
+        "(timed loops: heartbeat, promoter, probes, blocking claims) times the tasks' "
+        "duration off the count",
+    )
     parser.add_argument("--run", type=int, default=0, help="one run of this many tasks")
     parser.add_argument("--pyspy", default="", help="py-spy the worker (raw) into this file")
     parser.add_argument("--profile", default="", help="cProfile the worker into this file")
@@ -391,6 +444,12 @@ def main() -> int:
         out = Path(tempfile.mkdtemp(prefix="redis-worker-cg-"))
         per_task = run_callgrind(args.cg_n, args, out / "callgrind.out") / args.cg_n
         print(f"worker instructions per task (callgrind, N={args.cg_n}): {per_task / 1000:.1f}k")
+        if BACKGROUND:
+            took, rate, tasks = BACKGROUND[-1]
+            print(
+                f"  before the idle rate is taken off: {tasks / args.cg_n / 1000:.1f}k "
+                f"(the tasks took {took:.1f} s; idle worker {rate / 1e6:.2f}M instructions/s)"
+            )
         print(", ".join(f"{k} {v:.3f}" for k, v in sorted(COMMANDS[-1].items())))
         print(f"callgrind files in {out}")
     return 0

@@ -117,6 +117,25 @@ def test_replies_cut_at_any_byte_boundaries_parse_the_same(values: list[Any], da
     assert [comparable(g) for g in got] == [expected(v) for v in values]
 
 
+def test_bulk_strings_holding_cr_lf_parse_whole_from_any_cut() -> None:
+    values = [b"a\r\nb", b"\r\n", b"\r\n\r\n", b"x\r", b"\ny", b"\r\r\n\n", b""]
+    wire = b"".join(resp(value) for value in values) + resp([b"\r\n", [b"1\r\n2"]])
+    want = [*(value.decode() for value in values), ["\r\n", ["1\r\n2"]]]
+    for cut in range(len(wire) + 1):
+        parser = Parser()
+        parser.feed(wire[:cut])
+        got = parse_all(parser)
+        parser.feed(wire[cut:])
+        assert got + parse_all(parser) == want
+
+
+def test_a_bulk_string_longer_than_its_length_is_a_protocol_error() -> None:
+    parser = Parser()
+    parser.feed(b"$2\r\nabc\r\n")
+    with pytest.raises(ce.ProtocolError, match="not 2 bytes long"):
+        parser.next()
+
+
 def test_every_reply_type() -> None:
     parser = Parser()
     parser.feed(b"+OK\r\n:-7\r\n$6\r\nh\xc3\xa9llo\r\n$-1\r\n*-1\r\n*0\r\n$2\r\n\xff\xfe\r\n")

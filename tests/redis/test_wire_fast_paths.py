@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from queueing._task import ErrorInfo, PipelineTask, Task, TaskState
 from queueing.brokers.redis import _wire
@@ -34,8 +36,61 @@ def general_decode(
     monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], queue: str = "jobs"
 ) -> Task:
     with monkeypatch.context() as patched:
+        patched.setattr(_wire, "_PLAIN_ENVELOPE", lambda raw: None)
         patched.setattr(_wire, "_plain_task", lambda doc, queue: None)
         return decode_envelope(fields, queue, LIMIT)
+
+
+def scanned_decode(
+    monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], queue: str = "jobs"
+) -> Task:
+    """The plain form read by the JSON scanner (`_plain_task`), not the expression."""
+    with monkeypatch.context() as patched:
+        patched.setattr(_wire, "_PLAIN_ENVELOPE", lambda raw: None)
+        return decode_envelope(fields, queue, LIMIT)
+
+
+ids = st.text(min_size=1, max_size=30).map(lambda rest: "jobs:" + rest)
+plain_payloads = st.one_of(
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.text(max_size=30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+)
+times = st.one_of(
+    st.floats(min_value=0.0, max_value=4e9),
+    st.sampled_from([0.0, 1e-7, 1.5e16, 1e22, 1_800_000_000.123456]),
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(ids, plain_payloads, times, st.integers(min_value=0, max_value=10**20))
+def test_a_plain_envelope_decodes_alike_by_every_path(
+    task_id: str, payload: Any, submitted: float, attempts: int
+) -> None:
+    task = Task(task_id, "jobs", payload, submitted)
+    task.attempts = attempts
+    plain = encode_plain(task)
+    assert plain is not None
+    envelope = plain[0]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        want = fields_of(general_decode(monkeypatch, {"env": envelope}))
+        assert fields_of(scanned_decode(monkeypatch, {"env": envelope})) == want
+    got = decode_envelope({"env": envelope}, "jobs", LIMIT)
+    assert type(got) is Task
+    assert fields_of(got) == want
+    assert type(got.payload) is type(payload) or payload is None
+
+
+def test_the_plain_form_is_read_without_the_json_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = Task("jobs:ab12", "jobs", "a plain t\u00e9xt", time.time())
+    envelope = (encode_plain(task) or ("", ""))[0]
+    monkeypatch.setattr(_wire, "_plain_task", lambda doc, queue: None)
+    monkeypatch.setattr(_wire, "_scan", None)  # not called
+    got = decode_envelope({"env": envelope}, "jobs", LIMIT)
+    assert fields_of(got) == fields_of(task)
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
@@ -107,12 +162,12 @@ BAD = {
 def test_a_bad_envelope_is_refused_with_the_general_paths_reason(
     monkeypatch: pytest.MonkeyPatch, doc: dict[str, Any]
 ) -> None:
-    raw = json.dumps(doc)
-    with pytest.raises(BadEntry) as general:
-        general_decode(monkeypatch, {"env": raw})
-    with pytest.raises(BadEntry) as fast:
-        decode_envelope({"env": raw}, "jobs", LIMIT)
-    assert str(fast.value) == str(general.value)
+    for raw in (json.dumps(doc), json.dumps(doc, separators=(",", ":"), ensure_ascii=False)):
+        with pytest.raises(BadEntry) as general:
+            general_decode(monkeypatch, {"env": raw})
+        with pytest.raises(BadEntry) as fast:
+            decode_envelope({"env": raw}, "jobs", LIMIT)
+        assert str(fast.value) == str(general.value)
 
 
 def test_an_envelope_with_a_field_swapped_for_another_is_not_taken_as_plain() -> None:

@@ -59,6 +59,8 @@ Arg = str | bytes | int | float
 FREE_BLOCKING = 8
 #: Bytes asked of the socket per read.
 READ_SIZE = 65536
+#: Bulk-string and array sizes and integers below this are read from a table (`_NUMBERS`).
+SMALL_NUMBERS = 1024
 #: Set (by `Calls`) around a blocking read whose caller takes back what it read even when
 #: cancelled (a claim): `LeanRedis.blocking` then ends it early and returns its reply.
 #: Unset (a background loop's read), a cancelled read raises at once.
@@ -198,50 +200,82 @@ def _text(data: bytes | bytearray) -> str | bytes:
         return bytes(data)  # as coredis does with a value that is not UTF-8
 
 
-def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
-    """The reply that starts at `pos`, and where it ends. Arrays are read in this one
-    loop (a stack of the arrays being filled), not by a call per item: a stream read's
-    reply has seven items per entry."""
-    stack: list[tuple[list[Any], int]] = []  # the arrays being read, and their sizes
-    find = buf.find
-    while True:
-        end = find(b"\r\n", pos)
-        if end < 0:
+#: The lines of small bulk-string and array headers and integer replies (`$5`, `*8`, `:1`),
+#: and the number each says: a dict lookup where `int()` of the line's digits is a slice
+#: and a call, for most of a reply's lines.
+_NUMBERS: dict[bytes, int] = {
+    b"%c%d" % (kind, n): n for kind in (36, 42, 58) for n in range(-1, SMALL_NUMBERS)
+}
+
+
+def _bulk(lines: list[bytes], i: int, last: int, size: int) -> tuple[bytes, int]:
+    """A bulk string whose line `i` is shorter than its `size`: it holds CR LF, so it goes
+    on over the next lines. Its bytes, and the index of its last line."""
+    total = len(lines[i])
+    j = i
+    while total < size:
+        j += 1
+        if j >= last:
             raise _INCOMPLETE
-        kind = buf[pos]
+        total += 2 + len(lines[j])
+    if total != size:
+        raise ce.ProtocolError(f"a bulk string of Redis's is not {size} bytes long")
+    return b"\r\n".join(lines[i : j + 1]), j
+
+
+def _parse(lines: list[bytes], i: int) -> tuple[Any, int]:
+    """The reply that starts at line `i` (of a buffer split at each CR LF; the last line is
+    the unterminated rest), and the line after it. Arrays are read in this one loop (a
+    stack of the arrays being filled), not by a call per item: a stream read's reply has
+    seven items per entry. A bulk string is its own line, unless it holds CR LF."""
+    stack: list[tuple[list[Any], int]] = []  # the arrays being read, and their sizes
+    last = len(lines) - 1
+    numbers = _NUMBERS
+    while True:
+        if i >= last:
+            raise _INCOMPLETE
+        line = lines[i]
+        kind = line[0] if line else 0
         value: Any
         if kind == 36:  # $ bulk string
-            size = int(buf[pos + 1 : end])
+            size = numbers.get(line)
+            if size is None:
+                size = int(line[1:])
             if size < 0:
                 value = None
-                pos = end + 2
+                i += 1
             else:
-                start = end + 2
-                pos = start + size
-                if pos + 2 > len(buf):
+                i += 1
+                if i >= last:
                     raise _INCOMPLETE
-                data = buf[start:pos]
-                pos += 2
+                data = lines[i]
+                if len(data) != size:
+                    data, i = _bulk(lines, i, last, size)
+                i += 1
                 try:
                     value = data.decode()
                 except UnicodeDecodeError:
-                    value = bytes(data)  # as coredis does with a value that is not UTF-8
+                    value = data  # as coredis does with a value that is not UTF-8
         elif kind == 42:  # * array
-            size = int(buf[pos + 1 : end])
-            pos = end + 2
+            size = numbers.get(line)
+            if size is None:
+                size = int(line[1:])
+            i += 1
             if size > 0:
                 stack.append(([], size))
                 continue
             value = None if size < 0 else []
         elif kind == 58:  # : integer
-            value = int(buf[pos + 1 : end])
-            pos = end + 2
+            value = numbers.get(line)
+            if value is None:
+                value = int(line[1:])
+            i += 1
         elif kind == 43:  # + simple string
-            value = _text(buf[pos + 1 : end])
-            pos = end + 2
+            value = _text(line[1:])
+            i += 1
         elif kind == 45:  # - error
-            value = error_of(buf[pos + 1 : end].decode(errors="replace"))
-            pos = end + 2
+            value = error_of(line[1:].decode(errors="replace"))
+            i += 1
         else:
             raise ce.ProtocolError(f"unexpected RESP reply type {chr(kind)!r} from Redis")
         # The value goes in the innermost array being read; a full array, in the next.
@@ -253,29 +287,39 @@ def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
             stack.pop()
             value = items
         else:
-            return value, pos
+            return value, i
 
 
 class Parser:
     """RESP2 replies from bytes fed in any pieces. Error replies come out as exception
-    instances (not raised: a pipeline's caller sorts them out)."""
+    instances (not raised: a pipeline's caller sorts them out).
+
+    What was fed is split at each CR LF once (one call into C for every line of the
+    replies in it); the lines not parsed yet are joined again when more comes."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pos = 0
+        #: The lines fed so far and not taken: the last one is the unterminated rest.
+        self._lines: list[bytes] = [b""]
+        #: The first line of the next reply.
+        self._next = 0
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        lines = self._lines
+        first = self._next
+        if first == len(lines) - 1:  # every whole line taken: only the rest is left
+            rest = lines[first]
+            text = rest + data if rest else bytes(data)
+        else:
+            text = b"\r\n".join(lines[first:]) + data
+        self._lines = text.split(b"\r\n")
+        self._next = 0
 
     def next(self) -> Any:
         """The next whole reply, or `NOT_READY`."""
-        if self._pos >= len(self._buf):
+        if self._next >= len(self._lines) - 1:
             return NOT_READY
         try:
-            value, self._pos = _parse(self._buf, self._pos)
+            value, self._next = _parse(self._lines, self._next)
         except _Incomplete:
             return NOT_READY
         return value
