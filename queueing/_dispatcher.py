@@ -27,10 +27,13 @@ CLAIM_WAIT = 0.5
 #: Ready tasks an in-process broker hands over per claim (due delays and retries).
 LOCAL_CLAIM = 1024
 #: Claims of one queue under way at once (shared brokers). A claim asks for the workers
-#: idle when it starts; workers that become idle while it is under way start the next one
-#: rather than wait for its answer. Each asks only for the idle workers no claim under way
-#: serves (`Mailbox.fetching`): no prefetch.
-CLAIMS_IN_FLIGHT = 2
+#: idle when it starts; with more than one, workers that become idle while a claim is under
+#: way start the next one rather than wait for its answer, each asking only for the idle
+#: workers no claim under way serves (`Mailbox.fetching`): no prefetch. One: on a quiet
+#: machine two cost 1 to 3.5% of the no-op throughput and about 0.5 ms of the p50 at 3,700
+#: tasks/s (more claims, each for fewer tasks), and gave nothing with a task that waits on
+#: Redis (docs/scale.md, "Turns, claims and the tail").
+CLAIMS_IN_FLIGHT = 1
 
 
 class Dispatcher(Actor):
@@ -42,9 +45,8 @@ class Dispatcher(Actor):
     - With a shared broker, the dispatcher claims from the broker only what idle workers
       asked for (`Mailbox.wait_for_demand`: no prefetch), keeps the leases of what this
       process holds, and stops the local run of a task settled elsewhere (cancelled). Up
-      to `CLAIMS_IN_FLIGHT` claims of a queue are under way at once, each for the idle
-      workers the others do not serve (`Mailbox.fetching`): a worker that becomes idle
-      while a claim is under way does not wait for that claim's answer to be served.
+      to `CLAIMS_IN_FLIGHT` claims of a queue are under way at once (one by default),
+      each for the idle workers the others do not serve (`Mailbox.fetching`).
     """
 
     def __init__(self, engine: Engine, runtimes: dict[str, QueueRuntime]) -> None:
