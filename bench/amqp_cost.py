@@ -197,20 +197,14 @@ def processes_run(args: argparse.Namespace, work: Path, n: int) -> tuple[int, in
         )
         url = f"{slow}&results={redis}&prefix={queue}"
         worker_out, client_out = work / f"worker-{n}.cg", work / f"client-{n}.cg"
+        ours = next(fw for fw in bench.frameworks() if fw.name == "ours")
+        ours.python = python
         argv = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
             f"--callgrind-out-file={worker_out}",
-            python,
-            "-m",
-            "queueing",
-            "worker",
-            "ours_tasks:job",
-            "--broker",
-            url,
-            "--concurrency",
-            str(bench.CONCURRENCY),
+            *ours.worker_argv(url),  # the bench's own worker command
         ]
         worker = bench.spawn(argv, work / "worker.log", env)
 
