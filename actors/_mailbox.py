@@ -347,9 +347,7 @@ class Mailbox:
         Raises:
             ActorStopped: the mailbox is closed.
         """
-        producers = self._producers
-        if producers is None:
-            producers = self._producers = _Producers()
+        producers = self._producing()
         woken = False  # by a reader (`_Producers.wake`): the one producer on its way
         while True:
             if self._closed:
@@ -383,10 +381,14 @@ class Mailbox:
         demand `wait_for_demand` returned (and its puts): other producers do not count
         those readers while it runs. The producer looks at the demand again itself after
         (a fetch that brought fewer leaves demand that wakes nobody)."""
+        return _Fetching(self._producing(), n)
+
+    def _producing(self) -> _Producers:
+        """The producers' state, made on first use (most mailboxes have no producer)."""
         producers = self._producers
         if producers is None:
             producers = self._producers = _Producers()
-        return _Fetching(producers, n)
+        return producers
 
     def _unpark_putter(self) -> None:
         """Wake one sender waiting for room (a message was just taken)."""
