@@ -297,7 +297,7 @@ def new_task(
     task._born = born
     task.trace = None
     task.progress = None
-    task.priority = 0  # MIN_PRIORITY
+    task.priority = MIN_PRIORITY
     task.tenant = None
     return task
 
