@@ -82,10 +82,10 @@ def pipeline(name: str, *stages: Queue) -> queueing.Pipeline:
     return queueing.Pipeline(name, stages)  # type: ignore[arg-type]
 
 
-async def outcome_of(receipt: queueing.Receipt) -> Any:
+async def outcome_of(receipt: queueing.Receipt, *, timeout: float = WAIT) -> Any:
     """The receipt's result, or the `TaskFailed` it raises (to assert on either)."""
     try:
-        return await receipt.result(timeout=WAIT)
+        return await receipt.result(timeout=timeout)
     except queueing.TaskFailed as exc:
         return exc
 
