@@ -229,6 +229,7 @@ async def test_status_counts_tasks_by_state_and_lists_serving_processes(url: str
     assert (queue["submitted"], queue["succeeded"], queue["outstanding"]) == (1, 1, 0)
     [process] = info["workers"].values()
     assert process["queues"] == ["double"]
+    assert process["workers"] == double.workers
 
 
 async def test_an_outcome_kept_forever_stays_readable(url: str) -> None:

@@ -210,15 +210,15 @@ def status(tx: Tx) -> dict[str, Any]:
         ).fetchall()
     )
     workers = {}
-    for owner, pid, host, served, seen_at in tx.execute(
-        "SELECT owner, pid, host, queues, seen_at FROM processes WHERE seen_at >= ?",
+    for owner, pid, host, served, serving, seen_at in tx.execute(
+        "SELECT owner, pid, host, queues, workers, seen_at FROM processes WHERE seen_at >= ?",
         (tx.now - PROCESS_STALE,),
     ):
         workers[owner] = {
             "pid": pid,
             "host": host,
             "queues": loads(served),
-            "workers": None,
+            "workers": serving,
             "in_flight": running.get(owner, 0),
             "seen_at": seen_at,
         }

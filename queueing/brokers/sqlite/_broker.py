@@ -68,6 +68,9 @@ class SqliteBroker(Broker):
         #: made here settles the very record its worker runs.
         self._claimed: dict[str, Task] = {}
         self._serving = False
+        #: Workers this process runs, for `status` (as the Redis broker's heartbeat says
+        #: them); `open_system` sets it, the broker does not know.
+        self.workers = 0
         #: For `wait_settled`: the ids known to be open as of outcome number `_since`.
         self._open_ids: frozenset[str] = frozenset()
         self._since: int | None = None
@@ -96,7 +99,12 @@ class SqliteBroker(Broker):
                     self._serving = serve
                     process = None
                     if serve:
-                        process = (os.getpid(), socket.gethostname(), dumps(sorted(queues)), 0)
+                        process = (
+                            os.getpid(),
+                            socket.gethostname(),
+                            dumps(sorted(queues)),
+                            self.workers,
+                        )
                     await writer.call(_admin.declare, list(queues.values()), process)
                     try:
                         yield
