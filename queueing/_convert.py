@@ -443,6 +443,24 @@ class Codec:
                 self.queue, f"{self.role} does not structure as {name}: {describe_error(exc)}"
             ) from exc
 
+    def received(self, data: Any) -> Any:
+        """`structure` for a worker, of the payload a task brought: a payload that does not
+        convert raises a `PayloadError` that says so, for the log and the dead letter (it
+        was accepted by a client that checked it against another type: a process of
+        another version, most often)."""
+        try:
+            return self.structure(data)
+        except PayloadError as exc:
+            detail = str(exc).removeprefix(f"queue {self.queue!r}: ")
+            raise PayloadError(
+                self.queue,
+                f"payload conversion failed in the worker, whose handler takes "
+                f"{type_name(self.type)}: {detail}. Dead-lettered at once (no retry converts "
+                "it): if a process of another version submits to or serves this queue, give "
+                "them one payload type (docs/concepts/queues.md#two-versions-of-a-payload-type), "
+                "then requeue the dead letters",
+            ) from exc.__cause__
+
     def check(self, value: Any) -> Any:
         """Validate a caller's value and return its unstructured form.
 

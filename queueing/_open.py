@@ -3,6 +3,7 @@ itself, which also serves asyncio, is in `_clients.py`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from actors import Overflow
 
 from ._asyncio import asyncio_loop, needs_loop
 from ._convert import make_converter
-from ._describe import Published, describe
+from ._describe import Published, describe, read
 from ._exceptions import BrokerError, InvalidQueue, QueueingError, WorkersCrashed
 from ._libraries import not_in_asyncio, trio_only
 from ._pools import POOL_SUFFIX
@@ -31,6 +32,7 @@ from ._validate import seconds
 from ._worker import Worker
 from .brokers._contract import Broker
 
+log = logging.getLogger("queueing")
 T = TypeVar("T")
 #: Seconds a `connect()` client gets to finish its writes when it closes.
 CLIENT_CLOSE = 5.0
@@ -136,13 +138,13 @@ async def open_system(
                         {name: [stage.name for stage in p.stages] for name, p in pipelines.items()}
                     )
                 if the_broker.shared:  # for clients without the Queue objects (_describe.py)
-                    await the_broker.declare_payload_types(
-                        {
-                            # A converter of the caller's may have hooks of its own: no check.
-                            name: describe(rt.payload_codec.type if converter is None else Any)
-                            for name, rt in system._runtimes.items()
-                        }
-                    )
+                    types = {
+                        # A converter of the caller's may have hooks of its own: no check.
+                        name: describe(rt.payload_codec.type if converter is None else Any)
+                        for name, rt in system._runtimes.items()
+                    }
+                    warn_of_other_types(types, await the_broker.declared_payload_types())
+                    await the_broker.declare_payload_types(types)
                 await system._start(serve=True, schedules=schedules)
                 try:
                     yield system
@@ -153,6 +155,34 @@ async def open_system(
         if crashed is None:
             raise
         raise crashed from crashed.cause
+
+
+def warn_of_other_types(ours: dict[str, str], published: dict[str, str]) -> None:
+    """Log a warning for each queue whose payload type, as published on the broker by the
+    process that started before this one, differs from this process's: while processes of
+    both versions serve the queue, a task one of them accepts may not convert in the
+    other's workers (it is dead-lettered there)."""
+    for name, text in ours.items():
+        before = published.get(name)
+        if before is None or before == text:
+            continue
+        theirs, mine = (
+            found[0] if found else "any (not checked)" for found in map(read, (before, text))
+        )
+        if theirs == mine:
+            theirs = f"another {mine}, whose fields differ"
+        log.warning(
+            "queue %r: this process's workers take payloads of type %s, but the type "
+            "published for it before was %s (by a process of another version, running or "
+            "gone): while both serve or submit to the queue, a payload of one type that "
+            "the other does not take is dead-lettered with a PayloadError, 'payload "
+            "conversion failed in the worker' (docs/concepts/queues.md"
+            "#two-versions-of-a-payload-type)",
+            name,
+            mine,
+            theirs,
+            extra={"queue": name},
+        )
 
 
 def _not_a_spec(spec: Any) -> str:

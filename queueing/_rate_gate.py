@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._convert import AS_ANY
+from ._exceptions import PayloadError
 from ._task import ErrorInfo, Task, TaskState
 
 if TYPE_CHECKING:
@@ -110,7 +111,11 @@ async def _rate_key(engine: Engine, rt: QueueRuntime, task: Task) -> str | None:
     codec = rt.payload_codec
     try:
         if codec.as_is is not AS_ANY and type(payload) is not codec.as_is:
-            payload = codec.structure(payload)
+            payload = codec.received(payload)
+    except PayloadError as exc:  # dead-lettered as the worker does: no retry converts it
+        await engine.dead_letter(rt, task, TaskState.DEAD_LETTERED, ErrorInfo.from_exception(exc))
+        return None
+    try:
         key = rt.spec.rate_key(payload)
     except Exception as exc:  # the user's function: any error
         error = ErrorInfo(

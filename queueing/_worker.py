@@ -177,7 +177,7 @@ class Worker(Actor, Generic[P, R]):
         spec = rt.spec
         timeout = spec.timeout
         max_deliveries = spec.max_deliveries
-        structure = rt.payload_codec.structure
+        structure = rt.payload_codec.received
         as_is = rt.payload_codec.as_is  # payloads of this type need no structuring
         structured = as_is is not AS_ANY  # False: no payload does
         handle = self.handle

@@ -4,14 +4,15 @@ and refuses a wrong one with the `PayloadError` a type-checked client raises."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import attrs
 import pytest
 import trio
-from contract_workers import WAIT, Parse, Render, outcome_of, pipeline, serve
+from contract_workers import WAIT, Parse, Render, failure_of, outcome_of, pipeline, serve
 
-from queueing import InvalidQueue, PayloadError, Queue, QueueSystem, Worker, connect
+from queueing import InvalidQueue, PayloadError, Queue, QueueSystem, TaskState, Worker, connect
 
 
 @attrs.frozen
@@ -29,6 +30,21 @@ class Order:
 
 class Place(Worker):
     async def handle(self, order: Order) -> int:
+        return sum(line.qty for line in order.lines)
+
+
+@attrs.frozen
+class RushOrder:
+    """`Order` of a newer version: one field more, which `Place` (the older) refuses."""
+
+    customer: str
+    lines: list[Line]
+    note: str | None = None
+    rush: bool = False
+
+
+class PlaceRush(Worker):
+    async def handle(self, order: RushOrder) -> int:
         return sum(line.qty for line in order.lines)
 
 
@@ -164,3 +180,64 @@ async def _refusal_or_none(system: QueueSystem, name: str, payload: Any) -> str:
     except PayloadError as exc:
         return str(exc)
     return ""
+
+
+async def test_a_payload_of_another_version_is_dead_lettered_and_said_so(
+    broker: str, clock: trio.abc.Clock | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A rolling deploy: a process of the newer version started (and published its type),
+    # one of the older still serves, a client of the newer one submits a payload the
+    # older's handler does not take. Nothing is silent: the older process warns when it
+    # starts, and again for the task, and the dead letter says why.
+    caplog.set_level(logging.WARNING, logger="queueing")
+    if not await _shared(broker):  # one process, one Queue per name: no other version
+        return
+    async with serve(broker, Queue("orders", PlaceRush)):
+        pass
+    async with (
+        serve(broker, Queue("orders", Place)) as older,
+        connect(broker, Queue("orders", PlaceRush)) as newer,
+    ):
+        (started,) = [r.getMessage() for r in caplog.records if "published" in r.getMessage()]
+        assert "'orders'" in started
+        assert "payloads of type Order, but the type published for it before was RushOrder" in (
+            started
+        )
+        rushed = await newer.submit("orders", RushOrder("ada", [Line("a1", 1)], rush=True))
+        failure = await failure_of(rushed)
+        assert failure.outcome is TaskState.DEAD_LETTERED
+        assert failure.attempts == 1  # no retry converts it
+        assert failure.error_type == "queueing.PayloadError"
+        assert failure.error.startswith(
+            "queue 'orders': payload conversion failed in the worker, whose handler takes "
+            "Order: the payload does not structure as Order: extra fields found (rush) @ $."
+        )
+        (letter,) = await older.dead_letters("orders")
+        assert letter.error is not None
+        assert (letter.error.type, letter.error.message) == (failure.error_type, failure.error)
+        (logged,) = [r.getMessage() for r in caplog.records if rushed.id in r.getMessage()]
+        assert "'orders'" in logged
+        assert "payload conversion failed" in logged
+        assert "extra fields found (rush)" in logged
+        # Nothing is lost: once the processes agree, the dead letter runs again.
+    async with serve(broker, Queue("orders", PlaceRush)) as fixed:
+        (again,) = await fixed.requeue("orders")
+        assert await outcome_of(again) == 1
+
+
+async def test_a_rate_keyed_queue_says_payload_conversion_failed_too(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Its rate_key takes the structured payload: a payload that does not convert is the
+    # same PayloadError as at the worker, not an error of the rate_key function.
+    if not await _shared(broker):
+        return
+    keyed = Queue("orders", Place, rate_limit="100/s", rate_key=lambda order: order.customer)
+    async with (
+        serve(broker, keyed),
+        connect(broker, Queue("orders", PlaceRush)) as newer,
+    ):
+        rushed = await newer.submit("orders", RushOrder("ada", [Line("a1", 1)], rush=True))
+        failure = await failure_of(rushed)
+    assert failure.error_type == "queueing.PayloadError"
+    assert "payload conversion failed in the worker" in failure.error
