@@ -9,6 +9,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,22 @@ def test_the_example_tests_of_the_crawlers_queues_pass() -> None:
     )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert re.search(r"\b4 passed\b", proc.stdout), proc.stdout
+
+
+def test_the_examples_extra_has_every_plugin_the_pytest_settings_need() -> None:
+    # docs/how-to/testing.md: `pip install -e ".[examples]"`, then `pytest
+    # examples/test_crawler.py` from the repository, which reads pyproject.toml's pytest
+    # settings; with `filterwarnings = error`, an option of a plugin the extra lacks
+    # (`timeout`: pytest-timeout) stopped the run before any test ("INTERNALERROR> Unknown
+    # config option: timeout"). This venv has every plugin, so the check reads the files.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    settings = project["tool"]["pytest"]["ini_options"]
+    extra = {
+        re.split(r"[<>=\[ ]", req)[0]
+        for req in project["project"]["optional-dependencies"]["examples"]
+    }
+    needs = {"timeout": "pytest-timeout", "trio_mode": "pytest-trio"}
+    assert {needs[option] for option in settings if option in needs} <= extra
 
 
 # -- the code in the docs this file's examples belong to ------------------------------------
