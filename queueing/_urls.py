@@ -41,6 +41,13 @@ def broker_from_url(
         raise InvalidQueue(f"broker must be a URL string or a Broker, got {broker!r}")
     scheme = broker.split(":", 1)[0] if ":" in broker else ""
     if scheme == "memory":
+        if broker != "memory://":
+            # A typo ("memory:/"), or a host and options that would be ignored silently.
+            raise InvalidQueue(
+                f"the memory broker's URL is exactly 'memory://', got {broker!r}: it lives "
+                "in this process and takes no host, path or options (its limits are "
+                "open_system(max_results=..., max_dead_letters=...))"
+            )
         return MemoryBroker(max_results=max_results, max_dead_letters=max_dead_letters)
     if scheme == SQLITE_SCHEME:
         from .brokers.sqlite import SqliteBroker

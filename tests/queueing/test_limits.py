@@ -311,6 +311,18 @@ async def test_a_submit_that_may_not_wait_says_it_waited_no_time(autojump_clock:
     assert "policy is to reject" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["memory:/", "memory:", "memory:///", "memory://localhost:6379", "memory://?max_results=9"],
+)
+async def test_a_memory_url_with_a_typo_or_options_is_refused(url: str) -> None:
+    # Before: every URL of scheme "memory" opened the memory broker, options ignored.
+    with pytest.raises(InvalidQueue, match=r"exactly 'memory://'.*max_results=") as caught:
+        async with open_system(Queue("echo", Echo), broker=url):
+            pass
+    assert repr(url) in str(caught.value)
+
+
 async def test_a_list_of_queues_is_refused_with_how_to_pass_them() -> None:
     queues = [Queue("echo", Echo), Queue("sleep", Sleep)]
     with pytest.raises(InvalidQueue, match=r"got a list of 2: unpack it \(open_system\(\*specs\)"):
