@@ -36,6 +36,11 @@ RESTARTS_PER_WORKER = 10
 #: below what any broker holds in one value (Redis: 512 MB), so that a huge result fails
 #: its task with a clear error instead of straining the broker.
 DEFAULT_MAX_RESULT = 16 * 1024 * 1024
+#: The most `max_payload` and `max_result` may be: 512 MiB, the most one value a broker
+#: holds: Redis's bulk strings (proto-max-bulk-len) and RabbitMQ's messages (the hard limit
+#: of its max_message_size) stop there. A larger limit would only move the refusal from
+#: `submit` to the broker, with a less clear error.
+MAX_VALUE_BYTES = 512 * 1024 * 1024
 #: The most shards a queue may have (`Queue(shards=)`).
 MAX_SHARDS = 1024
 #: The longest a worker that keeps crashing waits before its next restart (by default).
@@ -236,8 +241,15 @@ class Queue(Generic[R]):
                 "a queue never drops an accepted task"
             )
         seconds("full_timeout", self.full_timeout, optional=True)
-        positive_int("max_payload", self.max_payload, 16)
-        positive_int("max_result", self.max_result, 16)
+        for field in ("max_payload", "max_result"):
+            size = getattr(self, field)
+            positive_int(field, size, 16)
+            if size > MAX_VALUE_BYTES:
+                raise InvalidQueue(
+                    f"{field} must be at most {MAX_VALUE_BYTES} bytes (512 MiB, the most one "
+                    f"value a Redis or RabbitMQ broker holds), got {size!r}: store large data "
+                    "elsewhere (a file, an object store) and pass a reference to it"
+                )
         if not isinstance(self.retry, RetryPolicy):
             raise InvalidQueue(f"retry must be a RetryPolicy, got {self.retry!r}")
         seconds("timeout", self.timeout, optional=True)

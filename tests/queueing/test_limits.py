@@ -323,6 +323,17 @@ async def test_a_memory_url_with_a_typo_or_options_is_refused(url: str) -> None:
     assert repr(url) in str(caught.value)
 
 
+@pytest.mark.parametrize("field", ["max_payload", "max_result"])
+def test_a_size_limit_past_what_a_broker_holds_is_refused_naming_it(field: str) -> None:
+    # Before: Queue(max_payload=10**12) was accepted; a payload of a few hundred MiB then
+    # passed submit's check and failed at the broker (RabbitMQ closed the connection, and
+    # the submit retried 20 times before a BrokerError that did not say why).
+    Queue("echo", Echo, **{field: 512 * 1024 * 1024})  # the most: accepted
+    with pytest.raises(InvalidQueue, match=rf"{field} must be at most 536870912 bytes") as caught:
+        Queue("echo", Echo, **{field: 512 * 1024 * 1024 + 1})
+    assert "reference" in str(caught.value)
+
+
 async def test_a_list_of_queues_is_refused_with_how_to_pass_them() -> None:
     queues = [Queue("echo", Echo), Queue("sleep", Sleep)]
     with pytest.raises(InvalidQueue, match=r"got a list of 2: unpack it \(open_system\(\*specs\)"):
