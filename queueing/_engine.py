@@ -462,6 +462,12 @@ class Engine:
         rt = self.runtimes[stage.queue]
         due = None if not delay else self.clock() + delay
         if self.shared:
+            known = self.results.watched(run.id)
+            if known is not None and known is not run:
+                # A run of this key submitted here before, still waiting for its outcome:
+                # watching this one instead would leave the earlier receipts without it.
+                assert isinstance(known, PipelineTask)
+                return known
             self.results.watch(run)  # before: its outcome may arrive before this resumes
         with sending(rt, stage):
             admission = await self.runs.start(run, rt.info, stage, due=due)

@@ -4,7 +4,8 @@ letters). `open_system`, `run_system` and `connect` (in `_open.py`) hand one out
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import cattrs
@@ -104,6 +105,8 @@ class QueueSystem:
         self._pipelines = pipelines
         self._runtimes = {name: QueueRuntime(q, converter) for name, q in queues.items()}
         self._results = Results(broker)
+        #: The keyed submits under way in this process, by task id (`_one_submit_per_id`).
+        self._keyed: dict[str, trio.Event] = {}
         self._engine = Engine(broker, self._runtimes, pipelines, self._results)
         self._actors = Actors()
         # Per queue, the results that need no structuring (Codec.as_is), for `await receipt`.
@@ -268,7 +271,11 @@ class QueueSystem:
                 raise UnknownQueue(name, self.names)
             run, first = engine.run_task(pipeline, payload, expires, key, 0, priority, tenant)
             try:
-                run = await engine.launch(run, first, delay, timeout)
+                if key is not None and engine.shared:
+                    async with self._one_submit_per_id(run.id):
+                        run = await engine.launch(run, first, delay, timeout)
+                else:
+                    run = await engine.launch(run, first, delay, timeout)
             except QueueFull as exc:
                 raise self._hint(exc) from None
             except BrokerError as exc:
@@ -290,13 +297,25 @@ class QueueSystem:
                 # FULL, TENANT_FULL, or not tried yet
                 spec = rt.spec
                 try:
-                    admission = await engine.accept(
-                        rt,
-                        task,
-                        spec.when_full,
-                        spec.full_timeout if timeout is None else timeout,
-                        delay,
-                    )
+                    if key is not None and engine.shared:
+                        async with self._one_submit_per_id(task.id):
+                            admission = await engine.accept(
+                                rt,
+                                task,
+                                spec.when_full,
+                                spec.full_timeout if timeout is None else timeout,
+                                delay,
+                            )
+                            if admission is _EXISTS:
+                                task = engine.existing(task)
+                    else:
+                        admission = await engine.accept(
+                            rt,
+                            task,
+                            spec.when_full,
+                            spec.full_timeout if timeout is None else timeout,
+                            delay,
+                        )
                 except QueueFull as exc:
                     raise self._hint(exc) from None
                 except BrokerError as exc:
@@ -308,7 +327,7 @@ class QueueSystem:
             raise
         if observed:
             send_ended(ends, None)
-        if admission is _EXISTS:
+        if admission is _EXISTS and (key is None or not engine.shared):
             task = engine.existing(task)
         if _due():
             await _cancel_shielded_checkpoint()
@@ -321,6 +340,22 @@ class QueueSystem:
         receipt._system = self
         receipt._checked = True
         return receipt
+
+    @asynccontextmanager
+    async def _one_submit_per_id(self, task_id: str) -> AsyncIterator[None]:
+        """Over a shared broker, the submits of one key (one task id) in this process, one
+        at a time, each until its receipt has its record: a submit that finds the key taken
+        (`Admission.EXISTS`) then hands out the record the first one watches for its
+        outcome. Racing, the later one could watch a record of its own in its place, and
+        the earlier receipts never got the outcome (or got None)."""
+        while (busy := self._keyed.get(task_id)) is not None:
+            await busy.wait()
+        done = self._keyed[task_id] = trio.Event()
+        try:
+            yield
+        finally:
+            del self._keyed[task_id]
+            done.set()
 
     async def submit_many(
         self,
@@ -342,7 +377,8 @@ class QueueSystem:
         trips. Options are those of `submit`, for every task; `key` is a function of the
         payload giving each task's key (see `submit`), which makes submitting the same
         payloads again safe after an error (those tasks are submitted concurrently, like
-        delayed ones).
+        delayed ones; every key is computed first, and a key repeated in `payloads` is
+        submitted once, by its first payload, whose receipt its later ones get).
 
         Raises:
             QueueFull: a submission was refused (`Overflow.REJECT`, or `full_timeout` ran
@@ -371,6 +407,17 @@ class QueueSystem:
         receipts: list[Receipt[Any] | None] = [None] * len(items)
         errors: dict[int, QueueingError] = {}
         limiter = trio.CapacityLimiter(1 if not engine.shared else CONCURRENT_SUBMITS)
+        # Every key before anything is submitted (a key function that raises submits
+        # nothing); a key repeated in the batch is submitted once, by its first payload,
+        # and its later ones get that receipt, as submitting them one by one would.
+        keys: list[Any] = [None] * len(items) if key is None else [key(p) for p in items]
+        first_of: dict[Any, int] = {}
+        repeats: dict[int, int] = {}
+        for index, task_key in enumerate(keys):
+            if type(task_key) is str:
+                earliest = first_of.setdefault(task_key, index)
+                if earliest != index:
+                    repeats[index] = earliest
 
         async def one(index: int, payload: Any) -> None:
             async with limiter:
@@ -383,7 +430,7 @@ class QueueSystem:
                         delay=delay,
                         expires=expires,
                         timeout=timeout,
-                        key=None if key is None else key(payload),
+                        key=keys[index],
                         priority=priority,
                         tenant=tenant,
                     )
@@ -392,7 +439,10 @@ class QueueSystem:
 
         async with trio.open_nursery() as nursery:
             for index, payload in enumerate(items):
-                nursery.start_soon(one, index, payload)
+                if index not in repeats:
+                    nursery.start_soon(one, index, payload)
+        for index, earliest in repeats.items():
+            receipts[index] = receipts[earliest]  # None if that one was not accepted
         if errors:
             # A refusal does not cancel the others: every accepted task keeps its receipt.
             first = errors[min(errors)]

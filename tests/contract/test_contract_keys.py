@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import trio
-from contract_workers import Gated, Probe, outcome_of, serve
+from contract_workers import Gated, Parse, Probe, Render, outcome_of, pipeline, serve
 
 from queueing import InvalidQueue, Queue, connect
 
@@ -100,3 +100,71 @@ async def test_clients_racing_with_one_key_get_one_task(
             winner = await outcome_of(system.receipt(ids[0]))
         await system.drain()
     assert probe.finished == [winner]
+
+
+async def test_submits_of_one_key_racing_in_one_process_all_get_its_outcome(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: over a shared broker a later submit could watch a record of its own in
+    # place of the first's, and the other receipts never got the outcome (RabbitMQ) or
+    # got None (Redis, SQLite).
+    probe = Probe()
+    async with serve(broker, gated(probe)) as system:
+        receipts: list[Any] = []
+
+        async def submit(n: int) -> None:
+            receipts.append(await system.submit("gated", f"from-{n}", key="invoice-43"))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(4):
+                nursery.start_soon(submit, n)
+        assert len({receipt.id for receipt in receipts}) == 1
+        probe.gate.set()
+        outcomes = [await outcome_of(receipt) for receipt in receipts]
+        await system.drain()
+    assert probe.finished == outcomes[:1]  # it ran once
+    assert outcomes == outcomes[:1] * 4  # and every receipt has its result
+
+
+async def test_a_pipeline_submitted_again_with_its_key_gives_every_receipt_the_outcome(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    # Before: over a shared broker the second submit's run replaced the first's among
+    # those this process watched: the first receipt never got its outcome.
+    steps = pipeline("steps", Queue("parse", Parse), Queue("render", Render))
+    async with serve(broker, steps) as system:
+        first = await system.submit("steps", "21", key="run-7")
+        again = await system.submit("steps", "22", key="run-7")
+        assert again.id == first.id
+        assert await outcome_of(again) == "#21"
+        assert await outcome_of(first) == "#21"
+
+
+async def test_submit_many_runs_a_key_repeated_in_the_batch_once_for_its_first_payload(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    probe = Probe()
+    probe.gate.set()
+    async with serve(broker, gated(probe)) as system:
+        receipts = await system.submit_many(
+            "gated", ["a-1", "b-1", "a-2", "a-3"], key=lambda payload: payload[0]
+        )
+        assert [r.id for r in receipts][::2] == [receipts[0].id] * 2
+        assert len({r.id for r in receipts}) == 2
+        assert [await outcome_of(r) for r in receipts] == ["a-1", "b-1", "a-1", "a-1"]
+        await system.drain()
+    assert sorted(probe.finished) == ["a-1", "b-1"]
+
+
+async def test_a_key_function_that_raises_submits_nothing(
+    broker: str, clock: trio.abc.Clock | None
+) -> None:
+    def key(payload: str) -> str:
+        if payload == "bad":
+            raise ValueError("no key for 'bad'")
+        return payload
+
+    async with serve(broker, gated(Probe())) as system:
+        with pytest.raises(ValueError, match="no key for 'bad'"):
+            await system.submit_many("gated", ["ok", "bad"], key=key)
+        assert system.stats()["gated"].submitted == 0
