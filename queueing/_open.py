@@ -28,7 +28,7 @@ from ._receipt import Receipt
 from ._schedule import Schedule
 from ._system import QueueSystem
 from ._urls import broker_from_url
-from ._validate import seconds
+from ._validate import positive_int, seconds
 from ._worker import Worker
 from .brokers._contract import Broker
 
@@ -115,6 +115,10 @@ async def open_system(
         max_dead_letters: the most dead letters kept per queue.
     """
     trio_only("open_system()")
+    _check_converter(converter)
+    seconds("shutdown_timeout", shutdown_timeout, zero=True)
+    positive_int("max_results", max_results, 0)
+    positive_int("max_dead_letters", max_dead_letters)
     queues, pipelines, schedules = _collect(specs)
     if not queues:
         raise InvalidQueue("open_system() needs at least one Queue or Pipeline")
@@ -155,6 +159,15 @@ async def open_system(
         if crashed is None:
             raise
         raise crashed from crashed.cause
+
+
+def _check_converter(converter: object) -> None:
+    """None, or a cattrs converter (`queueing.make_converter()`, with hooks of yours)."""
+    if converter is not None and not isinstance(converter, cattrs.BaseConverter):
+        raise InvalidQueue(
+            f"converter must be a cattrs converter, got {converter!r:.80}: start from "
+            "queueing.make_converter() and register your hooks on it (or pass None)"
+        )
 
 
 def warn_of_other_types(ours: dict[str, str], published: dict[str, str]) -> None:
@@ -362,6 +375,8 @@ async def connect_trio(
     if not url:
         raise InvalidQueue("connect() needs a broker URL, or QUEUEING_BROKER set to one")
     seconds("broker_timeout", broker_timeout, optional=True)
+    seconds("connect_timeout", connect_timeout)
+    _check_converter(converter)
     broker = broker_from_url(
         url, max_results=0, max_dead_letters=10_000, connect_timeout=connect_timeout
     )

@@ -410,6 +410,11 @@ class QueueSystem:
         # Every key before anything is submitted (a key function that raises submits
         # nothing); a key repeated in the batch is submitted once, by its first payload,
         # and its later ones get that receipt, as submitting them one by one would.
+        if key is not None and not callable(key):
+            raise InvalidQueue(
+                f"submit_many's key is a function of each payload giving its key (key=lambda "
+                f"order: order.number), got {key!r:.80}; submit(key=...) takes a key itself"
+            )
         keys: list[Any] = [None] * len(items) if key is None else [key(p) for p in items]
         first_of: dict[Any, int] = {}
         repeats: dict[int, int] = {}

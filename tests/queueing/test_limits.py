@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -19,6 +20,7 @@ from queueing import (
     QueueingError,
     UnknownQueue,
     Worker,
+    connect,
     open_system,
 )
 
@@ -332,6 +334,52 @@ def test_a_size_limit_past_what_a_broker_holds_is_refused_naming_it(field: str) 
     with pytest.raises(InvalidQueue, match=rf"{field} must be at most 536870912 bytes") as caught:
         Queue("echo", Echo, **{field: 512 * 1024 * 1024 + 1})
     assert "reference" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"max_results": -1}, "max_results must be an int >= 0, got -1"),
+        ({"max_dead_letters": 0}, "max_dead_letters must be an int >= 1, got 0"),
+        ({"max_dead_letters": -3}, "max_dead_letters must be an int >= 1, got -3"),
+        ({"shutdown_timeout": -1}, "shutdown_timeout must be a number of seconds >= 0"),
+        ({"converter": "json"}, "converter must be a cattrs converter, got 'json'"),
+    ],
+    ids=["results", "letters-0", "letters-negative", "shutdown", "converter"],
+)
+async def test_bad_options_of_open_system_are_refused_naming_them(
+    options: dict[str, Any], says: str
+) -> None:
+    # Before: the counts were accepted (and ignored, or dead letters dropped at once), the
+    # converter failed later with an AttributeError, shutdown_timeout named "shutdown".
+    with pytest.raises(InvalidQueue, match=re.escape(says)):
+        async with open_system(Queue("echo", Echo), **options):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"connect_timeout": -1}, "connect_timeout must be a number of seconds > 0, got -1"),
+        ({"connect_timeout": 0}, "connect_timeout must be a number of seconds > 0, got 0"),
+        ({"converter": object}, "converter must be a cattrs converter"),
+    ],
+    ids=["timeout-negative", "timeout-0", "converter"],
+)
+async def test_bad_options_of_connect_are_refused_naming_them(
+    options: dict[str, Any], says: str, tmp_path: Any
+) -> None:
+    # Before: connect_timeout=-1 raised trio's "`seconds` must be non-negative".
+    with pytest.raises(InvalidQueue, match=re.escape(says)):
+        async with connect(f"sqlite:///{tmp_path}/q.db", **options):
+            pass
+
+
+async def test_a_key_for_submit_many_that_is_no_function_is_refused() -> None:
+    async with open_system(Queue("echo", Echo)) as system:
+        with pytest.raises(InvalidQueue, match="key is a function of each payload"):
+            await system.submit_many("echo", [1], key="order-1")  # type: ignore[arg-type]
+        assert system.stats()["echo"].submitted == 0
 
 
 async def test_a_list_of_queues_is_refused_with_how_to_pass_them() -> None:
