@@ -82,8 +82,20 @@ def served(url: str, *queues: Queue, **options: Any) -> Any:
         ("amqp://127.0.0.1/?results=redis://127.0.0.1:6379/0&lease=-1", "lease must be"),
         ("amqp://127.0.0.1:99999/?results=redis://127.0.0.1:6379/0", "bad AMQP URL"),
         ("amqp://127.0.0.1/?results=redis://x/0&heartbeat=often", "bad AMQP URL"),
+        # Before: "known: heartbeat, frame_max, ...", without results, prefix and lease.
+        ("amqp://127.0.0.1/?result=redis://x/0", "unknown option 'result'; did you mean 'results'"),
+        ("amqp://127.0.0.1/?results=redis://x/0&prefx=a", r"did you mean 'prefix'\?.*lease, heart"),
     ],
-    ids=["no-results", "results-scheme", "prefix", "lease", "port", "amqp-option"],
+    ids=[
+        "no-results",
+        "results-scheme",
+        "prefix",
+        "lease",
+        "port",
+        "amqp-option",
+        "typo",
+        "typo-2",
+    ],
 )
 async def test_a_bad_url_is_refused_with_what_is_wrong(url: str, says: str) -> None:
     with pytest.raises(BrokerError, match=says):

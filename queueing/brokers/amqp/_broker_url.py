@@ -9,6 +9,7 @@ outcomes (percent-encode it if it has a query of its own).
 
 from __future__ import annotations
 
+import difflib
 import math
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,6 +24,8 @@ SCHEMES = ("amqp", "amqps")
 RESULTS_SCHEMES = ("redis", "rediss", "unix")
 #: Our own query options (the others are the AMQP layer's).
 OPTIONS = ("results", "prefix", "lease")
+#: The options of the AMQP connection (`ConnectionParameters.from_url`).
+AMQP_OPTIONS = ("heartbeat", "frame_max", "channel_max", "connect_timeout", "connection_name")
 #: A prefix names RabbitMQ queues (`prefix.queue`) and Redis keys (`{prefix:queue}:...`).
 PREFIX_FORBIDDEN = "{}: ./#*"
 
@@ -69,6 +72,15 @@ def parse(url: str, *, prefix: str, lease: float) -> BrokerURL:
             ours[key] = value
         else:
             theirs.append((key, value))
+    for key, _ in theirs:
+        if key not in AMQP_OPTIONS:  # a typo of ours ("result=") among theirs
+            known = (*OPTIONS, *AMQP_OPTIONS)
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise BrokerError(
+                f"bad AMQP URL {safe(url)!r}: unknown option {key!r}{hint} (the RabbitMQ "
+                f"broker's URL takes {', '.join(known)})"
+            )
     amqp_url = urlunsplit(parts._replace(query=urlencode(theirs)))
     try:
         params = ConnectionParameters.from_url(amqp_url)
