@@ -36,6 +36,7 @@ from ._open import connect_trio as connect
 from ._open import run_system
 from ._system import QueueSystem
 from ._task import TaskState, TaskStatus
+from ._urls import broker_from_url
 from ._validate import priority as check_priority
 from ._validate import tenant as check_tenant
 
@@ -176,6 +177,10 @@ def worker(
 
     A pipeline brings its stages; each queue runs its own pool of workers."""
     broker = _broker_url(broker)
+    try:  # a URL that names no broker (a typo, an unknown option) is refused before the banner
+        broker_from_url(broker, max_results=0, max_dead_letters=1)
+    except QueueingError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--broker'") from exc
     settings = Concurrency.parse(concurrency)
     specs = settings.apply(load(target))
     then = None if dashboard_port is None else dashboards.worker_main(host, dashboard_port, token)

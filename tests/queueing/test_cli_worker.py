@@ -133,6 +133,26 @@ def test_a_concurrency_that_cannot_apply_is_refused(
     assert "serving" not in done.output  # refused before anything started
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("reddis://127.0.0.1:1/0", "unsupported broker URL 'reddis://127.0.0.1:1/0'"),
+        ("memory:/", "the memory broker's URL is exactly 'memory://'"),
+        ("redis://127.0.0.1:1/0?leese=5", "unknown option 'leese'"),
+        ("sqlite://queues.db", "names a host ('queues.db')"),
+    ],
+    ids=["scheme", "memory", "option", "sqlite-host"],
+)
+def test_a_bad_broker_url_is_a_usage_error_before_the_banner(
+    module: str, url: str, message: str
+) -> None:
+    # Before: "serving fetch (...) on reddis://..." first, then the error, exit status 1.
+    done = CliRunner().invoke(main, ["worker", module, "--broker", url])
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.split())
+    assert "serving" not in done.output
+
+
 def test_a_worker_class_as_target_says_to_serve_its_queue(module: str) -> None:
     done = worker(f"{module}:Fetch")
     assert done.exit_code == 2, done.output
