@@ -85,6 +85,7 @@ def served(url: str, *queues: Queue, **options: Any) -> Any:
         # Before: "known: heartbeat, frame_max, ...", without results, prefix and lease.
         ("amqp://127.0.0.1/?result=redis://x/0", "unknown option 'result'; did you mean 'results'"),
         ("amqp://127.0.0.1/?results=redis://x/0&prefx=a", r"did you mean 'prefix'\?.*lease, heart"),
+        ("amqp://127.0.0.1/?results=redis://x/0&prefix=a&prefix=b", "'prefix' is given twice"),
     ],
     ids=[
         "no-results",
@@ -95,6 +96,7 @@ def served(url: str, *queues: Queue, **options: Any) -> Any:
         "amqp-option",
         "typo",
         "typo-2",
+        "twice",
     ],
 )
 async def test_a_bad_url_is_refused_with_what_is_wrong(url: str, says: str) -> None:

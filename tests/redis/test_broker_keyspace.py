@@ -171,6 +171,9 @@ async def test_every_script_call_touches_one_hash_tag(
         ("redis://host:6379/abc", "the database must be a number"),
         ("redis://host:6379/-1", "the database must be a number"),
         ("redis://host:6379/0/1", "the database must be a number"),
+        # Before: accepted, the last one used.
+        ("redis://host/0?prefix=a&prefix=b", "option 'prefix' is given twice"),
+        ("redis://host/0?timeout=1&timeout=2", "option 'timeout' is given twice"),
     ],
 )
 def test_a_malformed_url_is_refused_with_what_is_wrong(url: str, words: str) -> None:

@@ -67,7 +67,13 @@ def parse(url: str, *, prefix: str, lease: float) -> BrokerURL:
         )
     ours: dict[str, str] = {}
     theirs = []
+    seen: set[str] = set()
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in seen:  # which one would win is a guess: a prefix names another system
+            raise BrokerError(
+                f"bad AMQP URL {safe(url)!r}: option {key!r} is given twice; give it once"
+            )
+        seen.add(key)
         if key in OPTIONS:
             ours[key] = value
         else:
