@@ -447,19 +447,25 @@ class Codec:
         """`structure` for a worker, of the payload a task brought: a payload that does not
         convert raises a `PayloadError` that says so, for the log and the dead letter (it
         was accepted by a client that checked it against another type: a process of
-        another version, most often)."""
+        another version, most often). `structure`'s body, not a call of it: this runs for
+        every task whose payload is a class (one frame less)."""
+        as_is = self.as_is
+        if as_is is AS_ANY or type(data) is as_is:
+            return data
+        target = self.type
         try:
-            return self.structure(data)
-        except PayloadError as exc:
-            detail = str(exc).removeprefix(f"queue {self.queue!r}: ")
+            return self._structure(data, target)
+        except Exception as exc:
+            name = type_name(target)
             raise PayloadError(
                 self.queue,
-                f"payload conversion failed in the worker, whose handler takes "
-                f"{type_name(self.type)}: {detail}. Dead-lettered at once (no retry converts "
-                "it): if a process of another version submits to or serves this queue, give "
-                "them one payload type (docs/concepts/queues.md#two-versions-of-a-payload-type), "
-                "then requeue the dead letters",
-            ) from exc.__cause__
+                f"payload conversion failed in the worker, whose handler takes {name}: "
+                f"{self.role} does not structure as {name}: {describe_error(exc)}. "
+                "Dead-lettered at once (no retry converts it): if a process of another "
+                "version submits to or serves this queue, give them one payload type "
+                "(docs/concepts/queues.md#two-versions-of-a-payload-type), then requeue "
+                "the dead letters",
+            ) from exc
 
     def check(self, value: Any) -> Any:
         """Validate a caller's value and return its unstructured form.
