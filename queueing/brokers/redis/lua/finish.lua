@@ -63,9 +63,17 @@ local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
 local ttl, from, carried_max = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[6])
 local full = ARGV[9] == '1'
--- Whether some client reads `done` (watch.lua): no entry there for no one.
-local watched = redis.call('EXISTS', KEYS[5]) == 1
-local tenanted = redis.call('EXISTS', KEYS[F], KEYS[full and F + 2 or F + 1]) > 0
+-- What is rare, in one read (none of them, the common case): whether the queue has
+-- tenants (`fair`, `tenants`), some client reads `done` (watch.lua: no entry there for
+-- no one), `live` names entries (those written without `x`: _entry.lua) or `held` exists
+-- (a task holds the trim back: below). Counts tell which: at most one read more each.
+local tk = full and F + 2 or F + 1 -- `tenants`
+local rare = redis.call('EXISTS', KEYS[F], KEYS[tk], KEYS[5], KEYS[9], KEYS[11])
+local watched = rare > 0 and redis.call('EXISTS', KEYS[5]) == 1
+if watched then rare = rare - 1 end
+local tenants = (rare > 0) and redis.call('EXISTS', KEYS[F], KEYS[tk]) or 0
+local tenanted = tenants > 0
+local marked = rare > tenants -- `live` or `held`
 if tenanted and not full then return 'fair' end
 if tenanted then fair_load() end -- see _fair.lua
 local k = full and 27 or 14
@@ -178,9 +186,7 @@ if recorded > 0 then
 end
 if #gone > 0 then
   redis.call('XACK', KEYS[1], GROUP, unpack(gone))
-  -- `live` names only entries written without `x` (_entry.lua): most queues have none;
-  -- `held` exists while a task holds the trim back (below). One read for both.
-  flagged = redis.call('EXISTS', KEYS[9], KEYS[11]) > 0
+  flagged = marked
   if flagged then
     redis.call('HDEL', KEYS[9], unpack(gone))
     trim = true
