@@ -305,11 +305,14 @@ async def test_entries_go_on_after_a_stream_id_from_the_future(redis_url: str) -
             await broker.accept(JOBS, task)
         claimed = await broker.claim(JOBS, 10, wait=0)
         assert sorted(t.payload for t in claimed) == [0, 1, 2]
+        live = key(redis_url, "jobs", "live")  # such entries are named there
+        assert await client.hlen(live) == 3
         for task in claimed:
             assert await broker.settle(JOBS, task, TaskState.SUCCEEDED, task.payload)
         await broker.flush()
         done = await settled_all(broker, [t.id for t in tasks])
         assert sorted(t.result for t in done.values()) == [0, 1, 2]
+        assert await client.hlen(live) == 0  # their outcomes took them out
 
 
 async def test_a_blocking_read_hands_out_a_live_entry(redis_url: str) -> None:

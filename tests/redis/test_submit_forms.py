@@ -125,3 +125,25 @@ async def test_ids_and_prefixes_beyond_ascii_keep_their_tasks(redis_url: str) ->
         assert [(task.id, task.payload) for task in claimed] == [
             (t.id, t.payload) for t in [first, tasks[0], tasks[2]]
         ]
+
+
+@pytest.mark.parametrize("compact", [True, False])
+async def test_an_id_twice_in_one_submit_makes_one_task(redis_url: str, compact: bool) -> None:
+    async with opened(redis_url) as broker:
+        # The call's records are looked up together (none exists): the second of an id is
+        # still found as written by the first, in either form of the call.
+        first = new_task(payload=1)
+        if not compact:
+            first.priority = 0
+            first.trace = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+        again = Task(first.id, "jobs", 2, time.time())
+        others = [new_task(payload=i) for i in range(3)]
+        assert await broker.accept_many(JOBS, [others[0], first, others[1], again, others[2]]) == 5
+        assert await broker.outstanding("jobs") == 4
+        claimed: list[Task] = []
+        while len(claimed) < 4:
+            claimed += await claim_until(broker, n=8)
+        assert await broker.claim(JOBS, 8, wait=0) == []
+        assert [(task.id, task.payload) for task in claimed] == [
+            (t.id, t.payload) for t in [others[0], first, others[1], others[2]]
+        ]

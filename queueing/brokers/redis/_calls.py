@@ -59,6 +59,7 @@ SCRIPTS = (
     "take",
     "take_dead",
     "take_fair",
+    "watch",
 )
 #: Shared pieces of Lua (lua/_NAME.lua), loaded in front of the scripts that use them.
 PRELUDES = {

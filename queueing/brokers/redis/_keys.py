@@ -24,6 +24,10 @@ GROUP = "workers"
 
 #: Entries kept in a queue's `done` stream (wake-ups for receipts looked up by id).
 DONE_MAXLEN = 10_000
+#: Seconds a queue's `done` stream is kept after a reader last said it reads it
+#: (lua/watch.lua): outcomes are written there only while it exists. Readers say so again
+#: with their reads of records (`_receipts.WATCH_EVERY`).
+DONE_WATCH_TTL = 60.0
 #: Entries kept in one client's `replies` stream of one queue (wake-ups for its receipts).
 REPLIES_MAXLEN = 10_000
 #: Seconds a client's `replies` stream outlives its last notice or its opening. A client

@@ -3,7 +3,8 @@
 The stored record is what counts; notices are how a client learns of it early. When a task
 gets its outcome, `finish.lua` appends a notice to the `replies` stream of the client that
 submitted it (one per queue), carrying a copy of the outcome unless it is longer than
-`NOTICE_OUTCOME_MAX`, and one with the id only to the queue's `done` stream. The reader
+`NOTICE_OUTCOME_MAX`, and one with the id only to the queue's `done` stream while a
+client reads it (it keeps it: `watch.lua`, with each read of records). The reader
 loop reads them while someone waits: a notice with an outcome resolves its id without a
 read; the others (long outcomes, pipeline runs, `done` for ids another client submitted)
 wake their ids, which `wait_settled` checks with `outcomes.lua`.
@@ -60,6 +61,9 @@ WOKEN_CAP = 100_000
 #: is waited for).
 EXPECTED_CAP = 20_000
 EARLY_CAP = 20_000
+#: Seconds between two calls that keep the `done` stream of a queue read here (see
+#: `k.DONE_WATCH_TTL`), made with a read of records (a sweep's, at the latest).
+WATCH_EVERY = 5.0
 #: Scheduler turns `wait_settled` looks again for outcomes that came before their callers
 #: had their receipts (`Receipts._lagging`), before it waits for the next notice instead.
 LAG_TURNS = 3
@@ -170,6 +174,8 @@ class Receipts:
         self.deliver: Callable[[Task], bool] | None = None
         #: Where the reader reads each stream from.
         self._cursors: dict[str, str] = {}
+        #: When the `done` stream of each queue read here was last kept (`watch.lua`).
+        self._watched: dict[str, float] = {}
         #: `wait_settled` calls in progress (the reader reads only while someone waits).
         self._waiting = 0
         self._wake = trio.lowlevel.ParkingLot()
@@ -350,7 +356,17 @@ class Receipts:
         positions = sorted(names - self._foreign_read())
         settled: list[Task] = []
         gone: list[str] = []
-        reads = await read_outcomes(self.calls, self.keys, known, fresh, positions)
+        # The `done` streams read here are kept while they are read (outcomes are written
+        # there only then); one found gone (a reader that let it lapse: notices missed)
+        # makes a sweep.
+        watched = self._watched
+        due = [n for n in self._foreign_read() if now - watched.get(n, -math.inf) >= WATCH_EVERY]
+        reads = await read_outcomes(self.calls, self.keys, known, fresh, positions, due)
+        for name in (*positions, *due):
+            watched[name] = now
+        if any(name in due for name in reads.made):
+            self._sweep_at = now  # at the next look, which comes at once
+            self._request_sweep()
         for name, newest in reads.positions.items():
             # Only for streams not read now: an older position is stale.
             self._cursors[self.keys.done(name)] = newest

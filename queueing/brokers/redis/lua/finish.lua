@@ -26,8 +26,9 @@
 -- it waited in a fair queue's flow leaves it. Those fields are read only on a queue that
 -- has tenants' counts (`fair` or `tenants` exists): every argument and every value read
 -- costs Redis about as much as a command.
--- Notices: one entry per call in `done`, and one per replies stream, whose fields are the
--- task ids, each with its outcome ('' when it is long: read from the record).
+-- Notices: one entry per call in `done` while it exists (a client that reads it keeps it:
+-- watch.lua), and one per replies stream, whose fields are the task ids, each with its
+-- outcome ('' when it is long: read from the record).
 -- Stats: each outcome counts under its state's name ('dead_lettered' for 'dead-lettered').
 local GROUP = 'workers'
 local F = 12
@@ -62,7 +63,17 @@ local gone, codes, counters, notices, streams, done = {}, {}, {}, {}, {}, {}
 local recorded = 0
 local ttl, from, carried_max = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[6])
 local full = ARGV[9] == '1'
-local tenanted = redis.call('EXISTS', KEYS[F], KEYS[full and F + 2 or F + 1]) > 0
+-- What is rare, in one read (none of them, the common case): whether the queue has
+-- tenants (`fair`, `tenants`), some client reads `done` (watch.lua: no entry there for
+-- no one), `live` names entries (those written without `x`: _entry.lua) or `held` exists
+-- (a task holds the trim back: below). Counts tell which: at most one read more each.
+local tk = full and F + 2 or F + 1 -- `tenants`
+local rare = redis.call('EXISTS', KEYS[F], KEYS[tk], KEYS[5], KEYS[9], KEYS[11])
+local watched = rare > 0 and redis.call('EXISTS', KEYS[5]) == 1
+if watched then rare = rare - 1 end
+local tenants = (rare > 0) and redis.call('EXISTS', KEYS[F], KEYS[tk]) or 0
+local tenanted = tenants > 0
+local marked = rare > tenants -- `live` or `held`
 if tenanted and not full then return 'fair' end
 if tenanted then fair_load() end -- see _fair.lua
 local k = full and 27 or 14
@@ -126,8 +137,10 @@ while a <= #ARGV do
     local counter = COUNTERS[state] or state
     counters[counter] = (counters[counter] or 0) + 1
     recorded = recorded + 1
-    done[#done + 1] = id
-    done[#done + 1] = ''
+    if watched then
+      done[#done + 1] = id
+      done[#done + 1] = ''
+    end
     if mine then
       -- The outcome rides along (a copy: the record keeps it), unless it is long.
       local first = streams[mine] -- the first index in KEYS of this stream
@@ -173,9 +186,7 @@ if recorded > 0 then
 end
 if #gone > 0 then
   redis.call('XACK', KEYS[1], GROUP, unpack(gone))
-  -- `live` names only entries written without `x` (_entry.lua): most queues have none;
-  -- `held` exists while a task holds the trim back (below). One read for both.
-  flagged = redis.call('EXISTS', KEYS[9], KEYS[11]) > 0
+  flagged = marked
   if flagged then
     redis.call('HDEL', KEYS[9], unpack(gone))
     trim = true
