@@ -24,6 +24,9 @@ The tree::
         │                              broker answered: it may or may not be routed
         └── ConsumerCancelled    the broker cancelled a consumer (its queue was deleted...)
 
+    PayloadTooLarge              (queueing's: a payload over a limit; also ValueError)
+    └── MessageTooLarge          a task's message is over RabbitMQ's max_message_size
+
 Every class takes its message as the one positional argument and keeps its details as
 attributes, so `copy.copy` makes a fresh instance (see `fresh`).
 """
@@ -31,8 +34,9 @@ attributes, so `copy.copy` makes a fresh instance (see `fresh`).
 from __future__ import annotations
 
 import copy
+import re
 
-from ..._exceptions import BrokerError
+from ..._exceptions import BrokerError, PayloadTooLarge
 
 # Reply codes from the AMQP 0-9-1 specification that RabbitMQ uses.
 REPLY_SUCCESS = 200
@@ -258,6 +262,45 @@ class ConsumerCancelled(AMQPError):
         super().__init__(message)
         self.consumer_tag = consumer_tag
         self.queue = queue
+
+
+class MessageTooLarge(PayloadTooLarge):
+    """A task's message is larger than RabbitMQ's `max_message_size` (a server setting:
+    128 MiB by default on 3.x, 16 MiB on 4.0 and later), so RabbitMQ refused it (406
+    PRECONDITION_FAILED, closing the channel). It was not enqueued, and its reservation
+    was taken back.
+
+    Attributes:
+        queue: the task's queue.
+        size: the message's size in bytes (the payload and the envelope around it).
+        limit: the server's `max_message_size` in bytes.
+        max_payload: the queue's `max_payload`.
+    """
+
+    def __init__(self, queue: str, size: int, limit: int, max_payload: int) -> None:
+        super().__init__(queue, size, limit)
+        self.max_payload = max_payload
+        self.args = (
+            f"the message of a task for queue {queue!r} is {size} bytes, over RabbitMQ's "
+            f"max_message_size of {limit} bytes (a server setting), so RabbitMQ refused it; "
+            f"raise max_message_size in rabbitmq.conf, or lower Queue(max_payload=...) "
+            f"(now {max_payload}) below it so that submit refuses such payloads, or send a "
+            "reference (a key, a URL) instead of the data",
+        )
+
+
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than (?:configured )?max size (\d+)")
+
+
+def max_message_size(error: BaseException | None) -> int | None:
+    """RabbitMQ's `max_message_size` if `error` (or its cause) is its refusal of a message
+    over it (406 "message size N is larger than configured max size M"); else None."""
+    while error is not None:
+        if isinstance(error, PreconditionFailed):
+            match = _TOO_LARGE.search(error.reply_text)
+            return int(match.group(2)) if match else None
+        error = error.__cause__
+    return None
 
 
 def channel_error(code: int, text: str, channel_id: int, method: str) -> ChannelClosed:

@@ -42,10 +42,12 @@ from ._errors import (
     AMQPError,
     ChannelClosed,
     ConnectionClosed,
+    MessageTooLarge,
     PreconditionFailed,
     PublishOutcomeUnknown,
     PublishReturned,
     ReconnectFailed,
+    max_message_size,
 )
 from ._message import PERSISTENT, Properties
 from ._params import ConnectionParameters
@@ -127,6 +129,28 @@ class Rabbit:
         self.on_declare: Callable[[list[str]], Awaitable[None]] | None = None
         self._publisher: Channel | None = None
         self._publisher_lock = trio.Lock()
+        #: RabbitMQ's `max_message_size`, once it refused a message over it (AMQP does not
+        #: tell it otherwise): a larger message is then refused before it is sent. Known
+        #: for the connection it was learned on (a restarted server may have another).
+        self.max_message_size: int | None = None
+        self._size_learned_on: object = None
+
+    # -- the message-size limit -----------------------------------------------------------
+
+    def too_large(self, queue: QueueInfo, size: int, error: BaseException | None = None) -> None:
+        """Raise `MessageTooLarge` if a message of `size` bytes is over RabbitMQ's
+        `max_message_size`: the one `error` reports (a publish's channel closed with 406
+        "message size ... larger than configured max size ..."), which is remembered, or
+        the one learned before."""
+        limit = max_message_size(error)
+        connection = None if self._robust is None else self._robust.connection
+        if limit is not None:
+            self.max_message_size, self._size_learned_on = limit, connection
+        elif connection is not self._size_learned_on:
+            self.max_message_size = None
+        limit = self.max_message_size
+        if limit is not None and size > limit:
+            raise MessageTooLarge(queue.name, size, limit, queue.max_payload)
 
     # -- names ------------------------------------------------------------------------
 
@@ -366,9 +390,12 @@ class Rabbit:
 
         Raises:
             PublishNacked: the queue is over its `x-max-length` (reject-publish).
+            MessageTooLarge: over RabbitMQ's `max_message_size` (refused at once, not
+                sent again; if learned before, not sent at all).
             BrokerError: RabbitMQ stayed unreachable (`ReconnectFailed`).
         """
         properties = task_properties(nonce)
+        self.too_large(queue, len(body))
         for attempt in range(PUBLISH_ATTEMPTS):
             if attempt:
                 await trio.sleep(min(PUBLISH_BACKOFF * attempt, PUBLISH_BACKOFF_MAX))
@@ -379,7 +406,9 @@ class Rabbit:
                     body, routing_key=routing_key, properties=properties, mandatory=True
                 )
                 return
-            except PublishOutcomeUnknown:
+            except PublishOutcomeUnknown as exc:
+                # RabbitMQ closed the channel because of this very message: refused.
+                self.too_large(queue, len(body), exc)
                 log.warning("publish to %r: outcome unknown (connection lost); again", routing_key)
             except PublishReturned:
                 log.warning("queue %r is gone; declaring it again", routing_key)

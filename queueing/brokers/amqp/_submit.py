@@ -11,6 +11,13 @@ refused takes its reservation back (FULL); one the loop could not send (no conne
 the time) or whose fate a lost connection left unknown is published again by the caller,
 with retries (`Rabbit.publish`). A slot whose confirms have not all come after
 `PUBLISH_GRACE` is woken by the loop's watchdog (its caller then reports it).
+
+A message over RabbitMQ's `max_message_size` makes it close the channel (406): that message
+is refused (`MessageTooLarge`), its reservation taken back, and so are those of the tasks
+after it in the same call (sent after it on the closed channel, so never routed): the
+caller's answers stop before it, as at a full queue, and `accept` raises when it is the
+first. The other messages on that channel are published again on a new one. Once RabbitMQ
+has told its limit that way, a message over it is refused before anything is reserved.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from ..redis import _keys as k
 from ..redis._calls import ATTEMPT_GRACE
 from ..redis._wire import encode_envelope
 from ._confirms import Confirmation
-from ._errors import AMQPError, PublishNacked
+from ._errors import AMQPError, MessageTooLarge, PublishNacked
 from ._message import Properties
 from ._rabbit import Rabbit, delay_bucket, task_properties
 from ._store import ADMISSIONS, KEPT, TURNED_FAIR, Entry, Store
@@ -120,14 +127,30 @@ class Submitter:
         self, queue: QueueInfo, tasks: Sequence[Task], due: float | None
     ) -> list[Admission]:
         """Reserve the tasks' records, then publish the messages of those reserved; a
-        message RabbitMQ refuses takes its reservation back (FULL). `due`: wall clock."""
+        message RabbitMQ refuses takes its reservation back (FULL). `due`: wall clock.
+
+        Answers fewer than `tasks` when one's message is over RabbitMQ's
+        `max_message_size`: the answers of those before it (it and those after it were
+        not accepted).
+
+        Raises:
+            MessageTooLarge: the first task's message is over `max_message_size`.
+        """
         if not tasks:
             await trio.lowlevel.checkpoint()
             return []
         priority = priority_of(tasks[0])
         if any(priority_of(task) != priority for task in tasks):
             # One ready queue per priority: tasks of several go one priority at a time.
-            return [(await self.accept(queue, [task], due))[0] for task in tasks]
+            answers: list[Admission] = []
+            for task in tasks:
+                try:
+                    answers += await self.accept(queue, [task], due)
+                except MessageTooLarge:
+                    if not answers:
+                        raise
+                    break
+            return answers
         for task in tasks:
             _check_id(queue, task)
         now = time.time()
@@ -147,6 +170,15 @@ class Submitter:
             if reply:
                 self.store.note_replied(queue.name)
             entries.append((task, self.nonce(), encode_envelope(task), due_ms, reply))
+        if (limit := self.rabbit.max_message_size) is not None:
+            for index, entry in enumerate(entries):
+                try:
+                    self.rabbit.too_large(queue, _size(entry[2], limit))
+                except MessageTooLarge:
+                    if not index:
+                        raise
+                    del entries[index:]  # answered by a call of their own
+                    break
         slot = Slot(queue, entries, routing)
         await self.submit(slot)
         answers = slot.answers
@@ -188,9 +220,22 @@ class Submitter:
             # A slot the watchdog woke has had its grace already.
             scope.deadline = trio.current_time() + (0.0 if slot.overdue else PUBLISH_GRACE)
             confirmed = []
+            refused: MessageTooLarge | None = None
+            refused_at = len(entries)
             for index in reserved:
                 task, nonce, _, _, _ = entries[index]
-                if await self._confirmed(queue, slot, index):
+                if refused is not None:
+                    # Sent after the refused message (on the channel it closed), or not
+                    # sent: never routed. Not accepted, as the caller will be told.
+                    await self.store.unreserve(task.id, nonce)
+                    continue
+                try:
+                    ok = await self._confirmed(queue, slot, index)
+                except MessageTooLarge as exc:
+                    refused, refused_at = exc, index
+                    await self.store.unreserve(task.id, nonce)
+                    continue
+                if ok:
                     confirmed.append(task.id)
                     if due_ms:
                         task.state = TaskState.SCHEDULED
@@ -205,23 +250,32 @@ class Submitter:
                 f"RabbitMQ did not confirm a submit to {queue.name!r} within "
                 f"{PUBLISH_GRACE:g}s (the task may have been accepted: it then runs)"
             )
+        if refused is not None:
+            if not refused_at:
+                raise refused
+            del answers[refused_at:]
         return answers
 
     async def _confirmed(self, queue: QueueInfo, slot: Slot, index: int) -> bool:
         """Wait for the confirm of a reserved task's message (publishing it again if it was
         not sent, or its fate is unknown); False if RabbitMQ refused it."""
         confirmation = slot.confirmations[index]
+        lost: AMQPError | None = None
         if confirmation is not None:
             try:
                 await confirmation.wait()
                 return True
             except PublishNacked:
                 return False
-            except AMQPError:
-                pass  # lost with its connection, sent or not: publish it again
+            except AMQPError as exc:
+                lost = exc  # with its connection or channel, sent or not
         _, nonce, envelope, _, _ = slot.entries[index]
+        body = envelope.encode()
+        # Refused if its channel closed over a message this large (this one); else
+        # published again.
+        self.rabbit.too_large(queue, len(body), lost)
         try:
-            await self.rabbit.publish(queue, slot.routing, envelope.encode(), nonce)
+            await self.rabbit.publish(queue, slot.routing, body, nonce)
         except PublishNacked:
             return False
         return True
@@ -371,6 +425,12 @@ async def _wait_for(slot: Slot) -> None:
     if not slot.event.is_set():
         slot.overdue = True
         slot.event.set()
+
+
+def _size(envelope: str, limit: int) -> int:
+    """The bytes of an envelope's message; its length in characters when that shows it
+    within `limit` anyway (UTF-8 takes at most 4 bytes a character)."""
+    return len(envelope.encode()) if len(envelope) * 4 > limit else len(envelope)
 
 
 def _staged(task: Task) -> bool:

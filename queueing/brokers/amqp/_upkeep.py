@@ -24,7 +24,7 @@ from ..._task import ErrorInfo, TaskState, parse_priority
 from .._contract import QueueInfo
 from ..redis import _keys as k
 from ..redis._wire import BadEntry, decode_envelope, letter_of
-from ._errors import AMQPError
+from ._errors import AMQPError, MessageTooLarge
 from ._message import Delivery
 from ._rabbit import delay_bucket
 from ._rabbit_claims import Feed
@@ -148,6 +148,11 @@ class Upkeep:
             )
             try:
                 await broker._rabbit.publish(queue, routing, envelope.encode(), nonce)
+            except MessageTooLarge as exc:
+                # RabbitMQ will never take it (its submit never completed): taken back.
+                await broker._store.unreserve(task_id, nonce)
+                log.error("task %s: dropped, never published: %s", task_id, exc)
+                continue
             except AMQPError as exc:
                 log.warning("task %s: publish refused (%s); trying again later", task_id, exc)
                 continue
