@@ -6,7 +6,7 @@ import heapq
 import math
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import outcome
 import trio
@@ -170,9 +170,70 @@ class Waiter:
         return False
 
 
+class _Expiring(Protocol):
+    """What a task waits on with a deadline of the `Timer` (a `Waiter`, a `Lot`)."""
+
+    def _expired(self, task: trio.lowlevel.Task) -> bool: ...
+
+
+class Lot:
+    """`trio.lowlevel.ParkingLot`'s `park` and `unpark_all`, with a deadline kept by the
+    run's `Timer` (`park_until`) instead of a cancel scope around each park: for a loop
+    that parks once per wake-up, as the Redis receipts' `wait_settled` does once per read
+    of notices."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        #: The parked tasks, and the `Timer` entry of each (None: no deadline).
+        self._tasks: dict[trio.lowlevel.Task, list[Any] | None] = {}
+
+    def __bool__(self) -> bool:
+        """Whether a task is parked."""
+        return bool(self._tasks)
+
+    def unpark_all(self) -> None:
+        """Wake every parked task."""
+        tasks = self._tasks
+        if tasks:
+            self._tasks = {}
+            for task in tasks:
+                _reschedule(task)
+
+    async def park_until(self, deadline: float = math.inf) -> bool:
+        """Until `unpark_all` (True) or `deadline` (False, trio's clock; one already passed
+        is a checkpoint). Cancellable."""
+        if deadline <= _current_time():
+            await _checkpoint()
+            return False
+        task = _current_task()
+        entry = None if deadline == math.inf else timer().add(deadline, task, self)
+        self._tasks[task] = entry
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            parked = self._tasks.pop(task, None)
+            if parked is not None:
+                timer().discard(parked)
+            return _ABORTED
+
+        woken = await _wait_task_rescheduled(abort)
+        if woken is None:
+            if entry is not None:
+                timer().discard(entry)
+            return True
+        return False
+
+    def _expired(self, task: trio.lowlevel.Task) -> bool:
+        """The `Timer`: `task`'s deadline passed (see `Waiter._expired`)."""
+        if task in self._tasks:
+            del self._tasks[task]
+            return True
+        return False
+
+
 class Timer:
-    """The deadlines of the timed waits for outcomes (`Waiter.wait_until`) of one trio
-    run, in a heap of their own, and one system task that sleeps until the earliest.
+    """The deadlines of the timed waits for outcomes (`Waiter.wait_until`, `Lot`) of one
+    trio run, in a heap of their own, and one system task that sleeps until the earliest.
 
     An entry is `[deadline, sequence, task, waiter]`, its task None once its wait ended
     (woken, cancelled or expired); ended entries leave the heap as they reach its top, and
@@ -192,7 +253,7 @@ class Timer:
         self._target = math.inf
         self._scope: trio.CancelScope | None = None
 
-    def add(self, deadline: float, task: trio.lowlevel.Task, waiter: Waiter) -> list[Any]:
+    def add(self, deadline: float, task: trio.lowlevel.Task, waiter: _Expiring) -> list[Any]:
         """Wake `task` (waiting on `waiter`) at `deadline`; its entry, to `discard` it."""
         self._sequence += 1
         entry = [deadline, self._sequence, task, waiter]
