@@ -193,9 +193,11 @@ print(json.dumps(out), flush=True)
 """
 
 
-#: The client sampled: every millisecond of its CPU (`ITIMER_PROF`) the Python stack it
-#: is in is counted (a few percent of overhead, where cProfile's hook on every call,
-#: builtins included, tripled the client's CPU and so changed its batches). Each sample is
+#: The client sampled: every millisecond of its CPU (`ITIMER_PROF`; the kernel fires it
+#: at its own tick, every 4 ms of CPU here) the Python stack it is in is counted (little
+#: overhead, where cProfile's hook on every call, builtins included, tripled the client's
+#: CPU and so changed its batches). A sample taken in C code (a socket's send, say) counts
+#: for the Python function that called it. Each sample is
 #: a stack of "file:line(function)" frames, outermost first; written as JSON counts.
 SAMPLED = """
 import collections, json, runpy, signal, sys
@@ -233,7 +235,7 @@ def report_samples(path: Path, top: int = 45) -> None:
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for name in set(frames):
             inclusive[name] = inclusive.get(name, 0) + count
-    print(f"{total} samples (1 ms of CPU each)")
+    print(f"{total} samples")
     for title, table in (("own", own), ("inclusive", inclusive)):
         print(f"-- by {title} samples")
         for name, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
