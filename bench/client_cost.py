@@ -154,12 +154,15 @@ def calls_to(text: str, names: Iterable[str]) -> dict[str, int]:
     return counts
 
 
-def instructions(setup: Setup, n: int, paced: str = "") -> tuple[int, dict[str, int]]:
-    """The client's instructions in a run of n tasks, and its calls of `COUNTED`."""
+def instructions(
+    setup: Setup, n: int, paced: str = "", client: list[str] | None = None
+) -> tuple[int, dict[str, int]]:
+    """The client's instructions in a run of n tasks, and its calls of `COUNTED`.
+    `client`: another client's command (bench/client_gc.py `--callgrind`)."""
     out = Path(f"/tmp/client_cost.{os.getpid()}.{n}.callgrind")
     try:
         wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-        figures, _ = setup.run(wrap, n, paced=paced)
+        figures, _ = setup.run(wrap, n, client=client, paced=paced)
         if paced:
             print(f"  paced run of {n}: {json.dumps(_brief(figures))}")
         text = out.read_text()
