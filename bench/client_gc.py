@@ -16,6 +16,13 @@ pace, so the figures below are set by what the client holds, not by the load:
 
     python bench/client_gc.py --runs 2 -n 30000
     python bench/client_gc.py --runs 2 -n 30000 --no-timeout --root /path/to/another/checkout
+    python bench/client_gc.py --callgrind -n 1000
+
+`--callgrind`: the same loop's client under callgrind, for N and 3N tasks (the warm-up in
+both): its instructions per task (their difference over 2N), tracked allocations and
+collections, as `bench/client_cost.py --callgrind` counts them. Sixteen callers make
+submit batches of about eight tasks (two round trips in flight), nearer the paced
+client's two or three than the throughput run's sixty-four.
 """
 
 from __future__ import annotations
@@ -96,17 +103,35 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--no-timeout", action="store_true", help="await receipt")
     parser.add_argument("--root", type=Path, default=HERE.parent, help="the tree to import")
+    parser.add_argument("--callgrind", action="store_true", help="instructions per task")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         print(json.dumps(loop(args.callers, args.n, not args.no_timeout)), flush=True)
         return
-    from client_cost import Setup
+    from client_cost import COUNTED, Setup, instructions
 
     setup = Setup(args.root.resolve())
-    client = [sys.executable, str(HERE / "client_gc.py"), "--client", "-n", str(args.n)]
-    client += ["--callers", str(args.callers)] + (["--no-timeout"] if args.no_timeout else [])
+
+    def client_of(n: int) -> list[str]:
+        client = [sys.executable, str(HERE / "client_gc.py"), "--client", "-n", str(n)]
+        return (
+            client
+            + ["--callers", str(args.callers)]
+            + (["--no-timeout"] if args.no_timeout else [])
+        )
+
+    client = client_of(args.n)
     try:
+        if args.callgrind:
+            small, few = instructions(setup, args.n, client=client)
+            large, many = instructions(setup, 3 * args.n, client=client_of(3 * args.n))
+            print(f"callgrind: I({args.n})={small:,}  I({3 * args.n})={large:,}")
+            print(f"client instructions per task: {(large - small) / (2 * args.n):,.0f}")
+            for name, what in COUNTED.items():
+                per_task = (many[name] - few[name]) / (2 * args.n)
+                print(f"client {what} per task: {per_task:.2f} ({few[name]:,}, {many[name]:,})")
+            return
         for _ in range(args.runs):
             figures, _cpu = setup.run([], args.n, client=client)
             young, middle, full = figures["collections_per_10k"]

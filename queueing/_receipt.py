@@ -12,7 +12,7 @@ from ._convert import AS_ANY
 from ._exceptions import ResultTimeout, TaskCancelled, TaskExpired, TaskFailed, TaskLost
 from ._results import Waiter
 from ._task import Task, TaskState, TaskStatus
-from ._validate import seconds
+from ._validate import seconds, wait_timeout
 
 if TYPE_CHECKING:
     from ._system import QueueSystem
@@ -24,6 +24,7 @@ _SUCCEEDED = TaskState.SUCCEEDED
 _due = _fastpath.due
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+_current_time = trio.current_time
 _FAILURES: dict[TaskState, type[TaskFailed]] = {
     TaskState.CANCELLED: TaskCancelled,
     TaskState.EXPIRED: TaskExpired,
@@ -110,10 +111,11 @@ class Receipt(Generic[R]):
             TaskLost: the broker lost its record (its fate is unknown).
             TaskFailed: it failed or was dead-lettered (`.error`, `.attempts`, `.stage`).
             UnknownTask: no task has this id (a receipt found by id).
-            InvalidQueue: `timeout` is not a number of seconds >= 0 (NaN, negative).
+            ValueError: `timeout` is negative or NaN (`TypeError`: not a number). 0 looks
+                once, without waiting.
         """
         if timeout is not None:
-            seconds("timeout", timeout, zero=True)
+            wait_timeout(timeout)
         task = self._task
         if not self._checked:
             await self._system._check(self)
@@ -127,8 +129,9 @@ class Receipt(Generic[R]):
             if timeout is None:
                 await waiter.wait()
             else:
-                with trio.move_on_after(timeout):
-                    await waiter.wait()
+                # The deadline as `trio.move_on_after(timeout)` sets it, kept by the
+                # run's one timer of receipts (`Waiter.wait_until`), not a scope each.
+                await waiter.wait_until(_current_time() + timeout)
             if not task.state.final:
                 self._system._usable()  # woken as the system closed
                 if timeout is not None:

@@ -44,7 +44,7 @@ from ._task import (
     priority_of,
     tenant_of,
 )
-from ._validate import MAX_DELAY, payload_list, positive_int, seconds
+from ._validate import MAX_DELAY, payload_list, positive_int, seconds, wait_timeout
 from ._validate import priority as check_priority
 from ._validate import tenant as check_tenant
 from .brokers._contract import Admission, TenantFigures, queue_of, run_of
@@ -815,9 +815,9 @@ class QueueSystem:
 
         Raises:
             DrainTimeout: still busy after `timeout` seconds (a `TimeoutError`).
-            InvalidQueue: `timeout` is not a number of seconds >= 0 (NaN, negative).
+            ValueError: `timeout` is negative or NaN (`TypeError`: not a number).
         """
-        seconds("timeout", timeout, optional=True, zero=True)
+        wait_timeout(timeout)
         self._usable()
         if timeout is None:
             await self._drain()

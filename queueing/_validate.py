@@ -74,6 +74,25 @@ def seconds(
         )
 
 
+def wait_timeout(value: object) -> None:
+    """The `timeout` of a wait (`Receipt.result`, `drain`): None, or a number of seconds
+    >= 0 (0 looks once, without waiting). A plain `ValueError` (`TypeError` for what is
+    not a number), as trio's `move_on_after` raises: a wait's argument is no setting of a
+    queue, so not `InvalidQueue`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"timeout must be a number of seconds >= 0 or None, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if math.isnan(value) or value < 0:
+        raise ValueError(
+            f"timeout must be a number of seconds >= 0 (0: look once, without waiting; "
+            f"None: no limit), got {value!r}"
+        )
+
+
 def priority(value: object) -> None:
     """A task priority: an int (not a bool) within `MIN_PRIORITY`..`MAX_PRIORITY`."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -106,22 +106,89 @@ async def test_result_timeout_raises_when_the_result_is_not_ready(autojump_clock
         assert isinstance(info.value, TimeoutError)
 
 
-@pytest.mark.parametrize("timeout", [math.nan, -1.0, "1"], ids=repr)
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(math.nan, ValueError), (-1.0, ValueError), (-1, ValueError), ("1", TypeError)],
+    ids=repr,
+)
 async def test_a_wait_of_no_number_of_seconds_is_refused_naming_it(
-    autojump_clock: Any, timeout: Any
+    autojump_clock: Any, timeout: Any, error: type[Exception]
 ) -> None:
-    # Before: trio's "`seconds` must not be NaN" (not naming the argument), and nothing at
-    # all for a receipt already done.
+    # Before: InvalidQueue (a ValueError named for a queue's settings); first, trio's
+    # "`seconds` must not be NaN" (not naming the argument), and nothing at all for a
+    # receipt already done. Now a plain ValueError, as trio's own waits raise.
     async with open_system(sleepy()) as system:
         running = await system.submit("sleep", 5.0)
         done = await system.submit("sleep", 0.0)
         assert await done == 0.0
         for receipt in (running, done):
-            with pytest.raises(InvalidQueue, match="timeout must be a number of seconds >= 0"):
+            with pytest.raises(error, match="timeout must be a number of seconds >= 0") as info:
                 await receipt.result(timeout=timeout)
-        with pytest.raises(InvalidQueue, match="timeout must be a number of seconds >= 0"):
+            assert not isinstance(info.value, InvalidQueue)
+        with pytest.raises(error, match="timeout must be a number of seconds >= 0") as info:
             await system.drain(timeout=timeout)
+        assert not isinstance(info.value, InvalidQueue)
         assert await running == 5.0
+
+
+async def test_a_timeout_of_zero_looks_once(autojump_clock: Any) -> None:
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 5.0)
+        with pytest.raises(ResultTimeout, match="after 0s"):
+            await receipt.result(timeout=0)
+        assert trio.current_time() == 0.0
+        assert await receipt.result(timeout=10) == 5.0
+
+
+async def test_timed_waits_end_each_at_its_own_deadline(autojump_clock: Any) -> None:
+    """Waits with deadlines in any order, some cancelled, some woken by the outcome: each
+    that times out does so at exactly its own deadline, the others get the result."""
+    ended: dict[str, tuple[object, float]] = {}
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 7.0)
+
+        async def wait(name: str, start: float, timeout: float) -> None:
+            await trio.sleep(start)
+            try:
+                got: object = await receipt.result(timeout=timeout)
+            except ResultTimeout:
+                got = "timed out"
+            ended[name] = (got, trio.current_time())
+
+        async def cancelled(at: float) -> None:
+            with trio.move_on_after(at):
+                await receipt.result(timeout=100)
+            ended[f"cancelled at {at:g}"] = ("cancelled", trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, "30 s", 0.0, 30.0)
+            nursery.start_soon(wait, "5 s", 0.0, 5.0)
+            nursery.start_soon(wait, "2 s from 1", 1.0, 2.0)  # earlier than the first two
+            nursery.start_soon(wait, "3 s from 1", 1.0, 3.0)
+            nursery.start_soon(cancelled, 0.5)
+            nursery.start_soon(wait, "10 s from 6", 6.0, 10.0)
+    assert ended == {
+        "cancelled at 0.5": ("cancelled", 0.5),
+        "2 s from 1": ("timed out", 3.0),
+        "3 s from 1": ("timed out", 4.0),
+        "5 s": ("timed out", 5.0),
+        "30 s": (7.0, 7.0),
+        "10 s from 6": (7.0, 7.0),
+    }
+
+
+async def test_a_timed_wait_cancelled_from_outside_is_cancelled(autojump_clock: Any) -> None:
+    async with open_system(sleepy()) as system:
+        receipt = await system.submit("sleep", 5.0)
+        with trio.CancelScope() as scope:
+            scope.deadline = 1.0
+            await receipt.result(timeout=3.0)
+            raise AssertionError("not cancelled")  # pragma: no cover
+        assert scope.cancelled_caught
+        assert trio.current_time() == 1.0
+        # Its deadline left with it: the next wait ends only at the outcome.
+        assert await receipt.result(timeout=60) == 5.0
+        assert trio.current_time() == 5.0
 
 
 async def test_the_task_completes_after_a_result_timeout(autojump_clock: Any) -> None:

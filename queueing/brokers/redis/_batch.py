@@ -255,6 +255,8 @@ class Batcher:
         #: openings under way. A reconnect opens them again (Redis may have lost them).
         self._opened: dict[str, float] = {}
         self._opening: dict[str, trio.Event] = {}
+        #: Per queue (shard): `_keys_of_submits`.
+        self._submit_keys: dict[str, tuple[list[str], str, int]] = {}
         calls.on_reconnect.append(self.reopen)
 
     # -- submits ----------------------------------------------------------------------------
@@ -483,22 +485,13 @@ class Batcher:
         self, name: str, slots: list[_Slot]
     ) -> list[tuple[list[_Slot], list[str], list[Any]]]:
         """The calls of one queue's slots of one form (see `_calls_of`)."""
-        base = [
-            self.keys.outstanding(name),
-            self.keys.ready(name),
-            self.keys.delayed(name),
-            self.keys.envs(name),
-            self.keys.stats(name),
-            self.keys.live(name),
-            self.keys.waiting(name),
-            self.keys.ranked(name),
-            self.keys.nudge(name),
-            *self.keys.fair(name),
-        ]
+        known = self._submit_keys.get(name)
+        if known is None:
+            known = self._submit_keys[name] = self._keys_of_submits(name)
+        base, start, start_bytes = known
         info = slots[0].queue
         # Compact: the records' keys start alike (the queue's tag), the id after that. A
         # shard's tasks are checked: each id names its own shard.
-        start = self.keys.of(name, "task:")
         compact = slots[0].compact and (
             k.base(name) == name
             or all(self.keys.task(t[0]).startswith(start) for slot in slots for t in slot.tasks)
@@ -509,7 +502,7 @@ class Batcher:
             k.ttl(info.result_ttl),
             k.NUDGE_TOKENS,
             info.tenant_maxsize or 0,
-            len(start.encode()) if compact else 0,  # bytes, as Lua counts
+            start_bytes if compact else 0,  # bytes, as Lua counts
         ]
         calls = []
         keys, args, members = list(base), list(head), []
@@ -529,6 +522,26 @@ class Batcher:
         if members:
             calls.append((members, keys, args))
         return calls
+
+    def _keys_of_submits(self, name: str) -> tuple[list[str], str, int]:
+        """A queue's keys every `submit.lua` call to it starts with, the prefix of its
+        records' keys, and that prefix's length in bytes (as Lua counts): made once per
+        queue (they follow from its name), not per round trip."""
+        keys = self.keys
+        base = [
+            keys.outstanding(name),
+            keys.ready(name),
+            keys.delayed(name),
+            keys.envs(name),
+            keys.stats(name),
+            keys.live(name),
+            keys.waiting(name),
+            keys.ranked(name),
+            keys.nudge(name),
+            *keys.fair(name),
+        ]
+        start = keys.of(name, "task:")
+        return base, start, len(start.encode())
 
     async def _send_submits(self, batch: list[_Slot]) -> None:
         calls = self._calls_of(batch)

@@ -36,6 +36,7 @@ from typing import Any
 
 import trio
 
+from ..._results import Lot
 from ..._task import Task, TaskState, new_task
 from .._contract import queue_of
 from . import _keys as k
@@ -178,7 +179,8 @@ class Receipts:
         self._watched: dict[str, float] = {}
         #: `wait_settled` calls in progress (the reader reads only while someone waits).
         self._waiting = 0
-        self._wake = trio.lowlevel.ParkingLot()
+        # (Its deadline kept by the run's timer of receipts: no cancel scope per park.)
+        self._wake = Lot()
         self._reader_lot = trio.lowlevel.ParkingLot()
         self._sweep_at = 0.0
         self._sweep_now = False
@@ -249,8 +251,7 @@ class Receipts:
                         await trio.lowlevel.checkpoint()
                         continue
                     lagging.clear()
-                with trio.move_on_at(min(deadline, self._sweep_at, self._recheck_at)):
-                    await self._wake.park()
+                await self._wake.park_until(min(deadline, self._sweep_at, self._recheck_at))
         finally:
             self._waiting -= 1
 
