@@ -11,7 +11,7 @@ from coredis.tokens import PureToken
 from hypothesis import given
 from hypothesis import strategies as st
 
-from queueing.brokers.redis import _calls
+from queueing.brokers.redis import _calls, _resp
 from queueing.brokers.redis._resp import (
     NOT_READY,
     Parser,
@@ -127,6 +127,51 @@ def test_bulk_strings_holding_cr_lf_parse_whole_from_any_cut() -> None:
         got = parse_all(parser)
         parser.feed(wire[cut:])
         assert got + parse_all(parser) == want
+
+
+long_values = st.binary(min_size=0, max_size=40).map(
+    lambda data: data.replace(b"\r", b"\r\n")  # CR LF inside, often
+)
+
+
+@given(
+    st.lists(st.one_of(replies, long_values, st.lists(long_values, max_size=3)), max_size=5),
+    st.data(),
+)
+def test_long_bulk_strings_awaited_whole_parse_the_same_from_any_cuts(
+    values: list[Any], data: Any
+) -> None:
+    # With LONG_BULK this small, most bulk strings here are "long": the parser keeps what
+    # comes until their bytes are all here instead of splitting it again at each feed.
+    wire = b"".join(resp(value) for value in values)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=12)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_resp, "LONG_BULK", 4)
+        parser = Parser()
+        got: list[Any] = []
+        start = 0
+        for cut in [*cuts, len(wire)]:
+            parser.feed(wire[start:cut])
+            got += parse_all(parser)
+            start = cut
+    assert [comparable(g) for g in got] == [expected(v) for v in values]
+
+
+def test_a_long_bulk_string_read_in_small_pieces_is_split_once_it_is_all_here() -> None:
+    # 4 MiB in 4 KiB reads, with CR LF inside and a reply after it: the lines held are not
+    # joined and split again at each read (that made a reply of N bytes cost O(N^2)).
+    value = (b"x" * 1000 + b"\r\n") * 4186
+    wire = resp([value, b"after"]) + resp(7)
+    parser = Parser()
+    got: list[Any] = []
+    splits = 0
+    for start in range(0, len(wire), 4096):
+        before = parser._lines
+        parser.feed(wire[start : start + 4096])
+        splits += parser._lines is not before
+        got += parse_all(parser)
+    assert got == [[value.decode(), "after"], 7]
+    assert splits <= 3
 
 
 def test_a_bulk_string_longer_than_its_length_is_a_protocol_error() -> None:

@@ -189,6 +189,21 @@ class _Incomplete(Exception):
 
 
 _INCOMPLETE = _Incomplete()
+
+#: A bulk string at least this long that is not all here yet: the parser waits for its
+#: bytes (`_Long`) instead of splitting what it holds again at each read.
+LONG_BULK = 1 << 16
+
+
+class _Long(_Incomplete):
+    """A long bulk string whose bytes are not all here: its data starts at line `line`
+    and takes `size` bytes (and its CR LF)."""
+
+    def __init__(self, line: int, size: int) -> None:
+        self.line = line
+        self.size = size
+
+
 #: What `Parser.next` answers while the buffer holds no whole reply.
 NOT_READY: Any = object()
 
@@ -216,7 +231,7 @@ def _bulk(lines: list[bytes], i: int, last: int, size: int) -> tuple[bytes, int]
     while total < size:
         j += 1
         if j >= last:
-            raise _INCOMPLETE
+            raise _Long(i, size) if size >= LONG_BULK else _INCOMPLETE
         total += 2 + len(lines[j])
     if total != size:
         raise ce.ProtocolError(f"a bulk string of Redis's is not {size} bytes long")
@@ -247,7 +262,7 @@ def _parse(lines: list[bytes], i: int) -> tuple[Any, int]:
             else:
                 i += 1
                 if i >= last:
-                    raise _INCOMPLETE
+                    raise _Long(i, size) if size >= LONG_BULK else _INCOMPLETE
                 data = lines[i]
                 if len(data) != size:
                     data, i = _bulk(lines, i, last, size)
@@ -295,15 +310,31 @@ class Parser:
     instances (not raised: a pipeline's caller sorts them out).
 
     What was fed is split at each CR LF once (one call into C for every line of the
-    replies in it); the lines not parsed yet are joined again when more comes."""
+    replies in it); the lines not parsed yet are joined again when more comes. While a long
+    bulk string (`LONG_BULK` bytes or more) is not all here, what comes is only kept until
+    its bytes are: joined and split again at each read, a reply of N bytes cost O(N^2)
+    (16 MiB read 64 KiB at a time: seconds of the event loop's time)."""
 
     def __init__(self) -> None:
         #: The lines fed so far and not taken: the last one is the unterminated rest.
         self._lines: list[bytes] = [b""]
         #: The first line of the next reply.
         self._next = 0
+        #: While a long bulk string is awaited: the bytes from `_next` on it takes (0: none
+        #: awaited), how many are here, and those fed since (not split yet).
+        self._need = 0
+        self._have = 0
+        self._held: list[bytes] = []
 
     def feed(self, data: bytes) -> None:
+        if self._need:
+            self._held.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            data = b"".join(self._held)
+            self._held = []
+            self._need = 0
         lines = self._lines
         first = self._next
         if first == len(lines) - 1:  # every whole line taken: only the rest is left
@@ -316,10 +347,18 @@ class Parser:
 
     def next(self) -> Any:
         """The next whole reply, or `NOT_READY`."""
-        if self._next >= len(self._lines) - 1:
+        if self._need or self._next >= len(self._lines) - 1:
             return NOT_READY
         try:
             value, self._next = _parse(self._lines, self._next)
+        except _Long as long:
+            # Wait for its bytes: those before its data, its data and CR LF.
+            lines = self._lines
+            first = self._next
+            before = sum(map(len, lines[first : long.line])) + 2 * (long.line - first)
+            self._need = before + long.size + 2
+            self._have = sum(map(len, lines[first:])) + 2 * (len(lines) - 1 - first)
+            return NOT_READY
         except _Incomplete:
             return NOT_READY
         return value
