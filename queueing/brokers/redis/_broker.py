@@ -28,6 +28,7 @@ from ._calls import Calls, NoAnswer
 from ._consumer import Consumer
 from ._leases import Leases
 from ._losses import Losses
+from ._maxmemory import check_eviction
 from ._outcomes import Outcomes
 from ._progress import ProgressStore
 from ._rates import take_start
@@ -174,6 +175,7 @@ class RedisBroker(Broker):
             await self._admin.declare(self._declared)
 
         async def ready() -> None:
+            await check_eviction(self._calls.client)
             await redeclare()
             # Sharded queues others declared: their ids' keys depend on it (lookups).
             for info in (await self._admin.declared()).values():
