@@ -163,7 +163,7 @@ async def test_every_link_to_redis_lagging(
         f"even {len(LAGGED_LONG_TASKS)} of {LAGGED_LONG_TASKS[0] - LONG:,} ms (0 duplicated); "
         "one outcome per task"
     )
-    tasks = 400
+    tasks = 200
     server = make_redis_server()
     url = server.url_with(prefix="chaos", lease=LEASE)
     proxy = Proxy(server.port, lag=LAG)
