@@ -6,6 +6,7 @@ from ._asyncio_client import AsyncioClient as AsyncioClient
 from ._asyncio_client import connect as connect
 from ._convert import make_converter as make_converter
 from ._exceptions import BrokerError as BrokerError
+from ._exceptions import BrokerOutOfMemory as BrokerOutOfMemory
 from ._exceptions import DrainTimeout as DrainTimeout
 from ._exceptions import InvalidQueue as InvalidQueue
 from ._exceptions import PayloadError as PayloadError
@@ -51,6 +52,7 @@ from .brokers._contract import TenantFigures as TenantFigures
 __all__ = [
     "AsyncioClient",
     "BrokerError",
+    "BrokerOutOfMemory",
     "DeadLetter",
     "DrainTimeout",
     "ErrorInfo",

@@ -15,6 +15,7 @@ The tree::
     ├── WorkersCrashed       (also actors.SupervisorGaveUp) a queue's workers crashed past
     │                        its restart intensity; the system stopped
     ├── BrokerError          the broker failed (connection, protocol)
+    │   └── BrokerOutOfMemory  the broker refused to store the tasks: out of memory
     └── TaskFailed           the task ended without a result
         ├── TaskCancelled    cancelled through its receipt (or by shutdown)
         ├── TaskExpired      not started before its deadline
@@ -218,6 +219,14 @@ class WorkersCrashed(QueueingError, SupervisorGaveUp):
 
 class BrokerError(QueueingError):
     """The broker failed: connection lost, misconfigured, or an unexpected answer."""
+
+
+class BrokerOutOfMemory(BrokerError):
+    """The broker refused to store the tasks: it is out of memory (Redis: its used memory
+    is above `maxmemory` under `maxmemory-policy noeviction`, so it refuses writes). None
+    of the call's tasks was stored: they are in `.rejected` (submitting them again cannot
+    run them twice); the tasks accepted before still run, and workers keep finishing them.
+    The message says how to make room."""
 
 
 class TaskFailed(QueueingError):

@@ -17,6 +17,7 @@ from . import _fastpath
 from ._engine import Engine
 from ._exceptions import (
     BrokerError,
+    BrokerOutOfMemory,
     DrainTimeout,
     InvalidQueue,
     QueueFull,
@@ -318,6 +319,9 @@ class QueueSystem:
                         )
                 except QueueFull as exc:
                     raise self._hint(exc) from None
+                except BrokerOutOfMemory as exc:
+                    exc.rejected = [payload]  # certainly not stored
+                    raise
                 except BrokerError as exc:
                     exc.unknown = [self._unknown_receipt(task.id)]
                     raise
@@ -519,7 +523,7 @@ class QueueSystem:
                 if isinstance(exc, QueueFull):
                     self._hint(exc)
                 unknown = []
-                if isinstance(exc, BrokerError):
+                if isinstance(exc, BrokerError) and not isinstance(exc, BrokerOutOfMemory):
                     unknown = [self._unknown_receipt(task.id) for task in sent]
                 _partial(exc, accepted, unknown, items[len(accepted) + len(unknown) :])
                 raise

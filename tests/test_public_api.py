@@ -88,6 +88,7 @@ def test_no_private_module_leaks_into_the_namespace() -> None:
 QUEUEING_DOCUMENTED = [
     "AsyncioClient",
     "BrokerError",
+    "BrokerOutOfMemory",
     "DeadLetter",
     "DrainTimeout",
     "ErrorInfo",

@@ -4,6 +4,7 @@ processes, what ran where, memory of processes, and the outcomes of receipts."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import signal
@@ -344,3 +345,85 @@ def envelope(queue: str, task_id: Any, payload: Any, **fields: Any) -> str:
 
 #: An `envelope()` field given as REMOVE is left out.
 REMOVE: Any = object()
+
+
+# -- the network ---------------------------------------------------------------------------
+
+
+class Proxy:
+    """A loopback TCP proxy to a server's `port`, for the processes a scenario points at it:
+    it can cut every connection and refuse new ones (`cut`, `refusing`: an outage as the
+    processes see it, each connection reset); stop forwarding while connections stay open
+    (`partition`: a network that drops every packet, what a pulled cable or a firewall
+    looks like, no reset, only silence), until `heal`; and delay each direction's bytes by
+    `lag` seconds (a (low, high) range: each chunk its own, in order)."""
+
+    def __init__(self, port: int, lag: tuple[float, float] = (0.0, 0.0)) -> None:
+        self.target = port
+        self.port = 0
+        self.lag = lag
+        self.refusing = False
+        self.connections = 0
+        self._scopes: set[trio.CancelScope] = set()
+        self._open = trio.Event()
+        self._open.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    def cut(self) -> None:
+        """Close every connection (each end sees it reset or closed)."""
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    def partition(self) -> None:
+        """Forward nothing, in either direction, until `heal` (connections stay open)."""
+        self._open = trio.Event()
+
+    def heal(self) -> None:
+        self._open.set()
+
+    async def _handle(self, downstream: trio.SocketStream) -> None:
+        async with downstream:
+            if self.refusing:
+                return
+            self.connections += 1
+            with trio.CancelScope() as scope:
+                self._scopes.add(scope)
+                try:
+                    await self._open.wait()  # a new connection's SYN is dropped too
+                    upstream = await trio.open_tcp_stream("127.0.0.1", self.target)
+                    async with upstream, trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, downstream, upstream, nursery.cancel_scope)
+                        nursery.start_soon(self._pump, upstream, downstream, nursery.cancel_scope)
+                finally:
+                    self._scopes.discard(scope)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope
+    ) -> None:
+        import random
+
+        send, receive = trio.open_memory_channel[tuple[float, bytes]](math.inf)
+
+        async def deliver() -> None:
+            due = 0.0
+            async for at, data in receive:
+                due = max(due, at)  # in order, whatever each chunk's own lag
+                await trio.sleep_until(due)
+                await self._open.wait()
+                await sink.send_all(data)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(deliver)
+                async for data in source:
+                    await self._open.wait()
+                    await send.send((trio.current_time() + random.uniform(*self.lag), data))
+                await send.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        done.cancel()

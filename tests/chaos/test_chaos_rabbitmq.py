@@ -16,6 +16,7 @@ import trio
 from chaos_helpers import (
     Memory,
     Outcomes,
+    Proxy,
     duplicated,
     first_started,
     ran,
@@ -34,51 +35,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.amqp, pytest.mark.timeout(300)]
 
 TASKS = 2000
 OUTAGE = 3.0
-
-
-class Proxy:
-    """A loopback TCP proxy to RabbitMQ that can cut every connection and refuse new ones."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.port = 0
-        self.refusing = False
-        self.connections = 0
-        self._scopes: set[trio.CancelScope] = set()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
-
-    def cut(self) -> None:
-        for scope in list(self._scopes):
-            scope.cancel()
-
-    async def _handle(self, downstream: trio.SocketStream) -> None:
-        async with downstream:
-            if self.refusing:
-                return
-            self.connections += 1
-            with trio.CancelScope() as scope:
-                self._scopes.add(scope)
-                try:
-                    upstream = await trio.open_tcp_stream("127.0.0.1", self.target)
-                    async with upstream, trio.open_nursery() as nursery:
-                        nursery.start_soon(_pump, downstream, upstream, nursery.cancel_scope)
-                        nursery.start_soon(_pump, upstream, downstream, nursery.cancel_scope)
-                finally:
-                    self._scopes.discard(scope)
-
-
-async def _pump(source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope) -> None:
-    try:
-        async for data in source:
-            await sink.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    done.cancel()
 
 
 async def delete_queues(amqp_url: str, results: str, prefix: str) -> None:

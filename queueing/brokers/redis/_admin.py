@@ -16,6 +16,7 @@ from ..._task import DeadLetter
 from .._contract import QueueInfo, TenantFigures
 from . import _keys as k
 from ._calls import Calls
+from ._maxmemory import out_of_memory, refused
 from ._rates import rate_figures
 from ._wire import decode_dead_letter, dumps
 
@@ -55,7 +56,12 @@ class Admin:
                 except ce.StreamDuplicateConsumerGroupError:
                     pass  # declared already (another process, or an earlier run)
                 except ce.ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
+                    if out_of_memory(exc):
+                        # Past maxmemory: a group made before still serves (a worker that
+                        # starts then is what frees memory).
+                        if not await self._has_group(part):
+                            raise refused(f"declaring queue {part!r}") from exc
+                    elif "BUSYGROUP" not in str(exc):
                         raise
             config: dict[str, Any] = {
                 "maxsize": info.maxsize,
@@ -69,7 +75,21 @@ class Admin:
                 config["tenant_concurrency"] = info.tenant_concurrency
             if info.tenant_maxsize is not None:
                 config["tenant_maxsize"] = info.tenant_maxsize
-            await client.hset(self.keys.queues(), {name: dumps(config)})
+            try:
+                await client.hset(self.keys.queues(), {name: dumps(config)})
+            except ce.ResponseError as exc:
+                if not out_of_memory(exc):
+                    raise
+                # Past maxmemory: clients read the limits declared before (if any).
+                log.warning("queue %r: its limits not published: %s", name, refused("it"))
+
+    async def _has_group(self, part: str) -> bool:
+        """Whether the queue (shard) `part` has its consumer group."""
+        try:
+            groups = await self.calls.client.xinfo_groups(self.keys.ready(part))
+        except Exception:  # no such stream
+            return False
+        return any(str(group.get("name")) == k.GROUP for group in groups)
 
     async def declared(self) -> dict[str, QueueInfo]:
         raw = await self.calls.retrying(
@@ -263,7 +283,13 @@ class Admin:
             while True:
                 beat = dumps({"ts": time.time(), **info()})
                 write = functools.partial(self.calls.client.hset, key, {consumer: beat})
-                await self.calls.retrying("heartbeat", write)
+                try:
+                    await self.calls.retrying("heartbeat", write)
+                except Exception as exc:
+                    if not out_of_memory(exc):
+                        raise
+                    # Past maxmemory: the process serves on (its tasks free memory).
+                    log.warning("redis heartbeat: %s", refused("the heartbeat"))
                 await trio.sleep(HEARTBEAT_EVERY)
         finally:
             with (

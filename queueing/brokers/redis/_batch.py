@@ -24,6 +24,7 @@ from ..._exceptions import BrokerError, SystemStopping
 from ..._task import PipelineTask, Task, priority_of, tenant_of
 from .._contract import Admission, QueueInfo, queue_of
 from . import _keys as k
+from . import _maxmemory
 from ._calls import ATTEMPT_GRACE, Calls
 from ._wire import encode_envelope, encode_meta, encode_plain
 
@@ -576,7 +577,11 @@ class Batcher:
         for (members, _, _), codes in zip(calls, answers, strict=True):
             if isinstance(codes, Exception):
                 for slot in members:
-                    slot.error = BrokerError(f"submit failed: {type(codes).__name__}: {codes}")
+                    slot.error = (
+                        _maxmemory.refused("submit")  # the script stored nothing (first send)
+                        if sends == 1 and _maxmemory.out_of_memory(codes)
+                        else BrokerError(f"submit failed: {type(codes).__name__}: {codes}")
+                    )
                     slot.wake()
                 continue
             ours: list[str] = []

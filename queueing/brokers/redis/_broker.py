@@ -28,6 +28,7 @@ from ._calls import Calls, NoAnswer
 from ._consumer import Consumer
 from ._leases import Leases
 from ._losses import Losses
+from ._maxmemory import check_eviction
 from ._outcomes import Outcomes
 from ._progress import ProgressStore
 from ._rates import take_start
@@ -42,6 +43,9 @@ log = logging.getLogger("queueing.redis")
 #: Seconds a background loop waits before it starts again after a call Redis did not
 #: answer within its limit.
 STALL_PAUSE = 0.1
+#: A claim whose answer took this much of a lease or more renews its tasks before handing
+#: them out (`RedisBroker._still_ours`).
+LATE_CLAIM = 0.5
 #: What stops a submit of many at the task it answers (the caller waits for room).
 _NO_ROOM = (Admission.FULL, Admission.TENANT_FULL)
 #: Seconds a closing client tries to delete its replies streams (Redis may be gone).
@@ -174,6 +178,7 @@ class RedisBroker(Broker):
             await self._admin.declare(self._declared)
 
         async def ready() -> None:
+            await check_eviction(self._calls.client)
             await redeclare()
             # Sharded queues others declared: their ids' keys depend on it (lookups).
             for info in (await self._admin.declared()).values():
@@ -325,9 +330,28 @@ class RedisBroker(Broker):
             await self._calls.retrying(
                 "declare a queue", functools.partial(self._admin.declare, {queue.name: queue})
             )
+        started = trio.current_time()
         if queue.shards > 1:
-            return await self._claim_sharded(queue, n, wait)
-        return await self._consumer.claim(queue, n, wait)
+            tasks = await self._claim_sharded(queue, n, wait)
+        else:
+            tasks = await self._consumer.claim(queue, n, wait)
+        if tasks and trio.current_time() - started >= self.lease * LATE_CLAIM:
+            tasks = await self._still_ours(queue, tasks)
+        return tasks
+
+    async def _still_ours(self, queue: QueueInfo, tasks: list[Task]) -> list[Task]:
+        """A claim answered late (its answer held up by a network cut or a stall): Redis
+        may have handed the tasks to another process meanwhile, which then ran them. Their
+        leases renewed at once (one round trip); only those still ours are handed out."""
+        try:
+            gone: set[int] = set()
+            for part, group in self._shards.group(queue, tasks):
+                gone.update(map(id, await self._leases.renew_now(part.name, group)))
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await self.release(queue, tasks)
+            raise
+        return [task for task in tasks if id(task) not in gone]
 
     async def _claim_sharded(self, queue: QueueInfo, n: int, wait: float) -> list[Task]:
         """From the shard whose turn it is (one further each time: fair); if it has none,

@@ -66,6 +66,11 @@ class Leases:
         unique = {id(task): task for task in lost}
         return list(unique.values())
 
+    async def renew_now(self, name: str, tasks: Sequence[Task]) -> list[Task]:
+        """Renew these tasks' leases (of the queue or shard `name`) now: those no longer
+        ours (settled elsewhere, taken over, or gone), left out of `held`."""
+        return await self._renew(name, tasks)
+
     async def _renew(self, name: str, tasks: Sequence[Task]) -> list[Task]:
         held = self.held.get(name, {})
         lost: list[Task] = []

@@ -39,6 +39,12 @@ local LINGER = 1000
 -- Outcomes of one state (counted in `stats`) between two trims of the ready stream.
 local TRIM_EVERY = 64
 
+-- Past maxmemory (noeviction) Redis refuses a script's first command that may grow memory
+-- unless the script has written before (it keeps a script whole): this acknowledgement of
+-- an id never delivered changes nothing and lets the outcomes be stored even then, so that
+-- tasks accepted finish, not run again once their lease runs out (_maxmemory.py).
+redis.call('XACK', KEYS[1], GROUP, '0-1')
+
 local function ms_of(entry) -- the time part of an entry id, as a number
   return tonumber(string.sub(entry, 1, string.find(entry, '-', 1, true) - 1))
 end
