@@ -446,10 +446,15 @@ def target_of(url: str, *, connect_timeout: float) -> Target:
 # -- connections ----------------------------------------------------------------------------
 
 
+class NoReply(Exception):
+    """A guarded call (`LeanRedis.run`'s `guard`) had no reply within its limit: its
+    caller gives up (its replies are read and dropped when they come)."""
+
+
 class _Waiter:
     """A caller's place in a multiplexed connection's queue: `n` replies to collect."""
 
-    __slots__ = ("n", "parked", "replies", "result", "task")
+    __slots__ = ("due", "n", "parked", "replies", "result", "task")
 
     def __init__(self, task: trio.lowlevel.Task | None, n: int) -> None:
         self.task = task  # None: dropped (its caller was cancelled)
@@ -457,11 +462,26 @@ class _Waiter:
         self.replies: list[Any] = []
         self.result: outcome.Outcome[list[Any]] | None = None
         self.parked = False
+        #: A guarded call's limit (trio clock): not cancelled, given up then (`_watch`).
+        self.due: float | None = None
 
     def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        if self.due is not None:
+            # Guarded: the caller's cancellation waits for the reply (as in a shielded
+            # scope), and is delivered at its next checkpoint.
+            return trio.lowlevel.Abort.FAILED
         self.task = None  # its replies are read and dropped
         self.parked = False
         return trio.lowlevel.Abort.SUCCEEDED
+
+    def give_up(self, limit: float) -> None:
+        """No reply by `due`: the caller gets `NoReply`; the replies are dropped."""
+        task = self.task
+        self.task = None
+        if task is not None and self.parked:
+            self.parked = False
+            error = NoReply(f"no reply within {limit:g}s")
+            trio.lowlevel.reschedule(task, outcome.Error(error))
 
 
 def _lost(exc: BaseException | None) -> ce.ConnectionError:
@@ -833,6 +853,11 @@ class LeanRedis:
     def __init__(self, target: Target, nursery: trio.Nursery) -> None:
         self.target = target
         self._nursery = nursery
+        #: Seconds a guarded call waits for its replies (see `run`), and how often the
+        #: connection's guarded calls are looked at (0: no call is guarded). Set by
+        #: `Calls` before the first call.
+        self.guard = 0.0
+        self.guard_every = 0.0
         self._link: Link | None = None
         self._connecting = trio.Lock()
         self._free: list[Link] = []
@@ -853,7 +878,30 @@ class LeanRedis:
             link = await open_link(self.target)
             self._link = link
             self._nursery.start_soon(self._reader, link)
+            if self.guard_every > 0:
+                self._nursery.start_soon(self._watch, link)
             return link
+
+    def guardable(self) -> bool:
+        """Whether a call now may be guarded (`run`'s `guard`): the multiplexed connection
+        is up, on a plain socket (so `run` does not wait before its write)."""
+        link = self._link
+        return link is not None and link.broken is None and link.stream is None
+
+    async def _watch(self, link: Link) -> None:
+        """Give up the guarded calls on `link` that are past their limit (`NoReply`),
+        looking every `guard_every` seconds (so a call waits its limit, and at most
+        that much more)."""
+        every = self.guard_every
+        while link.broken is None:
+            await trio.sleep(every)
+            if not link.waiters:
+                continue
+            now = trio.current_time()
+            for waiter in list(link.waiters):
+                due = waiter.due
+                if due is not None and due <= now and waiter.task is not None:
+                    waiter.give_up(self.guard)
 
     async def _reader(self, link: Link) -> None:
         """Parse replies and hand each waiter its own, in order."""
@@ -889,16 +937,26 @@ class LeanRedis:
             if not isinstance(exc, (Exception,)):
                 raise
 
-    async def run(self, commands: Sequence[bytes]) -> list[Any]:
-        """Encoded commands in one write; their replies (error replies as exceptions)."""
+    async def run(self, commands: Sequence[bytes], guarded: bool = False) -> list[Any]:
+        """Encoded commands in one write; their replies (error replies as exceptions).
+
+        `guarded` (when `guardable()`): the call is not cancelled midway, and gives up
+        with `NoReply` after `guard` seconds without its replies, as in a shielded cancel
+        scope with that deadline, without a scope per call (`Calls.pipelined`)."""
         link = await self._ready_link()
         waiter = _Waiter(trio.lowlevel.current_task(), len(commands))
         if link.stream is None:
             link.waiters.append(waiter)
             link.write(commands[0] if len(commands) == 1 else b"".join(commands))
+            if guarded:
+                waiter.due = trio.current_time() + self.guard
             if link.out:
                 try:
-                    await link.flush()
+                    if guarded:
+                        with trio.CancelScope(shield=True, deadline=waiter.due or 0.0):
+                            await link.flush()
+                    else:
+                        await link.flush()
                 except BaseException:
                     waiter.task = None
                     raise
@@ -926,10 +984,10 @@ class LeanRedis:
         (reply,) = await self.run((encode(args),))
         return _raise_error(reply)
 
-    async def run_pipe(self, pipe: Pipe) -> list[Any]:
+    async def run_pipe(self, pipe: Pipe, guarded: bool = False) -> list[Any]:
         """Run a `Pipe`: its replies (error replies as exceptions), also set on each
-        placeholder."""
-        replies = await self.run(pipe.commands)
+        placeholder (`guarded`: see `run`)."""
+        replies = await self.run(pipe.commands, guarded)
         for pending, reply in zip(pipe.pending, replies, strict=True):
             shape = pending.shape
             if shape is not None and not isinstance(reply, ce.RedisError):
