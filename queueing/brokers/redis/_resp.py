@@ -703,6 +703,19 @@ class _Pending:
         yield  # a generator that never yields
 
 
+#: Commands a claim sends again and again (the same consumer, stream and count), encoded
+#: once; `_remember` keeps at most `ENCODED_MAX` (then starts again).
+_ENCODED: dict[tuple[Any, ...], bytes] = {}
+ENCODED_MAX = 4096
+
+
+def _remember(key: tuple[Any, ...], data: bytes) -> bytes:
+    if len(_ENCODED) >= ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[key] = data
+    return data
+
+
 class Pipe:
     """Commands for one round trip (`LeanRedis.run`); each method returns its reply's
     placeholder, filled in after the run, in coredis's shape."""
@@ -733,7 +746,18 @@ class Pipe:
         return self._add(("XDEL", key, *identifiers))
 
     def exists(self, keys: Iterable[str]) -> _Pending:
-        return self._add(("EXISTS", *keys))
+        keys = tuple(keys)
+        if len(keys) != 1:
+            return self._add(("EXISTS", *keys))
+        # One key (a claim's look at its queue's `ranked` key): encoded once (`_ENCODED`).
+        key = ("EXISTS", keys[0])
+        data = _ENCODED.get(key)
+        if data is None:
+            data = _remember(key, encode(key))
+        self.commands.append(data)
+        pending = _Pending(None)
+        self.pending.append(pending)
+        return pending
 
     def get(self, key: str) -> _Pending:
         return self._add(("GET", key))
@@ -797,9 +821,17 @@ class Pipe:
 
     def xreadgroup_entries(self, group: str, consumer: str, count: int, stream: str) -> _Pending:
         """A non-blocking `XREADGROUP` of one stream's new entries (`>`), answered as a
-        list of (id, fields) pairs (not coredis's shape: `group_entries`)."""
-        args = _xreadgroup_args(group, consumer, count, None, None, {stream: ">"})
-        return self._add(args, group_entries)
+        list of (id, fields) pairs (not coredis's shape: `group_entries`). Encoded once
+        per consumer, stream and count (a claim's: `_ENCODED`)."""
+        key = ("XREADGROUP", group, consumer, count, stream)
+        data = _ENCODED.get(key)
+        if data is None:
+            args = _xreadgroup_args(group, consumer, count, None, None, {stream: ">"})
+            data = _remember(key, encode(args))
+        self.commands.append(data)
+        pending = _Pending(group_entries)
+        self.pending.append(pending)
+        return pending
 
     def xreadgroup(
         self,
