@@ -651,9 +651,18 @@ class Batcher:
         return Batch(batch)
 
     def fill(self, pipe: Any, batch: Batch) -> list[Any]:
-        """Queue a batch's calls on `pipe`: one result each (see `answered`)."""
+        """Queue a batch's calls on `pipe`: one result each (see `answered`). On the lean
+        client's pipeline, a merged call's head (its queue's keys and arguments, the same
+        in every call) is encoded once (`Pipe.evalsha`)."""
         script = self.calls.script
-        return [script(pipe, name, keys, args) for name, keys, args, _ in batch.calls]
+        lean = getattr(type(pipe), "LEAN", False)
+        filled = []
+        for name, keys, args, ops in batch.calls:
+            head = ops[0].head
+            if lean and head is not None:
+                pipe.head_next = (len(head[0]), len(head[1]))
+            filled.append(script(pipe, name, keys, args))
+        return filled
 
     def answered(self, batch: Batch, answers: Sequence[Any]) -> None:
         """After a batch was written: hand each answer on, wake whoever waits."""

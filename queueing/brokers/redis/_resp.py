@@ -109,6 +109,22 @@ def encode(args: Sequence[Arg]) -> bytes:
     return "".join(parts).encode()
 
 
+def encode_body(args: Sequence[Arg]) -> bytes:
+    """`encode` without the array's header: its arguments' bulk strings, to be joined
+    with others' (a command put together from parts encoded once: `Pipe.evalsha`)."""
+    parts = []
+    for value in args:
+        if type(value) is str and value.isascii():
+            parts.append(f"${len(value)}\r\n{value}\r\n")
+        elif type(value) is int:
+            text = int.__repr__(value)
+            parts.append(f"${len(text)}\r\n{text}\r\n")
+        else:
+            whole = encode_each(args)
+            return whole[whole.index(b"\r\n") + 2 :]
+    return "".join(parts).encode()
+
+
 def encode_each(args: Sequence[Arg]) -> bytes:
     """`encode`, each argument made bytes on its own (any argument type). The common
     types are told apart here, without a call per argument (a batch's `finish.lua` call
@@ -705,7 +721,7 @@ class _Pending:
 
 #: Commands a claim sends again and again (the same consumer, stream and count), encoded
 #: once; `_remember` keeps at most `ENCODED_MAX` (then starts again).
-_ENCODED: dict[tuple[Any, ...], bytes] = {}
+_ENCODED: dict[tuple[Any, ...], Any] = {}
 ENCODED_MAX = 4096
 
 
@@ -716,13 +732,25 @@ def _remember(key: tuple[Any, ...], data: bytes) -> bytes:
     return data
 
 
+def _remember_parts(key: tuple[Any, ...], parts: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    if len(_ENCODED) >= ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[key] = parts
+    return parts
+
+
 class Pipe:
     """Commands for one round trip (`LeanRedis.run`); each method returns its reply's
     placeholder, filled in after the run, in coredis's shape."""
 
+    #: Set on the lean pipeline's class: `Batcher.fill` tells it from coredis's.
+    LEAN = True
+
     def __init__(self) -> None:
         self.commands: list[bytes] = []
         self.pending: list[_Pending] = []
+        #: The sizes (keys, arguments) of the head of the next `evalsha` (see there).
+        self.head_next: tuple[int, int] | None = None
 
     def __getattr__(self, name: str) -> Any:
         raise Unsupported(f"the lean Redis pipeline has no {name!r} (coredis's has)")
@@ -737,7 +765,35 @@ class Pipe:
         self, sha1: str, keys: Sequence[Arg] | None = None, args: Sequence[Arg] | None = None
     ) -> _Pending:
         keys = keys or ()
-        return self._add(("EVALSHA", sha1, len(keys), *keys, *(args or ())))
+        args = args or ()
+        head = self.head_next
+        if head is None:
+            return self._add(("EVALSHA", sha1, len(keys), *keys, *args))
+        # The call's first keys and arguments are a head common to many calls (a queue's
+        # `finish.lua` head, see `Batcher.fill`): encoded once (`_ENCODED`), the rest here.
+        self.head_next = None
+        n_keys, n_args = head
+        key = ("EVALSHA", sha1, tuple(keys[:n_keys]), tuple(args[:n_args]))
+        parts = _ENCODED.get(key)
+        if parts is None:
+            parts = _remember_parts(key, (encode_body(keys[:n_keys]), encode_body(args[:n_args])))
+        total = 3 + len(keys) + len(args)
+        start = encode_body(("EVALSHA", sha1, len(keys)))
+        self.commands.append(
+            b"".join(
+                (
+                    b"*%d\r\n" % total,
+                    start,
+                    parts[0],
+                    encode_body(keys[n_keys:]),
+                    parts[1],
+                    encode_body(args[n_args:]),
+                )
+            )
+        )
+        pending = _Pending(None)
+        self.pending.append(pending)
+        return pending
 
     def xack(self, key: str, group: str, identifiers: Iterable[Arg]) -> _Pending:
         return self._add(("XACK", key, group, *identifiers))
