@@ -25,6 +25,7 @@ tasks' own instructions that a profile can be read from.
     python bench/redis_worker_cost.py --callgrind     # + instructions per task
     python bench/redis_worker_cost.py --repeat 0 --callgrind --idle 20   # timed loops taken off
     python bench/redis_worker_cost.py --repeat 0 --callgrind --quiet     # timed loops paused
+    python bench/redis_worker_cost.py --repeat 0 --callgrind --quiet --paced 4  # claims of 4
     python bench/redis_worker_cost.py --profile cprofile.out --run 6000   # one run, cProfile
 
 `--body incr` makes each task do one coredis `INCR` (as redis_bench's `--body incr`);
@@ -158,7 +159,7 @@ def submit(url: str, n: int) -> None:
     trio.run(go)
 
 
-def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
+def run_callgrind(n: int, args: argparse.Namespace, out: Path, cpu: bool = False) -> int:
     """The worker's instructions for n tasks: it starts under callgrind with the
     instrumentation off; a warm-up of `WARMUP` tasks; then the instrumentation is turned on,
     n tasks submitted (one `submit_many`) and every receipt awaited, and it is turned off
@@ -180,11 +181,19 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
             f"--callgrind-out-file={out}",
             *worker_argv(url, args.concurrency),
         ]
+        if args.profile:  # cProfile instead (start-up and the warm-up included)
+            argv = profiled(worker_argv(url, args.concurrency), args.profile)
+        elif args.pyspy or cpu:  # py-spy, or CPU time (start-up and warm-up included)
+            argv = worker_argv(url, args.concurrency)
         worker = subprocess.Popen(
             argv, env=worker_env(url, args), stdout=subprocess.DEVNULL, stderr=log
         )
 
+        spy = spy_on(worker.pid, args.pyspy) if args.pyspy else None
+
         def control(flag: str) -> None:
+            if args.profile or args.pyspy or cpu:
+                return
             subprocess.run(
                 ["callgrind_control", flag, str(worker.pid)], check=True, capture_output=True
             )
@@ -195,7 +204,13 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
         async def go() -> None:
             nonlocal started, took
             async with connect(url, job) as system:
-                for block in (WARMUP, n):
+                if args.paced:
+                    await paced(system, WARMUP, args.paced)
+                    control("-i=on")
+                    redis_cli(port, "CONFIG", "RESETSTAT")
+                    started = time.monotonic()
+                    await paced(system, n, args.paced)
+                for block in () if args.paced else (WARMUP, n):
                     if block == n:
                         # The tasks wait, all of them, before the worker goes on: its
                         # claims take what its idle workers ask for, whatever the timing.
@@ -221,7 +236,15 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
                 control("-i=off")
 
         trio.run(go)
-        stop(worker)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        usage = stop(worker)
+        if cpu:  # microseconds
+            SPLIT.append((usage.ru_utime, usage.ru_stime))
+            return round(1e6 * (usage.ru_utime + usage.ru_stime))
+        if args.profile or args.pyspy:
+            return 0
         if not args.idle:
             return instructions(out)
         tasks, idle = (instructions(part) for part in sorted(out.parent.glob(out.name + ".*")))
@@ -233,6 +256,21 @@ def run_callgrind(n: int, args: argparse.Namespace, out: Path) -> int:
         subprocess.run(["redis-cli", "-p", str(port), "SHUTDOWN", "NOSAVE"], capture_output=True)
         server.wait(60)
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def paced(system: Any, n: int, k: int) -> None:
+    """`--paced K`: n tasks in batches of k, each batch submitted (one `submit_many`) once
+    every result of the one before is in: the worker's claims take k tasks each and its
+    outcome writes are as small, as at a steady rate well below the maximum (where a
+    claim takes the few tasks that came since the last one)."""
+    for start in range(0, n, k):
+        block = range(start, min(start + k, n))
+        receipts = await system.submit_many("job", block)
+        total = 0
+        with trio.fail_after(600):
+            for receipt in receipts:
+                total += await receipt
+        assert total == sum(block), total
 
 
 def redis_cli(port: int, *args: str) -> str:
@@ -274,6 +312,28 @@ def worker_env(url: str, args: argparse.Namespace) -> dict[str, str]:
     }
 
 
+def spy_on(pid: int, into: str) -> subprocess.Popen[bytes]:
+    """py-spy recording process `pid` (raw, 1,000 samples a second) into `into`."""
+    tool = ROOT / ".bench-venv" / "tools" / "bin" / "py-spy"
+    argv = [str(tool), "record", "--pid", str(pid), "-r", "1000", "-f", "raw", "-o", into]
+    return subprocess.Popen(
+        [*argv, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def profiled(argv: list[str], into: str) -> list[str]:
+    """The worker's command line (`worker_argv`) run under cProfile, its stats dumped into
+    `into`."""
+    # cProfile timed by CPU time: time a loaded machine gave others is not counted.
+    code = (
+        "import cProfile, runpy, sys, time; p = cProfile.Profile(time.process_time); "
+        "sys.argv[0] = 'queueing'; p.enable()\n"
+        "try: runpy.run_module('queueing', run_name='__main__')\n"
+        f"finally: p.disable(); p.dump_stats({into!r})"
+    )
+    return [sys.executable, "-c", code, *argv[3:]]
+
+
 def stop(worker: subprocess.Popen[bytes]) -> Any:
     """SIGINT the worker and reap it: its rusage."""
     worker.send_signal(signal.SIGINT)
@@ -299,37 +359,11 @@ def run_once(n: int, args: argparse.Namespace, callgrind: Path | None) -> float:
         env = worker_env(url, args)
         argv = worker_argv(url, args.concurrency)
         if args.profile:
-            # cProfile timed by CPU time: time a loaded machine gave others is not counted.
-            code = (
-                "import cProfile, runpy, sys, time; p = cProfile.Profile(time.process_time); "
-                "sys.argv[0] = 'queueing'; p.enable()\n"
-                "try: runpy.run_module('queueing', run_name='__main__')\n"
-                f"finally: p.disable(); p.dump_stats({args.profile!r})"
-            )
-            argv = [sys.executable, "-c", code, *argv[3:]]
+            argv = profiled(argv, args.profile)
         if callgrind is not None:
             argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}", *argv]
         worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        spy = None
-        if args.pyspy:
-            tool = ROOT / ".bench-venv" / "tools" / "bin" / "py-spy"
-            spy = subprocess.Popen(
-                [
-                    tool,
-                    "record",
-                    "--pid",
-                    str(worker.pid),
-                    "-r",
-                    "1000",
-                    "-f",
-                    "raw",
-                    "-o",
-                    args.pyspy,
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        spy = spy_on(worker.pid, args.pyspy) if args.pyspy else None
 
         async def drained() -> None:
             async with coredis.Redis.from_url(url, decode_responses=True) as client:
@@ -414,9 +448,21 @@ def main() -> int:
         "(timed loops: heartbeat, promoter, probes, blocking claims) times the tasks' "
         "duration off the count",
     )
+    parser.add_argument(
+        "--paced",
+        type=int,
+        default=0,
+        metavar="K",
+        help="callgrind: submit the tasks in batches of K, each once the last one's results "
+        "are in (claims and outcome writes of K tasks, as at a steady rate), not all at once",
+    )
     parser.add_argument("--run", type=int, default=0, help="one run of this many tasks")
     parser.add_argument("--pyspy", default="", help="py-spy the worker (raw) into this file")
-    parser.add_argument("--profile", default="", help="cProfile the worker into this file")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="cProfile the worker into this file (with --paced: a paced run, not a count)",
+    )
     args = parser.parse_args()
 
     if args.run:
@@ -430,8 +476,19 @@ def main() -> int:
         return 0
     per = []
     for _ in range(args.repeat):
-        small = run_once(args.n, args, None)
-        large = run_once(3 * args.n, args, None)
+        if args.paced:  # paced runs (CPU time), start-up and warm-up cancel out
+            folder = Path(tempfile.mkdtemp(prefix="redis-worker-cpu-"))
+            small = run_callgrind(args.n, args, folder / "small", cpu=True) / 1e6
+            large = run_callgrind(3 * args.n, args, folder / "large", cpu=True) / 1e6
+            shutil.rmtree(folder, ignore_errors=True)
+            (su, ss), (lu, ls) = SPLIT[-2:]
+            print(
+                f"  pair: user {1e6 * (lu - su) / (2 * args.n):.1f} us/task, "
+                f"sys {1e6 * (ls - ss) / (2 * args.n):.1f} us/task"
+            )
+        else:
+            small = run_once(args.n, args, None)
+            large = run_once(3 * args.n, args, None)
         per.append(1e6 * (large - small) / (2 * args.n))
     per.sort()
     if per:
@@ -440,7 +497,7 @@ def main() -> int:
             f"best {per[0]:.1f} us, "
             f"median {statistics.median(per):.1f} us; runs {', '.join(f'{p:.1f}' for p in per)}"
         )
-    if args.callgrind:
+    if args.callgrind or (args.paced and (args.profile or args.pyspy)):
         out = Path(tempfile.mkdtemp(prefix="redis-worker-cg-"))
         per_task = run_callgrind(args.cg_n, args, out / "callgrind.out") / args.cg_n
         print(f"worker instructions per task (callgrind, N={args.cg_n}): {per_task / 1000:.1f}k")

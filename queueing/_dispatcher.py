@@ -123,6 +123,13 @@ class Dispatcher(Actor):
                     held[task.id] = task
                     if task.deliveries:
                         self._reclaimed(rt, task)
+            if tasks:
+                # The workers just woken run before the next claim is sent (the checkpoint
+                # here and `wait_for_demand`'s: two turns of the scheduler, so after theirs
+                # whatever order the scheduler runs a turn's tasks in), so that the
+                # outcomes of the tasks that finish at once go along with it instead of in
+                # a write of their own (docs/scale.md, "The worker's CPU per task").
+                await trio.lowlevel.checkpoint()
 
     async def _put_rest(self, rt: QueueRuntime, tasks: list[Task]) -> None:
         """Claimed tasks that found the buffer full (its workers were replaced while the

@@ -18,7 +18,7 @@ from redis_helpers import wait_for
 
 from queueing import BrokerError
 from queueing.brokers.redis._calls import Calls
-from queueing.brokers.redis._resp import HAND_BACK, LeanRedis, open_lean
+from queueing.brokers.redis._resp import HAND_BACK, LeanRedis, NoReply, encode, open_lean
 
 pytestmark = pytest.mark.redis
 
@@ -127,6 +127,45 @@ async def test_a_caller_cancelled_after_sending_leaves_the_others_in_step(redis_
         # Its reply (1) is read and dropped: the next callers get their own.
         assert await redis.execute("ECHO", "mine") == "mine"
         assert await redis.execute("INCR", key) == 2
+
+
+async def test_a_guarded_call_is_not_cancelled_midway(redis_url: str) -> None:
+    key = f"lean:guarded:{trio.current_time()}"
+    async with open_lean(base(redis_url), connect_timeout=5) as redis:
+        redis.guard, redis.guard_every = 30.0, 15.0
+        assert redis.guardable() is False  # not connected yet: a call would connect first
+        await redis.ping()
+        assert redis.guardable() is True
+        got: list[Any] = []
+        with trio.CancelScope() as scope:
+            scope.cancel()  # before the call: it is written, and waits for its reply
+            got = await redis.run([encode(("INCR", key))], guarded=True)
+            await trio.lowlevel.checkpoint()  # the cancellation comes here
+        assert scope.cancelled_caught
+        assert got == [1]
+        # Unguarded, the same call is cancelled waiting (its reply is read and dropped).
+        got = []
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            got = await redis.run([encode(("INCR", key))])
+        assert scope.cancelled_caught
+        assert got == []
+        assert await redis.execute("INCR", key) == 3
+
+
+async def test_a_guarded_call_without_a_reply_in_its_limit_gives_up(redis_url: str) -> None:
+    key = f"lean:never:{trio.current_time()}"
+    async with open_lean(base(redis_url), connect_timeout=5) as redis:
+        redis.guard, redis.guard_every = 0.3, 0.1
+        await redis.ping()
+        started = trio.current_time()
+        with pytest.raises(NoReply, match=r"no reply within 0\.3s"):
+            # A blocking command on the shared connection: no reply for a second.
+            await redis.run([encode(("BLPOP", key, 1))], guarded=True)
+        assert trio.current_time() - started >= 0.3
+        # Its reply (a nil, when the BLPOP times out) is read and dropped: the next caller
+        # gets its own.
+        assert await redis.execute("ECHO", "mine") == "mine"
 
 
 async def test_a_stopped_server_fails_the_waiting_callers_and_the_next_call_reconnects(

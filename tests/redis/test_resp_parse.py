@@ -255,6 +255,26 @@ def test_encode_writes_what_the_general_encode_writes(args: list[Any]) -> None:
     assert encode(args) == encode_each(args)
 
 
+@given(
+    st.lists(st.text(), max_size=6),
+    st.lists(_ARGS, max_size=6),
+    st.lists(st.text(), max_size=4),
+    st.lists(_ARGS, max_size=4),
+)
+def test_a_script_call_with_a_head_encoded_once_writes_the_same_command(
+    head_keys: list[str], head_args: list[Any], keys: list[str], args: list[Any]
+) -> None:
+    # (`Batcher.fill` marks a merged `finish.lua` call's head; the second call reuses it.)
+    every_key, every_arg = [*head_keys, *keys], [*head_args, *args]
+    for _ in range(2):
+        pipe = Pipe()
+        pipe.head_next = (len(head_keys), len(head_args))
+        pipe.evalsha("f" * 40, keys=every_key, args=every_arg)
+        assert pipe.head_next is None
+        (command,) = pipe.commands
+        assert command == encode(["EVALSHA", "f" * 40, len(every_key), *every_key, *every_arg])
+
+
 def test_encode_names_an_argument_of_another_type() -> None:
     with pytest.raises(TypeError, match=r"str, bytes, int or float, got list \(\[1\]\)"):
         encode(["SET", "k", [1]])

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import trio
@@ -230,6 +229,21 @@ class Batch:
         return len(self.ops)
 
 
+class _ClaimWaiting:
+    """`Batcher.claim_waiting`: counts the claims in a blocking read while in it."""
+
+    __slots__ = ("batcher",)
+
+    def __init__(self, batcher: Batcher) -> None:
+        self.batcher = batcher
+
+    def __enter__(self) -> None:
+        self.batcher.waiting_claims += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.batcher.waiting_claims -= 1
+
+
 class Batcher:
     """The two queues of writes, and the loops that send them."""
 
@@ -244,6 +258,8 @@ class Batcher:
         self._flushed = trio.lowlevel.ParkingLot()
         #: Claims waiting in a blocking read (they take no outcome writes along for now).
         self.waiting_claims = 0
+        # One context manager for every claim (a class's: a generator's costs more).
+        self._claim_waiting = _ClaimWaiting(self)
         #: Queues (and pipelines) this client submitted to: their replies streams are ours.
         self.replied: set[str] = set()
         self.on_replied: Callable[[], None] = lambda: None
@@ -633,14 +649,9 @@ class Batcher:
         if self._ops_lot:
             self._ops_lot.unpark_all()
 
-    @contextmanager
-    def claim_waiting(self) -> Iterator[None]:
+    def claim_waiting(self) -> _ClaimWaiting:
         """Around a claim's blocking read: outcome writes go without waiting for it."""
-        self.waiting_claims += 1
-        try:
-            yield
-        finally:
-            self.waiting_claims -= 1
+        return self._claim_waiting
 
     @property
     def congested(self) -> bool:
@@ -658,9 +669,18 @@ class Batcher:
         return Batch(batch)
 
     def fill(self, pipe: Any, batch: Batch) -> list[Any]:
-        """Queue a batch's calls on `pipe`: one result each (see `answered`)."""
+        """Queue a batch's calls on `pipe`: one result each (see `answered`). On the lean
+        client's pipeline, a merged call's head (its queue's keys and arguments, the same
+        in every call) is encoded once (`Pipe.evalsha`)."""
         script = self.calls.script
-        return [script(pipe, name, keys, args) for name, keys, args, _ in batch.calls]
+        lean = getattr(type(pipe), "LEAN", False)
+        filled = []
+        for name, keys, args, ops in batch.calls:
+            head = ops[0].head
+            if lean and head is not None:
+                pipe.head_next = (len(head[0]), len(head[1]))
+            filled.append(script(pipe, name, keys, args))
+        return filled
 
     def answered(self, batch: Batch, answers: Sequence[Any]) -> None:
         """After a batch was written: hand each answer on, wake whoever waits."""

@@ -12,6 +12,7 @@ client of `_resp` (a fraction of coredis's CPU per round trip); the cold paths k
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib.resources
 import logging
@@ -180,6 +181,11 @@ class Calls:
         #: The lean client's `Unsupported`, bound when the lean client is opened: `_resp`
         #: imports coredis, which stays an optional import until the broker connects.
         self._unsupported: type[Exception] = _NeverRaised
+        #: The lean client's `NoReply` (a guarded call had no reply in time), bound then.
+        self._no_reply: type[Exception] = _NeverRaised
+        #: The lean client's `HAND_BACK`, bound when the lean client is opened (an import
+        #: inside `_attempt` cost as much as the rest of its work).
+        self._hand_back: contextvars.ContextVar[bool] | None = None
         self._shas: dict[str, str] = {}
         #: Called (awaited) after Redis lost our consumer groups: declares them again.
         self.redeclare: Callable[[], Awaitable[None]] | None = None
@@ -266,10 +272,15 @@ class Calls:
         if not self.use_lean:
             yield None
             return
-        from ._resp import Unsupported, open_lean
+        from ._resp import HAND_BACK, NoReply, Unsupported, open_lean
 
         self._unsupported = Unsupported
+        self._no_reply = NoReply
+        self._hand_back = HAND_BACK
         async with open_lean(self.url, connect_timeout=self.connect_timeout) as lean:
+            # A guarded call's limit, as `_attempt`'s for a call that does not block.
+            lean.guard = self.block + ATTEMPT_GRACE
+            lean.guard_every = lean.guard / 2
             yield lean
 
     async def load_scripts(self) -> None:
@@ -331,8 +342,8 @@ class Calls:
                 try:
                     calls = fill(pipe)
                 except unsupported:
-                    return await send()
-                await lean.run_pipe(pipe)
+                    return await self._shielded(send)
+                await lean.run_pipe(pipe, True)
                 results: list[Any] = []
                 for call in calls:
                     value = call.value
@@ -341,8 +352,16 @@ class Calls:
                     results.append(value)  # (one command's error, for its caller to report)
                 return results
 
-            return await self.retrying(what, send_lean, deliver=deliver)
+            return await self.retrying(what, send_lean, deliver=deliver, guarded=True)
         return await self.retrying(what, send, deliver=deliver)
+
+    async def _shielded(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """`fn` shielded, given up (`NoReply`) after a call's limit: inside a guarded call
+        (see `_attempt`), a part that is not the lean client's own guarded round trip."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.block + ATTEMPT_GRACE
+            return await fn()
+        raise self._no_reply("no answer in time")
 
     async def scripts(
         self, what: str, calls: Sequence[tuple[str, list[str], list[Any]]]
@@ -356,6 +375,19 @@ class Calls:
 
             return await self.pipelined(what, fill)
         ((name, keys, args),) = calls
+        lean = self._lean
+        if lean is not None:
+
+            async def one_lean() -> list[Any]:
+                pipe = lean.pipeline()
+                call = self.script(pipe, name, keys, args)
+                await lean.run_pipe(pipe, True)
+                value = call.value
+                if isinstance(value, Exception) and _retryable(value):
+                    raise value
+                return [value]  # (the call's error, for its caller to report)
+
+            return await self.retrying(what, one_lean, guarded=True)
 
         async def one() -> list[Any]:
             try:
@@ -377,6 +409,7 @@ class Calls:
         background: bool = False,
         wait: float | None = None,
         deliver: bool = True,
+        guarded: bool = False,
     ) -> T:
         """Run `fn`, retrying lost connections with jittered backoff (no limit).
 
@@ -385,11 +418,13 @@ class Calls:
         only when the system stops and closes the client anyway. `wait`: how long `fn`
         may block in Redis (a blocking read), on top of one round trip. `deliver=False`:
         a cancellation that came during the call is left for the caller's next checkpoint
-        (a caller that must hand back what the call took, first).
+        (a caller that must hand back what the call took, first). `guarded`: `fn` makes one
+        guarded round trip of the lean client (`LeanRedis.run`), which is not cancelled
+        midway and gives up after the call's limit by itself (see `_attempt`).
         """
         try:
             # The common case, without building a tenacity retry object per call.
-            result = await self._attempt(what, fn, background, wait, deliver)
+            result = await self._attempt(what, fn, background, wait, deliver, guarded)
         except Exception as exc:
             if not await self._recover(exc):
                 raise
@@ -413,7 +448,7 @@ class Calls:
         async for attempt in retrying:
             with attempt:
                 try:
-                    result = await self._attempt(what, fn, background, wait, deliver)
+                    result = await self._attempt(what, fn, background, wait, deliver, guarded)
                 except Exception as exc:
                     await self._recover(exc)
                     raise
@@ -483,6 +518,7 @@ class Calls:
         background: bool,
         wait: float | None,
         deliver: bool = True,
+        guarded: bool = False,
     ) -> T:
         """One call to Redis, which the caller's cancellation does not interrupt.
 
@@ -495,26 +531,46 @@ class Calls:
         A blocking read (`wait`) of the lean client on a plain socket is not shielded: a
         cancellation has Redis end it at once and the read returns what it took
         (`LeanRedis.blocking`), so a stop does not wait out the read's `wait`.
+
+        A guarded call (`guarded`, on the lean client's connection while it is up on a
+        plain socket) goes without a cancel scope: the lean client itself keeps the
+        caller's cancellation out of its round trip and gives it up after the limit
+        (`LeanRedis.run`), for a fraction of a scope's cost (a scope's entry and exit, with
+        its deadline, cost about as much as the rest of a claim's round trip).
         """
         if background:
             return await fn()
         limit = (self.block if wait is None else wait) + ATTEMPT_GRACE
         answered = False
         lean = self._lean
+        if guarded and wait is None and lean is not None and lean.guardable():
+            try:
+                result = await fn()
+            except self._no_reply:
+                raise NoAnswer(
+                    f"redis {what} got no answer within {limit:g}s; "
+                    "is the server overloaded or stopped?"
+                ) from None
+            if deliver:
+                await trio.lowlevel.checkpoint_if_cancelled()  # the caller's cancellation
+            return result
         if wait is not None and lean is not None and lean.interruptible:
-            from ._resp import HAND_BACK
-
-            token = HAND_BACK.set(True)
+            hand_back = self._hand_back
+            assert hand_back is not None
+            token = hand_back.set(True)
             try:
                 with trio.CancelScope(deadline=trio.current_time() + limit):
                     result = await fn()
                     answered = True
             finally:
-                HAND_BACK.reset(token)
+                hand_back.reset(token)
         else:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + limit):
-                result = await fn()
-                answered = True
+                try:
+                    result = await fn()
+                    answered = True
+                except self._no_reply:
+                    pass  # a guarded call that gave up: as if the deadline had come
         if not answered:
             raise NoAnswer(
                 f"redis {what} got no answer within {limit:g}s; "

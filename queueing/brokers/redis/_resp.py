@@ -109,6 +109,22 @@ def encode(args: Sequence[Arg]) -> bytes:
     return "".join(parts).encode()
 
 
+def encode_body(args: Sequence[Arg]) -> bytes:
+    """`encode` without the array's header: its arguments' bulk strings, to be joined
+    with others' (a command put together from parts encoded once: `Pipe.evalsha`)."""
+    parts = []
+    for value in args:
+        if type(value) is str and value.isascii():
+            parts.append(f"${len(value)}\r\n{value}\r\n")
+        elif type(value) is int:
+            text = int.__repr__(value)
+            parts.append(f"${len(text)}\r\n{text}\r\n")
+        else:
+            whole = encode_each(args)
+            return whole[whole.index(b"\r\n") + 2 :]
+    return "".join(parts).encode()
+
+
 def encode_each(args: Sequence[Arg]) -> bytes:
     """`encode`, each argument made bytes on its own (any argument type). The common
     types are told apart here, without a call per argument (a batch's `finish.lua` call
@@ -485,10 +501,15 @@ def target_of(url: str, *, connect_timeout: float) -> Target:
 # -- connections ----------------------------------------------------------------------------
 
 
+class NoReply(Exception):
+    """A guarded call (`LeanRedis.run`'s `guard`) had no reply within its limit: its
+    caller gives up (its replies are read and dropped when they come)."""
+
+
 class _Waiter:
     """A caller's place in a multiplexed connection's queue: `n` replies to collect."""
 
-    __slots__ = ("n", "parked", "replies", "result", "task")
+    __slots__ = ("due", "n", "parked", "replies", "result", "task")
 
     def __init__(self, task: trio.lowlevel.Task | None, n: int) -> None:
         self.task = task  # None: dropped (its caller was cancelled)
@@ -496,11 +517,26 @@ class _Waiter:
         self.replies: list[Any] = []
         self.result: outcome.Outcome[list[Any]] | None = None
         self.parked = False
+        #: A guarded call's limit (trio clock): not cancelled, given up then (`_watch`).
+        self.due: float | None = None
 
     def abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        if self.due is not None:
+            # Guarded: the caller's cancellation waits for the reply (as in a shielded
+            # scope), and is delivered at its next checkpoint.
+            return trio.lowlevel.Abort.FAILED
         self.task = None  # its replies are read and dropped
         self.parked = False
         return trio.lowlevel.Abort.SUCCEEDED
+
+    def give_up(self, limit: float) -> None:
+        """No reply by `due`: the caller gets `NoReply`; the replies are dropped."""
+        task = self.task
+        self.task = None
+        if task is not None and self.parked:
+            self.parked = False
+            error = NoReply(f"no reply within {limit:g}s")
+            trio.lowlevel.reschedule(task, outcome.Error(error))
 
 
 def _lost(exc: BaseException | None) -> ce.ConnectionError:
@@ -722,13 +758,38 @@ class _Pending:
         yield  # a generator that never yields
 
 
+#: Commands a claim sends again and again (the same consumer, stream and count), encoded
+#: once; `_remember` keeps at most `ENCODED_MAX` (then starts again).
+_ENCODED: dict[tuple[Any, ...], Any] = {}
+ENCODED_MAX = 4096
+
+
+def _remember(key: tuple[Any, ...], data: bytes) -> bytes:
+    if len(_ENCODED) >= ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[key] = data
+    return data
+
+
+def _remember_parts(key: tuple[Any, ...], parts: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    if len(_ENCODED) >= ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[key] = parts
+    return parts
+
+
 class Pipe:
     """Commands for one round trip (`LeanRedis.run`); each method returns its reply's
     placeholder, filled in after the run, in coredis's shape."""
 
+    #: Set on the lean pipeline's class: `Batcher.fill` tells it from coredis's.
+    LEAN = True
+
     def __init__(self) -> None:
         self.commands: list[bytes] = []
         self.pending: list[_Pending] = []
+        #: The sizes (keys, arguments) of the head of the next `evalsha` (see there).
+        self.head_next: tuple[int, int] | None = None
 
     def __getattr__(self, name: str) -> Any:
         raise Unsupported(f"the lean Redis pipeline has no {name!r} (coredis's has)")
@@ -743,7 +804,35 @@ class Pipe:
         self, sha1: str, keys: Sequence[Arg] | None = None, args: Sequence[Arg] | None = None
     ) -> _Pending:
         keys = keys or ()
-        return self._add(("EVALSHA", sha1, len(keys), *keys, *(args or ())))
+        args = args or ()
+        head = self.head_next
+        if head is None:
+            return self._add(("EVALSHA", sha1, len(keys), *keys, *args))
+        # The call's first keys and arguments are a head common to many calls (a queue's
+        # `finish.lua` head, see `Batcher.fill`): encoded once (`_ENCODED`), the rest here.
+        self.head_next = None
+        n_keys, n_args = head
+        key = ("EVALSHA", sha1, tuple(keys[:n_keys]), tuple(args[:n_args]))
+        parts = _ENCODED.get(key)
+        if parts is None:
+            parts = _remember_parts(key, (encode_body(keys[:n_keys]), encode_body(args[:n_args])))
+        total = 3 + len(keys) + len(args)
+        start = encode_body(("EVALSHA", sha1, len(keys)))
+        self.commands.append(
+            b"".join(
+                (
+                    b"*%d\r\n" % total,
+                    start,
+                    parts[0],
+                    encode_body(keys[n_keys:]),
+                    parts[1],
+                    encode_body(args[n_args:]),
+                )
+            )
+        )
+        pending = _Pending(None)
+        self.pending.append(pending)
+        return pending
 
     def xack(self, key: str, group: str, identifiers: Iterable[Arg]) -> _Pending:
         return self._add(("XACK", key, group, *identifiers))
@@ -752,7 +841,18 @@ class Pipe:
         return self._add(("XDEL", key, *identifiers))
 
     def exists(self, keys: Iterable[str]) -> _Pending:
-        return self._add(("EXISTS", *keys))
+        keys = tuple(keys)
+        if len(keys) != 1:
+            return self._add(("EXISTS", *keys))
+        # One key (a claim's look at its queue's `ranked` key): encoded once (`_ENCODED`).
+        key = ("EXISTS", keys[0])
+        data = _ENCODED.get(key)
+        if data is None:
+            data = _remember(key, encode(key))
+        self.commands.append(data)
+        pending = _Pending(None)
+        self.pending.append(pending)
+        return pending
 
     def get(self, key: str) -> _Pending:
         return self._add(("GET", key))
@@ -816,9 +916,17 @@ class Pipe:
 
     def xreadgroup_entries(self, group: str, consumer: str, count: int, stream: str) -> _Pending:
         """A non-blocking `XREADGROUP` of one stream's new entries (`>`), answered as a
-        list of (id, fields) pairs (not coredis's shape: `group_entries`)."""
-        args = _xreadgroup_args(group, consumer, count, None, None, {stream: ">"})
-        return self._add(args, group_entries)
+        list of (id, fields) pairs (not coredis's shape: `group_entries`). Encoded once
+        per consumer, stream and count (a claim's: `_ENCODED`)."""
+        key = ("XREADGROUP", group, consumer, count, stream)
+        data = _ENCODED.get(key)
+        if data is None:
+            args = _xreadgroup_args(group, consumer, count, None, None, {stream: ">"})
+            data = _remember(key, encode(args))
+        self.commands.append(data)
+        pending = _Pending(group_entries)
+        self.pending.append(pending)
+        return pending
 
     def xreadgroup(
         self,
@@ -872,6 +980,11 @@ class LeanRedis:
     def __init__(self, target: Target, nursery: trio.Nursery) -> None:
         self.target = target
         self._nursery = nursery
+        #: Seconds a guarded call waits for its replies (see `run`), and how often the
+        #: connection's guarded calls are looked at (0: no call is guarded). Set by
+        #: `Calls` before the first call.
+        self.guard = 0.0
+        self.guard_every = 0.0
         self._link: Link | None = None
         self._connecting = trio.Lock()
         self._free: list[Link] = []
@@ -892,7 +1005,30 @@ class LeanRedis:
             link = await open_link(self.target)
             self._link = link
             self._nursery.start_soon(self._reader, link)
+            if self.guard_every > 0:
+                self._nursery.start_soon(self._watch, link)
             return link
+
+    def guardable(self) -> bool:
+        """Whether a call now may be guarded (`run`'s `guard`): the multiplexed connection
+        is up, on a plain socket (so `run` does not wait before its write)."""
+        link = self._link
+        return link is not None and link.broken is None and link.stream is None
+
+    async def _watch(self, link: Link) -> None:
+        """Give up the guarded calls on `link` that are past their limit (`NoReply`),
+        looking every `guard_every` seconds (so a call waits its limit, and at most
+        that much more)."""
+        every = self.guard_every
+        while link.broken is None:
+            await trio.sleep(every)
+            if not link.waiters:
+                continue
+            now = trio.current_time()
+            for waiter in list(link.waiters):
+                due = waiter.due
+                if due is not None and due <= now and waiter.task is not None:
+                    waiter.give_up(self.guard)
 
     async def _reader(self, link: Link) -> None:
         """Parse replies and hand each waiter its own, in order."""
@@ -928,16 +1064,26 @@ class LeanRedis:
             if not isinstance(exc, (Exception,)):
                 raise
 
-    async def run(self, commands: Sequence[bytes]) -> list[Any]:
-        """Encoded commands in one write; their replies (error replies as exceptions)."""
+    async def run(self, commands: Sequence[bytes], guarded: bool = False) -> list[Any]:
+        """Encoded commands in one write; their replies (error replies as exceptions).
+
+        `guarded` (when `guardable()`): the call is not cancelled midway, and gives up
+        with `NoReply` after `guard` seconds without its replies, as in a shielded cancel
+        scope with that deadline, without a scope per call (`Calls.pipelined`)."""
         link = await self._ready_link()
         waiter = _Waiter(trio.lowlevel.current_task(), len(commands))
         if link.stream is None:
             link.waiters.append(waiter)
             link.write(commands[0] if len(commands) == 1 else b"".join(commands))
+            if guarded:
+                waiter.due = trio.current_time() + self.guard
             if link.out:
                 try:
-                    await link.flush()
+                    if guarded:
+                        with trio.CancelScope(shield=True, deadline=waiter.due or 0.0):
+                            await link.flush()
+                    else:
+                        await link.flush()
                 except BaseException:
                     waiter.task = None
                     raise
@@ -965,10 +1111,10 @@ class LeanRedis:
         (reply,) = await self.run((encode(args),))
         return _raise_error(reply)
 
-    async def run_pipe(self, pipe: Pipe) -> list[Any]:
+    async def run_pipe(self, pipe: Pipe, guarded: bool = False) -> list[Any]:
         """Run a `Pipe`: its replies (error replies as exceptions), also set on each
-        placeholder."""
-        replies = await self.run(pipe.commands)
+        placeholder (`guarded`: see `run`)."""
+        replies = await self.run(pipe.commands, guarded)
         for pending, reply in zip(pipe.pending, replies, strict=True):
             shape = pending.shape
             if shape is not None and not isinstance(reply, ce.RedisError):
