@@ -14,6 +14,7 @@ from typing import Any
 import coredis.exceptions as ce
 import pytest
 import trio
+import trio.testing
 from redis_helpers import wait_for
 
 from queueing import BrokerError
@@ -132,7 +133,7 @@ async def test_a_caller_cancelled_after_sending_leaves_the_others_in_step(redis_
 async def test_a_guarded_call_is_not_cancelled_midway(redis_url: str) -> None:
     key = f"lean:guarded:{trio.current_time()}"
     async with open_lean(base(redis_url), connect_timeout=5) as redis:
-        redis.guard, redis.guard_every = 30.0, 15.0
+        redis.guard = 30.0
         assert redis.guardable() is False  # not connected yet: a call would connect first
         await redis.ping()
         assert redis.guardable() is True
@@ -156,7 +157,7 @@ async def test_a_guarded_call_is_not_cancelled_midway(redis_url: str) -> None:
 async def test_a_guarded_call_without_a_reply_in_its_limit_gives_up(redis_url: str) -> None:
     key = f"lean:never:{trio.current_time()}"
     async with open_lean(base(redis_url), connect_timeout=5) as redis:
-        redis.guard, redis.guard_every = 0.3, 0.1
+        redis.guard = 0.3
         await redis.ping()
         started = trio.current_time()
         with pytest.raises(NoReply, match=r"no reply within 0\.3s"):
@@ -165,6 +166,24 @@ async def test_a_guarded_call_without_a_reply_in_its_limit_gives_up(redis_url: s
         assert trio.current_time() - started >= 0.3
         # Its reply (a nil, when the BLPOP times out) is read and dropped: the next caller
         # gets its own.
+        assert await redis.execute("ECHO", "mine") == "mine"
+
+
+async def test_a_guarded_call_gives_up_at_its_limit_not_later(
+    redis_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Under the mock clock, time jumps to the next deadline while the BLPOP's reply is on
+    # its way: the call must give up exactly at its limit (a watchdog that looked every
+    # half limit gave up somewhere in the half limit after it).
+    key = f"lean:exact:{trio.current_time()}"
+    async with open_lean(base(redis_url), connect_timeout=5) as redis:
+        redis.guard = 12.0
+        await redis.ping()
+        await trio.sleep(6.5)  # the watchdog's own rhythm out of step with the call
+        started = trio.current_time()
+        with pytest.raises(NoReply):
+            await redis.run([encode(("BLPOP", key, 1))], guarded=True)
+        assert trio.current_time() == started + 12.0
         assert await redis.execute("ECHO", "mine") == "mine"
 
 

@@ -280,7 +280,6 @@ class Calls:
         async with open_lean(self.url, connect_timeout=self.connect_timeout) as lean:
             # A guarded call's limit, as `_attempt`'s for a call that does not block.
             lean.guard = self.block + ATTEMPT_GRACE
-            lean.guard_every = lean.guard / 2
             yield lean
 
     async def load_scripts(self) -> None:
