@@ -165,6 +165,7 @@ class Cluster:
         # over (the default refuses a replica that lost its master "too long" ago).
         options += ("--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0")
         self.nodes = [Node(self.root, *options, bus=True) for _ in range(2 * masters)]
+        self.master_count = masters
 
     def start(self) -> None:
         try:
@@ -196,6 +197,12 @@ class Cluster:
                 replication = cli(node.port, "INFO", "replication", timeout=2)
                 if "role:slave" in replication and "master_link_status:up" not in replication:
                     return False  # a replica still syncing could not take over
+                # Its view names each replica as one (gossip can lag: a replica still
+                # listed as a master of no slots was once taken as a reshard's target).
+                view = cli(node.port, "CLUSTER", "NODES", timeout=2).splitlines()
+                masters = [line for line in view if "master" in line.split()[2]]
+                if sum("fail" not in line.split()[2] for line in masters) != self.master_count:
+                    return False
             cli(self.live().port, "--cluster", "check", f"127.0.0.1:{self.live().port}")
             return True
 
