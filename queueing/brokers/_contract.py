@@ -66,6 +66,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import attrs
 import trio
@@ -90,6 +91,19 @@ def check_lease(lease: float) -> float:
             "use a lease longer than a network blip, e.g. ?lease=30 (the default)"
         )
     return lease
+
+
+def query_options(query: str, where: str) -> list[tuple[str, str]]:
+    """A broker URL's query options, in their order; `BrokerError` for one given twice
+    (which of them would win is a guess: a prefix names another system). `where` names
+    the URL in the message ("bad Redis URL '...'")."""
+    options = parse_qsl(query, keep_blank_values=True)
+    seen: set[str] = set()
+    for key, _ in options:
+        if key in seen:
+            raise BrokerError(f"{where}: option {key!r} is given twice; give it once")
+        seen.add(key)
+    return options
 
 
 def queue_of(task_id: str) -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import difflib
 import math
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
 
 from ..._exceptions import BrokerError
-from .._contract import check_lease
+from .._contract import check_lease, query_options
 from ._params import ConnectionParameters
 
 #: The schemes of the broker, and of the results stores it can use.
@@ -67,13 +67,7 @@ def parse(url: str, *, prefix: str, lease: float) -> BrokerURL:
         )
     ours: dict[str, str] = {}
     theirs = []
-    seen: set[str] = set()
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in seen:  # which one would win is a guess: a prefix names another system
-            raise BrokerError(
-                f"bad AMQP URL {safe(url)!r}: option {key!r} is given twice; give it once"
-            )
-        seen.add(key)
+    for key, value in query_options(parts.query, f"bad AMQP URL {safe(url)!r}"):
         if key in OPTIONS:
             ours[key] = value
         else:

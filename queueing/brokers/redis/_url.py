@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import attrs
 
 from ..._exceptions import BrokerError
+from .._contract import query_options
 
 #: URL schemes we take, and our own query options.
 SCHEMES = ("redis", "rediss", "unix")
@@ -105,13 +106,7 @@ def _split_options(url: str, query: str, scheme: str) -> tuple[str, dict[str, st
     known = OPTIONS + (COREDIS_OPTIONS + TLS_OPTIONS if scheme == "rediss" else COREDIS_OPTIONS)
     ours: dict[str, str] = {}
     theirs = []
-    seen: set[str] = set()
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key in seen:  # which one would win is a guess: a prefix names another system
-            raise BrokerError(
-                f"bad Redis URL {safe_url(url)!r}: option {key!r} is given twice; give it once"
-            )
-        seen.add(key)
+    for key, value in query_options(query, f"bad Redis URL {safe_url(url)!r}"):
         if key in OPTIONS:
             ours[key] = value
         elif plain and key in known:
