@@ -297,26 +297,16 @@ class QueueSystem:
             elif admission is not _ACCEPTED and admission is not _EXISTS:
                 # FULL, TENANT_FULL, or not tried yet
                 spec = rt.spec
+                when_full = spec.when_full
+                wait = spec.full_timeout if timeout is None else timeout
                 try:
                     if key is not None and engine.shared:
                         async with self._one_submit_per_id(task.id):
-                            admission = await engine.accept(
-                                rt,
-                                task,
-                                spec.when_full,
-                                spec.full_timeout if timeout is None else timeout,
-                                delay,
-                            )
+                            admission = await engine.accept(rt, task, when_full, wait, delay)
                             if admission is _EXISTS:
                                 task = engine.existing(task)
                     else:
-                        admission = await engine.accept(
-                            rt,
-                            task,
-                            spec.when_full,
-                            spec.full_timeout if timeout is None else timeout,
-                            delay,
-                        )
+                        admission = await engine.accept(rt, task, when_full, wait, delay)
                 except QueueFull as exc:
                     raise self._hint(exc) from None
                 except BrokerOutOfMemory as exc:
