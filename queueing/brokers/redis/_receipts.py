@@ -354,14 +354,15 @@ class Receipts:
         # The `done` streams of fresh ids' queues not read yet: where they stand now, read
         # in the same round trip and before the records (a notice after it is not missed).
         names = {self.keys.home(task_id) for task_id in fresh}
-        positions = sorted(names - self._foreign_read())
+        read_here = self._foreign_read()
+        positions = sorted(names - read_here)
         settled: list[Task] = []
         gone: list[str] = []
         # The `done` streams read here are kept while they are read (outcomes are written
         # there only then); one found gone (a reader that let it lapse: notices missed)
         # makes a sweep.
         watched = self._watched
-        due = [n for n in self._foreign_read() if now - watched.get(n, -math.inf) >= WATCH_EVERY]
+        due = [n for n in read_here if now - watched.get(n, -math.inf) >= WATCH_EVERY]
         reads = await read_outcomes(self.calls, self.keys, known, fresh, positions, due)
         for name in (*positions, *due):
             watched[name] = now
