@@ -44,7 +44,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
@@ -764,18 +764,14 @@ _ENCODED: dict[tuple[Any, ...], Any] = {}
 ENCODED_MAX = 4096
 
 
-def _remember(key: tuple[Any, ...], data: bytes) -> bytes:
-    if len(_ENCODED) >= ENCODED_MAX:
-        _ENCODED.clear()
-    _ENCODED[key] = data
-    return data
+_E = TypeVar("_E", bytes, tuple[bytes, bytes])
 
 
-def _remember_parts(key: tuple[Any, ...], parts: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+def _remember(key: tuple[Any, ...], encoded: _E) -> _E:
     if len(_ENCODED) >= ENCODED_MAX:
         _ENCODED.clear()
-    _ENCODED[key] = parts
-    return parts
+    _ENCODED[key] = encoded
+    return encoded
 
 
 class Pipe:
@@ -800,6 +796,13 @@ class Pipe:
         self.pending.append(pending)
         return pending
 
+    def _add_encoded(self, data: bytes, shape: Any = None) -> _Pending:
+        """`_add` of a command encoded already (once, for many calls: `_ENCODED`)."""
+        self.commands.append(data)
+        pending = _Pending(shape)
+        self.pending.append(pending)
+        return pending
+
     def evalsha(
         self, sha1: str, keys: Sequence[Arg] | None = None, args: Sequence[Arg] | None = None
     ) -> _Pending:
@@ -815,10 +818,10 @@ class Pipe:
         key = ("EVALSHA", sha1, tuple(keys[:n_keys]), tuple(args[:n_args]))
         parts = _ENCODED.get(key)
         if parts is None:
-            parts = _remember_parts(key, (encode_body(keys[:n_keys]), encode_body(args[:n_args])))
+            parts = _remember(key, (encode_body(keys[:n_keys]), encode_body(args[:n_args])))
         total = 3 + len(keys) + len(args)
         start = encode_body(("EVALSHA", sha1, len(keys)))
-        self.commands.append(
+        return self._add_encoded(
             b"".join(
                 (
                     b"*%d\r\n" % total,
@@ -830,9 +833,6 @@ class Pipe:
                 )
             )
         )
-        pending = _Pending(None)
-        self.pending.append(pending)
-        return pending
 
     def xack(self, key: str, group: str, identifiers: Iterable[Arg]) -> _Pending:
         return self._add(("XACK", key, group, *identifiers))
@@ -849,10 +849,7 @@ class Pipe:
         data = _ENCODED.get(key)
         if data is None:
             data = _remember(key, encode(key))
-        self.commands.append(data)
-        pending = _Pending(None)
-        self.pending.append(pending)
-        return pending
+        return self._add_encoded(data)
 
     def get(self, key: str) -> _Pending:
         return self._add(("GET", key))
@@ -923,10 +920,7 @@ class Pipe:
         if data is None:
             args = _xreadgroup_args(group, consumer, count, None, None, {stream: ">"})
             data = _remember(key, encode(args))
-        self.commands.append(data)
-        pending = _Pending(group_entries)
-        self.pending.append(pending)
-        return pending
+        return self._add_encoded(data, group_entries)
 
     def xreadgroup(
         self,
